@@ -1,0 +1,25 @@
+//===- Passes.h - Transformations of the moe dialect ------------*- C++ -*-===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_DIALECT_MOE_TRANSFORMS_PASSES_H
+#define MOE_DIALECT_MOE_TRANSFORMS_PASSES_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Pass/Pass.h"
+
+namespace moe {
+
+#define GEN_PASS_DECL
+#include "moe/Dialect/MoE/Transforms/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "moe/Dialect/MoE/Transforms/Passes.h.inc"
+
+} // namespace moe
+
+#endif // MOE_DIALECT_MOE_TRANSFORMS_PASSES_H

@@ -1,0 +1,109 @@
+//===- MoEAttrs.cpp - Attributes of the moe dialect -----------------------===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace moe;
+
+#include "moe/Dialect/MoE/IR/MoEEnums.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "moe/Dialect/MoE/IR/MoEAttrs.cpp.inc"
+
+void MoEDialect::registerAttributes() {
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "moe/Dialect/MoE/IR/MoEAttrs.cpp.inc"
+      >();
+}
+
+//===----------------------------------------------------------------------===//
+// RoutingAttr
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError, int64_t k,
+                    ScoringFunc scoring, bool renormalize,
+                    APFloat temperatureAttr, APFloat scaleAttr, int64_t nGroup,
+                    int64_t topkGroup, APFloat capacityFactorAttr,
+                    APFloat thresholdAttr) {
+  double temperature = temperatureAttr.convertToDouble();
+  double scale = scaleAttr.convertToDouble();
+  double capacityFactor = capacityFactorAttr.convertToDouble();
+  double threshold = thresholdAttr.convertToDouble();
+  if (k < 1)
+    return emitError() << "routing k must be at least 1, got " << k;
+  if (!(temperature > 0.0))
+    return emitError() << "routing temperature must be positive, got "
+                       << temperature;
+  if (temperature != 1.0 && scoring == ScoringFunc::Sigmoid)
+    return emitError() << "routing temperature applies to softmax scoring "
+                          "only, not sigmoid";
+  if (!(scale > 0.0))
+    return emitError() << "routing scale must be positive, got " << scale;
+  if (nGroup < 0 || topkGroup < 0)
+    return emitError() << "routing n_group and topk_group must be "
+                          "non-negative";
+  if (nGroup == 0 && topkGroup != 0)
+    return emitError() << "routing topk_group requires n_group";
+  if (nGroup > 0 && (topkGroup < 1 || topkGroup > nGroup))
+    return emitError() << "routing topk_group must be in [1, n_group = "
+                       << nGroup << "], got " << topkGroup;
+  if (!(capacityFactor >= 0.0))
+    return emitError() << "routing capacity_factor must be non-negative, got "
+                       << capacityFactor;
+  if (!(threshold >= 0.0 && threshold <= 1.0))
+    return emitError() << "routing threshold must be in [0, 1], got "
+                       << threshold;
+  if (threshold > 0.0 && scoring != ScoringFunc::Softmax)
+    return emitError() << "routing threshold (top-p) needs softmax scoring";
+  return success();
+}
+
+LogicalResult RoutingAttr::verifyForNumExperts(
+    function_ref<InFlightDiagnostic()> emitError, int64_t numExperts) const {
+  if (getK() > numExperts)
+    return emitError() << "routing k = " << getK() << " exceeds the "
+                       << numExperts << " experts";
+  if (!isGroupLimited())
+    return success();
+  if (numExperts % getNGroup() != 0)
+    return emitError() << "routing n_group = " << getNGroup()
+                       << " does not divide the " << numExperts << " experts";
+  int64_t eligible = getTopkGroup() * (numExperts / getNGroup());
+  if (getK() > eligible)
+    return emitError() << "routing k = " << getK() << " exceeds the "
+                       << eligible << " experts of the kept groups";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// ExpertAttr
+//===----------------------------------------------------------------------===//
+
+LogicalResult ExpertAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                 ExpertKind kind, Activation activation,
+                                 APFloat limitAttr, APFloat alphaAttr,
+                                 APFloat betaAttr) {
+  double limit = limitAttr.convertToDouble();
+  double alpha = alphaAttr.convertToDouble();
+  double beta = betaAttr.convertToDouble();
+  if (!(limit >= 0.0))
+    return emitError() << "expert limit must be non-negative, got " << limit;
+  if (!(alpha > 0.0))
+    return emitError() << "expert alpha must be positive, got " << alpha;
+  if (kind == ExpertKind::Ffn && (limit != 0.0 || alpha != 1.0 || beta != 0.0))
+    return emitError() << "expert limit, alpha and beta apply to gated "
+                          "experts only";
+  if (activation != Activation::Silu && (limit != 0.0 || alpha != 1.0))
+    return emitError() << "expert limit and alpha need the silu activation";
+  return success();
+}

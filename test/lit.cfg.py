@@ -1,0 +1,47 @@
+# -*- Python -*-
+# lit configuration for the moe-mlir regression tests.
+
+import os
+import shutil
+
+import lit.formats
+from lit.llvm import llvm_config
+from lit.llvm.subst import ToolSubst
+
+config.name = "MOE"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir", ".test", ".py"]
+config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py", "Inputs"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.moe_obj_root, "test")
+
+config.substitutions.append(("%PATH%", config.environment["PATH"]))
+config.substitutions.append(("%moe_src_root", config.moe_src_root))
+# Debian's numpy/onnx/torch live with the system interpreter, not the first
+# python3 on PATH.
+config.substitutions.append(("%python", "/usr/bin/python3"))
+
+llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
+llvm_config.use_default_substitutions()
+
+if config.moe_sanitizers:
+    config.available_features.add("sanitizers")
+    # The tools are not loaded into an instrumented host; leaks in LLVM's
+    # own statics are not ours to fix.
+    config.environment["ASAN_OPTIONS"] = "detect_leaks=1"
+    config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+
+if shutil.which("ptxas") or os.path.exists("/usr/local/cuda/bin/ptxas"):
+    config.available_features.add("ptxas")
+
+llvm_config.with_environment("PATH", config.moe_tools_dir, append_path=True)
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+
+tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
+tools = [
+    "moe-opt",
+    "moe-run",
+    ToolSubst("moe-translate", unresolved="ignore"),
+    ToolSubst("moe-compile", unresolved="ignore"),
+]
+llvm_config.add_tool_substitutions(tools, tool_dirs)
