@@ -1,0 +1,184 @@
+/*===- moe/runtime/runtime.h - MoE runtime C API ----------------*- C -*-===*\
+|*                                                                          *|
+|* The C API for loading and running models compiled by moe-compile. The   *|
+|* model library follows docs/CompiledModelABI.md; this API hides the      *|
+|* signature text, the memref descriptors and the weights file.            *|
+|*                                                                          *|
+|* Every fallible function returns a moe_status_t *: NULL on success, else *|
+|* a heap-allocated status the caller frees with moe_status_free.          *|
+|*                                                                          *|
+\*===----------------------------------------------------------------------===*/
+
+#ifndef MOE_RUNTIME_RUNTIME_H
+#define MOE_RUNTIME_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MOE_PRINTF_FORMAT(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define MOE_PRINTF_FORMAT(fmt, args)
+#endif
+
+/*===----------------------------------------------------------------------===*/
+/* Status                                                                     */
+/*===----------------------------------------------------------------------===*/
+
+/// An error. NULL means success; any other value owns a message.
+typedef struct moe_status moe_status_t;
+
+/// Creates an error status with a printf-formatted message. Never returns
+/// NULL (a static out-of-memory status is returned if allocation fails).
+moe_status_t *moe_status_make(const char *format, ...) MOE_PRINTF_FORMAT(1, 2);
+
+/// Returns the message of `status`, or "OK" for NULL. The string lives as long
+/// as the status.
+const char *moe_status_message(const moe_status_t *status);
+
+/// Frees `status`. NULL is allowed.
+void moe_status_free(moe_status_t *status);
+
+/*===----------------------------------------------------------------------===*/
+/* Element types                                                              */
+/*===----------------------------------------------------------------------===*/
+
+/// The element types of the ABI, in the order the ABI lists them.
+typedef enum moe_dtype {
+  MOE_DTYPE_F32 = 0,
+  MOE_DTYPE_F64,
+  MOE_DTYPE_F16,
+  MOE_DTYPE_BF16,
+  MOE_DTYPE_I8,
+  MOE_DTYPE_I16,
+  MOE_DTYPE_I32,
+  MOE_DTYPE_I64,
+  MOE_DTYPE_U8,
+  /// Booleans, one byte per element holding 0 or 1.
+  MOE_DTYPE_I1,
+  MOE_DTYPE_COUNT
+} moe_dtype_t;
+
+/// Size of one element in bytes, or 0 for an invalid dtype.
+size_t moe_dtype_size(moe_dtype_t dtype);
+
+/// The ABI spelling ("f32", "bf16", ...), or "invalid".
+const char *moe_dtype_name(moe_dtype_t dtype);
+
+/// Parses an ABI spelling. Returns 1 and sets `*out` on success, 0 otherwise.
+int moe_dtype_parse(const char *name, moe_dtype_t *out);
+
+/*===----------------------------------------------------------------------===*/
+/* Tensors                                                                    */
+/*===----------------------------------------------------------------------===*/
+
+/// A dense row-major tensor: dtype, rank, extents and a data pointer. Either
+/// owns its data (freed by moe_tensor_free) or wraps caller memory.
+typedef struct moe_tensor moe_tensor_t;
+
+/// Creates a tensor owning fresh zero-filled, 64-byte-aligned storage.
+/// `shape` holds `rank` non-negative extents (may be NULL when rank is 0).
+moe_status_t *moe_tensor_create(moe_dtype_t dtype, size_t rank,
+                                const int64_t *shape, moe_tensor_t **out);
+
+/// Creates a tensor over existing row-major `data`. If `take_ownership` is
+/// non-zero, moe_tensor_free calls free(data); otherwise the caller keeps
+/// `data` alive for the tensor's lifetime. The shape is copied.
+moe_status_t *moe_tensor_wrap(void *data, moe_dtype_t dtype, size_t rank,
+                              const int64_t *shape, int take_ownership,
+                              moe_tensor_t **out);
+
+/// Frees the tensor (and its data if owned). NULL is allowed.
+void moe_tensor_free(moe_tensor_t *tensor);
+
+void *moe_tensor_data(const moe_tensor_t *tensor);
+moe_dtype_t moe_tensor_dtype(const moe_tensor_t *tensor);
+size_t moe_tensor_rank(const moe_tensor_t *tensor);
+/// The `rank` extents; NULL for rank 0.
+const int64_t *moe_tensor_shape(const moe_tensor_t *tensor);
+/// Product of the extents (1 for rank 0).
+int64_t moe_tensor_num_elements(const moe_tensor_t *tensor);
+/// moe_tensor_num_elements times the element size.
+size_t moe_tensor_byte_size(const moe_tensor_t *tensor);
+/// Non-zero if moe_tensor_free releases the data.
+int moe_tensor_owns_data(const moe_tensor_t *tensor);
+
+/*===----------------------------------------------------------------------===*/
+/* Models                                                                     */
+/*===----------------------------------------------------------------------===*/
+
+/// The value of a dynamic (`?`) extent in moe_model_input_dims.
+#define MOE_DYNAMIC_DIM ((int64_t)-1)
+
+/// A loaded model: its library handle, parsed signature and mapped weights.
+typedef struct moe_model moe_model_t;
+
+/// The two symbols of the compiled-model ABI.
+typedef const char *(*moe_model_signature_fn_t)(void);
+typedef void (*moe_model_run_fn_t)(void **args);
+
+/// Loads the model library at `lib_path` (dlopen RTLD_NOW|RTLD_LOCAL), parses
+/// its signature and maps its weights. `weights_path` may be NULL: the
+/// default is `lib_path` with a trailing ".so" replaced by ".weights" (or
+/// ".weights" appended), and it is only opened if the signature has weights.
+moe_status_t *moe_model_load(const char *lib_path, const char *weights_path,
+                             moe_model_t **out);
+
+/// Loads the model linked into the running executable: looks the ABI symbols
+/// up with dlopen(NULL), so the executable must export them (-rdynamic).
+/// `weights_path` may be NULL only if the model has no weights.
+moe_status_t *moe_model_load_from_self(const char *weights_path,
+                                       moe_model_t **out);
+
+/// Loads a model from its two ABI entry points directly (no dlopen, no
+/// -rdynamic needed). `weights_path` may be NULL only if the model has no
+/// weights.
+moe_status_t *moe_model_load_from_symbols(moe_model_signature_fn_t signature,
+                                          moe_model_run_fn_t run,
+                                          const char *weights_path,
+                                          moe_model_t **out);
+
+/// Unmaps the weights, closes the library and frees the model. NULL is
+/// allowed.
+void moe_model_free(moe_model_t *model);
+
+/// The signature text exactly as the library returned it.
+const char *moe_model_signature_text(const moe_model_t *model);
+/// The weights file in use, or NULL if none was opened.
+const char *moe_model_weights_path(const moe_model_t *model);
+
+size_t moe_model_num_inputs(const moe_model_t *model);
+const char *moe_model_input_name(const moe_model_t *model, size_t index);
+moe_dtype_t moe_model_input_dtype(const moe_model_t *model, size_t index);
+size_t moe_model_input_rank(const moe_model_t *model, size_t index);
+/// The `rank` extents of input `index`, MOE_DYNAMIC_DIM for `?`; NULL for
+/// rank 0.
+const int64_t *moe_model_input_dims(const moe_model_t *model, size_t index);
+
+size_t moe_model_num_outputs(const moe_model_t *model);
+const char *moe_model_output_name(const moe_model_t *model, size_t index);
+moe_dtype_t moe_model_output_dtype(const moe_model_t *model, size_t index);
+size_t moe_model_output_rank(const moe_model_t *model, size_t index);
+
+/// Runs the model once. Checks the input count and each input's dtype, rank
+/// and static extents, then calls the library's moe_model_run. On success
+/// `outputs[i]` receives a new owning tensor per output (free each with
+/// moe_tensor_free); on error no output is set. The model may be invoked
+/// concurrently from several threads if its compiled code is reentrant.
+///
+/// (Named `invoke`, not `run`, because the ABI's own entry point is called
+/// `moe_model_run` and both are linked into standalone executables.)
+moe_status_t *moe_model_invoke(moe_model_t *model,
+                               const moe_tensor_t *const *inputs,
+                               size_t n_inputs, moe_tensor_t **outputs,
+                               size_t n_outputs);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* MOE_RUNTIME_RUNTIME_H */

@@ -1,0 +1,481 @@
+//===- Model.cpp - Loading and invoking compiled models -------------------===//
+//
+// Implements moe_model_t over the ABI of docs/CompiledModelABI.md: dlopen the
+// library, parse its signature, map the weights file, and translate tensors
+// to and from memref descriptors.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Internal.h"
+#include "Signature.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace moe::runtime;
+
+static_assert(sizeof(void *) == sizeof(int64_t),
+              "memref descriptors need 64-bit pointers");
+
+/// MLIR's lowering of memref.get_global stores this in the allocated pointer
+/// of a memref that is not on the heap; such a result must not be freed.
+static const uintptr_t kNonHeapAllocated = 0xdeadbeef;
+
+static constexpr char kWeightsMagic[8] = {'M', 'O', 'E', 'W',
+                                          'G', 'H', 'T', '1'};
+static constexpr size_t kWeightsHeaderSize = 64;
+
+struct moe_model {
+  /// dlopen handle; NULL for moe_model_load_from_symbols.
+  void *library = nullptr;
+  moe_model_run_fn_t run = nullptr;
+  std::string signatureText;
+  Signature signature;
+  /// Empty if no weights file is mapped.
+  std::string weightsPath;
+  void *mapping = nullptr;
+  size_t mappingSize = 0;
+  /// The data section inside the mapping.
+  const uint8_t *weightsData = nullptr;
+  uint64_t weightsDataSize = 0;
+
+  ~moe_model() {
+    if (mapping)
+      munmap(mapping, mappingSize);
+    if (library)
+      dlclose(library);
+  }
+};
+
+/// Maps `path` and validates it against the model's weights.
+static moe_status_t *mapWeights(moe_model_t &model, const std::string &path) {
+  std::string file = "weights file " + quote(path);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return makeStatus("cannot open " + file + ": " + std::strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return makeStatus(file + " is not a regular file");
+  }
+  size_t fileSize = static_cast<size_t>(st.st_size);
+  if (fileSize < kWeightsHeaderSize) {
+    close(fd);
+    return makeStatus(file + " is truncated: " + std::to_string(fileSize) +
+                      " bytes is smaller than the 64-byte header");
+  }
+  void *mapping = mmap(nullptr, fileSize, PROT_READ, MAP_PRIVATE, fd, 0);
+  int mapErrno = errno;
+  close(fd);
+  if (mapping == MAP_FAILED)
+    return makeStatus("cannot map " + file + ": " + std::strerror(mapErrno));
+  model.weightsPath = path;
+  model.mapping = mapping;
+  model.mappingSize = fileSize;
+
+  const auto *bytes = static_cast<const uint8_t *>(mapping);
+  if (std::memcmp(bytes, kWeightsMagic, sizeof(kWeightsMagic)) != 0)
+    return makeStatus(file + " has a bad magic (expected 'MOEWGHT1')");
+  uint64_t dataSize = 0;
+  for (int i = 7; i >= 0; --i)
+    dataSize = (dataSize << 8) | bytes[8 + i];
+  uint64_t available = fileSize - kWeightsHeaderSize;
+  if (dataSize > available)
+    return makeStatus(file + " is truncated: the header declares " +
+                      std::to_string(dataSize) + " data bytes but only " +
+                      std::to_string(available) + " follow it");
+  model.weightsData = bytes + kWeightsHeaderSize;
+  model.weightsDataSize = dataSize;
+
+  for (const ArgumentSpec &weight : model.signature.weights)
+    if (weight.offset > dataSize || weight.bytes > dataSize - weight.offset)
+      return makeStatus(file + ": weight " + quote(weight.name) +
+                        " (offset=" + std::to_string(weight.offset) +
+                        " bytes=" + std::to_string(weight.bytes) +
+                        ") lies outside the " + std::to_string(dataSize) +
+                        "-byte data section");
+  return nullptr;
+}
+
+/// Builds a model from its entry points; takes ownership of `library`. The
+/// weights file is opened only if the signature has weights.
+static moe_status_t *createModel(void *library, const char *signatureText,
+                                 moe_model_run_fn_t run,
+                                 const std::string &source,
+                                 const char *weightsPath, moe_model_t **out) {
+  auto *model = new moe_model;
+  model->library = library;
+  model->run = run;
+  if (moe_status_t *status =
+          parseSignature(signatureText, source, model->signature)) {
+    delete model;
+    return status;
+  }
+  model->signatureText = signatureText;
+
+  bool needsWeights = !model->signature.weights.empty();
+  if (needsWeights && !weightsPath) {
+    delete model;
+    return makeStatus(quote(source) + " has " +
+                      std::to_string(model->signature.weights.size()) +
+                      " weights but no weights file was given");
+  }
+  if (needsWeights) {
+    if (moe_status_t *status = mapWeights(*model, weightsPath)) {
+      delete model;
+      return status;
+    }
+  }
+  *out = model;
+  return nullptr;
+}
+
+/// Looks up both ABI symbols in `library`.
+static moe_status_t *lookUpSymbols(void *library, const std::string &source,
+                                   const char *hint,
+                                   moe_model_signature_fn_t &signature,
+                                   moe_model_run_fn_t &run) {
+  for (const char *name : {"moe_model_signature", "moe_model_run"}) {
+    void *symbol = dlsym(library, name);
+    if (!symbol)
+      return makeStatus(source + " does not define " + name + hint);
+    if (std::strcmp(name, "moe_model_run") == 0)
+      run = reinterpret_cast<moe_model_run_fn_t>(symbol);
+    else
+      signature = reinterpret_cast<moe_model_signature_fn_t>(symbol);
+  }
+  return nullptr;
+}
+
+moe_status_t *moe_model_load(const char *lib_path, const char *weights_path,
+                             moe_model_t **out) {
+  if (!lib_path || !*lib_path)
+    return moe_status_make("no model library path given");
+  std::string path = lib_path;
+  // Without a slash dlopen would search the library path, not the directory.
+  std::string openPath =
+      path.find('/') == std::string::npos ? "./" + path : path;
+  dlerror();
+  void *library = dlopen(openPath.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!library) {
+    const char *error = dlerror();
+    return makeStatus("cannot load model library " + quote(path) + ": " +
+                      (error ? error : "unknown error"));
+  }
+  moe_model_signature_fn_t signature = nullptr;
+  moe_model_run_fn_t run = nullptr;
+  if (moe_status_t *status = lookUpSymbols(
+          library, "model library " + quote(path), "", signature, run)) {
+    dlclose(library);
+    return status;
+  }
+
+  std::string weights;
+  if (weights_path) {
+    weights = weights_path;
+  } else {
+    size_t n = path.size();
+    weights = n > 3 && path.compare(n - 3, 3, ".so") == 0
+                  ? path.substr(0, n - 3) + ".weights"
+                  : path + ".weights";
+  }
+  return createModel(library, signature(), run, path, weights.c_str(), out);
+}
+
+moe_status_t *moe_model_load_from_self(const char *weights_path,
+                                       moe_model_t **out) {
+  void *self = dlopen(nullptr, RTLD_NOW);
+  if (!self)
+    return moe_status_make("cannot open the executable's own symbols");
+  moe_model_signature_fn_t signature = nullptr;
+  moe_model_run_fn_t run = nullptr;
+  if (moe_status_t *status =
+          lookUpSymbols(self, "the executable", " (link it with -rdynamic)",
+                        signature, run)) {
+    dlclose(self);
+    return status;
+  }
+  return createModel(self, signature(), run, "the executable", weights_path,
+                     out);
+}
+
+moe_status_t *moe_model_load_from_symbols(moe_model_signature_fn_t signature,
+                                          moe_model_run_fn_t run,
+                                          const char *weights_path,
+                                          moe_model_t **out) {
+  if (!signature || !run)
+    return moe_status_make("moe_model_load_from_symbols needs both entry "
+                           "points");
+  return createModel(nullptr, signature(), run, "the linked model",
+                     weights_path, out);
+}
+
+void moe_model_free(moe_model_t *model) { delete model; }
+
+const char *moe_model_signature_text(const moe_model_t *model) {
+  return model->signatureText.c_str();
+}
+
+const char *moe_model_weights_path(const moe_model_t *model) {
+  return model->mapping ? model->weightsPath.c_str() : nullptr;
+}
+
+size_t moe_model_num_inputs(const moe_model_t *model) {
+  return model->signature.inputs.size();
+}
+
+const char *moe_model_input_name(const moe_model_t *model, size_t index) {
+  return model->signature.inputs[index].name.c_str();
+}
+
+moe_dtype_t moe_model_input_dtype(const moe_model_t *model, size_t index) {
+  return model->signature.inputs[index].dtype;
+}
+
+size_t moe_model_input_rank(const moe_model_t *model, size_t index) {
+  return model->signature.inputs[index].dims.size();
+}
+
+const int64_t *moe_model_input_dims(const moe_model_t *model, size_t index) {
+  const std::vector<int64_t> &dims = model->signature.inputs[index].dims;
+  return dims.empty() ? nullptr : dims.data();
+}
+
+size_t moe_model_num_outputs(const moe_model_t *model) {
+  return model->signature.outputs.size();
+}
+
+const char *moe_model_output_name(const moe_model_t *model, size_t index) {
+  return model->signature.outputs[index].name.c_str();
+}
+
+moe_dtype_t moe_model_output_dtype(const moe_model_t *model, size_t index) {
+  return model->signature.outputs[index].dtype;
+}
+
+size_t moe_model_output_rank(const moe_model_t *model, size_t index) {
+  return model->signature.outputs[index].rank;
+}
+
+//===----------------------------------------------------------------------===//
+// Invocation
+//===----------------------------------------------------------------------===//
+
+static std::string plural(size_t n, const char *noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
+/// Checks `tensor` against input `index` of the signature.
+static moe_status_t *checkInput(const ArgumentSpec &spec, size_t index,
+                                const moe_tensor_t *tensor) {
+  std::string what =
+      "input " + std::to_string(index) + " (" + quote(spec.name) + ")";
+  if (!tensor)
+    return makeStatus(what + " is NULL");
+  moe_dtype_t dtype = moe_tensor_dtype(tensor);
+  size_t rank = moe_tensor_rank(tensor);
+  const int64_t *shape = moe_tensor_shape(tensor);
+  bool matches = dtype == spec.dtype && rank == spec.dims.size();
+  for (size_t i = 0; matches && i < rank; ++i)
+    matches = spec.dims[i] == MOE_DYNAMIC_DIM || spec.dims[i] == shape[i];
+  if (matches)
+    return nullptr;
+  return makeStatus(what + ": expected " + moe_dtype_name(spec.dtype) +
+                    " tensor of shape " +
+                    formatDims(spec.dims.data(), spec.dims.size()) + ", got " +
+                    moe_dtype_name(dtype) + " " + formatDims(shape, rank));
+}
+
+/// Appends an identity-strided descriptor for `data` with extents `shape`.
+static void appendDescriptor(std::vector<int64_t> &block, const void *data,
+                             const int64_t *shape, size_t rank) {
+  int64_t pointer;
+  std::memcpy(&pointer, &data, sizeof(pointer));
+  block.push_back(pointer); // allocated
+  block.push_back(pointer); // aligned
+  block.push_back(0);       // offset
+  block.insert(block.end(), shape, shape + rank);
+  size_t stridesAt = block.size();
+  block.resize(stridesAt + rank);
+  int64_t stride = 1;
+  for (size_t i = rank; i-- > 0;) {
+    block[stridesAt + i] = stride;
+    stride *= shape[i];
+  }
+}
+
+namespace {
+/// One result descriptor read back from the result block.
+struct ResultView {
+  void *allocated;
+  const uint8_t *aligned;
+  int64_t offset;
+  const int64_t *sizes;
+  const int64_t *strides;
+  size_t rank;
+};
+} // namespace
+
+static ResultView readResult(const int64_t *descriptor, size_t rank) {
+  ResultView view;
+  std::memcpy(&view.allocated, &descriptor[0], sizeof(void *));
+  std::memcpy(&view.aligned, &descriptor[1], sizeof(void *));
+  view.offset = descriptor[2];
+  view.sizes = descriptor + 3;
+  view.strides = descriptor + 3 + rank;
+  view.rank = rank;
+  return view;
+}
+
+/// Copies a (possibly strided) result into a new row-major tensor.
+static moe_status_t *copyResult(const OutputSpec &spec, size_t index,
+                                const ResultView &view, moe_tensor_t **out) {
+  std::string what =
+      "output " + std::to_string(index) + " (" + quote(spec.name) + ")";
+  for (size_t i = 0; i < view.rank; ++i)
+    if (view.sizes[i] < 0)
+      return makeStatus(what + ": the model returned negative extent " +
+                        std::to_string(view.sizes[i]));
+  moe_tensor_t *tensor;
+  if (moe_status_t *status =
+          moe_tensor_create(spec.dtype, view.rank, view.sizes, &tensor))
+    return makeStatus(what + ": " + moe_status_message(status));
+  int64_t numElements = moe_tensor_num_elements(tensor);
+  if (numElements == 0) {
+    *out = tensor;
+    return nullptr;
+  }
+  if (!view.aligned) {
+    moe_tensor_free(tensor);
+    return makeStatus(what + ": the model returned a NULL buffer");
+  }
+
+  size_t elementSize = moe_dtype_size(spec.dtype);
+  auto *dst = static_cast<uint8_t *>(moe_tensor_data(tensor));
+  const uint8_t *base = view.aligned + view.offset * (int64_t)elementSize;
+
+  bool rowMajor = true;
+  int64_t expected = 1;
+  for (size_t i = view.rank; i-- > 0;) {
+    if (view.sizes[i] != 1 && view.strides[i] != expected)
+      rowMajor = false;
+    expected *= view.sizes[i];
+  }
+  if (rowMajor) {
+    std::memcpy(dst, base, moe_tensor_byte_size(tensor));
+    *out = tensor;
+    return nullptr;
+  }
+
+  // Walk the index space in row-major order, innermost dimension fastest.
+  std::vector<int64_t> position(view.rank, 0);
+  for (int64_t n = 0; n < numElements; ++n) {
+    int64_t element = 0;
+    for (size_t i = 0; i < view.rank; ++i)
+      element += position[i] * view.strides[i];
+    std::memcpy(dst + n * (int64_t)elementSize,
+                base + element * (int64_t)elementSize, elementSize);
+    for (size_t i = view.rank; i-- > 0;) {
+      if (++position[i] < view.sizes[i])
+        break;
+      position[i] = 0;
+    }
+  }
+  *out = tensor;
+  return nullptr;
+}
+
+static bool pointsInto(const void *p, const void *begin, size_t size) {
+  auto address = reinterpret_cast<uintptr_t>(p);
+  auto start = reinterpret_cast<uintptr_t>(begin);
+  return address >= start && (address - start < size || address == start);
+}
+
+moe_status_t *moe_model_invoke(moe_model_t *model,
+                               const moe_tensor_t *const *inputs,
+                               size_t n_inputs, moe_tensor_t **outputs,
+                               size_t n_outputs) {
+  const Signature &sig = model->signature;
+  if (n_inputs != sig.inputs.size())
+    return makeStatus("the model expects " +
+                      plural(sig.inputs.size(), "input") + ", got " +
+                      std::to_string(n_inputs));
+  if (n_outputs != sig.outputs.size())
+    return makeStatus("the model has " + plural(sig.outputs.size(), "output") +
+                      ", got " + std::to_string(n_outputs) + " output slots");
+  for (size_t i = 0; i < n_inputs; ++i)
+    if (moe_status_t *status = checkInput(sig.inputs[i], i, inputs[i]))
+      return status;
+
+  // Argument descriptors, then the result block, each a run of int64 fields.
+  std::vector<int64_t> argBlock;
+  std::vector<size_t> argOffsets;
+  for (size_t i = 0; i < n_inputs; ++i) {
+    argOffsets.push_back(argBlock.size());
+    appendDescriptor(argBlock, moe_tensor_data(inputs[i]),
+                     moe_tensor_shape(inputs[i]), moe_tensor_rank(inputs[i]));
+  }
+  for (const ArgumentSpec &weight : sig.weights) {
+    argOffsets.push_back(argBlock.size());
+    appendDescriptor(argBlock, model->weightsData + weight.offset,
+                     weight.dims.data(), weight.dims.size());
+  }
+  std::vector<size_t> resultOffsets;
+  size_t resultFields = 0;
+  for (const OutputSpec &output : sig.outputs) {
+    resultOffsets.push_back(resultFields);
+    resultFields += 3 + 2 * output.rank;
+  }
+  // Never empty, so that args[0] is a valid pointer even without outputs.
+  std::vector<int64_t> resultBlock(resultFields + 1, 0);
+
+  std::vector<void *> args;
+  args.push_back(resultBlock.data());
+  for (size_t offset : argOffsets)
+    args.push_back(argBlock.data() + offset);
+  model->run(args.data());
+
+  // Copy every result before freeing any: results may share buffers.
+  std::vector<ResultView> views;
+  for (size_t i = 0; i < sig.outputs.size(); ++i)
+    views.push_back(
+        readResult(resultBlock.data() + resultOffsets[i], sig.outputs[i].rank));
+  std::vector<moe_tensor_t *> results(n_outputs, nullptr);
+  moe_status_t *failure = nullptr;
+  for (size_t i = 0; i < n_outputs && !failure; ++i)
+    failure = copyResult(sig.outputs[i], i, views[i], &results[i]);
+
+  std::vector<void *> freed;
+  for (const ResultView &view : views) {
+    void *p = view.allocated;
+    if (!p || reinterpret_cast<uintptr_t>(p) == kNonHeapAllocated)
+      continue;
+    bool borrowed =
+        model->mapping && pointsInto(p, model->mapping, model->mappingSize);
+    for (size_t i = 0; i < n_inputs && !borrowed; ++i)
+      borrowed = pointsInto(p, moe_tensor_data(inputs[i]),
+                            moe_tensor_byte_size(inputs[i]));
+    for (void *q : freed)
+      borrowed = borrowed || q == p;
+    if (borrowed)
+      continue;
+    std::free(p);
+    freed.push_back(p);
+  }
+
+  if (failure) {
+    for (moe_tensor_t *tensor : results)
+      moe_tensor_free(tensor);
+    return failure;
+  }
+  for (size_t i = 0; i < n_outputs; ++i)
+    outputs[i] = results[i];
+  return nullptr;
+}

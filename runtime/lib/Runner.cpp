@@ -1,0 +1,324 @@
+//===- Runner.cpp - The moe-run command line ------------------------------===//
+//
+// moe_run_main: parse flags, load the model, read .npy inputs, run (and time)
+// the model, and write .npy outputs atomically.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/runtime/runner.h"
+#include "Internal.h"
+#include "moe/runtime/npy.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace moe::runtime;
+
+/// Untimed runs before a benchmark.
+static constexpr int kWarmUpRuns = 3;
+
+namespace {
+struct Options {
+  std::string modelPath;
+  std::vector<std::string> inputs;
+  std::vector<std::string> outputs;
+  std::string weightsPath;
+  long benchmarkRuns = 0;
+  bool printSignature = false;
+  bool help = false;
+};
+
+/// Owns tensors and frees them on scope exit.
+struct TensorList {
+  std::vector<moe_tensor_t *> tensors;
+  TensorList() = default;
+  TensorList(const TensorList &) = delete;
+  TensorList &operator=(const TensorList &) = delete;
+  ~TensorList() { clear(); }
+  void clear() {
+    for (moe_tensor_t *tensor : tensors)
+      moe_tensor_free(tensor);
+    tensors.clear();
+  }
+};
+
+/// Temporary output files, removed unless committed.
+struct PendingOutputs {
+  std::vector<std::string> temps;
+  ~PendingOutputs() {
+    for (const std::string &temp : temps)
+      unlink(temp.c_str());
+  }
+};
+} // namespace
+
+static void printUsage(const char *program, bool fromSelf) {
+  std::printf(
+      "usage: %s%s --input=@IN.npy... [--output=@OUT.npy...] "
+      "[--weights=PATH] [--benchmark=N] [--print-signature]\n"
+      "\n"
+      "Runs the compiled model on .npy inputs given in model order and writes\n"
+      "its results to .npy files, one --output per model output.\n"
+      "  --weights=PATH     weights file (default: %s)\n"
+      "  --benchmark=N      time N runs after %d warm-up runs and print\n"
+      "                     'median_ms: M min_ms: A max_ms: B'\n"
+      "  --print-signature  print the model signature\n",
+      program, fromSelf ? "" : " MODEL.so",
+      fromSelf ? "this executable's path + .weights"
+               : "MODEL.so with .so replaced by .weights",
+      kWarmUpRuns);
+}
+
+/// Parses `--flag=@path` values.
+static bool parseFileFlag(const std::string &arg, const char *flag,
+                          std::vector<std::string> &list, std::string &error) {
+  std::string value = arg.substr(std::strlen(flag));
+  if (value.size() < 2 || value[0] != '@') {
+    error = std::string("expected ") + flag + "@FILE.npy, got '" + arg + "'";
+    return false;
+  }
+  list.push_back(value.substr(1));
+  return true;
+}
+
+static bool startsWith(const std::string &s, const char *prefix) {
+  return s.compare(0, std::strlen(prefix), prefix) == 0;
+}
+
+static std::string parseOptions(int argc, char **argv, bool fromSelf,
+                                Options &options) {
+  std::string error;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      options.help = true;
+    } else if (startsWith(arg, "--input=")) {
+      if (!parseFileFlag(arg, "--input=", options.inputs, error))
+        return error;
+    } else if (startsWith(arg, "--output=")) {
+      if (!parseFileFlag(arg, "--output=", options.outputs, error))
+        return error;
+    } else if (startsWith(arg, "--weights=")) {
+      options.weightsPath = arg.substr(std::strlen("--weights="));
+      if (options.weightsPath.empty())
+        return "--weights= needs a path";
+    } else if (startsWith(arg, "--benchmark=")) {
+      std::string value = arg.substr(std::strlen("--benchmark="));
+      char *end = nullptr;
+      errno = 0;
+      long runs = value.empty() || value[0] < '0' || value[0] > '9'
+                      ? 0
+                      : std::strtol(value.c_str(), &end, 10);
+      if (runs <= 0 || runs > 1000000000 || errno || *end)
+        return "--benchmark needs a positive run count, got '" + value + "'";
+      options.benchmarkRuns = runs;
+    } else if (arg == "--print-signature") {
+      options.printSignature = true;
+    } else if (arg.size() > 1 && arg[0] == '-') {
+      return "unknown flag '" + arg + "'";
+    } else if (fromSelf) {
+      return "unexpected argument '" + arg +
+             "' (the model is built into this executable)";
+    } else if (!options.modelPath.empty()) {
+      return "more than one model given ('" + options.modelPath + "' and '" +
+             arg + "')";
+    } else {
+      options.modelPath = arg;
+    }
+  }
+  if (!fromSelf && !options.modelPath.empty())
+    return "";
+  if (!fromSelf && !options.help)
+    return "no model library given";
+  return "";
+}
+
+/// The default weights file of an executable with a built-in model.
+static std::string selfWeightsPath(const char *argv0) {
+  std::vector<char> buffer(4096);
+  ssize_t n = readlink("/proc/self/exe", buffer.data(), buffer.size() - 1);
+  if (n > 0)
+    return std::string(buffer.data(), static_cast<size_t>(n)) + ".weights";
+  return std::string(argv0) + ".weights";
+}
+
+static double milliseconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+/// Writes `tensor` to a temporary file beside `path`, recording it in
+/// `pending`.
+static moe_status_t *writeTemp(const std::string &path,
+                               const moe_tensor_t *tensor,
+                               PendingOutputs &pending) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  if (dir.empty())
+    dir = "/";
+  std::string temp = dir + "/.moe-run-XXXXXX";
+  int fd = mkstemp(&temp[0]);
+  if (fd < 0)
+    return makeStatus("cannot create output " + quote(path) + ": " +
+                      std::strerror(errno));
+  pending.temps.push_back(temp);
+  // mkstemp creates the file 0600; give it the permissions of a new file.
+  mode_t mask = umask(0);
+  umask(mask);
+  fchmod(fd, 0666 & ~mask);
+  close(fd);
+  return moe_npy_write(temp.c_str(), tensor);
+}
+
+/// Runs everything after option parsing; returns an error or NULL.
+static moe_status_t *run(const Options &options, const char *argv0,
+                         const moe_runner_config_t &config) {
+  bool fromSelf = config.model_from_self != 0;
+  moe_model_t *model = nullptr;
+  moe_status_t *status;
+  const char *weights =
+      options.weightsPath.empty() ? nullptr : options.weightsPath.c_str();
+  std::string defaultWeights;
+  if (!fromSelf) {
+    status = moe_model_load(options.modelPath.c_str(), weights, &model);
+  } else {
+    if (!weights) {
+      defaultWeights = config.default_weights_path ? config.default_weights_path
+                                                   : selfWeightsPath(argv0);
+      weights = defaultWeights.c_str();
+    }
+    status = config.signature_fn && config.run_fn
+                 ? moe_model_load_from_symbols(config.signature_fn,
+                                               config.run_fn, weights, &model)
+                 : moe_model_load_from_self(weights, &model);
+  }
+  if (status)
+    return status;
+  struct ModelDeleter {
+    moe_model_t *model;
+    ~ModelDeleter() { moe_model_free(model); }
+  } modelDeleter{model};
+
+  if (options.printSignature) {
+    const char *text = moe_model_signature_text(model);
+    size_t length = std::strlen(text);
+    std::fputs(text, stdout);
+    if (length == 0 || text[length - 1] != '\n')
+      std::fputc('\n', stdout);
+    if (options.inputs.empty() && options.outputs.empty() &&
+        options.benchmarkRuns == 0)
+      return nullptr;
+  }
+
+  size_t numInputs = moe_model_num_inputs(model);
+  size_t numOutputs = moe_model_num_outputs(model);
+  if (options.inputs.size() != numInputs)
+    return moe_status_make("the model expects %zu input%s, got %zu --input",
+                           numInputs, numInputs == 1 ? "" : "s",
+                           options.inputs.size());
+  if (!options.outputs.empty() && options.outputs.size() != numOutputs)
+    return moe_status_make("the model has %zu output%s, got %zu --output",
+                           numOutputs, numOutputs == 1 ? "" : "s",
+                           options.outputs.size());
+
+  TensorList inputs;
+  for (const std::string &path : options.inputs) {
+    moe_tensor_t *tensor;
+    if ((status = moe_npy_read(path.c_str(), &tensor)))
+      return status;
+    inputs.tensors.push_back(tensor);
+  }
+
+  TensorList outputs;
+  outputs.tensors.assign(numOutputs, nullptr);
+  if ((status = moe_model_invoke(model, inputs.tensors.data(), numInputs,
+                                 outputs.tensors.data(), numOutputs)))
+    return status;
+
+  if (options.benchmarkRuns > 0) {
+    std::vector<double> times;
+    for (long i = 0; i < kWarmUpRuns + options.benchmarkRuns; ++i) {
+      TensorList results;
+      results.tensors.assign(numOutputs, nullptr);
+      auto start = std::chrono::steady_clock::now();
+      status = moe_model_invoke(model, inputs.tensors.data(), numInputs,
+                                results.tensors.data(), numOutputs);
+      auto end = std::chrono::steady_clock::now();
+      if (status)
+        return status;
+      if (i >= kWarmUpRuns)
+        times.push_back(milliseconds(end - start));
+    }
+    std::sort(times.begin(), times.end());
+    size_t n = times.size();
+    double median =
+        n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
+    std::printf("median_ms: %.4f min_ms: %.4f max_ms: %.4f\n", median,
+                times.front(), times.back());
+  } else if (options.outputs.empty()) {
+    for (size_t i = 0; i < numOutputs; ++i) {
+      const moe_tensor_t *tensor = outputs.tensors[i];
+      std::printf("%s: %s %s\n", moe_model_output_name(model, i),
+                  moe_dtype_name(moe_tensor_dtype(tensor)),
+                  formatDims(moe_tensor_shape(tensor), moe_tensor_rank(tensor))
+                      .c_str());
+    }
+  }
+
+  // Write every output beside its destination, then move them all in place,
+  // so that a failure leaves no partial output behind.
+  PendingOutputs pending;
+  for (size_t i = 0; i < options.outputs.size(); ++i)
+    if ((status = writeTemp(options.outputs[i], outputs.tensors[i], pending)))
+      return status;
+  for (size_t i = 0; i < options.outputs.size(); ++i) {
+    if (std::rename(pending.temps[i].c_str(), options.outputs[i].c_str()) != 0)
+      return makeStatus("cannot write output " + quote(options.outputs[i]) +
+                        ": " + std::strerror(errno));
+    pending.temps[i].clear();
+  }
+  return nullptr;
+}
+
+int moe_run_main(int argc, char **argv, const moe_runner_config_t *config) {
+  moe_runner_config_t defaults = {};
+  if (!config)
+    config = &defaults;
+  std::string program;
+  if (config->program_name) {
+    program = config->program_name;
+  } else {
+    program = argc > 0 && argv[0] ? argv[0] : "moe-run";
+    size_t slash = program.rfind('/');
+    if (slash != std::string::npos)
+      program = program.substr(slash + 1);
+  }
+  bool fromSelf = config->model_from_self != 0;
+
+  Options options;
+  std::string error = parseOptions(argc, argv, fromSelf, options);
+  if (!error.empty()) {
+    std::fprintf(stderr, "%s: error: %s\n", program.c_str(), error.c_str());
+    return 1;
+  }
+  if (options.help) {
+    printUsage(program.c_str(), fromSelf);
+    return 0;
+  }
+  moe_status_t *status = run(options, argc > 0 ? argv[0] : "", *config);
+  if (std::fflush(stdout) != 0 && !status)
+    status = moe_status_make("cannot write to standard output");
+  if (!status)
+    return 0;
+  std::fprintf(stderr, "%s: error: %s\n", program.c_str(),
+               moe_status_message(status));
+  moe_status_free(status);
+  return 1;
+}
