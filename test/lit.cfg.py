@@ -45,3 +45,13 @@ tools = [
     ToolSubst("moe-compile", unresolved="ignore"),
 ]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
+
+# Runtime tests build hand-written model libraries and standalone executables.
+config.substitutions.append(("%cc", "/usr/bin/clang-22"))
+config.substitutions.append(("%cxx", "/usr/bin/clang++-22"))
+config.substitutions.append(
+    ("%moe_runtime_include", os.path.join(config.moe_src_root, "runtime", "include"))
+)
+config.substitutions.append(
+    ("%moe_runtime_lib", os.path.join(config.moe_obj_root, "lib", "libMoERuntime.a"))
+)
