@@ -29,6 +29,10 @@ bool checkedNumElements(const int64_t *dims, size_t rank, int64_t limit,
 /// Quotes a path for a message: 'path'.
 std::string quote(const std::string &s);
 
+/// Escapes control characters as \xNN so that text read from a file keeps a
+/// message on one line.
+std::string escape(const std::string &s);
+
 } // namespace moe::runtime
 
 #endif // MOE_RUNTIME_LIB_INTERNAL_H

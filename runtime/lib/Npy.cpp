@@ -59,7 +59,7 @@ public:
         return "expected a quoted key in header";
       skipSpace();
       if (!consume(':'))
-        return "expected ':' after '" + key + "' in header";
+        return "expected ':' after '" + escape(key) + "' in header";
       skipSpace();
       if (key == "descr") {
         if (!parseString(descr))
@@ -75,7 +75,7 @@ public:
           return error;
         haveShape = true;
       } else {
-        return "unexpected key '" + key + "' in header";
+        return "unexpected key '" + escape(key) + "' in header";
       }
       skipSpace();
       if (consume(','))
@@ -204,14 +204,14 @@ moe_status_t *moe_npy_parse(const void *data, size_t size, const char *name,
   if (fortranOrder)
     return makeStatus(file + ": Fortran-order arrays are not supported");
   if (!descr.empty() && descr[0] == '>')
-    return makeStatus(file + ": big-endian dtype '" + descr +
+    return makeStatus(file + ": big-endian dtype '" + escape(descr) +
                       "' is not supported");
   const NpyDType *match = nullptr;
   for (const NpyDType &candidate : npyDTypes)
     if (descr == candidate.descr)
       match = &candidate;
   if (!match)
-    return makeStatus(file + ": unsupported dtype '" + descr + "'");
+    return makeStatus(file + ": unsupported dtype '" + escape(descr) + "'");
 
   size_t elementSize = moe_dtype_size(match->dtype);
   int64_t numElements;

@@ -142,4 +142,19 @@ bool checkedNumElements(const int64_t *dims, size_t rank, int64_t limit,
 
 std::string quote(const std::string &s) { return "'" + s + "'"; }
 
+std::string escape(const std::string &s) {
+  std::string result;
+  for (char c : s) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte != 0x7f) {
+      result += c;
+      continue;
+    }
+    char buffer[5];
+    std::snprintf(buffer, sizeof(buffer), "\\x%02x", byte);
+    result += buffer;
+  }
+  return result;
+}
+
 } // namespace moe::runtime

@@ -70,6 +70,8 @@ def affine_bad_inputs(d):
         f.write(data[:40])
     with open(os.path.join(d, "bad-header.npy"), "wb") as f:
         f.write(data.replace(b"'shape'", b"'shapf'"))
+    with open(os.path.join(d, "control-header.npy"), "wb") as f:
+        f.write(data.replace(b"'shape'", b"'sh\npe'"))
 
 
 def corrupt_weights(src, dst, mode):
