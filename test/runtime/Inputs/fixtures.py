@@ -105,7 +105,7 @@ def views_check(d):
     a = np.load(os.path.join(d, "a.npy"))
     b = np.load(os.path.join(d, "b.npy"))
     out = {name: np.load(os.path.join(d, name + ".npy"))
-           for name in ["t", "u", "alias", "tail", "sum", "positive"]}
+           for name in ["t", "u", "alias", "tail", "sum", "positive", "constant"]}
     expected = {
         "t": a.T,
         "u": a,
@@ -113,6 +113,7 @@ def views_check(d):
         "tail": b[1:],
         "sum": np.array(np.sum(b.astype(np.float64))),
         "positive": b > 0,
+        "constant": np.array([1.5, -2.0, 3.25], np.float32),
     }
     for name, want in expected.items():
         got = out[name]

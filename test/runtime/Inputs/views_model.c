@@ -2,7 +2,8 @@
 |*                                                                          *|
 |* A weight-less model library exercising the result rules of the ABI:      *|
 |* strided and offset results, two results sharing one allocation, a       *|
-|* result that aliases an input, a rank-0 result and an i1 result.          *|
+|* result that aliases an input, a rank-0 result, an i1 result and a       *|
+|* constant global.                                                         *|
 |*                                                                          *|
 \*===----------------------------------------------------------------------===*/
 
@@ -40,7 +41,10 @@ typedef struct {
   MemRef1 tail;
   MemRef0 sum;
   MemRef1 positive;
+  MemRef1 constant;
 } Results;
+
+static const float constantData[3] = {1.5f, -2.0f, 3.25f};
 
 const char *moe_model_signature(void) {
   return "moe-model 1\n"
@@ -51,7 +55,8 @@ const char *moe_model_signature(void) {
          "output alias f64 1\n"
          "output tail f64 1\n"
          "output sum f64 0\n"
-         "output positive i1 1\n";
+         "output positive i1 1\n"
+         "output constant f32 1\n";
 }
 
 void moe_model_run(void **args) {
@@ -89,4 +94,9 @@ void moe_model_run(void **args) {
   for (int64_t i = 0; i < n; ++i)
     positive[i] = bData[i] > 0;
   r->positive = (MemRef1){positive, positive, 0, {n}, {1}};
+
+  /* constant: a global inside the library, marked as MLIR marks the result
+   * of memref.get_global; the runtime must not free it. */
+  r->constant =
+      (MemRef1){(void *)0xdeadbeef, (void *)constantData, 0, {3}, {1}};
 }

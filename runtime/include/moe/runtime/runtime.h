@@ -124,7 +124,8 @@ typedef void (*moe_model_run_fn_t)(void **args);
 /// Loads the model library at `lib_path` (dlopen RTLD_NOW|RTLD_LOCAL), parses
 /// its signature and maps its weights. `weights_path` may be NULL: the
 /// default is `lib_path` with a trailing ".so" replaced by ".weights" (or
-/// ".weights" appended), and it is only opened if the signature has weights.
+/// ".weights" appended). In every moe_model_load* function the weights file
+/// is opened (and must exist) only if the signature has `weight` lines.
 moe_status_t *moe_model_load(const char *lib_path, const char *weights_path,
                              moe_model_t **out);
 
