@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   # Build.
-  cmake ninja-build ccache lld clang-22 clang-format
+  cmake ninja-build ccache lld clang-22 clang-format libclang-rt-22-dev
   # LLVM/MLIR 22 (libMLIR.so, mlir-tblgen, lit, FileCheck).
   llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools libomp-22-dev
   # ONNX import.

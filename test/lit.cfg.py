@@ -17,6 +17,7 @@ config.test_exec_root = os.path.join(config.moe_obj_root, "test")
 
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%moe_src_root", config.moe_src_root))
+config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
 # Debian's numpy/onnx/torch live with the system interpreter, not the first
 # python3 on PATH.
 config.substitutions.append(("%python", "/usr/bin/python3"))
@@ -26,9 +27,7 @@ llvm_config.use_default_substitutions()
 
 if config.moe_sanitizers:
     config.available_features.add("sanitizers")
-    # The tools are not loaded into an instrumented host; leaks in LLVM's
-    # own statics are not ours to fix.
-    config.environment["ASAN_OPTIONS"] = "detect_leaks=1"
+    config.environment["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
     config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
 
 if shutil.which("ptxas") or os.path.exists("/usr/local/cuda/bin/ptxas"):

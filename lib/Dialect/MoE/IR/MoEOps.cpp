@@ -484,7 +484,7 @@ LogicalResult GenericExpertsOp::verifyRegions() {
   if (body.getNumArguments() != 2 || body.getArgument(0).getType() != rowsType ||
       !body.getArgument(1).getType().isIndex())
     return emitOpError() << "body must take (" << rowsType << ", index)";
-  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  auto yield = body.empty() ? YieldOp() : dyn_cast<YieldOp>(body.back());
   if (!yield)
     return emitOpError("body must end with moe.yield");
   auto yieldType = tensorType(yield.getValue());

@@ -1,0 +1,880 @@
+// RUN: moe-opt %s --split-input-file --verify-diagnostics
+
+//===----------------------------------------------------------------------===//
+// #moe.routing
+//===----------------------------------------------------------------------===//
+
+// expected-error @+1 {{routing k must be at least 1, got 0}}
+func.func private @f() attributes {r = #moe.routing<k = 0>}
+
+// -----
+
+// expected-error @+1 {{routing temperature must be positive, got 0}}
+func.func private @f() attributes {r = #moe.routing<k = 1, temperature = 0.0>}
+
+// -----
+
+// expected-error @+1 {{routing temperature applies to softmax scoring only, not sigmoid}}
+func.func private @f() attributes {r = #moe.routing<k = 1, scoring = sigmoid, temperature = 2.0>}
+
+// -----
+
+// expected-error @+1 {{routing scale must be positive, got -1}}
+func.func private @f() attributes {r = #moe.routing<k = 1, scale = -1.0>}
+
+// -----
+
+// expected-error @+1 {{routing n_group and topk_group must be non-negative}}
+func.func private @f() attributes {r = #moe.routing<k = 1, n_group = -2, topk_group = 1>}
+
+// -----
+
+// expected-error @+1 {{routing topk_group requires n_group}}
+func.func private @f() attributes {r = #moe.routing<k = 1, topk_group = 1>}
+
+// -----
+
+// expected-error @+1 {{routing topk_group must be in [1, n_group = 4], got 5}}
+func.func private @f() attributes {r = #moe.routing<k = 1, n_group = 4, topk_group = 5>}
+
+// -----
+
+// expected-error @+1 {{routing capacity_factor must be non-negative, got -5.000000e-01}}
+func.func private @f() attributes {r = #moe.routing<k = 1, capacity_factor = -0.5>}
+
+// -----
+
+// expected-error @+1 {{routing threshold must be in [0, 1], got 1.5}}
+func.func private @f() attributes {r = #moe.routing<k = 2, threshold = 1.5>}
+
+// -----
+
+// expected-error @+1 {{routing threshold (top-p) needs softmax scoring}}
+func.func private @f() attributes {r = #moe.routing<k = 2, scoring = topk_softmax, threshold = 0.5>}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// #moe.expert
+//===----------------------------------------------------------------------===//
+
+// expected-error @+1 {{expert limit must be non-negative, got -7}}
+func.func private @f() attributes {e = #moe.expert<gated, silu, limit = -7.0>}
+
+// -----
+
+// expected-error @+1 {{expert alpha must be positive, got 0}}
+func.func private @f() attributes {e = #moe.expert<gated, silu, alpha = 0.0>}
+
+// -----
+
+// expected-error @+1 {{expert limit, alpha and beta apply to gated experts only}}
+func.func private @f() attributes {e = #moe.expert<ffn, relu, beta = 1.0>}
+
+// -----
+
+// expected-error @+1 {{expert limit and alpha need the silu activation}}
+func.func private @f() attributes {e = #moe.expert<gated, gelu, limit = 7.0>}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.layer
+//===----------------------------------------------------------------------===//
+
+func.func @layer_input_rank(%x: tensor<64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op input must have rank 2, got 'tensor<64xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<64xf32>, tensor<64x8xf32>) -> tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_dynamic_hidden(%x: tensor<4x?xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op input must have a static hidden size}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x?xf32>, tensor<64x8xf32>) -> tensor<4x?xf32>
+  return
+}
+
+// -----
+
+func.func @layer_router_dynamic_experts(%x: tensor<4x64xf32>, %r: tensor<64x?xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op router must have shape [H, E] with a static E, got 'tensor<64x?xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x?xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_router_hidden(%x: tensor<4x64xf32>, %r: tensor<32x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op router must have shape [64, 8], got 'tensor<32x8xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<32x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_router_type(%x: tensor<4x64xf32>, %r: tensor<64x8xf16>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op router must have element type 'f32', got 'f16'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf16>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_k_too_large(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op routing k = 9 exceeds the 8 experts}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 9>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_groups_divide(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op routing n_group = 3 does not divide the 8 experts}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2, n_group = 3, topk_group = 1>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_groups_too_few(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op routing k = 3 exceeds the 2 experts of the kept groups}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 3, n_group = 4, topk_group = 1>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_bias_shape(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %b: tensor<4xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op selection bias must have shape [8], got 'tensor<4xf32>'}}
+  %y = moe.layer %x, %r selection_bias(%b : tensor<4xf32>)
+      up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_gated_needs_gate(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op gated experts need gate weights}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<gated, silu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_ffn_no_gate(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op ffn experts take no gate weights}}
+  %y = moe.layer %x, %r gate(%u : tensor<8x64x32xf32>) up(%u : tensor<8x64x32xf32>)
+      down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_ffn_no_gate_bias(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>, %b: tensor<8x32xf32>) {
+  // expected-error @+1 {{'moe.layer' op ffn experts take no gate bias}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      gate_bias(%b : tensor<8x32xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_up_rank(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op up weights must have rank 3, got 'tensor<64x32xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_dynamic_ffn(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x?xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op up weights must have a static FFN size}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x?xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_up_experts(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<4x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op up weights must have shape [8, 64, 32], got 'tensor<4x64x32xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<4x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_down_shape(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x16x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op down weights must have shape [8, 32, 64], got 'tensor<8x16x64xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x16x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_gate_shape(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %g: tensor<8x64x16xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op gate weights must have shape [8, 64, 32], got 'tensor<8x64x16xf32>'}}
+  %y = moe.layer %x, %r gate(%g : tensor<8x64x16xf32>) up(%u : tensor<8x64x32xf32>)
+      down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<gated, silu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_gate_bias(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %g: tensor<8x64x32xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>, %b: tensor<8x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op gate bias must have shape [8, 32], got 'tensor<8x64xf32>'}}
+  %y = moe.layer %x, %r gate(%g : tensor<8x64x32xf32>) up(%u : tensor<8x64x32xf32>)
+      down(%d : tensor<8x32x64xf32>) gate_bias(%b : tensor<8x64xf32>)
+      {expert = #moe.expert<gated, silu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_up_bias(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>, %b: tensor<32xf32>) {
+  // expected-error @+1 {{'moe.layer' op up bias must have shape [8, 32], got 'tensor<32xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      up_bias(%b : tensor<32xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_down_bias(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>, %b: tensor<8x32xf32>) {
+  // expected-error @+1 {{'moe.layer' op down bias must have shape [8, 64], got 'tensor<8x32xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      down_bias(%b : tensor<8x32xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_weight_type(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xbf16>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op up weights must have element type 'f32', got 'bf16'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xbf16>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_shared_incomplete(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>, %su: tensor<64x16xf32>) {
+  // expected-error @+1 {{'moe.layer' op shared experts need shared_up and shared_down}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      shared_up(%su : tensor<64x16xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_shared_shape(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>, %su: tensor<64x16xf32>,
+    %sd: tensor<16x32xf32>) {
+  // expected-error @+1 {{'moe.layer' op down weights must have shape [16, 64], got 'tensor<16x32xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      shared_up(%su : tensor<64x16xf32>) shared_down(%sd : tensor<16x32xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_shared_scale(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>, %su: tensor<64x16xf32>,
+    %sd: tensor<16x64xf32>, %ss: tensor<16xf32>) {
+  // expected-error @+1 {{'moe.layer' op shared scale must have shape [64], got 'tensor<16xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      shared_up(%su : tensor<64x16xf32>) shared_down(%sd : tensor<16x64xf32>)
+      shared_scale(%ss : tensor<16xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @layer_result_type(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op result type 'tensor<?x64xf32>' must match input type 'tensor<4x64xf32>'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.route / moe.gate
+//===----------------------------------------------------------------------===//
+
+func.func @route_logits_shape(%l: tensor<4x?xf32>) {
+  // expected-error @+1 {{'moe.route' op logits must have shape [T, E] with a static E, got 'tensor<4x?xf32>'}}
+  %i, %w = moe.route %l {routing = #moe.routing<k = 2>}
+      : tensor<4x?xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @route_ids_k(%l: tensor<4x8xf32>) {
+  // expected-error @+1 {{'moe.route' op expert ids must have shape [4, 2], got 'tensor<4x3xi32>'}}
+  %i, %w = moe.route %l {routing = #moe.routing<k = 2>}
+      : tensor<4x8xf32> -> tensor<4x3xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @route_weights_tokens(%l: tensor<4x8xf32>) {
+  // expected-error @+1 {{'moe.route' op weights must have shape [4, 2], got 'tensor<5x2xf32>'}}
+  %i, %w = moe.route %l {routing = #moe.routing<k = 2>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<5x2xf32>
+  return
+}
+
+// -----
+
+func.func @route_weights_type(%l: tensor<4x8xf32>) {
+  // expected-error @+1 {{'moe.route' op weights must have element type 'f32', got 'f16'}}
+  %i, %w = moe.route %l {routing = #moe.routing<k = 2>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf16>
+  return
+}
+
+// -----
+
+func.func @route_bias_type(%l: tensor<4x8xf32>, %b: tensor<8xf16>) {
+  // expected-error @+1 {{'moe.route' op selection bias must have element type 'f32', got 'f16'}}
+  %i, %w = moe.route %l selection_bias(%b : tensor<8xf16>) {routing = #moe.routing<k = 2>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @route_k_too_large(%l: tensor<4x2xf32>) {
+  // expected-error @+1 {{'moe.route' op routing k = 3 exceeds the 2 experts}}
+  %i, %w = moe.route %l {routing = #moe.routing<k = 3>}
+      : tensor<4x2xf32> -> tensor<4x3xi32>, tensor<4x3xf32>
+  return
+}
+
+// -----
+
+func.func @gate_router(%x: tensor<4x64xf32>, %r: tensor<32x8xf32>) {
+  // expected-error @+1 {{'moe.gate' op router must have shape [64, 8], got 'tensor<32x8xf32>'}}
+  %i, %w = moe.gate %x, %r {routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<32x8xf32>) -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @gate_input(%x: tensor<64xf32>, %r: tensor<64x8xf32>) {
+  // expected-error @+1 {{'moe.gate' op input must have rank 2, got 'tensor<64xf32>'}}
+  %i, %w = moe.gate %x, %r {routing = #moe.routing<k = 2>}
+      : (tensor<64xf32>, tensor<64x8xf32>) -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @gate_router_type(%x: tensor<4x64xf32>, %r: tensor<64x8xf16>) {
+  // expected-error @+1 {{'moe.gate' op router must have element type 'f32', got 'f16'}}
+  %i, %w = moe.gate %x, %r {routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf16>) -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @gate_ids_tokens(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>) {
+  // expected-error @+1 {{'moe.gate' op expert ids must have shape [4, 2], got 'tensor<3x2xi32>'}}
+  %i, %w = moe.gate %x, %r {routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<3x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.dispatch
+//===----------------------------------------------------------------------===//
+
+func.func @dispatch_ids_shape(%ids: tensor<4x?xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op expert ids must have shape [T, k] with a static k, got 'tensor<4x?xi32>'}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 8}
+      : tensor<4x?xi32> -> tensor<8xi32>, tensor<9xi32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_capacity(%ids: tensor<4x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op capacity_factor must be non-negative}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 8, capacity_factor = -1.0}
+      : tensor<4x2xi32> -> tensor<8xi32>, tensor<9xi32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_rows(%ids: tensor<4x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op token indices must have shape [8], got 'tensor<6xi32>'}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 8}
+      : tensor<4x2xi32> -> tensor<6xi32>, tensor<9xi32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_padded_rows(%ids: tensor<4x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op token indices must have shape [32], got 'tensor<8xi32>'}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 8, block_size = 4}
+      : tensor<4x2xi32> -> tensor<8xi32>, tensor<9xi32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_offsets(%ids: tensor<4x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op expert offsets must have shape [9], got 'tensor<8xi32>'}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 8}
+      : tensor<4x2xi32> -> tensor<8xi32>, tensor<8xi32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_dynamic_offsets(%ids: tensor<4x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op expert offsets must have a static shape}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 8}
+      : tensor<4x2xi32> -> tensor<8xi32>, tensor<?xi32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_positions(%ids: tensor<4x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op positions must have shape [4, 2], got 'tensor<4x1xi32>'}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 8}
+      : tensor<4x2xi32> -> tensor<8xi32>, tensor<9xi32>, tensor<4x1xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_index_type(%ids: tensor<4x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op expert offsets must have element type 'i32', got 'i64'}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 8}
+      : tensor<4x2xi32> -> tensor<8xi32>, tensor<9xi64>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_num_experts(%ids: tensor<4x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op attribute 'num_experts' failed to satisfy constraint}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 0}
+      : tensor<4x2xi32> -> tensor<8xi32>, tensor<1xi32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.experts
+//===----------------------------------------------------------------------===//
+
+func.func @experts_up_shape(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>, %u: tensor<64x32xf32>, %d: tensor<32x64xf32>) {
+  // expected-error @+1 {{'moe.experts' op up weights must have shape [E, H, F] with a static E, got 'tensor<64x32xf32>'}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<64x32xf32>) down(%d : tensor<32x64xf32>)
+      {expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_offsets_dynamic(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<?xi32>,
+    %dest: tensor<8x64xf32>, %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.experts' op expert offsets must have a static shape [E + 1], got 'tensor<?xi32>'}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<?xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_offsets_short(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>, %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.experts' op expert offsets cover 8 experts, but the op uses experts up to 9}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, first_expert = 2}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_token_rank(%x: tensor<4x64xf32>, %t: tensor<8x1xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>, %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.experts' op token indices must have rank 1, got 'tensor<8x1xi32>'}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8x1xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_dest_rows(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<7x64xf32>, %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.experts' op dest must have shape [8, 64], got 'tensor<7x64xf32>'}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<7x64xf32>) -> tensor<7x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_dest_type(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf16>, %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.experts' op dest must have element type 'f32', got 'f16'}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf16>) -> tensor<8x64xf16>
+  return
+}
+
+// -----
+
+func.func @experts_result(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>, %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.experts' op result type 'tensor<?x64xf32>' must match dest type 'tensor<8x64xf32>'}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_gate_missing(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>, %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.experts' op gated experts need gate weights}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<gated, silu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.zero_computation_experts
+//===----------------------------------------------------------------------===//
+
+func.func @zc_no_kinds(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>) {
+  // expected-error @+1 {{'moe.zero_computation_experts' op needs at least one expert kind}}
+  %r = moe.zero_computation_experts %x, %t, %o into %dest {first_expert = 0, kinds = []}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @zc_unneeded_constants(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>, %v: tensor<1x64xf32>, %m: tensor<1x64x2xf32>) {
+  // expected-error @+1 {{'moe.zero_computation_experts' op takes constants only with constant experts}}
+  %r = moe.zero_computation_experts %x, %t, %o into %dest
+      constants(%v, %m : tensor<1x64xf32>, tensor<1x64x2xf32>)
+      {first_expert = 7, kinds = [#moe.zero_computation<copy>]}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @zc_missing_constants(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>) {
+  // expected-error @+1 {{'moe.zero_computation_experts' op needs constants for its 2 constant experts}}
+  %r = moe.zero_computation_experts %x, %t, %o into %dest
+      {first_expert = 6, kinds = [#moe.zero_computation<constant>, #moe.zero_computation<constant>]}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @zc_values_shape(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>, %v: tensor<2x64xf32>, %m: tensor<1x64x2xf32>) {
+  // expected-error @+1 {{'moe.zero_computation_experts' op constant values must have shape [1, 64], got 'tensor<2x64xf32>'}}
+  %r = moe.zero_computation_experts %x, %t, %o into %dest
+      constants(%v, %m : tensor<2x64xf32>, tensor<1x64x2xf32>)
+      {first_expert = 7, kinds = [#moe.zero_computation<constant>]}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @zc_mix_shape(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>, %v: tensor<1x64xf32>, %m: tensor<1x64x3xf32>) {
+  // expected-error @+1 {{'moe.zero_computation_experts' op constant mix must have shape [1, 64, 2], got 'tensor<1x64x3xf32>'}}
+  %r = moe.zero_computation_experts %x, %t, %o into %dest
+      constants(%v, %m : tensor<1x64xf32>, tensor<1x64x3xf32>)
+      {first_expert = 7, kinds = [#moe.zero_computation<constant>]}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @zc_values_type(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>, %v: tensor<1x64xf16>, %m: tensor<1x64x2xf32>) {
+  // expected-error @+1 {{'moe.zero_computation_experts' op constant values must have element type 'f32', got 'f16'}}
+  %r = moe.zero_computation_experts %x, %t, %o into %dest
+      constants(%v, %m : tensor<1x64xf16>, tensor<1x64x2xf32>)
+      {first_expert = 7, kinds = [#moe.zero_computation<constant>]}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.generic_experts
+//===----------------------------------------------------------------------===//
+
+func.func @generic_block_args(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>) {
+  // expected-error @+1 {{'moe.generic_experts' op body must take ('tensor<?x64xf32>', index)}}
+  %r = moe.generic_experts %x, %t, %o into %dest {first_expert = 0, num_experts = 8}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32> {
+  ^bb0(%rows: tensor<4x64xf32>, %e: index):
+    moe.yield %rows : tensor<4x64xf32>
+  }
+  return
+}
+
+// -----
+
+func.func @generic_yield_type(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>, %other: tensor<?x32xf32>) {
+  // expected-error @+1 {{'moe.generic_experts' op body must yield 'tensor<?x64xf32>', got 'tensor<?x32xf32>'}}
+  %r = moe.generic_experts %x, %t, %o into %dest {first_expert = 0, num_experts = 8}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32> {
+  ^bb0(%rows: tensor<?x64xf32>, %e: index):
+    moe.yield %other : tensor<?x32xf32>
+  }
+  return
+}
+
+// -----
+
+func.func @generic_terminator(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>,
+    %dest: tensor<8x64xf32>) {
+  // expected-error @+1 {{'moe.generic_experts' op body must end with moe.yield}}
+  %r = moe.generic_experts %x, %t, %o into %dest {first_expert = 0, num_experts = 8}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32> {
+  ^bb0(%rows: tensor<?x64xf32>, %e: index):
+    llvm.unreachable
+  }
+  return
+}
+
+// -----
+
+func.func @generic_offsets(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<5xi32>,
+    %dest: tensor<8x64xf32>) {
+  // expected-error @+1 {{'moe.generic_experts' op expert offsets cover 4 experts, but the op uses experts up to 7}}
+  %r = moe.generic_experts %x, %t, %o into %dest {first_expert = 0, num_experts = 8}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<5xi32>, tensor<8x64xf32>) -> tensor<8x64xf32> {
+  ^bb0(%rows: tensor<?x64xf32>, %e: index):
+    moe.yield %rows : tensor<?x64xf32>
+  }
+  return
+}
+
+// -----
+
+func.func @yield_parent(%v: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.yield' op expects parent op 'moe.generic_experts'}}
+  moe.yield %v : tensor<?x64xf32>
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.shared_experts
+//===----------------------------------------------------------------------===//
+
+func.func @shared_up_rank(%x: tensor<4x64xf32>, %u: tensor<2x64x32xf32>, %d: tensor<32x64xf32>) {
+  // expected-error @+1 {{'moe.shared_experts' op up weights must have rank 2, got 'tensor<2x64x32xf32>'}}
+  %s = moe.shared_experts %x up(%u : tensor<2x64x32xf32>) down(%d : tensor<32x64xf32>)
+      {expert = #moe.expert<ffn, relu>} : tensor<4x64xf32> -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @shared_scale(%x: tensor<4x64xf32>, %u: tensor<64x32xf32>, %d: tensor<32x64xf32>,
+    %s: tensor<64xf16>) {
+  // expected-error @+1 {{'moe.shared_experts' op scale must have element type 'f32', got 'f16'}}
+  %y = moe.shared_experts %x up(%u : tensor<64x32xf32>) down(%d : tensor<32x64xf32>)
+      scale(%s : tensor<64xf16>)
+      {expert = #moe.expert<ffn, relu>} : tensor<4x64xf32> -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @shared_input(%x: tensor<4x?xf32>, %u: tensor<64x32xf32>, %d: tensor<32x64xf32>) {
+  // expected-error @+1 {{'moe.shared_experts' op input must have a static hidden size}}
+  %y = moe.shared_experts %x up(%u : tensor<64x32xf32>) down(%d : tensor<32x64xf32>)
+      {expert = #moe.expert<ffn, relu>} : tensor<4x?xf32> -> tensor<4x?xf32>
+  return
+}
+
+// -----
+
+func.func @shared_result(%x: tensor<4x64xf32>, %u: tensor<64x32xf32>, %d: tensor<32x64xf32>) {
+  // expected-error @+1 {{'moe.shared_experts' op result type 'tensor<?x64xf32>' must match input type 'tensor<4x64xf32>'}}
+  %y = moe.shared_experts %x up(%u : tensor<64x32xf32>) down(%d : tensor<32x64xf32>)
+      {expert = #moe.expert<ffn, relu>} : tensor<4x64xf32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.combine
+//===----------------------------------------------------------------------===//
+
+func.func @combine_rows(%r: tensor<8xf32>, %p: tensor<4x2xi32>, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{'moe.combine' op rows must have rank 2, got 'tensor<8xf32>'}}
+  %y = moe.combine %r, %p, %w : (tensor<8xf32>, tensor<4x2xi32>, tensor<4x2xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @combine_positions(%r: tensor<8x64xf32>, %p: tensor<4x?xi32>, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{'moe.combine' op positions must have shape [T, k] with a static k, got 'tensor<4x?xi32>'}}
+  %y = moe.combine %r, %p, %w : (tensor<8x64xf32>, tensor<4x?xi32>, tensor<4x2xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @combine_weights(%r: tensor<8x64xf32>, %p: tensor<4x2xi32>, %w: tensor<4x1xf32>) {
+  // expected-error @+1 {{'moe.combine' op weights must have shape [4, 2], got 'tensor<4x1xf32>'}}
+  %y = moe.combine %r, %p, %w : (tensor<8x64xf32>, tensor<4x2xi32>, tensor<4x1xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @combine_weights_type(%r: tensor<8x64xf32>, %p: tensor<4x2xi32>, %w: tensor<4x2xf16>) {
+  // expected-error @+1 {{'moe.combine' op weights must have element type 'f32', got 'f16'}}
+  %y = moe.combine %r, %p, %w : (tensor<8x64xf32>, tensor<4x2xi32>, tensor<4x2xf16>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @combine_result(%r: tensor<8x64xf32>, %p: tensor<4x2xi32>, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{'moe.combine' op result must have shape [4, 64], got 'tensor<4x32xf32>'}}
+  %y = moe.combine %r, %p, %w : (tensor<8x64xf32>, tensor<4x2xi32>, tensor<4x2xf32>) -> tensor<4x32xf32>
+  return
+}
+
+// -----
+
+func.func @combine_result_type(%r: tensor<8x64xf32>, %p: tensor<4x2xi32>, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{'moe.combine' op result must have element type 'f32', got 'f16'}}
+  %y = moe.combine %r, %p, %w : (tensor<8x64xf32>, tensor<4x2xi32>, tensor<4x2xf32>) -> tensor<4x64xf16>
+  return
+}
+
+// -----
+
+func.func @combine_addend(%r: tensor<8x64xf32>, %p: tensor<4x2xi32>, %w: tensor<4x2xf32>,
+    %a: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.combine' op addend type 'tensor<?x64xf32>' must match result type 'tensor<4x64xf32>'}}
+  %y = moe.combine %r, %p, %w addend(%a : tensor<?x64xf32>)
+      : (tensor<8x64xf32>, tensor<4x2xi32>, tensor<4x2xf32>) -> tensor<4x64xf32>
+  return
+}
