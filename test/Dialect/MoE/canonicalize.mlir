@@ -83,3 +83,58 @@ func.func @layer(%x: tensor<?x16xf32>, %r: tensor<16x4xf32>, %u: tensor<4x16x8xf
       : (tensor<?x16xf32>, tensor<16x4xf32>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// Every token chooses every expert: the counting sort has a closed form.
+// CHECK-LABEL: func @dispatch_all_experts
+// CHECK-SAME: (%[[L:.*]]: tensor<?x4xf32>)
+// CHECK-DAG: %[[C0:.*]] = arith.constant 0 : index
+// CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+// CHECK: %[[IDS:.*]], %{{.*}} = moe.route %[[L]]
+// CHECK-NOT: moe.dispatch
+// CHECK: %[[T:.*]] = tensor.dim %[[IDS]], %[[C0]]
+// CHECK: %[[R:.*]] = arith.muli %[[T]], %[[C4]]
+// CHECK: %[[TOK:.*]] = tensor.generate %[[R]] {
+// CHECK: ^bb0(%[[ROW:.*]]: index):
+// CHECK:   %[[REM:.*]] = arith.remui %[[ROW]], %[[T]]
+// CHECK:   %[[CAST:.*]] = arith.index_cast %[[REM]] : index to i32
+// CHECK:   tensor.yield %[[CAST]]
+// CHECK: } : tensor<?xi32>
+// CHECK: %[[OFF:.*]] = tensor.generate {
+// CHECK: ^bb0(%[[E:.*]]: index):
+// CHECK:   arith.muli %[[E]], %[[T]]
+// CHECK: } : tensor<5xi32>
+// CHECK: %[[POS:.*]] = tensor.generate %[[T]] {
+// CHECK: ^bb0(%[[TI:.*]]: index, %[[KI:.*]]: index):
+// CHECK:   %[[ID:.*]] = tensor.extract %[[IDS]][%[[TI]], %[[KI]]]
+// CHECK:   %[[IDX:.*]] = arith.index_cast %[[ID]] : i32 to index
+// CHECK:   %[[MUL:.*]] = arith.muli %[[IDX]], %[[T]]
+// CHECK:   %[[ADD:.*]] = arith.addi %[[MUL]], %[[TI]]
+// CHECK: } : tensor<?x4xi32>
+// CHECK: return %[[TOK]], %[[OFF]], %[[POS]]
+func.func @dispatch_all_experts(%l: tensor<?x4xf32>) -> (tensor<?xi32>, tensor<5xi32>, tensor<?x4xi32>) {
+  %i, %w = moe.route %l {routing = #moe.routing<k = 4>}
+      : tensor<?x4xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
+  %t, %o, %p = moe.dispatch %i {num_experts = 4}
+      : tensor<?x4xi32> -> tensor<?xi32>, tensor<5xi32>, tensor<?x4xi32>
+  return %t, %o, %p : tensor<?xi32>, tensor<5xi32>, tensor<?x4xi32>
+}
+
+// -----
+
+// Not when some tokens may choose fewer (top-p), nor with capacity.
+// CHECK-LABEL: func @dispatch_kept
+// CHECK: moe.dispatch
+// CHECK: moe.dispatch
+func.func @dispatch_kept(%l: tensor<?x4xf32>) -> (tensor<?xi32>, tensor<?xi32>) {
+  %i, %w = moe.route %l {routing = #moe.routing<k = 4, threshold = 0.5>}
+      : tensor<?x4xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
+  %t, %o, %p = moe.dispatch %i {num_experts = 4}
+      : tensor<?x4xi32> -> tensor<?xi32>, tensor<5xi32>, tensor<?x4xi32>
+  %i2, %w2 = moe.route %l {routing = #moe.routing<k = 4>}
+      : tensor<?x4xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
+  %t2, %o2, %p2 = moe.dispatch %i2 {num_experts = 4, capacity_factor = 0.5}
+      : tensor<?x4xi32> -> tensor<?xi32>, tensor<5xi32>, tensor<?x4xi32>
+  return %t, %t2 : tensor<?xi32>, tensor<?xi32>
+}

@@ -404,6 +404,86 @@ LogicalResult DispatchOp::verify() {
   return success();
 }
 
+namespace {
+/// When every token chooses every expert (k = E, fixed k), the counting sort
+/// has a closed form: expert e owns rows [e*T, (e+1)*T) in token order, so
+/// row r holds token r mod T, and assignment (t, i) sits at row ids[t,i]*T + t.
+struct DispatchAllExperts : public OpRewritePattern<DispatchOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(DispatchOp op,
+                                PatternRewriter &rewriter) const override {
+    RoutingAttr routing;
+    if (auto route = op.getExpertIds().getDefiningOp<RouteOp>())
+      routing = route.getRouting();
+    else if (auto gate = op.getExpertIds().getDefiningOp<GateOp>())
+      routing = gate.getRouting();
+    if (!routing)
+      return rewriter.notifyMatchFailure(op, "expert ids of unknown origin");
+    if (routing.getK() != op.getNumExperts() || routing.hasDynamicK())
+      return rewriter.notifyMatchFailure(op, "tokens do not choose all experts");
+    if (op.getBlockSize() != 1 || !op.getCapacityFactor().isZero())
+      return rewriter.notifyMatchFailure(op, "padding or capacity");
+
+    Location loc = op.getLoc();
+    Value ids = op.getExpertIds();
+    Type indexType = tensorType(ids).getElementType();
+    Value c0 = arith::ConstantIndexOp::create(rewriter, loc, 0);
+    Value tokens = tensor::DimOp::create(rewriter, loc, ids, c0);
+    auto toIndexType = [&](OpBuilder &b, Value v) -> Value {
+      return arith::IndexCastOp::create(b, loc, indexType, v);
+    };
+    auto dynamicSizes = [&](RankedTensorType type,
+                            ValueRange sizes) -> SmallVector<Value> {
+      SmallVector<Value> dyn;
+      for (auto [i, size] : llvm::enumerate(sizes))
+        if (type.isDynamicDim(i))
+          dyn.push_back(size);
+      return dyn;
+    };
+
+    auto tokType = tensorType(op.getTokenIndices());
+    Value numRows = arith::MulIOp::create(
+        rewriter, loc, tokens,
+        arith::ConstantIndexOp::create(rewriter, loc, op.getNumExperts()));
+    Value tokenIndices = tensor::GenerateOp::create(
+        rewriter, loc, tokType, dynamicSizes(tokType, {numRows}),
+        [&](OpBuilder &b, Location l, ValueRange idx) {
+          Value t = arith::RemUIOp::create(b, l, idx[0], tokens);
+          tensor::YieldOp::create(b, l, toIndexType(b, t));
+        });
+
+    auto offType = tensorType(op.getExpertOffsets());
+    Value offsets = tensor::GenerateOp::create(
+        rewriter, loc, offType, ValueRange{},
+        [&](OpBuilder &b, Location l, ValueRange idx) {
+          Value off = arith::MulIOp::create(b, l, idx[0], tokens);
+          tensor::YieldOp::create(b, l, toIndexType(b, off));
+        });
+
+    auto posType = tensorType(op.getPositions());
+    Value c1 = arith::ConstantIndexOp::create(rewriter, loc, 1);
+    Value k = tensor::DimOp::create(rewriter, loc, ids, c1);
+    Value positions = tensor::GenerateOp::create(
+        rewriter, loc, posType, dynamicSizes(posType, {tokens, k}),
+        [&](OpBuilder &b, Location l, ValueRange idx) {
+          Value id = tensor::ExtractOp::create(b, l, ids, idx);
+          Value expert = arith::IndexCastOp::create(b, l, b.getIndexType(), id);
+          Value row = arith::AddIOp::create(
+              b, l, arith::MulIOp::create(b, l, expert, tokens), idx[0]);
+          tensor::YieldOp::create(b, l, toIndexType(b, row));
+        });
+    rewriter.replaceOp(op, {tokenIndices, offsets, positions});
+    return success();
+  }
+};
+} // namespace
+
+void DispatchOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                             MLIRContext *context) {
+  results.add<DispatchAllExperts>(context);
+}
+
 //===----------------------------------------------------------------------===//
 // ExpertsOp
 //===----------------------------------------------------------------------===//

@@ -7,6 +7,8 @@
 #ifndef MOE_DIALECT_MOE_IR_MOEDIALECT_H
 #define MOE_DIALECT_MOE_IR_MOEDIALECT_H
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/Dialect.h"
 #include "mlir/IR/DialectImplementation.h"

@@ -31,6 +31,10 @@ def MoE_Dialect : Dialect {
     of experts and the hidden sizes are static.
   }];
   let useDefaultAttributePrinterParser = 1;
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
   let extraClassDeclaration = [{
     void registerAttributes();
   }];

@@ -201,6 +201,7 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
     type($expert_offsets) `,` type($positions)
   }];
   let hasVerifier = 1;
+  let hasCanonicalizer = 1;
   let extraClassDeclaration = [{
     /// The number of permuted rows for a given token count.
     int64_t getNumRows(int64_t numTokens);
