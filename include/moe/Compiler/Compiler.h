@@ -1,0 +1,114 @@
+//===- Compiler.h - The moe-compile ahead-of-time driver --------*- C++ -*-===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// The library behind `moe-compile`: parses a model, outlines its weights,
+// lowers it to the LLVM dialect, adds the glue of docs/CompiledModelABI.md and
+// writes the requested artifact (MLIR, LLVM IR, object, shared library or
+// executable) together with its weights file and C header.
+//
+// Errors are reported as MLIR diagnostics on the module's context: with the
+// location of the offending IR where there is one, with an unknown location
+// for everything else (files, linking).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_COMPILER_COMPILER_H
+#define MOE_COMPILER_COMPILER_H
+
+#include "moe/Support/LLVM.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace llvm {
+class SourceMgr;
+} // namespace llvm
+
+namespace mlir {
+class DialectRegistry;
+class MLIRContext;
+} // namespace mlir
+
+namespace moe {
+
+/// What `compile` writes.
+enum class EmitKind {
+  /// The lowered module in the LLVM dialect, glue included (`.mlir`).
+  MLIR,
+  /// LLVM IR text (`.ll`), before LLVM's optimizations.
+  LLVMIR,
+  /// A relocatable object file (`.o`), optimized at O3 for the target CPU.
+  Object,
+  /// A shared library (`.so`) following the compiled-model ABI.
+  Library,
+  /// A standalone executable: the object linked with the runtime.
+  Executable,
+};
+
+/// Parses `--emit=` spellings ("mlir", "llvm", "obj", "lib", "exe").
+std::optional<EmitKind> parseEmitKind(StringRef name);
+/// The `--emit=` spelling of `kind`.
+StringRef stringifyEmitKind(EmitKind kind);
+
+struct CompileOptions {
+  EmitKind emit = EmitKind::Library;
+  /// The only target so far is "cpu".
+  std::string target = "cpu";
+  /// The entry function; empty means the single public `func.func`.
+  std::string entry;
+  /// The CPU to generate code for: "native" or an LLVM CPU name.
+  std::string cpu = "native";
+  /// The main output. "-" writes `--emit=mlir|llvm` to stdout and no side
+  /// files.
+  std::string outputPath;
+  /// Constant tensors of the entry function larger than this many bytes are
+  /// outlined into the weights file.
+  uint64_t weightThresholdBytes = 64;
+  /// The compiler driver used to link (`clang`); empty means the one found
+  /// when moe-mlir was built, or $MOE_COMPILE_CC.
+  std::string linkerDriver;
+  /// The runtime static library for `--emit=exe`; empty means the one built
+  /// with moe-mlir, or $MOE_RUNTIME_LIB.
+  std::string runtimeLibrary;
+  /// Where `-v` progress goes; null means no progress.
+  llvm::raw_ostream *progress = nullptr;
+};
+
+/// Registers the dialects and translations `compile` may meet in its input.
+void registerCompilerDialects(mlir::DialectRegistry &registry);
+
+/// Parses the model at `inputPath` ("-" for stdin; ".onnx" is refused for
+/// now) into `context`, adding the file to `sourceMgr`. Parse errors are
+/// reported with their file:line:col location.
+OwningOpRef<ModuleOp> parseModelFile(StringRef inputPath,
+                                     mlir::MLIRContext &context,
+                                     llvm::SourceMgr &sourceMgr);
+
+/// The files `compile` writes next to `mainOutput` for `kind`: the weights
+/// file and, for libraries and objects, the C header. Empty when the main
+/// output is "-".
+struct SideOutputs {
+  std::string weightsPath;
+  std::string headerPath;
+};
+SideOutputs getSideOutputs(StringRef mainOutput, EmitKind kind);
+
+/// The default main output for `inputPath` and `kind` ("m.mlir" gives
+/// "m.so", "m.o", "m.ll", "m.llvm.mlir" or "m").
+std::string getDefaultOutputPath(StringRef inputPath, EmitKind kind);
+
+/// Compiles `module` in place and writes the outputs. Either every output is
+/// written or none is.
+LogicalResult compile(ModuleOp module, const CompileOptions &options);
+
+} // namespace moe
+
+#endif // MOE_COMPILER_COMPILER_H

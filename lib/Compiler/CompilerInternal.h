@@ -1,0 +1,123 @@
+//===- CompilerInternal.h - Pieces of the moe-compile driver ----*- C++ -*-===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// The stages of `moe::compile`, shared between the files of lib/Compiler.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_COMPILER_COMPILERINTERNAL_H
+#define MOE_LIB_COMPILER_COMPILERINTERNAL_H
+
+#include "moe/Compiler/Compiler.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinAttributeInterfaces.h"
+#include "llvm/ADT/SmallVector.h"
+
+#include <memory>
+#include <string>
+
+namespace llvm {
+class LLVMContext;
+class Module;
+class TargetMachine;
+} // namespace llvm
+
+namespace moe {
+namespace compiler {
+
+/// One `input`, `weight` or `output` line of the signature.
+struct TensorSpec {
+  std::string name;
+  /// The ABI spelling of the element type ("f32", "u8", ...).
+  std::string dtype;
+  /// Extents; ShapedType::kDynamic for `?`.
+  SmallVector<int64_t> shape;
+};
+
+/// A weight: where it lives in the data section and the constant holding it.
+struct WeightSpec {
+  TensorSpec tensor;
+  uint64_t offset = 0;
+  uint64_t bytes = 0;
+  ElementsAttr value;
+};
+
+/// The entry point of a compiled model, as docs/CompiledModelABI.md
+/// describes it.
+struct ModelSignature {
+  SmallVector<TensorSpec> inputs;
+  SmallVector<WeightSpec> weights;
+  SmallVector<TensorSpec> outputs;
+  /// Size of the weights data section (a multiple of 64).
+  uint64_t dataBytes = 0;
+
+  /// The signature text, one line per entry, each ending in '\n'.
+  std::string str() const;
+};
+
+/// The alignment of every weight in the data section, and the header size.
+constexpr uint64_t kWeightAlignment = 64;
+
+/// Chooses the entry function: `name` if non-empty, else the single public
+/// `func.func` with a body. Reports an error listing the candidates.
+FailureOr<func::FuncOp> selectEntry(ModuleOp module, StringRef name);
+
+/// Renames the symbols that would collide with the ABI's own (`main`,
+/// `moe_model_run`, ...) and returns the entry's possibly new name.
+FailureOr<std::string> renameReservedSymbols(ModuleOp module,
+                                             func::FuncOp entry);
+
+/// Checks that every argument and result of `entry` is a ranked tensor of an
+/// ABI element type, records them as inputs and outputs, and outlines the
+/// constant tensors larger than `thresholdBytes` into trailing arguments
+/// recorded as weights. Marks all arguments read-only for bufferization.
+FailureOr<ModelSignature>
+buildSignatureAndOutlineWeights(func::FuncOp entry, uint64_t thresholdBytes);
+
+/// Writes the weights file (header and data section) to `os`.
+LogicalResult writeWeightsFile(const ModelSignature &signature,
+                               llvm::raw_ostream &os, Location loc);
+
+/// Writes the C header declaring the ABI symbols to `os`.
+void writeHeader(const ModelSignature &signature, StringRef guardName,
+                 llvm::raw_ostream &os);
+
+/// Lowers `module` to the LLVM dialect; the entry gets a C interface.
+LogicalResult lowerToLLVMDialect(ModuleOp module, func::FuncOp entry,
+                                 const CompileOptions &options);
+
+/// Adds `moe_model_signature` and `moe_model_run` (and, with `withMain`, a
+/// `main` calling the runtime's `moe_run_main`) to the lowered module; every
+/// other function definition becomes internal.
+LogicalResult addABIGlue(ModuleOp module, StringRef entryName,
+                         const ModelSignature &signature, bool withMain);
+
+/// Creates the target machine for the host triple and `cpu` ("native" picks
+/// the host CPU and its features).
+FailureOr<std::unique_ptr<llvm::TargetMachine>>
+createTargetMachine(StringRef cpu, Location loc);
+
+/// Translates the lowered module to LLVM IR for `targetMachine`.
+std::unique_ptr<llvm::Module>
+translateToLLVMIR(ModuleOp module, llvm::LLVMContext &llvmContext,
+                  llvm::TargetMachine &targetMachine);
+
+/// Optimizes `llvmModule` at O3 and writes an object file to `path`.
+LogicalResult emitObjectFile(llvm::Module &llvmModule,
+                             llvm::TargetMachine &targetMachine, StringRef path,
+                             Location loc);
+
+/// Links `objectPath` into a shared library or executable at `outputPath`
+/// with the clang driver; reports the exact command on failure.
+LogicalResult linkObject(StringRef objectPath, StringRef outputPath,
+                         EmitKind kind, const CompileOptions &options,
+                         Location loc);
+
+} // namespace compiler
+} // namespace moe
+
+#endif // MOE_LIB_COMPILER_COMPILERINTERNAL_H

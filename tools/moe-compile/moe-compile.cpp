@@ -1,0 +1,139 @@
+//===- moe-compile.cpp - The moe-mlir ahead-of-time compiler --------------===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// A thin main over moe::compile; see docs/Tools.md and
+// docs/CompiledModelABI.md.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Compiler/Compiler.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+
+using namespace mlir;
+
+namespace cl = llvm::cl;
+
+static cl::OptionCategory category("moe-compile options");
+
+static cl::opt<std::string> inputPath(cl::Positional, cl::desc("INPUT.mlir"),
+                                      cl::Required, cl::cat(category));
+static cl::opt<std::string>
+    outputPath("o", cl::desc("Output file (default: from the input name)"),
+               cl::value_desc("OUT"), cl::cat(category));
+static cl::opt<std::string>
+    emit("emit", cl::desc("What to write: mlir, llvm, obj, lib or exe"),
+         cl::value_desc("kind"), cl::init("lib"), cl::cat(category));
+static cl::opt<std::string> target("target", cl::desc("Target (only 'cpu')"),
+                                   cl::init("cpu"), cl::cat(category));
+static cl::opt<std::string>
+    entry("entry", cl::desc("Entry function (default: the single public one)"),
+          cl::value_desc("NAME"), cl::cat(category));
+static cl::opt<std::string>
+    mcpu("mcpu", cl::desc("CPU to generate code for (default: native)"),
+         cl::value_desc("cpu"), cl::init("native"), cl::cat(category));
+static cl::opt<uint64_t> weightThreshold(
+    "weight-threshold",
+    cl::desc("Outline constant tensors larger than this many bytes"),
+    cl::init(64), cl::cat(category));
+static cl::opt<std::string> linker(
+    "linker",
+    cl::desc("Compiler driver used to link (default: $MOE_COMPILE_CC, else "
+             "the clang found at build time)"),
+    cl::value_desc("path"), cl::cat(category));
+static cl::opt<std::string> runtimeLib(
+    "runtime-lib",
+    cl::desc("Runtime library for --emit=exe (default: $MOE_RUNTIME_LIB, else "
+             "the one built with moe-mlir)"),
+    cl::value_desc("path"), cl::cat(category));
+static cl::opt<bool> verbose("v", cl::desc("Print each stage and its time"),
+                             cl::cat(category));
+
+/// Prints diagnostics without a location as "moe-compile: error: ...";
+/// located ones go to the source manager handler (file:line:col).
+static LogicalResult printUnlocated(Diagnostic &diag) {
+  if (!isa<UnknownLoc>(diag.getLocation()))
+    return failure();
+  llvm::raw_ostream &os = llvm::errs();
+  os << "moe-compile: ";
+  switch (diag.getSeverity()) {
+  case DiagnosticSeverity::Error:
+    os << "error: ";
+    break;
+  case DiagnosticSeverity::Warning:
+    os << "warning: ";
+    break;
+  case DiagnosticSeverity::Note:
+    os << "note: ";
+    break;
+  case DiagnosticSeverity::Remark:
+    os << "remark: ";
+    break;
+  }
+  os << diag << "\n";
+  for (Diagnostic &note : diag.getNotes())
+    os << "moe-compile: note: " << note << "\n";
+  return success();
+}
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(argc, argv,
+                              "moe-mlir ahead-of-time model compiler\n");
+
+  DialectRegistry registry;
+  moe::registerCompilerDialects(registry);
+  MLIRContext context(registry);
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler locatedHandler(sourceMgr, &context);
+  context.getDiagEngine().registerHandler(printUnlocated);
+
+  moe::CompileOptions options;
+  std::optional<moe::EmitKind> kind = moe::parseEmitKind(emit);
+  if (!kind) {
+    llvm::errs() << "moe-compile: error: unknown --emit=" << emit
+                 << "; expected mlir, llvm, obj, lib or exe\n";
+    return 1;
+  }
+  options.emit = *kind;
+  options.target = target;
+  options.entry = entry;
+  options.cpu = mcpu;
+  options.weightThresholdBytes = weightThreshold;
+  options.linkerDriver = linker;
+  options.runtimeLibrary = runtimeLib;
+  options.outputPath = outputPath.empty()
+                           ? moe::getDefaultOutputPath(inputPath, *kind)
+                           : outputPath.getValue();
+  if (verbose)
+    options.progress = &llvm::errs();
+
+  auto start = std::chrono::steady_clock::now();
+  OwningOpRef<ModuleOp> module =
+      moe::parseModelFile(inputPath, context, sourceMgr);
+  if (verbose) {
+    std::chrono::duration<double, std::milli> elapsed =
+        std::chrono::steady_clock::now() - start;
+    llvm::errs() << "moe-compile: parse: "
+                 << llvm::format("%.1f", elapsed.count()) << " ms"
+                 << (module ? "" : " (failed)") << "\n";
+  }
+  if (!module || failed(moe::compile(*module, options)))
+    return 1;
+  if (verbose)
+    llvm::errs() << "moe-compile: wrote " << options.outputPath << "\n";
+  return 0;
+}
