@@ -46,8 +46,11 @@ tools = [
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
 # Runtime tests build hand-written model libraries and standalone executables.
-config.substitutions.append(("%cc", "/usr/bin/clang-22"))
-config.substitutions.append(("%cxx", "/usr/bin/clang++-22"))
+# In a sanitizer build the runtime library is instrumented: whatever links it
+# must be too.
+sanitizer_flags = " -fsanitize=address,undefined" if config.moe_sanitizers else ""
+config.substitutions.append(("%cc", "/usr/bin/clang-22" + sanitizer_flags))
+config.substitutions.append(("%cxx", "/usr/bin/clang++-22" + sanitizer_flags))
 config.substitutions.append(
     ("%moe_runtime_include", os.path.join(config.moe_src_root, "runtime", "include"))
 )
