@@ -1,0 +1,695 @@
+#!/usr/bin/python3
+"""CPU benchmark of one MoE layer: the compiled layer (moe-compile + moe-run) against
+ONNX Runtime (com.microsoft.MoE and a standard-op graph) and PyTorch eager, on the same
+weights, every output checked against a float64 NumPy reference before it is timed.
+
+Run through bench/run.sh (it sets the thread variables before NumPy/torch load).
+See bench/README.md for the methodology.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+# name: (H, F, E, k, Fs)   Fs = shared-expert width (0: none)
+SHAPES = {
+    "S1": dict(H=1024, F=3584, E=8, k=2, Fs=0, desc="H1024 F3584 E8 k2 (Mixtral-like)"),
+    "S2": dict(H=1024, F=512, E=64, k=8, Fs=0, desc="H1024 F512 E64 k8 (OLMoE/Qwen3-like)"),
+    "S3": dict(H=1024, F=352, E=64, k=6, Fs=704,
+               desc="H1024 F352 E64 k6 + 2 shared F352 (Fs=704) (DeepSeekMoE-like)"),
+}
+TOKENS = [1, 16, 128, 1024]
+QUICK_SHAPES, QUICK_TOKENS = ["S3"], [1, 16]
+SEED = 20240611
+TOL = 1e-4
+DATA_VERSION = 1  # bump when the generation below changes
+
+CONTENDERS = ["ours", "ort_moe", "ort_std", "torch"]
+TITLES = {"ours": "moe-mlir (compiled)", "ort_moe": "ORT com.microsoft.MoE",
+          "ort_std": "ORT standard ops", "torch": "PyTorch eager (HF loop)"}
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+def make_weights(name, cfg, t_max):
+    """Fixed-seed float32 weights and x [t_max, H]. Rows of x whose top-k choice is a
+    near-tie (float64 logit gap between the k-th and (k+1)-th expert < 1e-3 of the logits'
+    std) are redrawn, so fp32 rounding in any contender cannot flip an expert choice."""
+    H, F, E, k, Fs = cfg["H"], cfg["F"], cfg["E"], cfg["k"], cfg["Fs"]
+    rng = np.random.default_rng([SEED, int(name[1:])])
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std))
+
+    w = {
+        "router": normal((H, E), 1.0 / np.sqrt(H)),
+        "gate": normal((E, H, F), 1.0 / np.sqrt(H)),
+        "up": normal((E, H, F), 1.0 / np.sqrt(H)),
+        "down": normal((E, F, H), 1.0 / np.sqrt(F)),
+    }
+    if Fs:
+        w["shared_gate"] = normal((H, Fs), 1.0 / np.sqrt(H))
+        w["shared_up"] = normal((H, Fs), 1.0 / np.sqrt(H))
+        w["shared_down"] = normal((Fs, H), 1.0 / np.sqrt(Fs))
+    x = normal((t_max, H), 1.0)
+    r64 = w["router"].astype(np.float64)
+    for _ in range(100):
+        z = x.astype(np.float64) @ r64
+        zs = -np.sort(-z, axis=1)
+        gap = zs[:, k - 1] - zs[:, k] if k < E else np.full(len(z), np.inf)
+        bad = np.nonzero(gap < 1e-3 * z.std())[0]
+        if len(bad) == 0:
+            break
+        x[bad] = normal((len(bad), H), 1.0)
+    else:
+        raise RuntimeError("could not draw x without routing near-ties")
+    return w, x
+
+
+def reference(w, x, k):
+    """float64 layer: softmax, top-k, renormalize, SwiGLU experts, weighted sum, + shared.
+    Returns (y [T,H] float64, topk ids [T,k])."""
+    x64 = x.astype(np.float64)
+    z = x64 @ w["router"].astype(np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    ids = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    pw = np.take_along_axis(p, ids, axis=1)
+    pw /= pw.sum(axis=1, keepdims=True)
+    y = np.zeros_like(x64)
+    for e in np.unique(ids):
+        rows, slot = np.nonzero(ids == e)
+        xs = x64[rows]
+        g = xs @ w["gate"][e].astype(np.float64)
+        u = xs @ w["up"][e].astype(np.float64)
+        h = g / (1.0 + np.exp(-g)) * u
+        y[rows] += pw[rows, slot][:, None] * (h @ w["down"][e].astype(np.float64))
+    if "shared_gate" in w:
+        g = x64 @ w["shared_gate"].astype(np.float64)
+        u = x64 @ w["shared_up"].astype(np.float64)
+        y += (g / (1.0 + np.exp(-g)) * u) @ w["shared_down"].astype(np.float64)
+    return y, ids
+
+
+def rel_l2(y, ref):
+    y = np.asarray(y, dtype=np.float64).reshape(ref.shape)
+    return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+
+
+WEIGHT_ORDER = ["router", "gate", "up", "down", "shared_gate", "shared_up", "shared_down"]
+
+
+def mlir_text(cfg, w):
+    """func.func @main(x, router, gate, up, down[, shared_*]) with one moe.layer; weights are
+    arguments (moe-run passes them from .npy files), T is dynamic."""
+    H, k = cfg["H"], cfg["k"]
+
+    def ty(a):
+        return "tensor<" + "x".join(map(str, a.shape)) + "xf32>"
+
+    names = [n for n in WEIGHT_ORDER if n in w]
+    xt = f"tensor<?x{H}xf32>"
+    args = [f'%x: {xt} {{moe.name = "x"}}'] + [
+        f'%{n}: {ty(w[n])} {{moe.name = "{n}"}}' for n in names]
+    opnds = "".join(f" {n}(%{n} : {ty(w[n])})" for n in names if n != "router")
+    return (
+        f"// Generated by bench/moe_bench.py: {cfg['desc']}\n"
+        f"func.func @main({', '.join(args)}) -> {xt} {{\n"
+        f"  %y = moe.layer %x, %router{opnds}\n"
+        f"         {{expert = #moe.expert<gated, silu>,\n"
+        f"          routing = #moe.routing<k = {k}, renormalize = true>}}\n"
+        f"         : ({xt}, {ty(w['router'])}) -> {xt}\n"
+        f"  return %y : {xt}\n"
+        f"}}\n")
+
+
+def prepare_shape(name, cfg, tokens, workdir):
+    """Writes (or reuses, if generated by the same recipe) weights, inputs, references,
+    the .mlir and both ONNX graphs under workdir/name. Returns a dict of paths and data."""
+    d = workdir / name
+    d.mkdir(parents=True, exist_ok=True)
+    t_max = max(TOKENS)
+    key = json.dumps(dict(v=DATA_VERSION, seed=SEED, cfg=cfg, t_max=t_max), sort_keys=True)
+    stamp = d / "stamp.json"
+    fresh = stamp.exists() and stamp.read_text() == key
+    if fresh:
+        log(f"{name}: reusing generated data in {d}")
+        w = {n: np.load(d / f"{n}.npy", mmap_mode="r") for n in WEIGHT_ORDER
+             if (d / f"{n}.npy").exists()}
+        x = np.load(d / "x_full.npy")
+    else:
+        log(f"{name}: generating weights and inputs (seed {SEED})")
+        if stamp.exists():
+            stamp.unlink()
+        w, x = make_weights(name, cfg, t_max)
+        for n, a in w.items():
+            np.save(d / f"{n}.npy", a)
+        np.save(d / "x_full.npy", x)
+        import onnx
+        import onnx_graphs
+        log(f"{name}: building ONNX graphs")
+        onnx.save(onnx_graphs.build_moe_op_graph(w, cfg["k"]), str(d / "moe_op.onnx"))
+        onnx.save(onnx_graphs.build_standard_graph(w, cfg["k"]), str(d / "standard.onnx"))
+        for T in TOKENS:
+            np.save(d / f"x_T{T}.npy", np.ascontiguousarray(x[:T]))
+            y, ids = reference(w, x[:T], cfg["k"])
+            np.save(d / f"ref_T{T}.npy", y)
+            np.save(d / f"ids_T{T}.npy", ids)
+        stamp.write_text(key)
+    (d / "model.mlir").write_text(mlir_text(cfg, w))
+    refs = {T: np.load(d / f"ref_T{T}.npy") for T in tokens}
+    ids = {T: np.load(d / f"ids_T{T}.npy") for T in tokens}
+    return dict(dir=d, w=w, x=x, refs=refs, ids=ids,
+                weight_files=[d / f"{n}.npy" for n in WEIGHT_ORDER if n in w])
+
+
+# --------------------------------------------------------------------------- machine load
+
+def _cpu_times():
+    with open("/proc/stat") as f:
+        v = [int(t) for t in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v[:8]), idle
+
+
+def background_load(seconds=0.5):
+    """Fraction of all CPUs busy over `seconds` while this benchmark itself sleeps: the
+    load from other processes (a concurrent build makes multi-threaded timings useless)."""
+    t0, i0 = _cpu_times()
+    time.sleep(seconds)
+    t1, i1 = _cpu_times()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+LOADS = []  # (what, fraction) for every block
+
+
+def check_load(what, wait_idle, threshold=0.10):
+    """Samples the background load before a block; with wait_idle > 0, waits up to that many
+    seconds for it to drop under the threshold."""
+    load = background_load()
+    waited = 0.0
+    while load > threshold and waited < wait_idle:
+        if waited == 0.0:
+            log(f"  waiting for the machine to go idle (background load {100 * load:.0f}%)")
+        time.sleep(2.0)
+        waited += 2.5
+        load = background_load()
+    if load > threshold:
+        log(f"  WARNING: background load {100 * load:.0f}% before {what}: timings are disturbed")
+    LOADS.append(dict(block=what, background_load=round(load, 3), waited_s=waited))
+    return load
+
+
+# --------------------------------------------------------------------------- ceilings
+
+def measure_ceilings(threads, repeats=15):
+    import torch
+    torch.set_num_threads(threads)
+    out = {}
+    n = 1024
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    c = torch.empty(n, n)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+    out["gemm_torch_gflops"] = 2 * n ** 3 / best / 1e9
+    an, bn, cn = a.numpy(), b.numpy(), c.numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(an, bn, out=cn)
+        best = min(best, time.perf_counter() - t0)
+    out["gemm_numpy_gflops"] = 2 * n ** 3 / best / 1e9
+    out["gemm_gflops"] = max(out["gemm_torch_gflops"], out["gemm_numpy_gflops"])
+
+    m = 64 * 1024 * 1024  # 256 MiB per fp32 array: far beyond any cache
+    x, y, z = torch.ones(m), torch.ones(m), torch.empty(m)
+    bw = {}
+    for label, fn, nbytes in [
+        ("copy", lambda: z.copy_(x), 2 * 4 * m),
+        ("triad", lambda: torch.add(x, y, alpha=3.0, out=z), 3 * 4 * m),
+        ("read", lambda: x.sum(), 4 * m),
+    ]:
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        bw[label] = nbytes / best / 1e9
+    out.update({f"bw_{k}_gbs": v for k, v in bw.items()})
+    out["bw_gbs"] = max(bw.values())
+    del x, y, z
+    return out
+
+
+def roofline(cfg, T, ids, ceil):
+    H, F, E, k, Fs = cfg["H"], cfg["F"], cfg["E"], cfg["k"], cfg["Fs"]
+    flops = 2 * T * H * E + 2 * T * k * 3 * H * F + 2 * T * 3 * H * Fs
+    n_used = len(np.unique(ids))
+    nbytes = 4 * (n_used * 3 * H * F + H * E + 3 * H * Fs + 2 * T * H)
+    t_flop = flops / (ceil["gemm_gflops"] * 1e9)
+    t_mem = nbytes / (ceil["bw_gbs"] * 1e9)
+    return dict(flops=flops, bytes=nbytes, experts_used=int(n_used),
+                roofline_ms=1e3 * max(t_flop, t_mem),
+                bound="compute" if t_flop >= t_mem else "memory")
+
+
+# --------------------------------------------------------------------------- contenders
+
+def time_in_process(fn, min_time):
+    warm = []
+    w0 = time.perf_counter()
+    while len(warm) < 3 or (len(warm) < 50 and time.perf_counter() - w0 < 0.2):
+        t0 = time.perf_counter()
+        fn()
+        warm.append(time.perf_counter() - t0)
+    reps = max(5, min(1000, int(np.ceil(min_time / np.median(warm)))))
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    ts = np.array(ts) * 1e3
+    return dict(median_ms=float(np.median(ts)), min_ms=float(ts.min()),
+                max_ms=float(ts.max()), reps=reps)
+
+
+def run_torch(cfg, prep, tokens, threads, min_time):
+    import torch
+    import torch.nn.functional as Fn
+    torch.set_num_threads(threads)
+    w = prep["w"]
+    E, k = cfg["E"], cfg["k"]
+    # nn.Linear layout ([out, in]), as a HuggingFace checkpoint holds them.
+    router = torch.from_numpy(np.ascontiguousarray(np.asarray(w["router"]).T))
+    w1 = [torch.from_numpy(np.ascontiguousarray(np.asarray(w["gate"][e]).T)) for e in range(E)]
+    w3 = [torch.from_numpy(np.ascontiguousarray(np.asarray(w["up"][e]).T)) for e in range(E)]
+    w2 = [torch.from_numpy(np.ascontiguousarray(np.asarray(w["down"][e]).T)) for e in range(E)]
+    shared = None
+    if "shared_gate" in w:
+        shared = [torch.from_numpy(np.ascontiguousarray(np.asarray(w[n]).T))
+                  for n in ("shared_gate", "shared_up", "shared_down")]
+
+    def layer(hidden_states):
+        # transformers' MixtralSparseMoeBlock.forward (router, softmax, topk, renormalize,
+        # one_hot mask, per-expert torch.where, index_add_), plus a DeepSeek-style shared MLP.
+        router_logits = Fn.linear(hidden_states, router)
+        routing_weights = Fn.softmax(router_logits, dim=1, dtype=torch.float)
+        routing_weights, selected_experts = torch.topk(routing_weights, k, dim=-1)
+        routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
+        final = torch.zeros_like(hidden_states)
+        expert_mask = Fn.one_hot(selected_experts, num_classes=E).permute(2, 1, 0)
+        expert_hit = torch.greater(expert_mask.sum(dim=(-1, -2)), 0).nonzero()
+        for expert_idx in expert_hit:
+            e = int(expert_idx)
+            idx, top_x = torch.where(expert_mask[e])
+            current = hidden_states[top_x]
+            h = Fn.silu(Fn.linear(current, w1[e])) * Fn.linear(current, w3[e])
+            out = Fn.linear(h, w2[e]) * routing_weights[top_x, idx, None]
+            final.index_add_(0, top_x, out)
+        if shared is not None:
+            g, u, d = shared
+            final = final + Fn.linear(Fn.silu(Fn.linear(hidden_states, g))
+                                      * Fn.linear(hidden_states, u), d)
+        return final
+
+    res = {}
+    with torch.inference_mode():
+        for T in tokens:
+            xt = torch.from_numpy(np.ascontiguousarray(prep["x"][:T]))
+            rel = rel_l2(layer(xt).numpy(), prep["refs"][T])
+            if not rel <= TOL:
+                res[T] = dict(status="mismatch", rel_l2=rel)
+                continue
+            res[T] = dict(status="ok", rel_l2=rel, **time_in_process(lambda: layer(xt), min_time))
+            log(f"  torch T={T}: {res[T]['median_ms']:.3f} ms (rel {rel:.1e})")
+    return res
+
+
+def run_ort(graph_file, prep, tokens, threads, min_time, label):
+    node = shutil.which("node")
+    if not node:
+        return {T: dict(status="error", error="node not found") for T in tokens}
+    if not (HERE / "node_modules" / "onnxruntime-node").is_dir():
+        return {T: dict(status="error", error="onnxruntime-node not installed (bench/setup.sh)")
+                for T in tokens}
+    d = prep["dir"]
+    spec = dict(model=str(graph_file), threads=threads, min_time_s=min_time, tol=TOL,
+                cases=[dict(T=T, x=str(d / f"x_T{T}.npy"), ref=str(d / f"ref_T{T}.npy"),
+                            out=str(d / f"y_{label}_T{T}.npy")) for T in tokens])
+    spec_file = d / f"{label}_spec.json"
+    spec_file.write_text(json.dumps(spec))
+    p = subprocess.run([node, str(HERE / "ort_bench.js"), str(spec_file)], capture_output=True,
+                       text=True)
+    res = {}
+    for line in p.stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        r = json.loads(line)
+        if "session_error" in r:
+            return {T: dict(status="error", error="session: " + r["session_error"]) for T in tokens}
+        if "error" in r:
+            res[r["T"]] = dict(status="error", error=r["error"])
+        elif not r["ok"]:
+            res[r["T"]] = dict(status="mismatch", rel_l2=r["rel_l2"])
+        else:
+            res[r["T"]] = dict(status="ok", rel_l2=r["rel_l2"], median_ms=r["median_ms"],
+                               min_ms=r["min_ms"], max_ms=r["max_ms"], reps=r["reps"])
+            log(f"  {label} T={r['T']}: {r['median_ms']:.3f} ms (rel {r['rel_l2']:.1e})")
+    for T in tokens:
+        if T not in res:
+            err = (p.stderr.strip().splitlines() or [f"node exited {p.returncode}"])[-1]
+            res[T] = dict(status="error", error=err[:200])
+    return res
+
+
+def first_error_line(text):
+    lines = [l for l in text.splitlines() if l.strip()]
+    for l in lines:
+        if "error" in l.lower():
+            return l.strip()[:240]
+    return (lines[-1].strip() if lines else "no output")[:240]
+
+
+def run_ours(cfg, prep, tokens, threads, min_time, bin_dir):
+    d = prep["dir"]
+    compile_bin, run_bin = bin_dir / "moe-compile", bin_dir / "moe-run"
+    for b in (compile_bin, run_bin):
+        if not os.access(b, os.X_OK):
+            return {T: dict(status="unavailable", error=f"{b.name} not built ({b})")
+                    for T in tokens}, None
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    so = d / "moe.so"
+    for f in (so, d / "moe.weights", d / "moe.h"):
+        if f.exists():
+            f.unlink()
+    t0 = time.perf_counter()
+    p = subprocess.run([str(compile_bin), str(d / "model.mlir"), "-o", str(so)],
+                       capture_output=True, text=True, env=env)
+    compile_s = time.perf_counter() - t0
+    (d / "moe-compile.log").write_text(p.stdout + p.stderr)
+    if p.returncode != 0 or not so.exists():
+        err = first_error_line(p.stderr + p.stdout)
+        log(f"  moe-compile failed: {err} (full log: {d / 'moe-compile.log'})")
+        return {T: dict(status="compile_failed", error=err) for T in tokens}, compile_s
+    log(f"  moe-compile: {compile_s:.1f} s")
+    ins = [f"--input=@{f}" for f in prep["weight_files"]]
+    res = {}
+    for T in tokens:
+        x_in = f"--input=@{d / f'x_T{T}.npy'}"
+        y_file = d / f"y_ours_T{T}.npy"
+        if y_file.exists():
+            y_file.unlink()
+        # 1) one run (+3 warm-ups, 1 timed) whose output is checked; its time sizes step 2.
+        p = subprocess.run([str(run_bin), str(so), x_in, *ins, f"--output=@{y_file}",
+                            "--benchmark=1"], capture_output=True, text=True, env=env)
+        if p.returncode != 0 or not y_file.exists():
+            res[T] = dict(status="error", error=first_error_line(p.stderr + p.stdout))
+            continue
+        rel = rel_l2(np.load(y_file), prep["refs"][T])
+        if not rel <= TOL:
+            res[T] = dict(status="mismatch", rel_l2=rel)
+            log(f"  ours T={T}: MISMATCH rel L2 {rel:.3e}")
+            continue
+        m = re.search(r"median_ms:\s*([0-9.eE+-]+)", p.stdout)
+        est = float(m.group(1)) if m else 1.0
+        reps = max(5, min(1000, int(np.ceil(min_time * 1e3 / max(est, 1e-3)))))
+        # 2) the timed runs.
+        p = subprocess.run([str(run_bin), str(so), x_in, *ins, f"--benchmark={reps}"],
+                           capture_output=True, text=True, env=env)
+        m = re.search(r"median_ms:\s*([0-9.eE+-]+)\s+min_ms:\s*([0-9.eE+-]+)\s+"
+                      r"max_ms:\s*([0-9.eE+-]+)", p.stdout)
+        if p.returncode != 0 or not m:
+            res[T] = dict(status="error", error=first_error_line(p.stderr + p.stdout))
+            continue
+        res[T] = dict(status="ok", rel_l2=rel, median_ms=float(m.group(1)),
+                      min_ms=float(m.group(2)), max_ms=float(m.group(3)), reps=reps)
+        log(f"  ours T={T}: {res[T]['median_ms']:.3f} ms (rel {rel:.1e})")
+    return res, compile_s
+
+
+# --------------------------------------------------------------------------- report
+
+def cell(r):
+    if r is None:
+        return "not run"
+    s = r["status"]
+    if s == "ok":
+        return f"{r['median_ms']:.3f}"
+    if s == "mismatch":
+        return f"**MISMATCH** (rel L2 {r['rel_l2']:.1e})"
+    if s == "compile_failed":
+        return "compile failed"
+    if s == "unavailable":
+        return "not built"
+    return "error"
+
+
+def machine_info():
+    cpu = "unknown-cpu"
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu == "unknown-cpu":
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1]
+    except OSError:
+        pass
+    info = dict(cpu=cpu, cores=os.cpu_count(), avx512f="avx512f" in flags.split(),
+                kernel=platform.release(), python=platform.python_version(),
+                numpy=np.__version__)
+    try:
+        import torch
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    try:
+        pkg = json.loads((HERE / "node_modules" / "onnxruntime-node" / "package.json").read_text())
+        info["onnxruntime_node"] = pkg["version"]
+    except OSError:
+        info["onnxruntime_node"] = None
+    try:
+        info["node"] = subprocess.run(["node", "--version"], capture_output=True,
+                                      text=True).stdout.strip()
+    except OSError:
+        info["node"] = None
+    try:
+        info["git_commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"],
+                                            capture_output=True, text=True).stdout.strip()
+    except OSError:
+        info["git_commit"] = None
+    info["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE", "(auto)")
+    return info
+
+
+def render_markdown(meta, ceil, rows, shapes):
+    L = []
+    L.append(f"# MoE layer on CPU: moe-mlir vs peers ({meta['date']})")
+    L.append("")
+    m = meta["machine"]
+    L.append(f"- Machine: {m['cpu']}, {m['cores']} cores (AVX-512: {'yes' if m['avx512f'] else 'no'}), "
+             f"kernel {m['kernel']}; all contenders on {meta['threads']} threads")
+    L.append(f"- Versions: torch {m['torch']}, onnxruntime-node {m['onnxruntime_node']} (node {m['node']}), "
+             f"numpy {m['numpy']}, OPENBLAS_CORETYPE={m['openblas_coretype']}; repo {str(m['git_commit'])[:12]}")
+    L.append(f"- Ceilings (best of the measurements at start and end of this run): "
+             f"fp32 GEMM 1024^3 **{ceil['gemm_gflops']:.0f} GFLOP/s** "
+             f"(torch {ceil['gemm_torch_gflops']:.0f}, numpy {ceil['gemm_numpy_gflops']:.0f}); "
+             f"bandwidth **{ceil['bw_gbs']:.1f} GB/s** (copy {ceil['bw_copy_gbs']:.1f}, "
+             f"triad {ceil['bw_triad_gbs']:.1f}, read {ceil['bw_read_gbs']:.1f})")
+    L.append(f"- Float32 weights, seed {SEED}; every result checked against a float64 reference "
+             f"(relative L2 <= {TOL:g}) before timing; times are medians in ms")
+    worst = max((l["background_load"] for l in meta["background_load"]), default=0.0)
+    L.append(f"- Background CPU load from other processes, sampled before each block: "
+             f"max {100 * worst:.0f}%"
+             + (" -- **WARNING: the machine was busy; these timings are disturbed**"
+                if worst > 0.10 else ""))
+    if meta.get("quick"):
+        L.append("- **--quick run: a smoke test, not a result**")
+    L.append("")
+    for s in shapes:
+        L.append(f"- {s}: {SHAPES[s]['desc']}"
+                 + (f"; moe-compile {meta['compile_s'][s]:.1f} s" if meta['compile_s'].get(s) else ""))
+    L.append("")
+    hdr = ["shape", "T"] + [TITLES[c] for c in CONTENDERS] + [
+        "best peer", "ratio peer/ours", "roofline ms", "bound", "ours % roofline",
+        "best peer % roofline"]
+    L.append("| " + " | ".join(hdr) + " |")
+    L.append("|" + "|".join(["---"] * len(hdr)) + "|")
+    for r in rows:
+        cells = [r["shape"], str(r["T"])] + [cell(r["results"].get(c)) for c in CONTENDERS]
+        bp = r.get("best_peer")
+        cells.append(f"{TITLES[bp]}" if bp else "-")
+        cells.append(f"{r['ratio']:.2f}x" if r.get("ratio") else "-")
+        cells.append(f"{r['roofline']['roofline_ms']:.3f}")
+        cells.append(r["roofline"]["bound"])
+        cells.append(f"{r['ours_pct_roofline']:.0f}%" if r.get("ours_pct_roofline") else "-")
+        cells.append(f"{r['peer_pct_roofline']:.0f}%" if r.get("peer_pct_roofline") else "-")
+        L.append("| " + " | ".join(cells) + " |")
+    notes = []
+    for r in rows:
+        for c in CONTENDERS:
+            x = r["results"].get(c)
+            if x and x["status"] not in ("ok",) and x.get("error"):
+                notes.append(f"{TITLES[c]} on {r['shape']} T={r['T']}: {x['status']}: {x['error']}")
+    if notes:
+        L.append("")
+        L.append("Notes:")
+        seen = set()
+        for n in notes:
+            key = re.sub(r" T=\d+", "", n)
+            if key in seen:
+                continue
+            seen.add(key)
+            L.append(f"- {n}")
+    L.append("")
+    return "\n".join(L)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help=f"smoke test: {','.join(QUICK_SHAPES)} x T={QUICK_TOKENS}, short timing; "
+                         "results go to the work dir unless --out-dir is given")
+    ap.add_argument("--shapes", help="comma-separated subset of " + ",".join(SHAPES))
+    ap.add_argument("--tokens", help="comma-separated subset of " + ",".join(map(str, TOKENS)))
+    ap.add_argument("--contenders", default=",".join(CONTENDERS),
+                    help="comma-separated subset of " + ",".join(CONTENDERS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--min-time", type=float, default=None,
+                    help="seconds of timed runs per (contender, shape, T) (default 1.0; 0.2 quick)")
+    ap.add_argument("--bin-dir", default=str(REPO / "build" / "bin"),
+                    help="where moe-compile and moe-run are (default build/bin)")
+    ap.add_argument("--work-dir", default=str(HERE / "work"))
+    ap.add_argument("--wait-idle", type=float, default=0.0,
+                    help="before each block, wait up to this many seconds for other processes' "
+                         "CPU load to drop under 10%% (default 0: only measure and warn)")
+    ap.add_argument("--out-dir", default=None, help="default bench/results (work dir if --quick)")
+    a = ap.parse_args()
+
+    shapes = a.shapes.split(",") if a.shapes else (QUICK_SHAPES if a.quick else list(SHAPES))
+    tokens = [int(t) for t in a.tokens.split(",")] if a.tokens else (
+        QUICK_TOKENS if a.quick else TOKENS)
+    contenders = a.contenders.split(",")
+    for s in shapes:
+        if s not in SHAPES:
+            ap.error(f"unknown shape {s}")
+    for t in tokens:
+        if t not in TOKENS:
+            ap.error(f"T must be one of {TOKENS}")
+    for c in contenders:
+        if c not in CONTENDERS:
+            ap.error(f"unknown contender {c}")
+    min_time = a.min_time if a.min_time is not None else (0.2 if a.quick else 1.0)
+    workdir = Path(a.work_dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(HERE))
+
+    now = datetime.datetime.now()
+    meta = dict(date=now.strftime("%Y-%m-%d %H:%M"), threads=a.threads, quick=a.quick,
+                min_time_s=min_time, seed=SEED, tol=TOL, machine=machine_info(), compile_s={},
+                env={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                     "OPENBLAS_CORETYPE")})
+    log(f"machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; "
+        f"shapes {shapes}, T {tokens}, contenders {contenders}")
+    check_load("ceilings (start)", a.wait_idle)
+    log("measuring ceilings (start)")
+    ceil0 = measure_ceilings(a.threads)
+    log(f"  GEMM {ceil0['gemm_gflops']:.0f} GFLOP/s, bandwidth {ceil0['bw_gbs']:.1f} GB/s")
+
+    results = {}
+    for s in shapes:
+        cfg = SHAPES[s]
+        prep = prepare_shape(s, cfg, tokens, workdir)
+        results[s] = {}
+        if "ours" in contenders:
+            log(f"{s}: moe-mlir (compiled)")
+            check_load(f"{s} ours", a.wait_idle)
+            results[s]["ours"], meta["compile_s"][s] = run_ours(
+                cfg, prep, tokens, a.threads, min_time, Path(a.bin_dir))
+        if "ort_moe" in contenders:
+            log(f"{s}: ONNX Runtime, com.microsoft.MoE")
+            check_load(f"{s} ort_moe", a.wait_idle)
+            results[s]["ort_moe"] = run_ort(prep["dir"] / "moe_op.onnx", prep, tokens,
+                                            a.threads, min_time, "ort_moe")
+        if "ort_std" in contenders:
+            log(f"{s}: ONNX Runtime, standard ops")
+            check_load(f"{s} ort_std", a.wait_idle)
+            results[s]["ort_std"] = run_ort(prep["dir"] / "standard.onnx", prep, tokens,
+                                            a.threads, min_time, "ort_std")
+        if "torch" in contenders:
+            log(f"{s}: PyTorch eager")
+            check_load(f"{s} torch", a.wait_idle)
+            results[s]["torch"] = run_torch(cfg, prep, tokens, a.threads, min_time)
+        results[s]["_ids"] = prep["ids"]
+        del prep
+
+    check_load("ceilings (end)", a.wait_idle)
+    log("measuring ceilings (end)")
+    ceil1 = measure_ceilings(a.threads)
+    ceil = {k: max(ceil0[k], ceil1[k]) for k in ceil0}
+    ceil["start"], ceil["end"] = ceil0, ceil1
+    log(f"  GEMM {ceil['gemm_gflops']:.0f} GFLOP/s, bandwidth {ceil['bw_gbs']:.1f} GB/s (best of both)")
+
+    rows = []
+    for s in shapes:
+        for T in tokens:
+            rr = {c: results[s][c][T] for c in CONTENDERS if c in results[s]}
+            row = dict(shape=s, T=T, results=rr,
+                       roofline=roofline(SHAPES[s], T, results[s]["_ids"][T], ceil))
+            peers = [(v["median_ms"], c) for c, v in rr.items() if c != "ours" and v["status"] == "ok"]
+            if peers:
+                best_ms, best = min(peers)
+                row["best_peer"], row["best_peer_ms"] = best, best_ms
+                row["peer_pct_roofline"] = 100 * row["roofline"]["roofline_ms"] / best_ms
+            ours = rr.get("ours")
+            if ours and ours["status"] == "ok":
+                row["ours_pct_roofline"] = 100 * row["roofline"]["roofline_ms"] / ours["median_ms"]
+                if peers:
+                    row["ratio"] = row["best_peer_ms"] / ours["median_ms"]
+            rows.append(row)
+
+    meta["background_load"] = LOADS
+    md = render_markdown(meta, ceil, rows, shapes)
+    print(md)
+    out_dir = Path(a.out_dir) if a.out_dir else (workdir / "results" if a.quick else HERE / "results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", meta["machine"]["cpu"]).strip("-") or "cpu"
+    base = out_dir / f"{now.strftime('%Y-%m-%d')}-{cpu_slug}{'-quick' if a.quick else ''}"
+    Path(str(base) + ".md").write_text(md)
+    Path(str(base) + ".json").write_text(json.dumps(dict(meta=meta, ceilings=ceil, shapes={
+        s: SHAPES[s] for s in shapes}, rows=rows), indent=1, default=float))
+    log(f"wrote {base}.md and {base}.json")
+    bad = [r for r in rows for c, v in r["results"].items() if v["status"] == "mismatch"]
+    if bad:
+        log("MISMATCH: some contender's output differs from the float64 reference; "
+            "see the table (those cells were not timed)")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
