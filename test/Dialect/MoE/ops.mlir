@@ -75,7 +75,7 @@ func.func @qwen_shared_scale(%x: tensor<?x16xf32>, %router: tensor<16x4xf32>,
 // CHECK: %[[IDS:.*]], %[[W:.*]] = moe.route %{{.*}} selection_bias(%{{.*}} : tensor<8xf32>) {routing = #moe.routing<k = 2, scoring = topk_softmax>} : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
 // CHECK: %[[TOK:.*]], %[[OFF:.*]], %[[POS:.*]] = moe.dispatch %[[IDS]] {block_size = 4 : i64, capacity_factor = 1.500000e+00 : f64, num_experts = 8 : i64} : tensor<?x2xi32> -> tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>
 // CHECK: %[[R0:.*]] = moe.experts %{{.*}}, %[[TOK]], %[[OFF]] into %{{.*}} gate(%{{.*}} : tensor<6x64x128xf32>) up(%{{.*}} : tensor<6x64x128xf32>) down(%{{.*}} : tensor<6x128x64xf32>) gate_bias(%{{.*}} : tensor<6x128xf32>) up_bias(%{{.*}} : tensor<6x128xf32>) down_bias(%{{.*}} : tensor<6x64xf32>) {expert = #moe.expert<gated, silu, limit = 7.000000e+00, alpha = 1.702000e+00, beta = 1.000000e+00>}
-// CHECK: %[[R1:.*]] = moe.zero_computation_experts %{{.*}}, %[[TOK]], %[[OFF]] into %[[R0]] constants(%{{.*}}, %{{.*}} : tensor<1x64xf32>, tensor<1x64x2xf32>) {first_expert = 6 : i64, kinds = [#moe.zero_computation<zero>, #moe.zero_computation<constant>]}
+// CHECK: %[[R1:.*]] = moe.zero_computation_experts %{{.*}}, %[[TOK]], %[[OFF]] into %[[R0]] constants(%{{.*}}, %{{.*}} : tensor<1x64xf32>, tensor<1x64x2xf32>) {first_expert = 6 : i64, kinds = [#moe.zero_computation<copy>, #moe.zero_computation<constant>]}
 // CHECK: %[[S:.*]] = moe.shared_experts %{{.*}} up(%{{.*}} : tensor<64x32xf32>) down(%{{.*}} : tensor<32x64xf32>) {expert = #moe.expert<ffn, gelu>} : tensor<?x64xf32> -> tensor<?x64xf32>
 // CHECK: moe.combine %[[R1]], %[[POS]], %[[W]] addend(%[[S]] : tensor<?x64xf32>) : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>) -> tensor<?x64xf32>
 func.func @explicit_plan(%x: tensor<?x64xf32>, %logits: tensor<?x8xf32>,
@@ -98,7 +98,7 @@ func.func @explicit_plan(%x: tensor<?x64xf32>, %logits: tensor<?x8xf32>,
       : (tensor<?x64xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
   %r1 = moe.zero_computation_experts %x, %tok, %off into %r0
       constants(%v, %wc : tensor<1x64xf32>, tensor<1x64x2xf32>)
-      {first_expert = 6, kinds = [#moe.zero_computation<zero>, #moe.zero_computation<constant>]}
+      {first_expert = 6, kinds = [#moe.zero_computation<copy>, #moe.zero_computation<constant>]}
       : (tensor<?x64xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
   %s = moe.shared_experts %x up(%su : tensor<64x32xf32>) down(%sd : tensor<32x64xf32>)
       {expert = #moe.expert<ffn, gelu>} : tensor<?x64xf32> -> tensor<?x64xf32>

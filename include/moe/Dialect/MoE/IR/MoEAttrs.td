@@ -23,9 +23,6 @@ def MoE_ScoringFunc : I32EnumAttr<"ScoringFunc", "how router logits become score
   let cppNamespace = "::moe";
   let genSpecializedAttr = 0;
 }
-def MoE_ScoringFuncAttr : EnumAttr<MoE_Dialect, MoE_ScoringFunc, "scoring"> {
-  let assemblyFormat = "`<` $value `>`";
-}
 
 def MoE_ExpertKind : I32EnumAttr<"ExpertKind", "the body of an FFN expert", [
     I32EnumAttrCase<"Gated", 0, "gated">,
