@@ -32,6 +32,7 @@ using namespace moe::compiler;
 
 /// Upstream's tensor-to-LLVM path for models without moe ops.
 static void buildUpstreamCPUPipeline(OpPassManager &pm) {
+  pm.addNestedPass<func::FuncOp>(createConvertElementwiseToLinalgPass());
   pm.addPass(bufferization::createEmptyTensorEliminationPass());
   bufferization::OneShotBufferizePassOptions bufferizeOptions;
   bufferizeOptions.bufferizeFunctionBoundaries = true;

@@ -258,7 +258,7 @@ compiler::buildSignatureAndOutlineWeights(func::FuncOp entry,
   SmallVector<arith::ConstantOp> constants;
   entry.walk([&](arith::ConstantOp op) {
     auto value = dyn_cast<ElementsAttr>(op.getValue());
-    if (!value || getOutlinableBytes(value) <= thresholdBytes)
+    if (!value || op.use_empty() || getOutlinableBytes(value) <= thresholdBytes)
       return;
     // A new argument is visible only where the region sees the function's.
     if (op->getParentWithTrait<OpTrait::IsIsolatedFromAbove>() != entry)
