@@ -7,8 +7,10 @@
 #ifndef MOE_INITALL_H
 #define MOE_INITALL_H
 
+#include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
+#include "moe/Pipelines/Pipelines.h"
 
 #include "mlir/IR/DialectRegistry.h"
 
@@ -20,7 +22,11 @@ inline void registerAllDialects(mlir::DialectRegistry &registry) {
 }
 
 /// Registers every pass and pipeline of moe-mlir with the global registry.
-inline void registerAllPasses() { registerMoEPasses(); }
+inline void registerAllPasses() {
+  registerMoEPasses();
+  registerMoEConversionPasses();
+  registerCPUPipeline();
+}
 
 } // namespace moe
 

@@ -1,0 +1,73 @@
+//===- Pipelines.h - Compilation pipelines of moe-mlir ----------*- C++ -*-===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_PIPELINES_PIPELINES_H
+#define MOE_PIPELINES_PIPELINES_H
+
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassOptions.h"
+
+namespace moe {
+
+/// Options of the CPU pipeline; also the options of `moe-cpu-pipeline`.
+struct CPUPipelineOptions
+    : public mlir::PassPipelineOptions<CPUPipelineOptions> {
+  Option<bool> enableOpenMP{
+      *this, "enable-openmp",
+      llvm::cl::desc("Run the parallel loops with OpenMP (link libomp)"),
+      llvm::cl::init(true)};
+  Option<bool> vectorize{
+      *this, "vectorize",
+      llvm::cl::desc("Tile and vectorize the linalg ops (off: plain loops); "
+                     "off by default: matmul register tiles (2-d vectors) "
+                     "do not yet lower to LLVM completely"),
+      llvm::cl::init(false)};
+  ListOption<int64_t> parallelTileSizes{
+      *this, "parallel-tile-sizes",
+      llvm::cl::desc(
+          "M,N block of a matmul per parallel task (default 0,128)")};
+  Option<int64_t> reductionTileSize{
+      *this, "reduction-tile-size",
+      llvm::cl::desc("K block of a matmul (0 = untiled)"), llvm::cl::init(256)};
+  ListOption<int64_t> registerTileSizes{
+      *this, "register-tile-sizes",
+      llvm::cl::desc("M,N,K register tile of a matmul (default 8,32,1)")};
+  Option<int64_t> vectorSize{
+      *this, "vector-size",
+      llvm::cl::desc("Lanes of the vectorized elementwise ops"),
+      llvm::cl::init(16)};
+  Option<int64_t> gateBlockSize{
+      *this, "gate-block-size",
+      llvm::cl::desc("Tokens per block of the fused router matmul"),
+      llvm::cl::init(32)};
+  Option<bool> emitCInterface{
+      *this, "emit-c-interface",
+      llvm::cl::desc("Give the public functions llvm.emit_c_interface"),
+      llvm::cl::init(true)};
+};
+
+/// Adds to `pm` (anchored on builtin.module) the passes that take a module of
+/// tensor-level functions with moe ops down to the LLVM dialect, ready for
+/// `translateModuleToLLVMIR`: moe-expand, moe-fuse-gating,
+/// convert-moe-to-linalg, tiling + vectorization, parallel loops (OpenMP),
+/// one-shot bufferization with identity-layout function boundaries, buffer
+/// deallocation and the conversions to LLVM.
+void buildCPUPipeline(mlir::OpPassManager &pm,
+                      const CPUPipelineOptions &options);
+
+/// Adds to `registry` the dialects and interface implementations that
+/// `buildCPUPipeline` needs (bufferization, tiling, convert-to-llvm) and the
+/// LLVM IR translations of its output. A tool that does not register all of
+/// MLIR's extensions must call it before creating its context.
+void registerCPUPipelineDependencies(mlir::DialectRegistry &registry);
+
+/// Registers `buildCPUPipeline` as the `moe-cpu-pipeline` pass pipeline.
+void registerCPUPipeline();
+
+} // namespace moe
+
+#endif // MOE_PIPELINES_PIPELINES_H

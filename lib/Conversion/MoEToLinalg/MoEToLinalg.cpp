@@ -1,0 +1,1221 @@
+//===- MoEToLinalg.cpp - Lower the moe dialect to linalg ------------------===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// Tensor-level lowering of the routing plan ops. Routing scores are linalg ops
+// over a block of tokens, the top-k choice and the counting sort are scalar
+// scf loops over tensors, experts are GEMMs over the rows of one expert at a
+// time, and the combine is a per-token reduction.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Conversion/MoEToLinalg/MoEToLinalg.h"
+#include "moe/Conversion/Passes.h"
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/Transforms/DialectConversion.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+#include <limits>
+
+namespace moe {
+#define GEN_PASS_DEF_CONVERTMOETOLINALG
+#include "moe/Conversion/Passes.h.inc"
+} // namespace moe
+
+using namespace mlir;
+using namespace moe;
+
+using utils::IteratorType;
+
+//===----------------------------------------------------------------------===//
+// Small builders
+//===----------------------------------------------------------------------===//
+
+static RankedTensorType tensorType(Value v) {
+  return cast<RankedTensorType>(v.getType());
+}
+
+static Value indexConst(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantIndexOp::create(b, loc, v);
+}
+
+static Value floatConst(OpBuilder &b, Location loc, Type type, double v) {
+  return arith::ConstantOp::create(b, loc, b.getFloatAttr(type, v));
+}
+
+static Value intConst(OpBuilder &b, Location loc, Type type, int64_t v) {
+  return arith::ConstantOp::create(b, loc, b.getIntegerAttr(type, v));
+}
+
+/// Reads `tensor[indices]` (an integer element) as an index.
+static Value extractIndex(OpBuilder &b, Location loc, Value tensor,
+                          ValueRange indices) {
+  Value v = tensor::ExtractOp::create(b, loc, tensor, indices);
+  return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
+}
+
+/// Writes the index `v` into `tensor[indices]` as its integer element type.
+static Value insertIndex(OpBuilder &b, Location loc, Value v, Value tensor,
+                         ValueRange indices) {
+  Type elementType = tensorType(tensor).getElementType();
+  Value cast = arith::IndexCastOp::create(b, loc, elementType, v);
+  return tensor::InsertOp::create(b, loc, cast, tensor, indices);
+}
+
+/// A `tensor.empty` of the given sizes.
+static Value emptyTensor(OpBuilder &b, Location loc,
+                         ArrayRef<OpFoldResult> sizes, Type elementType) {
+  return tensor::EmptyOp::create(b, loc, sizes, elementType);
+}
+
+/// A tensor of the given sizes filled with `value`.
+static Value filledTensor(OpBuilder &b, Location loc,
+                          ArrayRef<OpFoldResult> sizes, Value value) {
+  Value empty = emptyTensor(b, loc, sizes, value.getType());
+  return linalg::FillOp::create(b, loc, value, empty).getResult(0);
+}
+
+/// `a · b` for `a [M, K]` and `b [K, N]` accumulated into `init [M, N]`.
+static Value matmul(OpBuilder &b, Location loc, Value lhs, Value rhs,
+                    Value init) {
+  return linalg::MatmulOp::create(b, loc, ValueRange{lhs, rhs},
+                                  ValueRange{init})
+      .getResult(0);
+}
+
+/// A 2-d `[rows, cols]` tensor holding `bias [cols]` in every row, or zeros
+/// without a bias: the accumulator of a GEMM with a bias.
+static Value biasInit(OpBuilder &b, Location loc, OpFoldResult rows,
+                      OpFoldResult cols, Value bias, Type elementType) {
+  if (!bias)
+    return filledTensor(b, loc, {rows, cols},
+                        floatConst(b, loc, elementType, 0.0));
+  Value empty = emptyTensor(b, loc, {rows, cols}, elementType);
+  return linalg::BroadcastOp::create(b, loc, bias, empty, ArrayRef<int64_t>{0})
+      ->getResult(0);
+}
+
+/// Identity and projection maps over a 2-d iteration space.
+static AffineMap id2(MLIRContext *ctx) {
+  return AffineMap::getMultiDimIdentityMap(2, ctx);
+}
+static AffineMap dim2(MLIRContext *ctx, unsigned d) {
+  return AffineMap::get(2, 0, getAffineDimExpr(d, ctx));
+}
+
+/// An elementwise `linalg.generic` over 2-d tensors: `inputs` use `maps`
+/// (one per input) and the result `[rows, cols]` is produced by `body`.
+static Value
+elementwise2d(OpBuilder &b, Location loc, ValueRange inputs,
+              ArrayRef<AffineMap> maps, ArrayRef<OpFoldResult> sizes,
+              Type elementType,
+              function_ref<Value(OpBuilder &, Location, ValueRange)> body) {
+  Value init = emptyTensor(b, loc, sizes, elementType);
+  SmallVector<AffineMap> allMaps(maps);
+  allMaps.push_back(id2(b.getContext()));
+  auto op = linalg::GenericOp::create(
+      b, loc, init.getType(), inputs, init, allMaps,
+      {IteratorType::parallel, IteratorType::parallel},
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value v = body(nb, nloc, args.drop_back());
+        linalg::YieldOp::create(nb, nloc, v);
+      });
+  return op.getResult(0);
+}
+
+/// A row reduction `[rows, cols] -> [rows]` of `input` with `combine`,
+/// starting from `initValue`.
+static Value
+reduceRows(OpBuilder &b, Location loc, Value input, double initValue,
+           function_ref<Value(OpBuilder &, Location, Value, Value)> combine) {
+  Type elementType = tensorType(input).getElementType();
+  OpFoldResult rows = tensor::getMixedSize(b, loc, input, 0);
+  Value init =
+      filledTensor(b, loc, {rows}, floatConst(b, loc, elementType, initValue));
+  MLIRContext *ctx = b.getContext();
+  auto op = linalg::GenericOp::create(
+      b, loc, init.getType(), input, init, {id2(ctx), dim2(ctx, 0)},
+      {IteratorType::parallel, IteratorType::reduction},
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        linalg::YieldOp::create(nb, nloc, combine(nb, nloc, args[0], args[1]));
+      });
+  return op.getResult(0);
+}
+
+/// `1 / (1 + exp(-x))`.
+static Value sigmoid(OpBuilder &b, Location loc, Value x) {
+  Type t = x.getType();
+  Value neg = arith::NegFOp::create(b, loc, x);
+  Value e = math::ExpOp::create(b, loc, neg);
+  Value one = floatConst(b, loc, t, 1.0);
+  Value den = arith::AddFOp::create(b, loc, one, e);
+  return arith::DivFOp::create(b, loc, one, den);
+}
+
+/// Row-wise `softmax(x / temperature)` of a 2-d tensor.
+static Value softmaxRows(OpBuilder &b, Location loc, Value x,
+                         double temperature) {
+  auto type = tensorType(x);
+  Type elementType = type.getElementType();
+  MLIRContext *ctx = b.getContext();
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+  Value max = reduceRows(
+      b, loc, x, -std::numeric_limits<double>::infinity(),
+      [](OpBuilder &nb, Location nloc, Value v, Value acc) {
+        return arith::MaximumFOp::create(nb, nloc, v, acc).getResult();
+      });
+  Value exps = elementwise2d(
+      b, loc, {x, max}, {id2(ctx), dim2(ctx, 0)}, sizes, elementType,
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value d = arith::SubFOp::create(nb, nloc, args[0], args[1]);
+        if (temperature != 1.0)
+          d = arith::DivFOp::create(
+              nb, nloc, d, floatConst(nb, nloc, elementType, temperature));
+        return math::ExpOp::create(nb, nloc, d).getResult();
+      });
+  Value sum = reduceRows(
+      b, loc, exps, 0.0, [](OpBuilder &nb, Location nloc, Value v, Value acc) {
+        return arith::AddFOp::create(nb, nloc, v, acc).getResult();
+      });
+  return elementwise2d(
+      b, loc, {exps, sum}, {id2(ctx), dim2(ctx, 0)}, sizes, elementType,
+      [](OpBuilder &nb, Location nloc, ValueRange args) {
+        return arith::DivFOp::create(nb, nloc, args[0], args[1]).getResult();
+      });
+}
+
+/// Row-wise `x / sum(x)` of a 2-d tensor.
+static Value normalizeRows(OpBuilder &b, Location loc, Value x) {
+  MLIRContext *ctx = b.getContext();
+  Value sum = reduceRows(
+      b, loc, x, 0.0, [](OpBuilder &nb, Location nloc, Value v, Value acc) {
+        return arith::AddFOp::create(nb, nloc, v, acc).getResult();
+      });
+  return elementwise2d(
+      b, loc, {x, sum}, {id2(ctx), dim2(ctx, 0)},
+      tensor::getMixedSizes(b, loc, x), tensorType(x).getElementType(),
+      [](OpBuilder &nb, Location nloc, ValueRange args) {
+        return arith::DivFOp::create(nb, nloc, args[0], args[1]).getResult();
+      });
+}
+
+//===----------------------------------------------------------------------===//
+// Routing
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Builds the routing of one block of tokens from its logits.
+struct RoutingBuilder {
+  RoutingAttr routing;
+  Value selectionBias;
+  Type idType;
+
+  /// Returns the ids `[b, k]` and weights `[b, k]` of the tokens whose logits
+  /// are `logits [b, E]`.
+  std::pair<Value, Value> build(OpBuilder &b, Location loc, Value logits) const;
+
+private:
+  Value groupMask(OpBuilder &b, Location loc, Value selection) const;
+};
+} // namespace
+
+/// Masks the selection scores of the experts outside the `topk_group` best
+/// groups to -inf. A group's score is the sum of its two best selection
+/// scores (its only one for groups of one expert); ties go to the lower
+/// group index.
+Value RoutingBuilder::groupMask(OpBuilder &b, Location loc,
+                                Value selection) const {
+  MLIRContext *ctx = b.getContext();
+  auto type = tensorType(selection);
+  Type elementType = type.getElementType();
+  int64_t numExperts = type.getDimSize(1);
+  int64_t numGroups = routing.getNGroup();
+  int64_t groupSize = numExperts / numGroups;
+  OpFoldResult rows = tensor::getMixedSize(b, loc, selection, 0);
+  double negInf = -std::numeric_limits<double>::infinity();
+
+  // The two best scores of each group: (b, g, j) -> selection[b, g*gs + j].
+  AffineExpr d0 = getAffineDimExpr(0, ctx), d1 = getAffineDimExpr(1, ctx),
+             d2 = getAffineDimExpr(2, ctx);
+  Value top = filledTensor(b, loc, {rows, b.getIndexAttr(numGroups)},
+                           floatConst(b, loc, elementType, negInf));
+  auto twoBest = linalg::GenericOp::create(
+      b, loc, TypeRange{top.getType(), top.getType()}, selection,
+      ValueRange{top, top},
+      {AffineMap::get(3, 0, {d0, d1 * groupSize + d2}, ctx),
+       AffineMap::get(3, 0, {d0, d1}, ctx),
+       AffineMap::get(3, 0, {d0, d1}, ctx)},
+      {IteratorType::parallel, IteratorType::parallel, IteratorType::reduction},
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value v = args[0], first = args[1], second = args[2];
+        Value aboveFirst = arith::CmpFOp::create(
+            nb, nloc, arith::CmpFPredicate::OGT, v, first);
+        Value aboveSecond = arith::CmpFOp::create(
+            nb, nloc, arith::CmpFPredicate::OGT, v, second);
+        Value newFirst =
+            arith::SelectOp::create(nb, nloc, aboveFirst, v, first);
+        Value secondCandidate =
+            arith::SelectOp::create(nb, nloc, aboveSecond, v, second);
+        Value newSecond = arith::SelectOp::create(nb, nloc, aboveFirst, first,
+                                                  secondCandidate);
+        linalg::YieldOp::create(nb, nloc, ValueRange{newFirst, newSecond});
+      });
+  Value groupScore = elementwise2d(
+      b, loc, {twoBest.getResult(0), twoBest.getResult(1)},
+      {id2(ctx), id2(ctx)}, {rows, b.getIndexAttr(numGroups)}, elementType,
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        if (groupSize == 1)
+          return args[0];
+        return arith::AddFOp::create(nb, nloc, args[0], args[1]).getResult();
+      });
+
+  // The rank of each group: how many groups are better.
+  Type i64 = b.getI64Type();
+  Value rankInit = filledTensor(b, loc, {rows, b.getIndexAttr(numGroups)},
+                                intConst(b, loc, i64, 0));
+  auto rank = linalg::GenericOp::create(
+      b, loc, rankInit.getType(), ValueRange{groupScore, groupScore}, rankInit,
+      {AffineMap::get(3, 0, {d0, d1}, ctx), AffineMap::get(3, 0, {d0, d2}, ctx),
+       AffineMap::get(3, 0, {d0, d1}, ctx)},
+      {IteratorType::parallel, IteratorType::parallel, IteratorType::reduction},
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value mine = args[0], other = args[1];
+        Value g = linalg::IndexOp::create(nb, nloc, 1);
+        Value o = linalg::IndexOp::create(nb, nloc, 2);
+        Value greater = arith::CmpFOp::create(
+            nb, nloc, arith::CmpFPredicate::OGT, other, mine);
+        Value equal = arith::CmpFOp::create(nb, nloc, arith::CmpFPredicate::OEQ,
+                                            other, mine);
+        Value lower =
+            arith::CmpIOp::create(nb, nloc, arith::CmpIPredicate::ult, o, g);
+        Value tieWin = arith::AndIOp::create(nb, nloc, equal, lower);
+        Value better = arith::OrIOp::create(nb, nloc, greater, tieWin);
+        Value inc = arith::ExtUIOp::create(nb, nloc, i64, better);
+        linalg::YieldOp::create(
+            nb, nloc,
+            arith::AddIOp::create(nb, nloc, args[2], inc).getResult());
+      });
+
+  // Experts of groups ranked at topk_group or worse become -inf.
+  int64_t keep = routing.getTopkGroup();
+  return elementwise2d(
+      b, loc, {selection, rank.getResult(0)},
+      {id2(ctx), AffineMap::get(2, 0, {d0, d1.floorDiv(groupSize)}, ctx)},
+      tensor::getMixedSizes(b, loc, selection), elementType,
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value kept =
+            arith::CmpIOp::create(nb, nloc, arith::CmpIPredicate::slt, args[1],
+                                  intConst(nb, nloc, i64, keep));
+        return arith::SelectOp::create(
+                   nb, nloc, kept, args[0],
+                   floatConst(nb, nloc, elementType, negInf))
+            .getResult();
+      });
+}
+
+std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
+                                              Value logits) const {
+  MLIRContext *ctx = b.getContext();
+  auto type = tensorType(logits);
+  Type elementType = type.getElementType();
+  int64_t numExperts = type.getDimSize(1);
+  int64_t k = routing.getK();
+  OpFoldResult rows = tensor::getMixedSize(b, loc, logits, 0);
+  SmallVector<OpFoldResult> sizes = {rows, b.getIndexAttr(numExperts)};
+  double temperature = routing.getTemperature().convertToDouble();
+
+  // Scores: the values the weights are taken from.
+  Value scores;
+  switch (routing.getScoring()) {
+  case ScoringFunc::Softmax:
+    scores = softmaxRows(b, loc, logits, temperature);
+    break;
+  case ScoringFunc::Sigmoid:
+    scores = elementwise2d(b, loc, logits, id2(ctx), sizes, elementType,
+                           [](OpBuilder &nb, Location nloc, ValueRange args) {
+                             return sigmoid(nb, nloc, args[0]);
+                           });
+    break;
+  case ScoringFunc::TopkSoftmax:
+    scores = logits;
+    break;
+  }
+
+  // Selection scores: the scores plus the bias, with the group limit.
+  Value selection = scores;
+  if (selectionBias)
+    selection = elementwise2d(
+        b, loc, {scores, selectionBias}, {id2(ctx), dim2(ctx, 1)}, sizes,
+        elementType, [](OpBuilder &nb, Location nloc, ValueRange args) {
+          return arith::AddFOp::create(nb, nloc, args[0], args[1]).getResult();
+        });
+  if (routing.isGroupLimited())
+    selection = groupMask(b, loc, selection);
+
+  // Per token: k passes of argmax, each below the previous choice in the
+  // order (score descending, expert ascending).
+  Value ids = emptyTensor(b, loc, {rows, b.getIndexAttr(k)}, idType);
+  Value weights = emptyTensor(b, loc, {rows, b.getIndexAttr(k)}, elementType);
+  Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
+  Value numRows = getValueOrCreateConstantIndexOp(b, loc, rows);
+  Value cE = indexConst(b, loc, numExperts), cK = indexConst(b, loc, k);
+  double threshold = routing.getThreshold().convertToDouble();
+  bool dynamicK = routing.hasDynamicK();
+  auto tokenLoop = scf::ForOp::create(
+      b, loc, c0, numRows, c1, ValueRange{ids, weights},
+      [&](OpBuilder &b, Location loc, Value r, ValueRange tokenArgs) {
+        Value inf = floatConst(b, loc, elementType,
+                               std::numeric_limits<double>::infinity());
+        Value negInf = floatConst(b, loc, elementType,
+                                  -std::numeric_limits<double>::infinity());
+        Value zero = floatConst(b, loc, elementType, 0.0);
+        Value noExpert = indexConst(b, loc, -1);
+        Value notDone = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
+        auto slotLoop = scf::ForOp::create(
+            b, loc, c0, cK, c1,
+            ValueRange{tokenArgs[0], tokenArgs[1], inf, noExpert, zero,
+                       notDone},
+            [&](OpBuilder &b, Location loc, Value j, ValueRange args) {
+              Value prevVal = args[2], prevIdx = args[3];
+              auto expertLoop = scf::ForOp::create(
+                  b, loc, c0, cE, c1, ValueRange{negInf, noExpert},
+                  [&](OpBuilder &b, Location loc, Value e, ValueRange best) {
+                    Value v = tensor::ExtractOp::create(b, loc, selection,
+                                                        ValueRange{r, e});
+                    Value below = arith::CmpFOp::create(
+                        b, loc, arith::CmpFPredicate::OLT, v, prevVal);
+                    Value tied = arith::CmpFOp::create(
+                        b, loc, arith::CmpFPredicate::OEQ, v, prevVal);
+                    Value after = arith::CmpIOp::create(
+                        b, loc, arith::CmpIPredicate::sgt, e, prevIdx);
+                    Value eligible = arith::OrIOp::create(
+                        b, loc, below,
+                        arith::AndIOp::create(b, loc, tied, after));
+                    Value none =
+                        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
+                                              best[1], indexConst(b, loc, 0));
+                    Value greater = arith::CmpFOp::create(
+                        b, loc, arith::CmpFPredicate::OGT, v, best[0]);
+                    Value take = arith::AndIOp::create(
+                        b, loc, eligible,
+                        arith::OrIOp::create(b, loc, none, greater));
+                    Value val =
+                        arith::SelectOp::create(b, loc, take, v, best[0]);
+                    Value idx =
+                        arith::SelectOp::create(b, loc, take, e, best[1]);
+                    scf::YieldOp::create(b, loc, ValueRange{val, idx});
+                  });
+              Value bestVal = expertLoop.getResult(0);
+              Value bestIdx = expertLoop.getResult(1);
+              Value score = tensor::ExtractOp::create(b, loc, scores,
+                                                      ValueRange{r, bestIdx});
+              Value id = bestIdx, w = score, cum = args[4], done = args[5];
+              if (dynamicK) {
+                id = arith::SelectOp::create(b, loc, done, noExpert, bestIdx);
+                w = arith::SelectOp::create(b, loc, done, zero, score);
+                cum = arith::AddFOp::create(b, loc, cum, w);
+                done = arith::CmpFOp::create(
+                    b, loc, arith::CmpFPredicate::OGE, cum,
+                    floatConst(b, loc, elementType, threshold));
+              }
+              Value newIds = insertIndex(b, loc, id, args[0], {r, j});
+              Value newWeights =
+                  tensor::InsertOp::create(b, loc, w, args[1], {r, j});
+              scf::YieldOp::create(
+                  b, loc,
+                  ValueRange{newIds, newWeights, bestVal, bestIdx, cum, done});
+            });
+        scf::YieldOp::create(
+            b, loc, ValueRange{slotLoop.getResult(0), slotLoop.getResult(1)});
+      });
+  ids = tokenLoop.getResult(0);
+  weights = tokenLoop.getResult(1);
+
+  // Mixing weights.
+  if (routing.getScoring() == ScoringFunc::TopkSoftmax)
+    weights = softmaxRows(b, loc, weights, temperature);
+  else if (routing.getRenormalize())
+    weights = normalizeRows(b, loc, weights);
+  double scale = routing.getScale().convertToDouble();
+  if (scale != 1.0)
+    weights = elementwise2d(
+        b, loc, weights, id2(ctx), tensor::getMixedSizes(b, loc, weights),
+        elementType, [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          return arith::MulFOp::create(nb, nloc, args[0],
+                                       floatConst(nb, nloc, elementType, scale))
+              .getResult();
+        });
+  return {ids, weights};
+}
+
+namespace {
+struct RouteOpLowering : public OpConversionPattern<RouteOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(RouteOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    RoutingBuilder builder{op.getRouting(), adaptor.getSelectionBias(),
+                           op.getExpertIds().getType().getElementType()};
+    auto [ids, weights] =
+        builder.build(rewriter, op.getLoc(), adaptor.getLogits());
+    rewriter.replaceOp(
+        op,
+        {castTo(rewriter, op.getLoc(), ids, op.getExpertIds().getType()),
+         castTo(rewriter, op.getLoc(), weights, op.getWeights().getType())});
+    return success();
+  }
+
+  static Value castTo(OpBuilder &b, Location loc, Value v, Type type) {
+    if (v.getType() == type)
+      return v;
+    return tensor::CastOp::create(b, loc, type, v);
+  }
+};
+
+/// The router matmul and the routing of one block of `blockSize` tokens at a
+/// time: the `[T, E]` logits exist only as a `[block, E]` tile.
+struct GateOpLowering : public OpConversionPattern<GateOp> {
+  GateOpLowering(MLIRContext *ctx, int64_t blockSize)
+      : OpConversionPattern(ctx), blockSize(blockSize) {}
+
+  LogicalResult
+  matchAndRewrite(GateOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value input = adaptor.getInput(), router = adaptor.getRouter();
+    auto inputType = tensorType(input);
+    Type elementType = inputType.getElementType();
+    int64_t hidden = inputType.getDimSize(1);
+    int64_t numExperts = tensorType(router).getDimSize(1);
+    auto idsType = op.getExpertIds().getType();
+    auto weightsType = op.getWeights().getType();
+    int64_t k = op.getRouting().getK();
+
+    OpFoldResult tokens = tensor::getMixedSize(rewriter, loc, input, 0);
+    Value numTokens = getValueOrCreateConstantIndexOp(rewriter, loc, tokens);
+    Value ids = emptyTensor(rewriter, loc, {tokens, rewriter.getIndexAttr(k)},
+                            idsType.getElementType());
+    Value weights = emptyTensor(
+        rewriter, loc, {tokens, rewriter.getIndexAttr(k)}, elementType);
+    Value c0 = indexConst(rewriter, loc, 0);
+    Value step = indexConst(rewriter, loc, blockSize);
+    RoutingBuilder builder{op.getRouting(), adaptor.getSelectionBias(),
+                           idsType.getElementType()};
+    auto loop = scf::ForOp::create(
+        rewriter, loc, c0, numTokens, step, ValueRange{ids, weights},
+        [&](OpBuilder &b, Location loc, Value t0, ValueRange args) {
+          Value left = arith::SubIOp::create(b, loc, numTokens, t0);
+          Value rows = arith::MinSIOp::create(b, loc, left, step);
+          OpFoldResult zeroAttr = b.getIndexAttr(0),
+                       oneAttr = b.getIndexAttr(1);
+          Value x = tensor::ExtractSliceOp::create(
+              b, loc, input, {t0, zeroAttr}, {rows, b.getIndexAttr(hidden)},
+              {oneAttr, oneAttr});
+          Value init = filledTensor(b, loc, {rows, b.getIndexAttr(numExperts)},
+                                    floatConst(b, loc, elementType, 0.0));
+          Value logits = matmul(b, loc, x, router, init);
+          auto [blockIds, blockWeights] = builder.build(b, loc, logits);
+          SmallVector<OpFoldResult> offsets = {t0, zeroAttr};
+          SmallVector<OpFoldResult> sizes = {rows, b.getIndexAttr(k)};
+          SmallVector<OpFoldResult> strides = {oneAttr, oneAttr};
+          Value newIds = tensor::InsertSliceOp::create(
+              b, loc, blockIds, args[0], offsets, sizes, strides);
+          Value newWeights = tensor::InsertSliceOp::create(
+              b, loc, blockWeights, args[1], offsets, sizes, strides);
+          scf::YieldOp::create(b, loc, ValueRange{newIds, newWeights});
+        });
+    rewriter.replaceOp(
+        op, {RouteOpLowering::castTo(rewriter, loc, loop.getResult(0), idsType),
+             RouteOpLowering::castTo(rewriter, loc, loop.getResult(1),
+                                     weightsType)});
+    return success();
+  }
+
+  int64_t blockSize;
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Dispatch
+//===----------------------------------------------------------------------===//
+
+using AssignmentFn = function_ref<SmallVector<Value>(
+    OpBuilder &, Location, Value t, Value j, Value expert, Value valid,
+    ValueRange state)>;
+
+/// Loops over the assignments `ids[t, j]` in token order, threading `state`
+/// through; `expert` is clamped to a valid index and `valid` tells whether
+/// the id was not -1.
+static SmallVector<Value> forEachAssignment(OpBuilder &b, Location loc,
+                                            Value ids, Value numTokens,
+                                            int64_t k, ValueRange state,
+                                            AssignmentFn body) {
+  Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
+  Value cK = indexConst(b, loc, k);
+  auto outer = scf::ForOp::create(
+      b, loc, c0, numTokens, c1, state,
+      [&](OpBuilder &b, Location loc, Value t, ValueRange outerState) {
+        auto inner = scf::ForOp::create(
+            b, loc, c0, cK, c1, outerState,
+            [&](OpBuilder &b, Location loc, Value j, ValueRange innerState) {
+              Value id = extractIndex(b, loc, ids, {t, j});
+              Value valid = arith::CmpIOp::create(
+                  b, loc, arith::CmpIPredicate::sge, id, c0);
+              Value expert = arith::MaxSIOp::create(b, loc, id, c0);
+              scf::YieldOp::create(
+                  b, loc, body(b, loc, t, j, expert, valid, innerState));
+            });
+        scf::YieldOp::create(b, loc, inner.getResults());
+      });
+  return SmallVector<Value>(outer.getResults());
+}
+
+namespace {
+/// A counting sort of the assignments by expert.
+struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(DispatchOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value ids = adaptor.getExpertIds();
+    auto idsType = tensorType(ids);
+    Type intType = idsType.getElementType();
+    int64_t k = idsType.getDimSize(1);
+    int64_t numExperts = op.getNumExperts();
+    int64_t blockSize = op.getBlockSize();
+    double capacityFactor = op.getCapacityFactor().convertToDouble();
+    OpBuilder &b = rewriter;
+
+    Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
+    Value cK = indexConst(b, loc, k), cE = indexConst(b, loc, numExperts);
+    Value numTokens = getValueOrCreateConstantIndexOp(
+        b, loc, tensor::getMixedSize(b, loc, ids, 0));
+    Value assignments = arith::MulIOp::create(b, loc, numTokens, cK);
+
+    // Capacity: ceil(capacity_factor * (T * k) / E), or no limit.
+    Value capacity = assignments;
+    if (capacityFactor > 0.0) {
+      Type f64 = b.getF64Type();
+      Value n = arith::UIToFPOp::create(
+          b, loc, f64,
+          arith::IndexCastUIOp::create(b, loc, b.getI64Type(), assignments));
+      Value c = arith::MulFOp::create(
+          b, loc, floatConst(b, loc, f64, capacityFactor), n);
+      c = arith::DivFOp::create(b, loc, c,
+                                floatConst(b, loc, f64, double(numExperts)));
+      c = math::CeilOp::create(b, loc, c);
+      capacity = arith::IndexCastOp::create(
+          b, loc, b.getIndexType(),
+          arith::FPToSIOp::create(b, loc, b.getI64Type(), c));
+    }
+
+    // Counts per expert.
+    Value zeroInt = intConst(b, loc, intType, 0);
+    Value counts = filledTensor(b, loc, {b.getIndexAttr(numExperts)}, zeroInt);
+    counts = forEachAssignment(
+        b, loc, ids, numTokens, k, counts,
+        [&](OpBuilder &b, Location loc, Value t, Value j, Value e, Value valid,
+            ValueRange state) -> SmallVector<Value> {
+          Value c = extractIndex(b, loc, state[0], e);
+          Value inc = arith::SelectOp::create(
+              b, loc, valid, indexConst(b, loc, 1), indexConst(b, loc, 0));
+          Value sum = arith::AddIOp::create(b, loc, c, inc);
+          return {insertIndex(b, loc, sum, state[0], e)};
+        })[0];
+
+    // Exclusive prefix sum of the kept (and padded) counts.
+    Value offsets =
+        emptyTensor(b, loc, {b.getIndexAttr(numExperts + 1)}, intType);
+    Value cBlock = indexConst(b, loc, blockSize);
+    auto scan = scf::ForOp::create(
+        b, loc, c0, cE, c1, ValueRange{offsets, c0},
+        [&](OpBuilder &b, Location loc, Value e, ValueRange args) {
+          Value withOffset = insertIndex(b, loc, args[1], args[0], e);
+          Value count = extractIndex(b, loc, counts, e);
+          Value kept = arith::MinSIOp::create(b, loc, count, capacity);
+          if (blockSize > 1) {
+            Value up = arith::AddIOp::create(b, loc, kept,
+                                             indexConst(b, loc, blockSize - 1));
+            kept = arith::MulIOp::create(
+                b, loc, arith::DivUIOp::create(b, loc, up, cBlock), cBlock);
+          }
+          Value next = arith::AddIOp::create(b, loc, args[1], kept);
+          scf::YieldOp::create(b, loc, ValueRange{withOffset, next});
+        });
+    offsets = insertIndex(b, loc, scan.getResult(1), scan.getResult(0), cE);
+
+    // Stable placement in token order.
+    auto tokType = op.getTokenIndices().getType();
+    SmallVector<OpFoldResult> rowSizes;
+    if (tokType.isDynamicDim(0))
+      rowSizes.push_back(OpFoldResult(arith::AddIOp::create(
+          b, loc, assignments,
+          indexConst(b, loc, numExperts * (blockSize - 1)))));
+    else
+      rowSizes.push_back(b.getIndexAttr(tokType.getDimSize(0)));
+    Value minusOne = intConst(b, loc, intType, -1);
+    Value tokens = filledTensor(b, loc, rowSizes, minusOne);
+    Value positions =
+        emptyTensor(b, loc, tensor::getMixedSizes(b, loc, ids), intType);
+    Value cursors = filledTensor(b, loc, {b.getIndexAttr(numExperts)}, zeroInt);
+    SmallVector<Value> placed = forEachAssignment(
+        b, loc, ids, numTokens, k, {tokens, positions, cursors},
+        [&](OpBuilder &b, Location loc, Value t, Value j, Value e, Value valid,
+            ValueRange state) -> SmallVector<Value> {
+          Value cursor = extractIndex(b, loc, state[2], e);
+          Value fits = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
+                                             cursor, capacity);
+          Value keep = arith::AndIOp::create(b, loc, valid, fits);
+          Value row = arith::AddIOp::create(
+              b, loc, extractIndex(b, loc, offsets, e), cursor);
+          Value pos = arith::SelectOp::create(b, loc, keep, row,
+                                              indexConst(b, loc, -1));
+          Value newPositions = insertIndex(b, loc, pos, state[1], {t, j});
+          Value inc = arith::SelectOp::create(
+              b, loc, valid, indexConst(b, loc, 1), indexConst(b, loc, 0));
+          Value newCursors = insertIndex(
+              b, loc, arith::AddIOp::create(b, loc, cursor, inc), state[2], e);
+          auto ifOp = scf::IfOp::create(
+              b, loc, keep,
+              [&](OpBuilder &b, Location loc) {
+                scf::YieldOp::create(b, loc,
+                                     insertIndex(b, loc, t, state[0], row));
+              },
+              [&](OpBuilder &b, Location loc) {
+                scf::YieldOp::create(b, loc, state[0]);
+              });
+          return {ifOp.getResult(0), newPositions, newCursors};
+        });
+
+    rewriter.replaceOp(
+        op, {RouteOpLowering::castTo(b, loc, placed[0], tokType),
+             RouteOpLowering::castTo(b, loc, offsets,
+                                     op.getExpertOffsets().getType()),
+             RouteOpLowering::castTo(b, loc, placed[1],
+                                     op.getPositions().getType())});
+    return success();
+  }
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Experts
+//===----------------------------------------------------------------------===//
+
+/// The `[d1, d2]` (or `[d1]`) slice of expert `e` of a `[E, d1, d2]` (or
+/// `[E, d1]`) weight tensor.
+static Value sliceExpert(OpBuilder &b, Location loc, Value weights, Value e) {
+  if (!weights)
+    return {};
+  auto type = tensorType(weights);
+  SmallVector<OpFoldResult> offsets(type.getRank(), b.getIndexAttr(0));
+  offsets[0] = e;
+  SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1)};
+  for (int64_t d : type.getShape().drop_front())
+    sizes.push_back(b.getIndexAttr(d));
+  SmallVector<OpFoldResult> strides(type.getRank(), b.getIndexAttr(1));
+  auto sliceType = RankedTensorType::get(type.getShape().drop_front(),
+                                         type.getElementType());
+  return tensor::ExtractSliceOp::create(b, loc, sliceType, weights, offsets,
+                                        sizes, strides);
+}
+
+/// `act(x)` with the sigmoid scale `alpha` of a scaled SiLU.
+static Value activate(OpBuilder &b, Location loc, Activation act, double alpha,
+                      Value x) {
+  Type t = x.getType();
+  auto c = [&](double v) { return floatConst(b, loc, t, v); };
+  switch (act) {
+  case Activation::Silu: {
+    Value scaled =
+        alpha == 1.0 ? x : arith::MulFOp::create(b, loc, x, c(alpha));
+    return arith::MulFOp::create(b, loc, x, sigmoid(b, loc, scaled));
+  }
+  case Activation::Gelu: {
+    Value arg = arith::MulFOp::create(b, loc, x, c(M_SQRT1_2));
+    Value erf = math::ErfOp::create(b, loc, arg);
+    Value onePlus = arith::AddFOp::create(b, loc, c(1.0), erf);
+    Value half = arith::MulFOp::create(b, loc, x, c(0.5));
+    return arith::MulFOp::create(b, loc, half, onePlus);
+  }
+  case Activation::GeluTanh: {
+    Value x3 =
+        arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, x, x), x);
+    Value inner = arith::AddFOp::create(
+        b, loc, x, arith::MulFOp::create(b, loc, x3, c(0.044715)));
+    Value arg = arith::MulFOp::create(b, loc, inner, c(std::sqrt(2.0 / M_PI)));
+    Value onePlus = arith::AddFOp::create(b, loc, c(1.0),
+                                          math::TanhOp::create(b, loc, arg));
+    Value half = arith::MulFOp::create(b, loc, x, c(0.5));
+    return arith::MulFOp::create(b, loc, half, onePlus);
+  }
+  case Activation::Relu:
+    return arith::MaximumFOp::create(b, loc, x, c(0.0));
+  case Activation::Identity:
+    return x;
+  }
+  llvm_unreachable("unknown activation");
+}
+
+namespace {
+/// The weights of one FFN: 2-d matrices and 1-d biases (null when absent).
+struct FfnWeights {
+  Value gate, up, down, gateBias, upBias, downBias;
+};
+} // namespace
+
+/// The FFN of `expert` on the rows `x [n, H]`.
+static Value buildFfn(OpBuilder &b, Location loc, Value x, const FfnWeights &w,
+                      ExpertAttr expert) {
+  MLIRContext *ctx = b.getContext();
+  Type elementType = tensorType(x).getElementType();
+  OpFoldResult rows = tensor::getMixedSize(b, loc, x, 0);
+  OpFoldResult ffnSize = b.getIndexAttr(tensorType(w.up).getDimSize(1));
+  OpFoldResult hidden = b.getIndexAttr(tensorType(w.down).getDimSize(1));
+  Value up = matmul(b, loc, x, w.up,
+                    biasInit(b, loc, rows, ffnSize, w.upBias, elementType));
+  Activation act = expert.getActivation();
+  double limit = expert.getLimit().convertToDouble();
+  double alpha = expert.getAlpha().convertToDouble();
+  double beta = expert.getBeta().convertToDouble();
+  Value hiddenAct;
+  if (expert.isGated()) {
+    Value gate =
+        matmul(b, loc, x, w.gate,
+               biasInit(b, loc, rows, ffnSize, w.gateBias, elementType));
+    hiddenAct = elementwise2d(
+        b, loc, {gate, up}, {id2(ctx), id2(ctx)}, {rows, ffnSize}, elementType,
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          Value g = args[0], u = args[1];
+          if (limit > 0.0) {
+            Value lim = floatConst(nb, nloc, elementType, limit);
+            Value negLim = floatConst(nb, nloc, elementType, -limit);
+            g = arith::MinimumFOp::create(nb, nloc, g, lim);
+            u = arith::MaximumFOp::create(
+                nb, nloc, arith::MinimumFOp::create(nb, nloc, u, lim), negLim);
+          }
+          if (beta != 0.0)
+            u = arith::AddFOp::create(nb, nloc, u,
+                                      floatConst(nb, nloc, elementType, beta));
+          return arith::MulFOp::create(nb, nloc,
+                                       activate(nb, nloc, act, alpha, g), u)
+              .getResult();
+        });
+  } else {
+    hiddenAct =
+        elementwise2d(b, loc, up, id2(ctx), {rows, ffnSize}, elementType,
+                      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                        return activate(nb, nloc, act, alpha, args[0]);
+                      });
+  }
+  return matmul(b, loc, hiddenAct, w.down,
+                biasInit(b, loc, rows, hidden, w.downBias, elementType));
+}
+
+/// The rows `input[max(tokens[i], 0)]` for a 1-d tensor of token indices.
+static Value gatherRows(OpBuilder &b, Location loc, Value input, Value tokens) {
+  MLIRContext *ctx = b.getContext();
+  auto inputType = tensorType(input);
+  return elementwise2d(
+      b, loc, tokens, dim2(ctx, 0),
+      {tensor::getMixedSize(b, loc, tokens, 0),
+       b.getIndexAttr(inputType.getDimSize(1))},
+      inputType.getElementType(),
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value t =
+            arith::IndexCastOp::create(nb, nloc, nb.getIndexType(), args[0]);
+        t = arith::MaxSIOp::create(nb, nloc, t, indexConst(nb, nloc, 0));
+        Value h = linalg::IndexOp::create(nb, nloc, 1);
+        return tensor::ExtractOp::create(nb, nloc, input, ValueRange{t, h})
+            .getResult();
+      });
+}
+
+/// Whether the rows of an expert may include padding rows (token -1): only
+/// offsets from a `moe.dispatch` without block padding are known not to.
+static bool mayHavePadding(Value offsets) {
+  auto dispatch = offsets.getDefiningOp<DispatchOp>();
+  return !dispatch || dispatch.getBlockSize() != 1;
+}
+
+using RowsFn = function_ref<Value(OpBuilder &, Location, Value rows)>;
+
+/// Computes the rows of expert `expert` (a global index) with `compute` on
+/// its gathered input rows and writes them into `dest`; returns the new
+/// `dest`. Nothing is computed when the expert has no rows; padding rows of
+/// `dest` are kept when `mayPad`.
+static Value updateExpertRows(OpBuilder &b, Location loc, Value input,
+                              Value tokens, Value offsets, Value dest,
+                              Value expert, bool mayPad, RowsFn compute) {
+  MLIRContext *ctx = b.getContext();
+  Value start = extractIndex(b, loc, offsets, expert);
+  Value next = arith::AddIOp::create(b, loc, expert, indexConst(b, loc, 1));
+  Value end = extractIndex(b, loc, offsets, next);
+  Value count = arith::SubIOp::create(b, loc, end, start);
+  Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, count,
+                                    indexConst(b, loc, 0));
+  auto ifOp = scf::IfOp::create(b, loc, dest.getType(), any,
+                                /*addThenBlock=*/true, /*addElseBlock=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(ifOp.elseBlock());
+  scf::YieldOp::create(b, loc, dest);
+
+  b.setInsertionPointToStart(ifOp.thenBlock());
+  OpFoldResult one = b.getIndexAttr(1), zero = b.getIndexAttr(0);
+  Value expertTokens = tensor::ExtractSliceOp::create(
+      b, loc, tokens, {OpFoldResult(start)}, {OpFoldResult(count)}, {one});
+  Value rows = gatherRows(b, loc, input, expertTokens);
+  Value result = compute(b, loc, rows);
+  int64_t hidden = tensorType(dest).getDimSize(1);
+  SmallVector<OpFoldResult> offsetsAt = {start, zero};
+  SmallVector<OpFoldResult> sizes = {count, b.getIndexAttr(hidden)};
+  SmallVector<OpFoldResult> strides = {one, one};
+  auto rowsType = RankedTensorType::get({ShapedType::kDynamic, hidden},
+                                        tensorType(dest).getElementType());
+  if (result.getType() != rowsType)
+    result = tensor::CastOp::create(b, loc, rowsType, result);
+  if (mayPad) {
+    Value old =
+        tensor::ExtractSliceOp::create(b, loc, dest, offsetsAt, sizes, strides);
+    auto merge = linalg::GenericOp::create(
+        b, loc, old.getType(), ValueRange{result, expertTokens}, old,
+        {id2(ctx), dim2(ctx, 0), id2(ctx)},
+        {IteratorType::parallel, IteratorType::parallel},
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          Value real = arith::CmpIOp::create(
+              nb, nloc, arith::CmpIPredicate::sge, args[1],
+              intConst(nb, nloc, args[1].getType(), 0));
+          linalg::YieldOp::create(
+              nb, nloc,
+              arith::SelectOp::create(nb, nloc, real, args[0], args[2])
+                  .getResult());
+        });
+    result = merge.getResult(0);
+  }
+  Value updated = tensor::InsertSliceOp::create(b, loc, result, dest, offsetsAt,
+                                                sizes, strides);
+  scf::YieldOp::create(b, loc, updated);
+  return ifOp.getResult(0);
+}
+
+/// An `scf.for` over the `count` experts from `first`, threading `dest`;
+/// `body` gets the local and the global expert index.
+static Value forEachExpert(
+    OpBuilder &b, Location loc, int64_t first, int64_t count, Value dest,
+    function_ref<Value(OpBuilder &, Location, Value, Value, Value)> body) {
+  auto loop = scf::ForOp::create(
+      b, loc, indexConst(b, loc, 0), indexConst(b, loc, count),
+      indexConst(b, loc, 1), dest,
+      [&](OpBuilder &b, Location loc, Value e, ValueRange args) {
+        Value global =
+            arith::AddIOp::create(b, loc, e, indexConst(b, loc, first));
+        scf::YieldOp::create(b, loc, body(b, loc, e, global, args[0]));
+      });
+  return loop.getResult(0);
+}
+
+namespace {
+/// A grouped GEMM: each expert runs its FFN on its own rows only.
+struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(ExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    bool mayPad = mayHavePadding(op.getExpertOffsets());
+    Value result = forEachExpert(
+        rewriter, loc, op.getFirstExpert(), op.getNumExperts(),
+        adaptor.getDest(),
+        [&](OpBuilder &b, Location loc, Value local, Value global, Value dest) {
+          FfnWeights w{sliceExpert(b, loc, adaptor.getGate(), local),
+                       sliceExpert(b, loc, adaptor.getUp(), local),
+                       sliceExpert(b, loc, adaptor.getDown(), local),
+                       sliceExpert(b, loc, adaptor.getGateBias(), local),
+                       sliceExpert(b, loc, adaptor.getUpBias(), local),
+                       sliceExpert(b, loc, adaptor.getDownBias(), local)};
+          return updateExpertRows(
+              b, loc, adaptor.getInput(), adaptor.getTokenIndices(),
+              adaptor.getExpertOffsets(), dest, global, mayPad,
+              [&](OpBuilder &b, Location loc, Value rows) {
+                return buildFfn(b, loc, rows, w, op.getExpert());
+              });
+        });
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+/// Zero, copy and constant experts; the kinds are static, so each expert is
+/// emitted on its own.
+struct ZeroComputationExpertsOpLowering
+    : public OpConversionPattern<ZeroComputationExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(ZeroComputationExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    MLIRContext *ctx = rewriter.getContext();
+    bool mayPad = mayHavePadding(op.getExpertOffsets());
+    Type elementType = tensorType(adaptor.getInput()).getElementType();
+    Value dest = adaptor.getDest();
+    int64_t constantIndex = 0;
+    for (auto [i, attr] : llvm::enumerate(op.getKinds())) {
+      ZeroComputationKind kind = cast<ZeroComputationKindAttr>(attr).getValue();
+      Value expert = indexConst(rewriter, loc, op.getFirstExpert() + i);
+      Value values, mix;
+      if (kind == ZeroComputationKind::Constant) {
+        Value j = indexConst(rewriter, loc, constantIndex++);
+        values = sliceExpert(rewriter, loc, adaptor.getValues(), j);
+        mix = sliceExpert(rewriter, loc, adaptor.getMix(), j);
+      }
+      dest = updateExpertRows(
+          rewriter, loc, adaptor.getInput(), adaptor.getTokenIndices(),
+          adaptor.getExpertOffsets(), dest, expert, mayPad,
+          [&](OpBuilder &b, Location loc, Value rows) -> Value {
+            SmallVector<OpFoldResult> sizes =
+                tensor::getMixedSizes(b, loc, rows);
+            switch (kind) {
+            case ZeroComputationKind::Zero:
+              return filledTensor(b, loc, sizes,
+                                  floatConst(b, loc, elementType, 0.0));
+            case ZeroComputationKind::Copy:
+              return rows;
+            case ZeroComputationKind::Constant:
+              break;
+            }
+            // a = softmax(x·Wc); row = a1·x + a2·v.
+            Value init = filledTensor(b, loc, {sizes[0], b.getIndexAttr(2)},
+                                      floatConst(b, loc, elementType, 0.0));
+            Value a = softmaxRows(b, loc, matmul(b, loc, rows, mix, init), 1.0);
+            AffineExpr d0 = getAffineDimExpr(0, ctx);
+            return elementwise2d(
+                b, loc, {rows, a, a, values},
+                {id2(ctx),
+                 AffineMap::get(2, 0, {d0, getAffineConstantExpr(0, ctx)}, ctx),
+                 AffineMap::get(2, 0, {d0, getAffineConstantExpr(1, ctx)}, ctx),
+                 dim2(ctx, 1)},
+                sizes, elementType,
+                [](OpBuilder &nb, Location nloc, ValueRange args) {
+                  Value x = arith::MulFOp::create(nb, nloc, args[1], args[0]);
+                  Value v = arith::MulFOp::create(nb, nloc, args[2], args[3]);
+                  return arith::AddFOp::create(nb, nloc, x, v).getResult();
+                });
+          });
+    }
+    rewriter.replaceOp(op, dest);
+    return success();
+  }
+};
+
+/// The region of `moe.generic_experts`, cloned into the body of an `scf.for`
+/// over the experts.
+struct GenericExpertsOpLowering : public OpConversionPattern<GenericExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(GenericExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    bool mayPad = mayHavePadding(op.getExpertOffsets());
+    Block &body = op.getBody().front();
+    Value result = forEachExpert(
+        rewriter, loc, op.getFirstExpert(), op.getNumExperts(),
+        adaptor.getDest(),
+        [&](OpBuilder &b, Location loc, Value local, Value global, Value dest) {
+          return updateExpertRows(
+              b, loc, adaptor.getInput(), adaptor.getTokenIndices(),
+              adaptor.getExpertOffsets(), dest, global, mayPad,
+              [&](OpBuilder &b, Location loc, Value rows) {
+                IRMapping mapping;
+                mapping.map(body.getArgument(0), rows);
+                mapping.map(body.getArgument(1), local);
+                for (Operation &inner : body.without_terminator())
+                  b.clone(inner, mapping);
+                auto yield = cast<YieldOp>(body.getTerminator());
+                return mapping.lookupOrDefault(yield.getValue());
+              });
+        });
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+/// A dense FFN over every token, optionally scaled by `sigmoid(x·scale)`.
+struct SharedExpertsOpLowering : public OpConversionPattern<SharedExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(SharedExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    MLIRContext *ctx = rewriter.getContext();
+    Value x = adaptor.getInput();
+    Type elementType = tensorType(x).getElementType();
+    FfnWeights w{
+        adaptor.getGate(), adaptor.getUp(), adaptor.getDown(), {}, {}, {}};
+    Value y = buildFfn(rewriter, loc, x, w, op.getExpert());
+    if (Value scale = adaptor.getScale()) {
+      OpFoldResult rows = tensor::getMixedSize(rewriter, loc, x, 0);
+      Value init = filledTensor(rewriter, loc, {rows},
+                                floatConst(rewriter, loc, elementType, 0.0));
+      auto dot = linalg::GenericOp::create(
+          rewriter, loc, init.getType(), ValueRange{x, scale}, init,
+          {id2(ctx), dim2(ctx, 1), dim2(ctx, 0)},
+          {IteratorType::parallel, IteratorType::reduction},
+          [](OpBuilder &nb, Location nloc, ValueRange args) {
+            Value p = arith::MulFOp::create(nb, nloc, args[0], args[1]);
+            linalg::YieldOp::create(
+                nb, nloc,
+                arith::AddFOp::create(nb, nloc, args[2], p).getResult());
+          });
+      y = elementwise2d(
+          rewriter, loc, {y, dot.getResult(0)}, {id2(ctx), dim2(ctx, 0)},
+          tensor::getMixedSizes(rewriter, loc, y), elementType,
+          [](OpBuilder &nb, Location nloc, ValueRange args) {
+            return arith::MulFOp::create(nb, nloc, args[0],
+                                         sigmoid(nb, nloc, args[1]))
+                .getResult();
+          });
+    }
+    rewriter.replaceOp(op, RouteOpLowering::castTo(rewriter, loc, y,
+                                                   op.getResult().getType()));
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// Combine
+//===----------------------------------------------------------------------===//
+
+/// `result[t, h] = addend[t, h] + sum_i w[t, i] * rows[pos[t, i], h]` as one
+/// `linalg.generic` over `(t, h)`: a reduction per token, no scatter.
+struct CombineOpLowering : public OpConversionPattern<CombineOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(CombineOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    MLIRContext *ctx = rewriter.getContext();
+    Value rows = adaptor.getRows(), positions = adaptor.getPositions();
+    Value weights = adaptor.getWeights();
+    Type elementType = tensorType(rows).getElementType();
+    int64_t k = tensorType(positions).getDimSize(1);
+    int64_t hidden = tensorType(rows).getDimSize(1);
+    SmallVector<OpFoldResult> sizes = {
+        tensor::getMixedSize(rewriter, loc, positions, 0),
+        rewriter.getIndexAttr(hidden)};
+    SmallVector<Value> inputs;
+    SmallVector<AffineMap> maps;
+    if (Value addend = adaptor.getAddend()) {
+      inputs.push_back(addend);
+      maps.push_back(id2(ctx));
+    }
+    bool hasAddend = !inputs.empty();
+    Value result = elementwise2d(
+        rewriter, loc, inputs, maps, sizes, elementType,
+        [&](OpBuilder &b, Location loc, ValueRange args) {
+          Value t = linalg::IndexOp::create(b, loc, 0);
+          Value h = linalg::IndexOp::create(b, loc, 1);
+          Value zero = floatConst(b, loc, elementType, 0.0);
+          Value acc = hasAddend ? args[0] : zero;
+          for (int64_t i = 0; i < k; ++i) {
+            Value ci = indexConst(b, loc, i);
+            Value pos = extractIndex(b, loc, positions, {t, ci});
+            Value w =
+                tensor::ExtractOp::create(b, loc, weights, ValueRange{t, ci});
+            Value valid = arith::CmpIOp::create(
+                b, loc, arith::CmpIPredicate::sge, pos, indexConst(b, loc, 0));
+            Value row =
+                arith::MaxSIOp::create(b, loc, pos, indexConst(b, loc, 0));
+            Value v =
+                tensor::ExtractOp::create(b, loc, rows, ValueRange{row, h});
+            Value term = arith::MulFOp::create(b, loc, w, v);
+            term = arith::SelectOp::create(b, loc, valid, term, zero);
+            acc = arith::AddFOp::create(b, loc, acc, term);
+          }
+          return acc;
+        });
+    rewriter.replaceOp(op, RouteOpLowering::castTo(rewriter, loc, result,
+                                                   op.getResult().getType()));
+    return success();
+  }
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Entry points
+//===----------------------------------------------------------------------===//
+
+void moe::populateMoEToLinalgConversionPatterns(RewritePatternSet &patterns,
+                                                int64_t gateBlockSize) {
+  MLIRContext *ctx = patterns.getContext();
+  patterns.add<RouteOpLowering, DispatchOpLowering, ExpertsOpLowering,
+               ZeroComputationExpertsOpLowering, GenericExpertsOpLowering,
+               SharedExpertsOpLowering, CombineOpLowering>(ctx);
+  patterns.add<GateOpLowering>(ctx, gateBlockSize);
+}
+
+LogicalResult moe::checkMoEToLinalgSupport(Operation *root) {
+  WalkResult result = root->walk([](Operation *op) {
+    if (!isa<MoEDialect>(op->getDialect()))
+      return WalkResult::advance();
+    if (isa<LayerOp>(op)) {
+      op->emitOpError("is not lowered by convert-moe-to-linalg; run "
+                      "moe-expand first");
+      return WalkResult::interrupt();
+    }
+    for (Type type : llvm::concat<const Type>(op->getOperandTypes(),
+                                              op->getResultTypes())) {
+      Type elementType = getElementTypeOrSelf(type);
+      if (isa<FloatType>(elementType) && !elementType.isF32() &&
+          !elementType.isF64()) {
+        op->emitOpError() << "with element type " << elementType
+                          << " is not supported yet by convert-moe-to-linalg "
+                             "(f32 and f64 are)";
+        return WalkResult::interrupt();
+      }
+    }
+    return WalkResult::advance();
+  });
+  return failure(result.wasInterrupted());
+}
+
+namespace {
+struct ConvertMoEToLinalgPass
+    : public moe::impl::ConvertMoEToLinalgBase<ConvertMoEToLinalgPass> {
+  using ConvertMoEToLinalgBase::ConvertMoEToLinalgBase;
+
+  void runOnOperation() override {
+    if (gateBlockSize < 1) {
+      getOperation()->emitError("gate-block-size must be positive");
+      return signalPassFailure();
+    }
+    if (failed(checkMoEToLinalgSupport(getOperation())))
+      return signalPassFailure();
+    ConversionTarget target(getContext());
+    target.addIllegalDialect<MoEDialect>();
+    target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
+    RewritePatternSet patterns(&getContext());
+    populateMoEToLinalgConversionPatterns(patterns, gateBlockSize);
+    if (failed(applyPartialConversion(getOperation(), target,
+                                      std::move(patterns))))
+      signalPassFailure();
+  }
+};
+} // namespace

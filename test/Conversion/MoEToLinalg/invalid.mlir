@@ -1,0 +1,18 @@
+// RUN: moe-opt %s --convert-moe-to-linalg --split-input-file --verify-diagnostics
+
+func.func @f16(%rows: tensor<?x16xf16>, %pos: tensor<?x2xi32>, %w: tensor<?x2xf16>) -> tensor<?x16xf16> {
+  // expected-error @+1 {{'moe.combine' op with element type 'f16' is not supported yet by convert-moe-to-linalg (f32 and f64 are)}}
+  %y = moe.combine %rows, %pos, %w
+      : (tensor<?x16xf16>, tensor<?x2xi32>, tensor<?x2xf16>) -> tensor<?x16xf16>
+  return %y : tensor<?x16xf16>
+}
+
+// -----
+
+func.func @layer(%x: tensor<?x16xf32>, %r: tensor<16x4xf32>, %wu: tensor<4x16x32xf32>, %wd: tensor<4x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'moe.layer' op is not lowered by convert-moe-to-linalg; run moe-expand first}}
+  %y = moe.layer %x, %r up(%wu : tensor<4x16x32xf32>) down(%wd : tensor<4x32x16xf32>)
+     {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 1>}
+     : (tensor<?x16xf32>, tensor<16x4xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
