@@ -1,0 +1,195 @@
+//===- Builders.cpp - IR building helpers of the ONNX importer ------------===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Importer.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/AffineMap.h"
+
+using namespace moe;
+using namespace moe::onnx_import;
+using namespace mlir;
+
+FailureOr<int64_t> onnx_import::normalizeAxis(Node &node, int64_t axis,
+                                              int64_t rank) {
+  if (axis < -rank || axis >= rank) {
+    node.emitError() << "axis " << axis << " is out of range for rank " << rank;
+    return failure();
+  }
+  return axis < 0 ? axis + rank : axis;
+}
+
+SmallVector<OpFoldResult> onnx_import::getDims(OpBuilder &b, Location loc,
+                                               Value value) {
+  return tensor::getMixedSizes(b, loc, value);
+}
+
+Value onnx_import::createEmpty(OpBuilder &b, Location loc,
+                               ArrayRef<OpFoldResult> sizes, Type elementType) {
+  return tensor::EmptyOp::create(b, loc, sizes, elementType);
+}
+
+Value onnx_import::createScalar(OpBuilder &b, Location loc, Type type,
+                                double value) {
+  if (auto floatType = dyn_cast<FloatType>(type))
+    return arith::ConstantOp::create(b, loc, b.getFloatAttr(floatType, value));
+  return arith::ConstantOp::create(
+      b, loc, b.getIntegerAttr(type, static_cast<int64_t>(value)));
+}
+
+FailureOr<Value> onnx_import::buildElementwise(Node &node, ValueRange operands,
+                                               Type resultElementType,
+                                               ElementwiseBody body) {
+  OpBuilder &b = node.getBuilder();
+  Location loc = node.getLoc();
+  int64_t rank = 0;
+  for (Value operand : operands)
+    rank = std::max(rank, cast<RankedTensorType>(operand.getType()).getRank());
+
+  // Numpy broadcasting, aligned on the trailing dimensions. A dynamic
+  // dimension is assumed not to be a broadcast 1.
+  SmallVector<int64_t> shape(rank, 1);
+  SmallVector<OpFoldResult> sizes(rank, b.getIndexAttr(1));
+  for (int64_t d = 0; d < rank; ++d) {
+    std::optional<int64_t> staticSize;
+    Value dynamicSource;
+    int64_t dynamicDim = 0;
+    for (Value operand : operands) {
+      auto type = cast<RankedTensorType>(operand.getType());
+      int64_t od = d - (rank - type.getRank());
+      if (od < 0)
+        continue;
+      int64_t size = type.getDimSize(od);
+      if (ShapedType::isDynamic(size)) {
+        if (!dynamicSource) {
+          dynamicSource = operand;
+          dynamicDim = od;
+        }
+        continue;
+      }
+      if (size == 1)
+        continue;
+      if (staticSize && *staticSize != size) {
+        node.emitError() << "operand shapes cannot be broadcast together";
+        return failure();
+      }
+      staticSize = size;
+    }
+    if (staticSize) {
+      shape[d] = *staticSize;
+      sizes[d] = b.getIndexAttr(*staticSize);
+    } else if (dynamicSource) {
+      shape[d] = ShapedType::kDynamic;
+      sizes[d] =
+          tensor::DimOp::create(b, loc, dynamicSource, dynamicDim).getResult();
+    }
+  }
+
+  MLIRContext *ctx = node.getContext();
+  SmallVector<AffineMap> maps;
+  for (Value operand : operands) {
+    auto type = cast<RankedTensorType>(operand.getType());
+    SmallVector<AffineExpr> exprs;
+    for (int64_t od = 0; od < type.getRank(); ++od) {
+      int64_t d = od + rank - type.getRank();
+      if (type.getDimSize(od) == 1 && shape[d] != 1)
+        exprs.push_back(getAffineConstantExpr(0, ctx));
+      else
+        exprs.push_back(getAffineDimExpr(d, ctx));
+    }
+    maps.push_back(AffineMap::get(rank, 0, exprs, ctx));
+  }
+  maps.push_back(AffineMap::getMultiDimIdentityMap(rank, ctx));
+  SmallVector<utils::IteratorType> iterators(rank,
+                                             utils::IteratorType::parallel);
+  Value init = createEmpty(b, loc, sizes, resultElementType);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{init.getType()}, operands, ValueRange{init}, maps,
+      iterators, [&](OpBuilder &nested, Location nestedLoc, ValueRange args) {
+        Value result = body(nested, nestedLoc, args.drop_back());
+        linalg::YieldOp::create(nested, nestedLoc, result);
+      });
+  return generic.getResult(0);
+}
+
+Value onnx_import::insertUnitDims(OpBuilder &b, Location loc, Value value,
+                                  ArrayRef<int64_t> axes) {
+  if (axes.empty())
+    return value;
+  auto type = cast<RankedTensorType>(value.getType());
+  int64_t rank = type.getRank() + axes.size();
+  SmallVector<OpFoldResult> srcSizes = getDims(b, loc, value);
+  SmallVector<int64_t> shape;
+  SmallVector<OpFoldResult> sizes;
+  SmallVector<ReassociationIndices> groups;
+  ReassociationIndices pending;
+  int64_t src = 0;
+  for (int64_t d = 0; d < rank; ++d) {
+    if (llvm::is_contained(axes, d)) {
+      shape.push_back(1);
+      sizes.push_back(b.getIndexAttr(1));
+      if (groups.empty() || src == 0)
+        pending.push_back(d);
+      else
+        groups.back().push_back(d);
+      continue;
+    }
+    shape.push_back(type.getDimSize(src));
+    sizes.push_back(srcSizes[src]);
+    pending.push_back(d);
+    groups.push_back(pending);
+    pending.clear();
+    ++src;
+  }
+  auto resultType = RankedTensorType::get(shape, type.getElementType());
+  if (type.getRank() == 0)
+    groups.clear();
+  return tensor::ExpandShapeOp::create(b, loc, resultType, value, groups,
+                                       sizes);
+}
+
+Value onnx_import::dropUnitDims(OpBuilder &b, Location loc, Value value,
+                                ArrayRef<int64_t> axes) {
+  if (axes.empty())
+    return value;
+  auto type = cast<RankedTensorType>(value.getType());
+  SmallVector<int64_t> shape;
+  SmallVector<ReassociationIndices> groups;
+  ReassociationIndices pending;
+  for (int64_t d = 0; d < type.getRank(); ++d) {
+    if (llvm::is_contained(axes, d)) {
+      if (groups.empty())
+        pending.push_back(d);
+      else
+        groups.back().push_back(d);
+      continue;
+    }
+    shape.push_back(type.getDimSize(d));
+    pending.push_back(d);
+    groups.push_back(pending);
+    pending.clear();
+  }
+  auto resultType = RankedTensorType::get(shape, type.getElementType());
+  if (shape.empty())
+    groups.clear();
+  return tensor::CollapseShapeOp::create(b, loc, resultType, value, groups);
+}
+
+Value onnx_import::buildMatmul2D(OpBuilder &b, Location loc, Value lhs,
+                                 Value rhs) {
+  auto lhsType = cast<RankedTensorType>(lhs.getType());
+  Type elementType = lhsType.getElementType();
+  SmallVector<OpFoldResult> sizes = {getDims(b, loc, lhs)[0],
+                                     getDims(b, loc, rhs)[1]};
+  Value zero = createScalar(b, loc, elementType, 0.0);
+  Value init = createEmpty(b, loc, sizes, elementType);
+  Value filled = linalg::FillOp::create(b, loc, zero, init).getResult(0);
+  return linalg::MatmulOp::create(b, loc, TypeRange{filled.getType()},
+                                  ValueRange{lhs, rhs}, ValueRange{filled})
+      .getResult(0);
+}

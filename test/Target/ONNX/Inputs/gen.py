@@ -1,0 +1,340 @@
+"""Generates the small ONNX models of the importer tests.
+
+Usage: gen.py MODEL OUT.onnx [extra]   (run with Debian's /usr/bin/python3)
+"""
+
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+F = TensorProto.FLOAT
+
+
+def vi(name, shape, dtype=F):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def init(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def model(nodes, inputs, outputs, inits=(), opset=17, extra_opsets=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    opsets = [helper.make_opsetid("", opset)] + [
+        helper.make_opsetid(d, v) for d, v in extra_opsets
+    ]
+    return helper.make_model(graph, opset_imports=opsets, producer_name="gen.py")
+
+
+def elementwise():
+    n = helper.make_node
+    nodes = [
+        n("Add", ["x", "y"], ["add"], name="add0"),
+        n("Sub", ["add", "y"], ["sub"], name="sub0"),
+        n("Mul", ["sub", "x"], ["mul"], name="mul0"),
+        n("Div", ["mul", "y"], ["div"], name="div0"),
+        n("Sigmoid", ["div"], ["sig"], name="sig0"),
+        n("Tanh", ["sig"], ["tanh"], name="tanh0"),
+        n("Erf", ["tanh"], ["erf"], name="erf0"),
+        n("Relu", ["erf"], ["out"], name="relu0"),
+    ]
+    return model(nodes, [vi("x", [2, 3]), vi("y", [3])], [vi("out", [2, 3])])
+
+
+def matmul():
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["a", "w"], ["mm2"], name="mm2d"),
+        n("MatMul", ["a3", "w"], ["mm3"], name="mm3x2"),
+        n("MatMul", ["a3", "b3"], ["bmm"], name="bmm"),
+        n("Gemm", ["a", "wt", "c"], ["gemm"], name="gemm0", alpha=2.0,
+          beta=0.5, transB=1),
+    ]
+    inits = [
+        init("w", np.arange(12, dtype=np.float32).reshape(3, 4)),
+        init("wt", np.arange(12, dtype=np.float32).reshape(4, 3)),
+        init("c", np.ones(4, dtype=np.float32)),
+    ]
+    return model(
+        nodes,
+        [vi("a", [2, 3]), vi("a3", [5, 2, 3]), vi("b3", [5, 3, 6])],
+        [vi("mm2", [2, 4]), vi("mm3", [5, 2, 4]), vi("bmm", [5, 2, 6]),
+         vi("gemm", [2, 4])],
+        inits,
+    )
+
+
+def routing():
+    n = helper.make_node
+    nodes = [
+        n("Softmax", ["x"], ["p"], name="softmax0", axis=-1),
+        n("TopK", ["p", "k"], ["vals", "idx"], name="topk0", axis=-1),
+        n("ReduceSum", ["vals", "axes"], ["sum"], name="rsum0", keepdims=1),
+        n("Div", ["vals", "sum"], ["w"], name="renorm"),
+    ]
+    inits = [init("k", np.array([2], dtype=np.int64)),
+             init("axes", np.array([-1], dtype=np.int64))]
+    return model(nodes, [vi("x", [4, 8])],
+                 [vi("w", [4, 2]), vi("idx", [4, 2], TensorProto.INT64)], inits)
+
+
+def shapes():
+    n = helper.make_node
+    nodes = [
+        n("Reshape", ["x", "shape"], ["r"], name="reshape0"),
+        n("Transpose", ["r"], ["t"], name="transpose0", perm=[1, 0, 2]),
+        n("Unsqueeze", ["t", "ax0"], ["u"], name="unsqueeze0"),
+        n("Squeeze", ["u", "ax0"], ["s"], name="squeeze0"),
+        n("Concat", ["s", "s"], ["c"], name="concat0", axis=2),
+        n("Gather", ["c", "gidx"], ["g"], name="gather0", axis=2),
+        n("Constant", [], ["one"], name="const0",
+          value=numpy_helper.from_array(np.array(1.0, dtype=np.float32))),
+        n("Add", ["g", "one"], ["ga"], name="add0"),
+        n("Cast", ["ga"], ["i"], name="cast0", to=TensorProto.INT32),
+        n("Identity", ["i"], ["out"], name="id0"),
+    ]
+    inits = [
+        init("shape", np.array([0, -1, 2], dtype=np.int64)),
+        init("ax0", np.array([0], dtype=np.int64)),
+        init("gidx", np.array([[3, 0], [-1, 1]], dtype=np.int64)),
+    ]
+    return model(nodes, [vi("x", [2, 6])], [vi("out", [3, 2, 2, 2],
+                                                 TensorProto.INT32)], inits)
+
+
+def dynamic():
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "w"], ["h"], name="mm0"),
+        n("Add", ["h", "b"], ["hb"], name="add0"),
+        n("Softmax", ["hb"], ["out"], name="softmax0"),
+    ]
+    inits = [init("w", np.ones((4, 3), dtype=np.float32)),
+             init("b", np.zeros(3, dtype=np.float32))]
+    return model(nodes, [vi("x", ["batch", 4])], [vi("out", ["batch", 3])],
+                 inits)
+
+
+def external(path):
+    m = matmul_small()
+    onnx.save_model(m, path, save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="weights.bin",
+                    size_threshold=0)
+    return None
+
+
+def matmul_small():
+    n = helper.make_node
+    w = np.array([[1.5, -2.0], [0.25, 4.0]], dtype=np.float32)
+    return model([n("MatMul", ["x", "w"], ["y"], name="mm0")],
+                 [vi("x", [1, 2])], [vi("y", [1, 2])], [init("w", w)])
+
+
+def unsupported_op():
+    n = helper.make_node
+    return model([n("LRN", ["x"], ["y"], name="lrn0", size=3)],
+                 [vi("x", [1, 2, 3, 3])], [vi("y", [1, 2, 3, 3])])
+
+
+def unsupported_attr():
+    n = helper.make_node
+    return model([n("Transpose", ["x"], ["y"], name="t0", perm=[1, 0],
+                    flavor="strawberry")],
+                 [vi("x", [2, 3])], [vi("y", [3, 2])])
+
+
+def unsupported_dtype():
+    n = helper.make_node
+    return model([n("Identity", ["x"], ["y"], name="id0")],
+                 [vi("x", [2], TensorProto.STRING)],
+                 [vi("y", [2], TensorProto.STRING)])
+
+
+def unsupported_opset():
+    n = helper.make_node
+    m = model([n("Relu", ["x"], ["y"], name="relu0")],
+              [vi("x", [2])], [vi("y", [2])], opset=17)
+    m.opset_import[0].version = 99
+    return m
+
+
+def undefined_input():
+    n = helper.make_node
+    return model([n("Relu", ["nowhere"], ["y"], name="relu0")],
+                 [vi("x", [2])], [vi("y", [2])])
+
+
+# --- com.microsoft.MoE -------------------------------------------------------
+
+E, H, FF = 2, 3, 2
+
+
+def moe_model(x_shape, attrs, fc1, fc2, fc1_bias=None, fc2_bias=None,
+              wg_const=True, router_from_x=True, fc3=False, seed=0):
+    rng = np.random.default_rng(seed)
+    n = helper.make_node
+    inputs = [vi("x", x_shape)]
+    inits = [init("fc1", fc1), init("fc2", fc2)]
+    wg = rng.standard_normal((x_shape[-1], fc1.shape[0])).astype(np.float32)
+    if wg_const:
+        inits.append(init("wg", wg))
+    else:
+        inputs.append(vi("wg", list(wg.shape)))
+    router_in = "x" if router_from_x else "x2"
+    nodes = []
+    if not router_from_x:
+        nodes.append(n("Relu", ["x"], ["x2"], name="relu0"))
+    nodes.append(n("MatMul", [router_in, "wg"], ["logits"], name="router"))
+    moe_inputs = ["x", "logits", "fc1", "", "fc2"]
+    if fc1_bias is not None:
+        inits.append(init("fc1_b", fc1_bias))
+        moe_inputs[3] = "fc1_b"
+    if fc2_bias is not None:
+        inits.append(init("fc2_b", fc2_bias))
+        moe_inputs.append("fc2_b")
+    if fc3:
+        inits.append(init("fc3", np.zeros((fc1.shape[0], FF, x_shape[-1]),
+                                          dtype=np.float32)))
+        while len(moe_inputs) < 6:
+            moe_inputs.append("")
+        moe_inputs.append("fc3")
+    nodes.append(n("MoE", moe_inputs, ["y"], name="moe0",
+                   domain="com.microsoft", **attrs))
+    return model(nodes, inputs, [vi("y", x_shape)], inits,
+                 extra_opsets=[("com.microsoft", 1)])
+
+
+def distinguishable_fc1(rows):
+    # fc1[e, r, h] = 100 e + 10 r + h
+    e, r, h = np.meshgrid(np.arange(E), np.arange(rows), np.arange(H),
+                          indexing="ij")
+    return (100 * e + 10 * r + h).astype(np.float32)
+
+
+def distinguishable_fc2():
+    # fc2[e, h, f] = 1000 + 100 e + 10 h + f
+    e, h, f = np.meshgrid(np.arange(E), np.arange(H), np.arange(FF),
+                          indexing="ij")
+    return (1000 + 100 * e + 10 * h + f).astype(np.float32)
+
+
+def moe_swiglu():
+    fc1_bias = (np.arange(E * 2 * FF, dtype=np.float32).reshape(E, 2 * FF)
+                + 0.5)
+    return moe_model([4, H], dict(k=1, activation_type="swiglu",
+                                  swiglu_fusion=1, normalize_routing_weights=1,
+                                  swiglu_limit=7.0, activation_alpha=1.702,
+                                  activation_beta=1.0),
+                     distinguishable_fc1(2 * FF), distinguishable_fc2(),
+                     fc1_bias=fc1_bias)
+
+
+def moe_gelu_3d():
+    return moe_model([2, 5, H], dict(k=2, activation_type="gelu"),
+                     distinguishable_fc1(FF), distinguishable_fc2(),
+                     fc1_bias=np.ones((E, FF), dtype=np.float32),
+                     fc2_bias=np.full((E, H), 2.0, dtype=np.float32))
+
+
+def moe_error(kind):
+    base = dict(k=1, activation_type="swiglu", swiglu_fusion=1)
+    fc1, fc2 = distinguishable_fc1(2 * FF), distinguishable_fc2()
+    if kind == "sparse_mixer":
+        return moe_model([4, H], dict(base, use_sparse_mixer=1), fc1, fc2)
+    if kind == "fusion2":
+        return moe_model([4, H], dict(base, swiglu_fusion=2), fc1, fc2)
+    if kind == "fc3":
+        return moe_model([4, H], base, fc1, fc2, fc3=True)
+    if kind == "router_not_matmul_of_x":
+        return moe_model([4, H], base, fc1, fc2, router_from_x=False)
+    if kind == "router_not_constant":
+        return moe_model([4, H], base, fc1, fc2, wg_const=False)
+    if kind == "activation":
+        return moe_model([4, H], dict(k=1, activation_type="softsign"), fc1,
+                         fc2)
+    raise SystemExit("unknown MoE error kind " + kind)
+
+
+# --- End-to-end ---------------------------------------------------------------
+
+def moe_e2e(path, data_dir):
+    """A Mixtral-style com.microsoft.MoE (SwiGLU, top-2, renormalized) with
+    random weights, its input and the float64 reference output."""
+    rng = np.random.default_rng(7)
+    T, Hd, Fd, En, k = 5, 16, 24, 4, 2
+    x = rng.standard_normal((T, Hd)).astype(np.float32)
+    wg = rng.standard_normal((Hd, En)).astype(np.float32)
+    w1 = (rng.standard_normal((En, Hd, Fd)) / 4).astype(np.float32)
+    w3 = (rng.standard_normal((En, Hd, Fd)) / 4).astype(np.float32)
+    w2 = (rng.standard_normal((En, Fd, Hd)) / 4).astype(np.float32)
+    fc1 = np.empty((En, 2 * Fd, Hd), dtype=np.float32)
+    fc1[:, 0::2, :] = np.transpose(w1, (0, 2, 1))
+    fc1[:, 1::2, :] = np.transpose(w3, (0, 2, 1))
+    fc2 = np.transpose(w2, (0, 2, 1)).copy()
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "wg"], ["logits"], name="router"),
+        n("MoE", ["x", "logits", "fc1", "", "fc2"], ["y"], name="moe0",
+          domain="com.microsoft", k=k, activation_type="swiglu",
+          swiglu_fusion=1, normalize_routing_weights=1),
+    ]
+    m = model(nodes, [vi("x", [T, Hd])], [vi("y", [T, Hd])],
+              [init("wg", wg), init("fc1", fc1), init("fc2", fc2)],
+              extra_opsets=[("com.microsoft", 1)])
+    onnx.save(m, path)
+
+    # float64 reference
+    xd = x.astype(np.float64)
+    logits = xd @ wg.astype(np.float64)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    y = np.zeros((T, Hd))
+    for t in range(T):
+        top = np.argsort(-p[t], kind="stable")[:k]
+        w = p[t, top] / p[t, top].sum()
+        for e, we in zip(top, w):
+            g = xd[t] @ w1[e].astype(np.float64)
+            u = xd[t] @ w3[e].astype(np.float64)
+            h = g / (1 + np.exp(-g)) * u
+            y[t] += we * (h @ w2[e].astype(np.float64))
+    np.save(os.path.join(data_dir, "x.npy"), x)
+    np.save(os.path.join(data_dir, "ref.npy"), y)
+
+
+MODELS = {
+    "elementwise": elementwise,
+    "matmul": matmul,
+    "routing": routing,
+    "shapes": shapes,
+    "dynamic": dynamic,
+    "matmul_small": matmul_small,
+    "unsupported_op": unsupported_op,
+    "unsupported_attr": unsupported_attr,
+    "unsupported_dtype": unsupported_dtype,
+    "unsupported_opset": unsupported_opset,
+    "undefined_input": undefined_input,
+    "moe_swiglu": moe_swiglu,
+    "moe_gelu_3d": moe_gelu_3d,
+}
+
+
+def main():
+    name, out = sys.argv[1], sys.argv[2]
+    if name == "external":
+        external(out)
+        return
+    if name == "moe_e2e":
+        moe_e2e(out, sys.argv[3])
+        return
+    if name.startswith("moe_error:"):
+        m = moe_error(name.split(":", 1)[1])
+    else:
+        m = MODELS[name]()
+    onnx.save(m, out)
+
+
+if __name__ == "__main__":
+    main()
