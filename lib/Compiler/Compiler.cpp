@@ -11,6 +11,7 @@
 
 #include "CompilerInternal.h"
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
+#include "moe/Target/ONNX/ImportONNX.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/InitAllDialects.h"
@@ -72,12 +73,8 @@ OwningOpRef<ModuleOp> moe::parseModelFile(StringRef inputPath,
                                           MLIRContext &context,
                                           llvm::SourceMgr &sourceMgr) {
   Location loc = UnknownLoc::get(&context);
-  if (llvm::sys::path::extension(inputPath) == ".onnx") {
-    emitError(loc) << "ONNX input is not supported yet; import '" << inputPath
-                   << "' to MLIR (func/tensor/linalg/moe ops) and compile the "
-                      ".mlir file";
-    return nullptr;
-  }
+  if (llvm::sys::path::extension(inputPath) == ".onnx")
+    return importONNXFile(inputPath, &context);
   std::string errorMessage;
   std::unique_ptr<llvm::MemoryBuffer> file =
       openInputFile(inputPath, &errorMessage);

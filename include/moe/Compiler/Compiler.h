@@ -85,9 +85,10 @@ struct CompileOptions {
 /// Registers the dialects and translations `compile` may meet in its input.
 void registerCompilerDialects(mlir::DialectRegistry &registry);
 
-/// Parses the model at `inputPath` ("-" for stdin; ".onnx" is refused for
-/// now) into `context`, adding the file to `sourceMgr`. Parse errors are
-/// reported with their file:line:col location.
+/// Parses the model at `inputPath` ("-" for stdin) into `context`, adding the
+/// file to `sourceMgr`; a ".onnx" file goes through the ONNX importer
+/// (docs/ONNXImport.md). Parse errors are reported with their file:line:col
+/// location.
 OwningOpRef<ModuleOp> parseModelFile(StringRef inputPath,
                                      mlir::MLIRContext &context,
                                      llvm::SourceMgr &sourceMgr);

@@ -1,0 +1,246 @@
+"""End-to-end checks of imported ONNX models: builds a model, random inputs
+and a float64 numpy reference of its math; after moe-compile and moe-run,
+compares the outputs (relative L2 error <= 1e-5, exact for integers).
+
+Usage: e2e.py gen MODEL DIR     writes DIR/model.onnx, DIR/in<i>.npy, DIR/ref<i>.npy
+       e2e.py check DIR         compares DIR/out<i>.npy with DIR/ref<i>.npy
+"""
+
+import glob
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+F = TensorProto.FLOAT
+I64 = TensorProto.INT64
+
+
+def vi(name, shape, dtype=F):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def init(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def make(nodes, inputs, outputs, inits, extra_opsets=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    opsets = [helper.make_opsetid("", 17)] + [
+        helper.make_opsetid(d, v) for d, v in extra_opsets]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def softmax(z, axis=-1):
+    e = np.exp(z - z.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def block(rng):
+    """A small decoder-like block: embedding gather, LayerNorm, projections,
+    Split, SiLU gating, a causal softmax, RMS-style normalization, Gemm."""
+    B, S, V, H, Fd = 2, 4, 11, 8, 6
+    n = helper.make_node
+    emb = rng.standard_normal((V, H)).astype(np.float32)
+    ln_s = rng.standard_normal(H).astype(np.float32)
+    ln_b = rng.standard_normal(H).astype(np.float32)
+    w_in = rng.standard_normal((H, 2 * Fd)).astype(np.float32) / 3
+    w_out = rng.standard_normal((Fd, H)).astype(np.float32) / 3
+    g_w = rng.standard_normal((H, H)).astype(np.float32) / 3
+    g_c = rng.standard_normal(H).astype(np.float32)
+    mask = np.tril(np.ones((S, S), dtype=bool))
+    nodes = [
+        n("Gather", ["emb", "ids"], ["x"], axis=0),                      # [B,S,H]
+        n("LayerNormalization", ["x", "ln_s", "ln_b"], ["xn"], axis=-1,
+          epsilon=1e-5),
+        n("MatMul", ["xn", "w_in"], ["h"]),                              # [B,S,2F]
+        n("Split", ["h", "split"], ["g", "u"], axis=-1),
+        n("Sigmoid", ["g"], ["sg"]),
+        n("Mul", ["g", "sg"], ["silu"]),
+        n("Mul", ["silu", "u"], ["gu"]),
+        n("MatMul", ["gu", "w_out"], ["y"]),                             # [B,S,H]
+        n("Add", ["x", "y"], ["res"]),
+        # causal attention scores of res with itself
+        n("Transpose", ["res"], ["resT"], perm=[0, 2, 1]),
+        n("MatMul", ["res", "resT"], ["scores"]),                         # [B,S,S]
+        n("Sqrt", ["hdim"], ["scale"]),
+        n("Div", ["scores", "scale"], ["scaled"]),
+        n("Where", ["mask", "scaled", "neg"], ["masked"]),
+        n("Softmax", ["masked"], ["attn"], axis=-1),
+        n("MatMul", ["attn", "res"], ["ctx"]),                            # [B,S,H]
+        # RMS norm with Pow/ReduceMean/Sqrt/Reciprocal
+        n("Pow", ["ctx", "two"], ["sq"]),
+        n("ReduceMean", ["sq"], ["ms"], axes=[-1], keepdims=1),
+        n("Add", ["ms", "eps"], ["mse"]),
+        n("Sqrt", ["mse"], ["rms"]),
+        n("Reciprocal", ["rms"], ["inv"]),
+        n("Mul", ["ctx", "inv"], ["normed"]),
+        # last position through Gemm, then Tanh
+        n("Slice", ["normed", "st", "en", "ax"], ["last"]),              # [B,1,H]
+        n("Squeeze", ["last", "ax"], ["last2"]),                          # [B,H]
+        n("Gemm", ["last2", "g_w", "g_c"], ["gm"], alpha=0.5, beta=2.0),
+        n("Tanh", ["gm"], ["out1"]),
+        n("Concat", ["out1", "out1"], ["cat"], axis=0),                   # [2B,H]
+        n("ReduceMax", ["cat"], ["mx"], axes=[1], keepdims=0),           # [2B]
+        n("Cast", ["ids"], ["idsf"], to=F),
+        n("ReduceSum", ["idsf", "ax1"], ["idsum"], keepdims=0),          # [B]
+    ]
+    inits = [
+        init("emb", emb), init("ln_s", ln_s), init("ln_b", ln_b),
+        init("w_in", w_in), init("w_out", w_out),
+        init("split", np.array([Fd, Fd], dtype=np.int64)),
+        init("hdim", np.array(float(H), dtype=np.float32)),
+        init("mask", mask), init("neg", np.array(-1e9, dtype=np.float32)),
+        init("two", np.array(2.0, dtype=np.float32)),
+        init("eps", np.array(1e-6, dtype=np.float32)),
+        init("st", np.array([-1], dtype=np.int64)),
+        init("en", np.array([S], dtype=np.int64)),
+        init("ax", np.array([1], dtype=np.int64)),
+        init("ax1", np.array([1], dtype=np.int64)),
+        init("g_w", g_w), init("g_c", g_c),
+    ]
+    m = make(nodes, [vi("ids", [B, S], I64)],
+             [vi("normed", [B, S, H]), vi("out1", [B, H]), vi("mx", [2 * B]),
+              vi("idsum", [B])], inits)
+    ids = rng.integers(-V, V, size=(B, S)).astype(np.int64)
+
+    d = lambda a: np.asarray(a, dtype=np.float64)
+    x = d(emb)[np.where(ids < 0, ids + V, ids)]
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    xn = (x - mu) / np.sqrt(var + 1e-5) * d(ln_s) + d(ln_b)
+    h = xn @ d(w_in)
+    g, u = h[..., :Fd], h[..., Fd:]
+    y = (g * sigmoid(g) * u) @ d(w_out)
+    res = x + y
+    scores = res @ np.transpose(res, (0, 2, 1)) / np.sqrt(H)
+    attn = softmax(np.where(mask, scores, -1e9))
+    ctx = attn @ res
+    normed = ctx / np.sqrt((ctx ** 2).mean(-1, keepdims=True) + 1e-6)
+    out1 = np.tanh(0.5 * (normed[:, -1, :] @ d(g_w)) + 2.0 * d(g_c))
+    mx = np.concatenate([out1, out1], 0).max(1)
+    idsum = ids.astype(np.float64).sum(1)
+    return m, [ids], [normed, out1, mx, idsum]
+
+
+def routing(rng):
+    """Softmax, TopK (largest and smallest), ReduceSum renormalization."""
+    T, E, k = 6, 8, 3
+    n = helper.make_node
+    nodes = [
+        n("Softmax", ["z"], ["p"], axis=-1),
+        n("TopK", ["p", "k"], ["v", "i"], axis=-1),
+        n("ReduceSum", ["v", "axes"], ["s"], keepdims=1),
+        n("Div", ["v", "s"], ["w"]),
+        n("TopK", ["z", "k"], ["lv", "li"], axis=-1, largest=0),
+    ]
+    m = make(nodes, [vi("z", [T, E])],
+             [vi("w", [T, k]), vi("i", [T, k], I64), vi("li", [T, k], I64)],
+             [init("k", np.array([k], dtype=np.int64)),
+              init("axes", np.array([-1], dtype=np.int64))])
+    z = rng.standard_normal((T, E)).astype(np.float32)
+    p = softmax(z.astype(np.float64))
+    idx = np.argsort(-p, axis=-1, kind="stable")[:, :k]
+    v = np.take_along_axis(p, idx, -1)
+    lidx = np.argsort(z, axis=-1, kind="stable")[:, :k]
+    return m, [z], [v / v.sum(-1, keepdims=True), idx, lidx]
+
+
+def dynamic(rng):
+    """A dynamic batch dimension through MatMul, Add, Relu and Reshape."""
+    n = helper.make_node
+    w = rng.standard_normal((4, 6)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    nodes = [
+        n("MatMul", ["x", "w"], ["h"]),
+        n("Add", ["h", "b"], ["hb"]),
+        n("Relu", ["hb"], ["r"]),
+        n("Reshape", ["r", "shape"], ["out"]),
+    ]
+    m = make(nodes, [vi("x", ["batch", 4])], [vi("out", ["batch", 3, 2])],
+             [init("w", w), init("b", b),
+              init("shape", np.array([-1, 3, 2], dtype=np.int64))])
+    x = rng.standard_normal((7, 4)).astype(np.float32)
+    out = np.maximum(x.astype(np.float64) @ w + b, 0).reshape(-1, 3, 2)
+    return m, [x], [out]
+
+
+def moe(rng):
+    """A Mixtral-style com.microsoft.MoE (SwiGLU, top-2, renormalized)."""
+    T, Hd, Fd, En, k = 5, 16, 24, 4, 2
+    x = rng.standard_normal((T, Hd)).astype(np.float32)
+    wg = rng.standard_normal((Hd, En)).astype(np.float32)
+    w1 = (rng.standard_normal((En, Hd, Fd)) / 4).astype(np.float32)
+    w3 = (rng.standard_normal((En, Hd, Fd)) / 4).astype(np.float32)
+    w2 = (rng.standard_normal((En, Fd, Hd)) / 4).astype(np.float32)
+    fc1 = np.empty((En, 2 * Fd, Hd), dtype=np.float32)
+    fc1[:, 0::2, :] = np.transpose(w1, (0, 2, 1))
+    fc1[:, 1::2, :] = np.transpose(w3, (0, 2, 1))
+    fc2 = np.transpose(w2, (0, 2, 1)).copy()
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "wg"], ["logits"], name="router"),
+        n("MoE", ["x", "logits", "fc1", "", "fc2"], ["y"], name="moe0",
+          domain="com.microsoft", k=k, activation_type="swiglu",
+          swiglu_fusion=1, normalize_routing_weights=1),
+    ]
+    m = make(nodes, [vi("x", [T, Hd])], [vi("y", [T, Hd])],
+             [init("wg", wg), init("fc1", fc1), init("fc2", fc2)],
+             extra_opsets=[("com.microsoft", 1)])
+    xd = x.astype(np.float64)
+    p = softmax(xd @ wg)
+    y = np.zeros((T, Hd))
+    for t in range(T):
+        top = np.argsort(-p[t], kind="stable")[:k]
+        wts = p[t, top] / p[t, top].sum()
+        for e, we in zip(top, wts):
+            g = xd[t] @ w1[e]
+            u = xd[t] @ w3[e]
+            y[t] += we * ((g * sigmoid(g) * u) @ w2[e])
+    return m, [x], [y]
+
+
+MODELS = {"block": block, "routing": routing, "dynamic": dynamic, "moe": moe}
+
+
+def gen(name, out_dir):
+    rng = np.random.default_rng(2024)
+    m, inputs, refs = MODELS[name](rng)
+    onnx.checker.check_model(m)
+    onnx.save(m, os.path.join(out_dir, "model.onnx"))
+    for i, a in enumerate(inputs):
+        np.save(os.path.join(out_dir, "in%d.npy" % i), a)
+    for i, r in enumerate(refs):
+        np.save(os.path.join(out_dir, "ref%d.npy" % i), r)
+
+
+def check(out_dir):
+    refs = sorted(glob.glob(os.path.join(out_dir, "ref*.npy")))
+    for i in range(len(refs)):
+        ref = np.load(os.path.join(out_dir, "ref%d.npy" % i))
+        out = np.load(os.path.join(out_dir, "out%d.npy" % i))
+        if out.shape != ref.shape:
+            print("out%d: shape %s, expected %s" % (i, out.shape, ref.shape))
+            continue
+        if np.issubdtype(ref.dtype, np.integer):
+            ok = np.array_equal(out, ref)
+            print("out%d: %s %s exact" % (i, "OK" if ok else "MISMATCH",
+                                          out.dtype))
+            continue
+        err = np.linalg.norm(out.astype(np.float64) - ref) / max(
+            np.linalg.norm(ref), 1e-30)
+        print("out%d: %s %s rel_l2=%.3g" % (i, "OK" if err <= 1e-5 else
+                                             "MISMATCH", out.dtype, err))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "gen":
+        gen(sys.argv[2], sys.argv[3])
+    else:
+        check(sys.argv[2])
