@@ -10,6 +10,7 @@
 
 #include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/BufferizationToMemRef/BufferizationToMemRef.h"
 #include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
 #include "mlir/Conversion/ConvertToLLVM/ToLLVMPass.h"
 #include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVM.h"
@@ -73,6 +74,8 @@ void moe::buildCPUPipeline(OpPassManager &pm,
   ConvertMoEToLinalgOptions toLinalg;
   toLinalg.gateBlockSize = options.gateBlockSize;
   pm.addPass(createConvertMoEToLinalg(toLinalg));
+  // Elementwise arith/math on tensors (imported models have them) to linalg.
+  pm.addNestedPass<func::FuncOp>(createConvertElementwiseToLinalgPass());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
 
@@ -105,6 +108,7 @@ void moe::buildCPUPipeline(OpPassManager &pm,
   pm.addPass(createCSEPass());
   pm.addPass(createCanonicalizerPass());
   bufferization::buildBufferDeallocationPipeline(pm);
+  pm.addPass(createConvertBufferizationToMemRefPass());
 
   // Parallel loops.
   pm.addNestedPass<func::FuncOp>(createForallToParallelLoopPass());
@@ -112,10 +116,10 @@ void moe::buildCPUPipeline(OpPassManager &pm,
     pm.addPass(createConvertSCFToOpenMPPass());
 
   // Down to LLVM.
-  pm.addPass(vector::createLowerVectorMaskPass());
+  pm.addNestedPass<func::FuncOp>(vector::createLowerVectorMaskPass());
   pm.addPass(createConvertVectorToSCFPass(
       VectorTransferToSCFOptions().enableFullUnroll()));
-  pm.addPass(createConvertLinalgToLoopsPass());
+  pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
   if (options.emitCInterface)
