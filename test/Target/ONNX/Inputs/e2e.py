@@ -206,7 +206,66 @@ def moe(rng):
     return m, [x], [y]
 
 
-MODELS = {"block": block, "routing": routing, "dynamic": dynamic, "moe": moe}
+def moe_variant(rng, gated):
+    """com.microsoft.MoE on [B, S, H] with biases: GPT-OSS's clamped SwiGLU
+    (limit, alpha, beta; top-2, no renormalization) or a GELU FFN (top-1)."""
+    from math import erf
+    B, S, Hd, Fd, En = 2, 3, 8, 12, 4
+    k = 2 if gated else 1
+    limit, alpha, beta = 7.0, 1.702, 1.0
+    x = (rng.standard_normal((B, S, Hd)) * 2).astype(np.float32)
+    wg = rng.standard_normal((Hd, En)).astype(np.float32)
+    rows = 2 * Fd if gated else Fd
+    fc1 = (rng.standard_normal((En, rows, Hd)) * 1.5).astype(np.float32)
+    b1 = rng.standard_normal((En, rows)).astype(np.float32)
+    fc2 = (rng.standard_normal((En, Hd, Fd)) / 3).astype(np.float32)
+    b2 = rng.standard_normal((En, Hd)).astype(np.float32)
+    attrs = dict(k=k)
+    if gated:
+        attrs.update(activation_type="swiglu", swiglu_fusion=1,
+                     swiglu_limit=limit, activation_alpha=alpha,
+                     activation_beta=beta)
+    else:
+        attrs.update(activation_type="gelu", normalize_routing_weights=1)
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "wg"], ["logits"], name="router"),
+        n("MoE", ["x", "logits", "fc1", "b1", "fc2", "b2"], ["y"],
+          name="moe0", domain="com.microsoft", **attrs),
+    ]
+    m = make(nodes, [vi("x", [B, S, Hd])], [vi("y", [B, S, Hd])],
+             [init("wg", wg), init("fc1", fc1), init("b1", b1),
+              init("fc2", fc2), init("b2", b2)],
+             extra_opsets=[("com.microsoft", 1)])
+    # The float32 values ORT reads for the attributes.
+    limit, alpha, beta = (float(np.float32(v)) for v in (limit, alpha, beta))
+    xd = x.reshape(-1, Hd).astype(np.float64)
+    p = softmax(xd @ wg)
+    y = np.zeros_like(xd)
+    verf = np.vectorize(erf)
+    for t in range(xd.shape[0]):
+        top = np.argsort(-p[t], kind="stable")[:k]
+        wts = p[t, top] if gated else p[t, top] / p[t, top].sum()
+        for e, we in zip(top, wts):
+            a = fc1[e].astype(np.float64) @ xd[t] + b1[e]
+            if gated:
+                g = np.minimum(a[0::2], limit)
+                u = np.clip(a[1::2], -limit, limit)
+                h = g * sigmoid(alpha * g) * (u + beta)
+            else:
+                h = 0.5 * a * (1 + verf(a / np.sqrt(2)))
+            y[t] += we * (fc2[e].astype(np.float64) @ h + b2[e])
+    return m, [x], [y.reshape(B, S, Hd)]
+
+
+MODELS = {
+    "block": block,
+    "routing": routing,
+    "dynamic": dynamic,
+    "moe": moe,
+    "moe_gptoss": lambda rng: moe_variant(rng, gated=True),
+    "moe_gelu": lambda rng: moe_variant(rng, gated=False),
+}
 
 
 def gen(name, out_dir):
