@@ -105,6 +105,23 @@ def shapes():
                                                  TensorProto.INT32)], inits)
 
 
+def shape_chain():
+    """Shape -> Gather -> Unsqueeze -> Concat feeding Reshape, folded at
+    import time."""
+    n = helper.make_node
+    nodes = [
+        n("Shape", ["x"], ["s"], name="shape0"),
+        n("Gather", ["s", "i0"], ["d0"], name="gather0", axis=0),
+        n("Unsqueeze", ["d0", "ax0"], ["d0v"], name="unsqueeze0"),
+        n("Concat", ["d0v", "minus1"], ["target"], name="concat0", axis=0),
+        n("Reshape", ["x", "target"], ["out"], name="reshape0"),
+    ]
+    inits = [init("i0", np.array(0, dtype=np.int64)),
+             init("ax0", np.array([0], dtype=np.int64)),
+             init("minus1", np.array([-1], dtype=np.int64))]
+    return model(nodes, [vi("x", [2, 3, 4])], [vi("out", [2, 12])], inits)
+
+
 def dynamic():
     n = helper.make_node
     nodes = [
@@ -310,6 +327,7 @@ MODELS = {
     "routing": routing,
     "shapes": shapes,
     "dynamic": dynamic,
+    "shape_chain": shape_chain,
     "matmul_small": matmul_small,
     "unsupported_op": unsupported_op,
     "unsupported_attr": unsupported_attr,
