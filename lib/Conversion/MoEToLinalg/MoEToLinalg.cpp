@@ -244,15 +244,23 @@ Value RoutingBuilder::groupMask(OpBuilder &b, Location loc,
   OpFoldResult rows = tensor::getMixedSize(b, loc, selection, 0);
   double negInf = -std::numeric_limits<double>::infinity();
 
-  // The two best scores of each group: (b, g, j) -> selection[b, g*gs + j].
+  // The two best scores of each group, over the selection scores viewed as
+  // [B, groups, group size] (an expanded view, so every loop has a range).
   AffineExpr d0 = getAffineDimExpr(0, ctx), d1 = getAffineDimExpr(1, ctx),
              d2 = getAffineDimExpr(2, ctx);
+  Value grouped = tensor::ExpandShapeOp::create(
+      b, loc,
+      RankedTensorType::get({type.getDimSize(0), numGroups, groupSize},
+                            elementType),
+      selection, ArrayRef<ReassociationIndices>{{0}, {1, 2}},
+      ArrayRef<OpFoldResult>{rows, b.getIndexAttr(numGroups),
+                             b.getIndexAttr(groupSize)});
   Value top = filledTensor(b, loc, {rows, b.getIndexAttr(numGroups)},
                            floatConst(b, loc, elementType, negInf));
   auto twoBest = linalg::GenericOp::create(
-      b, loc, TypeRange{top.getType(), top.getType()}, selection,
+      b, loc, TypeRange{top.getType(), top.getType()}, grouped,
       ValueRange{top, top},
-      {AffineMap::get(3, 0, {d0, d1 * groupSize + d2}, ctx),
+      {AffineMap::get(3, 0, {d0, d1, d2}, ctx),
        AffineMap::get(3, 0, {d0, d1}, ctx),
        AffineMap::get(3, 0, {d0, d1}, ctx)},
       {IteratorType::parallel, IteratorType::parallel, IteratorType::reduction},
