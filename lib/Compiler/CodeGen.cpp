@@ -145,9 +145,16 @@ LogicalResult compiler::linkObject(StringRef objectPath, StringRef outputPath,
                 "--runtime-lib (or set MOE_RUNTIME_LIB)";
     args.append({runtime, "-rdynamic"});
   }
-  args.append({"-L" + openMPDir, "-lomp", "-Wl,-rpath," + openMPDir, "-lm"});
-  if (kind == EmitKind::Executable)
+  // libomp runs the parallel loops; MLIR's C runner utilities provide
+  // memrefCopy, which strided memref copies lower to.
+  args.append({"-L" + openMPDir, "-lomp", "-lmlir_c_runner_utils",
+               "-Wl,-rpath," + openMPDir, "-lm"});
+  if (kind == EmitKind::Executable) {
     args.append({"-lstdc++", "-ldl", "-lpthread"});
+    // An instrumented runtime library needs the sanitizer runtimes.
+    if (MOE_COMPILE_SANITIZERS)
+      args.push_back("-fsanitize=address,undefined");
+  }
 
   std::string command;
   llvm::raw_string_ostream commandStream(command);
