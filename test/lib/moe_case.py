@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Numeric test cases for moe.layer: writes a model and checks a result.
+
+    moe_case.py gen DIR CONFIG [--tokens T] [--static] [--weights-as-inputs]
+                               [--dtype f32|f64] [--seed S]
+    moe_case.py check DIR [--tol 1e-5]
+
+`gen` draws fresh random weights and inputs (the seed is printed and saved;
+pass --seed to replay), and writes DIR/model.mlir (a func.func @main with one
+moe.layer; weights are dense constants unless --weights-as-inputs), DIR/in0.npy
+[, in1.npy, ...] (the inputs in order) and DIR/expected.npy, the float64
+reference of moe_reference.layer. `check` compares DIR/out.npy with it
+(relative L2 error) and exits non-zero above the tolerance.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import moe_reference  # noqa: E402
+
+# Small versions of the issue's shapes and of the routing/expert variants.
+CONFIGS = {
+    # Mixtral: S1 shape family (H1024 F3584 E8 k2), scaled down.
+    "mixtral": dict(H=64, F=224, E=8, routing=dict(k=2, renormalize=True),
+                    expert=dict(kind="gated", activation="silu")),
+    # OLMoE / S2 family (H1024 F512 E64 k8): no renormalization.
+    "olmoe": dict(H=64, F=32, E=64, routing=dict(k=8),
+                  expert=dict(kind="gated", activation="silu")),
+    # DeepSeekMoE / S3 family (E64 k6 + 2 shared experts, concatenated).
+    "deepseek-moe": dict(H=64, F=22, E=64, Fs=44, routing=dict(k=6),
+                         expert=dict(kind="gated", activation="silu")),
+    # DeepSeek-V3: sigmoid, selection bias, group-limited, renormalize, scale.
+    "deepseek-v3": dict(H=48, F=16, E=32, Fs=16, bias=True,
+                        routing=dict(k=4, scoring="sigmoid", renormalize=True,
+                                     scale=2.5, n_group=8, topk_group=3),
+                        expert=dict(kind="gated", activation="silu")),
+    # Qwen-MoE: shared expert scaled by sigmoid(x . ws); GeGLU (tanh) body.
+    "qwen-geglu": dict(H=32, F=24, E=16, Fs=40, shared_scale=True,
+                       routing=dict(k=4, renormalize=True),
+                       expert=dict(kind="gated", activation="gelu_tanh")),
+    # GPT-OSS: softmax after top-k, clamped SwiGLU with biases.
+    "gpt-oss": dict(H=32, F=16, E=8, biases=True, big_weights=True,
+                    routing=dict(k=2, scoring="topk_softmax"),
+                    expert=dict(kind="gated", activation="silu", limit=7.0,
+                                alpha=1.702, beta=1.0)),
+    # Switch: top-1, ReLU FFN with biases, capacity with token dropping.
+    "switch-capacity": dict(H=32, F=64, E=4, biases=True,
+                            routing=dict(k=1, capacity_factor=1.0),
+                            expert=dict(kind="ffn", activation="relu")),
+    # Capacity with k = 2 (assignments kept in token order).
+    "capacity-k2": dict(H=32, F=24, E=4, routing=dict(k=2, capacity_factor=0.75),
+                        expert=dict(kind="gated", activation="silu")),
+    # GELU (erf) FFN, top-p dynamic k with temperature.
+    "top-p": dict(H=32, F=48, E=8, routing=dict(k=4, temperature=0.7, threshold=0.6,
+                                                  renormalize=True),
+                  expert=dict(kind="ffn", activation="gelu")),
+}
+
+MLIR_DTYPE = {"f32": ("f32", "<f4"), "f64": ("f64", "<f8")}
+
+
+def tensor_type(shape, elt):
+    return "tensor<%s>" % "x".join([("?" if d is None else str(d)) for d in shape] + [elt])
+
+
+def format_float(v):
+    return repr(float(v))
+
+
+def gen(args):
+    cfg = CONFIGS[args.config]
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    rng = np.random.default_rng(seed)
+    elt, npdt = MLIR_DTYPE[args.dtype]
+    H, F, E, T = cfg["H"], cfg["F"], cfg["E"], args.tokens
+    routing, expert = cfg["routing"], cfg["expert"]
+    gated = expert["kind"] == "gated"
+    wscale = 4.0 if cfg.get("big_weights") else 1.0
+
+    def rand(*shape, fan_in=None):
+        a = rng.standard_normal(shape)
+        if fan_in:
+            a = a * wscale / np.sqrt(fan_in)
+        return a.astype(npdt)
+
+    w = {"router": rand(H, E, fan_in=H)}
+    if cfg.get("bias"):
+        w["selection_bias"] = (0.1 * rng.standard_normal(E)).astype(npdt)
+    if gated:
+        w["gate"] = rand(E, H, F, fan_in=H)
+    w["up"] = rand(E, H, F, fan_in=H)
+    w["down"] = rand(E, F, H, fan_in=F)
+    if cfg.get("biases"):
+        if gated:
+            w["gate_bias"] = rand(E, F)
+        w["up_bias"] = rand(E, F)
+        w["down_bias"] = rand(E, H)
+    if cfg.get("Fs"):
+        Fs = cfg["Fs"]
+        if gated:
+            w["shared_gate"] = rand(H, Fs, fan_in=H)
+        w["shared_up"] = rand(H, Fs, fan_in=H)
+        w["shared_down"] = rand(Fs, H, fan_in=Fs)
+        if cfg.get("shared_scale"):
+            w["shared_scale"] = rand(H, fan_in=H)
+    x = rng.standard_normal((T, H)).astype(npdt)
+
+    os.makedirs(args.dir, exist_ok=True)
+    token_dim = T if args.static else None
+    act = tensor_type([token_dim, H], elt)
+    order = ["selection_bias", "gate", "up", "down", "gate_bias", "up_bias", "down_bias",
+             "shared_gate", "shared_up", "shared_down", "shared_scale"]
+    params = ["%%x: %s {moe.name = \"x\"}" % act]
+    inputs = [x]
+    body = []
+    if args.weights_as_inputs:
+        for name in ["router"] + [n for n in order if n in w]:
+            params.append("%%%s: %s {moe.name = \"%s\"}" % (name, tensor_type(w[name].shape, elt), name))
+            inputs.append(w[name])
+    else:
+        for name in ["router"] + [n for n in order if n in w]:
+            raw = np.ascontiguousarray(w[name]).tobytes().hex().upper()
+            body.append("  %%%s = arith.constant dense<\"0x%s\"> : %s"
+                        % (name, raw, tensor_type(w[name].shape, elt)))
+    operands = "".join(" %s(%%%s : %s)" % (n, n, tensor_type(w[n].shape, elt))
+                       for n in order if n in w)
+    rparams = ["k = %d" % routing["k"]]
+    for key in ["scoring", "renormalize", "temperature", "scale", "n_group", "topk_group",
+                "capacity_factor", "threshold"]:
+        if key in routing:
+            v = routing[key]
+            if isinstance(v, bool):
+                v = "true" if v else "false"
+            elif isinstance(v, float):
+                v = format_float(v)
+            rparams.append("%s = %s" % (key, v))
+    eattr = "%s, %s" % (expert["kind"], expert["activation"])
+    extra = ["%s = %s" % (key, format_float(expert[key])) for key in ("limit", "alpha", "beta")
+             if key in expert]
+    if extra:
+        eattr += ", " + ", ".join(extra)
+    with open(os.path.join(args.dir, "model.mlir"), "w") as f:
+        f.write("// %s: seed %d, T = %d\n" % (args.config, seed, T))
+        f.write("func.func @main(%s) -> %s {\n" % (", ".join(params), act))
+        f.write("\n".join(body) + ("\n" if body else ""))
+        f.write("  %%y = moe.layer %%x, %%router%s\n" % operands)
+        f.write("      {expert = #moe.expert<%s>, routing = #moe.routing<%s>}\n"
+                % (eattr, ", ".join(rparams)))
+        f.write("      : (%s, %s) -> %s\n" % (act, tensor_type([H, E], elt), act))
+        f.write("  return %%y : %s\n}\n" % act)
+    for i, a in enumerate(inputs):
+        np.save(os.path.join(args.dir, "in%d.npy" % i), a)
+    expected = moe_reference.layer(x, w["router"], routing, expert, w.get("gate"), w["up"],
+                                   w["down"], w.get("gate_bias"), w.get("up_bias"),
+                                   w.get("down_bias"), w.get("selection_bias"),
+                                   w.get("shared_gate"), w.get("shared_up"),
+                                   w.get("shared_down"), w.get("shared_scale"))
+    np.save(os.path.join(args.dir, "expected.npy"), expected)
+    with open(os.path.join(args.dir, "case.json"), "w") as f:
+        json.dump(dict(config=args.config, seed=seed, tokens=T, inputs=len(inputs)), f)
+    print("moe_case: %s seed=%d T=%d -> %s" % (args.config, seed, T, args.dir))
+    print(" ".join("--input=@%s" % os.path.join(args.dir, "in%d.npy" % i)
+                   for i in range(len(inputs))),
+          file=open(os.path.join(args.dir, "inputs.args"), "w"))
+
+
+def check(args):
+    with open(os.path.join(args.dir, "case.json")) as f:
+        case = json.load(f)
+    y = np.load(os.path.join(args.dir, "out.npy")).astype(np.float64)
+    ref = np.load(os.path.join(args.dir, "expected.npy"))
+    if y.shape != ref.shape:
+        sys.exit("moe_case: %s (seed %d): shape %s, expected %s"
+                 % (case["config"], case["seed"], y.shape, ref.shape))
+    err = np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-300)
+    ok = err <= args.tol
+    print("moe_case: %s (seed %d, T=%d): relative L2 error %.3e %s %.0e"
+          % (case["config"], case["seed"], case["tokens"], err, "<=" if ok else ">", args.tol))
+    sys.exit(0 if ok else 1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("gen")
+    g.add_argument("dir")
+    g.add_argument("config", choices=sorted(CONFIGS))
+    g.add_argument("--tokens", type=int, default=7)
+    g.add_argument("--static", action="store_true")
+    g.add_argument("--weights-as-inputs", action="store_true")
+    g.add_argument("--dtype", choices=sorted(MLIR_DTYPE), default="f32")
+    g.add_argument("--seed", type=int)
+    c = sub.add_parser("check")
+    c.add_argument("dir")
+    c.add_argument("--tol", type=float, default=1e-5)
+    args = ap.parse_args()
+    gen(args) if args.cmd == "gen" else check(args)
+
+
+if __name__ == "__main__":
+    main()
