@@ -11,6 +11,7 @@
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 #include "moe/Pipelines/Pipelines.h"
+#include "moe/Pipelines/CUDAPipeline.h"
 
 #include "mlir/IR/DialectRegistry.h"
 
@@ -19,6 +20,7 @@ namespace moe {
 /// Adds the dialects of moe-mlir to `registry`.
 inline void registerAllDialects(mlir::DialectRegistry &registry) {
   registry.insert<MoEDialect>();
+  registerCUDAPipelineDependencies(registry);
 }
 
 /// Registers every pass and pipeline of moe-mlir with the global registry.
@@ -26,6 +28,7 @@ inline void registerAllPasses() {
   registerMoEPasses();
   registerMoEConversionPasses();
   registerCPUPipeline();
+  registerCUDAPipeline();
 }
 
 } // namespace moe

@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
+#include "moe/Pipelines/CUDAPipeline.h"
 #include "moe/Target/ONNX/ImportONNX.h"
 
 #include "mlir/IR/DialectRegistry.h"
@@ -20,6 +21,7 @@
 
 int main(int argc, char **argv) {
   moe::registerImportONNXTranslation();
+  moe::registerMoEToPTXTranslation();
   // Print MLIR back out, with every dialect moe-opt knows.
   mlir::TranslateFromMLIRRegistration roundTrip(
       "mlir-to-mlir", "parse and print an MLIR module",

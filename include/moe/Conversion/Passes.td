@@ -53,4 +53,58 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
   ];
 }
 
+//===----------------------------------------------------------------------===//
+// MoEToGPU
+//===----------------------------------------------------------------------===//
+
+def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Lower the moe dialect to GPU kernels and their launches";
+  let description = [{
+    Lowers `moe.gate`, `moe.route`, `moe.dispatch`, `moe.experts`,
+    `moe.shared_experts` and `moe.combine` to `gpu.launch_func` of kernels
+    written on memrefs in the `gpu.module @moe_kernels` of the module (which
+    gets `gpu.container_module`). Kernels are specialized to the op's static
+    sizes; only the token (row) count may be dynamic.
+
+    - routing: one block per block of tokens; the logits tile (the router
+      matmul for `moe.gate`) is built in workgroup memory, then one thread
+      per token computes the scores, the selection (bias, group limit), the
+      top-k and the mixing weights.
+    - dispatch: per-chunk expert counts, exclusive prefix sums and a stable
+      placement in token order; no atomics.
+    - experts: a tiled grouped GEMM (16x16 tiles in workgroup memory) that
+      gathers the input rows and fuses the activation, then a second one
+      for the down projection.
+    - combine: a per-token reduction of the k rows, no scatter.
+
+    Host side, operands become buffers through `bufferization.to_buffer` and
+    results are `gpu.alloc` buffers behind `bufferization.to_tensor`, so the
+    host function is bufferized afterwards. `moe.layer` (run `moe-expand`),
+    `moe.zero_computation_experts`, `moe.generic_experts`, dynamic sizes other
+    than the token count and element types other than f16, bf16, f32 and f64
+    are reported as errors naming the op.
+
+    Example:
+    ```mlir
+    %out = moe.combine %rows, %pos, %w
+        : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>) -> tensor<?x64xf32>
+    ```
+    becomes
+    ```mlir
+    %out_buf = gpu.alloc(%t) : memref<?x64xf32>
+    gpu.launch_func @moe_kernels::@moe_combine blocks in (%t, %c1, %c1)
+        threads in (%c128, %c1, %c1) args(%rows_buf : memref<?x64xf32>, ...)
+    %out = bufferization.to_tensor %out_buf restrict writable : ...
+    ```
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::bufferization::BufferizationDialect",
+    "::mlir::gpu::GPUDialect",
+    "::mlir::math::MathDialect",
+    "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect"
+  ];
+}
+
 #endif // MOE_CONVERSION_PASSES_TD

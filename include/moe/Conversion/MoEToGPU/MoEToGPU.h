@@ -1,0 +1,33 @@
+//===- MoEToGPU.h - Lower the moe dialect to GPU kernels --------*- C++ -*-===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_CONVERSION_MOETOGPU_MOETOGPU_H
+#define MOE_CONVERSION_MOETOGPU_MOETOGPU_H
+
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Support/LLVM.h"
+
+namespace moe {
+
+/// The name of the `gpu.module` that holds the kernels of the moe ops.
+constexpr llvm::StringLiteral kMoEKernelModuleName = "moe_kernels";
+
+/// Adds the patterns that lower `moe.gate`, `moe.route`, `moe.dispatch`,
+/// `moe.experts`, `moe.shared_experts` and `moe.combine` to `gpu.launch_func`
+/// of kernels written on memrefs (in the `gpu.module @moe_kernels` of the
+/// enclosing `builtin.module`, which gets `gpu.container_module`). Operands
+/// cross into buffers through `bufferization.to_buffer`, results come back
+/// through `bufferization.to_tensor` of `gpu.alloc` buffers, so the host
+/// function is bufferized afterwards.
+void populateMoEToGPUConversionPatterns(mlir::RewritePatternSet &patterns);
+
+/// Emits an error on the first moe op under `root` that the patterns do not
+/// lower (naming the op and why); succeeds when there is none.
+llvm::LogicalResult checkMoEToGPUSupport(mlir::Operation *root);
+
+} // namespace moe
+
+#endif // MOE_CONVERSION_MOETOGPU_MOETOGPU_H

@@ -1,0 +1,1417 @@
+//===- MoEToGPU.cpp - Lower the moe dialect to GPU kernels ----------------===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// Each moe op becomes a few `gpu.launch_func` of kernels written directly on
+// memrefs with scf/arith/math/memref ops and `gpu` thread/block ids, barriers
+// and workgroup memory. The kernels are specialized to the op's static sizes
+// (experts, hidden and FFN sizes, k), which the op verifiers require to be
+// static; only the token (row) count is dynamic. On the
+// host side the tensor operands become buffers through
+// `bufferization.to_buffer`, the results are `gpu.alloc` buffers returned
+// through `bufferization.to_tensor`, so one-shot bufferization of the host
+// function follows the conversion.
+//
+// Kernels compute in f32 (f64 for f64 tensors); f16 and bf16 tensors are
+// loaded and stored in their own type.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Conversion/MoEToGPU/MoEToGPU.h"
+#include "moe/Conversion/Passes.h"
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Transforms/DialectConversion.h"
+
+#include <cmath>
+#include <limits>
+
+namespace moe {
+#define GEN_PASS_DEF_CONVERTMOETOGPU
+#include "moe/Conversion/Passes.h.inc"
+} // namespace moe
+
+using namespace mlir;
+using namespace moe;
+
+/// Threads per block of the one-dimensional kernels.
+static constexpr int64_t kThreads = 128;
+/// Tokens per chunk of the dispatch kernels (one block per chunk).
+static constexpr int64_t kDispatchChunk = 256;
+/// Side of the square output tile of the GEMM kernels (and their K step);
+/// a block has kTile x kTile threads, one per output element.
+static constexpr int64_t kTile = 16;
+/// Elements of the routing kernel's two workgroup score tiles together.
+static constexpr int64_t kRoutingTileElements = 8192;
+/// Static workgroup memory available to one block.
+static constexpr int64_t kMaxWorkgroupBytes = 48 * 1024;
+
+//===----------------------------------------------------------------------===//
+// Types
+//===----------------------------------------------------------------------===//
+
+static RankedTensorType tensorType(Value v) {
+  return cast<RankedTensorType>(v.getType());
+}
+
+/// Whether `type` is an element type the kernels handle.
+static bool isSupportedFloat(Type type) {
+  return type.isF16() || type.isBF16() || type.isF32() || type.isF64();
+}
+
+/// The type the kernels compute in for tensors of `elementType`.
+static Type computeType(Type elementType) {
+  if (elementType.isF64())
+    return elementType;
+  return Float32Type::get(elementType.getContext());
+}
+
+/// The identity-layout memref of a ranked tensor type.
+static MemRefType bufferType(Type tensor) {
+  auto type = cast<RankedTensorType>(tensor);
+  return MemRefType::get(type.getShape(), type.getElementType());
+}
+
+/// A workgroup (shared) memory buffer type.
+static MemRefType workgroupType(ArrayRef<int64_t> shape, Type elementType) {
+  MLIRContext *ctx = elementType.getContext();
+  return MemRefType::get(
+      shape, elementType, MemRefLayoutAttrInterface{},
+      gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup));
+}
+
+//===----------------------------------------------------------------------===//
+// IR building helpers for kernels and host code
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Short builders for the scalar code of the kernels. `ct` is the compute
+/// type of floating-point values.
+struct KernelBuilder {
+  OpBuilder &b;
+  Location loc;
+  Type ct;
+
+  Value idx(int64_t v) const {
+    return arith::ConstantIndexOp::create(b, loc, v);
+  }
+  Value flt(double v) const {
+    return arith::ConstantOp::create(b, loc, b.getFloatAttr(ct, v));
+  }
+  Value boolean(bool v) const {
+    return arith::ConstantOp::create(b, loc, b.getBoolAttr(v));
+  }
+  Value add(Value x, Value y) const {
+    if (isa<FloatType>(x.getType()))
+      return arith::AddFOp::create(b, loc, x, y);
+    return arith::AddIOp::create(b, loc, x, y);
+  }
+  Value sub(Value x, Value y) const {
+    if (isa<FloatType>(x.getType()))
+      return arith::SubFOp::create(b, loc, x, y);
+    return arith::SubIOp::create(b, loc, x, y);
+  }
+  Value mul(Value x, Value y) const {
+    if (isa<FloatType>(x.getType()))
+      return arith::MulFOp::create(b, loc, x, y);
+    return arith::MulIOp::create(b, loc, x, y);
+  }
+  Value div(Value x, Value y) const {
+    if (isa<FloatType>(x.getType()))
+      return arith::DivFOp::create(b, loc, x, y);
+    return arith::DivUIOp::create(b, loc, x, y);
+  }
+  Value rem(Value x, Value y) const {
+    return arith::RemUIOp::create(b, loc, x, y);
+  }
+  Value ceilDiv(Value x, int64_t d) const {
+    return div(add(x, idx(d - 1)), idx(d));
+  }
+  Value minI(Value x, Value y) const {
+    return arith::MinSIOp::create(b, loc, x, y);
+  }
+  Value maxI(Value x, Value y) const {
+    return arith::MaxSIOp::create(b, loc, x, y);
+  }
+  Value maxF(Value x, Value y) const {
+    return arith::MaximumFOp::create(b, loc, x, y);
+  }
+  Value minF(Value x, Value y) const {
+    return arith::MinimumFOp::create(b, loc, x, y);
+  }
+  Value cmpI(arith::CmpIPredicate p, Value x, Value y) const {
+    return arith::CmpIOp::create(b, loc, p, x, y);
+  }
+  Value cmpF(arith::CmpFPredicate p, Value x, Value y) const {
+    return arith::CmpFOp::create(b, loc, p, x, y);
+  }
+  Value lt(Value x, Value y) const {
+    return cmpI(arith::CmpIPredicate::slt, x, y);
+  }
+  Value andI(Value x, Value y) const {
+    return arith::AndIOp::create(b, loc, x, y);
+  }
+  Value orI(Value x, Value y) const {
+    return arith::OrIOp::create(b, loc, x, y);
+  }
+  Value select(Value c, Value x, Value y) const {
+    return arith::SelectOp::create(b, loc, c, x, y);
+  }
+  Value exp(Value x) const { return math::ExpOp::create(b, loc, x); }
+  Value sigmoid(Value x) const {
+    Value e = exp(arith::NegFOp::create(b, loc, x));
+    return div(flt(1.0), add(flt(1.0), e));
+  }
+
+  /// Loads a float element converted to the compute type.
+  Value loadF(Value memref, ValueRange indices) const {
+    Value v = memref::LoadOp::create(b, loc, memref, indices);
+    return convertFloat(v, ct);
+  }
+  /// Stores a compute-type value converted to the element type.
+  void storeF(Value v, Value memref, ValueRange indices) const {
+    Type elementType = cast<MemRefType>(memref.getType()).getElementType();
+    memref::StoreOp::create(b, loc, convertFloat(v, elementType), memref,
+                            indices);
+  }
+  /// Loads an integer element as an index.
+  Value loadI(Value memref, ValueRange indices) const {
+    Value v = memref::LoadOp::create(b, loc, memref, indices);
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
+  }
+  /// Stores an index as the integer element type.
+  void storeI(Value v, Value memref, ValueRange indices) const {
+    Type elementType = cast<MemRefType>(memref.getType()).getElementType();
+    Value cast = arith::IndexCastOp::create(b, loc, elementType, v);
+    memref::StoreOp::create(b, loc, cast, memref, indices);
+  }
+  Value convertFloat(Value v, Type to) const {
+    unsigned from = v.getType().getIntOrFloatBitWidth();
+    unsigned width = to.getIntOrFloatBitWidth();
+    if (v.getType() == to)
+      return v;
+    if (from < width || (from == width &&
+                         isa<Float16Type>(to) != isa<Float16Type>(v.getType())))
+      return arith::ExtFOp::create(b, loc, to, v);
+    return arith::TruncFOp::create(b, loc, to, v);
+  }
+  /// The size of dimension `d` of a memref, a constant when static.
+  Value dim(Value memref, int64_t d) const {
+    auto type = cast<MemRefType>(memref.getType());
+    if (!type.isDynamicDim(d))
+      return idx(type.getDimSize(d));
+    return memref::DimOp::create(b, loc, memref, d);
+  }
+
+  /// `for (iv = lb; iv < ub; iv += step) body(iv)`.
+  void loop(Value lb, Value ub, Value step,
+            function_ref<void(Value)> body) const {
+    scf::ForOp::create(b, loc, lb, ub, step, ValueRange{},
+                       [&](OpBuilder &, Location, Value iv, ValueRange) {
+                         body(iv);
+                         scf::YieldOp::create(b, loc);
+                       });
+  }
+  /// A loop carrying `inits`; `body` returns the next values.
+  SmallVector<Value>
+  loop(Value lb, Value ub, Value step, ValueRange inits,
+       function_ref<SmallVector<Value>(Value, ValueRange)> body) const {
+    auto op = scf::ForOp::create(
+        b, loc, lb, ub, step, inits,
+        [&](OpBuilder &, Location, Value iv, ValueRange args) {
+          scf::YieldOp::create(b, loc, body(iv, args));
+        });
+    return SmallVector<Value>(op.getResults());
+  }
+  void ifThen(Value cond, function_ref<void()> body) const {
+    scf::IfOp::create(b, loc, cond, [&](OpBuilder &, Location) {
+      body();
+      scf::YieldOp::create(b, loc);
+    });
+  }
+
+  Value threadId(gpu::Dimension d = gpu::Dimension::x) const {
+    return gpu::ThreadIdOp::create(b, loc, d);
+  }
+  Value blockId(gpu::Dimension d = gpu::Dimension::x) const {
+    return gpu::BlockIdOp::create(b, loc, d);
+  }
+  void barrier() const { gpu::BarrierOp::create(b, loc); }
+};
+
+/// A kernel being built: its function and its arguments.
+struct Kernel {
+  gpu::GPUFuncOp func;
+  SmallVector<Value> args;
+  SmallVector<Value> workgroup;
+};
+} // namespace
+
+/// The `gpu.module` that holds the moe kernels of the module around `op`,
+/// created (and the module marked as a container) on first use.
+static gpu::GPUModuleOp getKernelModule(RewriterBase &rewriter, Operation *op) {
+  auto module = op->getParentOfType<ModuleOp>();
+  if (auto existing =
+          module.lookupSymbol<gpu::GPUModuleOp>(kMoEKernelModuleName))
+    return existing;
+  if (!module->hasAttr(gpu::GPUDialect::getContainerModuleAttrName()))
+    rewriter.modifyOpInPlace(module, [&] {
+      module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                      rewriter.getUnitAttr());
+    });
+  OpBuilder::InsertionGuard guard(rewriter);
+  rewriter.setInsertionPointToEnd(module.getBody());
+  return gpu::GPUModuleOp::create(rewriter, module.getLoc(),
+                                  kMoEKernelModuleName);
+}
+
+/// Creates an empty kernel named `base` (uniqued) taking `argTypes`, with
+/// workgroup buffers of `workgroupTypes`, and sets the insertion point of
+/// `rewriter` into its body; the caller restores it.
+static Kernel createKernel(RewriterBase &rewriter, Operation *op,
+                           StringRef base, TypeRange argTypes,
+                           TypeRange workgroupTypes, int64_t blockX,
+                           int64_t blockY = 1) {
+  gpu::GPUModuleOp module = getKernelModule(rewriter, op);
+  std::string name = base.str();
+  for (unsigned i = 0; module.lookupSymbol(name); ++i)
+    name = (base + "_" + Twine(i)).str();
+  rewriter.setInsertionPointToEnd(module.getBody());
+  auto func = gpu::GPUFuncOp::create(
+      rewriter, op->getLoc(), name,
+      rewriter.getFunctionType(argTypes, TypeRange{}), workgroupTypes);
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                rewriter.getUnitAttr());
+  func.setKnownBlockSizeAttr(
+      rewriter.getDenseI32ArrayAttr({int32_t(blockX), int32_t(blockY), 1}));
+  Block &entry = func.getBody().front();
+  rewriter.setInsertionPointToStart(&entry);
+  gpu::ReturnOp::create(rewriter, op->getLoc());
+  rewriter.setInsertionPointToStart(&entry);
+  Kernel kernel{func, {}, {}};
+  for (unsigned i = 0, e = argTypes.size(); i < e; ++i)
+    kernel.args.push_back(entry.getArgument(i));
+  for (BlockArgument arg : func.getWorkgroupAttributions())
+    kernel.workgroup.push_back(arg);
+  return kernel;
+}
+
+namespace {
+/// Host-side code around the launches of one moe op.
+struct Host {
+  RewriterBase &rewriter;
+  Location loc;
+
+  /// The buffer of a tensor operand.
+  Value buffer(Value tensor) const {
+    if (!tensor)
+      return {};
+    return bufferization::ToBufferOp::create(
+        rewriter, loc, bufferType(tensor.getType()), tensor);
+  }
+  /// A device buffer of `type` (its dynamic sizes in order).
+  Value alloc(MemRefType type, ValueRange dynamicSizes) const {
+    return gpu::AllocOp::create(rewriter, loc, type, Type(), ValueRange{},
+                                dynamicSizes, ValueRange{}, false)
+        .getMemref();
+  }
+  void dealloc(Value memref) const {
+    gpu::DeallocOp::create(rewriter, loc, Type(), ValueRange{}, memref);
+  }
+  /// The tensor of a result buffer, which nothing else aliases.
+  Value tensor(Type type, Value memref) const {
+    return bufferization::ToTensorOp::create(rewriter, loc, type, memref,
+                                             /*restrict=*/true,
+                                             /*writable=*/true);
+  }
+  void launch(const Kernel &kernel, Value gridX, Value gridY, int64_t blockX,
+              int64_t blockY, ValueRange args) const {
+    Value one = arith::ConstantIndexOp::create(rewriter, loc, 1);
+    gpu::KernelDim3 grid{gridX, gridY, one};
+    gpu::KernelDim3 block{arith::ConstantIndexOp::create(rewriter, loc, blockX),
+                          arith::ConstantIndexOp::create(rewriter, loc, blockY),
+                          one};
+    gpu::LaunchFuncOp::create(rewriter, loc, kernel.func, grid, block, Value(),
+                              args);
+  }
+};
+} // namespace
+
+/// The non-null values of `values`.
+static SmallVector<Value> present(ArrayRef<Value> values) {
+  SmallVector<Value> result;
+  for (Value v : values)
+    if (v)
+      result.push_back(v);
+  return result;
+}
+
+/// The types of `values`.
+static SmallVector<Type> typesOf(ArrayRef<Value> values) {
+  SmallVector<Type> types;
+  for (Value v : values)
+    types.push_back(v.getType());
+  return types;
+}
+
+//===----------------------------------------------------------------------===//
+// Support checks
+//===----------------------------------------------------------------------===//
+
+/// Why `op` cannot be lowered, or an empty string when it can.
+static std::string unsupportedReason(Operation *op) {
+  if (isa<LayerOp>(op))
+    return "is not lowered by convert-moe-to-gpu; run moe-expand first";
+  if (isa<ZeroComputationExpertsOp, GenericExpertsOp>(op))
+    return "is not lowered by convert-moe-to-gpu yet";
+  if (!isa<GateOp, RouteOp, DispatchOp, ExpertsOp, SharedExpertsOp, CombineOp>(
+          op))
+    return "";
+  for (Type type :
+       llvm::concat<const Type>(op->getOperandTypes(), op->getResultTypes())) {
+    auto shaped = cast<RankedTensorType>(type);
+    Type elementType = shaped.getElementType();
+    if (isa<FloatType>(elementType) && !isSupportedFloat(elementType)) {
+      std::string message;
+      llvm::raw_string_ostream os(message);
+      os << "with element type " << elementType
+         << " is not supported by convert-moe-to-gpu (f16, bf16, f32 and f64 "
+            "are)";
+      return message;
+    }
+  }
+  // The routing kernel keeps a [tokens, E] score and selection tile in
+  // workgroup memory, at least one token's worth.
+  int64_t numExperts = 0;
+  if (auto route = dyn_cast<RouteOp>(op))
+    numExperts = route.getLogits().getType().getDimSize(1);
+  if (auto gate = dyn_cast<GateOp>(op))
+    numExperts = gate.getRouter().getType().getDimSize(1);
+  if (2 * numExperts * 8 > kMaxWorkgroupBytes)
+    return "with more than 3072 experts is not supported by "
+           "convert-moe-to-gpu";
+  return "";
+}
+
+LogicalResult moe::checkMoEToGPUSupport(Operation *root) {
+  WalkResult result = root->walk([](Operation *op) {
+    if (!isa<MoEDialect>(op->getDialect()))
+      return WalkResult::advance();
+    std::string reason = unsupportedReason(op);
+    if (reason.empty())
+      return WalkResult::advance();
+    op->emitOpError(reason);
+    return WalkResult::interrupt();
+  });
+  return failure(result.wasInterrupted());
+}
+
+//===----------------------------------------------------------------------===//
+// Routing: one block per block of tokens
+//===----------------------------------------------------------------------===//
+
+/// Tokens per block of the routing kernel for `numExperts` experts.
+static int64_t routingBlockTokens(int64_t numExperts, Type ct) {
+  int64_t budget = kRoutingTileElements / (ct.isF64() ? 2 : 1);
+  return std::clamp<int64_t>(budget / (2 * numExperts), 1, kThreads);
+}
+
+/// Emits the routing kernel and its launch for `moe.gate` (with `router`) or
+/// `moe.route` (without): the block's logits tile is built in workgroup
+/// memory by all threads (the router matmul for `moe.gate`), then one thread
+/// per token computes the scores, the selection (bias, group limit), the
+/// top-k and the mixing weights.
+static std::pair<Value, Value>
+lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
+             Value bias, RoutingAttr routing, RankedTensorType idsType,
+             RankedTensorType weightsType) {
+  Location loc = op->getLoc();
+  Type elementType = tensorType(input).getElementType();
+  Type ct = computeType(elementType);
+  int64_t numExperts = router ? tensorType(router).getDimSize(1)
+                              : tensorType(input).getDimSize(1);
+  int64_t hidden = router ? tensorType(router).getDimSize(0) : 0;
+  int64_t k = routing.getK();
+  int64_t blockTokens = routingBlockTokens(numExperts, ct);
+
+  Host host{rewriter, loc};
+  Value inputBuf = host.buffer(input);
+  Value routerBuf = host.buffer(router);
+  Value biasBuf = host.buffer(bias);
+  SmallVector<Value> dyn;
+  if (idsType.isDynamicDim(0))
+    dyn.push_back(memref::DimOp::create(rewriter, loc, inputBuf, 0));
+  Value idsBuf = host.alloc(bufferType(idsType), dyn);
+  Value weightsBuf = host.alloc(bufferType(weightsType), dyn);
+  SmallVector<Value> args =
+      present({inputBuf, routerBuf, biasBuf, idsBuf, weightsBuf});
+
+  Kernel kernel;
+  {
+    OpBuilder::InsertionGuard guard(rewriter);
+    MemRefType tile = workgroupType({blockTokens, numExperts}, ct);
+    kernel = createKernel(rewriter, op, router ? "moe_gate" : "moe_route",
+                          typesOf(args), {tile, tile}, kThreads);
+    KernelBuilder b{rewriter, loc, ct};
+    auto it = kernel.args.begin();
+    Value x = *it++;
+    Value w = router ? *it++ : Value();
+    Value biasArg = bias ? *it++ : Value();
+    Value ids = *it++, weights = *it++;
+    Value scores = kernel.workgroup[0], selection = kernel.workgroup[1];
+
+    Value tid = b.threadId();
+    Value numTokens = b.dim(ids, 0);
+    Value t0 = b.mul(b.blockId(), b.idx(blockTokens));
+    Value cE = b.idx(numExperts), c0 = b.idx(0), c1 = b.idx(1);
+    double negInf = -std::numeric_limits<double>::infinity();
+
+    // Phase 1: the logits of the block's tokens into `scores`.
+    b.loop(tid, b.idx(blockTokens * numExperts), b.idx(kThreads), [&](Value i) {
+      Value lt = b.div(i, cE), e = b.rem(i, cE);
+      Value t = b.add(t0, lt);
+      b.ifThen(b.lt(t, numTokens), [&] {
+        Value logit;
+        if (w)
+          logit = b.loop(
+              c0, b.idx(hidden), c1, b.flt(0.0), [&](Value h, ValueRange acc) {
+                Value p = b.mul(b.loadF(x, {t, h}), b.loadF(w, {h, e}));
+                return SmallVector<Value>{b.add(acc[0], p)};
+              })[0];
+        else
+          logit = b.loadF(x, {t, e});
+        b.storeF(logit, scores, {lt, e});
+      });
+    });
+    b.barrier();
+
+    // Phase 2: one thread per token.
+    Value lt = tid, t = b.add(t0, tid);
+    b.ifThen(b.andI(b.lt(lt, b.idx(blockTokens)), b.lt(t, numTokens)), [&] {
+      double temperature = routing.getTemperature().convertToDouble();
+      auto forExperts = [&](function_ref<void(Value)> body) {
+        b.loop(c0, cE, c1, body);
+      };
+      // Scores.
+      switch (routing.getScoring()) {
+      case ScoringFunc::Softmax: {
+        Value max =
+            b.loop(c0, cE, c1, b.flt(negInf), [&](Value e, ValueRange acc) {
+              return SmallVector<Value>{
+                  b.maxF(acc[0], b.loadF(scores, {lt, e}))};
+            })[0];
+        Value sum =
+            b.loop(c0, cE, c1, b.flt(0.0), [&](Value e, ValueRange acc) {
+              Value d = b.sub(b.loadF(scores, {lt, e}), max);
+              if (temperature != 1.0)
+                d = b.div(d, b.flt(temperature));
+              Value p = b.exp(d);
+              b.storeF(p, scores, {lt, e});
+              return SmallVector<Value>{b.add(acc[0], p)};
+            })[0];
+        forExperts([&](Value e) {
+          b.storeF(b.div(b.loadF(scores, {lt, e}), sum), scores, {lt, e});
+        });
+        break;
+      }
+      case ScoringFunc::Sigmoid:
+        forExperts([&](Value e) {
+          b.storeF(b.sigmoid(b.loadF(scores, {lt, e})), scores, {lt, e});
+        });
+        break;
+      case ScoringFunc::TopkSoftmax:
+        break;
+      }
+      // Selection scores: scores plus the bias.
+      auto selectionAt = [&](Value e) {
+        Value s = b.loadF(scores, {lt, e});
+        return biasArg ? b.add(s, b.loadF(biasArg, {e})) : s;
+      };
+      forExperts([&](Value e) {
+        b.storeF(selectionAt(e), selection, {lt, e});
+      });
+      // Group limit: the experts of groups ranked topk_group or worse
+      // become -inf. Group scores are recomputed from the unmasked
+      // selection so that masking does not change later ranks.
+      if (routing.isGroupLimited()) {
+        int64_t numGroups = routing.getNGroup();
+        int64_t groupSize = numExperts / numGroups;
+        Value cG = b.idx(numGroups), cGs = b.idx(groupSize);
+        auto groupScore = [&](Value g) {
+          SmallVector<Value> top =
+              b.loop(c0, cGs, c1, {b.flt(negInf), b.flt(negInf)},
+                     [&](Value j, ValueRange best) {
+                       Value v = selectionAt(b.add(b.mul(g, cGs), j));
+                       Value aboveFirst =
+                           b.cmpF(arith::CmpFPredicate::OGT, v, best[0]);
+                       Value aboveSecond =
+                           b.cmpF(arith::CmpFPredicate::OGT, v, best[1]);
+                       Value first = b.select(aboveFirst, v, best[0]);
+                       Value second =
+                           b.select(aboveFirst, best[0],
+                                    b.select(aboveSecond, v, best[1]));
+                       return SmallVector<Value>{first, second};
+                     });
+          return groupSize == 1 ? top[0] : b.add(top[0], top[1]);
+        };
+        b.loop(c0, cG, c1, [&](Value g) {
+          Value mine = groupScore(g);
+          Value rank =
+              b.loop(c0, cG, c1, b.idx(0), [&](Value o, ValueRange acc) {
+                Value other = groupScore(o);
+                Value better =
+                    b.orI(b.cmpF(arith::CmpFPredicate::OGT, other, mine),
+                          b.andI(b.cmpF(arith::CmpFPredicate::OEQ, other, mine),
+                                 b.cmpI(arith::CmpIPredicate::ult, o, g)));
+                return SmallVector<Value>{
+                    b.add(acc[0], b.select(better, c1, c0))};
+              })[0];
+          b.ifThen(b.cmpI(arith::CmpIPredicate::sge, rank,
+                          b.idx(routing.getTopkGroup())),
+                   [&] {
+                     b.loop(c0, cGs, c1, [&](Value j) {
+                       b.storeF(b.flt(negInf), selection,
+                                {lt, b.add(b.mul(g, cGs), j)});
+                     });
+                   });
+        });
+      }
+      // Top-k: k passes of argmax, each below the previous choice in
+      // the order (selection descending, expert ascending).
+      bool dynamicK = routing.hasDynamicK();
+      double threshold = routing.getThreshold().convertToDouble();
+      Value cK = b.idx(k), noExpert = b.idx(-1);
+      SmallVector<Value> topk = b.loop(
+          c0, cK, c1,
+          {b.flt(std::numeric_limits<double>::infinity()), noExpert, b.flt(0.0),
+           b.boolean(false), b.flt(0.0), b.flt(negInf)},
+          [&](Value j, ValueRange st) {
+            Value prevVal = st[0], prevIdx = st[1];
+            SmallVector<Value> best = b.loop(
+                c0, cE, c1, {b.flt(negInf), noExpert},
+                [&](Value e, ValueRange best) {
+                  Value v = b.loadF(selection, {lt, e});
+                  Value eligible = b.orI(
+                      b.cmpF(arith::CmpFPredicate::OLT, v, prevVal),
+                      b.andI(b.cmpF(arith::CmpFPredicate::OEQ, v, prevVal),
+                             b.cmpI(arith::CmpIPredicate::sgt, e, prevIdx)));
+                  Value take = b.andI(
+                      eligible,
+                      b.orI(b.lt(best[1], c0),
+                            b.cmpF(arith::CmpFPredicate::OGT, v, best[0])));
+                  return SmallVector<Value>{b.select(take, v, best[0]),
+                                            b.select(take, e, best[1])};
+                });
+            Value score = b.loadF(scores, {lt, b.maxI(best[1], c0)});
+            Value id = best[1], wgt = score, cum = st[2], done = st[3];
+            if (dynamicK) {
+              id = b.select(done, noExpert, best[1]);
+              wgt = b.select(done, b.flt(0.0), score);
+              cum = b.add(cum, wgt);
+              done = b.cmpF(arith::CmpFPredicate::OGE, cum, b.flt(threshold));
+            }
+            b.storeI(id, ids, {t, j});
+            b.storeF(wgt, weights, {t, j});
+            return SmallVector<Value>{
+                best[0], best[1],           cum,
+                done,    b.add(st[4], wgt), b.maxF(st[5], wgt)};
+          });
+      // Mixing weights.
+      double scale = routing.getScale().convertToDouble();
+      Value divisor;
+      if (routing.getScoring() == ScoringFunc::TopkSoftmax) {
+        divisor = b.loop(c0, cK, c1, b.flt(0.0), [&](Value j, ValueRange acc) {
+          Value d = b.sub(b.loadF(weights, {t, j}), topk[5]);
+          if (temperature != 1.0)
+            d = b.div(d, b.flt(temperature));
+          Value p = b.exp(d);
+          b.storeF(p, weights, {t, j});
+          return SmallVector<Value>{b.add(acc[0], p)};
+        })[0];
+      } else if (routing.getRenormalize()) {
+        divisor = topk[4];
+      }
+      if (divisor || scale != 1.0)
+        b.loop(c0, cK, c1, [&](Value j) {
+          Value v = b.loadF(weights, {t, j});
+          if (divisor)
+            v = b.div(v, divisor);
+          if (scale != 1.0)
+            v = b.mul(v, b.flt(scale));
+          b.storeF(v, weights, {t, j});
+        });
+    });
+  }
+
+  Value grid = arith::CeilDivUIOp::create(
+      rewriter, loc, memref::DimOp::create(rewriter, loc, idsBuf, 0),
+      arith::ConstantIndexOp::create(rewriter, loc, blockTokens));
+  host.launch(kernel, grid, arith::ConstantIndexOp::create(rewriter, loc, 1),
+              kThreads, 1, args);
+  return {host.tensor(idsType, idsBuf), host.tensor(weightsType, weightsBuf)};
+}
+
+namespace {
+struct GateOpLowering : public OpConversionPattern<GateOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(GateOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!unsupportedReason(op).empty())
+      return rewriter.notifyMatchFailure(op, "not supported");
+    auto [ids, weights] =
+        lowerRouting(op, rewriter, adaptor.getInput(), adaptor.getRouter(),
+                     adaptor.getSelectionBias(), op.getRouting(),
+                     op.getExpertIds().getType(), op.getWeights().getType());
+    rewriter.replaceOp(op, {ids, weights});
+    return success();
+  }
+};
+
+struct RouteOpLowering : public OpConversionPattern<RouteOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(RouteOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!unsupportedReason(op).empty())
+      return rewriter.notifyMatchFailure(op, "not supported");
+    auto [ids, weights] =
+        lowerRouting(op, rewriter, adaptor.getLogits(), Value(),
+                     adaptor.getSelectionBias(), op.getRouting(),
+                     op.getExpertIds().getType(), op.getWeights().getType());
+    rewriter.replaceOp(op, {ids, weights});
+    return success();
+  }
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Dispatch: counts, prefix sums and a stable placement
+//===----------------------------------------------------------------------===//
+
+/// `ceil(capacity_factor * T * k / E)`, or `T * k` without a capacity, as an
+/// index computed from `numTokens`.
+static Value emitCapacity(const KernelBuilder &b, Value numTokens, int64_t k,
+                          int64_t numExperts, double capacityFactor) {
+  Value assignments = b.mul(numTokens, b.idx(k));
+  if (capacityFactor <= 0.0)
+    return assignments;
+  Type f64 = b.b.getF64Type();
+  Value n = arith::UIToFPOp::create(
+      b.b, b.loc, f64,
+      arith::IndexCastUIOp::create(b.b, b.loc, b.b.getI64Type(), assignments));
+  auto f64Const = [&](double v) {
+    return arith::ConstantOp::create(b.b, b.loc, b.b.getF64FloatAttr(v));
+  };
+  Value c = arith::MulFOp::create(b.b, b.loc, f64Const(capacityFactor), n);
+  c = arith::DivFOp::create(b.b, b.loc, c, f64Const(double(numExperts)));
+  c = math::CeilOp::create(b.b, b.loc, c);
+  return arith::IndexCastOp::create(
+      b.b, b.loc, b.b.getIndexType(),
+      arith::FPToSIOp::create(b.b, b.loc, b.b.getI64Type(), c));
+}
+
+namespace {
+/// Four kernels, none of which lets atomics decide an order:
+/// `fill` sets every token index to -1; `count` gives per chunk of tokens the
+/// number of assignments of each expert (one thread per expert walks the
+/// chunk); `scan` turns the chunk counts into exclusive prefixes per expert
+/// and the kept (capacity) and padded totals into the expert offsets;
+/// `place` writes each assignment at its expert's offset plus its rank in
+/// token order.
+struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(DispatchOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!unsupportedReason(op).empty())
+      return rewriter.notifyMatchFailure(op, "not supported");
+    Location loc = op.getLoc();
+    int64_t numExperts = op.getNumExperts();
+    int64_t blockSize = op.getBlockSize();
+    double capacityFactor = op.getCapacityFactor().convertToDouble();
+    auto idsType = tensorType(adaptor.getExpertIds());
+    int64_t k = idsType.getDimSize(1);
+    Type f32 = rewriter.getF32Type();
+    Type i64 = rewriter.getI64Type();
+
+    Host host{rewriter, loc};
+    KernelBuilder hb{rewriter, loc, f32};
+    Value idsBuf = host.buffer(adaptor.getExpertIds());
+    Value numTokens = hb.dim(idsBuf, 0);
+    Value numChunks = hb.ceilDiv(numTokens, kDispatchChunk);
+    auto tokType = op.getTokenIndices().getType();
+    SmallVector<Value> rowSizes;
+    if (tokType.isDynamicDim(0))
+      rowSizes.push_back(hb.add(hb.mul(numTokens, hb.idx(k)),
+                                hb.idx(numExperts * (blockSize - 1))));
+    Value tokensBuf = host.alloc(bufferType(tokType), rowSizes);
+    Value offsetsBuf =
+        host.alloc(bufferType(op.getExpertOffsets().getType()), {});
+    SmallVector<Value> posSizes;
+    if (idsType.isDynamicDim(0))
+      posSizes.push_back(numTokens);
+    Value positionsBuf =
+        host.alloc(bufferType(op.getPositions().getType()), posSizes);
+    auto countsType = MemRefType::get({ShapedType::kDynamic, numExperts}, i64);
+    Value countsBuf = host.alloc(countsType, numChunks);
+
+    Kernel fill, count, scan, place;
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      // fill: token_indices[i] = -1.
+      fill = createKernel(rewriter, op, "moe_dispatch_fill",
+                          {tokensBuf.getType()}, {}, kThreads);
+      {
+        KernelBuilder b{rewriter, loc, f32};
+        Value tokens = fill.args[0];
+        Value i = b.add(b.mul(b.blockId(), b.idx(kThreads)), b.threadId());
+        b.ifThen(b.lt(i, b.dim(tokens, 0)),
+                 [&] { b.storeI(b.idx(-1), tokens, {i}); });
+      }
+
+      auto chunkBounds = [&](const KernelBuilder &b, Value ids) {
+        Value begin = b.mul(b.blockId(), b.idx(kDispatchChunk));
+        Value end = b.minI(b.dim(ids, 0), b.add(begin, b.idx(kDispatchChunk)));
+        return std::make_pair(begin, end);
+      };
+      auto forChunkAssignments =
+          [&](const KernelBuilder &b, Value ids, Value begin, Value end,
+              ValueRange inits,
+              function_ref<SmallVector<Value>(Value, Value, Value, ValueRange)>
+                  body) {
+            return b.loop(begin, end, b.idx(1), inits,
+                          [&](Value t, ValueRange outer) {
+                            return b.loop(b.idx(0), b.idx(k), b.idx(1), outer,
+                                          [&](Value j, ValueRange inner) {
+                                            Value id = b.loadI(ids, {t, j});
+                                            return body(t, j, id, inner);
+                                          });
+                          });
+          };
+
+      // count: counts[chunk, e] = #{assignments of the chunk with id e}.
+      count = createKernel(rewriter, op, "moe_dispatch_count",
+                           {idsBuf.getType(), countsType}, {}, kThreads);
+      {
+        KernelBuilder b{rewriter, loc, f32};
+        Value ids = count.args[0], counts = count.args[1];
+        Value begin, end;
+        std::tie(begin, end) = chunkBounds(b, ids);
+        b.loop(b.threadId(), b.idx(numExperts), b.idx(kThreads), [&](Value e) {
+          Value n = forChunkAssignments(
+              b, ids, begin, end, b.idx(0),
+              [&](Value, Value, Value id, ValueRange acc) {
+                Value match = b.cmpI(arith::CmpIPredicate::eq, id, e);
+                return SmallVector<Value>{
+                    b.add(acc[0], b.select(match, b.idx(1), b.idx(0)))};
+              })[0];
+          b.storeI(n, counts, {b.blockId(), e});
+        });
+      }
+
+      // scan: exclusive prefixes over chunks, then the expert offsets.
+      scan = createKernel(rewriter, op, "moe_dispatch_scan",
+                          {idsBuf.getType(), countsType, offsetsBuf.getType()},
+                          {workgroupType({numExperts}, i64)}, kThreads);
+      {
+        KernelBuilder b{rewriter, loc, f32};
+        Value ids = scan.args[0], counts = scan.args[1], offsets = scan.args[2];
+        Value totals = scan.workgroup[0];
+        Value chunks = b.ceilDiv(b.dim(ids, 0), kDispatchChunk);
+        b.loop(b.threadId(), b.idx(numExperts), b.idx(kThreads), [&](Value e) {
+          Value total = b.loop(b.idx(0), chunks, b.idx(1), b.idx(0),
+                               [&](Value c, ValueRange run) {
+                                 Value v = b.loadI(counts, {c, e});
+                                 b.storeI(run[0], counts, {c, e});
+                                 return SmallVector<Value>{b.add(run[0], v)};
+                               })[0];
+          b.storeI(total, totals, {e});
+        });
+        b.barrier();
+        b.ifThen(b.cmpI(arith::CmpIPredicate::eq, b.threadId(), b.idx(0)), [&] {
+          Value capacity =
+              emitCapacity(b, b.dim(ids, 0), k, numExperts, capacityFactor);
+          Value end = b.loop(
+              b.idx(0), b.idx(numExperts), b.idx(1), b.idx(0),
+              [&](Value e, ValueRange acc) {
+                b.storeI(acc[0], offsets, {e});
+                Value kept = b.minI(b.loadI(totals, {e}), capacity);
+                if (blockSize > 1)
+                  kept = b.mul(b.ceilDiv(kept, blockSize), b.idx(blockSize));
+                return SmallVector<Value>{b.add(acc[0], kept)};
+              })[0];
+          b.storeI(end, offsets, {b.idx(numExperts)});
+        });
+      }
+
+      // place: the stable counting-sort placement.
+      place = createKernel(rewriter, op, "moe_dispatch_place",
+                           {idsBuf.getType(), countsType, offsetsBuf.getType(),
+                            tokensBuf.getType(), positionsBuf.getType()},
+                           {}, kThreads);
+      {
+        KernelBuilder b{rewriter, loc, f32};
+        Value ids = place.args[0], counts = place.args[1],
+              offsets = place.args[2], tokens = place.args[3],
+              positions = place.args[4];
+        Value begin, end;
+        std::tie(begin, end) = chunkBounds(b, ids);
+        // Assignments that are not placed (id -1, dropped) keep -1.
+        Value n = b.mul(b.sub(end, begin), b.idx(k));
+        b.loop(b.threadId(), n, b.idx(kThreads), [&](Value i) {
+          Value t = b.add(begin, b.div(i, b.idx(k)));
+          b.storeI(b.idx(-1), positions, {t, b.rem(i, b.idx(k))});
+        });
+        b.barrier();
+        Value capacity =
+            emitCapacity(b, b.dim(ids, 0), k, numExperts, capacityFactor);
+        b.loop(b.threadId(), b.idx(numExperts), b.idx(kThreads), [&](Value e) {
+          Value base = b.loadI(offsets, {e});
+          Value start = b.loadI(counts, {b.blockId(), e});
+          forChunkAssignments(
+              b, ids, begin, end, start,
+              [&](Value t, Value j, Value id, ValueRange rank) {
+                Value match = b.cmpI(arith::CmpIPredicate::eq, id, e);
+                b.ifThen(b.andI(match, b.lt(rank[0], capacity)), [&] {
+                  Value row = b.add(base, rank[0]);
+                  b.storeI(t, tokens, {row});
+                  b.storeI(row, positions, {t, j});
+                });
+                return SmallVector<Value>{
+                    b.add(rank[0], b.select(match, b.idx(1), b.idx(0)))};
+              });
+        });
+      }
+    }
+
+    Value one = hb.idx(1);
+    host.launch(fill, hb.ceilDiv(hb.dim(tokensBuf, 0), kThreads), one, kThreads,
+                1, {tokensBuf});
+    host.launch(count, numChunks, one, kThreads, 1, {idsBuf, countsBuf});
+    host.launch(scan, one, one, kThreads, 1, {idsBuf, countsBuf, offsetsBuf});
+    host.launch(place, numChunks, one, kThreads, 1,
+                {idsBuf, countsBuf, offsetsBuf, tokensBuf, positionsBuf});
+    host.dealloc(countsBuf);
+    rewriter.replaceOp(
+        op, {host.tensor(tokType, tokensBuf),
+             host.tensor(op.getExpertOffsets().getType(), offsetsBuf),
+             host.tensor(op.getPositions().getType(), positionsBuf)});
+    return success();
+  }
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Experts: tiled GEMMs over the permuted rows
+//===----------------------------------------------------------------------===//
+
+/// `act(x)` with the sigmoid scale `alpha` of a scaled SiLU.
+static Value activate(const KernelBuilder &b, Activation act, double alpha,
+                      Value x) {
+  switch (act) {
+  case Activation::Silu:
+    return b.mul(x, b.sigmoid(alpha == 1.0 ? x : b.mul(x, b.flt(alpha))));
+  case Activation::Gelu: {
+    Value erf = math::ErfOp::create(b.b, b.loc, b.mul(x, b.flt(M_SQRT1_2)));
+    return b.mul(b.mul(x, b.flt(0.5)), b.add(b.flt(1.0), erf));
+  }
+  case Activation::GeluTanh: {
+    Value x3 = b.mul(b.mul(x, x), x);
+    Value inner = b.add(x, b.mul(x3, b.flt(0.044715)));
+    Value arg = b.mul(inner, b.flt(std::sqrt(2.0 / M_PI)));
+    Value tanh = math::TanhOp::create(b.b, b.loc, arg);
+    return b.mul(b.mul(x, b.flt(0.5)), b.add(b.flt(1.0), tanh));
+  }
+  case Activation::Relu:
+    return b.maxF(x, b.flt(0.0));
+  case Activation::Identity:
+    return x;
+  }
+  llvm_unreachable("unknown activation");
+}
+
+namespace {
+/// Which rows a GEMM kernel computes and where its operands come from.
+struct GemmSpec {
+  /// Rows come from `moe.dispatch` offsets (one expert per row tile, 3-d
+  /// weights); otherwise the rows are the tokens (2-d weights).
+  bool grouped = false;
+  /// The first GEMM: A rows are the input rows (gathered through the token
+  /// indices when grouped), B is `up` (and `gate`), the epilogue applies the
+  /// activation and writes the f32 hidden rows. Otherwise the second GEMM:
+  /// A is the hidden rows, B is `down`, the epilogue adds the bias, applies
+  /// the row scale and writes the output rows that hold a token.
+  bool first = true;
+  bool gated = false;
+  bool hasGateBias = false, hasUpBias = false, hasDownBias = false;
+  bool hasRowScale = false;
+  int64_t k = 0, n = 0;
+  int64_t firstExpert = 0, numExperts = 1;
+  ExpertAttr expert;
+};
+} // namespace
+
+/// Builds a tiled GEMM kernel: a kTile x kTile block computes one output
+/// tile, staging kTile x kTile tiles of A and B in workgroup memory. Grid x
+/// enumerates the row tiles (for grouped GEMMs an upper bound: the tiles of
+/// every expert, found by walking the offsets), grid y the column tiles.
+/// Arguments, in order: grouped: tokens, offsets; first: input, [gate], up,
+/// [gate bias], [up bias], hidden; second: hidden, down, [down bias],
+/// [row scale], out.
+static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
+                              StringRef name, const GemmSpec &spec,
+                              TypeRange argTypes, Type ct) {
+  Location loc = op->getLoc();
+  MemRefType tile = workgroupType({kTile, kTile}, ct);
+  SmallVector<Type> workgroup = {tile, tile};
+  if (spec.gated)
+    workgroup.push_back(tile);
+  Kernel kernel =
+      createKernel(rewriter, op, name, argTypes, workgroup, kTile, kTile);
+  KernelBuilder b{rewriter, loc, ct};
+  auto it = kernel.args.begin();
+  Value tokens = spec.grouped ? *it++ : Value();
+  Value offsets = spec.grouped ? *it++ : Value();
+  Value a = *it++;
+  Value gate = spec.first && spec.gated ? *it++ : Value();
+  Value bMat = *it++;
+  Value gateBias = spec.first && spec.hasGateBias ? *it++ : Value();
+  Value bias =
+      (spec.first ? spec.hasUpBias : spec.hasDownBias) ? *it++ : Value();
+  Value rowScale = !spec.first && spec.hasRowScale ? *it++ : Value();
+  Value out = *it++;
+  Value aTile = kernel.workgroup[0], bTile = kernel.workgroup[1];
+  Value gTile = spec.gated ? kernel.workgroup[2] : Value();
+
+  Value c0 = b.idx(0), c1 = b.idx(1), cT = b.idx(kTile);
+  Value tx = b.threadId(gpu::Dimension::x), ty = b.threadId(gpu::Dimension::y);
+  Value tileIdx = b.blockId(gpu::Dimension::x);
+  Value col = b.add(b.mul(b.blockId(gpu::Dimension::y), cT), tx);
+
+  // The expert, first row and row bound of this block's tile.
+  Value expert = c0, rowStart, rowEnd;
+  Value found;
+  if (spec.grouped) {
+    SmallVector<Value> walk =
+        b.loop(c0, b.idx(spec.numExperts), c1, {c0, b.idx(-1), c0, c0},
+               [&](Value e, ValueRange st) {
+                 Value global = b.add(e, b.idx(spec.firstExpert));
+                 Value start = b.loadI(offsets, {global});
+                 Value end = b.loadI(offsets, {b.add(global, c1)});
+                 Value tiles = b.ceilDiv(b.maxI(b.sub(end, start), c0), kTile);
+                 Value next = b.add(st[0], tiles);
+                 Value here = b.andI(b.lt(st[1], c0), b.lt(tileIdx, next));
+                 Value first = b.add(start, b.mul(b.sub(tileIdx, st[0]), cT));
+                 return SmallVector<Value>{next, b.select(here, e, st[1]),
+                                           b.select(here, first, st[2]),
+                                           b.select(here, end, st[3])};
+               });
+    expert = walk[1];
+    rowStart = walk[2];
+    rowEnd = walk[3];
+    found = b.cmpI(arith::CmpIPredicate::sge, expert, c0);
+  } else {
+    rowStart = b.mul(tileIdx, cT);
+    rowEnd = b.dim(out, 0);
+    found = b.boolean(true);
+  }
+
+  // The whole block takes the same branch, so the barriers inside are
+  // reached by every thread.
+  b.ifThen(found, [&] {
+    Value row = b.add(rowStart, ty);
+    Value rowValid = b.lt(row, rowEnd);
+    Value colValid = b.lt(col, b.idx(spec.n));
+    Value token = row;
+    if (spec.grouped)
+      token = b.loadI(tokens, {b.minI(row, b.sub(b.dim(tokens, 0), c1))});
+    Value hasToken =
+        b.andI(rowValid, b.cmpI(arith::CmpIPredicate::sge, token, c0));
+    auto weightAt = [&](Value w, Value r, Value c) {
+      if (spec.grouped)
+        return b.loadF(w, {expert, r, c});
+      return b.loadF(w, {r, c});
+    };
+
+    int64_t numK = spec.k;
+    SmallVector<Value> acc = b.loop(
+        c0, b.idx(numK), cT, {b.flt(0.0), b.flt(0.0)},
+        [&](Value k0, ValueRange accs) {
+          // Stage A[ty][tx] and B[ty][tx] (zero outside the matrices).
+          Value ak = b.add(k0, tx);
+          Value aValid =
+              b.andI(b.lt(ak, b.idx(numK)), spec.first ? hasToken : rowValid);
+          auto ifOp = scf::IfOp::create(
+              rewriter, loc, aValid,
+              [&](OpBuilder &, Location) {
+                Value v = spec.first ? b.loadF(a, {token, ak})
+                                     : b.loadF(a, {row, ak});
+                scf::YieldOp::create(rewriter, loc, v);
+              },
+              [&](OpBuilder &, Location) {
+                scf::YieldOp::create(rewriter, loc, b.flt(0.0));
+              });
+          memref::StoreOp::create(rewriter, loc, ifOp.getResult(0), aTile,
+                                  ValueRange{ty, tx});
+          Value bk = b.add(k0, ty);
+          Value bValid = b.andI(b.lt(bk, b.idx(numK)), colValid);
+          auto stageB = [&](Value w, Value dst) {
+            auto ifB = scf::IfOp::create(
+                rewriter, loc, bValid,
+                [&](OpBuilder &, Location) {
+                  scf::YieldOp::create(rewriter, loc, weightAt(w, bk, col));
+                },
+                [&](OpBuilder &, Location) {
+                  scf::YieldOp::create(rewriter, loc, b.flt(0.0));
+                });
+            memref::StoreOp::create(rewriter, loc, ifB.getResult(0), dst,
+                                    ValueRange{ty, tx});
+          };
+          stageB(bMat, bTile);
+          if (gate)
+            stageB(gate, gTile);
+          b.barrier();
+          SmallVector<Value> next =
+              b.loop(c0, cT, c1, accs, [&](Value kk, ValueRange inner) {
+                Value av = memref::LoadOp::create(rewriter, loc, aTile,
+                                                  ValueRange{ty, kk});
+                Value bv = memref::LoadOp::create(rewriter, loc, bTile,
+                                                  ValueRange{kk, tx});
+                Value first = b.add(inner[0], b.mul(av, bv));
+                Value second = inner[1];
+                if (gate) {
+                  Value gv = memref::LoadOp::create(rewriter, loc, gTile,
+                                                    ValueRange{kk, tx});
+                  second = b.add(inner[1], b.mul(av, gv));
+                }
+                return SmallVector<Value>{first, second};
+              });
+          b.barrier();
+          return next;
+        });
+
+    // Epilogue.
+    ExpertAttr expertAttr = spec.expert;
+    auto biasAt = [&](Value biasMem) {
+      if (spec.grouped)
+        return b.loadF(biasMem, {expert, col});
+      return b.loadF(biasMem, {col});
+    };
+    if (spec.first) {
+      b.ifThen(b.andI(rowValid, colValid), [&] {
+        Value u = acc[0];
+        if (bias)
+          u = b.add(u, biasAt(bias));
+        Activation act = expertAttr.getActivation();
+        double alpha = expertAttr.getAlpha().convertToDouble();
+        Value h;
+        if (spec.gated) {
+          Value g = acc[1];
+          if (gateBias)
+            g = b.add(g, biasAt(gateBias));
+          double limit = expertAttr.getLimit().convertToDouble();
+          double beta = expertAttr.getBeta().convertToDouble();
+          if (limit > 0.0) {
+            g = b.minF(g, b.flt(limit));
+            u = b.maxF(b.minF(u, b.flt(limit)), b.flt(-limit));
+          }
+          if (beta != 0.0)
+            u = b.add(u, b.flt(beta));
+          h = b.mul(activate(b, act, alpha, g), u);
+        } else {
+          h = activate(b, act, alpha, u);
+        }
+        b.storeF(h, out, {row, col});
+      });
+    } else {
+      b.ifThen(b.andI(hasToken, colValid), [&] {
+        Value y = acc[0];
+        if (bias)
+          y = b.add(y, biasAt(bias));
+        if (rowScale)
+          y = b.mul(y, b.loadF(rowScale, {row}));
+        b.storeF(y, out, {row, col});
+      });
+    }
+  });
+  return kernel;
+}
+
+/// Builds `rowScale[t] = sigmoid(x[t] · scale)`, one thread per token.
+static Kernel buildRowScaleKernel(RewriterBase &rewriter, Operation *op,
+                                  TypeRange argTypes, Type ct) {
+  Location loc = op->getLoc();
+  Kernel kernel =
+      createKernel(rewriter, op, "moe_shared_scale", argTypes, {}, kThreads);
+  KernelBuilder b{rewriter, loc, ct};
+  Value x = kernel.args[0], scale = kernel.args[1], out = kernel.args[2];
+  Value t = b.add(b.mul(b.blockId(), b.idx(kThreads)), b.threadId());
+  b.ifThen(b.lt(t, b.dim(x, 0)), [&] {
+    Value dot =
+        b.loop(b.idx(0), b.dim(x, 1), b.idx(1), b.flt(0.0),
+               [&](Value h, ValueRange acc) {
+                 return SmallVector<Value>{b.add(
+                     acc[0], b.mul(b.loadF(x, {t, h}), b.loadF(scale, {h})))};
+               })[0];
+    b.storeF(b.sigmoid(dot), out, {t});
+  });
+  return kernel;
+}
+
+/// Emits the kernels and launches of an FFN into `outBuf`: the row-scale
+/// kernel when there is a scale, then the two GEMMs through an f32 buffer of
+/// hidden rows.
+static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
+                    GemmSpec spec, Value tokensBuf, Value offsetsBuf,
+                    Value inputBuf, Value gateBuf, Value upBuf, Value downBuf,
+                    Value gateBiasBuf, Value upBiasBuf, Value downBiasBuf,
+                    Value scaleBuf, Value outBuf, Value numRows) {
+  Location loc = op->getLoc();
+  Type elementType = cast<MemRefType>(inputBuf.getType()).getElementType();
+  Type ct = computeType(elementType);
+  auto upType = cast<MemRefType>(upBuf.getType());
+  int64_t hidden = upType.getDimSize(upType.getRank() - 2);
+  int64_t ffn = upType.getDimSize(upType.getRank() - 1);
+  KernelBuilder hb{rewriter, loc, ct};
+
+  Value hiddenBuf =
+      host.alloc(MemRefType::get({ShapedType::kDynamic, ffn}, ct), numRows);
+  Value rowScaleBuf;
+  if (scaleBuf)
+    rowScaleBuf =
+        host.alloc(MemRefType::get({ShapedType::kDynamic}, ct), numRows);
+
+  SmallVector<Value> firstArgs =
+      present({tokensBuf, offsetsBuf, inputBuf, gateBuf, upBuf, gateBiasBuf,
+               upBiasBuf, hiddenBuf});
+  SmallVector<Value> secondArgs =
+      present({tokensBuf, offsetsBuf, hiddenBuf, downBuf, downBiasBuf,
+               rowScaleBuf, outBuf});
+  Kernel first, second, scale;
+  {
+    OpBuilder::InsertionGuard guard(rewriter);
+    spec.first = true;
+    spec.k = hidden;
+    spec.n = ffn;
+    first = buildGemmKernel(rewriter, op,
+                            spec.grouped ? "moe_experts_up" : "moe_shared_up",
+                            spec, typesOf(firstArgs), ct);
+    spec.first = false;
+    spec.k = ffn;
+    spec.n = hidden;
+    second = buildGemmKernel(
+        rewriter, op, spec.grouped ? "moe_experts_down" : "moe_shared_down",
+        spec, typesOf(secondArgs), ct);
+    if (scaleBuf)
+      scale = buildRowScaleKernel(
+          rewriter, op,
+          {inputBuf.getType(), scaleBuf.getType(), rowScaleBuf.getType()}, ct);
+  }
+
+  // Row tiles: for grouped GEMMs every expert may end with a partial tile.
+  Value rowTiles = hb.ceilDiv(numRows, kTile);
+  if (spec.grouped)
+    rowTiles = hb.add(rowTiles, hb.idx(spec.numExperts));
+  if (scaleBuf)
+    host.launch(scale, hb.ceilDiv(numRows, kThreads), hb.idx(1), kThreads, 1,
+                {inputBuf, scaleBuf, rowScaleBuf});
+  host.launch(first, rowTiles, hb.idx((ffn + kTile - 1) / kTile), kTile, kTile,
+              firstArgs);
+  host.launch(second, rowTiles, hb.idx((hidden + kTile - 1) / kTile), kTile,
+              kTile, secondArgs);
+  host.dealloc(hiddenBuf);
+  if (rowScaleBuf)
+    host.dealloc(rowScaleBuf);
+}
+
+namespace {
+/// A grouped GEMM pair over the permuted rows: the first GEMM gathers the
+/// input rows through the token indices and fuses the (gated) activation in
+/// its epilogue; the second writes the rows that hold a token. Rows of
+/// `dest` that no expert of the op owns are copied from `dest`.
+struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(ExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!unsupportedReason(op).empty())
+      return rewriter.notifyMatchFailure(op, "not supported");
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    Value inputBuf = host.buffer(adaptor.getInput());
+    Value tokensBuf = host.buffer(adaptor.getTokenIndices());
+    Value offsetsBuf = host.buffer(adaptor.getExpertOffsets());
+    auto resultType = op.getResult().getType();
+    Value numRows = memref::DimOp::create(rewriter, loc, tokensBuf, 0);
+    SmallVector<Value> dyn;
+    if (resultType.isDynamicDim(0))
+      dyn.push_back(numRows);
+    Value outBuf = host.alloc(bufferType(resultType), dyn);
+    // Rows outside this op's experts pass through from `dest`; a
+    // `tensor.empty` dest has nothing to pass.
+    if (!adaptor.getDest().getDefiningOp<tensor::EmptyOp>())
+      gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, outBuf,
+                            host.buffer(adaptor.getDest()));
+
+    GemmSpec spec;
+    spec.grouped = true;
+    spec.gated = op.getExpert().isGated();
+    spec.hasGateBias = adaptor.getGateBias() != nullptr;
+    spec.hasUpBias = adaptor.getUpBias() != nullptr;
+    spec.hasDownBias = adaptor.getDownBias() != nullptr;
+    spec.firstExpert = op.getFirstExpert();
+    spec.numExperts = op.getNumExperts();
+    spec.expert = op.getExpert();
+    emitFfn(rewriter, op, host, spec, tokensBuf, offsetsBuf, inputBuf,
+            host.buffer(adaptor.getGate()), host.buffer(adaptor.getUp()),
+            host.buffer(adaptor.getDown()), host.buffer(adaptor.getGateBias()),
+            host.buffer(adaptor.getUpBias()),
+            host.buffer(adaptor.getDownBias()), Value(), outBuf, numRows);
+    rewriter.replaceOp(op, host.tensor(resultType, outBuf));
+    return success();
+  }
+};
+
+/// The dense FFN of the shared experts over every token, with the optional
+/// `sigmoid(x·scale)` row factor applied in the second GEMM's epilogue.
+struct SharedExpertsOpLowering : public OpConversionPattern<SharedExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(SharedExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!unsupportedReason(op).empty())
+      return rewriter.notifyMatchFailure(op, "not supported");
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    Value inputBuf = host.buffer(adaptor.getInput());
+    auto resultType = op.getResult().getType();
+    Value numRows = memref::DimOp::create(rewriter, loc, inputBuf, 0);
+    SmallVector<Value> dyn;
+    if (resultType.isDynamicDim(0))
+      dyn.push_back(numRows);
+    Value outBuf = host.alloc(bufferType(resultType), dyn);
+    GemmSpec spec;
+    spec.gated = op.getExpert().isGated();
+    spec.hasRowScale = adaptor.getScale() != nullptr;
+    spec.expert = op.getExpert();
+    emitFfn(rewriter, op, host, spec, Value(), Value(), inputBuf,
+            host.buffer(adaptor.getGate()), host.buffer(adaptor.getUp()),
+            host.buffer(adaptor.getDown()), Value(), Value(), Value(),
+            host.buffer(adaptor.getScale()), outBuf, numRows);
+    rewriter.replaceOp(op, host.tensor(resultType, outBuf));
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// Combine
+//===----------------------------------------------------------------------===//
+
+/// One thread per output element: `addend + sum_i w[t,i] * rows[pos[t,i]]`
+/// in slot order, a per-token reduction without any scatter.
+struct CombineOpLowering : public OpConversionPattern<CombineOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(CombineOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!unsupportedReason(op).empty())
+      return rewriter.notifyMatchFailure(op, "not supported");
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    Value rowsBuf = host.buffer(adaptor.getRows());
+    Value positionsBuf = host.buffer(adaptor.getPositions());
+    Value weightsBuf = host.buffer(adaptor.getWeights());
+    Value addendBuf = host.buffer(adaptor.getAddend());
+    auto resultType = op.getResult().getType();
+    Type ct = computeType(resultType.getElementType());
+    KernelBuilder hb{rewriter, loc, ct};
+    Value numTokens = hb.dim(positionsBuf, 0);
+    SmallVector<Value> dyn;
+    if (resultType.isDynamicDim(0))
+      dyn.push_back(numTokens);
+    Value outBuf = host.alloc(bufferType(resultType), dyn);
+    int64_t hidden = resultType.getDimSize(1);
+    int64_t k = tensorType(adaptor.getPositions()).getDimSize(1);
+
+    SmallVector<Value> args =
+        present({rowsBuf, positionsBuf, weightsBuf, addendBuf, outBuf});
+    Kernel kernel;
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      kernel = createKernel(rewriter, op, "moe_combine", typesOf(args), {},
+                            kThreads);
+      KernelBuilder b{rewriter, loc, ct};
+      auto it = kernel.args.begin();
+      Value rows = *it++, positions = *it++, weights = *it++;
+      Value addend = addendBuf ? *it++ : Value();
+      Value out = *it++;
+      Value t = b.blockId(gpu::Dimension::x);
+      Value h = b.add(b.mul(b.blockId(gpu::Dimension::y), b.idx(kThreads)),
+                      b.threadId());
+      b.ifThen(b.lt(h, b.idx(hidden)), [&] {
+        Value acc = addend ? b.loadF(addend, {t, h}) : b.flt(0.0);
+        for (int64_t i = 0; i < k; ++i) {
+          Value ci = b.idx(i);
+          Value pos = b.loadI(positions, {t, ci});
+          Value w = b.loadF(weights, {t, ci});
+          Value valid = b.cmpI(arith::CmpIPredicate::sge, pos, b.idx(0));
+          Value v = b.loadF(rows, {b.maxI(pos, b.idx(0)), h});
+          acc = b.add(acc, b.select(valid, b.mul(w, v), b.flt(0.0)));
+        }
+        b.storeF(acc, out, {t, h});
+      });
+    }
+    host.launch(kernel, numTokens, hb.idx((hidden + kThreads - 1) / kThreads),
+                kThreads, 1, args);
+    rewriter.replaceOp(op, host.tensor(resultType, outBuf));
+    return success();
+  }
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Entry points
+//===----------------------------------------------------------------------===//
+
+void moe::populateMoEToGPUConversionPatterns(RewritePatternSet &patterns) {
+  patterns.add<GateOpLowering, RouteOpLowering, DispatchOpLowering,
+               ExpertsOpLowering, SharedExpertsOpLowering, CombineOpLowering>(
+      patterns.getContext());
+}
+
+namespace {
+struct ConvertMoEToGPUPass
+    : public moe::impl::ConvertMoEToGPUBase<ConvertMoEToGPUPass> {
+  using ConvertMoEToGPUBase::ConvertMoEToGPUBase;
+
+  void runOnOperation() override {
+    if (failed(checkMoEToGPUSupport(getOperation())))
+      return signalPassFailure();
+    ConversionTarget target(getContext());
+    target.addIllegalDialect<MoEDialect>();
+    target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
+    RewritePatternSet patterns(&getContext());
+    populateMoEToGPUConversionPatterns(patterns);
+    if (failed(applyPartialConversion(getOperation(), target,
+                                      std::move(patterns))))
+      signalPassFailure();
+  }
+};
+} // namespace

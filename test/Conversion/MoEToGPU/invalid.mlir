@@ -1,0 +1,55 @@
+// RUN: moe-opt %s --convert-moe-to-gpu --split-input-file --verify-diagnostics
+
+func.func @layer(%x: tensor<?x64xf32>, %router: tensor<64x8xf32>,
+                 %wu: tensor<8x64x128xf32>, %wd: tensor<8x128x64xf32>) -> tensor<?x64xf32> {
+  // expected-error @+1 {{'moe.layer' op is not lowered by convert-moe-to-gpu; run moe-expand first}}
+  %y = moe.layer %x, %router up(%wu : tensor<8x64x128xf32>) down(%wd : tensor<8x128x64xf32>)
+         {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+         : (tensor<?x64xf32>, tensor<64x8xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @zero_computation(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<3xi32>,
+                            %dest: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  // expected-error @+1 {{'moe.zero_computation_experts' op is not lowered by convert-moe-to-gpu yet}}
+  %y = moe.zero_computation_experts %x, %tok, %off into %dest
+         {first_expert = 0, kinds = [#moe.zero_computation<zero>, #moe.zero_computation<copy>]}
+         : (tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @generic(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<5xi32>,
+                   %dest: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  // expected-error @+1 {{'moe.generic_experts' op is not lowered by convert-moe-to-gpu yet}}
+  %y = moe.generic_experts %x, %tok, %off into %dest {first_expert = 0, num_experts = 4}
+         : (tensor<?x64xf32>, tensor<?xi32>, tensor<5xi32>, tensor<?x64xf32>) -> tensor<?x64xf32> {
+  ^bb0(%rows: tensor<?x64xf32>, %e: index):
+    %r = math.tanh %rows : tensor<?x64xf32>
+    moe.yield %r : tensor<?x64xf32>
+  }
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @f8(%rows: tensor<?x64xf8E4M3FN>, %pos: tensor<?x2xi32>, %w: tensor<?x2xf8E4M3FN>)
+    -> tensor<?x64xf8E4M3FN> {
+  // expected-error @+1 {{'moe.combine' op with element type f8E4M3FN is not supported by convert-moe-to-gpu (f16, bf16, f32 and f64 are)}}
+  %out = moe.combine %rows, %pos, %w
+      : (tensor<?x64xf8E4M3FN>, tensor<?x2xi32>, tensor<?x2xf8E4M3FN>) -> tensor<?x64xf8E4M3FN>
+  return %out : tensor<?x64xf8E4M3FN>
+}
+
+// -----
+
+func.func @too_many_experts(%logits: tensor<?x4096xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  // expected-error @+1 {{'moe.route' op with more than 3072 experts is not supported by convert-moe-to-gpu}}
+  %ids, %w = moe.route %logits {routing = #moe.routing<k = 2>}
+      : tensor<?x4096xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+

@@ -1,0 +1,204 @@
+// RUN: moe-opt %s --convert-moe-to-gpu --split-input-file | FileCheck %s
+
+// CHECK-LABEL: module attributes {gpu.container_module}
+// CHECK-LABEL: func @gate
+// CHECK-SAME: (%[[X:.*]]: tensor<?x64xf32>, %[[R:.*]]: tensor<64x8xf32>, %[[B:.*]]: tensor<8xf32>)
+// CHECK-DAG: %[[XB:.*]] = bufferization.to_buffer %[[X]] : tensor<?x64xf32> to memref<?x64xf32>
+// CHECK-DAG: %[[RB:.*]] = bufferization.to_buffer %[[R]]
+// CHECK-DAG: %[[BB:.*]] = bufferization.to_buffer %[[B]]
+// CHECK: %[[T:.*]] = memref.dim %[[XB]], %{{.*}} : memref<?x64xf32>
+// CHECK: %[[IDS:.*]] = gpu.alloc (%[[T]]) : memref<?x2xi32>
+// CHECK: %[[W:.*]] = gpu.alloc (%[[T]]) : memref<?x2xf32>
+// CHECK: %[[GRID:.*]] = arith.ceildivui %{{.*}}, %[[BT:.*]] : index
+// CHECK: gpu.launch_func @moe_kernels::@moe_gate blocks in (%[[GRID]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args(%[[XB]] : memref<?x64xf32>, %[[RB]] : memref<64x8xf32>, %[[BB]] : memref<8xf32>, %[[IDS]] : memref<?x2xi32>, %[[W]] : memref<?x2xf32>)
+// CHECK-DAG: bufferization.to_tensor %[[IDS]] restrict writable : memref<?x2xi32> to tensor<?x2xi32>
+// CHECK-DAG: bufferization.to_tensor %[[W]] restrict writable : memref<?x2xf32> to tensor<?x2xf32>
+// CHECK: gpu.module @moe_kernels
+// CHECK: gpu.func @moe_gate(%{{.*}}: memref<?x64xf32>, %{{.*}}: memref<64x8xf32>, %{{.*}}: memref<8xf32>, %{{.*}}: memref<?x2xi32>, %{{.*}}: memref<?x2xf32>)
+// CHECK-SAME: workgroup(%[[SCORES:.*]] : memref<128x8xf32, #gpu.address_space<workgroup>>, %[[SEL:.*]] : memref<128x8xf32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: kernel
+// The logits tile: the router matmul of the block.
+// CHECK: scf.for
+// CHECK: arith.mulf
+// CHECK: memref.store %{{.*}}, %[[SCORES]]
+// CHECK: gpu.barrier
+// Sigmoid scores, selection bias, group limit, top-k.
+// CHECK: math.exp
+// CHECK: memref.store %{{.*}}, %[[SEL]]
+// CHECK: arith.cmpf ogt
+// CHECK: arith.cmpf olt
+// CHECK: arith.index_cast %{{.*}} : index to i32
+// Renormalization and scale.
+// CHECK: arith.divf
+// CHECK: arith.mulf
+// CHECK: gpu.return
+func.func @gate(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>, %b: tensor<8xf32>)
+    -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %ids, %w = moe.gate %x, %r selection_bias(%b : tensor<8xf32>)
+      {routing = #moe.routing<k = 2, scoring = sigmoid, renormalize = true,
+                              scale = 2.5, n_group = 4, topk_group = 2>}
+      : (tensor<?x64xf32>, tensor<64x8xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @route
+// CHECK: gpu.launch_func @moe_kernels::@moe_route
+// CHECK-SAME: args(%{{.*}} : memref<16x8xf32>, %{{.*}} : memref<16x2xi64>, %{{.*}} : memref<16x2xf32>)
+// CHECK: gpu.func @moe_route(%[[L:.*]]: memref<16x8xf32>,
+// CHECK: memref.load %[[L]]
+// CHECK: gpu.barrier
+// Softmax: max, exponentials, division.
+// CHECK: arith.maximumf
+// CHECK: math.exp
+// CHECK: arith.divf
+func.func @route(%logits: tensor<16x8xf32>) -> (tensor<16x2xi64>, tensor<16x2xf32>) {
+  %ids, %w = moe.route %logits {routing = #moe.routing<k = 2>}
+      : tensor<16x8xf32> -> tensor<16x2xi64>, tensor<16x2xf32>
+  return %ids, %w : tensor<16x2xi64>, tensor<16x2xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @dispatch
+// CHECK-SAME: (%[[IDS:.*]]: tensor<?x2xi32>)
+// CHECK: %[[IB:.*]] = bufferization.to_buffer %[[IDS]]
+// CHECK: %[[TOK:.*]] = gpu.alloc (%{{.*}}) : memref<?xi32>
+// CHECK: %[[OFF:.*]] = gpu.alloc () : memref<9xi32>
+// CHECK: %[[POS:.*]] = gpu.alloc (%{{.*}}) : memref<?x2xi32>
+// CHECK: %[[CNT:.*]] = gpu.alloc (%{{.*}}) : memref<?x8xi64>
+// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_fill {{.*}} args(%[[TOK]] : memref<?xi32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_count {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[CNT]] : memref<?x8xi64>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_scan {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[CNT]] : memref<?x8xi64>, %[[OFF]] : memref<9xi32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_place {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[CNT]] : memref<?x8xi64>, %[[OFF]] : memref<9xi32>, %[[TOK]] : memref<?xi32>, %[[POS]] : memref<?x2xi32>)
+// CHECK: gpu.dealloc %[[CNT]]
+// CHECK: gpu.func @moe_dispatch_fill
+// CHECK: gpu.func @moe_dispatch_count
+// CHECK-NOT: gpu.barrier
+// CHECK: gpu.func @moe_dispatch_scan
+// CHECK-SAME: workgroup(%{{.*}} : memref<8xi64, #gpu.address_space<workgroup>>)
+// CHECK: gpu.barrier
+// Capacity: ceil(capacity_factor * T * k / E); padding to the block size.
+// CHECK: math.ceil
+// CHECK: arith.divui
+// CHECK: gpu.func @moe_dispatch_place
+// CHECK: gpu.barrier
+// CHECK-NOT: gpu.barrier
+// CHECK-NOT: memref.atomic_rmw
+// CHECK: gpu.return
+func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>) {
+  %tok, %off, %pos = moe.dispatch %ids {num_experts = 8, block_size = 4, capacity_factor = 1.5}
+      : tensor<?x2xi32> -> tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>
+  return %tok, %off, %pos : tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>
+}
+
+// -----
+
+// CHECK-LABEL: func @experts
+// CHECK: %[[OUT:.*]] = gpu.alloc (%{{.*}}) : memref<?x64xf32>
+// CHECK-NOT: gpu.memcpy
+// CHECK: %[[H:.*]] = gpu.alloc (%{{.*}}) : memref<?x128xf32>
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%{{.*}}, %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x128xf32>, %[[H]] : memref<?x128xf32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down {{.*}} args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf32>, {{.*}} : memref<8x128x64xf32>, %[[OUT]] : memref<?x64xf32>)
+// CHECK: gpu.dealloc %[[H]]
+// CHECK: gpu.func @moe_experts_up
+// CHECK-SAME: workgroup(%[[A:.*]] : memref<16x16xf32, #gpu.address_space<workgroup>>, %[[BU:.*]] : memref<16x16xf32, #gpu.address_space<workgroup>>, %[[BG:.*]] : memref<16x16xf32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: known_block_size = array<i32: 16, 16, 1>
+// The tile's expert: a walk over the offsets.
+// CHECK: scf.for
+// CHECK: arith.select
+// CHECK: scf.if
+// Gathered rows through the token indices.
+// CHECK: memref.store %{{.*}}, %[[A]]
+// CHECK: memref.store %{{.*}}, %[[BU]]
+// CHECK: memref.store %{{.*}}, %[[BG]]
+// CHECK: gpu.barrier
+// CHECK: gpu.barrier
+// Epilogue: up bias, clamp, SwiGLU.
+// CHECK: arith.minimumf
+// CHECK: arith.maximumf
+// CHECK: math.exp
+// CHECK: gpu.func @moe_experts_down
+// CHECK-SAME: workgroup(%{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>)
+// CHECK: arith.cmpi sge
+func.func @experts(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<9xi32>,
+                   %wg: tensor<8x64x128xf32>, %wu: tensor<8x64x128xf32>,
+                   %wd: tensor<8x128x64xf32>, %bu: tensor<8x128xf32>, %n: index)
+    -> tensor<?x64xf32> {
+  %init = tensor.empty(%n) : tensor<?x64xf32>
+  %y = moe.experts %x, %tok, %off into %init
+         gate(%wg : tensor<8x64x128xf32>) up(%wu : tensor<8x64x128xf32>)
+         down(%wd : tensor<8x128x64xf32>) up_bias(%bu : tensor<8x128xf32>)
+         {expert = #moe.expert<gated, silu, limit = 7.0, alpha = 1.702, beta = 1.0>}
+         : (tensor<?x64xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf32>)
+         -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+// Rows of other experts pass through from a dest that is not empty.
+// CHECK-LABEL: func @experts_into
+// CHECK-SAME: tensor<9xi32>, %[[DEST:[^:]*]]: tensor<?x64xf32>
+// CHECK: %[[OUT:.*]] = gpu.alloc
+// CHECK: %[[DB:.*]] = bufferization.to_buffer %[[DEST]]
+// CHECK: gpu.memcpy %[[OUT]], %[[DB]]
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up
+// CHECK: gpu.func @moe_experts_up
+// CHECK-SAME: workgroup(%{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: kernel
+// ReLU FFN: no gate tile.
+// CHECK: arith.maximumf
+func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<9xi32>,
+                        %dest: tensor<?x64xf32>, %wu: tensor<4x64x32xf32>,
+                        %wd: tensor<4x32x64xf32>) -> tensor<?x64xf32> {
+  %y = moe.experts %x, %tok, %off into %dest
+         up(%wu : tensor<4x64x32xf32>) down(%wd : tensor<4x32x64xf32>)
+         {expert = #moe.expert<ffn, relu>, first_expert = 4}
+         : (tensor<?x64xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf32>)
+         -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @shared
+// CHECK: %[[S:.*]] = gpu.alloc (%{{.*}}) : memref<?xf32>
+// CHECK: gpu.launch_func @moe_kernels::@moe_shared_scale {{.*}} args({{.*}} : memref<?x64xf32>, {{.*}} : memref<64xf32>, %[[S]] : memref<?xf32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_shared_up
+// CHECK: gpu.launch_func @moe_kernels::@moe_shared_down {{.*}} args({{.*}} : memref<?x256xf32>, {{.*}} : memref<256x64xf32>, %[[S]] : memref<?xf32>, {{.*}} : memref<?x64xf32>)
+// CHECK: gpu.func @moe_shared_up
+// CHECK: gpu.func @moe_shared_down
+// The row scale in the epilogue.
+// CHECK: memref.load %{{.*}}[%{{.*}}] : memref<?xf32>
+// CHECK: gpu.func @moe_shared_scale
+// CHECK: math.exp
+func.func @shared(%x: tensor<?x64xf32>, %sg: tensor<64x256xf32>, %su: tensor<64x256xf32>,
+                  %sd: tensor<256x64xf32>, %scale: tensor<64xf32>) -> tensor<?x64xf32> {
+  %s = moe.shared_experts %x gate(%sg : tensor<64x256xf32>)
+         up(%su : tensor<64x256xf32>) down(%sd : tensor<256x64xf32>)
+         scale(%scale : tensor<64xf32>) {expert = #moe.expert<gated, silu>}
+         : tensor<?x64xf32> -> tensor<?x64xf32>
+  return %s : tensor<?x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @combine
+// CHECK: %[[T:.*]] = memref.dim %{{.*}}, %{{.*}} : memref<?x2xi32>
+// CHECK: %[[OUT:.*]] = gpu.alloc (%[[T]]) : memref<?x64xbf16>
+// CHECK: gpu.launch_func @moe_kernels::@moe_combine blocks in (%[[T]], %{{.*}}, %{{.*}}) threads in ({{.*}}) args({{.*}} : memref<?x64xbf16>, {{.*}} : memref<?x2xi32>, {{.*}} : memref<?x2xbf16>, {{.*}} : memref<?x64xbf16>, %[[OUT]] : memref<?x64xbf16>)
+// CHECK: gpu.func @moe_combine
+// Computed in f32, one term per slot, no scatter.
+// CHECK: arith.extf %{{.*}} : bf16 to f32
+// CHECK-COUNT-2: arith.cmpi sge
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
+// CHECK-NOT: memref.atomic_rmw
+// CHECK: gpu.return
+func.func @combine(%rows: tensor<?x64xbf16>, %pos: tensor<?x2xi32>, %w: tensor<?x2xbf16>,
+                   %add: tensor<?x64xbf16>) -> tensor<?x64xbf16> {
+  %out = moe.combine %rows, %pos, %w addend(%add : tensor<?x64xbf16>)
+      : (tensor<?x64xbf16>, tensor<?x2xi32>, tensor<?x2xbf16>) -> tensor<?x64xbf16>
+  return %out : tensor<?x64xbf16>
+}
