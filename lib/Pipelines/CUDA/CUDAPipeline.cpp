@@ -16,6 +16,7 @@
 #include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
 #include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
 #include "mlir/Dialect/Bufferization/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
@@ -80,8 +81,10 @@ void moe::buildCUDAPipeline(OpPassManager &pm,
   kernels.addPass(createCSEPass());
   kernels.addPass(createReconcileUnrealizedCastsPass());
 
-  // Host side: launches become calls of the mgpu* runtime wrappers.
+  // Host side: allocations, copies and launches become asynchronous on one
+  // stream per function, then calls of the mgpu* runtime wrappers.
   if (options.lowerHost) {
+    pm.addNestedPass<func::FuncOp>(createGpuAsyncRegionPass());
     pm.addPass(memref::createExpandStridedMetadataPass());
     pm.addPass(createGpuToLLVMConversionPass());
     pm.addPass(createFinalizeMemRefToLLVMConversionPass());

@@ -1,0 +1,33 @@
+// RUN: moe-opt %s --moe-cuda-pipeline="chip=sm_90" | FileCheck %s
+// RUN: moe-opt %s --moe-cuda-pipeline="lower-host=false" | FileCheck %s --check-prefix=KERNELS
+// RUN: not moe-translate --moe-to-ptx %S/Inputs/no-kernels.mlir 2>&1 | FileCheck %s --check-prefix=NOPTX
+
+// The host function is bufferized and lowered to LLVM; its launches call
+// the mgpu* runtime wrappers; the kernels are a PTX object.
+// CHECK-LABEL: llvm.func @layer
+// CHECK-NOT: gpu.alloc
+// CHECK: llvm.call @mgpuStreamCreate
+// CHECK: llvm.call @mgpuMemAlloc
+// CHECK: gpu.launch_func <%{{.*}} : !llvm.ptr> @moe_kernels::@moe_gate
+// CHECK: gpu.launch_func <%{{.*}} : !llvm.ptr> @moe_kernels::@moe_combine
+// CHECK: llvm.call @mgpuStreamSynchronize
+// CHECK: llvm.return
+// CHECK: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90">, {{.*}}assembly = "
+// CHECK-SAME: .target sm_90
+
+// KERNELS-LABEL: func.func @layer
+// KERNELS-SAME: tensor<?x64xf32>
+// KERNELS: gpu.launch_func @moe_kernels::@moe_gate
+// KERNELS: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_80">
+
+// NOPTX: error: no PTX in the module: no gpu.binary with an isa object
+func.func @layer(%x: tensor<?x64xf32>, %router: tensor<64x8xf32>,
+                 %wg: tensor<8x64x128xf32>, %wu: tensor<8x64x128xf32>,
+                 %wd: tensor<8x128x64xf32>) -> tensor<?x64xf32> {
+  %y = moe.layer %x, %router gate(%wg : tensor<8x64x128xf32>)
+         up(%wu : tensor<8x64x128xf32>) down(%wd : tensor<8x128x64xf32>)
+         {expert = #moe.expert<gated, silu>,
+          routing = #moe.routing<k = 2, renormalize = true>}
+         : (tensor<?x64xf32>, tensor<64x8xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
