@@ -84,15 +84,10 @@ void moe::buildCPUPipeline(OpPassManager &pm,
     MoECPUTileAndVectorizeOptions tiling;
     tiling.parallelTileSizes.assign(options.parallelTileSizes.begin(),
                                     options.parallelTileSizes.end());
-    tiling.reductionTileSize = options.reductionTileSize;
     tiling.registerTileSizes.assign(options.registerTileSizes.begin(),
                                     options.registerTileSizes.end());
     tiling.vectorSize = options.vectorSize;
     pm.addNestedPass<func::FuncOp>(createMoECPUTileAndVectorize(tiling));
-    pm.addPass(createCanonicalizerPass());
-    // Keeps the accumulator tile of a matmul in registers across K; needs
-    // the canonical form, and tensors.
-    pm.addPass(createLoopInvariantSubsetHoistingPass());
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());
   }
@@ -117,6 +112,7 @@ void moe::buildCPUPipeline(OpPassManager &pm,
 
   // Down to LLVM.
   pm.addNestedPass<func::FuncOp>(vector::createLowerVectorMaskPass());
+  pm.addNestedPass<func::FuncOp>(createMoECPULowerVectors());
   pm.addPass(createConvertVectorToSCFPass(
       VectorTransferToSCFOptions().enableFullUnroll()));
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
@@ -131,12 +127,12 @@ void moe::buildCPUPipeline(OpPassManager &pm,
   ConvertVectorToLLVMPassOptions vectorToLLVM;
   vectorToLLVM.vectorContractLowering =
       vector::VectorContractLowering::OuterProduct;
-  pm.addPass(createSCFToControlFlowPass());
   pm.addPass(createConvertVectorToLLVMPass(vectorToLLVM));
+  // memref before scf-to-cf: the OpenMP regions hold memref.alloca_scope ops,
+  // which must still have a single block when they are converted.
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
-  // Arith, cf, func, index, ub, OpenMP and the vector ops that the vector
-  // conversion left (transfers with unit dimensions, inserts into n-d
-  // vectors) in one conversion.
+  pm.addPass(createSCFToControlFlowPass());
+  // Arith, cf, func, index, ub and OpenMP in one conversion.
   pm.addPass(createConvertToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());
 }

@@ -22,24 +22,18 @@ struct CPUPipelineOptions
       llvm::cl::init(true)};
   Option<bool> vectorize{
       *this, "vectorize",
-      llvm::cl::desc("Tile and vectorize the linalg ops (off: plain loops); "
-                     "off by default: matmul register tiles (2-d vectors) "
-                     "do not yet lower to LLVM completely"),
-      llvm::cl::init(false)};
+      llvm::cl::desc("Tile and vectorize the linalg ops (off: plain loops)"),
+      llvm::cl::init(true)};
   ListOption<int64_t> parallelTileSizes{
       *this, "parallel-tile-sizes",
       llvm::cl::desc(
           "M,N block of a matmul per parallel task (default 0,128)")};
-  Option<int64_t> reductionTileSize{
-      *this, "reduction-tile-size",
-      llvm::cl::desc("K block of a matmul (0 = untiled)"), llvm::cl::init(256)};
   ListOption<int64_t> registerTileSizes{
       *this, "register-tile-sizes",
-      llvm::cl::desc("M,N,K register tile of a matmul (default 8,32,1)")};
-  Option<int64_t> vectorSize{
-      *this, "vector-size",
-      llvm::cl::desc("Lanes of the vectorized elementwise ops"),
-      llvm::cl::init(16)};
+      llvm::cl::desc("M,N register tile of a matmul (default 8,32)")};
+  Option<int64_t> vectorSize{*this, "vector-size",
+                             llvm::cl::desc("Lanes of an f32 vector"),
+                             llvm::cl::init(16)};
   Option<int64_t> gateBlockSize{
       *this, "gate-block-size",
       llvm::cl::desc("Tokens per block of the fused router matmul"),

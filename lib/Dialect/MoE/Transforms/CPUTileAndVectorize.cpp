@@ -6,6 +6,7 @@
 
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/Dialect/SCF/Transforms/TileUsingInterface.h"
@@ -80,11 +81,14 @@ static void vectorize(RewriterBase &rewriter, Operation *op,
     if (llvm::any_of(sizes, ShapedType::isDynamic))
       return;
   }
-  if (failed(linalg::vectorizeOpPrecondition(op, sizes)))
+  // One flag per vector dimension: the vectorizer reads as many as there are
+  // sizes.
+  SmallVector<bool> scalableDims(sizes.size(), false);
+  if (failed(linalg::vectorizeOpPrecondition(op, sizes, scalableDims)))
     return;
   rewriter.setInsertionPoint(op);
   FailureOr<linalg::VectorizationResult> result = linalg::vectorize(
-      rewriter, op, sizes, {}, /*vectorizeNDExtract=*/false,
+      rewriter, op, sizes, scalableDims, /*vectorizeNDExtract=*/false,
       /*flatten1DDepthwiseConv=*/false, assumeExact, namedContraction);
   if (failed(result))
     return;
@@ -94,61 +98,185 @@ static void vectorize(RewriterBase &rewriter, Operation *op,
     rewriter.replaceOp(op, result->replacements);
 }
 
-/// The only matmul nested in `loop`.
-static linalg::MatmulOp findMatmul(Operation *loop) {
-  linalg::MatmulOp found;
-  loop->walk([&](linalg::MatmulOp op) { found = op; });
-  return found;
+namespace {
+/// The shape of the vectorized matmul: vector lanes, columns of a
+/// parallel task and the register tiles, from the tallest to one row.
+struct MatmulPlan {
+  int64_t lanes;
+  int64_t taskColumns;
+  SmallVector<std::pair<int64_t, int64_t>> registerTiles;
+};
+} // namespace
+
+/// Plans a `[M, K] x [K, n]` matmul: `lanes` is the widest vector (at most
+/// `vectorSize` f32 lanes wide) whose lane count divides `n`; the task
+/// columns and the register tile columns are multiples of it that divide
+/// `n`. The register tiles are `registers` and then tiles of half as many
+/// rows down to one row, with up to twice the columns (as many
+/// accumulators or fewer).
+static MatmulPlan planMatmul(int64_t n, int64_t bitWidth, int64_t vectorSize,
+                             int64_t parallelColumns,
+                             ArrayRef<int64_t> registers) {
+  int64_t lanes = std::max<int64_t>(1, vectorSize * 32 / bitWidth);
+  while (n % lanes != 0)
+    lanes /= 2;
+  int64_t blocks = n / lanes;
+  int64_t taskBlocks =
+      parallelColumns == 0
+          ? blocks
+          : largestDivisor(blocks,
+                           std::max<int64_t>(1, parallelColumns / lanes));
+  MatmulPlan plan{lanes, taskBlocks * lanes, {}};
+  auto columns = [&](int64_t wanted) {
+    return lanes *
+           largestDivisor(taskBlocks, std::max<int64_t>(1, wanted / lanes));
+  };
+  plan.registerTiles.push_back({registers[0], columns(registers[1])});
+  for (int64_t rows = registers[0] / 2; rows >= 1; rows /= 2)
+    plan.registerTiles.push_back({rows, columns(2 * registers[1])});
+  return plan;
 }
 
-/// Tiles a matmul into register tiles and vectorizes them. A dynamic M
-/// (the rows of an expert) is peeled: full tiles of `registers[0]` rows
-/// and a remainder of single rows, so that no vector needs a mask.
-static void tileAndVectorizeMatmul(RewriterBase &rewriter, Operation *op,
-                                   ArrayRef<int64_t> parallel,
-                                   int64_t reductionTile,
-                                   ArrayRef<int64_t> registers) {
-  using LoopType = scf::SCFTilingOptions::LoopType;
-  auto tiled =
-      tile(rewriter, op, {parallel[0], parallel[1], 0}, LoopType::ForallOp);
-  if (succeeded(tiled))
-    tiled =
-        tile(rewriter, tiled->first, {0, 0, reductionTile}, LoopType::ForOp);
-  if (failed(tiled))
-    return;
-  bool dynamicM = ShapedType::isDynamic(
-      cast<linalg::LinalgOp>(tiled->first).getStaticLoopRanges()[0]);
-  tiled = tile(rewriter, tiled->first, registers, LoopType::ForOp);
-  if (failed(tiled))
-    return;
-  if (!dynamicM || tiled->second.empty()) {
-    vectorize(rewriter, tiled->first, {}, false, true);
-    return;
+/// `acc[m0 : m0+rows, n0 : n0+cols] += lhs[m0 : m0+rows, :] · rhs[:, n0 :
+/// n0+cols]` with the accumulator tile in `rows * cols / lanes` 1-d vectors
+/// carried across the K loop: per k, one vector load per column block of
+/// `rhs`, one broadcast per row of `lhs` and one `vector.fma` per
+/// accumulator.
+static Value buildRegisterTile(OpBuilder &b, Location loc, Value lhs, Value rhs,
+                               Value acc, Value m0, Value n0, int64_t rows,
+                               int64_t cols, int64_t lanes) {
+  auto accType = cast<RankedTensorType>(acc.getType());
+  Type elementType = accType.getElementType();
+  auto vectorType = VectorType::get({lanes}, elementType);
+  int64_t reduction = cast<RankedTensorType>(lhs.getType()).getDimSize(1);
+  int64_t columnBlocks = cols / lanes;
+  auto index = [&](int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(b, loc, v);
+  };
+  Value padding = arith::ConstantOp::create(b, loc, b.getZeroAttr(elementType));
+  SmallVector<bool> inBounds = {true};
+  SmallVector<Value> rowIndices, columnIndices;
+  for (int64_t i = 0; i < rows; ++i)
+    rowIndices.push_back(
+        i == 0 ? m0 : arith::AddIOp::create(b, loc, m0, index(i)).getResult());
+  for (int64_t j = 0; j < columnBlocks; ++j)
+    columnIndices.push_back(
+        j == 0
+            ? n0
+            : arith::AddIOp::create(b, loc, n0, index(j * lanes)).getResult());
+
+  SmallVector<Value> accumulators;
+  for (Value row : rowIndices)
+    for (Value column : columnIndices)
+      accumulators.push_back(vector::TransferReadOp::create(
+          b, loc, vectorType, acc, ValueRange{row, column}, padding, inBounds));
+  auto kLoop = scf::ForOp::create(
+      b, loc, index(0), index(reduction), index(1), accumulators,
+      [&](OpBuilder &b, Location loc, Value k, ValueRange iterArgs) {
+        SmallVector<Value> rhsVectors;
+        for (Value column : columnIndices)
+          rhsVectors.push_back(vector::TransferReadOp::create(
+              b, loc, vectorType, rhs, ValueRange{k, column}, padding,
+              inBounds));
+        SmallVector<Value> next;
+        for (auto [i, row] : llvm::enumerate(rowIndices)) {
+          Value a = tensor::ExtractOp::create(b, loc, lhs, ValueRange{row, k});
+          Value splat = vector::BroadcastOp::create(b, loc, vectorType, a);
+          for (auto [j, rhsVector] : llvm::enumerate(rhsVectors))
+            next.push_back(vector::FMAOp::create(
+                b, loc, splat, rhsVector, iterArgs[i * columnBlocks + j]));
+        }
+        scf::YieldOp::create(b, loc, next);
+      });
+  Value result = acc;
+  for (auto [i, row] : llvm::enumerate(rowIndices))
+    for (auto [j, column] : llvm::enumerate(columnIndices))
+      result = vector::TransferWriteOp::create(
+                   b, loc, kLoop.getResult(i * columnBlocks + j), result,
+                   ValueRange{row, column}, inBounds)
+                   ->getResult(0);
+  return result;
+}
+
+/// `acc += lhs · rhs` on tensors as loops over register tiles: the rows in
+/// blocks of each register tile's height in turn (the tallest first, then
+/// the rows left over), the columns in blocks of its width.
+static Value buildMatmulLoops(OpBuilder &b, Location loc, Value lhs, Value rhs,
+                              Value acc, const MatmulPlan &plan) {
+  auto index = [&](int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(b, loc, v);
+  };
+  Value numRows = tensor::DimOp::create(b, loc, acc, 0);
+  int64_t numColumns = cast<RankedTensorType>(acc.getType()).getDimSize(1);
+  Value lower = index(0), result = acc;
+  for (auto [rows, cols] : plan.registerTiles) {
+    Value step = index(rows);
+    Value left = arith::SubIOp::create(b, loc, numRows, lower);
+    Value full = arith::MulIOp::create(
+        b, loc, arith::DivUIOp::create(b, loc, left, step), step);
+    Value upper = arith::AddIOp::create(b, loc, lower, full);
+    auto rowLoop = scf::ForOp::create(
+        b, loc, lower, upper, step, result,
+        [&, rows = rows, cols = cols](OpBuilder &b, Location loc, Value m0,
+                                      ValueRange rowArgs) {
+          auto columnLoop = scf::ForOp::create(
+              b, loc, index(0), index(numColumns), index(cols), rowArgs,
+              [&](OpBuilder &b, Location loc, Value n0, ValueRange args) {
+                scf::YieldOp::create(b, loc,
+                                     buildRegisterTile(b, loc, lhs, rhs,
+                                                       args[0], m0, n0, rows,
+                                                       cols, plan.lanes));
+              });
+          scf::YieldOp::create(b, loc, columnLoop.getResults());
+        });
+    result = rowLoop.getResult(0);
+    lower = upper;
   }
-  auto mLoop = dyn_cast<scf::ForOp>(tiled->second.front().getOperation());
-  if (!mLoop)
+  return result;
+}
+
+/// Tiles a matmul with static K and N into an `scf.forall` over column
+/// blocks (and row blocks when `parallel[0]` is set), each lowered by
+/// `buildMatmulLoops`.
+static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
+                                   ArrayRef<int64_t> parallel,
+                                   ArrayRef<int64_t> registers,
+                                   int64_t vectorSize) {
+  SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+  Type elementType = getElementTypeOrSelf(op.getDpsInits()[0].getType());
+  if (ShapedType::isDynamic(ranges[1]) || ShapedType::isDynamic(ranges[2]) ||
+      !elementType.isIntOrFloat() || !isa<FloatType>(elementType))
     return;
-  SmallVector<int64_t> fullTile =
-      cast<linalg::LinalgOp>(tiled->first).getStaticLoopRanges();
-  fullTile[0] = registers[0];
-  if (llvm::any_of(fullTile, ShapedType::isDynamic))
+  MatmulPlan plan = planMatmul(ranges[1], elementType.getIntOrFloatBitWidth(),
+                               vectorSize, parallel[1], registers);
+  int64_t taskColumns = plan.taskColumns == ranges[1] ? 0 : plan.taskColumns;
+  auto tiled = tile(rewriter, op, {parallel[0], taskColumns, 0},
+                    scf::SCFTilingOptions::LoopType::ForallOp);
+  if (failed(tiled))
     return;
-  scf::ForOp partial;
-  if (failed(scf::peelForLoopAndSimplifyBounds(rewriter, mLoop, partial)))
-    return;
-  vectorize(rewriter, findMatmul(mLoop), fullTile, /*assumeExact=*/true, true);
-  if (!partial)
-    return;
-  auto rows = tile(rewriter, findMatmul(partial), {1, 0, 0}, LoopType::ForOp);
-  if (succeeded(rows))
-    vectorize(rewriter, rows->first, {}, false, true);
+  auto matmul = cast<linalg::MatmulOp>(tiled->first);
+  rewriter.setInsertionPoint(matmul);
+  Value result =
+      buildMatmulLoops(rewriter, matmul.getLoc(), matmul.getDpsInputs()[0],
+                       matmul.getDpsInputs()[1], matmul.getDpsInits()[0], plan);
+  rewriter.replaceOp(matmul, result);
+}
+
+/// Whether `type` has a whole number of bytes per element: vector loads and
+/// stores of `i1` would pack bits where memrefs hold one byte per element.
+static bool hasByteElements(Type type) {
+  Type elementType = getElementTypeOrSelf(type);
+  return elementType.isIntOrIndexOrFloat() && !elementType.isIndex() &&
+         elementType.getIntOrFloatBitWidth() % 8 == 0;
 }
 
 /// Whether `op` is a 2-d elementwise linalg op on tensors with a static
-/// inner dimension.
+/// inner dimension and byte-sized elements.
 static bool isElementwise2d(linalg::LinalgOp op) {
   if (isa<linalg::MatmulOp>(op) || !op.hasPureTensorSemantics() ||
       op.getNumLoops() != 2 || op.getNumReductionLoops() != 0)
+    return false;
+  if (!llvm::all_of(op->getOperandTypes(), hasByteElements))
     return false;
   return !ShapedType::isDynamic(op.getStaticLoopRanges()[1]);
 }
@@ -166,15 +294,15 @@ struct MoECPUTileAndVectorizePass
     SmallVector<int64_t> registers(registerTileSizes.begin(),
                                    registerTileSizes.end());
     if (registers.empty())
-      registers = {8, 32, 1};
-    if (parallel.size() != 2 || registers.size() != 3 ||
+      registers = {8, 32};
+    if (parallel.size() != 2 || registers.size() != 2 ||
         llvm::any_of(registers, [](int64_t s) { return s < 1; }) ||
         llvm::any_of(parallel, [](int64_t s) { return s < 0; }) ||
-        reductionTileSize < 0 || vectorSize < 1) {
+        vectorSize < 1) {
       getOperation().emitError()
           << "moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile "
-             "sizes, 3 positive register tile sizes, a non-negative reduction "
-             "tile size and a positive vector size";
+             "sizes, 2 positive register tile sizes and a positive vector "
+             "size";
       return signalPassFailure();
     }
 
@@ -185,8 +313,7 @@ struct MoECPUTileAndVectorizePass
         matmuls.push_back(op);
     });
     for (linalg::MatmulOp matmul : matmuls)
-      tileAndVectorizeMatmul(rewriter, matmul, parallel, reductionTileSize,
-                             registers);
+      tileAndVectorizeMatmul(rewriter, matmul, parallel, registers, vectorSize);
 
     SmallVector<linalg::LinalgOp> elementwise;
     getOperation().walk([&](linalg::LinalgOp op) {

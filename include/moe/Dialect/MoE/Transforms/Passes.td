@@ -67,13 +67,23 @@ def MoECPUTileAndVectorize
   let summary = "Tile, parallelize and vectorize the linalg ops for the CPU";
   let description = [{
     Prepares the tensor-level linalg ops that `convert-moe-to-linalg`
-    produces for a CPU with wide vectors (AVX-512 on the target):
+    produces for a CPU with wide vectors (AVX-512 on the target). Every vector
+    it creates is 1-d, so the result lowers to LLVM without n-d vector
+    unrolling:
 
-    - `linalg.matmul`: an `scf.forall` over blocks of the output (the
-      `parallel-tile-sizes`, one block per task), an `scf.for` over blocks of
-      the reduction dimension (`reduction-tile-size`), then register tiles
-      (`register-tile-sizes`, M x N x K) vectorized to `vector.contract`,
-      masked where a dimension (the rows of an expert) is dynamic.
+    - `linalg.matmul` with static K and N: an `scf.forall` over blocks of
+      `parallel-tile-sizes` output columns (and rows, when the first size is
+      set), one block per task. Inside a block, `scf.for` loops walk the rows
+      in register tiles of `register-tile-sizes` (M x N), then tiles of half
+      as many rows (and up to twice the columns) for the rows left over, down
+      to single rows: a dynamic M (the rows of an expert) needs no masks and
+      no padding. A register tile keeps its accumulators in 1-d vectors of
+      `vector-size` lanes carried by the K loop (`scf.for` iter_args); per k
+      it loads one vector per column block of the right-hand side, broadcasts
+      one element per row of the left-hand side and issues one `vector.fma`
+      per accumulator. The weights (right-hand side) are read in place: no
+      packing at run time. With one row (a token), this is a matrix-vector
+      product that streams each weight row once.
     - 2-d elementwise `linalg.generic`, `linalg.fill` and
       `linalg.broadcast` ops: rows of `vector-size` lanes.
     - with `approximate-math`, f32 `math.exp`, `math.tanh` and `math.erf`
@@ -86,19 +96,19 @@ def MoECPUTileAndVectorize
     %c = linalg.matmul ins(%a, %b : tensor<?x1024xf32>, tensor<1024x3584xf32>)
                        outs(%init : tensor<?x3584xf32>) -> tensor<?x3584xf32>
     ```
-    becomes an `scf.forall` over 128-column blocks whose body loops over
-    8x32 register tiles of `vector.contract`.
+    becomes an `scf.forall` over 28 blocks of 128 columns; each block loops
+    over 8x32 register tiles (16 `vector<16xf32>` accumulators), then 4x64,
+    2x64 and 1x64 tiles for the last rows, each with a K loop of
+    `vector.fma`.
   }];
   let options = [
     ListOption<"parallelTileSizes", "parallel-tile-sizes", "int64_t",
                "M,N block of a matmul per parallel task (0 = untiled); "
                "default 0,128">,
-    Option<"reductionTileSize", "reduction-tile-size", "int64_t",
-           /*default=*/"256", "K block of a matmul (0 = untiled)">,
     ListOption<"registerTileSizes", "register-tile-sizes", "int64_t",
-               "M,N,K register tile of a matmul; default 8,32,1">,
+               "M,N register tile of a matmul; default 8,32">,
     Option<"vectorSize", "vector-size", "int64_t", /*default=*/"16",
-           "Lanes of the vectorized elementwise ops">,
+           "Lanes of an f32 vector (matmul accumulators, elementwise rows)">,
     Option<"approximateMath", "approximate-math", "bool", /*default=*/"true",
            "Replace f32 exp, tanh and erf by polynomial approximations">
   ];
@@ -106,6 +116,34 @@ def MoECPUTileAndVectorize
     "::mlir::arith::ArithDialect",
     "::mlir::scf::SCFDialect",
     "::mlir::tensor::TensorDialect",
+    "::mlir::vector::VectorDialect"
+  ];
+}
+
+def MoECPULowerVectors
+    : Pass<"moe-cpu-lower-vectors", "::mlir::func::FuncOp"> {
+  let summary = "Lower the vector ops of the CPU pipeline to 1-d vectors";
+  let description = [{
+    Runs after bufferization and before `convert-vector-to-llvm`, which only
+    converts transfers, inserts and extracts of 1-d vectors well. It drops
+    unit dimensions (a `vector<1x16xf32>` row becomes a `vector<16xf32>`),
+    and lowers in-bounds transfers with a minor identity map to
+    `vector.load` and `vector.store` (broadcasts and shape casts with them). A vector op of rank 2 or more that is left is an error
+    that names the op, instead of a partial conversion to LLVM.
+
+    Example:
+    ```mlir
+    vector.transfer_write %zero, %m[%c0, %c0] {in_bounds = [true, true]}
+        : vector<1x16xf32>, memref<1x16xf32, strided<[512, 1], offset: ?>>
+    ```
+    becomes
+    ```mlir
+    %row = memref.subview %m[0, 0] [1, 16] [1, 1] : ... to memref<16xf32, ...>
+    vector.store %zero16, %row[%c0] : memref<16xf32, ...>, vector<16xf32>
+    ```
+  }];
+  let dependentDialects = [
+    "::mlir::memref::MemRefDialect",
     "::mlir::vector::VectorDialect"
   ];
 }
