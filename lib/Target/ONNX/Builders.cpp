@@ -7,6 +7,7 @@
 #include "Importer.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/AffineMap.h"
@@ -192,4 +193,27 @@ Value onnx_import::buildMatmul2D(OpBuilder &b, Location loc, Value lhs,
   return linalg::MatmulOp::create(b, loc, TypeRange{filled.getType()},
                                   ValueRange{lhs, rhs}, ValueRange{filled})
       .getResult(0);
+}
+
+Value onnx_import::buildExpandShape(OpBuilder &b, Location loc,
+                                    RankedTensorType type, Value value,
+                                    ArrayRef<ReassociationIndices> groups,
+                                    ArrayRef<OpFoldResult> sizes) {
+  bool severalDynamic = false;
+  for (const ReassociationIndices &group : groups)
+    severalDynamic |= llvm::count_if(group, [&](int64_t d) {
+                        return type.isDynamicDim(d);
+                      }) > 1;
+  if (!severalDynamic)
+    return tensor::ExpandShapeOp::create(b, loc, type, value, groups, sizes);
+  // A group with several dynamic sizes: expand-strided-metadata cannot take
+  // such an expand_shape apart, so reshape by a shape tensor instead.
+  SmallVector<Value> extents;
+  for (OpFoldResult size : sizes)
+    extents.push_back(arith::IndexCastOp::create(
+        b, loc, b.getI64Type(), getValueOrCreateConstantIndexOp(b, loc, size)));
+  Value shape = tensor::FromElementsOp::create(
+      b, loc, RankedTensorType::get({(int64_t)extents.size()}, b.getI64Type()),
+      extents);
+  return tensor::ReshapeOp::create(b, loc, type, value, shape);
 }

@@ -20,6 +20,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/Verifier.h"
@@ -27,6 +28,7 @@
 #include "mlir/Tools/mlir-translate/Translation.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
+#include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -92,6 +94,35 @@ FailureOr<SmallVector<int64_t>> Node::getConstantInts(unsigned i,
   for (const APInt &v : attr.getValues<APInt>())
     result.push_back(v.getSExtValue());
   return result;
+}
+
+std::optional<SmallVector<OpFoldResult>> Node::getShapeValue(unsigned i) {
+  if (!hasInput(i))
+    return std::nullopt;
+  if (DenseElementsAttr attr = getConstantInput(i)) {
+    if (!isa<IntegerType>(attr.getElementType()) ||
+        attr.getType().getRank() > 1)
+      return std::nullopt;
+    Builder b(getContext());
+    SmallVector<OpFoldResult> result;
+    for (const APInt &v : attr.getValues<APInt>())
+      result.push_back(b.getIndexAttr(v.getSExtValue()));
+    return result;
+  }
+  if (const SmallVector<OpFoldResult> *elements =
+          importer.getShapeValue(proto.input(i)))
+    return *elements;
+  return std::nullopt;
+}
+
+FailureOr<SmallVector<OpFoldResult>> Node::getShapeOperand(unsigned i,
+                                                           StringRef what) {
+  if (std::optional<SmallVector<OpFoldResult>> elements = getShapeValue(i))
+    return *elements;
+  emitError() << what << " (input " << i
+              << ") must be a constant integer tensor or computed from "
+                 "tensor shapes";
+  return failure();
 }
 
 const onnx::AttributeProto *Node::getAttr(StringRef name) const {
@@ -161,6 +192,11 @@ void Node::setConstantResult(unsigned i, DenseElementsAttr value) {
     importer.bindConstant(proto.output(i), value);
 }
 
+void Node::setShapeResult(unsigned i, ArrayRef<OpFoldResult> elements) {
+  if (i < (unsigned)proto.output_size() && !proto.output(i).empty())
+    importer.bindShapeValue(proto.output(i), elements);
+}
+
 InFlightDiagnostic Node::emitError() {
   InFlightDiagnostic diag = mlir::emitError(loc);
   diag << "ONNX op '" << proto.op_type() << "' (node '" << proto.name() << "', "
@@ -174,9 +210,9 @@ InFlightDiagnostic Node::emitError() {
 
 GraphImporter::GraphImporter(MLIRContext *context,
                              const onnx::ModelProto &model, StringRef fileName,
-                             StringRef modelDir)
+                             StringRef modelDir, bool remarks)
     : context(context), model(model), fileName(fileName.str()),
-      modelDir(modelDir.str()), builder(context),
+      modelDir(modelDir.str()), remarks(remarks), builder(context),
       fileLoc(FileLineColLoc::get(context, fileName, 0, 0)) {
   for (ArrayRef<OpHandlerInfo> table :
        {getStandardOpHandlers(), getMicrosoftOpHandlers()})
@@ -442,6 +478,41 @@ LogicalResult GraphImporter::importInitializers() {
   return success();
 }
 
+LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
+                                        bool &raised) {
+  raised = false;
+  auto it = blocks.find(&node);
+  if (it == blocks.end())
+    return success();
+  const MoEBlock &block = it->second;
+  Location anchorLoc = nodeLoc(*block.anchor);
+  std::string why;
+  if (failed(buildMoEBlock(*this, block, nodeLoc(node), why))) {
+    if (remarks)
+      mlir::emitRemark(anchorLoc)
+          << "MoE block at " << block.anchor->op_type() << " '"
+          << block.anchor->name() << "' not raised: " << why;
+    return success();
+  }
+  raised = true;
+  if (remarks) {
+    int64_t numExperts = block.router.getType().getDimSize(1);
+    InFlightDiagnostic diag = mlir::emitRemark(anchorLoc);
+    diag << "raised MoE block (" << block.form << " form) at "
+         << block.anchor->op_type() << " '" << block.anchor->name()
+         << "' to moe.layer: " << numExperts << " experts, top-" << block.k
+         << (block.renormalize ? " renormalized" : "") << ", "
+         << stringifyExpertKind(block.kind) << " "
+         << stringifyActivation(block.activation) << " experts";
+    if (block.sharedUp)
+      diag << (block.sharedScale ? ", a shared expert scaled by sigmoid"
+                                 : ", a shared expert");
+    diag << "; result '" << node.output(0) << "' of " << node.op_type() << " '"
+         << node.name() << "'";
+  }
+  return success();
+}
+
 LogicalResult GraphImporter::importNode(const onnx::NodeProto &node) {
   Location loc = nodeLoc(node);
   StringRef domain = node.domain();
@@ -473,7 +544,16 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node) {
     view.emitError() << "input '" << node.input(i) << "' is not defined";
     return failure();
   }
-  return info.handler(view);
+  bool raised;
+  if (failed(raiseBlock(node, raised)))
+    return failure();
+  if (raised)
+    return success();
+  if (failed(info.handler(view)))
+    return failure();
+  if (info.domain.empty())
+    propagateShapeValues(view);
+  return success();
 }
 
 LogicalResult GraphImporter::importGraphInputs(func::FuncOp func) {
@@ -529,6 +609,11 @@ OwningOpRef<ModuleOp> GraphImporter::importModel() {
                                    builder.getFunctionType({}, {}));
   if (failed(importGraphInputs(func)) || failed(importInitializers()))
     return nullptr;
+  for (MoEBlock &block :
+       findMoEBlocks(*this, graph, remarks, [&](const onnx::NodeProto &node) {
+         return nodeLoc(node);
+       }))
+    blocks[block.outputNode] = std::move(block);
   for (const onnx::NodeProto &node : graph.node())
     if (failed(importNode(node)))
       return nullptr;
@@ -580,8 +665,8 @@ OwningOpRef<ModuleOp> GraphImporter::importModel() {
 //===----------------------------------------------------------------------===//
 
 OwningOpRef<ModuleOp> moe::importONNX(StringRef bytes, StringRef fileName,
-                                      StringRef modelDir,
-                                      MLIRContext *context) {
+                                      StringRef modelDir, MLIRContext *context,
+                                      const ImportONNXOptions &options) {
   DialectRegistry registry;
   registerImportONNXDialects(registry);
   context->appendDialectRegistry(registry);
@@ -613,12 +698,12 @@ OwningOpRef<ModuleOp> moe::importONNX(StringRef bytes, StringRef fileName,
                        << "' holds no ONNX graph with outputs";
     return nullptr;
   }
-  GraphImporter importer(context, model, fileName, modelDir);
+  GraphImporter importer(context, model, fileName, modelDir, options.remarks);
   return importer.importModel();
 }
 
-OwningOpRef<ModuleOp> moe::importONNXFile(StringRef path,
-                                          MLIRContext *context) {
+OwningOpRef<ModuleOp> moe::importONNXFile(StringRef path, MLIRContext *context,
+                                          const ImportONNXOptions &options) {
   llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> buffer =
       llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
                                   /*RequiresNullTerminator=*/false);
@@ -628,15 +713,21 @@ OwningOpRef<ModuleOp> moe::importONNXFile(StringRef path,
     return nullptr;
   }
   return importONNX((*buffer)->getBuffer(), path,
-                    llvm::sys::path::parent_path(path), context);
+                    llvm::sys::path::parent_path(path), context, options);
 }
 
 void moe::registerImportONNXDialects(DialectRegistry &registry) {
   registry.insert<arith::ArithDialect, func::FuncDialect, linalg::LinalgDialect,
-                  math::MathDialect, tensor::TensorDialect, MoEDialect>();
+                  math::MathDialect, scf::SCFDialect, tensor::TensorDialect,
+                  MoEDialect>();
 }
 
 void moe::registerImportONNXTranslation() {
+  static llvm::cl::opt<bool> remarks(
+      "remarks",
+      llvm::cl::desc("ONNX import: report which MoE blocks were raised to "
+                     "moe.layer, and why others were not"),
+      llvm::cl::init(false));
   TranslateToMLIRRegistration registration(
       "import-onnx", "import an ONNX model (.onnx) into MLIR",
       [](llvm::SourceMgr &sourceMgr,
@@ -646,7 +737,8 @@ void moe::registerImportONNXTranslation() {
         StringRef fileName = buffer->getBufferIdentifier();
         StringRef dir = llvm::sys::path::parent_path(fileName);
         OwningOpRef<ModuleOp> module =
-            importONNX(buffer->getBuffer(), fileName, dir, context);
+            importONNX(buffer->getBuffer(), fileName, dir, context,
+                       ImportONNXOptions{remarks});
         if (!module)
           return nullptr;
         return OwningOpRef<Operation *>(module.release());

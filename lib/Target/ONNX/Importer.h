@@ -13,6 +13,7 @@
 #ifndef MOE_LIB_TARGET_ONNX_IMPORTER_H
 #define MOE_LIB_TARGET_ONNX_IMPORTER_H
 
+#include "moe/Dialect/MoE/IR/MoEOps.h"
 #include "moe/Support/LLVM.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -63,6 +64,13 @@ public:
   /// The integers of a constant input (axes, shapes, k), or failure with a
   /// diagnostic.
   FailureOr<SmallVector<int64_t>> getConstantInts(unsigned i, StringRef what);
+  /// The elements of a small integer input (0-D or 1-D) that is a constant or
+  /// was computed from tensor shapes (Shape -> Gather -> Concat chains): each
+  /// an index attribute or an index-typed value.
+  std::optional<SmallVector<OpFoldResult>> getShapeValue(unsigned i);
+  /// getShapeValue, or failure with a diagnostic naming `what`.
+  FailureOr<SmallVector<OpFoldResult>> getShapeOperand(unsigned i,
+                                                       StringRef what);
 
   /// Attributes.
   const onnx::AttributeProto *getAttr(StringRef name) const;
@@ -79,6 +87,8 @@ public:
   /// Records a compile-time value of output `i` (small integer tensors from
   /// Shape, Constant, ... feeding Reshape and friends).
   void setConstantResult(unsigned i, DenseElementsAttr value);
+  /// Records the elements of output `i` as a shape value.
+  void setShapeResult(unsigned i, ArrayRef<OpFoldResult> elements);
 
   /// The one diagnostic of a failing node: names the op type, the node and
   /// the opset.
@@ -111,11 +121,64 @@ ArrayRef<OpHandlerInfo> getMicrosoftOpHandlers();
 /// com.microsoft.MoE, raised to `moe.layer` (MoERaising.cpp).
 LogicalResult importMicrosoftMoE(Node &node);
 
+/// Handlers of indexing ops with data-dependent results (IndexingOps.cpp).
+LogicalResult importNonZero(Node &node);
+LogicalResult importOneHot(Node &node);
+LogicalResult importScatterElements(Node &node);
+LogicalResult importScatterND(Node &node);
+LogicalResult importGatherElements(Node &node);
+LogicalResult importGatherND(Node &node);
+LogicalResult importArgMax(Node &node);
+LogicalResult importArgMin(Node &node);
+LogicalResult importTrilu(Node &node);
+LogicalResult importEinsum(Node &node);
+
+/// A MoE block of standard ops found in the graph (GraphRaising.cpp): the
+/// node `outputNode` is replaced by one `moe.layer` on `input`.
+struct MoEBlock {
+  /// The name of the form, for remarks ("Mixtral sparse", "dense", ...).
+  std::string form;
+  /// The router's TopK or ArgMax.
+  const onnx::NodeProto *anchor = nullptr;
+  /// The node whose output 0 is the block's result.
+  const onnx::NodeProto *outputNode = nullptr;
+  /// The tokens `[..., H]` the router and the experts read.
+  std::string input;
+  /// Weights in moe.layer's layout.
+  DenseElementsAttr router, gate, up, down, upBias, downBias, sharedGate,
+      sharedUp, sharedDown, sharedScale;
+  int64_t k = 1;
+  bool renormalize = false;
+  ExpertKind kind = ExpertKind::Gated;
+  Activation activation = Activation::Silu;
+};
+
+/// Matches every TopK/ArgMax of `graph` against the known MoE forms. With
+/// `remarks`, reports each candidate that does not match and why.
+SmallVector<MoEBlock>
+findMoEBlocks(GraphImporter &importer, const onnx::GraphProto &graph,
+              bool remarks,
+              function_ref<Location(const onnx::NodeProto &)> loc);
+
+/// Builds the `moe.layer` of `block` and binds the block's output to it, or
+/// fails with the reason in `why` (types that do not fit) and builds nothing
+/// that is used.
+LogicalResult buildMoEBlock(GraphImporter &importer, const MoEBlock &block,
+                            Location loc, std::string &why);
+
+/// Stacks same-typed tensors along a new leading dimension.
+DenseElementsAttr stackWeights(ArrayRef<DenseElementsAttr> parts);
+
+/// After a node of the default domain was imported, records the shape values
+/// (see Node::getShapeValue) of its outputs where its inputs have them
+/// (ShapeValues.cpp).
+void propagateShapeValues(Node &node);
+
 /// Imports one GraphProto into `func.func @main`.
 class GraphImporter {
 public:
   GraphImporter(MLIRContext *context, const onnx::ModelProto &model,
-                StringRef fileName, StringRef modelDir);
+                StringRef fileName, StringRef modelDir, bool remarks);
 
   /// Builds the module; null after a diagnostic.
   OwningOpRef<ModuleOp> importModel();
@@ -135,6 +198,13 @@ public:
   void bindConstant(StringRef name, DenseElementsAttr value) {
     constants[name] = value;
   }
+  const SmallVector<OpFoldResult> *getShapeValue(StringRef name) const {
+    auto it = shapeValues.find(name);
+    return it == shapeValues.end() ? nullptr : &it->second;
+  }
+  void bindShapeValue(StringRef name, ArrayRef<OpFoldResult> elements) {
+    shapeValues[name] = SmallVector<OpFoldResult>(elements);
+  }
 
   /// The MLIR element type of an ONNX TensorProto data type.
   FailureOr<Type> convertElementType(int32_t dataType, EmitErrorFn emitError,
@@ -153,18 +223,24 @@ private:
                                           EmitErrorFn emitError,
                                           uint64_t expected);
   Location nodeLoc(const onnx::NodeProto &node);
+  /// Replaces `node` by the MoE block it ends, if any; `raised` tells whether
+  /// it did.
+  LogicalResult raiseBlock(const onnx::NodeProto &node, bool &raised);
 
   MLIRContext *context;
   const onnx::ModelProto &model;
   std::string fileName;
   std::string modelDir;
+  bool remarks;
   OpBuilder builder;
   Location fileLoc;
   llvm::StringMap<int64_t> opsets;
   llvm::StringMap<Value> values;
   llvm::StringMap<DenseElementsAttr> constants;
+  llvm::StringMap<SmallVector<OpFoldResult>> shapeValues;
   llvm::StringMap<const onnx::NodeProto *> producers;
   llvm::StringMap<const OpHandlerInfo *> handlers;
+  llvm::DenseMap<const onnx::NodeProto *, MoEBlock> blocks;
 };
 
 //===----------------------------------------------------------------------===//
@@ -198,6 +274,12 @@ Value insertUnitDims(OpBuilder &b, Location loc, Value value,
 /// Removes the static unit dimensions at the (sorted) positions `axes`.
 Value dropUnitDims(OpBuilder &b, Location loc, Value value,
                    ArrayRef<int64_t> axes);
+
+/// `tensor.expand_shape` of `value` to `type`, or a `tensor.reshape` where a
+/// group has more than one dynamic size.
+Value buildExpandShape(OpBuilder &b, Location loc, RankedTensorType type,
+                       Value value, ArrayRef<ReassociationIndices> groups,
+                       ArrayRef<OpFoldResult> sizes);
 
 /// A 2-D matmul `a [M, K] x b [K, N]` with a zero-filled accumulator.
 Value buildMatmul2D(OpBuilder &b, Location loc, Value lhs, Value rhs);

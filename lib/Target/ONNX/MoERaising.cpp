@@ -315,9 +315,8 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
       /*shared_gate=*/Value(), /*shared_up=*/Value(), /*shared_down=*/Value(),
       /*shared_scale=*/Value(), routing, expert);
   if (inputType.getRank() == 3)
-    result = tensor::ExpandShapeOp::create(
-        b, loc, inputType, result,
-        SmallVector<ReassociationIndices>{{0, 1}, {2}},
-        tensor::getMixedSizes(b, loc, input));
+    result = buildExpandShape(b, loc, inputType, result,
+                              SmallVector<ReassociationIndices>{{0, 1}, {2}},
+                              tensor::getMixedSizes(b, loc, input));
   return node.setResults(result);
 }

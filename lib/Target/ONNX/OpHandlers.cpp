@@ -523,7 +523,7 @@ static FailureOr<Value> buildMatMul(Node &node, Value lhs, Value rhs) {
       ReassociationIndices rows;
       for (int64_t d = 0; d < lhsRank - 1; ++d)
         rows.push_back(d);
-      result = tensor::ExpandShapeOp::create(
+      result = buildExpandShape(
           b, loc, RankedTensorType::get(shape, lhsType.getElementType()),
           result, SmallVector<ReassociationIndices>{rows, {lhsRank - 1}},
           sizes);
@@ -1223,8 +1223,7 @@ static Value buildReshape(OpBuilder &b, Location loc, Value input,
             getReassociationIndicesForReshape(srcType, dstType)) {
       if (srcRank > dstRank)
         return tensor::CollapseShapeOp::create(b, loc, dstType, input, *groups);
-      return tensor::ExpandShapeOp::create(b, loc, dstType, input, *groups,
-                                           sizes);
+      return buildExpandShape(b, loc, dstType, input, *groups, sizes);
     }
   }
   // General case: through a 1-D tensor.
@@ -1252,8 +1251,8 @@ static Value buildReshape(OpBuilder &b, Location loc, Value input,
   ReassociationIndices all;
   for (int64_t d = 0; d < dstRank; ++d)
     all.push_back(d);
-  return tensor::ExpandShapeOp::create(
-      b, loc, dstType, flat, SmallVector<ReassociationIndices>{all}, sizes);
+  return buildExpandShape(b, loc, dstType, flat,
+                          SmallVector<ReassociationIndices>{all}, sizes);
 }
 
 static LogicalResult importReshape(Node &node) {
@@ -1266,7 +1265,8 @@ static LogicalResult importReshape(Node &node) {
     node.emitError() << "input 0 is required";
     return failure();
   }
-  FailureOr<SmallVector<int64_t>> target = node.getConstantInts(1, "shape");
+  FailureOr<SmallVector<OpFoldResult>> target =
+      node.getShapeOperand(1, "shape");
   if (failed(target))
     return failure();
   bool allowZero = node.getInt("allowzero", 0) != 0;
@@ -1275,7 +1275,15 @@ static LogicalResult importReshape(Node &node) {
   SmallVector<int64_t> shape;
   SmallVector<OpFoldResult> sizes;
   int64_t inferred = -1;
-  for (auto [i, s] : llvm::enumerate(*target)) {
+  for (auto [i, element] : llvm::enumerate(*target)) {
+    std::optional<int64_t> constant = getConstantIntValue(element);
+    if (!constant) {
+      // A size computed from the shapes of other tensors.
+      shape.push_back(ShapedType::kDynamic);
+      sizes.push_back(element);
+      continue;
+    }
+    int64_t s = *constant;
     if (s == 0 && !allowZero) {
       if ((int64_t)i >= srcType.getRank()) {
         node.emitError() << "shape copies dimension " << i
@@ -1705,15 +1713,36 @@ static LogicalResult importSlice(Node &node) {
     if (failed(axis))
       return failure();
     int64_t dim = type.getDimSize(*axis);
-    if (ShapedType::isDynamic(dim)) {
-      node.emitError() << "slicing dynamic dimension " << *axis
-                       << " is not supported";
-      return failure();
-    }
     int64_t step = steps[i];
     if (step <= 0) {
       node.emitError() << "step " << step << " is not supported";
       return failure();
+    }
+    if (ShapedType::isDynamic(dim)) {
+      // start/end clamped to [0, dim] at run time.
+      Value size = getValueOrCreateConstantIndexOp(b, loc, sizes[*axis]);
+      Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+      auto clampBound = [&](int64_t bound) -> Value {
+        bound =
+            std::clamp<int64_t>(bound, -(int64_t(1) << 62), int64_t(1) << 62);
+        Value v = arith::ConstantIndexOp::create(b, loc, bound);
+        if (bound < 0)
+          v = arith::AddIOp::create(b, loc, v, size);
+        v = arith::MaxSIOp::create(b, loc, v, zero);
+        return arith::MinSIOp::create(b, loc, v, size);
+      };
+      Value start = clampBound((*starts)[i]);
+      Value end = clampBound((*ends)[i]);
+      Value extent = arith::MaxSIOp::create(
+          b, loc, arith::SubIOp::create(b, loc, end, start), zero);
+      if (step != 1)
+        extent = arith::CeilDivSIOp::create(
+            b, loc, extent, arith::ConstantIndexOp::create(b, loc, step));
+      offsets[*axis] = start;
+      sizes[*axis] = extent;
+      strides[*axis] = b.getIndexAttr(step);
+      shape[*axis] = ShapedType::kDynamic;
+      continue;
     }
     int64_t start = (*starts)[i], end = (*ends)[i];
     if (start < 0)
@@ -1829,9 +1858,18 @@ static LogicalResult importConstantOfShape(Node &node) {
   if (failed(node.checkAttributes({"value"})))
     return failure();
   OpBuilder &b = node.getBuilder();
-  FailureOr<SmallVector<int64_t>> shape = node.getConstantInts(0, "shape");
-  if (failed(shape))
+  FailureOr<SmallVector<OpFoldResult>> sizes = node.getShapeOperand(0, "shape");
+  if (failed(sizes))
     return failure();
+  SmallVector<int64_t> shape;
+  for (OpFoldResult size : *sizes) {
+    std::optional<int64_t> constant = getConstantIntValue(size);
+    if (constant && *constant < 0) {
+      node.emitError() << "shape has a negative size " << *constant;
+      return failure();
+    }
+    shape.push_back(constant ? *constant : ShapedType::kDynamic);
+  }
   Attribute element = b.getF32FloatAttr(0.0f);
   Type elementType = b.getF32Type();
   if (const onnx::AttributeProto *value = node.getAttr("value")) {
@@ -1846,7 +1884,14 @@ static LogicalResult importConstantOfShape(Node &node) {
     elementType = tensor->getElementType();
     element = *tensor->getValues<Attribute>().begin();
   }
-  auto type = RankedTensorType::get(*shape, elementType);
+  auto type = RankedTensorType::get(shape, elementType);
+  if (!type.hasStaticShape()) {
+    Value init = createEmpty(b, node.getLoc(), *sizes, elementType);
+    Value fill =
+        arith::ConstantOp::create(b, node.getLoc(), cast<TypedAttr>(element));
+    return node.setResults(
+        linalg::FillOp::create(b, node.getLoc(), fill, init).getResult(0));
+  }
   auto attr = DenseElementsAttr::get(type, element);
   if (type.getRank() <= 1 && isa<IntegerType>(elementType))
     node.setConstantResult(0, attr);
@@ -1910,17 +1955,21 @@ static LogicalResult importExpand(Node &node) {
     node.emitError() << "input 0 is required";
     return failure();
   }
-  FailureOr<SmallVector<int64_t>> shape = node.getConstantInts(1, "shape");
+  FailureOr<SmallVector<OpFoldResult>> shape = node.getShapeOperand(1, "shape");
   if (failed(shape))
     return failure();
+  for (OpFoldResult size : *shape) {
+    std::optional<int64_t> constant = getConstantIntValue(size);
+    if (constant && *constant < 0) {
+      node.emitError() << "shape has a negative size " << *constant;
+      return failure();
+    }
+  }
   OpBuilder &b = node.getBuilder();
   Type type = elementTypeOf(input);
-  // Broadcast against a constant of the target shape; only its shape matters.
-  Value shapeTensor = createEmpty(
-      b, node.getLoc(),
-      llvm::map_to_vector(
-          *shape, [&](int64_t s) -> OpFoldResult { return b.getIndexAttr(s); }),
-      type);
+  // Broadcast against an empty tensor of the target shape; only its shape
+  // matters.
+  Value shapeTensor = createEmpty(b, node.getLoc(), *shape, type);
   FailureOr<Value> result = buildElementwise(
       node, {input, shapeTensor}, type,
       [](OpBuilder &, Location, ValueRange args) { return args[0]; });
@@ -1966,6 +2015,8 @@ ArrayRef<OpHandlerInfo> onnx_import::getStandardOpHandlers() {
   static const OpHandlerInfo table[] = {
       {"", "Abs", 6, kMaxOpset, importUnary<UnaryKind::Abs>},
       {"", "Add", 7, kMaxOpset, importBinary<BinaryKind::Add>},
+      {"", "ArgMax", 11, kMaxOpset, importArgMax},
+      {"", "ArgMin", 11, kMaxOpset, importArgMin},
       {"", "Cast", 6, kMaxOpset, importCast},
       {"", "Ceil", 6, kMaxOpset, importUnary<UnaryKind::Ceil>},
       {"", "Concat", 4, kMaxOpset, importConcat},
@@ -1973,6 +2024,7 @@ ArrayRef<OpHandlerInfo> onnx_import::getStandardOpHandlers() {
       {"", "ConstantOfShape", 9, kMaxOpset, importConstantOfShape},
       {"", "Cos", 7, kMaxOpset, importUnary<UnaryKind::Cos>},
       {"", "Div", 7, kMaxOpset, importBinary<BinaryKind::Div>},
+      {"", "Einsum", 12, kMaxOpset, importEinsum},
       {"", "Equal", 7, kMaxOpset, importCompare<CompareKind::Equal>},
       {"", "Erf", 9, kMaxOpset, importUnary<UnaryKind::Erf>},
       {"", "Exp", 6, kMaxOpset, importUnary<UnaryKind::Exp>},
@@ -1980,6 +2032,8 @@ ArrayRef<OpHandlerInfo> onnx_import::getStandardOpHandlers() {
       {"", "Flatten", 1, kMaxOpset, importFlatten},
       {"", "Floor", 6, kMaxOpset, importUnary<UnaryKind::Floor>},
       {"", "Gather", 1, kMaxOpset, importGather},
+      {"", "GatherElements", 11, kMaxOpset, importGatherElements},
+      {"", "GatherND", 11, kMaxOpset, importGatherND},
       {"", "Gelu", 20, kMaxOpset, importGelu},
       {"", "Gemm", 7, kMaxOpset, importGemm},
       {"", "Greater", 7, kMaxOpset, importCompare<CompareKind::Greater>},
@@ -1998,7 +2052,9 @@ ArrayRef<OpHandlerInfo> onnx_import::getStandardOpHandlers() {
       {"", "Min", 8, kMaxOpset, importVariadic<BinaryKind::Min>},
       {"", "Mul", 7, kMaxOpset, importBinary<BinaryKind::Mul>},
       {"", "Neg", 6, kMaxOpset, importUnary<UnaryKind::Neg>},
+      {"", "NonZero", 9, kMaxOpset, importNonZero},
       {"", "Not", 1, kMaxOpset, importUnary<UnaryKind::Not>},
+      {"", "OneHot", 9, kMaxOpset, importOneHot},
       {"", "Pow", 7, kMaxOpset, importBinary<BinaryKind::Pow>},
       {"", "Range", 11, kMaxOpset, importRange},
       {"", "Reciprocal", 6, kMaxOpset, importUnary<UnaryKind::Reciprocal>},
@@ -2008,6 +2064,8 @@ ArrayRef<OpHandlerInfo> onnx_import::getStandardOpHandlers() {
       {"", "ReduceSum", 1, kMaxOpset, importReduce<ReduceKind::Sum>},
       {"", "Relu", 6, kMaxOpset, importUnary<UnaryKind::Relu>},
       {"", "Reshape", 5, kMaxOpset, importReshape},
+      {"", "ScatterElements", 11, kMaxOpset, importScatterElements},
+      {"", "ScatterND", 11, kMaxOpset, importScatterND},
       {"", "Shape", 1, kMaxOpset, importShape},
       {"", "Sigmoid", 6, kMaxOpset, importUnary<UnaryKind::Sigmoid>},
       {"", "SimplifiedLayerNormalization", 1, kMaxOpset,
@@ -2024,6 +2082,7 @@ ArrayRef<OpHandlerInfo> onnx_import::getStandardOpHandlers() {
       {"", "Tanh", 6, kMaxOpset, importUnary<UnaryKind::Tanh>},
       {"", "TopK", 10, kMaxOpset, importTopK},
       {"", "Transpose", 1, kMaxOpset, importTranspose},
+      {"", "Trilu", 14, kMaxOpset, importTrilu},
       {"", "Unsqueeze", 1, kMaxOpset, importUnsqueeze},
       {"", "Where", 9, kMaxOpset, importWhere},
   };

@@ -29,20 +29,29 @@ class MLIRContext;
 
 namespace moe {
 
+struct ImportONNXOptions {
+  /// Emit a remark at each MoE block candidate (a TopK or ArgMax of router
+  /// scores) saying whether it was raised to `moe.layer`, and why not.
+  bool remarks = false;
+};
+
 /// Imports the serialized ModelProto `bytes`. `fileName` names the model in
 /// diagnostics and locations; external-data tensors are read relative to
 /// `modelDir`. Returns null after emitting a diagnostic on failure.
 OwningOpRef<ModuleOp> importONNX(StringRef bytes, StringRef fileName,
-                                 StringRef modelDir, MLIRContext *context);
+                                 StringRef modelDir, MLIRContext *context,
+                                 const ImportONNXOptions &options = {});
 
 /// Reads and imports the model at `path` (external data relative to its
 /// directory).
-OwningOpRef<ModuleOp> importONNXFile(StringRef path, MLIRContext *context);
+OwningOpRef<ModuleOp> importONNXFile(StringRef path, MLIRContext *context,
+                                     const ImportONNXOptions &options = {});
 
 /// Adds the dialects the importer creates to `registry`.
 void registerImportONNXDialects(DialectRegistry &registry);
 
-/// Registers the `--import-onnx` translation with mlir-translate's registry.
+/// Registers the `--import-onnx` translation with mlir-translate's registry,
+/// and its `--remarks` option.
 void registerImportONNXTranslation();
 
 } // namespace moe

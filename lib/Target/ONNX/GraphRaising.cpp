@@ -1,0 +1,987 @@
+//===- GraphRaising.cpp - MoE blocks of standard ONNX ops to moe.layer ----===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// Finds MoE blocks that exporters (torch.onnx.export) write with standard
+// ops and raises each to one `moe.layer`. Matching works on the ONNX nodes,
+// before import: the exported graph still spells the block out op by op
+// (Softmax, TopK, OneHot, NonZero, ScatterElements, ...), while after import
+// the same block is a web of linalg.generics and scf loops.
+//
+// Every TopK and ArgMax is a candidate. Its input must be the Softmax of a
+// router `MatMul(x, W)` with a constant W; from there the consumers must be
+// one of three forms:
+//
+//  - Mixtral (transformers' MixtralSparseMoeBlock): one_hot expert mask,
+//    per expert `torch.where` (NonZero), the tokens gathered, a SwiGLU
+//    expert, its output times the gathered routing weight scattered into a
+//    zero accumulator (`index_add_`: ScatterElements + Add).
+//  - Dense: every SwiGLU expert on every token, stacked, multiplied by the
+//    top-k weights scattered into a [T, E] matrix and summed over experts;
+//    optionally plus a shared SwiGLU expert scaled by sigmoid(x·ws).
+//  - Switch: ArgMax and ReduceMax of the softmax, per-token expert weights
+//    gathered and applied with Einsum, ReLU FFN with biases.
+//
+// Only the node that produces the block's result is replaced; the nodes
+// before it are imported as usual, and those nothing uses any more are
+// removed at the end of the import. A block that does not match (or whose
+// types turn out not to fit when it is built) is imported op by op.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Importer.h"
+
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Verifier.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cstring>
+
+using namespace moe;
+using namespace moe::onnx_import;
+using namespace mlir;
+
+namespace {
+
+/// A linear map `x·W (+ b)` with a constant W [in, out].
+struct Linear {
+  std::string input;
+  DenseElementsAttr weight, bias;
+};
+
+/// An expert MLP: gated (SwiGLU) or a plain FFN.
+struct ExpertMLP {
+  std::string input;
+  DenseElementsAttr gate, up, down, upBias, downBias;
+};
+
+/// The router: `softmax(x·W)` along the last axis.
+struct Router {
+  const onnx::NodeProto *softmax = nullptr;
+  std::string input;
+  DenseElementsAttr weight;
+};
+
+/// Matches the forms of one graph. Each `match*` returns false with `why`
+/// set when the graph does not have the form.
+class BlockMatcher {
+public:
+  BlockMatcher(GraphImporter &importer, const onnx::GraphProto &graph);
+
+  /// Tries every form on the candidate `anchor` (a TopK or ArgMax).
+  std::optional<MoEBlock> match(const onnx::NodeProto &anchor);
+
+  std::string why;
+
+private:
+  bool fail(const Twine &message) {
+    why = message.str();
+    return false;
+  }
+
+  const onnx::NodeProto *def(StringRef name) const {
+    return name.empty() ? nullptr : importer.getProducer(name);
+  }
+  static bool is(const onnx::NodeProto *node, StringRef opType) {
+    return node && node->op_type() == opType &&
+           (node->domain().empty() || node->domain() == "ai.onnx");
+  }
+  const onnx::NodeProto *defOp(StringRef name, StringRef opType) const {
+    const onnx::NodeProto *node = def(name);
+    return is(node, opType) ? node : nullptr;
+  }
+  ArrayRef<const onnx::NodeProto *> users(StringRef name) const {
+    auto it = consumers.find(name);
+    if (it == consumers.end())
+      return {};
+    return it->second;
+  }
+  /// The single consumer of `name` of type `opType`, or null.
+  const onnx::NodeProto *userOp(StringRef name, StringRef opType) const {
+    const onnx::NodeProto *found = nullptr;
+    for (const onnx::NodeProto *user : users(name)) {
+      if (!is(user, opType))
+        continue;
+      if (found)
+        return nullptr;
+      found = user;
+    }
+    return found;
+  }
+  static StringRef describe(const onnx::NodeProto *node) {
+    return node ? StringRef(node->op_type()) : StringRef("a graph input");
+  }
+
+  /// Skips Identity and float-to-float Casts.
+  StringRef skipCasts(StringRef name) const;
+  DenseElementsAttr constant(StringRef name);
+  std::optional<int64_t> constantInt(StringRef name);
+  std::optional<SmallVector<int64_t>> constantInts(StringRef name);
+  static int64_t intAttr(const onnx::NodeProto &node, StringRef name,
+                         int64_t defaultValue);
+  static std::optional<SmallVector<int64_t>> intsAttr(const onnx::NodeProto &,
+                                                      StringRef name);
+  /// The axes of a Squeeze/Unsqueeze/Reduce* node (attribute or input 1).
+  std::optional<SmallVector<int64_t>> axesOf(const onnx::NodeProto &node);
+  bool isZeros(StringRef name);
+
+  bool matchRouter(StringRef probs, Router &router);
+  bool matchLinear(StringRef name, Linear &linear);
+  bool matchSilu(StringRef name, StringRef &input);
+  bool matchSwiGLU(StringRef name, ExpertMLP &mlp);
+  /// The routing weights: TopK values, renormalized or not.
+  bool matchWeights(const onnx::NodeProto &topk, StringRef name,
+                    bool &renormalize);
+
+  bool matchMixtral(const onnx::NodeProto &topk, const Router &router,
+                    int64_t k, MoEBlock &block);
+  bool matchDense(const onnx::NodeProto &topk, const Router &router, int64_t k,
+                  MoEBlock &block);
+  bool matchSwitch(const onnx::NodeProto &argmax, const Router &router,
+                   MoEBlock &block);
+  bool finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
+                     int64_t numExperts, MoEBlock &block);
+
+  GraphImporter &importer;
+  llvm::StringMap<const onnx::TensorProto *> tensors;
+  llvm::StringMap<DenseElementsAttr> converted;
+  llvm::StringMap<SmallVector<const onnx::NodeProto *>> consumers;
+};
+
+} // namespace
+
+BlockMatcher::BlockMatcher(GraphImporter &importer,
+                           const onnx::GraphProto &graph)
+    : importer(importer) {
+  for (const onnx::TensorProto &tensor : graph.initializer())
+    tensors[tensor.name()] = &tensor;
+  for (const onnx::NodeProto &node : graph.node()) {
+    for (const std::string &input : node.input())
+      if (!input.empty())
+        consumers[input].push_back(&node);
+    if (is(&node, "Constant") && node.attribute_size() == 1 &&
+        node.attribute(0).name() == "value" && node.output_size() == 1)
+      tensors[node.output(0)] = &node.attribute(0).t();
+  }
+}
+
+StringRef BlockMatcher::skipCasts(StringRef name) const {
+  while (const onnx::NodeProto *node = def(name)) {
+    bool floatCast =
+        is(node, "Cast") && intAttr(*node, "to", 0) == onnx::TensorProto::FLOAT;
+    if (!floatCast && !is(node, "Identity"))
+      break;
+    name = node->input(0);
+  }
+  return name;
+}
+
+DenseElementsAttr BlockMatcher::constant(StringRef name) {
+  auto cached = converted.find(name);
+  if (cached != converted.end())
+    return cached->second;
+  auto it = tensors.find(name);
+  if (it == tensors.end())
+    return {};
+  // Conversion errors are reported when the node itself is imported.
+  ScopedDiagnosticHandler silence(importer.getContext(),
+                                  [](Diagnostic &) { return success(); });
+  FailureOr<DenseElementsAttr> attr = importer.convertTensor(*it->second, [&] {
+    return mlir::emitError(UnknownLoc::get(importer.getContext()));
+  });
+  DenseElementsAttr result = succeeded(attr) ? *attr : DenseElementsAttr();
+  converted[name] = result;
+  return result;
+}
+
+std::optional<SmallVector<int64_t>> BlockMatcher::constantInts(StringRef name) {
+  DenseElementsAttr attr = constant(name);
+  if (!attr || !isa<IntegerType>(attr.getElementType()) ||
+      attr.getType().getRank() > 1)
+    return std::nullopt;
+  SmallVector<int64_t> values;
+  for (const APInt &v : attr.getValues<APInt>())
+    values.push_back(v.getSExtValue());
+  return values;
+}
+
+std::optional<int64_t> BlockMatcher::constantInt(StringRef name) {
+  std::optional<SmallVector<int64_t>> values = constantInts(name);
+  if (!values || values->size() != 1)
+    return std::nullopt;
+  return (*values)[0];
+}
+
+int64_t BlockMatcher::intAttr(const onnx::NodeProto &node, StringRef name,
+                              int64_t defaultValue) {
+  for (const onnx::AttributeProto &attr : node.attribute())
+    if (attr.name() == name)
+      return attr.i();
+  return defaultValue;
+}
+
+std::optional<SmallVector<int64_t>>
+BlockMatcher::intsAttr(const onnx::NodeProto &node, StringRef name) {
+  for (const onnx::AttributeProto &attr : node.attribute())
+    if (attr.name() == name)
+      return SmallVector<int64_t>(attr.ints().begin(), attr.ints().end());
+  return std::nullopt;
+}
+
+std::optional<SmallVector<int64_t>>
+BlockMatcher::axesOf(const onnx::NodeProto &node) {
+  if (std::optional<SmallVector<int64_t>> axes = intsAttr(node, "axes"))
+    return axes;
+  if (node.input_size() > 1)
+    return constantInts(node.input(1));
+  return std::nullopt;
+}
+
+bool BlockMatcher::isZeros(StringRef name) {
+  const onnx::NodeProto *node = defOp(name, "ConstantOfShape");
+  if (!node)
+    return false;
+  for (const onnx::AttributeProto &attr : node->attribute()) {
+    if (attr.name() != "value")
+      continue;
+    ScopedDiagnosticHandler silence(importer.getContext(),
+                                    [](Diagnostic &) { return success(); });
+    FailureOr<DenseElementsAttr> value = importer.convertTensor(attr.t(), [&] {
+      return mlir::emitError(UnknownLoc::get(importer.getContext()));
+    });
+    return succeeded(value) && isa<FloatType>(value->getElementType()) &&
+           value->isSplat() && value->getSplatValue<APFloat>().isZero();
+  }
+  return true;
+}
+
+bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
+  const onnx::NodeProto *node = def(name);
+  DenseElementsAttr bias;
+  if (is(node, "Add")) {
+    for (int i = 0; i < 2 && !bias; ++i) {
+      DenseElementsAttr b = constant(node->input(i));
+      if (b && b.getType().getRank() == 1 &&
+          (is(def(node->input(1 - i)), "MatMul"))) {
+        bias = b;
+        node = def(node->input(1 - i));
+      }
+    }
+  }
+  if (is(node, "MatMul")) {
+    DenseElementsAttr weight = constant(node->input(1));
+    if (!weight || weight.getType().getRank() != 2 ||
+        !isa<FloatType>(weight.getElementType()))
+      return fail("'" + node->name() +
+                  "' does not multiply by a constant 2-D weight");
+    linear = {node->input(0), weight, bias};
+    return true;
+  }
+  if (is(node, "Gemm") && !bias) {
+    // torch.nn.Linear on 2-D inputs: Gemm(x, W [out, in], b, transB = 1).
+    if (intAttr(*node, "transA", 0) != 0 || intAttr(*node, "transB", 0) != 1)
+      return fail("'" + node->name() + "' is a Gemm other than x·Wᵀ + b");
+    for (const onnx::AttributeProto &attr : node->attribute())
+      if ((attr.name() == "alpha" || attr.name() == "beta") && attr.f() != 1.0f)
+        return fail("'" + node->name() + "' scales by alpha or beta");
+    DenseElementsAttr weight = constant(node->input(1));
+    if (!weight || weight.getType().getRank() != 2 ||
+        !isa<FloatType>(weight.getElementType()))
+      return fail("'" + node->name() + "' has no constant 2-D weight");
+    if (node->input_size() > 2 && !node->input(2).empty()) {
+      bias = constant(node->input(2));
+      if (!bias || bias.getType().getRank() != 1)
+        return fail("'" + node->name() + "' has no constant 1-D bias");
+    }
+    ArrayRef<int64_t> shape = weight.getType().getShape();
+    auto type =
+        RankedTensorType::get({shape[1], shape[0]}, weight.getElementType());
+    size_t size = type.getElementType().getIntOrFloatBitWidth() / 8;
+    std::vector<char> out(type.getNumElements() * size);
+    if (weight.isSplat()) {
+      linear = {node->input(0), weight.resizeSplat(type), bias};
+      return true;
+    }
+    ArrayRef<char> raw = weight.getRawData();
+    for (int64_t i = 0; i < shape[1]; ++i)
+      for (int64_t j = 0; j < shape[0]; ++j)
+        std::memcpy(out.data() + (i * shape[0] + j) * size,
+                    raw.data() + (j * shape[1] + i) * size, size);
+    linear = {node->input(0), DenseElementsAttr::getFromRawBuffer(type, out),
+              bias};
+    return true;
+  }
+  return fail("'" + name + "' is computed by " + describe(node) +
+              ", not a linear map by a constant weight");
+}
+
+bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
+  StringRef name = skipCasts(probs);
+  const onnx::NodeProto *softmax = defOp(name, "Softmax");
+  if (!softmax)
+    return fail("the routing scores come from " + describe(def(name)) +
+                ", not from a Softmax of router logits");
+  Linear linear;
+  if (!matchLinear(skipCasts(softmax->input(0)), linear))
+    return fail("the router: " + why);
+  if (linear.bias)
+    return fail("the router has a bias");
+  router = {softmax, linear.input, linear.weight};
+  return true;
+}
+
+bool BlockMatcher::matchSilu(StringRef name, StringRef &input) {
+  const onnx::NodeProto *mul = defOp(name, "Mul");
+  if (!mul)
+    return false;
+  for (int i = 0; i < 2; ++i) {
+    const onnx::NodeProto *sigmoid = defOp(mul->input(1 - i), "Sigmoid");
+    if (sigmoid && sigmoid->input(0) == mul->input(i)) {
+      input = mul->input(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool BlockMatcher::matchSwiGLU(StringRef name, ExpertMLP &mlp) {
+  Linear down;
+  if (!matchLinear(name, down))
+    return fail("the expert output: " + why);
+  const onnx::NodeProto *mul = defOp(down.input, "Mul");
+  if (!mul)
+    return fail("the expert's down projection reads " +
+                describe(def(down.input)) + ", not a gated product");
+  for (int i = 0; i < 2; ++i) {
+    StringRef gateOut;
+    Linear gate, up;
+    if (!matchSilu(mul->input(i), gateOut) || !matchLinear(gateOut, gate) ||
+        !matchLinear(mul->input(1 - i), up))
+      continue;
+    if (gate.input != up.input)
+      return fail("the expert's gate and up projections read different "
+                  "values");
+    if (gate.bias || up.bias || down.bias)
+      return fail("the SwiGLU expert has biases");
+    mlp = {gate.input, gate.weight, up.weight, down.weight, {}, {}};
+    return true;
+  }
+  return fail("'" + mul->name() + "' is not silu(x·W1) * (x·W3)");
+}
+
+bool BlockMatcher::matchWeights(const onnx::NodeProto &topk, StringRef name,
+                                bool &renormalize) {
+  name = skipCasts(name);
+  if (name == topk.output(0)) {
+    renormalize = false;
+    return true;
+  }
+  const onnx::NodeProto *div = defOp(name, "Div");
+  const onnx::NodeProto *sum =
+      div ? defOp(div->input(1), "ReduceSum") : nullptr;
+  if (div && sum && skipCasts(div->input(0)) == topk.output(0) &&
+      skipCasts(sum->input(0)) == topk.output(0)) {
+    std::optional<SmallVector<int64_t>> axes = axesOf(*sum);
+    if (!axes || axes->size() != 1 || (*axes)[0] != -1 ||
+        intAttr(*sum, "keepdims", 1) != 1)
+      return fail("the routing weights are divided by a sum other than over "
+                  "the chosen experts");
+    renormalize = true;
+    return true;
+  }
+  return fail("the routing weights are computed by " + describe(def(name)) +
+              " from the top-k values, neither used as they are nor "
+              "renormalized by their sum");
+}
+
+bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
+                                 int64_t numExperts, MoEBlock &block) {
+  if ((int64_t)experts.size() != numExperts)
+    return fail(llvm::formatv("{0} experts for a router over {1}",
+                              experts.size(), numExperts)
+                    .str());
+  for (const ExpertMLP &mlp : experts) {
+    if (mlp.gate.getType() != experts[0].gate.getType() ||
+        mlp.up.getType() != experts[0].up.getType() ||
+        mlp.down.getType() != experts[0].down.getType())
+      return fail("the experts have different shapes");
+  }
+  auto stack = [&](auto get) {
+    SmallVector<DenseElementsAttr> parts;
+    for (const ExpertMLP &mlp : experts)
+      parts.push_back(get(mlp));
+    return stackWeights(parts);
+  };
+  block.gate = stack([](const ExpertMLP &m) { return m.gate; });
+  block.up = stack([](const ExpertMLP &m) { return m.up; });
+  block.down = stack([](const ExpertMLP &m) { return m.down; });
+  block.input = input.str();
+  return true;
+}
+
+bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
+                                const Router &router, int64_t k,
+                                MoEBlock &block) {
+  const onnx::NodeProto *oneHot = userOp(topk.output(1), "OneHot");
+  int64_t numExperts = router.weight.getType().getDimSize(1);
+  std::optional<int64_t> depth =
+      oneHot ? constantInt(oneHot->input(1)) : std::nullopt;
+  std::optional<SmallVector<int64_t>> onOff =
+      oneHot ? constantInts(oneHot->input(2)) : std::nullopt;
+  if (!depth || *depth != numExperts || !onOff ||
+      *onOff != SmallVector<int64_t>{0, 1} ||
+      intAttr(*oneHot, "axis", -1) != -1)
+    return fail("the expert mask is not one_hot(ids, num_experts)");
+  const onnx::NodeProto *mask = userOp(oneHot->output(0), "Transpose");
+  if (!mask || intsAttr(*mask, "perm") != SmallVector<int64_t>{2, 1, 0})
+    return fail("the expert mask is not permuted to [E, k, T]");
+
+  SmallVector<ExpertMLP> experts(numExperts);
+  SmallVector<bool> seen(numExperts, false);
+  std::optional<bool> renormalize;
+  // The accumulator: Add(previous, scatter) per expert, in a chain.
+  llvm::DenseMap<const onnx::NodeProto *, const onnx::NodeProto *> nextAdd;
+  SmallVector<const onnx::NodeProto *> adds;
+  for (const onnx::NodeProto *gather : users(mask->output(0))) {
+    std::optional<int64_t> e =
+        is(gather, "Gather") && intAttr(*gather, "axis", 0) == 0
+            ? constantInt(gather->input(1))
+            : std::nullopt;
+    if (!e || *e < 0 || *e >= numExperts || seen[*e])
+      return fail("the expert mask is used other than as mask[e] for each "
+                  "expert e once");
+    seen[*e] = true;
+    std::string where = llvm::formatv("expert {0}: ", *e).str();
+    // idx, top_x = torch.where(mask[e])
+    StringRef maskE = gather->output(0);
+    if (const onnx::NodeProto *cast = userOp(maskE, "Cast"))
+      maskE = cast->output(0);
+    const onnx::NodeProto *nonZero = userOp(maskE, "NonZero");
+    const onnx::NodeProto *pairs =
+        nonZero ? userOp(nonZero->output(0), "Transpose") : nullptr;
+    const onnx::NodeProto *split =
+        pairs ? userOp(pairs->output(0), "Split") : nullptr;
+    if (!split || split->output_size() != 2 || intAttr(*split, "axis", 0) != 1)
+      return fail(where + "torch.where(mask[e]) is not NonZero -> "
+                          "Transpose -> Split");
+    const onnx::NodeProto *slotSq = userOp(split->output(0), "Squeeze");
+    const onnx::NodeProto *tokenSq = userOp(split->output(1), "Squeeze");
+    if (!slotSq || !tokenSq)
+      return fail(where + "the NonZero pairs are not squeezed");
+    StringRef slot = slotSq->output(0), token = tokenSq->output(0);
+
+    // index_add_(0, top_x, expert(x[top_x]) * w[top_x, idx])
+    const onnx::NodeProto *tokenCol = nullptr;
+    for (const onnx::NodeProto *user : users(token))
+      if (is(user, "Unsqueeze") && axesOf(*user) == SmallVector<int64_t>{1})
+        tokenCol = user;
+    const onnx::NodeProto *indexExpand =
+        tokenCol ? userOp(tokenCol->output(0), "Expand") : nullptr;
+    const onnx::NodeProto *scatter =
+        indexExpand ? userOp(indexExpand->output(0), "ScatterElements")
+                    : nullptr;
+    if (!scatter || scatter->input(1) != indexExpand->output(0) ||
+        intAttr(*scatter, "axis", 0) != 0 || !isZeros(scatter->input(0)))
+      return fail(where + "no index_add_ at the expert's tokens (Expand of "
+                          "the token ids into ScatterElements on zeros)");
+    for (const onnx::AttributeProto &attr : scatter->attribute())
+      if (attr.name() == "reduction" && attr.s() != "none" && attr.s() != "add")
+        return fail(where + "the scatter reduces by '" + attr.s() + "'");
+    const onnx::NodeProto *updates = defOp(scatter->input(2), "Expand");
+    const onnx::NodeProto *mul =
+        updates ? defOp(skipCasts(updates->input(0)), "Mul") : nullptr;
+    if (!mul)
+      return fail(where + "the scattered rows are not a product of the "
+                          "expert output and its weight");
+    bool found = false;
+    for (int i = 0; i < 2 && !found; ++i) {
+      ExpertMLP mlp;
+      if (!matchSwiGLU(mul->input(i), mlp))
+        continue;
+      // The expert's rows: x[None, top_x].reshape(-1, H).
+      const onnx::NodeProto *reshape = defOp(mlp.input, "Reshape");
+      const onnx::NodeProto *rows =
+          reshape ? defOp(reshape->input(0), "Gather") : nullptr;
+      const onnx::NodeProto *unsq =
+          rows ? defOp(rows->input(0), "Unsqueeze") : nullptr;
+      if (!unsq || rows->input(1) != token || intAttr(*rows, "axis", 0) != 1 ||
+          axesOf(*unsq) != SmallVector<int64_t>{0} ||
+          unsq->input(0) != router.input)
+        return fail(where + "the expert does not read the router input's "
+                            "rows at the expert's tokens");
+      // The weight: routing_weights[top_x, idx, None], exported as a Gather
+      // of the flattened weights at top_x * k + idx.
+      StringRef weight = mul->input(1 - i);
+      while (const onnx::NodeProto *r = defOp(weight, "Reshape"))
+        weight = r->input(0);
+      const onnx::NodeProto *pick = defOp(weight, "Gather");
+      const onnx::NodeProto *flat =
+          pick ? defOp(pick->input(0), "Flatten") : nullptr;
+      const onnx::NodeProto *unsqW =
+          flat ? defOp(flat->input(0), "Unsqueeze") : nullptr;
+      const onnx::NodeProto *linear =
+          pick ? defOp(pick->input(1), "Add") : nullptr;
+      if (!unsqW || !linear || intAttr(*pick, "axis", 0) != 0 ||
+          intAttr(*flat, "axis", 1) != 2 ||
+          axesOf(*unsqW) != SmallVector<int64_t>{2})
+        return fail(where + "the expert output is not scaled by "
+                            "routing_weights[top_x, idx]");
+      bool linearOk = false;
+      for (int j = 0; j < 2 && !linearOk; ++j) {
+        const onnx::NodeProto *times = defOp(linear->input(1 - j), "Mul");
+        if (linear->input(j) != slot || !times)
+          continue;
+        for (int m = 0; m < 2 && !linearOk; ++m) {
+          if (times->input(m) != token)
+            continue;
+          StringRef stride = times->input(1 - m);
+          // k, as a constant or as dimension 1 of the weights' shape.
+          if (constantInt(stride) == k) {
+            linearOk = true;
+            break;
+          }
+          const onnx::NodeProto *dim = defOp(stride, "Gather");
+          const onnx::NodeProto *shape =
+              dim ? defOp(dim->input(0), "Shape") : nullptr;
+          linearOk = shape && constantInt(dim->input(1)) == 1 &&
+                     shape->input(0) == unsqW->output(0);
+        }
+      }
+      if (!linearOk)
+        return fail(where + "the routing weight is not picked at "
+                            "top_x * k + idx");
+      bool renorm;
+      if (!matchWeights(topk, unsqW->input(0), renorm))
+        return fail(where + why);
+      if (renormalize && *renormalize != renorm)
+        return fail(where + "the experts use different routing weights");
+      renormalize = renorm;
+      experts[*e] = mlp;
+      found = true;
+    }
+    if (!found)
+      return fail(where + why);
+    const onnx::NodeProto *add = userOp(scatter->output(0), "Add");
+    if (!add)
+      return fail(where + "the scattered rows are not added to the result");
+    adds.push_back(add);
+  }
+  if (llvm::count(seen, false))
+    return fail("not every expert reads its mask");
+  // The Adds form one chain from zeros: each adds to the previous one.
+  llvm::DenseSet<StringRef> addOutputs;
+  for (const onnx::NodeProto *add : adds)
+    addOutputs.insert(add->output(0));
+  const onnx::NodeProto *last = nullptr;
+  unsigned starts = 0;
+  for (const onnx::NodeProto *add : adds) {
+    bool fromZeros = false, fromChain = false;
+    for (int i = 0; i < 2; ++i) {
+      StringRef other = add->input(i);
+      if (defOp(other, "ScatterElements"))
+        continue;
+      fromZeros |= isZeros(other);
+      fromChain |= addOutputs.contains(other);
+    }
+    starts += fromZeros;
+    if (!fromZeros && !fromChain)
+      return fail("the expert outputs are not summed in one chain from zeros");
+    unsigned chained = 0;
+    for (const onnx::NodeProto *user : users(add->output(0)))
+      chained += llvm::is_contained(adds, user);
+    if (chained == 0) {
+      if (last)
+        return fail("the expert outputs are summed in more than one chain");
+      last = add;
+    }
+  }
+  if (starts != 1 || !last)
+    return fail("the expert outputs are not summed in one chain from zeros");
+  block.form = "Mixtral sparse";
+  block.outputNode = last;
+  block.k = k;
+  block.renormalize = *renormalize;
+  return finishExperts(experts, router.input, numExperts, block);
+}
+
+bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
+                              int64_t k, MoEBlock &block) {
+  int64_t numExperts = router.weight.getType().getDimSize(1);
+  const onnx::NodeProto *scatter = userOp(topk.output(1), "ScatterElements");
+  if (!scatter || scatter->input(1) != topk.output(1) ||
+      !(intAttr(*scatter, "axis", 0) == -1) ||
+      !defOp(scatter->input(0), "ConstantOfShape") ||
+      !isZeros(scatter->input(0)))
+    return fail("the top-k weights are not scattered into a zero [T, E] "
+                "matrix along the last axis");
+  bool renormalize;
+  if (!matchWeights(topk, scatter->input(2), renormalize))
+    return false;
+  const onnx::NodeProto *mixCol = userOp(scatter->output(0), "Unsqueeze");
+  const onnx::NodeProto *mul =
+      mixCol ? userOp(mixCol->output(0), "Mul") : nullptr;
+  const onnx::NodeProto *sum =
+      mul ? userOp(mul->output(0), "ReduceSum") : nullptr;
+  if (!mixCol || axesOf(*mixCol) != SmallVector<int64_t>{-1} || !sum ||
+      axesOf(*sum) != SmallVector<int64_t>{-2} ||
+      intAttr(*sum, "keepdims", 1) != 0)
+    return fail("the mixing matrix is not applied as (outs * mix[..., None])"
+                ".sum(-2)");
+  StringRef stacked = mul->input(0) == mixCol->output(0)
+                          ? StringRef(mul->input(1))
+                          : StringRef(mul->input(0));
+  const onnx::NodeProto *concat = defOp(stacked, "Concat");
+  if (!concat || intAttr(*concat, "axis", 0) != -2)
+    return fail("the expert outputs are not stacked along axis -2");
+  SmallVector<ExpertMLP> experts;
+  for (const std::string &part : concat->input()) {
+    const onnx::NodeProto *unsq = defOp(part, "Unsqueeze");
+    if (!unsq || axesOf(*unsq) != SmallVector<int64_t>{-2})
+      return fail("a stacked expert output is not unsqueezed at -2");
+    ExpertMLP mlp;
+    if (!matchSwiGLU(unsq->input(0), mlp))
+      return false;
+    if (mlp.input != router.input)
+      return fail("an expert reads another value than the router");
+    experts.push_back(mlp);
+  }
+  block.form = "dense";
+  block.outputNode = sum;
+  block.k = k;
+  block.renormalize = renormalize;
+  if (!finishExperts(experts, router.input, numExperts, block))
+    return false;
+
+  // y + sigmoid(x·ws) * shared(x), or y + shared(x).
+  const onnx::NodeProto *add = userOp(sum->output(0), "Add");
+  if (!add || users(sum->output(0)).size() != 1)
+    return true;
+  StringRef other = add->input(0) == sum->output(0) ? StringRef(add->input(1))
+                                                    : StringRef(add->input(0));
+  SmallVector<DenseElementsAttr> scale;
+  ExpertMLP shared;
+  std::string saved = why;
+  auto matchShared = [&](StringRef name) {
+    return matchSwiGLU(name, shared) && shared.input == router.input;
+  };
+  bool matched = false;
+  if (matchShared(other)) {
+    matched = true;
+  } else if (const onnx::NodeProto *scaled = defOp(other, "Mul")) {
+    for (int i = 0; i < 2 && !matched; ++i) {
+      const onnx::NodeProto *sigmoid = defOp(scaled->input(i), "Sigmoid");
+      Linear gateLinear;
+      if (!sigmoid || !matchLinear(sigmoid->input(0), gateLinear) ||
+          gateLinear.bias || gateLinear.input != router.input ||
+          gateLinear.weight.getType().getDimSize(1) != 1 ||
+          !matchShared(scaled->input(1 - i)))
+        continue;
+      auto type =
+          RankedTensorType::get({gateLinear.weight.getType().getDimSize(0)},
+                                gateLinear.weight.getElementType());
+      scale.push_back(gateLinear.weight.reshape(type));
+      matched = true;
+    }
+  }
+  why = saved;
+  if (!matched)
+    return true;
+  block.sharedGate = shared.gate;
+  block.sharedUp = shared.up;
+  block.sharedDown = shared.down;
+  if (!scale.empty())
+    block.sharedScale = scale[0];
+  block.outputNode = add;
+  block.form = "dense with a shared expert";
+  return true;
+}
+
+bool BlockMatcher::matchSwitch(const onnx::NodeProto &argmax,
+                               const Router &router, MoEBlock &block) {
+  int64_t numExperts = router.weight.getType().getDimSize(1);
+  if (intAttr(argmax, "axis", 0) != -1 || intAttr(argmax, "keepdims", 1) != 0 ||
+      intAttr(argmax, "select_last_index", 0) != 0)
+    return fail("the ArgMax is not over the last axis without keepdims");
+  StringRef index = argmax.output(0);
+  // Per-token expert parameters: Gather(param [E, ...], index).
+  auto gathered = [&](StringRef name, int64_t rank) -> DenseElementsAttr {
+    const onnx::NodeProto *g = defOp(name, "Gather");
+    if (!g || g->input(1) != index || intAttr(*g, "axis", 0) != 0)
+      return {};
+    DenseElementsAttr param = constant(g->input(0));
+    if (!param || param.getType().getRank() != rank ||
+        param.getType().getDimSize(0) != numExperts ||
+        !isa<FloatType>(param.getElementType()))
+      return {};
+    return param;
+  };
+  // Einsum "ab,abc->ac" (a batched vector-matrix product), any letters.
+  auto isVecMat = [&](const onnx::NodeProto *e) {
+    if (!is(e, "Einsum"))
+      return false;
+    std::string eq;
+    for (const onnx::AttributeProto &attr : e->attribute())
+      if (attr.name() == "equation")
+        for (char c : attr.s())
+          if (c != ' ')
+            eq.push_back(c);
+    return eq.size() == 10 && eq[2] == ',' && eq[6] == '-' && eq[7] == '>' &&
+           eq[0] == eq[3] && eq[1] == eq[4] && eq[8] == eq[0] &&
+           eq[9] == eq[5] && eq[0] != eq[1] && eq[1] != eq[5] && eq[0] != eq[5];
+  };
+  for (const onnx::NodeProto *user : users(router.softmax->output(0))) {
+    if (!is(user, "ReduceMax"))
+      continue;
+    if (axesOf(*user) != SmallVector<int64_t>{-1} ||
+        intAttr(*user, "keepdims", 1) != 1)
+      continue;
+    const onnx::NodeProto *scale = userOp(user->output(0), "Mul");
+    if (!scale)
+      continue;
+    StringRef y = scale->input(0) == user->output(0)
+                      ? StringRef(scale->input(1))
+                      : StringRef(scale->input(0));
+    DenseElementsAttr downBias, upBias;
+    const onnx::NodeProto *out = def(y);
+    if (is(out, "Add")) {
+      for (int i = 0; i < 2 && !downBias; ++i)
+        if ((downBias = gathered(out->input(i), 2)))
+          out = def(out->input(1 - i));
+    }
+    if (!isVecMat(out))
+      return fail("the expert output is not an Einsum of the per-token "
+                  "down weights");
+    DenseElementsAttr down = gathered(out->input(1), 3);
+    const onnx::NodeProto *act = defOp(out->input(0), "Relu");
+    if (!down || !act)
+      return fail("the experts are not ReLU FFNs on gathered expert weights");
+    const onnx::NodeProto *hidden = def(act->input(0));
+    if (is(hidden, "Add")) {
+      for (int i = 0; i < 2 && !upBias; ++i)
+        if ((upBias = gathered(hidden->input(i), 2)))
+          hidden = def(hidden->input(1 - i));
+    }
+    if (!isVecMat(hidden) || hidden->input(0) != router.input)
+      return fail("the expert's first layer is not an Einsum of the router "
+                  "input and the per-token up weights");
+    DenseElementsAttr up = gathered(hidden->input(1), 3);
+    if (!up)
+      return fail("the expert's up weights are not gathered constants");
+    block.form = "Switch";
+    block.outputNode = scale;
+    block.k = 1;
+    block.renormalize = false;
+    block.kind = ExpertKind::Ffn;
+    block.activation = Activation::Relu;
+    block.up = up;
+    block.down = down;
+    block.upBias = upBias;
+    block.downBias = downBias;
+    block.input = router.input;
+    return true;
+  }
+  return fail("the top-1 probability (ReduceMax of the softmax) does not "
+              "scale the expert output");
+}
+
+std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
+  Router router;
+  if (!matchRouter(anchor.input(0), router))
+    return std::nullopt;
+  if (router.softmax->input(0).empty())
+    return std::nullopt;
+  MoEBlock block;
+  block.anchor = &anchor;
+  block.router = router.weight;
+  if (is(&anchor, "ArgMax")) {
+    if (!matchSwitch(anchor, router, block))
+      return std::nullopt;
+    return block;
+  }
+  std::optional<int64_t> k =
+      anchor.input_size() > 1 ? constantInt(anchor.input(1)) : std::nullopt;
+  if (!k) {
+    fail("k is not a constant");
+    return std::nullopt;
+  }
+  if (intAttr(anchor, "largest", 1) != 1 || intAttr(anchor, "axis", -1) != -1) {
+    fail("the TopK is not the largest along the last axis");
+    return std::nullopt;
+  }
+  if (userOp(anchor.output(1), "OneHot")) {
+    if (!matchMixtral(anchor, router, *k, block))
+      return std::nullopt;
+    return block;
+  }
+  if (userOp(anchor.output(1), "ScatterElements")) {
+    if (!matchDense(anchor, router, *k, block))
+      return std::nullopt;
+    return block;
+  }
+  fail("the expert ids feed neither OneHot (Mixtral's expert loop) nor "
+       "ScatterElements (dense mixing)");
+  return std::nullopt;
+}
+
+//===----------------------------------------------------------------------===//
+// Entry points
+//===----------------------------------------------------------------------===//
+
+DenseElementsAttr onnx_import::stackWeights(ArrayRef<DenseElementsAttr> parts) {
+  ShapedType partType = parts[0].getType();
+  SmallVector<int64_t> shape = {(int64_t)parts.size()};
+  llvm::append_range(shape, partType.getShape());
+  auto type = RankedTensorType::get(shape, partType.getElementType());
+  size_t size = partType.getElementType().getIntOrFloatBitWidth() / 8;
+  int64_t count = partType.getNumElements();
+  std::vector<char> out;
+  out.reserve(parts.size() * count * size);
+  for (DenseElementsAttr part : parts) {
+    ArrayRef<char> raw = part.getRawData();
+    if (part.isSplat()) {
+      for (int64_t i = 0; i < count; ++i)
+        out.insert(out.end(), raw.begin(), raw.begin() + size);
+      continue;
+    }
+    out.insert(out.end(), raw.begin(), raw.end());
+  }
+  return DenseElementsAttr::getFromRawBuffer(type, out);
+}
+
+SmallVector<MoEBlock> onnx_import::findMoEBlocks(
+    GraphImporter &importer, const onnx::GraphProto &graph, bool remarks,
+    function_ref<Location(const onnx::NodeProto &)> loc) {
+  BlockMatcher matcher(importer, graph);
+  SmallVector<MoEBlock> blocks;
+  llvm::DenseSet<const onnx::NodeProto *> outputs;
+  for (const onnx::NodeProto &node : graph.node()) {
+    if (node.op_type() != "TopK" && node.op_type() != "ArgMax")
+      continue;
+    if (!node.domain().empty() && node.domain() != "ai.onnx")
+      continue;
+    if (node.input_size() < 1 || node.output_size() < 1)
+      continue;
+    if (node.op_type() == "TopK" && node.output_size() < 2)
+      continue;
+    matcher.why.clear();
+    std::optional<MoEBlock> block = matcher.match(node);
+    if (block && !outputs.insert(block->outputNode).second) {
+      block.reset();
+      matcher.why = "its result is already raised with another block";
+    }
+    if (!block) {
+      if (remarks)
+        mlir::emitRemark(loc(node))
+            << "MoE block at " << node.op_type() << " '" << node.name()
+            << "' not raised: " << matcher.why;
+      continue;
+    }
+    blocks.push_back(std::move(*block));
+  }
+  return blocks;
+}
+
+LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
+                                         const MoEBlock &block, Location loc,
+                                         std::string &why) {
+  OpBuilder &b = importer.getBuilder();
+  MLIRContext *ctx = importer.getContext();
+  Value input = importer.lookup(block.input);
+  auto inputType = cast<RankedTensorType>(input.getType());
+  Type elementType = inputType.getElementType();
+  int64_t rank = inputType.getRank();
+  ShapedType routerType = block.router.getType();
+  int64_t hidden = routerType.getDimSize(0);
+  if (rank < 2 || inputType.getDimSize(rank - 1) != hidden) {
+    why = llvm::formatv("the router input is not [..., {0}]", hidden).str();
+    return failure();
+  }
+  auto axis = [&](const onnx::NodeProto *softmax) {
+    for (const onnx::AttributeProto &attr : softmax->attribute())
+      if (attr.name() == "axis")
+        return attr.i();
+    return int64_t(-1);
+  };
+  const onnx::NodeProto *softmax = importer.getProducer(block.anchor->input(0));
+  while (softmax && softmax->op_type() != "Softmax")
+    softmax = importer.getProducer(softmax->input(0));
+  if (!softmax || (axis(softmax) != -1 && axis(softmax) != rank - 1)) {
+    why = "the softmax is not over the experts";
+    return failure();
+  }
+  for (DenseElementsAttr weight :
+       {block.router, block.gate, block.up, block.down, block.upBias,
+        block.downBias, block.sharedGate, block.sharedUp, block.sharedDown,
+        block.sharedScale}) {
+    if (weight && weight.getElementType() != elementType) {
+      why = "the weights and the input have different element types";
+      return failure();
+    }
+  }
+  auto routing =
+      RoutingAttr::get(ctx, block.k, ScoringFunc::Softmax, block.renormalize,
+                       APFloat(1.0), APFloat(1.0), /*n_group=*/0,
+                       /*topk_group=*/0, APFloat(0.0), APFloat(0.0));
+  auto expert = ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),
+                                APFloat(1.0), APFloat(0.0));
+  auto constant = [&](DenseElementsAttr attr) -> Value {
+    if (!attr)
+      return {};
+    return arith::ConstantOp::create(b, loc, attr);
+  };
+  Value tokens = input;
+  if (rank > 2) {
+    ReassociationIndices leading;
+    for (int64_t d = 0; d < rank - 1; ++d)
+      leading.push_back(d);
+    tokens = tensor::CollapseShapeOp::create(
+        b, loc, input, SmallVector<ReassociationIndices>{leading, {rank - 1}});
+  }
+  // The op's verifier checks the weight shapes against each other; a
+  // mismatch leaves the block to the generic path.
+  OperationState state(loc, LayerOp::getOperationName());
+  Value router = constant(block.router);
+  LayerOp::build(b, state, tokens.getType(), tokens, router,
+                 /*selection_bias=*/Value(), constant(block.gate),
+                 constant(block.up), constant(block.down),
+                 /*gate_bias=*/Value(), constant(block.upBias),
+                 constant(block.downBias), constant(block.sharedGate),
+                 constant(block.sharedUp), constant(block.sharedDown),
+                 constant(block.sharedScale), routing, expert);
+  Operation *op = Operation::create(state);
+  LogicalResult verified = success();
+  {
+    std::string message;
+    ScopedDiagnosticHandler capture(ctx, [&](Diagnostic &diag) {
+      if (message.empty())
+        message = diag.str();
+      return success();
+    });
+    verified = mlir::verify(op);
+    if (failed(verified))
+      why = "moe.layer does not verify: " + message;
+  }
+  if (failed(verified)) {
+    op->destroy();
+    return failure();
+  }
+  b.insert(op);
+  Value result = op->getResult(0);
+  if (rank > 2) {
+    ReassociationIndices leading;
+    for (int64_t d = 0; d < rank - 1; ++d)
+      leading.push_back(d);
+    result =
+        buildExpandShape(b, loc, inputType, result,
+                         SmallVector<ReassociationIndices>{leading, {rank - 1}},
+                         tensor::getMixedSizes(b, loc, input));
+  }
+  importer.bind(block.outputNode->output(0), result);
+  return success();
+}

@@ -1,0 +1,170 @@
+//===- ShapeValues.cpp - Shapes computed from tensor shapes ---------------===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// Exporters compute the shape inputs of Reshape, Expand and ConstantOfShape
+// from the shapes of other tensors: Shape -> Gather -> Unsqueeze -> Concat,
+// with some arithmetic. Where a dimension is dynamic these are not
+// constants. The importer follows them element by element as index values
+// (`tensor.dim` and `arith` on `index`), so that the consumers get their
+// result sizes directly instead of reading a shape tensor at run time.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Importer.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
+
+using namespace moe;
+using namespace moe::onnx_import;
+using namespace mlir;
+
+/// The rank of output `i`, or -1 where it is unknown.
+static int64_t outputRank(Node &node, unsigned i) {
+  if (i >= (unsigned)node.getProto().output_size())
+    return -1;
+  Value value = node.getImporter().lookup(node.getProto().output(i));
+  if (!value)
+    return -1;
+  return cast<RankedTensorType>(value.getType()).getRank();
+}
+
+/// Elementwise index arithmetic of two shape values with broadcasting of
+/// one-element operands; folds constants.
+static std::optional<SmallVector<OpFoldResult>>
+foldBinary(Node &node, ArrayRef<OpFoldResult> lhs, ArrayRef<OpFoldResult> rhs) {
+  size_t count = std::max(lhs.size(), rhs.size());
+  if ((lhs.size() != count && lhs.size() != 1) ||
+      (rhs.size() != count && rhs.size() != 1))
+    return std::nullopt;
+  StringRef op = node.getOpType();
+  OpBuilder &b = node.getBuilder();
+  Location loc = node.getLoc();
+  SmallVector<OpFoldResult> result;
+  for (size_t i = 0; i < count; ++i) {
+    OpFoldResult l = lhs[lhs.size() == 1 ? 0 : i];
+    OpFoldResult r = rhs[rhs.size() == 1 ? 0 : i];
+    std::optional<int64_t> lc = getConstantIntValue(l);
+    std::optional<int64_t> rc = getConstantIntValue(r);
+    if (lc && rc) {
+      if (op == "Div" && *rc == 0)
+        return std::nullopt;
+      int64_t v = op == "Add"   ? *lc + *rc
+                  : op == "Sub" ? *lc - *rc
+                  : op == "Mul" ? *lc * *rc
+                                : *lc / *rc;
+      result.push_back(b.getIndexAttr(v));
+      continue;
+    }
+    Value lv = getValueOrCreateConstantIndexOp(b, loc, l);
+    Value rv = getValueOrCreateConstantIndexOp(b, loc, r);
+    Value v;
+    if (op == "Add")
+      v = arith::AddIOp::create(b, loc, lv, rv);
+    else if (op == "Sub")
+      v = arith::SubIOp::create(b, loc, lv, rv);
+    else if (op == "Mul")
+      v = arith::MulIOp::create(b, loc, lv, rv);
+    else
+      v = arith::DivSIOp::create(b, loc, lv, rv);
+    result.push_back(v);
+  }
+  return result;
+}
+
+void onnx_import::propagateShapeValues(Node &node) {
+  StringRef op = node.getOpType();
+  OpBuilder &b = node.getBuilder();
+  Location loc = node.getLoc();
+  int64_t rank = outputRank(node, 0);
+  if (rank < 0 || rank > 1)
+    return;
+
+  if (op == "Shape") {
+    Value input = node.getInput(0);
+    auto type = cast<RankedTensorType>(input.getType());
+    int64_t inputRank = type.getRank();
+    int64_t start = node.getInt("start", 0),
+            end = node.getInt("end", inputRank);
+    if (start < 0)
+      start += inputRank;
+    if (end < 0)
+      end += inputRank;
+    start = std::clamp<int64_t>(start, 0, inputRank);
+    end = std::clamp<int64_t>(end, start, inputRank);
+    SmallVector<OpFoldResult> elements;
+    for (int64_t d = start; d < end; ++d) {
+      if (ShapedType::isDynamic(type.getDimSize(d)))
+        elements.push_back(tensor::DimOp::create(b, loc, input, d).getResult());
+      else
+        elements.push_back(b.getIndexAttr(type.getDimSize(d)));
+    }
+    node.setShapeResult(0, elements);
+    return;
+  }
+  // Everything else forwards the shape values of its inputs; outputs the
+  // handler folded to constants need none.
+  StringRef output = node.getProto().output(0);
+  if (node.getImporter().getConstant(output))
+    return;
+  Value result = node.getImporter().lookup(output);
+  bool integerResult = isa<IntegerType>(
+      cast<RankedTensorType>(result.getType()).getElementType());
+  if (!integerResult)
+    return;
+
+  if (op == "Identity" || op == "Unsqueeze" || op == "Squeeze" ||
+      op == "Reshape" || op == "Flatten" || op == "Cast") {
+    std::optional<SmallVector<OpFoldResult>> in = node.getShapeValue(0);
+    if (!in)
+      return;
+    if (rank == 0 && in->size() != 1)
+      return;
+    node.setShapeResult(0, *in);
+    return;
+  }
+  if (op == "Gather") {
+    std::optional<SmallVector<OpFoldResult>> data = node.getShapeValue(0);
+    DenseElementsAttr indices = node.getConstantInput(1);
+    if (!data || !indices ||
+        cast<RankedTensorType>(node.getInput(0).getType()).getRank() != 1)
+      return;
+    SmallVector<OpFoldResult> picked;
+    for (const APInt &i : indices.getValues<APInt>()) {
+      int64_t idx = i.getSExtValue();
+      if (idx < 0)
+        idx += data->size();
+      if (idx < 0 || idx >= (int64_t)data->size())
+        return;
+      picked.push_back((*data)[idx]);
+    }
+    node.setShapeResult(0, picked);
+    return;
+  }
+  if (op == "Concat") {
+    SmallVector<OpFoldResult> all;
+    for (unsigned i = 0; i < node.getNumInputs(); ++i) {
+      std::optional<SmallVector<OpFoldResult>> part = node.getShapeValue(i);
+      if (!part)
+        return;
+      llvm::append_range(all, *part);
+    }
+    node.setShapeResult(0, all);
+    return;
+  }
+  if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
+    std::optional<SmallVector<OpFoldResult>> lhs = node.getShapeValue(0);
+    std::optional<SmallVector<OpFoldResult>> rhs = node.getShapeValue(1);
+    if (!lhs || !rhs)
+      return;
+    if (std::optional<SmallVector<OpFoldResult>> result =
+            foldBinary(node, *lhs, *rhs))
+      node.setShapeResult(0, *result);
+    return;
+  }
+}
