@@ -69,12 +69,13 @@ void moe::registerCompilerDialects(DialectRegistry &registry) {
   registry.insert<moe::MoEDialect>();
 }
 
-OwningOpRef<ModuleOp> moe::parseModelFile(StringRef inputPath,
-                                          MLIRContext &context,
-                                          llvm::SourceMgr &sourceMgr) {
+OwningOpRef<ModuleOp>
+moe::parseModelFile(StringRef inputPath, MLIRContext &context,
+                    llvm::SourceMgr &sourceMgr,
+                    const ImportONNXOptions &onnxOptions) {
   Location loc = UnknownLoc::get(&context);
   if (llvm::sys::path::extension(inputPath) == ".onnx")
-    return importONNXFile(inputPath, &context);
+    return importONNXFile(inputPath, &context, onnxOptions);
   std::string errorMessage;
   std::unique_ptr<llvm::MemoryBuffer> file =
       openInputFile(inputPath, &errorMessage);

@@ -60,6 +60,11 @@ static cl::opt<std::string> runtimeLib(
     cl::value_desc("path"), cl::cat(category));
 static cl::opt<bool> verbose("v", cl::desc("Print each stage and its time"),
                              cl::cat(category));
+static cl::opt<bool> remarks(
+    "remarks",
+    cl::desc("ONNX input: report which MoE blocks were raised to moe.layer, "
+             "and why others were not"),
+    cl::cat(category));
 
 /// Prints diagnostics without a location as "moe-compile: error: ...";
 /// located ones go to the source manager handler (file:line:col).
@@ -122,8 +127,8 @@ int main(int argc, char **argv) {
     options.progress = &llvm::errs();
 
   auto start = std::chrono::steady_clock::now();
-  OwningOpRef<ModuleOp> module =
-      moe::parseModelFile(inputPath, context, sourceMgr);
+  OwningOpRef<ModuleOp> module = moe::parseModelFile(
+      inputPath, context, sourceMgr, moe::ImportONNXOptions{remarks});
   if (verbose) {
     std::chrono::duration<double, std::milli> elapsed =
         std::chrono::steady_clock::now() - start;

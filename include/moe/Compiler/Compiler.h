@@ -19,6 +19,7 @@
 #define MOE_COMPILER_COMPILER_H
 
 #include "moe/Support/LLVM.h"
+#include "moe/Target/ONNX/ImportONNX.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
@@ -87,11 +88,12 @@ void registerCompilerDialects(mlir::DialectRegistry &registry);
 
 /// Parses the model at `inputPath` ("-" for stdin) into `context`, adding the
 /// file to `sourceMgr`; a ".onnx" file goes through the ONNX importer
-/// (docs/ONNXImport.md). Parse errors are reported with their file:line:col
-/// location.
+/// (docs/ONNXImport.md) with `onnxOptions`. Parse errors are reported with
+/// their file:line:col location.
 OwningOpRef<ModuleOp> parseModelFile(StringRef inputPath,
                                      mlir::MLIRContext &context,
-                                     llvm::SourceMgr &sourceMgr);
+                                     llvm::SourceMgr &sourceMgr,
+                                     const ImportONNXOptions &onnxOptions = {});
 
 /// The files `compile` writes next to `mainOutput` for `kind`: the weights
 /// file and, for libraries and objects, the C header. Empty when the main
