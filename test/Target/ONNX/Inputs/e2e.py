@@ -258,8 +258,83 @@ def moe_variant(rng, gated):
     return m, [x], [y.reshape(B, S, Hd)]
 
 
+def indexing(rng):
+    """The indexing ops of exported MoE blocks with data-dependent results:
+    NonZero (dynamic count), OneHot, ScatterElements (add), ScatterND,
+    GatherElements, GatherND, ArgMax, ArgMin, Trilu, Einsum, and
+    ConstantOfShape/Expand of a shape computed at run time."""
+    n = helper.make_node
+    T, E = 4, 5
+    nodes = [
+        n("Greater", ["x", "zero"], ["pos"]),
+        n("NonZero", ["pos"], ["nz"]),                                  # [2, N]
+        n("OneHot", ["ids", "depth", "onoff"], ["oh"], axis=-1),         # [3, E]
+        n("Slice", ["x", "s0", "s2", "ax0"], ["x01"]),                   # [2, E]
+        n("ScatterElements", ["x", "sidx", "x01"], ["se"], axis=0,
+          reduction="add"),
+        n("ScatterND", ["x", "ndidx", "x01"], ["snd"]),
+        n("GatherElements", ["x", "gidx"], ["ge"], axis=1),              # [T, 2]
+        n("GatherND", ["x", "gnd_idx"], ["gnd"]),                        # [2]
+        n("ArgMax", ["x"], ["amax"], axis=1, keepdims=0),
+        n("ArgMin", ["x"], ["amin"], axis=0, keepdims=1, select_last_index=1),
+        n("Trilu", ["x", "one"], ["tri"], upper=0),
+        n("Einsum", ["x", "x"], ["ein"], equation="ij,kj->ik"),
+        n("Shape", ["nz"], ["nzs"]),
+        n("ConstantOfShape", ["nzs"], ["ones"],
+          value=helper.make_tensor("v", F, [1], [1.5])),                 # [2, N]
+        n("Expand", ["col", "nzs"], ["ex"]),                             # [2, N]
+        n("Add", ["ones", "ex"], ["onesx"]),
+    ]
+    sidx = np.array([[1, 0, 3, 3, 2], [1, 2, 0, 3, 1]], dtype=np.int64)
+    ndidx = np.array([[3], [-3]], dtype=np.int64)
+    gidx = np.array([[0, 4], [1, 1], [-1, 2], [3, 0]], dtype=np.int64)
+    gnd_idx = np.array([[0, 1], [3, -1]], dtype=np.int64)
+    inits = [
+        init("zero", np.array(0.0, dtype=np.float32)),
+        init("depth", np.array(E, dtype=np.int64)),
+        init("onoff", np.array([0.25, 2.0], dtype=np.float32)),
+        init("s0", np.array([0], dtype=np.int64)),
+        init("s2", np.array([2], dtype=np.int64)),
+        init("ax0", np.array([0], dtype=np.int64)),
+        init("sidx", sidx), init("ndidx", ndidx), init("gidx", gidx),
+        init("gnd_idx", gnd_idx),
+        init("one", np.array(1, dtype=np.int64)),
+        init("col", np.array([[1.0], [2.0]], dtype=np.float32)),
+    ]
+    m = make(nodes, [vi("x", [T, E]), vi("ids", [3], I64)],
+             [vi("nz", [2, "n"], I64), vi("oh", [3, E]), vi("se", [T, E]),
+              vi("snd", [T, E]), vi("ge", [T, 2]), vi("gnd", [2]),
+              vi("amax", [T], I64), vi("amin", [1, E], I64),
+              vi("tri", [T, E]), vi("ein", [T, T]), vi("onesx", [2, "n"])],
+             inits)
+    x = rng.standard_normal((T, E)).astype(np.float32)
+    x[1, 2] = x[1, 4] = x[1].max() + 1  # an ArgMax tie: the first wins
+    x[3, 0] = x[0, 0] = x[:, 0].min() - 1  # an ArgMin tie: the last wins
+    ids = np.array([4, -1, 0], dtype=np.int64)
+    d = x.astype(np.float64)
+    nz = np.stack(np.nonzero(x > 0)).astype(np.int64)
+    oh = np.where(np.arange(E)[None, :] == (ids % E)[:, None], 2.0, 0.25)
+    se = d.copy()
+    for i in range(2):
+        for j in range(E):
+            se[sidx[i, j], j] += d[i, j]
+    snd = d.copy()
+    snd[3] = d[0]
+    snd[1] = d[1]
+    ge = np.take_along_axis(d, gidx % E, axis=1)
+    gnd = np.array([d[0, 1], d[3, E - 1]])
+    amax = np.argmax(d, axis=1)
+    amin = (T - 1 - np.argmin(d[::-1], axis=0))[None, :]
+    tri = np.tril(d, 1)
+    ein = d @ d.T
+    onesx = 1.5 + np.broadcast_to(np.array([[1.0], [2.0]]), nz.shape)
+    return m, [x, ids], [nz, oh, se, snd, ge, gnd, amax, amin, tri, ein,
+                         onesx]
+
+
 MODELS = {
     "block": block,
+    "indexing": indexing,
     "routing": routing,
     "dynamic": dynamic,
     "moe": moe,

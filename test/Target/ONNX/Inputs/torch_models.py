@@ -1,0 +1,336 @@
+"""Small PyTorch MoE models exported with torch.onnx.export (opset 17), their
+random inputs and PyTorch's own outputs (float32, and float64 from a float64
+copy of the same module).
+
+Usage: torch_models.py gen MODEL DIR   writes DIR/model.onnx, DIR/in<i>.npy,
+                                       DIR/ref<i>.npy (PyTorch float32) and
+                                       DIR/ref64_<i>.npy (PyTorch float64)
+       torch_models.py check DIR       compares DIR/out<i>.npy with both
+                                       references (relative L2 <= 1e-5)
+       torch_models.py list            prints the model names
+
+Models:
+  mixtral        HF Mixtral's MixtralSparseMoeBlock (router Linear, softmax,
+                 topk, renormalize, one_hot mask, loop over experts with
+                 torch.where and index_add_), SwiGLU experts
+  mixtral_3d     the same on [B, S, H] with a dynamic token axis
+  qwen_norenorm  Mixtral's block without renormalization (OLMoE/Qwen)
+  dense          every expert on every token, masked by the top-k weights
+                 scattered into a [T, E] matrix
+  dense_shared   dense plus a shared expert scaled by sigmoid(x·ws) (Qwen-MoE)
+  switch         Switch top-1: max of the router softmax, argmax, experts by
+                 one-hot einsum, ReLU FFN experts
+  decoder        a tiny decoder LM: embedding, RMSNorm, causal attention,
+                 two Mixtral MoE layers, LM head
+  near_miss      looks like Mixtral's block but routes on softmax(logits) * 2
+                 (not raised; compiled through the generic path)
+"""
+
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPSET = 17
+
+
+# --- Expert MLPs ----------------------------------------------------------------
+
+
+class SwiGLUExpert(nn.Module):
+    """HF MixtralBlockSparseTop2MLP."""
+
+    def __init__(self, hidden, ffn):
+        super().__init__()
+        self.w1 = nn.Linear(hidden, ffn, bias=False)
+        self.w2 = nn.Linear(ffn, hidden, bias=False)
+        self.w3 = nn.Linear(hidden, ffn, bias=False)
+        self.act_fn = nn.SiLU()
+
+    def forward(self, hidden_states):
+        current = self.act_fn(self.w1(hidden_states)) * self.w3(hidden_states)
+        return self.w2(current)
+
+
+class ReluExpert(nn.Module):
+    """Switch Transformer's FFN (wi, ReLU, wo) with biases."""
+
+    def __init__(self, hidden, ffn):
+        super().__init__()
+        self.wi = nn.Linear(hidden, ffn)
+        self.wo = nn.Linear(ffn, hidden)
+
+    def forward(self, x):
+        return self.wo(F.relu(self.wi(x)))
+
+
+# --- (a) Mixtral's sparse block -------------------------------------------------
+
+
+class MixtralSparseMoeBlock(nn.Module):
+    """transformers' MixtralSparseMoeBlock.forward, verbatim apart from the
+    jitter noise (training only) and the router logits output."""
+
+    def __init__(self, hidden, ffn, num_experts, top_k, renormalize=True,
+                 score_scale=None):
+        super().__init__()
+        self.hidden_dim = hidden
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.renormalize = renormalize
+        self.score_scale = score_scale
+        self.gate = nn.Linear(hidden, num_experts, bias=False)
+        self.experts = nn.ModuleList(
+            [SwiGLUExpert(hidden, ffn) for _ in range(num_experts)])
+
+    def forward(self, hidden_states):
+        shape = hidden_states.shape
+        hidden_dim = shape[-1]
+        hidden_states = hidden_states.view(-1, hidden_dim)
+        router_logits = self.gate(hidden_states)
+        routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float)
+        if self.score_scale is not None:
+            routing_weights = routing_weights * self.score_scale
+        routing_weights, selected_experts = torch.topk(
+            routing_weights, self.top_k, dim=-1)
+        if self.renormalize:
+            routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
+        routing_weights = routing_weights.to(hidden_states.dtype)
+        final_hidden_states = torch.zeros(
+            (hidden_states.shape[0], hidden_dim), dtype=hidden_states.dtype,
+            device=hidden_states.device)
+        expert_mask = F.one_hot(
+            selected_experts, num_classes=self.num_experts).permute(2, 1, 0)
+        for expert_idx in range(self.num_experts):
+            expert_layer = self.experts[expert_idx]
+            idx, top_x = torch.where(expert_mask[expert_idx])
+            current_state = hidden_states[None, top_x].reshape(-1, hidden_dim)
+            current_hidden_states = (expert_layer(current_state)
+                                     * routing_weights[top_x, idx, None])
+            final_hidden_states.index_add_(
+                0, top_x, current_hidden_states.to(hidden_states.dtype))
+        return final_hidden_states.reshape(shape)
+
+
+# --- (b) dense-masked form ------------------------------------------------------
+
+
+class DenseMoeBlock(nn.Module):
+    """Every expert runs on every token; the outputs are mixed by a [T, E]
+    matrix holding the renormalized top-k weights (zero elsewhere)."""
+
+    def __init__(self, hidden, ffn, num_experts, top_k, shared_ffn=0):
+        super().__init__()
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.gate = nn.Linear(hidden, num_experts, bias=False)
+        self.experts = nn.ModuleList(
+            [SwiGLUExpert(hidden, ffn) for _ in range(num_experts)])
+        self.shared_expert = (SwiGLUExpert(hidden, shared_ffn)
+                              if shared_ffn else None)
+        self.shared_expert_gate = (nn.Linear(hidden, 1, bias=False)
+                                   if shared_ffn else None)
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)
+        top_w, top_i = torch.topk(probs, self.top_k, dim=-1)
+        top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+        mix = torch.zeros_like(probs).scatter(-1, top_i, top_w)
+        outs = torch.stack([e(x) for e in self.experts], dim=-2)  # [T, E, H]
+        y = (outs * mix.unsqueeze(-1)).sum(dim=-2)
+        if self.shared_expert is not None:
+            y = y + torch.sigmoid(self.shared_expert_gate(x)) \
+                * self.shared_expert(x)
+        return y
+
+
+# --- (c) Switch form ------------------------------------------------------------
+
+
+class SwitchMoeBlock(nn.Module):
+    """Switch Transformer's top-1 router (no capacity): the max router
+    probability scales the chosen expert's output; experts are gathered per
+    token and applied by einsum."""
+
+    def __init__(self, hidden, ffn, num_experts):
+        super().__init__()
+        self.num_experts = num_experts
+        self.router = nn.Linear(hidden, num_experts, bias=False)
+        self.wi = nn.Parameter(torch.randn(num_experts, hidden, ffn) / 4)
+        self.bi = nn.Parameter(torch.randn(num_experts, ffn) / 4)
+        self.wo = nn.Parameter(torch.randn(num_experts, ffn, hidden) / 4)
+        self.bo = nn.Parameter(torch.randn(num_experts, hidden) / 4)
+
+    def forward(self, x):
+        probs = F.softmax(self.router(x), dim=-1)
+        p_max, _ = torch.max(probs, dim=-1, keepdim=True)
+        index = torch.argmax(probs, dim=-1)
+        wi, bi = self.wi[index], self.bi[index]          # [T, H, F], [T, F]
+        wo, bo = self.wo[index], self.bo[index]
+        h = F.relu(torch.einsum("th,thf->tf", x, wi) + bi)
+        y = torch.einsum("tf,tfh->th", h, wo) + bo
+        return p_max * y
+
+
+# --- (d) a tiny decoder LM ------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, hidden, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(1 + torch.randn(hidden) / 10)
+        self.eps = eps
+
+    def forward(self, x):
+        var = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(var + self.eps))
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden, heads):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = hidden // heads
+        self.qkv = nn.Linear(hidden, 3 * hidden, bias=False)
+        self.o = nn.Linear(hidden, hidden, bias=False)
+
+    def forward(self, x):
+        b, s, h = x.shape
+        q, k, v = self.qkv(x).split(h, dim=-1)
+        q = q.view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / (self.head_dim ** 0.5)
+        causal = torch.ones(s, s, dtype=torch.bool).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+        ctx = F.softmax(scores, dim=-1) @ v
+        return self.o(ctx.transpose(1, 2).reshape(b, s, h))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, hidden, heads, ffn, num_experts, top_k):
+        super().__init__()
+        self.input_norm = RMSNorm(hidden)
+        self.attn = Attention(hidden, heads)
+        self.post_norm = RMSNorm(hidden)
+        self.moe = MixtralSparseMoeBlock(hidden, ffn, num_experts, top_k)
+
+    def forward(self, x):
+        x = x + self.attn(self.input_norm(x))
+        return x + self.moe(self.post_norm(x))
+
+
+class TinyDecoder(nn.Module):
+    def __init__(self, vocab=32, hidden=16, heads=2, ffn=24, num_experts=4,
+                 top_k=2, layers=2):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, hidden)
+        self.layers = nn.ModuleList(
+            [DecoderLayer(hidden, heads, ffn, num_experts, top_k)
+             for _ in range(layers)])
+        self.norm = RMSNorm(hidden)
+        self.lm_head = nn.Linear(hidden, vocab, bias=False)
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(x)
+        return self.lm_head(self.norm(x))
+
+
+# --- Registry -------------------------------------------------------------------
+
+H, FFN, E = 16, 24, 4
+
+
+def float_input(shape):
+    return lambda g: torch.randn(*shape, generator=g)
+
+
+MODELS = {
+    # name: (module factory, example input, dynamic axes of input 0)
+    "mixtral": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2),
+                float_input((7, H)), {0: "tokens"}),
+    "mixtral_3d": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2),
+                   float_input((2, 5, H)), {0: "batch", 1: "seq"}),
+    "qwen_norenorm": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
+                                                    renormalize=False),
+                      float_input((6, H)), {0: "tokens"}),
+    "dense": (lambda: DenseMoeBlock(H, FFN, E, 2),
+              float_input((6, H)), {0: "tokens"}),
+    "dense_shared": (lambda: DenseMoeBlock(H, FFN, E, 2, shared_ffn=20),
+                     float_input((6, H)), {0: "tokens"}),
+    "switch": (lambda: SwitchMoeBlock(H, FFN, E),
+               float_input((6, H)), {0: "tokens"}),
+    "decoder": (lambda: TinyDecoder(),
+                lambda g: torch.randint(0, 32, (2, 5), generator=g),
+                {0: "batch", 1: "seq"}),
+    "near_miss": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
+                                                score_scale=2.0),
+                  float_input((6, H)), {0: "tokens"}),
+}
+
+
+def gen(name, out_dir):
+    factory, make_input, dynamic = MODELS[name]
+    torch.manual_seed(0)
+    module = factory().eval()
+    g = torch.Generator().manual_seed(1)
+    example = make_input(g)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "model.onnx")
+    with torch.no_grad():
+        torch.onnx.export(module, (example,), path, opset_version=OPSET,
+                          input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": dynamic, "y": dynamic})
+        # A different input than the traced one, with another token count
+        # where the axis is dynamic.
+        shape = list(example.shape)
+        shape[0] += 2
+        if example.dtype.is_floating_point:
+            x = torch.randn(*shape, generator=g)
+        else:
+            x = torch.randint(0, 32, shape, generator=g)
+        y = module(x)
+        y64 = module.double()(x.double() if x.dtype.is_floating_point else x)
+    np.save(os.path.join(out_dir, "in0.npy"), x.numpy())
+    np.save(os.path.join(out_dir, "ref0.npy"), y.numpy())
+    np.save(os.path.join(out_dir, "ref64_0.npy"), y64.numpy())
+
+
+def check(out_dir):
+    ok = True
+    out = np.load(os.path.join(out_dir, "out0.npy"))
+    for ref_name in ("ref0", "ref64_0"):
+        ref = np.load(os.path.join(out_dir, ref_name + ".npy"))
+        if out.shape != ref.shape:
+            print("out0 vs %s: FAIL shape %s, expected %s"
+                  % (ref_name, out.shape, ref.shape))
+            ok = False
+            continue
+        ref = ref.astype(np.float64)
+        err = np.linalg.norm(out.astype(np.float64) - ref) / max(
+            np.linalg.norm(ref), 1e-30)
+        status = "OK" if err <= 1e-5 else "FAIL"
+        ok = ok and err <= 1e-5
+        print("out0 vs %s: %s %s rel_l2=%.3g" % (ref_name, status, out.dtype,
+                                                 err))
+    return ok
+
+
+def main():
+    if sys.argv[1] == "gen":
+        gen(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "check":
+        sys.exit(0 if check(sys.argv[2]) else 1)
+    elif sys.argv[1] == "list":
+        print("\n".join(MODELS))
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
