@@ -435,6 +435,9 @@ def run_ours(cfg, prep, tokens, threads, min_time, bin_dir, forms, max_call_s):
             return {T: dict(status="unavailable", error=f"{b.name} not built ({b})")
                     for T in tokens}, None
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    st = compile_bin.stat()
+    binary = dict(sha256=hashlib.sha256(compile_bin.read_bytes()).hexdigest()[:16],
+                  mtime=datetime.datetime.fromtimestamp(st.st_mtime).strftime("%Y-%m-%d %H:%M:%S"))
     errors = []
     for form in forms:  # the first form moe-compile accepts is used
         so, compile_s, err = compile_model(cfg, prep, form, compile_bin, env)
@@ -442,7 +445,8 @@ def run_ours(cfg, prep, tokens, threads, min_time, bin_dir, forms, max_call_s):
             break
         errors.append(f"{form}: {err}")
     if not so:
-        return {T: dict(status="compile_failed", error="; ".join(errors)) for T in tokens}, None
+        return {T: dict(status="compile_failed", error="; ".join(errors)) for T in tokens}, dict(
+            seconds=None, weights_form=None, moe_compile=binary)
     ins = [f"--input=@{f}" for f in prep["weight_files"]] if form == "args" else []
     res = {}
     bench_re = re.compile(r"median_ms:\s*([0-9.eE+-]+)\s+min_ms:\s*([0-9.eE+-]+)\s+"
@@ -502,7 +506,7 @@ def run_ours(cfg, prep, tokens, threads, min_time, bin_dir, forms, max_call_s):
                       min_ms=float(m.group(2)), max_ms=float(m.group(3)), reps=reps,
                       weights_form=form)
         log(f"  ours T={T}: {res[T]['median_ms']:.3f} ms (rel {rel:.1e}, {reps} runs)")
-    return res, dict(seconds=compile_s, weights_form=form)
+    return res, dict(seconds=compile_s, weights_form=form, moe_compile=binary)
 
 
 # --------------------------------------------------------------------------- report
@@ -588,8 +592,11 @@ def render_markdown(meta, ceil, rows, shapes):
     L.append("")
     for s in shapes:
         L.append(f"- {s}: {SHAPES[s]['desc']}"
-                 + (f"; moe-compile {meta['compile_s'][s]['seconds']:.1f} s with the weights as "
-                    f"{meta['compile_s'][s]['weights_form']}" if meta['compile_s'].get(s) else ""))
+                 + (f"; moe-compile (binary {meta['compile_s'][s]['moe_compile']['sha256']}, built "
+                    f"{meta['compile_s'][s]['moe_compile']['mtime']}) took "
+                    f"{meta['compile_s'][s]['seconds']:.1f} s with the weights as "
+                    f"{meta['compile_s'][s]['weights_form']}"
+                    if (meta['compile_s'].get(s) or {}).get('seconds') else ""))
     L.append("")
     hdr = ["shape", "T"] + [TITLES[c] for c in CONTENDERS] + [
         "best peer", "ratio peer/ours", "roofline ms", "bound", "ours % roofline",
@@ -745,6 +752,8 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
     cpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", meta["machine"]["cpu"]).strip("-") or "cpu"
     base = out_dir / f"{now.strftime('%Y-%m-%d')}-{cpu_slug}{'-quick' if a.quick else ''}"
+    if not a.quick and Path(str(base) + ".json").exists():  # keep an earlier run of the day
+        base = Path(f"{base}-{now.strftime('%H%M')}")
     Path(str(base) + ".md").write_text(md)
     Path(str(base) + ".json").write_text(json.dumps(dict(meta=meta, ceilings=ceil, shapes={
         s: SHAPES[s] for s in shapes}, rows=rows), indent=1, default=float))
