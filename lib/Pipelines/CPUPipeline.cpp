@@ -84,6 +84,7 @@ void moe::buildCPUPipeline(OpPassManager &pm,
     MoECPUTileAndVectorizeOptions tiling;
     tiling.parallelTileSizes.assign(options.parallelTileSizes.begin(),
                                     options.parallelTileSizes.end());
+    tiling.reductionTileSize = options.reductionTileSize;
     tiling.registerTileSizes.assign(options.registerTileSizes.begin(),
                                     options.registerTileSizes.end());
     tiling.vectorSize = options.vectorSize;

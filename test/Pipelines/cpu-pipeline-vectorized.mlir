@@ -12,8 +12,8 @@
 
 // SCALAR-LABEL: llvm.func @layer
 // SCALAR-NOT: vector<16xf32>
-func.func @layer(%x: tensor<?x64xf32>, %r: tensor<64x4xf32>, %wg: tensor<4x64x256xf32>, %wu: tensor<4x64x256xf32>, %wd: tensor<4x256x64xf32>) -> tensor<?x64xf32> {
-  %y = moe.layer %x, %r gate(%wg : tensor<4x64x256xf32>) up(%wu : tensor<4x64x256xf32>) down(%wd : tensor<4x256x64xf32>)
+func.func @layer(%x: tensor<?x64xf32>, %r: tensor<64x4xf32>, %wg: tensor<4x64x512xf32>, %wu: tensor<4x64x512xf32>, %wd: tensor<4x512x64xf32>) -> tensor<?x64xf32> {
+  %y = moe.layer %x, %r gate(%wg : tensor<4x64x512xf32>) up(%wu : tensor<4x64x512xf32>) down(%wd : tensor<4x512x64xf32>)
      {expert = #moe.expert<gated, silu>, routing = #moe.routing<k = 2, renormalize = true>}
      : (tensor<?x64xf32>, tensor<64x4xf32>) -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>

@@ -27,7 +27,10 @@ struct CPUPipelineOptions
   ListOption<int64_t> parallelTileSizes{
       *this, "parallel-tile-sizes",
       llvm::cl::desc(
-          "M,N block of a matmul per parallel task (default 0,128)")};
+          "M,N block of a matmul per parallel task (default 0,256)")};
+  Option<int64_t> reductionTileSize{
+      *this, "reduction-tile-size",
+      llvm::cl::desc("K block of a matmul (0 = untiled)"), llvm::cl::init(256)};
   ListOption<int64_t> registerTileSizes{
       *this, "register-tile-sizes",
       llvm::cl::desc("M,N register tile of a matmul (default 8,32)")};

@@ -100,22 +100,26 @@ static void vectorize(RewriterBase &rewriter, Operation *op,
 
 namespace {
 /// The shape of the vectorized matmul: vector lanes, columns of a
-/// parallel task and the register tiles, from the tallest to one row.
+/// parallel task, rows of the right-hand side per reduction block and the
+/// register tiles, from the tallest to one row.
 struct MatmulPlan {
   int64_t lanes;
   int64_t taskColumns;
+  int64_t reductionBlock;
   SmallVector<std::pair<int64_t, int64_t>> registerTiles;
 };
 } // namespace
 
-/// Plans a `[M, K] x [K, n]` matmul: `lanes` is the widest vector (at most
+/// Plans a `[M, k] x [k, n]` matmul: `lanes` is the widest vector (at most
 /// `vectorSize` f32 lanes wide) whose lane count divides `n`; the task
 /// columns and the register tile columns are multiples of it that divide
-/// `n`. The register tiles are `registers` and then tiles of half as many
-/// rows down to one row, with up to twice the columns (as many
-/// accumulators or fewer).
-static MatmulPlan planMatmul(int64_t n, int64_t bitWidth, int64_t vectorSize,
-                             int64_t parallelColumns,
+/// `n`; the reduction block is the largest divisor of `k` up to
+/// `reductionTile` (all of `k` when 0). The register tiles are `registers`
+/// and then tiles of half as many rows down to one row, each as wide as
+/// the same number of accumulators allows within a task.
+static MatmulPlan planMatmul(int64_t n, int64_t k, int64_t bitWidth,
+                             int64_t vectorSize, int64_t parallelColumns,
+                             int64_t reductionTile,
                              ArrayRef<int64_t> registers) {
   int64_t lanes = std::max<int64_t>(1, vectorSize * 32 / bitWidth);
   while (n % lanes != 0)
@@ -126,29 +130,32 @@ static MatmulPlan planMatmul(int64_t n, int64_t bitWidth, int64_t vectorSize,
           ? blocks
           : largestDivisor(blocks,
                            std::max<int64_t>(1, parallelColumns / lanes));
-  MatmulPlan plan{lanes, taskBlocks * lanes, {}};
+  int64_t reductionBlock =
+      reductionTile == 0 ? k : largestDivisor(k, reductionTile);
+  MatmulPlan plan{lanes, taskBlocks * lanes, reductionBlock, {}};
   auto columns = [&](int64_t wanted) {
     return lanes *
            largestDivisor(taskBlocks, std::max<int64_t>(1, wanted / lanes));
   };
   plan.registerTiles.push_back({registers[0], columns(registers[1])});
   for (int64_t rows = registers[0] / 2; rows >= 1; rows /= 2)
-    plan.registerTiles.push_back({rows, columns(2 * registers[1])});
+    plan.registerTiles.push_back(
+        {rows, columns(registers[0] * registers[1] / rows)});
   return plan;
 }
 
-/// `acc[m0 : m0+rows, n0 : n0+cols] += lhs[m0 : m0+rows, :] · rhs[:, n0 :
-/// n0+cols]` with the accumulator tile in `rows * cols / lanes` 1-d vectors
-/// carried across the K loop: per k, one vector load per column block of
-/// `rhs`, one broadcast per row of `lhs` and one `vector.fma` per
-/// accumulator.
+/// `acc[m0 : m0+rows, n0 : n0+cols] += lhs[m0 : m0+rows, k0 : k0+kSize] ·
+/// rhs[k0 : k0+kSize, n0 : n0+cols]` with the accumulator tile in
+/// `rows * cols / lanes` 1-d vectors carried across the K loop: per k, one
+/// vector load per column block of `rhs`, one broadcast per row of `lhs` and
+/// one `vector.fma` per accumulator.
 static Value buildRegisterTile(OpBuilder &b, Location loc, Value lhs, Value rhs,
-                               Value acc, Value m0, Value n0, int64_t rows,
-                               int64_t cols, int64_t lanes) {
+                               Value acc, Value m0, Value n0, Value k0,
+                               int64_t kSize, int64_t rows, int64_t cols,
+                               int64_t lanes) {
   auto accType = cast<RankedTensorType>(acc.getType());
   Type elementType = accType.getElementType();
   auto vectorType = VectorType::get({lanes}, elementType);
-  int64_t reduction = cast<RankedTensorType>(lhs.getType()).getDimSize(1);
   int64_t columnBlocks = cols / lanes;
   auto index = [&](int64_t v) -> Value {
     return arith::ConstantIndexOp::create(b, loc, v);
@@ -171,7 +178,8 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, Value lhs, Value rhs,
       accumulators.push_back(vector::TransferReadOp::create(
           b, loc, vectorType, acc, ValueRange{row, column}, padding, inBounds));
   auto kLoop = scf::ForOp::create(
-      b, loc, index(0), index(reduction), index(1), accumulators,
+      b, loc, k0, arith::AddIOp::create(b, loc, k0, index(kSize)), index(1),
+      accumulators,
       [&](OpBuilder &b, Location loc, Value k, ValueRange iterArgs) {
         SmallVector<Value> rhsVectors;
         for (Value column : columnIndices)
@@ -198,11 +206,13 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, Value lhs, Value rhs,
   return result;
 }
 
-/// `acc += lhs · rhs` on tensors as loops over register tiles: the rows in
-/// blocks of each register tile's height in turn (the tallest first, then
-/// the rows left over), the columns in blocks of its width.
-static Value buildMatmulLoops(OpBuilder &b, Location loc, Value lhs, Value rhs,
-                              Value acc, const MatmulPlan &plan) {
+/// `acc += lhs[:, k0 : k0+kSize] · rhs[k0 : k0+kSize, :]` on tensors as
+/// loops over register tiles: the rows in blocks of each register tile's
+/// height in turn (the tallest first, then the rows left over), the columns
+/// in blocks of its width.
+static Value buildReductionBlock(OpBuilder &b, Location loc, Value lhs,
+                                 Value rhs, Value acc, Value k0, int64_t kSize,
+                                 const MatmulPlan &plan) {
   auto index = [&](int64_t v) -> Value {
     return arith::ConstantIndexOp::create(b, loc, v);
   };
@@ -222,10 +232,10 @@ static Value buildMatmulLoops(OpBuilder &b, Location loc, Value lhs, Value rhs,
           auto columnLoop = scf::ForOp::create(
               b, loc, index(0), index(numColumns), index(cols), rowArgs,
               [&](OpBuilder &b, Location loc, Value n0, ValueRange args) {
-                scf::YieldOp::create(b, loc,
-                                     buildRegisterTile(b, loc, lhs, rhs,
-                                                       args[0], m0, n0, rows,
-                                                       cols, plan.lanes));
+                scf::YieldOp::create(
+                    b, loc,
+                    buildRegisterTile(b, loc, lhs, rhs, args[0], m0, n0, k0,
+                                      kSize, rows, cols, plan.lanes));
               });
           scf::YieldOp::create(b, loc, columnLoop.getResults());
         });
@@ -235,11 +245,32 @@ static Value buildMatmulLoops(OpBuilder &b, Location loc, Value lhs, Value rhs,
   return result;
 }
 
+/// `acc += lhs · rhs`: an `scf.for` over blocks of `plan.reductionBlock`
+/// rows of `rhs` (a block stays in cache while every row tile uses it), each
+/// computed by `buildReductionBlock`.
+static Value buildMatmulLoops(OpBuilder &b, Location loc, Value lhs, Value rhs,
+                              Value acc, const MatmulPlan &plan) {
+  int64_t reduction = cast<RankedTensorType>(lhs.getType()).getDimSize(1);
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  if (plan.reductionBlock == reduction)
+    return buildReductionBlock(b, loc, lhs, rhs, acc, zero, reduction, plan);
+  auto loop = scf::ForOp::create(
+      b, loc, zero, arith::ConstantIndexOp::create(b, loc, reduction),
+      arith::ConstantIndexOp::create(b, loc, plan.reductionBlock), acc,
+      [&](OpBuilder &b, Location loc, Value k0, ValueRange args) {
+        scf::YieldOp::create(b, loc,
+                             buildReductionBlock(b, loc, lhs, rhs, args[0], k0,
+                                                 plan.reductionBlock, plan));
+      });
+  return loop.getResult(0);
+}
+
 /// Tiles a matmul with static K and N into an `scf.forall` over column
 /// blocks (and row blocks when `parallel[0]` is set), each lowered by
 /// `buildMatmulLoops`.
 static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
                                    ArrayRef<int64_t> parallel,
+                                   int64_t reductionTile,
                                    ArrayRef<int64_t> registers,
                                    int64_t vectorSize) {
   SmallVector<int64_t> ranges = op.getStaticLoopRanges();
@@ -247,8 +278,9 @@ static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
   if (ShapedType::isDynamic(ranges[1]) || ShapedType::isDynamic(ranges[2]) ||
       !elementType.isIntOrFloat() || !isa<FloatType>(elementType))
     return;
-  MatmulPlan plan = planMatmul(ranges[1], elementType.getIntOrFloatBitWidth(),
-                               vectorSize, parallel[1], registers);
+  MatmulPlan plan =
+      planMatmul(ranges[1], ranges[2], elementType.getIntOrFloatBitWidth(),
+                 vectorSize, parallel[1], reductionTile, registers);
   int64_t taskColumns = plan.taskColumns == ranges[1] ? 0 : plan.taskColumns;
   auto tiled = tile(rewriter, op, {parallel[0], taskColumns, 0},
                     scf::SCFTilingOptions::LoopType::ForallOp);
@@ -290,7 +322,7 @@ struct MoECPUTileAndVectorizePass
     SmallVector<int64_t> parallel(parallelTileSizes.begin(),
                                   parallelTileSizes.end());
     if (parallel.empty())
-      parallel = {0, 128};
+      parallel = {0, 256};
     SmallVector<int64_t> registers(registerTileSizes.begin(),
                                    registerTileSizes.end());
     if (registers.empty())
@@ -298,11 +330,11 @@ struct MoECPUTileAndVectorizePass
     if (parallel.size() != 2 || registers.size() != 2 ||
         llvm::any_of(registers, [](int64_t s) { return s < 1; }) ||
         llvm::any_of(parallel, [](int64_t s) { return s < 0; }) ||
-        vectorSize < 1) {
+        reductionTileSize < 0 || vectorSize < 1) {
       getOperation().emitError()
           << "moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile "
-             "sizes, 2 positive register tile sizes and a positive vector "
-             "size";
+             "sizes, a non-negative reduction tile size, 2 positive register "
+             "tile sizes and a positive vector size";
       return signalPassFailure();
     }
 
@@ -313,7 +345,8 @@ struct MoECPUTileAndVectorizePass
         matmuls.push_back(op);
     });
     for (linalg::MatmulOp matmul : matmuls)
-      tileAndVectorizeMatmul(rewriter, matmul, parallel, registers, vectorSize);
+      tileAndVectorizeMatmul(rewriter, matmul, parallel, reductionTileSize,
+                             registers, vectorSize);
 
     SmallVector<linalg::LinalgOp> elementwise;
     getOperation().walk([&](linalg::LinalgOp op) {

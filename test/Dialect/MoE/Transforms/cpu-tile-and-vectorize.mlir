@@ -1,47 +1,50 @@
 // RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize,canonicalize,cse))' | FileCheck %s
-// RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{parallel-tile-sizes=0,64 register-tile-sizes=4,16}))' | FileCheck %s --check-prefix=SMALL
+// RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{parallel-tile-sizes=0,64 reduction-tile-size=0 register-tile-sizes=4,16}))' | FileCheck %s --check-prefix=SMALL
 // RUN: not moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{register-tile-sizes=8,32,1}))' 2>&1 | FileCheck %s --check-prefix=ERR
 
-// ERR: moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile sizes, 2 positive register tile sizes and a positive vector size
+// ERR: moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile sizes, a non-negative reduction tile size, 2 positive register tile sizes and a positive vector size
 
-// The rows of one expert (dynamic M): a parallel loop over blocks of 128
-// columns; 8x32 register tiles (16 accumulators of vector<16xf32> carried by
-// the K loop), then 4x64, 2x64 and 1x64 tiles for the rows left over.
+// The rows of one expert (dynamic M): a parallel loop over blocks of 256
+// columns, a loop over blocks of 256 rows of K, then 8x32 register tiles
+// (16 accumulators of vector<16xf32> carried by the K loop), then 4x64,
+// 2x128 and 1x256 tiles for the rows left over.
 // CHECK-LABEL: func.func @expert_matmul
-// CHECK-SAME: %[[A:[a-z0-9]+]]: tensor<?x64xf32>, %[[B:[a-z0-9]+]]: tensor<64x256xf32>
-// CHECK: scf.forall (%[[N:.*]]) = (0) to (256) step (128) shared_outs
-// CHECK: %[[BT:.*]] = tensor.extract_slice %[[B]][0, %[[N]]] [64, 128] [1, 1]
+// CHECK-SAME: %[[A:[a-z0-9]+]]: tensor<?x512xf32>, %[[B:[a-z0-9]+]]: tensor<512x1024xf32>
+// CHECK: scf.forall (%[[N:.*]]) = (0) to (1024) step (256) shared_outs
+// CHECK: %[[BT:.*]] = tensor.extract_slice %[[B]][0, %[[N]]] [512, 256] [1, 1]
+// CHECK: scf.for %[[K0:.*]] = %c0 to %c512 step %c256
 // CHECK: scf.for %[[M:.*]] = %{{.*}} to %{{.*}} step %c8
-// CHECK: scf.for %[[N0:.*]] = %{{.*}} to %c128 step %c32
-// CHECK-COUNT-16: vector.transfer_read {{.*}} : tensor<?x128xf32>, vector<16xf32>
-// CHECK: scf.for %[[K:.*]] = %c0 to %c64 step %c1 iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
-// CHECK: vector.transfer_read %[[BT]][%[[K]], %[[N0]]]{{.*}} : tensor<64x128xf32>, vector<16xf32>
+// CHECK: scf.for %[[N0:.*]] = %{{.*}} to %c256 step %c32
+// CHECK-COUNT-16: vector.transfer_read {{.*}} : tensor<?x256xf32>, vector<16xf32>
+// CHECK: %[[K1:.*]] = arith.addi %[[K0]], %c256
+// CHECK: scf.for %[[K:.*]] = %[[K0]] to %[[K1]] step %c1 iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// CHECK: vector.transfer_read %[[BT]][%[[K]], %[[N0]]]{{.*}} : tensor<512x256xf32>, vector<16xf32>
 // CHECK: vector.transfer_read %[[BT]]
-// CHECK: %[[A0:.*]] = tensor.extract %{{.*}}[%[[M]], %[[K]]] : tensor<?x64xf32>
+// CHECK: %[[A0:.*]] = tensor.extract %{{.*}}[%[[M]], %[[K]]] : tensor<?x512xf32>
 // CHECK: %[[SPLAT:.*]] = vector.broadcast %[[A0]] : f32 to vector<16xf32>
 // CHECK-COUNT-16: vector.fma {{.*}} : vector<16xf32>
 // CHECK: scf.yield
-// CHECK-COUNT-16: vector.transfer_write {{.*}} : vector<16xf32>, tensor<?x128xf32>
+// CHECK-COUNT-16: vector.transfer_write {{.*}} : vector<16xf32>, tensor<?x256xf32>
 // CHECK: scf.for {{.*}} step %c4
-// CHECK: scf.for {{.*}} to %c128 step %c64
+// CHECK: scf.for {{.*}} to %c256 step %c64
 // CHECK: scf.for {{.*}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
 // CHECK: scf.for {{.*}} step %c2
-// CHECK: scf.for {{.*}} to %c128 step %c64
-// CHECK: scf.for {{.*}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// CHECK: scf.for {{.*}} to %c256 step %c128
+// CHECK: scf.for {{.*}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
 // CHECK: scf.for {{.*}} step %c1
-// CHECK: scf.for {{.*}} to %c128 step %c64
-// CHECK: scf.for {{.*}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// CHECK: scf.for {{.*}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
 // CHECK-NOT: linalg.matmul
 // CHECK: return
 
 // SMALL-LABEL: func.func @expert_matmul
-// SMALL: scf.forall ({{.*}}) = (0) to (256) step (64)
+// SMALL: scf.forall ({{.*}}) = (0) to (1024) step (64)
+// SMALL-NOT: step %c256
 // SMALL: scf.for {{.*}} step %c4
 // SMALL: scf.for {{.*}} step %c16
 // SMALL: scf.for {{.*}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
-func.func @expert_matmul(%a: tensor<?x64xf32>, %b: tensor<64x256xf32>, %c: tensor<?x256xf32>) -> tensor<?x256xf32> {
-  %r = linalg.matmul ins(%a, %b : tensor<?x64xf32>, tensor<64x256xf32>) outs(%c : tensor<?x256xf32>) -> tensor<?x256xf32>
-  return %r : tensor<?x256xf32>
+func.func @expert_matmul(%a: tensor<?x512xf32>, %b: tensor<512x1024xf32>, %c: tensor<?x1024xf32>) -> tensor<?x1024xf32> {
+  %r = linalg.matmul ins(%a, %b : tensor<?x512xf32>, tensor<512x1024xf32>) outs(%c : tensor<?x1024xf32>) -> tensor<?x1024xf32>
+  return %r : tensor<?x1024xf32>
 }
 
 // Eight columns (the router of eight experts): vectors of eight lanes, no

@@ -73,11 +73,14 @@ def MoECPUTileAndVectorize
 
     - `linalg.matmul` with static K and N: an `scf.forall` over blocks of
       `parallel-tile-sizes` output columns (and rows, when the first size is
-      set), one block per task. Inside a block, `scf.for` loops walk the rows
-      in register tiles of `register-tile-sizes` (M x N), then tiles of half
-      as many rows (and up to twice the columns) for the rows left over, down
-      to single rows: a dynamic M (the rows of an expert) needs no masks and
-      no padding. A register tile keeps its accumulators in 1-d vectors of
+      set), one block per task. Inside a block, an `scf.for` walks K in
+      blocks of `reduction-tile-size` (so that a block of weights stays in
+      the L2 cache while every row tile uses it); inside it, `scf.for` loops
+      walk the rows in register tiles of `register-tile-sizes` (M x N), then
+      tiles of half as many rows and as many accumulators (so up to twice,
+      four times... the columns) for the rows left over, down to single
+      rows: a dynamic M (the rows of an expert) needs no masks and no
+      padding. A register tile keeps its accumulators in 1-d vectors of
       `vector-size` lanes carried by the K loop (`scf.for` iter_args); per k
       it loads one vector per column block of the right-hand side, broadcasts
       one element per row of the left-hand side and issues one `vector.fma`
@@ -96,15 +99,18 @@ def MoECPUTileAndVectorize
     %c = linalg.matmul ins(%a, %b : tensor<?x1024xf32>, tensor<1024x3584xf32>)
                        outs(%init : tensor<?x3584xf32>) -> tensor<?x3584xf32>
     ```
-    becomes an `scf.forall` over 28 blocks of 128 columns; each block loops
-    over 8x32 register tiles (16 `vector<16xf32>` accumulators), then 4x64,
-    2x64 and 1x64 tiles for the last rows, each with a K loop of
-    `vector.fma`.
+    becomes an `scf.forall` over 14 blocks of 256 columns; each block loops
+    over 4 blocks of 256 rows of K, and in each over 8x32 register tiles (16
+    `vector<16xf32>` accumulators), then 4x64, 2x128 and 1x256 tiles for the
+    last rows, each with a K loop of `vector.fma`.
   }];
   let options = [
     ListOption<"parallelTileSizes", "parallel-tile-sizes", "int64_t",
                "M,N block of a matmul per parallel task (0 = untiled); "
-               "default 0,128">,
+               "default 0,256">,
+    Option<"reductionTileSize", "reduction-tile-size", "int64_t",
+           /*default=*/"256",
+           "K block of a matmul, a divisor of K at most this (0 = untiled)">,
     ListOption<"registerTileSizes", "register-tile-sizes", "int64_t",
                "M,N register tile of a matmul; default 8,32">,
     Option<"vectorSize", "vector-size", "int64_t", /*default=*/"16",
