@@ -1,4 +1,6 @@
 // RUN: moe-opt %s --moe-cpu-pipeline | mlir-runner -e main -entry-point-result=void -shared-libs=/usr/lib/llvm-22/lib/libmlir_c_runner_utils.so,/usr/lib/llvm-22/lib/libmlir_runner_utils.so,/usr/lib/llvm-22/lib/libomp.so | FileCheck %s
+// Parallel tasks over rows and columns (a partial block of rows), K blocks.
+// RUN: moe-opt %s --moe-cpu-pipeline="parallel-tile-sizes=2,16 reduction-tile-size=8 register-tile-sizes=2,16" | mlir-runner -e main -entry-point-result=void -shared-libs=/usr/lib/llvm-22/lib/libmlir_c_runner_utils.so,/usr/lib/llvm-22/lib/libmlir_runner_utils.so,/usr/lib/llvm-22/lib/libomp.so | FileCheck %s
 // Reference (numpy, float64): every row is 0.00638963 (identical experts,
 // renormalized top-2 weights sum to one).
 // CHECK: sizes = [3, 16]
