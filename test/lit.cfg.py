@@ -42,6 +42,7 @@ tools = [
     "moe-run",
     ToolSubst("moe-translate", unresolved="ignore"),
     ToolSubst("moe-compile", unresolved="ignore"),
+    ToolSubst("moe-onnx-fuzz", unresolved="ignore"),
 ]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 

@@ -47,6 +47,17 @@ using namespace moe;
 using namespace moe::onnx_import;
 using namespace mlir;
 
+/// The longest chain of Casts or Reshapes the matchers follow.
+static constexpr int kMaxChain = 64;
+
+/// Input/output `i` of `node`, or "" where it has none (malformed graphs).
+static StringRef inputOf(const onnx::NodeProto *node, int i) {
+  return i < node->input_size() ? StringRef(node->input(i)) : StringRef();
+}
+static StringRef outputOf(const onnx::NodeProto *node, int i) {
+  return i < node->output_size() ? StringRef(node->output(i)) : StringRef();
+}
+
 namespace {
 
 /// A linear map `x·W (+ b)` with a constant W [in, out].
@@ -167,17 +178,21 @@ BlockMatcher::BlockMatcher(GraphImporter &importer,
         consumers[input].push_back(&node);
     if (is(&node, "Constant") && node.attribute_size() == 1 &&
         node.attribute(0).name() == "value" && node.output_size() == 1)
-      tensors[node.output(0)] = &node.attribute(0).t();
+      tensors[outputOf(&node, 0)] = &node.attribute(0).t();
   }
 }
 
 StringRef BlockMatcher::skipCasts(StringRef name) const {
-  while (const onnx::NodeProto *node = def(name)) {
+  // Bounded: a malformed graph may have cycles.
+  for (int steps = 0; steps < kMaxChain; ++steps) {
+    const onnx::NodeProto *node = def(name);
+    if (!node)
+      break;
     bool floatCast =
         is(node, "Cast") && intAttr(*node, "to", 0) == onnx::TensorProto::FLOAT;
     if (!floatCast && !is(node, "Identity"))
       break;
-    name = node->input(0);
+    name = inputOf(node, 0);
   }
   return name;
 }
@@ -239,7 +254,7 @@ BlockMatcher::axesOf(const onnx::NodeProto &node) {
   if (std::optional<SmallVector<int64_t>> axes = intsAttr(node, "axes"))
     return axes;
   if (node.input_size() > 1)
-    return constantInts(node.input(1));
+    return constantInts(inputOf(&node, 1));
   return std::nullopt;
 }
 
@@ -266,21 +281,21 @@ bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
   DenseElementsAttr bias;
   if (is(node, "Add")) {
     for (int i = 0; i < 2 && !bias; ++i) {
-      DenseElementsAttr b = constant(node->input(i));
+      DenseElementsAttr b = constant(inputOf(node, i));
       if (b && b.getType().getRank() == 1 &&
-          (is(def(node->input(1 - i)), "MatMul"))) {
+          (is(def(inputOf(node, 1 - i)), "MatMul"))) {
         bias = b;
-        node = def(node->input(1 - i));
+        node = def(inputOf(node, 1 - i));
       }
     }
   }
   if (is(node, "MatMul")) {
-    DenseElementsAttr weight = constant(node->input(1));
+    DenseElementsAttr weight = constant(inputOf(node, 1));
     if (!weight || weight.getType().getRank() != 2 ||
         !isa<FloatType>(weight.getElementType()))
       return fail("'" + node->name() +
                   "' does not multiply by a constant 2-D weight");
-    linear = {node->input(0), weight, bias};
+    linear = {inputOf(node, 0).str(), weight, bias};
     return true;
   }
   if (is(node, "Gemm") && !bias) {
@@ -290,12 +305,12 @@ bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
     for (const onnx::AttributeProto &attr : node->attribute())
       if ((attr.name() == "alpha" || attr.name() == "beta") && attr.f() != 1.0f)
         return fail("'" + node->name() + "' scales by alpha or beta");
-    DenseElementsAttr weight = constant(node->input(1));
+    DenseElementsAttr weight = constant(inputOf(node, 1));
     if (!weight || weight.getType().getRank() != 2 ||
         !isa<FloatType>(weight.getElementType()))
       return fail("'" + node->name() + "' has no constant 2-D weight");
-    if (node->input_size() > 2 && !node->input(2).empty()) {
-      bias = constant(node->input(2));
+    if (node->input_size() > 2 && !inputOf(node, 2).empty()) {
+      bias = constant(inputOf(node, 2));
       if (!bias || bias.getType().getRank() != 1)
         return fail("'" + node->name() + "' has no constant 1-D bias");
     }
@@ -305,7 +320,7 @@ bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
     size_t size = type.getElementType().getIntOrFloatBitWidth() / 8;
     std::vector<char> out(type.getNumElements() * size);
     if (weight.isSplat()) {
-      linear = {node->input(0), weight.resizeSplat(type), bias};
+      linear = {inputOf(node, 0).str(), weight.resizeSplat(type), bias};
       return true;
     }
     ArrayRef<char> raw = weight.getRawData();
@@ -313,8 +328,8 @@ bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
       for (int64_t j = 0; j < shape[0]; ++j)
         std::memcpy(out.data() + (i * shape[0] + j) * size,
                     raw.data() + (j * shape[1] + i) * size, size);
-    linear = {node->input(0), DenseElementsAttr::getFromRawBuffer(type, out),
-              bias};
+    linear = {inputOf(node, 0).str(),
+              DenseElementsAttr::getFromRawBuffer(type, out), bias};
     return true;
   }
   return fail("'" + name + "' is computed by " + describe(node) +
@@ -328,7 +343,7 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
     return fail("the routing scores come from " + describe(def(name)) +
                 ", not from a Softmax of router logits");
   Linear linear;
-  if (!matchLinear(skipCasts(softmax->input(0)), linear))
+  if (!matchLinear(skipCasts(inputOf(softmax, 0)), linear))
     return fail("the router: " + why);
   if (linear.bias)
     return fail("the router has a bias");
@@ -341,9 +356,9 @@ bool BlockMatcher::matchSilu(StringRef name, StringRef &input) {
   if (!mul)
     return false;
   for (int i = 0; i < 2; ++i) {
-    const onnx::NodeProto *sigmoid = defOp(mul->input(1 - i), "Sigmoid");
-    if (sigmoid && sigmoid->input(0) == mul->input(i)) {
-      input = mul->input(i);
+    const onnx::NodeProto *sigmoid = defOp(inputOf(mul, 1 - i), "Sigmoid");
+    if (sigmoid && inputOf(sigmoid, 0) == inputOf(mul, i)) {
+      input = inputOf(mul, i);
       return true;
     }
   }
@@ -361,8 +376,8 @@ bool BlockMatcher::matchSwiGLU(StringRef name, ExpertMLP &mlp) {
   for (int i = 0; i < 2; ++i) {
     StringRef gateOut;
     Linear gate, up;
-    if (!matchSilu(mul->input(i), gateOut) || !matchLinear(gateOut, gate) ||
-        !matchLinear(mul->input(1 - i), up))
+    if (!matchSilu(inputOf(mul, i), gateOut) || !matchLinear(gateOut, gate) ||
+        !matchLinear(inputOf(mul, 1 - i), up))
       continue;
     if (gate.input != up.input)
       return fail("the expert's gate and up projections read different "
@@ -378,15 +393,15 @@ bool BlockMatcher::matchSwiGLU(StringRef name, ExpertMLP &mlp) {
 bool BlockMatcher::matchWeights(const onnx::NodeProto &topk, StringRef name,
                                 bool &renormalize) {
   name = skipCasts(name);
-  if (name == topk.output(0)) {
+  if (name == outputOf(&topk, 0)) {
     renormalize = false;
     return true;
   }
   const onnx::NodeProto *div = defOp(name, "Div");
   const onnx::NodeProto *sum =
-      div ? defOp(div->input(1), "ReduceSum") : nullptr;
-  if (div && sum && skipCasts(div->input(0)) == topk.output(0) &&
-      skipCasts(sum->input(0)) == topk.output(0)) {
+      div ? defOp(inputOf(div, 1), "ReduceSum") : nullptr;
+  if (div && sum && skipCasts(inputOf(div, 0)) == outputOf(&topk, 0) &&
+      skipCasts(inputOf(sum, 0)) == outputOf(&topk, 0)) {
     std::optional<SmallVector<int64_t>> axes = axesOf(*sum);
     if (!axes || axes->size() != 1 || (*axes)[0] != -1 ||
         intAttr(*sum, "keepdims", 1) != 1)
@@ -428,17 +443,17 @@ bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
 bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
                                 const Router &router, int64_t k,
                                 MoEBlock &block) {
-  const onnx::NodeProto *oneHot = userOp(topk.output(1), "OneHot");
+  const onnx::NodeProto *oneHot = userOp(outputOf(&topk, 1), "OneHot");
   int64_t numExperts = router.weight.getType().getDimSize(1);
   std::optional<int64_t> depth =
-      oneHot ? constantInt(oneHot->input(1)) : std::nullopt;
+      oneHot ? constantInt(inputOf(oneHot, 1)) : std::nullopt;
   std::optional<SmallVector<int64_t>> onOff =
-      oneHot ? constantInts(oneHot->input(2)) : std::nullopt;
+      oneHot ? constantInts(inputOf(oneHot, 2)) : std::nullopt;
   if (!depth || *depth != numExperts || !onOff ||
       *onOff != SmallVector<int64_t>{0, 1} ||
       intAttr(*oneHot, "axis", -1) != -1)
     return fail("the expert mask is not one_hot(ids, num_experts)");
-  const onnx::NodeProto *mask = userOp(oneHot->output(0), "Transpose");
+  const onnx::NodeProto *mask = userOp(outputOf(oneHot, 0), "Transpose");
   if (!mask || intsAttr(*mask, "perm") != SmallVector<int64_t>{2, 1, 0})
     return fail("the expert mask is not permuted to [E, k, T]");
 
@@ -448,10 +463,10 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
   // The accumulator: Add(previous, scatter) per expert, in a chain.
   llvm::DenseMap<const onnx::NodeProto *, const onnx::NodeProto *> nextAdd;
   SmallVector<const onnx::NodeProto *> adds;
-  for (const onnx::NodeProto *gather : users(mask->output(0))) {
+  for (const onnx::NodeProto *gather : users(outputOf(mask, 0))) {
     std::optional<int64_t> e =
         is(gather, "Gather") && intAttr(*gather, "axis", 0) == 0
-            ? constantInt(gather->input(1))
+            ? constantInt(inputOf(gather, 1))
             : std::nullopt;
     if (!e || *e < 0 || *e >= numExperts || seen[*e])
       return fail("the expert mask is used other than as mask[e] for each "
@@ -459,22 +474,22 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
     seen[*e] = true;
     std::string where = llvm::formatv("expert {0}: ", *e).str();
     // idx, top_x = torch.where(mask[e])
-    StringRef maskE = gather->output(0);
+    StringRef maskE = outputOf(gather, 0);
     if (const onnx::NodeProto *cast = userOp(maskE, "Cast"))
-      maskE = cast->output(0);
+      maskE = outputOf(cast, 0);
     const onnx::NodeProto *nonZero = userOp(maskE, "NonZero");
     const onnx::NodeProto *pairs =
-        nonZero ? userOp(nonZero->output(0), "Transpose") : nullptr;
+        nonZero ? userOp(outputOf(nonZero, 0), "Transpose") : nullptr;
     const onnx::NodeProto *split =
-        pairs ? userOp(pairs->output(0), "Split") : nullptr;
+        pairs ? userOp(outputOf(pairs, 0), "Split") : nullptr;
     if (!split || split->output_size() != 2 || intAttr(*split, "axis", 0) != 1)
       return fail(where + "torch.where(mask[e]) is not NonZero -> "
                           "Transpose -> Split");
-    const onnx::NodeProto *slotSq = userOp(split->output(0), "Squeeze");
-    const onnx::NodeProto *tokenSq = userOp(split->output(1), "Squeeze");
+    const onnx::NodeProto *slotSq = userOp(outputOf(split, 0), "Squeeze");
+    const onnx::NodeProto *tokenSq = userOp(outputOf(split, 1), "Squeeze");
     if (!slotSq || !tokenSq)
       return fail(where + "the NonZero pairs are not squeezed");
-    StringRef slot = slotSq->output(0), token = tokenSq->output(0);
+    StringRef slot = outputOf(slotSq, 0), token = outputOf(tokenSq, 0);
 
     // index_add_(0, top_x, expert(x[top_x]) * w[top_x, idx])
     const onnx::NodeProto *tokenCol = nullptr;
@@ -482,51 +497,56 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
       if (is(user, "Unsqueeze") && axesOf(*user) == SmallVector<int64_t>{1})
         tokenCol = user;
     const onnx::NodeProto *indexExpand =
-        tokenCol ? userOp(tokenCol->output(0), "Expand") : nullptr;
+        tokenCol ? userOp(outputOf(tokenCol, 0), "Expand") : nullptr;
     const onnx::NodeProto *scatter =
-        indexExpand ? userOp(indexExpand->output(0), "ScatterElements")
+        indexExpand ? userOp(outputOf(indexExpand, 0), "ScatterElements")
                     : nullptr;
-    if (!scatter || scatter->input(1) != indexExpand->output(0) ||
-        intAttr(*scatter, "axis", 0) != 0 || !isZeros(scatter->input(0)))
+    if (!scatter || inputOf(scatter, 1) != outputOf(indexExpand, 0) ||
+        intAttr(*scatter, "axis", 0) != 0 || !isZeros(inputOf(scatter, 0)))
       return fail(where + "no index_add_ at the expert's tokens (Expand of "
                           "the token ids into ScatterElements on zeros)");
     for (const onnx::AttributeProto &attr : scatter->attribute())
       if (attr.name() == "reduction" && attr.s() != "none" && attr.s() != "add")
         return fail(where + "the scatter reduces by '" + attr.s() + "'");
-    const onnx::NodeProto *updates = defOp(scatter->input(2), "Expand");
+    const onnx::NodeProto *updates = defOp(inputOf(scatter, 2), "Expand");
     const onnx::NodeProto *mul =
-        updates ? defOp(skipCasts(updates->input(0)), "Mul") : nullptr;
+        updates ? defOp(skipCasts(inputOf(updates, 0)), "Mul") : nullptr;
     if (!mul)
       return fail(where + "the scattered rows are not a product of the "
                           "expert output and its weight");
     bool found = false;
     for (int i = 0; i < 2 && !found; ++i) {
       ExpertMLP mlp;
-      if (!matchSwiGLU(mul->input(i), mlp))
+      if (!matchSwiGLU(inputOf(mul, i), mlp))
         continue;
       // The expert's rows: x[None, top_x].reshape(-1, H).
       const onnx::NodeProto *reshape = defOp(mlp.input, "Reshape");
       const onnx::NodeProto *rows =
-          reshape ? defOp(reshape->input(0), "Gather") : nullptr;
+          reshape ? defOp(inputOf(reshape, 0), "Gather") : nullptr;
       const onnx::NodeProto *unsq =
-          rows ? defOp(rows->input(0), "Unsqueeze") : nullptr;
-      if (!unsq || rows->input(1) != token || intAttr(*rows, "axis", 0) != 1 ||
+          rows ? defOp(inputOf(rows, 0), "Unsqueeze") : nullptr;
+      if (!unsq || inputOf(rows, 1) != token ||
+          intAttr(*rows, "axis", 0) != 1 ||
           axesOf(*unsq) != SmallVector<int64_t>{0} ||
-          unsq->input(0) != router.input)
+          inputOf(unsq, 0) != router.input)
         return fail(where + "the expert does not read the router input's "
                             "rows at the expert's tokens");
       // The weight: routing_weights[top_x, idx, None], exported as a Gather
       // of the flattened weights at top_x * k + idx.
-      StringRef weight = mul->input(1 - i);
-      while (const onnx::NodeProto *r = defOp(weight, "Reshape"))
-        weight = r->input(0);
+      StringRef weight = inputOf(mul, 1 - i);
+      for (int steps = 0; steps < kMaxChain; ++steps) {
+        const onnx::NodeProto *r = defOp(weight, "Reshape");
+        if (!r)
+          break;
+        weight = inputOf(r, 0);
+      }
       const onnx::NodeProto *pick = defOp(weight, "Gather");
       const onnx::NodeProto *flat =
-          pick ? defOp(pick->input(0), "Flatten") : nullptr;
+          pick ? defOp(inputOf(pick, 0), "Flatten") : nullptr;
       const onnx::NodeProto *unsqW =
-          flat ? defOp(flat->input(0), "Unsqueeze") : nullptr;
+          flat ? defOp(inputOf(flat, 0), "Unsqueeze") : nullptr;
       const onnx::NodeProto *linear =
-          pick ? defOp(pick->input(1), "Add") : nullptr;
+          pick ? defOp(inputOf(pick, 1), "Add") : nullptr;
       if (!unsqW || !linear || intAttr(*pick, "axis", 0) != 0 ||
           intAttr(*flat, "axis", 1) != 2 ||
           axesOf(*unsqW) != SmallVector<int64_t>{2})
@@ -534,13 +554,13 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
                             "routing_weights[top_x, idx]");
       bool linearOk = false;
       for (int j = 0; j < 2 && !linearOk; ++j) {
-        const onnx::NodeProto *times = defOp(linear->input(1 - j), "Mul");
-        if (linear->input(j) != slot || !times)
+        const onnx::NodeProto *times = defOp(inputOf(linear, 1 - j), "Mul");
+        if (inputOf(linear, j) != slot || !times)
           continue;
         for (int m = 0; m < 2 && !linearOk; ++m) {
-          if (times->input(m) != token)
+          if (inputOf(times, m) != token)
             continue;
-          StringRef stride = times->input(1 - m);
+          StringRef stride = inputOf(times, 1 - m);
           // k, as a constant or as dimension 1 of the weights' shape.
           if (constantInt(stride) == k) {
             linearOk = true;
@@ -548,16 +568,16 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
           }
           const onnx::NodeProto *dim = defOp(stride, "Gather");
           const onnx::NodeProto *shape =
-              dim ? defOp(dim->input(0), "Shape") : nullptr;
-          linearOk = shape && constantInt(dim->input(1)) == 1 &&
-                     shape->input(0) == unsqW->output(0);
+              dim ? defOp(inputOf(dim, 0), "Shape") : nullptr;
+          linearOk = shape && constantInt(inputOf(dim, 1)) == 1 &&
+                     inputOf(shape, 0) == outputOf(unsqW, 0);
         }
       }
       if (!linearOk)
         return fail(where + "the routing weight is not picked at "
                             "top_x * k + idx");
       bool renorm;
-      if (!matchWeights(topk, unsqW->input(0), renorm))
+      if (!matchWeights(topk, inputOf(unsqW, 0), renorm))
         return fail(where + why);
       if (renormalize && *renormalize != renorm)
         return fail(where + "the experts use different routing weights");
@@ -567,7 +587,7 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
     }
     if (!found)
       return fail(where + why);
-    const onnx::NodeProto *add = userOp(scatter->output(0), "Add");
+    const onnx::NodeProto *add = userOp(outputOf(scatter, 0), "Add");
     if (!add)
       return fail(where + "the scattered rows are not added to the result");
     adds.push_back(add);
@@ -577,13 +597,13 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
   // The Adds form one chain from zeros: each adds to the previous one.
   llvm::DenseSet<StringRef> addOutputs;
   for (const onnx::NodeProto *add : adds)
-    addOutputs.insert(add->output(0));
+    addOutputs.insert(outputOf(add, 0));
   const onnx::NodeProto *last = nullptr;
   unsigned starts = 0;
   for (const onnx::NodeProto *add : adds) {
     bool fromZeros = false, fromChain = false;
     for (int i = 0; i < 2; ++i) {
-      StringRef other = add->input(i);
+      StringRef other = inputOf(add, i);
       if (defOp(other, "ScatterElements"))
         continue;
       fromZeros |= isZeros(other);
@@ -593,7 +613,7 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
     if (!fromZeros && !fromChain)
       return fail("the expert outputs are not summed in one chain from zeros");
     unsigned chained = 0;
-    for (const onnx::NodeProto *user : users(add->output(0)))
+    for (const onnx::NodeProto *user : users(outputOf(add, 0)))
       chained += llvm::is_contained(adds, user);
     if (chained == 0) {
       if (last)
@@ -613,29 +633,30 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
 bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
                               int64_t k, MoEBlock &block) {
   int64_t numExperts = router.weight.getType().getDimSize(1);
-  const onnx::NodeProto *scatter = userOp(topk.output(1), "ScatterElements");
-  if (!scatter || scatter->input(1) != topk.output(1) ||
+  const onnx::NodeProto *scatter =
+      userOp(outputOf(&topk, 1), "ScatterElements");
+  if (!scatter || inputOf(scatter, 1) != outputOf(&topk, 1) ||
       !(intAttr(*scatter, "axis", 0) == -1) ||
-      !defOp(scatter->input(0), "ConstantOfShape") ||
-      !isZeros(scatter->input(0)))
+      !defOp(inputOf(scatter, 0), "ConstantOfShape") ||
+      !isZeros(inputOf(scatter, 0)))
     return fail("the top-k weights are not scattered into a zero [T, E] "
                 "matrix along the last axis");
   bool renormalize;
-  if (!matchWeights(topk, scatter->input(2), renormalize))
+  if (!matchWeights(topk, inputOf(scatter, 2), renormalize))
     return false;
-  const onnx::NodeProto *mixCol = userOp(scatter->output(0), "Unsqueeze");
+  const onnx::NodeProto *mixCol = userOp(outputOf(scatter, 0), "Unsqueeze");
   const onnx::NodeProto *mul =
-      mixCol ? userOp(mixCol->output(0), "Mul") : nullptr;
+      mixCol ? userOp(outputOf(mixCol, 0), "Mul") : nullptr;
   const onnx::NodeProto *sum =
-      mul ? userOp(mul->output(0), "ReduceSum") : nullptr;
+      mul ? userOp(outputOf(mul, 0), "ReduceSum") : nullptr;
   if (!mixCol || axesOf(*mixCol) != SmallVector<int64_t>{-1} || !sum ||
       axesOf(*sum) != SmallVector<int64_t>{-2} ||
       intAttr(*sum, "keepdims", 1) != 0)
     return fail("the mixing matrix is not applied as (outs * mix[..., None])"
                 ".sum(-2)");
-  StringRef stacked = mul->input(0) == mixCol->output(0)
-                          ? StringRef(mul->input(1))
-                          : StringRef(mul->input(0));
+  StringRef stacked = inputOf(mul, 0) == outputOf(mixCol, 0)
+                          ? StringRef(inputOf(mul, 1))
+                          : StringRef(inputOf(mul, 0));
   const onnx::NodeProto *concat = defOp(stacked, "Concat");
   if (!concat || intAttr(*concat, "axis", 0) != -2)
     return fail("the expert outputs are not stacked along axis -2");
@@ -645,7 +666,7 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
     if (!unsq || axesOf(*unsq) != SmallVector<int64_t>{-2})
       return fail("a stacked expert output is not unsqueezed at -2");
     ExpertMLP mlp;
-    if (!matchSwiGLU(unsq->input(0), mlp))
+    if (!matchSwiGLU(inputOf(unsq, 0), mlp))
       return false;
     if (mlp.input != router.input)
       return fail("an expert reads another value than the router");
@@ -659,11 +680,12 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
     return false;
 
   // y + sigmoid(x·ws) * shared(x), or y + shared(x).
-  const onnx::NodeProto *add = userOp(sum->output(0), "Add");
-  if (!add || users(sum->output(0)).size() != 1)
+  const onnx::NodeProto *add = userOp(outputOf(sum, 0), "Add");
+  if (!add || users(outputOf(sum, 0)).size() != 1)
     return true;
-  StringRef other = add->input(0) == sum->output(0) ? StringRef(add->input(1))
-                                                    : StringRef(add->input(0));
+  StringRef other = inputOf(add, 0) == outputOf(sum, 0)
+                        ? StringRef(inputOf(add, 1))
+                        : StringRef(inputOf(add, 0));
   SmallVector<DenseElementsAttr> scale;
   ExpertMLP shared;
   std::string saved = why;
@@ -675,12 +697,12 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
     matched = true;
   } else if (const onnx::NodeProto *scaled = defOp(other, "Mul")) {
     for (int i = 0; i < 2 && !matched; ++i) {
-      const onnx::NodeProto *sigmoid = defOp(scaled->input(i), "Sigmoid");
+      const onnx::NodeProto *sigmoid = defOp(inputOf(scaled, i), "Sigmoid");
       Linear gateLinear;
-      if (!sigmoid || !matchLinear(sigmoid->input(0), gateLinear) ||
+      if (!sigmoid || !matchLinear(inputOf(sigmoid, 0), gateLinear) ||
           gateLinear.bias || gateLinear.input != router.input ||
           gateLinear.weight.getType().getDimSize(1) != 1 ||
-          !matchShared(scaled->input(1 - i)))
+          !matchShared(inputOf(scaled, 1 - i)))
         continue;
       auto type =
           RankedTensorType::get({gateLinear.weight.getType().getDimSize(0)},
@@ -708,13 +730,13 @@ bool BlockMatcher::matchSwitch(const onnx::NodeProto &argmax,
   if (intAttr(argmax, "axis", 0) != -1 || intAttr(argmax, "keepdims", 1) != 0 ||
       intAttr(argmax, "select_last_index", 0) != 0)
     return fail("the ArgMax is not over the last axis without keepdims");
-  StringRef index = argmax.output(0);
+  StringRef index = outputOf(&argmax, 0);
   // Per-token expert parameters: Gather(param [E, ...], index).
   auto gathered = [&](StringRef name, int64_t rank) -> DenseElementsAttr {
     const onnx::NodeProto *g = defOp(name, "Gather");
-    if (!g || g->input(1) != index || intAttr(*g, "axis", 0) != 0)
+    if (!g || inputOf(g, 1) != index || intAttr(*g, "axis", 0) != 0)
       return {};
-    DenseElementsAttr param = constant(g->input(0));
+    DenseElementsAttr param = constant(inputOf(g, 0));
     if (!param || param.getType().getRank() != rank ||
         param.getType().getDimSize(0) != numExperts ||
         !isa<FloatType>(param.getElementType()))
@@ -735,42 +757,42 @@ bool BlockMatcher::matchSwitch(const onnx::NodeProto &argmax,
            eq[0] == eq[3] && eq[1] == eq[4] && eq[8] == eq[0] &&
            eq[9] == eq[5] && eq[0] != eq[1] && eq[1] != eq[5] && eq[0] != eq[5];
   };
-  for (const onnx::NodeProto *user : users(router.softmax->output(0))) {
+  for (const onnx::NodeProto *user : users(outputOf(router.softmax, 0))) {
     if (!is(user, "ReduceMax"))
       continue;
     if (axesOf(*user) != SmallVector<int64_t>{-1} ||
         intAttr(*user, "keepdims", 1) != 1)
       continue;
-    const onnx::NodeProto *scale = userOp(user->output(0), "Mul");
+    const onnx::NodeProto *scale = userOp(outputOf(user, 0), "Mul");
     if (!scale)
       continue;
-    StringRef y = scale->input(0) == user->output(0)
-                      ? StringRef(scale->input(1))
-                      : StringRef(scale->input(0));
+    StringRef y = inputOf(scale, 0) == outputOf(user, 0)
+                      ? StringRef(inputOf(scale, 1))
+                      : StringRef(inputOf(scale, 0));
     DenseElementsAttr downBias, upBias;
     const onnx::NodeProto *out = def(y);
     if (is(out, "Add")) {
       for (int i = 0; i < 2 && !downBias; ++i)
-        if ((downBias = gathered(out->input(i), 2)))
-          out = def(out->input(1 - i));
+        if ((downBias = gathered(inputOf(out, i), 2)))
+          out = def(inputOf(out, 1 - i));
     }
     if (!isVecMat(out))
       return fail("the expert output is not an Einsum of the per-token "
                   "down weights");
-    DenseElementsAttr down = gathered(out->input(1), 3);
-    const onnx::NodeProto *act = defOp(out->input(0), "Relu");
+    DenseElementsAttr down = gathered(inputOf(out, 1), 3);
+    const onnx::NodeProto *act = defOp(inputOf(out, 0), "Relu");
     if (!down || !act)
       return fail("the experts are not ReLU FFNs on gathered expert weights");
-    const onnx::NodeProto *hidden = def(act->input(0));
+    const onnx::NodeProto *hidden = def(inputOf(act, 0));
     if (is(hidden, "Add")) {
       for (int i = 0; i < 2 && !upBias; ++i)
-        if ((upBias = gathered(hidden->input(i), 2)))
-          hidden = def(hidden->input(1 - i));
+        if ((upBias = gathered(inputOf(hidden, i), 2)))
+          hidden = def(inputOf(hidden, 1 - i));
     }
-    if (!isVecMat(hidden) || hidden->input(0) != router.input)
+    if (!isVecMat(hidden) || inputOf(hidden, 0) != router.input)
       return fail("the expert's first layer is not an Einsum of the router "
                   "input and the per-token up weights");
-    DenseElementsAttr up = gathered(hidden->input(1), 3);
+    DenseElementsAttr up = gathered(inputOf(hidden, 1), 3);
     if (!up)
       return fail("the expert's up weights are not gathered constants");
     block.form = "Switch";
@@ -792,12 +814,13 @@ bool BlockMatcher::matchSwitch(const onnx::NodeProto &argmax,
 
 std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   Router router;
-  if (!matchRouter(anchor.input(0), router))
+  if (!matchRouter(inputOf(&anchor, 0), router))
     return std::nullopt;
-  if (router.softmax->input(0).empty())
+  if (inputOf(router.softmax, 0).empty())
     return std::nullopt;
   MoEBlock block;
   block.anchor = &anchor;
+  block.softmax = router.softmax;
   block.router = router.weight;
   if (is(&anchor, "ArgMax")) {
     if (!matchSwitch(anchor, router, block))
@@ -805,7 +828,7 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
     return block;
   }
   std::optional<int64_t> k =
-      anchor.input_size() > 1 ? constantInt(anchor.input(1)) : std::nullopt;
+      anchor.input_size() > 1 ? constantInt(inputOf(&anchor, 1)) : std::nullopt;
   if (!k) {
     fail("k is not a constant");
     return std::nullopt;
@@ -814,12 +837,12 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
     fail("the TopK is not the largest along the last axis");
     return std::nullopt;
   }
-  if (userOp(anchor.output(1), "OneHot")) {
+  if (userOp(outputOf(&anchor, 1), "OneHot")) {
     if (!matchMixtral(anchor, router, *k, block))
       return std::nullopt;
     return block;
   }
-  if (userOp(anchor.output(1), "ScatterElements")) {
+  if (userOp(outputOf(&anchor, 1), "ScatterElements")) {
     if (!matchDense(anchor, router, *k, block))
       return std::nullopt;
     return block;
@@ -893,6 +916,10 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
   OpBuilder &b = importer.getBuilder();
   MLIRContext *ctx = importer.getContext();
   Value input = importer.lookup(block.input);
+  if (!input) {
+    why = "the router input is not defined before the block's result";
+    return failure();
+  }
   auto inputType = cast<RankedTensorType>(input.getType());
   Type elementType = inputType.getElementType();
   int64_t rank = inputType.getRank();
@@ -908,9 +935,7 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
         return attr.i();
     return int64_t(-1);
   };
-  const onnx::NodeProto *softmax = importer.getProducer(block.anchor->input(0));
-  while (softmax && softmax->op_type() != "Softmax")
-    softmax = importer.getProducer(softmax->input(0));
+  const onnx::NodeProto *softmax = block.softmax;
   if (!softmax || (axis(softmax) != -1 && axis(softmax) != rank - 1)) {
     why = "the softmax is not over the experts";
     return failure();
@@ -982,6 +1007,6 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
                          SmallVector<ReassociationIndices>{leading, {rank - 1}},
                          tensor::getMixedSizes(b, loc, input));
   }
-  importer.bind(block.outputNode->output(0), result);
+  importer.bind(outputOf(block.outputNode, 0), result);
   return success();
 }

@@ -140,6 +140,8 @@ struct MoEBlock {
   std::string form;
   /// The router's TopK or ArgMax.
   const onnx::NodeProto *anchor = nullptr;
+  /// The router's Softmax.
+  const onnx::NodeProto *softmax = nullptr;
   /// The node whose output 0 is the block's result.
   const onnx::NodeProto *outputNode = nullptr;
   /// The tokens `[..., H]` the router and the experts read.
