@@ -12,6 +12,8 @@ PKGS=(
   libprotobuf-dev protobuf-compiler libonnx-dev
   # Test references and model generators (Debian's /usr/bin/python3).
   python3-numpy python3-onnx python3-pytest
+  # The moe_mlir Python module (python-bindings/).
+  pybind11-dev python3-dev
   # PyTorch: the torch.onnx.export MoE models of test/Target/ONNX.
   python3-torch
 )
