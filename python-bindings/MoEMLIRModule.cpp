@@ -1,0 +1,491 @@
+//===- MoEMLIRModule.cpp - The moe_mlir Python extension ------------------===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// The native half of the `moe_mlir` package: `compile` runs the moe-compile
+// driver (include/moe/Compiler/Compiler.h) and collects its diagnostics as
+// text; `Model` wraps a loaded model of the runtime C API
+// (runtime/include/moe/runtime/runtime.h) and runs it on numpy arrays.
+// moe_mlir/__init__.py builds the public API on top of it.
+//
+// LLVM and MLIR are built without exceptions; this file is compiled with
+// them (pybind11 needs them), and no exception crosses an LLVM/MLIR frame.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Compiler/Compiler.h"
+#include "moe/runtime/runtime.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+using namespace mlir;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Errors
+//===----------------------------------------------------------------------===//
+
+/// Raises `moe_mlir.<typeName>(message, *extra)`; the types are defined in
+/// moe_mlir/_errors.py.
+[[noreturn]] void raise(const char *typeName, const std::string &message,
+                        py::object extra = py::none()) {
+  py::object type = py::module_::import("moe_mlir._errors").attr(typeName);
+  py::object value =
+      extra.is_none() ? type(message) : type(message, std::move(extra));
+  PyErr_SetObject(type.ptr(), value.ptr());
+  throw py::error_already_set();
+}
+
+/// Owns a runtime status; raises ModelError with its message.
+struct StatusDeleter {
+  void operator()(moe_status_t *status) const { moe_status_free(status); }
+};
+using StatusPtr = std::unique_ptr<moe_status_t, StatusDeleter>;
+
+void check(moe_status_t *rawStatus) {
+  StatusPtr status(rawStatus);
+  if (status)
+    raise("ModelError", moe_status_message(status.get()));
+}
+
+struct TensorDeleter {
+  void operator()(moe_tensor_t *tensor) const { moe_tensor_free(tensor); }
+};
+using TensorPtr = std::unique_ptr<moe_tensor_t, TensorDeleter>;
+
+//===----------------------------------------------------------------------===//
+// Compilation
+//===----------------------------------------------------------------------===//
+
+/// A SourceMgrDiagnosticHandler whose rendering can be called directly.
+class DiagnosticPrinter : public SourceMgrDiagnosticHandler {
+public:
+  using SourceMgrDiagnosticHandler::emitDiagnostic;
+  using SourceMgrDiagnosticHandler::SourceMgrDiagnosticHandler;
+};
+
+/// Collects every diagnostic of a context as the text moe-compile prints
+/// (file:line:col, the source line and a caret where the location is in a
+/// parsed buffer), split into errors and the rest.
+class DiagnosticCollector {
+public:
+  DiagnosticCollector(llvm::SourceMgr &sourceMgr, MLIRContext &context)
+      : stream(text), printer(sourceMgr, &context, stream),
+        handler(&context, [this](Diagnostic &diag) {
+          collect(diag);
+          return success();
+        }) {}
+
+  std::vector<std::string> errors;
+  std::vector<std::string> others;
+
+private:
+  static StringRef severityName(DiagnosticSeverity severity) {
+    switch (severity) {
+    case DiagnosticSeverity::Error:
+      return "error";
+    case DiagnosticSeverity::Warning:
+      return "warning";
+    case DiagnosticSeverity::Note:
+      return "note";
+    case DiagnosticSeverity::Remark:
+      return "remark";
+    }
+    llvm_unreachable("unknown severity");
+  }
+
+  void collect(Diagnostic &diag) {
+    size_t start = text.size();
+    if (isa<UnknownLoc>(diag.getLocation())) {
+      // As moe-compile prints them, without its "moe-compile: " prefix.
+      stream << severityName(diag.getSeverity()) << ": " << diag << "\n";
+      for (Diagnostic &note : diag.getNotes())
+        stream << "note: " << note << "\n";
+    } else {
+      printer.emitDiagnostic(diag);
+    }
+    std::string rendered = text.substr(start);
+    while (!rendered.empty() && rendered.back() == '\n')
+      rendered.pop_back();
+    if (diag.getSeverity() == DiagnosticSeverity::Error)
+      errors.push_back(std::move(rendered));
+    else
+      others.push_back(std::move(rendered));
+  }
+
+  std::string text;
+  llvm::raw_string_ostream stream;
+  DiagnosticPrinter printer;
+  ScopedDiagnosticHandler handler;
+};
+
+struct CompileRequest {
+  /// A file path, or the model itself when `isBuffer`.
+  std::string source;
+  bool isBuffer = false;
+  /// For buffers: the name used in locations, the format ("mlir" or "onnx")
+  /// and the directory of ONNX external data.
+  std::string bufferName;
+  std::string format;
+  std::string modelDir;
+  /// "input" prints the parsed module; anything else goes to moe::compile.
+  std::string emit;
+  moe::CompileOptions options;
+  bool remarks = false;
+};
+
+struct CompileOutcome {
+  bool ok = false;
+  std::vector<std::string> errors;
+  std::vector<std::string> others;
+  /// The parsed module's text for emit "input".
+  std::string inputText;
+};
+
+/// Runs without the GIL: touches no Python object.
+CompileOutcome runCompile(const CompileRequest &request) {
+  DialectRegistry registry;
+  moe::registerCompilerDialects(registry);
+  MLIRContext context(registry);
+  llvm::SourceMgr sourceMgr;
+  DiagnosticCollector diagnostics(sourceMgr, context);
+  moe::ImportONNXOptions onnxOptions;
+  onnxOptions.remarks = request.remarks;
+
+  OwningOpRef<ModuleOp> module;
+  if (!request.isBuffer) {
+    module =
+        moe::parseModelFile(request.source, context, sourceMgr, onnxOptions);
+  } else if (request.format == "onnx") {
+    module = moe::importONNX(request.source, request.bufferName,
+                             request.modelDir, &context, onnxOptions);
+  } else {
+    sourceMgr.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(
+                                     request.source, request.bufferName),
+                                 llvm::SMLoc());
+    module = parseSourceFile<ModuleOp>(sourceMgr, ParserConfig(&context));
+    if (!module)
+      emitError(UnknownLoc::get(&context))
+          << "cannot parse '" << request.bufferName << "'";
+  }
+
+  CompileOutcome outcome;
+  if (module) {
+    if (request.emit == "input") {
+      llvm::raw_string_ostream os(outcome.inputText);
+      module->print(os);
+      os << "\n";
+      outcome.ok = true;
+    } else {
+      outcome.ok = succeeded(moe::compile(*module, request.options));
+    }
+  }
+  outcome.errors = std::move(diagnostics.errors);
+  outcome.others = std::move(diagnostics.others);
+  return outcome;
+}
+
+/// The native `compile`: raises CompileError with the compiler's
+/// diagnostics; returns (non-error diagnostics, module text for "input").
+py::tuple compileModel(py::object source, bool isBuffer,
+                       const std::string &bufferName, const std::string &format,
+                       const std::string &modelDir, const std::string &emit,
+                       const std::string &output, const std::string &target,
+                       const std::string &entry, const std::string &cpu,
+                       uint64_t weightThreshold, const std::string &linker,
+                       const std::string &runtimeLibrary, bool remarks) {
+  CompileRequest request;
+  request.isBuffer = isBuffer;
+  request.source =
+      isBuffer ? std::string(py::bytes(source)) : source.cast<std::string>();
+  request.bufferName = bufferName;
+  request.format = format;
+  request.modelDir = modelDir;
+  request.emit = emit;
+  request.remarks = remarks;
+  if (emit != "input") {
+    std::optional<moe::EmitKind> kind = moe::parseEmitKind(emit);
+    if (!kind)
+      throw py::value_error("unknown emit '" + emit +
+                            "'; expected input, mlir, llvm, obj, lib or exe");
+    request.options.emit = *kind;
+    request.options.outputPath = output;
+  }
+  request.options.target = target;
+  request.options.entry = entry;
+  request.options.cpu = cpu;
+  request.options.weightThresholdBytes = weightThreshold;
+  request.options.linkerDriver = linker;
+  request.options.runtimeLibrary = runtimeLibrary;
+
+  CompileOutcome outcome;
+  {
+    py::gil_scoped_release release;
+    outcome = runCompile(request);
+  }
+  if (!outcome.ok) {
+    std::vector<std::string> all = outcome.errors;
+    all.insert(all.end(), outcome.others.begin(), outcome.others.end());
+    std::string message;
+    for (const std::string &error : outcome.errors)
+      message += (message.empty() ? "" : "\n") + error;
+    if (message.empty())
+      message = "compilation failed without a diagnostic";
+    raise("CompileError", message, py::cast(all));
+  }
+  return py::make_tuple(outcome.others,
+                        emit == "input" ? py::object(py::str(outcome.inputText))
+                                        : py::object(py::none()));
+}
+
+//===----------------------------------------------------------------------===//
+// Models
+//===----------------------------------------------------------------------===//
+
+/// The numpy dtype holding elements of `dtype`; bf16 travels as its raw bits
+/// in uint16.
+py::dtype toNumpy(moe_dtype_t dtype) {
+  switch (dtype) {
+  case MOE_DTYPE_F32:
+    return py::dtype("float32");
+  case MOE_DTYPE_F64:
+    return py::dtype("float64");
+  case MOE_DTYPE_F16:
+    return py::dtype("float16");
+  case MOE_DTYPE_BF16:
+    return py::dtype("uint16");
+  case MOE_DTYPE_I8:
+    return py::dtype("int8");
+  case MOE_DTYPE_I16:
+    return py::dtype("int16");
+  case MOE_DTYPE_I32:
+    return py::dtype("int32");
+  case MOE_DTYPE_I64:
+    return py::dtype("int64");
+  case MOE_DTYPE_U8:
+    return py::dtype("uint8");
+  case MOE_DTYPE_I1:
+    return py::dtype("bool");
+  case MOE_DTYPE_COUNT:
+    break;
+  }
+  raise("ModelError", "invalid element type " + std::to_string(dtype));
+}
+
+/// The element type of numpy `dtype`, given that the model expects
+/// `expected` (uint16 is bf16 only where bf16 is expected).
+std::optional<moe_dtype_t> fromNumpy(const py::dtype &dtype,
+                                     moe_dtype_t expected) {
+  char kind = dtype.kind();
+  py::ssize_t size = dtype.itemsize();
+  if (kind == 'f' && size == 4)
+    return MOE_DTYPE_F32;
+  if (kind == 'f' && size == 8)
+    return MOE_DTYPE_F64;
+  if (kind == 'f' && size == 2)
+    return MOE_DTYPE_F16;
+  if (kind == 'i' && size == 1)
+    return MOE_DTYPE_I8;
+  if (kind == 'i' && size == 2)
+    return MOE_DTYPE_I16;
+  if (kind == 'i' && size == 4)
+    return MOE_DTYPE_I32;
+  if (kind == 'i' && size == 8)
+    return MOE_DTYPE_I64;
+  if (kind == 'u' && size == 1)
+    return MOE_DTYPE_U8;
+  if (kind == 'u' && size == 2 && expected == MOE_DTYPE_BF16)
+    return MOE_DTYPE_BF16;
+  if (kind == 'b' && size == 1)
+    return MOE_DTYPE_I1;
+  return std::nullopt;
+}
+
+/// A shape tuple with None for dynamic extents.
+py::tuple shapeTuple(const int64_t *dims, size_t rank) {
+  py::tuple shape(rank);
+  for (size_t i = 0; i < rank; ++i)
+    shape[i] = dims[i] == MOE_DYNAMIC_DIM ? py::object(py::none())
+                                          : py::object(py::int_(dims[i]));
+  return shape;
+}
+
+class Model {
+public:
+  Model(const std::string &libraryPath,
+        const std::optional<std::string> &weightsPath) {
+    moe_model_t *loaded = nullptr;
+    moe_status_t *status;
+    {
+      py::gil_scoped_release release;
+      status =
+          moe_model_load(libraryPath.c_str(),
+                         weightsPath ? weightsPath->c_str() : nullptr, &loaded);
+    }
+    check(status);
+    model = loaded;
+  }
+  Model(const Model &) = delete;
+  Model &operator=(const Model &) = delete;
+  ~Model() { moe_model_free(model); }
+
+  std::string signature() const { return moe_model_signature_text(model); }
+
+  std::optional<std::string> weightsPath() const {
+    const char *path = moe_model_weights_path(model);
+    return path ? std::optional<std::string>(path) : std::nullopt;
+  }
+
+  /// [(name, element type, numpy dtype, shape)] with None for `?`.
+  py::list inputs() const {
+    py::list specs;
+    for (size_t i = 0, e = moe_model_num_inputs(model); i < e; ++i) {
+      moe_dtype_t dtype = moe_model_input_dtype(model, i);
+      specs.append(py::make_tuple(moe_model_input_name(model, i),
+                                  moe_dtype_name(dtype), toNumpy(dtype),
+                                  shapeTuple(moe_model_input_dims(model, i),
+                                             moe_model_input_rank(model, i))));
+    }
+    return specs;
+  }
+
+  /// [(name, element type, numpy dtype, shape)]; the signature gives only
+  /// the rank of a result, so every extent is None.
+  py::list outputs() const {
+    py::list specs;
+    for (size_t i = 0, e = moe_model_num_outputs(model); i < e; ++i) {
+      moe_dtype_t dtype = moe_model_output_dtype(model, i);
+      size_t rank = moe_model_output_rank(model, i);
+      std::vector<int64_t> dims(rank, MOE_DYNAMIC_DIM);
+      specs.append(py::make_tuple(moe_model_output_name(model, i),
+                                  moe_dtype_name(dtype), toNumpy(dtype),
+                                  shapeTuple(dims.data(), rank)));
+    }
+    return specs;
+  }
+
+  py::list run(const py::args &args) {
+    py::module_ numpy = py::module_::import("numpy");
+    size_t numInputs = moe_model_num_inputs(model);
+    size_t numOutputs = moe_model_num_outputs(model);
+    std::vector<moe_tensor_t *> rawOutputs(numOutputs, nullptr);
+    if (args.size() != numInputs) {
+      // The runtime checks the count before it looks at any input.
+      std::vector<const moe_tensor_t *> none(args.size(), nullptr);
+      check(moe_model_invoke(model, none.data(), none.size(), rawOutputs.data(),
+                             rawOutputs.size()));
+      raise("ModelError", "the model expects " + std::to_string(numInputs) +
+                              " inputs, got " + std::to_string(args.size()));
+    }
+
+    // Keeps every array whose memory a tensor wraps alive during the call.
+    std::vector<py::array> arrays;
+    std::vector<TensorPtr> tensors;
+    for (size_t i = 0; i < numInputs; ++i) {
+      py::array array = numpy.attr("asarray")(args[i]);
+      moe_dtype_t expected = moe_model_input_dtype(model, i);
+      std::optional<moe_dtype_t> dtype = fromNumpy(array.dtype(), expected);
+      if (!dtype)
+        raise("ModelError", "input " + std::to_string(i) + " ('" +
+                                moe_model_input_name(model, i) +
+                                "'): numpy dtype " +
+                                py::str(array.dtype()).cast<std::string>() +
+                                " has no moe-mlir element type (expected " +
+                                moe_dtype_name(expected) + ")");
+      // Zero-copy when the array already is dense, aligned and native-endian.
+      int flags = array.flags();
+      bool native = array.dtype().attr("isnative").cast<bool>();
+      if (!(flags & py::array::c_style) ||
+          !(flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_) || !native)
+        array = numpy.attr("ascontiguousarray")(
+            array, array.dtype().attr("newbyteorder")("="));
+      std::vector<int64_t> shape(array.shape(), array.shape() + array.ndim());
+      // The compiled code never writes its inputs (they are passed as
+      // non-writable), so read-only arrays are fine.
+      moe_tensor_t *tensor = nullptr;
+      check(moe_tensor_wrap(const_cast<void *>(array.data()), *dtype,
+                            shape.size(), shape.data(),
+                            /*take_ownership=*/0, &tensor));
+      tensors.emplace_back(tensor);
+      arrays.push_back(std::move(array));
+    }
+
+    std::vector<const moe_tensor_t *> inputs;
+    for (const TensorPtr &tensor : tensors)
+      inputs.push_back(tensor.get());
+    moe_status_t *status;
+    {
+      py::gil_scoped_release release;
+      status = moe_model_invoke(model, inputs.data(), inputs.size(),
+                                rawOutputs.data(), rawOutputs.size());
+    }
+    check(status);
+    std::vector<TensorPtr> outputs;
+    for (moe_tensor_t *output : rawOutputs)
+      outputs.emplace_back(output);
+
+    // Each array takes over its tensor's buffer: the capsule frees the tensor
+    // when numpy releases the array.
+    py::list results;
+    for (TensorPtr &output : outputs) {
+      py::dtype dtype = toNumpy(moe_tensor_dtype(output.get()));
+      size_t rank = moe_tensor_rank(output.get());
+      const int64_t *dims = moe_tensor_shape(output.get());
+      std::vector<py::ssize_t> shape(dims, dims + rank);
+      std::vector<py::ssize_t> strides(rank);
+      py::ssize_t stride = dtype.itemsize();
+      for (size_t i = rank; i-- > 0;) {
+        strides[i] = stride;
+        stride *= std::max<py::ssize_t>(shape[i], 1);
+      }
+      void *data = moe_tensor_data(output.get());
+      py::capsule owner(output.get(), [](void *tensor) {
+        moe_tensor_free(static_cast<moe_tensor_t *>(tensor));
+      });
+      output.release();
+      results.append(py::array(dtype, shape, strides, data, owner));
+    }
+    return results;
+  }
+
+private:
+  moe_model_t *model = nullptr;
+};
+
+} // namespace
+
+PYBIND11_MODULE(_moe_mlir, m) {
+  m.doc() = "Native half of moe_mlir: the moe-compile driver and the runtime.";
+  m.def("compile", &compileModel, py::arg("source"), py::arg("is_buffer"),
+        py::arg("buffer_name"), py::arg("format"), py::arg("model_dir"),
+        py::arg("emit"), py::arg("output"), py::arg("target"), py::arg("entry"),
+        py::arg("cpu"), py::arg("weight_threshold"), py::arg("linker"),
+        py::arg("runtime_lib"), py::arg("remarks"));
+  py::class_<Model>(m, "Model")
+      .def(py::init<const std::string &, const std::optional<std::string> &>(),
+           py::arg("library"), py::arg("weights") = py::none())
+      .def_property_readonly("signature", &Model::signature)
+      .def_property_readonly("weights_path", &Model::weightsPath)
+      .def_property_readonly("inputs", &Model::inputs)
+      .def_property_readonly("outputs", &Model::outputs)
+      .def("run", &Model::run);
+}

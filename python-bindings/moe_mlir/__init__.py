@@ -1,0 +1,196 @@
+"""moe_mlir: compile Mixture-of-Experts models with moe-mlir and run them.
+
+    import moe_mlir, numpy as np
+    model = moe_mlir.compile("layer.mlir")          # or the bytes of a model
+    (y,) = model.run(np.zeros((4, 64), np.float32))
+    print(moe_mlir.compile("layer.mlir", emit="llvm"))   # LLVM IR text
+
+See docs/Python.md.
+"""
+
+import collections
+import os
+import shutil
+import tempfile
+import warnings
+
+from ._errors import CompileError, CompileWarning, ModelError
+from . import _moe_mlir as _native
+
+__all__ = ["compile", "load", "CompiledModel", "TensorSpec", "CompileError",
+           "CompileWarning", "ModelError"]
+
+TensorSpec = collections.namedtuple("TensorSpec", "name element_type dtype shape")
+TensorSpec.__doc__ = """One input or output of a compiled model.
+
+name: the signature's name (``moe.name`` or ``arg<i>``/``out<i>``);
+element_type: the ABI spelling (``f32``, ``bf16``, ``i1``, ...);
+dtype: the numpy dtype used for it (bf16 is raw bits in uint16, i1 is bool);
+shape: a tuple of extents, None where dynamic (every extent of an output is
+None: the signature records only its rank)."""
+
+_EMITS = ("input", "mlir", "llvm", "obj", "lib", "exe")
+_SUFFIX = {"mlir": ".llvm.mlir", "llvm": ".ll", "obj": ".o", "lib": ".so", "exe": ""}
+
+
+class CompiledModel:
+    """A compiled model library, loaded and ready to run.
+
+    Returned by ``compile(..., emit="lib")`` and ``load(path)``. When
+    ``compile`` wrote to a temporary directory, the directory lives as long as
+    this object.
+    """
+
+    def __init__(self, path, weights=None, _tmpdir=None):
+        self._tmpdir = _tmpdir
+        self._model = _native.Model(os.fspath(path),
+                                    None if weights is None else os.fspath(weights))
+        self.path = os.fspath(path)
+
+    @property
+    def signature(self):
+        """The signature text of docs/CompiledModelABI.md."""
+        return self._model.signature
+
+    @property
+    def weights_path(self):
+        """The mapped weights file, or None when the model has no weights."""
+        return self._model.weights_path
+
+    @property
+    def inputs(self):
+        """A list of TensorSpec, one per input, in call order."""
+        return [TensorSpec(*spec) for spec in self._model.inputs]
+
+    @property
+    def outputs(self):
+        """A list of TensorSpec, one per result, in return order."""
+        return [TensorSpec(*spec) for spec in self._model.outputs]
+
+    def run(self, *inputs):
+        """Runs the model once on numpy arrays (or array-likes) and returns
+        a list of numpy arrays, one per output.
+
+        Inputs are not converted: each must have the element type of its
+        input (see ``inputs``), else ModelError. C-contiguous, aligned,
+        native-endian arrays are passed without a copy; others are first
+        made contiguous. Results own their memory (the runtime's buffers).
+        """
+        return self._model.run(*inputs)
+
+    __call__ = run
+
+    def stats(self):
+        """Runtime statistics. The runtime keeps none yet (the expert cache
+        and its counters do not exist), so this is an empty dict."""
+        return {}
+
+    def __repr__(self):
+        def spec(t):
+            dims = "x".join("?" if d is None else str(d) for d in t.shape)
+            return "%s: %s%s" % (t.name, t.element_type, "[" + dims + "]" if t.shape else "")
+        return "<moe_mlir.CompiledModel %s (%s) -> (%s)>" % (
+            self.path, ", ".join(map(spec, self.inputs)), ", ".join(map(spec, self.outputs)))
+
+
+def load(path, weights=None):
+    """Loads a model library written by ``moe-compile`` or ``compile``.
+
+    ``weights`` defaults to the library path with ``.so`` replaced by
+    ``.weights``. Raises ModelError with the runtime's message on failure.
+    """
+    return CompiledModel(path, weights)
+
+
+def compile(source, target="cpu", emit="lib", output=None, *, format=None,
+            entry=None, cpu="native", weight_threshold=64, linker=None,
+            runtime_lib=None, remarks=False):
+    """Compiles a model with the moe-compile driver.
+
+    source: a path (str or os.PathLike) to a ``.mlir`` or ``.onnx`` model,
+        or the model itself as bytes (MLIR text or a serialized ONNX
+        ModelProto).
+    target: only "cpu".
+    emit: what to produce:
+        "lib" (default): a shared library, loaded; returns a CompiledModel.
+        "input": the module as parsed (for ONNX: as imported and raised),
+            before any lowering; returns its text.
+        "mlir": the lowered LLVM-dialect module with the ABI glue; returns
+            its text.
+        "llvm": the LLVM IR, before LLVM's optimizations; returns its text.
+        "obj", "exe": an object file or a standalone executable written to
+            ``output`` (required); returns ``output``.
+    output: the main output path (side files, ``.weights`` and ``.h``, go
+        next to it). None writes into a temporary directory: for "lib" it
+        lives as long as the returned CompiledModel, for text it is removed
+        before returning.
+    format: "mlir" or "onnx"; None guesses from the file extension, or for
+        bytes from the first byte (an ONNX ModelProto starts with 0x08).
+    entry, cpu, weight_threshold, linker, runtime_lib: moe-compile's
+        --entry, --mcpu, --weight-threshold, --linker and --runtime-lib.
+    remarks: ONNX input: report which MoE blocks were raised to moe.layer
+        (as CompileWarning warnings).
+
+    Raises CompileError with the compiler's diagnostics.
+    """
+    if emit not in _EMITS:
+        raise ValueError("unknown emit %r; expected one of %s" % (emit, ", ".join(_EMITS)))
+    if format not in (None, "mlir", "onnx"):
+        raise ValueError("unknown format %r; expected 'mlir' or 'onnx'" % (format,))
+    if emit in ("obj", "exe") and output is None:
+        raise ValueError("emit=%r needs an output path" % emit)
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name, model_dir = bytes(source), "<bytes>", os.getcwd()
+    else:
+        path = os.fspath(source)
+        guessed = "onnx" if path.endswith(".onnx") else "mlir"
+        data, name, model_dir = None, path, os.path.dirname(os.path.abspath(path))
+        if format is not None and format != guessed:
+            # The driver picks the importer by extension: read it ourselves.
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise CompileError("error: cannot open '%s': %s" % (path, e.strerror)) from None
+    if data is not None and format is None:
+        format = "onnx" if data[:1] == b"\x08" else "mlir"
+
+    tmpdir = None
+    if output is None and emit != "input":
+        tmpdir = tempfile.mkdtemp(prefix="moe_mlir-")
+        output = os.path.join(tmpdir, "model" + _SUFFIX[emit])
+    try:
+        others, text = _native.compile(
+            data if data is not None else name, data is not None, name, format or "",
+            model_dir, emit, "" if output is None else os.fspath(output), target,
+            entry or "", cpu, int(weight_threshold), linker or "", runtime_lib or "",
+            bool(remarks))
+        for diagnostic in others:
+            warnings.warn(diagnostic, CompileWarning, stacklevel=2)
+        if emit == "input":
+            return text
+        if emit in ("mlir", "llvm"):
+            with open(output, encoding="utf-8") as f:
+                return f.read()
+        if emit == "lib":
+            model = CompiledModel(output, _tmpdir=_TemporaryDirectory(tmpdir))
+            tmpdir = None  # the model owns it now
+            return model
+        return os.fspath(output)
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+class _TemporaryDirectory:
+    """Removes a directory when the object that holds it goes away."""
+
+    def __init__(self, path):
+        self.name = path
+
+    def __del__(self):
+        shutil.rmtree(self.name, ignore_errors=True)
+
+    def __repr__(self):
+        return "<temporary directory %s>" % self.name
