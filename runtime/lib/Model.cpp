@@ -36,6 +36,8 @@ struct moe_model {
   /// dlopen handle; NULL for moe_model_load_from_symbols.
   void *library = nullptr;
   moe_model_run_fn_t run = nullptr;
+  /// The optional `moe_model_take_error`; null if the model has none.
+  moe_model_take_error_fn_t takeError = nullptr;
   std::string signatureText;
   Signature signature;
   /// Empty if no weights file is mapped.
@@ -113,6 +115,9 @@ static moe_status_t *createModel(void *library, const char *signatureText,
   auto *model = new moe_model;
   model->library = library;
   model->run = run;
+  if (library)
+    model->takeError = reinterpret_cast<moe_model_take_error_fn_t>(
+        dlsym(library, "moe_model_take_error"));
   if (moe_status_t *status =
           parseSignature(signatureText, source, model->signature)) {
     delete model;
@@ -215,6 +220,12 @@ moe_status_t *moe_model_load_from_symbols(moe_model_signature_fn_t signature,
                            "points");
   return createModel(nullptr, signature(), run, "the linked model",
                      weights_path, out);
+}
+
+void moe_model_set_take_error(moe_model_t *model,
+                              moe_model_take_error_fn_t take_error) {
+  if (model)
+    model->takeError = take_error;
 }
 
 void moe_model_free(moe_model_t *model) { delete model; }
@@ -441,6 +452,12 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
   for (size_t offset : argOffsets)
     args.push_back(argBlock.data() + offset);
   model->run(args.data());
+  // A model that can fail (e.g. on a GPU) says so through the optional
+  // `moe_model_take_error`; its results are then not copied.
+  moe_status_t *failure = nullptr;
+  if (model->takeError)
+    if (const char *error = model->takeError())
+      failure = moe_status_make("%s", error);
 
   // Copy every result before freeing any: results may share buffers.
   std::vector<ResultView> views;
@@ -448,7 +465,6 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
     views.push_back(
         readResult(resultBlock.data() + resultOffsets[i], sig.outputs[i].rank));
   std::vector<moe_tensor_t *> results(n_outputs, nullptr);
-  moe_status_t *failure = nullptr;
   for (size_t i = 0; i < n_outputs && !failure; ++i)
     failure = copyResult(sig.outputs[i], i, views[i], &results[i]);
 

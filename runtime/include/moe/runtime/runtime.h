@@ -120,6 +120,9 @@ typedef struct moe_model moe_model_t;
 /// The two symbols of the compiled-model ABI.
 typedef const char *(*moe_model_signature_fn_t)(void);
 typedef void (*moe_model_run_fn_t)(void **args);
+/// The optional third symbol: the error of the calling thread's last
+/// `moe_model_run`, or NULL (and clears it); see docs/CompiledModelABI.md.
+typedef const char *(*moe_model_take_error_fn_t)(void);
 
 /// Loads the model library at `lib_path` (dlopen RTLD_NOW|RTLD_LOCAL), parses
 /// its signature and maps its weights. `weights_path` may be NULL: the
@@ -142,6 +145,11 @@ moe_status_t *moe_model_load_from_symbols(moe_model_signature_fn_t signature,
                                           moe_model_run_fn_t run,
                                           const char *weights_path,
                                           moe_model_t **out);
+
+/// Sets the optional `moe_model_take_error` of a model loaded with
+/// moe_model_load_from_symbols (the other loaders look it up themselves).
+void moe_model_set_take_error(moe_model_t *model,
+                              moe_model_take_error_fn_t take_error);
 
 /// Unmaps the weights, closes the library and frees the model. NULL is
 /// allowed.

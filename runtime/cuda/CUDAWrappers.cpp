@@ -1,0 +1,856 @@
+//===- CUDAWrappers.cpp - The mgpu* functions on the CUDA driver API ------===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// The `mgpu*` functions that MLIR's gpu-to-llvm lowering and the offloading
+// translation of `gpu.binary` call (the ABI of MLIR's CudaRuntimeWrappers),
+// plus the device side of `moe-compile --target=cuda` libraries
+// (moe/runtime/cuda.h). The driver API is loaded with dlopen at the first
+// use; its types and the few constants used are declared here, so neither
+// cuda.h nor libcuda is needed to build or link. Errors never abort: they are
+// recorded per thread and surfaced by the runtime (docs/CUDA.md).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/runtime/cuda.h"
+
+#include <dlfcn.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// The subset of the driver API in use
+//===----------------------------------------------------------------------===//
+
+using CUresult = int;
+using CUdevice = int;
+using CUdeviceptr = unsigned long long;
+struct CUctx_st;
+struct CUmod_st;
+struct CUfunc_st;
+struct CUstream_st;
+struct CUevent_st;
+using CUcontext = CUctx_st *;
+using CUmodule = CUmod_st *;
+using CUfunction = CUfunc_st *;
+using CUstream = CUstream_st *;
+using CUevent = CUevent_st *;
+
+constexpr CUresult kSuccess = 0;
+constexpr unsigned kStreamNonBlocking = 0x1;
+constexpr unsigned kEventDisableTiming = 0x2;
+constexpr unsigned kMemAttachGlobal = 0x1;
+constexpr int kJitErrorLogBuffer = 5;
+constexpr int kJitErrorLogBufferSizeBytes = 6;
+constexpr int kJitOptimizationLevel = 7;
+constexpr int kPointerAttributeMemoryType = 2;
+constexpr unsigned kMemoryTypeHost = 0x1;
+
+template <typename T> using Identity = T;
+
+/// The driver entry points, by their exported (versioned) names.
+struct Driver {
+#define MOE_CUDA_FUNCTIONS(X)                                                  \
+  X(cuInit, CUresult (*)(unsigned))                                            \
+  X(cuGetErrorName, CUresult (*)(CUresult, const char **))                     \
+  X(cuGetErrorString, CUresult (*)(CUresult, const char **))                   \
+  X(cuDeviceGetCount, CUresult (*)(int *))                                     \
+  X(cuDeviceGet, CUresult (*)(CUdevice *, int))                                \
+  X(cuDevicePrimaryCtxRetain, CUresult (*)(CUcontext *, CUdevice))             \
+  X(cuCtxPushCurrent_v2, CUresult (*)(CUcontext))                              \
+  X(cuCtxPopCurrent_v2, CUresult (*)(CUcontext *))                             \
+  X(cuModuleLoadData, CUresult (*)(CUmodule *, const void *))                  \
+  X(cuModuleLoadDataEx,                                                        \
+    CUresult (*)(CUmodule *, const void *, unsigned, int *, void **))          \
+  X(cuModuleUnload, CUresult (*)(CUmodule))                                    \
+  X(cuModuleGetFunction, CUresult (*)(CUfunction *, CUmodule, const char *))   \
+  X(cuLaunchKernel,                                                            \
+    CUresult (*)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, \
+                 unsigned, unsigned, CUstream, void **, void **))              \
+  X(cuStreamCreate, CUresult (*)(CUstream *, unsigned))                        \
+  X(cuStreamDestroy_v2, CUresult (*)(CUstream))                                \
+  X(cuStreamSynchronize, CUresult (*)(CUstream))                               \
+  X(cuStreamWaitEvent, CUresult (*)(CUstream, CUevent, unsigned))              \
+  X(cuEventCreate, CUresult (*)(CUevent *, unsigned))                          \
+  X(cuEventDestroy_v2, CUresult (*)(CUevent))                                  \
+  X(cuEventSynchronize, CUresult (*)(CUevent))                                 \
+  X(cuEventRecord, CUresult (*)(CUevent, CUstream))                            \
+  X(cuMemAlloc_v2, CUresult (*)(CUdeviceptr *, size_t))                        \
+  X(cuMemAllocManaged, CUresult (*)(CUdeviceptr *, size_t, unsigned))          \
+  X(cuMemFree_v2, CUresult (*)(CUdeviceptr))                                   \
+  X(cuMemHostAlloc, CUresult (*)(void **, size_t, unsigned))                   \
+  X(cuMemFreeHost, CUresult (*)(void *))                                       \
+  X(cuMemcpyAsync, CUresult (*)(CUdeviceptr, CUdeviceptr, size_t, CUstream))   \
+  X(cuMemcpyHtoDAsync_v2,                                                      \
+    CUresult (*)(CUdeviceptr, const void *, size_t, CUstream))                 \
+  X(cuMemsetD32Async, CUresult (*)(CUdeviceptr, unsigned, size_t, CUstream))   \
+  X(cuMemsetD16Async,                                                          \
+    CUresult (*)(CUdeviceptr, unsigned short, size_t, CUstream))               \
+  X(cuPointerGetAttribute, CUresult (*)(void *, int, CUdeviceptr))
+#define MOE_CUDA_DECLARE(name, type) Identity<type> name = nullptr;
+  MOE_CUDA_FUNCTIONS(MOE_CUDA_DECLARE)
+#undef MOE_CUDA_DECLARE
+
+  /// The primary context of device 0.
+  CUcontext context = nullptr;
+  /// Empty once the driver is usable, else why not.
+  std::string error;
+};
+
+constexpr const char *kTargetHint =
+    "; this model was compiled for --target=cuda";
+
+std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string format(const char *fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  va_list copy;
+  va_copy(copy, args);
+  int size = std::vsnprintf(nullptr, 0, fmt, copy);
+  va_end(copy);
+  std::string text(size > 0 ? static_cast<size_t>(size) : 0, '\0');
+  if (size > 0)
+    std::vsnprintf(&text[0], text.size() + 1, fmt, args);
+  va_end(args);
+  return text;
+}
+
+/// "CUDA_ERROR_X: description" for `result`.
+std::string describe(const Driver &driver, CUresult result) {
+  const char *name = nullptr;
+  const char *text = nullptr;
+  if (driver.cuGetErrorName)
+    driver.cuGetErrorName(result, &name);
+  if (driver.cuGetErrorString)
+    driver.cuGetErrorString(result, &text);
+  return format("%s: %s", name ? name : "unknown CUDA error",
+                text ? text : "no description");
+}
+
+/// Loads and initializes the driver; called once.
+void loadDriver(Driver &driver) {
+  const char *path = std::getenv("MOE_CUDA_DRIVER");
+  if (!path || !*path)
+    path = "libcuda.so.1";
+  void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    const char *reason = dlerror();
+    driver.error = format("moe: no CUDA driver found (%s)%s",
+                          reason ? reason : path, kTargetHint);
+    return;
+  }
+#define MOE_CUDA_LOAD(name, type)                                              \
+  driver.name = reinterpret_cast<type>(dlsym(handle, #name));                  \
+  if (!driver.name) {                                                          \
+    driver.error = format("moe: the CUDA driver %s has no %s%s", path, #name,  \
+                          kTargetHint);                                        \
+    return;                                                                    \
+  }
+  MOE_CUDA_FUNCTIONS(MOE_CUDA_LOAD)
+#undef MOE_CUDA_LOAD
+  // The handle stays open for the life of the process.
+  if (CUresult result = driver.cuInit(0)) {
+    driver.error = format("moe: the CUDA driver cannot be initialized "
+                          "(cuInit: %s)%s",
+                          describe(driver, result).c_str(), kTargetHint);
+    return;
+  }
+  int count = 0;
+  if (CUresult result = driver.cuDeviceGetCount(&count)) {
+    driver.error =
+        format("moe: cannot count CUDA devices (cuDeviceGetCount: %s)%s",
+               describe(driver, result).c_str(), kTargetHint);
+    return;
+  }
+  if (count <= 0) {
+    driver.error = format("moe: no CUDA device found%s", kTargetHint);
+    return;
+  }
+  CUdevice device = 0;
+  if (CUresult result = driver.cuDeviceGet(&device, 0)) {
+    driver.error = format("moe: cannot open CUDA device 0 (cuDeviceGet: %s)%s",
+                          describe(driver, result).c_str(), kTargetHint);
+    return;
+  }
+  if (CUresult result =
+          driver.cuDevicePrimaryCtxRetain(&driver.context, device)) {
+    driver.error = format("moe: cannot create a CUDA context on device 0 "
+                          "(cuDevicePrimaryCtxRetain: %s)%s",
+                          describe(driver, result).c_str(), kTargetHint);
+    return;
+  }
+}
+
+Driver &getDriver() {
+  // Never destroyed: module unloads may run from static destructors.
+  static Driver *driver = [] {
+    auto *loaded = new Driver();
+    loadDriver(*loaded);
+    return loaded;
+  }();
+  return *driver;
+}
+
+//===----------------------------------------------------------------------===//
+// Per-thread errors
+//===----------------------------------------------------------------------===//
+
+struct ThreadError {
+  bool failed = false;
+  std::string message;
+  std::string taken;
+};
+
+ThreadError &threadError() {
+  thread_local ThreadError error;
+  return error;
+}
+
+void recordError(std::string message) {
+  ThreadError &error = threadError();
+  if (error.failed)
+    return;
+  error.failed = true;
+  error.message = std::move(message);
+}
+
+/// The driver, if it is usable and no error is pending in this thread; else
+/// null (with the driver's error recorded).
+Driver *usableDriver() {
+  if (threadError().failed)
+    return nullptr;
+  Driver &driver = getDriver();
+  if (!driver.error.empty()) {
+    recordError(driver.error);
+    return nullptr;
+  }
+  return &driver;
+}
+
+/// Records a failed `call`; returns whether `result` is a success.
+bool check(Driver &driver, CUresult result, const char *call,
+           const char *what = nullptr) {
+  if (result == kSuccess)
+    return true;
+  recordError(format("moe: CUDA error in %s%s%s%s: %s", call, what ? " (" : "",
+                     what ? what : "", what ? ")" : "",
+                     describe(driver, result).c_str()));
+  return false;
+}
+
+/// Makes the primary context current for the scope.
+class ScopedContext {
+public:
+  explicit ScopedContext(Driver &driver) : driver(driver) {
+    pushed = check(driver, driver.cuCtxPushCurrent_v2(driver.context),
+                   "cuCtxPushCurrent");
+  }
+  ~ScopedContext() {
+    if (pushed)
+      driver.cuCtxPopCurrent_v2(nullptr);
+  }
+  bool ok() const { return pushed; }
+
+private:
+  Driver &driver;
+  bool pushed;
+};
+
+/// What `mgpuModuleLoad*` returns: the module, or why it could not be loaded
+/// (reported by the first `mgpuModuleGetFunction` on it, which runs inside a
+/// model call rather than in the library's constructor).
+struct LoadedModule {
+  CUmodule module = nullptr;
+  std::string error;
+};
+
+LoadedModule *loadModule(const void *data, int optLevel, bool jit) {
+  auto *loaded = new LoadedModule();
+  Driver &driver = getDriver();
+  if (!driver.error.empty()) {
+    loaded->error = driver.error;
+    return loaded;
+  }
+  if (!data) {
+    loaded->error = "moe: no kernel image to load";
+    return loaded;
+  }
+  if (!check(driver, driver.cuCtxPushCurrent_v2(driver.context),
+             "cuCtxPushCurrent")) {
+    loaded->error = moe_cuda_take_error();
+    return loaded;
+  }
+  CUresult result;
+  std::string log(8192, '\0');
+  if (jit) {
+    int options[] = {kJitErrorLogBuffer, kJitErrorLogBufferSizeBytes,
+                     kJitOptimizationLevel};
+    void *values[] = {&log[0], reinterpret_cast<void *>(log.size()),
+                      reinterpret_cast<void *>(
+                          static_cast<intptr_t>(optLevel < 0   ? 0
+                                                : optLevel > 4 ? 4
+                                                               : optLevel))};
+    result =
+        driver.cuModuleLoadDataEx(&loaded->module, data, 3, options, values);
+  } else {
+    result = driver.cuModuleLoadData(&loaded->module, data);
+  }
+  driver.cuCtxPopCurrent_v2(nullptr);
+  if (result != kSuccess) {
+    loaded->module = nullptr;
+    log.resize(std::strlen(log.c_str()));
+    loaded->error = format(
+        "moe: the CUDA driver cannot load the kernels (%s: %s)%s%s",
+        jit ? "cuModuleLoadDataEx" : "cuModuleLoadData",
+        describe(driver, result).c_str(), log.empty() ? "" : ": ", log.c_str());
+  }
+  return loaded;
+}
+
+/// Whether `ptr` is memory the host can read directly (not device memory).
+bool isHostMemory(Driver &driver, const void *ptr) {
+  unsigned type = 0;
+  if (driver.cuPointerGetAttribute(&type, kPointerAttributeMemoryType,
+                                   reinterpret_cast<CUdeviceptr>(ptr)) !=
+      kSuccess)
+    return true; // Not known to CUDA: plain host memory.
+  return type == kMemoryTypeHost;
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// The mgpu* functions (MLIR's CudaRuntimeWrappers ABI)
+//===----------------------------------------------------------------------===//
+
+extern "C" {
+
+CUmodule mgpuModuleLoad(void *data, size_t /*size*/) {
+  return reinterpret_cast<CUmodule>(loadModule(data, 0, /*jit=*/false));
+}
+
+CUmodule mgpuModuleLoadJIT(void *data, int optLevel, size_t /*size*/) {
+  return reinterpret_cast<CUmodule>(loadModule(data, optLevel, /*jit=*/true));
+}
+
+void mgpuModuleUnload(CUmodule module) {
+  auto *loaded = reinterpret_cast<LoadedModule *>(module);
+  if (!loaded)
+    return;
+  if (loaded->module) {
+    Driver &driver = getDriver();
+    if (driver.cuCtxPushCurrent_v2(driver.context) == kSuccess) {
+      driver.cuModuleUnload(loaded->module);
+      driver.cuCtxPopCurrent_v2(nullptr);
+    }
+  }
+  delete loaded;
+}
+
+CUfunction mgpuModuleGetFunction(CUmodule module, const char *name) {
+  Driver *driver = usableDriver();
+  if (!driver)
+    return nullptr;
+  auto *loaded = reinterpret_cast<LoadedModule *>(module);
+  if (!loaded) {
+    recordError("moe: no kernel module is loaded");
+    return nullptr;
+  }
+  if (!loaded->module) {
+    recordError(loaded->error);
+    return nullptr;
+  }
+  CUfunction function = nullptr;
+  if (!check(*driver,
+             driver->cuModuleGetFunction(&function, loaded->module, name),
+             "cuModuleGetFunction", name))
+    return nullptr;
+  return function;
+}
+
+void mgpuLaunchKernel(CUfunction function, intptr_t gridX, intptr_t gridY,
+                      intptr_t gridZ, intptr_t blockX, intptr_t blockY,
+                      intptr_t blockZ, int32_t smem, CUstream stream,
+                      void **params, void **extra) {
+  Driver *driver = usableDriver();
+  if (!driver)
+    return;
+  // An empty grid (e.g. zero tokens) has no work; the driver would reject it.
+  if (gridX == 0 || gridY == 0 || gridZ == 0)
+    return;
+  if (!function) {
+    recordError("moe: kernel launch without a kernel");
+    return;
+  }
+  auto fits = [](intptr_t v) { return v > 0 && v <= 0x7fffffff; };
+  if (!fits(gridX) || !fits(gridY) || !fits(gridZ) || !fits(blockX) ||
+      !fits(blockY) || !fits(blockZ) || smem < 0) {
+    recordError(format("moe: invalid kernel launch: grid %ldx%ldx%ld, block "
+                       "%ldx%ldx%ld, %d bytes of shared memory",
+                       (long)gridX, (long)gridY, (long)gridZ, (long)blockX,
+                       (long)blockY, (long)blockZ, (int)smem));
+    return;
+  }
+  ScopedContext scope(*driver);
+  if (!scope.ok())
+    return;
+  check(*driver,
+        driver->cuLaunchKernel(function, gridX, gridY, gridZ, blockX, blockY,
+                               blockZ, smem, stream, params, extra),
+        "cuLaunchKernel");
+}
+
+CUstream mgpuStreamCreate() {
+  Driver *driver = usableDriver();
+  if (!driver)
+    return nullptr;
+  ScopedContext scope(*driver);
+  CUstream stream = nullptr;
+  if (!scope.ok() ||
+      !check(*driver, driver->cuStreamCreate(&stream, kStreamNonBlocking),
+             "cuStreamCreate"))
+    return nullptr;
+  return stream;
+}
+
+void mgpuStreamDestroy(CUstream stream) {
+  // Runs even after an error, so that streams are not leaked.
+  Driver &driver = getDriver();
+  if (!stream || !driver.error.empty())
+    return;
+  check(driver, driver.cuStreamDestroy_v2(stream), "cuStreamDestroy");
+}
+
+void mgpuStreamSynchronize(CUstream stream) {
+  Driver *driver = usableDriver();
+  if (!driver || !stream)
+    return;
+  ScopedContext scope(*driver);
+  if (scope.ok())
+    check(*driver, driver->cuStreamSynchronize(stream), "cuStreamSynchronize");
+}
+
+void mgpuStreamWaitEvent(CUstream stream, CUevent event) {
+  Driver *driver = usableDriver();
+  if (!driver || !stream || !event)
+    return;
+  check(*driver, driver->cuStreamWaitEvent(stream, event, 0),
+        "cuStreamWaitEvent");
+}
+
+CUevent mgpuEventCreate() {
+  Driver *driver = usableDriver();
+  if (!driver)
+    return nullptr;
+  ScopedContext scope(*driver);
+  CUevent event = nullptr;
+  if (!scope.ok() ||
+      !check(*driver, driver->cuEventCreate(&event, kEventDisableTiming),
+             "cuEventCreate"))
+    return nullptr;
+  return event;
+}
+
+void mgpuEventDestroy(CUevent event) {
+  Driver &driver = getDriver();
+  if (!event || !driver.error.empty())
+    return;
+  check(driver, driver.cuEventDestroy_v2(event), "cuEventDestroy");
+}
+
+void mgpuEventSynchronize(CUevent event) {
+  Driver *driver = usableDriver();
+  if (!driver || !event)
+    return;
+  check(*driver, driver->cuEventSynchronize(event), "cuEventSynchronize");
+}
+
+void mgpuEventRecord(CUevent event, CUstream stream) {
+  Driver *driver = usableDriver();
+  if (!driver || !event)
+    return;
+  check(*driver, driver->cuEventRecord(event, stream), "cuEventRecord");
+}
+
+void *mgpuMemAlloc(uint64_t sizeBytes, CUstream /*stream*/, bool isHostShared) {
+  Driver *driver = usableDriver();
+  if (!driver || sizeBytes == 0)
+    return nullptr;
+  ScopedContext scope(*driver);
+  if (!scope.ok())
+    return nullptr;
+  CUdeviceptr ptr = 0;
+  bool ok =
+      isHostShared
+          ? check(*driver,
+                  driver->cuMemAllocManaged(&ptr, sizeBytes, kMemAttachGlobal),
+                  "cuMemAllocManaged")
+          : check(*driver, driver->cuMemAlloc_v2(&ptr, sizeBytes),
+                  "cuMemAlloc");
+  return ok ? reinterpret_cast<void *>(ptr) : nullptr;
+}
+
+void mgpuMemFree(void *ptr, CUstream /*stream*/) {
+  // Runs even after an error, so that device memory is not leaked.
+  Driver &driver = getDriver();
+  if (!ptr || !driver.error.empty())
+    return;
+  ScopedContext scope(driver);
+  if (scope.ok())
+    check(driver, driver.cuMemFree_v2(reinterpret_cast<CUdeviceptr>(ptr)),
+          "cuMemFree");
+}
+
+void mgpuMemcpy(void *dst, void *src, size_t sizeBytes, CUstream stream) {
+  Driver *driver = usableDriver();
+  if (!driver || sizeBytes == 0)
+    return;
+  if (!dst || !src) {
+    recordError("moe: copy of device memory from or to a null pointer");
+    return;
+  }
+  ScopedContext scope(*driver);
+  if (scope.ok())
+    check(*driver,
+          driver->cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(dst),
+                                reinterpret_cast<CUdeviceptr>(src), sizeBytes,
+                                stream),
+          "cuMemcpyAsync");
+}
+
+void mgpuMemset32(void *dst, unsigned value, size_t count, CUstream stream) {
+  Driver *driver = usableDriver();
+  if (!driver || count == 0)
+    return;
+  ScopedContext scope(*driver);
+  if (scope.ok())
+    check(*driver,
+          driver->cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(dst), value,
+                                   count, stream),
+          "cuMemsetD32Async");
+}
+
+void mgpuMemset16(void *dst, unsigned short value, size_t count,
+                  CUstream stream) {
+  Driver *driver = usableDriver();
+  if (!driver || count == 0)
+    return;
+  ScopedContext scope(*driver);
+  if (scope.ok())
+    check(*driver,
+          driver->cuMemsetD16Async(reinterpret_cast<CUdeviceptr>(dst), value,
+                                   count, stream),
+          "cuMemsetD16Async");
+}
+
+void mgpuSetDefaultDevice(int32_t device) {
+  if (device != 0)
+    recordError(format("moe: only CUDA device 0 is supported, not %d",
+                       static_cast<int>(device)));
+}
+
+//===----------------------------------------------------------------------===//
+// moe/runtime/cuda.h
+//===----------------------------------------------------------------------===//
+
+const char *moe_cuda_driver_error(void) {
+  Driver &driver = getDriver();
+  return driver.error.empty() ? nullptr : driver.error.c_str();
+}
+
+const char *moe_cuda_take_error(void) {
+  ThreadError &error = threadError();
+  if (!error.failed)
+    return nullptr;
+  error.taken = std::move(error.message);
+  error.message.clear();
+  error.failed = false;
+  return error.taken.c_str();
+}
+
+void *moe_cuda_host_alloc(size_t size) {
+  Driver *driver = usableDriver();
+  if (!driver || size == 0)
+    return nullptr;
+  ScopedContext scope(*driver);
+  void *ptr = nullptr;
+  if (!scope.ok() ||
+      !check(*driver, driver->cuMemHostAlloc(&ptr, size, 0), "cuMemHostAlloc"))
+    return nullptr;
+  return ptr;
+}
+
+void moe_cuda_host_free(void *ptr) {
+  Driver &driver = getDriver();
+  if (!ptr || !driver.error.empty())
+    return;
+  ScopedContext scope(driver);
+  if (scope.ok())
+    check(driver, driver.cuMemFreeHost(ptr), "cuMemFreeHost");
+}
+
+} // extern "C"
+
+//===----------------------------------------------------------------------===//
+// Running a model on device memory
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// A memref descriptor: {allocated, aligned, offset, sizes[R], strides[R]}.
+struct DescriptorView {
+  int64_t *fields;
+  int32_t rank;
+
+  void *&allocated() { return *reinterpret_cast<void **>(&fields[0]); }
+  void *&aligned() { return *reinterpret_cast<void **>(&fields[1]); }
+  int64_t &offset() { return fields[2]; }
+  int64_t &size(int32_t i) { return fields[3 + i]; }
+  int64_t &stride(int32_t i) { return fields[3 + rank + i]; }
+  static size_t numFields(int32_t rank) { return 3 + 2 * size_t(rank); }
+};
+
+/// The number of elements between the first and one past the last element
+/// of `desc`, or -1 if it cannot be described (negative strides, overflow).
+int64_t spanElements(DescriptorView desc) {
+  int64_t span = 1;
+  for (int32_t i = 0; i < desc.rank; ++i) {
+    if (desc.size(i) < 0)
+      return -1;
+    if (desc.size(i) == 0)
+      return 0;
+  }
+  for (int32_t i = 0; i < desc.rank; ++i) {
+    if (desc.stride(i) < 0)
+      return -1;
+    int64_t extent;
+    if (__builtin_mul_overflow(desc.size(i) - 1, desc.stride(i), &extent) ||
+        __builtin_add_overflow(span, extent, &span))
+      return -1;
+  }
+  return span;
+}
+
+/// Device memory and streams owned by one `moe_cuda_run_model` call.
+class RunState {
+public:
+  explicit RunState(Driver &driver) : driver(driver) {}
+  ~RunState() {
+    for (CUdeviceptr ptr : deviceBuffers)
+      driver.cuMemFree_v2(ptr);
+    for (void *ptr : hostBuffers)
+      std::free(ptr);
+    if (stream)
+      driver.cuStreamDestroy_v2(stream);
+  }
+
+  Driver &driver;
+  CUstream stream = nullptr;
+  std::vector<CUdeviceptr> deviceBuffers;
+  std::vector<void *> hostBuffers;
+};
+
+void zeroResults(void **args, const moe_cuda_arg_t *results,
+                 int64_t numResults) {
+  if (numResults <= 0 || !args[0])
+    return;
+  int64_t *fields = static_cast<int64_t *>(args[0]);
+  for (int64_t i = 0; i < numResults; ++i) {
+    size_t n = DescriptorView::numFields(results[i].rank);
+    std::memset(fields, 0, n * sizeof(int64_t));
+    fields += n;
+  }
+}
+
+/// The body of moe_cuda_run_model once the context is current; returns false
+/// on an error (recorded).
+bool runModel(RunState &state, void **args, const moe_cuda_arg_t *params,
+              int64_t numParams, const moe_cuda_arg_t *results,
+              int64_t numResults, void (*entry)(void **)) {
+  Driver &driver = state.driver;
+  if (!check(driver, driver.cuStreamCreate(&state.stream, kStreamNonBlocking),
+             "cuStreamCreate"))
+    return false;
+
+  // Device copies of the inputs and weights (identity strides, per the ABI).
+  std::vector<std::vector<int64_t>> paramDescriptors(numParams);
+  std::vector<void *> deviceArgs(1 + numParams, nullptr);
+  std::vector<void *> inputBuffers;
+  for (int64_t i = 0; i < numParams; ++i) {
+    DescriptorView host{static_cast<int64_t *>(args[1 + i]), params[i].rank};
+    std::vector<int64_t> &fields = paramDescriptors[i];
+    fields.assign(host.fields,
+                  host.fields + DescriptorView::numFields(host.rank));
+    DescriptorView device{fields.data(), host.rank};
+    int64_t span = spanElements(host);
+    uint64_t bytes;
+    if (span < 0 ||
+        __builtin_mul_overflow(uint64_t(span), uint64_t(params[i].element_size),
+                               &bytes)) {
+      recordError(format("moe: argument %ld has an unsupported layout",
+                         static_cast<long>(i)));
+      return false;
+    }
+    device.offset() = 0;
+    device.allocated() = device.aligned() = nullptr;
+    if (bytes > 0) {
+      CUdeviceptr ptr = 0;
+      if (!check(driver, driver.cuMemAlloc_v2(&ptr, bytes), "cuMemAlloc"))
+        return false;
+      state.deviceBuffers.push_back(ptr);
+      const char *src = static_cast<const char *>(host.aligned()) +
+                        host.offset() * params[i].element_size;
+      if (!check(driver,
+                 driver.cuMemcpyHtoDAsync_v2(ptr, src, bytes, state.stream),
+                 "cuMemcpyHtoDAsync"))
+        return false;
+      device.allocated() = device.aligned() = reinterpret_cast<void *>(ptr);
+      inputBuffers.push_back(device.allocated());
+    }
+    deviceArgs[1 + i] = fields.data();
+  }
+  size_t resultFields = 0;
+  for (int64_t i = 0; i < numResults; ++i)
+    resultFields += DescriptorView::numFields(results[i].rank);
+  std::vector<int64_t> resultBlock(resultFields, 0);
+  deviceArgs[0] = numResults > 0 ? resultBlock.data() : args[0];
+  if (!check(driver, driver.cuStreamSynchronize(state.stream),
+             "cuStreamSynchronize"))
+    return false;
+
+  entry(deviceArgs.data());
+
+  // Results live in device memory (or, for host code, in host memory): copy
+  // each into malloc'd memory with the same extents and strides.
+  std::vector<void *> toFree;
+  auto noteAllocation = [&](void *allocated) {
+    if (!allocated || allocated == reinterpret_cast<void *>(0xdeadbeef))
+      return;
+    for (void *known : inputBuffers)
+      if (known == allocated)
+        return;
+    for (void *known : toFree)
+      if (known == allocated)
+        return;
+    toFree.push_back(allocated);
+  };
+  int64_t *fields = resultBlock.data();
+  for (int64_t i = 0; i < numResults; ++i) {
+    DescriptorView desc{fields, results[i].rank};
+    fields += DescriptorView::numFields(desc.rank);
+    noteAllocation(desc.allocated());
+  }
+  // Free what the model allocated, whatever happens below.
+  struct Freer {
+    Driver &driver;
+    std::vector<void *> &pointers;
+    ~Freer() {
+      for (void *ptr : pointers) {
+        if (isHostMemory(driver, ptr))
+          std::free(ptr);
+        else
+          driver.cuMemFree_v2(reinterpret_cast<CUdeviceptr>(ptr));
+      }
+    }
+  } freer{driver, toFree};
+  if (threadError().failed)
+    return false;
+
+  std::vector<void *> hostResults;
+  fields = resultBlock.data();
+  for (int64_t i = 0; i < numResults; ++i) {
+    DescriptorView desc{fields, results[i].rank};
+    fields += DescriptorView::numFields(desc.rank);
+    int64_t span = spanElements(desc);
+    uint64_t bytes;
+    if (span < 0 ||
+        __builtin_mul_overflow(uint64_t(span),
+                               uint64_t(results[i].element_size), &bytes)) {
+      recordError(format("moe: result %ld has an unsupported layout",
+                         static_cast<long>(i)));
+      return false;
+    }
+    void *host = std::malloc(bytes > 0 ? bytes : 1);
+    if (!host) {
+      recordError(format("moe: cannot allocate %llu bytes for result %ld",
+                         static_cast<unsigned long long>(bytes),
+                         static_cast<long>(i)));
+      return false;
+    }
+    state.hostBuffers.push_back(host);
+    hostResults.push_back(host);
+    if (bytes > 0) {
+      char *src = static_cast<char *>(desc.aligned()) +
+                  desc.offset() * results[i].element_size;
+      if (!desc.aligned()) {
+        recordError(
+            format("moe: result %ld has no data", static_cast<long>(i)));
+        return false;
+      }
+      if (isHostMemory(driver, src))
+        std::memcpy(host, src, bytes);
+      else if (!check(driver,
+                      driver.cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(host),
+                                           reinterpret_cast<CUdeviceptr>(src),
+                                           bytes, state.stream),
+                      "cuMemcpyAsync", "device to host"))
+        return false;
+    }
+  }
+  if (!check(driver, driver.cuStreamSynchronize(state.stream),
+             "cuStreamSynchronize"))
+    return false;
+
+  // Hand the host copies over to the caller.
+  fields = static_cast<int64_t *>(args[0]);
+  int64_t *deviceFields = resultBlock.data();
+  for (int64_t i = 0; i < numResults; ++i) {
+    size_t n = DescriptorView::numFields(results[i].rank);
+    std::memcpy(fields, deviceFields, n * sizeof(int64_t));
+    DescriptorView desc{fields, results[i].rank};
+    desc.allocated() = desc.aligned() = hostResults[i];
+    desc.offset() = 0;
+    fields += n;
+    deviceFields += n;
+  }
+  state.hostBuffers.clear();
+  return true;
+}
+
+} // namespace
+
+extern "C" void moe_cuda_run_model(void **args, const moe_cuda_arg_t *params,
+                                   int64_t num_params,
+                                   const moe_cuda_arg_t *results,
+                                   int64_t num_results,
+                                   void (*entry)(void **)) {
+  // Each call starts afresh: an earlier error in this thread is not its own.
+  (void)moe_cuda_take_error();
+  Driver *driver = usableDriver();
+  if (!driver) {
+    zeroResults(args, results, num_results);
+    return;
+  }
+  ScopedContext scope(*driver);
+  if (!scope.ok()) {
+    zeroResults(args, results, num_results);
+    return;
+  }
+  bool ok;
+  {
+    RunState state(*driver);
+    ok = runModel(state, args, params, num_params, results, num_results, entry);
+  }
+  if (!ok)
+    zeroResults(args, results, num_results);
+}
