@@ -145,6 +145,19 @@ LogicalResult compiler::linkObject(StringRef objectPath, StringRef outputPath,
                 "--runtime-lib (or set MOE_RUNTIME_LIB)";
     args.append({runtime, "-rdynamic"});
   }
+  if (options.target == "cuda") {
+    std::string cudaRuntime =
+        pickPath(options.cudaRuntimeLibrary, "MOE_RUNTIME_CUDA_LIB",
+                 MOE_COMPILE_RUNTIME_CUDA_LIBRARY_PATH);
+    if (!llvm::sys::fs::exists(cudaRuntime))
+      return emitError(loc)
+             << "the CUDA runtime library '" << cudaRuntime
+             << "' does not exist; build the MoERuntimeCUDA target or set "
+                "MOE_RUNTIME_CUDA_LIB";
+    // The mgpu* functions stay private to the library; it loads libcuda
+    // itself at run time.
+    args.append({cudaRuntime, "-Wl,--exclude-libs,ALL", "-lstdc++", "-ldl"});
+  }
   // libomp runs the parallel loops; MLIR's C runner utilities provide
   // memrefCopy, which strided memref copies lower to.
   args.append({"-L" + openMPDir, "-lomp", "-lmlir_c_runner_utils",

@@ -11,6 +11,7 @@
 
 #include "CompilerInternal.h"
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
+#include "moe/Pipelines/CUDAPipeline.h"
 #include "moe/Target/ONNX/ImportONNX.h"
 
 #include "mlir/IR/MLIRContext.h"
@@ -43,6 +44,7 @@ std::optional<EmitKind> moe::parseEmitKind(StringRef name) {
       .Case("obj", EmitKind::Object)
       .Case("lib", EmitKind::Library)
       .Case("exe", EmitKind::Executable)
+      .Case("ptx", EmitKind::PTX)
       .Default(std::nullopt);
 }
 
@@ -58,6 +60,8 @@ StringRef moe::stringifyEmitKind(EmitKind kind) {
     return "lib";
   case EmitKind::Executable:
     return "exe";
+  case EmitKind::PTX:
+    return "ptx";
   }
   llvm_unreachable("unknown EmitKind");
 }
@@ -66,6 +70,7 @@ void moe::registerCompilerDialects(DialectRegistry &registry) {
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
   mlir::registerAllToLLVMIRTranslations(registry);
+  registerCUDAPipelineDependencies(registry);
   registry.insert<moe::MoEDialect>();
 }
 
@@ -121,6 +126,9 @@ SideOutputs moe::getSideOutputs(StringRef mainOutput, EmitKind kind) {
     break;
   case EmitKind::Executable:
     break;
+  case EmitKind::PTX:
+    // Only the kernels: no weights, no header.
+    return side;
   }
   side.weightsPath = (stem + ".weights").str();
   if (kind == EmitKind::Library || kind == EmitKind::Object)
@@ -145,6 +153,8 @@ std::string moe::getDefaultOutputPath(StringRef inputPath, EmitKind kind) {
     return (stem + ".so").str();
   case EmitKind::Executable:
     return stem == inputPath ? (stem + ".exe").str() : stem.str();
+  case EmitKind::PTX:
+    return (stem + ".ptx").str();
   }
   llvm_unreachable("unknown EmitKind");
 }
@@ -237,6 +247,30 @@ static LogicalResult writeFile(StringRef path, Location loc, Fn &&write) {
   return success();
 }
 
+/// Rejects unknown targets and the combinations a target does not support.
+static LogicalResult checkTargetOptions(const CompileOptions &options,
+                                        Location loc) {
+  EmitKind kind = options.emit;
+  if (options.target == "cpu") {
+    if (kind == EmitKind::PTX)
+      return emitError(loc) << "--emit=ptx needs --target=cuda";
+    return success();
+  }
+  if (options.target != "cuda")
+    return emitError(loc) << "unknown target '" << options.target
+                          << "'; expected 'cpu' or 'cuda'";
+  if (options.gpuArch != "sm_80" && options.gpuArch != "sm_90")
+    return emitError(loc) << "unsupported --gpu-arch='" << options.gpuArch
+                          << "'; expected sm_80 or sm_90";
+  if (kind == EmitKind::Object || kind == EmitKind::Executable)
+    return emitError(loc)
+           << "--target=cuda does not support --emit="
+           << stringifyEmitKind(kind)
+           << "; use --emit=lib (a library for moe-run and the runtime), "
+              "ptx, llvm or mlir";
+  return success();
+}
+
 LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
   MLIRContext *context = module.getContext();
   Location loc = UnknownLoc::get(context);
@@ -244,12 +278,13 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
   if (options.outputPath.empty())
     return emitError(loc) << "no output file given";
   bool toStdout = options.outputPath == "-";
-  if (toStdout && kind != EmitKind::MLIR && kind != EmitKind::LLVMIR)
-    return emitError(loc) << "'-o -' works only with --emit=mlir or "
-                             "--emit=llvm";
-  if (options.target != "cpu")
-    return emitError(loc) << "unknown target '" << options.target
-                          << "'; the only target is 'cpu'";
+  if (toStdout && kind != EmitKind::MLIR && kind != EmitKind::LLVMIR &&
+      kind != EmitKind::PTX)
+    return emitError(loc) << "'-o -' works only with --emit=mlir, "
+                             "--emit=llvm or --emit=ptx";
+  if (failed(checkTargetOptions(options, loc)))
+    return failure();
+  bool cuda = options.target == "cuda";
 
   // Reserve every output first, so an unwritable path fails before any work.
   OutputFiles outputs(loc);
@@ -260,9 +295,11 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
     if (failed(temp))
       return failure();
     mainTemp = *temp;
-    if (failed(temp = outputs.add(side.weightsPath)))
-      return failure();
-    weightsTemp = *temp;
+    if (!side.weightsPath.empty()) {
+      if (failed(temp = outputs.add(side.weightsPath)))
+        return failure();
+      weightsTemp = *temp;
+    }
     if (!side.headerPath.empty()) {
       if (failed(temp = outputs.add(side.headerPath)))
         return failure();
@@ -272,7 +309,7 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
 
   StageRunner stages(options.progress);
   std::unique_ptr<llvm::TargetMachine> targetMachine;
-  if (kind != EmitKind::MLIR &&
+  if (kind != EmitKind::MLIR && kind != EmitKind::PTX &&
       failed(stages.run("target", [&]() -> LogicalResult {
         auto machine = createTargetMachine(options.cpu, loc);
         if (failed(machine))
@@ -309,9 +346,20 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
   if (failed(stages.run(
           "lower", [&] { return lowerToLLVMDialect(module, entry, options); })))
     return failure();
+  if (kind == EmitKind::PTX) {
+    if (toStdout)
+      return printPTX(module, llvm::outs());
+    if (failed(stages.run("write-ptx", [&] {
+          return writeFile(mainTemp, loc, [&](llvm::raw_ostream &os) {
+            return printPTX(module, os);
+          });
+        })))
+      return failure();
+    return outputs.commit();
+  }
   if (failed(stages.run("abi-glue", [&] {
         return addABIGlue(module, entryName, signature,
-                          kind == EmitKind::Executable);
+                          kind == EmitKind::Executable, cuda);
       })))
     return failure();
 

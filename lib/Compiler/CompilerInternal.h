@@ -86,15 +86,20 @@ LogicalResult writeWeightsFile(const ModelSignature &signature,
 void writeHeader(const ModelSignature &signature, StringRef guardName,
                  llvm::raw_ostream &os);
 
-/// Lowers `module` to the LLVM dialect; the entry gets a C interface.
+/// Lowers `module` to the LLVM dialect (with the CUDA pipeline for target
+/// "cuda": kernels as PTX in a `gpu.binary`); the entry gets a C interface.
 LogicalResult lowerToLLVMDialect(ModuleOp module, func::FuncOp entry,
                                  const CompileOptions &options);
 
 /// Adds `moe_model_signature` and `moe_model_run` (and, with `withMain`, a
 /// `main` calling the runtime's `moe_run_main`) to the lowered module; every
-/// other function definition becomes internal.
+/// other function definition becomes internal. With `cuda`, `moe_model_run`
+/// goes through `moe_cuda_run_model` (moe/runtime/cuda.h), which moves the
+/// arguments and results between host and device memory, and
+/// `moe_model_take_error` is added.
 LogicalResult addABIGlue(ModuleOp module, StringRef entryName,
-                         const ModelSignature &signature, bool withMain);
+                         const ModelSignature &signature, bool withMain,
+                         bool cuda);
 
 /// Creates the target machine for the host triple and `cpu` ("native" picks
 /// the host CPU and its features).

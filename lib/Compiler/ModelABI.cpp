@@ -10,8 +10,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "CompilerInternal.h"
+#include "moe/Pipelines/CUDAPipeline.h"
 #include "moe/Pipelines/Pipelines.h"
 
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/LLVMIR/FunctionCallUtils.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Pass/PassManager.h"
@@ -25,10 +27,24 @@ LogicalResult compiler::lowerToLLVMDialect(ModuleOp module, func::FuncOp entry,
   entry->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(),
                  UnitAttr::get(module.getContext()));
   PassManager pm(module.getContext());
-  // The entry alone gets the C interface; the glue below calls it.
-  CPUPipelineOptions pipelineOptions;
-  pipelineOptions.emitCInterface = false;
-  buildCPUPipeline(pm, pipelineOptions);
+  if (options.target == "cuda") {
+    // moe_cuda_run_model gives the entry fresh device copies of its inputs
+    // and weights, so it may write them. Read-only arguments would make
+    // bufferization copy them with host code, which cannot read device
+    // memory.
+    for (unsigned i = 0, e = entry.getNumArguments(); i < e; ++i)
+      entry.removeArgAttr(
+          i, bufferization::BufferizationDialect::kWritableAttrName);
+    CUDAPipelineOptions pipelineOptions;
+    pipelineOptions.chip = options.gpuArch;
+    pipelineOptions.format = "isa";
+    buildCUDAPipeline(pm, pipelineOptions);
+  } else {
+    // The entry alone gets the C interface; the glue below calls it.
+    CPUPipelineOptions pipelineOptions;
+    pipelineOptions.emitCInterface = false;
+    buildCPUPipeline(pm, pipelineOptions);
+  }
   if (failed(pm.run(module)))
     return emitError(UnknownLoc::get(module.getContext()))
            << "lowering to the LLVM dialect failed";
@@ -39,7 +55,7 @@ LogicalResult compiler::lowerToLLVMDialect(ModuleOp module, func::FuncOp entry,
 /// linkage.
 static bool isABISymbol(StringRef name) {
   return name == "moe_model_signature" || name == "moe_model_run" ||
-         name == "main";
+         name == "moe_model_take_error" || name == "main";
 }
 
 /// Adds `main(argc, argv)` calling `moe_run_main` with a config that loads
@@ -89,9 +105,104 @@ static void addExecutableMain(OpBuilder &builder, ModuleOp module,
   LLVM::ReturnOp::create(builder, loc, status);
 }
 
+/// The size in bytes of an element of the ABI type `dtype` (i1: one byte).
+static int32_t getElementSize(StringRef dtype) {
+  if (dtype == "f64" || dtype == "i64")
+    return 8;
+  if (dtype == "f32" || dtype == "i32")
+    return 4;
+  if (dtype == "f16" || dtype == "bf16" || dtype == "i16")
+    return 2;
+  return 1;
+}
+
+/// An internal constant array of `moe_cuda_arg_t` ({i32 rank, i32 element
+/// size}) for `specs`; never empty.
+static LLVM::GlobalOp createArgTable(OpBuilder &builder, ModuleOp module,
+                                     StringRef name,
+                                     ArrayRef<TensorSpec> specs) {
+  SmallVector<int32_t> values;
+  for (const TensorSpec &spec : specs) {
+    values.push_back(static_cast<int32_t>(spec.shape.size()));
+    values.push_back(getElementSize(spec.dtype));
+  }
+  if (values.empty())
+    values.assign({0, 0});
+  auto i32Type = builder.getI32Type();
+  auto tensorType =
+      RankedTensorType::get({static_cast<int64_t>(values.size())}, i32Type);
+  auto arrayType = LLVM::LLVMArrayType::get(i32Type, values.size());
+  return LLVM::GlobalOp::create(
+      builder, module.getLoc(), arrayType, /*isConstant=*/true,
+      LLVM::Linkage::Internal, name,
+      DenseElementsAttr::get(tensorType, ArrayRef<int32_t>(values)));
+}
+
+/// Adds `moe_model_run(args)` calling `moe_cuda_run_model(args, params,
+/// numParams, results, numResults, entryFn)` and `moe_model_take_error`
+/// calling `moe_cuda_take_error`; returns `moe_model_run`.
+static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
+                                   const ModelSignature &signature,
+                                   LLVM::LLVMFuncOp entryFn) {
+  MLIRContext *context = module.getContext();
+  Location loc = module.getLoc();
+  auto ptrType = LLVM::LLVMPointerType::get(context);
+  auto i64Type = IntegerType::get(context, 64);
+  auto voidType = LLVM::LLVMVoidType::get(context);
+
+  builder.setInsertionPointToEnd(module.getBody());
+  SmallVector<TensorSpec> params(signature.inputs.begin(),
+                                 signature.inputs.end());
+  for (const WeightSpec &weight : signature.weights)
+    params.push_back(weight.tensor);
+  LLVM::GlobalOp paramTable =
+      createArgTable(builder, module, "moe_cuda_params", params);
+  LLVM::GlobalOp resultTable =
+      createArgTable(builder, module, "moe_cuda_results", signature.outputs);
+
+  auto runModel = LLVM::LLVMFuncOp::create(
+      builder, loc, "moe_cuda_run_model",
+      LLVM::LLVMFunctionType::get(
+          voidType, {ptrType, ptrType, i64Type, ptrType, i64Type, ptrType}));
+  auto takeError =
+      LLVM::LLVMFuncOp::create(builder, loc, "moe_cuda_take_error",
+                               LLVM::LLVMFunctionType::get(ptrType, {}));
+
+  auto runFn = LLVM::LLVMFuncOp::create(
+      builder, loc, "moe_model_run",
+      LLVM::LLVMFunctionType::get(voidType, {ptrType}));
+  Block *body = runFn.addEntryBlock(builder);
+  builder.setInsertionPointToStart(body);
+  auto count = [&](size_t n) -> Value {
+    return LLVM::ConstantOp::create(builder, loc, i64Type,
+                                    builder.getI64IntegerAttr(n));
+  };
+  LLVM::CallOp::create(
+      builder, loc, runModel,
+      ValueRange{body->getArgument(0),
+                 LLVM::AddressOfOp::create(builder, loc, paramTable),
+                 count(params.size()),
+                 LLVM::AddressOfOp::create(builder, loc, resultTable),
+                 count(signature.outputs.size()),
+                 LLVM::AddressOfOp::create(builder, loc, entryFn)});
+  LLVM::ReturnOp::create(builder, loc, ValueRange{});
+
+  builder.setInsertionPointToEnd(module.getBody());
+  auto takeErrorFn =
+      LLVM::LLVMFuncOp::create(builder, loc, "moe_model_take_error",
+                               LLVM::LLVMFunctionType::get(ptrType, {}));
+  body = takeErrorFn.addEntryBlock(builder);
+  builder.setInsertionPointToStart(body);
+  LLVM::ReturnOp::create(
+      builder, loc,
+      LLVM::CallOp::create(builder, loc, takeError, ValueRange{}).getResult());
+  builder.setInsertionPointToEnd(module.getBody());
+  return runFn;
+}
+
 LogicalResult compiler::addABIGlue(ModuleOp module, StringRef entryName,
                                    const ModelSignature &signature,
-                                   bool withMain) {
+                                   bool withMain, bool cuda) {
   MLIRContext *context = module.getContext();
   Location loc = module.getLoc();
   std::string cifaceName = ("_mlir_ciface_" + entryName).str();
@@ -135,10 +246,15 @@ LogicalResult compiler::addABIGlue(ModuleOp module, StringRef entryName,
       builder, loc,
       LLVM::AddressOfOp::create(builder, loc, textGlobal).getResult());
 
+  // `moe_model_run` calls the entry directly for the CPU; for CUDA it passes
+  // the same unpacking, as `moe_model_entry`, to moe_cuda_run_model.
   builder.setInsertionPointToEnd(module.getBody());
+  auto voidType = LLVM::LLVMVoidType::get(context);
+  auto runType = LLVM::LLVMFunctionType::get(voidType, {ptrType});
   auto runFn = LLVM::LLVMFuncOp::create(
-      builder, loc, "moe_model_run",
-      LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(context), {ptrType}));
+      builder, loc, cuda ? "moe_model_entry" : "moe_model_run", runType);
+  if (cuda)
+    runFn.setLinkage(LLVM::Linkage::Internal);
   body = runFn.addEntryBlock(builder);
   builder.setInsertionPointToStart(body);
   Value args = body->getArgument(0);
@@ -151,6 +267,8 @@ LogicalResult compiler::addABIGlue(ModuleOp module, StringRef entryName,
   }
   LLVM::CallOp::create(builder, loc, ciface, operands);
   LLVM::ReturnOp::create(builder, loc, ValueRange{});
+  if (cuda)
+    runFn = addCUDARun(builder, module, signature, runFn);
 
   if (withMain)
     addExecutableMain(builder, module, signatureFn, runFn);

@@ -34,10 +34,18 @@ static cl::opt<std::string>
     outputPath("o", cl::desc("Output file (default: from the input name)"),
                cl::value_desc("OUT"), cl::cat(category));
 static cl::opt<std::string>
-    emit("emit", cl::desc("What to write: mlir, llvm, obj, lib or exe"),
+    emit("emit",
+         cl::desc("What to write: mlir, llvm, obj, lib, exe or ptx (the "
+                  "kernels of --target=cuda)"),
          cl::value_desc("kind"), cl::init("lib"), cl::cat(category));
-static cl::opt<std::string> target("target", cl::desc("Target (only 'cpu')"),
-                                   cl::init("cpu"), cl::cat(category));
+static cl::opt<std::string>
+    target("target", cl::desc("Target: cpu or cuda (docs/CUDA.md)"),
+           cl::init("cpu"), cl::cat(category));
+static cl::opt<std::string>
+    gpuArch("gpu-arch",
+            cl::desc("GPU architecture for --target=cuda: sm_80 (default) or "
+                     "sm_90"),
+            cl::value_desc("sm_XX"), cl::init("sm_80"), cl::cat(category));
 static cl::opt<std::string>
     entry("entry", cl::desc("Entry function (default: the single public one)"),
           cl::value_desc("NAME"), cl::cat(category));
@@ -110,11 +118,16 @@ int main(int argc, char **argv) {
   std::optional<moe::EmitKind> kind = moe::parseEmitKind(emit);
   if (!kind) {
     llvm::errs() << "moe-compile: error: unknown --emit=" << emit
-                 << "; expected mlir, llvm, obj, lib or exe\n";
+                 << "; expected mlir, llvm, obj, lib, exe or ptx\n";
+    return 1;
+  }
+  if (gpuArch.getNumOccurrences() && target != "cuda") {
+    llvm::errs() << "moe-compile: error: --gpu-arch needs --target=cuda\n";
     return 1;
   }
   options.emit = *kind;
   options.target = target;
+  options.gpuArch = gpuArch;
   options.entry = entry;
   options.cpu = mcpu;
   options.weightThresholdBytes = weightThreshold;

@@ -52,17 +52,22 @@ enum class EmitKind {
   Library,
   /// A standalone executable: the object linked with the runtime.
   Executable,
+  /// The PTX of the GPU kernels (`.ptx`); `--target=cuda` only.
+  PTX,
 };
 
-/// Parses `--emit=` spellings ("mlir", "llvm", "obj", "lib", "exe").
+/// Parses `--emit=` spellings ("mlir", "llvm", "obj", "lib", "exe", "ptx").
 std::optional<EmitKind> parseEmitKind(StringRef name);
 /// The `--emit=` spelling of `kind`.
 StringRef stringifyEmitKind(EmitKind kind);
 
 struct CompileOptions {
   EmitKind emit = EmitKind::Library;
-  /// The only target so far is "cpu".
+  /// "cpu", or "cuda": the moe ops become GPU kernels (docs/CUDA.md), the
+  /// library links the CUDA device of the runtime.
   std::string target = "cpu";
+  /// With target "cuda": the GPU architecture, "sm_80" or "sm_90".
+  std::string gpuArch = "sm_80";
   /// The entry function; empty means the single public `func.func`.
   std::string entry;
   /// The CPU to generate code for: "native" or an LLVM CPU name.
@@ -79,6 +84,10 @@ struct CompileOptions {
   /// The runtime static library for `--emit=exe`; empty means the one built
   /// with moe-mlir, or $MOE_RUNTIME_LIB.
   std::string runtimeLibrary;
+  /// The CUDA device library (MoERuntimeCUDA) for `--target=cuda
+  /// --emit=lib`; empty means the one built with moe-mlir, or
+  /// $MOE_RUNTIME_CUDA_LIB.
+  std::string cudaRuntimeLibrary;
   /// Where `-v` progress goes; null means no progress.
   llvm::raw_ostream *progress = nullptr;
 };
@@ -105,7 +114,7 @@ struct SideOutputs {
 SideOutputs getSideOutputs(StringRef mainOutput, EmitKind kind);
 
 /// The default main output for `inputPath` and `kind` ("m.mlir" gives
-/// "m.so", "m.o", "m.ll", "m.llvm.mlir" or "m").
+/// "m.so", "m.o", "m.ll", "m.llvm.mlir", "m.ptx" or "m").
 std::string getDefaultOutputPath(StringRef inputPath, EmitKind kind);
 
 /// Compiles `module` in place and writes the outputs. Either every output is
