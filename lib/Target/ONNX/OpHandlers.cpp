@@ -20,6 +20,7 @@
 #include "mlir/Dialect/Utils/ReshapeOpsUtils.h"
 #include "mlir/IR/AffineMap.h"
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <limits>
 #include <numeric>
@@ -1106,6 +1107,9 @@ static std::pair<Value, Value> buildSelectBest(OpBuilder &b, Location loc,
   return {generic.getResult(0), generic.getResult(1)};
 }
 
+/// The largest K of TopK (one selection pass each).
+static constexpr int64_t kMaxTopK = 1024;
+
 static LogicalResult importTopK(Node &node) {
   if (failed(node.checkAttributes({"axis", "largest", "sorted"})) ||
       failed(checkSameElementType(node, 1)))
@@ -1133,6 +1137,12 @@ static LogicalResult importTopK(Node &node) {
   int64_t axisSize = type.getDimSize(*axis);
   if (!ShapedType::isDynamic(axisSize) && k > axisSize) {
     node.emitError() << "K = " << k << " exceeds the axis size " << axisSize;
+    return failure();
+  }
+  // One selection pass per k is built: bound the IR.
+  if (k > kMaxTopK) {
+    node.emitError() << "K = " << k << " is larger than " << kMaxTopK
+                     << ", the most selection passes the importer builds";
     return failure();
   }
   bool largest = node.getInt("largest", 1) != 0;
@@ -1316,8 +1326,10 @@ static LogicalResult importReshape(Node &node) {
         continue;
       if (ShapedType::isDynamic(s))
         dynamic = true;
-      else
-        known *= s;
+      else if (llvm::MulOverflow(known, s, known)) {
+        node.emitError() << "the shape's sizes overflow";
+        return failure();
+      }
     }
     if (srcType.hasStaticShape() && !dynamic) {
       int64_t total = srcType.getNumElements();
@@ -1343,9 +1355,10 @@ static LogicalResult importReshape(Node &node) {
   } else if (srcType.hasStaticShape() &&
              llvm::none_of(shape, ShapedType::isDynamic)) {
     int64_t total = 1;
+    bool overflow = false;
     for (int64_t s : shape)
-      total *= s;
-    if (total != srcType.getNumElements()) {
+      overflow |= llvm::MulOverflow(total, s, total);
+    if (overflow || total != srcType.getNumElements()) {
       node.emitError() << "cannot reshape " << srcType << " to the shape";
       return failure();
     }
@@ -1751,7 +1764,7 @@ static LogicalResult importSlice(Node &node) {
       end += dim;
     start = std::clamp<int64_t>(start, 0, dim);
     end = std::clamp<int64_t>(end, 0, dim);
-    int64_t size = end > start ? (end - start + step - 1) / step : 0;
+    int64_t size = end > start ? (end - start - 1) / step + 1 : 0;
     offsets[*axis] = b.getIndexAttr(start);
     sizes[*axis] = b.getIndexAttr(size);
     strides[*axis] = b.getIndexAttr(step);

@@ -19,6 +19,9 @@
 #include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
+#include "llvm/Support/MathExtras.h"
+
+#include <cstdint>
 
 using namespace moe;
 using namespace moe::onnx_import;
@@ -52,12 +55,19 @@ foldBinary(Node &node, ArrayRef<OpFoldResult> lhs, ArrayRef<OpFoldResult> rhs) {
     std::optional<int64_t> lc = getConstantIntValue(l);
     std::optional<int64_t> rc = getConstantIntValue(r);
     if (lc && rc) {
-      if (op == "Div" && *rc == 0)
+      int64_t v;
+      bool overflow;
+      if (op == "Add")
+        overflow = llvm::AddOverflow(*lc, *rc, v);
+      else if (op == "Sub")
+        overflow = llvm::SubOverflow(*lc, *rc, v);
+      else if (op == "Mul")
+        overflow = llvm::MulOverflow(*lc, *rc, v);
+      else
+        overflow = *rc == 0 || (*rc == -1 && *lc == INT64_MIN) ||
+                   (v = *lc / *rc, false);
+      if (overflow)
         return std::nullopt;
-      int64_t v = op == "Add"   ? *lc + *rc
-                  : op == "Sub" ? *lc - *rc
-                  : op == "Mul" ? *lc * *rc
-                                : *lc / *rc;
       result.push_back(b.getIndexAttr(v));
       continue;
     }
