@@ -184,6 +184,30 @@ def undefined_input():
                  [vi("x", [2])], [vi("y", [2])])
 
 
+def indexing_error(kind):
+    """One invalid use of each of the indexing ops' checks."""
+    n = helper.make_node
+    I64 = TensorProto.INT64
+    if kind == "einsum_ellipsis":
+        return model([n("Einsum", ["x", "x"], ["y"], name="e0",
+                        equation="...i,...i->...")],
+                     [vi("x", [2, 3])], [vi("y", [2])])
+    if kind == "onehot_depth":
+        return model([n("OneHot", ["i", "d", "v"], ["y"], name="oh0")],
+                     [vi("i", [3], I64), vi("d", [], I64), vi("v", [2])],
+                     [vi("y", [3, 4])])
+    if kind == "scatter_reduction":
+        return model([n("ScatterElements", ["x", "i", "x"], ["y"], name="s0",
+                        reduction="xor")],
+                     [vi("x", [2, 3]), vi("i", [2, 3], I64)],
+                     [vi("y", [2, 3])], opset=18)
+    if kind == "topk_large":
+        return model([n("TopK", ["x", "k"], ["v", "i"], name="tk0")],
+                     [vi("x", [2, "n"])], [vi("v", [2, "k"]), vi("i", [2, "k"], I64)],
+                     [init("k", np.array([100000], dtype=np.int64))])
+    raise SystemExit("unknown indexing error " + kind)
+
+
 # --- com.microsoft.MoE -------------------------------------------------------
 
 E, H, FF = 2, 3, 2
@@ -349,6 +373,8 @@ def main():
         return
     if name.startswith("moe_error:"):
         m = moe_error(name.split(":", 1)[1])
+    elif name.startswith("indexing_error:"):
+        m = indexing_error(name.split(":", 1)[1])
     else:
         m = MODELS[name]()
     onnx.save(m, out)
