@@ -24,6 +24,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -103,8 +104,14 @@ struct Driver {
 
   /// The primary context of device 0.
   CUcontext context = nullptr;
-  /// Empty once the driver is usable, else why not.
-  std::string error;
+  /// Empty once the driver is usable, else why not. A fixed buffer, so that
+  /// the process-lifetime Driver has a trivial destructor and owns no heap.
+  char error[1024] = {};
+
+  bool failed() const { return error[0] != '\0'; }
+  void setError(const std::string &message) {
+    std::snprintf(error, sizeof(error), "%s", message.c_str());
+  }
 };
 
 constexpr const char *kTargetHint =
@@ -145,58 +152,61 @@ void loadDriver(Driver &driver) {
   void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
     const char *reason = dlerror();
-    driver.error = format("moe: no CUDA driver found (%s)%s",
-                          reason ? reason : path, kTargetHint);
+    driver.setError(format("moe: no CUDA driver found (%s)%s",
+                           reason ? reason : path, kTargetHint));
     return;
   }
 #define MOE_CUDA_LOAD(name, type)                                              \
   driver.name = reinterpret_cast<type>(dlsym(handle, #name));                  \
   if (!driver.name) {                                                          \
-    driver.error = format("moe: the CUDA driver %s has no %s%s", path, #name,  \
-                          kTargetHint);                                        \
+    driver.setError(format("moe: the CUDA driver %s has no %s%s", path, #name, \
+                           kTargetHint));                                      \
     return;                                                                    \
   }
   MOE_CUDA_FUNCTIONS(MOE_CUDA_LOAD)
 #undef MOE_CUDA_LOAD
   // The handle stays open for the life of the process.
   if (CUresult result = driver.cuInit(0)) {
-    driver.error = format("moe: the CUDA driver cannot be initialized "
-                          "(cuInit: %s)%s",
-                          describe(driver, result).c_str(), kTargetHint);
+    driver.setError(format("moe: the CUDA driver cannot be initialized "
+                           "(cuInit: %s)%s",
+                           describe(driver, result).c_str(), kTargetHint));
     return;
   }
   int count = 0;
   if (CUresult result = driver.cuDeviceGetCount(&count)) {
-    driver.error =
+    driver.setError(
         format("moe: cannot count CUDA devices (cuDeviceGetCount: %s)%s",
-               describe(driver, result).c_str(), kTargetHint);
+               describe(driver, result).c_str(), kTargetHint));
     return;
   }
   if (count <= 0) {
-    driver.error = format("moe: no CUDA device found%s", kTargetHint);
+    driver.setError(format("moe: no CUDA device found%s", kTargetHint));
     return;
   }
   CUdevice device = 0;
   if (CUresult result = driver.cuDeviceGet(&device, 0)) {
-    driver.error = format("moe: cannot open CUDA device 0 (cuDeviceGet: %s)%s",
-                          describe(driver, result).c_str(), kTargetHint);
+    driver.setError(format("moe: cannot open CUDA device 0 (cuDeviceGet: %s)%s",
+                           describe(driver, result).c_str(), kTargetHint));
     return;
   }
   if (CUresult result =
           driver.cuDevicePrimaryCtxRetain(&driver.context, device)) {
-    driver.error = format("moe: cannot create a CUDA context on device 0 "
-                          "(cuDevicePrimaryCtxRetain: %s)%s",
-                          describe(driver, result).c_str(), kTargetHint);
+    driver.setError(format("moe: cannot create a CUDA context on device 0 "
+                           "(cuDevicePrimaryCtxRetain: %s)%s",
+                           describe(driver, result).c_str(), kTargetHint));
     return;
   }
 }
 
 Driver &getDriver() {
-  // Never destroyed: module unloads may run from static destructors.
+  // Trivially destructible, so never destroyed: module unloads may run from
+  // static destructors.
+  static_assert(std::is_trivially_destructible<Driver>::value,
+                "the driver outlives static destructors");
+  static Driver storage;
   static Driver *driver = [] {
-    auto *loaded = new Driver();
-    loadDriver(*loaded);
-    return loaded;
+    loadDriver(storage);
+    return &storage;
   }();
   return *driver;
 }
@@ -230,8 +240,8 @@ Driver *usableDriver() {
   if (threadError().failed)
     return nullptr;
   Driver &driver = getDriver();
-  if (!driver.error.empty()) {
-    recordError(driver.error);
+  if (driver.failed()) {
+    recordError(std::string(driver.error));
     return nullptr;
   }
   return &driver;
@@ -277,7 +287,7 @@ struct LoadedModule {
 LoadedModule *loadModule(const void *data, int optLevel, bool jit) {
   auto *loaded = new LoadedModule();
   Driver &driver = getDriver();
-  if (!driver.error.empty()) {
+  if (driver.failed()) {
     loaded->error = driver.error;
     return loaded;
   }
@@ -426,7 +436,7 @@ CUstream mgpuStreamCreate() {
 void mgpuStreamDestroy(CUstream stream) {
   // Runs even after an error, so that streams are not leaked.
   Driver &driver = getDriver();
-  if (!stream || !driver.error.empty())
+  if (!stream || driver.failed())
     return;
   check(driver, driver.cuStreamDestroy_v2(stream), "cuStreamDestroy");
 }
@@ -463,7 +473,7 @@ CUevent mgpuEventCreate() {
 
 void mgpuEventDestroy(CUevent event) {
   Driver &driver = getDriver();
-  if (!event || !driver.error.empty())
+  if (!event || driver.failed())
     return;
   check(driver, driver.cuEventDestroy_v2(event), "cuEventDestroy");
 }
@@ -503,7 +513,7 @@ void *mgpuMemAlloc(uint64_t sizeBytes, CUstream /*stream*/, bool isHostShared) {
 void mgpuMemFree(void *ptr, CUstream /*stream*/) {
   // Runs even after an error, so that device memory is not leaked.
   Driver &driver = getDriver();
-  if (!ptr || !driver.error.empty())
+  if (!ptr || driver.failed())
     return;
   ScopedContext scope(driver);
   if (scope.ok())
@@ -565,7 +575,7 @@ void mgpuSetDefaultDevice(int32_t device) {
 
 const char *moe_cuda_driver_error(void) {
   Driver &driver = getDriver();
-  return driver.error.empty() ? nullptr : driver.error.c_str();
+  return driver.failed() ? driver.error : nullptr;
 }
 
 const char *moe_cuda_take_error(void) {
@@ -592,7 +602,7 @@ void *moe_cuda_host_alloc(size_t size) {
 
 void moe_cuda_host_free(void *ptr) {
   Driver &driver = getDriver();
-  if (!ptr || !driver.error.empty())
+  if (!ptr || driver.failed())
     return;
   ScopedContext scope(driver);
   if (scope.ok())
