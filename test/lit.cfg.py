@@ -23,6 +23,10 @@ config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
 config.substitutions.append(("%python", "/usr/bin/python3"))
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
+# glibc fills fresh and freed heap memory with this byte (mallopt M_PERTURB),
+# so compiled code that reads memory it never wrote gets garbage, not the
+# zeros of fresh pages, and the numeric tests catch it.
+config.environment["MALLOC_PERTURB_"] = "165"
 llvm_config.use_default_substitutions()
 
 if config.moe_sanitizers:

@@ -196,12 +196,21 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, Value lhs, Value rhs,
         }
         scf::YieldOp::create(b, loc, next);
       });
+  // The vectors are written last row and last column first. One-shot
+  // bufferization takes a 1-d vector written at constant indices [0, 0] for an
+  // overwrite of the whole tensor (its "reads the destination" check zips the
+  // shapes and stops at the vector's rank): were that the first write into an
+  // accumulator that another op also uses (CSE shares identical zero fills),
+  // the accumulator would not be copied and the other tiles would start from
+  // uninitialized memory. In this order the first write of a tile is at
+  // [0, 0] only when the tile is one vector, and then only in a tensor that
+  // one vector does cover.
   Value result = acc;
-  for (auto [i, row] : llvm::enumerate(rowIndices))
-    for (auto [j, column] : llvm::enumerate(columnIndices))
+  for (int64_t i = rows - 1; i >= 0; --i)
+    for (int64_t j = columnBlocks - 1; j >= 0; --j)
       result = vector::TransferWriteOp::create(
                    b, loc, kLoop.getResult(i * columnBlocks + j), result,
-                   ValueRange{row, column}, inBounds)
+                   ValueRange{rowIndices[i], columnIndices[j]}, inBounds)
                    ->getResult(0);
   return result;
 }
