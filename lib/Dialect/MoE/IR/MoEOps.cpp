@@ -61,6 +61,16 @@ static LogicalResult checkElementType(Operation *op, Value value,
                            << ", got " << got;
 }
 
+/// Checks shape and element type of an optional operand (null passes).
+static LogicalResult checkOptional(Operation *op, Value value, StringRef name,
+                                   ArrayRef<int64_t> shape, Type elementType) {
+  if (!value)
+    return success();
+  if (failed(checkShape(op, value, name, shape)))
+    return failure();
+  return checkElementType(op, value, name, elementType);
+}
+
 /// Checks the weights of an FFN expert (batched over `numExperts` when it is
 /// not nullopt, a single dense FFN otherwise) against the hidden size `hidden`
 /// and the element type `elementType`.
@@ -96,21 +106,22 @@ static LogicalResult verifyFfnWeights(Operation *op, ExpertAttr expert,
   if (failed(checkShape(op, up, "up weights", shape({hidden, ffn}))) ||
       failed(checkShape(op, down, "down weights", shape({ffn, hidden}))))
     return failure();
-  if (gate && failed(checkShape(op, gate, "gate weights", shape({hidden, ffn}))))
+  if (gate &&
+      failed(checkShape(op, gate, "gate weights", shape({hidden, ffn}))))
     return failure();
   if (gateBias && failed(checkShape(op, gateBias, "gate bias", shape({ffn}))))
     return failure();
   if (upBias && failed(checkShape(op, upBias, "up bias", shape({ffn}))))
     return failure();
-  if (downBias && failed(checkShape(op, downBias, "down bias", shape({hidden}))))
+  if (downBias &&
+      failed(checkShape(op, downBias, "down bias", shape({hidden}))))
     return failure();
-  for (auto [value, name] :
-       {std::pair<Value, StringRef>{gate, "gate weights"},
-        {up, "up weights"},
-        {down, "down weights"},
-        {gateBias, "gate bias"},
-        {upBias, "up bias"},
-        {downBias, "down bias"}})
+  for (auto [value, name] : {std::pair<Value, StringRef>{gate, "gate weights"},
+                             {up, "up weights"},
+                             {down, "down weights"},
+                             {gateBias, "gate bias"},
+                             {upBias, "up bias"},
+                             {downBias, "down bias"}})
     if (value && failed(checkElementType(op, value, name, elementType)))
       return failure();
   return success();
@@ -154,12 +165,8 @@ static LogicalResult verifyRoutingResults(Operation *op, RoutingAttr routing,
     return failure();
   if (failed(checkElementType(op, weights, "weights", scoreElementType)))
     return failure();
-  if (selectionBias &&
-      (failed(checkShape(op, selectionBias, "selection bias", {numExperts})) ||
-       failed(checkElementType(op, selectionBias, "selection bias",
-                               scoreElementType))))
-    return failure();
-  return success();
+  return checkOptional(op, selectionBias, "selection bias", {numExperts},
+                       scoreElementType);
 }
 
 /// Checks `expert_offsets [N + 1]` covers experts up to `endExpert`.
@@ -187,8 +194,8 @@ static FailureOr<int64_t> verifyRowsOp(Operation *op, Value input,
     return failure();
   auto tokType = tensorType(tokenIndices);
   if (tokType.getRank() != 1)
-    return op->emitOpError() << "token indices must have rank 1, got "
-                             << tokType;
+    return op->emitOpError()
+           << "token indices must have rank 1, got " << tokType;
   if (failed(verifyOffsets(op, offsets, endExpert)))
     return failure();
   if (failed(checkShape(op, dest, "dest", {tokType.getDimSize(0), *hidden})))
@@ -222,11 +229,10 @@ static RoutingAttr simplifyRouting(RoutingAttr routing, int64_t numExperts) {
     nGroup = topkGroup = 0;
   if (renormalize == routing.getRenormalize() && nGroup == routing.getNGroup())
     return {};
-  return RoutingAttr::get(routing.getContext(), routing.getK(),
-                          routing.getScoring(), renormalize,
-                          routing.getTemperature(), routing.getScale(), nGroup,
-                          topkGroup, routing.getCapacityFactor(),
-                          routing.getThreshold());
+  return RoutingAttr::get(
+      routing.getContext(), routing.getK(), routing.getScoring(), renormalize,
+      routing.getTemperature(), routing.getScale(), nGroup, topkGroup,
+      routing.getCapacityFactor(), routing.getThreshold());
 }
 
 /// Whether a selection bias cannot change the choice: a splat constant adds
@@ -290,30 +296,25 @@ LogicalResult LayerOp::verify() {
   if (failed(getRouting().verifyForNumExperts([&] { return emitOpError(); },
                                               *numExperts)))
     return failure();
-  if (getSelectionBias() &&
-      (failed(checkShape(op, getSelectionBias(), "selection bias",
-                         {*numExperts})) ||
-       failed(checkElementType(op, getSelectionBias(), "selection bias",
-                               elementType))))
+  if (failed(checkOptional(op, getSelectionBias(), "selection bias",
+                           {*numExperts}, elementType)))
     return failure();
   if (failed(verifyFfnWeights(op, getExpert(), getGate(), getUp(), getDown(),
                               getGateBias(), getUpBias(), getDownBias(),
                               *hidden, *numExperts, elementType)))
     return failure();
 
-  bool anyShared = getSharedGate() || getSharedUp() || getSharedDown() ||
-                   getSharedScale();
+  bool anyShared =
+      getSharedGate() || getSharedUp() || getSharedDown() || getSharedScale();
   if (anyShared) {
     if (!getSharedUp() || !getSharedDown())
       return emitOpError("shared experts need shared_up and shared_down");
-    if (failed(verifyFfnWeights(op, getExpert(), getSharedGate(),
-                                getSharedUp(), getSharedDown(), {}, {}, {},
-                                *hidden, std::nullopt, elementType)))
+    if (failed(verifyFfnWeights(op, getExpert(), getSharedGate(), getSharedUp(),
+                                getSharedDown(), {}, {}, {}, *hidden,
+                                std::nullopt, elementType)))
       return failure();
-    if (getSharedScale() &&
-        (failed(checkShape(op, getSharedScale(), "shared scale", {*hidden})) ||
-         failed(checkElementType(op, getSharedScale(), "shared scale",
-                                 elementType))))
+    if (failed(checkOptional(op, getSharedScale(), "shared scale", {*hidden},
+                             elementType)))
       return failure();
   }
   if (getResult().getType() != getInput().getType())
@@ -359,10 +360,9 @@ LogicalResult GateOp::verify() {
   Type elementType = tensorType(getInput()).getElementType();
   if (failed(checkElementType(op, getRouter(), "router", elementType)))
     return failure();
-  return verifyRoutingResults(op, getRouting(), *numExperts,
-                              tensorType(getInput()).getDimSize(0),
-                              getExpertIds(), getWeights(), getSelectionBias(),
-                              elementType);
+  return verifyRoutingResults(
+      op, getRouting(), *numExperts, tensorType(getInput()).getDimSize(0),
+      getExpertIds(), getWeights(), getSelectionBias(), elementType);
 }
 
 //===----------------------------------------------------------------------===//
@@ -395,10 +395,10 @@ LogicalResult DispatchOp::verify() {
   if (tensorType(getExpertOffsets()).isDynamicDim(0))
     return emitOpError("expert offsets must have a static shape");
   Type indexType = idsType.getElementType();
-  for (auto [value, name] : {std::pair<Value, StringRef>{getTokenIndices(),
-                                                         "token indices"},
-                             {getExpertOffsets(), "expert offsets"},
-                             {getPositions(), "positions"}})
+  for (auto [value, name] :
+       {std::pair<Value, StringRef>{getTokenIndices(), "token indices"},
+        {getExpertOffsets(), "expert offsets"},
+        {getPositions(), "positions"}})
     if (failed(checkElementType(*this, value, name, indexType)))
       return failure();
   return success();
@@ -421,7 +421,8 @@ struct DispatchAllExperts : public OpRewritePattern<DispatchOp> {
     if (!routing)
       return rewriter.notifyMatchFailure(op, "expert ids of unknown origin");
     if (routing.getK() != op.getNumExperts() || routing.hasDynamicK())
-      return rewriter.notifyMatchFailure(op, "tokens do not choose all experts");
+      return rewriter.notifyMatchFailure(op,
+                                         "tokens do not choose all experts");
     if (op.getBlockSize() != 1 || !op.getCapacityFactor().isZero())
       return rewriter.notifyMatchFailure(op, "padding or capacity");
 
@@ -534,15 +535,11 @@ LogicalResult ZeroComputationExpertsOp::verify() {
   if (numConstant == 0)
     return success();
   Type elementType = tensorType(getInput()).getElementType();
-  if (failed(checkShape(op, getValues(), "constant values",
-                        {numConstant, *hidden})) ||
-      failed(checkShape(op, getMix(), "constant mix",
-                        {numConstant, *hidden, 2})) ||
-      failed(checkElementType(op, getValues(), "constant values",
-                              elementType)) ||
-      failed(checkElementType(op, getMix(), "constant mix", elementType)))
+  if (failed(checkOptional(op, getValues(), "constant values",
+                           {numConstant, *hidden}, elementType)))
     return failure();
-  return success();
+  return checkOptional(op, getMix(), "constant mix", {numConstant, *hidden, 2},
+                       elementType);
 }
 
 //===----------------------------------------------------------------------===//
@@ -558,18 +555,19 @@ LogicalResult GenericExpertsOp::verify() {
 LogicalResult GenericExpertsOp::verifyRegions() {
   Block &body = getBody().front();
   auto inputType = tensorType(getInput());
-  auto rowsType = RankedTensorType::get(
-      {ShapedType::kDynamic, inputType.getDimSize(1)},
-      inputType.getElementType());
-  if (body.getNumArguments() != 2 || body.getArgument(0).getType() != rowsType ||
+  auto rowsType =
+      RankedTensorType::get({ShapedType::kDynamic, inputType.getDimSize(1)},
+                            inputType.getElementType());
+  if (body.getNumArguments() != 2 ||
+      body.getArgument(0).getType() != rowsType ||
       !body.getArgument(1).getType().isIndex())
     return emitOpError() << "body must take (" << rowsType << ", index)";
   auto yield = body.empty() ? YieldOp() : dyn_cast<YieldOp>(body.back());
   if (!yield)
     return emitOpError("body must end with moe.yield");
   auto yieldType = tensorType(yield.getValue());
-  if (yieldType.getRank() != 2 || yieldType.getElementType() !=
-                                      rowsType.getElementType() ||
+  if (yieldType.getRank() != 2 ||
+      yieldType.getElementType() != rowsType.getElementType() ||
       !compatible(yieldType.getDimSize(1), rowsType.getDimSize(1)))
     return emitOpError() << "body must yield " << rowsType << ", got "
                          << yieldType;
@@ -589,9 +587,7 @@ LogicalResult SharedExpertsOp::verify() {
   if (failed(verifyFfnWeights(op, getExpert(), getGate(), getUp(), getDown(),
                               {}, {}, {}, *hidden, std::nullopt, elementType)))
     return failure();
-  if (getScale() &&
-      (failed(checkShape(op, getScale(), "scale", {*hidden})) ||
-       failed(checkElementType(op, getScale(), "scale", elementType))))
+  if (failed(checkOptional(op, getScale(), "scale", {*hidden}, elementType)))
     return failure();
   if (getResult().getType() != getInput().getType())
     return emitOpError() << "result type " << getResult().getType()
