@@ -10,8 +10,8 @@
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
-#include "moe/Pipelines/Pipelines.h"
 #include "moe/Pipelines/CUDAPipeline.h"
+#include "moe/Pipelines/Pipelines.h"
 
 #include "mlir/IR/DialectRegistry.h"
 

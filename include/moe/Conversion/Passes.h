@@ -7,8 +7,8 @@
 #ifndef MOE_CONVERSION_PASSES_H
 #define MOE_CONVERSION_PASSES_H
 
-#include "moe/Conversion/MoEToLinalg/MoEToLinalg.h"
 #include "moe/Conversion/MoEToGPU/MoEToGPU.h"
+#include "moe/Conversion/MoEToLinalg/MoEToLinalg.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"

@@ -1,4 +1,4 @@
-//===- LLVM.h - Import LLVM and MLIR names into the moe namespace -*- C++ -*-===//
+//===- LLVM.h - LLVM and MLIR names in the moe namespace --------*- C++ -*-===//
 //
 // Part of the moe-mlir project.
 //

@@ -29,12 +29,12 @@ void MoEDialect::registerAttributes() {
 // RoutingAttr
 //===----------------------------------------------------------------------===//
 
-LogicalResult
-RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError, int64_t k,
-                    ScoringFunc scoring, bool renormalize,
-                    APFloat temperatureAttr, APFloat scaleAttr, int64_t nGroup,
-                    int64_t topkGroup, APFloat capacityFactorAttr,
-                    APFloat thresholdAttr) {
+LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                  int64_t k, ScoringFunc scoring,
+                                  bool renormalize, APFloat temperatureAttr,
+                                  APFloat scaleAttr, int64_t nGroup,
+                                  int64_t topkGroup, APFloat capacityFactorAttr,
+                                  APFloat thresholdAttr) {
   double temperature = temperatureAttr.convertToDouble();
   double scale = scaleAttr.convertToDouble();
   double capacityFactor = capacityFactorAttr.convertToDouble();
@@ -68,8 +68,9 @@ RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError, int64_t k,
   return success();
 }
 
-LogicalResult RoutingAttr::verifyForNumExperts(
-    function_ref<InFlightDiagnostic()> emitError, int64_t numExperts) const {
+LogicalResult
+RoutingAttr::verifyForNumExperts(function_ref<InFlightDiagnostic()> emitError,
+                                 int64_t numExperts) const {
   if (getK() > numExperts)
     return emitError() << "routing k = " << getK() << " exceeds the "
                        << numExperts << " experts";

@@ -23,8 +23,8 @@ using namespace moe;
 
 /// A zero-filled `[rows, cols]` tensor, with `rows` taken from `dynRows` when
 /// it is dynamic.
-static Value zeroTensor(OpBuilder &b, Location loc, int64_t rows,
-                        Value dynRows, int64_t cols, Type elementType) {
+static Value zeroTensor(OpBuilder &b, Location loc, int64_t rows, Value dynRows,
+                        int64_t cols, Type elementType) {
   SmallVector<Value> dynSizes;
   if (ShapedType::isDynamic(rows))
     dynSizes.push_back(dynRows);
@@ -71,14 +71,15 @@ struct ExpandLayer : public OpRewritePattern<LayerOp> {
                                  op.getSelectionBias(), routing);
 
     // Dispatch. Capacity is carried out by the dispatch.
-    int64_t rows = ShapedType::isDynamic(tokens) ? ShapedType::kDynamic
-                                                 : tokens * k;
+    int64_t rows =
+        ShapedType::isDynamic(tokens) ? ShapedType::kDynamic : tokens * k;
     auto dispatch = DispatchOp::create(
         rewriter, loc, RankedTensorType::get({rows}, indexType),
-        RankedTensorType::get({numExperts + 1}, indexType),
-        pairType(indexType), route.getExpertIds(),
-        rewriter.getI64IntegerAttr(numExperts), rewriter.getI64IntegerAttr(1),
-        rewriter.getF64FloatAttr(routing.getCapacityFactor().convertToDouble()));
+        RankedTensorType::get({numExperts + 1}, indexType), pairType(indexType),
+        route.getExpertIds(), rewriter.getI64IntegerAttr(numExperts),
+        rewriter.getI64IntegerAttr(1),
+        rewriter.getF64FloatAttr(
+            routing.getCapacityFactor().convertToDouble()));
 
     // Experts over the permuted rows.
     Value dynRows;

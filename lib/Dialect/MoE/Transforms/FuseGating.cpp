@@ -26,7 +26,8 @@ static bool isZeroFill(Value value) {
   if (!fill)
     return false;
   Value scalar = fill.getInputs()[0];
-  return matchPattern(scalar, m_AnyZeroFloat()) || matchPattern(scalar, m_Zero());
+  return matchPattern(scalar, m_AnyZeroFloat()) ||
+         matchPattern(scalar, m_Zero());
 }
 
 namespace {
@@ -43,7 +44,8 @@ struct FuseRouterMatmul : public OpRewritePattern<RouteOp> {
     if (!matmul->hasOneUse())
       return rewriter.notifyMatchFailure(op, "logits have other users");
     if (!isZeroFill(matmul.getOutputs()[0]))
-      return rewriter.notifyMatchFailure(op, "matmul accumulates into non-zero");
+      return rewriter.notifyMatchFailure(op,
+                                         "matmul accumulates into non-zero");
     Value input = matmul.getInputs()[0], router = matmul.getInputs()[1];
     Type elementType = op.getWeights().getType().getElementType();
     if (cast<RankedTensorType>(input.getType()).getElementType() !=
@@ -58,7 +60,8 @@ struct FuseRouterMatmul : public OpRewritePattern<RouteOp> {
   }
 };
 
-struct MoEFuseGatingPass : public moe::impl::MoEFuseGatingBase<MoEFuseGatingPass> {
+struct MoEFuseGatingPass
+    : public moe::impl::MoEFuseGatingBase<MoEFuseGatingPass> {
   using MoEFuseGatingBase::MoEFuseGatingBase;
 
   void runOnOperation() override {
