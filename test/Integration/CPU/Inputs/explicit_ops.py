@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Models in the expanded form that moe.layer cannot express, with their
+float64 references: FFN experts beside MoE++ zero-computation experts, and
+region (generic) experts.
+
+    explicit_ops.py gen DIR {zero-computation|generic} [--tokens T] [--seed S]
+    explicit_ops.py check DIR
+
+`gen` writes DIR/model.mlir (weights as inputs), DIR/in*.npy, DIR/inputs.args
+and DIR/expected.npy; `check` compares DIR/out.npy (relative L2 <= 1e-5).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "lib"))
+import moe_reference as R  # noqa: E402
+
+H, F, K = 16, 24, 2
+
+
+def f32(a):
+    """The value the model sees: rounded to float32, then exact in float64."""
+    return a.astype(np.float32).astype(np.float64)
+
+
+def t(shape):
+    return "tensor<%sxf32>" % "x".join(str(d) for d in shape)
+
+
+def zero_computation(rng, T):
+    # Experts 0-2: SwiGLU FFNs; 3: zero, 4: copy, 5: constant (MoE++).
+    E, n_ffn = 6, 3
+    x = rng.standard_normal((T, H))
+    router = rng.standard_normal((H, E)) / np.sqrt(H)
+    gate = rng.standard_normal((n_ffn, H, F)) / np.sqrt(H)
+    up = rng.standard_normal((n_ffn, H, F)) / np.sqrt(H)
+    down = rng.standard_normal((n_ffn, F, H)) / np.sqrt(F)
+    values = rng.standard_normal((1, H))
+    mix = rng.standard_normal((1, H, 2)) / np.sqrt(H)
+    x, router, gate, up, down, values, mix = inputs = [
+        f32(a) for a in (x, router, gate, up, down, values, mix)]
+    ids, w = R.route(x @ router, dict(k=K, renormalize=True))
+    if not {3, 4, 5} <= set(ids.flatten().tolist()):
+        return None  # the zero-computation experts would go untested
+    out = np.zeros((T, H))
+    for tok in range(T):
+        for i in range(K):
+            e = ids[tok, i]
+            xt = x[tok]
+            if e < n_ffn:
+                y = R.expert_ffn(xt[None], dict(kind="gated", activation="silu"),
+                                 gate[e], up[e], down[e])[0]
+            elif e == 3:
+                y = np.zeros(H)
+            elif e == 4:
+                y = xt
+            else:
+                a = xt @ mix[0]
+                a = np.exp(a - a.max()); a /= a.sum()
+                y = a[0] * xt + a[1] * values[0]
+            out[tok] += w[tok, i] * y
+    mlir = f"""func.func @main(%x: {t(('?', H))}, %router: {t((H, E))}, %g: {t((n_ffn, H, F))},
+    %u: {t((n_ffn, H, F))}, %d: {t((n_ffn, F, H))}, %v: {t((1, H))}, %m: {t((1, H, 2))}) -> {t(('?', H))} {{
+  %c0 = arith.constant 0 : index
+  %zero = arith.constant 0.0 : f32
+  %T = tensor.dim %x, %c0 : {t(('?', H))}
+  %e = tensor.empty(%T) : {t(('?', E))}
+  %z = linalg.fill ins(%zero : f32) outs(%e : {t(('?', E))}) -> {t(('?', E))}
+  %logits = linalg.matmul ins(%x, %router : {t(('?', H))}, {t((H, E))}) outs(%z : {t(('?', E))}) -> {t(('?', E))}
+  %ids, %w = moe.route %logits {{routing = #moe.routing<k = {K}, renormalize = true>}}
+      : {t(('?', E))} -> tensor<?x{K}xi32>, {t(('?', K))}
+  %tok, %off, %pos = moe.dispatch %ids {{num_experts = {E}}}
+      : tensor<?x{K}xi32> -> tensor<?xi32>, tensor<{E + 1}xi32>, tensor<?x{K}xi32>
+  %c{K} = arith.constant {K} : index
+  %R = arith.muli %T, %c{K} : index
+  %dest = tensor.empty(%R) : {t(('?', H))}
+  %r0 = moe.experts %x, %tok, %off into %dest gate(%g : {t((n_ffn, H, F))}) up(%u : {t((n_ffn, H, F))})
+      down(%d : {t((n_ffn, F, H))}) {{expert = #moe.expert<gated, silu>}}
+      : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))}
+  %r1 = moe.zero_computation_experts %x, %tok, %off into %r0
+      constants(%v, %m : {t((1, H))}, {t((1, H, 2))})
+      {{first_expert = 3, kinds = [#moe.zero_computation<zero>, #moe.zero_computation<copy>, #moe.zero_computation<constant>]}}
+      : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))}
+  %y = moe.combine %r1, %pos, %w : ({t(('?', H))}, tensor<?x{K}xi32>, {t(('?', K))}) -> {t(('?', H))}
+  return %y : {t(('?', H))}
+}}
+"""
+    return mlir, inputs, out
+
+
+def generic(rng, T):
+    # Region experts: y = tanh(rows . W_e) + b_e, W captured from above.
+    E = 4
+    x = rng.standard_normal((T, H))
+    router = rng.standard_normal((H, E)) / np.sqrt(H)
+    W = rng.standard_normal((E, H, H)) / np.sqrt(H)
+    b = rng.standard_normal((E, H))
+    x, router, W, b = inputs = [f32(a) for a in (x, router, W, b)]
+    ids, w = R.route(x @ router, dict(k=K, scoring="sigmoid"))
+    if len(set(ids.flatten().tolist())) < E:
+        return None  # every region expert must run
+    out = np.zeros((T, H))
+    for tok in range(T):
+        for i in range(K):
+            e = ids[tok, i]
+            out[tok] += w[tok, i] * (np.tanh(x[tok] @ W[e]) + b[e])
+    mlir = f"""func.func @main(%x: {t(('?', H))}, %router: {t((H, E))}, %W: {t((E, H, H))}, %b: {t((E, H))}) -> {t(('?', H))} {{
+  %c0 = arith.constant 0 : index
+  %zero = arith.constant 0.0 : f32
+  %T = tensor.dim %x, %c0 : {t(('?', H))}
+  %e = tensor.empty(%T) : {t(('?', E))}
+  %z = linalg.fill ins(%zero : f32) outs(%e : {t(('?', E))}) -> {t(('?', E))}
+  %logits = linalg.matmul ins(%x, %router : {t(('?', H))}, {t((H, E))}) outs(%z : {t(('?', E))}) -> {t(('?', E))}
+  %ids, %w = moe.route %logits {{routing = #moe.routing<k = {K}, scoring = sigmoid>}}
+      : {t(('?', E))} -> tensor<?x{K}xi32>, {t(('?', K))}
+  %tok, %off, %pos = moe.dispatch %ids {{num_experts = {E}}}
+      : tensor<?x{K}xi32> -> tensor<?xi32>, tensor<{E + 1}xi32>, tensor<?x{K}xi32>
+  %c{K} = arith.constant {K} : index
+  %R = arith.muli %T, %c{K} : index
+  %dest = tensor.empty(%R) : {t(('?', H))}
+  %rows = moe.generic_experts %x, %tok, %off into %dest {{first_expert = 0, num_experts = {E}}}
+      : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))} {{
+  ^bb0(%in: {t(('?', H))}, %ex: index):
+    %c0i = arith.constant 0 : index
+    %n = tensor.dim %in, %c0i : {t(('?', H))}
+    %we = tensor.extract_slice %W[%ex, 0, 0] [1, {H}, {H}] [1, 1, 1] : {t((E, H, H))} to {t((H, H))}
+    %be = tensor.extract_slice %b[%ex, 0] [1, {H}] [1, 1] : {t((E, H))} to tensor<{H}xf32>
+    %acc0 = tensor.empty(%n) : {t(('?', H))}
+    %acc = linalg.fill ins(%zero : f32) outs(%acc0 : {t(('?', H))}) -> {t(('?', H))}
+    %p = linalg.matmul ins(%in, %we : {t(('?', H))}, {t((H, H))}) outs(%acc : {t(('?', H))}) -> {t(('?', H))}
+    %th = math.tanh %p : {t(('?', H))}
+    %bb = linalg.broadcast ins(%be : tensor<{H}xf32>) outs(%acc0 : {t(('?', H))}) dimensions = [0]
+    %r = arith.addf %th, %bb : {t(('?', H))}
+    moe.yield %r : {t(('?', H))}
+  }}
+  %y = moe.combine %rows, %pos, %w : ({t(('?', H))}, tensor<?x{K}xi32>, {t(('?', K))}) -> {t(('?', H))}
+  return %y : {t(('?', H))}
+}}
+"""
+    return mlir, inputs, out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["gen", "check"])
+    ap.add_argument("dir")
+    ap.add_argument("case", nargs="?", choices=["zero-computation", "generic"])
+    ap.add_argument("--tokens", type=int, default=9)
+    ap.add_argument("--seed", type=int)
+    a = ap.parse_args()
+    if a.cmd == "check":
+        info = json.load(open(os.path.join(a.dir, "case.json")))
+        y = np.load(os.path.join(a.dir, "out.npy")).astype(np.float64)
+        ref = np.load(os.path.join(a.dir, "expected.npy"))
+        err = np.linalg.norm(y - ref) / np.linalg.norm(ref)
+        ok = y.shape == ref.shape and err <= 1e-5
+        print("%s (seed %d, T=%d): relative L2 error %.3e %s 1e-05"
+              % (info["case"], info["seed"], info["tokens"], err, "<=" if ok else ">"))
+        sys.exit(0 if ok else 1)
+    build = {"zero-computation": zero_computation, "generic": generic}[a.case]
+    seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "little")
+    case = build(np.random.default_rng(seed), a.tokens)
+    while case is None:  # draw until every expert of interest is chosen
+        seed = (seed + 1) % 2**32
+        case = build(np.random.default_rng(seed), a.tokens)
+    mlir, inputs, out = case
+    os.makedirs(a.dir, exist_ok=True)
+    open(os.path.join(a.dir, "model.mlir"), "w").write(mlir)
+    args = []
+    for i, arr in enumerate(inputs):
+        p = os.path.join(a.dir, "in%d.npy" % i)
+        np.save(p, arr.astype(np.float32))
+        args.append("--input=@" + p)
+    open(os.path.join(a.dir, "inputs.args"), "w").write(" ".join(args))
+    np.save(os.path.join(a.dir, "expected.npy"), out)
+    json.dump(dict(case=a.case, seed=seed, tokens=a.tokens), open(os.path.join(a.dir, "case.json"), "w"))
+
+
+if __name__ == "__main__":
+    main()
