@@ -32,6 +32,25 @@ def t(shape):
     return "tensor<%sxf32>" % "x".join(str(d) for d in shape)
 
 
+def plan(E, recipe):
+    """The router matmul, moe.route, moe.dispatch and the empty [T*k, H]
+    destination shared by both models (defines %T, %w, %tok, %off, %pos,
+    %dest and %zero)."""
+    return f"""  %c0 = arith.constant 0 : index
+  %zero = arith.constant 0.0 : f32
+  %T = tensor.dim %x, %c0 : {t(('?', H))}
+  %e = tensor.empty(%T) : {t(('?', E))}
+  %z = linalg.fill ins(%zero : f32) outs(%e : {t(('?', E))}) -> {t(('?', E))}
+  %logits = linalg.matmul ins(%x, %router : {t(('?', H))}, {t((H, E))}) outs(%z : {t(('?', E))}) -> {t(('?', E))}
+  %ids, %w = moe.route %logits {{routing = #moe.routing<k = {K}, {recipe}>}}
+      : {t(('?', E))} -> tensor<?x{K}xi32>, {t(('?', K))}
+  %tok, %off, %pos = moe.dispatch %ids {{num_experts = {E}}}
+      : tensor<?x{K}xi32> -> tensor<?xi32>, tensor<{E + 1}xi32>, tensor<?x{K}xi32>
+  %c{K} = arith.constant {K} : index
+  %R = arith.muli %T, %c{K} : index
+  %dest = tensor.empty(%R) : {t(('?', H))}"""
+
+
 def zero_computation(rng, T):
     # Experts 0-2: SwiGLU FFNs; 3: zero, 4: copy, 5: constant (MoE++).
     E, n_ffn = 6, 3
@@ -66,19 +85,7 @@ def zero_computation(rng, T):
             out[tok] += w[tok, i] * y
     mlir = f"""func.func @main(%x: {t(('?', H))}, %router: {t((H, E))}, %g: {t((n_ffn, H, F))},
     %u: {t((n_ffn, H, F))}, %d: {t((n_ffn, F, H))}, %v: {t((1, H))}, %m: {t((1, H, 2))}) -> {t(('?', H))} {{
-  %c0 = arith.constant 0 : index
-  %zero = arith.constant 0.0 : f32
-  %T = tensor.dim %x, %c0 : {t(('?', H))}
-  %e = tensor.empty(%T) : {t(('?', E))}
-  %z = linalg.fill ins(%zero : f32) outs(%e : {t(('?', E))}) -> {t(('?', E))}
-  %logits = linalg.matmul ins(%x, %router : {t(('?', H))}, {t((H, E))}) outs(%z : {t(('?', E))}) -> {t(('?', E))}
-  %ids, %w = moe.route %logits {{routing = #moe.routing<k = {K}, renormalize = true>}}
-      : {t(('?', E))} -> tensor<?x{K}xi32>, {t(('?', K))}
-  %tok, %off, %pos = moe.dispatch %ids {{num_experts = {E}}}
-      : tensor<?x{K}xi32> -> tensor<?xi32>, tensor<{E + 1}xi32>, tensor<?x{K}xi32>
-  %c{K} = arith.constant {K} : index
-  %R = arith.muli %T, %c{K} : index
-  %dest = tensor.empty(%R) : {t(('?', H))}
+{plan(E, "renormalize = true")}
   %r0 = moe.experts %x, %tok, %off into %dest gate(%g : {t((n_ffn, H, F))}) up(%u : {t((n_ffn, H, F))})
       down(%d : {t((n_ffn, F, H))}) {{expert = #moe.expert<gated, silu>}}
       : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))}
@@ -110,19 +117,7 @@ def generic(rng, T):
             e = ids[tok, i]
             out[tok] += w[tok, i] * (np.tanh(x[tok] @ W[e]) + b[e])
     mlir = f"""func.func @main(%x: {t(('?', H))}, %router: {t((H, E))}, %W: {t((E, H, H))}, %b: {t((E, H))}) -> {t(('?', H))} {{
-  %c0 = arith.constant 0 : index
-  %zero = arith.constant 0.0 : f32
-  %T = tensor.dim %x, %c0 : {t(('?', H))}
-  %e = tensor.empty(%T) : {t(('?', E))}
-  %z = linalg.fill ins(%zero : f32) outs(%e : {t(('?', E))}) -> {t(('?', E))}
-  %logits = linalg.matmul ins(%x, %router : {t(('?', H))}, {t((H, E))}) outs(%z : {t(('?', E))}) -> {t(('?', E))}
-  %ids, %w = moe.route %logits {{routing = #moe.routing<k = {K}, scoring = sigmoid>}}
-      : {t(('?', E))} -> tensor<?x{K}xi32>, {t(('?', K))}
-  %tok, %off, %pos = moe.dispatch %ids {{num_experts = {E}}}
-      : tensor<?x{K}xi32> -> tensor<?xi32>, tensor<{E + 1}xi32>, tensor<?x{K}xi32>
-  %c{K} = arith.constant {K} : index
-  %R = arith.muli %T, %c{K} : index
-  %dest = tensor.empty(%R) : {t(('?', H))}
+{plan(E, "scoring = sigmoid")}
   %rows = moe.generic_experts %x, %tok, %off into %dest {{first_expert = 0, num_experts = {E}}}
       : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))} {{
   ^bb0(%in: {t(('?', H))}, %ex: index):
