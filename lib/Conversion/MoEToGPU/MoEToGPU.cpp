@@ -20,6 +20,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Conversion/MoEToGPU/MoEToGPU.h"
+#include "moe/Conversion/ExpertMath.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
@@ -168,10 +169,7 @@ struct KernelBuilder {
     return arith::SelectOp::create(b, loc, c, x, y);
   }
   Value exp(Value x) const { return math::ExpOp::create(b, loc, x); }
-  Value sigmoid(Value x) const {
-    Value e = exp(arith::NegFOp::create(b, loc, x));
-    return div(flt(1.0), add(flt(1.0), e));
-  }
+  Value sigmoid(Value x) const { return buildSigmoid(b, loc, x); }
 
   /// Loads a float element converted to the compute type.
   Value loadF(Value memref, ValueRange indices) const {
@@ -919,31 +917,6 @@ struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
 // Experts: tiled GEMMs over the permuted rows
 //===----------------------------------------------------------------------===//
 
-/// `act(x)` with the sigmoid scale `alpha` of a scaled SiLU.
-static Value activate(const KernelBuilder &b, Activation act, double alpha,
-                      Value x) {
-  switch (act) {
-  case Activation::Silu:
-    return b.mul(x, b.sigmoid(alpha == 1.0 ? x : b.mul(x, b.flt(alpha))));
-  case Activation::Gelu: {
-    Value erf = math::ErfOp::create(b.b, b.loc, b.mul(x, b.flt(M_SQRT1_2)));
-    return b.mul(b.mul(x, b.flt(0.5)), b.add(b.flt(1.0), erf));
-  }
-  case Activation::GeluTanh: {
-    Value x3 = b.mul(b.mul(x, x), x);
-    Value inner = b.add(x, b.mul(x3, b.flt(0.044715)));
-    Value arg = b.mul(inner, b.flt(std::sqrt(2.0 / M_PI)));
-    Value tanh = math::TanhOp::create(b.b, b.loc, arg);
-    return b.mul(b.mul(x, b.flt(0.5)), b.add(b.flt(1.0), tanh));
-  }
-  case Activation::Relu:
-    return b.maxF(x, b.flt(0.0));
-  case Activation::Identity:
-    return x;
-  }
-  llvm_unreachable("unknown activation");
-}
-
 namespace {
 /// Which rows a GEMM kernel computes and where its operands come from.
 struct GemmSpec {
@@ -1116,26 +1089,14 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
         Value u = acc[0];
         if (bias)
           u = b.add(u, biasAt(bias));
-        Activation act = expertAttr.getActivation();
-        double alpha = expertAttr.getAlpha().convertToDouble();
-        Value h;
+        Value g;
         if (spec.gated) {
-          Value g = acc[1];
+          g = acc[1];
           if (gateBias)
             g = b.add(g, biasAt(gateBias));
-          double limit = expertAttr.getLimit().convertToDouble();
-          double beta = expertAttr.getBeta().convertToDouble();
-          if (limit > 0.0) {
-            g = b.minF(g, b.flt(limit));
-            u = b.maxF(b.minF(u, b.flt(limit)), b.flt(-limit));
-          }
-          if (beta != 0.0)
-            u = b.add(u, b.flt(beta));
-          h = b.mul(activate(b, act, alpha, g), u);
-        } else {
-          h = activate(b, act, alpha, u);
         }
-        b.storeF(h, out, {row, col});
+        b.storeF(buildExpertHidden(b.b, b.loc, expertAttr, g, u), out,
+                 {row, col});
       });
     } else {
       b.ifThen(b.andI(hasToken, colValid), [&] {

@@ -12,6 +12,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Conversion/MoEToLinalg/MoEToLinalg.h"
+#include "moe/Conversion/ExpertMath.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
@@ -153,15 +154,6 @@ reduceRows(OpBuilder &b, Location loc, Value input, double initValue,
 }
 
 /// `1 / (1 + exp(-x))`.
-static Value sigmoid(OpBuilder &b, Location loc, Value x) {
-  Type t = x.getType();
-  Value neg = arith::NegFOp::create(b, loc, x);
-  Value e = math::ExpOp::create(b, loc, neg);
-  Value one = floatConst(b, loc, t, 1.0);
-  Value den = arith::AddFOp::create(b, loc, one, e);
-  return arith::DivFOp::create(b, loc, one, den);
-}
-
 /// Row-wise `softmax(x / temperature)` of a 2-d tensor.
 static Value softmaxRows(OpBuilder &b, Location loc, Value x,
                          double temperature) {
@@ -351,7 +343,7 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
   case ScoringFunc::Sigmoid:
     scores = elementwise2d(b, loc, logits, id2(ctx), sizes, elementType,
                            [](OpBuilder &nb, Location nloc, ValueRange args) {
-                             return sigmoid(nb, nloc, args[0]);
+                             return buildSigmoid(nb, nloc, args[0]);
                            });
     break;
   case ScoringFunc::TopkSoftmax:
@@ -741,43 +733,6 @@ static Value sliceExpert(OpBuilder &b, Location loc, Value weights, Value e) {
                                         sizes, strides);
 }
 
-/// `act(x)` with the sigmoid scale `alpha` of a scaled SiLU.
-static Value activate(OpBuilder &b, Location loc, Activation act, double alpha,
-                      Value x) {
-  Type t = x.getType();
-  auto c = [&](double v) { return floatConst(b, loc, t, v); };
-  switch (act) {
-  case Activation::Silu: {
-    Value scaled =
-        alpha == 1.0 ? x : arith::MulFOp::create(b, loc, x, c(alpha));
-    return arith::MulFOp::create(b, loc, x, sigmoid(b, loc, scaled));
-  }
-  case Activation::Gelu: {
-    Value arg = arith::MulFOp::create(b, loc, x, c(M_SQRT1_2));
-    Value erf = math::ErfOp::create(b, loc, arg);
-    Value onePlus = arith::AddFOp::create(b, loc, c(1.0), erf);
-    Value half = arith::MulFOp::create(b, loc, x, c(0.5));
-    return arith::MulFOp::create(b, loc, half, onePlus);
-  }
-  case Activation::GeluTanh: {
-    Value x3 =
-        arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, x, x), x);
-    Value inner = arith::AddFOp::create(
-        b, loc, x, arith::MulFOp::create(b, loc, x3, c(0.044715)));
-    Value arg = arith::MulFOp::create(b, loc, inner, c(std::sqrt(2.0 / M_PI)));
-    Value onePlus = arith::AddFOp::create(b, loc, c(1.0),
-                                          math::TanhOp::create(b, loc, arg));
-    Value half = arith::MulFOp::create(b, loc, x, c(0.5));
-    return arith::MulFOp::create(b, loc, half, onePlus);
-  }
-  case Activation::Relu:
-    return arith::MaximumFOp::create(b, loc, x, c(0.0));
-  case Activation::Identity:
-    return x;
-  }
-  llvm_unreachable("unknown activation");
-}
-
 namespace {
 /// The weights of one FFN: 2-d matrices and 1-d biases (null when absent).
 struct FfnWeights {
@@ -795,10 +750,6 @@ static Value buildFfn(OpBuilder &b, Location loc, Value x, const FfnWeights &w,
   OpFoldResult hidden = b.getIndexAttr(tensorType(w.down).getDimSize(1));
   Value up = matmul(b, loc, x, w.up,
                     biasInit(b, loc, rows, ffnSize, w.upBias, elementType));
-  Activation act = expert.getActivation();
-  double limit = expert.getLimit().convertToDouble();
-  double alpha = expert.getAlpha().convertToDouble();
-  double beta = expert.getBeta().convertToDouble();
   Value hiddenAct;
   if (expert.isGated()) {
     Value gate =
@@ -807,27 +758,14 @@ static Value buildFfn(OpBuilder &b, Location loc, Value x, const FfnWeights &w,
     hiddenAct = elementwise2d(
         b, loc, {gate, up}, {id2(ctx), id2(ctx)}, {rows, ffnSize}, elementType,
         [&](OpBuilder &nb, Location nloc, ValueRange args) {
-          Value g = args[0], u = args[1];
-          if (limit > 0.0) {
-            Value lim = floatConst(nb, nloc, elementType, limit);
-            Value negLim = floatConst(nb, nloc, elementType, -limit);
-            g = arith::MinimumFOp::create(nb, nloc, g, lim);
-            u = arith::MaximumFOp::create(
-                nb, nloc, arith::MinimumFOp::create(nb, nloc, u, lim), negLim);
-          }
-          if (beta != 0.0)
-            u = arith::AddFOp::create(nb, nloc, u,
-                                      floatConst(nb, nloc, elementType, beta));
-          return arith::MulFOp::create(nb, nloc,
-                                       activate(nb, nloc, act, alpha, g), u)
-              .getResult();
+          return buildExpertHidden(nb, nloc, expert, args[0], args[1]);
         });
   } else {
-    hiddenAct =
-        elementwise2d(b, loc, up, id2(ctx), {rows, ffnSize}, elementType,
-                      [&](OpBuilder &nb, Location nloc, ValueRange args) {
-                        return activate(nb, nloc, act, alpha, args[0]);
-                      });
+    hiddenAct = elementwise2d(
+        b, loc, up, id2(ctx), {rows, ffnSize}, elementType,
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          return buildExpertHidden(nb, nloc, expert, Value(), args[0]);
+        });
   }
   return matmul(b, loc, hiddenAct, w.down,
                 biasInit(b, loc, rows, hidden, w.downBias, elementType));
@@ -1096,7 +1034,7 @@ struct SharedExpertsOpLowering : public OpConversionPattern<SharedExpertsOp> {
           tensor::getMixedSizes(rewriter, loc, y), elementType,
           [](OpBuilder &nb, Location nloc, ValueRange args) {
             return arith::MulFOp::create(nb, nloc, args[0],
-                                         sigmoid(nb, nloc, args[1]))
+                                         buildSigmoid(nb, nloc, args[1]))
                 .getResult();
           });
     }

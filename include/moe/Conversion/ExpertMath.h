@@ -1,0 +1,35 @@
+//===- ExpertMath.h - Scalar math of routing and expert bodies --*- C++ -*-===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// The elementwise math that every lowering of the moe dialect emits the same
+// way (in linalg bodies on the CPU, in GPU kernels): arith/math ops on one
+// scalar float value, so both targets compute the same function.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_CONVERSION_EXPERTMATH_H
+#define MOE_CONVERSION_EXPERTMATH_H
+
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace moe {
+
+/// `1 / (1 + exp(-x))`.
+mlir::Value buildSigmoid(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
+
+/// The hidden value of an FFN expert from its projections (biases already
+/// added): `act(up)` for `ffn` experts (`gate` is null), and for `gated`
+/// experts `act_alpha(g) * (u + beta)` with `g`, `u` clamped by `limit` when
+/// it is set (GPT-OSS), as #moe.expert describes.
+mlir::Value buildExpertHidden(mlir::OpBuilder &b, mlir::Location loc,
+                              ExpertAttr expert, mlir::Value gate,
+                              mlir::Value up);
+
+} // namespace moe
+
+#endif // MOE_CONVERSION_EXPERTMATH_H
