@@ -343,6 +343,13 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
         return success();
       })))
     return failure();
+  bool placement = options.expertBudget >= 0 ||
+                   options.expertBudgetPercent >= 0 ||
+                   options.instrumentRouting;
+  if (placement && failed(stages.run("plan-placement", [&] {
+        return planExpertPlacement(module, entry, signature, options);
+      })))
+    return failure();
   if (failed(stages.run(
           "lower", [&] { return lowerToLLVMDialect(module, entry, options); })))
     return failure();

@@ -44,6 +44,17 @@ struct WeightSpec {
   uint64_t offset = 0;
   uint64_t bytes = 0;
   ElementsAttr value;
+  /// The layer whose expert cache holds slices of it, or -1: then the
+  /// runtime passes slot buffers instead of the mapped tensor.
+  int64_t cacheLayer = -1;
+};
+
+/// The expert cache of one placed layer (a `cache` line).
+struct CacheLayerSpec {
+  int64_t layer = 0;
+  int64_t experts = 0;
+  int64_t slots = 0;
+  SmallVector<int64_t> pinned;
 };
 
 /// The entry point of a compiled model, as docs/CompiledModelABI.md
@@ -52,6 +63,7 @@ struct ModelSignature {
   SmallVector<TensorSpec> inputs;
   SmallVector<WeightSpec> weights;
   SmallVector<TensorSpec> outputs;
+  SmallVector<CacheLayerSpec> cacheLayers;
   /// Size of the weights data section (a multiple of 64).
   uint64_t dataBytes = 0;
 
@@ -61,6 +73,8 @@ struct ModelSignature {
 
 /// The alignment of every weight in the data section, and the header size.
 constexpr uint64_t kWeightAlignment = 64;
+/// The file alignment of weights in an expert cache, for direct I/O.
+constexpr uint64_t kCachedWeightAlignment = 4096;
 
 /// Chooses the entry function: `name` if non-empty, else the single public
 /// `func.func` with a body. Reports an error listing the candidates.
@@ -77,6 +91,14 @@ FailureOr<std::string> renameReservedSymbols(ModuleOp module,
 /// recorded as weights. Marks all arguments read-only for bufferization.
 FailureOr<ModelSignature>
 buildSignatureAndOutlineWeights(func::FuncOp entry, uint64_t thresholdBytes);
+
+/// Runs the placement passes (docs/ExpertCache.md) the options ask for on
+/// the module, then realizes each `moe.expert_slots` of `entry`: its weight
+/// argument becomes a slot buffer `[?, ...]` of the layer's cache and the
+/// signature records the cache. Lays the weights out again.
+LogicalResult planExpertPlacement(ModuleOp module, func::FuncOp entry,
+                                  ModelSignature &signature,
+                                  const CompileOptions &options);
 
 /// Writes the weights file (header and data section) to `os`.
 LogicalResult writeWeightsFile(const ModelSignature &signature,

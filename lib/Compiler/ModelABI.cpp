@@ -55,7 +55,86 @@ LogicalResult compiler::lowerToLLVMDialect(ModuleOp module, func::FuncOp entry,
 /// linkage.
 static bool isABISymbol(StringRef name) {
   return name == "moe_model_signature" || name == "moe_model_run" ||
-         name == "moe_model_take_error" || name == "main";
+         name == "moe_model_take_error" || name == "moe_model_bind_host" ||
+         name == "main";
+}
+
+/// The runtime hooks the lowering of placed experts, moe.prefetch and
+/// moe.trace_routing calls, in the order of their function pointers in
+/// `moe_host_api_t` (after its context pointer); see docs/ExpertCache.md.
+static constexpr StringLiteral kHostHooks[] = {
+    "moe_rt_expert_acquire", "moe_rt_expert_release", "moe_rt_expert_prefetch",
+    "moe_rt_expert_predict", "moe_rt_trace_routing"};
+
+/// Defines the runtime hooks the module declares: each loads its function
+/// pointer from the table the runtime passed to `moe_model_bind_host` and
+/// calls it with the table's context first. A hook called before binding
+/// traps. Returns whether any hook is used.
+static bool addHostHooks(OpBuilder &builder, ModuleOp module) {
+  MLIRContext *context = module.getContext();
+  Location loc = module.getLoc();
+  auto ptrType = LLVM::LLVMPointerType::get(context);
+  SmallVector<std::pair<LLVM::LLVMFuncOp, int32_t>> hooks;
+  for (auto [index, name] : llvm::enumerate(kHostHooks))
+    if (auto fn = module.lookupSymbol<LLVM::LLVMFuncOp>(name))
+      if (fn.isExternal())
+        hooks.push_back({fn, static_cast<int32_t>(index) + 1});
+  if (hooks.empty())
+    return false;
+
+  builder.setInsertionPointToEnd(module.getBody());
+  auto table = LLVM::GlobalOp::create(
+      builder, loc, ptrType, /*isConstant=*/false, LLVM::Linkage::Internal,
+      "moe_model_host_api", Attribute());
+  {
+    Block *init = builder.createBlock(&table.getInitializerRegion());
+    builder.setInsertionPointToStart(init);
+    LLVM::ReturnOp::create(builder, loc,
+                           LLVM::ZeroOp::create(builder, loc, ptrType));
+  }
+  builder.setInsertionPointToEnd(module.getBody());
+  auto bind = LLVM::LLVMFuncOp::create(
+      builder, loc, "moe_model_bind_host",
+      LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(context),
+                                  {ptrType}));
+  Block *body = bind.addEntryBlock(builder);
+  builder.setInsertionPointToStart(body);
+  LLVM::StoreOp::create(builder, loc, body->getArgument(0),
+                        LLVM::AddressOfOp::create(builder, loc, table));
+  LLVM::ReturnOp::create(builder, loc, ValueRange{});
+
+  for (auto [fn, index] : hooks) {
+    fn.setLinkage(LLVM::Linkage::Internal);
+    Block *entry = fn.addEntryBlock(builder);
+    Block *trap = builder.createBlock(&fn.getBody());
+    Block *call = builder.createBlock(&fn.getBody());
+    builder.setInsertionPointToStart(entry);
+    Value api = LLVM::LoadOp::create(
+        builder, loc, ptrType, LLVM::AddressOfOp::create(builder, loc, table));
+    Value unbound = LLVM::ICmpOp::create(
+        builder, loc, LLVM::ICmpPredicate::eq, api,
+        LLVM::ZeroOp::create(builder, loc, ptrType));
+    LLVM::CondBrOp::create(builder, loc, unbound, trap, call);
+    builder.setInsertionPointToStart(trap);
+    LLVM::Trap::create(builder, loc);
+    LLVM::UnreachableOp::create(builder, loc);
+    builder.setInsertionPointToStart(call);
+    auto field = [&](int32_t i) -> Value {
+      Value at = LLVM::GEPOp::create(builder, loc, ptrType, ptrType, api,
+                                     ArrayRef<LLVM::GEPArg>{i});
+      return LLVM::LoadOp::create(builder, loc, ptrType, at);
+    };
+    SmallVector<Value> operands = {field(index), field(0)};
+    llvm::append_range(operands, entry->getArguments());
+    LLVM::LLVMFunctionType type = fn.getFunctionType();
+    SmallVector<Type> params = {ptrType};
+    llvm::append_range(params, type.getParams());
+    auto callType = LLVM::LLVMFunctionType::get(type.getReturnType(), params);
+    auto result = LLVM::CallOp::create(builder, loc, callType, operands);
+    LLVM::ReturnOp::create(builder, loc, result.getResults());
+  }
+  builder.setInsertionPointToEnd(module.getBody());
+  return true;
 }
 
 /// Adds `main(argc, argv)` calling `moe_run_main` with a config that loads
@@ -229,6 +308,7 @@ LogicalResult compiler::addABIGlue(ModuleOp module, StringRef entryName,
       func.setLinkage(LLVM::Linkage::Internal);
 
   OpBuilder builder = OpBuilder::atBlockEnd(module.getBody());
+  addHostHooks(builder, module);
   std::string text = signature.str();
   text.push_back('\0');
   auto textType =

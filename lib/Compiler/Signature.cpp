@@ -93,10 +93,23 @@ std::string ModelSignature::str() const {
   for (const TensorSpec &input : inputs)
     os << "input " << input.name << ' ' << input.dtype << ' '
        << formatDims(input.shape) << '\n';
-  for (const WeightSpec &weight : weights)
+  for (const WeightSpec &weight : weights) {
     os << "weight " << weight.tensor.name << ' ' << weight.tensor.dtype << ' '
        << formatDims(weight.tensor.shape) << " offset=" << weight.offset
-       << " bytes=" << weight.bytes << '\n';
+       << " bytes=" << weight.bytes;
+    if (weight.cacheLayer >= 0)
+      os << " layer=" << weight.cacheLayer;
+    os << '\n';
+  }
+  for (const CacheLayerSpec &cache : cacheLayers) {
+    os << "cache " << cache.layer << " experts=" << cache.experts
+       << " slots=" << cache.slots;
+    if (!cache.pinned.empty()) {
+      os << " pinned=";
+      llvm::interleave(cache.pinned, os, ",");
+    }
+    os << '\n';
+  }
   for (const TensorSpec &output : outputs)
     os << "output " << output.name << ' ' << output.dtype << ' '
        << output.shape.size() << '\n';

@@ -6,10 +6,15 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ExpertCache.h"
 #include "Internal.h"
 #include "Signature.h"
 
 #include <cerrno>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
@@ -48,13 +53,114 @@ struct moe_model {
   const uint8_t *weightsData = nullptr;
   uint64_t weightsDataSize = 0;
 
+  /// The library's `moe_model_bind_host`, if it calls the runtime.
+  void (*bindHost)(const HostAPI *) = nullptr;
+  HostAPI host = {};
+  /// The expert cache, for a signature with `cache` lines.
+  std::unique_ptr<ExpertCache> cache;
+  moe_cache_mode_t cacheMode = MOE_CACHE_PREFETCH;
+
+  /// The routing profile: per layer, expert counts and transitions to the
+  /// next layer, plus this invocation's trace.
+  struct LayerProfile {
+    int64_t experts = 0;
+    std::vector<uint64_t> counts;
+    /// (token, expert) pairs of the current invocation.
+    std::vector<std::pair<int64_t, int64_t>> trace;
+    /// next[i * nextExperts + j].
+    std::vector<uint64_t> next;
+  };
+  std::mutex profileMutex;
+  std::map<int64_t, LayerProfile> profile;
+  uint64_t profiledRuns = 0;
+  std::string hookError;
+
   ~moe_model() {
+    // The cache's worker must stop before the library goes.
+    cache.reset();
     if (mapping)
       munmap(mapping, mappingSize);
     if (library)
       dlclose(library);
   }
 };
+
+//===----------------------------------------------------------------------===//
+// Runtime hooks of the compiled code (docs/ExpertCache.md)
+//===----------------------------------------------------------------------===//
+
+static int64_t hookAcquire(void *ctx, int64_t layer, int64_t expert) {
+  auto *model = static_cast<moe_model_t *>(ctx);
+  if (!model->cache) {
+    model->hookError = "the model acquired an expert but has no expert cache";
+    return 0;
+  }
+  return model->cache->acquire(layer, expert);
+}
+static void hookRelease(void *ctx, int64_t layer, int64_t expert) {
+  auto *model = static_cast<moe_model_t *>(ctx);
+  if (model->cache)
+    model->cache->release(layer, expert);
+}
+static void hookPrefetch(void *ctx, int64_t layer, int64_t expert) {
+  auto *model = static_cast<moe_model_t *>(ctx);
+  if (model->cache)
+    model->cache->prefetch(layer, expert);
+}
+static void hookPredict(void *ctx, int64_t layer, int64_t expert) {
+  auto *model = static_cast<moe_model_t *>(ctx);
+  if (model->cache)
+    model->cache->predict(layer, expert);
+}
+static void hookTrace(void *ctx, int64_t layer, int64_t numExperts,
+                      int64_t token, int64_t expert) {
+  auto *model = static_cast<moe_model_t *>(ctx);
+  std::lock_guard<std::mutex> lock(model->profileMutex);
+  auto &entry = model->profile[layer];
+  if (entry.experts == 0) {
+    entry.experts = numExperts;
+    entry.counts.assign(static_cast<size_t>(numExperts), 0);
+  }
+  if (numExperts != entry.experts || expert < 0 || expert >= numExperts ||
+      token < 0) {
+    model->hookError = "the model traced expert " + std::to_string(expert) +
+                       " of layer " + std::to_string(layer) +
+                       " out of range";
+    return;
+  }
+  entry.trace.push_back({token, expert});
+}
+
+/// Folds the invocation's trace into the profile.
+static void finishProfile(moe_model_t &model) {
+  std::lock_guard<std::mutex> lock(model.profileMutex);
+  if (model.profile.empty())
+    return;
+  ++model.profiledRuns;
+  for (auto it = model.profile.begin(); it != model.profile.end(); ++it) {
+    auto &layer = it->second;
+    for (auto [token, expert] : layer.trace)
+      ++layer.counts[expert];
+    auto nextIt = model.profile.find(it->first + 1);
+    if (nextIt != model.profile.end()) {
+      auto &next = nextIt->second;
+      if (layer.next.empty())
+        layer.next.assign(layer.experts * next.experts, 0);
+      std::map<int64_t, std::vector<int64_t>> nextByToken;
+      for (auto [token, expert] : next.trace)
+        nextByToken[token].push_back(expert);
+      for (auto [token, expert] : layer.trace) {
+        auto found = nextByToken.find(token);
+        if (found == nextByToken.end())
+          continue;
+        for (int64_t j : found->second)
+          ++layer.next[expert * next.experts + j];
+      }
+    }
+  }
+  for (auto &entry : model.profile)
+    entry.second.trace.clear();
+}
 
 /// Maps `path` and validates it against the model's weights.
 static moe_status_t *mapWeights(moe_model_t &model, const std::string &path) {
@@ -138,7 +244,131 @@ static moe_status_t *createModel(void *library, const char *signatureText,
       return status;
     }
   }
+
+  // A library that calls the runtime gets the hook table.
+  void *bindSymbol = library ? dlsym(library, "moe_model_bind_host")
+                             : dlsym(RTLD_DEFAULT, "moe_model_bind_host");
+  model->bindHost = reinterpret_cast<void (*)(const HostAPI *)>(bindSymbol);
+  if (!model->signature.caches.empty() && !model->bindHost) {
+    delete model;
+    return makeStatus(quote(source) +
+                      " has an expert cache but does not define "
+                      "moe_model_bind_host");
+  }
+  if (model->bindHost) {
+    model->host = {model,       hookAcquire, hookRelease,
+                   hookPrefetch, hookPredict, hookTrace};
+    model->bindHost(&model->host);
+  }
+  if (!model->signature.caches.empty()) {
+    if (moe_status_t *status = moe_model_configure_cache(
+            model, -1, -1.0, MOE_CACHE_PREFETCH)) {
+      delete model;
+      return status;
+    }
+  }
   *out = model;
+  return nullptr;
+}
+
+int moe_model_has_cache(const moe_model_t *model) {
+  return model && model->cache ? 1 : 0;
+}
+
+moe_status_t *moe_model_configure_cache(moe_model_t *model,
+                                        int64_t budget_bytes,
+                                        double budget_percent,
+                                        moe_cache_mode_t mode) {
+  if (!model)
+    return moe_status_make("no model given");
+  if (model->signature.caches.empty())
+    return moe_status_make("the model has no expert cache (compile it with "
+                           "moe-compile --expert-budget)");
+  if (mode != MOE_CACHE_ONDEMAND && mode != MOE_CACHE_LRU &&
+      mode != MOE_CACHE_PREFETCH)
+    return moe_status_make("unknown expert cache mode %d", (int)mode);
+  if (budget_bytes < 0 && budget_percent > 100.0)
+    return moe_status_make("expert budget percentage must be in [0, 100]");
+  model->cache.reset();
+  std::unique_ptr<ExpertCache> cache;
+  if (moe_status_t *status = ExpertCache::create(
+          model->signature, model->weightsPath, kWeightsHeaderSize,
+          budget_bytes, budget_percent, mode, cache))
+    return status;
+  model->cache = std::move(cache);
+  model->cacheMode = mode;
+  return nullptr;
+}
+
+void moe_model_cache_stats(const moe_model_t *model, moe_cache_stats_t *out) {
+  if (!out)
+    return;
+  *out = moe_cache_stats_t{};
+  if (model && model->cache)
+    *out = model->cache->stats();
+}
+
+void moe_model_reset_cache_stats(moe_model_t *model) {
+  if (model && model->cache)
+    model->cache->resetStats();
+}
+
+int moe_model_traces_routing(const moe_model_t *model) {
+  // Instrumented libraries bind the runtime; a profile exists after a run.
+  return model && model->bindHost ? 1 : 0;
+}
+
+moe_status_t *moe_model_write_profile(const moe_model_t *model,
+                                      const char *path) {
+  if (!model || !path)
+    return moe_status_make("moe_model_write_profile needs a model and a path");
+  auto &mutableModel = const_cast<moe_model_t &>(*model);
+  std::lock_guard<std::mutex> lock(mutableModel.profileMutex);
+  if (model->profile.empty())
+    return moe_status_make(
+        "no routing was recorded: compile the model with moe-compile "
+        "--instrument-routing and run it at least once");
+  std::string json = "{\"version\": 1, \"runs\": " +
+                     std::to_string(model->profiledRuns) + ", \"layers\": [";
+  int64_t expectedLayer = 0;
+  for (const auto &[layer, entry] : model->profile) {
+    if (layer != expectedLayer)
+      return moe_status_make("the routing trace skips layer %lld",
+                             (long long)expectedLayer);
+    ++expectedLayer;
+    json += layer ? ",\n  " : "\n  ";
+    json += "{\"layer\": " + std::to_string(layer) +
+            ", \"experts\": " + std::to_string(entry.experts) +
+            ", \"counts\": [";
+    for (size_t i = 0; i < entry.counts.size(); ++i)
+      json += (i ? ", " : "") + std::to_string(entry.counts[i]);
+    json += "]";
+    if (!entry.next.empty()) {
+      size_t nextExperts = entry.next.size() / entry.experts;
+      json += ", \"next\": [";
+      for (int64_t i = 0; i < entry.experts; ++i) {
+        json += i ? ", [" : "[";
+        for (size_t j = 0; j < nextExperts; ++j)
+          json += (j ? ", " : "") +
+                  std::to_string(entry.next[i * nextExperts + j]);
+        json += "]";
+      }
+      json += "]";
+    }
+    json += "}";
+  }
+  json += "\n]}\n";
+  std::string temp = std::string(path) + ".tmp";
+  FILE *file = std::fopen(temp.c_str(), "wb");
+  if (!file)
+    return makeStatus("cannot write profile " + quote(path) + ": " +
+                      std::strerror(errno));
+  bool ok = std::fwrite(json.data(), 1, json.size(), file) == json.size();
+  ok = std::fclose(file) == 0 && ok;
+  if (!ok || std::rename(temp.c_str(), path) != 0) {
+    std::remove(temp.c_str());
+    return makeStatus("cannot write profile " + quote(path));
+  }
   return nullptr;
 }
 
@@ -433,8 +663,16 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
     appendDescriptor(argBlock, moe_tensor_data(inputs[i]),
                      moe_tensor_shape(inputs[i]), moe_tensor_rank(inputs[i]));
   }
-  for (const ArgumentSpec &weight : sig.weights) {
+  for (size_t i = 0; i < sig.weights.size(); ++i) {
+    const ArgumentSpec &weight = sig.weights[i];
     argOffsets.push_back(argBlock.size());
+    if (weight.cacheLayer >= 0 && model->cache) {
+      // A cached weight is passed as its layer's slot buffers.
+      std::vector<int64_t> dims;
+      const uint8_t *slots = model->cache->slotBuffer(i, dims);
+      appendDescriptor(argBlock, slots, dims.data(), dims.size());
+      continue;
+    }
     appendDescriptor(argBlock, model->weightsData + weight.offset,
                      weight.dims.data(), weight.dims.size());
   }
@@ -451,6 +689,7 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
   args.push_back(resultBlock.data());
   for (size_t offset : argOffsets)
     args.push_back(argBlock.data() + offset);
+  model->hookError.clear();
   model->run(args.data());
   // A model that can fail (e.g. on a GPU) says so through the optional
   // `moe_model_take_error`; its results are then not copied.
@@ -458,6 +697,15 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
   if (model->takeError)
     if (const char *error = model->takeError())
       failure = moe_status_make("%s", error);
+  // So does the expert cache (a failed read) and a bad hook call.
+  if (!failure && model->cache) {
+    std::string error = model->cache->takeError();
+    if (!error.empty())
+      failure = makeStatus(error);
+  }
+  if (!failure && !model->hookError.empty())
+    failure = makeStatus(model->hookError);
+  finishProfile(*model);
 
   // Copy every result before freeing any: results may share buffers.
   std::vector<ResultView> views;

@@ -32,6 +32,11 @@ struct Options {
   std::vector<std::string> outputs;
   std::string weightsPath;
   long benchmarkRuns = 0;
+  /// --expert-budget: bytes, or a percentage (budgetPercent >= 0).
+  int64_t budgetBytes = -1;
+  double budgetPercent = -1;
+  int cacheMode = -1;
+  std::string profilePath;
   bool printSignature = false;
   bool help = false;
 };
@@ -64,17 +69,86 @@ static void printUsage(const char *program, bool fromSelf) {
   std::printf(
       "usage: %s%s --input=@IN.npy... [--output=@OUT.npy...] "
       "[--weights=PATH] [--benchmark=N] [--print-signature]\n"
+      "       [--expert-budget=SIZE] [--expert-cache=MODE] [--profile=PATH]\n"
       "\n"
       "Runs the compiled model on .npy inputs given in model order and writes\n"
       "its results to .npy files, one --output per model output.\n"
       "  --weights=PATH     weights file (default: %s)\n"
       "  --benchmark=N      time N runs after %d warm-up runs and print\n"
       "                     'median_ms: M min_ms: A max_ms: B'\n"
-      "  --print-signature  print the model signature\n",
+      "  --print-signature  print the model signature\n"
+      "  --expert-budget=SIZE  slot memory of the expert cache of a model\n"
+      "                     compiled with --expert-budget: bytes (K, M, G\n"
+      "                     suffixes) or P%% of all cached expert bytes\n"
+      "  --expert-cache=MODE   ondemand, lru or prefetch (default)\n"
+      "  --profile=PATH     write the routing profile of a model compiled\n"
+      "                     with --instrument-routing (JSON)\n"
+      "The expert cache's counters go to standard error after the runs.\n",
       program, fromSelf ? "" : " MODEL.so",
       fromSelf ? "this executable's path + .weights"
                : "MODEL.so with .so replaced by .weights",
       kWarmUpRuns);
+}
+
+/// Parses "123", "64K", "512M", "2G" (powers of 1024) or "25%".
+static bool parseBudget(std::string value, int64_t &bytes, double &percent) {
+  if (value.empty())
+    return false;
+  if (value.back() == '%') {
+    value.pop_back();
+    char *end = nullptr;
+    errno = 0;
+    double p = value.empty() ? -1 : std::strtod(value.c_str(), &end);
+    if (errno || !end || *end || !(p >= 0 && p <= 100))
+      return false;
+    percent = p;
+    bytes = -1;
+    return true;
+  }
+  uint64_t scale = 1;
+  char last = value.back();
+  if (last == 'K' || last == 'k')
+    scale = 1ull << 10;
+  else if (last == 'M')
+    scale = 1ull << 20;
+  else if (last == 'G')
+    scale = 1ull << 30;
+  if (scale != 1)
+    value.pop_back();
+  if (value.empty() || value[0] < '0' || value[0] > '9')
+    return false;
+  char *end = nullptr;
+  errno = 0;
+  unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+  if (errno || *end || n > static_cast<uint64_t>(INT64_MAX) / scale)
+    return false;
+  bytes = static_cast<int64_t>(n * scale);
+  percent = -1;
+  return true;
+}
+
+/// Prints the expert cache's counters over `runs` runs to standard error.
+static void printCacheStats(const moe_model_t *model, long runs) {
+  moe_cache_stats_t s;
+  moe_model_cache_stats(model, &s);
+  double accuracy =
+      s.prefetch_loads ? 100.0 * s.prefetch_used / s.prefetch_loads : 0.0;
+  std::fprintf(stderr,
+               "expert cache: runs=%ld acquires=%llu hits=%llu misses=%llu "
+               "stall_ms=%.3f demand_loads=%llu prefetch_loads=%llu "
+               "prefetch_used=%llu prefetch_accuracy=%.1f%% predictions=%llu "
+               "bytes_read=%llu evictions=%llu slot_bytes=%llu pinned=%llu "
+               "direct_io=%s\n",
+               runs, (unsigned long long)s.acquires,
+               (unsigned long long)s.hits, (unsigned long long)s.misses,
+               s.stall_ns / 1e6, (unsigned long long)s.demand_loads,
+               (unsigned long long)s.prefetch_loads,
+               (unsigned long long)s.prefetch_used, accuracy,
+               (unsigned long long)s.predictions,
+               (unsigned long long)s.bytes_read,
+               (unsigned long long)s.evictions,
+               (unsigned long long)s.slot_bytes, (unsigned long long)s.pinned,
+               s.direct_io ? "yes" : "no");
 }
 
 /// Parses `--flag=@path` values.
@@ -122,6 +196,27 @@ static std::string parseOptions(int argc, char **argv, bool fromSelf,
       options.benchmarkRuns = runs;
     } else if (arg == "--print-signature") {
       options.printSignature = true;
+    } else if (startsWith(arg, "--expert-budget=")) {
+      std::string value = arg.substr(std::strlen("--expert-budget="));
+      if (!parseBudget(value, options.budgetBytes, options.budgetPercent))
+        return "--expert-budget needs bytes (e.g. 512M, 2G) or a percentage "
+               "(e.g. 25%), got '" +
+               value + "'";
+    } else if (startsWith(arg, "--expert-cache=")) {
+      std::string value = arg.substr(std::strlen("--expert-cache="));
+      if (value == "ondemand")
+        options.cacheMode = MOE_CACHE_ONDEMAND;
+      else if (value == "lru")
+        options.cacheMode = MOE_CACHE_LRU;
+      else if (value == "prefetch")
+        options.cacheMode = MOE_CACHE_PREFETCH;
+      else
+        return "--expert-cache needs ondemand, lru or prefetch, got '" +
+               value + "'";
+    } else if (startsWith(arg, "--profile=")) {
+      options.profilePath = arg.substr(std::strlen("--profile="));
+      if (options.profilePath.empty())
+        return "--profile= needs a path";
     } else if (arg.size() > 1 && arg[0] == '-') {
       return "unknown flag '" + arg + "'";
     } else if (fromSelf) {
@@ -217,6 +312,21 @@ static moe_status_t *run(const Options &options, const char *argv0,
       return nullptr;
   }
 
+  bool hasCache = moe_model_has_cache(model);
+  if (options.budgetBytes >= 0 || options.budgetPercent >= 0 ||
+      options.cacheMode >= 0) {
+    if (!hasCache)
+      return moe_status_make(
+          "--expert-budget and --expert-cache need a model compiled with "
+          "moe-compile --expert-budget");
+    if ((status = moe_model_configure_cache(
+             model, options.budgetBytes, options.budgetPercent,
+             options.cacheMode >= 0
+                 ? static_cast<moe_cache_mode_t>(options.cacheMode)
+                 : MOE_CACHE_PREFETCH)))
+      return status;
+  }
+
   size_t numInputs = moe_model_num_inputs(model);
   size_t numOutputs = moe_model_num_outputs(model);
   if (options.inputs.size() != numInputs)
@@ -242,9 +352,14 @@ static moe_status_t *run(const Options &options, const char *argv0,
                                  outputs.tensors.data(), numOutputs)))
     return status;
 
+  long statsRuns = 1;
   if (options.benchmarkRuns > 0) {
     std::vector<double> times;
     for (long i = 0; i < kWarmUpRuns + options.benchmarkRuns; ++i) {
+      if (i == kWarmUpRuns) {
+        moe_model_reset_cache_stats(model);
+        statsRuns = options.benchmarkRuns;
+      }
       TensorList results;
       results.tensors.assign(numOutputs, nullptr);
       auto start = std::chrono::steady_clock::now();
@@ -271,6 +386,12 @@ static moe_status_t *run(const Options &options, const char *argv0,
                       .c_str());
     }
   }
+
+  if (hasCache)
+    printCacheStats(model, statsRuns);
+  if (!options.profilePath.empty() &&
+      (status = moe_model_write_profile(model, options.profilePath.c_str())))
+    return status;
 
   // Write every output beside its destination, then move them all in place,
   // so that a failure leaves no partial output behind.

@@ -94,6 +94,58 @@ static std::vector<std::string> splitTokens(const std::string &line) {
   return tokens;
 }
 
+/// Parses `cache L experts=E slots=S [pinned=a,b,...]`.
+static std::string parseCache(const std::vector<std::string> &tokens,
+                              Signature &sig) {
+  if (tokens.size() != 4 && tokens.size() != 5)
+    return "expected 'cache L experts=E slots=S [pinned=A,B,...]', got " +
+           std::to_string(tokens.size()) + " fields";
+  CacheSpec cache;
+  uint64_t layer, experts, slots;
+  if (!parseUnsigned(tokens[1], INT32_MAX, layer))
+    return "invalid cache layer '" + tokens[1] + "'";
+  if (!parseKeyValue(tokens[2], "experts", experts) || experts < 1 ||
+      experts > INT32_MAX)
+    return "expected 'experts=E' (E >= 1), got '" + tokens[2] + "'";
+  if (!parseKeyValue(tokens[3], "slots", slots) || slots < 1 ||
+      slots > experts)
+    return "expected 'slots=S' with 1 <= S <= " + std::to_string(experts) +
+           ", got '" + tokens[3] + "'";
+  cache.layer = static_cast<int64_t>(layer);
+  cache.experts = static_cast<int64_t>(experts);
+  cache.slots = static_cast<int64_t>(slots);
+  if (tokens.size() == 5) {
+    const std::string &list = tokens[4];
+    if (list.compare(0, 7, "pinned=") != 0)
+      return "expected 'pinned=A,B,...', got '" + list + "'";
+    size_t start = 7;
+    std::set<int64_t> seen;
+    while (true) {
+      size_t end = list.find(',', start);
+      uint64_t e;
+      if (!parseUnsigned(list.substr(start, end == std::string::npos
+                                                ? std::string::npos
+                                                : end - start),
+                         experts - 1, e) ||
+          !seen.insert(static_cast<int64_t>(e)).second)
+        return "invalid pinned expert list '" + list + "'";
+      cache.pinned.push_back(static_cast<int64_t>(e));
+      if (end == std::string::npos)
+        break;
+      start = end + 1;
+    }
+    if (cache.pinned.size() >= slots)
+      return "cache " + tokens[1] + " pins " +
+             std::to_string(cache.pinned.size()) + " experts in " +
+             std::to_string(slots) + " slots";
+  }
+  for (const CacheSpec &other : sig.caches)
+    if (other.layer == cache.layer)
+      return "duplicate cache layer " + tokens[1];
+  sig.caches.push_back(std::move(cache));
+  return "";
+}
+
 /// Parses one `input`/`weight`/`output` line into `sig`. Returns an empty
 /// string on success, else what is wrong.
 static std::string parseEntry(const std::vector<std::string> &tokens,
@@ -103,9 +155,13 @@ static std::string parseEntry(const std::vector<std::string> &tokens,
   const std::string &kind = tokens[0];
   bool isInput = kind == "input", isWeight = kind == "weight",
        isOutput = kind == "output";
+  if (kind == "cache")
+    return parseCache(tokens, sig);
   if (!isInput && !isWeight && !isOutput)
     return "unknown entry '" + kind + "'";
   size_t expected = isWeight ? 6 : 4;
+  if (isWeight && tokens.size() == 7)
+    expected = 7;
   if (tokens.size() != expected) {
     const char *form = isInput    ? "input NAME DTYPE DIMS"
                        : isWeight ? "weight NAME DTYPE DIMS offset=O bytes=B"
@@ -152,6 +208,14 @@ static std::string parseEntry(const std::vector<std::string> &tokens,
   if (arg.offset % 64 != 0)
     return "weight '" + arg.name + "' offset " + std::to_string(arg.offset) +
            " is not a multiple of 64";
+  if (tokens.size() == 7) {
+    uint64_t layer;
+    if (!parseKeyValue(tokens[6], "layer", layer) || layer > INT32_MAX)
+      return "expected 'layer=L', got '" + tokens[6] + "'";
+    if (arg.dims.size() < 2)
+      return "cached weight '" + arg.name + "' needs rank 2 or more";
+    arg.cacheLayer = static_cast<int64_t>(layer);
+  }
   int64_t numElements;
   int64_t elementSize = static_cast<int64_t>(moe_dtype_size(dtype));
   if (!checkedNumElements(arg.dims.data(), arg.dims.size(),
@@ -211,6 +275,26 @@ moe_status_t *moe::runtime::parseSignature(const char *text,
     std::string error = parseEntry(tokens, sig, inputs, weights, outputs);
     if (!error.empty())
       return makeStatus(where + error);
+  }
+  // Every cached weight has its cache, and its leading extent is the
+  // cache's expert count.
+  for (const ArgumentSpec &weight : sig.weights) {
+    if (weight.cacheLayer < 0)
+      continue;
+    const CacheSpec *cache = nullptr;
+    for (const CacheSpec &c : sig.caches)
+      if (c.layer == weight.cacheLayer)
+        cache = &c;
+    if (!cache)
+      return makeStatus(prefix + ": weight '" + weight.name + "' is in layer " +
+                        std::to_string(weight.cacheLayer) +
+                        " which has no 'cache' line");
+    if (weight.dims[0] != cache->experts)
+      return makeStatus(prefix + ": weight '" + weight.name +
+                        "' has leading extent " +
+                        std::to_string(weight.dims[0]) + " but cache " +
+                        std::to_string(cache->layer) + " has " +
+                        std::to_string(cache->experts) + " experts");
   }
   result = std::move(sig);
   return nullptr;

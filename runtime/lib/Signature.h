@@ -24,6 +24,17 @@ struct ArgumentSpec {
   /// Weights only: the byte range in the data section.
   uint64_t offset = 0;
   uint64_t bytes = 0;
+  /// Weights only: the layer whose expert cache holds its slices
+  /// (`layer=L`), or -1.
+  int64_t cacheLayer = -1;
+};
+
+/// A `cache` line: the expert cache of one layer.
+struct CacheSpec {
+  int64_t layer = 0;
+  int64_t experts = 0;
+  int64_t slots = 0;
+  std::vector<int64_t> pinned;
 };
 
 /// An `output` line.
@@ -37,6 +48,7 @@ struct Signature {
   std::vector<ArgumentSpec> inputs;
   std::vector<ArgumentSpec> weights;
   std::vector<OutputSpec> outputs;
+  std::vector<CacheSpec> caches;
 };
 
 /// Parses `text`. On error returns a status naming `source` and the line.

@@ -66,6 +66,29 @@ static cl::opt<std::string> runtimeLib(
     cl::desc("Runtime library for --emit=exe (default: $MOE_RUNTIME_LIB, else "
              "the one built with moe-mlir)"),
     cl::value_desc("path"), cl::cat(category));
+static cl::opt<std::string> expertBudget(
+    "expert-budget",
+    cl::desc("Fast memory for expert weights: BYTES (suffixes K, M, G: "
+             "powers of 1024) or P% of all expert bytes; experts that do "
+             "not fit are read from the weights file into an expert cache "
+             "(docs/ExpertCache.md). Default: all resident"),
+    cl::value_desc("size"), cl::cat(category));
+static cl::opt<std::string> placementProfile(
+    "placement-profile",
+    cl::desc("Routing profile (from moe-run --profile) that chooses the "
+             "experts kept resident under --expert-budget"),
+    cl::value_desc("file.json"), cl::cat(category));
+static cl::opt<int64_t> prefetchDepth(
+    "prefetch-depth",
+    cl::desc("Under --expert-budget, predict the experts of this many later "
+             "layers with their routers (pre-gating) and prefetch them; 0 "
+             "disables it (default 1)"),
+    cl::init(1), cl::cat(category));
+static cl::opt<bool> instrumentRouting(
+    "instrument-routing",
+    cl::desc("Report every layer's routing to the runtime, for moe-run "
+             "--profile"),
+    cl::init(false), cl::cat(category));
 static cl::opt<bool> verbose("v", cl::desc("Print each stage and its time"),
                              cl::cat(category));
 static cl::opt<bool> remarks(
@@ -125,6 +148,27 @@ int main(int argc, char **argv) {
     llvm::errs() << "moe-compile: error: --gpu-arch needs --target=cuda\n";
     return 1;
   }
+  if (!expertBudget.empty()) {
+    std::optional<moe::ExpertBudget> budget =
+        moe::parseExpertBudget(expertBudget);
+    if (!budget) {
+      llvm::errs() << "moe-compile: error: bad --expert-budget='"
+                   << expertBudget
+                   << "'; expected bytes (e.g. 512M, 2G) or a percentage "
+                      "(e.g. 25%)\n";
+      return 1;
+    }
+    options.expertBudget = budget->bytes;
+    options.expertBudgetPercent = budget->percent;
+  } else if (placementProfile.getNumOccurrences() ||
+             prefetchDepth.getNumOccurrences()) {
+    llvm::errs() << "moe-compile: error: --placement-profile and "
+                    "--prefetch-depth need --expert-budget\n";
+    return 1;
+  }
+  options.placementProfile = placementProfile;
+  options.prefetchDepth = prefetchDepth;
+  options.instrumentRouting = instrumentRouting;
   options.emit = *kind;
   options.target = target;
   options.gpuArch = gpuArch;

@@ -88,9 +88,28 @@ struct CompileOptions {
   /// --emit=lib`; empty means the one built with moe-mlir, or
   /// $MOE_RUNTIME_CUDA_LIB.
   std::string cudaRuntimeLibrary;
+  /// Bytes of fast memory for expert weights (docs/ExpertCache.md); -1 keeps
+  /// every expert resident.
+  int64_t expertBudget = -1;
+  /// Or, when not negative, this percentage of all expert bytes.
+  double expertBudgetPercent = -1;
+  /// A routing profile (`moe-run --profile`) for the placement plan.
+  std::string placementProfile;
+  /// How many layers ahead pre-gating predicts experts (0: no prefetch).
+  int64_t prefetchDepth = 1;
+  /// Report every layer's routing to the runtime (`moe-run --profile`).
+  bool instrumentRouting = false;
   /// Where `-v` progress goes; null means no progress.
   llvm::raw_ostream *progress = nullptr;
 };
+
+/// An expert budget: bytes, or a percentage of all expert bytes.
+struct ExpertBudget {
+  int64_t bytes = -1;
+  double percent = -1;
+};
+/// Parses "123", "512K", "64M", "2G" (powers of 1024) or "25%".
+std::optional<ExpertBudget> parseExpertBudget(StringRef text);
 
 /// Registers the dialects and translations `compile` may meet in its input.
 void registerCompilerDialects(mlir::DialectRegistry &registry);

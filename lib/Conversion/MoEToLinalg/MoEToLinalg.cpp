@@ -17,6 +17,7 @@
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -803,9 +804,11 @@ using RowsFn = function_ref<Value(OpBuilder &, Location, Value rows)>;
 /// its gathered input rows and writes them into `dest`; returns the new
 /// `dest`. Nothing is computed when the expert has no rows; padding rows of
 /// `dest` are kept when `mayPad`.
-static Value updateExpertRows(OpBuilder &b, Location loc, Value input,
-                              Value tokens, Value offsets, Value dest,
-                              Value expert, bool mayPad, RowsFn compute) {
+static Value
+updateExpertRows(OpBuilder &b, Location loc, Value input, Value tokens,
+                 Value offsets, Value dest, Value expert, bool mayPad,
+                 RowsFn compute,
+                 function_ref<void(OpBuilder &, Location)> onDone = nullptr) {
   MLIRContext *ctx = b.getContext();
   Value start = extractIndex(b, loc, offsets, expert);
   Value next = arith::AddIOp::create(b, loc, expert, indexConst(b, loc, 1));
@@ -853,6 +856,8 @@ static Value updateExpertRows(OpBuilder &b, Location loc, Value input,
   }
   Value updated = tensor::InsertSliceOp::create(b, loc, result, dest, offsetsAt,
                                                 sizes, strides);
+  if (onDone)
+    onDone(b, loc);
   scf::YieldOp::create(b, loc, updated);
   return ifOp.getResult(0);
 }
@@ -873,8 +878,78 @@ static Value forEachExpert(
   return loop.getResult(0);
 }
 
+//===----------------------------------------------------------------------===//
+// Calls into the runtime's expert cache
+//===----------------------------------------------------------------------===//
+
+// The runtime functions the placement ops lower to (docs/ExpertCache.md);
+// moe-compile binds them to the runtime that loads the library.
+static constexpr StringLiteral kAcquireFn = "moe_rt_expert_acquire";
+static constexpr StringLiteral kReleaseFn = "moe_rt_expert_release";
+static constexpr StringLiteral kPrefetchFn = "moe_rt_expert_prefetch";
+static constexpr StringLiteral kPredictFn = "moe_rt_expert_predict";
+static constexpr StringLiteral kTraceFn = "moe_rt_trace_routing";
+
+/// Declares the runtime functions in `module` if absent.
+static void declareRuntimeFunctions(ModuleOp module) {
+  OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
+  Type i64 = b.getI64Type();
+  auto declare = [&](StringRef name, TypeRange args, TypeRange results) {
+    if (module.lookupSymbol(name))
+      return;
+    auto fn = func::FuncOp::create(b, module.getLoc(), name,
+                                   b.getFunctionType(args, results));
+    fn.setPrivate();
+  };
+  declare(kAcquireFn, {i64, i64}, {i64});
+  declare(kReleaseFn, {i64, i64}, {});
+  declare(kPrefetchFn, {i64, i64}, {});
+  declare(kPredictFn, {i64, i64}, {});
+  declare(kTraceFn, {i64, i64, i64, i64}, {});
+}
+
+/// Calls runtime function `name` with index or i64 arguments.
+static ValueRange callRuntime(OpBuilder &b, Location loc, StringRef name,
+                              ValueRange args, TypeRange results = {}) {
+  SmallVector<Value> casted;
+  for (Value arg : args)
+    casted.push_back(arg.getType().isIndex()
+                         ? arith::IndexCastOp::create(b, loc, b.getI64Type(),
+                                                      arg)
+                         : arg);
+  return func::CallOp::create(b, loc, name, results, casted).getResults();
+}
+
+/// Calls `body(t, id)` for every entry `id >= 0` of `ids [T, k]`.
+static void forEachAssignment(
+    OpBuilder &b, Location loc, Value ids,
+    function_ref<void(OpBuilder &, Location, Value, Value)> body) {
+  Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
+  Value tokens = tensor::DimOp::create(b, loc, ids, 0);
+  Value k = tensor::DimOp::create(b, loc, ids, 1);
+  scf::ForOp::create(
+      b, loc, c0, tokens, c1, ValueRange{},
+      [&](OpBuilder &b, Location loc, Value t, ValueRange) {
+        scf::ForOp::create(
+            b, loc, c0, k, c1, ValueRange{},
+            [&](OpBuilder &b, Location loc, Value j, ValueRange) {
+              Value id = extractIndex(b, loc, ids, ValueRange{t, j});
+              Value valid = arith::CmpIOp::create(
+                  b, loc, arith::CmpIPredicate::sge, id, c0);
+              scf::IfOp::create(b, loc, valid, [&](OpBuilder &b, Location loc) {
+                body(b, loc, t, id);
+                scf::YieldOp::create(b, loc);
+              });
+              scf::YieldOp::create(b, loc);
+            });
+        scf::YieldOp::create(b, loc);
+      });
+}
+
 namespace {
-/// A grouped GEMM: each expert runs its FFN on its own rows only.
+/// A grouped GEMM: each expert runs its FFN on its own rows only. Placed
+/// experts first queue the loads of every expert with rows, then acquire
+/// each one's slot around its FFN.
 struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
   using OpConversionPattern::OpConversionPattern;
 
@@ -883,24 +958,100 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
                   ConversionPatternRewriter &rewriter) const override {
     Location loc = op.getLoc();
     bool mayPad = mayHavePadding(op.getExpertOffsets());
+    PlacementAttr placement = op.getPlacementAttr();
+    Value layer;
+    if (placement) {
+      layer = intConst(rewriter, loc, rewriter.getI64Type(),
+                       placement.getLayer());
+      // Queue the loads of the experts this call needs, in the order the
+      // loop below acquires them, so loads overlap the computation.
+      Value offsets = adaptor.getExpertOffsets();
+      scf::ForOp::create(
+          rewriter, loc, indexConst(rewriter, loc, 0),
+          indexConst(rewriter, loc, op.getNumExperts()),
+          indexConst(rewriter, loc, 1), ValueRange{},
+          [&](OpBuilder &b, Location loc, Value e, ValueRange) {
+            Value start = extractIndex(b, loc, offsets, e);
+            Value next = arith::AddIOp::create(b, loc, e, indexConst(b, loc, 1));
+            Value end = extractIndex(b, loc, offsets, next);
+            Value any = arith::CmpIOp::create(
+                b, loc, arith::CmpIPredicate::sgt, end, start);
+            scf::IfOp::create(b, loc, any, [&](OpBuilder &b, Location loc) {
+              callRuntime(b, loc, kPrefetchFn, {layer, e});
+              scf::YieldOp::create(b, loc);
+            });
+            scf::YieldOp::create(b, loc);
+          });
+    }
     Value result = forEachExpert(
         rewriter, loc, op.getFirstExpert(), op.getNumExperts(),
         adaptor.getDest(),
         [&](OpBuilder &b, Location loc, Value local, Value global, Value dest) {
-          FfnWeights w{sliceExpert(b, loc, adaptor.getGate(), local),
-                       sliceExpert(b, loc, adaptor.getUp(), local),
-                       sliceExpert(b, loc, adaptor.getDown(), local),
-                       sliceExpert(b, loc, adaptor.getGateBias(), local),
-                       sliceExpert(b, loc, adaptor.getUpBias(), local),
-                       sliceExpert(b, loc, adaptor.getDownBias(), local)};
+          auto compute = [&](OpBuilder &b, Location loc, Value rows) {
+            Value slot = local;
+            if (placement)
+              slot = arith::IndexCastOp::create(
+                  b, loc, b.getIndexType(),
+                  callRuntime(b, loc, kAcquireFn, {layer, global},
+                              b.getI64Type())[0]);
+            FfnWeights w{sliceExpert(b, loc, adaptor.getGate(), slot),
+                         sliceExpert(b, loc, adaptor.getUp(), slot),
+                         sliceExpert(b, loc, adaptor.getDown(), slot),
+                         sliceExpert(b, loc, adaptor.getGateBias(), local),
+                         sliceExpert(b, loc, adaptor.getUpBias(), local),
+                         sliceExpert(b, loc, adaptor.getDownBias(), local)};
+            return buildFfn(b, loc, rows, w, op.getExpert());
+          };
+          // The slot is released once the rows are in place.
+          auto release = [&](OpBuilder &b, Location loc) {
+            callRuntime(b, loc, kReleaseFn, {layer, global});
+          };
           return updateExpertRows(
               b, loc, adaptor.getInput(), adaptor.getTokenIndices(),
-              adaptor.getExpertOffsets(), dest, global, mayPad,
-              [&](OpBuilder &b, Location loc, Value rows) {
-                return buildFfn(b, loc, rows, w, op.getExpert());
-              });
+              adaptor.getExpertOffsets(), dest, global, mayPad, compute,
+              placement ? function_ref<void(OpBuilder &, Location)>(release)
+                        : nullptr);
         });
     rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+/// Pre-gating predictions become hints to the cache's I/O thread.
+struct PrefetchOpLowering : public OpConversionPattern<PrefetchOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(PrefetchOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value layer =
+        intConst(rewriter, loc, rewriter.getI64Type(), op.getLayer());
+    forEachAssignment(rewriter, loc, adaptor.getExpertIds(),
+                      [&](OpBuilder &b, Location loc, Value, Value id) {
+                        callRuntime(b, loc, kPredictFn, {layer, id});
+                      });
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+/// Each routing decision is reported to the runtime's profile.
+struct TraceRoutingOpLowering : public OpConversionPattern<TraceRoutingOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(TraceRoutingOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Type i64 = rewriter.getI64Type();
+    Value layer = intConst(rewriter, loc, i64, op.getLayer());
+    Value experts = intConst(rewriter, loc, i64, op.getNumExperts());
+    forEachAssignment(rewriter, loc, adaptor.getExpertIds(),
+                      [&](OpBuilder &b, Location loc, Value t, Value id) {
+                        callRuntime(b, loc, kTraceFn, {layer, experts, t, id});
+                      });
+    rewriter.eraseOp(op);
     return success();
   }
 };
@@ -1113,7 +1264,8 @@ void moe::populateMoEToLinalgConversionPatterns(RewritePatternSet &patterns,
   MLIRContext *ctx = patterns.getContext();
   patterns.add<RouteOpLowering, DispatchOpLowering, ExpertsOpLowering,
                ZeroComputationExpertsOpLowering, GenericExpertsOpLowering,
-               SharedExpertsOpLowering, CombineOpLowering>(ctx);
+               SharedExpertsOpLowering, CombineOpLowering, PrefetchOpLowering,
+               TraceRoutingOpLowering>(ctx);
   patterns.add<GateOpLowering>(ctx, gateBlockSize);
 }
 
@@ -1124,6 +1276,11 @@ LogicalResult moe::checkMoEToLinalgSupport(Operation *root) {
     if (isa<LayerOp>(op)) {
       op->emitOpError("is not lowered by convert-moe-to-linalg; run "
                       "moe-expand first");
+      return WalkResult::interrupt();
+    }
+    if (isa<ExpertSlotsOp>(op)) {
+      op->emitOpError("must be realized by moe-compile: its weights become "
+                      "expert-cache slots of the compiled model");
       return WalkResult::interrupt();
     }
     for (Type type : llvm::concat<const Type>(op->getOperandTypes(),
@@ -1154,6 +1311,24 @@ struct ConvertMoEToLinalgPass
     }
     if (failed(checkMoEToLinalgSupport(getOperation())))
       return signalPassFailure();
+    // Placed experts, prefetches and traces call the runtime.
+    WalkResult needsRuntime = getOperation()->walk([](Operation *op) {
+      if (isa<PrefetchOp, TraceRoutingOp>(op) ||
+          (isa<ExpertsOp>(op) && cast<ExpertsOp>(op).getPlacementAttr()))
+        return WalkResult::interrupt();
+      return WalkResult::advance();
+    });
+    if (needsRuntime.wasInterrupted()) {
+      auto module = dyn_cast<ModuleOp>(getOperation());
+      if (!module) {
+        getOperation()->emitError(
+            "convert-moe-to-linalg must run on the module to lower placed "
+            "experts, moe.prefetch and moe.trace_routing (they declare "
+            "runtime functions)");
+        return signalPassFailure();
+      }
+      declareRuntimeFunctions(module);
+    }
     ConversionTarget target(getContext());
     target.addIllegalDialect<MoEDialect>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });

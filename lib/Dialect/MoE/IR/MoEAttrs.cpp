@@ -8,6 +8,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -106,5 +107,37 @@ LogicalResult ExpertAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                           "experts only";
   if (activation != Activation::Silu && (limit != 0.0 || alpha != 1.0))
     return emitError() << "expert limit and alpha need the silu activation";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// PlacementAttr
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                      int64_t layer, int64_t experts, int64_t slots,
+                      ArrayRef<int64_t> pinned) {
+  if (layer < 0)
+    return emitError() << "placement layer must be non-negative, got "
+                       << layer;
+  if (experts < 1)
+    return emitError() << "placement needs at least one expert, got "
+                       << experts;
+  if (slots < 1 || slots > experts)
+    return emitError() << "placement slots must be in [1, " << experts
+                       << "], got " << slots;
+  if (static_cast<int64_t>(pinned.size()) >= slots)
+    return emitError() << "placement pins " << pinned.size()
+                       << " experts but has only " << slots
+                       << " slots; at least one must stay free";
+  llvm::SmallDenseSet<int64_t> seen;
+  for (int64_t e : pinned) {
+    if (e < 0 || e >= experts)
+      return emitError() << "placement pins expert " << e
+                         << ", outside [0, " << experts << ")";
+    if (!seen.insert(e).second)
+      return emitError() << "placement pins expert " << e << " twice";
+  }
   return success();
 }

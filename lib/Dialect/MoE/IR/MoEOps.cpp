@@ -489,24 +489,67 @@ void DispatchOp::getCanonicalizationPatterns(RewritePatternSet &results,
 // ExpertsOp
 //===----------------------------------------------------------------------===//
 
-int64_t ExpertsOp::getNumExperts() { return tensorType(getUp()).getDimSize(0); }
+int64_t ExpertsOp::getNumExperts() {
+  if (PlacementAttr placement = getPlacementAttr())
+    return placement.getExperts();
+  return tensorType(getUp()).getDimSize(0);
+}
 
 LogicalResult ExpertsOp::verify() {
   Operation *op = getOperation();
   auto upType = tensorType(getUp());
-  if (upType.getRank() != 3 || upType.isDynamicDim(0))
+  PlacementAttr placement = getPlacementAttr();
+  if (!placement && (upType.getRank() != 3 || upType.isDynamicDim(0)))
     return emitOpError() << "up weights must have shape [E, H, F] with a "
                             "static E, got "
                          << upType;
-  int64_t numExperts = upType.getDimSize(0);
+  int64_t numExperts = getNumExperts();
   FailureOr<int64_t> hidden =
       verifyRowsOp(op, getInput(), getTokenIndices(), getExpertOffsets(),
                    getDest(), getResult(), getFirstExpert() + numExperts);
   if (failed(hidden))
     return failure();
-  return verifyFfnWeights(op, getExpert(), getGate(), getUp(), getDown(),
-                          getGateBias(), getUpBias(), getDownBias(), *hidden,
-                          numExperts, tensorType(getInput()).getElementType());
+  if (!placement)
+    return verifyFfnWeights(op, getExpert(), getGate(), getUp(), getDown(),
+                            getGateBias(), getUpBias(), getDownBias(), *hidden,
+                            numExperts,
+                            tensorType(getInput()).getElementType());
+  // Placed: the matrices are slot buffers with a leading extent of their
+  // own; the biases are still per expert.
+  if (failed(verifyFfnWeights(op, getExpert(), getGate(), getUp(), getDown(),
+                              getGateBias(), getUpBias(), getDownBias(),
+                              *hidden, ShapedType::kDynamic,
+                              tensorType(getInput()).getElementType())))
+    return failure();
+  for (Value bias : {getGateBias(), getUpBias(), getDownBias()})
+    if (bias && !compatible(tensorType(bias).getDimSize(0), numExperts))
+      return emitOpError() << "biases must have a leading extent of the "
+                           << numExperts << " placed experts, got "
+                           << bias.getType();
+  if (getFirstExpert() != 0)
+    return emitOpError("placement needs first_expert = 0");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// ExpertSlotsOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ExpertSlotsOp::verify() {
+  auto weightsType = tensorType(getWeights());
+  auto slotsType = tensorType(getSlots());
+  if (weightsType.getRank() < 2 || !weightsType.hasStaticShape())
+    return emitOpError() << "weights must be a static [E, ...] tensor, got "
+                         << weightsType;
+  SmallVector<int64_t> expected(weightsType.getShape());
+  expected[0] = ShapedType::kDynamic;
+  if (slotsType.getShape() != ArrayRef<int64_t>(expected) ||
+      slotsType.getElementType() != weightsType.getElementType())
+    return emitOpError() << "slots must have type "
+                         << RankedTensorType::get(expected,
+                                                  weightsType.getElementType())
+                         << ", got " << slotsType;
+  return success();
 }
 
 //===----------------------------------------------------------------------===//

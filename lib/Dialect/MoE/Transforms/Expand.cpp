@@ -97,7 +97,7 @@ struct ExpandLayer : public OpRewritePattern<LayerOp> {
         dispatch.getTokenIndices(), dispatch.getExpertOffsets(), dest,
         op.getGate(), op.getUp(), op.getDown(), op.getGateBias(),
         op.getUpBias(), op.getDownBias(), op.getExpert(),
-        rewriter.getI64IntegerAttr(0));
+        rewriter.getI64IntegerAttr(0), /*placement=*/PlacementAttr());
 
     // Shared experts, added in the combine.
     Value shared;

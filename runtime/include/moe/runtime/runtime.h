@@ -186,6 +186,65 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
                                size_t n_inputs, moe_tensor_t **outputs,
                                size_t n_outputs);
 
+/*===----------------------------------------------------------------------===*/
+/* Expert cache and routing profile (docs/ExpertCache.md)                     */
+/*===----------------------------------------------------------------------===*/
+
+/// How the expert cache of a model compiled with --expert-budget behaves.
+typedef enum moe_cache_mode {
+  /// Every acquired expert is read when needed and dropped after use.
+  MOE_CACHE_ONDEMAND = 0,
+  /// Experts stay in their slots (LRU eviction, pinned residents); the
+  /// experts a layer needs are queued for loading when it starts.
+  MOE_CACHE_LRU = 1,
+  /// As MOE_CACHE_LRU, plus the pre-gating predictions of later layers are
+  /// loaded ahead (the default).
+  MOE_CACHE_PREFETCH = 2,
+} moe_cache_mode_t;
+
+/// The counters of a model's expert cache.
+typedef struct moe_cache_stats {
+  /// Experts acquired by the compiled code, and how many were resident then.
+  uint64_t acquires, hits;
+  /// Acquires that had to wait for a load, and the total time waited.
+  uint64_t misses, stall_ns;
+  /// Experts read from the weights file: for a layer's own demand, and ahead
+  /// of time for a pre-gating prediction.
+  uint64_t demand_loads, prefetch_loads;
+  /// Prefetched experts later acquired before being evicted.
+  uint64_t prefetch_used;
+  /// Predictions received from the compiled code (duplicates included).
+  uint64_t predictions;
+  uint64_t bytes_read, evictions;
+  /// Bytes of slot memory held, and experts pinned resident.
+  uint64_t slot_bytes, pinned;
+  /// Whether the weights file is read with O_DIRECT (else buffered reads
+  /// that drop the pages after use).
+  int direct_io;
+} moe_cache_stats_t;
+
+/// Non-zero if the model keeps some experts in an expert cache.
+int moe_model_has_cache(const moe_model_t *model);
+/// Rebuilds the expert cache with a new budget and mode: `budget_bytes` of
+/// slot memory, or `budget_percent` (0-100) of all cached expert bytes when
+/// `budget_bytes` is negative; both negative keep the compiled slot counts.
+/// An error if the budget cannot hold one expert of every cached layer.
+moe_status_t *moe_model_configure_cache(moe_model_t *model,
+                                        int64_t budget_bytes,
+                                        double budget_percent,
+                                        moe_cache_mode_t mode);
+/// Reads the counters (all zero without a cache).
+void moe_model_cache_stats(const moe_model_t *model, moe_cache_stats_t *out);
+void moe_model_reset_cache_stats(moe_model_t *model);
+
+/// Non-zero if the model reports its routing (moe-compile
+/// --instrument-routing).
+int moe_model_traces_routing(const moe_model_t *model);
+/// Writes the routing profile gathered by all invocations so far as JSON
+/// (the format moe-compile --placement-profile reads).
+moe_status_t *moe_model_write_profile(const moe_model_t *model,
+                                      const char *path);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -184,4 +184,34 @@ def MoE_ExpertAttr : MoE_Attr<"Expert", "expert"> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// PlacementAttr
+//===----------------------------------------------------------------------===//
+
+def MoE_PlacementAttr : MoE_Attr<"Placement", "placement"> {
+  let summary = "where the experts of one layer live: a cache of slots";
+  let description = [{
+    Set on a `moe.experts` op by `moe-plan-placement`. The experts of MoE
+    layer `layer` (numbered in program order) live in a weights file and in
+    an expert cache of `slots` slots in fast memory; the op's weight matrices
+    are then the cache's slot buffers `[?, d1, d2]` (the runtime may choose
+    another slot count), and the weights of expert `e` are in the slot the
+    runtime returns when it acquires `e`. `pinned` lists the experts the plan
+    keeps resident, expert `pinned[i]` in slot `i`, loaded before the first
+    run and never evicted; the other slots hold experts on demand and
+    prefetched ones. `experts` is the number of experts of the layer.
+
+    Example: `#moe.placement<layer = 0, experts = 64, slots = 16,
+    pinned = [3, 17, 42]>`.
+  }];
+  let parameters = (ins
+    "int64_t":$layer,
+    "int64_t":$experts,
+    "int64_t":$slots,
+    OptionalArrayRefParameter<"int64_t", "experts resident in slots 0..">:$pinned
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
 #endif // MOE_DIALECT_MOE_IR_MOEATTRS_TD

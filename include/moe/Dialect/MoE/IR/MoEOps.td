@@ -227,6 +227,12 @@ def MoE_ExpertsOp : MoE_ExpertsBase<"experts", [Pure]> {
     zero-computation experts, region experts) can fill one buffer. No work is
     done for rows of other experts or padding rows.
 
+    With a `placement` (`moe-plan-placement`), `gate`, `up` and `down` are the
+    slot buffers of the layer's expert cache, `[?, H, F]` and `[?, F, H]`:
+    each expert with rows is acquired from the cache (loaded on a miss),
+    computed from its slot and released; E is the placement's `experts`.
+    Biases stay indexed by expert.
+
     Example:
     ```mlir
     %y = moe.experts %x, %tok, %off into %init
@@ -248,7 +254,8 @@ def MoE_ExpertsOp : MoE_ExpertsBase<"experts", [Pure]> {
     Optional<MoE_FloatTensor>:$up_bias,
     Optional<MoE_FloatTensor>:$down_bias,
     MoE_ExpertAttr:$expert,
-    DefaultValuedAttr<ConfinedAttr<I64Attr, [IntNonNegative]>, "0">:$first_expert
+    DefaultValuedAttr<ConfinedAttr<I64Attr, [IntNonNegative]>, "0">:$first_expert,
+    OptionalAttr<MoE_PlacementAttr>:$placement
   );
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
@@ -435,6 +442,83 @@ def MoE_CombineOp : MoE_Op<"combine", [Pure]> {
     `->` type($result)
   }];
   let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Placement and movement
+//===----------------------------------------------------------------------===//
+
+def MoE_ExpertSlotsOp : MoE_Op<"expert_slots", [Pure]> {
+  let summary = "the expert-cache slot buffers that back a weight tensor";
+  let description = [{
+    Stands for the slot buffers `[?, d1, d2]` of layer `layer`'s expert
+    cache that hold slices of `weights [E, d1, d2]`. Inserted by
+    `moe-plan-placement` for the weights of a placed `moe.experts`;
+    `moe-compile` realizes it: `weights` must be a weight of the entry
+    function, which the runtime then reads from the weights file into the
+    slots instead of mapping it whole.
+
+    Example:
+    ```mlir
+    %slots = moe.expert_slots %w {layer = 0 : i64}
+        : tensor<64x1024x512xf32> -> tensor<?x1024x512xf32>
+    ```
+  }];
+  let arguments = (ins
+    MoE_WeightTensor:$weights,
+    ConfinedAttr<I64Attr, [IntNonNegative]>:$layer
+  );
+  let results = (outs MoE_WeightTensor:$slots);
+  let assemblyFormat = [{
+    $weights attr-dict `:` type($weights) `->` type($slots)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_PrefetchOp : MoE_Op<"prefetch",
+    [MemoryEffects<[MemWrite<DefaultResource>]>]> {
+  let summary = "asks the expert cache to load experts ahead of use";
+  let description = [{
+    A hint to the runtime's expert cache: the experts `expert_ids [T, k]`
+    (entries of -1 are skipped) of layer `layer` are likely to run soon, so
+    loads of the non-resident ones start now on the cache's I/O thread.
+    Inserted by `moe-insert-prefetch` with ids predicted by applying a later
+    layer's router early (pre-gating). It never changes results.
+
+    Example:
+    ```mlir
+    moe.prefetch %ids {layer = 1 : i64} : tensor<?x8xi32>
+    ```
+  }];
+  let arguments = (ins
+    MoE_IndexTensor:$expert_ids,
+    ConfinedAttr<I64Attr, [IntNonNegative]>:$layer
+  );
+  let assemblyFormat = "$expert_ids attr-dict `:` type($expert_ids)";
+}
+
+def MoE_TraceRoutingOp : MoE_Op<"trace_routing",
+    [MemoryEffects<[MemWrite<DefaultResource>]>]> {
+  let summary = "records a layer's routing decisions in the runtime profile";
+  let description = [{
+    Reports the chosen experts `expert_ids [T, k]` of layer `layer` (of
+    `num_experts` experts) to the runtime, which counts, per layer, how often
+    each expert is chosen and how often expert j of this layer follows expert
+    i of the previous layer for the same token (`moe-run --profile`).
+    Inserted by `moe-instrument-routing` (`moe-compile --instrument-routing`).
+
+    Example:
+    ```mlir
+    moe.trace_routing %ids {layer = 0 : i64, num_experts = 8 : i64}
+        : tensor<?x2xi32>
+    ```
+  }];
+  let arguments = (ins
+    MoE_IndexTensor:$expert_ids,
+    ConfinedAttr<I64Attr, [IntNonNegative]>:$layer,
+    ConfinedAttr<I64Attr, [IntPositive]>:$num_experts
+  );
+  let assemblyFormat = "$expert_ids attr-dict `:` type($expert_ids)";
 }
 
 #endif // MOE_DIALECT_MOE_IR_MOEOPS_TD

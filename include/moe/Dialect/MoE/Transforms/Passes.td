@@ -166,4 +166,76 @@ def MoEEmitCInterface : Pass<"moe-emit-c-interface", "::mlir::ModuleOp"> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// Placement, prefetch and profiling
+//===----------------------------------------------------------------------===//
+
+def MoEPlanPlacement : Pass<"moe-plan-placement", "::mlir::ModuleOp"> {
+  let summary = "Plan which experts stay in fast memory under a byte budget";
+  let description = [{
+    Numbers the MoE layers of the module in program order (each
+    `moe.experts` fed by a `moe.dispatch` of a `moe.route` or `moe.gate`)
+    and fits their expert weights (gate, up and down matrices) into `budget`
+    bytes of fast memory. When everything fits nothing changes. Otherwise
+    each layer that does not fit whole gets an expert cache: `k` slots (one
+    token's experts, the minimum working set) plus an equal share of what is
+    left of the budget, as a `#moe.placement` on its `moe.experts`, whose
+    weight matrices become `moe.expert_slots` views. With a routing `profile`
+    (`moe-run --profile`), all but `k` of a layer's slots are pinned to the
+    experts with the highest score: how often the expert is chosen plus how
+    often it follows the previous layer's pinned experts (inter-layer
+    affinity, as ExFlow). Without one, no expert is pinned (an LRU cache).
+
+    A budget below the minimum working set (`k` experts of every layer) is
+    an error that says how many bytes are needed.
+
+    After (budget: 2 of 8 experts):
+    ```mlir
+    %wg = moe.expert_slots %gate {layer = 0 : i64}
+        : tensor<8x64x128xf32> -> tensor<?x64x128xf32>
+    ...
+    %rows = moe.experts %x, %tok, %off into %e gate(%wg : ...) up(%wu : ...)
+        down(%wd : ...) {expert = #moe.expert<gated, silu>,
+        placement = #moe.placement<layer = 0, experts = 8, slots = 2>} : ...
+    ```
+  }];
+  let options = [
+    Option<"budget", "budget", "int64_t", /*default=*/"-1",
+           "Bytes of fast memory for expert weights; -1 keeps all resident">,
+    Option<"budgetPercent", "budget-percent", "double", /*default=*/"-1",
+           "Or, when not negative, this percentage of all expert bytes">,
+    Option<"profile", "profile", "std::string", /*default=*/"",
+           "A routing profile (JSON, from moe-run --profile) to pin experts">
+  ];
+}
+
+def MoEInsertPrefetch : Pass<"moe-insert-prefetch", "::mlir::ModuleOp"> {
+  let summary = "Pre-gating: predict later layers' experts and prefetch them";
+  let description = [{
+    For each MoE layer `l` whose routing is a `moe.gate`, and each later
+    layer `l + d` (`d` in `[1, depth]`) with a `#moe.placement` and a
+    `moe.gate`, applies layer `l + d`'s router and routing to layer `l`'s
+    router input right after layer `l`'s gate, and issues a `moe.prefetch`
+    of the predicted experts (Pre-gated MoE, Read-ME), so their loads overlap
+    layer `l`'s expert computation. A later router that is not available at
+    that point (defined after it) is skipped. Predictions never change
+    results: a mispredicted expert is loaded on demand.
+  }];
+  let options = [
+    Option<"depth", "depth", "int64_t", /*default=*/"1",
+           "How many layers ahead to predict">
+  ];
+}
+
+def MoEInstrumentRouting
+    : Pass<"moe-instrument-routing", "::mlir::ModuleOp"> {
+  let summary = "Record every layer's routing for a profile";
+  let description = [{
+    Adds a `moe.trace_routing` after the routing of every MoE layer (numbered
+    as `moe-plan-placement` numbers them), so that `moe-run --profile=FILE`
+    writes how often each expert is chosen and which experts follow which
+    across consecutive layers: the profile `moe-plan-placement` reads.
+  }];
+}
+
 #endif // MOE_DIALECT_MOE_TRANSFORMS_PASSES_TD

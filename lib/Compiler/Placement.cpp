@@ -1,0 +1,142 @@
+//===- Placement.cpp - Expert placement in the compiled model -------------===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// Runs moe-plan-placement and moe-insert-prefetch for `--expert-budget`
+// (moe-instrument-routing for `--instrument-routing`) and turns the planned
+// `moe.expert_slots` into slot-buffer arguments of the entry, recorded in the
+// signature as `cache` lines and `layer=` weights (docs/ExpertCache.md).
+//
+//===----------------------------------------------------------------------===//
+
+#include "CompilerInternal.h"
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+#include "moe/Dialect/MoE/Transforms/Passes.h"
+
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/MathExtras.h"
+
+using namespace mlir;
+using namespace moe;
+using namespace moe::compiler;
+
+/// Lays the weights out again: cached weights start on a 4096-byte file
+/// boundary (the data section starts at byte 64) for direct I/O.
+static void layOutWeights(ModelSignature &signature) {
+  uint64_t offset = 0;
+  for (WeightSpec &weight : signature.weights) {
+    if (weight.cacheLayer >= 0)
+      offset = llvm::alignTo(kWeightAlignment + offset,
+                             kCachedWeightAlignment) -
+               kWeightAlignment;
+    weight.offset = offset;
+    offset = llvm::alignTo(offset + weight.bytes, kWeightAlignment);
+  }
+  signature.dataBytes = offset;
+}
+
+std::optional<ExpertBudget> moe::parseExpertBudget(StringRef text) {
+  ExpertBudget budget;
+  if (text.consume_back("%")) {
+    double percent;
+    if (text.getAsDouble(percent) || !(percent >= 0 && percent <= 100))
+      return std::nullopt;
+    budget.percent = percent;
+    return budget;
+  }
+  uint64_t scale = 1;
+  if (text.consume_back("K") || text.consume_back("k"))
+    scale = 1ull << 10;
+  else if (text.consume_back("M"))
+    scale = 1ull << 20;
+  else if (text.consume_back("G"))
+    scale = 1ull << 30;
+  uint64_t value;
+  if (text.empty() || text.getAsInteger(10, value) ||
+      value > static_cast<uint64_t>(INT64_MAX) / scale)
+    return std::nullopt;
+  budget.bytes = static_cast<int64_t>(value * scale);
+  return budget;
+}
+
+LogicalResult compiler::planExpertPlacement(ModuleOp module,
+                                            func::FuncOp entry,
+                                            ModelSignature &signature,
+                                            const CompileOptions &options) {
+  bool place = options.expertBudget >= 0 || options.expertBudgetPercent >= 0;
+  if (!place && !options.instrumentRouting)
+    return success();
+  Location loc = entry.getLoc();
+  if (options.target != "cpu")
+    return emitError(loc) << "--expert-budget and --instrument-routing are "
+                             "not supported with --target="
+                          << options.target << " yet (CPU only)";
+  if (options.prefetchDepth < 0)
+    return emitError(loc) << "--prefetch-depth must be non-negative, got "
+                          << options.prefetchDepth;
+
+  PassManager pm(module.getContext());
+  pm.addPass(createMoEExpand());
+  pm.addPass(createMoEFuseGating());
+  if (options.instrumentRouting)
+    pm.addPass(createMoEInstrumentRouting());
+  if (place) {
+    MoEPlanPlacementOptions plan;
+    plan.budget = options.expertBudget;
+    plan.budgetPercent = options.expertBudgetPercent;
+    plan.profile = options.placementProfile;
+    pm.addPass(createMoEPlanPlacement(plan));
+    if (options.prefetchDepth > 0) {
+      MoEInsertPrefetchOptions prefetch;
+      prefetch.depth = options.prefetchDepth;
+      pm.addPass(createMoEInsertPrefetch(prefetch));
+    }
+  }
+  if (failed(pm.run(module)))
+    return failure();
+
+  // Realize the slots: each one views a weight argument used by nothing
+  // else.
+  unsigned firstWeight = signature.inputs.size();
+  SmallVector<ExpertSlotsOp> slotsOps;
+  module.walk([&](ExpertSlotsOp op) { slotsOps.push_back(op); });
+  for (ExpertSlotsOp op : slotsOps) {
+    auto arg = dyn_cast<BlockArgument>(op.getWeights());
+    if (!arg || arg.getOwner()->getParentOp() != entry ||
+        arg.getArgNumber() < firstWeight)
+      return op.emitOpError()
+             << "views a tensor that is not a weight of the entry; only "
+                "constant expert weights can be placed in an expert cache";
+    WeightSpec &weight = signature.weights[arg.getArgNumber() - firstWeight];
+    for (Operation *user : arg.getUsers()) {
+      auto other = dyn_cast<ExpertSlotsOp>(user);
+      if (!other || other.getLayer() != op.getLayer())
+        return op.emitOpError()
+               << "weight '" << weight.tensor.name
+               << "' is used outside the expert cache of layer "
+               << op.getLayer() << "; it cannot be placed";
+    }
+    weight.cacheLayer = op.getLayer();
+    if (arg.getType() != op.getType())
+      arg.setType(op.getType());
+    op.replaceAllUsesWith(arg);
+    op.erase();
+  }
+  if (!slotsOps.empty()) {
+    SmallVector<Type> inputs(entry.getBody().getArgumentTypes());
+    entry.setFunctionType(
+        FunctionType::get(module.getContext(), inputs,
+                          entry.getFunctionType().getResults()));
+  }
+
+  module.walk([&](ExpertsOp op) {
+    if (PlacementAttr placement = op.getPlacementAttr())
+      signature.cacheLayers.push_back(
+          {placement.getLayer(), placement.getExperts(), placement.getSlots(),
+           SmallVector<int64_t>(placement.getPinned())});
+  });
+  layOutWeights(signature);
+  return success();
+}

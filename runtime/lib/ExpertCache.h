@@ -1,0 +1,123 @@
+//===- ExpertCache.h - Tiered expert cache of a model -----------*- C++ -*-===//
+//
+// The runtime half of expert placement (docs/ExpertCache.md): per placed
+// layer, slots in RAM holding experts read from the weights file with direct
+// I/O on a worker thread; pinned residents, LRU eviction, demand loads,
+// pre-gating prefetches and counters.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_RUNTIME_LIB_EXPERTCACHE_H
+#define MOE_RUNTIME_LIB_EXPERTCACHE_H
+
+#include "Signature.h"
+#include "moe/runtime/runtime.h"
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace moe::runtime {
+
+/// The table a model library with runtime hooks receives through
+/// `moe_model_bind_host` (docs/CompiledModelABI.md). The field order is ABI.
+struct HostAPI {
+  void *ctx;
+  int64_t (*acquire)(void *ctx, int64_t layer, int64_t expert);
+  void (*release)(void *ctx, int64_t layer, int64_t expert);
+  void (*prefetch)(void *ctx, int64_t layer, int64_t expert);
+  void (*predict)(void *ctx, int64_t layer, int64_t expert);
+  void (*trace)(void *ctx, int64_t layer, int64_t numExperts, int64_t token,
+                int64_t expert);
+};
+
+class ExpertCache {
+public:
+  /// Creates the caches of `sig` over the weights file `path` (data section
+  /// at byte `dataStart`). `budgetBytes` (or `budgetPercent` of the cached
+  /// expert bytes) overrides the compiled slot counts when not negative.
+  static moe_status_t *create(const Signature &sig, const std::string &path,
+                              uint64_t dataStart, int64_t budgetBytes,
+                              double budgetPercent, moe_cache_mode_t mode,
+                              std::unique_ptr<ExpertCache> &out);
+  ~ExpertCache();
+
+  /// The slot buffer of cached weight `weightIndex` (an index into
+  /// Signature::weights) and its extents `[slots, ...]`.
+  const uint8_t *slotBuffer(size_t weightIndex,
+                            std::vector<int64_t> &dims) const;
+
+  int64_t acquire(int64_t layer, int64_t expert);
+  void release(int64_t layer, int64_t expert);
+  void prefetch(int64_t layer, int64_t expert);
+  void predict(int64_t layer, int64_t expert);
+
+  /// Counters since creation or the last reset.
+  moe_cache_stats_t stats() const;
+  void resetStats();
+  /// The first error of a hook or a load since the last call; clears it.
+  std::string takeError();
+
+private:
+  struct Tensor {
+    size_t weightIndex;
+    uint64_t fileOffset;
+    uint64_t sliceBytes;
+    std::vector<int64_t> sliceDims;
+    uint8_t *slots = nullptr;
+  };
+  struct Layer {
+    int64_t id = 0, experts = 0, slots = 0;
+    std::vector<Tensor> tensors;
+    std::vector<int> slotOf;     // expert -> slot or -1
+    std::vector<int> expertIn;   // slot -> expert or -1
+    std::vector<uint8_t> ready;  // slot: loaded
+    std::vector<int> users;      // slot: acquired and not released
+    std::vector<uint64_t> used;  // slot: LRU tick
+    std::vector<uint8_t> pinned; // slot: never evicted
+    std::vector<uint8_t> wanted; // expert: queued by this call's demand
+    std::vector<uint8_t> queued; // expert: in a queue
+    std::vector<uint8_t> predicted; // expert: loaded by a prediction, unused
+  };
+  struct Request {
+    Layer *layer;
+    int expert;
+    bool predicted;
+    bool urgent;
+  };
+
+  ExpertCache() = default;
+  Layer *findLayer(int64_t layer, int64_t expert);
+  void fail(const std::string &message);
+  /// A slot for a new load, or -1. Called with the lock held.
+  int chooseSlot(Layer &layer, const Request &request);
+  /// Reads expert `e` of `layer` into `slot`; returns an error message.
+  std::string readExpert(const Layer &layer, int expert, int slot);
+  void workerLoop();
+
+  std::vector<Layer> layers;
+  std::string path;
+  int fd = -1;
+  bool direct = false;
+  moe_cache_mode_t mode = MOE_CACHE_PREFETCH;
+  uint8_t *bounce = nullptr;
+  size_t bounceBytes = 0;
+
+  mutable std::mutex mutex;
+  std::condition_variable wake, changed;
+  std::deque<Request> demand, predictions;
+  bool stopping = false;
+  uint64_t tick = 0;
+  moe_cache_stats_t counters = {};
+  std::string error;
+  std::thread worker;
+};
+
+} // namespace moe::runtime
+
+#endif // MOE_RUNTIME_LIB_EXPERTCACHE_H
