@@ -95,8 +95,7 @@ static bool addHostHooks(OpBuilder &builder, ModuleOp module) {
   builder.setInsertionPointToEnd(module.getBody());
   auto bind = LLVM::LLVMFuncOp::create(
       builder, loc, "moe_model_bind_host",
-      LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(context),
-                                  {ptrType}));
+      LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(context), {ptrType}));
   Block *body = bind.addEntryBlock(builder);
   builder.setInsertionPointToStart(body);
   LLVM::StoreOp::create(builder, loc, body->getArgument(0),
@@ -111,9 +110,9 @@ static bool addHostHooks(OpBuilder &builder, ModuleOp module) {
     builder.setInsertionPointToStart(entry);
     Value api = LLVM::LoadOp::create(
         builder, loc, ptrType, LLVM::AddressOfOp::create(builder, loc, table));
-    Value unbound = LLVM::ICmpOp::create(
-        builder, loc, LLVM::ICmpPredicate::eq, api,
-        LLVM::ZeroOp::create(builder, loc, ptrType));
+    Value unbound =
+        LLVM::ICmpOp::create(builder, loc, LLVM::ICmpPredicate::eq, api,
+                             LLVM::ZeroOp::create(builder, loc, ptrType));
     LLVM::CondBrOp::create(builder, loc, unbound, trap, call);
     builder.setInsertionPointToStart(trap);
     LLVM::Trap::create(builder, loc);

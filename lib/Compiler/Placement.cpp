@@ -28,9 +28,9 @@ static void layOutWeights(ModelSignature &signature) {
   uint64_t offset = 0;
   for (WeightSpec &weight : signature.weights) {
     if (weight.cacheLayer >= 0)
-      offset = llvm::alignTo(kWeightAlignment + offset,
-                             kCachedWeightAlignment) -
-               kWeightAlignment;
+      offset =
+          llvm::alignTo(kWeightAlignment + offset, kCachedWeightAlignment) -
+          kWeightAlignment;
     weight.offset = offset;
     offset = llvm::alignTo(offset + weight.bytes, kWeightAlignment);
   }
@@ -61,8 +61,7 @@ std::optional<ExpertBudget> moe::parseExpertBudget(StringRef text) {
   return budget;
 }
 
-LogicalResult compiler::planExpertPlacement(ModuleOp module,
-                                            func::FuncOp entry,
+LogicalResult compiler::planExpertPlacement(ModuleOp module, func::FuncOp entry,
                                             ModelSignature &signature,
                                             const CompileOptions &options) {
   bool place = options.expertBudget >= 0 || options.expertBudgetPercent >= 0;
@@ -126,9 +125,8 @@ LogicalResult compiler::planExpertPlacement(ModuleOp module,
   }
   if (!slotsOps.empty()) {
     SmallVector<Type> inputs(entry.getBody().getArgumentTypes());
-    entry.setFunctionType(
-        FunctionType::get(module.getContext(), inputs,
-                          entry.getFunctionType().getResults()));
+    entry.setFunctionType(FunctionType::get(
+        module.getContext(), inputs, entry.getFunctionType().getResults()));
   }
 
   module.walk([&](ExpertsOp op) {

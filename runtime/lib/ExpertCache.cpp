@@ -28,10 +28,9 @@ static uint64_t nowNs() {
       .count();
 }
 
-moe_status_t *ExpertCache::create(const Signature &sig,
-                                  const std::string &path, uint64_t dataStart,
-                                  int64_t budgetBytes, double budgetPercent,
-                                  moe_cache_mode_t mode,
+moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
+                                  uint64_t dataStart, int64_t budgetBytes,
+                                  double budgetPercent, moe_cache_mode_t mode,
                                   std::unique_ptr<ExpertCache> &out) {
   std::unique_ptr<ExpertCache> cache(new ExpertCache);
   cache->path = path;
@@ -84,8 +83,8 @@ moe_status_t *ExpertCache::create(const Signature &sig,
                         " bytes are needed");
     // Scale the compiled slot counts; pinned experts keep their order and
     // leave as many free slots as the plan did.
-    double scale = static_cast<double>(budgetBytes) /
-                   static_cast<double>(compiledBytes);
+    double scale =
+        static_cast<double>(budgetBytes) / static_cast<double>(compiledBytes);
     for (size_t l = 0; l < cache->layers.size(); ++l) {
       Layer &layer = cache->layers[l];
       int64_t free = layer.slots - static_cast<int64_t>(pinned[l].size());
@@ -109,9 +108,8 @@ moe_status_t *ExpertCache::create(const Signature &sig,
                           " bytes of expert slots");
       std::memset(tensor.slots, 0, bytes);
       cache->counters.slot_bytes += bytes;
-      cache->bounceBytes =
-          std::max<size_t>(cache->bounceBytes,
-                           alignUp(tensor.sliceBytes, kBlock) + kBlock);
+      cache->bounceBytes = std::max<size_t>(
+          cache->bounceBytes, alignUp(tensor.sliceBytes, kBlock) + kBlock);
     }
     layer.slotOf.assign(layer.experts, -1);
     layer.expertIn.assign(slots, -1);
@@ -248,8 +246,8 @@ std::string ExpertCache::readExpert(const Layer &layer, int expert, int slot) {
     if (target != dst)
       std::memcpy(dst, bounce + (offset - start), length);
     if (!direct)
-      posix_fadvise(fd, static_cast<off_t>(offset),
-                    static_cast<off_t>(length), POSIX_FADV_DONTNEED);
+      posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(length),
+                    POSIX_FADV_DONTNEED);
     counters.bytes_read += length;
   }
   return "";

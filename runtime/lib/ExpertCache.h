@@ -74,14 +74,14 @@ private:
   struct Layer {
     int64_t id = 0, experts = 0, slots = 0;
     std::vector<Tensor> tensors;
-    std::vector<int> slotOf;     // expert -> slot or -1
-    std::vector<int> expertIn;   // slot -> expert or -1
-    std::vector<uint8_t> ready;  // slot: loaded
-    std::vector<int> users;      // slot: acquired and not released
-    std::vector<uint64_t> used;  // slot: LRU tick
-    std::vector<uint8_t> pinned; // slot: never evicted
-    std::vector<uint8_t> wanted; // expert: queued by this call's demand
-    std::vector<uint8_t> queued; // expert: in a queue
+    std::vector<int> slotOf;        // expert -> slot or -1
+    std::vector<int> expertIn;      // slot -> expert or -1
+    std::vector<uint8_t> ready;     // slot: loaded
+    std::vector<int> users;         // slot: acquired and not released
+    std::vector<uint64_t> used;     // slot: LRU tick
+    std::vector<uint8_t> pinned;    // slot: never evicted
+    std::vector<uint8_t> wanted;    // expert: queued by this call's demand
+    std::vector<uint8_t> queued;    // expert: in a queue
     std::vector<uint8_t> predicted; // expert: loaded by a prediction, unused
   };
   struct Request {

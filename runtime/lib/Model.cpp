@@ -12,13 +12,13 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -124,8 +124,7 @@ static void hookTrace(void *ctx, int64_t layer, int64_t numExperts,
   if (numExperts != entry.experts || expert < 0 || expert >= numExperts ||
       token < 0) {
     model->hookError = "the model traced expert " + std::to_string(expert) +
-                       " of layer " + std::to_string(layer) +
-                       " out of range";
+                       " of layer " + std::to_string(layer) + " out of range";
     return;
   }
   entry.trace.push_back({token, expert});
@@ -256,13 +255,13 @@ static moe_status_t *createModel(void *library, const char *signatureText,
                       "moe_model_bind_host");
   }
   if (model->bindHost) {
-    model->host = {model,       hookAcquire, hookRelease,
+    model->host = {model,        hookAcquire, hookRelease,
                    hookPrefetch, hookPredict, hookTrace};
     model->bindHost(&model->host);
   }
   if (!model->signature.caches.empty()) {
-    if (moe_status_t *status = moe_model_configure_cache(
-            model, -1, -1.0, MOE_CACHE_PREFETCH)) {
+    if (moe_status_t *status =
+            moe_model_configure_cache(model, -1, -1.0, MOE_CACHE_PREFETCH)) {
       delete model;
       return status;
     }
@@ -328,8 +327,9 @@ moe_status_t *moe_model_write_profile(const moe_model_t *model,
     return moe_status_make(
         "no routing was recorded: compile the model with moe-compile "
         "--instrument-routing and run it at least once");
-  std::string json = "{\"version\": 1, \"runs\": " +
-                     std::to_string(model->profiledRuns) + ", \"layers\": [";
+  std::string json =
+      "{\"version\": 1, \"runs\": " + std::to_string(model->profiledRuns) +
+      ", \"layers\": [";
   int64_t expectedLayer = 0;
   for (const auto &[layer, entry] : model->profile) {
     if (layer != expectedLayer)
@@ -349,8 +349,8 @@ moe_status_t *moe_model_write_profile(const moe_model_t *model,
       for (int64_t i = 0; i < entry.experts; ++i) {
         json += i ? ", [" : "[";
         for (size_t j = 0; j < nextExperts; ++j)
-          json += (j ? ", " : "") +
-                  std::to_string(entry.next[i * nextExperts + j]);
+          json +=
+              (j ? ", " : "") + std::to_string(entry.next[i * nextExperts + j]);
         json += "]";
       }
       json += "]";

@@ -133,22 +133,20 @@ static void printCacheStats(const moe_model_t *model, long runs) {
   moe_model_cache_stats(model, &s);
   double accuracy =
       s.prefetch_loads ? 100.0 * s.prefetch_used / s.prefetch_loads : 0.0;
-  std::fprintf(stderr,
-               "expert cache: runs=%ld acquires=%llu hits=%llu misses=%llu "
-               "stall_ms=%.3f demand_loads=%llu prefetch_loads=%llu "
-               "prefetch_used=%llu prefetch_accuracy=%.1f%% predictions=%llu "
-               "bytes_read=%llu evictions=%llu slot_bytes=%llu pinned=%llu "
-               "direct_io=%s\n",
-               runs, (unsigned long long)s.acquires,
-               (unsigned long long)s.hits, (unsigned long long)s.misses,
-               s.stall_ns / 1e6, (unsigned long long)s.demand_loads,
-               (unsigned long long)s.prefetch_loads,
-               (unsigned long long)s.prefetch_used, accuracy,
-               (unsigned long long)s.predictions,
-               (unsigned long long)s.bytes_read,
-               (unsigned long long)s.evictions,
-               (unsigned long long)s.slot_bytes, (unsigned long long)s.pinned,
-               s.direct_io ? "yes" : "no");
+  std::fprintf(
+      stderr,
+      "expert cache: runs=%ld acquires=%llu hits=%llu misses=%llu "
+      "stall_ms=%.3f demand_loads=%llu prefetch_loads=%llu "
+      "prefetch_used=%llu prefetch_accuracy=%.1f%% predictions=%llu "
+      "bytes_read=%llu evictions=%llu slot_bytes=%llu pinned=%llu "
+      "direct_io=%s\n",
+      runs, (unsigned long long)s.acquires, (unsigned long long)s.hits,
+      (unsigned long long)s.misses, s.stall_ns / 1e6,
+      (unsigned long long)s.demand_loads, (unsigned long long)s.prefetch_loads,
+      (unsigned long long)s.prefetch_used, accuracy,
+      (unsigned long long)s.predictions, (unsigned long long)s.bytes_read,
+      (unsigned long long)s.evictions, (unsigned long long)s.slot_bytes,
+      (unsigned long long)s.pinned, s.direct_io ? "yes" : "no");
 }
 
 /// Parses `--flag=@path` values.
@@ -211,8 +209,8 @@ static std::string parseOptions(int argc, char **argv, bool fromSelf,
       else if (value == "prefetch")
         options.cacheMode = MOE_CACHE_PREFETCH;
       else
-        return "--expert-cache needs ondemand, lru or prefetch, got '" +
-               value + "'";
+        return "--expert-cache needs ondemand, lru or prefetch, got '" + value +
+               "'";
     } else if (startsWith(arg, "--profile=")) {
       options.profilePath = arg.substr(std::strlen("--profile="));
       if (options.profilePath.empty())

@@ -107,8 +107,7 @@ static std::string parseCache(const std::vector<std::string> &tokens,
   if (!parseKeyValue(tokens[2], "experts", experts) || experts < 1 ||
       experts > INT32_MAX)
     return "expected 'experts=E' (E >= 1), got '" + tokens[2] + "'";
-  if (!parseKeyValue(tokens[3], "slots", slots) || slots < 1 ||
-      slots > experts)
+  if (!parseKeyValue(tokens[3], "slots", slots) || slots < 1 || slots > experts)
     return "expected 'slots=S' with 1 <= S <= " + std::to_string(experts) +
            ", got '" + tokens[3] + "'";
   cache.layer = static_cast<int64_t>(layer);

@@ -913,10 +913,9 @@ static ValueRange callRuntime(OpBuilder &b, Location loc, StringRef name,
                               ValueRange args, TypeRange results = {}) {
   SmallVector<Value> casted;
   for (Value arg : args)
-    casted.push_back(arg.getType().isIndex()
-                         ? arith::IndexCastOp::create(b, loc, b.getI64Type(),
-                                                      arg)
-                         : arg);
+    casted.push_back(arg.getType().isIndex() ? arith::IndexCastOp::create(
+                                                   b, loc, b.getI64Type(), arg)
+                                             : arg);
   return func::CallOp::create(b, loc, name, results, casted).getResults();
 }
 
@@ -961,8 +960,8 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
     PlacementAttr placement = op.getPlacementAttr();
     Value layer;
     if (placement) {
-      layer = intConst(rewriter, loc, rewriter.getI64Type(),
-                       placement.getLayer());
+      layer =
+          intConst(rewriter, loc, rewriter.getI64Type(), placement.getLayer());
       // Queue the loads of the experts this call needs, in the order the
       // loop below acquires them, so loads overlap the computation.
       Value offsets = adaptor.getExpertOffsets();
@@ -972,10 +971,11 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
           indexConst(rewriter, loc, 1), ValueRange{},
           [&](OpBuilder &b, Location loc, Value e, ValueRange) {
             Value start = extractIndex(b, loc, offsets, e);
-            Value next = arith::AddIOp::create(b, loc, e, indexConst(b, loc, 1));
+            Value next =
+                arith::AddIOp::create(b, loc, e, indexConst(b, loc, 1));
             Value end = extractIndex(b, loc, offsets, next);
-            Value any = arith::CmpIOp::create(
-                b, loc, arith::CmpIPredicate::sgt, end, start);
+            Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt,
+                                              end, start);
             scf::IfOp::create(b, loc, any, [&](OpBuilder &b, Location loc) {
               callRuntime(b, loc, kPrefetchFn, {layer, e});
               scf::YieldOp::create(b, loc);
@@ -990,10 +990,10 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
           auto compute = [&](OpBuilder &b, Location loc, Value rows) {
             Value slot = local;
             if (placement)
-              slot = arith::IndexCastOp::create(
-                  b, loc, b.getIndexType(),
-                  callRuntime(b, loc, kAcquireFn, {layer, global},
-                              b.getI64Type())[0]);
+              slot = arith::IndexCastOp::create(b, loc, b.getIndexType(),
+                                                callRuntime(b, loc, kAcquireFn,
+                                                            {layer, global},
+                                                            b.getI64Type())[0]);
             FfnWeights w{sliceExpert(b, loc, adaptor.getGate(), slot),
                          sliceExpert(b, loc, adaptor.getUp(), slot),
                          sliceExpert(b, loc, adaptor.getDown(), slot),
@@ -1025,8 +1025,7 @@ struct PrefetchOpLowering : public OpConversionPattern<PrefetchOp> {
   matchAndRewrite(PrefetchOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     Location loc = op.getLoc();
-    Value layer =
-        intConst(rewriter, loc, rewriter.getI64Type(), op.getLayer());
+    Value layer = intConst(rewriter, loc, rewriter.getI64Type(), op.getLayer());
     forEachAssignment(rewriter, loc, adaptor.getExpertIds(),
                       [&](OpBuilder &b, Location loc, Value, Value id) {
                         callRuntime(b, loc, kPredictFn, {layer, id});

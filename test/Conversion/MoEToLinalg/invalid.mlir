@@ -16,3 +16,12 @@ func.func @layer(%x: tensor<?x16xf32>, %r: tensor<16x4xf32>, %wu: tensor<4x16x32
      : (tensor<?x16xf32>, tensor<16x4xf32>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// Slot views exist only until moe-compile realizes them.
+func.func @unrealized_slots(%w: tensor<8x16x32xf32>) -> tensor<?x16x32xf32> {
+  // expected-error @+1 {{'moe.expert_slots' op must be realized by moe-compile: its weights become expert-cache slots of the compiled model}}
+  %s = moe.expert_slots %w {layer = 0 : i64} : tensor<8x16x32xf32> -> tensor<?x16x32xf32>
+  return %s : tensor<?x16x32xf32>
+}

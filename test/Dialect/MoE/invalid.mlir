@@ -878,3 +878,109 @@ func.func @combine_addend(%r: tensor<8x64xf32>, %p: tensor<4x2xi32>, %w: tensor<
       : (tensor<8x64xf32>, tensor<4x2xi32>, tensor<4x2xf32>) -> tensor<4x64xf32>
   return
 }
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// Placement
+//===----------------------------------------------------------------------===//
+
+func.func @placement_slots_exceed(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<9xi32>,
+    %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+3 {{placement slots must be in [1, 8], got 9}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 0, experts = 8, slots = 9>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
+func.func @placement_pins_all(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<9xi32>,
+    %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+3 {{placement pins 2 experts but has only 2 slots; at least one must stay free}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 0, experts = 8, slots = 2, pinned = [0, 1]>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
+func.func @placement_pin_range(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<9xi32>,
+    %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+3 {{placement pins expert 8, outside [0, 8)}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 0, experts = 8, slots = 4, pinned = [8]>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
+func.func @placement_pin_twice(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<9xi32>,
+    %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+3 {{placement pins expert 3 twice}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 0, experts = 8, slots = 4, pinned = [3, 3]>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
+func.func @placement_layer(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<9xi32>,
+    %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+3 {{placement layer must be non-negative, got -1}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = -1, experts = 8, slots = 4>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
+func.func @placement_bias_extent(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<9xi32>,
+    %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>,
+    %b: tensor<4x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'moe.experts' op biases must have a leading extent of the 8 placed experts, got 'tensor<4x16xf32>'}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      down_bias(%b : tensor<4x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 0, experts = 8, slots = 4>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
+func.func @placement_first_expert(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<11xi32>,
+    %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'moe.experts' op placement needs first_expert = 0}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>, first_expert = 2 : i64,
+       placement = #moe.placement<layer = 0, experts = 8, slots = 4>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<11xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
+func.func @expert_slots_type(%w: tensor<8x16x32xf32>) -> tensor<4x16x32xf32> {
+  // expected-error @+1 {{'moe.expert_slots' op slots must have type 'tensor<?x16x32xf32>', got 'tensor<4x16x32xf32>'}}
+  %s = moe.expert_slots %w {layer = 0 : i64} : tensor<8x16x32xf32> -> tensor<4x16x32xf32>
+  return %s : tensor<4x16x32xf32>
+}
+
+// -----
+
+func.func @expert_slots_static(%w: tensor<?x16x32xf32>) -> tensor<?x16x32xf32> {
+  // expected-error @+1 {{'moe.expert_slots' op weights must be a static [E, ...] tensor, got 'tensor<?x16x32xf32>'}}
+  %s = moe.expert_slots %w {layer = 0 : i64} : tensor<?x16x32xf32> -> tensor<?x16x32xf32>
+  return %s : tensor<?x16x32xf32>
+}

@@ -131,3 +131,25 @@ func.func @gate_and_generic_experts(%x: tensor<3x16xf32>, %router: tensor<16x4xf
       : (tensor<3x16xf32>, tensor<3x1xi64>, tensor<3x1xf32>) -> tensor<3x16xf32>
   return %out : tensor<3x16xf32>
 }
+
+// Placement: slot buffers, prefetch and routing traces.
+// CHECK-LABEL: func @placed_experts
+// CHECK: moe.trace_routing %{{.*}} {layer = 0 : i64, num_experts = 8 : i64} : tensor<?x2xi32>
+// CHECK: moe.prefetch %{{.*}} {layer = 1 : i64} : tensor<?x2xi32>
+// CHECK: moe.expert_slots %{{.*}} {layer = 0 : i64} : tensor<8x16x32xf32> -> tensor<?x16x32xf32>
+// CHECK: placement = #moe.placement<layer = 0, experts = 8, slots = 3, pinned = [5, 1]>
+func.func @placed_experts(%x: tensor<?x16xf32>, %ids: tensor<?x2xi32>,
+    %tok: tensor<?xi32>, %off: tensor<9xi32>, %dest: tensor<?x16xf32>,
+    %g: tensor<8x16x32xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>,
+    %bd: tensor<8x16xf32>) -> tensor<?x16xf32> {
+  moe.trace_routing %ids {layer = 0 : i64, num_experts = 8 : i64} : tensor<?x2xi32>
+  moe.prefetch %ids {layer = 1 : i64} : tensor<?x2xi32>
+  %gs = moe.expert_slots %g {layer = 0 : i64} : tensor<8x16x32xf32> -> tensor<?x16x32xf32>
+  %r = moe.experts %x, %tok, %off into %dest gate(%gs : tensor<?x16x32xf32>)
+      up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      down_bias(%bd : tensor<8x16xf32>)
+      {expert = #moe.expert<gated, silu>,
+       placement = #moe.placement<layer = 0, experts = 8, slots = 3, pinned = [5, 1]>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}

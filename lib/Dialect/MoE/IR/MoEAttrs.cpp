@@ -119,8 +119,7 @@ PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                       int64_t layer, int64_t experts, int64_t slots,
                       ArrayRef<int64_t> pinned) {
   if (layer < 0)
-    return emitError() << "placement layer must be non-negative, got "
-                       << layer;
+    return emitError() << "placement layer must be non-negative, got " << layer;
   if (experts < 1)
     return emitError() << "placement needs at least one expert, got "
                        << experts;
@@ -134,8 +133,8 @@ PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   llvm::SmallDenseSet<int64_t> seen;
   for (int64_t e : pinned) {
     if (e < 0 || e >= experts)
-      return emitError() << "placement pins expert " << e
-                         << ", outside [0, " << experts << ")";
+      return emitError() << "placement pins expert " << e << ", outside [0, "
+                         << experts << ")";
     if (!seen.insert(e).second)
       return emitError() << "placement pins expert " << e << " twice";
   }

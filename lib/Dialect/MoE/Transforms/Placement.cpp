@@ -95,8 +95,7 @@ struct LayerProfile {
 } // namespace
 
 static FailureOr<std::vector<LayerProfile>>
-readProfile(StringRef path, Location loc,
-            ArrayRef<MoELayerInfo> layers) {
+readProfile(StringRef path, Location loc, ArrayRef<MoELayerInfo> layers) {
   auto fail = [&](const Twine &why) {
     return emitError(loc) << "routing profile '" << path << "': " << why;
   };
@@ -132,8 +131,7 @@ readProfile(StringRef path, Location loc,
     size_t experts = layers[index].numExperts;
     const llvm::json::Object *layer = value.getAsObject();
     if (!layer ||
-        !readNumbers(layer->getArray("counts"), experts,
-                     profile[index].counts))
+        !readNumbers(layer->getArray("counts"), experts, profile[index].counts))
       return fail("layer " + Twine(index) + " needs \"counts\": " +
                   Twine(experts) + " non-negative numbers");
     const llvm::json::Array *next = layer->getArray("next");
@@ -211,8 +209,8 @@ struct PlanPlacementPass
     }
     int64_t budget = this->budget;
     if (budgetPercent >= 0)
-      budget = static_cast<int64_t>(static_cast<double>(total) *
-                                    budgetPercent / 100.0);
+      budget = static_cast<int64_t>(static_cast<double>(total) * budgetPercent /
+                                    100.0);
     if (budget >= total)
       return;
     if (budget < minimum + fixed) {
@@ -220,9 +218,8 @@ struct PlanPlacementPass
           emitError(module.getLoc())
           << "expert budget of " << budget
           << " bytes is below the minimum working set: " << minimum + fixed
-          << " bytes are needed (the k experts of each of the "
-          << layers.size() << " MoE layers, of " << total
-          << " expert bytes in all";
+          << " bytes are needed (the k experts of each of the " << layers.size()
+          << " MoE layers, of " << total << " expert bytes in all";
       if (fixed)
         diag << ", plus " << fixed << " bytes of layers that cannot be placed";
       diag << ")";
@@ -353,7 +350,8 @@ struct InsertPrefetchPass
         if (!available(nextGate.getRouter()) ||
             !available(nextGate.getSelectionBias()))
           continue;
-        auto idsType = cast<RankedTensorType>(nextGate.getExpertIds().getType());
+        auto idsType =
+            cast<RankedTensorType>(nextGate.getExpertIds().getType());
         auto weightsType =
             cast<RankedTensorType>(nextGate.getWeights().getType());
         SmallVector<int64_t> idsShape(idsType.getShape()),

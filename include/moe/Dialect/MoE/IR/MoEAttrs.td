@@ -78,6 +78,23 @@ class MoE_DoubleParameter<string desc, string default>
   let comparator = "$_lhs.bitwiseIsEqual($_rhs)";
 }
 
+/// A list of integers printed and parsed as `[a, b, ...]`; empty by default.
+class MoE_IndexListParameter<string desc>
+    : OptionalArrayRefParameter<"int64_t", desc> {
+  let parser = [{ [&]() -> ::mlir::FailureOr<::llvm::SmallVector<int64_t>> {
+    ::llvm::SmallVector<int64_t> values;
+    if ($_parser.parseCommaSeparatedList(
+            ::mlir::AsmParser::Delimiter::Square, [&]() {
+              return $_parser.parseInteger(values.emplace_back());
+            }))
+      return ::mlir::failure();
+    return values;
+  }() }];
+  let printer = [{ $_printer << '[';
+    ::llvm::interleaveComma($_self, $_printer);
+    $_printer << ']' }];
+}
+
 class MoE_Attr<string name, string attrMnemonic, list<Trait> traits = []>
     : AttrDef<MoE_Dialect, name, traits> {
   let mnemonic = attrMnemonic;
@@ -208,7 +225,7 @@ def MoE_PlacementAttr : MoE_Attr<"Placement", "placement"> {
     "int64_t":$layer,
     "int64_t":$experts,
     "int64_t":$slots,
-    OptionalArrayRefParameter<"int64_t", "experts resident in slots 0..">:$pinned
+    MoE_IndexListParameter<"experts resident in slots 0..">:$pinned
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

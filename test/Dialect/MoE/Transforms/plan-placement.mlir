@@ -1,0 +1,89 @@
+// Expert placement under a byte budget (Inputs/two-layers.mlir: 2 layers of
+// 8 experts of 6144 bytes, k = 2).
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=budget=98304 | FileCheck %s --check-prefix=ALL
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=budget=49152 | FileCheck %s --check-prefix=HALF
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=budget-percent=25 | FileCheck %s --check-prefix=QUARTER
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=budget=73728 profile=%S/Inputs/profile.json" \
+// RUN:   | FileCheck %s --check-prefix=PROFILE
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=budget=61440 | FileCheck %s --check-prefix=UNEVEN
+
+// Everything fits: nothing changes.
+// ALL-NOT: moe.expert_slots
+// ALL-NOT: placement
+
+// Half: 4 slots per layer, every weight matrix viewed as slots.
+// HALF: %[[G:.*]] = moe.expert_slots %arg2 {layer = 0 : i64} : tensor<8x16x32xf32> -> tensor<?x16x32xf32>
+// HALF: %[[U:.*]] = moe.expert_slots %arg3 {layer = 0 : i64} : tensor<8x16x32xf32> -> tensor<?x16x32xf32>
+// HALF: %[[D:.*]] = moe.expert_slots %arg4 {layer = 0 : i64} : tensor<8x32x16xf32> -> tensor<?x32x16xf32>
+// HALF: moe.experts {{.*}} gate(%[[G]] : tensor<?x16x32xf32>) up(%[[U]] : tensor<?x16x32xf32>) down(%[[D]] : tensor<?x32x16xf32>)
+// HALF-SAME: placement = #moe.placement<layer = 0, experts = 8, slots = 4>
+// HALF: moe.expert_slots %arg6 {layer = 1 : i64}
+// HALF: placement = #moe.placement<layer = 1, experts = 8, slots = 4>
+
+// A quarter is the minimum working set: k = 2 slots per layer.
+// QUARTER: placement = #moe.placement<layer = 0, experts = 8, slots = 2>
+// QUARTER: placement = #moe.placement<layer = 1, experts = 8, slots = 2>
+
+// With a profile (12 experts' bytes: 6 slots per layer), all but k slots are
+// pinned: layer 0 by frequency (1, 3, 6, 0), layer 1 by frequency plus how
+// often it follows layer 0's pinned experts (5: 1 + 11, 7: 2 + 4, 0: 3); an
+// expert never chosen is not pinned, so layer 1 pins only 3.
+// PROFILE: placement = #moe.placement<layer = 0, experts = 8, slots = 6, pinned = [1, 3, 6, 0]>
+// PROFILE: placement = #moe.placement<layer = 1, experts = 8, slots = 6, pinned = [5, 7, 0]>
+
+// 10 experts' bytes: 2 + 2 for k, 6 shared equally.
+// UNEVEN: placement = #moe.placement<layer = 0, experts = 8, slots = 5>
+// UNEVEN: placement = #moe.placement<layer = 1, experts = 8, slots = 5>
+
+// Too small a budget is an error that says what is needed.
+// RUN: not moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=budget=20000 2>&1 | FileCheck %s --check-prefix=SMALL
+// SMALL: error: expert budget of 20000 bytes is below the minimum working set: 24576 bytes are needed (the k experts of each of the 2 MoE layers, of 98304 expert bytes in all)
+
+// Bad profiles.
+// RUN: not moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=budget=49152 profile=%t.missing" 2>&1 | FileCheck %s --check-prefix=MISSING
+// MISSING: error: routing profile '{{.*}}.missing': cannot read it:
+// RUN: echo '{"layers": [{"counts": [1, 2]}]}' > %t.short.json
+// RUN: not moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=budget=49152 profile=%t.short.json" 2>&1 | FileCheck %s --check-prefix=SHORT
+// SHORT: error: routing profile '{{.*}}': it has 1 layers, the model has 2
+// RUN: echo '{"layers": [{"counts": [1, 2]}, {"counts": []}]}' > %t.counts.json
+// RUN: not moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=budget=49152 profile=%t.counts.json" 2>&1 | FileCheck %s --check-prefix=COUNTS
+// COUNTS: error: routing profile '{{.*}}': layer 0 needs "counts": 8 non-negative numbers
+// RUN: echo 'not json' > %t.bad.json
+// RUN: not moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=budget=49152 profile=%t.bad.json" 2>&1 | FileCheck %s --check-prefix=JSON
+// JSON: error: routing profile '{{.*}}': not valid JSON:
+
+// Pre-gating: layer 1's router runs on layer 0's input right after layer
+// 0's gate, and its choice is prefetched into layer 1's cache.
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=budget=49152 --moe-insert-prefetch \
+// RUN:   | FileCheck %s --check-prefix=PREFETCH
+// PREFETCH: %[[IDS0:.*]], %{{.*}} = moe.gate %arg0, %arg1
+// PREFETCH-NEXT: %[[PRED:.*]], %{{.*}} = moe.gate %arg0, %arg5 {routing = #moe.routing<k = 2, renormalize = true>}
+// PREFETCH-NEXT: moe.prefetch %[[PRED]] {layer = 1 : i64} : tensor<?x2xi32>
+// PREFETCH-NEXT: moe.dispatch %[[IDS0]]
+// PREFETCH-NOT: moe.prefetch
+// Depth 0 inserts nothing; without placement nothing is prefetched.
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=budget=49152 --moe-insert-prefetch=depth=0 \
+// RUN:   | FileCheck %s --check-prefix=NOPREFETCH
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-insert-prefetch | FileCheck %s --check-prefix=NOPREFETCH
+// NOPREFETCH-NOT: moe.prefetch
+
+// Routing traces, one per layer, numbered in program order.
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-instrument-routing | FileCheck %s --check-prefix=TRACE
+// TRACE: %[[A:.*]], %{{.*}} = moe.gate %arg0, %arg1
+// TRACE-NEXT: moe.trace_routing %[[A]] {layer = 0 : i64, num_experts = 8 : i64} : tensor<?x2xi32>
+// TRACE: %[[B:.*]], %{{.*}} = moe.gate %{{.*}}, %arg5
+// TRACE-NEXT: moe.trace_routing %[[B]] {layer = 1 : i64, num_experts = 8 : i64} : tensor<?x2xi32>
