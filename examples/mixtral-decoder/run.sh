@@ -27,7 +27,7 @@ if [ -z "$bin" ]; then
   bin=$root/build/bin
 fi
 bin=$(cd "$bin" && pwd)
-for tool in moe-translate moe-compile moe-run; do
+for tool in moe-translate moe-opt moe-compile moe-run; do
   if [ ! -x "$bin/$tool" ]; then
     echo "run.sh: $bin/$tool not found (build with scripts/build.sh)" >&2
     exit 1
@@ -52,6 +52,10 @@ if [ "$layers" != 2 ]; then
   echo "run.sh: expected both MoE blocks raised to moe.layer" >&2
   exit 1
 fi
+
+echo "== the moe ops after moe-expand and moe-fuse-gating (what moe-compile runs first)"
+"$bin/moe-opt" --moe-expand --moe-fuse-gating model.mlir |
+  grep -oE "= moe\.[a-z_]+" | sort | uniq -c
 
 echo "== compiling: moe-compile model.onnx -o model.so"
 "$bin/moe-compile" model.onnx -o model.so
