@@ -110,7 +110,7 @@ class Attention(nn.Module):
         scores = q @ k.transpose(2, 3) / (self.head_dim ** 0.5)
         causal = torch.ones(s, s, dtype=torch.bool).tril()
         scores = scores.masked_fill(~causal, float("-inf"))
-        probs = F.softmax(scores, dim=-1, dtype=torch.float).to(q.dtype)
+        probs = F.softmax(scores, dim=-1).to(q.dtype)
         out = (probs @ v).transpose(1, 2).reshape(b, s, -1)
         return self.o_proj(out)
 
@@ -148,7 +148,11 @@ class MixtralSparseMoeBlock(nn.Module):
         batch_size, sequence_length, hidden_dim = hidden_states.shape
         hidden_states = hidden_states.view(-1, hidden_dim)
         router_logits = self.gate(hidden_states)
-        routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float)
+        # transformers passes dtype=torch.float here and in the attention's
+        # softmax, an upcast for half-precision models: a no-op for this
+        # float32 model, but it would run the float64 copy (the reference)
+        # partly in float32, so it is left out.
+        routing_weights = F.softmax(router_logits, dim=1)
         routing_weights, selected_experts = torch.topk(
             routing_weights, self.top_k, dim=-1)
         routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
