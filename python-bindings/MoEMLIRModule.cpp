@@ -212,7 +212,10 @@ py::tuple compileModel(py::object source, bool isBuffer,
                        const std::string &output, const std::string &target,
                        const std::string &entry, const std::string &cpu,
                        uint64_t weightThreshold, const std::string &linker,
-                       const std::string &runtimeLibrary, bool remarks) {
+                       const std::string &runtimeLibrary, bool remarks,
+                       const std::string &expertBudget,
+                       const std::string &placementProfile,
+                       int64_t prefetchDepth, bool instrumentRouting) {
   CompileRequest request;
   request.isBuffer = isBuffer;
   request.source =
@@ -236,6 +239,19 @@ py::tuple compileModel(py::object source, bool isBuffer,
   request.options.weightThresholdBytes = weightThreshold;
   request.options.linkerDriver = linker;
   request.options.runtimeLibrary = runtimeLibrary;
+  if (!expertBudget.empty()) {
+    std::optional<moe::ExpertBudget> budget =
+        moe::parseExpertBudget(expertBudget);
+    if (!budget)
+      throw py::value_error("bad expert_budget '" + expertBudget +
+                            "'; expected bytes (e.g. 512M, 2G) or a "
+                            "percentage (e.g. 25%)");
+    request.options.expertBudget = budget->bytes;
+    request.options.expertBudgetPercent = budget->percent;
+  }
+  request.options.placementProfile = placementProfile;
+  request.options.prefetchDepth = prefetchDepth;
+  request.options.instrumentRouting = instrumentRouting;
 
   CompileOutcome outcome;
   {
@@ -467,6 +483,52 @@ public:
     return results;
   }
 
+  /// The expert cache's counters (docs/ExpertCache.md); empty without a
+  /// cache.
+  py::dict stats() const {
+    py::dict result;
+    if (!moe_model_has_cache(model))
+      return result;
+    moe_cache_stats_t s;
+    moe_model_cache_stats(model, &s);
+    result["acquires"] = s.acquires;
+    result["hits"] = s.hits;
+    result["misses"] = s.misses;
+    result["stall_ms"] = s.stall_ns / 1e6;
+    result["demand_loads"] = s.demand_loads;
+    result["prefetch_loads"] = s.prefetch_loads;
+    result["prefetch_used"] = s.prefetch_used;
+    result["predictions"] = s.predictions;
+    result["bytes_read"] = s.bytes_read;
+    result["evictions"] = s.evictions;
+    result["slot_bytes"] = s.slot_bytes;
+    result["pinned"] = s.pinned;
+    result["direct_io"] = s.direct_io != 0;
+    return result;
+  }
+
+  void resetStats() { moe_model_reset_cache_stats(model); }
+
+  void configureCache(int64_t budgetBytes, double budgetPercent,
+                      const std::string &mode) {
+    moe_cache_mode_t cacheMode;
+    if (mode == "ondemand")
+      cacheMode = MOE_CACHE_ONDEMAND;
+    else if (mode == "lru")
+      cacheMode = MOE_CACHE_LRU;
+    else if (mode == "prefetch")
+      cacheMode = MOE_CACHE_PREFETCH;
+    else
+      throw py::value_error("unknown expert cache mode '" + mode +
+                            "'; expected ondemand, lru or prefetch");
+    check(moe_model_configure_cache(model, budgetBytes, budgetPercent,
+                                    cacheMode));
+  }
+
+  void writeProfile(const std::string &path) {
+    check(moe_model_write_profile(model, path.c_str()));
+  }
+
 private:
   moe_model_t *model = nullptr;
 };
@@ -479,7 +541,9 @@ PYBIND11_MODULE(_moe_mlir, m) {
         py::arg("buffer_name"), py::arg("format"), py::arg("model_dir"),
         py::arg("emit"), py::arg("output"), py::arg("target"), py::arg("entry"),
         py::arg("cpu"), py::arg("weight_threshold"), py::arg("linker"),
-        py::arg("runtime_lib"), py::arg("remarks"));
+        py::arg("runtime_lib"), py::arg("remarks"), py::arg("expert_budget"),
+        py::arg("placement_profile"), py::arg("prefetch_depth"),
+        py::arg("instrument_routing"));
   py::class_<Model>(m, "Model")
       .def(py::init<const std::string &, const std::optional<std::string> &>(),
            py::arg("library"), py::arg("weights") = py::none())
@@ -487,5 +551,9 @@ PYBIND11_MODULE(_moe_mlir, m) {
       .def_property_readonly("weights_path", &Model::weightsPath)
       .def_property_readonly("inputs", &Model::inputs)
       .def_property_readonly("outputs", &Model::outputs)
-      .def("run", &Model::run);
+      .def("run", &Model::run)
+      .def("stats", &Model::stats)
+      .def("reset_stats", &Model::resetStats)
+      .def("configure_cache", &Model::configureCache)
+      .def("write_profile", &Model::writeProfile);
 }

@@ -81,9 +81,44 @@ class CompiledModel:
     __call__ = run
 
     def stats(self):
-        """Runtime statistics. The runtime keeps none yet (the expert cache
-        and its counters do not exist), so this is an empty dict."""
-        return {}
+        """The expert cache's counters (docs/ExpertCache.md) as a dict:
+        acquires, hits, misses, stall_ms, demand_loads, prefetch_loads,
+        prefetch_used, predictions, bytes_read, evictions, slot_bytes,
+        pinned, direct_io. Empty for a model without an expert cache
+        (compiled without ``expert_budget``)."""
+        return self._model.stats()
+
+    def reset_stats(self):
+        """Zeroes the expert cache's counters."""
+        self._model.reset_stats()
+
+    def configure_cache(self, budget=None, mode="prefetch"):
+        """Rebuilds the expert cache of a model compiled with
+        ``expert_budget``: ``budget`` in bytes (int), as a string ("512M",
+        "25%"), or None for the compiled slot counts; ``mode`` is
+        "ondemand", "lru" or "prefetch". Raises ModelError when the budget
+        is too small or the model has no cache."""
+        budget_bytes, budget_percent = -1, -1.0
+        if isinstance(budget, str):
+            text = budget.strip()
+            if text.endswith("%"):
+                budget_percent = float(text[:-1])
+            else:
+                scale = {"K": 1 << 10, "k": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+                if text and text[-1] in scale:
+                    budget_bytes = int(text[:-1]) * scale[text[-1]]
+                else:
+                    budget_bytes = int(text)
+        elif budget is not None:
+            budget_bytes = int(budget)
+        if budget_bytes < -1 or not (budget_percent <= 100):
+            raise ValueError("bad expert cache budget %r" % (budget,))
+        self._model.configure_cache(budget_bytes, budget_percent, mode)
+
+    def write_profile(self, path):
+        """Writes the routing profile of a model compiled with
+        ``instrument_routing=True`` (JSON, for ``placement_profile``)."""
+        self._model.write_profile(os.fspath(path))
 
     def __repr__(self):
         def spec(t):
@@ -104,7 +139,8 @@ def load(path, weights=None):
 
 def compile(source, target="cpu", emit="lib", output=None, *, format=None,
             entry=None, cpu="native", weight_threshold=64, linker=None,
-            runtime_lib=None, remarks=False):
+            runtime_lib=None, remarks=False, expert_budget=None,
+            placement_profile=None, prefetch_depth=1, instrument_routing=False):
     """Compiles a model with the moe-compile driver.
 
     source: a path (str or os.PathLike) to a ``.mlir`` or ``.onnx`` model,
@@ -130,6 +166,11 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
         --entry, --mcpu, --weight-threshold, --linker and --runtime-lib.
     remarks: ONNX input: report which MoE blocks were raised to moe.layer
         (as CompileWarning warnings).
+    expert_budget: bytes (int) or a string ("512M", "25%") of memory for
+        expert weights; the rest stay in the weights file behind an expert
+        cache (docs/ExpertCache.md). None keeps every expert resident.
+    placement_profile, prefetch_depth, instrument_routing: moe-compile's
+        --placement-profile, --prefetch-depth and --instrument-routing.
 
     Raises CompileError with the compiler's diagnostics.
     """
@@ -165,7 +206,9 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
             data if data is not None else name, data is not None, name, format or "",
             model_dir, emit, "" if output is None else os.fspath(output), target,
             entry or "", cpu, int(weight_threshold), linker or "", runtime_lib or "",
-            bool(remarks))
+            bool(remarks), "" if expert_budget is None else str(expert_budget),
+            "" if placement_profile is None else os.fspath(placement_profile),
+            int(prefetch_depth), bool(instrument_routing))
         for diagnostic in others:
             warnings.warn(diagnostic, CompileWarning, stacklevel=2)
         if emit == "input":

@@ -147,7 +147,7 @@ def test_signature_and_specs(model):
     assert (x.name, x.element_type, x.dtype, x.shape) == ("x", "f32", np.float32, (None, H))
     (y,) = model.outputs
     assert (y.name, y.element_type, y.dtype, y.shape) == ("y", "f32", np.float32, (None, None))
-    assert model.stats() == {}
+    assert model.stats() == {}  # no expert cache
     assert "x: f32[?x%d]" % H in repr(model)
 
 
@@ -362,3 +362,60 @@ def test_remarks_are_warnings(layer):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         moe_mlir.compile(layer.text.encode(), emit="input", remarks=True)
+
+
+# --- Expert cache (docs/ExpertCache.md) ---------------------------------------
+
+
+def test_expert_cache_results_and_counters(layer, model):
+    cached = moe_mlir.compile(layer.text.encode(), expert_budget="50%")
+    assert "cache 0 experts=%d slots=%d" % (E, E // 2) in cached.signature
+    for mode in ("ondemand", "lru", "prefetch"):
+        cached.configure_cache(mode=mode)
+        for tokens in (1, 9):
+            x = layer.input(tokens)
+            (y,) = cached.run(x)
+            (full,) = model.run(x)
+            assert np.array_equal(y, full)
+            assert rel_l2(y, layer.reference(x)) <= TOL
+        stats = cached.stats()
+        assert stats["acquires"] > 0 and stats["bytes_read"] > 0
+        assert stats["hits"] + stats["misses"] == stats["acquires"]
+        if mode == "ondemand":
+            assert stats["hits"] == 0
+    cached.reset_stats()
+    assert cached.stats()["acquires"] == 0
+    cached.configure_cache("25%")
+    assert cached.stats()["slot_bytes"] == (E // 4) * 3 * H * F * 4
+
+
+def test_routing_profile_and_pinned_placement(layer, tmp_path):
+    profiled = moe_mlir.compile(layer.text.encode(), instrument_routing=True)
+    x = layer.input(12)
+    (y,) = profiled.run(x)
+    profiled.write_profile(tmp_path / "p.json")
+    import json
+    profile = json.loads((tmp_path / "p.json").read_text())
+    counts = profile["layers"][0]["counts"]
+    assert len(counts) == E and sum(counts) == 12 * ROUTING["k"]
+    planned = moe_mlir.compile(layer.text.encode(), expert_budget="50%",
+                               placement_profile=tmp_path / "p.json")
+    assert "pinned=" in planned.signature
+    (y2,) = planned.run(x)
+    assert np.array_equal(y, y2)
+
+
+def test_expert_cache_errors(layer, model):
+    with pytest.raises(ValueError, match="bad expert_budget"):
+        moe_mlir.compile(layer.text.encode(), expert_budget="lots")
+    with pytest.raises(moe_mlir.CompileError, match="below the minimum working set"):
+        moe_mlir.compile(layer.text.encode(), expert_budget=100)
+    with pytest.raises(moe_mlir.ModelError, match="has no expert cache"):
+        model.configure_cache("50%")
+    with pytest.raises(moe_mlir.ModelError, match="no routing was recorded"):
+        model.write_profile("/nonexistent/p.json")
+    cached = moe_mlir.compile(layer.text.encode(), expert_budget="50%")
+    with pytest.raises(ValueError, match="unknown expert cache mode"):
+        cached.configure_cache(mode="fast")
+    with pytest.raises(moe_mlir.ModelError, match="cannot hold one expert"):
+        cached.configure_cache(10)

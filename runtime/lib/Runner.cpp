@@ -77,12 +77,12 @@ static void printUsage(const char *program, bool fromSelf) {
       "  --benchmark=N      time N runs after %d warm-up runs and print\n"
       "                     'median_ms: M min_ms: A max_ms: B'\n"
       "  --print-signature  print the model signature\n"
-      "  --expert-budget=SIZE  slot memory of the expert cache of a model\n"
-      "                     compiled with --expert-budget: bytes (K, M, G\n"
+      "  --expert-budget=SIZE  slot memory of the model's expert cache\n"
+      "                     (docs/ExpertCache.md): bytes (K, M, G\n"
       "                     suffixes) or P%% of all cached expert bytes\n"
       "  --expert-cache=MODE   ondemand, lru or prefetch (default)\n"
-      "  --profile=PATH     write the routing profile of a model compiled\n"
-      "                     with --instrument-routing (JSON)\n"
+      "  --profile=PATH     write the routing profile (JSON) of a model\n"
+      "                     compiled to instrument its routing\n"
       "The expert cache's counters go to standard error after the runs.\n",
       program, fromSelf ? "" : " MODEL.so",
       fromSelf ? "this executable's path + .weights"
