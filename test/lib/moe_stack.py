@@ -3,6 +3,7 @@
 
     moe_stack.py gen DIR [--layers L] [--hidden H] [--ffn F] [--experts E]
                          [--k K] [--tokens T] [--seed S] [--skew A]
+                         [--no-reference]
     moe_stack.py close A.npy B.npy [--tol 1e-6]
 
 `gen` draws fresh random weights and input (the seed is printed; --seed
@@ -76,11 +77,14 @@ def gen(args):
     np.save(os.path.join(args.dir, "in0.npy"), x)
     with open(os.path.join(args.dir, "inputs.args"), "w") as f:
         f.write("--input=@%s\n" % os.path.join(args.dir, "in0.npy"))
+    if args.no_reference:
+        layers = []
     ref = x.astype(np.float64)
     for w in layers:
         ref = ref + moe_reference.layer(ref, w["router"], routing, EXPERT, w["gate"], w["up"],
                                         w["down"])
-    np.save(os.path.join(args.dir, "expected.npy"), ref)
+    if not args.no_reference:
+        np.save(os.path.join(args.dir, "expected.npy"), ref)
     expert_bytes = 3 * H * F * 4
     print("moe_stack: seed=%d layers=%d E=%d expert_bytes=%d all_experts=%d -> %s"
           % (seed, L, E, expert_bytes, expert_bytes * E * L, args.dir))
@@ -111,6 +115,8 @@ def main():
     g.add_argument("--tokens", type=int, default=5)
     g.add_argument("--skew", type=float, default=0.0)
     g.add_argument("--seed", type=int)
+    g.add_argument("--no-reference", action="store_true",
+                   help="skip expected.npy (large benchmark models)")
     c = sub.add_parser("close")
     c.add_argument("a")
     c.add_argument("b")
