@@ -122,7 +122,12 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
     layer.predicted.assign(layer.experts, 0);
   }
 
-  cache->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+  // MOE_EXPERT_CACHE_DIRECT_IO=0 forces buffered reads (as on file systems
+  // without O_DIRECT, such as tmpfs).
+  const char *directEnv = std::getenv("MOE_EXPERT_CACHE_DIRECT_IO");
+  bool tryDirect = !directEnv || std::strcmp(directEnv, "0") != 0;
+  if (tryDirect)
+    cache->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
   cache->direct = cache->fd >= 0;
   if (cache->fd < 0)
     cache->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
