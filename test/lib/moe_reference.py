@@ -7,7 +7,8 @@ compiler (numpy only; run it with Debian's /usr/bin/python3).
     layer(x, router, routing, expert, weights...) -> [T,H]
 
 `routing` is a dict with the #moe.routing parameters (k, scoring, renormalize,
-temperature, scale, n_group, topk_group, capacity_factor, threshold) and
+temperature, scale, n_group, topk_group, capacity_factor, threshold,
+selection, capacity) and
 `expert` one with the #moe.expert parameters (kind, activation, limit, alpha,
 beta); missing keys take the dialect's defaults. Everything is computed in
 float64 whatever the input dtype.
@@ -19,7 +20,8 @@ import numpy as np
 
 ROUTING_DEFAULTS = dict(scoring="softmax", renormalize=False, temperature=1.0,
                         scale=1.0, n_group=0, topk_group=0,
-                        capacity_factor=0.0, threshold=0.0)
+                        capacity_factor=0.0, threshold=0.0,
+                        selection="token_choice", capacity=0)
 EXPERT_DEFAULTS = dict(limit=0.0, alpha=1.0, beta=0.0)
 
 
@@ -41,8 +43,39 @@ def _topk_indices(values, k, eligible=None):
     return order[:k]
 
 
+def route_expert_choice(logits, routing, selection_bias=None):
+    """Expert choice (Zhou et al. 2022): expert e takes the C tokens with the
+    best selection scores in its column; slot e of a token is e or -1."""
+    r = dict(ROUTING_DEFAULTS, **routing)
+    z = np.asarray(logits, dtype=np.float64)
+    T, E = z.shape
+    if r["scoring"] == "softmax":
+        scores = _softmax(z / r["temperature"])
+    elif r["scoring"] == "sigmoid":
+        scores = _sigmoid(z)
+    else:
+        raise ValueError(r["scoring"])
+    choice = scores
+    if selection_bias is not None:
+        choice = scores + np.asarray(selection_bias, np.float64)
+    if r["capacity"] > 0:
+        capacity = r["capacity"]
+    else:
+        capacity = math.ceil(r["capacity_factor"] * T / E)
+    capacity = min(capacity, T)
+    ids = np.full((T, E), -1, dtype=np.int64)
+    weights = np.zeros((T, E))
+    for e in range(E):
+        for t in _topk_indices(choice[:, e], capacity):
+            ids[t, e] = e
+            weights[t, e] = scores[t, e] * r["scale"]
+    return ids, weights
+
+
 def route(logits, routing, selection_bias=None):
     r = dict(ROUTING_DEFAULTS, **routing)
+    if r["selection"] == "expert_choice":
+        return route_expert_choice(logits, routing, selection_bias)
     z = np.asarray(logits, dtype=np.float64)
     T, E = z.shape
     k = r["k"]
@@ -149,7 +182,10 @@ def layer(x, router, routing, expert, gate, up, down, gate_bias=None, up_bias=No
     x = np.asarray(x, np.float64)
     E = router.shape[1]
     ids, weights = route(x @ np.asarray(router, np.float64), routing, selection_bias)
-    kept = kept_assignments(ids, E, dict(ROUTING_DEFAULTS, **routing)["capacity_factor"])
+    r = dict(ROUTING_DEFAULTS, **routing)
+    # Expert choice keeps C tokens per expert in the routing itself.
+    capacity_factor = 0.0 if r["selection"] == "expert_choice" else r["capacity_factor"]
+    kept = kept_assignments(ids, E, capacity_factor)
     out = np.zeros_like(x)
     pick = lambda a, e: None if a is None else a[e]
     for e in range(E):

@@ -878,3 +878,113 @@ func.func @combine_addend(%r: tensor<8x64xf32>, %p: tensor<4x2xi32>, %w: tensor<
       : (tensor<8x64xf32>, tensor<4x2xi32>, tensor<4x2xf32>) -> tensor<4x64xf32>
   return
 }
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// Expert-choice routing
+//===----------------------------------------------------------------------===//
+
+// expected-error @+1 {{routing capacity must be non-negative, got -1}}
+func.func private @f() attributes {r = #moe.routing<k = 4, selection = expert_choice, capacity = -1>}
+
+// -----
+
+// expected-error @+1 {{routing capacity applies to expert_choice only}}
+func.func private @f() attributes {r = #moe.routing<k = 2, capacity = 3>}
+
+// -----
+
+// expected-error @+1 {{expert_choice routing needs softmax or sigmoid scoring}}
+func.func private @f() attributes {r = #moe.routing<k = 4, scoring = topk_softmax, selection = expert_choice, capacity = 2>}
+
+// -----
+
+// expected-error @+1 {{expert_choice routing takes no renormalize, threshold or group limit}}
+func.func private @f() attributes {r = #moe.routing<k = 4, renormalize = true, selection = expert_choice, capacity = 2>}
+
+// -----
+
+// expected-error @+1 {{expert_choice routing takes no renormalize, threshold or group limit}}
+func.func private @f() attributes {r = #moe.routing<k = 4, n_group = 2, topk_group = 1, selection = expert_choice, capacity = 2>}
+
+// -----
+
+// expected-error @+1 {{expert_choice routing needs a capacity or a capacity_factor}}
+func.func private @f() attributes {r = #moe.routing<k = 4, selection = expert_choice>}
+
+// -----
+
+func.func @expert_choice_k(%l: tensor<4x8xf32>) {
+  // expected-error @+1 {{'moe.route' op expert_choice routing has one slot per expert: k = 2 must equal the 8 experts}}
+  %i, %w = moe.route %l {routing = #moe.routing<k = 2, selection = expert_choice, capacity = 2>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @expert_choice_gate(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>) {
+  // expected-error @+1 {{'moe.gate' op cannot route by expert_choice: each expert's choice needs the logits of all tokens; use moe.route}}
+  %i, %w = moe.gate %x, %r {routing = #moe.routing<k = 8, selection = expert_choice, capacity = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x8xi32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.hash_route
+//===----------------------------------------------------------------------===//
+
+func.func @hash_ids_rank(%t: tensor<4x1xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op token ids must have rank 1, got 'tensor<4x1xi32>'}}
+  %i, %w = moe.hash_route %t {num_experts = 8}
+      : tensor<4x1xi32> -> tensor<4x1xi32>, tensor<4x1xf32>
+  return
+}
+
+// -----
+
+func.func @hash_table_rank(%t: tensor<4xi32>, %table: tensor<10x2xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op table must have rank 1, got 'tensor<10x2xi32>'}}
+  %i, %w = moe.hash_route %t table(%table : tensor<10x2xi32>) {num_experts = 8}
+      : tensor<4xi32> -> tensor<4x1xi32>, tensor<4x1xf32>
+  return
+}
+
+// -----
+
+func.func @hash_table_empty(%t: tensor<4xi32>, %table: tensor<0xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op table must not be empty}}
+  %i, %w = moe.hash_route %t table(%table : tensor<0xi32>) {num_experts = 8}
+      : tensor<4xi32> -> tensor<4x1xi32>, tensor<4x1xf32>
+  return
+}
+
+// -----
+
+func.func @hash_ids_shape(%t: tensor<4xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op expert ids must have shape [4, 1], got 'tensor<4x2xi32>'}}
+  %i, %w = moe.hash_route %t {num_experts = 8}
+      : tensor<4xi32> -> tensor<4x2xi32>, tensor<4x1xf32>
+  return
+}
+
+// -----
+
+func.func @hash_weights_shape(%t: tensor<?xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op weights must have shape [?, 1], got 'tensor<?x2xf32>'}}
+  %i, %w = moe.hash_route %t {num_experts = 8}
+      : tensor<?xi32> -> tensor<?x1xi32>, tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @hash_num_experts(%t: tensor<4xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op attribute 'num_experts' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
+  %i, %w = moe.hash_route %t {num_experts = 0}
+      : tensor<4xi32> -> tensor<4x1xi32>, tensor<4x1xf32>
+  return
+}

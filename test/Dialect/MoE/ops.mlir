@@ -131,3 +131,26 @@ func.func @gate_and_generic_experts(%x: tensor<3x16xf32>, %router: tensor<16x4xf
       : (tensor<3x16xf32>, tensor<3x1xi64>, tensor<3x1xf32>) -> tensor<3x16xf32>
   return %out : tensor<3x16xf32>
 }
+
+// CHECK-LABEL: func @expert_choice
+// CHECK: moe.route %{{.*}} {routing = #moe.routing<k = 8, capacity_factor = 2.000000e+00, selection = expert_choice>} : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+// CHECK: moe.route %{{.*}} {routing = #moe.routing<k = 8, scoring = sigmoid, selection = expert_choice, capacity = 3>} : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+func.func @expert_choice(%l: tensor<?x8xf32>) -> (tensor<?x8xi32>, tensor<?x8xf32>) {
+  %i0, %w0 = moe.route %l {routing = #moe.routing<k = 8, selection = expert_choice, capacity_factor = 2.0>}
+      : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+  %i1, %w1 = moe.route %l {routing = #moe.routing<k = 8, scoring = sigmoid, selection = expert_choice, capacity = 3>}
+      : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+  return %i1, %w0 : tensor<?x8xi32>, tensor<?x8xf32>
+}
+
+// CHECK-LABEL: func @hash_route
+// CHECK: moe.hash_route %{{.*}} table(%{{.*}} : tensor<100xi32>) {num_experts = 4 : i64} : tensor<?xi32> -> tensor<?x1xi32>, tensor<?x1xf32>
+// CHECK: moe.hash_route %{{.*}} {num_experts = 4 : i64} : tensor<?xi64> -> tensor<?x1xi64>, tensor<?x1xf64>
+func.func @hash_route(%t: tensor<?xi32>, %t64: tensor<?xi64>, %table: tensor<100xi32>)
+    -> (tensor<?x1xi32>, tensor<?x1xf64>) {
+  %i0, %w0 = moe.hash_route %t table(%table : tensor<100xi32>) {num_experts = 4}
+      : tensor<?xi32> -> tensor<?x1xi32>, tensor<?x1xf32>
+  %i1, %w1 = moe.hash_route %t64 {num_experts = 4}
+      : tensor<?xi64> -> tensor<?x1xi64>, tensor<?x1xf64>
+  return %i0, %w1 : tensor<?x1xi32>, tensor<?x1xf64>
+}

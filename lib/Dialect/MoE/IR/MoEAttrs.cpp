@@ -34,7 +34,8 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                   bool renormalize, APFloat temperatureAttr,
                                   APFloat scaleAttr, int64_t nGroup,
                                   int64_t topkGroup, APFloat capacityFactorAttr,
-                                  APFloat thresholdAttr) {
+                                  APFloat thresholdAttr,
+                                  SelectionMode selection, int64_t capacity) {
   double temperature = temperatureAttr.convertToDouble();
   double scale = scaleAttr.convertToDouble();
   double capacityFactor = capacityFactorAttr.convertToDouble();
@@ -65,12 +66,33 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                        << threshold;
   if (threshold > 0.0 && scoring != ScoringFunc::Softmax)
     return emitError() << "routing threshold (top-p) needs softmax scoring";
+  if (capacity < 0)
+    return emitError() << "routing capacity must be non-negative, got "
+                       << capacity;
+  if (selection != SelectionMode::ExpertChoice) {
+    if (capacity != 0)
+      return emitError() << "routing capacity applies to expert_choice only";
+    return success();
+  }
+  if (scoring == ScoringFunc::TopkSoftmax)
+    return emitError() << "expert_choice routing needs softmax or sigmoid "
+                          "scoring";
+  if (renormalize || threshold > 0.0 || nGroup > 0)
+    return emitError() << "expert_choice routing takes no renormalize, "
+                          "threshold or group limit";
+  if (capacity == 0 && capacityFactor == 0.0)
+    return emitError() << "expert_choice routing needs a capacity or a "
+                          "capacity_factor";
   return success();
 }
 
 LogicalResult
 RoutingAttr::verifyForNumExperts(function_ref<InFlightDiagnostic()> emitError,
                                  int64_t numExperts) const {
+  if (isExpertChoice() && getK() != numExperts)
+    return emitError() << "expert_choice routing has one slot per expert: k = "
+                       << getK() << " must equal the " << numExperts
+                       << " experts";
   if (getK() > numExperts)
     return emitError() << "routing k = " << getK() << " exceeds the "
                        << numExperts << " experts";

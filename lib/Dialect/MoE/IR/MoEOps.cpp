@@ -232,7 +232,8 @@ static RoutingAttr simplifyRouting(RoutingAttr routing, int64_t numExperts) {
   return RoutingAttr::get(
       routing.getContext(), routing.getK(), routing.getScoring(), renormalize,
       routing.getTemperature(), routing.getScale(), nGroup, topkGroup,
-      routing.getCapacityFactor(), routing.getThreshold());
+      routing.getCapacityFactor(), routing.getThreshold(),
+      routing.getSelection(), routing.getCapacity());
 }
 
 /// Whether a selection bias cannot change the choice: a splat constant adds
@@ -360,6 +361,9 @@ LogicalResult GateOp::verify() {
   Type elementType = tensorType(getInput()).getElementType();
   if (failed(checkElementType(op, getRouter(), "router", elementType)))
     return failure();
+  if (getRouting().isExpertChoice())
+    return emitOpError("cannot route by expert_choice: each expert's choice "
+                       "needs the logits of all tokens; use moe.route");
   return verifyRoutingResults(
       op, getRouting(), *numExperts, tensorType(getInput()).getDimSize(0),
       getExpertIds(), getWeights(), getSelectionBias(), elementType);
@@ -420,7 +424,8 @@ struct DispatchAllExperts : public OpRewritePattern<DispatchOp> {
       routing = gate.getRouting();
     if (!routing)
       return rewriter.notifyMatchFailure(op, "expert ids of unknown origin");
-    if (routing.getK() != op.getNumExperts() || routing.hasDynamicK())
+    if (routing.getK() != op.getNumExperts() || routing.hasDynamicK() ||
+        routing.isExpertChoice())
       return rewriter.notifyMatchFailure(op,
                                          "tokens do not choose all experts");
     if (op.getBlockSize() != 1 || !op.getCapacityFactor().isZero())
@@ -620,6 +625,27 @@ LogicalResult CombineOp::verify() {
     return emitOpError() << "addend type " << getAddend().getType()
                          << " must match result type " << getResult().getType();
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// HashRouteOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult HashRouteOp::verify() {
+  auto idsType = tensorType(getTokenIds());
+  if (idsType.getRank() != 1)
+    return emitOpError() << "token ids must have rank 1, got " << idsType;
+  if (getTable()) {
+    auto tableType = tensorType(getTable());
+    if (tableType.getRank() != 1)
+      return emitOpError() << "table must have rank 1, got " << tableType;
+    if (tableType.getDimSize(0) == 0)
+      return emitOpError("table must not be empty");
+  }
+  int64_t tokens = idsType.getDimSize(0);
+  return failure(
+      failed(checkShape(*this, getExpertIds(), "expert ids", {tokens, 1})) ||
+      failed(checkShape(*this, getWeights(), "weights", {tokens, 1})));
 }
 
 #define GET_OP_CLASSES

@@ -36,6 +36,9 @@ struct FuseRouterMatmul : public OpRewritePattern<RouteOp> {
 
   LogicalResult matchAndRewrite(RouteOp op,
                                 PatternRewriter &rewriter) const override {
+    if (op.getRouting().isExpertChoice())
+      return rewriter.notifyMatchFailure(
+          op, "expert choice needs the logits of all tokens");
     auto matmul = op.getLogits().getDefiningOp<linalg::MatmulOp>();
     if (!matmul)
       return rewriter.notifyMatchFailure(op, "logits are not a linalg.matmul");

@@ -437,4 +437,39 @@ def MoE_CombineOp : MoE_Op<"combine", [Pure]> {
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Hash routing
+//===----------------------------------------------------------------------===//
+
+def MoE_HashRouteOp : MoE_Op<"hash_route", [Pure]> {
+  let summary = "token ids to experts through a fixed hash (hash layers)";
+  let description = [{
+    Hash routing (Roller et al. 2021): each token goes to one expert picked
+    from its token id, with weight 1, and no router is learned. With `table
+    [V]`, token `t` goes to expert `table[token_ids[t]]`; without it, to
+    `((id * 2654435761) mod 2^32) mod E` (Knuth's multiplicative hash) for
+    `E = num_experts`. A negative id, an id past the table or a table entry
+    outside `[0, E)` gives expert id -1 and weight 0: the token is routed
+    nowhere. The results `[T, 1]` feed `moe.dispatch` and `moe.combine`
+    like those of `moe.route`.
+
+    Example:
+    ```mlir
+    %ids, %w = moe.hash_route %token_ids table(%table : tensor<32000xi32>)
+        {num_experts = 8} : tensor<?xi32> -> tensor<?x1xi32>, tensor<?x1xf32>
+    ```
+  }];
+  let arguments = (ins
+    MoE_IndexTensor:$token_ids,
+    Optional<MoE_IndexTensor>:$table,
+    ConfinedAttr<I64Attr, [IntPositive]>:$num_experts
+  );
+  let results = (outs MoE_IndexTensor:$expert_ids, MoE_FloatTensor:$weights);
+  let assemblyFormat = [{
+    $token_ids (`table` `(` $table^ `:` type($table) `)`)?
+    attr-dict `:` type($token_ids) `->` type($expert_ids) `,` type($weights)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // MOE_DIALECT_MOE_IR_MOEOPS_TD
