@@ -389,6 +389,14 @@ static std::string unsupportedReason(Operation *op) {
     }
   }
   if (auto route = dyn_cast<RouteOp>(op);
+      route && (route.getTokenGroups() || route.getResidual()))
+    return "with token_groups or a gating residual is not lowered by "
+           "convert-moe-to-gpu yet";
+  if (auto gate = dyn_cast<GateOp>(op);
+      gate && (gate.getTokenGroups() || gate.getResidual()))
+    return "with token_groups or a gating residual is not lowered by "
+           "convert-moe-to-gpu yet";
+  if (auto route = dyn_cast<RouteOp>(op);
       route && route.getRouting().isExpertChoice())
     return "with expert_choice routing is not lowered by convert-moe-to-gpu "
            "yet";

@@ -211,6 +211,10 @@ struct RoutingBuilder {
   RoutingAttr routing;
   Value selectionBias;
   Type idType;
+  /// The group of each token `[b]` (expert_groups), or null.
+  Value tokenGroups = {};
+  /// The gating residual `[b, E]` added to the logits, or null.
+  Value residual = {};
 
   /// Returns the ids `[b, k]` and weights `[b, k]` of the tokens whose logits
   /// are `logits [b, E]`.
@@ -223,6 +227,7 @@ struct RoutingBuilder {
 
 private:
   Value groupMask(OpBuilder &b, Location loc, Value selection) const;
+  Value addResidual(OpBuilder &b, Location loc, Value logits) const;
 };
 } // namespace
 
@@ -328,8 +333,24 @@ Value RoutingBuilder::groupMask(OpBuilder &b, Location loc,
       });
 }
 
+/// `logits + residual` (a gating residual), or the logits without one.
+Value RoutingBuilder::addResidual(OpBuilder &b, Location loc,
+                                  Value logits) const {
+  if (!residual)
+    return logits;
+  MLIRContext *ctx = b.getContext();
+  return elementwise2d(
+      b, loc, {logits, residual}, {id2(ctx), id2(ctx)},
+      tensor::getMixedSizes(b, loc, logits),
+      tensorType(logits).getElementType(),
+      [](OpBuilder &nb, Location nloc, ValueRange args) {
+        return arith::AddFOp::create(nb, nloc, args[0], args[1]).getResult();
+      });
+}
+
 std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
                                               Value logits) const {
+  logits = addResidual(b, loc, logits);
   MLIRContext *ctx = b.getContext();
   auto type = tensorType(logits);
   Type elementType = type.getElementType();
@@ -376,6 +397,17 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
   Value cE = indexConst(b, loc, numExperts), cK = indexConst(b, loc, k);
   double threshold = routing.getThreshold().convertToDouble();
   bool dynamicK = routing.hasDynamicK();
+  // Expert groups: the first expert of each group, and one past the last.
+  Value groupStarts;
+  int64_t numGroups = routing.getExpertGroups().size();
+  if (tokenGroups) {
+    SmallVector<int64_t> starts = {0};
+    for (int64_t size : routing.getExpertGroups())
+      starts.push_back(starts.back() + size);
+    auto startsType = RankedTensorType::get({numGroups + 1}, b.getIndexType());
+    groupStarts = arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(startsType, ArrayRef<int64_t>(starts)));
+  }
   auto tokenLoop = scf::ForOp::create(
       b, loc, c0, numRows, c1, ValueRange{ids, weights},
       [&](OpBuilder &b, Location loc, Value r, ValueRange tokenArgs) {
@@ -386,6 +418,21 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
         Value zero = floatConst(b, loc, elementType, 0.0);
         Value noExpert = indexConst(b, loc, -1);
         Value notDone = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
+        // The token's group [lo, hi), and whether its group id is valid.
+        Value groupValid, lo, hi;
+        if (tokenGroups) {
+          Value g = extractIndex(b, loc, tokenGroups, r);
+          groupValid = arith::AndIOp::create(
+              b, loc,
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, g, c0),
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, g,
+                                    indexConst(b, loc, numGroups)));
+          g = arith::SelectOp::create(b, loc, groupValid, g, c0);
+          lo = tensor::ExtractOp::create(b, loc, groupStarts, g);
+          hi = tensor::ExtractOp::create(
+              b, loc, groupStarts,
+              arith::AddIOp::create(b, loc, g, c1).getResult());
+        }
         auto slotLoop = scf::ForOp::create(
             b, loc, c0, cK, c1,
             ValueRange{tokenArgs[0], tokenArgs[1], inf, noExpert, zero,
@@ -406,6 +453,15 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
                     Value eligible = arith::OrIOp::create(
                         b, loc, below,
                         arith::AndIOp::create(b, loc, tied, after));
+                    if (tokenGroups)
+                      eligible = arith::AndIOp::create(
+                          b, loc, eligible,
+                          arith::AndIOp::create(
+                              b, loc,
+                              arith::CmpIOp::create(
+                                  b, loc, arith::CmpIPredicate::sge, e, lo),
+                              arith::CmpIOp::create(
+                                  b, loc, arith::CmpIPredicate::slt, e, hi)));
                     Value none =
                         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
                                               best[1], indexConst(b, loc, 0));
@@ -433,6 +489,10 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
                     b, loc, arith::CmpFPredicate::OGE, cum,
                     floatConst(b, loc, elementType, threshold));
               }
+              if (tokenGroups) {
+                id = arith::SelectOp::create(b, loc, groupValid, id, noExpert);
+                w = arith::SelectOp::create(b, loc, groupValid, w, zero);
+              }
               Value newIds = insertIndex(b, loc, id, args[0], {r, j});
               Value newWeights =
                   tensor::InsertOp::create(b, loc, w, args[1], {r, j});
@@ -451,6 +511,21 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
     weights = softmaxRows(b, loc, weights, temperature);
   else if (routing.getRenormalize())
     weights = normalizeRows(b, loc, weights);
+  // A token routed nowhere (group id out of range) keeps weights of 0 through
+  // the renormalization or the softmax over its slots.
+  if (tokenGroups)
+    weights = elementwise2d(
+        b, loc, {ids, weights}, {id2(ctx), id2(ctx)},
+        tensor::getMixedSizes(b, loc, weights), elementType,
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          Value none =
+              arith::CmpIOp::create(nb, nloc, arith::CmpIPredicate::slt,
+                                    args[0], intConst(nb, nloc, idType, 0));
+          return arith::SelectOp::create(nb, nloc, none,
+                                         floatConst(nb, nloc, elementType, 0.0),
+                                         args[1])
+              .getResult();
+        });
   double scale = routing.getScale().convertToDouble();
   if (scale != 1.0)
     weights = elementwise2d(
@@ -470,6 +545,7 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
 std::pair<Value, Value> RoutingBuilder::buildExpertChoice(OpBuilder &b,
                                                           Location loc,
                                                           Value logits) const {
+  logits = addResidual(b, loc, logits);
   MLIRContext *ctx = b.getContext();
   auto type = tensorType(logits);
   Type elementType = type.getElementType();
@@ -581,7 +657,8 @@ struct RouteOpLowering : public OpConversionPattern<RouteOp> {
   matchAndRewrite(RouteOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     RoutingBuilder builder{op.getRouting(), adaptor.getSelectionBias(),
-                           op.getExpertIds().getType().getElementType()};
+                           op.getExpertIds().getType().getElementType(),
+                           adaptor.getTokenGroups(), adaptor.getResidual()};
     auto [ids, weights] =
         op.getRouting().isExpertChoice()
             ? builder.buildExpertChoice(rewriter, op.getLoc(),
@@ -643,7 +720,15 @@ struct GateOpLowering : public OpConversionPattern<GateOp> {
           Value init = filledTensor(b, loc, {rows, b.getIndexAttr(numExperts)},
                                     floatConst(b, loc, elementType, 0.0));
           Value logits = matmul(b, loc, x, router, init);
-          auto [blockIds, blockWeights] = builder.build(b, loc, logits);
+          RoutingBuilder blockBuilder = builder;
+          if (Value groups = adaptor.getTokenGroups())
+            blockBuilder.tokenGroups = tensor::ExtractSliceOp::create(
+                b, loc, groups, OpFoldResult(t0), OpFoldResult(rows), oneAttr);
+          if (Value residual = adaptor.getResidual())
+            blockBuilder.residual = tensor::ExtractSliceOp::create(
+                b, loc, residual, {t0, zeroAttr},
+                {rows, b.getIndexAttr(numExperts)}, {oneAttr, oneAttr});
+          auto [blockIds, blockWeights] = blockBuilder.build(b, loc, logits);
           SmallVector<OpFoldResult> offsets = {t0, zeroAttr};
           SmallVector<OpFoldResult> sizes = {rows, b.getIndexAttr(k)};
           SmallVector<OpFoldResult> strides = {oneAttr, oneAttr};

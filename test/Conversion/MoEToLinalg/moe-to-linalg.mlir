@@ -128,3 +128,47 @@ func.func @hash_function(%t: tensor<?xi64>) -> (tensor<?x1xi64>, tensor<?x1xf64>
       : tensor<?xi64> -> tensor<?x1xi64>, tensor<?x1xf64>
   return %ids, %w : tensor<?x1xi64>, tensor<?x1xf64>
 }
+
+// -----
+
+// Per token block: the slices of the token groups and of the residual; the
+// residual is added to the block's logits, and each token's argmax runs over
+// the experts of its group [starts[g], starts[g + 1]).
+// CHECK-LABEL: func.func @gate_groups_residual
+// CHECK-SAME: (%[[X:.*]]: tensor<?x16xf32>, %[[R:.*]]: tensor<16x6xf32>, %[[G:.*]]: tensor<?xi32>, %[[P:.*]]: tensor<?x6xf32>)
+// CHECK: scf.for %[[T0:.*]] = {{.*}} step %{{.*}} iter_args
+// CHECK: %[[L:.*]] = linalg.matmul
+// CHECK: %[[GS:.*]] = tensor.extract_slice %[[G]][%[[T0]]]
+// CHECK: %[[PS:.*]] = tensor.extract_slice %[[P]][%[[T0]], 0]
+// CHECK: linalg.generic {{.*}} ins(%[[L]], %[[PS]] :
+// CHECK: arith.addf
+// CHECK: %[[STARTS:.*]] = arith.constant dense<[0, 2, 6]> : tensor<3xindex>
+// CHECK: scf.for
+// CHECK: tensor.extract %[[GS]]
+// CHECK: %[[LO:.*]] = tensor.extract %[[STARTS]]
+// CHECK: %[[HI:.*]] = tensor.extract %[[STARTS]]
+// CHECK: scf.for
+// CHECK: scf.for %[[E:[a-z0-9_]+]] =
+// CHECK: arith.cmpi sge, %[[E]], %[[LO]]
+// CHECK: arith.cmpi slt, %[[E]], %[[HI]]
+func.func @gate_groups_residual(%x: tensor<?x16xf32>, %r: tensor<16x6xf32>, %g: tensor<?xi32>,
+                                %p: tensor<?x6xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %ids, %w = moe.gate %x, %r token_groups(%g : tensor<?xi32>) residual(%p : tensor<?x6xf32>)
+      {routing = #moe.routing<k = 2, renormalize = true, expert_groups = [2, 4]>}
+      : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
+// The residual also feeds expert choice.
+// CHECK-LABEL: func.func @expert_choice_residual
+// CHECK-SAME: (%[[L:.*]]: tensor<?x4xf32>, %[[P:.*]]: tensor<?x4xf32>)
+// CHECK: linalg.generic {{.*}} ins(%[[L]], %[[P]] :
+// CHECK: arith.addf
+// CHECK: math.exp
+func.func @expert_choice_residual(%l: tensor<?x4xf32>, %p: tensor<?x4xf32>) -> tensor<?x4xf32> {
+  %ids, %w = moe.route %l residual(%p : tensor<?x4xf32>) {routing = #moe.routing<k = 4, selection = expert_choice, capacity = 1>}
+      : tensor<?x4xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
+  return %w : tensor<?x4xf32>
+}

@@ -988,3 +988,102 @@ func.func @hash_num_experts(%t: tensor<4xi32>) {
       : tensor<4xi32> -> tensor<4x1xi32>, tensor<4x1xf32>
   return
 }
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// Expert groups (modality-restricted routing) and gating residuals
+//===----------------------------------------------------------------------===//
+
+// expected-error @+1 {{routing expert_groups sizes must be positive}}
+func.func private @f() attributes {r = #moe.routing<k = 1, expert_groups = [4, 0]>}
+
+// -----
+
+// expected-error @+1 {{routing expert_groups cannot be combined with n_group or expert_choice}}
+func.func private @f() attributes {r = #moe.routing<k = 1, n_group = 2, topk_group = 1, expert_groups = [4, 4]>}
+
+// -----
+
+// expected-error @+1 {{routing expert_groups cannot be combined with n_group or expert_choice}}
+func.func private @f() attributes {r = #moe.routing<k = 8, selection = expert_choice, capacity = 2, expert_groups = [4, 4]>}
+
+// -----
+
+// expected-error @+2 {{expected integer value}}
+// expected-error @+1 {{failed to parse MoE_RoutingAttr parameter 'expert_groups' which is to be a `::llvm::ArrayRef<int64_t>`}}
+func.func private @f() attributes {r = #moe.routing<k = 1, expert_groups = [4, x]>}
+
+// -----
+
+func.func @groups_sum(%l: tensor<4x8xf32>, %g: tensor<4xi32>) {
+  // expected-error @+1 {{'moe.route' op routing expert_groups sum to 7, not the 8 experts}}
+  %i, %w = moe.route %l token_groups(%g : tensor<4xi32>) {routing = #moe.routing<k = 2, expert_groups = [4, 3]>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @groups_k(%l: tensor<4x8xf32>, %g: tensor<4xi32>) {
+  // expected-error @+1 {{'moe.route' op routing k = 3 exceeds the 2 experts of the smallest group}}
+  %i, %w = moe.route %l token_groups(%g : tensor<4xi32>) {routing = #moe.routing<k = 3, expert_groups = [6, 2]>}
+      : tensor<4x8xf32> -> tensor<4x3xi32>, tensor<4x3xf32>
+  return
+}
+
+// -----
+
+func.func @groups_missing(%l: tensor<4x8xf32>) {
+  // expected-error @+1 {{'moe.route' op routing expert_groups needs token_groups}}
+  %i, %w = moe.route %l {routing = #moe.routing<k = 2, expert_groups = [4, 4]>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @groups_unexpected(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %g: tensor<4xi32>) {
+  // expected-error @+1 {{'moe.gate' op token_groups need routing expert_groups}}
+  %i, %w = moe.gate %x, %r token_groups(%g : tensor<4xi32>) {routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @groups_shape(%l: tensor<4x8xf32>, %g: tensor<5xi32>) {
+  // expected-error @+1 {{'moe.route' op token groups must have shape [4], got 'tensor<5xi32>'}}
+  %i, %w = moe.route %l token_groups(%g : tensor<5xi32>) {routing = #moe.routing<k = 2, expert_groups = [4, 4]>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @groups_layer(%x: tensor<?x64xf32>, %router: tensor<64x8xf32>,
+                        %wu: tensor<8x64x128xf32>, %wd: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op takes no token groups for routing expert_groups; use moe.route}}
+  %y = moe.layer %x, %router up(%wu : tensor<8x64x128xf32>) down(%wd : tensor<8x128x64xf32>)
+         {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2, expert_groups = [4, 4]>}
+         : (tensor<?x64xf32>, tensor<64x8xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @residual_shape(%l: tensor<4x8xf32>, %p: tensor<4x6xf32>) {
+  // expected-error @+1 {{'moe.route' op residual must have shape [4, 8], got 'tensor<4x6xf32>'}}
+  %i, %w = moe.route %l residual(%p : tensor<4x6xf32>) {routing = #moe.routing<k = 2>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @residual_type(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %p: tensor<4x8xf16>) {
+  // expected-error @+1 {{'moe.gate' op residual must have element type 'f32', got 'f16'}}
+  %i, %w = moe.gate %x, %r residual(%p : tensor<4x8xf16>) {routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}

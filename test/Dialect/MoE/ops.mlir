@@ -154,3 +154,22 @@ func.func @hash_route(%t: tensor<?xi32>, %t64: tensor<?xi64>, %table: tensor<100
       : tensor<?xi64> -> tensor<?x1xi64>, tensor<?x1xf64>
   return %i0, %w1 : tensor<?x1xi32>, tensor<?x1xf64>
 }
+
+// CHECK-LABEL: func @groups_and_residual
+// CHECK: moe.route %{{.*}} token_groups(%{{.*}} : tensor<?xi32>) residual(%{{.*}} : tensor<?x6xf32>) {routing = #moe.routing<k = 2, renormalize = true, expert_groups = [4, 2]>} : tensor<?x6xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+// CHECK: moe.gate %{{.*}}, %{{.*}} token_groups(%{{.*}} : tensor<?xi64>) {routing = #moe.routing<k = 1, expert_groups = [3, 3]>} : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x1xi32>, tensor<?x1xf32>
+// CHECK: moe.gate %{{.*}}, %{{.*}} residual(%{{.*}} : tensor<?x6xf32>) {routing = #moe.routing<k = 2>} : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+func.func @groups_and_residual(%l: tensor<?x6xf32>, %g: tensor<?xi32>, %g64: tensor<?xi64>,
+    %prev: tensor<?x6xf32>, %x: tensor<?x16xf32>, %router: tensor<16x6xf32>)
+    -> (tensor<?x2xf32>, tensor<?x1xf32>, tensor<?x2xf32>) {
+  %i0, %w0 = moe.route %l token_groups(%g : tensor<?xi32>) residual(%prev : tensor<?x6xf32>)
+      {routing = #moe.routing<k = 2, renormalize = true, expert_groups = [4, 2]>}
+      : tensor<?x6xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  %i1, %w1 = moe.gate %x, %router token_groups(%g64 : tensor<?xi64>)
+      {routing = #moe.routing<k = 1, expert_groups = [3, 3]>}
+      : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x1xi32>, tensor<?x1xf32>
+  %i2, %w2 = moe.gate %x, %router residual(%prev : tensor<?x6xf32>)
+      {routing = #moe.routing<k = 2>}
+      : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %w0, %w1, %w2 : tensor<?x2xf32>, tensor<?x1xf32>, tensor<?x2xf32>
+}

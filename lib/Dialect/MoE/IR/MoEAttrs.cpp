@@ -35,7 +35,8 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                   APFloat scaleAttr, int64_t nGroup,
                                   int64_t topkGroup, APFloat capacityFactorAttr,
                                   APFloat thresholdAttr,
-                                  SelectionMode selection, int64_t capacity) {
+                                  SelectionMode selection, int64_t capacity,
+                                  ArrayRef<int64_t> expertGroups) {
   double temperature = temperatureAttr.convertToDouble();
   double scale = scaleAttr.convertToDouble();
   double capacityFactor = capacityFactorAttr.convertToDouble();
@@ -69,6 +70,12 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (capacity < 0)
     return emitError() << "routing capacity must be non-negative, got "
                        << capacity;
+  if (llvm::any_of(expertGroups, [](int64_t size) { return size < 1; }))
+    return emitError() << "routing expert_groups sizes must be positive";
+  if (!expertGroups.empty() &&
+      (nGroup > 0 || selection == SelectionMode::ExpertChoice))
+    return emitError() << "routing expert_groups cannot be combined with "
+                          "n_group or expert_choice";
   if (selection != SelectionMode::ExpertChoice) {
     if (capacity != 0)
       return emitError() << "routing capacity applies to expert_choice only";
@@ -96,6 +103,19 @@ RoutingAttr::verifyForNumExperts(function_ref<InFlightDiagnostic()> emitError,
   if (getK() > numExperts)
     return emitError() << "routing k = " << getK() << " exceeds the "
                        << numExperts << " experts";
+  if (hasExpertGroups()) {
+    int64_t total = 0, smallest = numExperts;
+    for (int64_t size : getExpertGroups()) {
+      total += size;
+      smallest = std::min(smallest, size);
+    }
+    if (total != numExperts)
+      return emitError() << "routing expert_groups sum to " << total
+                         << ", not the " << numExperts << " experts";
+    if (getK() > smallest)
+      return emitError() << "routing k = " << getK() << " exceeds the "
+                         << smallest << " experts of the smallest group";
+  }
   if (!isGroupLimited())
     return success();
   if (numExperts % getNGroup() != 0)

@@ -66,9 +66,9 @@ struct ExpandLayer : public OpRewritePattern<LayerOp> {
     auto pairType = [&](Type elt) {
       return RankedTensorType::get({tokens, k}, elt);
     };
-    auto route = RouteOp::create(rewriter, loc, pairType(indexType),
-                                 pairType(elementType), logits,
-                                 op.getSelectionBias(), routing);
+    auto route = RouteOp::create(
+        rewriter, loc, pairType(indexType), pairType(elementType), logits,
+        op.getSelectionBias(), Value(), Value(), routing);
 
     // Dispatch. Capacity is carried out by the dispatch, except with expert
     // choice, where the routing already keeps C tokens per expert.

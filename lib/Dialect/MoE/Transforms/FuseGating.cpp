@@ -58,7 +58,8 @@ struct FuseRouterMatmul : public OpRewritePattern<RouteOp> {
       return rewriter.notifyMatchFailure(op, "matmul mixes element types");
     rewriter.replaceOpWithNewOp<GateOp>(
         op, op.getExpertIds().getType(), op.getWeights().getType(), input,
-        router, op.getSelectionBias(), op.getRouting());
+        router, op.getSelectionBias(), op.getTokenGroups(), op.getResidual(),
+        op.getRouting());
     return success();
   }
 };

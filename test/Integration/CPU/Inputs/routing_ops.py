@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Routing variants written with the expanded ops, with float64 references:
-hash routing through a table or the built-in hash (moe.hash_route).
+hash routing through a table or the built-in hash (moe.hash_route),
+modality-restricted routing (expert_groups with token_groups, through
+moe.route and moe.gate), and gating residuals threaded through a stack of
+three layers.
 
-    routing_ops.py gen DIR {hash-table|hash-function} [--tokens T] [--seed S]
+    routing_ops.py gen DIR CASE [--tokens T] [--seed S]   (CASE: see CASES)
     routing_ops.py check DIR
 
 `gen` writes DIR/model.mlir, DIR/in*.npy (float inputs as float32, token ids
@@ -33,20 +36,30 @@ def t(shape, elt="f32"):
     return "tensor<%sx%s>" % ("x".join(str(d) for d in shape), elt)
 
 
-def experts_and_combine(E, ids, w, k):
-    """moe.dispatch, moe.experts and moe.combine over `%{ids}` / `%{w}` [T, k]."""
-    return f"""  %tok, %off, %pos = moe.dispatch %{ids} {{num_experts = {E}}}
+def experts_and_combine(E, ids, w, k, x="x", g="g", u="u", d="d", n=""):
+    """moe.dispatch, moe.experts and moe.combine of `%{x}` over `%{ids}` /
+    `%{w}` [T, k]; the result is `%y{n}` (SSA names get the suffix n)."""
+    return f"""  %tok{n}, %off{n}, %pos{n} = moe.dispatch %{ids} {{num_experts = {E}}}
       : tensor<?x{k}xi32> -> tensor<?xi32>, tensor<{E + 1}xi32>, tensor<?x{k}xi32>
-  %c0 = arith.constant 0 : index
-  %T = tensor.dim %x, %c0 : {t(('?', H))}
-  %ck = arith.constant {k} : index
-  %R = arith.muli %T, %ck : index
-  %dest = tensor.empty(%R) : {t(('?', H))}
-  %rows = moe.experts %x, %tok, %off into %dest gate(%g : {t((E, H, F))}) up(%u : {t((E, H, F))})
-      down(%d : {t((E, F, H))}) {{expert = #moe.expert<gated, silu>}}
+  %c0{n} = arith.constant 0 : index
+  %T{n} = tensor.dim %{x}, %c0{n} : {t(('?', H))}
+  %ck{n} = arith.constant {k} : index
+  %R{n} = arith.muli %T{n}, %ck{n} : index
+  %dest{n} = tensor.empty(%R{n}) : {t(('?', H))}
+  %rows{n} = moe.experts %{x}, %tok{n}, %off{n} into %dest{n} gate(%{g} : {t((E, H, F))}) up(%{u} : {t((E, H, F))})
+      down(%{d} : {t((E, F, H))}) {{expert = #moe.expert<gated, silu>}}
       : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))}
-  %y = moe.combine %rows, %pos, %{w} : ({t(('?', H))}, tensor<?x{k}xi32>, {t(('?', k))}) -> {t(('?', H))}
-  return %y : {t(('?', H))}"""
+  %y{n} = moe.combine %rows{n}, %pos{n}, %{w} : ({t(('?', H))}, tensor<?x{k}xi32>, {t(('?', k))}) -> {t(('?', H))}"""
+
+
+def logits(E, x="x", router="router", n=""):
+    """`%l{n} = %{x} . %{router}` as [T, E]."""
+    return f"""  %lc0{n} = arith.constant 0 : index
+  %lzero{n} = arith.constant 0.0 : f32
+  %lT{n} = tensor.dim %{x}, %lc0{n} : {t(('?', H))}
+  %le{n} = tensor.empty(%lT{n}) : {t(('?', E))}
+  %lz{n} = linalg.fill ins(%lzero{n} : f32) outs(%le{n} : {t(('?', E))}) -> {t(('?', E))}
+  %l{n} = linalg.matmul ins(%{x}, %{router} : {t(('?', H))}, {t((H, E))}) outs(%lz{n} : {t(('?', E))}) -> {t(('?', E))}"""
 
 
 def ffn_weights(rng, E):
@@ -97,15 +110,102 @@ def hash_case(rng, T, with_table):
   %ids, %w = moe.hash_route %ids_in{table_use} {{num_experts = {E}}}
       : tensor<?xi32> -> tensor<?x1xi32>, {t(('?', 1))}
 {experts_and_combine(E, "ids", "w", 1)}
+  return %y : {t(('?', H))}
 }}
 """
     inputs = [x, token_ids] + ([table] if with_table else []) + [gate, up, down]
     return mlir, inputs, out
 
 
+def groups_case(rng, T, fused):
+    # Experts in groups of [3, 2, 3] (moe.route, sigmoid, renormalized) or
+    # [4, 4] (moe.gate, softmax after top-k); a few group ids out of range.
+    sizes = [4, 4] if fused else [3, 2, 3]
+    E, K = sum(sizes), 2
+    recipe = dict(k=K, scoring="topk_softmax", expert_groups=sizes) if fused else \
+        dict(k=K, scoring="sigmoid", renormalize=True, expert_groups=sizes)
+    x = f32(rng.standard_normal((T, H)))
+    router = f32(rng.standard_normal((H, E)) / np.sqrt(H))
+    groups = rng.integers(0, len(sizes), T).astype(np.int32)
+    groups[rng.random(T) < 0.1] = len(sizes)
+    groups[rng.random(T) < 0.1] = -1
+    gate, up, down = ffn_weights(rng, E)
+    ids, w = R.route(x @ router, recipe, token_groups=groups)
+    if len(set(ids.flatten().tolist()) - {-1}) < E or (ids[:, 0] < 0).sum() == 0:
+        return None  # every expert and the unrouted case must be exercised
+    out = mix(x, ids, w, gate, up, down)
+    attr = ("k = %d, scoring = topk_softmax" % K if fused else
+            "k = %d, scoring = sigmoid, renormalize = true" % K)
+    attr += ", expert_groups = [%s]" % ", ".join(map(str, sizes))
+    groups_use = " token_groups(%groups : tensor<?xi32>)"
+    if fused:
+        routing = f"""  %ids, %w = moe.gate %x, %router{groups_use} {{routing = #moe.routing<{attr}>}}
+      : ({t(('?', H))}, {t((H, E))}) -> tensor<?x{K}xi32>, {t(('?', K))}"""
+    else:
+        routing = f"""{logits(E)}
+  %ids, %w = moe.route %l{groups_use} {{routing = #moe.routing<{attr}>}}
+      : {t(('?', E))} -> tensor<?x{K}xi32>, {t(('?', K))}"""
+    mlir = f"""func.func @main(%x: {t(('?', H))}, %groups: tensor<?xi32>, %router: {t((H, E))}, %g: {t((E, H, F))},
+    %u: {t((E, H, F))}, %d: {t((E, F, H))}) -> {t(('?', H))} {{
+{routing}
+{experts_and_combine(E, "ids", "w", K)}
+  return %y : {t(('?', H))}
+}}
+"""
+    return mlir, [x, groups, router, gate, up, down], out
+
+
+def residual_case(rng, T):
+    # h1 = x + MoE1(x), h2 = h1 + MoE2(h1), h3 = h2 + MoE3(h2); layer i
+    # routes by its logits plus the previous layer's (residual-included)
+    # routing logits: moe.route without and with a residual, then moe.gate.
+    E, K = 6, 2
+    recipe = dict(k=K, renormalize=True)
+    x = f32(rng.standard_normal((T, H)))
+    inputs, names, args = [x], [], [f"%x: {t(('?', H))}"]
+    layers = []
+    for i in range(3):
+        router = f32(rng.standard_normal((H, E)) / np.sqrt(H))
+        gate, up, down = ffn_weights(rng, E)
+        layers.append((router, gate, up, down))
+        inputs += [router, gate, up, down]
+        args += [f"%router{i}: {t((H, E))}", f"%g{i}: {t((E, H, F))}",
+                 f"%u{i}: {t((E, H, F))}", f"%d{i}: {t((E, F, H))}"]
+    h, prev = x, None
+    for router, gate, up, down in layers:
+        lg = h @ router
+        ids, w = R.route(lg, recipe, residual=prev)
+        prev = lg if prev is None else lg + prev
+        h = h + mix(h, ids, w, gate, up, down)
+    attr = f"#moe.routing<k = {K}, renormalize = true>"
+    route_t = f"tensor<?x{K}xi32>, {t(('?', K))}"
+    body = f"""{logits(E, "x", "router0", "0")}
+  %ids0, %w0 = moe.route %l0 {{routing = {attr}}} : {t(('?', E))} -> {route_t}
+{experts_and_combine(E, "ids0", "w0", K, "x", "g0", "u0", "d0", "0")}
+  %h1 = arith.addf %x, %y0 : {t(('?', H))}
+{logits(E, "h1", "router1", "1")}
+  %ids1, %w1 = moe.route %l1 residual(%l0 : {t(('?', E))}) {{routing = {attr}}} : {t(('?', E))} -> {route_t}
+  %eff1 = arith.addf %l1, %l0 : {t(('?', E))}
+{experts_and_combine(E, "ids1", "w1", K, "h1", "g1", "u1", "d1", "1")}
+  %h2 = arith.addf %h1, %y1 : {t(('?', H))}
+  %ids2, %w2 = moe.gate %h2, %router2 residual(%eff1 : {t(('?', E))}) {{routing = {attr}}}
+      : ({t(('?', H))}, {t((H, E))}) -> {route_t}
+{experts_and_combine(E, "ids2", "w2", K, "h2", "g2", "u2", "d2", "2")}
+  %h3 = arith.addf %h2, %y2 : {t(('?', H))}"""
+    mlir = f"""func.func @main({", ".join(args)}) -> {t(('?', H))} {{
+{body}
+  return %h3 : {t(('?', H))}
+}}
+"""
+    return mlir, inputs, h
+
+
 CASES = {
     "hash-table": lambda rng, T: hash_case(rng, T, True),
     "hash-function": lambda rng, T: hash_case(rng, T, False),
+    "groups": lambda rng, T: groups_case(rng, T, False),
+    "groups-gate": lambda rng, T: groups_case(rng, T, True),
+    "residual-stack": residual_case,
 }
 
 

@@ -87,6 +87,24 @@ class MoE_DoubleParameter<string desc, string default>
   let comparator = "$_lhs.bitwiseIsEqual($_rhs)";
 }
 
+/// Sizes printed and parsed as `[a, b, ...]`; empty by default.
+class MoE_SizesParameter<string desc>
+    : OptionalArrayRefParameter<"int64_t", desc> {
+  let parser = [{ [&]() -> ::mlir::FailureOr<::llvm::SmallVector<int64_t>> {
+    ::llvm::SmallVector<int64_t> sizes;
+    if ($_parser.parseCommaSeparatedList(
+            ::mlir::AsmParser::Delimiter::Square,
+            [&] { return $_parser.parseInteger(sizes.emplace_back()); }))
+      return ::mlir::failure();
+    return sizes;
+  }() }];
+  let printer = [{
+    $_printer << '[';
+    ::llvm::interleaveComma($_self, $_printer);
+    $_printer << ']';
+  }];
+}
+
 class MoE_Attr<string name, string attrMnemonic, list<Trait> traits = []>
     : AttrDef<MoE_Dialect, name, traits> {
   let mnemonic = attrMnemonic;
@@ -134,6 +152,13 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
       or `sigmoid`; `renormalize`, `threshold` and group limits do not apply.
     - `capacity` [0]: the explicit per-expert token count `C` of expert
       choice; 0 takes it from `capacity_factor`.
+    - `expert_groups` [none]: modality-restricted routing (MoMa): the sizes
+      of consecutive groups of experts (summing to E). The op then takes a
+      group id per token (`token_groups [T]`), and a token's top-k is taken
+      among the experts of its group only (softmax scores stay over all E
+      experts). A token whose group id is out of range is routed nowhere
+      (ids -1, weights 0). `k` must not exceed the smallest group; no group
+      limit (`n_group`) nor expert choice with it.
 
     Example: Mixtral is `#moe.routing<k = 2, renormalize = true>`;
     DeepSeek-V3 is `#moe.routing<k = 8, scoring = sigmoid, renormalize = true,
@@ -156,7 +181,8 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
     DefaultValuedParameter<"SelectionMode", "SelectionMode::TokenChoice",
                            "tokens choose experts or experts choose tokens">:$selection,
     DefaultValuedParameter<"int64_t", "0",
-                           "expert-choice capacity, 0 = from capacity_factor">:$capacity
+                           "expert-choice capacity, 0 = from capacity_factor">:$capacity,
+    MoE_SizesParameter<"sizes of the expert groups (modalities)">:$expert_groups
   );
   let builders = [
     AttrBuilder<(ins "int64_t":$k, "ScoringFunc":$scoring, "bool":$renormalize,
@@ -166,7 +192,7 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
                      "::llvm::APFloat":$threshold), [{
       return $_get($_ctxt, k, scoring, renormalize, temperature, scale,
                    n_group, topk_group, capacity_factor, threshold,
-                   SelectionMode::TokenChoice, 0);
+                   SelectionMode::TokenChoice, 0, ::llvm::ArrayRef<int64_t>());
     }]>
   ];
   let assemblyFormat = "`<` struct(params) `>`";
@@ -182,6 +208,8 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
     bool isExpertChoice() const {
       return getSelection() == SelectionMode::ExpertChoice;
     }
+    /// Whether tokens choose among the experts of their group only.
+    bool hasExpertGroups() const { return !getExpertGroups().empty(); }
     /// Checks the recipe against the number of experts of an op using it.
     ::mlir::LogicalResult verifyForNumExperts(
         ::llvm::function_ref<::mlir::InFlightDiagnostic()> emitError,
