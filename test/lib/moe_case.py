@@ -63,6 +63,11 @@ CONFIGS = {
     "expert-choice": dict(H=32, F=24, E=8, routing=dict(k=8, selection="expert_choice",
                                                          capacity_factor=2.0),
                           expert=dict(kind="gated", activation="silu")),
+    # Expert choice with a capacity factor far above T * E: every expert takes
+    # every token (C is clamped to T before any integer conversion).
+    "expert-choice-all": dict(H=16, F=8, E=4, routing=dict(k=4, selection="expert_choice",
+                                                           capacity_factor=1e30),
+                              expert=dict(kind="ffn", activation="relu")),
     # Expert choice with an explicit capacity, sigmoid scores, a selection
     # bias, a scale and a shared expert.
     "expert-choice-capacity": dict(H=32, F=16, E=6, Fs=16, bias=True,
@@ -79,7 +84,9 @@ def tensor_type(shape, elt):
 
 
 def format_float(v):
-    return repr(float(v))
+    r = repr(float(v))
+    # MLIR float literals need a '.' before an exponent (1.0e+30, not 1e+30).
+    return r.replace("e", ".0e") if "e" in r and "." not in r else r
 
 
 def gen(args):

@@ -610,14 +610,17 @@ std::pair<Value, Value> RoutingBuilder::buildExpertChoice(OpBuilder &b,
     capacity = intConst(b, loc, i64, routing.getCapacity());
   } else {
     Type f64 = b.getF64Type();
+    Value tokensF = arith::SIToFPOp::create(b, loc, f64, tokens64);
     Value c = arith::MulFOp::create(
         b, loc,
         floatConst(b, loc, f64,
                    routing.getCapacityFactor().convertToDouble() /
                        double(numExperts)),
-        arith::SIToFPOp::create(b, loc, f64, tokens64));
-    capacity =
-        arith::FPToSIOp::create(b, loc, i64, math::CeilOp::create(b, loc, c));
+        tokensF);
+    // Clamped to T before the conversion, so a huge factor cannot overflow.
+    c = arith::MinimumFOp::create(b, loc, math::CeilOp::create(b, loc, c),
+                                  tokensF);
+    capacity = arith::FPToSIOp::create(b, loc, i64, c);
   }
   capacity = arith::MinSIOp::create(b, loc, capacity, tokens64);
 

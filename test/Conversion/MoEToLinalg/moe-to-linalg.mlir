@@ -75,6 +75,7 @@ func.func @combine(%rows: tensor<?x16xf32>, %pos: tensor<?x2xi32>, %w: tensor<?x
 // CHECK: arith.cmpf oeq
 // CHECK: arith.constant 2.500000e-01 : f64
 // CHECK: math.ceil
+// CHECK: arith.minimumf
 // CHECK: %[[C:.*]] = arith.minsi
 // CHECK: linalg.generic
 // CHECK: arith.cmpi slt, %{{.*}}, %[[C]] : i64
