@@ -59,6 +59,21 @@ CONFIGS = {
     "top-p": dict(H=32, F=48, E=8, routing=dict(k=4, temperature=0.7, threshold=0.6,
                                                   renormalize=True),
                   expert=dict(kind="ffn", activation="gelu")),
+    # Expert choice (Zhou et al. 2022): each expert takes ceil(2 T / 8) tokens.
+    "expert-choice": dict(H=32, F=24, E=8, routing=dict(k=8, selection="expert_choice",
+                                                         capacity_factor=2.0),
+                          expert=dict(kind="gated", activation="silu")),
+    # Expert choice with a capacity factor far above T * E: every expert takes
+    # every token (C is clamped to T before any integer conversion).
+    "expert-choice-all": dict(H=16, F=8, E=4, routing=dict(k=4, selection="expert_choice",
+                                                           capacity_factor=1e30),
+                              expert=dict(kind="ffn", activation="relu")),
+    # Expert choice with an explicit capacity, sigmoid scores, a selection
+    # bias, a scale and a shared expert.
+    "expert-choice-capacity": dict(H=32, F=16, E=6, Fs=16, bias=True,
+                                   routing=dict(k=6, selection="expert_choice", capacity=3,
+                                                scoring="sigmoid", scale=1.5),
+                                   expert=dict(kind="ffn", activation="gelu")),
 }
 
 MLIR_DTYPE = {"f32": ("f32", "<f4"), "f64": ("f64", "<f8")}
@@ -69,7 +84,9 @@ def tensor_type(shape, elt):
 
 
 def format_float(v):
-    return repr(float(v))
+    r = repr(float(v))
+    # MLIR float literals need a '.' before an exponent (1.0e+30, not 1e+30).
+    return r.replace("e", ".0e") if "e" in r and "." not in r else r
 
 
 def gen(args):
@@ -131,7 +148,7 @@ def gen(args):
                        for n in order if n in w)
     rparams = ["k = %d" % routing["k"]]
     for key in ["scoring", "renormalize", "temperature", "scale", "n_group", "topk_group",
-                "capacity_factor", "threshold"]:
+                "capacity_factor", "threshold", "selection", "capacity"]:
         if key in routing:
             v = routing[key]
             if isinstance(v, bool):

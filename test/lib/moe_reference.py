@@ -1,13 +1,15 @@
 """A float64 reference of the `moe` dialect's semantics, independent of the
 compiler (numpy only; run it with Debian's /usr/bin/python3).
 
-    route(logits, routing, selection_bias=None) -> (ids [T,k] int64, weights [T,k])
+    route(logits, routing, selection_bias=None, token_groups=None, residual=None)
+        -> (ids [T,k] int64, weights [T,k])
     dispatch_positions(ids, num_experts, capacity_factor) -> kept mask [T,k]
     expert_ffn(x, expert, gate, up, down, gate_bias, up_bias, down_bias) -> [N,H]
     layer(x, router, routing, expert, weights...) -> [T,H]
 
 `routing` is a dict with the #moe.routing parameters (k, scoring, renormalize,
-temperature, scale, n_group, topk_group, capacity_factor, threshold) and
+temperature, scale, n_group, topk_group, capacity_factor, threshold,
+selection, capacity, expert_groups) and
 `expert` one with the #moe.expert parameters (kind, activation, limit, alpha,
 beta); missing keys take the dialect's defaults. Everything is computed in
 float64 whatever the input dtype.
@@ -19,7 +21,8 @@ import numpy as np
 
 ROUTING_DEFAULTS = dict(scoring="softmax", renormalize=False, temperature=1.0,
                         scale=1.0, n_group=0, topk_group=0,
-                        capacity_factor=0.0, threshold=0.0)
+                        capacity_factor=0.0, threshold=0.0,
+                        selection="token_choice", capacity=0, expert_groups=())
 EXPERT_DEFAULTS = dict(limit=0.0, alpha=1.0, beta=0.0)
 
 
@@ -41,8 +44,45 @@ def _topk_indices(values, k, eligible=None):
     return order[:k]
 
 
-def route(logits, routing, selection_bias=None):
+def route_expert_choice(logits, routing, selection_bias=None):
+    """Expert choice (Zhou et al. 2022): expert e takes the C tokens with the
+    best selection scores in its column; slot e of a token is e or -1."""
     r = dict(ROUTING_DEFAULTS, **routing)
+    z = np.asarray(logits, dtype=np.float64)
+    T, E = z.shape
+    if r["scoring"] == "softmax":
+        scores = _softmax(z / r["temperature"])
+    elif r["scoring"] == "sigmoid":
+        scores = _sigmoid(z)
+    else:
+        raise ValueError(r["scoring"])
+    choice = scores
+    if selection_bias is not None:
+        choice = scores + np.asarray(selection_bias, np.float64)
+    if r["capacity"] > 0:
+        capacity = r["capacity"]
+    else:
+        capacity = math.ceil(r["capacity_factor"] * T / E)
+    capacity = min(capacity, T)
+    ids = np.full((T, E), -1, dtype=np.int64)
+    weights = np.zeros((T, E))
+    for e in range(E):
+        for t in _topk_indices(choice[:, e], capacity):
+            ids[t, e] = e
+            weights[t, e] = scores[t, e] * r["scale"]
+    return ids, weights
+
+
+def route(logits, routing, selection_bias=None, token_groups=None, residual=None):
+    """Token-choice routing (or expert choice, see route_expert_choice).
+    `residual` [T,E] is a gating residual added to the logits; with
+    `expert_groups`, `token_groups` [T] restricts each token's choice to the
+    experts of its group (a group id out of range: no expert)."""
+    r = dict(ROUTING_DEFAULTS, **routing)
+    if residual is not None:
+        logits = np.asarray(logits, np.float64) + np.asarray(residual, np.float64)
+    if r["selection"] == "expert_choice":
+        return route_expert_choice(logits, routing, selection_bias)
     z = np.asarray(logits, dtype=np.float64)
     T, E = z.shape
     k = r["k"]
@@ -69,6 +109,12 @@ def route(logits, routing, selection_bias=None):
                 group_scores.append(sum(best[:min(2, size)]))
             kept = _topk_indices(group_scores, r["topk_group"])
             eligible = [(e // size) in kept for e in range(E)]
+        if r["expert_groups"]:
+            g = int(token_groups[t])
+            starts = np.concatenate([[0], np.cumsum(r["expert_groups"])])
+            if not 0 <= g < len(r["expert_groups"]):
+                continue  # routed nowhere: ids -1, weights 0
+            eligible = [starts[g] <= e < starts[g + 1] for e in range(E)]
         chosen = _topk_indices(choice[t], k, eligible)
         if r["threshold"] > 0.0:
             taken, total = [], 0.0
@@ -149,7 +195,10 @@ def layer(x, router, routing, expert, gate, up, down, gate_bias=None, up_bias=No
     x = np.asarray(x, np.float64)
     E = router.shape[1]
     ids, weights = route(x @ np.asarray(router, np.float64), routing, selection_bias)
-    kept = kept_assignments(ids, E, dict(ROUTING_DEFAULTS, **routing)["capacity_factor"])
+    r = dict(ROUTING_DEFAULTS, **routing)
+    # Expert choice keeps C tokens per expert in the routing itself.
+    capacity_factor = 0.0 if r["selection"] == "expert_choice" else r["capacity_factor"]
+    kept = kept_assignments(ids, E, capacity_factor)
     out = np.zeros_like(x)
     pick = lambda a, e: None if a is None else a[e]
     for e in range(E):

@@ -370,7 +370,7 @@ static SmallVector<Type> typesOf(ArrayRef<Value> values) {
 static std::string unsupportedReason(Operation *op) {
   if (isa<LayerOp>(op))
     return "is not lowered by convert-moe-to-gpu; run moe-expand first";
-  if (isa<ZeroComputationExpertsOp, GenericExpertsOp>(op))
+  if (isa<ZeroComputationExpertsOp, GenericExpertsOp, HashRouteOp>(op))
     return "is not lowered by convert-moe-to-gpu yet";
   if (!isa<GateOp, RouteOp, DispatchOp, ExpertsOp, SharedExpertsOp, CombineOp>(
           op))
@@ -388,6 +388,18 @@ static std::string unsupportedReason(Operation *op) {
       return message;
     }
   }
+  if (auto route = dyn_cast<RouteOp>(op);
+      route && (route.getTokenGroups() || route.getResidual()))
+    return "with token_groups or a gating residual is not lowered by "
+           "convert-moe-to-gpu yet";
+  if (auto gate = dyn_cast<GateOp>(op);
+      gate && (gate.getTokenGroups() || gate.getResidual()))
+    return "with token_groups or a gating residual is not lowered by "
+           "convert-moe-to-gpu yet";
+  if (auto route = dyn_cast<RouteOp>(op);
+      route && route.getRouting().isExpertChoice())
+    return "with expert_choice routing is not lowered by convert-moe-to-gpu "
+           "yet";
   // The routing kernel keeps a [tokens, E] score and selection tile in
   // workgroup memory, at least one token's worth.
   int64_t numExperts = 0;

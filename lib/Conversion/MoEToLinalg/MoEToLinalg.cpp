@@ -212,13 +212,23 @@ struct RoutingBuilder {
   RoutingAttr routing;
   Value selectionBias;
   Type idType;
+  /// The group of each token `[b]` (expert_groups), or null.
+  Value tokenGroups = {};
+  /// The gating residual `[b, E]` added to the logits, or null.
+  Value residual = {};
 
   /// Returns the ids `[b, k]` and weights `[b, k]` of the tokens whose logits
   /// are `logits [b, E]`.
   std::pair<Value, Value> build(OpBuilder &b, Location loc, Value logits) const;
 
+  /// Returns the ids `[T, E]` and weights `[T, E]` of expert-choice routing
+  /// over all the tokens' logits `[T, E]`.
+  std::pair<Value, Value> buildExpertChoice(OpBuilder &b, Location loc,
+                                            Value logits) const;
+
 private:
   Value groupMask(OpBuilder &b, Location loc, Value selection) const;
+  Value addResidual(OpBuilder &b, Location loc, Value logits) const;
 };
 } // namespace
 
@@ -324,8 +334,24 @@ Value RoutingBuilder::groupMask(OpBuilder &b, Location loc,
       });
 }
 
+/// `logits + residual` (a gating residual), or the logits without one.
+Value RoutingBuilder::addResidual(OpBuilder &b, Location loc,
+                                  Value logits) const {
+  if (!residual)
+    return logits;
+  MLIRContext *ctx = b.getContext();
+  return elementwise2d(
+      b, loc, {logits, residual}, {id2(ctx), id2(ctx)},
+      tensor::getMixedSizes(b, loc, logits),
+      tensorType(logits).getElementType(),
+      [](OpBuilder &nb, Location nloc, ValueRange args) {
+        return arith::AddFOp::create(nb, nloc, args[0], args[1]).getResult();
+      });
+}
+
 std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
                                               Value logits) const {
+  logits = addResidual(b, loc, logits);
   MLIRContext *ctx = b.getContext();
   auto type = tensorType(logits);
   Type elementType = type.getElementType();
@@ -372,6 +398,17 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
   Value cE = indexConst(b, loc, numExperts), cK = indexConst(b, loc, k);
   double threshold = routing.getThreshold().convertToDouble();
   bool dynamicK = routing.hasDynamicK();
+  // Expert groups: the first expert of each group, and one past the last.
+  Value groupStarts;
+  int64_t numGroups = routing.getExpertGroups().size();
+  if (tokenGroups) {
+    SmallVector<int64_t> starts = {0};
+    for (int64_t size : routing.getExpertGroups())
+      starts.push_back(starts.back() + size);
+    auto startsType = RankedTensorType::get({numGroups + 1}, b.getIndexType());
+    groupStarts = arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(startsType, ArrayRef<int64_t>(starts)));
+  }
   auto tokenLoop = scf::ForOp::create(
       b, loc, c0, numRows, c1, ValueRange{ids, weights},
       [&](OpBuilder &b, Location loc, Value r, ValueRange tokenArgs) {
@@ -382,6 +419,21 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
         Value zero = floatConst(b, loc, elementType, 0.0);
         Value noExpert = indexConst(b, loc, -1);
         Value notDone = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
+        // The token's group [lo, hi), and whether its group id is valid.
+        Value groupValid, lo, hi;
+        if (tokenGroups) {
+          Value g = extractIndex(b, loc, tokenGroups, r);
+          groupValid = arith::AndIOp::create(
+              b, loc,
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, g, c0),
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, g,
+                                    indexConst(b, loc, numGroups)));
+          g = arith::SelectOp::create(b, loc, groupValid, g, c0);
+          lo = tensor::ExtractOp::create(b, loc, groupStarts, g);
+          hi = tensor::ExtractOp::create(
+              b, loc, groupStarts,
+              arith::AddIOp::create(b, loc, g, c1).getResult());
+        }
         auto slotLoop = scf::ForOp::create(
             b, loc, c0, cK, c1,
             ValueRange{tokenArgs[0], tokenArgs[1], inf, noExpert, zero,
@@ -402,6 +454,15 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
                     Value eligible = arith::OrIOp::create(
                         b, loc, below,
                         arith::AndIOp::create(b, loc, tied, after));
+                    if (tokenGroups)
+                      eligible = arith::AndIOp::create(
+                          b, loc, eligible,
+                          arith::AndIOp::create(
+                              b, loc,
+                              arith::CmpIOp::create(
+                                  b, loc, arith::CmpIPredicate::sge, e, lo),
+                              arith::CmpIOp::create(
+                                  b, loc, arith::CmpIPredicate::slt, e, hi)));
                     Value none =
                         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
                                               best[1], indexConst(b, loc, 0));
@@ -429,6 +490,10 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
                     b, loc, arith::CmpFPredicate::OGE, cum,
                     floatConst(b, loc, elementType, threshold));
               }
+              if (tokenGroups) {
+                id = arith::SelectOp::create(b, loc, groupValid, id, noExpert);
+                w = arith::SelectOp::create(b, loc, groupValid, w, zero);
+              }
               Value newIds = insertIndex(b, loc, id, args[0], {r, j});
               Value newWeights =
                   tensor::InsertOp::create(b, loc, w, args[1], {r, j});
@@ -447,6 +512,21 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
     weights = softmaxRows(b, loc, weights, temperature);
   else if (routing.getRenormalize())
     weights = normalizeRows(b, loc, weights);
+  // A token routed nowhere (group id out of range) keeps weights of 0 through
+  // the renormalization or the softmax over its slots.
+  if (tokenGroups)
+    weights = elementwise2d(
+        b, loc, {ids, weights}, {id2(ctx), id2(ctx)},
+        tensor::getMixedSizes(b, loc, weights), elementType,
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          Value none =
+              arith::CmpIOp::create(nb, nloc, arith::CmpIPredicate::slt,
+                                    args[0], intConst(nb, nloc, idType, 0));
+          return arith::SelectOp::create(nb, nloc, none,
+                                         floatConst(nb, nloc, elementType, 0.0),
+                                         args[1])
+              .getResult();
+        });
   double scale = routing.getScale().convertToDouble();
   if (scale != 1.0)
     weights = elementwise2d(
@@ -459,6 +539,120 @@ std::pair<Value, Value> RoutingBuilder::build(OpBuilder &b, Location loc,
   return {ids, weights};
 }
 
+/// Expert e takes the tokens whose rank in its column of the selection
+/// scores is below C. The rank of (t, e) counts the tokens t' with a greater
+/// selection score, or an equal one and t' < t: one reduction over t', with
+/// no scalar loop (O(T^2 E) comparisons).
+std::pair<Value, Value> RoutingBuilder::buildExpertChoice(OpBuilder &b,
+                                                          Location loc,
+                                                          Value logits) const {
+  logits = addResidual(b, loc, logits);
+  MLIRContext *ctx = b.getContext();
+  auto type = tensorType(logits);
+  Type elementType = type.getElementType();
+  int64_t numExperts = type.getDimSize(1);
+  OpFoldResult rows = tensor::getMixedSize(b, loc, logits, 0);
+  SmallVector<OpFoldResult> sizes = {rows, b.getIndexAttr(numExperts)};
+
+  Value scores =
+      routing.getScoring() == ScoringFunc::Sigmoid
+          ? elementwise2d(b, loc, logits, id2(ctx), sizes, elementType,
+                          [](OpBuilder &nb, Location nloc, ValueRange args) {
+                            return buildSigmoid(nb, nloc, args[0]);
+                          })
+          : softmaxRows(b, loc, logits,
+                        routing.getTemperature().convertToDouble());
+  Value selection = scores;
+  if (selectionBias)
+    selection = elementwise2d(
+        b, loc, {scores, selectionBias}, {id2(ctx), dim2(ctx, 1)}, sizes,
+        elementType, [](OpBuilder &nb, Location nloc, ValueRange args) {
+          return arith::AddFOp::create(nb, nloc, args[0], args[1]).getResult();
+        });
+
+  AffineExpr d0 = getAffineDimExpr(0, ctx), d1 = getAffineDimExpr(1, ctx),
+             d2 = getAffineDimExpr(2, ctx);
+  Type i64 = b.getI64Type();
+  Value rankInit = filledTensor(b, loc, sizes, intConst(b, loc, i64, 0));
+  Value rank =
+      linalg::GenericOp::create(
+          b, loc, rankInit.getType(), ValueRange{selection, selection},
+          rankInit,
+          {AffineMap::get(3, 0, {d0, d1}, ctx),
+           AffineMap::get(3, 0, {d2, d1}, ctx),
+           AffineMap::get(3, 0, {d0, d1}, ctx)},
+          {IteratorType::parallel, IteratorType::parallel,
+           IteratorType::reduction},
+          [&](OpBuilder &nb, Location nloc, ValueRange args) {
+            Value mine = args[0], other = args[1];
+            Value t = linalg::IndexOp::create(nb, nloc, 0);
+            Value o = linalg::IndexOp::create(nb, nloc, 2);
+            Value greater = arith::CmpFOp::create(
+                nb, nloc, arith::CmpFPredicate::OGT, other, mine);
+            Value equal = arith::CmpFOp::create(
+                nb, nloc, arith::CmpFPredicate::OEQ, other, mine);
+            Value lower = arith::CmpIOp::create(
+                nb, nloc, arith::CmpIPredicate::ult, o, t);
+            Value better = arith::OrIOp::create(
+                nb, nloc, greater,
+                arith::AndIOp::create(nb, nloc, equal, lower));
+            Value inc = arith::ExtUIOp::create(nb, nloc, i64, better);
+            linalg::YieldOp::create(
+                nb, nloc,
+                arith::AddIOp::create(nb, nloc, args[2], inc).getResult());
+          })
+          .getResult(0);
+
+  // C = capacity, or ceil(capacity_factor * T / E); at most T.
+  Value numTokens = getValueOrCreateConstantIndexOp(b, loc, rows);
+  Value tokens64 = arith::IndexCastOp::create(b, loc, i64, numTokens);
+  Value capacity;
+  if (routing.getCapacity() > 0) {
+    capacity = intConst(b, loc, i64, routing.getCapacity());
+  } else {
+    Type f64 = b.getF64Type();
+    Value tokensF = arith::SIToFPOp::create(b, loc, f64, tokens64);
+    Value c = arith::MulFOp::create(
+        b, loc,
+        floatConst(b, loc, f64,
+                   routing.getCapacityFactor().convertToDouble() /
+                       double(numExperts)),
+        tokensF);
+    // Clamped to T before the conversion, so a huge factor cannot overflow.
+    c = arith::MinimumFOp::create(b, loc, math::CeilOp::create(b, loc, c),
+                                  tokensF);
+    capacity = arith::FPToSIOp::create(b, loc, i64, c);
+  }
+  capacity = arith::MinSIOp::create(b, loc, capacity, tokens64);
+
+  double scale = routing.getScale().convertToDouble();
+  auto chosen = [&](OpBuilder &nb, Location nloc, Value r) -> Value {
+    return arith::CmpIOp::create(nb, nloc, arith::CmpIPredicate::slt, r,
+                                 capacity);
+  };
+  Value ids = elementwise2d(
+      b, loc, rank, id2(ctx), sizes, idType,
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value e = arith::IndexCastOp::create(
+            nb, nloc, idType, linalg::IndexOp::create(nb, nloc, 1));
+        return arith::SelectOp::create(nb, nloc, chosen(nb, nloc, args[0]), e,
+                                       intConst(nb, nloc, idType, -1))
+            .getResult();
+      });
+  Value weights = elementwise2d(
+      b, loc, {rank, scores}, {id2(ctx), id2(ctx)}, sizes, elementType,
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value w = args[1];
+        if (scale != 1.0)
+          w = arith::MulFOp::create(nb, nloc, w,
+                                    floatConst(nb, nloc, elementType, scale));
+        return arith::SelectOp::create(nb, nloc, chosen(nb, nloc, args[0]), w,
+                                       floatConst(nb, nloc, elementType, 0.0))
+            .getResult();
+      });
+  return {ids, weights};
+}
+
 namespace {
 struct RouteOpLowering : public OpConversionPattern<RouteOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -467,9 +661,13 @@ struct RouteOpLowering : public OpConversionPattern<RouteOp> {
   matchAndRewrite(RouteOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     RoutingBuilder builder{op.getRouting(), adaptor.getSelectionBias(),
-                           op.getExpertIds().getType().getElementType()};
+                           op.getExpertIds().getType().getElementType(),
+                           adaptor.getTokenGroups(), adaptor.getResidual()};
     auto [ids, weights] =
-        builder.build(rewriter, op.getLoc(), adaptor.getLogits());
+        op.getRouting().isExpertChoice()
+            ? builder.buildExpertChoice(rewriter, op.getLoc(),
+                                        adaptor.getLogits())
+            : builder.build(rewriter, op.getLoc(), adaptor.getLogits());
     rewriter.replaceOp(
         op,
         {castTo(rewriter, op.getLoc(), ids, op.getExpertIds().getType()),
@@ -526,7 +724,15 @@ struct GateOpLowering : public OpConversionPattern<GateOp> {
           Value init = filledTensor(b, loc, {rows, b.getIndexAttr(numExperts)},
                                     floatConst(b, loc, elementType, 0.0));
           Value logits = matmul(b, loc, x, router, init);
-          auto [blockIds, blockWeights] = builder.build(b, loc, logits);
+          RoutingBuilder blockBuilder = builder;
+          if (Value groups = adaptor.getTokenGroups())
+            blockBuilder.tokenGroups = tensor::ExtractSliceOp::create(
+                b, loc, groups, OpFoldResult(t0), OpFoldResult(rows), oneAttr);
+          if (Value residual = adaptor.getResidual())
+            blockBuilder.residual = tensor::ExtractSliceOp::create(
+                b, loc, residual, {t0, zeroAttr},
+                {rows, b.getIndexAttr(numExperts)}, {oneAttr, oneAttr});
+          auto [blockIds, blockWeights] = blockBuilder.build(b, loc, logits);
           SmallVector<OpFoldResult> offsets = {t0, zeroAttr};
           SmallVector<OpFoldResult> sizes = {rows, b.getIndexAttr(k)};
           SmallVector<OpFoldResult> strides = {oneAttr, oneAttr};
@@ -1255,6 +1461,98 @@ struct CombineOpLowering : public OpConversionPattern<CombineOp> {
 } // namespace
 
 //===----------------------------------------------------------------------===//
+// Hash routing
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Per token: the expert from the table or the multiplicative hash, -1 for an
+/// id or a table entry out of range; weight 1 where an expert was found.
+struct HashRouteOpLowering : public OpConversionPattern<HashRouteOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(HashRouteOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value tokenIds = adaptor.getTokenIds(), table = adaptor.getTable();
+    int64_t numExperts = op.getNumExperts();
+    auto idsType = op.getExpertIds().getType();
+    auto weightsType = op.getWeights().getType();
+    SmallVector<Value> dynamicSizes;
+    if (idsType.isDynamicDim(0))
+      dynamicSizes.push_back(tensor::DimOp::create(rewriter, loc, tokenIds, 0));
+    SmallVector<Value> weightSizes;
+    if (weightsType.isDynamicDim(0))
+      weightSizes.push_back(tensor::DimOp::create(rewriter, loc, tokenIds, 0));
+
+    Value ids = tensor::GenerateOp::create(
+        rewriter, loc, idsType, dynamicSizes,
+        [&](OpBuilder &b, Location l, ValueRange idx) {
+          Value c0 = indexConst(b, l, 0);
+          Value noExpert = indexConst(b, l, -1);
+          Value id = extractIndex(b, l, tokenIds, idx[0]);
+          Value valid =
+              arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, id, c0);
+          Value expert;
+          if (table) {
+            Value size = tensor::DimOp::create(b, l, table, 0);
+            valid = arith::AndIOp::create(
+                b, l, valid,
+                arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, id,
+                                      size));
+            auto lookup = scf::IfOp::create(
+                b, l, valid,
+                [&](OpBuilder &tb, Location tl) {
+                  scf::YieldOp::create(tb, tl, extractIndex(tb, tl, table, id));
+                },
+                [&](OpBuilder &eb, Location el) {
+                  scf::YieldOp::create(eb, el, noExpert);
+                });
+            expert = lookup.getResult(0);
+          } else {
+            Type i64 = b.getI64Type();
+            Value h = arith::MulIOp::create(
+                b, l, arith::IndexCastOp::create(b, l, i64, id),
+                intConst(b, l, i64, 2654435761));
+            h = arith::AndIOp::create(b, l, h, intConst(b, l, i64, 0xFFFFFFFF));
+            h = arith::RemUIOp::create(b, l, h,
+                                       intConst(b, l, i64, numExperts));
+            expert = arith::IndexCastOp::create(b, l, b.getIndexType(), h);
+          }
+          valid = arith::AndIOp::create(
+              b, l, valid,
+              arith::AndIOp::create(
+                  b, l,
+                  arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, expert,
+                                        c0),
+                  arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, expert,
+                                        indexConst(b, l, numExperts))));
+          expert = arith::SelectOp::create(b, l, valid, expert, noExpert);
+          tensor::YieldOp::create(b, l,
+                                  arith::IndexCastOp::create(
+                                      b, l, idsType.getElementType(), expert));
+        });
+    Type elementType = weightsType.getElementType();
+    Value weights = tensor::GenerateOp::create(
+        rewriter, loc, weightsType, weightSizes,
+        [&](OpBuilder &b, Location l, ValueRange idx) {
+          Value expert = extractIndex(b, l, ids, idx);
+          Value found = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge,
+                                              expert, indexConst(b, l, 0));
+          tensor::YieldOp::create(
+              b, l,
+              arith::SelectOp::create(b, l, found,
+                                      floatConst(b, l, elementType, 1.0),
+                                      floatConst(b, l, elementType, 0.0))
+                  .getResult());
+        });
+    rewriter.replaceOp(op, {ids, weights});
+    return success();
+  }
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
 // Entry points
 //===----------------------------------------------------------------------===//
 
@@ -1266,6 +1564,7 @@ void moe::populateMoEToLinalgConversionPatterns(RewritePatternSet &patterns,
                SharedExpertsOpLowering, CombineOpLowering, PrefetchOpLowering,
                TraceRoutingOpLowering>(ctx);
   patterns.add<GateOpLowering>(ctx, gateBlockSize);
+  patterns.add<HashRouteOpLowering>(ctx);
 }
 
 LogicalResult moe::checkMoEToLinalgSupport(Operation *root) {

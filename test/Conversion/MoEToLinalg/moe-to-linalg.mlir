@@ -62,3 +62,114 @@ func.func @combine(%rows: tensor<?x16xf32>, %pos: tensor<?x2xi32>, %w: tensor<?x
       : (tensor<?x16xf32>, tensor<?x2xi32>, tensor<?x2xf32>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// Expert choice: the rank of each token in its expert's column, then a
+// comparison with C = min(ceil(capacity_factor * T / E), T).
+// CHECK-LABEL: func.func @expert_choice
+// CHECK-NOT: moe.route
+// CHECK: math.exp
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK: arith.cmpf ogt
+// CHECK: arith.cmpf oeq
+// CHECK: arith.constant 2.500000e-01 : f64
+// CHECK: math.ceil
+// CHECK: arith.minimumf
+// CHECK: %[[C:.*]] = arith.minsi
+// CHECK: linalg.generic
+// CHECK: arith.cmpi slt, %{{.*}}, %[[C]] : i64
+// CHECK: arith.constant -1 : i32
+// CHECK: linalg.generic
+// CHECK: arith.cmpi slt, %{{.*}}, %[[C]] : i64
+func.func @expert_choice(%l: tensor<?x4xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
+  %ids, %w = moe.route %l {routing = #moe.routing<k = 4, selection = expert_choice, capacity_factor = 1.0>}
+      : tensor<?x4xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
+  return %ids, %w : tensor<?x4xi32>, tensor<?x4xf32>
+}
+
+// -----
+
+// An explicit capacity, clamped to the token count.
+// CHECK-LABEL: func.func @expert_choice_capacity
+// CHECK: %[[CAP:.*]] = arith.constant 3 : i64
+// CHECK: arith.minsi %[[CAP]]
+func.func @expert_choice_capacity(%l: tensor<?x4xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) {
+  %ids, %w = moe.route %l {routing = #moe.routing<k = 4, scoring = sigmoid, selection = expert_choice, capacity = 3>}
+      : tensor<?x4xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
+  return %ids, %w : tensor<?x4xi32>, tensor<?x4xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @hash_table
+// CHECK-NOT: moe.hash_route
+// CHECK: tensor.generate
+// CHECK: scf.if
+// CHECK: tensor.extract %{{.*}} : tensor<?xi32>
+// CHECK: } else {
+// CHECK: tensor.generate
+// CHECK: arith.constant 1.000000e+00 : f32
+func.func @hash_table(%t: tensor<?xi32>, %table: tensor<?xi32>) -> (tensor<?x1xi32>, tensor<?x1xf32>) {
+  %ids, %w = moe.hash_route %t table(%table : tensor<?xi32>) {num_experts = 4}
+      : tensor<?xi32> -> tensor<?x1xi32>, tensor<?x1xf32>
+  return %ids, %w : tensor<?x1xi32>, tensor<?x1xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @hash_function
+// CHECK: tensor.generate
+// CHECK: arith.constant 2654435761 : i64
+// CHECK: arith.muli
+// CHECK: arith.andi
+// CHECK: arith.remui
+func.func @hash_function(%t: tensor<?xi64>) -> (tensor<?x1xi64>, tensor<?x1xf64>) {
+  %ids, %w = moe.hash_route %t {num_experts = 6}
+      : tensor<?xi64> -> tensor<?x1xi64>, tensor<?x1xf64>
+  return %ids, %w : tensor<?x1xi64>, tensor<?x1xf64>
+}
+
+// -----
+
+// Per token block: the slices of the token groups and of the residual; the
+// residual is added to the block's logits, and each token's argmax runs over
+// the experts of its group [starts[g], starts[g + 1]).
+// CHECK-LABEL: func.func @gate_groups_residual
+// CHECK-SAME: (%[[X:.*]]: tensor<?x16xf32>, %[[R:.*]]: tensor<16x6xf32>, %[[G:.*]]: tensor<?xi32>, %[[P:.*]]: tensor<?x6xf32>)
+// CHECK: scf.for %[[T0:.*]] = {{.*}} step %{{.*}} iter_args
+// CHECK: %[[L:.*]] = linalg.matmul
+// CHECK: %[[GS:.*]] = tensor.extract_slice %[[G]][%[[T0]]]
+// CHECK: %[[PS:.*]] = tensor.extract_slice %[[P]][%[[T0]], 0]
+// CHECK: linalg.generic {{.*}} ins(%[[L]], %[[PS]] :
+// CHECK: arith.addf
+// CHECK: %[[STARTS:.*]] = arith.constant dense<[0, 2, 6]> : tensor<3xindex>
+// CHECK: scf.for
+// CHECK: tensor.extract %[[GS]]
+// CHECK: %[[LO:.*]] = tensor.extract %[[STARTS]]
+// CHECK: %[[HI:.*]] = tensor.extract %[[STARTS]]
+// CHECK: scf.for
+// CHECK: scf.for %[[E:[a-z0-9_]+]] =
+// CHECK: arith.cmpi sge, %[[E]], %[[LO]]
+// CHECK: arith.cmpi slt, %[[E]], %[[HI]]
+func.func @gate_groups_residual(%x: tensor<?x16xf32>, %r: tensor<16x6xf32>, %g: tensor<?xi32>,
+                                %p: tensor<?x6xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %ids, %w = moe.gate %x, %r token_groups(%g : tensor<?xi32>) residual(%p : tensor<?x6xf32>)
+      {routing = #moe.routing<k = 2, renormalize = true, expert_groups = [2, 4]>}
+      : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
+// The residual also feeds expert choice.
+// CHECK-LABEL: func.func @expert_choice_residual
+// CHECK-SAME: (%[[L:.*]]: tensor<?x4xf32>, %[[P:.*]]: tensor<?x4xf32>)
+// CHECK: linalg.generic {{.*}} ins(%[[L]], %[[P]] :
+// CHECK: arith.addf
+// CHECK: math.exp
+func.func @expert_choice_residual(%l: tensor<?x4xf32>, %p: tensor<?x4xf32>) -> tensor<?x4xf32> {
+  %ids, %w = moe.route %l residual(%p : tensor<?x4xf32>) {routing = #moe.routing<k = 4, selection = expert_choice, capacity = 1>}
+      : tensor<?x4xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
+  return %w : tensor<?x4xf32>
+}

@@ -138,3 +138,16 @@ func.func @dispatch_kept(%l: tensor<?x4xf32>) -> (tensor<?xi32>, tensor<?xi32>) 
       : tensor<?x4xi32> -> tensor<?xi32>, tensor<5xi32>, tensor<?x4xi32>
   return %t, %t2 : tensor<?xi32>, tensor<?xi32>
 }
+
+// -----
+
+// Nor with expert choice: a token's slot e holds -1 unless expert e chose it.
+// CHECK-LABEL: func @dispatch_expert_choice
+// CHECK: moe.dispatch
+func.func @dispatch_expert_choice(%l: tensor<?x4xf32>) -> tensor<?xi32> {
+  %i, %w = moe.route %l {routing = #moe.routing<k = 4, selection = expert_choice, capacity = 2>}
+      : tensor<?x4xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
+  %t, %o, %p = moe.dispatch %i {num_experts = 4}
+      : tensor<?x4xi32> -> tensor<?xi32>, tensor<5xi32>, tensor<?x4xi32>
+  return %t : tensor<?xi32>
+}

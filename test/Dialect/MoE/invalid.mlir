@@ -984,3 +984,214 @@ func.func @expert_slots_static(%w: tensor<?x16x32xf32>) -> tensor<?x16x32xf32> {
   %s = moe.expert_slots %w {layer = 0 : i64} : tensor<?x16x32xf32> -> tensor<?x16x32xf32>
   return %s : tensor<?x16x32xf32>
 }
+
+// -----
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// Expert-choice routing
+//===----------------------------------------------------------------------===//
+
+// expected-error @+1 {{routing capacity must be non-negative, got -1}}
+func.func private @f() attributes {r = #moe.routing<k = 4, selection = expert_choice, capacity = -1>}
+
+// -----
+
+// expected-error @+1 {{routing capacity applies to expert_choice only}}
+func.func private @f() attributes {r = #moe.routing<k = 2, capacity = 3>}
+
+// -----
+
+// expected-error @+1 {{expert_choice routing needs softmax or sigmoid scoring}}
+func.func private @f() attributes {r = #moe.routing<k = 4, scoring = topk_softmax, selection = expert_choice, capacity = 2>}
+
+// -----
+
+// expected-error @+1 {{expert_choice routing takes no renormalize, threshold or group limit}}
+func.func private @f() attributes {r = #moe.routing<k = 4, renormalize = true, selection = expert_choice, capacity = 2>}
+
+// -----
+
+// expected-error @+1 {{expert_choice routing takes no renormalize, threshold or group limit}}
+func.func private @f() attributes {r = #moe.routing<k = 4, n_group = 2, topk_group = 1, selection = expert_choice, capacity = 2>}
+
+// -----
+
+// expected-error @+1 {{expert_choice routing needs a capacity or a capacity_factor}}
+func.func private @f() attributes {r = #moe.routing<k = 4, selection = expert_choice>}
+
+// -----
+
+func.func @expert_choice_k(%l: tensor<4x8xf32>) {
+  // expected-error @+1 {{'moe.route' op expert_choice routing has one slot per expert: k = 2 must equal the 8 experts}}
+  %i, %w = moe.route %l {routing = #moe.routing<k = 2, selection = expert_choice, capacity = 2>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @expert_choice_gate(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>) {
+  // expected-error @+1 {{'moe.gate' op cannot route by expert_choice: each expert's choice needs the logits of all tokens; use moe.route}}
+  %i, %w = moe.gate %x, %r {routing = #moe.routing<k = 8, selection = expert_choice, capacity = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x8xi32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.hash_route
+//===----------------------------------------------------------------------===//
+
+func.func @hash_ids_rank(%t: tensor<4x1xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op token ids must have rank 1, got 'tensor<4x1xi32>'}}
+  %i, %w = moe.hash_route %t {num_experts = 8}
+      : tensor<4x1xi32> -> tensor<4x1xi32>, tensor<4x1xf32>
+  return
+}
+
+// -----
+
+func.func @hash_table_rank(%t: tensor<4xi32>, %table: tensor<10x2xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op table must have rank 1, got 'tensor<10x2xi32>'}}
+  %i, %w = moe.hash_route %t table(%table : tensor<10x2xi32>) {num_experts = 8}
+      : tensor<4xi32> -> tensor<4x1xi32>, tensor<4x1xf32>
+  return
+}
+
+// -----
+
+func.func @hash_table_empty(%t: tensor<4xi32>, %table: tensor<0xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op table must not be empty}}
+  %i, %w = moe.hash_route %t table(%table : tensor<0xi32>) {num_experts = 8}
+      : tensor<4xi32> -> tensor<4x1xi32>, tensor<4x1xf32>
+  return
+}
+
+// -----
+
+func.func @hash_ids_shape(%t: tensor<4xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op expert ids must have shape [4, 1], got 'tensor<4x2xi32>'}}
+  %i, %w = moe.hash_route %t {num_experts = 8}
+      : tensor<4xi32> -> tensor<4x2xi32>, tensor<4x1xf32>
+  return
+}
+
+// -----
+
+func.func @hash_weights_shape(%t: tensor<?xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op weights must have shape [?, 1], got 'tensor<?x2xf32>'}}
+  %i, %w = moe.hash_route %t {num_experts = 8}
+      : tensor<?xi32> -> tensor<?x1xi32>, tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @hash_num_experts(%t: tensor<4xi32>) {
+  // expected-error @+1 {{'moe.hash_route' op attribute 'num_experts' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
+  %i, %w = moe.hash_route %t {num_experts = 0}
+      : tensor<4xi32> -> tensor<4x1xi32>, tensor<4x1xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// Expert groups (modality-restricted routing) and gating residuals
+//===----------------------------------------------------------------------===//
+
+// expected-error @+1 {{routing expert_groups sizes must be positive}}
+func.func private @f() attributes {r = #moe.routing<k = 1, expert_groups = [4, 0]>}
+
+// -----
+
+// expected-error @+1 {{routing expert_groups cannot be combined with n_group or expert_choice}}
+func.func private @f() attributes {r = #moe.routing<k = 1, n_group = 2, topk_group = 1, expert_groups = [4, 4]>}
+
+// -----
+
+// expected-error @+1 {{routing expert_groups cannot be combined with n_group or expert_choice}}
+func.func private @f() attributes {r = #moe.routing<k = 8, selection = expert_choice, capacity = 2, expert_groups = [4, 4]>}
+
+// -----
+
+// expected-error @+2 {{expected integer value}}
+// expected-error @+1 {{failed to parse MoE_RoutingAttr parameter 'expert_groups' which is to be a `::llvm::ArrayRef<int64_t>`}}
+func.func private @f() attributes {r = #moe.routing<k = 1, expert_groups = [4, x]>}
+
+// -----
+
+func.func @groups_sum(%l: tensor<4x8xf32>, %g: tensor<4xi32>) {
+  // expected-error @+1 {{'moe.route' op routing expert_groups sum to 7, not the 8 experts}}
+  %i, %w = moe.route %l token_groups(%g : tensor<4xi32>) {routing = #moe.routing<k = 2, expert_groups = [4, 3]>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @groups_k(%l: tensor<4x8xf32>, %g: tensor<4xi32>) {
+  // expected-error @+1 {{'moe.route' op routing k = 3 exceeds the 2 experts of the smallest group}}
+  %i, %w = moe.route %l token_groups(%g : tensor<4xi32>) {routing = #moe.routing<k = 3, expert_groups = [6, 2]>}
+      : tensor<4x8xf32> -> tensor<4x3xi32>, tensor<4x3xf32>
+  return
+}
+
+// -----
+
+func.func @groups_missing(%l: tensor<4x8xf32>) {
+  // expected-error @+1 {{'moe.route' op routing expert_groups needs token_groups}}
+  %i, %w = moe.route %l {routing = #moe.routing<k = 2, expert_groups = [4, 4]>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @groups_unexpected(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %g: tensor<4xi32>) {
+  // expected-error @+1 {{'moe.gate' op token_groups need routing expert_groups}}
+  %i, %w = moe.gate %x, %r token_groups(%g : tensor<4xi32>) {routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @groups_shape(%l: tensor<4x8xf32>, %g: tensor<5xi32>) {
+  // expected-error @+1 {{'moe.route' op token groups must have shape [4], got 'tensor<5xi32>'}}
+  %i, %w = moe.route %l token_groups(%g : tensor<5xi32>) {routing = #moe.routing<k = 2, expert_groups = [4, 4]>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @groups_layer(%x: tensor<?x64xf32>, %router: tensor<64x8xf32>,
+                        %wu: tensor<8x64x128xf32>, %wd: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op takes no token groups for routing expert_groups; use moe.route}}
+  %y = moe.layer %x, %router up(%wu : tensor<8x64x128xf32>) down(%wd : tensor<8x128x64xf32>)
+         {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2, expert_groups = [4, 4]>}
+         : (tensor<?x64xf32>, tensor<64x8xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @residual_shape(%l: tensor<4x8xf32>, %p: tensor<4x6xf32>) {
+  // expected-error @+1 {{'moe.route' op residual must have shape [4, 8], got 'tensor<4x6xf32>'}}
+  %i, %w = moe.route %l residual(%p : tensor<4x6xf32>) {routing = #moe.routing<k = 2>}
+      : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @residual_type(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %p: tensor<4x8xf16>) {
+  // expected-error @+1 {{'moe.gate' op residual must have element type 'f32', got 'f16'}}
+  %i, %w = moe.gate %x, %r residual(%p : tensor<4x8xf16>) {routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}

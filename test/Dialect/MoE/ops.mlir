@@ -153,3 +153,46 @@ func.func @placed_experts(%x: tensor<?x16xf32>, %ids: tensor<?x2xi32>,
       : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
   return %r : tensor<?x16xf32>
 }
+
+
+// CHECK-LABEL: func @expert_choice
+// CHECK: moe.route %{{.*}} {routing = #moe.routing<k = 8, capacity_factor = 2.000000e+00, selection = expert_choice>} : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+// CHECK: moe.route %{{.*}} {routing = #moe.routing<k = 8, scoring = sigmoid, selection = expert_choice, capacity = 3>} : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+func.func @expert_choice(%l: tensor<?x8xf32>) -> (tensor<?x8xi32>, tensor<?x8xf32>) {
+  %i0, %w0 = moe.route %l {routing = #moe.routing<k = 8, selection = expert_choice, capacity_factor = 2.0>}
+      : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+  %i1, %w1 = moe.route %l {routing = #moe.routing<k = 8, scoring = sigmoid, selection = expert_choice, capacity = 3>}
+      : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+  return %i1, %w0 : tensor<?x8xi32>, tensor<?x8xf32>
+}
+
+// CHECK-LABEL: func @hash_route
+// CHECK: moe.hash_route %{{.*}} table(%{{.*}} : tensor<100xi32>) {num_experts = 4 : i64} : tensor<?xi32> -> tensor<?x1xi32>, tensor<?x1xf32>
+// CHECK: moe.hash_route %{{.*}} {num_experts = 4 : i64} : tensor<?xi64> -> tensor<?x1xi64>, tensor<?x1xf64>
+func.func @hash_route(%t: tensor<?xi32>, %t64: tensor<?xi64>, %table: tensor<100xi32>)
+    -> (tensor<?x1xi32>, tensor<?x1xf64>) {
+  %i0, %w0 = moe.hash_route %t table(%table : tensor<100xi32>) {num_experts = 4}
+      : tensor<?xi32> -> tensor<?x1xi32>, tensor<?x1xf32>
+  %i1, %w1 = moe.hash_route %t64 {num_experts = 4}
+      : tensor<?xi64> -> tensor<?x1xi64>, tensor<?x1xf64>
+  return %i0, %w1 : tensor<?x1xi32>, tensor<?x1xf64>
+}
+
+// CHECK-LABEL: func @groups_and_residual
+// CHECK: moe.route %{{.*}} token_groups(%{{.*}} : tensor<?xi32>) residual(%{{.*}} : tensor<?x6xf32>) {routing = #moe.routing<k = 2, renormalize = true, expert_groups = [4, 2]>} : tensor<?x6xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+// CHECK: moe.gate %{{.*}}, %{{.*}} token_groups(%{{.*}} : tensor<?xi64>) {routing = #moe.routing<k = 1, expert_groups = [3, 3]>} : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x1xi32>, tensor<?x1xf32>
+// CHECK: moe.gate %{{.*}}, %{{.*}} residual(%{{.*}} : tensor<?x6xf32>) {routing = #moe.routing<k = 2>} : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+func.func @groups_and_residual(%l: tensor<?x6xf32>, %g: tensor<?xi32>, %g64: tensor<?xi64>,
+    %prev: tensor<?x6xf32>, %x: tensor<?x16xf32>, %router: tensor<16x6xf32>)
+    -> (tensor<?x2xf32>, tensor<?x1xf32>, tensor<?x2xf32>) {
+  %i0, %w0 = moe.route %l token_groups(%g : tensor<?xi32>) residual(%prev : tensor<?x6xf32>)
+      {routing = #moe.routing<k = 2, renormalize = true, expert_groups = [4, 2]>}
+      : tensor<?x6xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  %i1, %w1 = moe.gate %x, %router token_groups(%g64 : tensor<?xi64>)
+      {routing = #moe.routing<k = 1, expert_groups = [3, 3]>}
+      : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x1xi32>, tensor<?x1xf32>
+  %i2, %w2 = moe.gate %x, %router residual(%prev : tensor<?x6xf32>)
+      {routing = #moe.routing<k = 2>}
+      : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %w0, %w1, %w2 : tensor<?x2xf32>, tensor<?x1xf32>, tensor<?x2xf32>
+}

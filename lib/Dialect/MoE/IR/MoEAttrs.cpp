@@ -35,7 +35,9 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                   bool renormalize, APFloat temperatureAttr,
                                   APFloat scaleAttr, int64_t nGroup,
                                   int64_t topkGroup, APFloat capacityFactorAttr,
-                                  APFloat thresholdAttr) {
+                                  APFloat thresholdAttr,
+                                  SelectionMode selection, int64_t capacity,
+                                  ArrayRef<int64_t> expertGroups) {
   double temperature = temperatureAttr.convertToDouble();
   double scale = scaleAttr.convertToDouble();
   double capacityFactor = capacityFactorAttr.convertToDouble();
@@ -66,15 +68,55 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                        << threshold;
   if (threshold > 0.0 && scoring != ScoringFunc::Softmax)
     return emitError() << "routing threshold (top-p) needs softmax scoring";
+  if (capacity < 0)
+    return emitError() << "routing capacity must be non-negative, got "
+                       << capacity;
+  if (llvm::any_of(expertGroups, [](int64_t size) { return size < 1; }))
+    return emitError() << "routing expert_groups sizes must be positive";
+  if (!expertGroups.empty() &&
+      (nGroup > 0 || selection == SelectionMode::ExpertChoice))
+    return emitError() << "routing expert_groups cannot be combined with "
+                          "n_group or expert_choice";
+  if (selection != SelectionMode::ExpertChoice) {
+    if (capacity != 0)
+      return emitError() << "routing capacity applies to expert_choice only";
+    return success();
+  }
+  if (scoring == ScoringFunc::TopkSoftmax)
+    return emitError() << "expert_choice routing needs softmax or sigmoid "
+                          "scoring";
+  if (renormalize || threshold > 0.0 || nGroup > 0)
+    return emitError() << "expert_choice routing takes no renormalize, "
+                          "threshold or group limit";
+  if (capacity == 0 && capacityFactor == 0.0)
+    return emitError() << "expert_choice routing needs a capacity or a "
+                          "capacity_factor";
   return success();
 }
 
 LogicalResult
 RoutingAttr::verifyForNumExperts(function_ref<InFlightDiagnostic()> emitError,
                                  int64_t numExperts) const {
+  if (isExpertChoice() && getK() != numExperts)
+    return emitError() << "expert_choice routing has one slot per expert: k = "
+                       << getK() << " must equal the " << numExperts
+                       << " experts";
   if (getK() > numExperts)
     return emitError() << "routing k = " << getK() << " exceeds the "
                        << numExperts << " experts";
+  if (hasExpertGroups()) {
+    int64_t total = 0, smallest = numExperts;
+    for (int64_t size : getExpertGroups()) {
+      total += size;
+      smallest = std::min(smallest, size);
+    }
+    if (total != numExperts)
+      return emitError() << "routing expert_groups sum to " << total
+                         << ", not the " << numExperts << " experts";
+    if (getK() > smallest)
+      return emitError() << "routing k = " << getK() << " exceeds the "
+                         << smallest << " experts of the smallest group";
+  }
   if (!isGroupLimited())
     return success();
   if (numExperts % getNGroup() != 0)

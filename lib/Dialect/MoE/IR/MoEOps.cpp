@@ -155,6 +155,7 @@ static LogicalResult verifyRoutingResults(Operation *op, RoutingAttr routing,
                                           int64_t numExperts, int64_t tokens,
                                           Value ids, Value weights,
                                           Value selectionBias,
+                                          Value tokenGroups, Value residual,
                                           Type scoreElementType) {
   if (failed(routing.verifyForNumExperts([&] { return op->emitOpError(); },
                                          numExperts)))
@@ -165,7 +166,17 @@ static LogicalResult verifyRoutingResults(Operation *op, RoutingAttr routing,
     return failure();
   if (failed(checkElementType(op, weights, "weights", scoreElementType)))
     return failure();
-  return checkOptional(op, selectionBias, "selection bias", {numExperts},
+  if (failed(checkOptional(op, selectionBias, "selection bias", {numExperts},
+                           scoreElementType)))
+    return failure();
+  if (routing.hasExpertGroups() && !tokenGroups)
+    return op->emitOpError("routing expert_groups needs token_groups");
+  if (tokenGroups && !routing.hasExpertGroups())
+    return op->emitOpError("token_groups need routing expert_groups");
+  if (tokenGroups &&
+      failed(checkShape(op, tokenGroups, "token groups", {tokens})))
+    return failure();
+  return checkOptional(op, residual, "residual", {tokens, numExperts},
                        scoreElementType);
 }
 
@@ -232,7 +243,8 @@ static RoutingAttr simplifyRouting(RoutingAttr routing, int64_t numExperts) {
   return RoutingAttr::get(
       routing.getContext(), routing.getK(), routing.getScoring(), renormalize,
       routing.getTemperature(), routing.getScale(), nGroup, topkGroup,
-      routing.getCapacityFactor(), routing.getThreshold());
+      routing.getCapacityFactor(), routing.getThreshold(),
+      routing.getSelection(), routing.getCapacity(), routing.getExpertGroups());
 }
 
 /// Whether a selection bias cannot change the choice: a splat constant adds
@@ -296,6 +308,9 @@ LogicalResult LayerOp::verify() {
   if (failed(getRouting().verifyForNumExperts([&] { return emitOpError(); },
                                               *numExperts)))
     return failure();
+  if (getRouting().hasExpertGroups())
+    return emitOpError("takes no token groups for routing expert_groups; use "
+                       "moe.route");
   if (failed(checkOptional(op, getSelectionBias(), "selection bias",
                            {*numExperts}, elementType)))
     return failure();
@@ -338,10 +353,10 @@ LogicalResult RouteOp::verify() {
     return emitOpError() << "logits must have shape [T, E] with a static E, "
                             "got "
                          << logitsType;
-  return verifyRoutingResults(*this, getRouting(), logitsType.getDimSize(1),
-                              logitsType.getDimSize(0), getExpertIds(),
-                              getWeights(), getSelectionBias(),
-                              logitsType.getElementType());
+  return verifyRoutingResults(
+      *this, getRouting(), logitsType.getDimSize(1), logitsType.getDimSize(0),
+      getExpertIds(), getWeights(), getSelectionBias(), getTokenGroups(),
+      getResidual(), logitsType.getElementType());
 }
 
 void RouteOp::getCanonicalizationPatterns(RewritePatternSet &results,
@@ -360,9 +375,13 @@ LogicalResult GateOp::verify() {
   Type elementType = tensorType(getInput()).getElementType();
   if (failed(checkElementType(op, getRouter(), "router", elementType)))
     return failure();
-  return verifyRoutingResults(
-      op, getRouting(), *numExperts, tensorType(getInput()).getDimSize(0),
-      getExpertIds(), getWeights(), getSelectionBias(), elementType);
+  if (getRouting().isExpertChoice())
+    return emitOpError("cannot route by expert_choice: each expert's choice "
+                       "needs the logits of all tokens; use moe.route");
+  return verifyRoutingResults(op, getRouting(), *numExperts,
+                              tensorType(getInput()).getDimSize(0),
+                              getExpertIds(), getWeights(), getSelectionBias(),
+                              getTokenGroups(), getResidual(), elementType);
 }
 
 //===----------------------------------------------------------------------===//
@@ -420,7 +439,8 @@ struct DispatchAllExperts : public OpRewritePattern<DispatchOp> {
       routing = gate.getRouting();
     if (!routing)
       return rewriter.notifyMatchFailure(op, "expert ids of unknown origin");
-    if (routing.getK() != op.getNumExperts() || routing.hasDynamicK())
+    if (routing.getK() != op.getNumExperts() || routing.hasDynamicK() ||
+        routing.isExpertChoice())
       return rewriter.notifyMatchFailure(op,
                                          "tokens do not choose all experts");
     if (op.getBlockSize() != 1 || !op.getCapacityFactor().isZero())
@@ -663,6 +683,27 @@ LogicalResult CombineOp::verify() {
     return emitOpError() << "addend type " << getAddend().getType()
                          << " must match result type " << getResult().getType();
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// HashRouteOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult HashRouteOp::verify() {
+  auto idsType = tensorType(getTokenIds());
+  if (idsType.getRank() != 1)
+    return emitOpError() << "token ids must have rank 1, got " << idsType;
+  if (getTable()) {
+    auto tableType = tensorType(getTable());
+    if (tableType.getRank() != 1)
+      return emitOpError() << "table must have rank 1, got " << tableType;
+    if (tableType.getDimSize(0) == 0)
+      return emitOpError("table must not be empty");
+  }
+  int64_t tokens = idsType.getDimSize(0);
+  return failure(
+      failed(checkShape(*this, getExpertIds(), "expert ids", {tokens, 1})) ||
+      failed(checkShape(*this, getWeights(), "weights", {tokens, 1})));
 }
 
 #define GET_OP_CLASSES

@@ -66,11 +66,12 @@ struct ExpandLayer : public OpRewritePattern<LayerOp> {
     auto pairType = [&](Type elt) {
       return RankedTensorType::get({tokens, k}, elt);
     };
-    auto route = RouteOp::create(rewriter, loc, pairType(indexType),
-                                 pairType(elementType), logits,
-                                 op.getSelectionBias(), routing);
+    auto route = RouteOp::create(
+        rewriter, loc, pairType(indexType), pairType(elementType), logits,
+        op.getSelectionBias(), Value(), Value(), routing);
 
-    // Dispatch. Capacity is carried out by the dispatch.
+    // Dispatch. Capacity is carried out by the dispatch, except with expert
+    // choice, where the routing already keeps C tokens per expert.
     int64_t rows =
         ShapedType::isDynamic(tokens) ? ShapedType::kDynamic : tokens * k;
     auto dispatch = DispatchOp::create(
@@ -79,7 +80,9 @@ struct ExpandLayer : public OpRewritePattern<LayerOp> {
         route.getExpertIds(), rewriter.getI64IntegerAttr(numExperts),
         rewriter.getI64IntegerAttr(1),
         rewriter.getF64FloatAttr(
-            routing.getCapacityFactor().convertToDouble()));
+            routing.isExpertChoice()
+                ? 0.0
+                : routing.getCapacityFactor().convertToDouble()));
 
     // Experts over the permuted rows.
     Value dynRows;

@@ -36,6 +36,9 @@ struct FuseRouterMatmul : public OpRewritePattern<RouteOp> {
 
   LogicalResult matchAndRewrite(RouteOp op,
                                 PatternRewriter &rewriter) const override {
+    if (op.getRouting().isExpertChoice())
+      return rewriter.notifyMatchFailure(
+          op, "expert choice needs the logits of all tokens");
     auto matmul = op.getLogits().getDefiningOp<linalg::MatmulOp>();
     if (!matmul)
       return rewriter.notifyMatchFailure(op, "logits are not a linalg.matmul");
@@ -55,7 +58,8 @@ struct FuseRouterMatmul : public OpRewritePattern<RouteOp> {
       return rewriter.notifyMatchFailure(op, "matmul mixes element types");
     rewriter.replaceOpWithNewOp<GateOp>(
         op, op.getExpertIds().getType(), op.getWeights().getType(), input,
-        router, op.getSelectionBias(), op.getRouting());
+        router, op.getSelectionBias(), op.getTokenGroups(), op.getResidual(),
+        op.getRouting());
     return success();
   }
 };

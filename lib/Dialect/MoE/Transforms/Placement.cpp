@@ -347,8 +347,10 @@ struct InsertPrefetchPass
         auto available = [&](Value v) {
           return !v || dominance.properlyDominates(v, gate);
         };
-        if (!available(nextGate.getRouter()) ||
-            !available(nextGate.getSelectionBias()))
+        // A gating residual comes from the layer before: not known yet.
+        if (nextGate.getResidual() || !available(nextGate.getRouter()) ||
+            !available(nextGate.getSelectionBias()) ||
+            !available(nextGate.getTokenGroups()))
           continue;
         auto idsType =
             cast<RankedTensorType>(nextGate.getExpertIds().getType());
@@ -362,6 +364,7 @@ struct InsertPrefetchPass
             RankedTensorType::get(idsShape, idsType.getElementType()),
             RankedTensorType::get(weightsShape, weightsType.getElementType()),
             gate.getInput(), nextGate.getRouter(), nextGate.getSelectionBias(),
+            nextGate.getTokenGroups(), /*residual=*/Value(),
             nextGate.getRouting());
         PrefetchOp::create(builder, gate.getLoc(), predicted.getExpertIds(),
                            builder.getI64IntegerAttr(placement.getLayer()));

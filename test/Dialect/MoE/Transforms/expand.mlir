@@ -51,3 +51,20 @@ func.func @static_tokens_shared(%x: tensor<6x16xf32>, %router: tensor<16x4xf32>,
          : (tensor<6x16xf32>, tensor<16x4xf32>) -> tensor<6x16xf32>
   return %y : tensor<6x16xf32>
 }
+
+// -----
+
+// Expert choice keeps C tokens per expert in moe.route: the dispatch drops
+// nothing, and every token has one slot per expert.
+// CHECK-LABEL: func @expert_choice
+// CHECK: %[[IDS:.*]], %[[W:.*]] = moe.route %{{.*}} {routing = #moe.routing<k = 4, capacity_factor = 1.500000e+00, selection = expert_choice>} : tensor<?x4xf32> -> tensor<?x4xi32>, tensor<?x4xf32>
+// CHECK: %{{.*}}, %{{.*}}, %[[POS:.*]] = moe.dispatch %[[IDS]] {num_experts = 4 : i64} : tensor<?x4xi32> -> tensor<?xi32>, tensor<5xi32>, tensor<?x4xi32>
+// CHECK: moe.combine %{{.*}}, %[[POS]], %[[W]] : (tensor<?x32xf32>, tensor<?x4xi32>, tensor<?x4xf32>) -> tensor<?x32xf32>
+func.func @expert_choice(%x: tensor<?x32xf32>, %router: tensor<32x4xf32>,
+    %wu: tensor<4x32x16xf32>, %wd: tensor<4x16x32xf32>) -> tensor<?x32xf32> {
+  %y = moe.layer %x, %router up(%wu : tensor<4x32x16xf32>) down(%wd : tensor<4x16x32xf32>)
+         {expert = #moe.expert<ffn, relu>,
+          routing = #moe.routing<k = 4, selection = expert_choice, capacity_factor = 1.5>}
+         : (tensor<?x32xf32>, tensor<32x4xf32>) -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}

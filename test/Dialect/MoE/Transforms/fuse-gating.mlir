@@ -74,3 +74,47 @@ func.func @transposed(%x: tensor<4x64xf32>, %r: tensor<8x64xf32>) -> tensor<4x2x
       : tensor<4x8xf32> -> tensor<4x2xi32>, tensor<4x2xf32>
   return %i : tensor<4x2xi32>
 }
+
+// -----
+
+// Expert choice needs every token's logits: no fusion.
+// CHECK-LABEL: func @expert_choice
+// CHECK: linalg.matmul
+// CHECK: moe.route
+// CHECK-NOT: moe.gate
+func.func @expert_choice(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>)
+    -> (tensor<?x8xi32>, tensor<?x8xf32>) {
+  %c0 = arith.constant 0 : index
+  %t = tensor.dim %x, %c0 : tensor<?x64xf32>
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty(%t) : tensor<?x8xf32>
+  %z = linalg.fill ins(%zero : f32) outs(%e : tensor<?x8xf32>) -> tensor<?x8xf32>
+  %l = linalg.matmul ins(%x, %r : tensor<?x64xf32>, tensor<64x8xf32>)
+                     outs(%z : tensor<?x8xf32>) -> tensor<?x8xf32>
+  %i, %w = moe.route %l
+      {routing = #moe.routing<k = 8, selection = expert_choice, capacity_factor = 1.0>}
+      : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+  return %i, %w : tensor<?x8xi32>, tensor<?x8xf32>
+}
+
+// -----
+
+// Token groups and a gating residual move to the fused op.
+// CHECK-LABEL: func @groups_residual
+// CHECK-SAME: (%[[X:.*]]: tensor<?x64xf32>, %[[R:.*]]: tensor<64x8xf32>, %[[G:.*]]: tensor<?xi32>, %[[P:.*]]: tensor<?x8xf32>)
+// CHECK-NOT: linalg.matmul
+// CHECK: moe.gate %[[X]], %[[R]] token_groups(%[[G]] : tensor<?xi32>) residual(%[[P]] : tensor<?x8xf32>) {routing = #moe.routing<k = 2, expert_groups = [4, 4]>}
+func.func @groups_residual(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>, %g: tensor<?xi32>,
+                           %p: tensor<?x8xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %c0 = arith.constant 0 : index
+  %t = tensor.dim %x, %c0 : tensor<?x64xf32>
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty(%t) : tensor<?x8xf32>
+  %z = linalg.fill ins(%zero : f32) outs(%e : tensor<?x8xf32>) -> tensor<?x8xf32>
+  %l = linalg.matmul ins(%x, %r : tensor<?x64xf32>, tensor<64x8xf32>)
+                     outs(%z : tensor<?x8xf32>) -> tensor<?x8xf32>
+  %i, %w = moe.route %l token_groups(%g : tensor<?xi32>) residual(%p : tensor<?x8xf32>)
+      {routing = #moe.routing<k = 2, expert_groups = [4, 4]>}
+      : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %i, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}

@@ -24,6 +24,15 @@ def MoE_ScoringFunc : I32EnumAttr<"ScoringFunc", "how router logits become score
   let genSpecializedAttr = 0;
 }
 
+def MoE_SelectionMode : I32EnumAttr<"SelectionMode",
+    "who chooses: tokens their experts, or experts their tokens", [
+    I32EnumAttrCase<"TokenChoice", 0, "token_choice">,
+    I32EnumAttrCase<"ExpertChoice", 1, "expert_choice">
+  ]> {
+  let cppNamespace = "::moe";
+  let genSpecializedAttr = 0;
+}
+
 def MoE_ExpertKind : I32EnumAttr<"ExpertKind", "the body of an FFN expert", [
     I32EnumAttrCase<"Gated", 0, "gated">,
     I32EnumAttrCase<"Ffn", 1, "ffn">
@@ -78,21 +87,22 @@ class MoE_DoubleParameter<string desc, string default>
   let comparator = "$_lhs.bitwiseIsEqual($_rhs)";
 }
 
-/// A list of integers printed and parsed as `[a, b, ...]`; empty by default.
-class MoE_IndexListParameter<string desc>
+/// Sizes printed and parsed as `[a, b, ...]`; empty by default.
+class MoE_SizesParameter<string desc>
     : OptionalArrayRefParameter<"int64_t", desc> {
   let parser = [{ [&]() -> ::mlir::FailureOr<::llvm::SmallVector<int64_t>> {
-    ::llvm::SmallVector<int64_t> values;
+    ::llvm::SmallVector<int64_t> sizes;
     if ($_parser.parseCommaSeparatedList(
-            ::mlir::AsmParser::Delimiter::Square, [&]() {
-              return $_parser.parseInteger(values.emplace_back());
-            }))
+            ::mlir::AsmParser::Delimiter::Square,
+            [&] { return $_parser.parseInteger(sizes.emplace_back()); }))
       return ::mlir::failure();
-    return values;
+    return sizes;
   }() }];
-  let printer = [{ $_printer << '[';
+  let printer = [{
+    $_printer << '[';
     ::llvm::interleaveComma($_self, $_printer);
-    $_printer << ']' }];
+    $_printer << ']';
+  }];
 }
 
 class MoE_Attr<string name, string attrMnemonic, list<Trait> traits = []>
@@ -131,9 +141,30 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
       most `k`); unused slots get expert id -1 and weight 0. 0 means exactly
       `k` experts.
 
+    - `selection` [token_choice]: `expert_choice` (Zhou et al. 2022) turns
+      the choice around: each expert takes the `C` tokens with the best
+      selection scores in its column (ties to the lower token index), so a
+      token is chosen by 0 to E experts. `k` must equal E: slot `e` of a
+      token holds expert `e` when it chose the token and -1 otherwise, and
+      its weight is the token's score for the expert (times `scale`), 0 when
+      not chosen. `C` is `capacity` when it is set, otherwise
+      `ceil(capacity_factor * T / E)`, at most T. Scoring must be `softmax`
+      or `sigmoid`; `renormalize`, `threshold` and group limits do not apply.
+    - `capacity` [0]: the explicit per-expert token count `C` of expert
+      choice; 0 takes it from `capacity_factor`.
+    - `expert_groups` [none]: modality-restricted routing (MoMa): the sizes
+      of consecutive groups of experts (summing to E). The op then takes a
+      group id per token (`token_groups [T]`), and a token's top-k is taken
+      among the experts of its group only (softmax scores stay over all E
+      experts). A token whose group id is out of range is routed nowhere
+      (ids -1, weights 0). `k` must not exceed the smallest group; no group
+      limit (`n_group`) nor expert choice with it.
+
     Example: Mixtral is `#moe.routing<k = 2, renormalize = true>`;
     DeepSeek-V3 is `#moe.routing<k = 8, scoring = sigmoid, renormalize = true,
-    scale = 2.5, n_group = 8, topk_group = 4>` with a selection bias.
+    scale = 2.5, n_group = 8, topk_group = 4>` with a selection bias; expert
+    choice over 8 experts with each expert taking a quarter of the tokens is
+    `#moe.routing<k = 8, selection = expert_choice, capacity_factor = 2.0>`.
   }];
   let parameters = (ins
     "int64_t":$k,
@@ -146,8 +177,24 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
     DefaultValuedParameter<"int64_t", "0", "number of expert groups">:$n_group,
     DefaultValuedParameter<"int64_t", "0", "groups kept per token">:$topk_group,
     MoE_DoubleParameter<"expert capacity factor, 0 = dropless", "0.0">:$capacity_factor,
-    MoE_DoubleParameter<"top-p threshold, 0 = fixed k", "0.0">:$threshold
+    MoE_DoubleParameter<"top-p threshold, 0 = fixed k", "0.0">:$threshold,
+    DefaultValuedParameter<"SelectionMode", "SelectionMode::TokenChoice",
+                           "tokens choose experts or experts choose tokens">:$selection,
+    DefaultValuedParameter<"int64_t", "0",
+                           "expert-choice capacity, 0 = from capacity_factor">:$capacity,
+    MoE_SizesParameter<"sizes of the expert groups (modalities)">:$expert_groups
   );
+  let builders = [
+    AttrBuilder<(ins "int64_t":$k, "ScoringFunc":$scoring, "bool":$renormalize,
+                     "::llvm::APFloat":$temperature, "::llvm::APFloat":$scale,
+                     "int64_t":$n_group, "int64_t":$topk_group,
+                     "::llvm::APFloat":$capacity_factor,
+                     "::llvm::APFloat":$threshold), [{
+      return $_get($_ctxt, k, scoring, renormalize, temperature, scale,
+                   n_group, topk_group, capacity_factor, threshold,
+                   SelectionMode::TokenChoice, 0, ::llvm::ArrayRef<int64_t>());
+    }]>
+  ];
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
   let extraClassDeclaration = [{
@@ -157,6 +204,12 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
     bool hasDynamicK() const { return getThreshold().isNonZero(); }
     /// Whether experts have a capacity and drop tokens past it.
     bool hasCapacity() const { return getCapacityFactor().isNonZero(); }
+    /// Whether experts choose their tokens (expert-choice routing).
+    bool isExpertChoice() const {
+      return getSelection() == SelectionMode::ExpertChoice;
+    }
+    /// Whether tokens choose among the experts of their group only.
+    bool hasExpertGroups() const { return !getExpertGroups().empty(); }
     /// Checks the recipe against the number of experts of an op using it.
     ::mlir::LogicalResult verifyForNumExperts(
         ::llvm::function_ref<::mlir::InFlightDiagnostic()> emitError,
@@ -225,7 +278,7 @@ def MoE_PlacementAttr : MoE_Attr<"Placement", "placement"> {
     "int64_t":$layer,
     "int64_t":$experts,
     "int64_t":$slots,
-    MoE_IndexListParameter<"experts resident in slots 0..">:$pinned
+    MoE_SizesParameter<"experts resident in slots 0..">:$pinned
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

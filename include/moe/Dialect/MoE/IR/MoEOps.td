@@ -97,7 +97,7 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
 // Routing
 //===----------------------------------------------------------------------===//
 
-def MoE_RouteOp : MoE_Op<"route", [Pure]> {
+def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments]> {
   let summary = "router logits to chosen experts and mixing weights";
   let description = [{
     Applies the `routing` recipe to `logits [T, E]`, giving per token the ids
@@ -106,6 +106,11 @@ def MoE_RouteOp : MoE_Op<"route", [Pure]> {
     With dynamic k (`threshold`), unused slots hold id -1 and weight 0.
     `selection_bias [E]`, when present, is added to the scores for the choice
     only; the weights come from the unbiased scores.
+    `token_groups [T]` gives each token's group for a recipe with
+    `expert_groups` (and is required by it). `residual [T, E]` is a gating
+    residual (MoE++): the routing sees `logits + residual`, where `residual`
+    is the previous layer's routing logits (with their own residual), so a
+    stack of layers threads them.
 
     Example:
     ```mlir
@@ -116,23 +121,28 @@ def MoE_RouteOp : MoE_Op<"route", [Pure]> {
   let arguments = (ins
     MoE_FloatTensor:$logits,
     Optional<MoE_FloatTensor>:$selection_bias,
+    Optional<MoE_IndexTensor>:$token_groups,
+    Optional<MoE_FloatTensor>:$residual,
     MoE_RoutingAttr:$routing
   );
   let results = (outs MoE_IndexTensor:$expert_ids, MoE_FloatTensor:$weights);
   let assemblyFormat = [{
     $logits (`selection_bias` `(` $selection_bias^ `:` type($selection_bias) `)`)?
+    (`token_groups` `(` $token_groups^ `:` type($token_groups) `)`)?
+    (`residual` `(` $residual^ `:` type($residual) `)`)?
     attr-dict `:` type($logits) `->` type($expert_ids) `,` type($weights)
   }];
   let hasVerifier = 1;
   let hasCanonicalizer = 1;
 }
 
-def MoE_GateOp : MoE_Op<"gate", [Pure]> {
+def MoE_GateOp : MoE_Op<"gate", [Pure, AttrSizedOperandSegments]> {
   let summary = "fused router matmul and routing";
   let description = [{
     `moe.route` applied to the logits `input·router`, computed per block of
     tokens so that the `[T, E]` logits never reach memory beyond a tile.
     `moe-fuse-gating` forms it from a router matmul feeding a `moe.route`.
+    `token_groups` and `residual` are those of `moe.route`.
 
     Example:
     ```mlir
@@ -144,12 +154,16 @@ def MoE_GateOp : MoE_Op<"gate", [Pure]> {
     MoE_FloatTensor:$input,
     MoE_FloatTensor:$router,
     Optional<MoE_FloatTensor>:$selection_bias,
+    Optional<MoE_IndexTensor>:$token_groups,
+    Optional<MoE_FloatTensor>:$residual,
     MoE_RoutingAttr:$routing
   );
   let results = (outs MoE_IndexTensor:$expert_ids, MoE_FloatTensor:$weights);
   let assemblyFormat = [{
     $input `,` $router
     (`selection_bias` `(` $selection_bias^ `:` type($selection_bias) `)`)?
+    (`token_groups` `(` $token_groups^ `:` type($token_groups) `)`)?
+    (`residual` `(` $residual^ `:` type($residual) `)`)?
     attr-dict `:` `(` type($input) `,` type($router) `)` `->`
     type($expert_ids) `,` type($weights)
   }];
@@ -519,6 +533,41 @@ def MoE_TraceRoutingOp : MoE_Op<"trace_routing",
     ConfinedAttr<I64Attr, [IntPositive]>:$num_experts
   );
   let assemblyFormat = "$expert_ids attr-dict `:` type($expert_ids)";
+}
+
+//===----------------------------------------------------------------------===//
+// Hash routing
+//===----------------------------------------------------------------------===//
+
+def MoE_HashRouteOp : MoE_Op<"hash_route", [Pure]> {
+  let summary = "token ids to experts through a fixed hash (hash layers)";
+  let description = [{
+    Hash routing (Roller et al. 2021): each token goes to one expert picked
+    from its token id, with weight 1, and no router is learned. With `table
+    [V]`, token `t` goes to expert `table[token_ids[t]]`; without it, to
+    `((id * 2654435761) mod 2^32) mod E` (Knuth's multiplicative hash) for
+    `E = num_experts`. A negative id, an id past the table or a table entry
+    outside `[0, E)` gives expert id -1 and weight 0: the token is routed
+    nowhere. The results `[T, 1]` feed `moe.dispatch` and `moe.combine`
+    like those of `moe.route`.
+
+    Example:
+    ```mlir
+    %ids, %w = moe.hash_route %token_ids table(%table : tensor<32000xi32>)
+        {num_experts = 8} : tensor<?xi32> -> tensor<?x1xi32>, tensor<?x1xf32>
+    ```
+  }];
+  let arguments = (ins
+    MoE_IndexTensor:$token_ids,
+    Optional<MoE_IndexTensor>:$table,
+    ConfinedAttr<I64Attr, [IntPositive]>:$num_experts
+  );
+  let results = (outs MoE_IndexTensor:$expert_ids, MoE_FloatTensor:$weights);
+  let assemblyFormat = [{
+    $token_ids (`table` `(` $table^ `:` type($table) `)`)?
+    attr-dict `:` type($token_ids) `->` type($expert_ids) `,` type($weights)
+  }];
+  let hasVerifier = 1;
 }
 
 #endif // MOE_DIALECT_MOE_IR_MOEOPS_TD

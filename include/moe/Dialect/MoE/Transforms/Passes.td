@@ -238,4 +238,47 @@ def MoEInstrumentRouting
   }];
 }
 
+def MoEPruneExperts : Pass<"moe-prune-experts", "::mlir::ModuleOp"> {
+  let summary = "Drop the least-used experts of each moe.layer";
+  let description = [{
+    Keeps the `keep` most used experts of every `moe.layer` (in the module's
+    walk order) according to a routing profile, a JSON file
+    `{"layers": [{"counts": [c0, c1, ...]}, ...]}` with one entry per layer and
+    one count per expert. Ties keep the lower expert index; kept experts keep
+    their order. The dropped experts' slices of the expert weights, biases and
+    selection bias, and their router columns, are removed (constant weights
+    become smaller constants; other weights are sliced with
+    `tensor.extract_slice`/`tensor.insert_slice`), so the layer routes among
+    the kept experts only. Layers with at most `keep` experts are unchanged.
+    The routing recipe is kept, except that expert-choice routing gets
+    `k = keep`; group-limited recipes (`n_group`, `expert_groups`) and a `k`
+    above `keep` are errors.
+
+    Before (`keep=2`, counts `[5, 0, 9, 1]`):
+    ```mlir
+    %y = moe.layer %x, %router up(%wu : tensor<4x64x128xf32>)
+           down(%wd : tensor<4x128x64xf32>)
+           {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 1>}
+           : (tensor<?x64xf32>, tensor<64x4xf32>) -> tensor<?x64xf32>
+    ```
+    After (experts 0 and 2):
+    ```mlir
+    %y = moe.layer %x, %router2 up(%wu2 : tensor<2x64x128xf32>)
+           down(%wd2 : tensor<2x128x64xf32>)
+           {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 1>}
+           : (tensor<?x64xf32>, tensor<64x2xf32>) -> tensor<?x64xf32>
+    ```
+  }];
+  let options = [
+    Option<"keep", "keep", "int64_t", /*default=*/"0",
+           "experts kept per layer">,
+    Option<"profile", "profile", "std::string", /*default=*/"",
+           "path of the JSON routing profile with per-layer expert counts">
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
 #endif // MOE_DIALECT_MOE_TRANSFORMS_PASSES_TD
