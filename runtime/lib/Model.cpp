@@ -208,6 +208,23 @@ static moe_status_t *mapWeights(moe_model_t &model, const std::string &path) {
                         " bytes=" + std::to_string(weight.bytes) +
                         ") lies outside the " + std::to_string(dataSize) +
                         "-byte data section");
+
+  // Resident weights are read in now, so that the first runs do not fault
+  // them in from disk; weights in an expert cache are left to the cache.
+  uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  for (const ArgumentSpec &weight : model.signature.weights) {
+    if (weight.cacheLayer >= 0 || weight.bytes == 0)
+      continue;
+    auto begin = reinterpret_cast<uintptr_t>(model.weightsData + weight.offset);
+    uintptr_t end = begin + weight.bytes;
+    begin &= ~(page - 1);
+#ifdef MADV_POPULATE_READ
+    if (madvise(reinterpret_cast<void *>(begin), end - begin,
+                MADV_POPULATE_READ) == 0)
+      continue;
+#endif
+    madvise(reinterpret_cast<void *>(begin), end - begin, MADV_WILLNEED);
+  }
   return nullptr;
 }
 
