@@ -370,7 +370,7 @@ static SmallVector<Type> typesOf(ArrayRef<Value> values) {
 static std::string unsupportedReason(Operation *op) {
   if (isa<LayerOp>(op))
     return "is not lowered by convert-moe-to-gpu; run moe-expand first";
-  if (isa<ZeroComputationExpertsOp, GenericExpertsOp>(op))
+  if (isa<ZeroComputationExpertsOp, GenericExpertsOp, QuantizedExpertsOp>(op))
     return "is not lowered by convert-moe-to-gpu yet";
   if (!isa<GateOp, RouteOp, DispatchOp, ExpertsOp, SharedExpertsOp, CombineOp>(
           op))
