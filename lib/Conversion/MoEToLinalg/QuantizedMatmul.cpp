@@ -5,12 +5,12 @@
 //===----------------------------------------------------------------------===//
 //
 // The GEMMs of `moe.quantized_experts`. The weights stay in their bytes: each
-// step of the reduction loop loads `lanes` codes of a few output rows,
-// converts them to floats and applies the block's scale and zero point as one
-// fused multiply-add (`q * s + (-zp * s)`), then feeds the dequantized vector
-// to the accumulators of every token row of the register tile. At one token
-// (decode) the loop is bound by reading the weights, so reading 1 or 0.5
-// bytes per weight instead of 4 is the point.
+// step of the reduction loop loads the codes of a few output rows, turns them
+// into floats already centered on the zero point (a bit flip and a signed
+// conversion), and feeds them to the accumulators of every token row of the
+// register tile; each block's sums are scaled once at the end of the block.
+// At one token (decode) the loop is bound by reading the weights, so reading
+// 1 or 0.5 bytes per weight instead of 4 is the point.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,6 +22,7 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 #include <algorithm>
+#include <cassert>
 
 using namespace mlir;
 
@@ -52,13 +53,26 @@ struct QuantizedMatmulBuilder {
 
   Value index(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
 
-  /// The dequantized `[lanes]` weights of output row `n` at reduction index
-  /// `k`, given the block's splatted scale and `-zp * scale`.
-  Value loadWeights(OpBuilder &b, Location loc, Value n, Value k, Value scale,
-                    Value offset) {
+  /// Reduction indices per step of the K loop: `lanes` codes at 8 bits,
+  /// `lanes` bytes of two codes each at 4 bits.
+  int64_t step() const { return bits == 4 ? 2 * lanes : lanes; }
+
+  /// The centered codes `q - zp` (as floats) of output row `n` for the
+  /// `step()` reduction indices from `k`: one `[lanes]` vector at 8 bits; at
+  /// 4 bits two, the codes of the even indices (low nibbles) and of the odd
+  /// ones (high nibbles), so the codes are never shuffled (the inputs are
+  /// split instead, once per row). `q - zp` is the code with its top bit
+  /// flipped read as a signed integer: `q ^ 0x80` for a byte, and for the
+  /// nibbles of `b ^ 0x88` (in 32 bits) `(b << 28) >> 28` and
+  /// `(b << 24) >> 28` with arithmetic right shifts.
+  SmallVector<Value> loadCenteredCodes(OpBuilder &b, Location loc, Value n,
+                                       Value k) {
     auto i8 = b.getI8Type();
-    int64_t numBytes = lanes * bits / 8;
-    auto bytesType = VectorType::get({numBytes}, i8);
+    auto bytesType = VectorType::get({lanes}, i8);
+    auto splat = [&](int64_t v) -> Value {
+      return arith::ConstantOp::create(
+          b, loc, DenseElementsAttr::get(bytesType, b.getIntegerAttr(i8, v)));
+    };
     Value byteIndex = k;
     if (bits == 4)
       byteIndex = arith::DivUIOp::create(b, loc, k, index(2));
@@ -66,18 +80,44 @@ struct QuantizedMatmulBuilder {
     Value codes = vector::TransferReadOp::create(
         b, loc, bytesType, bytes, ValueRange{expert, n, byteIndex}, pad,
         ArrayRef<bool>{true});
-    if (bits == 4) {
-      auto splat = [&](int64_t v) -> Value {
+    SmallVector<Value> parts;
+    if (bits == 8) {
+      parts = {arith::XOrIOp::create(b, loc, codes, splat(0x80))};
+    } else {
+      // Nibbles are split in 32-bit lanes: x86 has no byte shifts.
+      auto wideType = VectorType::get({lanes}, b.getI32Type());
+      auto wideSplat = [&](int64_t v) -> Value {
         return arith::ConstantOp::create(
-            b, loc, DenseElementsAttr::get(bytesType, b.getIntegerAttr(i8, v)));
+            b, loc,
+            DenseElementsAttr::get(wideType,
+                                   b.getIntegerAttr(b.getI32Type(), v)));
       };
-      Value low = arith::AndIOp::create(b, loc, codes, splat(15));
-      Value high = arith::ShRUIOp::create(b, loc, codes, splat(4));
-      codes = vector::InterleaveOp::create(b, loc, low, high);
+      Value flipped = arith::XOrIOp::create(
+          b, loc, arith::ExtUIOp::create(b, loc, wideType, codes),
+          wideSplat(0x88));
+      for (int64_t shift : {28, 24})
+        parts.push_back(arith::ShRSIOp::create(
+            b, loc, arith::ShLIOp::create(b, loc, flipped, wideSplat(shift)),
+            wideSplat(28)));
     }
     auto floatType = VectorType::get({lanes}, elementType);
-    Value values = arith::UIToFPOp::create(b, loc, floatType, codes);
-    return vector::FMAOp::create(b, loc, values, scale, offset);
+    SmallVector<Value> values;
+    for (Value part : parts)
+      values.push_back(arith::SIToFPOp::create(b, loc, floatType, part));
+    return values;
+  }
+
+  /// The inputs of row `m` for the `step()` reduction indices from `k`,
+  /// matching `loadWeights`: at 4 bits split into even and odd indices.
+  SmallVector<Value> loadInputs(OpBuilder &b, Location loc, Value m, Value k,
+                                Value padding) {
+    auto type = VectorType::get({step()}, elementType);
+    Value v = vector::TransferReadOp::create(b, loc, type, x, ValueRange{m, k},
+                                             padding, ArrayRef<bool>{true});
+    if (bits != 4)
+      return {v};
+    auto split = vector::DeinterleaveOp::create(b, loc, v);
+    return {split.getRes1(), split.getRes2()};
   }
 
   /// `tile[m0 + i, n0 + j] += sum_k x[m0 + i, k] W[col0 + n0 + j, k]` for
@@ -96,42 +136,44 @@ struct QuantizedMatmulBuilder {
       columnIndex.push_back(arith::AddIOp::create(
           b, loc, arith::AddIOp::create(b, loc, col0, n0), index(j)));
     SmallVector<Value> init(rows * cols, zero);
+    // Per block: sum (q - zp) * x in `accs` from zero, then scale the sums
+    // into the totals (one FMA per accumulator per block).
     auto blockLoop = scf::ForOp::create(
         b, loc, index(0), index(blocks), index(1), init,
-        [&](OpBuilder &b, Location loc, Value block, ValueRange accs) {
-          SmallVector<Value> scale, offset;
-          for (Value n : columnIndex) {
-            Value s = tensor::ExtractOp::create(b, loc, scales,
-                                                ValueRange{expert, n, block});
-            Value o = arith::MulFOp::create(
-                b, loc, s,
-                arith::ConstantOp::create(
-                    b, loc, b.getFloatAttr(elementType, -double(zeroPoint))));
-            scale.push_back(vector::BroadcastOp::create(b, loc, vectorType, s));
-            offset.push_back(
-                vector::BroadcastOp::create(b, loc, vectorType, o));
-          }
+        [&](OpBuilder &b, Location loc, Value block, ValueRange totals) {
           Value k0 = arith::MulIOp::create(b, loc, block, index(blockSize));
           Value k1 = arith::AddIOp::create(b, loc, k0, index(blockSize));
           auto kLoop = scf::ForOp::create(
-              b, loc, k0, k1, index(lanes), accs,
+              b, loc, k0, k1, index(step()), init,
               [&](OpBuilder &b, Location loc, Value k, ValueRange accs) {
-                SmallVector<Value> weights, inputs;
-                for (auto [j, n] : llvm::enumerate(columnIndex))
-                  weights.push_back(
-                      loadWeights(b, loc, n, k, scale[j], offset[j]));
+                SmallVector<SmallVector<Value>> weights, inputs;
+                for (Value n : columnIndex)
+                  weights.push_back(loadCenteredCodes(b, loc, n, k));
                 for (Value m : rowIndex)
-                  inputs.push_back(vector::TransferReadOp::create(
-                      b, loc, vectorType, x, ValueRange{m, k}, padding,
-                      ArrayRef<bool>{true}));
+                  inputs.push_back(loadInputs(b, loc, m, k, padding));
                 SmallVector<Value> next;
                 for (int64_t i = 0; i < rows; ++i)
-                  for (int64_t j = 0; j < cols; ++j)
-                    next.push_back(vector::FMAOp::create(
-                        b, loc, weights[j], inputs[i], accs[i * cols + j]));
+                  for (int64_t j = 0; j < cols; ++j) {
+                    Value acc = accs[i * cols + j];
+                    for (auto [w, in] : llvm::zip(weights[j], inputs[i]))
+                      acc = vector::FMAOp::create(b, loc, w, in, acc);
+                    next.push_back(acc);
+                  }
                 scf::YieldOp::create(b, loc, next);
               });
-          scf::YieldOp::create(b, loc, kLoop.getResults());
+          SmallVector<Value> scale;
+          for (Value n : columnIndex)
+            scale.push_back(vector::BroadcastOp::create(
+                b, loc, vectorType,
+                tensor::ExtractOp::create(b, loc, scales,
+                                          ValueRange{expert, n, block})));
+          SmallVector<Value> next;
+          for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < cols; ++j)
+              next.push_back(
+                  vector::FMAOp::create(b, loc, kLoop.getResult(i * cols + j),
+                                        scale[j], totals[i * cols + j]));
+          scf::YieldOp::create(b, loc, next);
         });
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t j = 0; j < cols; ++j) {
@@ -216,10 +258,13 @@ Value moe::buildQuantizedMatmul(OpBuilder &b, Location loc, Value x,
   int64_t reduction = xType.getDimSize(1);
   int64_t blocks = cast<RankedTensorType>(scales.getType()).getDimSize(2);
   int64_t blockSize = reduction / blocks;
-  // The widest vector whose lanes divide a block and, at 4 bits, are whole
-  // bytes (a block of 4-bit codes has an even size).
+  assert(zeroPoint == int64_t(1) << (bits - 1) &&
+         "centering by a bit flip needs the symmetric zero point");
+  // The widest vector whose step divides a block (a block of 4-bit codes has
+  // an even size, and a step at 4 bits is two codes per lane).
+  int64_t perLane = bits == 4 ? 2 : 1;
   int64_t lanes = QuantizedMatmulBuilder::kMaxLanes;
-  while (lanes > 1 && (blockSize % lanes != 0 || lanes * bits % 8 != 0))
+  while (lanes > 1 && blockSize % (lanes * perLane) != 0)
     lanes /= 2;
   QuantizedMatmulBuilder builder{b,         loc,       x,
                                  bytes,     scales,    expert,
