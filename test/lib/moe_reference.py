@@ -6,6 +6,7 @@ compiler (numpy only; run it with Debian's /usr/bin/python3).
     dispatch_positions(ids, num_experts, capacity_factor) -> kept mask [T,k]
     expert_ffn(x, expert, gate, up, down, gate_bias, up_bias, down_bias) -> [N,H]
     layer(x, router, routing, expert, weights...) -> [T,H]
+    dequantize(packed, scales, bits) -> [..., N, K] float64
 
 `routing` is a dict with the #moe.routing parameters (k, scoring, renormalize,
 temperature, scale, n_group, topk_group, capacity_factor, threshold,
@@ -217,3 +218,21 @@ def layer(x, router, routing, expert, gate, up, down, gate_bias=None, up_bias=No
             s = s * _sigmoid(x @ np.asarray(shared_scale, np.float64))[:, None]
         out += s
     return out
+
+
+def dequantize(packed, scales, bits):
+    """Quantized weights in ONNX Runtime's QMoE layout to float64: `packed`
+    [..., N, K * bits / 8] bytes of unsigned codes (4-bit codes two per byte,
+    low nibble first), `scales` [..., N, K / B] one per block of B reduction
+    values, symmetric zero point 2^(bits - 1): W = scale * (code - zp)."""
+    packed = np.asarray(packed).view(np.uint8).astype(np.int64)
+    if bits == 8:
+        codes = packed
+    elif bits == 4:
+        codes = np.stack([packed & 0xF, packed >> 4], axis=-1)
+        codes = codes.reshape(packed.shape[:-1] + (2 * packed.shape[-1],))
+    else:
+        raise ValueError(bits)
+    scales = np.asarray(scales, np.float64)
+    block = codes.shape[-1] // scales.shape[-1]
+    return np.repeat(scales, block, axis=-1) * (codes - (1 << (bits - 1)))

@@ -29,6 +29,8 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
     - experts: an `scf.for` over the experts; each expert gathers its own
       rows (a dynamic count read from the offsets), runs its GEMMs and
       activation, and inserts the rows into the destination.
+      `moe.quantized_experts` GEMMs are vector loops (`scf.forall` over
+      column blocks) that dequantize int8/int4 bytes in the reduction loop.
     - combine: a per-token reduction over the `k` positions.
 
     Element types other than f32 and f64 are reported as not supported yet.
@@ -50,7 +52,8 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
     "::mlir::linalg::LinalgDialect",
     "::mlir::math::MathDialect",
     "::mlir::scf::SCFDialect",
-    "::mlir::tensor::TensorDialect"
+    "::mlir::tensor::TensorDialect",
+    "::mlir::vector::VectorDialect"
   ];
 }
 

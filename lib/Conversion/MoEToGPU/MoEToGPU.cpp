@@ -370,7 +370,8 @@ static SmallVector<Type> typesOf(ArrayRef<Value> values) {
 static std::string unsupportedReason(Operation *op) {
   if (isa<LayerOp>(op))
     return "is not lowered by convert-moe-to-gpu; run moe-expand first";
-  if (isa<ZeroComputationExpertsOp, GenericExpertsOp, HashRouteOp>(op))
+  if (isa<ZeroComputationExpertsOp, GenericExpertsOp, HashRouteOp,
+          QuantizedExpertsOp>(op))
     return "is not lowered by convert-moe-to-gpu yet";
   if (!isa<GateOp, RouteOp, DispatchOp, ExpertsOp, SharedExpertsOp, CombineOp>(
           op))

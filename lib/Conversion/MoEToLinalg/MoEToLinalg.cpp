@@ -16,6 +16,8 @@
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
+#include "QuantizedMatmul.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -1553,6 +1555,77 @@ struct HashRouteOpLowering : public OpConversionPattern<HashRouteOp> {
 } // namespace
 
 //===----------------------------------------------------------------------===//
+// Quantized experts
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// `moe.quantized_experts`: the grouped FFN of `moe.experts` with each GEMM
+/// reading the int8/int4 bytes and dequantizing in its loop
+/// (`buildQuantizedMatmul`).
+struct QuantizedExpertsOpLowering
+    : public OpConversionPattern<QuantizedExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(QuantizedExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    ExpertAttr expert = op.getExpert();
+    int64_t bits = op.getBits(), zeroPoint = op.getZeroPoint();
+    int64_t ffn = tensorType(adaptor.getUp()).getDimSize(1);
+    int64_t hidden = tensorType(adaptor.getInput()).getDimSize(1);
+    Type elementType = tensorType(adaptor.getInput()).getElementType();
+    MLIRContext *ctx = rewriter.getContext();
+    Value result = forEachExpert(
+        rewriter, loc, op.getFirstExpert(), op.getNumExperts(),
+        adaptor.getDest(),
+        [&](OpBuilder &b, Location loc, Value local, Value global, Value dest) {
+          Value gateBias = sliceExpert(b, loc, adaptor.getGateBias(), local);
+          Value upBias = sliceExpert(b, loc, adaptor.getUpBias(), local);
+          Value downBias = sliceExpert(b, loc, adaptor.getDownBias(), local);
+          auto ffnBody = [&](OpBuilder &b, Location loc, Value x) {
+            OpFoldResult rows = tensor::getMixedSize(b, loc, x, 0);
+            OpFoldResult ffnSize = b.getIndexAttr(ffn);
+            auto gemm = [&](Value lhs, Value bytes, Value scales, Value bias,
+                            OpFoldResult cols) {
+              return buildQuantizedMatmul(
+                  b, loc, lhs, bytes, scales, local,
+                  biasInit(b, loc, rows, cols, bias, elementType), bits,
+                  zeroPoint);
+            };
+            Value up = gemm(x, adaptor.getUp(), adaptor.getUpScales(), upBias,
+                            ffnSize);
+            Value gate;
+            if (expert.isGated())
+              gate = gemm(x, adaptor.getGate(), adaptor.getGateScales(),
+                          gateBias, ffnSize);
+            SmallVector<Value> inputs = {up};
+            if (gate)
+              inputs.insert(inputs.begin(), gate);
+            SmallVector<AffineMap> maps(inputs.size(), id2(ctx));
+            Value act = elementwise2d(
+                b, loc, inputs, maps, {rows, ffnSize}, elementType,
+                [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                  return gate ? buildExpertHidden(nb, nloc, expert, args[0],
+                                                  args[1])
+                              : buildExpertHidden(nb, nloc, expert, Value(),
+                                                  args[0]);
+                });
+            return gemm(act, adaptor.getDown(), adaptor.getDownScales(),
+                        downBias, b.getIndexAttr(hidden));
+          };
+          return updateExpertRows(
+              b, loc, adaptor.getInput(), adaptor.getTokenIndices(),
+              adaptor.getExpertOffsets(), dest, global,
+              mayHavePadding(op.getExpertOffsets()), ffnBody);
+        });
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
 // Entry points
 //===----------------------------------------------------------------------===//
 
@@ -1562,7 +1635,7 @@ void moe::populateMoEToLinalgConversionPatterns(RewritePatternSet &patterns,
   patterns.add<RouteOpLowering, DispatchOpLowering, ExpertsOpLowering,
                ZeroComputationExpertsOpLowering, GenericExpertsOpLowering,
                SharedExpertsOpLowering, CombineOpLowering, PrefetchOpLowering,
-               TraceRoutingOpLowering>(ctx);
+               TraceRoutingOpLowering, QuantizedExpertsOpLowering>(ctx);
   patterns.add<GateOpLowering>(ctx, gateBlockSize);
   patterns.add<HashRouteOpLowering>(ctx);
 }

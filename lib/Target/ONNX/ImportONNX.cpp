@@ -239,6 +239,8 @@ FailureOr<Type> GraphImporter::convertElementType(int32_t dataType,
     return Type(builder.getF64Type());
   case onnx::TensorProto::INT8:
     return Type(builder.getI8Type());
+  case onnx::TensorProto::UINT8:
+    return Type(builder.getIntegerType(8, /*isSigned=*/false));
   case onnx::TensorProto::INT16:
     return Type(builder.getI16Type());
   case onnx::TensorProto::INT32:
@@ -544,6 +546,18 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node) {
     view.emitError() << "input '" << node.input(i) << "' is not defined";
     return failure();
   }
+  // uint8 (ui8) tensors exist for QMoE's weights; the other handlers build
+  // arith ops, which take signless integers only.
+  if (node.op_type() != "QMoE")
+    for (int i = 0; i < node.input_size(); ++i) {
+      Value value = node.input(i).empty() ? Value() : lookup(node.input(i));
+      if (!value || !getElementTypeOrSelf(value.getType()).isUnsignedInteger())
+        continue;
+      view.emitError() << "input '" << node.input(i)
+                       << "' is uint8, which is supported only for the "
+                          "weights of com.microsoft.QMoE";
+      return failure();
+    }
   bool raised;
   if (failed(raiseBlock(node, raised)))
     return failure();

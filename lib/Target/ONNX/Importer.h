@@ -120,6 +120,7 @@ ArrayRef<OpHandlerInfo> getMicrosoftOpHandlers();
 
 /// com.microsoft.MoE, raised to `moe.layer` (MoERaising.cpp).
 LogicalResult importMicrosoftMoE(Node &node);
+LogicalResult importMicrosoftQMoE(Node &node);
 
 /// Handlers of indexing ops with data-dependent results (IndexingOps.cpp).
 LogicalResult importNonZero(Node &node);

@@ -77,6 +77,67 @@ static FailureOr<DenseElementsAttr> getWeight(Node &node, unsigned i,
   return attr;
 }
 
+/// The expert body of `com.microsoft.MoE`/`QMoE` from `activation_type`,
+/// `swiglu_fusion`, `swiglu_limit`, `activation_alpha` and
+/// `activation_beta`; null (after an error) when not supported.
+static ExpertAttr parseExpert(Node &node) {
+  std::string activation = node.getString("activation_type", "relu");
+  int64_t fusion = node.getInt("swiglu_fusion", 0);
+  std::optional<double> limit = node.getFloat("swiglu_limit");
+  double alpha = node.getFloat("activation_alpha", 1.0);
+  double beta = node.getFloat("activation_beta", 0.0);
+  ExpertKind kind;
+  Activation act;
+  if (activation == "swiglu") {
+    if (fusion != 1) {
+      node.emitError() << "swiglu_fusion = " << fusion
+                       << " is not supported (only 1: fused, interleaved)";
+      return {};
+    }
+    kind = ExpertKind::Gated;
+    act = Activation::Silu;
+    if (limit && !(*limit > 0.0 && std::isfinite(*limit))) {
+      node.emitError() << "swiglu_limit = " << *limit
+                       << " is not supported (must be positive and finite)";
+      return {};
+    }
+  } else {
+    kind = ExpertKind::Ffn;
+    if (activation == "relu") {
+      act = Activation::Relu;
+    } else if (activation == "gelu") {
+      act = Activation::Gelu;
+    } else if (activation == "silu") {
+      act = Activation::Silu;
+    } else if (activation == "identity") {
+      act = Activation::Identity;
+    } else {
+      node.emitError() << "activation_type = '" << activation
+                       << "' is not supported";
+      return {};
+    }
+    if (fusion != 0) {
+      node.emitError() << "swiglu_fusion = " << fusion
+                       << " needs activation_type = 'swiglu'";
+      return {};
+    }
+    if (limit || alpha != 1.0 || beta != 0.0) {
+      node.emitError() << "swiglu_limit/activation_alpha/activation_beta "
+                          "apply to activation_type = 'swiglu' only";
+      return {};
+    }
+  }
+  if (!(alpha > 0.0)) {
+    node.emitError() << "activation_alpha = " << alpha
+                     << " is not supported (must be positive)";
+    return {};
+  }
+
+  return ExpertAttr::getChecked(
+      [&] { return node.emitError(); }, node.getContext(), kind, act,
+      APFloat(limit.value_or(0.0)), APFloat(alpha), APFloat(beta));
+}
+
 LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
   if (failed(node.checkAttributes(
           {"k", "activation_type", "normalize_routing_weights",
@@ -99,58 +160,10 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
     return failure();
   }
 
-  // Expert kind from activation_type and the SwiGLU attributes.
-  std::string activation = node.getString("activation_type", "relu");
-  int64_t fusion = node.getInt("swiglu_fusion", 0);
-  std::optional<double> limit = node.getFloat("swiglu_limit");
-  double alpha = node.getFloat("activation_alpha", 1.0);
-  double beta = node.getFloat("activation_beta", 0.0);
-  ExpertKind kind;
-  Activation act;
-  if (activation == "swiglu") {
-    if (fusion != 1) {
-      node.emitError() << "swiglu_fusion = " << fusion
-                       << " is not supported (only 1: fused, interleaved)";
-      return failure();
-    }
-    kind = ExpertKind::Gated;
-    act = Activation::Silu;
-    if (limit && !(*limit > 0.0 && std::isfinite(*limit))) {
-      node.emitError() << "swiglu_limit = " << *limit
-                       << " is not supported (must be positive and finite)";
-      return failure();
-    }
-  } else {
-    kind = ExpertKind::Ffn;
-    if (activation == "relu") {
-      act = Activation::Relu;
-    } else if (activation == "gelu") {
-      act = Activation::Gelu;
-    } else if (activation == "silu") {
-      act = Activation::Silu;
-    } else if (activation == "identity") {
-      act = Activation::Identity;
-    } else {
-      node.emitError() << "activation_type = '" << activation
-                       << "' is not supported";
-      return failure();
-    }
-    if (fusion != 0) {
-      node.emitError() << "swiglu_fusion = " << fusion
-                       << " needs activation_type = 'swiglu'";
-      return failure();
-    }
-    if (limit || alpha != 1.0 || beta != 0.0) {
-      node.emitError() << "swiglu_limit/activation_alpha/activation_beta "
-                          "apply to activation_type = 'swiglu' only";
-      return failure();
-    }
-  }
-  if (!(alpha > 0.0)) {
-    node.emitError() << "activation_alpha = " << alpha
-                     << " is not supported (must be positive)";
+  ExpertAttr expert = parseExpert(node);
+  if (!expert)
     return failure();
-  }
+  ExpertKind kind = expert.getKind();
 
   // Hidden states: [T, H] or [B, S, H].
   Value input = node.getInput(0);
@@ -302,11 +315,6 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
   auto routing = RoutingAttr::get(
       ctx, k, ScoringFunc::Softmax, renormalize, APFloat(1.0), APFloat(1.0),
       /*n_group=*/0, /*topk_group=*/0, APFloat(0.0), APFloat(0.0));
-  auto expert = ExpertAttr::getChecked([&] { return node.emitError(); }, ctx,
-                                       kind, act, APFloat(limit.value_or(0.0)),
-                                       APFloat(alpha), APFloat(beta));
-  if (!expert)
-    return failure();
   Value result = LayerOp::create(
       b, loc, tokens.getType(), tokens, constant(routerWeight),
       /*selection_bias=*/Value(), constant(weights.gate), constant(weights.up),
@@ -314,6 +322,286 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
       constant(weights.upBias), constant(weights.downBias),
       /*shared_gate=*/Value(), /*shared_up=*/Value(), /*shared_down=*/Value(),
       /*shared_scale=*/Value(), routing, expert);
+  if (inputType.getRank() == 3)
+    result = buildExpandShape(b, loc, inputType, result,
+                              SmallVector<ReassociationIndices>{{0, 1}, {2}},
+                              tensor::getMixedSizes(b, loc, input));
+  return node.setResults(result);
+}
+
+//===----------------------------------------------------------------------===//
+// com.microsoft.QMoE
+//===----------------------------------------------------------------------===//
+
+/// The bytes of a `ui8` initializer as `i8` (the dialect's byte type).
+static DenseElementsAttr asBytes(DenseElementsAttr attr) {
+  auto type = cast<RankedTensorType>(attr.getType());
+  return DenseElementsAttr::getFromRawBuffer(
+      RankedTensorType::get(type.getShape(),
+                            IntegerType::get(attr.getContext(), 8)),
+      attr.getRawData());
+}
+
+/// The rows `row(0 .. n-1)` of each expert of a `[E, R, C]` tensor, as
+/// `[E, n, C]`.
+static DenseElementsAttr selectRows(DenseElementsAttr src, int64_t n,
+                                    function_ref<int64_t(int64_t)> row) {
+  auto type = cast<RankedTensorType>(src.getType());
+  int64_t rows = type.getDimSize(1), cols = type.getDimSize(2);
+  auto result = RankedTensorType::get({type.getDimSize(0), n, cols},
+                                      type.getElementType());
+  return gatherElements(src, result, [&](int64_t i) {
+    int64_t c = i % cols, r = (i / cols) % n, e = i / (cols * n);
+    return (e * rows + row(r)) * cols + c;
+  });
+}
+
+LogicalResult onnx_import::importMicrosoftQMoE(Node &node) {
+  if (failed(node.checkAttributes(
+          {"k", "activation_type", "normalize_routing_weights",
+           "use_sparse_mixer", "swiglu_fusion", "swiglu_limit",
+           "activation_alpha", "activation_beta", "expert_weight_bits",
+           "block_size", "quant_type", "weights_prepacked"})))
+    return failure();
+  OpBuilder &b = node.getBuilder();
+  Location loc = node.getLoc();
+  MLIRContext *ctx = node.getContext();
+
+  if (node.getInt("use_sparse_mixer", 0) != 0) {
+    node.emitError() << "use_sparse_mixer = "
+                     << node.getInt("use_sparse_mixer", 0)
+                     << " is not supported";
+    return failure();
+  }
+  std::string quantType = node.getString("quant_type", "int");
+  if (quantType != "int") {
+    node.emitError() << "quant_type = '" << quantType
+                     << "' is not supported (only 'int')";
+    return failure();
+  }
+  if (node.getInt("weights_prepacked", 0) == 1) {
+    node.emitError() << "weights_prepacked = 1 is not supported";
+    return failure();
+  }
+  for (unsigned i = 8; i < node.getNumInputs(); ++i)
+    if (node.hasInput(i)) {
+      node.emitError() << "input " << i << " ('" << node.getInputName(i)
+                       << "') is not supported: only inputs 0-7 (no fc3, "
+                          "zero points, router_weights or fp8/fp4 scales)";
+      return failure();
+    }
+  int64_t bits = node.getInt("expert_weight_bits", 4);
+  if (bits != 4 && bits != 8) {
+    node.emitError() << "expert_weight_bits = " << bits
+                     << " is not supported (4 or 8)";
+    return failure();
+  }
+  int64_t blockSize = node.getInt("block_size", 0);
+  if (blockSize < 0) {
+    node.emitError() << "block_size = " << blockSize << " must not be negative";
+    return failure();
+  }
+  ExpertAttr expert = parseExpert(node);
+  if (!expert)
+    return failure();
+  bool gated = expert.isGated();
+
+  Value input = node.getInput(0);
+  if (!input || !node.hasInput(1) || !node.hasInput(2) || !node.hasInput(3) ||
+      !node.hasInput(5) || !node.hasInput(6)) {
+    node.emitError() << "inputs 0 (input), 1 (router_probs), 2 "
+                        "(fc1_experts_weights), 3 (fc1_scales), 5 "
+                        "(fc2_experts_weights) and 6 (fc2_scales) are required";
+    return failure();
+  }
+  auto inputType = cast<RankedTensorType>(input.getType());
+  Type elementType = inputType.getElementType();
+  if (!elementType.isF32() ||
+      (inputType.getRank() != 2 && inputType.getRank() != 3) ||
+      inputType.isDynamicDim(inputType.getRank() - 1)) {
+    node.emitError() << "input has type " << inputType
+                     << "; expected [T, H] or [B, S, H] f32 with a static H";
+    return failure();
+  }
+  int64_t hidden = inputType.getDimSize(inputType.getRank() - 1);
+  Value logits = node.getInput(1);
+  auto logitsType = cast<RankedTensorType>(logits.getType());
+
+  // Weights: bytes [E, N, K * bits / 8] and scales [E, N] or [E, N, K / B].
+  auto ui8 = IntegerType::get(ctx, 8, IntegerType::Unsigned);
+  FailureOr<DenseElementsAttr> fc1 =
+      getWeight(node, 2, "fc1_experts_weights", 3, ui8);
+  if (failed(fc1))
+    return failure();
+  FailureOr<DenseElementsAttr> fc2 =
+      getWeight(node, 5, "fc2_experts_weights", 3, ui8);
+  if (failed(fc2))
+    return failure();
+  ArrayRef<int64_t> fc1Shape = cast<ShapedType>(fc1->getType()).getShape();
+  ArrayRef<int64_t> fc2Shape = cast<ShapedType>(fc2->getType()).getShape();
+  int64_t numExperts = fc1Shape[0];
+  int64_t ffn = fc2Shape[2] * 8 / bits;
+  int64_t rows = gated ? 2 * ffn : ffn;
+  if (fc1Shape[1] != rows || fc1Shape[2] * 8 != hidden * bits) {
+    node.emitError() << "fc1_experts_weights has shape [" << fc1Shape
+                     << "], expected [" << numExperts << ", " << rows << ", "
+                     << hidden * bits / 8 << "] (E, fusion * F, H * bits / 8)";
+    return failure();
+  }
+  if (fc2Shape[0] != numExperts || fc2Shape[1] != hidden) {
+    node.emitError() << "fc2_experts_weights has shape [" << fc2Shape
+                     << "], expected [" << numExperts << ", " << hidden
+                     << ", F * bits / 8]";
+    return failure();
+  }
+  if ((logitsType.getRank() != 2 &&
+       logitsType.getRank() != inputType.getRank()) ||
+      logitsType.getDimSize(logitsType.getRank() - 1) != numExperts) {
+    node.emitError() << "router_probs has type " << logitsType
+                     << "; expected [T, " << numExperts << "]";
+    return failure();
+  }
+  int64_t k = node.getInt("k", 0);
+  if (k < 1 || k > numExperts) {
+    node.emitError() << "k = " << k << " must be in [1, " << numExperts << "]";
+    return failure();
+  }
+  auto getScales = [&](unsigned i, StringRef what, int64_t n,
+                       int64_t reduction) -> FailureOr<DenseElementsAttr> {
+    if (blockSize && reduction % blockSize != 0) {
+      node.emitError() << "block_size = " << blockSize << " does not divide "
+                       << reduction;
+      return failure();
+    }
+    FailureOr<DenseElementsAttr> scales =
+        getWeight(node, i, what, blockSize ? 3 : 2, elementType);
+    if (failed(scales))
+      return failure();
+    ArrayRef<int64_t> shape = cast<ShapedType>(scales->getType()).getShape();
+    int64_t blocks = blockSize ? reduction / blockSize : 1;
+    if (shape[0] != numExperts || shape[1] != n ||
+        (blockSize && shape[2] != blocks)) {
+      InFlightDiagnostic diag = node.emitError();
+      diag << what << " has shape [" << shape << "], expected [" << numExperts
+           << ", " << n;
+      if (blockSize)
+        diag << ", " << blocks;
+      diag << "]";
+      return failure();
+    }
+    return scales->reshape(
+        RankedTensorType::get({numExperts, n, blocks}, elementType));
+  };
+  FailureOr<DenseElementsAttr> fc1Scales =
+      getScales(3, "fc1_scales", rows, hidden);
+  if (failed(fc1Scales))
+    return failure();
+  FailureOr<DenseElementsAttr> fc2Scales =
+      getScales(6, "fc2_scales", hidden, ffn);
+  if (failed(fc2Scales))
+    return failure();
+
+  // De-interleave gate (even rows) and up (odd rows) for SwiGLU.
+  DenseElementsAttr fc1Bytes = asBytes(*fc1), fc2Bytes = asBytes(*fc2);
+  DenseElementsAttr gate, gateScales, up = fc1Bytes, upScales = *fc1Scales;
+  if (gated) {
+    gate = selectRows(fc1Bytes, ffn, [](int64_t r) { return 2 * r; });
+    gateScales = selectRows(*fc1Scales, ffn, [](int64_t r) { return 2 * r; });
+    up = selectRows(fc1Bytes, ffn, [](int64_t r) { return 2 * r + 1; });
+    upScales = selectRows(*fc1Scales, ffn, [](int64_t r) { return 2 * r + 1; });
+  }
+  DenseElementsAttr gateBias, upBias, downBias;
+  if (node.hasInput(4)) {
+    FailureOr<DenseElementsAttr> fc1Bias =
+        getWeight(node, 4, "fc1_experts_bias", 2, elementType);
+    if (failed(fc1Bias))
+      return failure();
+    ArrayRef<int64_t> shape = cast<ShapedType>(fc1Bias->getType()).getShape();
+    if (shape[0] != numExperts || shape[1] != rows) {
+      node.emitError() << "fc1_experts_bias has shape [" << shape
+                       << "], expected [" << numExperts << ", " << rows << "]";
+      return failure();
+    }
+    auto biasType = RankedTensorType::get({numExperts, ffn}, elementType);
+    auto biasRow = [&](int64_t i, int64_t parity) {
+      int64_t f = i % ffn, e = i / ffn;
+      return e * rows + (gated ? 2 * f + parity : f);
+    };
+    if (gated)
+      gateBias = gatherElements(*fc1Bias, biasType,
+                                [&](int64_t i) { return biasRow(i, 0); });
+    upBias = gatherElements(*fc1Bias, biasType, [&](int64_t i) {
+      return biasRow(i, gated ? 1 : 0);
+    });
+  }
+  if (node.hasInput(7)) {
+    FailureOr<DenseElementsAttr> fc2Bias =
+        getWeight(node, 7, "fc2_experts_bias", 2, elementType);
+    if (failed(fc2Bias))
+      return failure();
+    ArrayRef<int64_t> shape = cast<ShapedType>(fc2Bias->getType()).getShape();
+    if (shape[0] != numExperts || shape[1] != hidden) {
+      node.emitError() << "fc2_experts_bias has shape [" << shape
+                       << "], expected [" << numExperts << ", " << hidden
+                       << "]";
+      return failure();
+    }
+    downBias = *fc2Bias;
+  }
+
+  // The routing plan: route the logits, dispatch, quantized experts, combine.
+  auto constant = [&](DenseElementsAttr attr) -> Value {
+    if (!attr)
+      return {};
+    return arith::ConstantOp::create(b, loc, attr);
+  };
+  auto collapse = [&](Value v) -> Value {
+    if (cast<RankedTensorType>(v.getType()).getRank() == 2)
+      return v;
+    return tensor::CollapseShapeOp::create(
+        b, loc, v, SmallVector<ReassociationIndices>{{0, 1}, {2}});
+  };
+  Value tokens = collapse(input);
+  logits = collapse(logits);
+  auto tokensType = cast<RankedTensorType>(tokens.getType());
+  int64_t numTokens = tokensType.getDimSize(0);
+  auto routing =
+      RoutingAttr::get(ctx, k, ScoringFunc::Softmax,
+                       node.getInt("normalize_routing_weights", 0) != 0,
+                       APFloat(1.0), APFloat(1.0), /*n_group=*/0,
+                       /*topk_group=*/0, APFloat(0.0), APFloat(0.0));
+  Type i32 = b.getI32Type();
+  auto pairType = [&](Type elt) {
+    return RankedTensorType::get({numTokens, k}, elt);
+  };
+  auto route = RouteOp::create(b, loc, pairType(i32), pairType(elementType),
+                               logits, /*selection_bias=*/Value(),
+                               /*token_groups=*/Value(), /*residual=*/Value(),
+                               routing);
+  int64_t numRows =
+      ShapedType::isDynamic(numTokens) ? ShapedType::kDynamic : numTokens * k;
+  auto dispatch = DispatchOp::create(
+      b, loc, RankedTensorType::get({numRows}, i32),
+      RankedTensorType::get({numExperts + 1}, i32), pairType(i32),
+      route.getExpertIds(), b.getI64IntegerAttr(numExperts),
+      b.getI64IntegerAttr(1), b.getF64FloatAttr(0.0));
+  SmallVector<Value> dynSizes;
+  if (ShapedType::isDynamic(numTokens))
+    dynSizes.push_back(
+        arith::MulIOp::create(b, loc, tensor::DimOp::create(b, loc, tokens, 0),
+                              arith::ConstantIndexOp::create(b, loc, k)));
+  Value dest = tensor::EmptyOp::create(
+      b, loc, ArrayRef<int64_t>{numRows, hidden}, elementType, dynSizes);
+  auto experts = QuantizedExpertsOp::create(
+      b, loc, dest.getType(), tokens, dispatch.getTokenIndices(),
+      dispatch.getExpertOffsets(), dest, constant(gate), constant(gateScales),
+      constant(up), constant(upScales), constant(fc2Bytes),
+      constant(*fc2Scales), constant(gateBias), constant(upBias),
+      constant(downBias), expert, b.getI64IntegerAttr(bits),
+      b.getI64IntegerAttr(0));
+  Value result =
+      CombineOp::create(b, loc, tokensType, experts.getResult(),
+                        dispatch.getPositions(), route.getWeights(), Value());
   if (inputType.getRank() == 3)
     result = buildExpandShape(b, loc, inputType, result,
                               SmallVector<ReassociationIndices>{{0, 1}, {2}},

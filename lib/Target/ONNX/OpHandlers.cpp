@@ -2106,6 +2106,7 @@ ArrayRef<OpHandlerInfo> onnx_import::getMicrosoftOpHandlers() {
   static const OpHandlerInfo table[] = {
       {"com.microsoft", "Gelu", 1, 1, importGelu},
       {"com.microsoft", "MoE", 1, 1, importMicrosoftMoE},
+      {"com.microsoft", "QMoE", 1, 1, importMicrosoftQMoE},
   };
   return table;
 }

@@ -1195,3 +1195,207 @@ func.func @residual_type(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %p: tensor<
       : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x2xi32>, tensor<4x2xf32>
   return
 }
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// moe.quantized_experts
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @qexperts_bits(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %g: tensor<8x32x64xi8>, %gs: tensor<8x32x2xf32>, %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op bits must be 4 or 8, got 2}}
+  %r = moe.quantized_experts %x, %t, %o into %dest gate(%g, %gs : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      {bits = 2, expert = #moe.expert<gated, silu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_up_rank(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %g: tensor<8x32x64xi8>, %gs: tensor<8x32x2xf32>, %u: tensor<32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op up weights must have shape [E, F, H * bits / 8] with static E and F, got 'tensor<32x64xi8>'}}
+  %r = moe.quantized_experts %x, %t, %o into %dest gate(%g, %gs : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      up(%u, %us : tensor<32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      {bits = 8, expert = #moe.expert<gated, silu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_gated_no_gate(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %g: tensor<8x32x64xi8>, %gs: tensor<8x32x2xf32>, %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op gated experts need gate weights}}
+  %r = moe.quantized_experts %x, %t, %o into %dest 
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      {bits = 8, expert = #moe.expert<gated, silu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_ffn_gate(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %g: tensor<8x32x64xi8>, %gs: tensor<8x32x2xf32>, %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op ffn experts take no gate weights}}
+  %r = moe.quantized_experts %x, %t, %o into %dest gate(%g, %gs : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      {bits = 8, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_ffn_gate_bias(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %gb: tensor<8x32xf32>, %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op ffn experts take no gate bias}}
+  %r = moe.quantized_experts %x, %t, %o into %dest 
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      gate_bias(%gb : tensor<8x32xf32>)
+      {bits = 8, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_up_bytes(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x16xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op up weights must have shape [8, 32, 32], got 'tensor<8x32x64xi8>'}}
+  %r = moe.quantized_experts %x, %t, %o into %dest 
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x16xi8>, tensor<8x64x1xf32>)
+      {bits = 4, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_scales_rank(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %u: tensor<8x32x64xi8>, %us: tensor<8x32xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op up scales must have shape [E, N, K / block] with a static, positive block count, got 'tensor<8x32xf32>'}}
+  %r = moe.quantized_experts %x, %t, %o into %dest 
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      {bits = 8, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_scales_shape(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x32x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op down scales must have shape [8, 64, 1], got 'tensor<8x32x1xf32>'}}
+  %r = moe.quantized_experts %x, %t, %o into %dest 
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x32x1xf32>)
+      {bits = 8, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_scales_type(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf16>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op up scales must have element type 'f32', got 'f16'}}
+  %r = moe.quantized_experts %x, %t, %o into %dest 
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf16>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      {bits = 8, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_blocks(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %u: tensor<8x32x64xi8>, %us: tensor<8x32x3xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op up scales: 3 blocks do not split the 64 reduction values into blocks of whole bytes}}
+  %r = moe.quantized_experts %x, %t, %o into %dest 
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x3xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      {bits = 8, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_odd_blocks(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %u: tensor<8x32x32xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x16xi8>, %ds: tensor<8x64x32xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op down scales: 32 blocks do not split the 32 reduction values into blocks of whole bytes}}
+  %r = moe.quantized_experts %x, %t, %o into %dest 
+      up(%u, %us : tensor<8x32x32xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x16xi8>, tensor<8x64x32xf32>)
+      {bits = 4, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_bias(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>, %db: tensor<8x32xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op down bias must have shape [8, 64], got 'tensor<8x32xf32>'}}
+  %r = moe.quantized_experts %x, %t, %o into %dest 
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      down_bias(%db : tensor<8x32xf32>)
+      {bits = 8, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_offsets(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op expert offsets cover 8 experts, but the op uses experts up to 10}}
+  %r = moe.quantized_experts %x, %t, %o into %dest 
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      {bits = 8, first_expert = 3, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_gate_scales(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %g: tensor<8x32x64xi8>, %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op gate weights and gate scales go together}}
+  %r = "moe.quantized_experts"(%x, %t, %o, %dest, %g, %u, %us, %d, %ds)
+      <{bits = 8 : i64, expert = #moe.expert<gated, silu>,
+        operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0>}>
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>, tensor<8x32x64xi8>,
+         tensor<8x32x64xi8>, tensor<8x32x2xf32>, tensor<8x64x32xi8>, tensor<8x64x1xf32>) -> tensor<8x64xf32>
+  return
+}

@@ -196,3 +196,29 @@ func.func @groups_and_residual(%l: tensor<?x6xf32>, %g: tensor<?xi32>, %g64: ten
       : (tensor<?x16xf32>, tensor<16x6xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
   return %w0, %w1, %w2 : tensor<?x2xf32>, tensor<?x1xf32>, tensor<?x2xf32>
 }
+
+// CHECK-LABEL: func @quantized_experts
+// CHECK: %[[R0:.*]] = moe.quantized_experts %{{.*}}, %{{.*}}, %{{.*}} into %{{.*}} gate(%{{.*}}, %{{.*}} : tensor<4x128x64xi8>, tensor<4x128x1xf32>) up(%{{.*}}, %{{.*}} : tensor<4x128x64xi8>, tensor<4x128x1xf32>) down(%{{.*}}, %{{.*}} : tensor<4x64x128xi8>, tensor<4x64x1xf32>) {bits = 8 : i64, expert = #moe.expert<gated, silu>} : (tensor<?x64xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+// CHECK: moe.quantized_experts %{{.*}}, %{{.*}}, %{{.*}} into %[[R0]] up(%{{.*}}, %{{.*}} : tensor<4x128x32xi8>, tensor<4x128x2xf32>) down(%{{.*}}, %{{.*}} : tensor<4x64x64xi8>, tensor<4x64x4xf32>) up_bias(%{{.*}} : tensor<4x128xf32>) down_bias(%{{.*}} : tensor<4x64xf32>) {bits = 4 : i64, expert = #moe.expert<ffn, gelu>, first_expert = 4 : i64}
+func.func @quantized_experts(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<9xi32>,
+    %dest: tensor<?x64xf32>,
+    %g8: tensor<4x128x64xi8>, %gs8: tensor<4x128x1xf32>, %u8: tensor<4x128x64xi8>,
+    %us8: tensor<4x128x1xf32>, %d8: tensor<4x64x128xi8>, %ds8: tensor<4x64x1xf32>,
+    %u4: tensor<4x128x32xi8>, %us4: tensor<4x128x2xf32>, %d4: tensor<4x64x64xi8>,
+    %ds4: tensor<4x64x4xf32>, %bu: tensor<4x128xf32>, %bd: tensor<4x64xf32>) -> tensor<?x64xf32> {
+  // Experts 0-3 at 8 bits with one scale per row, 4-7 at 4 bits with blocks
+  // of 32: one destination, two bit widths.
+  %r0 = moe.quantized_experts %x, %tok, %off into %dest
+      gate(%g8, %gs8 : tensor<4x128x64xi8>, tensor<4x128x1xf32>)
+      up(%u8, %us8 : tensor<4x128x64xi8>, tensor<4x128x1xf32>)
+      down(%d8, %ds8 : tensor<4x64x128xi8>, tensor<4x64x1xf32>)
+      {bits = 8, expert = #moe.expert<gated, silu>}
+      : (tensor<?x64xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+  %r1 = moe.quantized_experts %x, %tok, %off into %r0
+      up(%u4, %us4 : tensor<4x128x32xi8>, tensor<4x128x2xf32>)
+      down(%d4, %ds4 : tensor<4x64x64xi8>, tensor<4x64x4xf32>)
+      up_bias(%bu : tensor<4x128xf32>) down_bias(%bd : tensor<4x64xf32>)
+      {bits = 4, first_expert = 4, expert = #moe.expert<ffn, gelu>}
+      : (tensor<?x64xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %r1 : tensor<?x64xf32>
+}

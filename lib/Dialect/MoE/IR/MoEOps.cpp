@@ -708,3 +708,90 @@ LogicalResult HashRouteOp::verify() {
 
 #define GET_OP_CLASSES
 #include "moe/Dialect/MoE/IR/MoEOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// QuantizedExpertsOp
+//===----------------------------------------------------------------------===//
+
+int64_t QuantizedExpertsOp::getNumExperts() {
+  return tensorType(getUp()).getDimSize(0);
+}
+
+/// Checks one quantized matrix `name`: bytes `[E, N, K * bits / 8]` and
+/// scales `[E, N, K / B]` of `elementType`, with blocks of whole bytes.
+static LogicalResult verifyQuantizedMatrix(Operation *op, Value bytes,
+                                           Value scales, StringRef name,
+                                           int64_t numExperts, int64_t rows,
+                                           int64_t reduction, int64_t bits,
+                                           Type elementType) {
+  if (reduction * bits % 8 != 0)
+    return op->emitOpError()
+           << name << " weights: a reduction size of " << reduction << " at "
+           << bits << " bits is not a whole number of bytes";
+  if (failed(checkShape(op, bytes, (name + " weights").str(),
+                        {numExperts, rows, reduction * bits / 8})))
+    return failure();
+  std::string scalesName = (name + " scales").str();
+  auto scalesType = tensorType(scales);
+  if (scalesType.getRank() != 3 || scalesType.isDynamicDim(2) ||
+      scalesType.getDimSize(2) < 1)
+    return op->emitOpError()
+           << scalesName
+           << " must have shape [E, N, K / block] with a static, positive "
+              "block count, got "
+           << scalesType;
+  int64_t blocks = scalesType.getDimSize(2);
+  if (failed(checkShape(op, scales, scalesName, {numExperts, rows, blocks})) ||
+      failed(checkElementType(op, scales, scalesName, elementType)))
+    return failure();
+  if (reduction % blocks != 0 || (reduction / blocks) * bits % 8 != 0)
+    return op->emitOpError()
+           << scalesName << ": " << blocks << " blocks do not split the "
+           << reduction << " reduction values into blocks of whole bytes";
+  return success();
+}
+
+LogicalResult QuantizedExpertsOp::verify() {
+  Operation *op = getOperation();
+  int64_t bits = getBits();
+  if (bits != 4 && bits != 8)
+    return emitOpError() << "bits must be 4 or 8, got " << bits;
+  auto upType = tensorType(getUp());
+  if (upType.getRank() != 3 || upType.isDynamicDim(0) || upType.isDynamicDim(1))
+    return emitOpError() << "up weights must have shape [E, F, H * bits / 8] "
+                            "with static E and F, got "
+                         << upType;
+  int64_t numExperts = upType.getDimSize(0), ffn = upType.getDimSize(1);
+  FailureOr<int64_t> hidden =
+      verifyRowsOp(op, getInput(), getTokenIndices(), getExpertOffsets(),
+                   getDest(), getResult(), getFirstExpert() + numExperts);
+  if (failed(hidden))
+    return failure();
+  ExpertAttr expert = getExpert();
+  if (expert.isGated() && !getGate())
+    return emitOpError("gated experts need gate weights");
+  if (!expert.isGated() && getGate())
+    return emitOpError("ffn experts take no gate weights");
+  if (!expert.isGated() && getGateBias())
+    return emitOpError("ffn experts take no gate bias");
+  if (!getGate() != !getGateScales())
+    return emitOpError("gate weights and gate scales go together");
+  Type elementType = tensorType(getInput()).getElementType();
+  if (getGate() && failed(verifyQuantizedMatrix(op, getGate(), getGateScales(),
+                                                "gate", numExperts, ffn,
+                                                *hidden, bits, elementType)))
+    return failure();
+  if (failed(verifyQuantizedMatrix(op, getUp(), getUpScales(), "up", numExperts,
+                                   ffn, *hidden, bits, elementType)) ||
+      failed(verifyQuantizedMatrix(op, getDown(), getDownScales(), "down",
+                                   numExperts, *hidden, ffn, bits,
+                                   elementType)))
+    return failure();
+  if (failed(checkOptional(op, getGateBias(), "gate bias", {numExperts, ffn},
+                           elementType)) ||
+      failed(checkOptional(op, getUpBias(), "up bias", {numExperts, ffn},
+                           elementType)))
+    return failure();
+  return checkOptional(op, getDownBias(), "down bias", {numExperts, *hidden},
+                       elementType);
+}

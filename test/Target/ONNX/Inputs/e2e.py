@@ -332,6 +332,62 @@ def indexing(rng):
                          onesx]
 
 
+def qmoe(rng, bits, block_size, shape3d=False, biases=False):
+    """com.microsoft.QMoE (SwiGLU fused and interleaved, top-2, renormalized)
+    with `bits`-bit weights (uint8, 4-bit codes low nibble first), scales per
+    row (block_size 0) or per block, symmetric zero point 2^(bits-1); the
+    reference dequantizes the same codes in float64."""
+    T, Hd, Fd, En, k = 6, 32, 48, 4, 2
+    zp = 1 << (bits - 1)
+    pack = 8 // bits
+
+    def quant(n_rows, red):
+        codes = rng.integers(0, 2 * zp, size=(En, n_rows, red)).astype(np.uint8)
+        blocks = red // block_size if block_size else 1
+        scales = (rng.uniform(0.5, 1.5, size=(En, n_rows, blocks)) / (zp * np.sqrt(red))).astype(np.float32)
+        w = np.repeat(scales.astype(np.float64), red // blocks, axis=-1) * (codes.astype(np.float64) - zp)
+        if bits == 4:
+            codes = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+        return codes, (scales if block_size else scales[..., 0]), w
+
+    fc1, fc1_s, w1 = quant(2 * Fd, Hd)   # [E, 2F, H]: rows gate, up interleaved
+    fc2, fc2_s, w2 = quant(Hd, Fd)       # [E, H, F]
+    assert fc1.shape[2] == Hd // pack
+    x_shape = [2, 3, Hd] if shape3d else [T, Hd]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    wg = rng.standard_normal((Hd, En)).astype(np.float32) / 4
+    b1 = rng.standard_normal((En, 2 * Fd)).astype(np.float32) if biases else None
+    b2 = rng.standard_normal((En, Hd)).astype(np.float32) if biases else None
+    n = helper.make_node
+    attrs = dict(k=k, activation_type="swiglu", swiglu_fusion=1,
+                 normalize_routing_weights=1, expert_weight_bits=bits)
+    if block_size:
+        attrs["block_size"] = block_size
+    ins = ["x", "logits", "fc1", "fc1_s", "b1" if biases else "", "fc2", "fc2_s"]
+    inits = [init("wg", wg), init("fc1", fc1), init("fc1_s", fc1_s), init("fc2", fc2),
+             init("fc2_s", fc2_s)]
+    if biases:
+        ins.append("b2")
+        inits += [init("b1", b1), init("b2", b2)]
+    nodes = [
+        n("MatMul", ["x", "wg"], ["logits"], name="router"),
+        n("QMoE", ins, ["y"], name="qmoe0", domain="com.microsoft", **attrs),
+    ]
+    m = make(nodes, [vi("x", x_shape)], [vi("y", x_shape)], inits,
+             extra_opsets=[("com.microsoft", 1)])
+    xd = x.astype(np.float64).reshape(-1, Hd)
+    p = softmax(xd @ wg.astype(np.float64))
+    y = np.zeros_like(xd)
+    for t in range(xd.shape[0]):
+        top = np.argsort(-p[t], kind="stable")[:k]
+        wts = p[t, top] / p[t, top].sum()
+        for e, we in zip(top, wts):
+            h1 = w1[e] @ xd[t] + (0 if b1 is None else b1[e])
+            g, u = h1[0::2], h1[1::2]
+            y[t] += we * (w2[e] @ (g * sigmoid(g) * u) + (0 if b2 is None else b2[e]))
+    return m, [x], [y.reshape(x_shape)]
+
+
 MODELS = {
     "block": block,
     "indexing": indexing,
@@ -340,6 +396,9 @@ MODELS = {
     "moe": moe,
     "moe_gptoss": lambda rng: moe_variant(rng, gated=True),
     "moe_gelu": lambda rng: moe_variant(rng, gated=False),
+    "qmoe_int8": lambda rng: qmoe(rng, 8, 0),
+    "qmoe_int4": lambda rng: qmoe(rng, 4, 16, biases=True),
+    "qmoe_int8_blocks": lambda rng: qmoe(rng, 8, 16),
 }
 
 

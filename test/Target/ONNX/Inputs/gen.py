@@ -299,6 +299,61 @@ def moe_error(kind):
     raise SystemExit("unknown MoE error kind " + kind)
 
 
+# --- com.microsoft.QMoE ------------------------------------------------------
+
+def qmoe_model(attrs, bits=8, extra_inputs=(), fc1_dtype=np.uint8,
+               scales_rows=None):
+    """QMoE with E = 2, H = 4, F = 2; fc1 byte [e, r, c] = 16 e + 4 r + c and
+    fc1 scale [e, r] = 10 e + r + 1, so the de-interleaved constants say
+    where they came from."""
+    n = helper.make_node
+    Hq, Fq, Eq = 4, 2, 2
+    cols = Hq * bits // 8
+    e, r, c = np.meshgrid(np.arange(Eq), np.arange(2 * Fq), np.arange(cols),
+                          indexing="ij")
+    fc1 = (16 * e + 4 * r + c).astype(fc1_dtype)
+    fc1_s = (10 * np.arange(Eq)[:, None] + np.arange(2 * Fq)[None, :] + 1
+             ).astype(np.float32)
+    if scales_rows is not None:
+        fc1_s = fc1_s[:, :scales_rows]
+    fc2 = np.full((Eq, Hq, Fq * bits // 8), 7, dtype=np.uint8)
+    fc2_s = np.ones((Eq, Hq), dtype=np.float32)
+    wg = np.ones((Hq, Eq), dtype=np.float32)
+    inits = [init("wg", wg), init("fc1", fc1), init("fc1_s", fc1_s),
+             init("fc2", fc2), init("fc2_s", fc2_s)]
+    ins = ["x", "logits", "fc1", "fc1_s", "", "fc2", "fc2_s"]
+    for i, name in extra_inputs:
+        inits.append(init(name, np.zeros((Eq, 2 * Fq), dtype=np.uint8)))
+        while len(ins) < i:
+            ins.append("")
+        ins.append(name)
+    nodes = [n("MatMul", ["x", "wg"], ["logits"], name="router"),
+             n("QMoE", ins, ["y"], name="qmoe0", domain="com.microsoft",
+               **attrs)]
+    return model(nodes, [vi("x", [3, Hq])], [vi("y", [3, Hq])], inits,
+                 extra_opsets=[("com.microsoft", 1)])
+
+
+QMOE_BASE = dict(k=1, activation_type="swiglu", swiglu_fusion=1,
+                 expert_weight_bits=8)
+
+
+def qmoe_error(kind):
+    if kind == "bits":
+        return qmoe_model(dict(QMOE_BASE, expert_weight_bits=2))
+    if kind == "quant_type":
+        return qmoe_model(dict(QMOE_BASE, quant_type="fp4"))
+    if kind == "zero_points":
+        return qmoe_model(QMOE_BASE, extra_inputs=[(11, "fc1_zp")])
+    if kind == "float_weights":
+        return qmoe_model(QMOE_BASE, fc1_dtype=np.float32)
+    if kind == "scales":
+        return qmoe_model(QMOE_BASE, scales_rows=3)
+    if kind == "block_size":
+        return qmoe_model(dict(QMOE_BASE, block_size=3))
+    raise SystemExit("unknown QMoE error kind " + kind)
+
+
 # --- End-to-end ---------------------------------------------------------------
 
 def moe_e2e(path, data_dir):
@@ -360,6 +415,11 @@ MODELS = {
     "undefined_input": undefined_input,
     "moe_swiglu": moe_swiglu,
     "moe_gelu_3d": moe_gelu_3d,
+    "qmoe_swiglu": lambda: qmoe_model(QMOE_BASE),
+    "uint8_cast": lambda: model(
+        [helper.make_node("Cast", ["x"], ["y"], name="cast0",
+                          to=TensorProto.FLOAT)],
+        [vi("x", [2], TensorProto.UINT8)], [vi("y", [2])]),
 }
 
 
@@ -373,6 +433,8 @@ def main():
         return
     if name.startswith("moe_error:"):
         m = moe_error(name.split(":", 1)[1])
+    elif name.startswith("qmoe_error:"):
+        m = qmoe_error(name.split(":", 1)[1])
     elif name.startswith("indexing_error:"):
         m = indexing_error(name.split(":", 1)[1])
     else:

@@ -570,4 +570,81 @@ def MoE_HashRouteOp : MoE_Op<"hash_route", [Pure]> {
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Quantized experts
+//===----------------------------------------------------------------------===//
+
+def MoE_QuantizedWeightTensor : RankedTensorOf<[I8]>;
+
+def MoE_QuantizedExpertsOp : MoE_ExpertsBase<"quantized_experts", [Pure]> {
+  let summary = "grouped FFN experts with int8 or int4 weights";
+  let description = [{
+    `moe.experts` with weights quantized to `bits` (8 or 4) bits per value,
+    blockwise along the reduction dimension, in ONNX Runtime's QMoE layout:
+    each matrix is stored output-row major, `[E, N, K * bits / 8]` bytes
+    (`i8`, read as unsigned codes `q`; with 4 bits two codes per byte, the
+    low nibble first), with scales `[E, N, K / B]` of the activations'
+    element type for blocks of `B` consecutive reduction indices (`B = K`:
+    one scale per row). The weight is `W[n, k] = s[n, k / B] * (q[n, k] -
+    zp)` with the symmetric zero point `zp = 2^(bits - 1)` (128 for int8, 8
+    for int4), as ONNX Runtime's QMoE default.
+
+    Shapes (`N x K` is output x reduction): `gate`, `up` are `[E, F, H]`
+    matrices and `down` is `[E, H, F]`, i.e. the transposes of the
+    `moe.experts` weights. Rows, routing, biases and `first_expert` are as
+    for `moe.experts`. Experts with different bit widths are separate ops
+    over consecutive expert ranges filling one `dest`.
+
+    Lowering dequantizes inside the GEMM loop (per register tile, from the
+    bytes), never a dequantized copy of the weights.
+
+    Example (int4, blocks of 32 along H = 64 and F = 128):
+    ```mlir
+    %y = moe.quantized_experts %x, %tok, %off into %init
+           gate(%qg, %sg : tensor<8x128x32xi8>, tensor<8x128x2xf32>)
+           up(%qu, %su : tensor<8x128x32xi8>, tensor<8x128x2xf32>)
+           down(%qd, %sd : tensor<8x64x64xi8>, tensor<8x64x4xf32>)
+           {bits = 4, expert = #moe.expert<gated, silu>}
+           : (tensor<?x64xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf32>)
+           -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    MoE_FloatTensor:$input,
+    MoE_IndexTensor:$token_indices,
+    MoE_IndexTensor:$expert_offsets,
+    MoE_FloatTensor:$dest,
+    Optional<MoE_QuantizedWeightTensor>:$gate,
+    Optional<MoE_FloatTensor>:$gate_scales,
+    MoE_QuantizedWeightTensor:$up,
+    MoE_FloatTensor:$up_scales,
+    MoE_QuantizedWeightTensor:$down,
+    MoE_FloatTensor:$down_scales,
+    Optional<MoE_FloatTensor>:$gate_bias,
+    Optional<MoE_FloatTensor>:$up_bias,
+    Optional<MoE_FloatTensor>:$down_bias,
+    MoE_ExpertAttr:$expert,
+    I64Attr:$bits,
+    DefaultValuedAttr<ConfinedAttr<I64Attr, [IntNonNegative]>, "0">:$first_expert
+  );
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $token_indices `,` $expert_offsets `into` $dest
+    (`gate` `(` $gate^ `,` $gate_scales `:` type($gate) `,` type($gate_scales) `)`)?
+    `up` `(` $up `,` $up_scales `:` type($up) `,` type($up_scales) `)`
+    `down` `(` $down `,` $down_scales `:` type($down) `,` type($down_scales) `)`
+    (`gate_bias` `(` $gate_bias^ `:` type($gate_bias) `)`)?
+    (`up_bias` `(` $up_bias^ `:` type($up_bias) `)`)?
+    (`down_bias` `(` $down_bias^ `:` type($down_bias) `)`)?
+    attr-dict `:` `(` type($input) `,` type($token_indices) `,`
+    type($expert_offsets) `,` type($dest) `)` `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getNumExperts();
+    /// The symmetric zero point: 128 for 8 bits, 8 for 4 bits.
+    int64_t getZeroPoint() { return int64_t(1) << (getBits() - 1); }
+  }];
+}
+
 #endif // MOE_DIALECT_MOE_IR_MOEOPS_TD
