@@ -574,10 +574,10 @@ LogicalResult onnx_import::importMicrosoftQMoE(Node &node) {
   auto pairType = [&](Type elt) {
     return RankedTensorType::get({numTokens, k}, elt);
   };
-  auto route = RouteOp::create(b, loc, pairType(i32), pairType(elementType),
-                               logits, /*selection_bias=*/Value(),
-                               /*token_groups=*/Value(), /*residual=*/Value(),
-                               routing);
+  auto route =
+      RouteOp::create(b, loc, pairType(i32), pairType(elementType), logits,
+                      /*selection_bias=*/Value(),
+                      /*token_groups=*/Value(), /*residual=*/Value(), routing);
   int64_t numRows =
       ShapedType::isDynamic(numTokens) ? ShapedType::kDynamic : numTokens * k;
   auto dispatch = DispatchOp::create(
