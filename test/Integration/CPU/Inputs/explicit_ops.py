@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Models in the expanded form that moe.layer cannot express, with their
 float64 references: FFN experts beside MoE++ zero-computation experts, and
-region (generic) experts.
+region (generic) experts: a matmul + tanh body, convolution experts (MoE CNNs)
+and attention experts (mixture of attention heads).
 
-    explicit_ops.py gen DIR {zero-computation|generic} [--tokens T] [--seed S]
+    explicit_ops.py gen DIR {zero-computation|generic|conv|attention} [--tokens T]
+                    [--seed S]
     explicit_ops.py check DIR
 
 `gen` writes DIR/model.mlir (weights as inputs), DIR/in*.npy, DIR/inputs.args
@@ -140,11 +142,153 @@ def generic(rng, T):
     return mlir, inputs, out
 
 
+def conv(rng, T):
+    # Convolution experts (MoE CNNs): each row is a 1-D signal of L = H / C
+    # positions with C channels; expert e applies a width-3 'same' convolution
+    # (linalg.conv_1d_nwc_wcf) with its own filter [3, C, C], then ReLU.
+    E, C = 4, 2
+    L = H // C
+    x = rng.standard_normal((T, H))
+    router = rng.standard_normal((H, E)) / np.sqrt(H)
+    Wc = rng.standard_normal((E, 3, C, C)) / np.sqrt(3 * C)
+    x, router, Wc = inputs = [f32(a) for a in (x, router, Wc)]
+    ids, w = R.route(x @ router, dict(k=K, renormalize=True))
+    if len(set(ids.flatten().tolist())) < E:
+        return None
+    out = np.zeros((T, H))
+    for tok in range(T):
+        sig = np.pad(x[tok].reshape(L, C), ((1, 1), (0, 0)))
+        for i in range(K):
+            e = ids[tok, i]
+            y = np.zeros((L, C))
+            for pos in range(L):
+                for r in range(3):
+                    y[pos] += sig[pos + r] @ Wc[e, r]
+            out[tok] += w[tok, i] * np.maximum(y, 0.0).reshape(H)
+    mlir = f"""func.func @main(%x: {t(('?', H))}, %router: {t((H, E))}, %Wc: {t((E, 3, C, C))}) -> {t(('?', H))} {{
+{plan(E, "renormalize = true")}
+  %rows = moe.generic_experts %x, %tok, %off into %dest {{first_expert = 0, num_experts = {E}}}
+      : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))} {{
+  ^bb0(%in: {t(('?', H))}, %ex: index):
+    %c0i = arith.constant 0 : index
+    %n = tensor.dim %in, %c0i : {t(('?', H))}
+    %sig = tensor.expand_shape %in [[0], [1, 2]] output_shape [%n, {L}, {C}] : {t(('?', H))} into {t(('?', L, C))}
+    %padded = tensor.pad %sig low[0, 1, 0] high[0, 1, 0] {{
+    ^bb1(%i0: index, %i1: index, %i2: index):
+      tensor.yield %zero : f32
+    }} : {t(('?', L, C))} to {t(('?', L + 2, C))}
+    %we = tensor.extract_slice %Wc[%ex, 0, 0, 0] [1, 3, {C}, {C}] [1, 1, 1, 1] : {t((E, 3, C, C))} to {t((3, C, C))}
+    %o0 = tensor.empty(%n) : {t(('?', L, C))}
+    %o = linalg.fill ins(%zero : f32) outs(%o0 : {t(('?', L, C))}) -> {t(('?', L, C))}
+    %conv = linalg.conv_1d_nwc_wcf {{dilations = dense<1> : tensor<1xi64>, strides = dense<1> : tensor<1xi64>}}
+        ins(%padded, %we : {t(('?', L + 2, C))}, {t((3, C, C))}) outs(%o : {t(('?', L, C))}) -> {t(('?', L, C))}
+    %relu = arith.maximumf %conv, %o : {t(('?', L, C))}
+    %flat = tensor.collapse_shape %relu [[0], [1, 2]] : {t(('?', L, C))} into {t(('?', H))}
+    moe.yield %flat : {t(('?', H))}
+  }}
+  %y = moe.combine %rows, %pos, %w : ({t(('?', H))}, tensor<?x{K}xi32>, {t(('?', K))}) -> {t(('?', H))}
+  return %y : {t(('?', H))}
+}}
+"""
+    return mlir, inputs, out
+
+
+def attention(rng, T):
+    # Attention experts (mixture of attention heads, MoA): expert e owns the
+    # query and output projections of one head, keys and values are shared:
+    # y = softmax(rows Wq_e (x Wk)^T / sqrt(D)) (x Wv) Wo_e over all T tokens.
+    E, D = 4, 8
+    x = rng.standard_normal((T, H))
+    router = rng.standard_normal((H, E)) / np.sqrt(H)
+    Wq = rng.standard_normal((E, H, D)) / np.sqrt(H)
+    Wo = rng.standard_normal((E, D, H)) / np.sqrt(D)
+    Wk = rng.standard_normal((H, D)) / np.sqrt(H)
+    Wv = rng.standard_normal((H, D)) / np.sqrt(H)
+    x, router, Wq, Wo, Wk, Wv = inputs = [f32(a) for a in (x, router, Wq, Wo, Wk, Wv)]
+    ids, w = R.route(x @ router, dict(k=K, renormalize=True))
+    if len(set(ids.flatten().tolist())) < min(E, T * K):
+        return None
+    keys, values = x @ Wk, x @ Wv
+    out = np.zeros((T, H))
+    for tok in range(T):
+        for i in range(K):
+            e = ids[tok, i]
+            s = (x[tok] @ Wq[e]) @ keys.T / np.sqrt(D)
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            out[tok] += w[tok, i] * ((p @ values) @ Wo[e])
+    scale = repr(float(np.float32(1.0 / np.sqrt(D))))
+    mlir = f"""func.func @main(%x: {t(('?', H))}, %router: {t((H, E))}, %Wq: {t((E, H, D))}, %Wo: {t((E, D, H))}, %Wk: {t((H, D))}, %Wv: {t((H, D))}) -> {t(('?', H))} {{
+{plan(E, "renormalize = true")}
+  %ed = tensor.empty(%T) : {t(('?', D))}
+  %zd = linalg.fill ins(%zero : f32) outs(%ed : {t(('?', D))}) -> {t(('?', D))}
+  %keys = linalg.matmul ins(%x, %Wk : {t(('?', H))}, {t((H, D))}) outs(%zd : {t(('?', D))}) -> {t(('?', D))}
+  %values = linalg.matmul ins(%x, %Wv : {t(('?', H))}, {t((H, D))}) outs(%zd : {t(('?', D))}) -> {t(('?', D))}
+  %ekt = tensor.empty(%T) : {t((D, '?'))}
+  %kt = linalg.transpose ins(%keys : {t(('?', D))}) outs(%ekt : {t((D, '?'))}) permutation = [1, 0]
+  %rows = moe.generic_experts %x, %tok, %off into %dest {{first_expert = 0, num_experts = {E}}}
+      : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))} {{
+  ^bb0(%in: {t(('?', H))}, %ex: index):
+    %c0i = arith.constant 0 : index
+    %n = tensor.dim %in, %c0i : {t(('?', H))}
+    %wq = tensor.extract_slice %Wq[%ex, 0, 0] [1, {H}, {D}] [1, 1, 1] : {t((E, H, D))} to {t((H, D))}
+    %wo = tensor.extract_slice %Wo[%ex, 0, 0] [1, {D}, {H}] [1, 1, 1] : {t((E, D, H))} to {t((D, H))}
+    %eq = tensor.empty(%n) : {t(('?', D))}
+    %zq = linalg.fill ins(%zero : f32) outs(%eq : {t(('?', D))}) -> {t(('?', D))}
+    %q = linalg.matmul ins(%in, %wq : {t(('?', H))}, {t((H, D))}) outs(%zq : {t(('?', D))}) -> {t(('?', D))}
+    %es = tensor.empty(%n, %T) : tensor<?x?xf32>
+    %zs = linalg.fill ins(%zero : f32) outs(%es : tensor<?x?xf32>) -> tensor<?x?xf32>
+    %s = linalg.matmul ins(%q, %kt : {t(('?', D))}, {t((D, '?'))}) outs(%zs : tensor<?x?xf32>) -> tensor<?x?xf32>
+    %en = tensor.empty(%n) : tensor<?xf32>
+    %ninf = arith.constant 0xFF800000 : f32
+    %m0 = linalg.fill ins(%ninf : f32) outs(%en : tensor<?xf32>) -> tensor<?xf32>
+    %m = linalg.reduce ins(%s : tensor<?x?xf32>) outs(%m0 : tensor<?xf32>) dimensions = [1]
+      (%a: f32, %b: f32) {{
+        %mx = arith.maximumf %a, %b : f32
+        linalg.yield %mx : f32
+      }}
+    %p = linalg.generic {{indexing_maps = [affine_map<(i, j) -> (i, j)>, affine_map<(i, j) -> (i)>, affine_map<(i, j) -> (i, j)>],
+                          iterator_types = ["parallel", "parallel"]}}
+        ins(%s, %m : tensor<?x?xf32>, tensor<?xf32>) outs(%es : tensor<?x?xf32>) {{
+      ^bb1(%sv: f32, %mv: f32, %o: f32):
+        %sc = arith.constant {scale} : f32
+        %d = arith.subf %sv, %mv : f32
+        %ds = arith.mulf %d, %sc : f32
+        %ex2 = math.exp %ds : f32
+        linalg.yield %ex2 : f32
+      }} -> tensor<?x?xf32>
+    %l0 = linalg.fill ins(%zero : f32) outs(%en : tensor<?xf32>) -> tensor<?xf32>
+    %l = linalg.reduce ins(%p : tensor<?x?xf32>) outs(%l0 : tensor<?xf32>) dimensions = [1]
+      (%a: f32, %b: f32) {{
+        %sm = arith.addf %a, %b : f32
+        linalg.yield %sm : f32
+      }}
+    %pn = linalg.generic {{indexing_maps = [affine_map<(i, j) -> (i, j)>, affine_map<(i, j) -> (i)>, affine_map<(i, j) -> (i, j)>],
+                           iterator_types = ["parallel", "parallel"]}}
+        ins(%p, %l : tensor<?x?xf32>, tensor<?xf32>) outs(%es : tensor<?x?xf32>) {{
+      ^bb1(%pv: f32, %lv: f32, %o: f32):
+        %dv = arith.divf %pv, %lv : f32
+        linalg.yield %dv : f32
+      }} -> tensor<?x?xf32>
+    %att = linalg.matmul ins(%pn, %values : tensor<?x?xf32>, {t(('?', D))}) outs(%zq : {t(('?', D))}) -> {t(('?', D))}
+    %eh = tensor.empty(%n) : {t(('?', H))}
+    %zh = linalg.fill ins(%zero : f32) outs(%eh : {t(('?', H))}) -> {t(('?', H))}
+    %r = linalg.matmul ins(%att, %wo : {t(('?', D))}, {t((D, H))}) outs(%zh : {t(('?', H))}) -> {t(('?', H))}
+    moe.yield %r : {t(('?', H))}
+  }}
+  %y = moe.combine %rows, %pos, %w : ({t(('?', H))}, tensor<?x{K}xi32>, {t(('?', K))}) -> {t(('?', H))}
+  return %y : {t(('?', H))}
+}}
+"""
+    return mlir, inputs, out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("cmd", choices=["gen", "check"])
     ap.add_argument("dir")
-    ap.add_argument("case", nargs="?", choices=["zero-computation", "generic"])
+    ap.add_argument("case", nargs="?",
+                    choices=["zero-computation", "generic", "conv", "attention"])
     ap.add_argument("--tokens", type=int, default=9)
     ap.add_argument("--seed", type=int)
     a = ap.parse_args()
@@ -157,7 +301,8 @@ def main():
         print("%s (seed %d, T=%d): relative L2 error %.3e %s 1e-05"
               % (info["case"], info["seed"], info["tokens"], err, "<=" if ok else ">"))
         sys.exit(0 if ok else 1)
-    build = {"zero-computation": zero_computation, "generic": generic}[a.case]
+    build = {"zero-computation": zero_computation, "generic": generic, "conv": conv,
+             "attention": attention}[a.case]
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "little")
     case = build(np.random.default_rng(seed), a.tokens)
     while case is None:  # draw until every expert of interest is chosen
