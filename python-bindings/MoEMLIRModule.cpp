@@ -500,6 +500,7 @@ public:
     result["prefetch_used"] = s.prefetch_used;
     result["predictions"] = s.predictions;
     result["bytes_read"] = s.bytes_read;
+    result["read_ms"] = s.read_ns / 1e6;
     result["evictions"] = s.evictions;
     result["slot_bytes"] = s.slot_bytes;
     result["pinned"] = s.pinned;

@@ -325,8 +325,11 @@ void ExpertCache::workerLoop() {
     layer.slotOf[expert] = slot;
     layer.ready[slot] = 0;
     lock.unlock();
+    uint64_t readStart = nowNs();
     std::string failure = readExpert(layer, expert, slot);
+    uint64_t readTime = nowNs() - readStart;
     lock.lock();
+    counters.read_ns += readTime;
     if (!failure.empty())
       fail(failure);
     layer.ready[slot] = 1;

@@ -138,15 +138,16 @@ static void printCacheStats(const moe_model_t *model, long runs) {
       "expert cache: runs=%ld acquires=%llu hits=%llu misses=%llu "
       "stall_ms=%.3f demand_loads=%llu prefetch_loads=%llu "
       "prefetch_used=%llu prefetch_accuracy=%.1f%% predictions=%llu "
-      "bytes_read=%llu evictions=%llu slot_bytes=%llu pinned=%llu "
-      "direct_io=%s\n",
+      "bytes_read=%llu read_ms=%.3f evictions=%llu slot_bytes=%llu "
+      "pinned=%llu direct_io=%s\n",
       runs, (unsigned long long)s.acquires, (unsigned long long)s.hits,
       (unsigned long long)s.misses, s.stall_ns / 1e6,
       (unsigned long long)s.demand_loads, (unsigned long long)s.prefetch_loads,
       (unsigned long long)s.prefetch_used, accuracy,
       (unsigned long long)s.predictions, (unsigned long long)s.bytes_read,
-      (unsigned long long)s.evictions, (unsigned long long)s.slot_bytes,
-      (unsigned long long)s.pinned, s.direct_io ? "yes" : "no");
+      s.read_ns / 1e6, (unsigned long long)s.evictions,
+      (unsigned long long)s.slot_bytes, (unsigned long long)s.pinned,
+      s.direct_io ? "yes" : "no");
 }
 
 /// Parses `--flag=@path` values.

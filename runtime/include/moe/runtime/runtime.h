@@ -216,6 +216,8 @@ typedef struct moe_cache_stats {
   /// Predictions received from the compiled code (duplicates included).
   uint64_t predictions;
   uint64_t bytes_read, evictions;
+  /// Time the I/O thread spent reading (the disk busy with the cache).
+  uint64_t read_ns;
   /// Bytes of slot memory held, and experts pinned resident.
   uint64_t slot_bytes, pinned;
   /// Whether the weights file is read with O_DIRECT (else buffered reads
