@@ -25,14 +25,37 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: all ${#PKGS[@]} packages present"
-  exit 0
+# Node.js runs ONNX Runtime (npm onnxruntime-node), the peer the ONNX tests
+# compare with; any node >= 18 will do (Debian's, or one already installed).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
 fi
 
-echo "setup: installing ${#missing[@]} packages: ${missing[*]}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PKGS[@]} packages present"
+else
+  echo "setup: installing ${#missing[@]} packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# ONNX Runtime for the tests (test/Target/ONNX/ort-compare.test) and bench/:
+# onnxruntime-node pinned in bench/package-lock.json. Its postinstall would
+# download CUDA binaries from outside npm; the CPU build is in the package.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if ! (cd "$root/bench" && NODE_PATH= node -e "require('onnxruntime-node')" \
+      >/dev/null 2>&1); then
+  echo "setup: npm ci in bench/ (onnxruntime-node)"
+  for attempt in 1 2 3; do
+    if (cd "$root/bench" && ONNXRUNTIME_NODE_INSTALL=skip \
+        npm ci --no-audit --no-fund --loglevel=error); then
+      break
+    fi
+    [ "$attempt" = 3 ] && { echo "setup: npm ci failed" >&2; exit 1; }
+    echo "setup: npm ci failed, retrying in 10 s" >&2
+    sleep 10
+  done
+fi

@@ -21,6 +21,13 @@ config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
 # Debian's numpy/onnx/torch live with the system interpreter, not the first
 # python3 on PATH.
 config.substitutions.append(("%python", "/usr/bin/python3"))
+# ONNX Runtime (npm onnxruntime-node), installed into bench/node_modules by
+# scripts/setup.sh: the peer the ONNX tests compare with.
+config.environment["NODE_PATH"] = os.path.join(config.moe_src_root, "bench",
+                                               "node_modules")
+config.substitutions.append(
+    ("%ort_run", "node " + os.path.join(config.moe_src_root, "test", "lib",
+                                        "ort_run.js")))
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 # glibc fills fresh and freed heap memory with this byte (mallopt M_PERTURB),
