@@ -411,6 +411,16 @@ void ExpertCache::prefetch(int64_t layerId, int64_t expertId) {
   Layer *layer = findLayer(layerId, expertId);
   if (!layer || mode == MOE_CACHE_ONDEMAND)
     return;
+  // The layer has started: its real demand supersedes the predictions not
+  // yet loaded for it, which would only compete for the disk now.
+  for (auto it = predictions.begin(); it != predictions.end();) {
+    if (it->layer != layer) {
+      ++it;
+      continue;
+    }
+    layer->queued[it->expert] = 0;
+    it = predictions.erase(it);
+  }
   layer->wanted[expertId] = 1;
   if (layer->slotOf[expertId] >= 0 || layer->queued[expertId])
     return;
