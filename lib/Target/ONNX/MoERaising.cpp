@@ -77,6 +77,54 @@ static FailureOr<DenseElementsAttr> getWeight(Node &node, unsigned i,
   return attr;
 }
 
+/// The optional fc1 bias `[E, rows]` (input `fc1Index`) and fc2 bias `[E, H]`
+/// (input `fc2Index`) of `com.microsoft.MoE`/`QMoE`, split into gate and up
+/// biases `[E, F]` for gated experts (fc1 rows interleaved gate/up).
+static LogicalResult
+importBiases(Node &node, unsigned fc1Index, unsigned fc2Index,
+             int64_t numExperts, int64_t rows, int64_t ffn, int64_t hidden,
+             bool gated, Type elementType, DenseElementsAttr &gateBias,
+             DenseElementsAttr &upBias, DenseElementsAttr &downBias) {
+  if (node.hasInput(fc1Index)) {
+    FailureOr<DenseElementsAttr> fc1Bias =
+        getWeight(node, fc1Index, "fc1_experts_bias", 2, elementType);
+    if (failed(fc1Bias))
+      return failure();
+    ArrayRef<int64_t> shape = cast<ShapedType>(fc1Bias->getType()).getShape();
+    if (shape[0] != numExperts || shape[1] != rows) {
+      node.emitError() << "fc1_experts_bias has shape [" << shape
+                       << "], expected [" << numExperts << ", " << rows << "]";
+      return failure();
+    }
+    auto biasType = RankedTensorType::get({numExperts, ffn}, elementType);
+    auto biasRow = [&](int64_t i, int64_t parity) {
+      int64_t f = i % ffn, e = i / ffn;
+      return e * rows + (gated ? 2 * f + parity : f);
+    };
+    if (gated)
+      gateBias = gatherElements(*fc1Bias, biasType,
+                                [&](int64_t i) { return biasRow(i, 0); });
+    upBias = gatherElements(*fc1Bias, biasType, [&](int64_t i) {
+      return biasRow(i, gated ? 1 : 0);
+    });
+  }
+  if (node.hasInput(fc2Index)) {
+    FailureOr<DenseElementsAttr> fc2Bias =
+        getWeight(node, fc2Index, "fc2_experts_bias", 2, elementType);
+    if (failed(fc2Bias))
+      return failure();
+    ArrayRef<int64_t> shape = cast<ShapedType>(fc2Bias->getType()).getShape();
+    if (shape[0] != numExperts || shape[1] != hidden) {
+      node.emitError() << "fc2_experts_bias has shape [" << shape
+                       << "], expected [" << numExperts << ", " << hidden
+                       << "]";
+      return failure();
+    }
+    downBias = *fc2Bias;
+  }
+  return success();
+}
+
 /// The expert body of `com.microsoft.MoE`/`QMoE` from `activation_type`,
 /// `swiglu_fusion`, `swiglu_limit`, `activation_alpha` and
 /// `activation_beta`; null (after an error) when not supported.
@@ -264,43 +312,10 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
         int64_t h = i % hidden, f = (i / hidden) % ffn, e = i / (hidden * ffn);
         return (e * hidden + h) * ffn + f;
       });
-  if (node.hasInput(3)) {
-    FailureOr<DenseElementsAttr> fc1Bias =
-        getWeight(node, 3, "fc1_experts_bias", 2, elementType);
-    if (failed(fc1Bias))
-      return failure();
-    ArrayRef<int64_t> shape = cast<ShapedType>(fc1Bias->getType()).getShape();
-    if (shape[0] != numExperts || shape[1] != rows) {
-      node.emitError() << "fc1_experts_bias has shape [" << shape
-                       << "], expected [" << numExperts << ", " << rows << "]";
-      return failure();
-    }
-    auto biasType = RankedTensorType::get({numExperts, ffn}, elementType);
-    auto biasRow = [&](int64_t i, int64_t parity) {
-      int64_t f = i % ffn, e = i / ffn;
-      return e * rows + (kind == ExpertKind::Gated ? 2 * f + parity : f);
-    };
-    if (kind == ExpertKind::Gated)
-      weights.gateBias = gatherElements(
-          *fc1Bias, biasType, [&](int64_t i) { return biasRow(i, 0); });
-    weights.upBias = gatherElements(*fc1Bias, biasType, [&](int64_t i) {
-      return biasRow(i, kind == ExpertKind::Gated ? 1 : 0);
-    });
-  }
-  if (node.hasInput(5)) {
-    FailureOr<DenseElementsAttr> fc2Bias =
-        getWeight(node, 5, "fc2_experts_bias", 2, elementType);
-    if (failed(fc2Bias))
-      return failure();
-    ArrayRef<int64_t> shape = cast<ShapedType>(fc2Bias->getType()).getShape();
-    if (shape[0] != numExperts || shape[1] != hidden) {
-      node.emitError() << "fc2_experts_bias has shape [" << shape
-                       << "], expected [" << numExperts << ", " << hidden
-                       << "]";
-      return failure();
-    }
-    weights.downBias = *fc2Bias;
-  }
+  if (failed(importBiases(node, 3, 5, numExperts, rows, ffn, hidden,
+                          kind == ExpertKind::Gated, elementType,
+                          weights.gateBias, weights.upBias, weights.downBias)))
+    return failure();
 
   auto constant = [&](DenseElementsAttr attr) -> Value {
     if (!attr)
@@ -511,43 +526,9 @@ LogicalResult onnx_import::importMicrosoftQMoE(Node &node) {
     upScales = selectRows(*fc1Scales, ffn, [](int64_t r) { return 2 * r + 1; });
   }
   DenseElementsAttr gateBias, upBias, downBias;
-  if (node.hasInput(4)) {
-    FailureOr<DenseElementsAttr> fc1Bias =
-        getWeight(node, 4, "fc1_experts_bias", 2, elementType);
-    if (failed(fc1Bias))
-      return failure();
-    ArrayRef<int64_t> shape = cast<ShapedType>(fc1Bias->getType()).getShape();
-    if (shape[0] != numExperts || shape[1] != rows) {
-      node.emitError() << "fc1_experts_bias has shape [" << shape
-                       << "], expected [" << numExperts << ", " << rows << "]";
-      return failure();
-    }
-    auto biasType = RankedTensorType::get({numExperts, ffn}, elementType);
-    auto biasRow = [&](int64_t i, int64_t parity) {
-      int64_t f = i % ffn, e = i / ffn;
-      return e * rows + (gated ? 2 * f + parity : f);
-    };
-    if (gated)
-      gateBias = gatherElements(*fc1Bias, biasType,
-                                [&](int64_t i) { return biasRow(i, 0); });
-    upBias = gatherElements(*fc1Bias, biasType, [&](int64_t i) {
-      return biasRow(i, gated ? 1 : 0);
-    });
-  }
-  if (node.hasInput(7)) {
-    FailureOr<DenseElementsAttr> fc2Bias =
-        getWeight(node, 7, "fc2_experts_bias", 2, elementType);
-    if (failed(fc2Bias))
-      return failure();
-    ArrayRef<int64_t> shape = cast<ShapedType>(fc2Bias->getType()).getShape();
-    if (shape[0] != numExperts || shape[1] != hidden) {
-      node.emitError() << "fc2_experts_bias has shape [" << shape
-                       << "], expected [" << numExperts << ", " << hidden
-                       << "]";
-      return failure();
-    }
-    downBias = *fc2Bias;
-  }
+  if (failed(importBiases(node, 4, 7, numExperts, rows, ffn, hidden, gated,
+                          elementType, gateBias, upBias, downBias)))
+    return failure();
 
   // The routing plan: route the logits, dispatch, quantized experts, combine.
   auto constant = [&](DenseElementsAttr attr) -> Value {
