@@ -236,3 +236,22 @@ def dequantize(packed, scales, bits):
     scales = np.asarray(scales, np.float64)
     block = codes.shape[-1] // scales.shape[-1]
     return np.repeat(scales, block, axis=-1) * (codes - (1 << (bits - 1)))
+
+
+def check_case_output(directory, label=None, tol=1e-5):
+    """Compares DIR/out.npy with the float64 DIR/expected.npy of a generated
+    case (DIR/case.json: seed, tokens and, unless `label` is given, case),
+    prints one line with the relative L2 error and returns the exit status."""
+    import json
+    import os
+    with open(os.path.join(directory, "case.json")) as f:
+        info = json.load(f)
+    y = np.load(os.path.join(directory, "out.npy")).astype(np.float64)
+    ref = np.load(os.path.join(directory, "expected.npy"))
+    ok = y.shape == ref.shape
+    err = np.linalg.norm(y - ref) / np.linalg.norm(ref) if ok else float("inf")
+    ok = ok and err <= tol
+    print("%s (seed %d, T=%d): relative L2 error %.3e %s %g"
+          % (label or info["case"], info["seed"], info["tokens"], err,
+             "<=" if ok else ">", tol))
+    return 0 if ok else 1
