@@ -1991,6 +1991,60 @@ static LogicalResult importExpand(Node &node) {
   return node.setResults(*result);
 }
 
+/// Range with a start or limit known only at run time (e.g. `arange(seq)`
+/// on a dynamic shape): `tensor.generate` of `max(0, ceil((limit - start) /
+/// delta))` elements `start + i * delta`.
+static LogicalResult importDynamicRange(Node &node, DenseElementsAttr start,
+                                        DenseElementsAttr limit,
+                                        DenseElementsAttr delta) {
+  OpBuilder &b = node.getBuilder();
+  Location loc = node.getLoc();
+  Type type = elementTypeOf(node.getInput(0));
+  int64_t d = (*delta.getValues<APInt>().begin()).getSExtValue();
+  if (d == 0) {
+    node.emitError() << "delta must not be 0";
+    return failure();
+  }
+  for (unsigned i = 0; i < 2; ++i) {
+    auto inputType = cast<RankedTensorType>(node.getInput(i).getType());
+    if (inputType.getRank() > 1 || inputType.getNumElements() != 1) {
+      node.emitError() << "input " << i << " must be a scalar, got "
+                       << inputType;
+      return failure();
+    }
+  }
+  auto scalar = [&](unsigned i, DenseElementsAttr constant) -> Value {
+    if (constant)
+      return arith::ConstantIndexOp::create(
+          b, loc, (*constant.getValues<APInt>().begin()).getSExtValue());
+    Value input = node.getInput(i);
+    auto inputType = cast<RankedTensorType>(input.getType());
+    SmallVector<Value> indices(inputType.getRank(),
+                               arith::ConstantIndexOp::create(b, loc, 0));
+    Value v = tensor::ExtractOp::create(b, loc, input, indices);
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
+  };
+  Value s = scalar(0, start), l = scalar(1, limit);
+  Value span = d > 0 ? arith::SubIOp::create(b, loc, l, s)
+                     : arith::SubIOp::create(b, loc, s, l);
+  Value count = arith::CeilDivSIOp::create(
+      b, loc, span, arith::ConstantIndexOp::create(b, loc, d > 0 ? d : -d));
+  count = arith::MaxSIOp::create(b, loc, count,
+                                 arith::ConstantIndexOp::create(b, loc, 0));
+  auto resultType = RankedTensorType::get({ShapedType::kDynamic}, type);
+  auto generate = tensor::GenerateOp::create(
+      b, loc, resultType, ValueRange{count},
+      [&](OpBuilder &nb, Location nloc, ValueRange indices) {
+        Value step = arith::MulIOp::create(
+            nb, nloc, indices[0], arith::ConstantIndexOp::create(nb, nloc, d));
+        Value v = arith::AddIOp::create(nb, nloc, s, step);
+        tensor::YieldOp::create(
+            nb, nloc,
+            arith::IndexCastOp::create(nb, nloc, type, v).getResult());
+      });
+  return node.setResults(generate.getResult());
+}
+
 static LogicalResult importRange(Node &node) {
   if (failed(node.checkAttributes({})) || failed(checkSameElementType(node, 3)))
     return failure();
@@ -1999,8 +2053,11 @@ static LogicalResult importRange(Node &node) {
   DenseElementsAttr limit = node.getConstantInput(1);
   DenseElementsAttr delta = node.getConstantInput(2);
   Type type = elementTypeOf(node.getInput(0));
+  if (isa<IntegerType>(type) && delta && (!start || !limit))
+    return importDynamicRange(node, start, limit, delta);
   if (!start || !limit || !delta || !isa<IntegerType>(type)) {
-    node.emitError() << "only constant integer ranges are supported";
+    node.emitError() << "only integer ranges with a constant delta are "
+                        "supported";
     return failure();
   }
   int64_t s = (*start.getValues<APInt>().begin()).getSExtValue();

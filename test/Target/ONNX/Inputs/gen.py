@@ -400,6 +400,28 @@ def moe_e2e(path, data_dir):
     np.save(os.path.join(data_dir, "ref.npy"), y)
 
 
+def dynamic_range():
+    """arange over a dynamic extent (HF's position ids): Range(0, T, 1) added
+    to every column of x, and Range(T, 0, -2) as a second output."""
+    n = helper.make_node
+    nodes = [
+        n("Shape", ["x"], ["s"], name="shape0"),
+        n("Gather", ["s", "i0"], ["t"], name="gather0", axis=0),
+        n("Range", ["zero", "t", "one"], ["r"], name="range0"),
+        n("Cast", ["r"], ["rf"], name="cast0", to=TensorProto.FLOAT),
+        n("Unsqueeze", ["rf", "ax1"], ["rc"], name="unsqueeze0"),
+        n("Add", ["x", "rc"], ["out"], name="add0"),
+        n("Range", ["t", "zero", "minus2"], ["down"], name="range1"),
+    ]
+    inits = [init("i0", np.array(0, dtype=np.int64)),
+             init("zero", np.array(0, dtype=np.int64)),
+             init("one", np.array(1, dtype=np.int64)),
+             init("minus2", np.array(-2, dtype=np.int64)),
+             init("ax1", np.array([1], dtype=np.int64))]
+    return model(nodes, [vi("x", ["T", 4])],
+                 [vi("out", ["T", 4]), vi("down", ["D"], TensorProto.INT64)], inits)
+
+
 MODELS = {
     "elementwise": elementwise,
     "matmul": matmul,
@@ -407,6 +429,7 @@ MODELS = {
     "shapes": shapes,
     "dynamic": dynamic,
     "shape_chain": shape_chain,
+    "dynamic_range": dynamic_range,
     "matmul_small": matmul_small,
     "unsupported_op": unsupported_op,
     "unsupported_attr": unsupported_attr,
