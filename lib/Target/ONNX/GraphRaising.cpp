@@ -10,9 +10,9 @@
 // (Softmax, TopK, OneHot, NonZero, ScatterElements, ...), while after import
 // the same block is a web of linalg.generics and scf loops.
 //
-// Every TopK and ArgMax is a candidate. Its input must be the Softmax of a
-// router `MatMul(x, W)` with a constant W; from there the consumers must be
-// one of three forms:
+// Every TopK and ArgMax is a candidate. Its input must be the Softmax (or,
+// for TopK, the Sigmoid) of a router `MatMul(x, W)` with a constant W; from
+// there the consumers must be one of three forms:
 //
 //  - Mixtral (transformers' MixtralSparseMoeBlock): one_hot expert mask,
 //    per expert `torch.where` (NonZero), the tokens gathered, a SwiGLU
@@ -74,9 +74,11 @@ struct ExpertMLP {
 
 /// The router: `softmax(x·W)` along the last axis.
 struct Router {
+  /// The Softmax (or Sigmoid) that turns the logits into scores.
   const onnx::NodeProto *softmax = nullptr;
   std::string input;
   DenseElementsAttr weight;
+  ScoringFunc scoring = ScoringFunc::Softmax;
 };
 
 /// Matches the forms of one graph. Each `match*` returns false with `why`
@@ -339,15 +341,18 @@ bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
 bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   StringRef name = skipCasts(probs);
   const onnx::NodeProto *softmax = defOp(name, "Softmax");
+  ScoringFunc scoring = ScoringFunc::Softmax;
+  if (!softmax && (softmax = defOp(name, "Sigmoid")))
+    scoring = ScoringFunc::Sigmoid;
   if (!softmax)
     return fail("the routing scores come from " + describe(def(name)) +
-                ", not from a Softmax of router logits");
+                ", not from a Softmax or Sigmoid of router logits");
   Linear linear;
   if (!matchLinear(skipCasts(inputOf(softmax, 0)), linear))
     return fail("the router: " + why);
   if (linear.bias)
     return fail("the router has a bias");
-  router = {softmax, linear.input, linear.weight};
+  router = {softmax, linear.input, linear.weight, scoring};
   return true;
 }
 
@@ -822,7 +827,12 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   block.anchor = &anchor;
   block.softmax = router.softmax;
   block.router = router.weight;
+  block.scoring = router.scoring;
   if (is(&anchor, "ArgMax")) {
+    if (router.scoring != ScoringFunc::Softmax) {
+      fail("the Switch form needs softmax routing scores");
+      return std::nullopt;
+    }
     if (!matchSwitch(anchor, router, block))
       return std::nullopt;
     return block;
@@ -936,7 +946,8 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
     return int64_t(-1);
   };
   const onnx::NodeProto *softmax = block.softmax;
-  if (!softmax || (axis(softmax) != -1 && axis(softmax) != rank - 1)) {
+  if (!softmax || (block.scoring == ScoringFunc::Softmax &&
+                   axis(softmax) != -1 && axis(softmax) != rank - 1)) {
     why = "the softmax is not over the experts";
     return failure();
   }
@@ -950,7 +961,7 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
     }
   }
   auto routing =
-      RoutingAttr::get(ctx, block.k, ScoringFunc::Softmax, block.renormalize,
+      RoutingAttr::get(ctx, block.k, block.scoring, block.renormalize,
                        APFloat(1.0), APFloat(1.0), /*n_group=*/0,
                        /*topk_group=*/0, APFloat(0.0), APFloat(0.0));
   auto expert = ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),

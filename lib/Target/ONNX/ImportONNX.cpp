@@ -503,6 +503,7 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     diag << "raised MoE block (" << block.form << " form) at "
          << block.anchor->op_type() << " '" << block.anchor->name()
          << "' to moe.layer: " << numExperts << " experts, top-" << block.k
+         << (block.scoring == ScoringFunc::Sigmoid ? " of sigmoid scores" : "")
          << (block.renormalize ? " renormalized" : "") << ", "
          << stringifyExpertKind(block.kind) << " "
          << stringifyActivation(block.activation) << " experts";

@@ -141,7 +141,7 @@ struct MoEBlock {
   std::string form;
   /// The router's TopK or ArgMax.
   const onnx::NodeProto *anchor = nullptr;
-  /// The router's Softmax.
+  /// The router's Softmax (or Sigmoid).
   const onnx::NodeProto *softmax = nullptr;
   /// The node whose output 0 is the block's result.
   const onnx::NodeProto *outputNode = nullptr;
@@ -152,6 +152,8 @@ struct MoEBlock {
       sharedUp, sharedDown, sharedScale;
   int64_t k = 1;
   bool renormalize = false;
+  /// Softmax, or sigmoid scores (a Sigmoid router, TopK forms only).
+  ScoringFunc scoring = ScoringFunc::Softmax;
   ExpertKind kind = ExpertKind::Gated;
   Activation activation = Activation::Silu;
 };

@@ -14,6 +14,8 @@ Models:
                  topk, renormalize, one_hot mask, loop over experts with
                  torch.where and index_add_), SwiGLU experts
   mixtral_3d     the same on [B, S, H] with a dynamic token axis
+  mixtral_sigmoid  Mixtral's block with sigmoid router scores (top-k of
+                 sigmoid(logits), renormalized)
   qwen_norenorm  Mixtral's block without renormalization (OLMoE/Qwen)
   dense          every expert on every token, masked by the top-k weights
                  scattered into a [T, E] matrix
@@ -75,13 +77,14 @@ class MixtralSparseMoeBlock(nn.Module):
     jitter noise (training only) and the router logits output."""
 
     def __init__(self, hidden, ffn, num_experts, top_k, renormalize=True,
-                 score_scale=None):
+                 score_scale=None, scoring="softmax"):
         super().__init__()
         self.hidden_dim = hidden
         self.num_experts = num_experts
         self.top_k = top_k
         self.renormalize = renormalize
         self.score_scale = score_scale
+        self.scoring = scoring
         self.gate = nn.Linear(hidden, num_experts, bias=False)
         self.experts = nn.ModuleList(
             [SwiGLUExpert(hidden, ffn) for _ in range(num_experts)])
@@ -91,7 +94,10 @@ class MixtralSparseMoeBlock(nn.Module):
         hidden_dim = shape[-1]
         hidden_states = hidden_states.view(-1, hidden_dim)
         router_logits = self.gate(hidden_states)
-        routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float)
+        if self.scoring == "sigmoid":
+            routing_weights = torch.sigmoid(router_logits)
+        else:
+            routing_weights = F.softmax(router_logits, dim=1, dtype=torch.float)
         if self.score_scale is not None:
             routing_weights = routing_weights * self.score_scale
         routing_weights, selected_experts = torch.topk(
@@ -256,6 +262,9 @@ MODELS = {
                 float_input((7, H)), {0: "tokens"}),
     "mixtral_3d": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2),
                    float_input((2, 5, H)), {0: "batch", 1: "seq"}),
+    "mixtral_sigmoid": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
+                                                      scoring="sigmoid"),
+                        float_input((7, H)), {0: "tokens"}),
     "qwen_norenorm": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                     renormalize=False),
                       float_input((6, H)), {0: "tokens"}),
