@@ -79,6 +79,9 @@ struct Router {
   std::string input;
   DenseElementsAttr weight;
   ScoringFunc scoring = ScoringFunc::Softmax;
+  /// A constant `[E]` added to the scores for the choice only (TopK of
+  /// `scores + bias`, weights gathered from `scores`), or null.
+  DenseElementsAttr selectionBias;
 };
 
 /// Matches the forms of one graph. Each `match*` returns false with `why`
@@ -148,9 +151,17 @@ private:
   bool matchLinear(StringRef name, Linear &linear);
   bool matchSilu(StringRef name, StringRef &input);
   bool matchSwiGLU(StringRef name, ExpertMLP &mlp);
-  /// The routing weights: TopK values, renormalized or not.
+  /// The routing weights: TopK values (with a selection bias, the scores
+  /// gathered at the TopK indices), renormalized or not, times an optional
+  /// constant scale.
   bool matchWeights(const onnx::NodeProto &topk, StringRef name,
                     bool &renormalize);
+  /// Whether `name` is the unscaled, unnormalized top-k weights.
+  bool isTopKWeights(const onnx::NodeProto &topk, StringRef name);
+  /// The router of the candidate being matched.
+  const Router *router = nullptr;
+  /// The routing scale found by matchWeights (1 without one).
+  double scale = 1.0;
 
   bool matchMixtral(const onnx::NodeProto &topk, const Router &router,
                     int64_t k, MoEBlock &block);
@@ -340,6 +351,21 @@ bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
 
 bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   StringRef name = skipCasts(probs);
+  // A selection bias: TopK(scores + bias) (DeepSeek-V3's
+  // `scores_for_choice`).
+  DenseElementsAttr selectionBias;
+  if (const onnx::NodeProto *add = defOp(name, "Add")) {
+    for (int i = 0; i < 2 && !selectionBias; ++i) {
+      DenseElementsAttr bias = constant(inputOf(add, i));
+      StringRef other = skipCasts(inputOf(add, 1 - i));
+      if (bias && bias.getType().getRank() == 1 &&
+          isa<FloatType>(bias.getElementType()) &&
+          (defOp(other, "Sigmoid") || defOp(other, "Softmax"))) {
+        selectionBias = bias;
+        name = other;
+      }
+    }
+  }
   const onnx::NodeProto *softmax = defOp(name, "Softmax");
   ScoringFunc scoring = ScoringFunc::Softmax;
   if (!softmax && (softmax = defOp(name, "Sigmoid")))
@@ -352,7 +378,7 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
     return fail("the router: " + why);
   if (linear.bias)
     return fail("the router has a bias");
-  router = {softmax, linear.input, linear.weight, scoring};
+  router = {softmax, linear.input, linear.weight, scoring, selectionBias};
   return true;
 }
 
@@ -395,18 +421,49 @@ bool BlockMatcher::matchSwiGLU(StringRef name, ExpertMLP &mlp) {
   return fail("'" + mul->name() + "' is not silu(x·W1) * (x·W3)");
 }
 
+bool BlockMatcher::isTopKWeights(const onnx::NodeProto &topk, StringRef name) {
+  name = skipCasts(name);
+  if (!router || !router->selectionBias)
+    return name == outputOf(&topk, 0);
+  // With a selection bias the weights are the unbiased scores at the chosen
+  // ids: GatherElements(scores, ids, axis = -1).
+  const onnx::NodeProto *gather = defOp(name, "GatherElements");
+  if (!gather)
+    return false;
+  int64_t axis = intAttr(*gather, "axis", 0);
+  return skipCasts(inputOf(gather, 0)) == outputOf(router->softmax, 0) &&
+         skipCasts(inputOf(gather, 1)) == outputOf(&topk, 1) &&
+         (axis == -1 || axis == 1);
+}
+
 bool BlockMatcher::matchWeights(const onnx::NodeProto &topk, StringRef name,
                                 bool &renormalize) {
   name = skipCasts(name);
-  if (name == outputOf(&topk, 0)) {
+  // An optional constant scale (routed_scaling_factor) last.
+  double found = 1.0;
+  if (const onnx::NodeProto *mul = defOp(name, "Mul")) {
+    for (int i = 0; i < 2; ++i) {
+      DenseElementsAttr c = constant(inputOf(mul, i));
+      if (c && c.isSplat() && isa<FloatType>(c.getElementType())) {
+        found = c.getSplatValue<APFloat>().convertToDouble();
+        name = skipCasts(inputOf(mul, 1 - i));
+        break;
+      }
+    }
+  }
+  if (found != scale && found != 1.0 && scale != 1.0)
+    return fail("the experts use different routing scales");
+  if (found != 1.0)
+    scale = found;
+  if (isTopKWeights(topk, name)) {
     renormalize = false;
     return true;
   }
   const onnx::NodeProto *div = defOp(name, "Div");
   const onnx::NodeProto *sum =
       div ? defOp(inputOf(div, 1), "ReduceSum") : nullptr;
-  if (div && sum && skipCasts(inputOf(div, 0)) == outputOf(&topk, 0) &&
-      skipCasts(inputOf(sum, 0)) == outputOf(&topk, 0)) {
+  if (div && sum && isTopKWeights(topk, inputOf(div, 0)) &&
+      isTopKWeights(topk, inputOf(sum, 0))) {
     std::optional<SmallVector<int64_t>> axes = axesOf(*sum);
     if (!axes || axes->size() != 1 || (*axes)[0] != -1 ||
         intAttr(*sum, "keepdims", 1) != 1)
@@ -828,9 +885,12 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   block.softmax = router.softmax;
   block.router = router.weight;
   block.scoring = router.scoring;
+  block.selectionBias = router.selectionBias;
+  this->router = &router;
+  scale = 1.0;
   if (is(&anchor, "ArgMax")) {
-    if (router.scoring != ScoringFunc::Softmax) {
-      fail("the Switch form needs softmax routing scores");
+    if (router.scoring != ScoringFunc::Softmax || router.selectionBias) {
+      fail("the Switch form needs softmax routing scores without a bias");
       return std::nullopt;
     }
     if (!matchSwitch(anchor, router, block))
@@ -850,11 +910,13 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   if (userOp(outputOf(&anchor, 1), "OneHot")) {
     if (!matchMixtral(anchor, router, *k, block))
       return std::nullopt;
+    block.scale = scale;
     return block;
   }
   if (userOp(outputOf(&anchor, 1), "ScatterElements")) {
     if (!matchDense(anchor, router, *k, block))
       return std::nullopt;
+    block.scale = scale;
     return block;
   }
   fail("the expert ids feed neither OneHot (Mixtral's expert loop) nor "
@@ -952,9 +1014,9 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
     return failure();
   }
   for (DenseElementsAttr weight :
-       {block.router, block.gate, block.up, block.down, block.upBias,
-        block.downBias, block.sharedGate, block.sharedUp, block.sharedDown,
-        block.sharedScale}) {
+       {block.router, block.selectionBias, block.gate, block.up, block.down,
+        block.upBias, block.downBias, block.sharedGate, block.sharedUp,
+        block.sharedDown, block.sharedScale}) {
     if (weight && weight.getElementType() != elementType) {
       why = "the weights and the input have different element types";
       return failure();
@@ -962,7 +1024,7 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
   }
   auto routing =
       RoutingAttr::get(ctx, block.k, block.scoring, block.renormalize,
-                       APFloat(1.0), APFloat(1.0), /*n_group=*/0,
+                       APFloat(1.0), APFloat(block.scale), /*n_group=*/0,
                        /*topk_group=*/0, APFloat(0.0), APFloat(0.0));
   auto expert = ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),
                                 APFloat(1.0), APFloat(0.0));
@@ -983,13 +1045,12 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
   // mismatch leaves the block to the generic path.
   OperationState state(loc, LayerOp::getOperationName());
   Value router = constant(block.router);
-  LayerOp::build(b, state, tokens.getType(), tokens, router,
-                 /*selection_bias=*/Value(), constant(block.gate),
-                 constant(block.up), constant(block.down),
-                 /*gate_bias=*/Value(), constant(block.upBias),
-                 constant(block.downBias), constant(block.sharedGate),
-                 constant(block.sharedUp), constant(block.sharedDown),
-                 constant(block.sharedScale), routing, expert);
+  LayerOp::build(
+      b, state, tokens.getType(), tokens, router, constant(block.selectionBias),
+      constant(block.gate), constant(block.up), constant(block.down),
+      /*gate_bias=*/Value(), constant(block.upBias), constant(block.downBias),
+      constant(block.sharedGate), constant(block.sharedUp),
+      constant(block.sharedDown), constant(block.sharedScale), routing, expert);
   Operation *op = Operation::create(state);
   LogicalResult verified = success();
   {

@@ -504,8 +504,14 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
          << block.anchor->op_type() << " '" << block.anchor->name()
          << "' to moe.layer: " << numExperts << " experts, top-" << block.k
          << (block.scoring == ScoringFunc::Sigmoid ? " of sigmoid scores" : "")
-         << (block.renormalize ? " renormalized" : "") << ", "
-         << stringifyExpertKind(block.kind) << " "
+         << (block.selectionBias ? " with a selection bias" : "")
+         << (block.renormalize ? " renormalized" : "");
+    if (block.scale != 1.0) {
+      SmallString<16> scale;
+      APFloat(block.scale).toString(scale);
+      diag << " scaled by " << scale;
+    }
+    diag << ", " << stringifyExpertKind(block.kind) << " "
          << stringifyActivation(block.activation) << " experts";
     if (block.sharedUp)
       diag << (block.sharedScale ? ", a shared expert scaled by sigmoid"

@@ -154,6 +154,10 @@ struct MoEBlock {
   bool renormalize = false;
   /// Softmax, or sigmoid scores (a Sigmoid router, TopK forms only).
   ScoringFunc scoring = ScoringFunc::Softmax;
+  /// A selection bias `[E]` (choice only), or null.
+  DenseElementsAttr selectionBias;
+  /// The routed scaling factor applied to the weights.
+  double scale = 1.0;
   ExpertKind kind = ExpertKind::Gated;
   Activation activation = Activation::Silu;
 };

@@ -16,6 +16,9 @@ Models:
   mixtral_3d     the same on [B, S, H] with a dynamic token axis
   mixtral_sigmoid  Mixtral's block with sigmoid router scores (top-k of
                  sigmoid(logits), renormalized)
+  deepseek_v3    DeepSeek-V3's routing without the group limit: top-k of
+                 sigmoid scores + a selection bias, weights gathered from
+                 the scores, renormalized, times 2.5; Mixtral's expert loop
   qwen_norenorm  Mixtral's block without renormalization (OLMoE/Qwen)
   dense          every expert on every token, masked by the top-k weights
                  scattered into a [T, E] matrix
@@ -89,11 +92,7 @@ class MixtralSparseMoeBlock(nn.Module):
         self.experts = nn.ModuleList(
             [SwiGLUExpert(hidden, ffn) for _ in range(num_experts)])
 
-    def forward(self, hidden_states):
-        shape = hidden_states.shape
-        hidden_dim = shape[-1]
-        hidden_states = hidden_states.view(-1, hidden_dim)
-        router_logits = self.gate(hidden_states)
+    def route(self, router_logits):
         if self.scoring == "sigmoid":
             routing_weights = torch.sigmoid(router_logits)
         else:
@@ -104,6 +103,14 @@ class MixtralSparseMoeBlock(nn.Module):
             routing_weights, self.top_k, dim=-1)
         if self.renormalize:
             routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
+        return routing_weights, selected_experts
+
+    def forward(self, hidden_states):
+        shape = hidden_states.shape
+        hidden_dim = shape[-1]
+        hidden_states = hidden_states.view(-1, hidden_dim)
+        router_logits = self.gate(hidden_states)
+        routing_weights, selected_experts = self.route(router_logits)
         routing_weights = routing_weights.to(hidden_states.dtype)
         final_hidden_states = torch.zeros(
             (hidden_states.shape[0], hidden_dim), dtype=hidden_states.dtype,
@@ -119,6 +126,27 @@ class MixtralSparseMoeBlock(nn.Module):
             final_hidden_states.index_add_(
                 0, top_x, current_hidden_states.to(hidden_states.dtype))
         return final_hidden_states.reshape(shape)
+
+
+class BiasedSigmoidMoeBlock(MixtralSparseMoeBlock):
+    """DeepSeek-V3's routing without the group limit (HF DeepseekV3MoE's
+    gate): sigmoid scores, the top-k chosen by scores + a selection bias,
+    the weights gathered from the unbiased scores, renormalized and scaled by
+    routed_scaling_factor; Mixtral's expert loop."""
+
+    def __init__(self, hidden, ffn, num_experts, top_k, scale=2.5):
+        super().__init__(hidden, ffn, num_experts, top_k)
+        self.register_buffer("e_score_correction_bias",
+                             0.5 * torch.randn(num_experts))
+        self.routed_scaling_factor = scale
+
+    def route(self, router_logits):
+        scores = router_logits.sigmoid()
+        scores_for_choice = scores + self.e_score_correction_bias
+        topk_indices = torch.topk(scores_for_choice, self.top_k, dim=-1)[1]
+        topk_weights = scores.gather(1, topk_indices)
+        topk_weights = topk_weights / topk_weights.sum(dim=-1, keepdim=True)
+        return topk_weights * self.routed_scaling_factor, topk_indices
 
 
 # --- (b) dense-masked form ------------------------------------------------------
@@ -265,6 +293,8 @@ MODELS = {
     "mixtral_sigmoid": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                       scoring="sigmoid"),
                         float_input((7, H)), {0: "tokens"}),
+    "deepseek_v3": (lambda: BiasedSigmoidMoeBlock(H, FFN, E, 2),
+                    float_input((7, H)), {0: "tokens"}),
     "qwen_norenorm": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                     renormalize=False),
                       float_input((6, H)), {0: "tokens"}),
