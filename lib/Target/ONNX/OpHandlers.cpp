@@ -1693,9 +1693,26 @@ static LogicalResult importSlice(Node &node) {
   FailureOr<SmallVector<int64_t>> starts = node.getConstantInts(1, "starts");
   if (failed(starts))
     return failure();
-  FailureOr<SmallVector<int64_t>> ends = node.getConstantInts(2, "ends");
-  if (failed(ends))
-    return failure();
+  // Ends known only at run time (e.g. `[:x.shape[0]]` on a dynamic extent)
+  // are read from the tensor; everything else must be constant.
+  Value runtimeEnds;
+  FailureOr<SmallVector<int64_t>> ends = SmallVector<int64_t>();
+  if (node.hasInput(2) && !node.getConstantInput(2)) {
+    runtimeEnds = node.getInput(2);
+    auto endsType = cast<RankedTensorType>(runtimeEnds.getType());
+    if (endsType.getRank() != 1 ||
+        endsType.getDimSize(0) != (int64_t)starts->size() ||
+        !isa<IntegerType>(endsType.getElementType())) {
+      node.emitError() << "run-time ends must be a 1-d integer tensor of "
+                       << starts->size() << " elements, got " << endsType;
+      return failure();
+    }
+    ends->assign(starts->size(), 0);
+  } else {
+    ends = node.getConstantInts(2, "ends");
+    if (failed(ends))
+      return failure();
+  }
   SmallVector<int64_t> axes, steps(starts->size(), 1);
   if (node.hasInput(3)) {
     FailureOr<SmallVector<int64_t>> given = node.getConstantInts(3, "axes");
@@ -1731,21 +1748,38 @@ static LogicalResult importSlice(Node &node) {
       node.emitError() << "step " << step << " is not supported";
       return failure();
     }
-    if (ShapedType::isDynamic(dim)) {
+    if (ShapedType::isDynamic(dim) || runtimeEnds) {
       // start/end clamped to [0, dim] at run time.
       Value size = getValueOrCreateConstantIndexOp(b, loc, sizes[*axis]);
       Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+      auto clamp = [&](Value v) -> Value {
+        v = arith::MaxSIOp::create(b, loc, v, zero);
+        return arith::MinSIOp::create(b, loc, v, size);
+      };
       auto clampBound = [&](int64_t bound) -> Value {
         bound =
             std::clamp<int64_t>(bound, -(int64_t(1) << 62), int64_t(1) << 62);
         Value v = arith::ConstantIndexOp::create(b, loc, bound);
         if (bound < 0)
           v = arith::AddIOp::create(b, loc, v, size);
-        v = arith::MaxSIOp::create(b, loc, v, zero);
-        return arith::MinSIOp::create(b, loc, v, size);
+        return clamp(v);
       };
       Value start = clampBound((*starts)[i]);
-      Value end = clampBound((*ends)[i]);
+      Value end;
+      if (runtimeEnds) {
+        // A negative end counts from the back; INT64_MAX-like ends clamp.
+        Value raw = tensor::ExtractOp::create(
+            b, loc, runtimeEnds,
+            ValueRange{arith::ConstantIndexOp::create(b, loc, i)});
+        Value v = arith::IndexCastOp::create(b, loc, b.getIndexType(), raw);
+        Value negative =
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, v, zero);
+        v = arith::SelectOp::create(b, loc, negative,
+                                    arith::AddIOp::create(b, loc, v, size), v);
+        end = clamp(v);
+      } else {
+        end = clampBound((*ends)[i]);
+      }
       Value extent = arith::MaxSIOp::create(
           b, loc, arith::SubIOp::create(b, loc, end, start), zero);
       if (step != 1)

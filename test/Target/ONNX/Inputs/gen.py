@@ -422,6 +422,33 @@ def dynamic_range():
                  [vi("out", ["T", 4]), vi("down", ["D"], TensorProto.INT64)], inits)
 
 
+def dynamic_slice():
+    """Slices with ends known only at run time: a [16, 4] table cut to the
+    token count ([:T], as HF slices its rotary cache) and added to x, and
+    x[:, :H // 2] with H // 2 computed from the shape (rotate_half)."""
+    n = helper.make_node
+    nodes = [
+        n("Shape", ["x"], ["s"], name="shape0"),
+        n("Gather", ["s", "i0"], ["t"], name="gather0", axis=0),
+        n("Unsqueeze", ["t", "ax0"], ["tv"], name="unsqueeze0"),
+        n("Slice", ["table", "zero1", "tv", "ax0"], ["rows"], name="slice0"),
+        n("Add", ["x", "rows"], ["out"], name="add0"),
+        n("Gather", ["s", "i1"], ["h"], name="gather1", axis=0),
+        n("Div", ["h", "two"], ["half"], name="div0"),
+        n("Unsqueeze", ["half", "ax0"], ["halfv"], name="unsqueeze1"),
+        n("Slice", ["x", "zero1", "halfv", "ax1"], ["left"], name="slice1"),
+    ]
+    inits = [init("i0", np.array(0, dtype=np.int64)),
+             init("i1", np.array(1, dtype=np.int64)),
+             init("two", np.array(2, dtype=np.int64)),
+             init("zero1", np.array([0], dtype=np.int64)),
+             init("ax0", np.array([0], dtype=np.int64)),
+             init("ax1", np.array([1], dtype=np.int64)),
+             init("table", np.arange(64, dtype=np.float32).reshape(16, 4))]
+    return model(nodes, [vi("x", ["T", 4])],
+                 [vi("out", ["T", 4]), vi("left", ["T", "L"])], inits)
+
+
 MODELS = {
     "elementwise": elementwise,
     "matmul": matmul,
@@ -430,6 +457,7 @@ MODELS = {
     "dynamic": dynamic,
     "shape_chain": shape_chain,
     "dynamic_range": dynamic_range,
+    "dynamic_slice": dynamic_slice,
     "matmul_small": matmul_small,
     "unsupported_op": unsupported_op,
     "unsupported_attr": unsupported_attr,
