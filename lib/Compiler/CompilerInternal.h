@@ -92,6 +92,12 @@ FailureOr<std::string> renameReservedSymbols(ModuleOp module,
 FailureOr<ModelSignature>
 buildSignatureAndOutlineWeights(func::FuncOp entry, uint64_t thresholdBytes);
 
+/// Assigns the weights their offsets in the data section, in order: each on
+/// a 64-byte boundary, and weights in an expert cache on a 4096-byte file
+/// boundary (the data section starts at byte 64) for direct I/O. Sets
+/// `dataBytes`.
+void layOutWeights(ModelSignature &signature);
+
 /// Runs the placement passes (docs/ExpertCache.md) the options ask for on
 /// the module, then realizes each `moe.expert_slots` of `entry`: its weight
 /// argument becomes a slot buffer `[?, ...]` of the layer's cache and the

@@ -22,21 +22,6 @@ using namespace mlir;
 using namespace moe;
 using namespace moe::compiler;
 
-/// Lays the weights out again: cached weights start on a 4096-byte file
-/// boundary (the data section starts at byte 64) for direct I/O.
-static void layOutWeights(ModelSignature &signature) {
-  uint64_t offset = 0;
-  for (WeightSpec &weight : signature.weights) {
-    if (weight.cacheLayer >= 0)
-      offset =
-          llvm::alignTo(kWeightAlignment + offset, kCachedWeightAlignment) -
-          kWeightAlignment;
-    weight.offset = offset;
-    offset = llvm::alignTo(offset + weight.bytes, kWeightAlignment);
-  }
-  signature.dataBytes = offset;
-}
-
 std::optional<ExpertBudget> moe::parseExpertBudget(StringRef text) {
   ExpertBudget budget;
   if (text.consume_back("%")) {

@@ -237,6 +237,19 @@ static uint64_t getOutlinableBytes(ElementsAttr value) {
          getElementBytes(type.getElementType());
 }
 
+void compiler::layOutWeights(ModelSignature &signature) {
+  uint64_t offset = 0;
+  for (WeightSpec &weight : signature.weights) {
+    if (weight.cacheLayer >= 0)
+      offset =
+          llvm::alignTo(kWeightAlignment + offset, kCachedWeightAlignment) -
+          kWeightAlignment;
+    weight.offset = offset;
+    offset = llvm::alignTo(offset + weight.bytes, kWeightAlignment);
+  }
+  signature.dataBytes = offset;
+}
+
 FailureOr<ModelSignature>
 compiler::buildSignatureAndOutlineWeights(func::FuncOp entry,
                                           uint64_t thresholdBytes) {
@@ -287,7 +300,6 @@ compiler::buildSignatureAndOutlineWeights(func::FuncOp entry,
               "arguments";
 
   llvm::DenseMap<Attribute, BlockArgument> outlined;
-  uint64_t offset = 0;
   for (arith::ConstantOp op : constants) {
     auto value = cast<ElementsAttr>(op.getValue());
     auto it = outlined.find(value);
@@ -314,16 +326,14 @@ compiler::buildSignatureAndOutlineWeights(func::FuncOp entry,
     weight.tensor.name =
         names.get(preferred, "w" + std::to_string(signature.weights.size()));
     weight.bytes = getOutlinableBytes(value);
-    weight.offset = offset;
     weight.value = value;
-    offset = llvm::alignTo(offset + weight.bytes, kWeightAlignment);
     signature.weights.push_back(std::move(weight));
 
     outlined[value] = arg;
     op.getResult().replaceAllUsesWith(arg);
     op.erase();
   }
-  signature.dataBytes = offset;
+  layOutWeights(signature);
 
   // The caller's inputs and the mapped weights are never written in place.
   auto readOnly = BoolAttr::get(context, false);
