@@ -545,6 +545,15 @@ PYBIND11_MODULE(_moe_mlir, m) {
         py::arg("runtime_lib"), py::arg("remarks"), py::arg("expert_budget"),
         py::arg("placement_profile"), py::arg("prefetch_depth"),
         py::arg("instrument_routing"));
+  m.def(
+      "parse_expert_budget",
+      [](const std::string &text) -> py::object {
+        std::optional<moe::ExpertBudget> budget = moe::parseExpertBudget(text);
+        if (!budget)
+          return py::none();
+        return py::make_tuple(budget->bytes, budget->percent);
+      },
+      py::arg("text"));
   py::class_<Model>(m, "Model")
       .def(py::init<const std::string &, const std::optional<std::string> &>(),
            py::arg("library"), py::arg("weights") = py::none())

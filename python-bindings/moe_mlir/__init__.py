@@ -100,19 +100,15 @@ class CompiledModel:
         is too small or the model has no cache."""
         budget_bytes, budget_percent = -1, -1.0
         if isinstance(budget, str):
-            text = budget.strip()
-            if text.endswith("%"):
-                budget_percent = float(text[:-1])
-            else:
-                scale = {"K": 1 << 10, "k": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-                if text and text[-1] in scale:
-                    budget_bytes = int(text[:-1]) * scale[text[-1]]
-                else:
-                    budget_bytes = int(text)
+            # The syntax of moe-compile's --expert-budget, parsed by the same code.
+            parsed = _native.parse_expert_budget(budget.strip())
+            if parsed is None:
+                raise ValueError("bad expert cache budget %r" % (budget,))
+            budget_bytes, budget_percent = parsed
         elif budget is not None:
             budget_bytes = int(budget)
-        if budget_bytes < -1 or not (budget_percent <= 100):
-            raise ValueError("bad expert cache budget %r" % (budget,))
+            if budget_bytes < -1:
+                raise ValueError("bad expert cache budget %r" % (budget,))
         self._model.configure_cache(budget_bytes, budget_percent, mode)
 
     def write_profile(self, path):
