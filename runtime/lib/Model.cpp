@@ -329,11 +329,6 @@ void moe_model_reset_cache_stats(moe_model_t *model) {
     model->cache->resetStats();
 }
 
-int moe_model_traces_routing(const moe_model_t *model) {
-  // Instrumented libraries bind the runtime; a profile exists after a run.
-  return model && model->bindHost ? 1 : 0;
-}
-
 moe_status_t *moe_model_write_profile(const moe_model_t *model,
                                       const char *path) {
   if (!model || !path)

@@ -239,9 +239,6 @@ moe_status_t *moe_model_configure_cache(moe_model_t *model,
 void moe_model_cache_stats(const moe_model_t *model, moe_cache_stats_t *out);
 void moe_model_reset_cache_stats(moe_model_t *model);
 
-/// Non-zero if the model reports its routing (moe-compile
-/// --instrument-routing).
-int moe_model_traces_routing(const moe_model_t *model);
 /// Writes the routing profile gathered by all invocations so far as JSON
 /// (the format moe-compile --placement-profile reads).
 moe_status_t *moe_model_write_profile(const moe_model_t *model,
