@@ -159,8 +159,12 @@ LogicalResult compiler::linkObject(StringRef objectPath, StringRef outputPath,
     args.append({cudaRuntime, "-Wl,--exclude-libs,ALL", "-lstdc++", "-ldl"});
   }
   // libomp runs the parallel loops; MLIR's C runner utilities provide
-  // memrefCopy, which strided memref copies lower to.
-  args.append({"-L" + openMPDir, "-lomp", "-lmlir_c_runner_utils",
+  // memrefCopy, which strided memref copies lower to. Both are recorded as
+  // dependencies only when the object uses them: the runner utilities pull in
+  // libMLIR and libLLVM, which a machine that only runs models lacks (a CUDA
+  // model, whose host code calls neither, needs no LLVM installation).
+  args.append({"-L" + openMPDir, "-Wl,--as-needed", "-lomp",
+               "-lmlir_c_runner_utils", "-Wl,--no-as-needed",
                "-Wl,-rpath," + openMPDir, "-lm"});
   if (kind == EmitKind::Executable) {
     args.append({"-lstdc++", "-ldl", "-lpthread"});

@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""GPU benchmark of one MoE layer: the layer compiled with moe-compile --target=cuda and run by
+moe-run, against PyTorch eager (transformers' loop style) on the same card, same weights, in one
+run. Every output is checked against a float64 reference (PyTorch, on the GPU) before it is timed.
+
+    bench.py stage DIR                       # here: writes DIR/<model>/model.mlir (splat weights)
+    bench.py run --stage DIR --out OUT       # on the GPU machine (bench/gpu/run.sh calls it)
+
+Shapes are bench/moe_bench.py's S1/S2/S3; T in {1, 16, 128, 4096}; f32 and f16. The models are
+compiled with splat weights; `run` writes each model's weights file (layout of
+docs/CompiledModelABI.md, offsets from `moe-run --print-signature`) with seeded random weights.
+Timing: the wall time of a whole call, synchronized (moe-run --benchmark: inputs copied to the
+device, the kernels, the result copied back; PyTorch: the layer on tensors already on the device,
+then sync(torch)). Ceilings measured in the same run: device-to-device copy
+bandwidth and an f16 matrix product (cuBLAS).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHAPES = {
+    "S1": dict(H=1024, F=3584, E=8, k=2, Fs=0, desc="H1024 F3584 E8 k2 (Mixtral-like)"),
+    "S2": dict(H=1024, F=512, E=64, k=8, Fs=0, desc="H1024 F512 E64 k8 (OLMoE-like)"),
+    "S3": dict(H=1024, F=352, E=64, k=6, Fs=704, desc="H1024 F352 E64 k6 + shared Fs=704"),
+}
+DTYPES = {"f32": 4, "f16": 2}
+TOKENS = [1, 16, 128, 4096]
+SEED = 20261125
+TOL = {"f32": 1e-4, "f16": 2e-2}
+DEV = "cuda"  # --device=cpu: a dry run of the script without a GPU
+ORDER = ["router", "gate", "up", "down", "shared_gate", "shared_up", "shared_down"]
+
+
+def log(msg):
+    print(f"[gpu-bench] {msg}", file=sys.stderr, flush=True)
+
+
+def shapes_of(cfg):
+    H, F, E, Fs = cfg["H"], cfg["F"], cfg["E"], cfg["Fs"]
+    s = {"router": (H, E), "gate": (E, H, F), "up": (E, H, F), "down": (E, F, H)}
+    if Fs:
+        s.update(shared_gate=(H, Fs), shared_up=(H, Fs), shared_down=(Fs, H))
+    return s
+
+
+# ------------------------------------------------------------------------------- stage (here)
+
+def stage(args):
+    out = Path(args.dir)
+    for name, cfg in SHAPES.items():
+        for dt in DTYPES:
+            d = out / f"{name}-{dt}"
+            d.mkdir(parents=True, exist_ok=True)
+            shp = shapes_of(cfg)
+            ty = {n: "tensor<" + "x".join(map(str, s)) + f"x{dt}>" for n, s in shp.items()}
+            xt = f"tensor<?x{cfg['H']}x{dt}>"
+            # Distinct splat values: identical constants would share one weight.
+            body = "".join(f"  %{n} = arith.constant dense<{0.001 * (i + 1)}> : {ty[n]}\n"
+                           for i, n in enumerate(shp))
+            opnds = "".join(f" {n}(%{n} : {ty[n]})" for n in shp if n != "router")
+            (d / "model.mlir").write_text(
+                f"// bench/gpu/bench.py {name} {dt}: weights written at run time\n"
+                f"func.func @main(%x: {xt} {{moe.name = \"x\"}}) -> {xt} {{\n{body}"
+                f"  %y = moe.layer %x, %router{opnds}\n"
+                f"         {{expert = #moe.expert<gated, silu>,\n"
+                f"          routing = #moe.routing<k = {cfg['k']}, renormalize = true>}}\n"
+                f"         : ({xt}, {ty['router']}) -> {xt}\n  return %y : {xt}\n}}\n")
+            (d / "meta.json").write_text(json.dumps(dict(shape=name, dtype=dt, cfg=cfg,
+                                                         weights=list(shp))))
+
+
+# ------------------------------------------------------------------------------- run (there)
+
+def parse_signature(text):
+    weights = []
+    for line in text.splitlines():
+        m = re.match(r"weight (\S+) (\S+) (\S+) offset=(\d+) bytes=(\d+)", line)
+        if m:
+            weights.append(dict(name=m.group(1), dtype=m.group(2),
+                                shape=tuple(map(int, m.group(3).split("x"))),
+                                offset=int(m.group(4)), bytes=int(m.group(5))))
+    return weights
+
+
+def make_data(torch, cfg, dt, t_max):
+    """Seeded weights and x (on the GPU, in the benchmark dtype). Rows of x whose k-th and
+    (k+1)-th float64 logits are closer than 1e-3 of the logits' std are redrawn."""
+    tdt = {"f32": torch.float32, "f16": torch.float16}[dt]
+    g = torch.Generator(device=DEV).manual_seed(SEED + int(cfg["H"]) + cfg["E"])
+    w = {}
+    for n, s in shapes_of(cfg).items():
+        fan_in = s[-2]
+        w[n] = (torch.randn(s, generator=g, device=DEV) / fan_in ** 0.5).to(tdt)
+    x = torch.randn((t_max, cfg["H"]), generator=g, device=DEV).to(tdt)
+    k, E = cfg["k"], cfg["E"]
+    for _ in range(100):
+        z = x.double() @ w["router"].double()
+        zs = torch.sort(z, dim=1, descending=True).values
+        gap = zs[:, k - 1] - zs[:, k]
+        bad = torch.nonzero(gap < 1e-3 * z.std()).flatten()
+        if bad.numel() == 0:
+            break
+        x[bad] = torch.randn((bad.numel(), cfg["H"]), generator=g, device=DEV).to(tdt)
+    return w, x
+
+
+def reference(torch, w, x, k):
+    x64 = x.double()
+    p = torch.softmax(x64 @ w["router"].double(), dim=1)
+    pw, ids = torch.topk(p, k, dim=1)
+    pw = pw / pw.sum(dim=1, keepdim=True)
+    y = torch.zeros_like(x64)
+    for e in torch.unique(ids).tolist():
+        rows, slot = torch.nonzero(ids == e, as_tuple=True)
+        xs = x64[rows]
+        h = torch.nn.functional.silu(xs @ w["gate"][e].double()) * (xs @ w["up"][e].double())
+        y.index_add_(0, rows, pw[rows, slot][:, None] * (h @ w["down"][e].double()))
+    if "shared_gate" in w:
+        h = torch.nn.functional.silu(x64 @ w["shared_gate"].double()) * (
+            x64 @ w["shared_up"].double())
+        y += h @ w["shared_down"].double()
+    return y, ids
+
+
+def torch_layer(torch, w, k, E):
+    """transformers' MixtralSparseMoeBlock.forward (nn.Linear weights [out, in]), plus a
+    DeepSeek-style shared MLP."""
+    Fn = torch.nn.functional
+    router = w["router"].t().contiguous()
+    w1 = [w["gate"][e].t().contiguous() for e in range(E)]
+    w3 = [w["up"][e].t().contiguous() for e in range(E)]
+    w2 = [w["down"][e].t().contiguous() for e in range(E)]
+    shared = ([w[n].t().contiguous() for n in ("shared_gate", "shared_up", "shared_down")]
+              if "shared_gate" in w else None)
+
+    def layer(hidden_states):
+        router_logits = Fn.linear(hidden_states, router)
+        routing_weights = Fn.softmax(router_logits, dim=1, dtype=torch.float)
+        routing_weights, selected_experts = torch.topk(routing_weights, k, dim=-1)
+        routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
+        routing_weights = routing_weights.to(hidden_states.dtype)
+        final = torch.zeros_like(hidden_states)
+        expert_mask = Fn.one_hot(selected_experts, num_classes=E).permute(2, 1, 0)
+        expert_hit = torch.greater(expert_mask.sum(dim=(-1, -2)), 0).nonzero()
+        for expert_idx in expert_hit:
+            e = int(expert_idx)
+            idx, top_x = torch.where(expert_mask[e])
+            current = hidden_states[top_x]
+            h = Fn.silu(Fn.linear(current, w1[e])) * Fn.linear(current, w3[e])
+            out = Fn.linear(h, w2[e]) * routing_weights[top_x, idx, None]
+            final.index_add_(0, top_x, out)
+        if shared is not None:
+            g, u, d = shared
+            final = final + Fn.linear(Fn.silu(Fn.linear(hidden_states, g))
+                                      * Fn.linear(hidden_states, u), d)
+        return final
+    return layer
+
+
+def sync(torch):
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_torch(torch, fn, min_time=0.3):
+    for _ in range(3):
+        fn()
+    sync(torch)
+    t0 = time.perf_counter()
+    fn()
+    sync(torch)
+    est = time.perf_counter() - t0
+    reps = max(10, min(2000, int(min_time / max(est, 1e-6))))
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync(torch)
+        ts.append((time.perf_counter() - t0) * 1e3)
+    ts.sort()
+    return dict(median_ms=ts[len(ts) // 2], min_ms=ts[0], max_ms=ts[-1], reps=reps)
+
+
+def ceilings(torch):
+    a = torch.empty(1 << 28 if DEV == "cuda" else 1 << 20, dtype=torch.float32, device=DEV)
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    sync(torch)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        b.copy_(a)
+    sync(torch)
+    bw = 2 * a.numel() * 4 * 20 / (time.perf_counter() - t0) / 1e9
+    del a, b
+    n = 8192 if DEV == "cuda" else 256
+    half = torch.float16 if DEV == "cuda" else torch.float32
+    m1 = torch.randn(n, n, device=DEV, dtype=half)
+    m2 = torch.randn(n, n, device=DEV, dtype=half)
+    for _ in range(3):
+        m1 @ m2
+    sync(torch)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        m1 @ m2
+    sync(torch)
+    tflops = 2 * n ** 3 * 10 / (time.perf_counter() - t0) / 1e12
+    m1 = m1.float()
+    m2 = m2.float()
+    for _ in range(2):
+        m1 @ m2
+    sync(torch)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        m1 @ m2
+    sync(torch)
+    tflops32 = 2 * n ** 3 * 5 / (time.perf_counter() - t0) / 1e12
+    return dict(copy_GBps=bw, f16_mm_TFLOPs=tflops, f32_mm_TFLOPs=tflops32)
+
+
+def run(args):
+    import numpy as np
+    import torch
+    stage_dir, out = Path(args.stage), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    moe_run = str(stage_dir.parent / "bin" / "moe-run")
+    tokens = [int(t) for t in args.tokens.split(",")]
+    torch.backends.cuda.matmul.allow_tf32 = False
+    if DEV == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        device, sms = props.name, props.multi_processor_count
+    else:
+        device, sms = "cpu (dry run)", 0
+    meta = dict(date=datetime.date.today().isoformat(), device=device, sms=sms, torch=torch.__version__,
+                tokens=tokens)
+    log(f"{device}: measuring ceilings")
+    meta["ceilings"] = ceilings(torch)
+    log(f"ceilings: {meta['ceilings']}")
+    bench_re = re.compile(r"median_ms:\s*([0-9.eE+-]+)\s+min_ms:\s*([0-9.eE+-]+)\s+"
+                          r"max_ms:\s*([0-9.eE+-]+)")
+    rows = []
+    models = sorted(p.parent for p in stage_dir.glob("*/meta.json"))
+    if args.models:
+        models = [m for m in models if m.name in args.models.split(",")]
+    for mdir in models:
+        info = json.loads((mdir / "meta.json").read_text())
+        cfg, dt, name = info["cfg"], info["dtype"], info["shape"]
+        log(f"{mdir.name}: weights")
+        w, x = make_data(torch, cfg, dt, max(tokens))
+        sig = parse_signature((mdir / "signature").read_text())
+        if len(sig) != len(info["weights"]):
+            sys.exit(f"{mdir}: signature has {len(sig)} weights, expected {len(info['weights'])}")
+        wdir = work / mdir.name
+        wdir.mkdir(parents=True, exist_ok=True)
+        so = wdir / "model.so"
+        so.write_bytes((mdir / "model.so").read_bytes())
+        data_bytes = max(s["offset"] + s["bytes"] for s in sig)
+        with open(wdir / "model.weights", "wb") as f:
+            f.write(b"MOEWGHT1" + struct.pack("<Q", data_bytes) + bytes(48))
+            for role, s in zip(info["weights"], sig):
+                a = w[role].contiguous().cpu().numpy()
+                assert a.shape == s["shape"] and a.nbytes == s["bytes"], (role, s)
+                f.seek(64 + s["offset"])
+                f.write(a.tobytes())
+            f.truncate(64 + data_bytes)
+        layer = torch_layer(torch, w, cfg["k"], cfg["E"])
+        wbytes = DTYPES[dt]
+        for T in tokens:
+            xt = x[:T].contiguous()
+            ref, ids = reference(torch, w, xt, cfg["k"])
+            nref = float(torch.linalg.norm(ref))
+            xin = wdir / f"x_T{T}.npy"
+            np.save(xin, xt.cpu().numpy())
+            yout = wdir / f"y_T{T}.npy"
+            row = dict(model=mdir.name, shape=name, dtype=dt, T=T)
+            # Bytes a layer must read at least: router, x, the experts hit, shared, y.
+            hit = int(torch.unique(ids).numel())
+            H, F, Fs = cfg["H"], cfg["F"], cfg["Fs"]
+            row["min_bytes"] = wbytes * (H * cfg["E"] + 2 * T * H + hit * 3 * H * F
+                                         + 3 * H * Fs)
+            row["flops"] = 2 * T * (cfg["k"] * 3 * H * F + 3 * H * Fs + H * cfg["E"])
+            with torch.inference_mode():
+                yt = layer(xt)
+            row["torch_rel_l2"] = float(torch.linalg.norm(yt.double() - ref)) / nref
+            if row["torch_rel_l2"] <= TOL[dt]:
+                with torch.inference_mode():
+                    row["torch"] = time_torch(torch, lambda: layer(xt))
+            p = subprocess.run([moe_run, str(so), f"--input=@{xin}", f"--output=@{yout}"],
+                               capture_output=True, text=True, timeout=300)
+            if p.returncode != 0:
+                row["ours_error"] = (p.stderr + p.stdout).strip().splitlines()[-1:]
+            else:
+                y = torch.from_numpy(np.load(yout).astype(np.float64)).to(DEV)
+                row["ours_rel_l2"] = float(torch.linalg.norm(y - ref)) / nref
+                if row["ours_rel_l2"] <= TOL[dt]:
+                    reps = 200 if T <= 128 else 30
+                    p = subprocess.run([moe_run, str(so), f"--input=@{xin}",
+                                        f"--benchmark={reps}"],
+                                       capture_output=True, text=True, timeout=300)
+                    m = bench_re.search(p.stdout)
+                    if m:
+                        row["ours"] = dict(median_ms=float(m.group(1)), min_ms=float(m.group(2)),
+                                           max_ms=float(m.group(3)), reps=reps)
+                    else:
+                        row["ours_error"] = (p.stderr + p.stdout).strip().splitlines()[-1:]
+            tm = row.get("torch", {}).get("median_ms")
+            om = row.get("ours", {}).get("median_ms")
+            log(f"  {mdir.name} T={T}: ours {om} ms (rel {row.get('ours_rel_l2')}), "
+                f"torch {tm} ms (rel {row['torch_rel_l2']:.1e}) {row.get('ours_error', '')}")
+            rows.append(row)
+        (wdir / "model.weights").unlink()
+    result = dict(meta=meta, rows=rows)
+    (out / "gpu-bench.json").write_text(json.dumps(result, indent=1))
+    (out / "gpu-bench.md").write_text(render(result))
+    print(render(result))
+
+
+def render(result):
+    meta, rows = result["meta"], result["rows"]
+    c = meta["ceilings"]
+    lines = [f"# GPU benchmark, {meta['date']}, {meta['device']} ({meta['sms']} SMs), "
+             f"torch {meta['torch']}", "",
+             f"Ceilings measured in this run: device copy {c['copy_GBps']:.0f} GB/s (read + "
+             f"write), cuBLAS 8192^3 matrix product {c['f16_mm_TFLOPs']:.0f} TFLOP/s f16, "
+             f"{c['f32_mm_TFLOPs']:.0f} TFLOP/s f32.", "",
+             "Times: median ms of whole synchronized calls. ours = moe-run --benchmark "
+             "(x copied in, kernels, y copied out); torch = transformers-loop eager on device "
+             "tensors. ratio = torch / ours (> 1: ours faster). % BW = minimum bytes / time / "
+             "copy bandwidth; TFLOP/s = useful FLOPs / time.", "",
+             "| model | T | ours ms | torch ms | ratio | ours % BW | ours TFLOP/s | "
+             "rel L2 ours / torch |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        om = r.get("ours", {}).get("median_ms")
+        tm = r.get("torch", {}).get("median_ms")
+        ratio = f"{tm / om:.2f}" if om and tm else "-"
+        bw = f"{100 * r['min_bytes'] / (om * 1e-3) / 1e9 / c['copy_GBps']:.1f}" if om else "-"
+        tf = f"{r['flops'] / (om * 1e-3) / 1e12:.2f}" if om else "-"
+        ours = f"{om:.3f}" if om else ("error: " + " ".join(r.get("ours_error", ["mismatch"])))
+        tor = f"{tm:.3f}" if tm else "mismatch"
+        rel = f"{r.get('ours_rel_l2', float('nan')):.1e} / {r['torch_rel_l2']:.1e}"
+        lines.append(f"| {r['model']} | {r['T']} | {ours} | {tor} | {ratio} | {bw} | {tf} | "
+                     f"{rel} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("stage")
+    s.add_argument("dir")
+    r = sub.add_parser("run")
+    r.add_argument("--stage", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--work", default="/tmp/moe-gpu-bench")
+    r.add_argument("--tokens", default=",".join(map(str, TOKENS)))
+    r.add_argument("--models", default="")
+    r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    args = ap.parse_args()
+    global DEV
+    DEV = getattr(args, "device", "cuda")
+    stage(args) if args.cmd == "stage" else run(args)
+
+
+if __name__ == "__main__":
+    main()

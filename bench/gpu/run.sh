@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the GPU suite staged by bench/gpu/stage.sh, on a machine with a GPU,
+# from the repository root: the numeric cases (each output against its
+# float64 reference, relative L2 <= 1e-4) and then the benchmark against
+# PyTorch eager (bench/gpu/bench.py). Needs python3 with numpy and torch.
+#   bench/gpu/run.sh STAGE_DIR RESULTS_DIR [--numerics-only] [bench.py run options]
+set -uo pipefail
+stage=$1 out=$2; shift 2
+mkdir -p "$out"
+py=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$out/gpu.txt"
+pass=0 fail=0
+for d in "$stage"/cases/*/; do
+  d=${d%/}
+  ins=()
+  for f in $(ls "$d"/in*.npy | sort -V); do ins+=("--input=@$f"); done
+  if out_run=$("$stage/bin/moe-run" "$d/model.so" "${ins[@]}" --output=@"$d/out.npy" 2>&1) &&
+     res=$("$py" test/lib/moe_case.py check "$d" --tol 1e-4 2>&1); then
+    pass=$((pass + 1)); echo "PASS $(cat "$d/what"): $res"
+  else
+    fail=$((fail + 1)); echo "FAIL $(cat "$d/what"): $out_run ${res:-}"
+  fi
+  unset res
+done 2>&1 | tee "$out/numerics.txt"
+grep -c '^PASS' "$out/numerics.txt" | sed 's/^/passed: /'
+grep -c '^FAIL' "$out/numerics.txt" | sed 's/^/failed: /'
+[[ ${1:-} == --numerics-only ]] && exit 0
+PYTHONUNBUFFERED=1 "$py" bench/gpu/bench.py run --stage "$stage/bench" --out "$out" "$@"

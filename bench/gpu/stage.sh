@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Prepares the GPU suite for a machine that has a GPU but no LLVM/MLIR: every
+# model is compiled here (moe-compile --target=cuda), and DIR gets moe-run, the
+# compiled numeric cases with their inputs and float64 references, and the
+# benchmark models. bench/gpu/run.sh runs it on the GPU machine:
+#
+#   bench/gpu/stage.sh [DIR]          # here (default DIR: gpu-stage/)
+#   bench/gpu/run.sh DIR RESULTS_DIR  # there, from the repository root
+#
+# The benchmark models are compiled with splat weights (so that nothing large
+# is written or moved); bench/gpu/bench.py writes their weights files with
+# seeded random values on the GPU machine. See docs/CUDA.md.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+dir=${1:-$repo/gpu-stage}
+bin=${MOE_BIN_DIR:-$repo/build/bin}
+py=/usr/bin/python3
+for tool in moe-compile moe-run; do
+  [[ -x $bin/$tool ]] || { echo "stage.sh: $bin/$tool is not built (scripts/build.sh)" >&2; exit 1; }
+done
+rm -rf "$dir" && mkdir -p "$dir/bin" "$dir/cases" "$dir/bench"
+cp "$bin/moe-run" "$dir/bin/"
+
+# Numeric cases (test/lib/moe_case.py): test/CUDA/run.test's, a few more, for
+# both chips (sm_80 PTX is JIT-compiled by the driver on newer GPUs).
+cases=(
+  "mixtral --tokens 1" "mixtral --tokens 37" "mixtral --tokens 64 --static --weights-as-inputs"
+  "mixtral --tokens 9 --dtype f64" "olmoe --tokens 33" "olmoe --tokens 700"
+  "deepseek-moe --tokens 21" "deepseek-v3 --tokens 20" "gpt-oss --tokens 17"
+  "switch-capacity --tokens 25" "capacity-k2 --tokens 30" "top-p --tokens 11"
+  "qwen-geglu --tokens 13" "mixtral --tokens 0" "mixtral --tokens 513")
+n=0
+for arch in sm_80 sm_90; do
+  for c in "${cases[@]}"; do
+    n=$((n + 1))
+    # shellcheck disable=SC2086
+    set -- $c
+    d=$dir/cases/$(printf '%02d' $n)-$arch-$1-${3}
+    $py "$repo/test/lib/moe_case.py" gen "$d" "$@" > /dev/null
+    "$bin/moe-compile" --target=cuda --gpu-arch=$arch "$d/model.mlir" -o "$d/model.so"
+    rm -f "$d/model.mlir" "$d/inputs.args" "$d/model.h"
+    echo "$arch $c" > "$d/what"
+  done
+done
+echo "stage.sh: $n numeric cases" >&2
+
+# Benchmark models: S1/S2/S3 of bench/moe_bench.py, f32 and f16, dynamic T.
+$py "$repo/bench/gpu/bench.py" stage "$dir/bench"
+for m in "$dir"/bench/*/model.mlir; do
+  d=$(dirname "$m")
+  "$bin/moe-compile" --target=cuda --gpu-arch=sm_90 "$m" -o "$d/model.so"
+  "$bin/moe-run" "$d/model.so" --print-signature > "$d/signature"
+  rm -f "$d/model.weights" "$d/model.h"
+done
+du -sh "$dir" >&2
