@@ -56,6 +56,7 @@ LogicalResult compiler::lowerToLLVMDialect(ModuleOp module, func::FuncOp entry,
 static bool isABISymbol(StringRef name) {
   return name == "moe_model_signature" || name == "moe_model_run" ||
          name == "moe_model_take_error" || name == "moe_model_bind_host" ||
+         name == "moe_model_release" || name == "moe_model_device_ms" ||
          name == "main";
 }
 
@@ -217,8 +218,12 @@ static LLVM::GlobalOp createArgTable(OpBuilder &builder, ModuleOp module,
 }
 
 /// Adds `moe_model_run(args)` calling `moe_cuda_run_model(args, params,
-/// numParams, results, numResults, entryFn)` and `moe_model_take_error`
-/// calling `moe_cuda_take_error`; returns `moe_model_run`.
+/// numInputs, numParams, results, numResults, entryFn, &state)`,
+/// `moe_model_take_error` calling `moe_cuda_take_error`,
+/// `moe_model_release()` calling `moe_cuda_release_model(&state)` and
+/// `moe_model_device_ms()` calling `moe_cuda_device_ms(&state)`, where
+/// `state` is a zero-initialized internal global (the device copies of the
+/// weights live there between runs); returns `moe_model_run`.
 static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
                                    const ModelSignature &signature,
                                    LLVM::LLVMFuncOp entryFn) {
@@ -226,6 +231,7 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
   Location loc = module.getLoc();
   auto ptrType = LLVM::LLVMPointerType::get(context);
   auto i64Type = IntegerType::get(context, 64);
+  auto f64Type = Float64Type::get(context);
   auto voidType = LLVM::LLVMVoidType::get(context);
 
   builder.setInsertionPointToEnd(module.getBody());
@@ -237,14 +243,32 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
       createArgTable(builder, module, "moe_cuda_params", params);
   LLVM::GlobalOp resultTable =
       createArgTable(builder, module, "moe_cuda_results", signature.outputs);
+  auto stateGlobal = LLVM::GlobalOp::create(
+      builder, loc, ptrType, /*isConstant=*/false, LLVM::Linkage::Internal,
+      "moe_cuda_model_state", Attribute());
+  {
+    // A null initializer region.
+    OpBuilder::InsertionGuard guard(builder);
+    Block *init = builder.createBlock(&stateGlobal.getInitializerRegion());
+    builder.setInsertionPointToStart(init);
+    LLVM::ReturnOp::create(builder, loc,
+                           LLVM::ZeroOp::create(builder, loc, ptrType));
+  }
 
   auto runModel = LLVM::LLVMFuncOp::create(
       builder, loc, "moe_cuda_run_model",
-      LLVM::LLVMFunctionType::get(
-          voidType, {ptrType, ptrType, i64Type, ptrType, i64Type, ptrType}));
+      LLVM::LLVMFunctionType::get(voidType,
+                                  {ptrType, ptrType, i64Type, i64Type, ptrType,
+                                   i64Type, ptrType, ptrType}));
   auto takeError =
       LLVM::LLVMFuncOp::create(builder, loc, "moe_cuda_take_error",
                                LLVM::LLVMFunctionType::get(ptrType, {}));
+  auto releaseModel = LLVM::LLVMFuncOp::create(
+      builder, loc, "moe_cuda_release_model",
+      LLVM::LLVMFunctionType::get(voidType, {ptrType}));
+  auto deviceMs =
+      LLVM::LLVMFuncOp::create(builder, loc, "moe_cuda_device_ms",
+                               LLVM::LLVMFunctionType::get(f64Type, {ptrType}));
 
   auto runFn = LLVM::LLVMFuncOp::create(
       builder, loc, "moe_model_run",
@@ -255,14 +279,17 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
     return LLVM::ConstantOp::create(builder, loc, i64Type,
                                     builder.getI64IntegerAttr(n));
   };
+  auto state = [&]() -> Value {
+    return LLVM::AddressOfOp::create(builder, loc, stateGlobal);
+  };
   LLVM::CallOp::create(
       builder, loc, runModel,
       ValueRange{body->getArgument(0),
                  LLVM::AddressOfOp::create(builder, loc, paramTable),
-                 count(params.size()),
+                 count(signature.inputs.size()), count(params.size()),
                  LLVM::AddressOfOp::create(builder, loc, resultTable),
                  count(signature.outputs.size()),
-                 LLVM::AddressOfOp::create(builder, loc, entryFn)});
+                 LLVM::AddressOfOp::create(builder, loc, entryFn), state()});
   LLVM::ReturnOp::create(builder, loc, ValueRange{});
 
   builder.setInsertionPointToEnd(module.getBody());
@@ -274,6 +301,26 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
   LLVM::ReturnOp::create(
       builder, loc,
       LLVM::CallOp::create(builder, loc, takeError, ValueRange{}).getResult());
+
+  builder.setInsertionPointToEnd(module.getBody());
+  auto releaseFn =
+      LLVM::LLVMFuncOp::create(builder, loc, "moe_model_release",
+                               LLVM::LLVMFunctionType::get(voidType, {}));
+  body = releaseFn.addEntryBlock(builder);
+  builder.setInsertionPointToStart(body);
+  LLVM::CallOp::create(builder, loc, releaseModel, ValueRange{state()});
+  LLVM::ReturnOp::create(builder, loc, ValueRange{});
+
+  builder.setInsertionPointToEnd(module.getBody());
+  auto deviceMsFn =
+      LLVM::LLVMFuncOp::create(builder, loc, "moe_model_device_ms",
+                               LLVM::LLVMFunctionType::get(f64Type, {}));
+  body = deviceMsFn.addEntryBlock(builder);
+  builder.setInsertionPointToStart(body);
+  LLVM::ReturnOp::create(
+      builder, loc,
+      LLVM::CallOp::create(builder, loc, deviceMs, ValueRange{state()})
+          .getResult());
   builder.setInsertionPointToEnd(module.getBody());
   return runFn;
 }

@@ -18,6 +18,7 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -41,11 +42,13 @@ struct CUmod_st;
 struct CUfunc_st;
 struct CUstream_st;
 struct CUevent_st;
+struct CUmemPoolHandle_st;
 using CUcontext = CUctx_st *;
 using CUmodule = CUmod_st *;
 using CUfunction = CUfunc_st *;
 using CUstream = CUstream_st *;
 using CUevent = CUevent_st *;
+using CUmemoryPool = CUmemPoolHandle_st *;
 
 constexpr CUresult kSuccess = 0;
 constexpr unsigned kStreamNonBlocking = 0x1;
@@ -56,6 +59,7 @@ constexpr int kJitErrorLogBufferSizeBytes = 6;
 constexpr int kJitOptimizationLevel = 7;
 constexpr int kPointerAttributeMemoryType = 2;
 constexpr unsigned kMemoryTypeHost = 0x1;
+constexpr int kMemPoolAttrReleaseThreshold = 4;
 
 template <typename T> using Identity = T;
 
@@ -98,9 +102,24 @@ struct Driver {
   X(cuMemsetD16Async,                                                          \
     CUresult (*)(CUdeviceptr, unsigned short, size_t, CUstream))               \
   X(cuPointerGetAttribute, CUresult (*)(void *, int, CUdeviceptr))
+/// Functions used when the driver has them (stream-ordered allocation, event
+/// timing); a driver without them still runs models.
+#define MOE_CUDA_OPTIONAL_FUNCTIONS(X)                                         \
+  X(cuMemAllocAsync, CUresult (*)(CUdeviceptr *, size_t, CUstream))            \
+  X(cuMemFreeAsync, CUresult (*)(CUdeviceptr, CUstream))                       \
+  X(cuDeviceGetDefaultMemPool, CUresult (*)(CUmemoryPool *, CUdevice))         \
+  X(cuMemPoolSetAttribute, CUresult (*)(CUmemoryPool, int, void *))            \
+  X(cuEventElapsedTime, CUresult (*)(float *, CUevent, CUevent))
 #define MOE_CUDA_DECLARE(name, type) Identity<type> name = nullptr;
   MOE_CUDA_FUNCTIONS(MOE_CUDA_DECLARE)
+  MOE_CUDA_OPTIONAL_FUNCTIONS(MOE_CUDA_DECLARE)
 #undef MOE_CUDA_DECLARE
+
+  /// Device allocations come from the device's default memory pool, ordered
+  /// on the stream they are made on (cuMemAllocAsync): a model run allocates
+  /// its results and scratch buffers on every call, and cuMemAlloc/cuMemFree
+  /// synchronize the device and cost tens of microseconds each.
+  bool streamOrderedAllocation = false;
 
   /// The primary context of device 0.
   CUcontext context = nullptr;
@@ -195,6 +214,21 @@ void loadDriver(Driver &driver) {
                            "(cuDevicePrimaryCtxRetain: %s)%s",
                            describe(driver, result).c_str(), kTargetHint));
     return;
+  }
+#define MOE_CUDA_LOAD_OPTIONAL(name, type)                                     \
+  driver.name = reinterpret_cast<type>(dlsym(handle, #name));
+  MOE_CUDA_OPTIONAL_FUNCTIONS(MOE_CUDA_LOAD_OPTIONAL)
+#undef MOE_CUDA_LOAD_OPTIONAL
+  // The pool keeps freed memory for the next run instead of returning it to
+  // the device at every synchronization.
+  CUmemoryPool pool = nullptr;
+  if (driver.cuMemAllocAsync && driver.cuMemFreeAsync &&
+      driver.cuDeviceGetDefaultMemPool && driver.cuMemPoolSetAttribute &&
+      driver.cuDeviceGetDefaultMemPool(&pool, device) == kSuccess) {
+    unsigned long long keep = ~0ull;
+    driver.streamOrderedAllocation =
+        driver.cuMemPoolSetAttribute(pool, kMemPoolAttrReleaseThreshold,
+                                     &keep) == kSuccess;
   }
 }
 
@@ -327,6 +361,48 @@ LoadedModule *loadModule(const void *data, int optLevel, bool jit) {
   return loaded;
 }
 
+/// The managed (`isHostShared`) allocations, which cuMemFreeAsync cannot
+/// free. Never destroyed, like the driver.
+struct ManagedSet {
+  std::mutex mutex;
+  std::vector<CUdeviceptr> pointers;
+  void insert(CUdeviceptr ptr) {
+    std::lock_guard<std::mutex> lock(mutex);
+    pointers.push_back(ptr);
+  }
+  bool erase(CUdeviceptr ptr) {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (CUdeviceptr &known : pointers)
+      if (known == ptr) {
+        known = pointers.back();
+        pointers.pop_back();
+        return true;
+      }
+    return false;
+  }
+};
+ManagedSet &managedAllocations() {
+  static ManagedSet *set = new ManagedSet();
+  return *set;
+}
+
+/// Frees memory from mgpuMemAlloc, ordered on `stream` where it came from
+/// the stream-ordered pool. The context must be current.
+void freeDeviceMemory(Driver &driver, CUdeviceptr ptr, CUstream stream) {
+  if (!driver.streamOrderedAllocation || managedAllocations().erase(ptr))
+    check(driver, driver.cuMemFree_v2(ptr), "cuMemFree");
+  else
+    check(driver, driver.cuMemFreeAsync(ptr, stream), "cuMemFreeAsync");
+}
+
+/// The stream of the `moe_cuda_run_model` call running in this thread, if
+/// any: the streams the entry creates are this one, so that the whole call
+/// is ordered on one stream (and can be timed with two events).
+CUstream &runStream() {
+  thread_local CUstream stream = nullptr;
+  return stream;
+}
+
 /// Whether `ptr` is memory the host can read directly (not device memory).
 bool isHostMemory(Driver &driver, const void *ptr) {
   unsigned type = 0;
@@ -424,6 +500,8 @@ CUstream mgpuStreamCreate() {
   Driver *driver = usableDriver();
   if (!driver)
     return nullptr;
+  if (CUstream stream = runStream())
+    return stream;
   ScopedContext scope(*driver);
   CUstream stream = nullptr;
   if (!scope.ok() ||
@@ -436,7 +514,7 @@ CUstream mgpuStreamCreate() {
 void mgpuStreamDestroy(CUstream stream) {
   // Runs even after an error, so that streams are not leaked.
   Driver &driver = getDriver();
-  if (!stream || driver.failed())
+  if (!stream || driver.failed() || stream == runStream())
     return;
   check(driver, driver.cuStreamDestroy_v2(stream), "cuStreamDestroy");
 }
@@ -492,7 +570,7 @@ void mgpuEventRecord(CUevent event, CUstream stream) {
   check(*driver, driver->cuEventRecord(event, stream), "cuEventRecord");
 }
 
-void *mgpuMemAlloc(uint64_t sizeBytes, CUstream /*stream*/, bool isHostShared) {
+void *mgpuMemAlloc(uint64_t sizeBytes, CUstream stream, bool isHostShared) {
   Driver *driver = usableDriver();
   if (!driver || sizeBytes == 0)
     return nullptr;
@@ -500,25 +578,30 @@ void *mgpuMemAlloc(uint64_t sizeBytes, CUstream /*stream*/, bool isHostShared) {
   if (!scope.ok())
     return nullptr;
   CUdeviceptr ptr = 0;
-  bool ok =
-      isHostShared
-          ? check(*driver,
-                  driver->cuMemAllocManaged(&ptr, sizeBytes, kMemAttachGlobal),
-                  "cuMemAllocManaged")
-          : check(*driver, driver->cuMemAlloc_v2(&ptr, sizeBytes),
-                  "cuMemAlloc");
+  bool ok;
+  if (isHostShared) {
+    ok = check(*driver,
+               driver->cuMemAllocManaged(&ptr, sizeBytes, kMemAttachGlobal),
+               "cuMemAllocManaged");
+    if (ok)
+      managedAllocations().insert(ptr);
+  } else if (driver->streamOrderedAllocation) {
+    ok = check(*driver, driver->cuMemAllocAsync(&ptr, sizeBytes, stream),
+               "cuMemAllocAsync");
+  } else {
+    ok = check(*driver, driver->cuMemAlloc_v2(&ptr, sizeBytes), "cuMemAlloc");
+  }
   return ok ? reinterpret_cast<void *>(ptr) : nullptr;
 }
 
-void mgpuMemFree(void *ptr, CUstream /*stream*/) {
+void mgpuMemFree(void *ptr, CUstream stream) {
   // Runs even after an error, so that device memory is not leaked.
   Driver &driver = getDriver();
   if (!ptr || driver.failed())
     return;
   ScopedContext scope(driver);
   if (scope.ok())
-    check(driver, driver.cuMemFree_v2(reinterpret_cast<CUdeviceptr>(ptr)),
-          "cuMemFree");
+    freeDeviceMemory(driver, reinterpret_cast<CUdeviceptr>(ptr), stream);
 }
 
 void mgpuMemcpy(void *dst, void *src, size_t sizeBytes, CUstream stream) {
@@ -651,21 +734,59 @@ int64_t spanElements(DescriptorView desc) {
   return span;
 }
 
-/// Device memory and streams owned by one `moe_cuda_run_model` call.
+/// What a `--target=cuda` library keeps between runs (its
+/// `moe_cuda_model_state_t`): the device copies of its weights, uploaded by
+/// the first run and reused while the host weights stay where they were.
+} // namespace
+
+struct moe_cuda_model_state {
+  /// Held for a whole run: runs of one library are serialized, and a run's
+  /// weights cannot be replaced under it.
+  std::mutex mutex;
+  struct Weight {
+    const void *host = nullptr;
+    uint64_t bytes = 0;
+    CUdeviceptr device = 0;
+  };
+  std::vector<Weight> weights;
+  /// Milliseconds of device time of the last run, or -1.
+  std::atomic<double> lastDeviceMs{-1.0};
+
+  /// Frees the device copies; the context must be current.
+  void releaseWeights(Driver &driver) {
+    for (Weight &weight : weights)
+      if (weight.device)
+        driver.cuMemFree_v2(weight.device);
+    weights.clear();
+  }
+};
+
+namespace {
+
+/// Device memory, stream and events owned by one `moe_cuda_run_model` call.
 class RunState {
 public:
   explicit RunState(Driver &driver) : driver(driver) {}
   ~RunState() {
+    // Stream-ordered frees on the stream, then the stream's work is waited
+    // for before it goes.
     for (CUdeviceptr ptr : deviceBuffers)
-      driver.cuMemFree_v2(ptr);
+      freeDeviceMemory(driver, ptr, stream);
     for (void *ptr : hostBuffers)
       std::free(ptr);
-    if (stream)
+    if (stream) {
+      driver.cuStreamSynchronize(stream);
       driver.cuStreamDestroy_v2(stream);
+    }
+    for (CUevent event : events)
+      if (event)
+        driver.cuEventDestroy_v2(event);
+    runStream() = nullptr;
   }
 
   Driver &driver;
   CUstream stream = nullptr;
+  CUevent events[2] = {nullptr, nullptr};
   std::vector<CUdeviceptr> deviceBuffers;
   std::vector<void *> hostBuffers;
 };
@@ -684,13 +805,23 @@ void zeroResults(void **args, const moe_cuda_arg_t *results,
 
 /// The body of moe_cuda_run_model once the context is current; returns false
 /// on an error (recorded).
-bool runModel(RunState &state, void **args, const moe_cuda_arg_t *params,
+bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
+              const moe_cuda_arg_t *params, int64_t numInputs,
               int64_t numParams, const moe_cuda_arg_t *results,
               int64_t numResults, void (*entry)(void **)) {
   Driver &driver = state.driver;
   if (!check(driver, driver.cuStreamCreate(&state.stream, kStreamNonBlocking),
              "cuStreamCreate"))
     return false;
+  bool timed = driver.cuEventElapsedTime &&
+               driver.cuEventCreate(&state.events[0], 0) == kSuccess &&
+               driver.cuEventCreate(&state.events[1], 0) == kSuccess;
+  if (model) {
+    model->lastDeviceMs = -1.0;
+    if (model->weights.size() != size_t(numParams - numInputs))
+      model->releaseWeights(driver);
+    model->weights.resize(numParams - numInputs);
+  }
 
   // Device copies of the inputs and weights (identity strides, per the ABI).
   std::vector<std::vector<int64_t>> paramDescriptors(numParams);
@@ -713,13 +844,40 @@ bool runModel(RunState &state, void **args, const moe_cuda_arg_t *params,
     }
     device.offset() = 0;
     device.allocated() = device.aligned() = nullptr;
-    if (bytes > 0) {
+    const char *src = static_cast<const char *>(host.aligned()) +
+                      host.offset() * params[i].element_size;
+    if (bytes > 0 && model && i >= numInputs) {
+      // A weight: its device copy outlives the run.
+      moe_cuda_model_state::Weight &weight = model->weights[i - numInputs];
+      if (weight.host != src || weight.bytes != bytes || !weight.device) {
+        if (weight.device)
+          driver.cuMemFree_v2(weight.device);
+        weight = {};
+        CUdeviceptr ptr = 0;
+        if (!check(driver, driver.cuMemAlloc_v2(&ptr, bytes), "cuMemAlloc",
+                   "weights"))
+          return false;
+        // Recorded before the copy, so that a failed copy is redone.
+        weight.device = ptr;
+        if (!check(driver,
+                   driver.cuMemcpyHtoDAsync_v2(ptr, src, bytes, state.stream),
+                   "cuMemcpyHtoDAsync", "weights"))
+          return false;
+        weight.host = src;
+        weight.bytes = bytes;
+      }
+      device.allocated() = device.aligned() =
+          reinterpret_cast<void *>(weight.device);
+      inputBuffers.push_back(device.allocated());
+    } else if (bytes > 0) {
       CUdeviceptr ptr = 0;
-      if (!check(driver, driver.cuMemAlloc_v2(&ptr, bytes), "cuMemAlloc"))
+      if (!check(driver,
+                 driver.streamOrderedAllocation
+                     ? driver.cuMemAllocAsync(&ptr, bytes, state.stream)
+                     : driver.cuMemAlloc_v2(&ptr, bytes),
+                 "cuMemAlloc"))
         return false;
       state.deviceBuffers.push_back(ptr);
-      const char *src = static_cast<const char *>(host.aligned()) +
-                        host.offset() * params[i].element_size;
       if (!check(driver,
                  driver.cuMemcpyHtoDAsync_v2(ptr, src, bytes, state.stream),
                  "cuMemcpyHtoDAsync"))
@@ -734,11 +892,14 @@ bool runModel(RunState &state, void **args, const moe_cuda_arg_t *params,
     resultFields += DescriptorView::numFields(results[i].rank);
   std::vector<int64_t> resultBlock(resultFields, 0);
   deviceArgs[0] = numResults > 0 ? resultBlock.data() : args[0];
-  if (!check(driver, driver.cuStreamSynchronize(state.stream),
-             "cuStreamSynchronize"))
-    return false;
-
+  // The entry's streams are this one (mgpuStreamCreate), so everything
+  // below is ordered without a synchronization here.
+  runStream() = state.stream;
+  if (timed)
+    timed = driver.cuEventRecord(state.events[0], state.stream) == kSuccess;
   entry(deviceArgs.data());
+  if (timed)
+    timed = driver.cuEventRecord(state.events[1], state.stream) == kSuccess;
 
   // Results live in device memory (or, for host code, in host memory): copy
   // each into malloc'd memory with the same extents and strides.
@@ -763,16 +924,17 @@ bool runModel(RunState &state, void **args, const moe_cuda_arg_t *params,
   // Free what the model allocated, whatever happens below.
   struct Freer {
     Driver &driver;
+    CUstream stream;
     std::vector<void *> &pointers;
     ~Freer() {
       for (void *ptr : pointers) {
         if (isHostMemory(driver, ptr))
           std::free(ptr);
         else
-          driver.cuMemFree_v2(reinterpret_cast<CUdeviceptr>(ptr));
+          freeDeviceMemory(driver, reinterpret_cast<CUdeviceptr>(ptr), stream);
       }
     }
-  } freer{driver, toFree};
+  } freer{driver, state.stream, toFree};
   if (threadError().failed)
     return false;
 
@@ -820,6 +982,11 @@ bool runModel(RunState &state, void **args, const moe_cuda_arg_t *params,
   if (!check(driver, driver.cuStreamSynchronize(state.stream),
              "cuStreamSynchronize"))
     return false;
+  float deviceMs = 0;
+  if (model && timed &&
+      driver.cuEventElapsedTime(&deviceMs, state.events[0], state.events[1]) ==
+          kSuccess)
+    model->lastDeviceMs = deviceMs;
 
   // Hand the host copies over to the caller.
   fields = static_cast<int64_t *>(args[0]);
@@ -840,10 +1007,10 @@ bool runModel(RunState &state, void **args, const moe_cuda_arg_t *params,
 } // namespace
 
 extern "C" void moe_cuda_run_model(void **args, const moe_cuda_arg_t *params,
-                                   int64_t num_params,
+                                   int64_t num_inputs, int64_t num_params,
                                    const moe_cuda_arg_t *results,
-                                   int64_t num_results,
-                                   void (*entry)(void **)) {
+                                   int64_t num_results, void (*entry)(void **),
+                                   moe_cuda_model_state_t **state) {
   // Each call starts afresh: an earlier error in this thread is not its own.
   (void)moe_cuda_take_error();
   Driver *driver = usableDriver();
@@ -851,6 +1018,17 @@ extern "C" void moe_cuda_run_model(void **args, const moe_cuda_arg_t *params,
     zeroResults(args, results, num_results);
     return;
   }
+  moe_cuda_model_state *model = nullptr;
+  if (state) {
+    static std::mutex creation;
+    std::lock_guard<std::mutex> lock(creation);
+    if (!*state)
+      *state = new moe_cuda_model_state();
+    model = *state;
+  }
+  std::unique_lock<std::mutex> lock;
+  if (model)
+    lock = std::unique_lock<std::mutex>(model->mutex);
   ScopedContext scope(*driver);
   if (!scope.ok()) {
     zeroResults(args, results, num_results);
@@ -858,9 +1036,31 @@ extern "C" void moe_cuda_run_model(void **args, const moe_cuda_arg_t *params,
   }
   bool ok;
   {
-    RunState state(*driver);
-    ok = runModel(state, args, params, num_params, results, num_results, entry);
+    RunState run(*driver);
+    ok = runModel(run, model, args, params, num_inputs, num_params, results,
+                  num_results, entry);
   }
   if (!ok)
     zeroResults(args, results, num_results);
+}
+
+extern "C" void moe_cuda_release_model(moe_cuda_model_state_t **state) {
+  if (!state || !*state)
+    return;
+  moe_cuda_model_state *model = *state;
+  {
+    std::lock_guard<std::mutex> lock(model->mutex);
+    Driver &driver = getDriver();
+    if (!driver.failed()) {
+      ScopedContext scope(driver);
+      if (scope.ok())
+        model->releaseWeights(driver);
+    }
+    model->weights.clear();
+  }
+  // The state stays (a later run reuses it): the library may run again.
+}
+
+extern "C" double moe_cuda_device_ms(moe_cuda_model_state_t **state) {
+  return state && *state ? (*state)->lastDeviceMs.load() : -1.0;
 }

@@ -43,6 +43,10 @@ struct moe_model {
   moe_model_run_fn_t run = nullptr;
   /// The optional `moe_model_take_error`; null if the model has none.
   moe_model_take_error_fn_t takeError = nullptr;
+  /// The optional `moe_model_release` (frees what the library keeps between
+  /// runs, e.g. device copies of the weights) and `moe_model_device_ms`.
+  void (*release)(void) = nullptr;
+  double (*deviceMs)(void) = nullptr;
   std::string signatureText;
   Signature signature;
   /// Empty if no weights file is mapped.
@@ -78,6 +82,10 @@ struct moe_model {
   ~moe_model() {
     // The cache's worker must stop before the library goes.
     cache.reset();
+    // Device copies of the weights must not outlive the mapping they were
+    // made from: another model could map other weights at the same address.
+    if (release)
+      release();
     if (mapping)
       munmap(mapping, mappingSize);
     if (library)
@@ -237,9 +245,14 @@ static moe_status_t *createModel(void *library, const char *signatureText,
   auto *model = new moe_model;
   model->library = library;
   model->run = run;
-  if (library)
+  if (library) {
     model->takeError = reinterpret_cast<moe_model_take_error_fn_t>(
         dlsym(library, "moe_model_take_error"));
+    model->release =
+        reinterpret_cast<void (*)(void)>(dlsym(library, "moe_model_release"));
+    model->deviceMs = reinterpret_cast<double (*)(void)>(
+        dlsym(library, "moe_model_device_ms"));
+  }
   if (moe_status_t *status =
           parseSignature(signatureText, source, model->signature)) {
     delete model;
@@ -471,6 +484,10 @@ void moe_model_set_take_error(moe_model_t *model,
 }
 
 void moe_model_free(moe_model_t *model) { delete model; }
+
+double moe_model_last_device_ms(const moe_model_t *model) {
+  return model && model->deviceMs ? model->deviceMs() : -1.0;
+}
 
 const char *moe_model_signature_text(const moe_model_t *model) {
   return model->signatureText.c_str();

@@ -75,7 +75,8 @@ static void printUsage(const char *program, bool fromSelf) {
       "its results to .npy files, one --output per model output.\n"
       "  --weights=PATH     weights file (default: %s)\n"
       "  --benchmark=N      time N runs after %d warm-up runs and print\n"
-      "                     'median_ms: M min_ms: A max_ms: B'\n"
+      "                     'median_ms: M min_ms: A max_ms: B' (and the\n"
+      "                     same with device_ for a CUDA model's device time)\n"
       "  --print-signature  print the model signature\n"
       "  --expert-budget=SIZE  slot memory of the model's expert cache\n"
       "                     (docs/ExpertCache.md): bytes (K, M, G\n"
@@ -353,7 +354,7 @@ static moe_status_t *run(const Options &options, const char *argv0,
 
   long statsRuns = 1;
   if (options.benchmarkRuns > 0) {
-    std::vector<double> times;
+    std::vector<double> times, deviceTimes;
     for (long i = 0; i < kWarmUpRuns + options.benchmarkRuns; ++i) {
       if (i == kWarmUpRuns) {
         moe_model_reset_cache_stats(model);
@@ -367,15 +368,25 @@ static moe_status_t *run(const Options &options, const char *argv0,
       auto end = std::chrono::steady_clock::now();
       if (status)
         return status;
-      if (i >= kWarmUpRuns)
+      if (i >= kWarmUpRuns) {
         times.push_back(milliseconds(end - start));
+        double deviceMs = moe_model_last_device_ms(model);
+        if (deviceMs >= 0)
+          deviceTimes.push_back(deviceMs);
+      }
     }
-    std::sort(times.begin(), times.end());
-    size_t n = times.size();
-    double median =
-        n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
-    std::printf("median_ms: %.4f min_ms: %.4f max_ms: %.4f\n", median,
-                times.front(), times.back());
+    auto summary = [](const char *prefix, std::vector<double> &values) {
+      std::sort(values.begin(), values.end());
+      size_t n = values.size();
+      double median =
+          n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+      std::printf("%smedian_ms: %.4f %smin_ms: %.4f %smax_ms: %.4f\n", prefix,
+                  median, prefix, values.front(), prefix, values.back());
+    };
+    summary("", times);
+    // Models that time their device work (--target=cuda) report it too.
+    if (deviceTimes.size() == times.size())
+      summary("device_", deviceTimes);
   } else if (options.outputs.empty()) {
     for (size_t i = 0; i < numOutputs; ++i) {
       const moe_tensor_t *tensor = outputs.tensors[i];

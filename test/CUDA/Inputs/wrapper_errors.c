@@ -75,12 +75,16 @@ int main(void) {
   void *args[2] = {result, input};
   moe_cuda_arg_t params[1] = {{1, 4}};
   moe_cuda_arg_t results[1] = {{2, 4}};
-  moe_cuda_run_model(args, params, 1, results, 1, entry);
+  moe_cuda_model_state_t *state = NULL;
+  moe_cuda_run_model(args, params, 1, 1, results, 1, entry, &state);
   int zeroed = 1;
   for (int i = 0; i < 7; ++i)
     zeroed = zeroed && result[i] == 0;
   printf("entered: %d, results zeroed: %d\n", entered, zeroed);
   show("run");
   show("run again");
+  printf("device ms: %g\n", moe_cuda_device_ms(&state));
+  moe_cuda_release_model(&state);
+  moe_cuda_release_model(NULL);
   return 0;
 }

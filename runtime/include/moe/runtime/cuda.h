@@ -51,19 +51,40 @@ typedef struct {
   int32_t element_size;
 } moe_cuda_arg_t;
 
+/* What a `--target=cuda` library keeps between runs (one per library, in a
+ * global of the library): the device copies of its weights and the device
+ * time of the last run. Opaque. */
+typedef struct moe_cuda_model_state moe_cuda_model_state_t;
+
 /* Runs a model whose code works on device memory; what the `moe_model_run` of
  * a `--target=cuda` library calls. `args` is the ABI's argument array
  * (docs/CompiledModelABI.md): args[0] the result block, then one descriptor
- * per input and weight, described by `params`; `results` describes the result
- * descriptors. Copies every input and weight to new device memory, calls
- * `entry` with the same layout of arguments pointing to device descriptors,
- * copies each result into new malloc'd host memory (the descriptors in
- * args[0] then point to it), and frees the device memory. On any error the
- * result descriptors are zeroed (allocated NULL, extents 0), nothing is
- * leaked and the error is left for `moe_cuda_take_error`. */
+ * per input and weight, described by `params` (the first `num_inputs` are
+ * inputs, the rest weights); `results` describes the result descriptors.
+ *
+ * Inputs are copied to new device memory on every call. Weights are copied
+ * once, by the first call, into device memory kept in `*state` (created on
+ * first use) and reused while each weight's host address and size stay the
+ * same; calls with the same `state` are serialized. With `state` NULL the
+ * weights are copied like inputs. The entry runs on one stream; the results
+ * are copied into new malloc'd host memory (the descriptors in args[0] then
+ * point to it) and the call's device memory is freed. On any error the result
+ * descriptors are zeroed (allocated NULL, extents 0), nothing is leaked and
+ * the error is left for `moe_cuda_take_error`. */
 void moe_cuda_run_model(void **args, const moe_cuda_arg_t *params,
-                        int64_t num_params, const moe_cuda_arg_t *results,
-                        int64_t num_results, void (*entry)(void **));
+                        int64_t num_inputs, int64_t num_params,
+                        const moe_cuda_arg_t *results, int64_t num_results,
+                        void (*entry)(void **), moe_cuda_model_state_t **state);
+
+/* Frees the device copies of the weights in `*state` (the next run copies
+ * them again); what a library's `moe_model_release` calls. NULL-safe. */
+void moe_cuda_release_model(moe_cuda_model_state_t **state);
+
+/* The device time in milliseconds of the last successful run with `state`,
+ * from the start of its first kernel or copy after the inputs to the end of
+ * its last one before the results are copied back; -1 if unknown (no run yet,
+ * a failed run, or a driver without event timing). */
+double moe_cuda_device_ms(moe_cuda_model_state_t **state);
 
 #ifdef __cplusplus
 }

@@ -155,6 +155,12 @@ void moe_model_set_take_error(moe_model_t *model,
 /// allowed.
 void moe_model_free(moe_model_t *model);
 
+/// The device time in milliseconds of the model's last successful
+/// moe_model_invoke, for a library that reports it (`--target=cuda`: from its
+/// first device operation after the inputs are on the device to its last
+/// before the results are copied back); -1 otherwise.
+double moe_model_last_device_ms(const moe_model_t *model);
+
 /// The signature text exactly as the library returned it.
 const char *moe_model_signature_text(const moe_model_t *model);
 /// The weights file in use, or NULL if none was opened.
