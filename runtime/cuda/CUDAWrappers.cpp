@@ -749,17 +749,53 @@ struct moe_cuda_model_state {
     CUdeviceptr device = 0;
   };
   std::vector<Weight> weights;
+  /// Page-locked host memory through which large inputs and results are
+  /// copied (grown as needed): DMA from pageable memory goes through the
+  /// driver's own small bounce buffers, synchronously, at a fraction of the
+  /// bus bandwidth.
+  void *staging = nullptr;
+  size_t stagingBytes = 0;
   /// Milliseconds of device time of the last run, or -1.
   std::atomic<double> lastDeviceMs{-1.0};
 
-  /// Frees the device copies; the context must be current.
-  void releaseWeights(Driver &driver) {
+  /// Frees the device copies and the staging memory; the context must be
+  /// current and no copy of this state's in flight.
+  void release(Driver &driver) {
     for (Weight &weight : weights)
       if (weight.device)
         driver.cuMemFree_v2(weight.device);
     weights.clear();
+    if (staging)
+      driver.cuMemFreeHost(staging);
+    staging = nullptr;
+    stagingBytes = 0;
+  }
+
+  /// Staging memory of at least `bytes`, or null (then copies go through
+  /// pageable memory). `stream` is waited for before the buffer is replaced.
+  char *stage(Driver &driver, size_t bytes, CUstream stream) {
+    if (bytes <= stagingBytes)
+      return static_cast<char *>(staging);
+    if (staging) {
+      driver.cuStreamSynchronize(stream);
+      driver.cuMemFreeHost(staging);
+      staging = nullptr;
+      stagingBytes = 0;
+    }
+    if (driver.cuMemHostAlloc(&staging, bytes, 0) != kSuccess) {
+      staging = nullptr;
+      return nullptr;
+    }
+    stagingBytes = bytes;
+    return static_cast<char *>(staging);
   }
 };
+
+namespace {
+/// Inputs and results at least this large are copied through the staging
+/// memory; for smaller ones the extra host copy is not worth it.
+constexpr uint64_t kStagingMinBytes = 64 * 1024;
+} // namespace
 
 namespace {
 
@@ -819,8 +855,30 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
   if (model) {
     model->lastDeviceMs = -1.0;
     if (model->weights.size() != size_t(numParams - numInputs))
-      model->releaseWeights(driver);
+      model->release(driver);
     model->weights.resize(numParams - numInputs);
+  }
+
+  // Large inputs go through the staging memory, one region each.
+  char *inputStaging = nullptr;
+  std::vector<uint64_t> stagingOffset(numParams, ~0ull);
+  if (model) {
+    uint64_t total = 0;
+    for (int64_t i = 0; i < numInputs; ++i) {
+      DescriptorView host{static_cast<int64_t *>(args[1 + i]), params[i].rank};
+      int64_t span = spanElements(host);
+      uint64_t bytes;
+      if (span < 0 ||
+          __builtin_mul_overflow(uint64_t(span),
+                                 uint64_t(params[i].element_size), &bytes))
+        continue; // Reported below.
+      if (bytes >= kStagingMinBytes) {
+        stagingOffset[i] = total;
+        total += (bytes + 63) / 64 * 64;
+      }
+    }
+    if (total)
+      inputStaging = model->stage(driver, total, state.stream);
   }
 
   // Device copies of the inputs and weights (identity strides, per the ABI).
@@ -878,6 +936,10 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
                  "cuMemAlloc"))
         return false;
       state.deviceBuffers.push_back(ptr);
+      if (inputStaging && stagingOffset[i] != ~0ull) {
+        std::memcpy(inputStaging + stagingOffset[i], src, bytes);
+        src = inputStaging + stagingOffset[i];
+      }
       if (!check(driver,
                  driver.cuMemcpyHtoDAsync_v2(ptr, src, bytes, state.stream),
                  "cuMemcpyHtoDAsync"))
@@ -938,6 +1000,29 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
   if (threadError().failed)
     return false;
 
+  // Result bytes first, to size the staging memory for the large ones.
+  std::vector<uint64_t> resultBytes(numResults, 0);
+  std::vector<uint64_t> resultStaging(numResults, ~0ull);
+  uint64_t stagedResults = 0;
+  fields = resultBlock.data();
+  for (int64_t i = 0; i < numResults; ++i) {
+    DescriptorView desc{fields, results[i].rank};
+    fields += DescriptorView::numFields(desc.rank);
+    int64_t span = spanElements(desc);
+    if (span < 0 || __builtin_mul_overflow(uint64_t(span),
+                                           uint64_t(results[i].element_size),
+                                           &resultBytes[i]))
+      continue; // Reported below.
+    if (model && resultBytes[i] >= kStagingMinBytes && desc.aligned() &&
+        !isHostMemory(driver, desc.aligned())) {
+      resultStaging[i] = stagedResults;
+      stagedResults += (resultBytes[i] + 63) / 64 * 64;
+    }
+  }
+  char *resultStagingBase =
+      stagedResults ? model->stage(driver, stagedResults, state.stream)
+                    : nullptr;
+
   std::vector<void *> hostResults;
   fields = resultBlock.data();
   for (int64_t i = 0; i < numResults; ++i) {
@@ -952,7 +1037,10 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
                          static_cast<long>(i)));
       return false;
     }
-    void *host = std::malloc(bytes > 0 ? bytes : 1);
+    // 64-byte aligned, so that the runtime can adopt the buffer as the
+    // output tensor's rather than copy it.
+    void *host =
+        std::aligned_alloc(64, bytes > 0 ? (bytes + 63) / 64 * 64 : 64);
     if (!host) {
       recordError(format("moe: cannot allocate %llu bytes for result %ld",
                          static_cast<unsigned long long>(bytes),
@@ -969,10 +1057,13 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
             format("moe: result %ld has no data", static_cast<long>(i)));
         return false;
       }
+      void *dst = host;
+      if (resultStagingBase && resultStaging[i] != ~0ull)
+        dst = resultStagingBase + resultStaging[i];
       if (isHostMemory(driver, src))
         std::memcpy(host, src, bytes);
       else if (!check(driver,
-                      driver.cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(host),
+                      driver.cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(dst),
                                            reinterpret_cast<CUdeviceptr>(src),
                                            bytes, state.stream),
                       "cuMemcpyAsync", "device to host"))
@@ -982,6 +1073,10 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
   if (!check(driver, driver.cuStreamSynchronize(state.stream),
              "cuStreamSynchronize"))
     return false;
+  for (int64_t i = 0; i < numResults; ++i)
+    if (resultStagingBase && resultStaging[i] != ~0ull)
+      std::memcpy(hostResults[i], resultStagingBase + resultStaging[i],
+                  resultBytes[i]);
   float deviceMs = 0;
   if (model && timed &&
       driver.cuEventElapsedTime(&deviceMs, state.events[0], state.events[1]) ==
@@ -1054,7 +1149,7 @@ extern "C" void moe_cuda_release_model(moe_cuda_model_state_t **state) {
     if (!driver.failed()) {
       ScopedContext scope(driver);
       if (scope.ok())
-        model->releaseWeights(driver);
+        model->release(driver);
     }
     model->weights.clear();
   }

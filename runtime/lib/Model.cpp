@@ -604,6 +604,17 @@ static ResultView readResult(const int64_t *descriptor, size_t rank) {
   return view;
 }
 
+/// Whether the elements of `view` are contiguous in row-major order.
+static bool isRowMajor(const ResultView &view) {
+  int64_t expected = 1;
+  for (size_t i = view.rank; i-- > 0;) {
+    if (view.sizes[i] != 1 && view.strides[i] != expected)
+      return false;
+    expected *= view.sizes[i];
+  }
+  return true;
+}
+
 /// Copies a (possibly strided) result into a new row-major tensor.
 static moe_status_t *copyResult(const OutputSpec &spec, size_t index,
                                 const ResultView &view, moe_tensor_t **out) {
@@ -631,14 +642,7 @@ static moe_status_t *copyResult(const OutputSpec &spec, size_t index,
   auto *dst = static_cast<uint8_t *>(moe_tensor_data(tensor));
   const uint8_t *base = view.aligned + view.offset * (int64_t)elementSize;
 
-  bool rowMajor = true;
-  int64_t expected = 1;
-  for (size_t i = view.rank; i-- > 0;) {
-    if (view.sizes[i] != 1 && view.strides[i] != expected)
-      rowMajor = false;
-    expected *= view.sizes[i];
-  }
-  if (rowMajor) {
+  if (isRowMajor(view)) {
     std::memcpy(dst, base, moe_tensor_byte_size(tensor));
     *out = tensor;
     return nullptr;
@@ -737,24 +741,59 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
   finishProfile(*model);
 
   // Copy every result before freeing any: results may share buffers.
+  std::vector<moe_tensor_t *> results(n_outputs, nullptr);
   std::vector<ResultView> views;
   for (size_t i = 0; i < sig.outputs.size(); ++i)
     views.push_back(
         readResult(resultBlock.data() + resultOffsets[i], sig.outputs[i].rank));
-  std::vector<moe_tensor_t *> results(n_outputs, nullptr);
-  for (size_t i = 0; i < n_outputs && !failure; ++i)
-    failure = copyResult(sig.outputs[i], i, views[i], &results[i]);
-
-  std::vector<void *> freed;
-  for (const ResultView &view : views) {
-    void *p = view.allocated;
-    if (!p || reinterpret_cast<uintptr_t>(p) == kNonHeapAllocated)
-      continue;
+  auto isBorrowed = [&](const void *p) {
     bool borrowed =
         model->mapping && pointsInto(p, model->mapping, model->mappingSize);
     for (size_t i = 0; i < n_inputs && !borrowed; ++i)
       borrowed = pointsInto(p, moe_tensor_data(inputs[i]),
                             moe_tensor_byte_size(inputs[i]));
+    return borrowed;
+  };
+  // A result that is the whole of its own heap allocation, row-major and
+  // 64-byte aligned (as moe_tensor_create's) becomes the output tensor's
+  // buffer instead of being copied: large results (a GPU model's, copied
+  // back to the host) are then written to memory once.
+  std::vector<bool> adopted(n_outputs, false);
+  for (size_t i = 0; i < n_outputs && !failure; ++i) {
+    const ResultView &view = views[i];
+    void *p = view.allocated;
+    bool shared = false;
+    for (size_t j = 0; j < n_outputs; ++j)
+      shared = shared || (j != i && views[j].allocated == p);
+    int64_t numElements = 1;
+    for (size_t d = 0; d < view.rank; ++d)
+      numElements *= view.sizes[d] < 0 ? 0 : view.sizes[d];
+    if (!p || reinterpret_cast<uintptr_t>(p) == kNonHeapAllocated || shared ||
+        view.aligned != p || view.offset != 0 || numElements == 0 ||
+        reinterpret_cast<uintptr_t>(p) % 64 != 0 || !isRowMajor(view) ||
+        isBorrowed(p))
+      continue;
+    if (moe_status_t *status =
+            moe_tensor_wrap(p, sig.outputs[i].dtype, view.rank, view.sizes,
+                            /*take_ownership=*/1, &results[i])) {
+      moe_status_free(status);
+      results[i] = nullptr;
+      continue;
+    }
+    adopted[i] = true;
+  }
+  for (size_t i = 0; i < n_outputs && !failure; ++i)
+    if (!adopted[i])
+      failure = copyResult(sig.outputs[i], i, views[i], &results[i]);
+
+  std::vector<void *> freed;
+  for (size_t i = 0; i < views.size(); ++i) {
+    void *p = views[i].allocated;
+    if (!p || reinterpret_cast<uintptr_t>(p) == kNonHeapAllocated)
+      continue;
+    if (i < adopted.size() && adopted[i])
+      continue;
+    bool borrowed = isBorrowed(p);
     for (void *q : freed)
       borrowed = borrowed || q == p;
     if (borrowed)
