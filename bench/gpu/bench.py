@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -318,6 +319,18 @@ def run(args):
                                                   min_ms=float(dm.group(2)))
                     else:
                         row["ours_error"] = (p.stderr + p.stdout).strip().splitlines()[-1:]
+            if f"{mdir.name}@{T}" in args.ncu.split(","):
+                # Per-kernel device times (Nsight Compute), when it is installed.
+                ncu = shutil.which("ncu") or "/usr/local/cuda/bin/ncu"
+                if os.access(ncu, os.X_OK):
+                    p = subprocess.run([ncu, "--metrics", "gpu__time_duration.sum",
+                                        "--print-summary", "per-kernel", moe_run, str(so),
+                                        f"--input=@{xin}", f"--output=@{yout}"],
+                                       capture_output=True, text=True, timeout=300)
+                    (out / f"ncu-{mdir.name}-T{T}.txt").write_text(p.stdout + p.stderr)
+                    log(f"  ncu: {out / f'ncu-{mdir.name}-T{T}.txt'}")
+                else:
+                    log("  ncu: not installed")
             tm = row.get("torch", {}).get("median_ms")
             om = row.get("ours", {}).get("median_ms")
             log(f"  {mdir.name} T={T}: ours {om} ms (rel {row.get('ours_rel_l2')}), "
@@ -345,8 +358,12 @@ def render(result):
              "ours device ms = the device time of the call (moe_model_last_device_ms: "
              "events around the kernels, copies of x and y excluded); % BW and TFLOP/s "
              "use it when present.", "",
-             "| model | T | ours ms | ours device ms | torch ms | ratio | ours % BW | "
-             "ours TFLOP/s | rel L2 ours / torch |", "|---|---|---|---|---|---|---|---|---|"]
+             "ratio = torch ms / ours ms (whole calls); device ratio = torch ms / ours device "
+             "ms (torch's time includes its launch overhead, ours device time does not "
+             "include x and y crossing the bus).", "",
+             "| model | T | ours ms | ours device ms | torch ms | ratio | device ratio | "
+             "ours % BW | ours TFLOP/s | rel L2 ours / torch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         om = r.get("ours", {}).get("median_ms")
         tm = r.get("torch", {}).get("median_ms")
@@ -359,8 +376,9 @@ def render(result):
         tor = f"{tm:.3f}" if tm else "mismatch"
         rel = f"{r.get('ours_rel_l2', float('nan')):.1e} / {r['torch_rel_l2']:.1e}"
         dev = f"{dm:.3f}" if dm else "-"
-        lines.append(f"| {r['model']} | {r['T']} | {ours} | {dev} | {tor} | {ratio} | {bw} | "
-                     f"{tf} | {rel} |")
+        dratio = f"{tm / dm:.2f}" if dm and tm else "-"
+        lines.append(f"| {r['model']} | {r['T']} | {ours} | {dev} | {tor} | {ratio} | {dratio} | "
+                     f"{bw} | {tf} | {rel} |")
     return "\n".join(lines) + "\n"
 
 
@@ -375,6 +393,7 @@ def main():
     r.add_argument("--work", default="/tmp/moe-gpu-bench")
     r.add_argument("--tokens", default=",".join(map(str, TOKENS)))
     r.add_argument("--models", default="")
+    r.add_argument("--ncu", default="", help="MODEL@T,...: per-kernel times with ncu")
     r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     args = ap.parse_args()
     global DEV
