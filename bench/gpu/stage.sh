@@ -28,7 +28,12 @@ cases=(
   "mixtral --tokens 9 --dtype f64" "olmoe --tokens 33" "olmoe --tokens 700"
   "deepseek-moe --tokens 21" "deepseek-v3 --tokens 20" "gpt-oss --tokens 17"
   "switch-capacity --tokens 25" "capacity-k2 --tokens 30" "top-p --tokens 11"
-  "qwen-geglu --tokens 13" "mixtral --tokens 0" "mixtral --tokens 513")
+  "qwen-geglu --tokens 13" "mixtral --tokens 0" "mixtral --tokens 513"
+  "expert-choice --tokens 21" "expert-choice --tokens 1" "expert-choice-capacity --tokens 13"
+  "expert-choice-all --tokens 6")
+# Routing ops written out (test/Integration/CPU/Inputs/routing_ops.py), whose
+# host code is moe ops only: hash routing, token groups through moe.gate.
+routing=("hash-table --tokens 29" "hash-function --tokens 23" "groups-gate --tokens 45")
 n=0
 for arch in sm_80 sm_90; do
   for c in "${cases[@]}"; do
@@ -40,6 +45,17 @@ for arch in sm_80 sm_90; do
     "$bin/moe-compile" --target=cuda --gpu-arch=$arch "$d/model.mlir" -o "$d/model.so"
     rm -f "$d/model.mlir" "$d/inputs.args" "$d/model.h"
     echo "$arch $c" > "$d/what"
+  done
+  for c in "${routing[@]}"; do
+    n=$((n + 1))
+    # shellcheck disable=SC2086
+    set -- $c
+    d=$dir/cases/$(printf '%02d' $n)-$arch-$1-${3}
+    $py "$repo/test/Integration/CPU/Inputs/routing_ops.py" gen "$d" "$@" > /dev/null
+    "$bin/moe-compile" --target=cuda --gpu-arch=$arch "$d/model.mlir" -o "$d/model.so"
+    rm -f "$d/model.mlir" "$d/inputs.args" "$d/model.h"
+    echo "$arch $c" > "$d/what"
+    echo "test/Integration/CPU/Inputs/routing_ops.py" > "$d/checker"
   done
 done
 echo "stage.sh: $n numeric cases" >&2

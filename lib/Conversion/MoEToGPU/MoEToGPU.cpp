@@ -27,12 +27,15 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/Transforms/DialectConversion.h"
+#include "mlir/Transforms/RegionUtils.h"
 
 #include <cmath>
 #include <limits>
@@ -370,11 +373,10 @@ static SmallVector<Type> typesOf(ArrayRef<Value> values) {
 static std::string unsupportedReason(Operation *op) {
   if (isa<LayerOp>(op))
     return "is not lowered by convert-moe-to-gpu; run moe-expand first";
-  if (isa<ZeroComputationExpertsOp, GenericExpertsOp, HashRouteOp,
-          QuantizedExpertsOp>(op))
+  if (isa<ZeroComputationExpertsOp, GenericExpertsOp, QuantizedExpertsOp>(op))
     return "is not lowered by convert-moe-to-gpu yet";
-  if (!isa<GateOp, RouteOp, DispatchOp, ExpertsOp, SharedExpertsOp, CombineOp>(
-          op))
+  if (!isa<GateOp, RouteOp, DispatchOp, ExpertsOp, SharedExpertsOp, CombineOp,
+           HashRouteOp>(op))
     return "";
   for (Type type :
        llvm::concat<const Type>(op->getOperandTypes(), op->getResultTypes())) {
@@ -389,18 +391,6 @@ static std::string unsupportedReason(Operation *op) {
       return message;
     }
   }
-  if (auto route = dyn_cast<RouteOp>(op);
-      route && (route.getTokenGroups() || route.getResidual()))
-    return "with token_groups or a gating residual is not lowered by "
-           "convert-moe-to-gpu yet";
-  if (auto gate = dyn_cast<GateOp>(op);
-      gate && (gate.getTokenGroups() || gate.getResidual()))
-    return "with token_groups or a gating residual is not lowered by "
-           "convert-moe-to-gpu yet";
-  if (auto route = dyn_cast<RouteOp>(op);
-      route && route.getRouting().isExpertChoice())
-    return "with expert_choice routing is not lowered by convert-moe-to-gpu "
-           "yet";
   // The routing kernel keeps a [tokens, E] score and selection tile in
   // workgroup memory, at least one token's worth.
   int64_t numExperts = 0;
@@ -437,6 +427,71 @@ static int64_t routingBlockTokens(int64_t numExperts, Type ct) {
   return std::clamp<int64_t>(budget / (2 * numExperts), 1, kThreads);
 }
 
+/// Builds `moe_expert_choice`: one thread per (token t, expert e) counts the
+/// tokens with a better selection score in column e (greater, or equal with
+/// a lower index) and keeps (t, e) when that rank is below the capacity C:
+/// slot e of token t then holds e and the score (times `scale`), else -1 and
+/// 0. O(T^2 E) comparisons, as the CPU lowering; C = `capacity`, or
+/// ceil(capacity_factor * T / E), at most T. Arguments: scores, selection
+/// ([T, E], compute type), ids, weights.
+static Kernel buildExpertChoiceKernel(RewriterBase &rewriter, Operation *op,
+                                      RoutingAttr routing, int64_t numExperts,
+                                      TypeRange argTypes, Type ct) {
+  Location loc = op->getLoc();
+  Kernel kernel =
+      createKernel(rewriter, op, "moe_expert_choice", argTypes, {}, kThreads);
+  KernelBuilder b{rewriter, loc, ct};
+  Value scores = kernel.args[0], selection = kernel.args[1];
+  Value ids = kernel.args[2], weights = kernel.args[3];
+  Value c0 = b.idx(0), c1 = b.idx(1), cE = b.idx(numExperts);
+  Value numTokens = b.dim(ids, 0);
+  Value i = b.add(b.mul(b.blockId(), b.idx(kThreads)), b.threadId());
+  b.ifThen(b.lt(i, b.mul(numTokens, cE)), [&] {
+    Value t = b.div(i, cE), e = b.rem(i, cE);
+    Value mine = b.loadF(selection, {t, e});
+    Value rank = b.loop(c0, numTokens, c1, c0, [&](Value o, ValueRange acc) {
+      Value other = b.loadF(selection, {o, e});
+      Value better =
+          b.orI(b.cmpF(arith::CmpFPredicate::OGT, other, mine),
+                b.andI(b.cmpF(arith::CmpFPredicate::OEQ, other, mine),
+                       b.cmpI(arith::CmpIPredicate::ult, o, t)));
+      return SmallVector<Value>{b.add(acc[0], b.select(better, c1, c0))};
+    })[0];
+    Value capacity;
+    if (routing.getCapacity() > 0) {
+      capacity = b.idx(routing.getCapacity());
+    } else {
+      // In f64 as the CPU lowering, clamped to T before the conversion.
+      OpBuilder &ob = b.b;
+      Type f64 = ob.getF64Type();
+      Value tokensF = arith::SIToFPOp::create(
+          ob, loc, f64,
+          arith::IndexCastOp::create(ob, loc, ob.getI64Type(), numTokens));
+      Value c = arith::MulFOp::create(
+          ob, loc,
+          arith::ConstantOp::create(
+              ob, loc,
+              ob.getF64FloatAttr(routing.getCapacityFactor().convertToDouble() /
+                                 double(numExperts))),
+          tokensF);
+      c = arith::MinimumFOp::create(ob, loc, math::CeilOp::create(ob, loc, c),
+                                    tokensF);
+      capacity = arith::IndexCastOp::create(
+          ob, loc, ob.getIndexType(),
+          arith::FPToSIOp::create(ob, loc, ob.getI64Type(), c));
+    }
+    capacity = b.minI(capacity, numTokens);
+    Value chosen = b.lt(rank, capacity);
+    Value w = b.loadF(scores, {t, e});
+    double scale = routing.getScale().convertToDouble();
+    if (scale != 1.0)
+      w = b.mul(w, b.flt(scale));
+    b.storeI(b.select(chosen, e, b.idx(-1)), ids, {t, e});
+    b.storeF(b.select(chosen, w, b.flt(0.0)), weights, {t, e});
+  });
+  return kernel;
+}
+
 /// Emits the routing kernel and its launch for `moe.gate` (with `router`) or
 /// `moe.route` (without): the block's logits tile is built in workgroup
 /// memory by all threads (the router matmul for `moe.gate`), then one thread
@@ -444,8 +499,8 @@ static int64_t routingBlockTokens(int64_t numExperts, Type ct) {
 /// top-k and the mixing weights.
 static std::pair<Value, Value>
 lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
-             Value bias, RoutingAttr routing, RankedTensorType idsType,
-             RankedTensorType weightsType) {
+             Value bias, Value tokenGroups, Value residual, RoutingAttr routing,
+             RankedTensorType idsType, RankedTensorType weightsType) {
   Location loc = op->getLoc();
   Type elementType = tensorType(input).getElementType();
   Type ct = computeType(elementType);
@@ -455,17 +510,32 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
   int64_t k = routing.getK();
   int64_t blockTokens = routingBlockTokens(numExperts, ct);
 
+  bool expertChoice = routing.isExpertChoice();
+
   Host host{rewriter, loc};
   Value inputBuf = host.buffer(input);
   Value routerBuf = host.buffer(router);
   Value biasBuf = host.buffer(bias);
+  Value groupsBuf = host.buffer(tokenGroups);
+  Value residualBuf = host.buffer(residual);
   SmallVector<Value> dyn;
   if (idsType.isDynamicDim(0))
     dyn.push_back(memref::DimOp::create(rewriter, loc, inputBuf, 0));
   Value idsBuf = host.alloc(bufferType(idsType), dyn);
   Value weightsBuf = host.alloc(bufferType(weightsType), dyn);
+  // Expert choice ranks tokens across the whole batch: the routing kernel
+  // only writes each token's scores and selection scores, [T, E] in the
+  // compute type, and a second kernel makes the choice.
+  Value ecScoresBuf, ecSelectionBuf;
+  if (expertChoice) {
+    Value numTokens = memref::DimOp::create(rewriter, loc, inputBuf, 0);
+    auto scratch = MemRefType::get({ShapedType::kDynamic, numExperts}, ct);
+    ecScoresBuf = host.alloc(scratch, numTokens);
+    ecSelectionBuf = host.alloc(scratch, numTokens);
+  }
   SmallVector<Value> args =
-      present({inputBuf, routerBuf, biasBuf, idsBuf, weightsBuf});
+      present({inputBuf, routerBuf, biasBuf, groupsBuf, residualBuf, idsBuf,
+               weightsBuf, ecScoresBuf, ecSelectionBuf});
 
   Kernel kernel;
   {
@@ -478,7 +548,11 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
     Value x = *it++;
     Value w = router ? *it++ : Value();
     Value biasArg = bias ? *it++ : Value();
+    Value groupsArg = tokenGroups ? *it++ : Value();
+    Value residualArg = residual ? *it++ : Value();
     Value ids = *it++, weights = *it++;
+    Value ecScores = expertChoice ? *it++ : Value();
+    Value ecSelection = expertChoice ? *it++ : Value();
     Value scores = kernel.workgroup[0], selection = kernel.workgroup[1];
 
     Value tid = b.threadId();
@@ -501,6 +575,9 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
               })[0];
         else
           logit = b.loadF(x, {t, e});
+        // A gating residual (MoE++) is added to the logits before scoring.
+        if (residualArg)
+          logit = b.add(logit, b.loadF(residualArg, {t, e}));
         b.storeF(logit, scores, {lt, e});
       });
     });
@@ -551,6 +628,32 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
       forExperts([&](Value e) {
         b.storeF(selectionAt(e), selection, {lt, e});
       });
+      if (expertChoice) {
+        // The choice is made across tokens by moe_expert_choice.
+        forExperts([&](Value e) {
+          b.storeF(b.loadF(scores, {lt, e}), ecScores, {t, e});
+          b.storeF(b.loadF(selection, {lt, e}), ecSelection, {t, e});
+        });
+        return;
+      }
+      // Expert groups (MoMa): the token's top-k is taken among the experts
+      // [lo, hi) of its group; a group id out of range routes it nowhere.
+      Value groupValid, lo, hi;
+      if (groupsArg) {
+        ArrayRef<int64_t> sizes = routing.getExpertGroups();
+        Value g = b.loadI(groupsArg, {t});
+        groupValid = b.andI(b.cmpI(arith::CmpIPredicate::sge, g, c0),
+                            b.lt(g, b.idx(sizes.size())));
+        lo = c0;
+        hi = c0;
+        int64_t start = 0;
+        for (auto [i, size] : llvm::enumerate(sizes)) {
+          Value here = b.cmpI(arith::CmpIPredicate::eq, g, b.idx(i));
+          lo = b.select(here, b.idx(start), lo);
+          hi = b.select(here, b.idx(start + size), hi);
+          start += size;
+        }
+      }
       // Group limit: the experts of groups ranked topk_group or worse
       // become -inf. Group scores are recomputed from the unmasked
       // selection so that masking does not change later ranks.
@@ -616,6 +719,11 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
                       b.cmpF(arith::CmpFPredicate::OLT, v, prevVal),
                       b.andI(b.cmpF(arith::CmpFPredicate::OEQ, v, prevVal),
                              b.cmpI(arith::CmpIPredicate::sgt, e, prevIdx)));
+                  if (groupsArg)
+                    eligible =
+                        b.andI(eligible,
+                               b.andI(b.cmpI(arith::CmpIPredicate::sge, e, lo),
+                                      b.lt(e, hi)));
                   Value take = b.andI(
                       eligible,
                       b.orI(b.lt(best[1], c0),
@@ -630,6 +738,10 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
               wgt = b.select(done, b.flt(0.0), score);
               cum = b.add(cum, wgt);
               done = b.cmpF(arith::CmpFPredicate::OGE, cum, b.flt(threshold));
+            }
+            if (groupsArg) {
+              id = b.select(groupValid, id, noExpert);
+              wgt = b.select(groupValid, wgt, b.flt(0.0));
             }
             b.storeI(id, ids, {t, j});
             b.storeF(wgt, weights, {t, j});
@@ -652,13 +764,16 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
       } else if (routing.getRenormalize()) {
         divisor = topk[4];
       }
-      if (divisor || scale != 1.0)
+      if (divisor || scale != 1.0 || groupsArg)
         b.loop(c0, cK, c1, [&](Value j) {
           Value v = b.loadF(weights, {t, j});
           if (divisor)
             v = b.div(v, divisor);
           if (scale != 1.0)
             v = b.mul(v, b.flt(scale));
+          // A token routed nowhere keeps weights of 0 (not 0 / 0).
+          if (groupsArg)
+            v = b.select(groupValid, v, b.flt(0.0));
           b.storeF(v, weights, {t, j});
         });
     });
@@ -669,7 +784,31 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
       arith::ConstantIndexOp::create(rewriter, loc, blockTokens));
   host.launch(kernel, grid, arith::ConstantIndexOp::create(rewriter, loc, 1),
               kThreads, 1, args);
+  if (expertChoice) {
+    SmallVector<Value> choiceArgs = {ecScoresBuf, ecSelectionBuf, idsBuf,
+                                     weightsBuf};
+    Kernel choice;
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      choice = buildExpertChoiceKernel(rewriter, op, routing, numExperts,
+                                       typesOf(choiceArgs), ct);
+    }
+    KernelBuilder hb{rewriter, loc, ct};
+    Value elements = hb.mul(memref::DimOp::create(rewriter, loc, idsBuf, 0),
+                            hb.idx(numExperts));
+    host.launch(choice, hb.ceilDiv(elements, kThreads), hb.idx(1), kThreads, 1,
+                choiceArgs);
+    host.dealloc(ecScoresBuf);
+    host.dealloc(ecSelectionBuf);
+  }
   return {host.tensor(idsType, idsBuf), host.tensor(weightsType, weightsBuf)};
+}
+
+/// Whether `value` is a `linalg.fill` of zero.
+static bool isZeroFilled(Value value) {
+  auto fill = value.getDefiningOp<linalg::FillOp>();
+  return fill && (matchPattern(fill.getInputs()[0], m_AnyZeroFloat()) ||
+                  matchPattern(fill.getInputs()[0], m_Zero()));
 }
 
 namespace {
@@ -683,7 +822,8 @@ struct GateOpLowering : public OpConversionPattern<GateOp> {
       return rewriter.notifyMatchFailure(op, "not supported");
     auto [ids, weights] =
         lowerRouting(op, rewriter, adaptor.getInput(), adaptor.getRouter(),
-                     adaptor.getSelectionBias(), op.getRouting(),
+                     adaptor.getSelectionBias(), adaptor.getTokenGroups(),
+                     adaptor.getResidual(), op.getRouting(),
                      op.getExpertIds().getType(), op.getWeights().getType());
     rewriter.replaceOp(op, {ids, weights});
     return success();
@@ -698,11 +838,115 @@ struct RouteOpLowering : public OpConversionPattern<RouteOp> {
                   ConversionPatternRewriter &rewriter) const override {
     if (!unsupportedReason(op).empty())
       return rewriter.notifyMatchFailure(op, "not supported");
-    auto [ids, weights] =
-        lowerRouting(op, rewriter, adaptor.getLogits(), Value(),
-                     adaptor.getSelectionBias(), op.getRouting(),
-                     op.getExpertIds().getType(), op.getWeights().getType());
+    // moe-fuse-gating leaves the router matmul of expert choice outside
+    // moe.route (its CPU lowering needs every token's logits first); here the
+    // routing kernel writes every token's scores to memory anyway, so the
+    // matmul is folded in as for moe.gate and computes no [T, E] tensor on
+    // the host.
+    Value input = adaptor.getLogits(), router;
+    if (auto matmul = input.getDefiningOp<linalg::MatmulOp>();
+        matmul && op.getRouting().isExpertChoice() &&
+        !matmul.hasUserDefinedMaps() && matmul->hasOneUse() &&
+        isZeroFilled(matmul.getOutputs()[0]) &&
+        llvm::all_of(matmul.getInputs(), [&](Value v) {
+          return tensorType(v).getElementType() ==
+                 tensorType(input).getElementType();
+        })) {
+      input = matmul.getInputs()[0];
+      router = matmul.getInputs()[1];
+    }
+    auto [ids, weights] = lowerRouting(
+        op, rewriter, input, router, adaptor.getSelectionBias(),
+        adaptor.getTokenGroups(), adaptor.getResidual(), op.getRouting(),
+        op.getExpertIds().getType(), op.getWeights().getType());
     rewriter.replaceOp(op, {ids, weights});
+    return success();
+  }
+};
+} // namespace
+
+namespace {
+/// `moe.hash_route`: one thread per token looks its expert up in the table
+/// (or hashes its id: ((id * 2654435761) mod 2^32) mod E); an id or entry
+/// out of range gives expert -1 and weight 0, else weight 1.
+struct HashRouteOpLowering : public OpConversionPattern<HashRouteOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(HashRouteOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!unsupportedReason(op).empty())
+      return rewriter.notifyMatchFailure(op, "not supported");
+    Location loc = op.getLoc();
+    auto idsType = op.getExpertIds().getType();
+    auto weightsType = op.getWeights().getType();
+    Type ct = computeType(weightsType.getElementType());
+    int64_t numExperts = op.getNumExperts();
+    Host host{rewriter, loc};
+    Value tokenIdsBuf = host.buffer(adaptor.getTokenIds());
+    Value tableBuf = host.buffer(adaptor.getTable());
+    SmallVector<Value> dyn;
+    if (idsType.isDynamicDim(0))
+      dyn.push_back(memref::DimOp::create(rewriter, loc, tokenIdsBuf, 0));
+    Value idsBuf = host.alloc(bufferType(idsType), dyn);
+    Value weightsBuf = host.alloc(bufferType(weightsType), dyn);
+    SmallVector<Value> args =
+        present({tokenIdsBuf, tableBuf, idsBuf, weightsBuf});
+    Kernel kernel;
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      kernel = createKernel(rewriter, op, "moe_hash_route", typesOf(args), {},
+                            kThreads);
+      KernelBuilder b{rewriter, loc, ct};
+      auto it = kernel.args.begin();
+      Value tokenIds = *it++;
+      Value table = tableBuf ? *it++ : Value();
+      Value ids = *it++, weights = *it++;
+      Value c0 = b.idx(0);
+      Value t = b.add(b.mul(b.blockId(), b.idx(kThreads)), b.threadId());
+      b.ifThen(b.lt(t, b.dim(ids, 0)), [&] {
+        Value id = b.loadI(tokenIds, {t});
+        Value valid = b.cmpI(arith::CmpIPredicate::sge, id, c0);
+        Value expert;
+        if (table) {
+          valid = b.andI(valid, b.lt(id, b.dim(table, 0)));
+          auto lookup = scf::IfOp::create(
+              rewriter, loc, valid,
+              [&](OpBuilder &, Location) {
+                scf::YieldOp::create(rewriter, loc, b.loadI(table, {id}));
+              },
+              [&](OpBuilder &, Location) {
+                scf::YieldOp::create(rewriter, loc, b.idx(-1));
+              });
+          expert = lookup.getResult(0);
+        } else {
+          Type i64 = rewriter.getI64Type();
+          auto i64Const = [&](int64_t v) -> Value {
+            return arith::ConstantOp::create(rewriter, loc,
+                                             rewriter.getI64IntegerAttr(v));
+          };
+          Value h = arith::MulIOp::create(
+              rewriter, loc, arith::IndexCastOp::create(rewriter, loc, i64, id),
+              i64Const(2654435761));
+          h = arith::AndIOp::create(rewriter, loc, h, i64Const(0xFFFFFFFF));
+          h = arith::RemUIOp::create(rewriter, loc, h, i64Const(numExperts));
+          expert = arith::IndexCastOp::create(rewriter, loc,
+                                              rewriter.getIndexType(), h);
+        }
+        valid =
+            b.andI(valid, b.andI(b.cmpI(arith::CmpIPredicate::sge, expert, c0),
+                                 b.lt(expert, b.idx(numExperts))));
+        b.storeI(b.select(valid, expert, b.idx(-1)), ids, {t, c0});
+        b.storeF(b.select(valid, b.flt(1.0), b.flt(0.0)), weights, {t, c0});
+      });
+    }
+    KernelBuilder hb{rewriter, loc, ct};
+    host.launch(
+        kernel,
+        hb.ceilDiv(memref::DimOp::create(rewriter, loc, idsBuf, 0), kThreads),
+        hb.idx(1), kThreads, 1, args);
+    rewriter.replaceOp(op, {host.tensor(idsType, idsBuf),
+                            host.tensor(weightsType, weightsBuf)});
     return success();
   }
 };
@@ -1365,9 +1609,9 @@ struct CombineOpLowering : public OpConversionPattern<CombineOp> {
 //===----------------------------------------------------------------------===//
 
 void moe::populateMoEToGPUConversionPatterns(RewritePatternSet &patterns) {
-  patterns.add<GateOpLowering, RouteOpLowering, DispatchOpLowering,
-               ExpertsOpLowering, SharedExpertsOpLowering, CombineOpLowering>(
-      patterns.getContext());
+  patterns.add<GateOpLowering, RouteOpLowering, HashRouteOpLowering,
+               DispatchOpLowering, ExpertsOpLowering, SharedExpertsOpLowering,
+               CombineOpLowering>(patterns.getContext());
 }
 
 namespace {
@@ -1385,7 +1629,51 @@ struct ConvertMoEToGPUPass
     populateMoEToGPUConversionPatterns(patterns);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
+      return signalPassFailure();
+    if (failed(checkHostCode()))
       signalPassFailure();
+  }
+
+  /// Code left beside the kernel launches runs on the host, on buffers in
+  /// device memory that the host cannot read: computing on tensors there
+  /// (a linalg op, elementwise arith/math on tensors, reading an element)
+  /// would crash or read garbage at run time, so it is an error here, naming
+  /// the op. Ops whose results are dead (canonicalization removes them) and
+  /// constants are fine.
+  LogicalResult checkHostCode() {
+    auto isTensor = [](Type type) { return isa<RankedTensorType>(type); };
+    // What the conversion left dead (e.g. a router matmul folded into the
+    // routing kernel) goes first.
+    IRRewriter rewriter(&getContext());
+    (void)runRegionDCE(rewriter, getOperation()->getRegions());
+    WalkResult result = getOperation()->walk<WalkOrder::PreOrder>([&](Operation
+                                                                          *op) {
+      if (isa<gpu::GPUModuleOp>(op))
+        return WalkResult::skip();
+      auto func = op->getParentOfType<FunctionOpInterface>();
+      if (!func || func->getParentOfType<gpu::GPUModuleOp>())
+        return WalkResult::advance();
+      bool launches = false;
+      func->walk([&](gpu::LaunchFuncOp) { launches = true; });
+      if (!launches)
+        return WalkResult::advance();
+      if (isOpTriviallyDead(op) || op->hasTrait<OpTrait::ConstantLike>())
+        return WalkResult::advance();
+      bool computes =
+          isa<linalg::LinalgDialect>(op->getDialect()) ||
+          isa<tensor::ExtractOp>(op) ||
+          (isa<arith::ArithDialect, math::MathDialect>(op->getDialect()) &&
+           llvm::any_of(op->getOperandTypes(), isTensor));
+      if (!computes)
+        return WalkResult::advance();
+      op->emitOpError()
+          << "would run on the host, on tensors that live in GPU memory; "
+             "convert-moe-to-gpu lowers the moe ops (run moe-fuse-gating to "
+             "fold a router matmul into moe.gate) and keeps only shape "
+             "plumbing on the host";
+      return WalkResult::interrupt();
+    });
+    return failure(result.wasInterrupted());
   }
 };
 } // namespace

@@ -1,0 +1,49 @@
+// REQUIRES: ptxas
+// The routing variants' kernels (hash routing with and without a table,
+// token groups with a gating residual, expert choice with the router matmul
+// folded in), compiled to PTX for sm_80 and sm_90 and assembled by ptxas.
+// RUN: moe-translate --moe-to-ptx --ptx-chip=sm_80 %s -o %t.sm80.ptx
+// RUN: /usr/local/cuda/bin/ptxas -arch=sm_80 %t.sm80.ptx -o %t.sm80.cubin
+// RUN: moe-translate --moe-to-ptx --ptx-chip=sm_90 %s -o %t.sm90.ptx
+// RUN: /usr/local/cuda/bin/ptxas -arch=sm_90 %t.sm90.ptx -o %t.sm90.cubin
+// RUN: FileCheck %s < %t.sm80.ptx
+// RUN: FileCheck %s < %t.sm90.ptx
+
+// CHECK-NOT: .extern .func
+// CHECK-DAG: .entry moe_hash_route(
+// CHECK-DAG: .entry moe_hash_route_0(
+// CHECK-DAG: .entry moe_gate(
+// CHECK-DAG: .entry moe_gate_0(
+// CHECK-DAG: .entry moe_expert_choice(
+
+func.func @hash_table(%t: tensor<?xi32>, %table: tensor<40xi32>) -> (tensor<?x1xi32>, tensor<?x1xf32>) {
+  %i, %w = moe.hash_route %t table(%table : tensor<40xi32>) {num_experts = 5}
+      : tensor<?xi32> -> tensor<?x1xi32>, tensor<?x1xf32>
+  return %i, %w : tensor<?x1xi32>, tensor<?x1xf32>
+}
+
+func.func @hash_function(%t: tensor<?xi64>) -> (tensor<?x1xi32>, tensor<?x1xf16>) {
+  %i, %w = moe.hash_route %t {num_experts = 7}
+      : tensor<?xi64> -> tensor<?x1xi32>, tensor<?x1xf16>
+  return %i, %w : tensor<?x1xi32>, tensor<?x1xf16>
+}
+
+func.func @gate_groups_residual(%x: tensor<?x16xbf16>, %r: tensor<16x8xbf16>, %g: tensor<?xi32>,
+                                %p: tensor<?x8xbf16>) -> (tensor<?x2xi32>, tensor<?x2xbf16>) {
+  %i, %w = moe.gate %x, %r token_groups(%g : tensor<?xi32>) residual(%p : tensor<?x8xbf16>)
+      {routing = #moe.routing<k = 2, scoring = sigmoid, renormalize = true, expert_groups = [3, 5]>}
+      : (tensor<?x16xbf16>, tensor<16x8xbf16>) -> tensor<?x2xi32>, tensor<?x2xbf16>
+  return %i, %w : tensor<?x2xi32>, tensor<?x2xbf16>
+}
+
+func.func @expert_choice(%x: tensor<?x16xf32>, %r: tensor<16x8xf32>) -> (tensor<?x8xi32>, tensor<?x8xf32>) {
+  %c0 = arith.constant 0 : index
+  %zero = arith.constant 0.0 : f32
+  %t = tensor.dim %x, %c0 : tensor<?x16xf32>
+  %e = tensor.empty(%t) : tensor<?x8xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<?x8xf32>) -> tensor<?x8xf32>
+  %l = linalg.matmul ins(%x, %r : tensor<?x16xf32>, tensor<16x8xf32>) outs(%f : tensor<?x8xf32>) -> tensor<?x8xf32>
+  %i, %w = moe.route %l {routing = #moe.routing<k = 8, selection = expert_choice, capacity = 3, scoring = sigmoid, scale = 1.5>}
+      : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
+  return %i, %w : tensor<?x8xi32>, tensor<?x8xf32>
+}
