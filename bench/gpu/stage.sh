@@ -34,6 +34,8 @@ cases=(
 # Routing ops written out (test/Integration/CPU/Inputs/routing_ops.py), whose
 # host code is moe ops only: hash routing, token groups through moe.gate.
 routing=("hash-table --tokens 29" "hash-function --tokens 23" "groups-gate --tokens 45")
+# MoE++ zero, copy and constant experts beside SwiGLU ones (explicit_ops.py).
+explicit=("zero-computation --tokens 23" "zero-computation --tokens 300")
 n=0
 for arch in sm_80 sm_90; do
   for c in "${cases[@]}"; do
@@ -46,16 +48,18 @@ for arch in sm_80 sm_90; do
     rm -f "$d/model.mlir" "$d/inputs.args" "$d/model.h"
     echo "$arch $c" > "$d/what"
   done
-  for c in "${routing[@]}"; do
+  for c in "${routing[@]}" "${explicit[@]}"; do
     n=$((n + 1))
     # shellcheck disable=SC2086
     set -- $c
+    gen=test/Integration/CPU/Inputs/routing_ops.py
+    [[ $1 == zero-computation ]] && gen=test/Integration/CPU/Inputs/explicit_ops.py
     d=$dir/cases/$(printf '%02d' $n)-$arch-$1-${3}
-    $py "$repo/test/Integration/CPU/Inputs/routing_ops.py" gen "$d" "$@" > /dev/null
+    $py "$repo/$gen" gen "$d" "$@" > /dev/null
     "$bin/moe-compile" --target=cuda --gpu-arch=$arch "$d/model.mlir" -o "$d/model.so"
     rm -f "$d/model.mlir" "$d/inputs.args" "$d/model.h"
     echo "$arch $c" > "$d/what"
-    echo "test/Integration/CPU/Inputs/routing_ops.py" > "$d/checker"
+    echo "$gen" > "$d/checker"
   done
 done
 echo "stage.sh: $n numeric cases" >&2

@@ -373,10 +373,10 @@ static SmallVector<Type> typesOf(ArrayRef<Value> values) {
 static std::string unsupportedReason(Operation *op) {
   if (isa<LayerOp>(op))
     return "is not lowered by convert-moe-to-gpu; run moe-expand first";
-  if (isa<ZeroComputationExpertsOp, GenericExpertsOp, QuantizedExpertsOp>(op))
+  if (isa<GenericExpertsOp, QuantizedExpertsOp>(op))
     return "is not lowered by convert-moe-to-gpu yet";
   if (!isa<GateOp, RouteOp, DispatchOp, ExpertsOp, SharedExpertsOp, CombineOp,
-           HashRouteOp>(op))
+           HashRouteOp, ZeroComputationExpertsOp>(op))
     return "";
   for (Type type :
        llvm::concat<const Type>(op->getOperandTypes(), op->getResultTypes())) {
@@ -1541,6 +1541,152 @@ struct SharedExpertsOpLowering : public OpConversionPattern<SharedExpertsOp> {
 // Combine
 //===----------------------------------------------------------------------===//
 
+namespace {
+/// Zero, copy and constant experts (MoE++): one block per permuted row.
+/// The block finds the row's expert by walking the offsets of the op's
+/// experts (block-uniform, so the barriers of the constant kind are reached
+/// by every thread); rows of other experts and padding rows (token -1) are
+/// left as they are (`dest`'s rows, copied first). A constant expert's
+/// mixing coefficients softmax(x . Wc) come from a block reduction of the
+/// two dot products in workgroup memory.
+struct ZeroComputationExpertsOpLowering
+    : public OpConversionPattern<ZeroComputationExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(ZeroComputationExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!unsupportedReason(op).empty())
+      return rewriter.notifyMatchFailure(op, "not supported");
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    Value inputBuf = host.buffer(adaptor.getInput());
+    Value tokensBuf = host.buffer(adaptor.getTokenIndices());
+    Value offsetsBuf = host.buffer(adaptor.getExpertOffsets());
+    Value valuesBuf = host.buffer(adaptor.getValues());
+    Value mixBuf = host.buffer(adaptor.getMix());
+    auto resultType = op.getResult().getType();
+    Type ct = computeType(resultType.getElementType());
+    Value numRows = memref::DimOp::create(rewriter, loc, tokensBuf, 0);
+    SmallVector<Value> dyn;
+    if (resultType.isDynamicDim(0))
+      dyn.push_back(numRows);
+    Value outBuf = host.alloc(bufferType(resultType), dyn);
+    if (!adaptor.getDest().getDefiningOp<tensor::EmptyOp>())
+      gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, outBuf,
+                            host.buffer(adaptor.getDest()));
+    SmallVector<Value> args =
+        present({inputBuf, tokensBuf, offsetsBuf, valuesBuf, mixBuf, outBuf});
+    int64_t hidden = resultType.getDimSize(1);
+    int64_t firstExpert = op.getFirstExpert();
+    SmallVector<ZeroComputationKind> kinds;
+    for (Attribute attr : op.getKinds())
+      kinds.push_back(cast<ZeroComputationKindAttr>(attr).getValue());
+
+    Kernel kernel;
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      kernel = createKernel(rewriter, op, "moe_zero_computation_experts",
+                            typesOf(args), {workgroupType({2, kThreads}, ct)},
+                            kThreads);
+      KernelBuilder b{rewriter, loc, ct};
+      auto it = kernel.args.begin();
+      Value x = *it++, tokens = *it++, offsets = *it++;
+      Value values = valuesBuf ? *it++ : Value();
+      Value mix = mixBuf ? *it++ : Value();
+      Value out = *it++;
+      Value partial = kernel.workgroup[0];
+      Value c0 = b.idx(0), c1 = b.idx(1), cH = b.idx(hidden);
+      Value tid = b.threadId(), row = b.blockId();
+      // The row's expert among the op's, or -1.
+      Value local =
+          b.loop(c0, b.idx(kinds.size()), c1, b.idx(-1),
+                 [&](Value e, ValueRange found) {
+                   Value global = b.add(e, b.idx(firstExpert));
+                   Value start = b.loadI(offsets, {global});
+                   Value end = b.loadI(offsets, {b.add(global, c1)});
+                   Value mine =
+                       b.andI(b.cmpI(arith::CmpIPredicate::sge, row, start),
+                              b.lt(row, end));
+                   return SmallVector<Value>{b.select(mine, e, found[0])};
+                 })[0];
+      Value token = b.loadI(tokens, {row});
+      b.ifThen(
+          b.andI(b.cmpI(arith::CmpIPredicate::sge, local, c0),
+                 b.cmpI(arith::CmpIPredicate::sge, token, c0)),
+          [&] {
+            int64_t constantIndex = 0;
+            for (size_t i = 0; i < kinds.size(); ++i) {
+              ZeroComputationKind kind = kinds[i];
+              int64_t j =
+                  kind == ZeroComputationKind::Constant ? constantIndex++ : -1;
+              b.ifThen(b.cmpI(arith::CmpIPredicate::eq, local, b.idx(i)), [&] {
+                emitRow(b, kind, j, x, token, values, mix, partial, out, row,
+                        tid, cH);
+              });
+            }
+          });
+    }
+    KernelBuilder hb{rewriter, loc, ct};
+    host.launch(kernel, numRows, hb.idx(1), kThreads, 1, args);
+    rewriter.replaceOp(op, host.tensor(resultType, outBuf));
+    return success();
+  }
+
+  /// One row of a kind-`kind` expert (`j`: its index among the constant
+  /// experts).
+  static void emitRow(const KernelBuilder &b, ZeroComputationKind kind,
+                      int64_t j, Value x, Value token, Value values, Value mix,
+                      Value partial, Value out, Value row, Value tid,
+                      Value cH) {
+    Value step = b.idx(kThreads);
+    switch (kind) {
+    case ZeroComputationKind::Zero:
+      b.loop(tid, cH, step, [&](Value h) {
+        b.storeF(b.flt(0.0), out, {row, h});
+      });
+      return;
+    case ZeroComputationKind::Copy:
+      b.loop(tid, cH, step, [&](Value h) {
+        b.storeF(b.loadF(x, {token, h}), out, {row, h});
+      });
+      return;
+    case ZeroComputationKind::Constant:
+      break;
+    }
+    Value cj = b.idx(j), c0 = b.idx(0), c1 = b.idx(1);
+    SmallVector<Value> dots = b.loop(
+        tid, cH, step, {b.flt(0.0), b.flt(0.0)}, [&](Value h, ValueRange acc) {
+          Value xv = b.loadF(x, {token, h});
+          return SmallVector<Value>{
+              b.add(acc[0], b.mul(xv, b.loadF(mix, {cj, h, c0}))),
+              b.add(acc[1], b.mul(xv, b.loadF(mix, {cj, h, c1})))};
+        });
+    memref::StoreOp::create(b.b, b.loc, dots[0], partial, ValueRange{c0, tid});
+    memref::StoreOp::create(b.b, b.loc, dots[1], partial, ValueRange{c1, tid});
+    b.barrier();
+    // Every thread sums the partials in the same order: the same result.
+    SmallVector<Value> sums = b.loop(
+        c0, step, c1, {b.flt(0.0), b.flt(0.0)}, [&](Value i, ValueRange acc) {
+          Value p0 =
+              memref::LoadOp::create(b.b, b.loc, partial, ValueRange{c0, i});
+          Value p1 =
+              memref::LoadOp::create(b.b, b.loc, partial, ValueRange{c1, i});
+          return SmallVector<Value>{b.add(acc[0], p0), b.add(acc[1], p1)};
+        });
+    Value m = b.maxF(sums[0], sums[1]);
+    Value e0 = b.exp(b.sub(sums[0], m)), e1 = b.exp(b.sub(sums[1], m));
+    Value total = b.add(e0, e1);
+    Value a0 = b.div(e0, total), a1 = b.div(e1, total);
+    b.loop(tid, cH, step, [&](Value h) {
+      Value v = b.add(b.mul(a0, b.loadF(x, {token, h})),
+                      b.mul(a1, b.loadF(values, {cj, h})));
+      b.storeF(v, out, {row, h});
+    });
+  }
+};
+} // namespace
+
 /// One thread per output element: `addend + sum_i w[t,i] * rows[pos[t,i]]`
 /// in slot order, a per-token reduction without any scatter.
 struct CombineOpLowering : public OpConversionPattern<CombineOp> {
@@ -1611,7 +1757,8 @@ struct CombineOpLowering : public OpConversionPattern<CombineOp> {
 void moe::populateMoEToGPUConversionPatterns(RewritePatternSet &patterns) {
   patterns.add<GateOpLowering, RouteOpLowering, HashRouteOpLowering,
                DispatchOpLowering, ExpertsOpLowering, SharedExpertsOpLowering,
-               CombineOpLowering>(patterns.getContext());
+               ZeroComputationExpertsOpLowering, CombineOpLowering>(
+      patterns.getContext());
 }
 
 namespace {

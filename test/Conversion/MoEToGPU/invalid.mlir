@@ -11,17 +11,6 @@ func.func @layer(%x: tensor<?x64xf32>, %router: tensor<64x8xf32>,
 
 // -----
 
-func.func @zero_computation(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<3xi32>,
-                            %dest: tensor<?x64xf32>) -> tensor<?x64xf32> {
-  // expected-error @+1 {{'moe.zero_computation_experts' op is not lowered by convert-moe-to-gpu yet}}
-  %y = moe.zero_computation_experts %x, %tok, %off into %dest
-         {first_expert = 0, kinds = [#moe.zero_computation<zero>, #moe.zero_computation<copy>]}
-         : (tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
-  return %y : tensor<?x64xf32>
-}
-
-// -----
-
 func.func @generic(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<5xi32>,
                    %dest: tensor<?x64xf32>) -> tensor<?x64xf32> {
   // expected-error @+1 {{'moe.generic_experts' op is not lowered by convert-moe-to-gpu yet}}

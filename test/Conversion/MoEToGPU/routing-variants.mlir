@@ -90,3 +90,30 @@ func.func @expert_choice(%x: tensor<?x16xf32>, %r: tensor<16x8xf32>) -> (tensor<
       : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
   return %i, %w : tensor<?x8xi32>, tensor<?x8xf32>
 }
+
+// -----
+
+// Zero, copy and constant experts (MoE++): `dest` is copied, then one block
+// per row finds the row's expert among the op's and writes it; the constant
+// expert reduces its two mixing logits in workgroup memory.
+// CHECK-LABEL: func @zero_computation
+// CHECK: %[[OUT:.*]] = gpu.alloc (%{{.*}}) : memref<?x64xf32>
+// CHECK: gpu.memcpy %[[OUT]], %{{.*}} : memref<?x64xf32>, memref<?x64xf32>
+// CHECK: gpu.launch_func @moe_kernels::@moe_zero_computation_experts
+// CHECK-SAME: args(%{{.*}} : memref<?x64xf32>, %{{.*}} : memref<?xi32>, %{{.*}} : memref<6xi32>, %{{.*}} : memref<1x64xf32>, %{{.*}} : memref<1x64x2xf32>, %[[OUT]] : memref<?x64xf32>)
+// CHECK: gpu.func @moe_zero_computation_experts
+// CHECK-SAME: workgroup(%[[P:.*]] : memref<2x128xf32, #gpu.address_space<workgroup>>)
+// CHECK: scf.for
+// CHECK: memref.store %{{.*}}, %[[P]]
+// CHECK: gpu.barrier
+// CHECK: math.exp
+func.func @zero_computation(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<6xi32>,
+                            %dest: tensor<?x64xf32>, %v: tensor<1x64xf32>, %m: tensor<1x64x2xf32>)
+    -> tensor<?x64xf32> {
+  %y = moe.zero_computation_experts %x, %tok, %off into %dest
+         constants(%v, %m : tensor<1x64xf32>, tensor<1x64x2xf32>)
+         {first_expert = 2, kinds = [#moe.zero_computation<zero>, #moe.zero_computation<copy>,
+                                     #moe.zero_computation<constant>]}
+         : (tensor<?x64xf32>, tensor<?xi32>, tensor<6xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}

@@ -1,7 +1,7 @@
 // REQUIRES: ptxas
 // The routing variants' kernels (hash routing with and without a table,
 // token groups with a gating residual, expert choice with the router matmul
-// folded in), compiled to PTX for sm_80 and sm_90 and assembled by ptxas.
+// folded in) and the zero-computation experts of MoE++, compiled to PTX for sm_80 and sm_90 and assembled by ptxas.
 // RUN: moe-translate --moe-to-ptx --ptx-chip=sm_80 %s -o %t.sm80.ptx
 // RUN: /usr/local/cuda/bin/ptxas -arch=sm_80 %t.sm80.ptx -o %t.sm80.cubin
 // RUN: moe-translate --moe-to-ptx --ptx-chip=sm_90 %s -o %t.sm90.ptx
@@ -15,6 +15,7 @@
 // CHECK-DAG: .entry moe_gate(
 // CHECK-DAG: .entry moe_gate_0(
 // CHECK-DAG: .entry moe_expert_choice(
+// CHECK-DAG: .entry moe_zero_computation_experts(
 
 func.func @hash_table(%t: tensor<?xi32>, %table: tensor<40xi32>) -> (tensor<?x1xi32>, tensor<?x1xf32>) {
   %i, %w = moe.hash_route %t table(%table : tensor<40xi32>) {num_experts = 5}
@@ -46,4 +47,15 @@ func.func @expert_choice(%x: tensor<?x16xf32>, %r: tensor<16x8xf32>) -> (tensor<
   %i, %w = moe.route %l {routing = #moe.routing<k = 8, selection = expert_choice, capacity = 3, scoring = sigmoid, scale = 1.5>}
       : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>
   return %i, %w : tensor<?x8xi32>, tensor<?x8xf32>
+}
+
+func.func @zero_computation(%x: tensor<?x64xf16>, %tok: tensor<?xi32>, %off: tensor<7xi32>,
+                            %dest: tensor<?x64xf16>, %v: tensor<2x64xf16>, %m: tensor<2x64x2xf16>)
+    -> tensor<?x64xf16> {
+  %y = moe.zero_computation_experts %x, %tok, %off into %dest
+         constants(%v, %m : tensor<2x64xf16>, tensor<2x64x2xf16>)
+         {first_expert = 2, kinds = [#moe.zero_computation<zero>, #moe.zero_computation<constant>,
+                                     #moe.zero_computation<copy>, #moe.zero_computation<constant>]}
+         : (tensor<?x64xf16>, tensor<?xi32>, tensor<7xi32>, tensor<?x64xf16>) -> tensor<?x64xf16>
+  return %y : tensor<?x64xf16>
 }
