@@ -36,6 +36,9 @@ cases=(
 routing=("hash-table --tokens 29" "hash-function --tokens 23" "groups-gate --tokens 45")
 # MoE++ zero, copy and constant experts beside SwiGLU ones (explicit_ops.py).
 explicit=("zero-computation --tokens 23" "zero-computation --tokens 300")
+# Quantized experts (quantized_experts.py): int8, int4, and both in one model.
+quantized=("int8 --tokens 1" "int8 --tokens 21" "int4 --tokens 1" "int4 --tokens 16"
+  "mixed --tokens 11" "int8 --tokens 600")
 n=0
 for arch in sm_80 sm_90; do
   for c in "${cases[@]}"; do
@@ -48,12 +51,13 @@ for arch in sm_80 sm_90; do
     rm -f "$d/model.mlir" "$d/inputs.args" "$d/model.h"
     echo "$arch $c" > "$d/what"
   done
-  for c in "${routing[@]}" "${explicit[@]}"; do
+  for c in "${routing[@]}" "${explicit[@]}" "${quantized[@]}"; do
     n=$((n + 1))
     # shellcheck disable=SC2086
     set -- $c
     gen=test/Integration/CPU/Inputs/routing_ops.py
     [[ $1 == zero-computation ]] && gen=test/Integration/CPU/Inputs/explicit_ops.py
+    [[ $1 == int8 || $1 == int4 || $1 == mixed ]] && gen=test/Integration/CPU/Inputs/quantized_experts.py
     d=$dir/cases/$(printf '%02d' $n)-$arch-$1-${3}
     $py "$repo/$gen" gen "$d" "$@" > /dev/null
     "$bin/moe-compile" --target=cuda --gpu-arch=$arch "$d/model.mlir" -o "$d/model.so"

@@ -373,10 +373,16 @@ static SmallVector<Type> typesOf(ArrayRef<Value> values) {
 static std::string unsupportedReason(Operation *op) {
   if (isa<LayerOp>(op))
     return "is not lowered by convert-moe-to-gpu; run moe-expand first";
-  if (isa<GenericExpertsOp, QuantizedExpertsOp>(op))
+  if (isa<GenericExpertsOp>(op))
     return "is not lowered by convert-moe-to-gpu yet";
+  if (auto quantized = dyn_cast<QuantizedExpertsOp>(op);
+      quantized && !tensorType(quantized.getInput()).getElementType().isF32() &&
+      !tensorType(quantized.getInput()).getElementType().isF16() &&
+      !tensorType(quantized.getInput()).getElementType().isBF16())
+    return "with 64-bit activations is not lowered by convert-moe-to-gpu (the "
+           "quantized kernels reduce in 32-bit warp shuffles)";
   if (!isa<GateOp, RouteOp, DispatchOp, ExpertsOp, SharedExpertsOp, CombineOp,
-           HashRouteOp, ZeroComputationExpertsOp>(op))
+           HashRouteOp, ZeroComputationExpertsOp, QuantizedExpertsOp>(op))
     return "";
   for (Type type :
        llvm::concat<const Type>(op->getOperandTypes(), op->getResultTypes())) {
@@ -1541,6 +1547,262 @@ struct SharedExpertsOpLowering : public OpConversionPattern<SharedExpertsOp> {
 // Combine
 //===----------------------------------------------------------------------===//
 
+//===----------------------------------------------------------------------===//
+// Quantized experts: warp-per-output GEMV over the packed codes
+//===----------------------------------------------------------------------===//
+
+/// Rows of an expert computed together by the quantized kernels: each code
+/// read from memory is used for this many rows.
+static constexpr int64_t kQuantRows = 4;
+/// Warps per block of the quantized kernels (one output column each).
+static constexpr int64_t kQuantWarps = kThreads / 32;
+
+namespace {
+/// What one quantized GEMM kernel computes (see buildQuantizedKernel).
+struct QuantSpec {
+  bool first = true;
+  bool gated = false;
+  bool hasGateBias = false, hasBias = false;
+  int64_t bits = 8;
+  /// Output columns N, reduction K, and the reduction block of a scale
+  /// (gate/up and down may differ).
+  int64_t n = 0, k = 0, blockSize = 0;
+  int64_t firstExpert = 0;
+  ExpertAttr expert;
+};
+} // namespace
+
+/// Builds a quantized grouped GEMM for `moe.quantized_experts`, shaped for
+/// decode: grid x = the op's experts, grid y = output columns in groups of
+/// kQuantWarps; a warp computes one output column n of one expert for the
+/// expert's rows, kQuantRows at a time: its lanes stride over the packed
+/// codes of weight row n (output-row major, so a warp reads consecutive
+/// bytes), dequantize `s * (q - zp)` and accumulate, then a butterfly
+/// shuffle reduction gives every lane the sums and lane 0 writes them
+/// through the epilogue. Arguments: tokens, offsets, then first: input,
+/// [gate codes, gate scales], up codes, up scales, [gate bias], [up bias],
+/// hidden (f32); second: hidden, down codes, down scales, [down bias], out.
+static Kernel buildQuantizedKernel(RewriterBase &rewriter, Operation *op,
+                                   StringRef name, const QuantSpec &spec,
+                                   TypeRange argTypes, Type ct) {
+  Location loc = op->getLoc();
+  Kernel kernel = createKernel(rewriter, op, name, argTypes, {}, kThreads);
+  KernelBuilder b{rewriter, loc, ct};
+  auto it = kernel.args.begin();
+  Value tokens = *it++, offsets = *it++, a = *it++;
+  Value gateCodes, gateScales;
+  if (spec.first && spec.gated) {
+    gateCodes = *it++;
+    gateScales = *it++;
+  }
+  Value codes = *it++, scales = *it++;
+  Value gateBias = spec.first && spec.hasGateBias ? *it++ : Value();
+  Value bias = spec.hasBias ? *it++ : Value();
+  Value out = *it++;
+
+  OpBuilder &ob = b.b;
+  Type i32 = ob.getI32Type();
+  Value c0 = b.idx(0), c1 = b.idx(1);
+  Value expert = b.add(b.blockId(gpu::Dimension::x), b.idx(spec.firstExpert));
+  Value start = b.loadI(offsets, {expert});
+  Value end = b.loadI(offsets, {b.add(expert, c1)});
+  Value tid = b.threadId();
+  Value warp = b.div(tid, b.idx(32)), lane = b.rem(tid, b.idx(32));
+  Value n =
+      b.add(b.mul(b.blockId(gpu::Dimension::y), b.idx(kQuantWarps)), warp);
+  int64_t zeroPoint = int64_t(1) << (spec.bits - 1);
+  int64_t codeBytes = spec.bits == 4 ? spec.k / 2 : spec.k;
+  Value numRows = b.dim(tokens, 0);
+
+  // The centered, scaled weight of reduction index k (from `byte`).
+  auto weightOf = [&](Value codesMem, Value scalesMem, Value byteVal,
+                      bool highNibble, Value k) {
+    Value v = arith::ExtUIOp::create(ob, loc, i32, byteVal);
+    if (spec.bits == 4) {
+      auto i32Const = [&](int64_t c) -> Value {
+        return arith::ConstantOp::create(ob, loc, ob.getI32IntegerAttr(c));
+      };
+      if (highNibble)
+        v = arith::ShRUIOp::create(ob, loc, v, i32Const(4));
+      else
+        v = arith::AndIOp::create(ob, loc, v, i32Const(0xF));
+    }
+    Value centered = arith::SubIOp::create(
+        ob, loc, v,
+        arith::ConstantOp::create(ob, loc, ob.getI32IntegerAttr(zeroPoint)));
+    Value w = arith::SIToFPOp::create(ob, loc, ct, centered);
+    Value scale =
+        b.loadF(scalesMem, {expert, n, b.div(k, b.idx(spec.blockSize))});
+    return b.mul(w, scale);
+  };
+
+  b.ifThen(b.lt(n, b.idx(spec.n)), [&] {
+    b.loop(start, end, b.idx(kQuantRows), [&](Value r0) {
+      // The rows of this group, their tokens and whether they hold one.
+      SmallVector<Value> rows, srcRows, valid;
+      for (int64_t i = 0; i < kQuantRows; ++i) {
+        Value row = b.add(r0, b.idx(i));
+        Value inRange = b.lt(row, end);
+        Value clamped = b.minI(row, b.sub(numRows, c1));
+        Value token = b.loadI(tokens, {clamped});
+        Value has =
+            b.andI(inRange, b.cmpI(arith::CmpIPredicate::sge, token, c0));
+        rows.push_back(row);
+        // The first GEMM reads the token's input row, the second the
+        // hidden row itself.
+        srcRows.push_back(spec.first ? b.maxI(token, c0) : clamped);
+        valid.push_back(spec.first ? has : inRange);
+      }
+      int64_t numAcc = kQuantRows * (gateCodes ? 2 : 1);
+      SmallVector<Value> inits(numAcc, b.flt(0.0));
+      SmallVector<Value> acc = b.loop(
+          lane, b.idx(codeBytes), b.idx(32), inits,
+          [&](Value kb, ValueRange accs) {
+            SmallVector<Value> next(accs.begin(), accs.end());
+            Value byteU = memref::LoadOp::create(ob, loc, codes,
+                                                 ValueRange{expert, n, kb});
+            Value byteG;
+            if (gateCodes)
+              byteG = memref::LoadOp::create(ob, loc, gateCodes,
+                                             ValueRange{expert, n, kb});
+            int64_t perByte = spec.bits == 4 ? 2 : 1;
+            for (int64_t half = 0; half < perByte; ++half) {
+              Value k =
+                  spec.bits == 4 ? b.add(b.mul(kb, b.idx(2)), b.idx(half)) : kb;
+              Value wU = weightOf(codes, scales, byteU, half == 1, k);
+              Value wG = gateCodes ? weightOf(gateCodes, gateScales, byteG,
+                                              half == 1, k)
+                                   : Value();
+              for (int64_t i = 0; i < kQuantRows; ++i) {
+                // Rows past the expert's read a valid row and are dropped.
+                Value xv = b.loadF(a, {srcRows[i], k});
+                next[i] = b.add(next[i], b.mul(xv, wU));
+                if (wG)
+                  next[kQuantRows + i] =
+                      b.add(next[kQuantRows + i], b.mul(xv, wG));
+              }
+            }
+            return next;
+          });
+      // Butterfly reduction: every lane ends with the full sums.
+      for (Value &v : acc)
+        for (int64_t offset = 16; offset >= 1; offset /= 2)
+          v = b.add(v, gpu::ShuffleOp::create(
+                           ob, loc, v,
+                           arith::ConstantOp::create(
+                               ob, loc, ob.getI32IntegerAttr(offset)),
+                           arith::ConstantOp::create(ob, loc,
+                                                     ob.getI32IntegerAttr(32)),
+                           gpu::ShuffleMode::XOR)
+                           .getShuffleResult());
+      b.ifThen(b.cmpI(arith::CmpIPredicate::eq, lane, c0), [&] {
+        for (int64_t i = 0; i < kQuantRows; ++i) {
+          b.ifThen(valid[i], [&] {
+            Value y = acc[i];
+            if (bias)
+              y = b.add(y, b.loadF(bias, {expert, n}));
+            if (spec.first) {
+              Value g;
+              if (gateCodes) {
+                g = acc[kQuantRows + i];
+                if (gateBias)
+                  g = b.add(g, b.loadF(gateBias, {expert, n}));
+              }
+              y = buildExpertHidden(ob, loc, spec.expert, g, y);
+            }
+            b.storeF(y, out, {rows[i], n});
+          });
+        }
+      });
+    });
+  });
+  return kernel;
+}
+
+namespace {
+/// `moe.quantized_experts`: the two quantized GEMMs through an f32 buffer of
+/// hidden rows, as `moe.experts`; rows of other experts pass through from
+/// `dest`.
+struct QuantizedExpertsOpLowering
+    : public OpConversionPattern<QuantizedExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(QuantizedExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (!unsupportedReason(op).empty())
+      return rewriter.notifyMatchFailure(op, "not supported");
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    Value inputBuf = host.buffer(adaptor.getInput());
+    Value tokensBuf = host.buffer(adaptor.getTokenIndices());
+    Value offsetsBuf = host.buffer(adaptor.getExpertOffsets());
+    auto resultType = op.getResult().getType();
+    Type ct = computeType(resultType.getElementType());
+    Value numRows = memref::DimOp::create(rewriter, loc, tokensBuf, 0);
+    SmallVector<Value> dyn;
+    if (resultType.isDynamicDim(0))
+      dyn.push_back(numRows);
+    Value outBuf = host.alloc(bufferType(resultType), dyn);
+    if (!adaptor.getDest().getDefiningOp<tensor::EmptyOp>())
+      gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, outBuf,
+                            host.buffer(adaptor.getDest()));
+
+    auto upType = tensorType(adaptor.getUp());
+    auto upScalesType = tensorType(adaptor.getUpScales());
+    auto downScalesType = tensorType(adaptor.getDownScales());
+    int64_t ffn = upType.getDimSize(1);
+    int64_t hidden = resultType.getDimSize(1);
+    QuantSpec spec;
+    spec.gated = op.getExpert().isGated();
+    spec.bits = op.getBits();
+    spec.firstExpert = op.getFirstExpert();
+    spec.expert = op.getExpert();
+    Value hiddenBuf =
+        host.alloc(MemRefType::get({ShapedType::kDynamic, ffn}, ct), numRows);
+    SmallVector<Value> firstArgs = present(
+        {tokensBuf, offsetsBuf, inputBuf, host.buffer(adaptor.getGate()),
+         host.buffer(adaptor.getGateScales()), host.buffer(adaptor.getUp()),
+         host.buffer(adaptor.getUpScales()), host.buffer(adaptor.getGateBias()),
+         host.buffer(adaptor.getUpBias()), hiddenBuf});
+    SmallVector<Value> secondArgs = present(
+        {tokensBuf, offsetsBuf, hiddenBuf, host.buffer(adaptor.getDown()),
+         host.buffer(adaptor.getDownScales()),
+         host.buffer(adaptor.getDownBias()), outBuf});
+    Kernel first, second;
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      spec.first = true;
+      spec.hasGateBias = adaptor.getGateBias() != nullptr;
+      spec.hasBias = adaptor.getUpBias() != nullptr;
+      spec.n = ffn;
+      spec.k = hidden;
+      spec.blockSize = hidden / upScalesType.getDimSize(2);
+      first = buildQuantizedKernel(rewriter, op, "moe_quantized_up", spec,
+                                   typesOf(firstArgs), ct);
+      spec.first = false;
+      spec.hasGateBias = false;
+      spec.hasBias = adaptor.getDownBias() != nullptr;
+      spec.n = hidden;
+      spec.k = ffn;
+      spec.blockSize = ffn / downScalesType.getDimSize(2);
+      second = buildQuantizedKernel(rewriter, op, "moe_quantized_down", spec,
+                                    typesOf(secondArgs), ct);
+    }
+    KernelBuilder hb{rewriter, loc, ct};
+    Value experts = hb.idx(op.getNumExperts());
+    host.launch(first, experts, hb.idx((ffn + kQuantWarps - 1) / kQuantWarps),
+                kThreads, 1, firstArgs);
+    host.launch(second, experts,
+                hb.idx((hidden + kQuantWarps - 1) / kQuantWarps), kThreads, 1,
+                secondArgs);
+    host.dealloc(hiddenBuf);
+    rewriter.replaceOp(op, host.tensor(resultType, outBuf));
+    return success();
+  }
+};
+} // namespace
+
 namespace {
 /// Zero, copy and constant experts (MoE++): one block per permuted row.
 /// The block finds the row's expert by walking the offsets of the op's
@@ -1757,8 +2019,8 @@ struct CombineOpLowering : public OpConversionPattern<CombineOp> {
 void moe::populateMoEToGPUConversionPatterns(RewritePatternSet &patterns) {
   patterns.add<GateOpLowering, RouteOpLowering, HashRouteOpLowering,
                DispatchOpLowering, ExpertsOpLowering, SharedExpertsOpLowering,
-               ZeroComputationExpertsOpLowering, CombineOpLowering>(
-      patterns.getContext());
+               ZeroComputationExpertsOpLowering, QuantizedExpertsOpLowering,
+               CombineOpLowering>(patterns.getContext());
 }
 
 namespace {

@@ -58,17 +58,3 @@ func.func @host_compute(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>) -> (tensor<?
       : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
   return %w, %l : tensor<?x2xf32>, tensor<?x8xf32>
 }
-
-// -----
-
-func.func @quantized(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<5xi32>,
-    %dest: tensor<?x64xf32>, %u: tensor<4x32x64xi8>, %us: tensor<4x32x1xf32>,
-    %d: tensor<4x64x32xi8>, %ds: tensor<4x64x1xf32>) -> tensor<?x64xf32> {
-  // expected-error @+1 {{'moe.quantized_experts' op is not lowered by convert-moe-to-gpu yet}}
-  %r = moe.quantized_experts %x, %tok, %off into %dest
-      up(%u, %us : tensor<4x32x64xi8>, tensor<4x32x1xf32>)
-      down(%d, %ds : tensor<4x64x32xi8>, tensor<4x64x1xf32>)
-      {bits = 8, expert = #moe.expert<ffn, relu>}
-      : (tensor<?x64xf32>, tensor<?xi32>, tensor<5xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
-  return %r : tensor<?x64xf32>
-}

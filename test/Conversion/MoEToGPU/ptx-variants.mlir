@@ -1,7 +1,8 @@
 // REQUIRES: ptxas
-// The routing variants' kernels (hash routing with and without a table,
-// token groups with a gating residual, expert choice with the router matmul
-// folded in) and the zero-computation experts of MoE++, compiled to PTX for sm_80 and sm_90 and assembled by ptxas.
+// The kernels of the variants (hash routing with and without a table, token
+// groups with a gating residual, expert choice with the router matmul folded
+// in, the zero-computation experts of MoE++, int8 experts with bf16
+// activations), compiled to PTX for sm_80 and sm_90 and assembled by ptxas.
 // RUN: moe-translate --moe-to-ptx --ptx-chip=sm_80 %s -o %t.sm80.ptx
 // RUN: /usr/local/cuda/bin/ptxas -arch=sm_80 %t.sm80.ptx -o %t.sm80.cubin
 // RUN: moe-translate --moe-to-ptx --ptx-chip=sm_90 %s -o %t.sm90.ptx
@@ -16,6 +17,8 @@
 // CHECK-DAG: .entry moe_gate_0(
 // CHECK-DAG: .entry moe_expert_choice(
 // CHECK-DAG: .entry moe_zero_computation_experts(
+// CHECK-DAG: .entry moe_quantized_up(
+// CHECK-DAG: .entry moe_quantized_down(
 
 func.func @hash_table(%t: tensor<?xi32>, %table: tensor<40xi32>) -> (tensor<?x1xi32>, tensor<?x1xf32>) {
   %i, %w = moe.hash_route %t table(%table : tensor<40xi32>) {num_experts = 5}
@@ -58,4 +61,17 @@ func.func @zero_computation(%x: tensor<?x64xf16>, %tok: tensor<?xi32>, %off: ten
                                      #moe.zero_computation<copy>, #moe.zero_computation<constant>]}
          : (tensor<?x64xf16>, tensor<?xi32>, tensor<7xi32>, tensor<?x64xf16>) -> tensor<?x64xf16>
   return %y : tensor<?x64xf16>
+}
+
+func.func @quantized(%x: tensor<?x64xbf16>, %tok: tensor<?xi32>, %off: tensor<9xi32>, %init: tensor<?x64xbf16>,
+                     %qu: tensor<8x128x64xi8>, %su: tensor<8x128x2xbf16>,
+                     %qd: tensor<8x64x128xi8>, %sd: tensor<8x64x1xbf16>, %bd: tensor<8x64xbf16>)
+    -> tensor<?x64xbf16> {
+  %y = moe.quantized_experts %x, %tok, %off into %init
+         up(%qu, %su : tensor<8x128x64xi8>, tensor<8x128x2xbf16>)
+         down(%qd, %sd : tensor<8x64x128xi8>, tensor<8x64x1xbf16>)
+         down_bias(%bd : tensor<8x64xbf16>)
+         {bits = 8, expert = #moe.expert<ffn, gelu>}
+         : (tensor<?x64xbf16>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xbf16>) -> tensor<?x64xbf16>
+  return %y : tensor<?x64xbf16>
 }

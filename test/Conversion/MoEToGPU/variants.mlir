@@ -117,3 +117,36 @@ func.func @zero_computation(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: ten
          : (tensor<?x64xf32>, tensor<?xi32>, tensor<6xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>
 }
+
+// -----
+
+// Quantized experts (int4, blocks of 16): one warp per output column and
+// expert, lanes striding over the packed codes, low nibble first, centered
+// by the zero point 8 and scaled per block; a shuffle reduction; the gated
+// epilogue on lane 0.
+// CHECK-LABEL: func @quantized
+// CHECK: %[[H:.*]] = gpu.alloc (%{{.*}}) : memref<?x128xf32>
+// CHECK: gpu.launch_func @moe_kernels::@moe_quantized_up blocks in (%{{.*}}, %{{.*}}, %{{.*}})
+// CHECK: gpu.launch_func @moe_kernels::@moe_quantized_down
+// CHECK: gpu.dealloc %[[H]]
+// CHECK: gpu.func @moe_quantized_up
+// CHECK: memref.load %{{.*}} : memref<8x128x32xi8>
+// CHECK: arith.extui %{{.*}} : i8 to i32
+// CHECK-DAG: arith.andi %{{.*}}, %c15_i32
+// CHECK-DAG: arith.shrui %{{.*}}, %c4_i32
+// CHECK: arith.subi %{{.*}}, %c8_i32
+// CHECK: gpu.shuffle  xor
+// CHECK: math.exp
+// CHECK: gpu.func @moe_quantized_down
+func.func @quantized(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<9xi32>, %init: tensor<?x64xf32>,
+                     %qg: tensor<8x128x32xi8>, %sg: tensor<8x128x4xf32>, %qu: tensor<8x128x32xi8>,
+                     %su: tensor<8x128x4xf32>, %qd: tensor<8x64x64xi8>, %sd: tensor<8x64x8xf32>)
+    -> tensor<?x64xf32> {
+  %y = moe.quantized_experts %x, %tok, %off into %init
+         gate(%qg, %sg : tensor<8x128x32xi8>, tensor<8x128x4xf32>)
+         up(%qu, %su : tensor<8x128x32xi8>, tensor<8x128x4xf32>)
+         down(%qd, %sd : tensor<8x64x64xi8>, tensor<8x64x8xf32>)
+         {bits = 4, expert = #moe.expert<gated, silu>}
+         : (tensor<?x64xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
