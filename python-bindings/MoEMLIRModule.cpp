@@ -215,7 +215,8 @@ py::tuple compileModel(py::object source, bool isBuffer,
                        const std::string &runtimeLibrary, bool remarks,
                        const std::string &expertBudget,
                        const std::string &placementProfile,
-                       int64_t prefetchDepth, bool instrumentRouting) {
+                       int64_t prefetchDepth, bool instrumentRouting,
+                       const std::string &gpuArch) {
   CompileRequest request;
   request.isBuffer = isBuffer;
   request.source =
@@ -229,7 +230,8 @@ py::tuple compileModel(py::object source, bool isBuffer,
     std::optional<moe::EmitKind> kind = moe::parseEmitKind(emit);
     if (!kind)
       throw py::value_error("unknown emit '" + emit +
-                            "'; expected input, mlir, llvm, obj, lib or exe");
+                            "'; expected input, mlir, llvm, obj, lib, exe or "
+                            "ptx");
     request.options.emit = *kind;
     request.options.outputPath = output;
   }
@@ -252,6 +254,11 @@ py::tuple compileModel(py::object source, bool isBuffer,
   request.options.placementProfile = placementProfile;
   request.options.prefetchDepth = prefetchDepth;
   request.options.instrumentRouting = instrumentRouting;
+  if (!gpuArch.empty()) {
+    if (target != "cuda")
+      throw py::value_error("gpu_arch needs target=\"cuda\"");
+    request.options.gpuArch = gpuArch;
+  }
 
   CompileOutcome outcome;
   {
@@ -530,6 +537,8 @@ public:
     check(moe_model_write_profile(model, path.c_str()));
   }
 
+  double deviceMs() const { return moe_model_last_device_ms(model); }
+
 private:
   moe_model_t *model = nullptr;
 };
@@ -544,7 +553,7 @@ PYBIND11_MODULE(_moe_mlir, m) {
         py::arg("cpu"), py::arg("weight_threshold"), py::arg("linker"),
         py::arg("runtime_lib"), py::arg("remarks"), py::arg("expert_budget"),
         py::arg("placement_profile"), py::arg("prefetch_depth"),
-        py::arg("instrument_routing"));
+        py::arg("instrument_routing"), py::arg("gpu_arch"));
   m.def(
       "parse_expert_budget",
       [](const std::string &text) -> py::object {
@@ -564,6 +573,7 @@ PYBIND11_MODULE(_moe_mlir, m) {
       .def("run", &Model::run)
       .def("stats", &Model::stats)
       .def("reset_stats", &Model::resetStats)
+      .def("device_ms", &Model::deviceMs)
       .def("configure_cache", &Model::configureCache)
       .def("write_profile", &Model::writeProfile);
 }

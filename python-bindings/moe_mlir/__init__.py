@@ -29,8 +29,9 @@ dtype: the numpy dtype used for it (bf16 is raw bits in uint16, i1 is bool);
 shape: a tuple of extents, None where dynamic (every extent of an output is
 None: the signature records only its rank)."""
 
-_EMITS = ("input", "mlir", "llvm", "obj", "lib", "exe")
-_SUFFIX = {"mlir": ".llvm.mlir", "llvm": ".ll", "obj": ".o", "lib": ".so", "exe": ""}
+_EMITS = ("input", "mlir", "llvm", "obj", "lib", "exe", "ptx")
+_SUFFIX = {"mlir": ".llvm.mlir", "llvm": ".ll", "obj": ".o", "lib": ".so", "exe": "",
+           "ptx": ".ptx"}
 
 
 class CompiledModel:
@@ -92,6 +93,13 @@ class CompiledModel:
         """Zeroes the expert cache's counters."""
         self._model.reset_stats()
 
+    def device_ms(self):
+        """The GPU time in milliseconds of the last successful run of a
+        model compiled with ``target="cuda"`` (its kernels, without copying
+        the inputs and results), or None for a CPU model or before a run."""
+        ms = self._model.device_ms()
+        return None if ms < 0 else ms
+
     def configure_cache(self, budget=None, mode="prefetch"):
         """Rebuilds the expert cache of a model compiled with
         ``expert_budget``: ``budget`` in bytes (int), as a string ("512M",
@@ -136,13 +144,15 @@ def load(path, weights=None):
 def compile(source, target="cpu", emit="lib", output=None, *, format=None,
             entry=None, cpu="native", weight_threshold=64, linker=None,
             runtime_lib=None, remarks=False, expert_budget=None,
-            placement_profile=None, prefetch_depth=1, instrument_routing=False):
+            placement_profile=None, prefetch_depth=1, instrument_routing=False,
+            gpu_arch=None):
     """Compiles a model with the moe-compile driver.
 
     source: a path (str or os.PathLike) to a ``.mlir`` or ``.onnx`` model,
         or the model itself as bytes (MLIR text or a serialized ONNX
         ModelProto).
-    target: only "cpu".
+    target: "cpu" or "cuda" (docs/CUDA.md: the library loads anywhere, and
+        running it needs an NVIDIA driver and GPU, else ModelError).
     emit: what to produce:
         "lib" (default): a shared library, loaded; returns a CompiledModel.
         "input": the module as parsed (for ONNX: as imported and raised),
@@ -152,6 +162,7 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
         "llvm": the LLVM IR, before LLVM's optimizations; returns its text.
         "obj", "exe": an object file or a standalone executable written to
             ``output`` (required); returns ``output``.
+        "ptx" (target "cuda"): the kernels' PTX; returns its text.
     output: the main output path (side files, ``.weights`` and ``.h``, go
         next to it). None writes into a temporary directory: for "lib" it
         lives as long as the returned CompiledModel, for text it is removed
@@ -167,6 +178,7 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
         cache (docs/ExpertCache.md). None keeps every expert resident.
     placement_profile, prefetch_depth, instrument_routing: moe-compile's
         --placement-profile, --prefetch-depth and --instrument-routing.
+    gpu_arch: moe-compile's --gpu-arch ("sm_80" or "sm_90"; target "cuda").
 
     Raises CompileError with the compiler's diagnostics.
     """
@@ -204,12 +216,12 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
             entry or "", cpu, int(weight_threshold), linker or "", runtime_lib or "",
             bool(remarks), "" if expert_budget is None else str(expert_budget),
             "" if placement_profile is None else os.fspath(placement_profile),
-            int(prefetch_depth), bool(instrument_routing))
+            int(prefetch_depth), bool(instrument_routing), gpu_arch or "")
         for diagnostic in others:
             warnings.warn(diagnostic, CompileWarning, stacklevel=2)
         if emit == "input":
             return text
-        if emit in ("mlir", "llvm"):
+        if emit in ("mlir", "llvm", "ptx"):
             with open(output, encoding="utf-8") as f:
                 return f.read()
         if emit == "lib":

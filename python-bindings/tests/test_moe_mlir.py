@@ -148,6 +148,7 @@ def test_signature_and_specs(model):
     (y,) = model.outputs
     assert (y.name, y.element_type, y.dtype, y.shape) == ("y", "f32", np.float32, (None, None))
     assert model.stats() == {}  # no expert cache
+    assert model.device_ms() is None  # a CPU model
     assert "x: f32[?x%d]" % H in repr(model)
 
 
@@ -281,6 +282,23 @@ def test_bad_ir_file(tmp_path):
     with pytest.raises(moe_mlir.CompileError) as info:
         moe_mlir.compile(str(path))
     assert str(info.value).startswith("%s:3:3: error:" % path)
+
+
+def test_cuda_target_without_a_driver(layer, tmp_path, monkeypatch):
+    # The driver is looked up once per process, at the first CUDA library
+    # loaded: point it at nothing, so this holds on machines with a GPU too.
+    monkeypatch.setenv("MOE_CUDA_DRIVER", "/nonexistent/libcuda.so.1")
+    ptx = moe_mlir.compile(layer.text.encode(), target="cuda", emit="ptx", gpu_arch="sm_90")
+    assert ".target sm_90" in ptx and ".entry moe_gate(" in ptx
+    cuda = moe_mlir.compile(layer.text.encode(), target="cuda", output=tmp_path / "m.so")
+    assert cuda.signature.startswith("moe-model 1\ninput x f32 ?x%d\n" % H)
+    with pytest.raises(moe_mlir.ModelError, match="no CUDA driver found"):
+        cuda.run(layer.input(3))
+    assert cuda.device_ms() is None
+    with pytest.raises(ValueError, match="gpu_arch needs target"):
+        moe_mlir.compile(layer.text.encode(), gpu_arch="sm_90")
+    with pytest.raises(moe_mlir.CompileError, match="unsupported --gpu-arch='sm_70'"):
+        moe_mlir.compile(layer.text.encode(), target="cuda", gpu_arch="sm_70")
 
 
 def test_compile_rejects_model(layer):
