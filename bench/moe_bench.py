@@ -319,28 +319,8 @@ def run_torch(cfg, prep, tokens, threads, min_time):
         shared = [torch.from_numpy(np.ascontiguousarray(np.asarray(w[n]).T))
                   for n in ("shared_gate", "shared_up", "shared_down")]
 
-    def layer(hidden_states):
-        # transformers' MixtralSparseMoeBlock.forward (router, softmax, topk, renormalize,
-        # one_hot mask, per-expert torch.where, index_add_), plus a DeepSeek-style shared MLP.
-        router_logits = Fn.linear(hidden_states, router)
-        routing_weights = Fn.softmax(router_logits, dim=1, dtype=torch.float)
-        routing_weights, selected_experts = torch.topk(routing_weights, k, dim=-1)
-        routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
-        final = torch.zeros_like(hidden_states)
-        expert_mask = Fn.one_hot(selected_experts, num_classes=E).permute(2, 1, 0)
-        expert_hit = torch.greater(expert_mask.sum(dim=(-1, -2)), 0).nonzero()
-        for expert_idx in expert_hit:
-            e = int(expert_idx)
-            idx, top_x = torch.where(expert_mask[e])
-            current = hidden_states[top_x]
-            h = Fn.silu(Fn.linear(current, w1[e])) * Fn.linear(current, w3[e])
-            out = Fn.linear(h, w2[e]) * routing_weights[top_x, idx, None]
-            final.index_add_(0, top_x, out)
-        if shared is not None:
-            g, u, d = shared
-            final = final + Fn.linear(Fn.silu(Fn.linear(hidden_states, g))
-                                      * Fn.linear(hidden_states, u), d)
-        return final
+    from hf_loop import mixtral_block
+    layer = mixtral_block(torch, router, w1, w3, w2, k, shared)
 
     res = {}
     with torch.inference_mode():

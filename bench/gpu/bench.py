@@ -132,38 +132,15 @@ def reference(torch, w, x, k):
 
 
 def torch_layer(torch, w, k, E):
-    """transformers' MixtralSparseMoeBlock.forward (nn.Linear weights [out, in]), plus a
-    DeepSeek-style shared MLP."""
-    Fn = torch.nn.functional
-    router = w["router"].t().contiguous()
-    w1 = [w["gate"][e].t().contiguous() for e in range(E)]
-    w3 = [w["up"][e].t().contiguous() for e in range(E)]
-    w2 = [w["down"][e].t().contiguous() for e in range(E)]
-    shared = ([w[n].t().contiguous() for n in ("shared_gate", "shared_up", "shared_down")]
-              if "shared_gate" in w else None)
-
-    def layer(hidden_states):
-        router_logits = Fn.linear(hidden_states, router)
-        routing_weights = Fn.softmax(router_logits, dim=1, dtype=torch.float)
-        routing_weights, selected_experts = torch.topk(routing_weights, k, dim=-1)
-        routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
-        routing_weights = routing_weights.to(hidden_states.dtype)
-        final = torch.zeros_like(hidden_states)
-        expert_mask = Fn.one_hot(selected_experts, num_classes=E).permute(2, 1, 0)
-        expert_hit = torch.greater(expert_mask.sum(dim=(-1, -2)), 0).nonzero()
-        for expert_idx in expert_hit:
-            e = int(expert_idx)
-            idx, top_x = torch.where(expert_mask[e])
-            current = hidden_states[top_x]
-            h = Fn.silu(Fn.linear(current, w1[e])) * Fn.linear(current, w3[e])
-            out = Fn.linear(h, w2[e]) * routing_weights[top_x, idx, None]
-            final.index_add_(0, top_x, out)
-        if shared is not None:
-            g, u, d = shared
-            final = final + Fn.linear(Fn.silu(Fn.linear(hidden_states, g))
-                                      * Fn.linear(hidden_states, u), d)
-        return final
-    return layer
+    """bench/hf_loop.py's transformers-loop layer on these weights (nn.Linear layout)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from hf_loop import mixtral_block
+    t = [w[n].t().contiguous() for n in ("shared_gate", "shared_up", "shared_down")
+         if n in w]
+    return mixtral_block(torch, w["router"].t().contiguous(),
+                         [w["gate"][e].t().contiguous() for e in range(E)],
+                         [w["up"][e].t().contiguous() for e in range(E)],
+                         [w["down"][e].t().contiguous() for e in range(E)], k, t or None)
 
 
 def sync(torch):
@@ -191,39 +168,28 @@ def time_torch(torch, fn, min_time=0.3):
 
 
 def ceilings(torch):
+    def rate(fn, warm, reps):
+        """Calls per second of fn after `warm` untimed calls."""
+        for _ in range(warm):
+            fn()
+        sync(torch)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync(torch)
+        return reps / (time.perf_counter() - t0)
+
     a = torch.empty(1 << 28 if DEV == "cuda" else 1 << 20, dtype=torch.float32, device=DEV)
     b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    sync(torch)
-    t0 = time.perf_counter()
-    for _ in range(20):
-        b.copy_(a)
-    sync(torch)
-    bw = 2 * a.numel() * 4 * 20 / (time.perf_counter() - t0) / 1e9
+    bw = 2 * a.numel() * 4 * rate(lambda: b.copy_(a), 3, 20) / 1e9
     del a, b
     n = 8192 if DEV == "cuda" else 256
     half = torch.float16 if DEV == "cuda" else torch.float32
     m1 = torch.randn(n, n, device=DEV, dtype=half)
     m2 = torch.randn(n, n, device=DEV, dtype=half)
-    for _ in range(3):
-        m1 @ m2
-    sync(torch)
-    t0 = time.perf_counter()
-    for _ in range(10):
-        m1 @ m2
-    sync(torch)
-    tflops = 2 * n ** 3 * 10 / (time.perf_counter() - t0) / 1e12
-    m1 = m1.float()
-    m2 = m2.float()
-    for _ in range(2):
-        m1 @ m2
-    sync(torch)
-    t0 = time.perf_counter()
-    for _ in range(5):
-        m1 @ m2
-    sync(torch)
-    tflops32 = 2 * n ** 3 * 5 / (time.perf_counter() - t0) / 1e12
+    tflops = 2 * n ** 3 * rate(lambda: m1 @ m2, 3, 10) / 1e12
+    m1, m2 = m1.float(), m2.float()
+    tflops32 = 2 * n ** 3 * rate(lambda: m1 @ m2, 2, 5) / 1e12
     return dict(copy_GBps=bw, f16_mm_TFLOPs=tflops, f32_mm_TFLOPs=tflops32)
 
 
