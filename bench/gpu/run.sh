@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the GPU suite staged by bench/gpu/stage.sh, on a machine with a GPU,
 # from the repository root: the numeric cases (each output against its
-# float64 reference, relative L2 <= 1e-4) and then the benchmark against
+# float64 reference, relative L2 <= 1e-4, 1e-2 for f16 cases) and then the benchmark against
 # PyTorch eager (bench/gpu/bench.py). Needs python3 with numpy and torch.
 #   bench/gpu/run.sh STAGE_DIR RESULTS_DIR [--numerics-only] [bench.py run options]
 set -uo pipefail

@@ -2,15 +2,20 @@
 """Numeric test cases for moe.layer: writes a model and checks a result.
 
     moe_case.py gen DIR CONFIG [--tokens T] [--static] [--weights-as-inputs]
-                               [--dtype f32|f64] [--seed S]
-    moe_case.py check DIR [--tol 1e-5]
+                               [--dtype f16|f32|f64] [--seed S]
+    moe_case.py check DIR [--tol 1e-5] [--f16-tol 1e-2]
 
 `gen` draws fresh random weights and inputs (the seed is printed and saved;
 pass --seed to replay), and writes DIR/model.mlir (a func.func @main with one
 moe.layer; weights are dense constants unless --weights-as-inputs), DIR/in0.npy
 [, in1.npy, ...] (the inputs in order) and DIR/expected.npy, the float64
 reference of moe_reference.layer. `check` compares DIR/out.npy with it
-(relative L2 error) and exits non-zero above the tolerance.
+(relative L2 error) and exits non-zero above the tolerance: --tol for f32 and
+f64 cases, --f16-tol for f16 ones. An f16 case draws its inputs and weights
+in float16 and its reference is the float64 result of those rounded values;
+the model computes in f32 but rounds the routing weights, the hidden rows of
+the experts (tensor-core kernels) and every result to f16, hence the larger
+tolerance.
 """
 
 import argparse
@@ -76,7 +81,7 @@ CONFIGS = {
                                    expert=dict(kind="ffn", activation="gelu")),
 }
 
-MLIR_DTYPE = {"f32": ("f32", "<f4"), "f64": ("f64", "<f8")}
+MLIR_DTYPE = {"f16": ("f16", "<f2"), "f32": ("f32", "<f4"), "f64": ("f64", "<f8")}
 
 
 def tensor_type(shape, elt):
@@ -179,7 +184,8 @@ def gen(args):
                                    w.get("shared_down"), w.get("shared_scale"))
     np.save(os.path.join(args.dir, "expected.npy"), expected)
     with open(os.path.join(args.dir, "case.json"), "w") as f:
-        json.dump(dict(config=args.config, seed=seed, tokens=T, inputs=len(inputs)), f)
+        json.dump(dict(config=args.config, seed=seed, tokens=T, inputs=len(inputs),
+                       dtype=args.dtype), f)
     print("moe_case: %s seed=%d T=%d -> %s" % (args.config, seed, T, args.dir))
     print(" ".join("--input=@%s" % os.path.join(args.dir, "in%d.npy" % i)
                    for i in range(len(inputs))),
@@ -195,9 +201,11 @@ def check(args):
         sys.exit("moe_case: %s (seed %d): shape %s, expected %s"
                  % (case["config"], case["seed"], y.shape, ref.shape))
     err = np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-300)
-    ok = err <= args.tol
-    print("moe_case: %s (seed %d, T=%d): relative L2 error %.3e %s %.0e"
-          % (case["config"], case["seed"], case["tokens"], err, "<=" if ok else ">", args.tol))
+    dtype = case.get("dtype", "f32")
+    tol = args.f16_tol if dtype == "f16" else args.tol
+    ok = err <= tol
+    print("moe_case: %s (%s, seed %d, T=%d): relative L2 error %.3e %s %.0e"
+          % (case["config"], dtype, case["seed"], case["tokens"], err, "<=" if ok else ">", tol))
     sys.exit(0 if ok else 1)
 
 
@@ -215,6 +223,7 @@ def main():
     c = sub.add_parser("check")
     c.add_argument("dir")
     c.add_argument("--tol", type=float, default=1e-5)
+    c.add_argument("--f16-tol", type=float, default=1e-2)
     args = ap.parse_args()
     gen(args) if args.cmd == "gen" else check(args)
 

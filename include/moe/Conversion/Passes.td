@@ -76,9 +76,11 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
       top-k and the mixing weights.
     - dispatch: per-chunk expert counts, exclusive prefix sums and a stable
       placement in token order; no atomics.
-    - experts: a tiled grouped GEMM (16x16 tiles in workgroup memory) that
-      gathers the input rows and fuses the activation, then a second one
-      for the down projection.
+    - experts: a grouped GEMM that gathers the input rows and fuses the
+      activation, then a second one for the down projection: for f16 and
+      bf16 on tensor cores (`nvvm.mma.sync` m16n8k16, f32 accumulators,
+      64x64 tiles per 4-warp block), for f32 and f64 a tiled kernel (16x16
+      tiles in workgroup memory).
     - combine: a per-token reduction of the k rows, no scatter.
 
     Host side, operands become buffers through `bufferization.to_buffer` and
@@ -105,9 +107,12 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
     "::mlir::arith::ArithDialect",
     "::mlir::bufferization::BufferizationDialect",
     "::mlir::gpu::GPUDialect",
+    "::mlir::LLVM::LLVMDialect",
     "::mlir::math::MathDialect",
     "::mlir::memref::MemRefDialect",
-    "::mlir::scf::SCFDialect"
+    "::mlir::NVVM::NVVMDialect",
+    "::mlir::scf::SCFDialect",
+    "::mlir::vector::VectorDialect"
   ];
 }
 

@@ -15,7 +15,8 @@
 // function follows the conversion.
 //
 // Kernels compute in f32 (f64 for f64 tensors); f16 and bf16 tensors are
-// loaded and stored in their own type.
+// loaded and stored in their own type, and their expert GEMMs run on tensor
+// cores (`nvvm.mma.sync`, f32 accumulators).
 //
 //===----------------------------------------------------------------------===//
 
@@ -27,11 +28,14 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/Transforms/DialectConversion.h"
@@ -1188,7 +1192,7 @@ struct GemmSpec {
   bool grouped = false;
   /// The first GEMM: A rows are the input rows (gathered through the token
   /// indices when grouped), B is `up` (and `gate`), the epilogue applies the
-  /// activation and writes the f32 hidden rows. Otherwise the second GEMM:
+  /// activation and writes the hidden rows. Otherwise the second GEMM:
   /// A is the hidden rows, B is `down`, the epilogue adds the bias, applies
   /// the row scale and writes the output rows that hold a token.
   bool first = true;
@@ -1199,7 +1203,42 @@ struct GemmSpec {
   int64_t firstExpert = 0, numExperts = 1;
   ExpertAttr expert;
 };
+
+/// The row tile of a GEMM block: its expert (0 when not grouped), first row,
+/// row bound (exclusive), and whether the block has a tile at all.
+struct RowTile {
+  Value expert, rowStart, rowEnd, found;
+};
 } // namespace
+
+/// Finds the rows of row tile `tileIdx` (tiles of `tileRows` rows). Grouped:
+/// every expert's rows `[offsets[e], offsets[e + 1])` are cut into tiles in
+/// expert order, so the tile's expert is found by walking the offsets; grid x
+/// is an upper bound and blocks past the last tile find none. Dense: tile
+/// `tileIdx` of the rows of `out`.
+static RowTile findRowTile(const KernelBuilder &b, const GemmSpec &spec,
+                           int64_t tileRows, Value offsets, Value out,
+                           Value tileIdx) {
+  Value c0 = b.idx(0), c1 = b.idx(1), cT = b.idx(tileRows);
+  if (!spec.grouped)
+    return {c0, b.mul(tileIdx, cT), b.dim(out, 0), b.boolean(true)};
+  SmallVector<Value> walk =
+      b.loop(c0, b.idx(spec.numExperts), c1, {c0, b.idx(-1), c0, c0},
+             [&](Value e, ValueRange st) {
+               Value global = b.add(e, b.idx(spec.firstExpert));
+               Value start = b.loadI(offsets, {global});
+               Value end = b.loadI(offsets, {b.add(global, c1)});
+               Value tiles = b.ceilDiv(b.maxI(b.sub(end, start), c0), tileRows);
+               Value next = b.add(st[0], tiles);
+               Value here = b.andI(b.lt(st[1], c0), b.lt(tileIdx, next));
+               Value first = b.add(start, b.mul(b.sub(tileIdx, st[0]), cT));
+               return SmallVector<Value>{next, b.select(here, e, st[1]),
+                                         b.select(here, first, st[2]),
+                                         b.select(here, end, st[3])};
+             });
+  return {walk[1], walk[2], walk[3],
+          b.cmpI(arith::CmpIPredicate::sge, walk[1], c0)};
+}
 
 /// Builds a tiled GEMM kernel: a kTile x kTile block computes one output
 /// tile, staging kTile x kTile tiles of A and B in workgroup memory. Grid x
@@ -1238,33 +1277,9 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
   Value tileIdx = b.blockId(gpu::Dimension::x);
   Value col = b.add(b.mul(b.blockId(gpu::Dimension::y), cT), tx);
 
-  // The expert, first row and row bound of this block's tile.
-  Value expert = c0, rowStart, rowEnd;
-  Value found;
-  if (spec.grouped) {
-    SmallVector<Value> walk =
-        b.loop(c0, b.idx(spec.numExperts), c1, {c0, b.idx(-1), c0, c0},
-               [&](Value e, ValueRange st) {
-                 Value global = b.add(e, b.idx(spec.firstExpert));
-                 Value start = b.loadI(offsets, {global});
-                 Value end = b.loadI(offsets, {b.add(global, c1)});
-                 Value tiles = b.ceilDiv(b.maxI(b.sub(end, start), c0), kTile);
-                 Value next = b.add(st[0], tiles);
-                 Value here = b.andI(b.lt(st[1], c0), b.lt(tileIdx, next));
-                 Value first = b.add(start, b.mul(b.sub(tileIdx, st[0]), cT));
-                 return SmallVector<Value>{next, b.select(here, e, st[1]),
-                                           b.select(here, first, st[2]),
-                                           b.select(here, end, st[3])};
-               });
-    expert = walk[1];
-    rowStart = walk[2];
-    rowEnd = walk[3];
-    found = b.cmpI(arith::CmpIPredicate::sge, expert, c0);
-  } else {
-    rowStart = b.mul(tileIdx, cT);
-    rowEnd = b.dim(out, 0);
-    found = b.boolean(true);
-  }
+  RowTile tileRows = findRowTile(b, spec, kTile, offsets, out, tileIdx);
+  Value expert = tileRows.expert, rowStart = tileRows.rowStart,
+        rowEnd = tileRows.rowEnd, found = tileRows.found;
 
   // The whole block takes the same branch, so the barriers inside are
   // reached by every thread.
@@ -1375,6 +1390,447 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
   return kernel;
 }
 
+//===----------------------------------------------------------------------===//
+// Experts: tensor-core GEMMs (f16, bf16)
+//===----------------------------------------------------------------------===//
+
+/// Threads of a tensor-core GEMM block: 4 warps in a 2 x 2 grid.
+static constexpr int64_t kMmaThreads = 128;
+static constexpr int64_t kWarpSize = 32;
+/// The output tile of a block (rows x columns) and its K step. Each warp
+/// computes a 32 x 32 quarter as 2 x 4 tiles of `mma.sync.m16n8k16`, two
+/// K substeps of 16 per step.
+static constexpr int64_t kMmaTileM = 64, kMmaTileN = 64, kMmaTileK = 32;
+static constexpr int64_t kMmaWarpM = 32, kMmaWarpN = 32;
+static constexpr int64_t kMmaM = 16, kMmaN = 8, kMmaK = 16;
+/// Row strides, in 32-bit words, of the workgroup tiles. A word holds two
+/// K-consecutive elements, the unit of the mma fragments, so a fragment
+/// register is one 32-bit load. The padding makes those loads free of bank
+/// conflicts: lane (g, t) of a warp (g = lane / 4, t = lane % 4) reads A word
+/// g * 20 + t and B word t * 72 + g, 32 distinct banks.
+static constexpr int64_t kMmaAStride = kMmaTileK / 2 + 4;
+static constexpr int64_t kMmaBStride = kMmaTileN + 8;
+/// Elements of one global load of the staging (16 bytes of f16/bf16) where
+/// the sizes and the buffer's alignment allow it.
+static constexpr int64_t kVector = 8, kVectorBytes = 16;
+
+/// Whether the FFN GEMMs of `elementType` use the tensor-core kernel:
+/// `mma.sync` has f16 and bf16 multiplicands with f32 accumulators.
+static bool useTensorCores(Type elementType) {
+  return elementType.isF16() || elementType.isBF16();
+}
+
+/// Builds a tensor-core GEMM kernel with the arguments and the semantics of
+/// buildGemmKernel's for f16/bf16 operands (the hidden rows are in the
+/// element type too): 128 threads compute a 64 x 64 output tile with f32
+/// accumulators in registers. Per K step of 32 the block stages the A tile
+/// (64 x 32, rows gathered through the token indices for the first GEMM) and
+/// the B tiles (32 x 64 of up or down, and of gate) in workgroup memory as
+/// words of two K-consecutive elements, zero outside the matrices and for
+/// rows without a token; then each warp loads its fragments with the layout
+/// of the PTX ISA's `mma.m16n8k16` (row-major A, column-major B) and issues
+/// `nvvm.mma.sync`. The epilogue works on the accumulator registers, whose
+/// positions that layout gives too (c0, c1: row g, columns 2t and 2t + 1;
+/// c2, c3: row g + 8), and writes every element straight to global memory.
+static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
+                                 StringRef name, const GemmSpec &spec,
+                                 TypeRange argTypes, Type elementType) {
+  Location loc = op->getLoc();
+  MLIRContext *ctx = rewriter.getContext();
+  Type i32 = rewriter.getI32Type();
+  Type f32 = rewriter.getF32Type();
+  bool isF16 = elementType.isF16();
+  MemRefType aTileType = workgroupType({kMmaTileM, kMmaAStride}, i32);
+  MemRefType bTileType = workgroupType({kMmaTileK / 2, kMmaBStride}, i32);
+  SmallVector<Type> workgroup = {aTileType, bTileType};
+  if (spec.gated)
+    workgroup.push_back(bTileType);
+  Kernel kernel =
+      createKernel(rewriter, op, name, argTypes, workgroup, kMmaThreads);
+  // The staging stores whole vectors of words.
+  for (unsigned i = 0, e = workgroup.size(); i < e; ++i)
+    kernel.func.setWorkgroupAttributionAttr(
+        i, LLVM::LLVMDialect::getAlignAttrName(),
+        rewriter.getI64IntegerAttr(kVectorBytes));
+  KernelBuilder b{rewriter, loc, f32};
+  auto it = kernel.args.begin();
+  Value tokens = spec.grouped ? *it++ : Value();
+  Value offsets = spec.grouped ? *it++ : Value();
+  Value a = *it++;
+  Value gate = spec.first && spec.gated ? *it++ : Value();
+  Value bMat = *it++;
+  Value gateBias = spec.first && spec.hasGateBias ? *it++ : Value();
+  Value bias =
+      (spec.first ? spec.hasUpBias : spec.hasDownBias) ? *it++ : Value();
+  Value rowScale = !spec.first && spec.hasRowScale ? *it++ : Value();
+  Value out = *it++;
+  Value aTile = kernel.workgroup[0], bTile = kernel.workgroup[1];
+  Value gTile = spec.gated ? kernel.workgroup[2] : Value();
+
+  Value c0 = b.idx(0), c1 = b.idx(1);
+  Value tid = b.threadId();
+  Value colStart = b.mul(b.blockId(gpu::Dimension::y), b.idx(kMmaTileN));
+  RowTile tile = findRowTile(b, spec, kMmaTileM, offsets, out,
+                             b.blockId(gpu::Dimension::x));
+  Value expert = tile.expert, rowStart = tile.rowStart, rowEnd = tile.rowEnd;
+
+  // The whole block takes the same branch, so the barriers inside are
+  // reached by every thread.
+  b.ifThen(tile.found, [&] {
+    int64_t numK = spec.k, numN = spec.n;
+    Value cK = b.idx(numK), cN = b.idx(numN);
+    Value zero = arith::ConstantOp::create(
+        rewriter, loc, rewriter.getFloatAttr(elementType, 0.0));
+    // Where row `row` (global) reads its A row, whether it holds a token,
+    // and whether it is a row of this tile at all.
+    struct RowInfo {
+      Value valid, hasToken, source;
+    };
+    auto rowInfo = [&](Value row) {
+      Value valid = b.lt(row, rowEnd);
+      if (!spec.grouped)
+        return RowInfo{valid, valid, row};
+      Value token = b.loadI(tokens, {b.minI(row, b.sub(b.dim(tokens, 0), c1))});
+      Value has = b.andI(valid, b.cmpI(arith::CmpIPredicate::sge, token, c0));
+      return RowInfo{valid, has, token};
+    };
+    // An element of `mem`, or zero where `cond` is false.
+    auto loadOrZero = [&](Value cond, Value mem, ValueRange indices) {
+      auto ifOp = scf::IfOp::create(
+          rewriter, loc, cond,
+          [&](OpBuilder &, Location) {
+            scf::YieldOp::create(rewriter, loc,
+                                 ValueRange{memref::LoadOp::create(
+                                     rewriter, loc, mem, indices)});
+          },
+          [&](OpBuilder &, Location) {
+            scf::YieldOp::create(rewriter, loc, zero);
+          });
+      return ifOp.getResult(0);
+    };
+    // Whether the data of `mem` is 16-byte aligned, the same for every
+    // thread. Device allocations are 256-byte aligned, so this only fails
+    // for unusual views, which then take the elementwise loads.
+    auto aligned16 = [&](Value mem) {
+      Value ptr =
+          memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, mem);
+      return b.cmpI(arith::CmpIPredicate::eq, b.rem(ptr, b.idx(16)), c0);
+    };
+    // The kVector elements of `mem` from `indices` on along its last
+    // dimension, zero where `valid` is false and at or past `bound` in that
+    // dimension. Where `vectorOk` (uniform) holds, one 16-byte vector load
+    // reads them: the caller guarantees then that `mem` is aligned and that
+    // its rows and `bound` are multiples of kVector elements, so that with an
+    // index that is a multiple of kVector a vector is all in or all out.
+    VectorType vecType = VectorType::get({kVector}, elementType);
+    Value zeroVec = arith::ConstantOp::create(
+        rewriter, loc,
+        DenseElementsAttr::get(vecType,
+                               rewriter.getFloatAttr(elementType, 0.0)));
+    auto loadVector = [&](Value mem, SmallVector<Value> indices, Value valid,
+                          Value bound, Value vectorOk) -> Value {
+      Value first = indices.back();
+      auto scalar = [&]() -> Value {
+        SmallVector<Value> elements;
+        for (int64_t j = 0; j < kVector; ++j) {
+          Value c = b.add(first, b.idx(j));
+          indices.back() = c;
+          elements.push_back(
+              loadOrZero(b.andI(valid, b.lt(c, bound)), mem, indices));
+        }
+        indices.back() = first;
+        return vector::FromElementsOp::create(rewriter, loc, vecType, elements);
+      };
+      if (!vectorOk)
+        return scalar();
+      auto vectorized = [&]() -> Value {
+        auto ifOp = scf::IfOp::create(
+            rewriter, loc, b.andI(valid, b.lt(first, bound)),
+            [&](OpBuilder &, Location) {
+              Value v = vector::LoadOp::create(
+                  rewriter, loc, vecType, mem, indices,
+                  /*nontemporal=*/false,
+                  /*alignment=*/llvm::Align(kVectorBytes));
+              scf::YieldOp::create(rewriter, loc, v);
+            },
+            [&](OpBuilder &, Location) {
+              scf::YieldOp::create(rewriter, loc, zeroVec);
+            });
+        return ifOp.getResult(0);
+      };
+      auto ifOp = scf::IfOp::create(
+          rewriter, loc, vectorOk,
+          [&](OpBuilder &, Location) {
+            scf::YieldOp::create(rewriter, loc, vectorized());
+          },
+          [&](OpBuilder &, Location) {
+            scf::YieldOp::create(rewriter, loc, scalar());
+          });
+      return ifOp.getResult(0);
+    };
+    auto weightAt = [&](Value r, Value c) -> SmallVector<Value> {
+      if (spec.grouped)
+        return {expert, r, c};
+      return {r, c};
+    };
+
+    // Staging assignments, fixed over the K loop. A: thread `tid` stages
+    // elements [8 (tid % 4), + 8) of the tile rows tid / 4 and tid / 4 + 32
+    // (four threads read 64 contiguous bytes of a row). B: elements
+    // [8 (tid % 8), + 8) of rows 2 (tid / 8) and 2 (tid / 8) + 1, which make
+    // eight words of word row tid / 8.
+    constexpr int64_t aVectorsPerRow = kMmaTileK / kVector;
+    constexpr int64_t aCopies = kMmaTileM * aVectorsPerRow / kMmaThreads;
+    constexpr int64_t bVectorsPerRow = kMmaTileN / kVector;
+    static_assert(kMmaTileK / 2 * bVectorsPerRow == kMmaThreads,
+                  "a thread stages one vector of words of each B tile");
+    Value aWord = b.mul(b.rem(tid, b.idx(aVectorsPerRow)), b.idx(kVector / 2));
+    Value aRow0 = b.div(tid, b.idx(aVectorsPerRow));
+    SmallVector<Value> aLocalRows, aSources, aValid;
+    for (int64_t i = 0; i < aCopies; ++i) {
+      Value local = b.add(aRow0, b.idx(i * kMmaThreads / aVectorsPerRow));
+      RowInfo info = rowInfo(b.add(rowStart, local));
+      aLocalRows.push_back(local);
+      // The first GEMM reads the token's input row; the second the hidden
+      // row itself.
+      aSources.push_back(spec.first ? info.source : b.add(rowStart, local));
+      aValid.push_back(spec.first ? info.hasToken : info.valid);
+    }
+    Value bWordRow = b.div(tid, b.idx(bVectorsPerRow));
+    Value bLocalCol = b.mul(b.rem(tid, b.idx(bVectorsPerRow)), b.idx(kVector));
+    Value bCol = b.add(colStart, bLocalCol);
+    // Vector loads where the sizes keep every vector inside one row (and
+    // 16-byte aligned there) and the buffer is aligned.
+    Value aVectorOk = numK % kVector == 0 ? aligned16(a) : Value();
+    auto bVectorOk = [&](Value w) {
+      return numN % kVector == 0 ? aligned16(w) : Value();
+    };
+    Value upVectorOk = bVectorOk(bMat);
+    Value gateVectorOk = gate ? bVectorOk(gate) : Value();
+
+    // The warp's quarter of the tile and the lane's place in the fragments.
+    Value warp = b.div(tid, b.idx(kWarpSize));
+    Value lane = b.rem(tid, b.idx(kWarpSize));
+    Value warpRow = b.mul(b.div(warp, b.idx(2)), b.idx(kMmaWarpM));
+    Value warpCol = b.mul(b.rem(warp, b.idx(2)), b.idx(kMmaWarpN));
+    Value group = b.div(lane, b.idx(4)), inGroup = b.rem(lane, b.idx(4));
+
+    constexpr int64_t tilesM = kMmaWarpM / kMmaM, tilesN = kMmaWarpN / kMmaN;
+    constexpr int64_t accPerMatrix = tilesM * tilesN * 4;
+    auto accIndex = [](int64_t mi, int64_t ni, int64_t r) {
+      return (mi * tilesN + ni) * 4 + r;
+    };
+    auto mmaOperand = [&](Value word) -> Value {
+      if (!isF16)
+        return word;
+      return LLVM::BitcastOp::create(rewriter, loc,
+                                     VectorType::get({2}, elementType), word);
+    };
+    Type resultType =
+        LLVM::LLVMStructType::getLiteral(ctx, {f32, f32, f32, f32});
+    NVVM::MMATypes ptxType = isF16 ? NVVM::MMATypes::f16 : NVVM::MMATypes::bf16;
+
+    // The global loads of the tiles of K step `k0`, as the words to store:
+    // A (aCopies vectors of four words), then B and the gate's B (eight
+    // words each). They are issued one step ahead (register prefetch), so
+    // that their latency hides behind the mma of the current step; past K
+    // every element is masked and nothing is read.
+    SmallVector<int64_t> interleave;
+    for (int64_t j = 0; j < kVector; ++j) {
+      interleave.push_back(j);
+      interleave.push_back(kVector + j);
+    }
+    auto loadStep = [&](Value k0) {
+      SmallVector<Value> staged;
+      // A: eight K-consecutive elements, four words.
+      Value ak = b.add(k0, b.mul(aWord, b.idx(2)));
+      for (int64_t i = 0; i < aCopies; ++i) {
+        Value v = loadVector(a, {aSources[i], ak}, aValid[i], cK, aVectorOk);
+        staged.push_back(vector::BitCastOp::create(
+            rewriter, loc, VectorType::get({kVector / 2}, i32), v));
+      }
+      // B: rows k and k + 1 interleaved, so that word j of the vector holds
+      // B[k][c + j] (low half) and B[k + 1][c + j].
+      Value bk = b.add(k0, b.mul(bWordRow, b.idx(2)));
+      Value bk1 = b.add(bk, c1);
+      auto loadB = [&](Value w, Value vectorOk) {
+        Value lo =
+            loadVector(w, weightAt(bk, bCol), b.lt(bk, cK), cN, vectorOk);
+        Value hi =
+            loadVector(w, weightAt(bk1, bCol), b.lt(bk1, cK), cN, vectorOk);
+        Value pairs =
+            vector::ShuffleOp::create(rewriter, loc, lo, hi, interleave);
+        staged.push_back(vector::BitCastOp::create(
+            rewriter, loc, VectorType::get({kVector}, i32), pairs));
+      };
+      loadB(bMat, upVectorOk);
+      if (gate)
+        loadB(gate, gateVectorOk);
+      return staged;
+    };
+    auto storeStep = [&](ValueRange staged) {
+      auto store = [&](Value words, Value dst, Value row, Value col) {
+        vector::StoreOp::create(rewriter, loc, words, dst, ValueRange{row, col},
+                                /*nontemporal=*/false,
+                                /*alignment=*/llvm::Align(kVectorBytes));
+      };
+      for (int64_t i = 0; i < aCopies; ++i)
+        store(staged[i], aTile, aLocalRows[i], aWord);
+      store(staged[aCopies], bTile, bWordRow, bLocalCol);
+      if (gate)
+        store(staged[aCopies + 1], gTile, bWordRow, bLocalCol);
+    };
+
+    SmallVector<Value> inits(spec.gated ? 2 * accPerMatrix : accPerMatrix,
+                             b.flt(0.0));
+    size_t numAcc = inits.size();
+    llvm::append_range(inits, loadStep(c0));
+    SmallVector<Value> acc = b.loop(
+        c0, cK, b.idx(kMmaTileK), inits, [&](Value k0, ValueRange carried) {
+          storeStep(carried.drop_front(numAcc));
+          b.barrier();
+          SmallVector<Value> prefetched = loadStep(b.add(k0, b.idx(kMmaTileK)));
+          // `mma.sync.aligned` needs the whole warp converged; the guarded
+          // loads above branch per thread, so reconverge explicitly
+          // (__syncwarp) rather than rely on where ptxas rejoins them.
+          NVVM::SyncWarpOp::create(
+              rewriter, loc,
+              arith::ConstantOp::create(rewriter, loc,
+                                        rewriter.getI32IntegerAttr(-1)));
+
+          SmallVector<Value> next(carried.begin(), carried.begin() + numAcc);
+          for (int64_t ks = 0; ks < kMmaTileK / kMmaK; ++ks) {
+            Value kWord = b.idx(ks * kMmaK / 2);
+            // A fragment of rows [r0, r0 + 16): a0 row g, a1 row g + 8,
+            // a2 row g and a3 row g + 8 four words (8 columns) further.
+            SmallVector<SmallVector<Value, 4>> aFrags;
+            for (int64_t mi = 0; mi < tilesM; ++mi) {
+              Value r = b.add(b.add(warpRow, b.idx(mi * kMmaM)), group);
+              SmallVector<Value, 4> frag;
+              for (int64_t reg = 0; reg < 4; ++reg) {
+                Value row = b.add(r, b.idx(reg % 2 * 8));
+                Value col = b.add(b.add(kWord, inGroup), b.idx(reg / 2 * 4));
+                frag.push_back(mmaOperand(memref::LoadOp::create(
+                    rewriter, loc, aTile, ValueRange{row, col})));
+              }
+              aFrags.push_back(frag);
+            }
+            // B fragment of columns [c0, c0 + 8): b0 is word t (rows 2t,
+            // 2t + 1) of column g, b1 the word 4 further (rows 2t + 8, 2t + 9).
+            auto bFrags = [&](Value src) {
+              SmallVector<SmallVector<Value, 2>> frags;
+              for (int64_t ni = 0; ni < tilesN; ++ni) {
+                Value col = b.add(b.add(warpCol, b.idx(ni * kMmaN)), group);
+                SmallVector<Value, 2> frag;
+                for (int64_t reg = 0; reg < 2; ++reg) {
+                  Value row = b.add(b.add(kWord, inGroup), b.idx(reg * 4));
+                  frag.push_back(mmaOperand(memref::LoadOp::create(
+                      rewriter, loc, src, ValueRange{row, col})));
+                }
+                frags.push_back(frag);
+              }
+              return frags;
+            };
+            auto multiply = [&](Value src, int64_t base) {
+              auto frags = bFrags(src);
+              for (int64_t mi = 0; mi < tilesM; ++mi)
+                for (int64_t ni = 0; ni < tilesN; ++ni) {
+                  SmallVector<Value, 4> c;
+                  for (int64_t r = 0; r < 4; ++r)
+                    c.push_back(next[base + accIndex(mi, ni, r)]);
+                  Value d = NVVM::MmaOp::create(
+                      rewriter, loc, resultType, aFrags[mi], frags[ni], c,
+                      {kMmaM, kMmaN, kMmaK}, std::nullopt, std::nullopt,
+                      std::array<NVVM::MMATypes, 2>{ptxType, ptxType},
+                      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                                     NVVM::MMALayout::col});
+                  for (int64_t r = 0; r < 4; ++r)
+                    next[base + accIndex(mi, ni, r)] =
+                        LLVM::ExtractValueOp::create(rewriter, loc, d, r);
+                }
+            };
+            multiply(bTile, 0);
+            if (gate)
+              multiply(gTile, accPerMatrix);
+          }
+          // The tiles are restaged by the next step.
+          b.barrier();
+          llvm::append_range(next, prefetched);
+          return next;
+        });
+    acc.resize(numAcc);
+
+    // Epilogue on the registers: accumulator r of tile (mi, ni) is at row
+    // g + 8 (r / 2) and column 2t + r % 2 of that tile.
+    struct Row {
+      Value row;
+      RowInfo info;
+      Value scale;
+    };
+    SmallVector<Row> rows;
+    for (int64_t mi = 0; mi < tilesM; ++mi)
+      for (int64_t h = 0; h < 2; ++h) {
+        Value row = b.add(
+            rowStart, b.add(b.add(warpRow, b.idx(mi * kMmaM + h * 8)), group));
+        Row r{row, rowInfo(row), Value()};
+        // Clamped, so that the load is in bounds for rows past the end.
+        if (rowScale)
+          r.scale =
+              b.loadF(rowScale, {b.minI(row, b.sub(b.dim(rowScale, 0), c1))});
+        rows.push_back(r);
+      }
+    struct Col {
+      Value col, valid, bias, gateBias;
+    };
+    auto biasAt = [&](Value biasMem, Value col) {
+      Value c = b.minI(col, b.idx(numN - 1));
+      if (spec.grouped)
+        return b.loadF(biasMem, {expert, c});
+      return b.loadF(biasMem, {c});
+    };
+    SmallVector<Col> cols;
+    for (int64_t ni = 0; ni < tilesN; ++ni)
+      for (int64_t c = 0; c < 2; ++c) {
+        Value col = b.add(colStart, b.add(b.add(warpCol, b.idx(ni * kMmaN + c)),
+                                          b.mul(inGroup, b.idx(2))));
+        Col info{col, b.lt(col, cN), Value(), Value()};
+        if (bias)
+          info.bias = biasAt(bias, col);
+        if (gateBias)
+          info.gateBias = biasAt(gateBias, col);
+        cols.push_back(info);
+      }
+    for (int64_t mi = 0; mi < tilesM; ++mi)
+      for (int64_t ni = 0; ni < tilesN; ++ni)
+        for (int64_t r = 0; r < 4; ++r) {
+          const Row &row = rows[mi * 2 + r / 2];
+          const Col &col = cols[ni * 2 + r % 2];
+          Value v = acc[accIndex(mi, ni, r)];
+          if (spec.first) {
+            b.ifThen(b.andI(row.info.valid, col.valid), [&] {
+              Value u = col.bias ? b.add(v, col.bias) : v;
+              Value g;
+              if (spec.gated) {
+                g = acc[accPerMatrix + accIndex(mi, ni, r)];
+                if (col.gateBias)
+                  g = b.add(g, col.gateBias);
+              }
+              b.storeF(buildExpertHidden(b.b, b.loc, spec.expert, g, u), out,
+                       {row.row, col.col});
+            });
+          } else {
+            b.ifThen(b.andI(row.info.hasToken, col.valid), [&] {
+              Value y = col.bias ? b.add(v, col.bias) : v;
+              if (row.scale)
+                y = b.mul(y, row.scale);
+              b.storeF(y, out, {row.row, col.col});
+            });
+          }
+        }
+  });
+  return kernel;
+}
+
 /// Builds `rowScale[t] = sigmoid(x[t] · scale)`, one thread per token.
 static Kernel buildRowScaleKernel(RewriterBase &rewriter, Operation *op,
                                   TypeRange argTypes, Type ct) {
@@ -1397,8 +1853,11 @@ static Kernel buildRowScaleKernel(RewriterBase &rewriter, Operation *op,
 }
 
 /// Emits the kernels and launches of an FFN into `outBuf`: the row-scale
-/// kernel when there is a scale, then the two GEMMs through an f32 buffer of
-/// hidden rows.
+/// kernel when there is a scale, then the two GEMMs through a buffer of
+/// hidden rows. f16 and bf16 use the tensor-core GEMMs with hidden rows in
+/// the element type (rounded once, as PyTorch does, so that the second
+/// GEMM's A tile is staged as is); f32 and f64 the tiled kernel with hidden
+/// rows in the compute type.
 static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
                     GemmSpec spec, Value tokensBuf, Value offsetsBuf,
                     Value inputBuf, Value gateBuf, Value upBuf, Value downBuf,
@@ -1411,9 +1870,11 @@ static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
   int64_t hidden = upType.getDimSize(upType.getRank() - 2);
   int64_t ffn = upType.getDimSize(upType.getRank() - 1);
   KernelBuilder hb{rewriter, loc, ct};
+  bool mma = useTensorCores(elementType);
 
-  Value hiddenBuf =
-      host.alloc(MemRefType::get({ShapedType::kDynamic, ffn}, ct), numRows);
+  Value hiddenBuf = host.alloc(
+      MemRefType::get({ShapedType::kDynamic, ffn}, mma ? elementType : ct),
+      numRows);
   Value rowScaleBuf;
   if (scaleBuf)
     rowScaleBuf =
@@ -1431,15 +1892,19 @@ static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
     spec.first = true;
     spec.k = hidden;
     spec.n = ffn;
-    first = buildGemmKernel(rewriter, op,
-                            spec.grouped ? "moe_experts_up" : "moe_shared_up",
-                            spec, typesOf(firstArgs), ct);
+    auto build = [&](StringRef name, TypeRange argTypes) {
+      if (mma)
+        return buildMmaGemmKernel(rewriter, op, name, spec, argTypes,
+                                  elementType);
+      return buildGemmKernel(rewriter, op, name, spec, argTypes, ct);
+    };
+    first = build(spec.grouped ? "moe_experts_up" : "moe_shared_up",
+                  typesOf(firstArgs));
     spec.first = false;
     spec.k = ffn;
     spec.n = hidden;
-    second = buildGemmKernel(
-        rewriter, op, spec.grouped ? "moe_experts_down" : "moe_shared_down",
-        spec, typesOf(secondArgs), ct);
+    second = build(spec.grouped ? "moe_experts_down" : "moe_shared_down",
+                   typesOf(secondArgs));
     if (scaleBuf)
       scale = buildRowScaleKernel(
           rewriter, op,
@@ -1447,16 +1912,19 @@ static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
   }
 
   // Row tiles: for grouped GEMMs every expert may end with a partial tile.
-  Value rowTiles = hb.ceilDiv(numRows, kTile);
+  int64_t tileRows = mma ? kMmaTileM : kTile;
+  int64_t tileCols = mma ? kMmaTileN : kTile;
+  int64_t blockX = mma ? kMmaThreads : kTile, blockY = mma ? 1 : kTile;
+  Value rowTiles = hb.ceilDiv(numRows, tileRows);
   if (spec.grouped)
     rowTiles = hb.add(rowTiles, hb.idx(spec.numExperts));
   if (scaleBuf)
     host.launch(scale, hb.ceilDiv(numRows, kThreads), hb.idx(1), kThreads, 1,
                 {inputBuf, scaleBuf, rowScaleBuf});
-  host.launch(first, rowTiles, hb.idx((ffn + kTile - 1) / kTile), kTile, kTile,
-              firstArgs);
-  host.launch(second, rowTiles, hb.idx((hidden + kTile - 1) / kTile), kTile,
-              kTile, secondArgs);
+  host.launch(first, rowTiles, hb.idx(llvm::divideCeil(ffn, tileCols)), blockX,
+              blockY, firstArgs);
+  host.launch(second, rowTiles, hb.idx(llvm::divideCeil(hidden, tileCols)),
+              blockX, blockY, secondArgs);
   host.dealloc(hiddenBuf);
   if (rowScaleBuf)
     host.dealloc(rowScaleBuf);

@@ -163,6 +163,126 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 
 // -----
 
+// f16 experts run on tensor cores: 128-thread blocks (4 warps) over 64x64
+// output tiles, grid x = ceil(rows / 64) + experts, hidden rows in f16.
+// CHECK-LABEL: func @experts_f16
+// CHECK: %[[R:.*]] = memref.dim %{{.*}}, %{{.*}} : memref<?xi32>
+// CHECK: %[[OUT:.*]] = gpu.alloc (%[[R]]) : memref<?x64xf16>
+// CHECK: %[[H:.*]] = gpu.alloc (%[[R]]) : memref<?x128xf16>
+// CHECK: %[[C63:.*]] = arith.constant 63 : index
+// CHECK: %[[R63:.*]] = arith.addi %[[R]], %[[C63]]
+// CHECK: %[[C64:.*]] = arith.constant 64 : index
+// CHECK: %[[TILES:.*]] = arith.divui %[[R63]], %[[C64]]
+// CHECK: %[[C8:.*]] = arith.constant 8 : index
+// CHECK: %[[GX:.*]] = arith.addi %[[TILES]], %[[C8]]
+// CHECK: %[[C2:.*]] = arith.constant 2 : index
+// CHECK: %[[C128:.*]] = arith.constant 128 : index
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[GX]], %[[C2]], %{{.*}}) threads in (%[[C128]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x128xf16>, %[[H]] : memref<?x128xf16>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[GX]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf16>, {{.*}} : memref<8x128x64xf16>, %[[OUT]] : memref<?x64xf16>)
+// Workgroup tiles of 32-bit words, each two K-consecutive elements: A 64 x 32
+// (16 words + 4 of padding per row), B and the gate's B 32 x 64 (16 word rows
+// of 64 + 8 padding words).
+// CHECK: gpu.func @moe_experts_up
+// CHECK-SAME: workgroup(%[[A:.*]] : memref<64x20xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BU:.*]] : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BG:.*]] : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK-SAME: known_block_size = array<i32: 128, 1, 1>
+// The tile's expert: a walk over the offsets.
+// CHECK: scf.for
+// CHECK: arith.select
+// CHECK: scf.if
+// 16-byte loads where the buffer is aligned, elementwise loads otherwise.
+// CHECK: memref.extract_aligned_pointer_as_index
+// CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?x64xf16>, vector<8xf16>
+// CHECK: vector.from_elements
+// CHECK: vector.bitcast %{{.*}} : vector<8xf16> to vector<4xi32>
+// Rows k and k + 1 of B interleaved into words.
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15] : vector<8xf16>, vector<8xf16>
+// CHECK: vector.bitcast %{{.*}} : vector<16xf16> to vector<8xi32>
+// The K loop: store the prefetched tiles, barrier, prefetch the next step,
+// 2 x 4 m16n8k16 tiles per warp for up and for gate per K substep, barrier.
+// CHECK: scf.for
+// CHECK: vector.store %{{.*}}, %[[A]]
+// CHECK: vector.store %{{.*}}, %[[BU]]
+// CHECK: vector.store %{{.*}}, %[[BG]]
+// CHECK: gpu.barrier
+// The warp reconverges after the guarded prefetch loads, before mma.sync.
+// CHECK: nvvm.bar.warp.sync %{{.*}} : i32
+// CHECK: memref.load %[[A]]
+// CHECK: llvm.bitcast %{{.*}} : i32 to vector<2xf16>
+// CHECK: memref.load %[[BU]]
+// CHECK-COUNT-8: nvvm.mma.sync A[{{.*}}] B[{{.*}}] C[{{.*}}] {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (vector<2xf16>, vector<2xf16>, f32) -> !llvm.struct<(f32, f32, f32, f32)>
+// CHECK: memref.load %[[BG]]
+// CHECK-COUNT-8: nvvm.mma.sync
+// CHECK: memref.load %[[BU]]
+// CHECK-COUNT-8: nvvm.mma.sync
+// CHECK: memref.load %[[BG]]
+// CHECK-COUNT-8: nvvm.mma.sync
+// CHECK-NOT: nvvm.mma.sync
+// CHECK: gpu.barrier
+// CHECK: scf.yield
+// Epilogue on the accumulators: up bias, clamp, SwiGLU, f16 hidden rows.
+// CHECK: arith.minimumf
+// CHECK: arith.maximumf
+// CHECK: math.exp
+// CHECK: arith.truncf %{{.*}} : f32 to f16
+// CHECK: memref.store %{{.*}}, %{{.*}} : memref<?x128xf16>
+// CHECK: gpu.func @moe_experts_down
+// CHECK-SAME: workgroup(%{{.*}} : memref<64x20xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK-COUNT-16: nvvm.mma.sync
+// CHECK-NOT: nvvm.mma.sync
+// Only rows that hold a token are written.
+// CHECK: arith.cmpi sge
+// CHECK: memref.store %{{.*}}, %{{.*}} : memref<?x64xf16>
+func.func @experts_f16(%x: tensor<?x64xf16>, %tok: tensor<?xi32>, %off: tensor<9xi32>,
+                       %wg: tensor<8x64x128xf16>, %wu: tensor<8x64x128xf16>,
+                       %wd: tensor<8x128x64xf16>, %bu: tensor<8x128xf16>, %n: index)
+    -> tensor<?x64xf16> {
+  %init = tensor.empty(%n) : tensor<?x64xf16>
+  %y = moe.experts %x, %tok, %off into %init
+         gate(%wg : tensor<8x64x128xf16>) up(%wu : tensor<8x64x128xf16>)
+         down(%wd : tensor<8x128x64xf16>) up_bias(%bu : tensor<8x128xf16>)
+         {expert = #moe.expert<gated, silu, limit = 7.0, alpha = 1.702, beta = 1.0>}
+         : (tensor<?x64xf16>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf16>)
+         -> tensor<?x64xf16>
+  return %y : tensor<?x64xf16>
+}
+
+// -----
+
+// bf16 shared experts: the same tensor-core kernels, dense over the tokens;
+// bf16 fragments are i32 words. Sizes that are not multiples of 8 (H = 36,
+// F = 20) have no vector loads; the row scale applies in the epilogue.
+// CHECK-LABEL: func @shared_bf16
+// CHECK: %[[H:.*]] = gpu.alloc (%{{.*}}) : memref<?x20xbf16>
+// CHECK: %[[S:.*]] = gpu.alloc (%{{.*}}) : memref<?xf32>
+// CHECK: gpu.launch_func @moe_kernels::@moe_shared_scale
+// CHECK: gpu.launch_func @moe_kernels::@moe_shared_up {{.*}} threads in (%[[C128:.*]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?x36xbf16>, {{.*}} : memref<36x20xbf16>, %[[H]] : memref<?x20xbf16>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_shared_down {{.*}} args(%[[H]] : memref<?x20xbf16>, {{.*}} : memref<20x36xbf16>, %[[S]] : memref<?xf32>, {{.*}} : memref<?x36xbf16>)
+// CHECK: gpu.func @moe_shared_up
+// CHECK-SAME: workgroup(%{{.*}} : memref<64x20xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK-NOT: vector.load
+// CHECK-NOT: memref.extract_aligned_pointer_as_index
+// CHECK: vector.from_elements
+// CHECK: vector.bitcast %{{.*}} : vector<8xbf16> to vector<4xi32>
+// CHECK-NOT: llvm.bitcast
+// CHECK: nvvm.mma.sync A[{{.*}}] B[{{.*}}] C[{{.*}}] {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (i32, i32, f32) -> !llvm.struct<(f32, f32, f32, f32)>
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
+// CHECK: gpu.func @moe_shared_down
+// CHECK: nvvm.mma.sync
+// The row scale in the epilogue.
+// CHECK: memref.load %{{.*}}[%{{.*}}] : memref<?xf32>
+// CHECK: gpu.func @moe_shared_scale
+func.func @shared_bf16(%x: tensor<?x36xbf16>, %su: tensor<36x20xbf16>,
+                       %sd: tensor<20x36xbf16>, %scale: tensor<36xbf16>)
+    -> tensor<?x36xbf16> {
+  %s = moe.shared_experts %x up(%su : tensor<36x20xbf16>)
+         down(%sd : tensor<20x36xbf16>) scale(%scale : tensor<36xbf16>)
+         {expert = #moe.expert<ffn, gelu>}
+         : tensor<?x36xbf16> -> tensor<?x36xbf16>
+  return %s : tensor<?x36xbf16>
+}
+
+// -----
+
 // CHECK-LABEL: func @shared
 // CHECK: %[[S:.*]] = gpu.alloc (%{{.*}}) : memref<?xf32>
 // CHECK: gpu.launch_func @moe_kernels::@moe_shared_scale {{.*}} args({{.*}} : memref<?x64xf32>, {{.*}} : memref<64xf32>, %[[S]] : memref<?xf32>)

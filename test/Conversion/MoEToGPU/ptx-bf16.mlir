@@ -27,6 +27,13 @@
 // CHECK-DAG: .entry moe_gate_0(
 // CHECK-DAG: .entry moe_experts_up_1(
 // CHECK-DAG: bar.sync
+// The expert GEMMs on tensor cores: mma.sync m16n8k16 with f32 accumulators,
+// tiles staged with 16-byte loads and stores in 16-byte aligned shared memory.
+// CHECK-DAG: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
+// CHECK-DAG: ld.global.v4.b32
+// CHECK-DAG: st.shared.v4.b32
+// CHECK-DAG: .shared .align 16
+// CHECK-DAG: bar.warp.sync -1
 
 // Mixtral: softmax, top-2, renormalized, SwiGLU experts.
 func.func @mixtral(%x: tensor<?x64xbf16>, %router: tensor<64x8xbf16>,

@@ -7,6 +7,7 @@
 // RUN: /usr/local/cuda/bin/ptxas -arch=sm_90 %t.sm90.ptx -o %t.sm90.cubin
 // RUN: FileCheck %s --check-prefixes=CHECK,SM80 < %t.sm80.ptx
 // RUN: FileCheck %s --check-prefixes=CHECK,SM90 < %t.sm90.ptx
+// RUN: FileCheck %s --check-prefix=NOMMA < %t.sm90.ptx
 
 // SM80: .target sm_80
 // SM90: .target sm_90
@@ -27,6 +28,8 @@
 // CHECK-DAG: .entry moe_gate_0(
 // CHECK-DAG: .entry moe_experts_up_1(
 // CHECK-DAG: bar.sync
+// f32 keeps the tiled CUDA-core GEMMs.
+// NOMMA-NOT: mma.sync
 
 // Mixtral: softmax, top-2, renormalized, SwiGLU experts.
 func.func @mixtral(%x: tensor<?x64xf32>, %router: tensor<64x8xf32>,

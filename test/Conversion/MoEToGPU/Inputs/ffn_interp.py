@@ -1,0 +1,279 @@
+"""The FFN kernels of convert-moe-to-gpu (moe.experts, moe.shared_experts) on
+the SIMT interpreter of test/lib/kernel_interp.py, against numpy.
+
+    ffn_interp.py MOE_OPT
+
+Each case builds one op, lowers it with MOE_OPT --convert-moe-to-gpu, runs
+its kernels over the grids the host code would launch and compares every
+written row with a float64 reference of the same rounded inputs (for f16 and
+bf16 the hidden rows are rounded to the element type too, as the kernels
+do). Rows that must not be written (padding rows, rows of other experts)
+hold a sentinel that must survive; the output of shared experts starts as
+NaN, so every element must be written. Prints one line per case and exits
+non-zero if any fails.
+"""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                                "lib"))
+import kernel_interp as ki  # noqa: E402
+import moe_reference as ref  # noqa: E402
+
+MOE_OPT = sys.argv[1] if len(sys.argv) > 1 else "moe-opt"
+# Relative max error per row: f32 accumulation, and the rounding of the
+# result (f16 2^-11, bf16 2^-8) and of the hidden rows.
+TOL = {"f32": 1e-5, "f16": 2e-3, "bf16": 2e-2}
+
+
+def lower(mlir):
+    out = subprocess.run([MOE_OPT, "--convert-moe-to-gpu", "--canonicalize", "--cse",
+                          "--mlir-print-op-generic"], input=mlir, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(out.stderr)
+    return ki.find_kernels(ki.parse_module(out.stdout))
+
+
+def rounder(dtype):
+    if dtype == "bf16":
+        return np.vectorize(ki.to_bf16, otypes=[np.float64])
+    npdt = {"f16": np.float16, "f32": np.float32}[dtype]
+    return lambda a: np.asarray(a).astype(npdt).astype(np.float64)
+
+
+def buf(a, dtype, base=256):
+    if dtype == "bf16":
+        m = ki.buffer(np.asarray(a, np.float64), "bf16")
+    else:
+        m = ki.buffer(np.asarray(a).astype({"f16": np.float16, "f32": np.float32}[dtype]))
+    m.base = base
+    return m
+
+
+def fresh(shape, dtype, fill):
+    npdt = {"f16": np.float16, "f32": np.float32, "bf16": np.float64}[dtype]
+    return ki.Memref(np.full(shape, fill, dtype=npdt), dtype)
+
+
+def launch(dtype):
+    """Rows per tile and threads per block of the GEMM kernels."""
+    return (16, (16, 16, 1)) if dtype == "f32" else (64, (128, 1, 1))
+
+
+def hidden_ref(x, gate, up, gb, ub, expert):
+    ex = dict(ref.EXPERT_DEFAULTS, **expert)
+    u = x @ up + (0.0 if ub is None else ub)
+    if ex["kind"] != "gated":
+        return ref._activation(u, ex["activation"])
+    g = x @ gate + (0.0 if gb is None else gb)
+    if ex["limit"] > 0.0:
+        g = np.minimum(g, ex["limit"])
+        u = np.clip(u, -ex["limit"], ex["limit"])
+    return ref._activation(g, ex["activation"], ex["alpha"]) * (u + ex["beta"])
+
+
+def check(worst, dtype, rows):
+    ok = worst <= TOL[dtype]
+    return ok, "%d rows, max relative error %.2e %s %.0e" % (rows, worst, "<=" if ok else ">",
+                                                             TOL[dtype])
+
+
+def attr(expert):
+    text = "%s, %s" % (expert["kind"], expert["activation"])
+    if "limit" in expert:
+        text += ", limit = %r, alpha = %r, beta = %r" % (expert["limit"], expert["alpha"],
+                                                          expert["beta"])
+    return text
+
+
+def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=0.3,
+            base=256, seed=0):
+    """moe.experts over experts [first, first + len(counts)) of `total`, with
+    counts[e] rows each (a fraction `pad` of them padding, token -1)."""
+    rng = np.random.default_rng(seed)
+    rnd = rounder(dtype)
+    E = len(counts)
+    total = total or E
+    rows = [int(rng.integers(0, 5)) for _ in range(total)]
+    rows[first:first + E] = counts
+    offsets = np.zeros(total + 1, np.int32)
+    offsets[1:] = np.cumsum(rows)
+    R = int(offsets[-1])
+    T = max(1, R // 2 + 1)
+    tokens = rng.integers(0, T, R).astype(np.int32)
+    tokens[rng.random(R) < pad] = -1
+    gated = expert["kind"] == "gated"
+    x = rnd(rng.standard_normal((T, H)))
+    up = rnd(rng.standard_normal((E, H, F)) / math.sqrt(H))
+    gate = rnd(rng.standard_normal((E, H, F)) / math.sqrt(H)) if gated else None
+    down = rnd(rng.standard_normal((E, F, H)) / math.sqrt(F))
+    ub = rnd(rng.standard_normal((E, F))) if biases else None
+    gb = rnd(rng.standard_normal((E, F))) if biases and gated else None
+    db = rnd(rng.standard_normal((E, H))) if biases else None
+
+    t = lambda *shape: "tensor<%sx%s>" % ("x".join(map(str, shape)), dtype)
+    act = "tensor<?x%dx%s>" % (H, dtype)
+    operands = []
+    if gated:
+        operands.append("gate(%%wg : %s)" % t(E, H, F))
+    operands += ["up(%%wu : %s)" % t(E, H, F), "down(%%wd : %s)" % t(E, F, H)]
+    if biases:
+        if gated:
+            operands.append("gate_bias(%%bg : %s)" % t(E, F))
+        operands += ["up_bias(%%bu : %s)" % t(E, F), "down_bias(%%bd : %s)" % t(E, H)]
+    mlir = """func.func @f(%%x: %(act)s, %%tok: tensor<?xi32>, %%off: tensor<%(n)dxi32>, %%dest: %(act)s,
+    %%wg: %(w)s, %%wu: %(w)s, %%wd: %(d)s, %%bg: %(b)s, %%bu: %(b)s, %%bd: %(bd)s) -> %(act)s {
+  %%y = moe.experts %%x, %%tok, %%off into %%dest %(ops)s
+      {expert = #moe.expert<%(ex)s>, first_expert = %(first)d}
+      : (%(act)s, tensor<?xi32>, tensor<%(n)dxi32>, %(act)s) -> %(act)s
+  return %%y : %(act)s
+}
+""" % dict(act=act, n=total + 1, w=t(E, H, F), d=t(E, F, H), b=t(E, F), bd=t(E, H),
+           ops=" ".join(operands), ex=attr(expert), first=first)
+    kernels = lower(mlir)
+    mma = dtype != "f32"
+    tile, block = launch(dtype)
+    sentinel = 1234.0
+    tok_b, off_b = ki.buffer(tokens), ki.buffer(offsets)
+    hidden = fresh((R, F), dtype if mma else "f32", np.nan)
+    out = fresh((R, H), dtype, sentinel)
+    args = [tok_b, off_b, buf(x, dtype, base)] + ([buf(gate, dtype)] if gated else [])
+    args += [buf(up, dtype)] + ([buf(gb, dtype)] if gb is not None else [])
+    args += ([buf(ub, dtype)] if biases else []) + [hidden]
+    grid_x = -(-R // tile) + E
+    ki.Interpreter(kernels["moe_experts_up"]).run((grid_x, -(-F // tile)), block, args)
+    args = [tok_b, off_b, hidden, buf(down, dtype, base)]
+    args += ([buf(db, dtype)] if biases else []) + [out]
+    ki.Interpreter(kernels["moe_experts_down"]).run((grid_x, -(-H // tile)), block, args)
+
+    y = out.array.astype(np.float64)
+    worst, checked = 0.0, 0
+    for e in range(total):
+        for row in range(offsets[e], offsets[e + 1]):
+            mine = first <= e < first + E
+            if not mine or tokens[row] < 0:
+                if not (y[row] == sentinel).all():
+                    return False, "row %d (expert %d, token %d) was written" % (row, e,
+                                                                             tokens[row])
+                continue
+            le = e - first
+            pick = lambda a: None if a is None else a[le]
+            h = hidden_ref(x[tokens[row]][None], pick(gate), up[le], pick(gb), pick(ub), expert)
+            if mma:
+                h = rnd(h)
+            r = (h @ down[le] + (0.0 if db is None else db[le]))[0]
+            worst = max(worst, np.abs(y[row] - r).max() / max(np.abs(r).max(), 1e-6))
+            checked += 1
+    return check(worst, dtype, checked)
+
+
+def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0):
+    """moe.shared_experts (dense, 2-d weights) with an optional row scale."""
+    rng = np.random.default_rng(seed)
+    rnd = rounder(dtype)
+    gated = expert["kind"] == "gated"
+    x = rnd(rng.standard_normal((T, H)))
+    up = rnd(rng.standard_normal((H, F)) / math.sqrt(H))
+    gate = rnd(rng.standard_normal((H, F)) / math.sqrt(H)) if gated else None
+    down = rnd(rng.standard_normal((F, H)) / math.sqrt(F))
+    sc = rnd(rng.standard_normal(H) / math.sqrt(H)) if scale else None
+    t = lambda *shape: "tensor<%sx%s>" % ("x".join(map(str, shape)), dtype)
+    act = "tensor<?x%dx%s>" % (H, dtype)
+    operands = (["gate(%%sg : %s)" % t(H, F)] if gated else []) + [
+        "up(%%su : %s)" % t(H, F), "down(%%sd : %s)" % t(F, H)]
+    if scale:
+        operands.append("scale(%%s : %s)" % t(H))
+    mlir = """func.func @f(%%x: %(act)s, %%sg: %(w)s, %%su: %(w)s, %%sd: %(d)s, %%s: %(s)s) -> %(act)s {
+  %%y = moe.shared_experts %%x %(ops)s {expert = #moe.expert<%(ex)s>} : %(act)s -> %(act)s
+  return %%y : %(act)s
+}
+""" % dict(act=act, w=t(H, F), d=t(F, H), s=t(H), ops=" ".join(operands), ex=attr(expert))
+    kernels = lower(mlir)
+    mma = dtype != "f32"
+    tile, block = launch(dtype)
+    xb = buf(x, dtype, base)
+    hidden = fresh((T, F), dtype if mma else "f32", np.nan)
+    out = fresh((T, H), dtype, np.nan)
+    row_scale = None
+    if scale:
+        row_scale = ki.Memref(np.full((T,), np.nan, np.float32), "f32")
+        if T:
+            ki.Interpreter(kernels["moe_shared_scale"]).run(
+                (-(-T // 128), 1), (128, 1, 1), [xb, buf(sc, dtype), row_scale])
+    if T:
+        args = [xb] + ([buf(gate, dtype)] if gated else []) + [buf(up, dtype), hidden]
+        ki.Interpreter(kernels["moe_shared_up"]).run((-(-T // tile), -(-F // tile)), block, args)
+        args = [hidden, buf(down, dtype, base)] + ([row_scale] if scale else []) + [out]
+        ki.Interpreter(kernels["moe_shared_down"]).run((-(-T // tile), -(-H // tile)), block,
+                                                       args)
+    h = hidden_ref(x, gate, up, None, None, expert)
+    if mma:
+        h = rnd(h)
+    r = h @ down
+    if scale:
+        r = r / (1.0 + np.exp(-(x @ sc)))[:, None]
+    y = out.array.astype(np.float64)
+    if np.isnan(y).any():
+        return False, "an output element was not written"
+    worst = max([np.abs(y[i] - r[i]).max() / max(np.abs(r[i]).max(), 1e-6) for i in range(T)],
+                default=0.0)
+    return check(worst, dtype, T)
+
+
+SWIGLU = dict(kind="gated", activation="silu")
+CLAMPED = dict(kind="gated", activation="silu", limit=7.0, alpha=1.702, beta=1.0)
+CASES = [
+    # The f32 tiled kernel: the interpreter against kernels that run on GPUs.
+    ("f32 experts, clamped SwiGLU, biases",
+     lambda: experts("f32", 33, 70, [17, 0, 20], CLAMPED, biases=True)),
+    # Sizes that are not multiples of 8: elementwise staging loads only;
+    # partial row, column and K tiles.
+    ("f16 experts, H 33 F 70, biases",
+     lambda: experts("f16", 33, 70, [17, 0, 20], CLAMPED, biases=True)),
+    ("bf16 experts, H 33 F 70, biases",
+     lambda: experts("bf16", 33, 70, [17, 0, 20], CLAMPED, biases=True, seed=1)),
+    # Multiples of 8: 16-byte vector loads; several row tiles per expert.
+    ("f16 experts, H 64 F 128, 134 rows",
+     lambda: experts("f16", 64, 128, [70, 64], SWIGLU, seed=3)),
+    ("bf16 experts, GELU FFN, H 72 F 40, biases",
+     lambda: experts("bf16", 72, 40, [65, 1], dict(kind="ffn", activation="gelu"),
+                     biases=True, seed=4)),
+    # Vector loads for one GEMM's A and the other's B only (F = 22).
+    ("f16 experts, H 64 F 22",
+     lambda: experts("f16", 64, 22, [30, 0, 70], SWIGLU, biases=True, seed=7)),
+    # A 16-byte-aligned size but a buffer that is not: the elementwise loads.
+    ("bf16 experts, misaligned input and down weights",
+     lambda: experts("bf16", 64, 128, [33, 70], SWIGLU, base=258, seed=8)),
+    # A slice of the experts (first_expert), tiny sizes, no padding rows.
+    ("f16 experts 1-2 of 4, ReLU, H 17 F 9",
+     lambda: experts("f16", 17, 9, [3, 130], dict(kind="ffn", activation="relu"), first=1,
+                     total=4, pad=0.0, seed=5)),
+    ("f16 experts, no rows", lambda: experts("f16", 64, 128, [0, 0], SWIGLU, seed=9)),
+    ("f16 shared experts, row scale", lambda: shared("f16", 24, 40, 19, SWIGLU)),
+    ("bf16 shared experts, GELU tanh FFN, row scale",
+     lambda: shared("bf16", 64, 72, 70, dict(kind="ffn", activation="gelu_tanh"), seed=2)),
+    ("f16 shared experts, 130 tokens", lambda: shared("f16", 64, 72, 130, SWIGLU, scale=False)),
+    ("f16 shared experts, no tokens", lambda: shared("f16", 64, 72, 0, SWIGLU)),
+]
+
+
+def main():
+    failed = 0
+    for name, case in CASES:
+        try:
+            ok, result = case()
+        except ki.KernelError as e:
+            ok, result = False, "kernel error: %s" % e
+        failed += not ok
+        print("%s %s: %s" % ("PASS" if ok else "FAIL", name, result), flush=True)
+    print("ffn_interp: %d of %d cases failed" % (failed, len(CASES)))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
