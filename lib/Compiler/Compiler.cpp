@@ -336,7 +336,8 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
     return failure();
   if (failed(stages.run("outline-weights", [&]() -> LogicalResult {
         FailureOr<ModelSignature> built = buildSignatureAndOutlineWeights(
-            entry, options.weightThresholdBytes);
+            entry, options.weightThresholdBytes,
+            /*outlineMoEOperands=*/options.target == "cuda");
         if (failed(built))
           return failure();
         signature = std::move(*built);

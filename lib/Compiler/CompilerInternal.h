@@ -88,9 +88,13 @@ FailureOr<std::string> renameReservedSymbols(ModuleOp module,
 /// Checks that every argument and result of `entry` is a ranked tensor of an
 /// ABI element type, records them as inputs and outputs, and outlines the
 /// constant tensors larger than `thresholdBytes` into trailing arguments
-/// recorded as weights. Marks all arguments read-only for bufferization.
+/// recorded as weights; with `outlineMoEOperands`, also every smaller one
+/// that a moe op uses (the CUDA target: a constant left in the library is
+/// host memory, which a kernel cannot read). Marks all arguments read-only
+/// for bufferization.
 FailureOr<ModelSignature>
-buildSignatureAndOutlineWeights(func::FuncOp entry, uint64_t thresholdBytes);
+buildSignatureAndOutlineWeights(func::FuncOp entry, uint64_t thresholdBytes,
+                                bool outlineMoEOperands = false);
 
 /// Assigns the weights their offsets in the data section, in order: each on
 /// a 64-byte boundary, and weights in an expert cache on a 4096-byte file

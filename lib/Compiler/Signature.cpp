@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CompilerInternal.h"
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
@@ -250,9 +251,8 @@ void compiler::layOutWeights(ModelSignature &signature) {
   signature.dataBytes = offset;
 }
 
-FailureOr<ModelSignature>
-compiler::buildSignatureAndOutlineWeights(func::FuncOp entry,
-                                          uint64_t thresholdBytes) {
+FailureOr<ModelSignature> compiler::buildSignatureAndOutlineWeights(
+    func::FuncOp entry, uint64_t thresholdBytes, bool outlineMoEOperands) {
   MLIRContext *context = entry.getContext();
   ModelSignature signature;
   NameTable names;
@@ -284,7 +284,14 @@ compiler::buildSignatureAndOutlineWeights(func::FuncOp entry,
   SmallVector<arith::ConstantOp> constants;
   entry.walk([&](arith::ConstantOp op) {
     auto value = dyn_cast<ElementsAttr>(op.getValue());
-    if (!value || op.use_empty() || getOutlinableBytes(value) <= thresholdBytes)
+    if (!value || op.use_empty())
+      return;
+    uint64_t bytes = getOutlinableBytes(value);
+    bool moeOperand = outlineMoEOperands && bytes > 0 &&
+                      llvm::any_of(op->getUsers(), [](Operation *user) {
+                        return isa<moe::MoEDialect>(user->getDialect());
+                      });
+    if (bytes <= thresholdBytes && !moeOperand)
       return;
     // A new argument is visible only where the region sees the function's.
     if (op->getParentWithTrait<OpTrait::IsIsolatedFromAbove>() != entry)

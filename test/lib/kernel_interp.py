@@ -468,13 +468,16 @@ class Interpreter:
                 lanes = range(w, min(w + 32, nthreads))
                 at = [waits[l] for l in lanes]
                 kinds = {x[0] if x is not None else "done" for x in at}
-                if not kinds & {"mma", "warp"}:
+                if not kinds & {"mma", "warp", "shuffle"}:
                     continue
                 if len(kinds) != 1 or len({id(x[1]) for x in at}) != 1:
-                    raise KernelError("a warp collective (mma.sync or bar.warp.sync) not "
-                                      "reached by every lane of warp %d together" % (w // 32))
+                    raise KernelError("a warp collective (mma.sync, bar.warp.sync or "
+                                      "gpu.shuffle) not reached by every lane of warp %d "
+                                      "together" % (w // 32))
                 if at[0][0] == "mma":
                     d = mma_m16n8k16([x[2] for x in at], at[0][3])
+                elif at[0][0] == "shuffle":
+                    d = shuffle([x[2] for x in at], at[0][3])
                 else:
                     d = [None] * len(at)
                 for l, r in zip(lanes, d):
@@ -529,6 +532,13 @@ class Interpreter:
                 if get(op.operands[0]) & 0xFFFFFFFF != 0xFFFFFFFF:
                     raise KernelError("bar.warp.sync with a partial mask")
                 yield ("warp", op, None, None)
+            elif name == "gpu.shuffle":
+                mode = re.search(r"shuffle_mode\s*<?\s*(\w+)", op.props + " " + str(op.attrs))
+                value, offset, width = (get(o) for o in op.operands)
+                got = yield ("shuffle", op, (value, offset, width), mode.group(1) if mode else "")
+                env[op.results[0]] = got[0]
+                if len(op.results) > 1:
+                    env[op.results[1]] = got[1]
             elif name == "nvvm.mma.sync":
                 vals = [get(o) for o in op.operands]
                 a, b, c = vals[:4], vals[4:6], vals[6:10]
@@ -590,6 +600,10 @@ class Interpreter:
             return _wrap(v[0] ^ v[1], rt)
         if name == "arith.shli":
             return _wrap(v[0] << v[1], rt)
+        if name == "arith.shrui":
+            return _wrap(_unsigned(v[0], rt) >> v[1], rt)
+        if name == "arith.shrsi":
+            return _wrap(v[0] >> v[1], rt)
         if name == "arith.select":
             return v[1] if v[0] else v[2]
         if name in ("arith.index_cast", "arith.extsi"):
@@ -738,7 +752,7 @@ def _dense_tensor(props, t):
     m = re.search(r'dense<"0x([0-9A-Fa-f]*)">', props)
     if m:
         dtype = {"f16": "<f2", "f32": "<f4", "f64": "<f8", "i32": "<i4",
-                 "i64": "<i8"}[elem]
+                 "i64": "<i8", "i8": "<i1"}[elem]
         array = np.frombuffer(bytes.fromhex(m.group(1)), dtype=dtype)
         if array.size == 1:
             array = np.full(shape, array[0])
@@ -750,6 +764,24 @@ def _dense_tensor(props, t):
     if len(values) == 1:
         return buffer(np.full(shape, values[0], dtype=_numpy_dtype(elem)), elem)
     return buffer(np.array(values, dtype=_numpy_dtype(elem)).reshape(shape), elem)
+
+
+def shuffle(lanes, mode):
+    """gpu.shuffle over the 32 lanes of a warp: lane i gets the value of lane
+    i ^ offset (xor), i + offset (down), i - offset (up) or offset (idx)
+    within its segment of `width` lanes, and whether that lane exists."""
+    if len(lanes) != 32:
+        raise KernelError("gpu.shuffle in a partial warp")
+    out = []
+    for i, (value, offset, width) in enumerate(lanes):
+        base = i - i % width
+        src = {"xor": i ^ offset, "down": i + offset, "up": i - offset,
+               "idx": base + offset}.get(mode)
+        if src is None:
+            raise KernelError("gpu.shuffle mode %r is not interpreted" % mode)
+        valid = base <= src < base + width
+        out.append((lanes[src][0] if valid else value, 1 if valid else 0))
+    return out
 
 
 def run_host(module, inputs, func_name=None, log=None):
@@ -824,20 +856,29 @@ def run_host(module, inputs, func_name=None, log=None):
 
 def run_case(directory, moe_opt="moe-opt"):
     """Lowers DIR/model.mlir with convert-moe-to-gpu, runs it on DIR's inputs
-    and writes DIR/out.npy (what moe-run writes for a compiled model)."""
+    and writes DIR/out.npy (what moe-run writes for a compiled model). DIR is
+    a test/lib/moe_case.py case or one of the generators of
+    test/Integration/CPU/Inputs (in0.npy, in1.npy, ...)."""
     import json
     import os
     import subprocess
 
     lowered = subprocess.run(
         [moe_opt, os.path.join(directory, "model.mlir"), "--moe-expand", "--moe-fuse-gating",
-         "--convert-moe-to-gpu", "--canonicalize", "--cse", "--mlir-print-op-generic"],
+         "--convert-moe-to-gpu=allow-host-constants", "--canonicalize", "--cse",
+         "--mlir-print-op-generic"],
         capture_output=True, text=True)
     if lowered.returncode:
         raise SystemExit(lowered.stderr)
     with open(os.path.join(directory, "case.json")) as f:
         case = json.load(f)
-    inputs = [np.load(os.path.join(directory, "in%d.npy" % i)) for i in range(case["inputs"])]
+    # moe_case.py records the input count; the other generators write in0.npy, in1.npy, ...
+    count = case.get("inputs")
+    if count is None:
+        count = 0
+        while os.path.exists(os.path.join(directory, "in%d.npy" % count)):
+            count += 1
+    inputs = [np.load(os.path.join(directory, "in%d.npy" % i)) for i in range(count)]
     log = []
     out = run_host(parse_module(lowered.stdout), inputs, log=log)
     np.save(os.path.join(directory, "out.npy"), out[0].astype(inputs[0].dtype))

@@ -64,8 +64,10 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
 def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
   let summary = "Lower the moe dialect to GPU kernels and their launches";
   let description = [{
-    Lowers `moe.gate`, `moe.route`, `moe.dispatch`, `moe.experts`,
-    `moe.shared_experts` and `moe.combine` to `gpu.launch_func` of kernels
+    Lowers `moe.gate`, `moe.route` (including expert choice), `moe.hash_route`,
+    `moe.dispatch`, `moe.experts`, `moe.quantized_experts`,
+    `moe.zero_computation_experts`, `moe.shared_experts` and `moe.combine`
+    to `gpu.launch_func` of kernels
     written on memrefs in the `gpu.module @moe_kernels` of the module (which
     gets `gpu.container_module`). Kernels are specialized to the op's static
     sizes; only the token (row) count may be dynamic.
@@ -86,9 +88,13 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
     Host side, operands become buffers through `bufferization.to_buffer` and
     results are `gpu.alloc` buffers behind `bufferization.to_tensor`, so the
     host function is bufferized afterwards. `moe.layer` (run `moe-expand`),
-    `moe.zero_computation_experts`, `moe.generic_experts`, dynamic sizes other
-    than the token count and element types other than f16, bf16, f32 and f64
-    are reported as errors naming the op.
+    `moe.generic_experts`, dynamic sizes other than the token count and
+    element types other than f16, bf16, f32 and f64 are reported as errors
+    naming the op. So is what would run on the host against device memory:
+    tensor compute left beside the launches (a linalg op, arith/math on
+    tensors, `tensor.extract`) and constant tensors passed to kernels (they
+    would be globals in host memory; `moe-compile --target=cuda` makes them
+    weights), unless `allow-host-constants` is set.
 
     Example:
     ```mlir
@@ -103,6 +109,12 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
     %out = bufferization.to_tensor %out_buf restrict writable : ...
     ```
   }];
+  let options = [
+    Option<"allowHostConstants", "allow-host-constants", "bool",
+           /*default=*/"false",
+           "Accept constant tensors as kernel operands (for the kernel "
+           "interpreter of test/lib, where every buffer is device memory)">
+  ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
     "::mlir::bufferization::BufferizationDialect",

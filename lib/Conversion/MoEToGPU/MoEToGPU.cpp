@@ -2071,9 +2071,12 @@ static Kernel buildQuantizedKernel(RewriterBase &rewriter, Operation *op,
   OpBuilder &ob = b.b;
   Type i32 = ob.getI32Type();
   Value c0 = b.idx(0), c1 = b.idx(1);
-  Value expert = b.add(b.blockId(gpu::Dimension::x), b.idx(spec.firstExpert));
-  Value start = b.loadI(offsets, {expert});
-  Value end = b.loadI(offsets, {b.add(expert, c1)});
+  // The op's weights hold its experts only: `expert` indexes them, the
+  // offsets are indexed by the global expert id.
+  Value expert = b.blockId(gpu::Dimension::x);
+  Value global = b.add(expert, b.idx(spec.firstExpert));
+  Value start = b.loadI(offsets, {global});
+  Value end = b.loadI(offsets, {b.add(global, c1)});
   Value tid = b.threadId();
   Value warp = b.div(tid, b.idx(32)), lane = b.rem(tid, b.idx(32));
   Value n =
@@ -2534,6 +2537,25 @@ struct ConvertMoEToGPUPass
       func->walk([&](gpu::LaunchFuncOp) { launches = true; });
       if (!launches)
         return WalkResult::advance();
+      // A constant tensor becomes a global in host memory, which a kernel
+      // cannot read.
+      if (auto launch = dyn_cast<gpu::LaunchFuncOp>(op)) {
+        if (allowHostConstants)
+          return WalkResult::advance();
+        for (Value operand : launch.getKernelOperands()) {
+          auto toBuffer = operand.getDefiningOp<bufferization::ToBufferOp>();
+          if (!toBuffer ||
+              !toBuffer.getTensor().getDefiningOp<arith::ConstantOp>())
+            continue;
+          toBuffer.getTensor().getDefiningOp()->emitOpError()
+              << "is a kernel operand but would stay in host memory, which "
+                 "the GPU cannot read; make it a function argument "
+                 "(moe-compile "
+                 "--target=cuda outlines such constants into the weights file)";
+          return WalkResult::interrupt();
+        }
+        return WalkResult::advance();
+      }
       if (isOpTriviallyDead(op) || op->hasTrait<OpTrait::ConstantLike>())
         return WalkResult::advance();
       bool computes =

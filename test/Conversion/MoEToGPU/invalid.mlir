@@ -58,3 +58,13 @@ func.func @host_compute(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>) -> (tensor<?
       : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
   return %w, %l : tensor<?x2xf32>, tensor<?x8xf32>
 }
+
+// -----
+
+func.func @constant_operand(%x: tensor<?x16xf32>, %r: tensor<16x8xf32>) -> tensor<?x2xf32> {
+  // expected-error @+1 {{'arith.constant' op is a kernel operand but would stay in host memory}}
+  %b = arith.constant dense<0.5> : tensor<8xf32>
+  %i, %w = moe.gate %x, %r selection_bias(%b : tensor<8xf32>) {routing = #moe.routing<k = 2>}
+      : (tensor<?x16xf32>, tensor<16x8xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %w : tensor<?x2xf32>
+}
