@@ -31,14 +31,19 @@ cases=(
   "qwen-geglu --tokens 13" "mixtral --tokens 0" "mixtral --tokens 513"
   "expert-choice --tokens 21" "expert-choice --tokens 1" "expert-choice-capacity --tokens 13"
   "expert-choice-all --tokens 6"
-  # f16 (tensor-core expert GEMMs; moe_case.py check uses its f16 tolerance).
+  # f16 (tensor-core expert GEMMs, the skinny ones at small T; moe_case.py
+  # check uses its f16 tolerance).
   "mixtral --tokens 37 --dtype f16" "mixtral --tokens 513 --dtype f16"
   "mixtral --tokens 64 --static --weights-as-inputs --dtype f16" "mixtral --tokens 0 --dtype f16"
   "olmoe --tokens 700 --dtype f16" "deepseek-moe --tokens 21 --dtype f16"
   "deepseek-v3 --tokens 20 --dtype f16" "gpt-oss --tokens 17 --dtype f16"
   "switch-capacity --tokens 25 --dtype f16" "capacity-k2 --tokens 30 --dtype f16"
   "top-p --tokens 11 --dtype f16" "qwen-geglu --tokens 13 --dtype f16"
-  "expert-choice --tokens 21 --dtype f16")
+  "expert-choice --tokens 21 --dtype f16"
+  # Wide enough that the skinny GEMMs split K over blocks; T = 40 is tiled.
+  "mixtral-wide --tokens 1" "gpt-oss-wide --tokens 5" "qwen-wide --tokens 3"
+  "mixtral-wide --tokens 1 --dtype f16" "qwen-wide --tokens 3 --dtype f16"
+  "mixtral-wide --tokens 40")
 # Routing ops written out (test/Integration/CPU/Inputs/routing_ops.py), whose
 # host code is moe ops only: hash routing, token groups through moe.gate.
 routing=("hash-table --tokens 29" "hash-function --tokens 23" "groups-gate --tokens 45")

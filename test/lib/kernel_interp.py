@@ -4,15 +4,15 @@ its kernels compute on a machine without a GPU.
 It reads a module printed in the generic form (`moe-opt ... --mlir-print-op-
 generic`). `Interpreter(kernel).run(grid, block, args)` runs one `gpu.func`
 over a grid: every thread of a block is a Python generator over the kernel's
-ops (scf, arith, math, memref, vector, gpu ids and barriers, and the LLVM/NVVM
-ops of the tensor-core GEMMs). Threads stop at `gpu.barrier` until every
-thread of the block is there, and at `nvvm.mma.sync` / `nvvm.bar.warp.sync`
-until all 32 lanes of the warp are at the same one; anything else (a barrier
-that some thread of the block never reaches, an mma that part of a warp
-skips) is an error, as it is undefined on a GPU. `nvvm.mma.sync` (m16n8k16,
-row.col, f16/bf16 multiplicands, f32 accumulators) is emulated from the
-fragment layout of the PTX ISA, written here independently of the kernel
-builder. Loads and stores are bounds-checked, vector accesses checked against
+ops (scf, arith, math, memref, vector, gpu ids, barriers and shuffles, and
+the LLVM/NVVM ops of the tensor-core GEMMs). Threads stop at `gpu.barrier`
+until every thread of the block is there, and at `gpu.shuffle`,
+`nvvm.mma.sync` and `nvvm.bar.warp.sync` until all 32 lanes of the warp are
+at the same one; anything else (a barrier that some thread of the block
+never reaches, an mma that part of a warp skips) is an error, as it is
+undefined on a GPU. `nvvm.mma.sync` (m16n8k16, row.col, f16/bf16
+multiplicands, f32 accumulators) is emulated from the fragment layout of the
+PTX ISA, written here independently of the kernel builder. Loads and stores are bounds-checked, vector accesses checked against
 their alignment attribute (buffers are 256-byte aligned unless a test moves
 them); fresh workgroup and device memory hold NaN, so a read of an element
 nobody wrote shows. `run_host` interprets a host function (allocations,
@@ -462,8 +462,8 @@ class Interpreter:
             if all(done):
                 return
             progressed = False
-            # Warp collectives (mma.sync, bar.warp.sync): every lane of the
-            # warp at the same op.
+            # Warp collectives (shuffle, mma.sync, bar.warp.sync): every lane
+            # of the warp at the same op.
             for w in range(0, nthreads, 32):
                 lanes = range(w, min(w + 32, nthreads))
                 at = [waits[l] for l in lanes]
@@ -695,6 +695,9 @@ class Interpreter:
             return None
         if name == "vector.from_elements":
             return tuple(v)
+        if name == "vector.extract":
+            pos = int(re.search(r"static_position = array<i64: (\d+)>", op.props).group(1))
+            return v[0][pos]
         if name == "vector.interleave":
             return tuple(x for pair in zip(v[0], v[1]) for x in pair)
         if name == "vector.shuffle":
@@ -784,11 +787,13 @@ def shuffle(lanes, mode):
     return out
 
 
-def run_host(module, inputs, func_name=None, log=None):
+def run_host(module, inputs, func_name=None, log=None, bases=None):
     """Runs the host function `func_name` (the only func.func by default) of
     a module after convert-moe-to-gpu (before bufferization) on `inputs`
     (numpy arrays; bf16 as float64 holding bf16 values), launching its
-    kernels on the interpreter; returns the results as numpy arrays."""
+    kernels on the interpreter; returns the results as numpy arrays.
+    `bases` maps argument positions to the address of their buffer (256 by
+    default), to test misaligned buffers."""
     funcs, kernels = {}, find_kernels(module)
     for region in module.regions:
         for block in region:
@@ -798,9 +803,11 @@ def run_host(module, inputs, func_name=None, log=None):
     func = funcs[func_name] if func_name else next(iter(funcs.values()))
     body = func.regions[0][0]
     env = {}
-    for name, t, a in zip(body.args, body.arg_types, inputs):
+    for i, (name, t, a) in enumerate(zip(body.args, body.arg_types, inputs)):
         env[name] = buffer(np.asarray(a), _elem(t))
+        env[name].base = (bases or {}).get(i, 256)
     interp = Interpreter(None)
+    views = {}
     for op in body.ops:
         get = env.__getitem__
         name = op.name
@@ -821,6 +828,23 @@ def run_host(module, inputs, func_name=None, log=None):
         elif name == "gpu.memcpy":
             dst, src = get(op.operands[-2]), get(op.operands[-1])
             dst.array[...] = src.array
+        elif name == "memref.view":
+            # A typed view of an i8 buffer: its own array here, checked to lie
+            # in the buffer and not to overlap another view of it.
+            src, shift = get(op.operands[0]), get(op.operands[1])
+            t = op.result_types[0]
+            dyn = iter(get(o) for o in op.operands[2:])
+            shape = [next(dyn) if d is None else d for d in _shape(t)]
+            view = _garbage(shape, _elem(t))
+            size = int(np.prod(shape)) * _BYTES[_elem(t)]
+            ranges = views.setdefault(id(src), [])
+            if shift < 0 or shift + size > src.array.size or any(
+                    size and a < shift + size and shift < b for a, b in ranges):
+                raise KernelError("memref.view [%d, %d) of a %d-byte buffer, views %s"
+                                  % (shift, shift + size, src.array.size, ranges))
+            ranges.append((shift, shift + size))
+            view.base = src.base + shift
+            env[op.results[0]] = view
         elif name == "gpu.dealloc":
             pass
         elif name == "gpu.launch_func":

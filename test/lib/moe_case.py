@@ -64,6 +64,19 @@ CONFIGS = {
     "top-p": dict(H=32, F=48, E=8, routing=dict(k=4, temperature=0.7, threshold=0.6,
                                                   renormalize=True),
                   expert=dict(kind="ffn", activation="gelu")),
+    # Wide enough that the skinny (decode) GEMMs split K across blocks
+    # (K > 256): SwiGLU; clamped SwiGLU with biases and an F that is not a
+    # multiple of 4 (narrower vectors, a partial last strip); shared experts
+    # with a sigmoid scale (dense skinny GEMMs, K = 600 for down).
+    "mixtral-wide": dict(H=520, F=300, E=4, routing=dict(k=2, renormalize=True),
+                         expert=dict(kind="gated", activation="silu")),
+    "gpt-oss-wide": dict(H=522, F=290, E=4, biases=True, big_weights=True,
+                         routing=dict(k=2, scoring="topk_softmax"),
+                         expert=dict(kind="gated", activation="silu", limit=7.0,
+                                     alpha=1.702, beta=1.0)),
+    "qwen-wide": dict(H=300, F=64, E=8, Fs=600, shared_scale=True,
+                      routing=dict(k=4, renormalize=True),
+                      expert=dict(kind="gated", activation="gelu_tanh")),
     # Expert choice (Zhou et al. 2022): each expert takes ceil(2 T / 8) tokens.
     "expert-choice": dict(H=32, F=24, E=8, routing=dict(k=8, selection="expert_choice",
                                                          capacity_factor=2.0),

@@ -82,7 +82,10 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
       activation, then a second one for the down projection: for f16 and
       bf16 on tensor cores (`nvvm.mma.sync` m16n8k16, f32 accumulators,
       64x64 tiles per 4-warp block), for f32 and f64 a tiled kernel (16x16
-      tiles in workgroup memory).
+      tiles in workgroup memory). For few rows per expert (decode, chosen at
+      run time from the row count) skinny GEMMs instead, which read the
+      weights once in 16-byte vectors and split K over blocks, summing the
+      partial sums in a fixed order (no atomics).
     - combine: a per-token reduction of the k rows, no scatter.
 
     Host side, operands become buffers through `bufferization.to_buffer` and

@@ -340,9 +340,9 @@ struct Host {
                                              /*writable=*/true);
   }
   void launch(const Kernel &kernel, Value gridX, Value gridY, int64_t blockX,
-              int64_t blockY, ValueRange args) const {
+              int64_t blockY, ValueRange args, Value gridZ = {}) const {
     Value one = arith::ConstantIndexOp::create(rewriter, loc, 1);
-    gpu::KernelDim3 grid{gridX, gridY, one};
+    gpu::KernelDim3 grid{gridX, gridY, gridZ ? gridZ : one};
     gpu::KernelDim3 block{arith::ConstantIndexOp::create(rewriter, loc, blockX),
                           arith::ConstantIndexOp::create(rewriter, loc, blockY),
                           one};
@@ -1852,17 +1852,723 @@ static Kernel buildRowScaleKernel(RewriterBase &rewriter, Operation *op,
   return kernel;
 }
 
-/// Emits the kernels and launches of an FFN into `outBuf`: the row-scale
-/// kernel when there is a scale, then the two GEMMs through a buffer of
-/// hidden rows. f16 and bf16 use the tensor-core GEMMs with hidden rows in
-/// the element type (rounded once, as PyTorch does, so that the second
+//===----------------------------------------------------------------------===//
+// Experts: skinny GEMMs for few rows per expert (decode)
+//===----------------------------------------------------------------------===//
+//
+// With a few rows per expert the FFN is a matrix-vector product per expert:
+// the time is the time to stream the weights from memory once, and the tiled
+// kernels above are latency bound instead (their 16- or 64-row tiles hold a
+// row or two, and K advances a tile per barrier pair, in a block per expert
+// and column tile). The skinny kernels read every weight byte once, in 16-byte
+// vector loads that cover 128 contiguous bytes of a weight row per group of
+// 8 threads, and split K across blocks so that even two active experts fill
+// the GPU:
+//
+// - grid x: column strips of `cols` columns (8 threads x one vector each);
+// - grid y: K splits, `chunk` K rows each (chosen on the host from the token
+//   count, so that strips x splits x groups is about kSkinnyTargetBlocks);
+// - grid z: row groups of at most kSkinnyRows rows of one expert, numbered in
+//   expert order (an upper bound for grouped GEMMs; blocks past the last
+//   group, like those of experts without rows, exit at once).
+//
+// A block has 256 threads: `lanes` threads across the strip times `slices`
+// K slices. The block's A rows (its K range of up to kSkinnyRows rows) are
+// staged in workgroup memory, each thread accumulates its strip columns for
+// all rows of the group over its K slice, the slices are summed by a fixed
+// butterfly of shuffles inside each warp and then warp by warp in workgroup
+// memory, and the block writes f32 (f64) partial sums per split. The sums
+// over splits are fused into the next step: the down kernel stages its A
+// rows (the hidden activations) by summing the up partials over splits and
+// applying biases and the activation, and a small reduce kernel sums the
+// down partials and writes the output rows that hold a token. Every sum has
+// a fixed order (no atomics), so results do not depend on scheduling; they
+// do depend on the split count, i.e. on the shapes and the token count.
+
+/// Threads per block of the skinny GEMM kernels (8 warps).
+static constexpr int64_t kSkinnyThreads = 256;
+/// Rows of one expert that a skinny block computes together, reading the
+/// weight strip once for all of them.
+static constexpr int64_t kSkinnyRows = 4;
+/// Bytes of one weight load of a thread.
+static constexpr int64_t kSkinnyVectorBytes = 16;
+/// Threads across a strip: 8 x 16 bytes = 128 contiguous bytes of a row.
+static constexpr int64_t kSkinnyLanes = 8;
+/// Weight vectors a thread has in flight per round (in 32-bit registers:
+/// 4 per vector, 32 in all), shared by the matrices of the GEMM.
+static constexpr int64_t kSkinnyLoadsInFlight = 8;
+/// K splits: at most ceil(K / kSkinnyMinChunk) of them (enough loads per
+/// thread to be worth a block), at most kSkinnyMaxChunk K rows each (the
+/// width of the A tile in workgroup memory).
+static constexpr int64_t kSkinnyMinChunk = 256;
+static constexpr int64_t kSkinnyMaxChunk = 1024;
+/// Blocks of a skinny GEMM resident per SM (a launch bound for ptxas), and
+/// the blocks the host aims at when it splits K: that many per SM of an
+/// H100/H200 (132 SMs). Tuning values, not correctness ones.
+static constexpr int64_t kSkinnyBlocksPerSM = 2;
+static constexpr int64_t kSkinnyTargetBlocks = kSkinnyBlocksPerSM * 132;
+/// Split partials summed per unrolled step (loads in flight per thread).
+static constexpr int64_t kSplitBatch = 8;
+/// Row thresholds of the skinny path: grouped GEMMs when the rows average at
+/// most this many per expert (experts then have one or two row groups, and
+/// the tiled kernel would leave most of its 16-row tiles empty); dense
+/// GEMMs up to this many rows (groups are blocks, so more rows only mean
+/// more blocks reading the same strips, from L2).
+static constexpr int64_t kSkinnyRowsPerExpert = 8;
+static constexpr int64_t kSkinnyDenseRows = 32;
+
+namespace {
+/// The static shape of one skinny GEMM (K x N, `matrices` weight matrices
+/// sharing the A rows: 2 for the gated first GEMM).
+struct SkinnyPlan {
+  int64_t k = 0, n = 0;
+  int64_t matrices = 1;
+  /// Elements of one weight vector load (16 bytes when N allows it, so that
+  /// every vector is aligned).
+  int64_t vec = 1;
+  /// Threads across a strip, K slices of a block, strip width.
+  int64_t lanes = 1, slices = 1, cols = 1;
+  int64_t strips = 1;
+  /// Weight rows per slice loaded before their FMAs (per matrix), and the K
+  /// rows a block consumes per round: `slices * unroll`.
+  int64_t unroll = 1, round = 1;
+  /// Bounds of the K rows per block: multiples of `round`.
+  int64_t minChunk = 1, maxChunk = 1;
+};
+} // namespace
+
+static SkinnyPlan planSkinny(int64_t k, int64_t n, Type weightType,
+                             int64_t matrices) {
+  SkinnyPlan plan;
+  plan.k = k;
+  plan.n = n;
+  plan.matrices = matrices;
+  int64_t bytes = weightType.getIntOrFloatBitWidth() / 8;
+  plan.vec = std::max<int64_t>(1, kSkinnyVectorBytes / bytes);
+  // Rows of N elements stay aligned to the vector only if N is a multiple.
+  while (n % plan.vec)
+    plan.vec /= 2;
+  plan.lanes = std::min<int64_t>(
+      kSkinnyLanes, llvm::PowerOf2Ceil((n + plan.vec - 1) / plan.vec));
+  plan.slices = kSkinnyThreads / plan.lanes;
+  plan.cols = plan.lanes * plan.vec;
+  plan.strips = (n + plan.cols - 1) / plan.cols;
+  plan.unroll = std::max<int64_t>(1, std::min(kSkinnyLoadsInFlight / matrices,
+                                              kSkinnyMinChunk / plan.slices));
+  plan.round = plan.slices * plan.unroll;
+  plan.minChunk = llvm::alignTo(kSkinnyMinChunk, plan.round);
+  // The A tile is staged in whole rows of threads (and no wider than K
+  // needs); `round` divides kSkinnyThreads, so the bounds are multiples of
+  // both.
+  plan.maxChunk =
+      std::min<int64_t>(kSkinnyMaxChunk, llvm::alignTo(k, kSkinnyThreads));
+  assert(kSkinnyThreads % plan.round == 0 &&
+         kSkinnyMaxChunk % kSkinnyThreads == 0 && "uneven skinny plan");
+  return plan;
+}
+
+/// `gpu.shuffle` of an i32 or float value across the lanes of a warp.
+static Value shuffle(const KernelBuilder &b, Value v, int32_t offset,
+                     gpu::ShuffleMode mode) {
+  return gpu::ShuffleOp::create(b.b, b.loc, v, offset, int32_t(kWarpSize), mode)
+      .getShuffleResult();
+}
+
+/// The maximum of an i32 over the warp, in every lane.
+static Value warpMax(const KernelBuilder &b, Value v) {
+  for (int32_t d = 1; d < kWarpSize; d *= 2)
+    v = arith::MaxSIOp::create(b.b, b.loc, v,
+                               shuffle(b, v, d, gpu::ShuffleMode::XOR));
+  return v;
+}
+
+/// The row group of block `slot` of a grouped skinny kernel. Each expert's
+/// rows form `ceil(rows / kSkinnyRows)` groups, numbered in expert order;
+/// every warp scans the offsets 32 experts at a time (an inclusive prefix
+/// sum of the group counts by shuffles) and finds the expert whose groups
+/// hold `slot`, so no barrier is needed and all warps agree. Returns the
+/// local expert (-1 past the last group), the first row and the row end.
+static std::array<Value, 3> emitFindRowGroup(const KernelBuilder &b,
+                                             const GemmSpec &spec,
+                                             Value offsets, Value slot,
+                                             Value lane) {
+  OpBuilder &ob = b.b;
+  Location loc = b.loc;
+  Type i32 = ob.getI32Type();
+  auto i32c = [&](int64_t v) {
+    return arith::ConstantOp::create(ob, loc, ob.getI32IntegerAttr(v))
+        .getResult();
+  };
+  auto toI32 = [&](Value v) {
+    return arith::IndexCastOp::create(ob, loc, i32, v).getResult();
+  };
+  int64_t numExperts = spec.numExperts;
+  int64_t numChunks = (numExperts + kWarpSize - 1) / kWarpSize;
+  // Chunks of 32 experts per step: their offsets are all loaded before the
+  // scans, so a step costs one memory latency.
+  int64_t perStep = std::min<int64_t>(numChunks, 8);
+  int64_t steps = (numChunks + perStep - 1) / perStep;
+  Value slot32 = toI32(slot);
+  Value lane32 = toI32(lane);
+
+  auto step = [&](Value stepIdx, ValueRange state) {
+    Value base = state[0], expert = state[1], firstGroup = state[2];
+    SmallVector<Value> groups, experts;
+    for (int64_t c = 0; c < perStep; ++c) {
+      Value e = b.add(b.mul(b.add(b.mul(stepIdx, b.idx(perStep)), b.idx(c)),
+                            b.idx(kWarpSize)),
+                      lane);
+      Value valid = b.lt(e, b.idx(numExperts));
+      Value global =
+          b.add(b.minI(e, b.idx(numExperts - 1)), b.idx(spec.firstExpert));
+      Value start = b.loadI(offsets, {global});
+      Value end = b.loadI(offsets, {b.add(global, b.idx(1))});
+      Value rows = b.maxI(b.sub(end, start), b.idx(0));
+      Value n = b.select(valid, b.ceilDiv(rows, kSkinnyRows), b.idx(0));
+      groups.push_back(toI32(n));
+      experts.push_back(toI32(e));
+    }
+    for (int64_t c = 0; c < perStep; ++c) {
+      // Inclusive prefix sum of the group counts over the lanes.
+      Value p = groups[c];
+      for (int32_t d = 1; d < kWarpSize; d *= 2) {
+        Value up = shuffle(b, p, d, gpu::ShuffleMode::UP);
+        Value has = b.cmpI(arith::CmpIPredicate::sge, lane32, i32c(d));
+        p = b.add(p, b.select(has, up, i32c(0)));
+      }
+      Value total = shuffle(b, p, kWarpSize - 1, gpu::ShuffleMode::IDX);
+      Value first = b.sub(b.add(base, p), groups[c]);
+      Value hit = b.andI(b.cmpI(arith::CmpIPredicate::sge, slot32, first),
+                         b.lt(slot32, b.add(base, p)));
+      expert = arith::MaxSIOp::create(
+          ob, loc, expert, warpMax(b, b.select(hit, experts[c], i32c(-1))));
+      firstGroup = arith::MaxSIOp::create(
+          ob, loc, firstGroup, warpMax(b, b.select(hit, first, i32c(-1))));
+      base = b.add(base, total);
+    }
+    return SmallVector<Value>{base, expert, firstGroup};
+  };
+  SmallVector<Value> init = {i32c(0), i32c(-1), i32c(-1)};
+  SmallVector<Value> found =
+      steps == 1 ? step(b.idx(0), init)
+                 : b.loop(b.idx(0), b.idx(steps), b.idx(1), init, step);
+  auto toIndex = [&](Value v) {
+    return arith::IndexCastOp::create(ob, loc, ob.getIndexType(), v)
+        .getResult();
+  };
+  Value expert = toIndex(found[1]);
+  Value global = b.add(b.maxI(expert, b.idx(0)), b.idx(spec.firstExpert));
+  Value start = b.loadI(offsets, {global});
+  Value end = b.loadI(offsets, {b.add(global, b.idx(1))});
+  Value rowStart =
+      b.add(start, b.mul(b.sub(slot, toIndex(found[2])), b.idx(kSkinnyRows)));
+  Value rowEnd = b.minI(end, b.add(rowStart, b.idx(kSkinnyRows)));
+  return {expert, rowStart, rowEnd};
+}
+
+/// `sum_{s < splits} load(s)` in split order, `kSplitBatch` loads at a time
+/// (the loads of a batch are independent, so they are in flight together).
+/// `load` must be valid for every `s < splits`; the batch's tail loads the
+/// last split again and adds zero instead.
+static Value emitSumOverSplits(const KernelBuilder &b, Value splits,
+                               function_ref<Value(Value)> load) {
+  Value batches = b.ceilDiv(splits, kSplitBatch);
+  return b.loop(b.idx(0), batches, b.idx(1), b.flt(0.0),
+                [&](Value q, ValueRange acc) {
+                  SmallVector<Value> values, valid;
+                  for (int64_t i = 0; i < kSplitBatch; ++i) {
+                    Value s = b.add(b.mul(q, b.idx(kSplitBatch)), b.idx(i));
+                    valid.push_back(b.lt(s, splits));
+                    values.push_back(load(b.minI(s, b.sub(splits, b.idx(1)))));
+                  }
+                  Value sum = acc[0];
+                  for (int64_t i = 0; i < kSplitBatch; ++i)
+                    sum = b.add(sum, b.select(valid[i], values[i], b.flt(0.0)));
+                  return SmallVector<Value>{sum};
+                })[0];
+}
+
+/// Builds a skinny GEMM kernel (see above): block (strip, split, group)
+/// computes the group's rows over the split's K range for the strip's
+/// columns and writes them to `partial[split][row]`. The first GEMM gathers
+/// the input rows through the token indices (zero for rows without a token)
+/// and writes the projections before bias and activation, `[splits, rows,
+/// matrices, F]` (matrix 1 is the gate); the second sums those partials over
+/// their splits, adds the biases and applies the activation to make its A
+/// rows, and writes `[splits, rows, H]` with the down bias in split 0.
+/// Arguments, in order: grouped: tokens, offsets; first: input, [gate], up,
+/// partial, chunk; second: up partials, [gate bias], [up bias], down, [down
+/// bias], partial, chunk.
+static Kernel buildSkinnyGemmKernel(RewriterBase &rewriter, Operation *op,
+                                    StringRef name, const GemmSpec &spec,
+                                    const SkinnyPlan &plan, TypeRange argTypes,
+                                    Type ct) {
+  Location loc = op->getLoc();
+  constexpr int64_t rowsPerGroup = kSkinnyRows;
+  constexpr int64_t numWarps = kSkinnyThreads / kWarpSize;
+  int64_t numMatrices = plan.matrices;
+  MemRefType aTileType = workgroupType({rowsPerGroup, plan.maxChunk}, ct);
+  MemRefType redType =
+      workgroupType({numWarps, numMatrices, rowsPerGroup, plan.cols}, ct);
+  Kernel kernel = createKernel(rewriter, op, name, argTypes,
+                               {aTileType, redType}, kSkinnyThreads);
+  // Two blocks per SM (ptxas then keeps to 128 registers a thread): while
+  // one block stages, reduces or writes, the other's loads are in flight.
+  kernel.func->setAttr("nvvm.minctasm",
+                       rewriter.getI32IntegerAttr(kSkinnyBlocksPerSM));
+  KernelBuilder b{rewriter, loc, ct};
+  auto it = kernel.args.begin();
+  Value tokens = spec.grouped ? *it++ : Value();
+  Value offsets = spec.grouped ? *it++ : Value();
+  Value a = *it++;
+  Value gateBias, upBias;
+  // Matrix 0 is up (down for the second GEMM), matrix 1 the gate.
+  SmallVector<Value> weights;
+  if (spec.first) {
+    Value gate = spec.gated ? *it++ : Value();
+    weights.push_back(*it++);
+    if (gate)
+      weights.push_back(gate);
+  } else {
+    gateBias = spec.hasGateBias ? *it++ : Value();
+    upBias = spec.hasUpBias ? *it++ : Value();
+    weights.push_back(*it++);
+  }
+  Value downBias = !spec.first && spec.hasDownBias ? *it++ : Value();
+  Value partial = *it++;
+  Value chunk = *it++;
+  Type elementType = cast<MemRefType>(weights[0].getType()).getElementType();
+  Value aTile = kernel.workgroup[0], red = kernel.workgroup[1];
+
+  Value c0 = b.idx(0), c1 = b.idx(1);
+  Value tid = b.threadId();
+  Value lane = b.rem(tid, b.idx(kWarpSize));
+  Value warp = b.div(tid, b.idx(kWarpSize));
+  Value colLane = b.rem(tid, b.idx(plan.lanes));
+  Value slice = b.div(tid, b.idx(plan.lanes));
+  Value strip = b.blockId(gpu::Dimension::x);
+  Value split = b.blockId(gpu::Dimension::y);
+  Value slot = b.blockId(gpu::Dimension::z);
+  Value numRows = b.dim(partial, 1);
+  Value kBegin = b.mul(split, chunk);
+  Value kEnd = b.minI(b.idx(plan.k), b.add(kBegin, chunk));
+  Value kLen = b.sub(kEnd, kBegin);
+  // This thread's first column; past N it loads the last vector instead
+  // (always in bounds) and its sums are never written.
+  Value col =
+      b.add(b.mul(strip, b.idx(plan.cols)), b.mul(colLane, b.idx(plan.vec)));
+  Value colIn = b.minI(col, b.idx(plan.n - plan.vec));
+
+  Value expert = c0, rowStart, rowEnd, found;
+  if (spec.grouped) {
+    std::array<Value, 3> group = emitFindRowGroup(b, spec, offsets, slot, lane);
+    expert = group[0];
+    rowStart = group[1];
+    rowEnd = group[2];
+    found = b.cmpI(arith::CmpIPredicate::sge, expert, c0);
+  } else {
+    rowStart = b.mul(slot, b.idx(rowsPerGroup));
+    rowEnd = b.minI(numRows, b.add(rowStart, b.idx(rowsPerGroup)));
+    found = b.lt(rowStart, numRows);
+  }
+  auto biasAt = [&](Value mem, Value c) {
+    if (spec.grouped)
+      return b.loadF(mem, {expert, c});
+    return b.loadF(mem, {c});
+  };
+
+  // The branch is uniform over the block (the row group comes from the block
+  // ids and loads every thread makes alike), so every thread reaches the
+  // barriers inside it.
+  b.ifThen(found, [&] {
+    // Stage A[r][kk] (row rowStart + r, K row kBegin + kk), zero outside the
+    // group and the split. Element j of this thread is static: row
+    // j / perRow, K offset (j % perRow) * threads + tid. All loads are
+    // issued before the stores.
+    int64_t perRow = plan.maxChunk / kSkinnyThreads;
+    int64_t perThread = rowsPerGroup * perRow;
+    auto element = [&](int64_t j) {
+      Value row = b.add(rowStart, b.idx(j / perRow));
+      Value kk = b.add(b.idx((j % perRow) * kSkinnyThreads), tid);
+      Value ok = b.andI(b.lt(row, rowEnd), b.lt(kk, kLen));
+      return std::make_tuple(row, kk, ok);
+    };
+    SmallVector<Value> staged;
+    if (spec.first) {
+      for (int64_t j = 0; j < perThread; ++j) {
+        Value row, kk, ok;
+        std::tie(row, kk, ok) = element(j);
+        Value token = row;
+        if (spec.grouped) {
+          token = b.loadI(tokens, {b.minI(row, b.sub(numRows, c1))});
+          ok = b.andI(ok, b.cmpI(arith::CmpIPredicate::sge, token, c0));
+        }
+        auto ifOp = scf::IfOp::create(
+            rewriter, loc, ok,
+            [&](OpBuilder &, Location) {
+              scf::YieldOp::create(rewriter, loc,
+                                   b.loadF(a, {token, b.add(kBegin, kk)}));
+            },
+            [&](OpBuilder &, Location) {
+              scf::YieldOp::create(rewriter, loc, b.flt(0.0));
+            });
+        staged.push_back(ifOp.getResult(0));
+      }
+    } else {
+      // The hidden activations: the first GEMM's partials summed over its
+      // splits (in split order), plus biases, through the activation. Out
+      // of range elements read a valid element (row rowStart, K row kBegin)
+      // and are replaced by zero.
+      int64_t upMatrices = cast<MemRefType>(a.getType()).getDimSize(2);
+      Value upSplits = b.dim(a, 0);
+      SmallVector<Value> rowIn, kIn, oks;
+      for (int64_t j = 0; j < perThread; ++j) {
+        auto [row, kk, ok] = element(j);
+        rowIn.push_back(b.select(ok, row, rowStart));
+        kIn.push_back(b.select(ok, b.add(kBegin, kk), kBegin));
+        oks.push_back(ok);
+      }
+      SmallVector<Value> init(perThread * upMatrices, b.flt(0.0));
+      SmallVector<Value> sums =
+          b.loop(c0, upSplits, c1, init, [&](Value s, ValueRange acc) {
+            SmallVector<Value> next;
+            for (int64_t j = 0; j < perThread; ++j)
+              for (int64_t m = 0; m < upMatrices; ++m)
+                next.push_back(b.loadF(a, {s, rowIn[j], b.idx(m), kIn[j]}));
+            for (int64_t i = 0, e = next.size(); i < e; ++i)
+              next[i] = b.add(acc[i], next[i]);
+            return next;
+          });
+      for (int64_t j = 0; j < perThread; ++j) {
+        Value u = sums[j * upMatrices];
+        if (upBias)
+          u = b.add(u, biasAt(upBias, kIn[j]));
+        Value g;
+        if (upMatrices == 2) {
+          g = sums[j * upMatrices + 1];
+          if (gateBias)
+            g = b.add(g, biasAt(gateBias, kIn[j]));
+        }
+        Value h = buildExpertHidden(rewriter, loc, spec.expert, g, u);
+        // f16/bf16 hidden rows are rounded to the element type once, as the
+        // tensor-core path stores them (and as PyTorch computes them).
+        if (useTensorCores(elementType))
+          h = b.convertFloat(b.convertFloat(h, elementType), ct);
+        staged.push_back(b.select(oks[j], h, b.flt(0.0)));
+      }
+    }
+    for (int64_t j = 0; j < perThread; ++j)
+      memref::StoreOp::create(
+          rewriter, loc, staged[j], aTile,
+          ValueRange{b.idx(j / perRow), std::get<1>(element(j))});
+    b.barrier();
+
+    // Rounds of `unroll` weight rows per slice and matrix: all vector loads
+    // of a round are issued, then the FMAs. K rows past the split read the
+    // split's last row and count as zero (as does their A value), so the
+    // loads stay in bounds and need no branch.
+    int64_t vec = plan.vec;
+    VectorType vecType = VectorType::get({vec}, elementType);
+    uint64_t alignment = vec * elementType.getIntOrFloatBitWidth() / 8;
+    auto accIndex = [&](int64_t m, int64_t r, int64_t v) {
+      return (m * rowsPerGroup + r) * vec + v;
+    };
+    SmallVector<Value> init(numMatrices * rowsPerGroup * vec, b.flt(0.0));
+    Value rounds = b.ceilDiv(kLen, plan.round);
+    // `vectorized`: one aligned vector load per weight row segment, else
+    // `vec` element loads.
+    auto mainLoop = [&](bool vectorized) {
+      return b.loop(c0, rounds, c1, init, [&](Value q, ValueRange accIn) {
+        Value k0 = b.add(b.add(kBegin, b.mul(q, b.idx(plan.round))), slice);
+        SmallVector<Value> kOk, kIn;
+        // loaded[u][m][v]: element v of weight row u of matrix m.
+        SmallVector<SmallVector<SmallVector<Value>>> loaded;
+        for (int64_t u = 0; u < plan.unroll; ++u) {
+          Value k = b.add(k0, b.idx(u * plan.slices));
+          kOk.push_back(b.lt(k, kEnd));
+          kIn.push_back(b.minI(k, b.sub(kEnd, c1)));
+          SmallVector<SmallVector<Value>> perMatrix;
+          for (Value w : weights) {
+            SmallVector<Value> indices = {kIn.back(), colIn};
+            if (spec.grouped)
+              indices.insert(indices.begin(), expert);
+            SmallVector<Value> elements;
+            if (vectorized) {
+              Value v = vector::LoadOp::create(rewriter, loc, vecType, w,
+                                               indices, /*nontemporal=*/false,
+                                               llvm::MaybeAlign(alignment));
+              for (int64_t j = 0; j < vec; ++j)
+                elements.push_back(
+                    vector::ExtractOp::create(rewriter, loc, v, j));
+            } else {
+              for (int64_t j = 0; j < vec; ++j) {
+                indices.back() = b.add(colIn, b.idx(j));
+                elements.push_back(
+                    memref::LoadOp::create(rewriter, loc, w, indices));
+              }
+            }
+            perMatrix.push_back(elements);
+          }
+          loaded.push_back(perMatrix);
+        }
+        SmallVector<Value> next(accIn.begin(), accIn.end());
+        for (int64_t u = 0; u < plan.unroll; ++u) {
+          Value kk = b.sub(kIn[u], kBegin);
+          SmallVector<Value> av;
+          for (int64_t r = 0; r < rowsPerGroup; ++r) {
+            Value v = memref::LoadOp::create(rewriter, loc, aTile,
+                                             ValueRange{b.idx(r), kk});
+            av.push_back(b.select(kOk[u], v, b.flt(0.0)));
+          }
+          for (int64_t m = 0; m < numMatrices; ++m)
+            for (int64_t v = 0; v < vec; ++v) {
+              Value w = b.select(kOk[u], b.convertFloat(loaded[u][m][v], ct),
+                                 b.flt(0.0));
+              for (int64_t r = 0; r < rowsPerGroup; ++r) {
+                Value &sum = next[accIndex(m, r, v)];
+                sum = b.add(sum, b.mul(av[r], w));
+              }
+            }
+        }
+        return next;
+      });
+    };
+    SmallVector<Value> acc;
+    if (vec == 1) {
+      acc = mainLoop(/*vectorized=*/false);
+    } else {
+      // Whether every weight buffer is aligned to the vector, the same for
+      // every thread. Device allocations are 256-byte aligned, so this only
+      // fails for unusual views, which then take the element loads.
+      Value aligned = b.boolean(true);
+      for (Value w : weights) {
+        Value ptr =
+            memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, w);
+        aligned = b.andI(aligned, b.cmpI(arith::CmpIPredicate::eq,
+                                         b.rem(ptr, b.idx(alignment)), c0));
+      }
+      auto ifOp = scf::IfOp::create(
+          rewriter, loc, aligned,
+          [&](OpBuilder &, Location) {
+            scf::YieldOp::create(rewriter, loc, mainLoop(true));
+          },
+          [&](OpBuilder &, Location) {
+            scf::YieldOp::create(rewriter, loc, mainLoop(false));
+          });
+      acc.assign(ifOp.getResults().begin(), ifOp.getResults().end());
+    }
+
+    // Sum the slices of a warp (`lanes`, 2 `lanes`, ... lanes apart: the same
+    // columns), then the warps in order through workgroup memory.
+    for (Value &sum : acc)
+      for (int64_t d = plan.lanes; d < kWarpSize; d *= 2)
+        sum = b.add(sum, shuffle(b, sum, d, gpu::ShuffleMode::XOR));
+    b.ifThen(b.lt(lane, b.idx(plan.lanes)), [&] {
+      for (int64_t m = 0; m < numMatrices; ++m)
+        for (int64_t r = 0; r < rowsPerGroup; ++r)
+          for (int64_t v = 0; v < vec; ++v)
+            memref::StoreOp::create(
+                rewriter, loc, acc[accIndex(m, r, v)], red,
+                ValueRange{warp, b.idx(m), b.idx(r),
+                           b.add(b.mul(colLane, b.idx(vec)), b.idx(v))});
+    });
+    b.barrier();
+    int64_t outputs = numMatrices * rowsPerGroup * plan.cols;
+    for (int64_t base = 0; base < outputs; base += kSkinnyThreads) {
+      Value o = b.add(tid, b.idx(base));
+      Value c = b.rem(o, b.idx(plan.cols));
+      Value r = b.rem(b.div(o, b.idx(plan.cols)), b.idx(rowsPerGroup));
+      Value m = b.div(o, b.idx(plan.cols * rowsPerGroup));
+      Value row = b.add(rowStart, r);
+      Value outCol = b.add(b.mul(strip, b.idx(plan.cols)), c);
+      Value ok = b.andI(b.lt(row, rowEnd), b.lt(outCol, b.idx(plan.n)));
+      if (outputs - base < kSkinnyThreads)
+        ok = b.andI(ok, b.lt(o, b.idx(outputs)));
+      b.ifThen(ok, [&] {
+        Value sum =
+            memref::LoadOp::create(rewriter, loc, red, ValueRange{c0, m, r, c});
+        for (int64_t w = 1; w < numWarps; ++w)
+          sum =
+              b.add(sum, memref::LoadOp::create(rewriter, loc, red,
+                                                ValueRange{b.idx(w), m, r, c}));
+        if (spec.first) {
+          memref::StoreOp::create(rewriter, loc, sum, partial,
+                                  ValueRange{split, row, m, outCol});
+          return;
+        }
+        if (downBias) {
+          Value withBias = b.add(sum, biasAt(downBias, outCol));
+          sum = b.select(b.cmpI(arith::CmpIPredicate::eq, split, c0), withBias,
+                         sum);
+        }
+        memref::StoreOp::create(rewriter, loc, sum, partial,
+                                ValueRange{split, row, outCol});
+      });
+    }
+  });
+  return kernel;
+}
+
+/// Builds the last step of the skinny path: one thread per output element
+/// sums the down partials over the splits in order, applies the row scale
+/// and writes the rows that hold a token (for grouped GEMMs: rows of this
+/// op's experts whose token index is not -1). Arguments: grouped: tokens,
+/// offsets; partial, [row scale], out.
+static Kernel buildSkinnyReduceKernel(RewriterBase &rewriter, Operation *op,
+                                      StringRef name, const GemmSpec &spec,
+                                      TypeRange argTypes, Type ct) {
+  Location loc = op->getLoc();
+  Kernel kernel = createKernel(rewriter, op, name, argTypes, {}, kThreads);
+  KernelBuilder b{rewriter, loc, ct};
+  auto it = kernel.args.begin();
+  Value tokens = spec.grouped ? *it++ : Value();
+  Value offsets = spec.grouped ? *it++ : Value();
+  Value partial = *it++;
+  Value rowScale = spec.hasRowScale ? *it++ : Value();
+  Value out = *it++;
+  Value c0 = b.idx(0);
+  Value row = b.blockId(gpu::Dimension::y);
+  Value col =
+      b.add(b.mul(b.blockId(gpu::Dimension::x), b.idx(kThreads)), b.threadId());
+  Value ok = b.lt(col, b.idx(spec.n));
+  if (spec.grouped) {
+    // Rows outside this op's experts keep what `dest` put there.
+    Value lo = b.loadI(offsets, {b.idx(spec.firstExpert)});
+    Value hi = b.loadI(offsets, {b.idx(spec.firstExpert + spec.numExperts)});
+    Value token = b.loadI(tokens, {row});
+    ok = b.andI(
+        ok, b.andI(b.cmpI(arith::CmpIPredicate::sge, row, lo), b.lt(row, hi)));
+    ok = b.andI(ok, b.cmpI(arith::CmpIPredicate::sge, token, c0));
+  }
+  b.ifThen(ok, [&] {
+    Value y = emitSumOverSplits(b, b.dim(partial, 0), [&](Value s) {
+      return b.loadF(partial, {s, row, col});
+    });
+    if (rowScale)
+      y = b.mul(y, b.loadF(rowScale, {row}));
+    b.storeF(y, out, {row, col});
+  });
+  return kernel;
+}
+
+/// Emits the skinny path of an FFN (see above) into `outBuf`: host code that
+/// picks the K splits of both GEMMs from the row count, the partial-sum
+/// buffers and the three launches. Where `enabled` is false at run time the
+/// grids and the buffers are empty.
+static void emitSkinnyFfn(RewriterBase &rewriter, Operation *op,
+                          const Host &host, GemmSpec spec, Value tokensBuf,
+                          Value offsetsBuf, Value inputBuf, Value gateBuf,
+                          Value upBuf, Value downBuf, Value gateBiasBuf,
+                          Value upBiasBuf, Value downBiasBuf, Value rowScaleBuf,
+                          Value outBuf, Value numRows, Value enabled) {
+  Location loc = op->getLoc();
+  Type elementType = cast<MemRefType>(inputBuf.getType()).getElementType();
+  Type ct = computeType(elementType);
+  auto upType = cast<MemRefType>(upBuf.getType());
+  int64_t hidden = upType.getDimSize(upType.getRank() - 2);
+  int64_t ffn = upType.getDimSize(upType.getRank() - 1);
+  int64_t upMatrices = spec.gated ? 2 : 1;
+  auto weightType = [](Value w) {
+    return cast<MemRefType>(w.getType()).getElementType();
+  };
+  SkinnyPlan upPlan = planSkinny(hidden, ffn, weightType(upBuf), upMatrices);
+  SkinnyPlan downPlan = planSkinny(ffn, hidden, weightType(downBuf), 1);
+  KernelBuilder hb{rewriter, loc, ct};
+
+  // Row groups: for grouped GEMMs sum_e ceil(rows_e / R) <= rows / R + the
+  // experts with rows, of which there are at most min(E, rows).
+  Value groups = hb.ceilDiv(numRows, kSkinnyRows);
+  if (spec.grouped)
+    groups = hb.add(hb.div(numRows, hb.idx(kSkinnyRows)),
+                    hb.minI(numRows, hb.idx(spec.numExperts)));
+  // K rows per split: enough splits for about kSkinnyTargetBlocks blocks,
+  // within the plan's chunk bounds; then as few splits as cover K.
+  auto ceilDiv = [&](Value x, Value y) -> Value {
+    return arith::CeilDivUIOp::create(rewriter, loc, x, y);
+  };
+  auto chooseChunk = [&](const SkinnyPlan &plan) {
+    Value perSplit = hb.mul(hb.maxI(groups, hb.idx(1)), hb.idx(plan.strips));
+    int64_t maxSplits = (plan.k + plan.minChunk - 1) / plan.minChunk;
+    Value wanted = hb.minI(ceilDiv(hb.idx(kSkinnyTargetBlocks), perSplit),
+                           hb.idx(maxSplits));
+    Value chunk =
+        hb.mul(hb.ceilDiv(ceilDiv(hb.idx(plan.k), wanted), plan.round),
+               hb.idx(plan.round));
+    chunk = hb.minI(chunk, hb.idx(plan.maxChunk));
+    return std::make_pair(chunk, ceilDiv(hb.idx(plan.k), chunk));
+  };
+  auto [upChunk, upSplits] = chooseChunk(upPlan);
+  auto [downChunk, downSplits] = chooseChunk(downPlan);
+
+  // Both partial-sum buffers in one allocation (device allocations and
+  // frees are costly next to decode-sized kernels).
+  Value zero = hb.idx(0);
+  Value rows = hb.select(enabled, numRows, zero);
+  int64_t ctBytes = ct.getIntOrFloatBitWidth() / 8;
+  Value upBytes =
+      hb.mul(hb.mul(upSplits, rows), hb.idx(upMatrices * ffn * ctBytes));
+  Value downBytes = hb.mul(hb.mul(downSplits, rows), hb.idx(hidden * ctBytes));
+  Value scratch =
+      host.alloc(MemRefType::get({ShapedType::kDynamic}, rewriter.getI8Type()),
+                 hb.add(upBytes, downBytes));
+  Value upPartial = memref::ViewOp::create(
+      rewriter, loc,
+      MemRefType::get(
+          {ShapedType::kDynamic, ShapedType::kDynamic, upMatrices, ffn}, ct),
+      scratch, zero, ValueRange{upSplits, rows});
+  Value downPartial = memref::ViewOp::create(
+      rewriter, loc,
+      MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic, hidden}, ct),
+      scratch, upBytes, ValueRange{downSplits, rows});
+  groups = hb.select(enabled, groups, zero);
+
+  SmallVector<Value> firstArgs = present(
+      {tokensBuf, offsetsBuf, inputBuf, gateBuf, upBuf, upPartial, upChunk});
+  SmallVector<Value> secondArgs =
+      present({tokensBuf, offsetsBuf, upPartial, gateBiasBuf, upBiasBuf,
+               downBuf, downBiasBuf, downPartial, downChunk});
+  SmallVector<Value> reduceArgs =
+      present({tokensBuf, offsetsBuf, downPartial, rowScaleBuf, outBuf});
+  Kernel first, second, reduce;
+  {
+    OpBuilder::InsertionGuard guard(rewriter);
+    StringRef prefix = spec.grouped ? "moe_experts" : "moe_shared";
+    spec.first = true;
+    spec.k = hidden;
+    spec.n = ffn;
+    first = buildSkinnyGemmKernel(rewriter, op, (prefix + "_up_skinny").str(),
+                                  spec, upPlan, typesOf(firstArgs), ct);
+    spec.first = false;
+    spec.k = ffn;
+    spec.n = hidden;
+    second =
+        buildSkinnyGemmKernel(rewriter, op, (prefix + "_down_skinny").str(),
+                              spec, downPlan, typesOf(secondArgs), ct);
+    reduce =
+        buildSkinnyReduceKernel(rewriter, op, (prefix + "_down_reduce").str(),
+                                spec, typesOf(reduceArgs), ct);
+  }
+  host.launch(first, hb.idx(upPlan.strips), upSplits, kSkinnyThreads, 1,
+              firstArgs, groups);
+  host.launch(second, hb.idx(downPlan.strips), downSplits, kSkinnyThreads, 1,
+              secondArgs, groups);
+  host.launch(reduce, hb.idx((hidden + kThreads - 1) / kThreads), rows,
+              kThreads, 1, reduceArgs);
+  host.dealloc(scratch);
+}
+
+/// Emits the tiled path of an FFN into `outBuf`: the two GEMMs through a
+/// buffer of hidden rows. f16 and bf16 use the tensor-core GEMMs with hidden
+/// rows in the element type (rounded once, as PyTorch does, so that the second
 /// GEMM's A tile is staged as is); f32 and f64 the tiled kernel with hidden
-/// rows in the compute type.
-static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
-                    GemmSpec spec, Value tokensBuf, Value offsetsBuf,
-                    Value inputBuf, Value gateBuf, Value upBuf, Value downBuf,
-                    Value gateBiasBuf, Value upBiasBuf, Value downBiasBuf,
-                    Value scaleBuf, Value outBuf, Value numRows) {
+/// rows in the compute type. Where `enabled` is false at run time the grids
+/// and the buffer are empty.
+static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
+                         const Host &host, GemmSpec spec, Value tokensBuf,
+                         Value offsetsBuf, Value inputBuf, Value gateBuf,
+                         Value upBuf, Value downBuf, Value gateBiasBuf,
+                         Value upBiasBuf, Value downBiasBuf, Value rowScaleBuf,
+                         Value outBuf, Value numRows, Value enabled) {
   Location loc = op->getLoc();
   Type elementType = cast<MemRefType>(inputBuf.getType()).getElementType();
   Type ct = computeType(elementType);
@@ -1874,11 +2580,7 @@ static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
 
   Value hiddenBuf = host.alloc(
       MemRefType::get({ShapedType::kDynamic, ffn}, mma ? elementType : ct),
-      numRows);
-  Value rowScaleBuf;
-  if (scaleBuf)
-    rowScaleBuf =
-        host.alloc(MemRefType::get({ShapedType::kDynamic}, ct), numRows);
+      hb.select(enabled, numRows, hb.idx(0)));
 
   SmallVector<Value> firstArgs =
       present({tokensBuf, offsetsBuf, inputBuf, gateBuf, upBuf, gateBiasBuf,
@@ -1886,7 +2588,7 @@ static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
   SmallVector<Value> secondArgs =
       present({tokensBuf, offsetsBuf, hiddenBuf, downBuf, downBiasBuf,
                rowScaleBuf, outBuf});
-  Kernel first, second, scale;
+  Kernel first, second;
   {
     OpBuilder::InsertionGuard guard(rewriter);
     spec.first = true;
@@ -1905,10 +2607,6 @@ static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
     spec.n = hidden;
     second = build(spec.grouped ? "moe_experts_down" : "moe_shared_down",
                    typesOf(secondArgs));
-    if (scaleBuf)
-      scale = buildRowScaleKernel(
-          rewriter, op,
-          {inputBuf.getType(), scaleBuf.getType(), rowScaleBuf.getType()}, ct);
   }
 
   // Row tiles: for grouped GEMMs every expert may end with a partial tile.
@@ -1918,14 +2616,58 @@ static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
   Value rowTiles = hb.ceilDiv(numRows, tileRows);
   if (spec.grouped)
     rowTiles = hb.add(rowTiles, hb.idx(spec.numExperts));
-  if (scaleBuf)
-    host.launch(scale, hb.ceilDiv(numRows, kThreads), hb.idx(1), kThreads, 1,
-                {inputBuf, scaleBuf, rowScaleBuf});
+  rowTiles = hb.select(enabled, rowTiles, hb.idx(0));
   host.launch(first, rowTiles, hb.idx(llvm::divideCeil(ffn, tileCols)), blockX,
               blockY, firstArgs);
   host.launch(second, rowTiles, hb.idx(llvm::divideCeil(hidden, tileCols)),
               blockX, blockY, secondArgs);
   host.dealloc(hiddenBuf);
+}
+
+/// Emits the kernels and launches of an FFN into `outBuf`: the row-scale
+/// kernel when there is a scale, then, chosen at run time from the row
+/// count, the skinny path (few rows per expert: decode) or the tiled one.
+static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
+                    GemmSpec spec, Value tokensBuf, Value offsetsBuf,
+                    Value inputBuf, Value gateBuf, Value upBuf, Value downBuf,
+                    Value gateBiasBuf, Value upBiasBuf, Value downBiasBuf,
+                    Value scaleBuf, Value outBuf, Value numRows) {
+  Location loc = op->getLoc();
+  Type elementType = cast<MemRefType>(inputBuf.getType()).getElementType();
+  Type ct = computeType(elementType);
+  KernelBuilder hb{rewriter, loc, ct};
+
+  Value rowScaleBuf;
+  if (scaleBuf) {
+    rowScaleBuf =
+        host.alloc(MemRefType::get({ShapedType::kDynamic}, ct), numRows);
+    Kernel scale;
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      scale = buildRowScaleKernel(
+          rewriter, op,
+          {inputBuf.getType(), scaleBuf.getType(), rowScaleBuf.getType()}, ct);
+    }
+    host.launch(scale, hb.ceilDiv(numRows, kThreads), hb.idx(1), kThreads, 1,
+                {inputBuf, scaleBuf, rowScaleBuf});
+  }
+
+  // The row count is only known at run time, so both paths are emitted and
+  // the one not taken gets empty grids (the runtime launches nothing) and
+  // empty buffers. Not an scf.if: gpu-async-region makes the host wait for
+  // the stream around every region that holds GPU work, a blocking
+  // synchronization in the middle of the layer.
+  int64_t skinnyRows =
+      spec.grouped ? kSkinnyRowsPerExpert * spec.numExperts : kSkinnyDenseRows;
+  Value skinny =
+      hb.cmpI(arith::CmpIPredicate::ule, numRows, hb.idx(skinnyRows));
+  emitSkinnyFfn(rewriter, op, host, spec, tokensBuf, offsetsBuf, inputBuf,
+                gateBuf, upBuf, downBuf, gateBiasBuf, upBiasBuf, downBiasBuf,
+                rowScaleBuf, outBuf, numRows, skinny);
+  emitTiledFfn(rewriter, op, host, spec, tokensBuf, offsetsBuf, inputBuf,
+               gateBuf, upBuf, downBuf, gateBiasBuf, upBiasBuf, downBiasBuf,
+               rowScaleBuf, outBuf, numRows,
+               arith::XOrIOp::create(rewriter, loc, skinny, hb.boolean(true)));
   if (rowScaleBuf)
     host.dealloc(rowScaleBuf);
 }

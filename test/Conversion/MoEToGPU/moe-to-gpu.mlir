@@ -102,7 +102,7 @@ func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<9xi32>, ten
 // CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%{{.*}}, %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x128xf32>, %[[H]] : memref<?x128xf32>)
 // CHECK: gpu.launch_func @moe_kernels::@moe_experts_down {{.*}} args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf32>, {{.*}} : memref<8x128x64xf32>, %[[OUT]] : memref<?x64xf32>)
 // CHECK: gpu.dealloc %[[H]]
-// CHECK: gpu.func @moe_experts_up
+// CHECK: gpu.func @moe_experts_up(
 // CHECK-SAME: workgroup(%[[A:.*]] : memref<16x16xf32, #gpu.address_space<workgroup>>, %[[BU:.*]] : memref<16x16xf32, #gpu.address_space<workgroup>>, %[[BG:.*]] : memref<16x16xf32, #gpu.address_space<workgroup>>)
 // CHECK-SAME: known_block_size = array<i32: 16, 16, 1>
 // The tile's expert: a walk over the offsets.
@@ -119,7 +119,7 @@ func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<9xi32>, ten
 // CHECK: arith.minimumf
 // CHECK: arith.maximumf
 // CHECK: math.exp
-// CHECK: gpu.func @moe_experts_down
+// CHECK: gpu.func @moe_experts_down(
 // CHECK-SAME: workgroup(%{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>)
 // CHECK: arith.cmpi sge
 func.func @experts(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<9xi32>,
@@ -145,7 +145,7 @@ func.func @experts(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<9xi32
 // CHECK: %[[DB:.*]] = bufferization.to_buffer %[[DEST]]
 // CHECK: gpu.memcpy %[[OUT]], %[[DB]]
 // CHECK: gpu.launch_func @moe_kernels::@moe_experts_up
-// CHECK: gpu.func @moe_experts_up
+// CHECK: gpu.func @moe_experts_up(
 // CHECK-SAME: workgroup(%{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>)
 // CHECK-SAME: kernel
 // ReLU FFN: no gate tile.
@@ -168,21 +168,23 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 // CHECK-LABEL: func @experts_f16
 // CHECK: %[[R:.*]] = memref.dim %{{.*}}, %{{.*}} : memref<?xi32>
 // CHECK: %[[OUT:.*]] = gpu.alloc (%[[R]]) : memref<?x64xf16>
-// CHECK: %[[H:.*]] = gpu.alloc (%[[R]]) : memref<?x128xf16>
+// CHECK: %[[H:.*]] = gpu.alloc (%{{.*}}) : memref<?x128xf16>
 // CHECK: %[[C63:.*]] = arith.constant 63 : index
 // CHECK: %[[R63:.*]] = arith.addi %[[R]], %[[C63]]
 // CHECK: %[[C64:.*]] = arith.constant 64 : index
 // CHECK: %[[TILES:.*]] = arith.divui %[[R63]], %[[C64]]
 // CHECK: %[[C8:.*]] = arith.constant 8 : index
 // CHECK: %[[GX:.*]] = arith.addi %[[TILES]], %[[C8]]
+// Empty when the rows take the skinny path (skinny.mlir).
+// CHECK: %[[GXS:.*]] = arith.select %{{.*}}, %[[GX]], %{{.*}} : index
 // CHECK: %[[C2:.*]] = arith.constant 2 : index
 // CHECK: %[[C128:.*]] = arith.constant 128 : index
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[GX]], %[[C2]], %{{.*}}) threads in (%[[C128]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x128xf16>, %[[H]] : memref<?x128xf16>)
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[GX]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf16>, {{.*}} : memref<8x128x64xf16>, %[[OUT]] : memref<?x64xf16>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[GXS]], %[[C2]], %{{.*}}) threads in (%[[C128]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x128xf16>, %[[H]] : memref<?x128xf16>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[GXS]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf16>, {{.*}} : memref<8x128x64xf16>, %[[OUT]] : memref<?x64xf16>)
 // Workgroup tiles of 32-bit words, each two K-consecutive elements: A 64 x 32
 // (16 words + 4 of padding per row), B and the gate's B 32 x 64 (16 word rows
 // of 64 + 8 padding words).
-// CHECK: gpu.func @moe_experts_up
+// CHECK: gpu.func @moe_experts_up(
 // CHECK-SAME: workgroup(%[[A:.*]] : memref<64x20xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BU:.*]] : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BG:.*]] : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-SAME: known_block_size = array<i32: 128, 1, 1>
 // The tile's expert: a walk over the offsets.
@@ -225,7 +227,7 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 // CHECK: math.exp
 // CHECK: arith.truncf %{{.*}} : f32 to f16
 // CHECK: memref.store %{{.*}}, %{{.*}} : memref<?x128xf16>
-// CHECK: gpu.func @moe_experts_down
+// CHECK: gpu.func @moe_experts_down(
 // CHECK-SAME: workgroup(%{{.*}} : memref<64x20xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-COUNT-16: nvvm.mma.sync
 // CHECK-NOT: nvvm.mma.sync
@@ -252,12 +254,13 @@ func.func @experts_f16(%x: tensor<?x64xf16>, %tok: tensor<?xi32>, %off: tensor<9
 // bf16 fragments are i32 words. Sizes that are not multiples of 8 (H = 36,
 // F = 20) have no vector loads; the row scale applies in the epilogue.
 // CHECK-LABEL: func @shared_bf16
-// CHECK: %[[H:.*]] = gpu.alloc (%{{.*}}) : memref<?x20xbf16>
 // CHECK: %[[S:.*]] = gpu.alloc (%{{.*}}) : memref<?xf32>
 // CHECK: gpu.launch_func @moe_kernels::@moe_shared_scale
+// CHECK: %[[H:.*]] = gpu.alloc (%{{.*}}) : memref<?x20xbf16>
 // CHECK: gpu.launch_func @moe_kernels::@moe_shared_up {{.*}} threads in (%[[C128:.*]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?x36xbf16>, {{.*}} : memref<36x20xbf16>, %[[H]] : memref<?x20xbf16>)
 // CHECK: gpu.launch_func @moe_kernels::@moe_shared_down {{.*}} args(%[[H]] : memref<?x20xbf16>, {{.*}} : memref<20x36xbf16>, %[[S]] : memref<?xf32>, {{.*}} : memref<?x36xbf16>)
-// CHECK: gpu.func @moe_shared_up
+// CHECK: gpu.func @moe_shared_scale
+// CHECK: gpu.func @moe_shared_up(
 // CHECK-SAME: workgroup(%{{.*}} : memref<64x20xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-NOT: vector.load
 // CHECK-NOT: memref.extract_aligned_pointer_as_index
@@ -266,11 +269,10 @@ func.func @experts_f16(%x: tensor<?x64xf16>, %tok: tensor<?xi32>, %off: tensor<9
 // CHECK-NOT: llvm.bitcast
 // CHECK: nvvm.mma.sync A[{{.*}}] B[{{.*}}] C[{{.*}}] {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (i32, i32, f32) -> !llvm.struct<(f32, f32, f32, f32)>
 // CHECK: arith.truncf %{{.*}} : f32 to bf16
-// CHECK: gpu.func @moe_shared_down
+// CHECK: gpu.func @moe_shared_down(
 // CHECK: nvvm.mma.sync
 // The row scale in the epilogue.
 // CHECK: memref.load %{{.*}}[%{{.*}}] : memref<?xf32>
-// CHECK: gpu.func @moe_shared_scale
 func.func @shared_bf16(%x: tensor<?x36xbf16>, %su: tensor<36x20xbf16>,
                        %sd: tensor<20x36xbf16>, %scale: tensor<36xbf16>)
     -> tensor<?x36xbf16> {
@@ -288,12 +290,12 @@ func.func @shared_bf16(%x: tensor<?x36xbf16>, %su: tensor<36x20xbf16>,
 // CHECK: gpu.launch_func @moe_kernels::@moe_shared_scale {{.*}} args({{.*}} : memref<?x64xf32>, {{.*}} : memref<64xf32>, %[[S]] : memref<?xf32>)
 // CHECK: gpu.launch_func @moe_kernels::@moe_shared_up
 // CHECK: gpu.launch_func @moe_kernels::@moe_shared_down {{.*}} args({{.*}} : memref<?x256xf32>, {{.*}} : memref<256x64xf32>, %[[S]] : memref<?xf32>, {{.*}} : memref<?x64xf32>)
-// CHECK: gpu.func @moe_shared_up
-// CHECK: gpu.func @moe_shared_down
-// The row scale in the epilogue.
-// CHECK: memref.load %{{.*}}[%{{.*}}] : memref<?xf32>
 // CHECK: gpu.func @moe_shared_scale
 // CHECK: math.exp
+// CHECK: gpu.func @moe_shared_up(
+// CHECK: gpu.func @moe_shared_down(
+// The row scale in the epilogue.
+// CHECK: memref.load %{{.*}}[%{{.*}}] : memref<?xf32>
 func.func @shared(%x: tensor<?x64xf32>, %sg: tensor<64x256xf32>, %su: tensor<64x256xf32>,
                   %sd: tensor<256x64xf32>, %scale: tensor<64xf32>) -> tensor<?x64xf32> {
   %s = moe.shared_experts %x gate(%sg : tensor<64x256xf32>)

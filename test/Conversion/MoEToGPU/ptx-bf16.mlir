@@ -34,6 +34,21 @@
 // CHECK-DAG: st.shared.v4.b32
 // CHECK-DAG: .shared .align 16
 // CHECK-DAG: bar.warp.sync -1
+// The skinny (decode) path beside the tiled one, for every FFN.
+// CHECK-DAG: .entry moe_experts_up_skinny(
+// CHECK-DAG: .entry moe_experts_down_skinny(
+// CHECK-DAG: .entry moe_experts_down_reduce(
+// CHECK-DAG: .entry moe_shared_up_skinny(
+// CHECK-DAG: .entry moe_shared_down_skinny(
+// CHECK-DAG: .entry moe_shared_down_reduce(
+// CHECK-DAG: .entry moe_experts_up_skinny_2(
+// CHECK-DAG: .entry moe_experts_down_reduce_2(
+// 16-byte weight loads, the row-group scan and the slice reduction in warp
+// shuffles, two blocks per SM.
+// CHECK-DAG: ld.global.v4.b32
+// CHECK-DAG: shfl.sync.up.b32
+// CHECK-DAG: shfl.sync.bfly.b32
+// CHECK-DAG: .minnctapersm 2
 
 // Mixtral: softmax, top-2, renormalized, SwiGLU experts.
 func.func @mixtral(%x: tensor<?x64xbf16>, %router: tensor<64x8xbf16>,

@@ -31,11 +31,15 @@ MOE_OPT = sys.argv[1] if len(sys.argv) > 1 else "moe-opt"
 TOL = {"f32": 1e-5, "f16": 2e-3, "bf16": 2e-2}
 
 
-def lower(mlir):
+def lower(mlir, module=False):
+    """The kernels of `mlir` after convert-moe-to-gpu, or the whole module
+    (generic form) with `module`."""
     out = subprocess.run([MOE_OPT, "--convert-moe-to-gpu", "--canonicalize", "--cse",
                           "--mlir-print-op-generic"], input=mlir, capture_output=True, text=True)
     if out.returncode:
         sys.exit(out.stderr)
+    if module:
+        return out.stdout
     return ki.find_kernels(ki.parse_module(out.stdout))
 
 
@@ -91,10 +95,25 @@ def attr(expert):
     return text
 
 
+def host_inputs(dtype, arrays):
+    """Host function arguments: f16 as float16, f32 as float32, bf16 as
+    float64 (rounded by kernel_interp.buffer); integers as they are."""
+    npdt = {"f16": np.float16, "f32": np.float32, "bf16": np.float64}[dtype]
+    return [a if a.dtype.kind == "i" else a.astype(npdt) for a in arrays]
+
+
+def launched(log, kernel):
+    """Whether the host launched `kernel` with a non-empty grid."""
+    return any(k == kernel and 0 not in grid for k, grid, _ in log)
+
+
 def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=0.3,
-            base=256, seed=0):
+            base=256, seed=0, host=False, weight_base=256):
     """moe.experts over experts [first, first + len(counts)) of `total`, with
-    counts[e] rows each (a fraction `pad` of them padding, token -1)."""
+    counts[e] rows each (a fraction `pad` of them padding, token -1). The
+    tiled kernels are launched directly; with `host`, the host function runs
+    and picks the path itself (the skinny GEMMs for few rows per expert),
+    with the up weights at address `weight_base`."""
     rng = np.random.default_rng(seed)
     rnd = rounder(dtype)
     E = len(counts)
@@ -139,6 +158,21 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
     mma = dtype != "f32"
     tile, block = launch(dtype)
     sentinel = 1234.0
+    if host:
+        zeros = lambda *shape: np.zeros(shape)
+        log = []
+        y = ki.run_host(
+            ki.parse_module(lower(mlir, module=True)),
+            host_inputs(dtype, [x, tokens, offsets, np.full((R, H), sentinel),
+                                gate if gated else zeros(E, H, F), up, down,
+                                gb if gb is not None else zeros(E, F),
+                                ub if biases else zeros(E, F), db if biases else zeros(E, H)]),
+            log=log, bases={5: weight_base})[0].astype(np.float64)
+        if not launched(log, "moe_experts_up_skinny"):
+            return False, "the host did not take the skinny path"
+        # dest (the sentinel) went through the element type.
+        return compare(y, dtype, x, tokens, offsets, first, E, total, gate, up, down, gb, ub,
+                       db, expert, float(rnd(sentinel)), mma)
     tok_b, off_b = ki.buffer(tokens), ki.buffer(offsets)
     hidden = fresh((R, F), dtype if mma else "f32", np.nan)
     out = fresh((R, H), dtype, sentinel)
@@ -150,8 +184,14 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
     args = [tok_b, off_b, hidden, buf(down, dtype, base)]
     args += ([buf(db, dtype)] if biases else []) + [out]
     ki.Interpreter(kernels["moe_experts_down"]).run((grid_x, -(-H // tile)), block, args)
+    return compare(out.array.astype(np.float64), dtype, x, tokens, offsets, first, E, total,
+                   gate, up, down, gb, ub, db, expert, sentinel, mma)
 
-    y = out.array.astype(np.float64)
+
+def compare(y, dtype, x, tokens, offsets, first, E, total, gate, up, down, gb, ub, db, expert,
+            sentinel, mma):
+    """Checks the rows of moe.experts' result `y` (see experts)."""
+    rnd = rounder(dtype)
     worst, checked = 0.0, 0
     for e in range(total):
         for row in range(offsets[e], offsets[e + 1]):
@@ -172,8 +212,9 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
     return check(worst, dtype, checked)
 
 
-def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0):
-    """moe.shared_experts (dense, 2-d weights) with an optional row scale."""
+def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False):
+    """moe.shared_experts (dense, 2-d weights) with an optional row scale;
+    with `host`, the host function runs and picks the path (see experts)."""
     rng = np.random.default_rng(seed)
     rnd = rounder(dtype)
     gated = expert["kind"] == "gated"
@@ -196,6 +237,16 @@ def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0):
     kernels = lower(mlir)
     mma = dtype != "f32"
     tile, block = launch(dtype)
+    if host:
+        log = []
+        zeros = lambda *shape: np.zeros(shape)
+        y = ki.run_host(ki.parse_module(lower(mlir, module=True)),
+                        host_inputs(dtype, [x, gate if gated else zeros(H, F), up, down,
+                                            sc if scale else zeros(H)]),
+                        log=log)[0]
+        if T and not launched(log, "moe_shared_up_skinny"):
+            return False, "the host did not take the skinny path"
+        return compare_shared(y.astype(np.float64), dtype, x, gate, up, down, sc, expert, mma)
     xb = buf(x, dtype, base)
     hidden = fresh((T, F), dtype if mma else "f32", np.nan)
     out = fresh((T, H), dtype, np.nan)
@@ -211,13 +262,20 @@ def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0):
         args = [hidden, buf(down, dtype, base)] + ([row_scale] if scale else []) + [out]
         ki.Interpreter(kernels["moe_shared_down"]).run((-(-T // tile), -(-H // tile)), block,
                                                        args)
+    return compare_shared(out.array.astype(np.float64), dtype, x, gate, up, down, sc, expert,
+                          mma)
+
+
+def compare_shared(y, dtype, x, gate, up, down, sc, expert, mma):
+    """Checks moe.shared_experts' result `y` (see shared)."""
+    rnd = rounder(dtype)
+    T = x.shape[0]
     h = hidden_ref(x, gate, up, None, None, expert)
     if mma:
         h = rnd(h)
     r = h @ down
-    if scale:
+    if sc is not None:
         r = r / (1.0 + np.exp(-(x @ sc)))[:, None]
-    y = out.array.astype(np.float64)
     if np.isnan(y).any():
         return False, "an output element was not written"
     worst = max([np.abs(y[i] - r[i]).max() / max(np.abs(r[i]).max(), 1e-6) for i in range(T)],
@@ -259,6 +317,19 @@ CASES = [
      lambda: shared("bf16", 64, 72, 70, dict(kind="ffn", activation="gelu_tanh"), seed=2)),
     ("f16 shared experts, 130 tokens", lambda: shared("f16", 64, 72, 130, SWIGLU, scale=False)),
     ("f16 shared experts, no tokens", lambda: shared("f16", 64, 72, 0, SWIGLU)),
+    # The skinny GEMMs (few rows per expert, picked by the host): K split over
+    # blocks (H 300 > 256), 16-byte and narrower vectors, a misaligned weight
+    # buffer (element loads), a slice of the experts, f32 and the rounding of
+    # f16/bf16 hidden rows, dense shared experts with a row scale.
+    ("f16 skinny experts, clamped SwiGLU, biases, H 300 F 64",
+     lambda: experts("f16", 300, 64, [3, 0, 1, 5], CLAMPED, biases=True, seed=10, host=True)),
+    ("bf16 skinny experts, misaligned up weights, H 40 F 36",
+     lambda: experts("bf16", 40, 36, [2, 6], SWIGLU, seed=11, host=True, weight_base=258)),
+    ("f32 skinny experts 1-2 of 4, ReLU, H 20 F 300",
+     lambda: experts("f32", 20, 300, [1, 4], dict(kind="ffn", activation="relu"), first=1,
+                     total=4, biases=True, seed=12, host=True)),
+    ("f16 skinny shared experts, row scale, H 24 F 40",
+     lambda: shared("f16", 24, 40, 6, SWIGLU, seed=13, host=True)),
 ]
 
 
