@@ -333,6 +333,20 @@ struct Host {
   void dealloc(Value memref) const {
     gpu::DeallocOp::create(rewriter, loc, Type(), ValueRange{}, memref);
   }
+  /// The result buffer of an op that writes the rows of its experts "into"
+  /// `dest` (`moe.experts` and its variants): `[numRows, H]`, holding
+  /// `dest`'s rows first unless `dest` is a `tensor.empty` (rows of other
+  /// experts pass through).
+  Value rowsInto(RankedTensorType resultType, Value numRows, Value dest) const {
+    SmallVector<Value> dynamicSizes;
+    if (resultType.isDynamicDim(0))
+      dynamicSizes.push_back(numRows);
+    Value out = alloc(bufferType(resultType), dynamicSizes);
+    if (!dest.getDefiningOp<tensor::EmptyOp>())
+      gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, out,
+                            buffer(dest));
+    return out;
+  }
   /// The tensor of a result buffer, which nothing else aliases.
   Value tensor(Type type, Value memref) const {
     return bufferization::ToTensorOp::create(rewriter, loc, type, memref,
@@ -1211,6 +1225,30 @@ struct RowTile {
 };
 } // namespace
 
+namespace {
+/// The arguments of a tiled (SIMT or tensor-core) GEMM kernel, in the order
+/// of buildGemmKernel's documentation; absent ones are null.
+struct GemmArgs {
+  Value tokens, offsets, a, gate, b, gateBias, bias, rowScale, out;
+
+  static GemmArgs unpack(const GemmSpec &spec, ArrayRef<Value> args) {
+    const Value *it = args.begin();
+    auto next = [&](bool present) { return present ? *it++ : Value(); };
+    GemmArgs r;
+    r.tokens = next(spec.grouped);
+    r.offsets = next(spec.grouped);
+    r.a = next(true);
+    r.gate = next(spec.first && spec.gated);
+    r.b = next(true);
+    r.gateBias = next(spec.first && spec.hasGateBias);
+    r.bias = next(spec.first ? spec.hasUpBias : spec.hasDownBias);
+    r.rowScale = next(!spec.first && spec.hasRowScale);
+    r.out = next(true);
+    return r;
+  }
+};
+} // namespace
+
 /// Finds the rows of row tile `tileIdx` (tiles of `tileRows` rows). Grouped:
 /// every expert's rows `[offsets[e], offsets[e + 1])` are cut into tiles in
 /// expert order, so the tile's expert is found by walking the offsets; grid x
@@ -1258,17 +1296,10 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
   Kernel kernel =
       createKernel(rewriter, op, name, argTypes, workgroup, kTile, kTile);
   KernelBuilder b{rewriter, loc, ct};
-  auto it = kernel.args.begin();
-  Value tokens = spec.grouped ? *it++ : Value();
-  Value offsets = spec.grouped ? *it++ : Value();
-  Value a = *it++;
-  Value gate = spec.first && spec.gated ? *it++ : Value();
-  Value bMat = *it++;
-  Value gateBias = spec.first && spec.hasGateBias ? *it++ : Value();
-  Value bias =
-      (spec.first ? spec.hasUpBias : spec.hasDownBias) ? *it++ : Value();
-  Value rowScale = !spec.first && spec.hasRowScale ? *it++ : Value();
-  Value out = *it++;
+  GemmArgs args = GemmArgs::unpack(spec, kernel.args);
+  Value tokens = args.tokens, offsets = args.offsets, a = args.a;
+  Value gate = args.gate, bMat = args.b, gateBias = args.gateBias;
+  Value bias = args.bias, rowScale = args.rowScale, out = args.out;
   Value aTile = kernel.workgroup[0], bTile = kernel.workgroup[1];
   Value gTile = spec.gated ? kernel.workgroup[2] : Value();
 
@@ -1453,17 +1484,10 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
         i, LLVM::LLVMDialect::getAlignAttrName(),
         rewriter.getI64IntegerAttr(kVectorBytes));
   KernelBuilder b{rewriter, loc, f32};
-  auto it = kernel.args.begin();
-  Value tokens = spec.grouped ? *it++ : Value();
-  Value offsets = spec.grouped ? *it++ : Value();
-  Value a = *it++;
-  Value gate = spec.first && spec.gated ? *it++ : Value();
-  Value bMat = *it++;
-  Value gateBias = spec.first && spec.hasGateBias ? *it++ : Value();
-  Value bias =
-      (spec.first ? spec.hasUpBias : spec.hasDownBias) ? *it++ : Value();
-  Value rowScale = !spec.first && spec.hasRowScale ? *it++ : Value();
-  Value out = *it++;
+  GemmArgs args = GemmArgs::unpack(spec, kernel.args);
+  Value tokens = args.tokens, offsets = args.offsets, a = args.a;
+  Value gate = args.gate, bMat = args.b, gateBias = args.gateBias;
+  Value bias = args.bias, rowScale = args.rowScale, out = args.out;
   Value aTile = kernel.workgroup[0], bTile = kernel.workgroup[1];
   Value gTile = spec.gated ? kernel.workgroup[2] : Value();
 
@@ -2692,15 +2716,7 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
     Value offsetsBuf = host.buffer(adaptor.getExpertOffsets());
     auto resultType = op.getResult().getType();
     Value numRows = memref::DimOp::create(rewriter, loc, tokensBuf, 0);
-    SmallVector<Value> dyn;
-    if (resultType.isDynamicDim(0))
-      dyn.push_back(numRows);
-    Value outBuf = host.alloc(bufferType(resultType), dyn);
-    // Rows outside this op's experts pass through from `dest`; a
-    // `tensor.empty` dest has nothing to pass.
-    if (!adaptor.getDest().getDefiningOp<tensor::EmptyOp>())
-      gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, outBuf,
-                            host.buffer(adaptor.getDest()));
+    Value outBuf = host.rowsInto(resultType, numRows, adaptor.getDest());
 
     GemmSpec spec;
     spec.grouped = true;
@@ -2953,13 +2969,7 @@ struct QuantizedExpertsOpLowering
     auto resultType = op.getResult().getType();
     Type ct = computeType(resultType.getElementType());
     Value numRows = memref::DimOp::create(rewriter, loc, tokensBuf, 0);
-    SmallVector<Value> dyn;
-    if (resultType.isDynamicDim(0))
-      dyn.push_back(numRows);
-    Value outBuf = host.alloc(bufferType(resultType), dyn);
-    if (!adaptor.getDest().getDefiningOp<tensor::EmptyOp>())
-      gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, outBuf,
-                            host.buffer(adaptor.getDest()));
+    Value outBuf = host.rowsInto(resultType, numRows, adaptor.getDest());
 
     auto upType = tensorType(adaptor.getUp());
     auto upScalesType = tensorType(adaptor.getUpScales());
@@ -3043,13 +3053,7 @@ struct ZeroComputationExpertsOpLowering
     auto resultType = op.getResult().getType();
     Type ct = computeType(resultType.getElementType());
     Value numRows = memref::DimOp::create(rewriter, loc, tokensBuf, 0);
-    SmallVector<Value> dyn;
-    if (resultType.isDynamicDim(0))
-      dyn.push_back(numRows);
-    Value outBuf = host.alloc(bufferType(resultType), dyn);
-    if (!adaptor.getDest().getDefiningOp<tensor::EmptyOp>())
-      gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, outBuf,
-                            host.buffer(adaptor.getDest()));
+    Value outBuf = host.rowsInto(resultType, numRows, adaptor.getDest());
     SmallVector<Value> args =
         present({inputBuf, tokensBuf, offsetsBuf, valuesBuf, mixBuf, outBuf});
     int64_t hidden = resultType.getDimSize(1);
