@@ -289,12 +289,18 @@ def run(args):
                 # Per-kernel device times (Nsight Compute), when it is installed.
                 ncu = shutil.which("ncu") or "/usr/local/cuda/bin/ncu"
                 if os.access(ncu, os.X_OK):
-                    p = subprocess.run([ncu, "--metrics", "gpu__time_duration.sum",
-                                        "--print-summary", "per-kernel", moe_run, str(so),
-                                        f"--input=@{xin}", f"--output=@{yout}"],
-                                       capture_output=True, text=True, timeout=300)
-                    (out / f"ncu-{mdir.name}-T{T}.txt").write_text(p.stdout + p.stderr)
-                    log(f"  ncu: {out / f'ncu-{mdir.name}-T{T}.txt'}")
+                    # Nsight Compute replays every kernel: keep it short (it did not finish
+                    # S1 f16 at T = 4096 in 300 s on an H200).
+                    try:
+                        p = subprocess.run([ncu, "--metrics", "gpu__time_duration.sum",
+                                            "--print-summary", "per-kernel", moe_run, str(so),
+                                            f"--input=@{xin}", f"--output=@{yout}"],
+                                           capture_output=True, text=True,
+                                           timeout=args.ncu_timeout)
+                        (out / f"ncu-{mdir.name}-T{T}.txt").write_text(p.stdout + p.stderr)
+                        log(f"  ncu: {out / f'ncu-{mdir.name}-T{T}.txt'}")
+                    except subprocess.TimeoutExpired:
+                        log(f"  ncu: gave up after {args.ncu_timeout} s")
                 else:
                     log("  ncu: not installed")
             tm = row.get("torch", {}).get("median_ms")
@@ -360,6 +366,7 @@ def main():
     r.add_argument("--tokens", default=",".join(map(str, TOKENS)))
     r.add_argument("--models", default="")
     r.add_argument("--ncu", default="", help="MODEL@T,...: per-kernel times with ncu")
+    r.add_argument("--ncu-timeout", type=float, default=60.0)
     r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     args = ap.parse_args()
     global DEV
