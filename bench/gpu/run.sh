@@ -9,19 +9,24 @@ stage=$1 out=$2; shift 2
 mkdir -p "$out"
 py=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$out/gpu.txt"
-pass=0 fail=0
 for d in "$stage"/cases/*/; do
   d=${d%/}
   ins=()
   for f in $(ls "$d"/in*.npy | sort -V); do ins+=("--input=@$f"); done
-  if out_run=$("$stage/bin/moe-run" "$d/model.so" "${ins[@]}" --output=@"$d/out.npy" 2>&1) &&
-     res=$(if [[ -f $d/checker ]]; then "$py" "$(cat "$d/checker")" check "$d"
-           else "$py" test/lib/moe_case.py check "$d" --tol 1e-4; fi 2>&1); then
-    pass=$((pass + 1)); echo "PASS $(cat "$d/what"): $res"
-  else
-    fail=$((fail + 1)); echo "FAIL $(cat "$d/what"): $out_run ${res:-}"
-  fi
-  unset res
+  for lib in "$d"/model-*.so; do
+    arch=${lib##*/model-}; arch=${arch%.so}
+    weights=()
+    [[ -f $d/model.weights ]] && weights=(--weights="$d/model.weights")
+    rm -f "$d/out.npy"
+    if out_run=$("$stage/bin/moe-run" "$lib" "${weights[@]}" "${ins[@]}" --output=@"$d/out.npy" 2>&1) &&
+       res=$(if [[ -f $d/checker ]]; then "$py" "$(cat "$d/checker")" check "$d"
+             else "$py" test/lib/moe_case.py check "$d" --tol 1e-4; fi 2>&1); then
+      echo "PASS $arch $(cat "$d/what"): $res"
+    else
+      echo "FAIL $arch $(cat "$d/what"): $out_run ${res:-}"
+    fi
+    unset res
+  done
 done 2>&1 | tee "$out/numerics.txt"
 grep -c '^PASS' "$out/numerics.txt" | sed 's/^/passed: /'
 grep -c '^FAIL' "$out/numerics.txt" | sed 's/^/failed: /'

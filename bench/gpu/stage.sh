@@ -21,14 +21,17 @@ done
 rm -rf "$dir" && mkdir -p "$dir/bin" "$dir/cases" "$dir/bench"
 cp "$bin/moe-run" "$dir/bin/"
 
-# Numeric cases (test/lib/moe_case.py): test/CUDA/run.test's, a few more, for
-# both chips (sm_80 PTX is JIT-compiled by the driver on newer GPUs).
-cases=(
+# Numeric cases (test/lib/moe_case.py). The f32/f64 ones of test/CUDA/run.test
+# and a few more for both chips (sm_80 PTX is JIT-compiled by the driver on
+# newer GPUs: the two libraries of a case share its weights file); the rest for
+# sm_90 only, so that the stage stays under the 64 MiB a device call carries.
+both=(
   "mixtral --tokens 1" "mixtral --tokens 37" "mixtral --tokens 64 --static --weights-as-inputs"
   "mixtral --tokens 9 --dtype f64" "olmoe --tokens 33" "olmoe --tokens 700"
   "deepseek-moe --tokens 21" "deepseek-v3 --tokens 20" "gpt-oss --tokens 17"
   "switch-capacity --tokens 25" "capacity-k2 --tokens 30" "top-p --tokens 11"
-  "qwen-geglu --tokens 13" "mixtral --tokens 0" "mixtral --tokens 513"
+  "qwen-geglu --tokens 13" "mixtral --tokens 0" "mixtral --tokens 513")
+sm90=(
   "expert-choice --tokens 21" "expert-choice --tokens 1" "expert-choice-capacity --tokens 13"
   "expert-choice-all --tokens 6"
   # f16 (tensor-core expert GEMMs, the skinny ones at small T; moe_case.py
@@ -40,44 +43,46 @@ cases=(
   "switch-capacity --tokens 25 --dtype f16" "capacity-k2 --tokens 30 --dtype f16"
   "top-p --tokens 11 --dtype f16" "qwen-geglu --tokens 13 --dtype f16"
   "expert-choice --tokens 21 --dtype f16"
-  # Wide enough that the skinny GEMMs split K over blocks; T = 40 is tiled.
-  "mixtral-wide --tokens 1" "gpt-oss-wide --tokens 5" "qwen-wide --tokens 3"
-  "mixtral-wide --tokens 1 --dtype f16" "qwen-wide --tokens 3 --dtype f16"
-  "mixtral-wide --tokens 40")
-# Routing ops written out (test/Integration/CPU/Inputs/routing_ops.py), whose
-# host code is moe ops only: hash routing, token groups through moe.gate.
-routing=("hash-table --tokens 29" "hash-function --tokens 23" "groups-gate --tokens 45")
-# MoE++ zero, copy and constant experts beside SwiGLU ones (explicit_ops.py).
-explicit=("zero-computation --tokens 23" "zero-computation --tokens 300")
-# Quantized experts (quantized_experts.py): int8, int4, and both in one model.
-quantized=("int8 --tokens 1" "int8 --tokens 21" "int4 --tokens 1" "int4 --tokens 16"
+  # Wide enough that the skinny GEMMs split K over blocks.
+  "mixtral-wide --tokens 1" "qwen-wide --tokens 3" "mixtral-wide --tokens 1 --dtype f16")
+# The generators of test/Integration/CPU/Inputs, whose host code is moe ops
+# only: hash routing and token groups (routing_ops.py), MoE++ zero, copy and
+# constant experts (explicit_ops.py), int8, int4 and both in one model
+# (quantized_experts.py).
+generated=("hash-table --tokens 29" "hash-function --tokens 23" "groups-gate --tokens 45"
+  "zero-computation --tokens 23" "zero-computation --tokens 300"
+  "int8 --tokens 1" "int8 --tokens 21" "int4 --tokens 1" "int4 --tokens 16"
   "mixed --tokens 11" "int8 --tokens 600")
 n=0
-for arch in sm_80 sm_90; do
-  for c in "${cases[@]}"; do
-    n=$((n + 1))
-    # shellcheck disable=SC2086
-    set -- $c
-    d=$dir/cases/$(printf '%02d' $n)-$arch-$1-${3}
-    $py "$repo/test/lib/moe_case.py" gen "$d" "$@" > /dev/null
-    "$bin/moe-compile" --target=cuda --gpu-arch=$arch "$d/model.mlir" -o "$d/model.so"
-    rm -f "$d/model.mlir" "$d/inputs.args" "$d/model.h"
-    echo "$arch $c" > "$d/what"
+stage_case() { # "ARCH..." GENERATOR CASE ARGS...: one case, a library per chip
+  local archs=$1 gen=$2 arch; shift 2
+  n=$((n + 1))
+  local d=$dir/cases/$(printf '%02d' $n)-$1-${3}
+  $py "$repo/$gen" gen "$d" "$@" > /dev/null
+  for arch in $archs; do
+    "$bin/moe-compile" --target=cuda --gpu-arch=$arch "$d/model.mlir" -o "$d/model-$arch.so"
+    rm -f "$d/model-$arch.h"
   done
-  for c in "${routing[@]}" "${explicit[@]}" "${quantized[@]}"; do
-    n=$((n + 1))
-    # shellcheck disable=SC2086
-    set -- $c
-    gen=test/Integration/CPU/Inputs/routing_ops.py
-    [[ $1 == zero-computation ]] && gen=test/Integration/CPU/Inputs/explicit_ops.py
-    [[ $1 == int8 || $1 == int4 || $1 == mixed ]] && gen=test/Integration/CPU/Inputs/quantized_experts.py
-    d=$dir/cases/$(printf '%02d' $n)-$arch-$1-${3}
-    $py "$repo/$gen" gen "$d" "$@" > /dev/null
-    "$bin/moe-compile" --target=cuda --gpu-arch=$arch "$d/model.mlir" -o "$d/model.so"
-    rm -f "$d/model.mlir" "$d/inputs.args" "$d/model.h"
-    echo "$arch $c" > "$d/what"
-    echo "$gen" > "$d/checker"
+  # The libraries share one weights file (the same constants).
+  for arch in $archs; do
+    [[ -f $d/model-$arch.weights ]] && mv "$d/model-$arch.weights" "$d/model.weights"
   done
+  rm -f "$d/model.mlir" "$d/inputs.args"
+  echo "$*" > "$d/what"
+  [[ $gen == test/lib/moe_case.py ]] || echo "$gen" > "$d/checker"
+}
+# shellcheck disable=SC2086
+for c in "${both[@]}"; do stage_case "sm_80 sm_90" test/lib/moe_case.py $c; done
+# shellcheck disable=SC2086
+for c in "${sm90[@]}"; do stage_case sm_90 test/lib/moe_case.py $c; done
+for c in "${generated[@]}"; do
+  gen=test/Integration/CPU/Inputs/routing_ops.py
+  case $c in
+    zero-computation*) gen=test/Integration/CPU/Inputs/explicit_ops.py ;;
+    int8* | int4* | mixed*) gen=test/Integration/CPU/Inputs/quantized_experts.py ;;
+  esac
+  # shellcheck disable=SC2086
+  stage_case sm_90 $gen $c
 done
 echo "stage.sh: $n numeric cases" >&2
 
