@@ -262,11 +262,11 @@ static LogicalResult checkTargetOptions(const CompileOptions &options,
   if (options.gpuArch != "sm_80" && options.gpuArch != "sm_90")
     return emitError(loc) << "unsupported --gpu-arch='" << options.gpuArch
                           << "'; expected sm_80 or sm_90";
-  if (kind == EmitKind::Object || kind == EmitKind::Executable)
+  if (kind == EmitKind::Object)
     return emitError(loc)
            << "--target=cuda does not support --emit="
            << stringifyEmitKind(kind)
-           << "; use --emit=lib (a library for moe-run and the runtime), "
+           << "; use --emit=lib (a library for moe-run and the runtime), exe, "
               "ptx, llvm or mlir";
   return success();
 }

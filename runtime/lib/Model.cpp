@@ -245,14 +245,16 @@ static moe_status_t *createModel(void *library, const char *signatureText,
   auto *model = new moe_model;
   model->library = library;
   model->run = run;
-  if (library) {
-    model->takeError = reinterpret_cast<moe_model_take_error_fn_t>(
-        dlsym(library, "moe_model_take_error"));
-    model->release =
-        reinterpret_cast<void (*)(void)>(dlsym(library, "moe_model_release"));
-    model->deviceMs = reinterpret_cast<double (*)(void)>(
-        dlsym(library, "moe_model_device_ms"));
-  }
+  // The optional entry points; a model given by its symbols (an executable
+  // from --emit=exe) finds them among the process's, as moe_model_bind_host
+  // below.
+  void *scope = library ? library : RTLD_DEFAULT;
+  model->takeError = reinterpret_cast<moe_model_take_error_fn_t>(
+      dlsym(scope, "moe_model_take_error"));
+  model->release =
+      reinterpret_cast<void (*)(void)>(dlsym(scope, "moe_model_release"));
+  model->deviceMs =
+      reinterpret_cast<double (*)(void)>(dlsym(scope, "moe_model_device_ms"));
   if (moe_status_t *status =
           parseSignature(signatureText, source, model->signature)) {
     delete model;
