@@ -292,35 +292,26 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
                  LLVM::AddressOfOp::create(builder, loc, entryFn), state()});
   LLVM::ReturnOp::create(builder, loc, ValueRange{});
 
-  builder.setInsertionPointToEnd(module.getBody());
-  auto takeErrorFn =
-      LLVM::LLVMFuncOp::create(builder, loc, "moe_model_take_error",
-                               LLVM::LLVMFunctionType::get(ptrType, {}));
-  body = takeErrorFn.addEntryBlock(builder);
-  builder.setInsertionPointToStart(body);
-  LLVM::ReturnOp::create(
-      builder, loc,
-      LLVM::CallOp::create(builder, loc, takeError, ValueRange{}).getResult());
-
-  builder.setInsertionPointToEnd(module.getBody());
-  auto releaseFn =
-      LLVM::LLVMFuncOp::create(builder, loc, "moe_model_release",
-                               LLVM::LLVMFunctionType::get(voidType, {}));
-  body = releaseFn.addEntryBlock(builder);
-  builder.setInsertionPointToStart(body);
-  LLVM::CallOp::create(builder, loc, releaseModel, ValueRange{state()});
-  LLVM::ReturnOp::create(builder, loc, ValueRange{});
-
-  builder.setInsertionPointToEnd(module.getBody());
-  auto deviceMsFn =
-      LLVM::LLVMFuncOp::create(builder, loc, "moe_model_device_ms",
-                               LLVM::LLVMFunctionType::get(f64Type, {}));
-  body = deviceMsFn.addEntryBlock(builder);
-  builder.setInsertionPointToStart(body);
-  LLVM::ReturnOp::create(
-      builder, loc,
-      LLVM::CallOp::create(builder, loc, deviceMs, ValueRange{state()})
-          .getResult());
+  // `name()` returning `callee(args)`: the glue's forwarders.
+  auto forward = [&](StringRef name, LLVM::LLVMFuncOp callee,
+                     function_ref<SmallVector<Value>()> args) {
+    builder.setInsertionPointToEnd(module.getBody());
+    Type result = callee.getFunctionType().getReturnType();
+    auto fn = LLVM::LLVMFuncOp::create(builder, loc, name,
+                                       LLVM::LLVMFunctionType::get(result, {}));
+    builder.setInsertionPointToStart(fn.addEntryBlock(builder));
+    auto call = LLVM::CallOp::create(builder, loc, callee, args());
+    if (isa<LLVM::LLVMVoidType>(result))
+      LLVM::ReturnOp::create(builder, loc, ValueRange{});
+    else
+      LLVM::ReturnOp::create(builder, loc, call.getResult());
+  };
+  forward("moe_model_take_error", takeError,
+          [] { return SmallVector<Value>(); });
+  forward("moe_model_release", releaseModel,
+          [&] { return SmallVector<Value>{state()}; });
+  forward("moe_model_device_ms", deviceMs,
+          [&] { return SmallVector<Value>{state()}; });
   builder.setInsertionPointToEnd(module.getBody());
   return runFn;
 }
