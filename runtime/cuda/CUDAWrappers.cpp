@@ -403,6 +403,27 @@ CUstream &runStream() {
   return stream;
 }
 
+/// While the entry of a `moe_cuda_run_model` call runs in this thread: the
+/// device memory it allocated and has not freed. The lowering frees its
+/// scratch buffers but not the buffers one op hands to the next (routing ids,
+/// dispatch permutations, expert rows); the run frees whatever is left once
+/// the results are copied back.
+std::vector<CUdeviceptr> *&runAllocations() {
+  thread_local std::vector<CUdeviceptr> *allocations = nullptr;
+  return allocations;
+}
+
+/// Removes `ptr` from `list` if it is there; returns whether it was.
+bool eraseFrom(std::vector<CUdeviceptr> &list, CUdeviceptr ptr) {
+  for (CUdeviceptr &known : list)
+    if (known == ptr) {
+      known = list.back();
+      list.pop_back();
+      return true;
+    }
+  return false;
+}
+
 /// Whether `ptr` is memory the host can read directly (not device memory).
 bool isHostMemory(Driver &driver, const void *ptr) {
   unsigned type = 0;
@@ -591,6 +612,8 @@ void *mgpuMemAlloc(uint64_t sizeBytes, CUstream stream, bool isHostShared) {
   } else {
     ok = check(*driver, driver->cuMemAlloc_v2(&ptr, sizeBytes), "cuMemAlloc");
   }
+  if (ok && runAllocations())
+    runAllocations()->push_back(ptr);
   return ok ? reinterpret_cast<void *>(ptr) : nullptr;
 }
 
@@ -599,6 +622,8 @@ void mgpuMemFree(void *ptr, CUstream stream) {
   Driver &driver = getDriver();
   if (!ptr || driver.failed())
     return;
+  if (runAllocations())
+    eraseFrom(*runAllocations(), reinterpret_cast<CUdeviceptr>(ptr));
   ScopedContext scope(driver);
   if (scope.ok())
     freeDeviceMemory(driver, reinterpret_cast<CUdeviceptr>(ptr), stream);
@@ -957,9 +982,12 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
   // The entry's streams are this one (mgpuStreamCreate), so everything
   // below is ordered without a synchronization here.
   runStream() = state.stream;
+  std::vector<CUdeviceptr> allocations;
+  runAllocations() = &allocations;
   if (timed)
     timed = driver.cuEventRecord(state.events[0], state.stream) == kSuccess;
   entry(deviceArgs.data());
+  runAllocations() = nullptr;
   if (timed)
     timed = driver.cuEventRecord(state.events[1], state.stream) == kSuccess;
 
@@ -983,6 +1011,12 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
     fields += DescriptorView::numFields(desc.rank);
     noteAllocation(desc.allocated());
   }
+  // The model's other allocations (buffers between its ops) go with the
+  // run's own (freed on its stream when the run ends, whatever happens).
+  for (void *result : toFree)
+    eraseFrom(allocations, reinterpret_cast<CUdeviceptr>(result));
+  state.deviceBuffers.insert(state.deviceBuffers.end(), allocations.begin(),
+                             allocations.end());
   // Free what the model allocated, whatever happens below.
   struct Freer {
     Driver &driver;
