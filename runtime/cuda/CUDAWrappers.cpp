@@ -361,6 +361,17 @@ LoadedModule *loadModule(const void *data, int optLevel, bool jit) {
   return loaded;
 }
 
+/// Removes `ptr` from `list` if it is there; returns whether it was.
+bool eraseFrom(std::vector<CUdeviceptr> &list, CUdeviceptr ptr) {
+  for (CUdeviceptr &known : list)
+    if (known == ptr) {
+      known = list.back();
+      list.pop_back();
+      return true;
+    }
+  return false;
+}
+
 /// The managed (`isHostShared`) allocations, which cuMemFreeAsync cannot
 /// free. Never destroyed, like the driver.
 struct ManagedSet {
@@ -372,13 +383,7 @@ struct ManagedSet {
   }
   bool erase(CUdeviceptr ptr) {
     std::lock_guard<std::mutex> lock(mutex);
-    for (CUdeviceptr &known : pointers)
-      if (known == ptr) {
-        known = pointers.back();
-        pointers.pop_back();
-        return true;
-      }
-    return false;
+    return eraseFrom(pointers, ptr);
   }
 };
 ManagedSet &managedAllocations() {
@@ -411,17 +416,6 @@ CUstream &runStream() {
 std::vector<CUdeviceptr> *&runAllocations() {
   thread_local std::vector<CUdeviceptr> *allocations = nullptr;
   return allocations;
-}
-
-/// Removes `ptr` from `list` if it is there; returns whether it was.
-bool eraseFrom(std::vector<CUdeviceptr> &list, CUdeviceptr ptr) {
-  for (CUdeviceptr &known : list)
-    if (known == ptr) {
-      known = list.back();
-      list.pop_back();
-      return true;
-    }
-  return false;
 }
 
 /// Whether `ptr` is memory the host can read directly (not device memory).
@@ -759,6 +753,22 @@ int64_t spanElements(DescriptorView desc) {
   return span;
 }
 
+/// The bytes between the first and one past the last element of `desc`;
+/// false if that cannot be described (negative strides, overflow).
+bool spanBytes(DescriptorView desc, int32_t elementSize, uint64_t &bytes) {
+  int64_t span = spanElements(desc);
+  return span >= 0 &&
+         !__builtin_mul_overflow(uint64_t(span), uint64_t(elementSize), &bytes);
+}
+
+/// Reserves `bytes` of the staging memory after `total` (64-byte aligned);
+/// returns the region's offset.
+uint64_t reserveStaging(uint64_t &total, uint64_t bytes) {
+  uint64_t offset = total;
+  total += (bytes + 63) / 64 * 64;
+  return offset;
+}
+
 /// What a `--target=cuda` library keeps between runs (its
 /// `moe_cuda_model_state_t`): the device copies of its weights, uploaded by
 /// the first run and reused while the host weights stay where they were.
@@ -891,16 +901,11 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
     uint64_t total = 0;
     for (int64_t i = 0; i < numInputs; ++i) {
       DescriptorView host{static_cast<int64_t *>(args[1 + i]), params[i].rank};
-      int64_t span = spanElements(host);
       uint64_t bytes;
-      if (span < 0 ||
-          __builtin_mul_overflow(uint64_t(span),
-                                 uint64_t(params[i].element_size), &bytes))
+      if (!spanBytes(host, params[i].element_size, bytes))
         continue; // Reported below.
-      if (bytes >= kStagingMinBytes) {
-        stagingOffset[i] = total;
-        total += (bytes + 63) / 64 * 64;
-      }
+      if (bytes >= kStagingMinBytes)
+        stagingOffset[i] = reserveStaging(total, bytes);
     }
     if (total)
       inputStaging = model->stage(driver, total, state.stream);
@@ -916,11 +921,8 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
     fields.assign(host.fields,
                   host.fields + DescriptorView::numFields(host.rank));
     DescriptorView device{fields.data(), host.rank};
-    int64_t span = spanElements(host);
     uint64_t bytes;
-    if (span < 0 ||
-        __builtin_mul_overflow(uint64_t(span), uint64_t(params[i].element_size),
-                               &bytes)) {
+    if (!spanBytes(host, params[i].element_size, bytes)) {
       recordError(format("moe: argument %ld has an unsupported layout",
                          static_cast<long>(i)));
       return false;
@@ -1042,16 +1044,14 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
   for (int64_t i = 0; i < numResults; ++i) {
     DescriptorView desc{fields, results[i].rank};
     fields += DescriptorView::numFields(desc.rank);
-    int64_t span = spanElements(desc);
-    if (span < 0 || __builtin_mul_overflow(uint64_t(span),
-                                           uint64_t(results[i].element_size),
-                                           &resultBytes[i]))
-      continue; // Reported below.
-    if (model && resultBytes[i] >= kStagingMinBytes && desc.aligned() &&
-        !isHostMemory(driver, desc.aligned())) {
-      resultStaging[i] = stagedResults;
-      stagedResults += (resultBytes[i] + 63) / 64 * 64;
+    if (!spanBytes(desc, results[i].element_size, resultBytes[i])) {
+      recordError(format("moe: result %ld has an unsupported layout",
+                         static_cast<long>(i)));
+      return false;
     }
+    if (model && resultBytes[i] >= kStagingMinBytes && desc.aligned() &&
+        !isHostMemory(driver, desc.aligned()))
+      resultStaging[i] = reserveStaging(stagedResults, resultBytes[i]);
   }
   char *resultStagingBase =
       stagedResults ? model->stage(driver, stagedResults, state.stream)
@@ -1062,15 +1062,7 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
   for (int64_t i = 0; i < numResults; ++i) {
     DescriptorView desc{fields, results[i].rank};
     fields += DescriptorView::numFields(desc.rank);
-    int64_t span = spanElements(desc);
-    uint64_t bytes;
-    if (span < 0 ||
-        __builtin_mul_overflow(uint64_t(span),
-                               uint64_t(results[i].element_size), &bytes)) {
-      recordError(format("moe: result %ld has an unsupported layout",
-                         static_cast<long>(i)));
-      return false;
-    }
+    uint64_t bytes = resultBytes[i];
     // 64-byte aligned, so that the runtime can adopt the buffer as the
     // output tensor's rather than copy it.
     void *host =
