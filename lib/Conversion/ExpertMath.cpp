@@ -76,3 +76,28 @@ Value moe::buildExpertHidden(OpBuilder &b, Location loc, ExpertAttr expert,
     up = arith::AddFOp::create(b, loc, up, constant(b, loc, type, beta));
   return arith::MulFOp::create(b, loc, activate(b, loc, act, alpha, gate), up);
 }
+
+Value moe::buildExpertChoiceCapacity(OpBuilder &b, Location loc,
+                                     RoutingAttr routing, int64_t numExperts,
+                                     Value numTokens) {
+  Type i64 = b.getI64Type();
+  Value capacity;
+  if (routing.getCapacity() > 0) {
+    capacity = arith::ConstantOp::create(
+        b, loc, b.getI64IntegerAttr(routing.getCapacity()));
+  } else {
+    Type f64 = b.getF64Type();
+    Value tokens = arith::SIToFPOp::create(b, loc, f64, numTokens);
+    Value c = arith::MulFOp::create(
+        b, loc,
+        arith::ConstantOp::create(
+            b, loc,
+            b.getF64FloatAttr(routing.getCapacityFactor().convertToDouble() /
+                              double(numExperts))),
+        tokens);
+    c = arith::MinimumFOp::create(b, loc, math::CeilOp::create(b, loc, c),
+                                  tokens);
+    capacity = arith::FPToSIOp::create(b, loc, i64, c);
+  }
+  return arith::MinSIOp::create(b, loc, capacity, numTokens);
+}

@@ -30,6 +30,14 @@ mlir::Value buildExpertHidden(mlir::OpBuilder &b, mlir::Location loc,
                               ExpertAttr expert, mlir::Value gate,
                               mlir::Value up);
 
+/// The per-expert token count C of expert-choice routing as an i64, from
+/// `numTokens` (i64): `capacity` when the recipe sets it, else
+/// `ceil(capacity_factor * T / E)` computed in f64 and clamped to T before
+/// the conversion (a huge factor cannot overflow); at most T either way.
+mlir::Value buildExpertChoiceCapacity(mlir::OpBuilder &b, mlir::Location loc,
+                                      RoutingAttr routing, int64_t numExperts,
+                                      mlir::Value numTokens);
+
 } // namespace moe
 
 #endif // MOE_CONVERSION_EXPERTMATH_H

@@ -481,30 +481,12 @@ static Kernel buildExpertChoiceKernel(RewriterBase &rewriter, Operation *op,
                        b.cmpI(arith::CmpIPredicate::ult, o, t)));
       return SmallVector<Value>{b.add(acc[0], b.select(better, c1, c0))};
     })[0];
-    Value capacity;
-    if (routing.getCapacity() > 0) {
-      capacity = b.idx(routing.getCapacity());
-    } else {
-      // In f64 as the CPU lowering, clamped to T before the conversion.
-      OpBuilder &ob = b.b;
-      Type f64 = ob.getF64Type();
-      Value tokensF = arith::SIToFPOp::create(
-          ob, loc, f64,
-          arith::IndexCastOp::create(ob, loc, ob.getI64Type(), numTokens));
-      Value c = arith::MulFOp::create(
-          ob, loc,
-          arith::ConstantOp::create(
-              ob, loc,
-              ob.getF64FloatAttr(routing.getCapacityFactor().convertToDouble() /
-                                 double(numExperts))),
-          tokensF);
-      c = arith::MinimumFOp::create(ob, loc, math::CeilOp::create(ob, loc, c),
-                                    tokensF);
-      capacity = arith::IndexCastOp::create(
-          ob, loc, ob.getIndexType(),
-          arith::FPToSIOp::create(ob, loc, ob.getI64Type(), c));
-    }
-    capacity = b.minI(capacity, numTokens);
+    OpBuilder &ob = b.b;
+    Value capacity = arith::IndexCastOp::create(
+        ob, loc, ob.getIndexType(),
+        buildExpertChoiceCapacity(
+            ob, loc, routing, numExperts,
+            arith::IndexCastOp::create(ob, loc, ob.getI64Type(), numTokens)));
     Value chosen = b.lt(rank, capacity);
     Value w = b.loadF(scores, {t, e});
     double scale = routing.getScale().convertToDouble();

@@ -605,27 +605,10 @@ std::pair<Value, Value> RoutingBuilder::buildExpertChoice(OpBuilder &b,
           })
           .getResult(0);
 
-  // C = capacity, or ceil(capacity_factor * T / E); at most T.
   Value numTokens = getValueOrCreateConstantIndexOp(b, loc, rows);
-  Value tokens64 = arith::IndexCastOp::create(b, loc, i64, numTokens);
-  Value capacity;
-  if (routing.getCapacity() > 0) {
-    capacity = intConst(b, loc, i64, routing.getCapacity());
-  } else {
-    Type f64 = b.getF64Type();
-    Value tokensF = arith::SIToFPOp::create(b, loc, f64, tokens64);
-    Value c = arith::MulFOp::create(
-        b, loc,
-        floatConst(b, loc, f64,
-                   routing.getCapacityFactor().convertToDouble() /
-                       double(numExperts)),
-        tokensF);
-    // Clamped to T before the conversion, so a huge factor cannot overflow.
-    c = arith::MinimumFOp::create(b, loc, math::CeilOp::create(b, loc, c),
-                                  tokensF);
-    capacity = arith::FPToSIOp::create(b, loc, i64, c);
-  }
-  capacity = arith::MinSIOp::create(b, loc, capacity, tokens64);
+  Value capacity = buildExpertChoiceCapacity(
+      b, loc, routing, numExperts,
+      arith::IndexCastOp::create(b, loc, i64, numTokens));
 
   double scale = routing.getScale().convertToDouble();
   auto chosen = [&](OpBuilder &nb, Location nloc, Value r) -> Value {
