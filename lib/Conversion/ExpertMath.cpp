@@ -101,3 +101,17 @@ Value moe::buildExpertChoiceCapacity(OpBuilder &b, Location loc,
   }
   return arith::MinSIOp::create(b, loc, capacity, numTokens);
 }
+
+Value moe::buildHashExpert(OpBuilder &b, Location loc, Value id,
+                           int64_t numExperts) {
+  Type i64 = b.getI64Type();
+  auto i64Const = [&](int64_t v) -> Value {
+    return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+  };
+  Value h =
+      arith::MulIOp::create(b, loc, arith::IndexCastOp::create(b, loc, i64, id),
+                            i64Const(2654435761));
+  h = arith::AndIOp::create(b, loc, h, i64Const(0xFFFFFFFF));
+  h = arith::RemUIOp::create(b, loc, h, i64Const(numExperts));
+  return arith::IndexCastOp::create(b, loc, b.getIndexType(), h);
+}

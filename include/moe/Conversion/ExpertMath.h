@@ -38,6 +38,12 @@ mlir::Value buildExpertChoiceCapacity(mlir::OpBuilder &b, mlir::Location loc,
                                       RoutingAttr routing, int64_t numExperts,
                                       mlir::Value numTokens);
 
+/// The expert of `moe.hash_route` without a table for token id `id` (an
+/// index): Knuth's multiplicative hash `((id * 2654435761) mod 2^32) mod E`,
+/// as an index.
+mlir::Value buildHashExpert(mlir::OpBuilder &b, mlir::Location loc,
+                            mlir::Value id, int64_t numExperts);
+
 } // namespace moe
 
 #endif // MOE_CONVERSION_EXPERTMATH_H

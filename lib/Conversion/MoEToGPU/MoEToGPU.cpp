@@ -926,18 +926,7 @@ struct HashRouteOpLowering : public OpConversionPattern<HashRouteOp> {
               });
           expert = lookup.getResult(0);
         } else {
-          Type i64 = rewriter.getI64Type();
-          auto i64Const = [&](int64_t v) -> Value {
-            return arith::ConstantOp::create(rewriter, loc,
-                                             rewriter.getI64IntegerAttr(v));
-          };
-          Value h = arith::MulIOp::create(
-              rewriter, loc, arith::IndexCastOp::create(rewriter, loc, i64, id),
-              i64Const(2654435761));
-          h = arith::AndIOp::create(rewriter, loc, h, i64Const(0xFFFFFFFF));
-          h = arith::RemUIOp::create(rewriter, loc, h, i64Const(numExperts));
-          expert = arith::IndexCastOp::create(rewriter, loc,
-                                              rewriter.getIndexType(), h);
+          expert = buildHashExpert(rewriter, loc, id, numExperts);
         }
         valid =
             b.andI(valid, b.andI(b.cmpI(arith::CmpIPredicate::sge, expert, c0),

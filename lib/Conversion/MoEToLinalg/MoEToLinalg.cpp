@@ -1495,14 +1495,7 @@ struct HashRouteOpLowering : public OpConversionPattern<HashRouteOp> {
                 });
             expert = lookup.getResult(0);
           } else {
-            Type i64 = b.getI64Type();
-            Value h = arith::MulIOp::create(
-                b, l, arith::IndexCastOp::create(b, l, i64, id),
-                intConst(b, l, i64, 2654435761));
-            h = arith::AndIOp::create(b, l, h, intConst(b, l, i64, 0xFFFFFFFF));
-            h = arith::RemUIOp::create(b, l, h,
-                                       intConst(b, l, i64, numExperts));
-            expert = arith::IndexCastOp::create(b, l, b.getIndexType(), h);
+            expert = buildHashExpert(b, l, id, numExperts);
           }
           valid = arith::AndIOp::create(
               b, l, valid,
