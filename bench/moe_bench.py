@@ -305,7 +305,6 @@ def time_in_process(fn, min_time):
 
 def run_torch(cfg, prep, tokens, threads, min_time):
     import torch
-    import torch.nn.functional as Fn
     torch.set_num_threads(threads)
     w = prep["w"]
     E, k = cfg["E"], cfg["k"]
@@ -407,6 +406,29 @@ def compile_model(cfg, prep, form, compile_bin, env):
     return so, compile_s, None
 
 
+BENCH_RE = re.compile(r"median_ms:\s*([0-9.eE+-]+)\s+min_ms:\s*([0-9.eE+-]+)\s+"
+                      r"max_ms:\s*([0-9.eE+-]+)")
+
+
+def time_moe_run(cmd, est_ms, min_time, env):
+    """`cmd --benchmark=N` (cmd: moe-run, the library and its inputs) with N sized so the
+    timed runs take about min_time seconds, from the estimate est_ms and, if the runs took far
+    less than that, once more from moe-run's own median. Returns (the median/min/max match or
+    None, N, the last process)."""
+    m = None
+    for _ in range(2):
+        reps = max(5, min(1000, int(np.ceil(min_time * 1e3 / max(est_ms, 1e-3)))))
+        p = subprocess.run([*cmd, f"--benchmark={reps}"], capture_output=True, text=True,
+                           env=env)
+        m = BENCH_RE.search(p.stdout)
+        if p.returncode != 0 or not m:
+            return None, reps, p
+        est_ms = float(m.group(1))
+        if reps == 1000 or reps * est_ms >= 0.5 * min_time * 1e3:
+            break
+    return m, reps, p
+
+
 def run_ours(cfg, prep, tokens, threads, min_time, bin_dir, forms, max_call_s):
     d = prep["dir"]
     compile_bin, run_bin = bin_dir / "moe-compile", bin_dir / "moe-run"
@@ -429,8 +451,6 @@ def run_ours(cfg, prep, tokens, threads, min_time, bin_dir, forms, max_call_s):
             seconds=None, weights_form=None, moe_compile=binary)
     ins = [f"--input=@{f}" for f in prep["weight_files"]] if form == "args" else []
     res = {}
-    bench_re = re.compile(r"median_ms:\s*([0-9.eE+-]+)\s+min_ms:\s*([0-9.eE+-]+)\s+"
-                          r"max_ms:\s*([0-9.eE+-]+)")
     for T in tokens:
         x_in = f"--input=@{d / f'x_T{T}.npy'}"
         y_file = d / f"y_ours_T{T}.npy"
@@ -467,18 +487,7 @@ def run_ours(cfg, prep, tokens, threads, min_time, bin_dir, forms, max_call_s):
         # estimate (whole process) is high; if the runs took far less than --min-time,
         # repeat once with the count sized from moe-run's own median.
         est_ms = wall * 1e3
-        m = None
-        for _ in range(2):
-            reps = max(5, min(1000, int(np.ceil(min_time * 1e3 / max(est_ms, 1e-3)))))
-            p = subprocess.run([str(run_bin), str(so), x_in, *ins, f"--benchmark={reps}"],
-                               capture_output=True, text=True, env=env)
-            m = bench_re.search(p.stdout)
-            if p.returncode != 0 or not m:
-                m = None
-                break
-            est_ms = float(m.group(1))
-            if reps == 1000 or reps * est_ms >= 0.5 * min_time * 1e3:
-                break
+        m, reps, p = time_moe_run([str(run_bin), str(so), x_in, *ins], est_ms, min_time, env)
         if not m:
             res[T] = dict(status="error", error=first_error_line(p.stderr + p.stdout))
             continue

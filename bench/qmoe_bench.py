@@ -105,8 +105,6 @@ def run_ours(prep, tokens, threads, min_time, bin_dir):
         err = B.first_error_line(p.stderr + p.stdout)
         return {T: dict(status="compile_failed", error=err) for T in tokens}, compile_s
     B.log(f"  moe-compile: {compile_s:.1f} s")
-    bench_re = re.compile(r"median_ms:\s*([0-9.eE+-]+)\s+min_ms:\s*([0-9.eE+-]+)\s+"
-                          r"max_ms:\s*([0-9.eE+-]+)")
     res = {}
     run = str(bin_dir / "moe-run")
     for T in tokens:
@@ -122,18 +120,7 @@ def run_ours(prep, tokens, threads, min_time, bin_dir):
             res[T] = dict(status="mismatch", rel_l2=rel)
             B.log(f"  ours T={T}: MISMATCH rel L2 {rel:.3e}")
             continue
-        est_ms, m = 1.0, None
-        for _ in range(2):
-            reps = max(5, min(1000, int(np.ceil(min_time * 1e3 / max(est_ms, 1e-3)))))
-            p = subprocess.run([run, str(so), x_in, f"--benchmark={reps}"], capture_output=True,
-                               text=True, env=env)
-            m = bench_re.search(p.stdout)
-            if p.returncode != 0 or not m:
-                m = None
-                break
-            est_ms = float(m.group(1))
-            if reps == 1000 or reps * est_ms >= 0.5 * min_time * 1e3:
-                break
+        m, reps, p = B.time_moe_run([run, str(so), x_in], 1.0, min_time, env)
         if not m:
             res[T] = dict(status="error", error=B.first_error_line(p.stderr + p.stdout))
             continue
@@ -187,7 +174,7 @@ def main():
     stem = out / f"{datetime.date.today().isoformat()}-qmoe-{scales}-{cpu}"
     stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1,
                                                     default=str))
-    L = [f"# Quantized MoE layer (com.microsoft.QMoE): moe-compile vs ONNX Runtime", "",
+    L = ["# Quantized MoE layer (com.microsoft.QMoE): moe-compile vs ONNX Runtime", "",
          f"{meta['date']}, {meta['machine']['cpu']}, {a.threads} threads, "
          f"onnxruntime-node {meta['machine'].get('onnxruntime_node')}, scales "
          f"{'per row' if not a.block_size else f'per block of {a.block_size}'}, "

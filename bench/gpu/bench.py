@@ -101,7 +101,7 @@ def make_data(torch, cfg, dt, t_max):
         fan_in = s[-2]
         w[n] = (torch.randn(s, generator=g, device=DEV) / fan_in ** 0.5).to(tdt)
     x = torch.randn((t_max, cfg["H"]), generator=g, device=DEV).to(tdt)
-    k, E = cfg["k"], cfg["E"]
+    k = cfg["k"]
     for _ in range(100):
         z = x.double() @ w["router"].double()
         zs = torch.sort(z, dim=1, descending=True).values
