@@ -3238,22 +3238,32 @@ struct ConvertMoEToGPUPass
   /// the op. Ops whose results are dead (canonicalization removes them) and
   /// constants are fine.
   LogicalResult checkHostCode() {
-    auto isTensor = [](Type type) { return isa<RankedTensorType>(type); };
     // What the conversion left dead (e.g. a router matmul folded into the
     // routing kernel) goes first.
     IRRewriter rewriter(&getContext());
     (void)runRegionDCE(rewriter, getOperation()->getRegions());
-    WalkResult result = getOperation()->walk<WalkOrder::PreOrder>([&](Operation
-                                                                          *op) {
-      if (isa<gpu::GPUModuleOp>(op))
-        return WalkResult::skip();
-      auto func = op->getParentOfType<FunctionOpInterface>();
-      if (!func || func->getParentOfType<gpu::GPUModuleOp>())
-        return WalkResult::advance();
-      bool launches = false;
-      func->walk([&](gpu::LaunchFuncOp) { launches = true; });
-      if (!launches)
-        return WalkResult::advance();
+    WalkResult result =
+        getOperation()->walk<WalkOrder::PreOrder>([&](Operation *op) {
+          if (isa<gpu::GPUModuleOp>(op))
+            return WalkResult::skip();
+          auto func = dyn_cast<FunctionOpInterface>(op);
+          if (!func)
+            return WalkResult::advance();
+          bool launches = false;
+          func->walk([&](gpu::LaunchFuncOp) { launches = true; });
+          if (launches && failed(checkHostFunction(func)))
+            return WalkResult::interrupt();
+          return WalkResult::skip();
+        });
+    return failure(result.wasInterrupted());
+  }
+
+  /// The checks of checkHostCode for the ops of `func`, which launches
+  /// kernels.
+  LogicalResult checkHostFunction(FunctionOpInterface func) {
+    auto isTensor = [](Type type) { return isa<RankedTensorType>(type); };
+    // Pre-order: an op is named before the ops of its regions.
+    WalkResult result = func->walk<WalkOrder::PreOrder>([&](Operation *op) {
       // A constant tensor becomes a global in host memory, which a kernel
       // cannot read.
       if (auto launch = dyn_cast<gpu::LaunchFuncOp>(op)) {
@@ -3267,8 +3277,8 @@ struct ConvertMoEToGPUPass
           toBuffer.getTensor().getDefiningOp()->emitOpError()
               << "is a kernel operand but would stay in host memory, which "
                  "the GPU cannot read; make it a function argument "
-                 "(moe-compile "
-                 "--target=cuda outlines such constants into the weights file)";
+                 "(moe-compile --target=cuda outlines such constants into "
+                 "the weights file)";
           return WalkResult::interrupt();
         }
         return WalkResult::advance();
