@@ -24,6 +24,7 @@
 #include "moe/Conversion/ExpertMath.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
+#include "moe/Dialect/MoE/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
@@ -37,7 +38,6 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/BuiltinOps.h"
-#include "mlir/IR/Matchers.h"
 #include "mlir/Transforms/DialectConversion.h"
 #include "mlir/Transforms/RegionUtils.h"
 
@@ -810,13 +810,6 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
   return {host.tensor(idsType, idsBuf), host.tensor(weightsType, weightsBuf)};
 }
 
-/// Whether `value` is a `linalg.fill` of zero.
-static bool isZeroFilled(Value value) {
-  auto fill = value.getDefiningOp<linalg::FillOp>();
-  return fill && (matchPattern(fill.getInputs()[0], m_AnyZeroFloat()) ||
-                  matchPattern(fill.getInputs()[0], m_Zero()));
-}
-
 namespace {
 struct GateOpLowering : public OpConversionPattern<GateOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -850,17 +843,9 @@ struct RouteOpLowering : public OpConversionPattern<RouteOp> {
     // matmul is folded in as for moe.gate and computes no [T, E] tensor on
     // the host.
     Value input = adaptor.getLogits(), router;
-    if (auto matmul = input.getDefiningOp<linalg::MatmulOp>();
-        matmul && op.getRouting().isExpertChoice() &&
-        !matmul.hasUserDefinedMaps() && matmul->hasOneUse() &&
-        isZeroFilled(matmul.getOutputs()[0]) &&
-        llvm::all_of(matmul.getInputs(), [&](Value v) {
-          return tensorType(v).getElementType() ==
-                 tensorType(input).getElementType();
-        })) {
-      input = matmul.getInputs()[0];
-      router = matmul.getInputs()[1];
-    }
+    if (op.getRouting().isExpertChoice())
+      if (std::optional<std::pair<Value, Value>> matmul = matchRouterMatmul(op))
+        std::tie(input, router) = *matmul;
     auto [ids, weights] = lowerRouting(
         op, rewriter, input, router, adaptor.getSelectionBias(),
         adaptor.getTokenGroups(), adaptor.getResidual(), op.getRouting(),

@@ -30,6 +30,20 @@ static bool isZeroFill(Value value) {
          matchPattern(scalar, m_Zero());
 }
 
+std::optional<std::pair<Value, Value>> moe::matchRouterMatmul(RouteOp route) {
+  auto matmul = route.getLogits().getDefiningOp<linalg::MatmulOp>();
+  // Not transposed, not accumulating, not shared with other users.
+  if (!matmul || matmul.hasUserDefinedMaps() || !matmul->hasOneUse() ||
+      !isZeroFill(matmul.getOutputs()[0]))
+    return std::nullopt;
+  Value input = matmul.getInputs()[0], router = matmul.getInputs()[1];
+  Type elementType = route.getWeights().getType().getElementType();
+  if (cast<RankedTensorType>(input.getType()).getElementType() != elementType ||
+      cast<RankedTensorType>(router.getType()).getElementType() != elementType)
+    return std::nullopt;
+  return std::make_pair(input, router);
+}
+
 namespace {
 struct FuseRouterMatmul : public OpRewritePattern<RouteOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -39,27 +53,15 @@ struct FuseRouterMatmul : public OpRewritePattern<RouteOp> {
     if (op.getRouting().isExpertChoice())
       return rewriter.notifyMatchFailure(
           op, "expert choice needs the logits of all tokens");
-    auto matmul = op.getLogits().getDefiningOp<linalg::MatmulOp>();
+    std::optional<std::pair<Value, Value>> matmul = matchRouterMatmul(op);
     if (!matmul)
-      return rewriter.notifyMatchFailure(op, "logits are not a linalg.matmul");
-    if (matmul.hasUserDefinedMaps())
-      return rewriter.notifyMatchFailure(op, "matmul has transposed operands");
-    if (!matmul->hasOneUse())
-      return rewriter.notifyMatchFailure(op, "logits have other users");
-    if (!isZeroFill(matmul.getOutputs()[0]))
-      return rewriter.notifyMatchFailure(op,
-                                         "matmul accumulates into non-zero");
-    Value input = matmul.getInputs()[0], router = matmul.getInputs()[1];
-    Type elementType = op.getWeights().getType().getElementType();
-    if (cast<RankedTensorType>(input.getType()).getElementType() !=
-            elementType ||
-        cast<RankedTensorType>(router.getType()).getElementType() !=
-            elementType)
-      return rewriter.notifyMatchFailure(op, "matmul mixes element types");
+      return rewriter.notifyMatchFailure(
+          op, "logits are not a zero-initialized, untransposed linalg.matmul "
+              "of the routing's element type used by the routing only");
     rewriter.replaceOpWithNewOp<GateOp>(
-        op, op.getExpertIds().getType(), op.getWeights().getType(), input,
-        router, op.getSelectionBias(), op.getTokenGroups(), op.getResidual(),
-        op.getRouting());
+        op, op.getExpertIds().getType(), op.getWeights().getType(),
+        matmul->first, matmul->second, op.getSelectionBias(),
+        op.getTokenGroups(), op.getResidual(), op.getRouting());
     return success();
   }
 };
