@@ -285,6 +285,15 @@ def run(args):
                                                   min_ms=float(dm.group(2)))
                     else:
                         row["ours_error"] = (p.stderr + p.stdout).strip().splitlines()[-1:]
+            if "ours" in row and (args.profile == "all" or
+                                  f"{mdir.name}@{T}" in args.profile.split(",")):
+                # Per-kernel device times from the runtime's own profiler
+                # (MOE_CUDA_PROFILE: events around every launch; seconds, not minutes).
+                p = subprocess.run([moe_run, str(so), f"--input=@{xin}", "--benchmark=20"],
+                                   capture_output=True, text=True, timeout=120,
+                                   env=dict(os.environ, MOE_CUDA_PROFILE="1"))
+                (out / f"profile-{mdir.name}-T{T}.txt").write_text(p.stderr)
+                log(f"  profile: {out / f'profile-{mdir.name}-T{T}.txt'}")
             if f"{mdir.name}@{T}" in args.ncu.split(","):
                 # Per-kernel device times (Nsight Compute), when it is installed.
                 ncu = shutil.which("ncu") or "/usr/local/cuda/bin/ncu"
@@ -365,6 +374,8 @@ def main():
     r.add_argument("--work", default="/tmp/moe-gpu-bench")
     r.add_argument("--tokens", default=",".join(map(str, TOKENS)))
     r.add_argument("--models", default="")
+    r.add_argument("--profile", default="",
+                   help="MODEL@T,... or all: per-kernel times (MOE_CUDA_PROFILE)")
     r.add_argument("--ncu", default="", help="MODEL@T,...: per-kernel times with ncu")
     r.add_argument("--ncu-timeout", type=float, default=60.0)
     r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])

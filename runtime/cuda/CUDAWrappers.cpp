@@ -18,7 +18,9 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +28,7 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -418,6 +421,71 @@ std::vector<CUdeviceptr> *&runAllocations() {
   return allocations;
 }
 
+/// Per-kernel device times of model runs, when the environment variable
+/// MOE_CUDA_PROFILE is set (to anything but 0): every launch inside a
+/// `moe_cuda_run_model` call is bracketed by two events, and a table of the
+/// kernels' times per run goes to stderr when the process exits. Never
+/// destroyed, like the driver.
+struct Profiler {
+  struct Launch {
+    CUfunction function;
+    CUevent begin, end;
+  };
+  struct Totals {
+    int64_t launches = 0;
+    double ms = 0;
+  };
+
+  bool enabled = false;
+  std::mutex mutex;
+  std::unordered_map<CUfunction, std::string> names;
+  std::unordered_map<std::string, Totals> kernels;
+  int64_t runs = 0;
+  double deviceMs = 0, kernelMs = 0, entryHostMs = 0;
+
+  /// The launches of the run in this thread, not yet timed.
+  static std::vector<Launch> &pending() {
+    thread_local std::vector<Launch> launches;
+    return launches;
+  }
+
+  void print() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (runs == 0)
+      return;
+    std::vector<std::pair<std::string, Totals>> rows(kernels.begin(),
+                                                     kernels.end());
+    std::sort(rows.begin(), rows.end(), [](const auto &a, const auto &b) {
+      return a.second.ms > b.second.ms;
+    });
+    double n = double(runs);
+    std::fprintf(stderr,
+                 "moe: CUDA profile of %lld runs (per run: device %.4f ms, "
+                 "kernels %.4f ms, host time in the entry %.4f ms)\n",
+                 static_cast<long long>(runs), deviceMs / n, kernelMs / n,
+                 entryHostMs / n);
+    std::fprintf(stderr, "  %10s %8s %7s  %s\n", "ms/run", "launches", "%",
+                 "kernel");
+    for (const auto &[name, totals] : rows)
+      std::fprintf(stderr, "  %10.4f %8.2f %6.1f%%  %s\n", totals.ms / n,
+                   double(totals.launches) / n,
+                   kernelMs > 0 ? 100.0 * totals.ms / kernelMs : 0.0,
+                   name.c_str());
+  }
+};
+
+Profiler &profiler() {
+  static Profiler *instance = [] {
+    auto *p = new Profiler();
+    const char *env = std::getenv("MOE_CUDA_PROFILE");
+    p->enabled = env && *env && std::strcmp(env, "0") != 0;
+    if (p->enabled)
+      std::atexit([] { profiler().print(); });
+    return p;
+  }();
+  return *instance;
+}
+
 /// Whether `ptr` is memory the host can read directly (not device memory).
 bool isHostMemory(Driver &driver, const void *ptr) {
   unsigned type = 0;
@@ -476,6 +544,10 @@ CUfunction mgpuModuleGetFunction(CUmodule module, const char *name) {
              driver->cuModuleGetFunction(&function, loaded->module, name),
              "cuModuleGetFunction", name))
     return nullptr;
+  if (Profiler &p = profiler(); p.enabled) {
+    std::lock_guard<std::mutex> lock(p.mutex);
+    p.names.emplace(function, name);
+  }
   return function;
 }
 
@@ -505,10 +577,24 @@ void mgpuLaunchKernel(CUfunction function, intptr_t gridX, intptr_t gridY,
   ScopedContext scope(*driver);
   if (!scope.ok())
     return;
+  Profiler::Launch timed{function, nullptr, nullptr};
+  bool profiled = profiler().enabled && stream && stream == runStream() &&
+                  driver->cuEventElapsedTime &&
+                  driver->cuEventCreate(&timed.begin, 0) == kSuccess &&
+                  driver->cuEventCreate(&timed.end, 0) == kSuccess &&
+                  driver->cuEventRecord(timed.begin, stream) == kSuccess;
   check(*driver,
         driver->cuLaunchKernel(function, gridX, gridY, gridZ, blockX, blockY,
                                blockZ, smem, stream, params, extra),
         "cuLaunchKernel");
+  if (profiled && driver->cuEventRecord(timed.end, stream) == kSuccess) {
+    Profiler::pending().push_back(timed);
+  } else {
+    if (timed.begin)
+      driver->cuEventDestroy_v2(timed.begin);
+    if (timed.end)
+      driver->cuEventDestroy_v2(timed.end);
+  }
 }
 
 CUstream mgpuStreamCreate() {
@@ -874,6 +960,33 @@ void zeroResults(void **args, const moe_cuda_arg_t *results,
   }
 }
 
+/// Adds the launches of the run that just ended in this thread (its stream
+/// synchronized) to the profile, and frees their events.
+void recordProfile(Driver &driver, double deviceMs, double entryHostMs) {
+  Profiler &p = profiler();
+  if (!p.enabled)
+    return;
+  std::vector<Profiler::Launch> &launches = Profiler::pending();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  ++p.runs;
+  p.deviceMs += deviceMs;
+  p.entryHostMs += entryHostMs;
+  for (const Profiler::Launch &launch : launches) {
+    float ms = 0;
+    if (driver.cuEventElapsedTime(&ms, launch.begin, launch.end) == kSuccess) {
+      auto it = p.names.find(launch.function);
+      Profiler::Totals &totals =
+          p.kernels[it == p.names.end() ? std::string("?") : it->second];
+      ++totals.launches;
+      totals.ms += ms;
+      p.kernelMs += ms;
+    }
+    driver.cuEventDestroy_v2(launch.begin);
+    driver.cuEventDestroy_v2(launch.end);
+  }
+  launches.clear();
+}
+
 /// The body of moe_cuda_run_model once the context is current; returns false
 /// on an error (recorded).
 bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
@@ -988,7 +1101,11 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
   runAllocations() = &allocations;
   if (timed)
     timed = driver.cuEventRecord(state.events[0], state.stream) == kSuccess;
+  auto entryStart = std::chrono::steady_clock::now();
   entry(deviceArgs.data());
+  double entryHostMs = std::chrono::duration<double, std::milli>(
+                           std::chrono::steady_clock::now() - entryStart)
+                           .count();
   runAllocations() = nullptr;
   if (timed)
     timed = driver.cuEventRecord(state.events[1], state.stream) == kSuccess;
@@ -1108,6 +1225,7 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
       driver.cuEventElapsedTime(&deviceMs, state.events[0], state.events[1]) ==
           kSuccess)
     model->lastDeviceMs = deviceMs;
+  recordProfile(driver, timed ? deviceMs : 0.0, entryHostMs);
 
   // Hand the host copies over to the caller.
   fields = static_cast<int64_t *>(args[0]);

@@ -61,6 +61,13 @@ static constexpr int64_t kDispatchChunk = 256;
 static constexpr int64_t kTile = 16;
 /// Elements of the routing kernel's two workgroup score tiles together.
 static constexpr int64_t kRoutingTileElements = 8192;
+/// Threads per block of the routing kernel: its router matmul splits the
+/// hidden dimension across threads when a block has few (token, expert)
+/// pairs, as at decode.
+static constexpr int64_t kRoutingThreads = 512;
+/// Independent partial sums per thread in the routing kernel's dot products
+/// (loads in flight).
+static constexpr int64_t kRoutingUnroll = 8;
 /// Static workgroup memory available to one block.
 static constexpr int64_t kMaxWorkgroupBytes = 48 * 1024;
 
@@ -416,15 +423,18 @@ static std::string unsupportedReason(Operation *op) {
     }
   }
   // The routing kernel keeps a [tokens, E] score and selection tile in
-  // workgroup memory, at least one token's worth.
+  // workgroup memory, at least one token's worth, and a partial sum per
+  // thread.
   int64_t numExperts = 0;
   if (auto route = dyn_cast<RouteOp>(op))
     numExperts = route.getLogits().getType().getDimSize(1);
   if (auto gate = dyn_cast<GateOp>(op))
     numExperts = gate.getRouter().getType().getDimSize(1);
-  if (2 * numExperts * 8 > kMaxWorkgroupBytes)
-    return "with more than 3072 experts is not supported by "
-           "convert-moe-to-gpu";
+  constexpr int64_t maxExperts =
+      (kMaxWorkgroupBytes - kRoutingThreads * 8) / (2 * 8);
+  if (numExperts > maxExperts)
+    return "with more than " + std::to_string(maxExperts) +
+           " experts is not supported by convert-moe-to-gpu";
   return "";
 }
 
@@ -445,10 +455,14 @@ LogicalResult moe::checkMoEToGPUSupport(Operation *root) {
 // Routing: one block per block of tokens
 //===----------------------------------------------------------------------===//
 
-/// Tokens per block of the routing kernel for `numExperts` experts.
+/// Tokens per block of the routing kernel for `numExperts` experts: as many
+/// as make a (token, expert) pair per thread, so that large batches spread
+/// over many blocks, within the workgroup tiles.
 static int64_t routingBlockTokens(int64_t numExperts, Type ct) {
   int64_t budget = kRoutingTileElements / (ct.isF64() ? 2 : 1);
-  return std::clamp<int64_t>(budget / (2 * numExperts), 1, kThreads);
+  return std::clamp<int64_t>(
+      std::min(budget / (2 * numExperts), kRoutingThreads / numExperts), 1,
+      kRoutingThreads);
 }
 
 /// Builds `moe_expert_choice`: one thread per (token t, expert e) counts the
@@ -547,8 +561,10 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
   {
     OpBuilder::InsertionGuard guard(rewriter);
     MemRefType tile = workgroupType({blockTokens, numExperts}, ct);
+    MemRefType partialsType = workgroupType({kRoutingThreads}, ct);
     kernel = createKernel(rewriter, op, router ? "moe_gate" : "moe_route",
-                          typesOf(args), {tile, tile}, kThreads);
+                          typesOf(args), {tile, tile, partialsType},
+                          kRoutingThreads);
     KernelBuilder b{rewriter, loc, ct};
     auto it = kernel.args.begin();
     Value x = *it++;
@@ -567,26 +583,80 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
     Value cE = b.idx(numExperts), c0 = b.idx(0), c1 = b.idx(1);
     double negInf = -std::numeric_limits<double>::infinity();
 
-    // Phase 1: the logits of the block's tokens into `scores`.
-    b.loop(tid, b.idx(blockTokens * numExperts), b.idx(kThreads), [&](Value i) {
-      Value lt = b.div(i, cE), e = b.rem(i, cE);
-      Value t = b.add(t0, lt);
-      b.ifThen(b.lt(t, numTokens), [&] {
-        Value logit;
-        if (w)
-          logit = b.loop(
-              c0, b.idx(hidden), c1, b.flt(0.0), [&](Value h, ValueRange acc) {
-                Value p = b.mul(b.loadF(x, {t, h}), b.loadF(w, {h, e}));
-                return SmallVector<Value>{b.add(acc[0], p)};
+    // Phase 1: the logits of the block's tokens into `scores`. A gating
+    // residual (MoE++) is added to the logits before scoring.
+    auto storeLogit = [&](Value lt, Value e, Value logit) {
+      if (residualArg)
+        logit = b.add(logit, b.loadF(residualArg, {b.add(t0, lt), e}));
+      b.storeF(logit, scores, {lt, e});
+    };
+    Value cR = b.idx(kRoutingThreads);
+    if (w) {
+      // The router matmul: P = (valid tokens) x E pairs, each the dot product
+      // of a token row with a router column. With P < threads/2 (decode),
+      // each pair is split over S = threads / P slices of the hidden
+      // dimension (h = s mod S) whose partial sums meet in workgroup memory
+      // and are added in slice order; else a thread takes whole pairs. Each
+      // thread keeps kRoutingUnroll partial sums, so that as many loads are
+      // in flight. Adjacent threads take adjacent experts: coalesced router
+      // rows, one token element for all of them.
+      Value valid = b.minI(b.idx(blockTokens), b.sub(numTokens, t0));
+      Value pairs = b.mul(valid, cE);
+      Value slices = b.maxI(c1, b.div(cR, pairs));
+      auto dot = [&](Value pair, Value slice, Value step) {
+        Value t = b.add(t0, b.div(pair, cE)), e = b.rem(pair, cE);
+        Value cH = b.idx(hidden), last = b.idx(hidden - 1);
+        SmallVector<Value> init(kRoutingUnroll, b.flt(0.0));
+        SmallVector<Value> acc = b.loop(
+            slice, cH, b.mul(step, b.idx(kRoutingUnroll)), init,
+            [&](Value h0, ValueRange acc) {
+              SmallVector<Value> next;
+              for (int64_t u = 0; u < kRoutingUnroll; ++u) {
+                Value h = b.add(h0, b.mul(step, b.idx(u)));
+                Value in = b.lt(h, cH);
+                // Clamped, so that the loads stay in bounds; masked below.
+                Value hc = b.minI(h, last);
+                Value prod = b.mul(b.loadF(x, {t, hc}), b.loadF(w, {hc, e}));
+                next.push_back(b.add(acc[u], b.select(in, prod, b.flt(0.0))));
+              }
+              return next;
+            });
+        Value sum = acc[0];
+        for (int64_t u = 1; u < kRoutingUnroll; ++u)
+          sum = b.add(sum, acc[u]);
+        return sum;
+      };
+      // Both conditions are uniform across the block (barrier inside).
+      Value split = b.cmpI(arith::CmpIPredicate::ugt, slices, c1);
+      b.ifThen(split, [&] {
+        Value pair = b.rem(tid, pairs), slice = b.div(tid, pairs);
+        Value partials = kernel.workgroup[2];
+        b.ifThen(b.lt(slice, slices), [&] {
+          b.storeF(dot(pair, slice, slices), partials, {tid});
+        });
+        b.barrier();
+        b.ifThen(b.lt(tid, pairs), [&] {
+          Value logit =
+              b.loop(c0, slices, c1, b.flt(0.0), [&](Value s, ValueRange acc) {
+                Value v = b.loadF(partials, {b.add(b.mul(s, pairs), tid)});
+                return SmallVector<Value>{b.add(acc[0], v)};
               })[0];
-        else
-          logit = b.loadF(x, {t, e});
-        // A gating residual (MoE++) is added to the logits before scoring.
-        if (residualArg)
-          logit = b.add(logit, b.loadF(residualArg, {t, e}));
-        b.storeF(logit, scores, {lt, e});
+          storeLogit(b.div(tid, cE), b.rem(tid, cE), logit);
+        });
       });
-    });
+      b.ifThen(b.cmpI(arith::CmpIPredicate::eq, slices, c1), [&] {
+        b.loop(tid, pairs, cR, [&](Value pair) {
+          storeLogit(b.div(pair, cE), b.rem(pair, cE), dot(pair, c0, c1));
+        });
+      });
+    } else {
+      b.loop(tid, b.idx(blockTokens * numExperts), cR, [&](Value i) {
+        Value lt = b.div(i, cE), e = b.rem(i, cE);
+        b.ifThen(b.lt(b.add(t0, lt), numTokens), [&] {
+          storeLogit(lt, e, b.loadF(x, {b.add(t0, lt), e}));
+        });
+      });
+    }
     b.barrier();
 
     // Phase 2: one thread per token.
@@ -789,7 +859,7 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
       rewriter, loc, memref::DimOp::create(rewriter, loc, idsBuf, 0),
       arith::ConstantIndexOp::create(rewriter, loc, blockTokens));
   host.launch(kernel, grid, arith::ConstantIndexOp::create(rewriter, loc, 1),
-              kThreads, 1, args);
+              kRoutingThreads, 1, args);
   if (expertChoice) {
     SmallVector<Value> choiceArgs = {ecScoresBuf, ecSelectionBuf, idsBuf,
                                      weightsBuf};

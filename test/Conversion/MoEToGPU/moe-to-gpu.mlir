@@ -15,11 +15,21 @@
 // CHECK-DAG: bufferization.to_tensor %[[W]] restrict writable : memref<?x2xf32> to tensor<?x2xf32>
 // CHECK: gpu.module @moe_kernels
 // CHECK: gpu.func @moe_gate(%{{.*}}: memref<?x64xf32>, %{{.*}}: memref<64x8xf32>, %{{.*}}: memref<8xf32>, %{{.*}}: memref<?x2xi32>, %{{.*}}: memref<?x2xf32>)
-// CHECK-SAME: workgroup(%[[SCORES:.*]] : memref<128x8xf32, #gpu.address_space<workgroup>>, %[[SEL:.*]] : memref<128x8xf32, #gpu.address_space<workgroup>>)
-// CHECK-SAME: kernel
-// The logits tile: the router matmul of the block.
+// CHECK-SAME: workgroup(%[[SCORES:.*]] : memref<64x8xf32, #gpu.address_space<workgroup>>, %[[SEL:.*]] : memref<64x8xf32, #gpu.address_space<workgroup>>, %[[PART:.*]] : memref<512xf32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: kernel attributes {known_block_size = array<i32: 512, 1, 1>}
+// The logits tile: the router matmul of the block, its hidden dimension split
+// over threads (partial sums added in slice order) when the block has fewer
+// (token, expert) pairs than half its threads, whole pairs per thread else.
+// CHECK: arith.cmpi ugt
+// CHECK: scf.if
 // CHECK: scf.for
-// CHECK: arith.mulf
+// CHECK-COUNT-8: arith.mulf
+// CHECK: memref.store %{{.*}}, %[[PART]]
+// CHECK: gpu.barrier
+// CHECK: memref.load %[[PART]]
+// CHECK: memref.store %{{.*}}, %[[SCORES]]
+// CHECK: arith.cmpi eq
+// CHECK: scf.if
 // CHECK: memref.store %{{.*}}, %[[SCORES]]
 // CHECK: gpu.barrier
 // Sigmoid scores, selection bias, group limit, top-k.
