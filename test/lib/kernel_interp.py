@@ -7,12 +7,13 @@ over a grid: every thread of a block is a Python generator over the kernel's
 ops (scf, arith, math, memref, vector, gpu ids, barriers and shuffles, and
 the LLVM/NVVM ops of the tensor-core GEMMs). Threads stop at `gpu.barrier`
 until every thread of the block is there, and at `gpu.shuffle`,
-`nvvm.mma.sync` and `nvvm.bar.warp.sync` until all 32 lanes of the warp are
+`nvgpu.ldmatrix`, `nvvm.mma.sync` and `nvvm.bar.warp.sync` until all 32 lanes of the warp are
 at the same one; anything else (a barrier that some thread of the block
 never reaches, an mma that part of a warp skips) is an error, as it is
 undefined on a GPU. `nvvm.mma.sync` (m16n8k16, row.col, f16/bf16
 multiplicands, f32 accumulators) is emulated from the fragment layout of the
-PTX ISA, written here independently of the kernel builder. Loads and stores are bounds-checked, vector accesses checked against
+PTX ISA, written here independently of the kernel builder, and so is
+`nvgpu.ldmatrix` (.x1/.x2/.x4, with and without .trans). Loads and stores are bounds-checked, vector accesses checked against
 their alignment attribute (buffers are 256-byte aligned unless a test moves
 them); fresh workgroup and device memory hold NaN, so a read of an element
 nobody wrote shows. `run_host` interprets a host function (allocations,
@@ -347,6 +348,29 @@ def mma_m16n8k16(lanes, ptx):
              for i in range(4)] for lane in range(32)]
 
 
+def ldmatrix(lanes, spec):
+    """`lanes[l]` = (memref, indices) of lane l; returns each lane's fragment
+    (a tuple of `num` element pairs). Matrix m (8 x 8, 16-bit) has the rows
+    of 8 elements that lanes 8m..8m+7 address (16-byte aligned); lane
+    (g = l >> 2, t = l % 4) gets row g, columns 2t and 2t + 1 of each, or with
+    .trans rows 2t and 2t + 1 of column g."""
+    transpose, num = spec
+    mats = []
+    for m in range(num):
+        rows = []
+        for i in range(8):
+            mem, idx = lanes[m * 8 + i]
+            head, last = mem.vector_index(idx, 8, 16)
+            rows.append([mem.load(head + (last + j,)) for j in range(8)])
+        mats.append(rows)
+    out = []
+    for lane in range(32):
+        g, t = lane >> 2, lane % 4
+        out.append(tuple((M[2 * t][g], M[2 * t + 1][g]) if transpose
+                         else (M[g][2 * t], M[g][2 * t + 1]) for M in mats))
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Execution
 # ---------------------------------------------------------------------------
@@ -468,14 +492,16 @@ class Interpreter:
                 lanes = range(w, min(w + 32, nthreads))
                 at = [waits[l] for l in lanes]
                 kinds = {x[0] if x is not None else "done" for x in at}
-                if not kinds & {"mma", "warp", "shuffle"}:
+                if not kinds & {"mma", "warp", "shuffle", "ldmatrix"}:
                     continue
                 if len(kinds) != 1 or len({id(x[1]) for x in at}) != 1:
-                    raise KernelError("a warp collective (mma.sync, bar.warp.sync or "
-                                      "gpu.shuffle) not reached by every lane of warp %d "
+                    raise KernelError("a warp collective (mma.sync, ldmatrix, bar.warp.sync "
+                                      "or gpu.shuffle) not reached by every lane of warp %d "
                                       "together" % (w // 32))
                 if at[0][0] == "mma":
                     d = mma_m16n8k16([x[2] for x in at], at[0][3])
+                elif at[0][0] == "ldmatrix":
+                    d = ldmatrix([x[2] for x in at], at[0][3])
                 elif at[0][0] == "shuffle":
                     d = shuffle([x[2] for x in at], at[0][3])
                 else:
@@ -539,6 +565,11 @@ class Interpreter:
                 env[op.results[0]] = got[0]
                 if len(op.results) > 1:
                     env[op.results[1]] = got[1]
+            elif name == "nvgpu.ldmatrix":
+                vals = [get(o) for o in op.operands]
+                spec = ("transpose = true" in op.props,
+                        int(re.search(r"numTiles = (\d+)", op.props).group(1)))
+                env[op.results[0]] = yield ("ldmatrix", op, (vals[0], vals[1:]), spec)
             elif name == "nvvm.mma.sync":
                 vals = [get(o) for o in op.operands]
                 a, b, c = vals[:4], vals[4:6], vals[6:10]

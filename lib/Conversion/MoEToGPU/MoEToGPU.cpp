@@ -34,6 +34,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
@@ -631,9 +632,8 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
       b.ifThen(split, [&] {
         Value pair = b.rem(tid, pairs), slice = b.div(tid, pairs);
         Value partials = kernel.workgroup[2];
-        b.ifThen(b.lt(slice, slices), [&] {
-          b.storeF(dot(pair, slice, slices), partials, {tid});
-        });
+        b.ifThen(b.lt(slice, slices),
+                 [&] { b.storeF(dot(pair, slice, slices), partials, {tid}); });
         b.barrier();
         b.ifThen(b.lt(tid, pairs), [&] {
           Value logit =
@@ -1453,19 +1453,18 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
 
 /// Threads of a tensor-core GEMM block: 4 warps in a 2 x 2 grid.
 static constexpr int64_t kMmaThreads = 128;
-static constexpr int64_t kWarpSize = 32;
 /// The output tile of a block (rows x columns) and its K step. Each warp
 /// computes a 32 x 32 quarter as 2 x 4 tiles of `mma.sync.m16n8k16`, two
 /// K substeps of 16 per step.
 static constexpr int64_t kMmaTileM = 64, kMmaTileN = 64, kMmaTileK = 32;
 static constexpr int64_t kMmaWarpM = 32, kMmaWarpN = 32;
 static constexpr int64_t kMmaM = 16, kMmaN = 8, kMmaK = 16;
-/// Row strides, in 32-bit words, of the workgroup tiles. A word holds two
-/// K-consecutive elements, the unit of the mma fragments, so a fragment
-/// register is one 32-bit load. The padding makes those loads free of bank
-/// conflicts: lane (g, t) of a warp (g = lane / 4, t = lane % 4) reads A word
-/// g * 20 + t and B word t * 72 + g, 32 distinct banks.
-static constexpr int64_t kMmaAStride = kMmaTileK / 2 + 4;
+/// Row strides, in elements, of the workgroup tiles: A row-major (64 x 32,
+/// K contiguous), B row-major (32 x 64, N contiguous), each padded by 16
+/// bytes. The fragments are read with `ldmatrix` (B with `.trans`), whose
+/// eight row addresses per 8 x 8 matrix are then 80 (A) or 144 (B) bytes
+/// apart: 8 distinct 16-byte bank groups, free of bank conflicts.
+static constexpr int64_t kMmaAStride = kMmaTileK + 8;
 static constexpr int64_t kMmaBStride = kMmaTileN + 8;
 /// Elements of one global load of the staging (16 bytes of f16/bf16) where
 /// the sizes and the buffer's alignment allow it.
@@ -1482,10 +1481,11 @@ static bool useTensorCores(Type elementType) {
 /// element type too): 128 threads compute a 64 x 64 output tile with f32
 /// accumulators in registers. Per K step of 32 the block stages the A tile
 /// (64 x 32, rows gathered through the token indices for the first GEMM) and
-/// the B tiles (32 x 64 of up or down, and of gate) in workgroup memory as
-/// words of two K-consecutive elements, zero outside the matrices and for
-/// rows without a token; then each warp loads its fragments with the layout
-/// of the PTX ISA's `mma.m16n8k16` (row-major A, column-major B) and issues
+/// the B tiles (32 x 64 of up or down, and of gate) in workgroup memory,
+/// zero outside the matrices and for rows without a token; then each warp
+/// loads its fragments with `nvgpu.ldmatrix` (four 8 x 8 matrices per
+/// instruction, transposed for B), which delivers the layout of the PTX
+/// ISA's `mma.m16n8k16` (row-major A, column-major B), and issues
 /// `nvvm.mma.sync`. The epilogue works on the accumulator registers, whose
 /// positions that layout gives too (c0, c1: row g, columns 2t and 2t + 1;
 /// c2, c3: row g + 8), and writes every element straight to global memory.
@@ -1497,8 +1497,8 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
   Type i32 = rewriter.getI32Type();
   Type f32 = rewriter.getF32Type();
   bool isF16 = elementType.isF16();
-  MemRefType aTileType = workgroupType({kMmaTileM, kMmaAStride}, i32);
-  MemRefType bTileType = workgroupType({kMmaTileK / 2, kMmaBStride}, i32);
+  MemRefType aTileType = workgroupType({kMmaTileM, kMmaAStride}, elementType);
+  MemRefType bTileType = workgroupType({kMmaTileK, kMmaBStride}, elementType);
   SmallVector<Type> workgroup = {aTileType, bTileType};
   if (spec.gated)
     workgroup.push_back(bTileType);
@@ -1627,14 +1627,13 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
     // Staging assignments, fixed over the K loop. A: thread `tid` stages
     // elements [8 (tid % 4), + 8) of the tile rows tid / 4 and tid / 4 + 32
     // (four threads read 64 contiguous bytes of a row). B: elements
-    // [8 (tid % 8), + 8) of rows 2 (tid / 8) and 2 (tid / 8) + 1, which make
-    // eight words of word row tid / 8.
+    // [8 (tid % 8), + 8) of rows 2 (tid / 8) and 2 (tid / 8) + 1.
     constexpr int64_t aVectorsPerRow = kMmaTileK / kVector;
     constexpr int64_t aCopies = kMmaTileM * aVectorsPerRow / kMmaThreads;
     constexpr int64_t bVectorsPerRow = kMmaTileN / kVector;
     static_assert(kMmaTileK / 2 * bVectorsPerRow == kMmaThreads,
                   "a thread stages one vector of words of each B tile");
-    Value aWord = b.mul(b.rem(tid, b.idx(aVectorsPerRow)), b.idx(kVector / 2));
+    Value aCol = b.mul(b.rem(tid, b.idx(aVectorsPerRow)), b.idx(kVector));
     Value aRow0 = b.div(tid, b.idx(aVectorsPerRow));
     SmallVector<Value> aLocalRows, aSources, aValid;
     for (int64_t i = 0; i < aCopies; ++i) {
@@ -1646,7 +1645,7 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
       aSources.push_back(spec.first ? info.source : b.add(rowStart, local));
       aValid.push_back(spec.first ? info.hasToken : info.valid);
     }
-    Value bWordRow = b.div(tid, b.idx(bVectorsPerRow));
+    Value bRow = b.mul(b.div(tid, b.idx(bVectorsPerRow)), b.idx(2));
     Value bLocalCol = b.mul(b.rem(tid, b.idx(bVectorsPerRow)), b.idx(kVector));
     Value bCol = b.add(colStart, bLocalCol);
     // Vector loads where the sizes keep every vector inside one row (and
@@ -1666,52 +1665,62 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
     Value group = b.div(lane, b.idx(4)), inGroup = b.rem(lane, b.idx(4));
 
     constexpr int64_t tilesM = kMmaWarpM / kMmaM, tilesN = kMmaWarpN / kMmaN;
+    static_assert(tilesN % 2 == 0,
+                  "B fragments come two column tiles per ldmatrix");
     constexpr int64_t accPerMatrix = tilesM * tilesN * 4;
     auto accIndex = [](int64_t mi, int64_t ni, int64_t r) {
       return (mi * tilesN + ni) * 4 + r;
     };
-    auto mmaOperand = [&](Value word) -> Value {
-      if (!isF16)
-        return word;
-      return LLVM::BitcastOp::create(rewriter, loc,
-                                     VectorType::get({2}, elementType), word);
+    // A fragment register: element pair `reg` of an ldmatrix result; mma
+    // takes f16 pairs as vector<2xf16> and bf16 pairs as i32.
+    VectorType fragType = VectorType::get({4, 2}, elementType);
+    auto mmaOperand = [&](Value frag, int64_t reg) -> Value {
+      Value pair = vector::ExtractOp::create(rewriter, loc, frag, reg);
+      if (isF16)
+        return pair;
+      Value word = vector::BitCastOp::create(rewriter, loc,
+                                             VectorType::get({1}, i32), pair);
+      return vector::ExtractOp::create(rewriter, loc, word, 0);
+    };
+    // The row and column each lane addresses in an ldmatrix.x4: A (16 x 16
+    // at r0, k0): lane l gives row r0 + l % 16 at k0 + 8 (l / 16), so the
+    // matrices are a0..a3 (rows +0/+8, columns +0/+8). B (16 K rows x 16
+    // columns at k0, n0, transposed): matrix m = l / 8 has rows
+    // k0 + 8 (m % 2) + l % 8 at column n0 + 8 (m / 2), giving b0, b1 of
+    // columns [n0, n0 + 8) and b0, b1 of [n0 + 8, n0 + 16).
+    Value aLaneRow = b.rem(lane, b.idx(16));
+    Value aLaneCol = b.mul(b.div(lane, b.idx(16)), b.idx(8));
+    Value bLaneMatrix = b.div(lane, b.idx(8));
+    Value bLaneRow = b.add(b.mul(b.rem(bLaneMatrix, b.idx(2)), b.idx(8)),
+                           b.rem(lane, b.idx(8)));
+    Value bLaneCol = b.mul(b.div(bLaneMatrix, b.idx(2)), b.idx(8));
+    auto ldmatrix = [&](Value tile, Value row, Value col, bool transpose) {
+      return nvgpu::LdMatrixOp::create(rewriter, loc, fragType, tile,
+                                       ValueRange{row, col}, transpose,
+                                       /*numTiles=*/4);
     };
     Type resultType =
         LLVM::LLVMStructType::getLiteral(ctx, {f32, f32, f32, f32});
     NVVM::MMATypes ptxType = isF16 ? NVVM::MMATypes::f16 : NVVM::MMATypes::bf16;
 
-    // The global loads of the tiles of K step `k0`, as the words to store:
-    // A (aCopies vectors of four words), then B and the gate's B (eight
-    // words each). They are issued one step ahead (register prefetch), so
-    // that their latency hides behind the mma of the current step; past K
-    // every element is masked and nothing is read.
-    SmallVector<int64_t> interleave;
-    for (int64_t j = 0; j < kVector; ++j) {
-      interleave.push_back(j);
-      interleave.push_back(kVector + j);
-    }
+    // The global loads of the tiles of K step `k0`, as the vectors to
+    // store: A (aCopies vectors), then rows k and k + 1 of B and of the
+    // gate's B. They are issued one step ahead (register prefetch), so that
+    // their latency hides behind the mma of the current step; past K every
+    // element is masked and nothing is read.
     auto loadStep = [&](Value k0) {
       SmallVector<Value> staged;
-      // A: eight K-consecutive elements, four words.
-      Value ak = b.add(k0, b.mul(aWord, b.idx(2)));
-      for (int64_t i = 0; i < aCopies; ++i) {
-        Value v = loadVector(a, {aSources[i], ak}, aValid[i], cK, aVectorOk);
-        staged.push_back(vector::BitCastOp::create(
-            rewriter, loc, VectorType::get({kVector / 2}, i32), v));
-      }
-      // B: rows k and k + 1 interleaved, so that word j of the vector holds
-      // B[k][c + j] (low half) and B[k + 1][c + j].
-      Value bk = b.add(k0, b.mul(bWordRow, b.idx(2)));
+      Value ak = b.add(k0, aCol);
+      for (int64_t i = 0; i < aCopies; ++i)
+        staged.push_back(
+            loadVector(a, {aSources[i], ak}, aValid[i], cK, aVectorOk));
+      Value bk = b.add(k0, bRow);
       Value bk1 = b.add(bk, c1);
       auto loadB = [&](Value w, Value vectorOk) {
-        Value lo =
-            loadVector(w, weightAt(bk, bCol), b.lt(bk, cK), cN, vectorOk);
-        Value hi =
-            loadVector(w, weightAt(bk1, bCol), b.lt(bk1, cK), cN, vectorOk);
-        Value pairs =
-            vector::ShuffleOp::create(rewriter, loc, lo, hi, interleave);
-        staged.push_back(vector::BitCastOp::create(
-            rewriter, loc, VectorType::get({kVector}, i32), pairs));
+        staged.push_back(
+            loadVector(w, weightAt(bk, bCol), b.lt(bk, cK), cN, vectorOk));
+        staged.push_back(
+            loadVector(w, weightAt(bk1, bCol), b.lt(bk1, cK), cN, vectorOk));
       };
       loadB(bMat, upVectorOk);
       if (gate)
@@ -1719,16 +1728,19 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
       return staged;
     };
     auto storeStep = [&](ValueRange staged) {
-      auto store = [&](Value words, Value dst, Value row, Value col) {
-        vector::StoreOp::create(rewriter, loc, words, dst, ValueRange{row, col},
+      auto store = [&](Value v, Value dst, Value row, Value col) {
+        vector::StoreOp::create(rewriter, loc, v, dst, ValueRange{row, col},
                                 /*nontemporal=*/false,
                                 /*alignment=*/llvm::Align(kVectorBytes));
       };
       for (int64_t i = 0; i < aCopies; ++i)
-        store(staged[i], aTile, aLocalRows[i], aWord);
-      store(staged[aCopies], bTile, bWordRow, bLocalCol);
-      if (gate)
-        store(staged[aCopies + 1], gTile, bWordRow, bLocalCol);
+        store(staged[i], aTile, aLocalRows[i], aCol);
+      store(staged[aCopies], bTile, bRow, bLocalCol);
+      store(staged[aCopies + 1], bTile, b.add(bRow, c1), bLocalCol);
+      if (gate) {
+        store(staged[aCopies + 2], gTile, bRow, bLocalCol);
+        store(staged[aCopies + 3], gTile, b.add(bRow, c1), bLocalCol);
+      }
     };
 
     SmallVector<Value> inits(spec.gated ? 2 * accPerMatrix : accPerMatrix,
@@ -1750,34 +1762,27 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
 
           SmallVector<Value> next(carried.begin(), carried.begin() + numAcc);
           for (int64_t ks = 0; ks < kMmaTileK / kMmaK; ++ks) {
-            Value kWord = b.idx(ks * kMmaK / 2);
-            // A fragment of rows [r0, r0 + 16): a0 row g, a1 row g + 8,
-            // a2 row g and a3 row g + 8 four words (8 columns) further.
+            Value k0 = b.idx(ks * kMmaK);
+            // A fragments of rows [r0, r0 + 16): a0 row g, a1 row g + 8, a2
+            // and a3 the same rows 8 columns further.
             SmallVector<SmallVector<Value, 4>> aFrags;
             for (int64_t mi = 0; mi < tilesM; ++mi) {
-              Value r = b.add(b.add(warpRow, b.idx(mi * kMmaM)), group);
-              SmallVector<Value, 4> frag;
-              for (int64_t reg = 0; reg < 4; ++reg) {
-                Value row = b.add(r, b.idx(reg % 2 * 8));
-                Value col = b.add(b.add(kWord, inGroup), b.idx(reg / 2 * 4));
-                frag.push_back(mmaOperand(memref::LoadOp::create(
-                    rewriter, loc, aTile, ValueRange{row, col})));
-              }
-              aFrags.push_back(frag);
+              Value r = b.add(b.add(warpRow, b.idx(mi * kMmaM)), aLaneRow);
+              Value frag = ldmatrix(aTile, r, b.add(k0, aLaneCol), false);
+              SmallVector<Value, 4> regs;
+              for (int64_t reg = 0; reg < 4; ++reg)
+                regs.push_back(mmaOperand(frag, reg));
+              aFrags.push_back(regs);
             }
-            // B fragment of columns [c0, c0 + 8): b0 is word t (rows 2t,
-            // 2t + 1) of column g, b1 the word 4 further (rows 2t + 8, 2t + 9).
+            // B fragments of columns [c0, c0 + 8): b0 rows 2t, 2t + 1 of
+            // column g, b1 rows 2t + 8, 2t + 9; two column tiles per ldmatrix.
             auto bFrags = [&](Value src) {
               SmallVector<SmallVector<Value, 2>> frags;
-              for (int64_t ni = 0; ni < tilesN; ++ni) {
-                Value col = b.add(b.add(warpCol, b.idx(ni * kMmaN)), group);
-                SmallVector<Value, 2> frag;
-                for (int64_t reg = 0; reg < 2; ++reg) {
-                  Value row = b.add(b.add(kWord, inGroup), b.idx(reg * 4));
-                  frag.push_back(mmaOperand(memref::LoadOp::create(
-                      rewriter, loc, src, ValueRange{row, col})));
-                }
-                frags.push_back(frag);
+              for (int64_t ni = 0; ni < tilesN; ni += 2) {
+                Value col = b.add(b.add(warpCol, b.idx(ni * kMmaN)), bLaneCol);
+                Value frag = ldmatrix(src, b.add(k0, bLaneRow), col, true);
+                frags.push_back({mmaOperand(frag, 0), mmaOperand(frag, 1)});
+                frags.push_back({mmaOperand(frag, 2), mmaOperand(frag, 3)});
               }
               return frags;
             };

@@ -191,11 +191,10 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 // CHECK: %[[C128:.*]] = arith.constant 128 : index
 // CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[GXS]], %[[C2]], %{{.*}}) threads in (%[[C128]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x128xf16>, %[[H]] : memref<?x128xf16>)
 // CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[GXS]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf16>, {{.*}} : memref<8x128x64xf16>, %[[OUT]] : memref<?x64xf16>)
-// Workgroup tiles of 32-bit words, each two K-consecutive elements: A 64 x 32
-// (16 words + 4 of padding per row), B and the gate's B 32 x 64 (16 word rows
-// of 64 + 8 padding words).
+// Workgroup tiles in the element type, each row padded by 16 bytes: A 64 x 32
+// (K contiguous), B and the gate's B 32 x 64 (N contiguous).
 // CHECK: gpu.func @moe_experts_up(
-// CHECK-SAME: workgroup(%[[A:.*]] : memref<64x20xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BU:.*]] : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BG:.*]] : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK-SAME: workgroup(%[[A:.*]] : memref<64x40xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BU:.*]] : memref<32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BG:.*]] : memref<32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-SAME: known_block_size = array<i32: 128, 1, 1>
 // The tile's expert: a walk over the offsets.
 // CHECK: scf.for
@@ -205,28 +204,28 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 // CHECK: memref.extract_aligned_pointer_as_index
 // CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?x64xf16>, vector<8xf16>
 // CHECK: vector.from_elements
-// CHECK: vector.bitcast %{{.*}} : vector<8xf16> to vector<4xi32>
-// Rows k and k + 1 of B interleaved into words.
-// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15] : vector<8xf16>, vector<8xf16>
-// CHECK: vector.bitcast %{{.*}} : vector<16xf16> to vector<8xi32>
-// The K loop: store the prefetched tiles, barrier, prefetch the next step,
-// 2 x 4 m16n8k16 tiles per warp for up and for gate per K substep, barrier.
+// The K loop: store the prefetched tiles (rows k and k + 1 of B), barrier,
+// prefetch the next step, then per K substep ldmatrix.x4 for the two A
+// fragments and (transposed) for two B column tiles at a time, and 2 x 4
+// m16n8k16 tiles per warp for up and for gate, barrier.
 // CHECK: scf.for
 // CHECK: vector.store %{{.*}}, %[[A]]
 // CHECK: vector.store %{{.*}}, %[[BU]]
+// CHECK: vector.store %{{.*}}, %[[BU]]
+// CHECK: vector.store %{{.*}}, %[[BG]]
 // CHECK: vector.store %{{.*}}, %[[BG]]
 // CHECK: gpu.barrier
 // The warp reconverges after the guarded prefetch loads, before mma.sync.
 // CHECK: nvvm.bar.warp.sync %{{.*}} : i32
-// CHECK: memref.load %[[A]]
-// CHECK: llvm.bitcast %{{.*}} : i32 to vector<2xf16>
-// CHECK: memref.load %[[BU]]
+// CHECK-COUNT-2: nvgpu.ldmatrix %[[A]][%{{.*}}, %{{.*}}] {numTiles = 4 : i32, transpose = false} : memref<64x40xf16, #gpu.address_space<workgroup>> -> vector<4x2xf16>
+// CHECK-COUNT-2: nvgpu.ldmatrix %[[BU]][%{{.*}}, %{{.*}}] {numTiles = 4 : i32, transpose = true} : memref<32x72xf16, #gpu.address_space<workgroup>> -> vector<4x2xf16>
 // CHECK-COUNT-8: nvvm.mma.sync A[{{.*}}] B[{{.*}}] C[{{.*}}] {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (vector<2xf16>, vector<2xf16>, f32) -> !llvm.struct<(f32, f32, f32, f32)>
-// CHECK: memref.load %[[BG]]
+// CHECK-COUNT-2: nvgpu.ldmatrix %[[BG]]
 // CHECK-COUNT-8: nvvm.mma.sync
-// CHECK: memref.load %[[BU]]
+// CHECK-COUNT-2: nvgpu.ldmatrix %[[A]]
+// CHECK-COUNT-2: nvgpu.ldmatrix %[[BU]]
 // CHECK-COUNT-8: nvvm.mma.sync
-// CHECK: memref.load %[[BG]]
+// CHECK-COUNT-2: nvgpu.ldmatrix %[[BG]]
 // CHECK-COUNT-8: nvvm.mma.sync
 // CHECK-NOT: nvvm.mma.sync
 // CHECK: gpu.barrier
@@ -238,7 +237,7 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 // CHECK: arith.truncf %{{.*}} : f32 to f16
 // CHECK: memref.store %{{.*}}, %{{.*}} : memref<?x128xf16>
 // CHECK: gpu.func @moe_experts_down(
-// CHECK-SAME: workgroup(%{{.*}} : memref<64x20xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK-SAME: workgroup(%{{.*}} : memref<64x40xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-COUNT-16: nvvm.mma.sync
 // CHECK-NOT: nvvm.mma.sync
 // Only rows that hold a token are written.
@@ -271,12 +270,13 @@ func.func @experts_f16(%x: tensor<?x64xf16>, %tok: tensor<?xi32>, %off: tensor<9
 // CHECK: gpu.launch_func @moe_kernels::@moe_shared_down {{.*}} args(%[[H]] : memref<?x20xbf16>, {{.*}} : memref<20x36xbf16>, %[[S]] : memref<?xf32>, {{.*}} : memref<?x36xbf16>)
 // CHECK: gpu.func @moe_shared_scale
 // CHECK: gpu.func @moe_shared_up(
-// CHECK-SAME: workgroup(%{{.*}} : memref<64x20xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<16x72xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK-SAME: workgroup(%{{.*}} : memref<64x40xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<32x72xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-NOT: vector.load
 // CHECK-NOT: memref.extract_aligned_pointer_as_index
 // CHECK: vector.from_elements
-// CHECK: vector.bitcast %{{.*}} : vector<8xbf16> to vector<4xi32>
-// CHECK-NOT: llvm.bitcast
+// bf16 pairs go to mma.sync as i32 words.
+// CHECK: nvgpu.ldmatrix
+// CHECK: vector.bitcast %{{.*}} : vector<2xbf16> to vector<1xi32>
 // CHECK: nvvm.mma.sync A[{{.*}}] B[{{.*}}] C[{{.*}}] {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (i32, i32, f32) -> !llvm.struct<(f32, f32, f32, f32)>
 // CHECK: arith.truncf %{{.*}} : f32 to bf16
 // CHECK: gpu.func @moe_shared_down(
