@@ -61,14 +61,22 @@ static constexpr int64_t kDispatchChunk = 256;
 /// a block has kTile x kTile threads, one per output element.
 static constexpr int64_t kTile = 16;
 /// Elements of the routing kernel's two workgroup score tiles together.
-static constexpr int64_t kRoutingTileElements = 8192;
+static constexpr int64_t kRoutingTileElements = 4096;
 /// Threads per block of the routing kernel: its router matmul splits the
 /// hidden dimension across threads when a block has few (token, expert)
 /// pairs, as at decode.
 static constexpr int64_t kRoutingThreads = 512;
-/// Independent partial sums per thread in the routing kernel's dot products
-/// (loads in flight).
-static constexpr int64_t kRoutingUnroll = 8;
+/// Hidden elements per step of a routing thread's dot products (loads in
+/// flight).
+static constexpr int64_t kRoutingUnroll = 4;
+/// Blocks the routing kernel aims at: tokens per block are chosen at run time
+/// from the token count so that small batches spread over the GPU (one token
+/// per block up to this many tokens). A tuning value (an H100/H200 has 132
+/// SMs), not a correctness one.
+static constexpr int64_t kRoutingTargetBlocks = 132;
+/// Bytes of workgroup memory of the routing kernel's partial sums (one
+/// 16-byte router vector of compute-type sums per thread, at most 32 bytes).
+static constexpr int64_t kRoutingPartialBytes = kRoutingThreads * 32;
 /// Static workgroup memory available to one block.
 static constexpr int64_t kMaxWorkgroupBytes = 48 * 1024;
 
@@ -432,7 +440,7 @@ static std::string unsupportedReason(Operation *op) {
   if (auto gate = dyn_cast<GateOp>(op))
     numExperts = gate.getRouter().getType().getDimSize(1);
   constexpr int64_t maxExperts =
-      (kMaxWorkgroupBytes - kRoutingThreads * 8) / (2 * 8);
+      (kMaxWorkgroupBytes - kRoutingPartialBytes) / (2 * 8);
   if (numExperts > maxExperts)
     return "with more than " + std::to_string(maxExperts) +
            " experts is not supported by convert-moe-to-gpu";
@@ -456,14 +464,27 @@ LogicalResult moe::checkMoEToGPUSupport(Operation *root) {
 // Routing: one block per block of tokens
 //===----------------------------------------------------------------------===//
 
-/// Tokens per block of the routing kernel for `numExperts` experts: as many
-/// as make a (token, expert) pair per thread, so that large batches spread
-/// over many blocks, within the workgroup tiles.
+/// The most tokens a block of the routing kernel takes for `numExperts`
+/// experts (the rows of its workgroup score tiles).
 static int64_t routingBlockTokens(int64_t numExperts, Type ct) {
   int64_t budget = kRoutingTileElements / (ct.isF64() ? 2 : 1);
-  return std::clamp<int64_t>(
-      std::min(budget / (2 * numExperts), kRoutingThreads / numExperts), 1,
-      kRoutingThreads);
+  return std::clamp<int64_t>(budget / (2 * numExperts), 1, kRoutingThreads);
+}
+
+/// The tokens per block of a routing launch over `numTokens` tokens, the same
+/// on the host (for the grid) and in the kernel: enough blocks for the GPU
+/// (kRoutingTargetBlocks) up to `maxTokens` tokens each.
+static Value routingTokensPerBlock(const KernelBuilder &b, Value numTokens,
+                                   int64_t maxTokens) {
+  Value perBlock = b.ceilDiv(numTokens, kRoutingTargetBlocks);
+  return b.minI(b.maxI(perBlock, b.idx(1)), b.idx(maxTokens));
+}
+
+/// Router columns a routing thread reads with one 16-byte load (1 when the
+/// expert count does not allow it).
+static int64_t routingGroup(int64_t numExperts, Type elementType) {
+  int64_t group = 16 / (elementType.getIntOrFloatBitWidth() / 8);
+  return numExperts % group == 0 ? group : 1;
 }
 
 /// Builds `moe_expert_choice`: one thread per (token t, expert e) counts the
@@ -562,7 +583,8 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
   {
     OpBuilder::InsertionGuard guard(rewriter);
     MemRefType tile = workgroupType({blockTokens, numExperts}, ct);
-    MemRefType partialsType = workgroupType({kRoutingThreads}, ct);
+    int64_t group = router ? routingGroup(numExperts, elementType) : 1;
+    MemRefType partialsType = workgroupType({kRoutingThreads, group}, ct);
     kernel = createKernel(rewriter, op, router ? "moe_gate" : "moe_route",
                           typesOf(args), {tile, tile, partialsType},
                           kRoutingThreads);
@@ -580,7 +602,8 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
 
     Value tid = b.threadId();
     Value numTokens = b.dim(ids, 0);
-    Value t0 = b.mul(b.blockId(), b.idx(blockTokens));
+    Value perBlock = routingTokensPerBlock(b, numTokens, blockTokens);
+    Value t0 = b.mul(b.blockId(), perBlock);
     Value cE = b.idx(numExperts), c0 = b.idx(0), c1 = b.idx(1);
     double negInf = -std::numeric_limits<double>::infinity();
 
@@ -593,64 +616,113 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
     };
     Value cR = b.idx(kRoutingThreads);
     if (w) {
-      // The router matmul: P = (valid tokens) x E pairs, each the dot product
-      // of a token row with a router column. With P < threads/2 (decode),
-      // each pair is split over S = threads / P slices of the hidden
-      // dimension (h = s mod S) whose partial sums meet in workgroup memory
-      // and are added in slice order; else a thread takes whole pairs. Each
-      // thread keeps kRoutingUnroll partial sums, so that as many loads are
-      // in flight. Adjacent threads take adjacent experts: coalesced router
-      // rows, one token element for all of them.
-      Value valid = b.minI(b.idx(blockTokens), b.sub(numTokens, t0));
-      Value pairs = b.mul(valid, cE);
+      // The router matmul: P = (valid tokens) x (E / G) pairs, each the dot
+      // products of a token row with G adjacent router columns (G = 16 bytes
+      // of a router row, read with one vector load where the router is
+      // aligned). With P < threads/2 (decode, small blocks), each pair is
+      // split over S = threads / P slices of the hidden dimension (h = s mod
+      // S) whose partial sums meet in workgroup memory and are added in slice
+      // order; else a thread takes whole pairs.
+      Value cG = b.idx(group), groups = b.idx(numExperts / group);
+      Value valid = b.minI(perBlock, b.sub(numTokens, t0));
+      Value pairs = b.mul(valid, groups);
       Value slices = b.maxI(c1, b.div(cR, pairs));
-      auto dot = [&](Value pair, Value slice, Value step) {
-        Value t = b.add(t0, b.div(pair, cE)), e = b.rem(pair, cE);
-        Value cH = b.idx(hidden), last = b.idx(hidden - 1);
-        SmallVector<Value> init(kRoutingUnroll, b.flt(0.0));
-        SmallVector<Value> acc = b.loop(
+      Value cH = b.idx(hidden), last = b.idx(hidden - 1);
+      Type wElem = cast<MemRefType>(w.getType()).getElementType();
+      VectorType wVec = VectorType::get({group}, wElem);
+      Value aligned;
+      if (group > 1) {
+        Value ptr =
+            memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, w);
+        aligned = b.cmpI(arith::CmpIPredicate::eq, b.rem(ptr, b.idx(16)), c0);
+      }
+      // The G sums of `pair` over the hidden elements slice, slice + step, ...
+      auto dot = [&](Value pair, Value slice, Value step, bool vectorLoads) {
+        Value t = b.add(t0, b.div(pair, groups));
+        Value e0 = b.mul(b.rem(pair, groups), cG);
+        SmallVector<Value> init(group, b.flt(0.0));
+        return b.loop(
             slice, cH, b.mul(step, b.idx(kRoutingUnroll)), init,
             [&](Value h0, ValueRange acc) {
-              SmallVector<Value> next;
+              SmallVector<Value> next(acc.begin(), acc.end());
               for (int64_t u = 0; u < kRoutingUnroll; ++u) {
                 Value h = b.add(h0, b.mul(step, b.idx(u)));
                 Value in = b.lt(h, cH);
                 // Clamped, so that the loads stay in bounds; masked below.
                 Value hc = b.minI(h, last);
-                Value prod = b.mul(b.loadF(x, {t, hc}), b.loadF(w, {hc, e}));
-                next.push_back(b.add(acc[u], b.select(in, prod, b.flt(0.0))));
+                Value xv = b.loadF(x, {t, hc});
+                SmallVector<Value> wv;
+                if (vectorLoads) {
+                  Value v = vector::LoadOp::create(
+                      rewriter, loc, wVec, w, ValueRange{hc, e0},
+                      /*nontemporal=*/false,
+                      /*alignment=*/llvm::Align(16));
+                  for (int64_t g = 0; g < group; ++g)
+                    wv.push_back(b.convertFloat(
+                        vector::ExtractOp::create(rewriter, loc, v, g), ct));
+                } else {
+                  for (int64_t g = 0; g < group; ++g)
+                    wv.push_back(b.loadF(w, {hc, b.add(e0, b.idx(g))}));
+                }
+                for (int64_t g = 0; g < group; ++g)
+                  next[g] = b.add(next[g],
+                                  b.select(in, b.mul(xv, wv[g]), b.flt(0.0)));
               }
               return next;
             });
-        Value sum = acc[0];
-        for (int64_t u = 1; u < kRoutingUnroll; ++u)
-          sum = b.add(sum, acc[u]);
-        return sum;
+      };
+      // Vector loads where the router is aligned (uniform), else scalar.
+      auto sums = [&](Value pair, Value slice, Value step) {
+        if (group == 1)
+          return dot(pair, slice, step, false);
+        auto ifOp = scf::IfOp::create(
+            rewriter, loc, aligned,
+            [&](OpBuilder &, Location) {
+              scf::YieldOp::create(rewriter, loc, dot(pair, slice, step, true));
+            },
+            [&](OpBuilder &, Location) {
+              scf::YieldOp::create(rewriter, loc,
+                                   dot(pair, slice, step, false));
+            });
+        return SmallVector<Value>(ifOp.getResults());
+      };
+      auto storeLogits = [&](Value pair, ArrayRef<Value> logits) {
+        Value lt = b.div(pair, groups);
+        Value e0 = b.mul(b.rem(pair, groups), cG);
+        for (int64_t g = 0; g < group; ++g)
+          storeLogit(lt, b.add(e0, b.idx(g)), logits[g]);
       };
       // Both conditions are uniform across the block (barrier inside).
       Value split = b.cmpI(arith::CmpIPredicate::ugt, slices, c1);
       b.ifThen(split, [&] {
         Value pair = b.rem(tid, pairs), slice = b.div(tid, pairs);
         Value partials = kernel.workgroup[2];
-        b.ifThen(b.lt(slice, slices),
-                 [&] { b.storeF(dot(pair, slice, slices), partials, {tid}); });
+        b.ifThen(b.lt(slice, slices), [&] {
+          SmallVector<Value> part = sums(pair, slice, slices);
+          for (int64_t g = 0; g < group; ++g)
+            b.storeF(part[g], partials, {tid, b.idx(g)});
+        });
         b.barrier();
         b.ifThen(b.lt(tid, pairs), [&] {
-          Value logit =
-              b.loop(c0, slices, c1, b.flt(0.0), [&](Value s, ValueRange acc) {
-                Value v = b.loadF(partials, {b.add(b.mul(s, pairs), tid)});
-                return SmallVector<Value>{b.add(acc[0], v)};
-              })[0];
-          storeLogit(b.div(tid, cE), b.rem(tid, cE), logit);
+          SmallVector<Value> init(group, b.flt(0.0));
+          SmallVector<Value> logits =
+              b.loop(c0, slices, c1, init, [&](Value s, ValueRange acc) {
+                Value row = b.add(b.mul(s, pairs), tid);
+                SmallVector<Value> next;
+                for (int64_t g = 0; g < group; ++g)
+                  next.push_back(
+                      b.add(acc[g], b.loadF(partials, {row, b.idx(g)})));
+                return next;
+              });
+          storeLogits(tid, logits);
         });
       });
       b.ifThen(b.cmpI(arith::CmpIPredicate::eq, slices, c1), [&] {
-        b.loop(tid, pairs, cR, [&](Value pair) {
-          storeLogit(b.div(pair, cE), b.rem(pair, cE), dot(pair, c0, c1));
-        });
+        b.loop(tid, pairs, cR,
+               [&](Value pair) { storeLogits(pair, sums(pair, c0, c1)); });
       });
     } else {
-      b.loop(tid, b.idx(blockTokens * numExperts), cR, [&](Value i) {
+      b.loop(tid, b.mul(perBlock, cE), cR, [&](Value i) {
         Value lt = b.div(i, cE), e = b.rem(i, cE);
         b.ifThen(b.lt(b.add(t0, lt), numTokens), [&] {
           storeLogit(lt, e, b.loadF(x, {b.add(t0, lt), e}));
@@ -661,7 +733,7 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
 
     // Phase 2: one thread per token.
     Value lt = tid, t = b.add(t0, tid);
-    b.ifThen(b.andI(b.lt(lt, b.idx(blockTokens)), b.lt(t, numTokens)), [&] {
+    b.ifThen(b.andI(b.lt(lt, perBlock), b.lt(t, numTokens)), [&] {
       double temperature = routing.getTemperature().convertToDouble();
       auto forExperts = [&](function_ref<void(Value)> body) {
         b.loop(c0, cE, c1, body);
@@ -855,9 +927,11 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
     });
   }
 
+  KernelBuilder hb{rewriter, loc, ct};
+  Value hostTokens = memref::DimOp::create(rewriter, loc, idsBuf, 0);
   Value grid = arith::CeilDivUIOp::create(
-      rewriter, loc, memref::DimOp::create(rewriter, loc, idsBuf, 0),
-      arith::ConstantIndexOp::create(rewriter, loc, blockTokens));
+      rewriter, loc, hostTokens,
+      routingTokensPerBlock(hb, hostTokens, blockTokens));
   host.launch(kernel, grid, arith::ConstantIndexOp::create(rewriter, loc, 1),
               kRoutingThreads, 1, args);
   if (expertChoice) {
@@ -869,7 +943,6 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
       choice = buildExpertChoiceKernel(rewriter, op, routing, numExperts,
                                        typesOf(choiceArgs), ct);
     }
-    KernelBuilder hb{rewriter, loc, ct};
     Value elements = hb.mul(memref::DimOp::create(rewriter, loc, idsBuf, 0),
                             hb.idx(numExperts));
     host.launch(choice, hb.ceilDiv(elements, kThreads), hb.idx(1), kThreads, 1,

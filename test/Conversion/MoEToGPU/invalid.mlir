@@ -36,7 +36,7 @@ func.func @f8(%rows: tensor<?x64xf8E4M3FN>, %pos: tensor<?x2xi32>, %w: tensor<?x
 // -----
 
 func.func @too_many_experts(%logits: tensor<?x4096xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
-  // expected-error @+1 {{'moe.route' op with more than 2816 experts is not supported by convert-moe-to-gpu}}
+  // expected-error @+1 {{'moe.route' op with more than 2048 experts is not supported by convert-moe-to-gpu}}
   %ids, %w = moe.route %logits {routing = #moe.routing<k = 2>}
       : tensor<?x4096xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
   return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>

@@ -15,15 +15,23 @@
 // CHECK-DAG: bufferization.to_tensor %[[W]] restrict writable : memref<?x2xf32> to tensor<?x2xf32>
 // CHECK: gpu.module @moe_kernels
 // CHECK: gpu.func @moe_gate(%{{.*}}: memref<?x64xf32>, %{{.*}}: memref<64x8xf32>, %{{.*}}: memref<8xf32>, %{{.*}}: memref<?x2xi32>, %{{.*}}: memref<?x2xf32>)
-// CHECK-SAME: workgroup(%[[SCORES:.*]] : memref<64x8xf32, #gpu.address_space<workgroup>>, %[[SEL:.*]] : memref<64x8xf32, #gpu.address_space<workgroup>>, %[[PART:.*]] : memref<512xf32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: workgroup(%[[SCORES:.*]] : memref<256x8xf32, #gpu.address_space<workgroup>>, %[[SEL:.*]] : memref<256x8xf32, #gpu.address_space<workgroup>>, %[[PART:.*]] : memref<512x4xf32, #gpu.address_space<workgroup>>)
 // CHECK-SAME: kernel attributes {known_block_size = array<i32: 512, 1, 1>}
-// The logits tile: the router matmul of the block, its hidden dimension split
-// over threads (partial sums added in slice order) when the block has fewer
-// (token, expert) pairs than half its threads, whole pairs per thread else.
+// Tokens per block from the token count: ceil(T / 132), in [1, 256].
+// CHECK: arith.divui %{{.*}}, %c132
+// The logits tile: the router matmul of the block, four router columns per
+// 16-byte load where the router is aligned, its hidden dimension split over
+// threads (partial sums added in slice order) when the block has fewer
+// (token, column group) pairs than half its threads, whole pairs per thread
+// else.
+// CHECK: memref.extract_aligned_pointer_as_index
 // CHECK: arith.cmpi ugt
 // CHECK: scf.if
+// CHECK: scf.if
 // CHECK: scf.for
-// CHECK-COUNT-8: arith.mulf
+// CHECK-COUNT-4: vector.load %{{.*}} {alignment = 16 : i64} : memref<64x8xf32>, vector<4xf32>
+// CHECK: } else {
+// CHECK: scf.for
 // CHECK: memref.store %{{.*}}, %[[PART]]
 // CHECK: gpu.barrier
 // CHECK: memref.load %[[PART]]
