@@ -13,7 +13,9 @@ never reaches, an mma that part of a warp skips) is an error, as it is
 undefined on a GPU. `nvvm.mma.sync` (m16n8k16, row.col, f16/bf16
 multiplicands, f32 accumulators) is emulated from the fragment layout of the
 PTX ISA, written here independently of the kernel builder, and so is
-`nvgpu.ldmatrix` (.x1/.x2/.x4, with and without .trans). Loads and stores are bounds-checked, vector accesses checked against
+`nvgpu.ldmatrix` (.x1/.x2/.x4, with and without .trans); cp.async
+(`nvgpu.device_async_copy`) is a copy done at once, its groups and waits
+no-ops. Loads and stores are bounds-checked, vector accesses checked against
 their alignment attribute (buffers are 256-byte aligned unless a test moves
 them); fresh workgroup and device memory hold NaN, so a read of an element
 nobody wrote shows. `run_host` interprets a host function (allocations,
@@ -706,6 +708,31 @@ class Interpreter:
             return v[0].load(v[1:])
         if name == "memref.store":
             v[1].store(v[0], v[2:])
+            return None
+        if name == "nvgpu.device_async_copy":
+            # Modelled as a copy done at once (the pipelining is not): the
+            # first srcElements elements of the source row, zeros up to
+            # dstElements; 16-byte copies must be 16-byte aligned at both ends.
+            sizes = [int(x) for x in re.search(r"operandSegmentSizes = array<i32: ([^>]*)>",
+                                               op.props).group(1).split(",")]
+            dst, pos = v[0], 1
+            dst_idx = v[pos:pos + sizes[1]]
+            pos += sizes[1]
+            src = v[pos]
+            src_idx = v[pos + 1:pos + 1 + sizes[3]]
+            pos += 1 + sizes[3]
+            n = int(re.search(r"dstElements = (\d+)", op.props).group(1))
+            count = v[pos] if sizes[4] else n
+            if not 0 <= count <= n:
+                raise KernelError("device_async_copy of %d of %d elements" % (count, n))
+            align = n * _BYTES[dst.elem]
+            dhead, dlast = dst.vector_index(dst_idx, n, align)
+            shead, slast = src.vector_index(src_idx, n, align) if count else (None, None)
+            for j in range(n):
+                x = src.load(shead + (slast + j,)) if j < count else 0.0
+                dst.store(x, dhead + (dlast + j,))
+            return None
+        if name in ("nvgpu.device_async_create_group", "nvgpu.device_async_wait"):
             return None
         if name == "memref.dim":
             return v[0].array.shape[v[1]]

@@ -1532,6 +1532,9 @@ static constexpr int64_t kMmaThreads = 128;
 static constexpr int64_t kMmaTileM = 64, kMmaTileN = 64, kMmaTileK = 32;
 static constexpr int64_t kMmaWarpM = 32, kMmaWarpN = 32;
 static constexpr int64_t kMmaM = 16, kMmaN = 8, kMmaK = 16;
+/// Tile copies in flight in the pipelined (cp.async) kernel: 3 x 14 KiB of
+/// workgroup memory for the gated first GEMM.
+static constexpr int64_t kMmaStages = 3;
 /// Row strides, in elements, of the workgroup tiles: A row-major (64 x 32,
 /// K contiguous), B row-major (32 x 64, N contiguous), each padded by 16
 /// bytes. The fragments are read with `ldmatrix` (B with `.trans`), whose
@@ -1564,14 +1567,23 @@ static bool useTensorCores(Type elementType) {
 /// c2, c3: row g + 8), and writes every element straight to global memory.
 static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
                                  StringRef name, const GemmSpec &spec,
-                                 TypeRange argTypes, Type elementType) {
+                                 TypeRange argTypes, Type elementType,
+                                 bool pipelined) {
   Location loc = op->getLoc();
   MLIRContext *ctx = rewriter.getContext();
   Type i32 = rewriter.getI32Type();
   Type f32 = rewriter.getF32Type();
   bool isF16 = elementType.isF16();
-  MemRefType aTileType = workgroupType({kMmaTileM, kMmaAStride}, elementType);
-  MemRefType bTileType = workgroupType({kMmaTileK, kMmaBStride}, elementType);
+  // The pipelined kernel keeps kMmaStages copies of each tile.
+  auto staged = [&](ArrayRef<int64_t> shape) {
+    SmallVector<int64_t> dims;
+    if (pipelined)
+      dims.push_back(kMmaStages);
+    llvm::append_range(dims, shape);
+    return workgroupType(dims, elementType);
+  };
+  MemRefType aTileType = staged({kMmaTileM, kMmaAStride});
+  MemRefType bTileType = staged({kMmaTileK, kMmaBStride});
   SmallVector<Type> workgroup = {aTileType, bTileType};
   if (spec.gated)
     workgroup.push_back(bTileType);
@@ -1767,10 +1779,14 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
     Value bLaneRow = b.add(b.mul(b.rem(bLaneMatrix, b.idx(2)), b.idx(8)),
                            b.rem(lane, b.idx(8)));
     Value bLaneCol = b.mul(b.div(bLaneMatrix, b.idx(2)), b.idx(8));
-    auto ldmatrix = [&](Value tile, Value row, Value col, bool transpose) {
-      return nvgpu::LdMatrixOp::create(rewriter, loc, fragType, tile,
-                                       ValueRange{row, col}, transpose,
-                                       /*numTiles=*/4);
+    auto ldmatrix = [&](Value tile, Value stage, Value row, Value col,
+                        bool transpose) {
+      SmallVector<Value> indices;
+      if (stage)
+        indices.push_back(stage);
+      llvm::append_range(indices, ValueRange{row, col});
+      return nvgpu::LdMatrixOp::create(rewriter, loc, fragType, tile, indices,
+                                       transpose, /*numTiles=*/4);
     };
     Type resultType =
         LLVM::LLVMStructType::getLiteral(ctx, {f32, f32, f32, f32});
@@ -1816,76 +1832,155 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
       }
     };
 
+    // The mma work of one K step on the tiles (of stage `stage` when
+    // pipelined), accumulating into `acc`.
+    auto multiplyStep = [&](Value stage, SmallVector<Value> acc) {
+      for (int64_t ks = 0; ks < kMmaTileK / kMmaK; ++ks) {
+        Value k0 = b.idx(ks * kMmaK);
+        // A fragments of rows [r0, r0 + 16): a0 row g, a1 row g + 8, a2 and
+        // a3 the same rows 8 columns further.
+        SmallVector<SmallVector<Value, 4>> aFrags;
+        for (int64_t mi = 0; mi < tilesM; ++mi) {
+          Value r = b.add(b.add(warpRow, b.idx(mi * kMmaM)), aLaneRow);
+          Value frag = ldmatrix(aTile, stage, r, b.add(k0, aLaneCol), false);
+          SmallVector<Value, 4> regs;
+          for (int64_t reg = 0; reg < 4; ++reg)
+            regs.push_back(mmaOperand(frag, reg));
+          aFrags.push_back(regs);
+        }
+        // B fragments of columns [c0, c0 + 8): b0 rows 2t, 2t + 1 of column
+        // g, b1 rows 2t + 8, 2t + 9; two column tiles per ldmatrix.
+        auto bFrags = [&](Value src) {
+          SmallVector<SmallVector<Value, 2>> frags;
+          for (int64_t ni = 0; ni < tilesN; ni += 2) {
+            Value col = b.add(b.add(warpCol, b.idx(ni * kMmaN)), bLaneCol);
+            Value frag = ldmatrix(src, stage, b.add(k0, bLaneRow), col, true);
+            frags.push_back({mmaOperand(frag, 0), mmaOperand(frag, 1)});
+            frags.push_back({mmaOperand(frag, 2), mmaOperand(frag, 3)});
+          }
+          return frags;
+        };
+        auto multiply = [&](Value src, int64_t base) {
+          auto frags = bFrags(src);
+          for (int64_t mi = 0; mi < tilesM; ++mi)
+            for (int64_t ni = 0; ni < tilesN; ++ni) {
+              SmallVector<Value, 4> c;
+              for (int64_t r = 0; r < 4; ++r)
+                c.push_back(acc[base + accIndex(mi, ni, r)]);
+              Value d = NVVM::MmaOp::create(
+                  rewriter, loc, resultType, aFrags[mi], frags[ni], c,
+                  {kMmaM, kMmaN, kMmaK}, std::nullopt, std::nullopt,
+                  std::array<NVVM::MMATypes, 2>{ptxType, ptxType},
+                  std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                                 NVVM::MMALayout::col});
+              for (int64_t r = 0; r < 4; ++r)
+                acc[base + accIndex(mi, ni, r)] =
+                    LLVM::ExtractValueOp::create(rewriter, loc, d, r);
+            }
+        };
+        multiply(bTile, 0);
+        if (gate)
+          multiply(gTile, accPerMatrix);
+      }
+      return acc;
+    };
+
     SmallVector<Value> inits(spec.gated ? 2 * accPerMatrix : accPerMatrix,
                              b.flt(0.0));
     size_t numAcc = inits.size();
-    llvm::append_range(inits, loadStep(c0));
-    SmallVector<Value> acc = b.loop(
-        c0, cK, b.idx(kMmaTileK), inits, [&](Value k0, ValueRange carried) {
-          storeStep(carried.drop_front(numAcc));
-          b.barrier();
-          SmallVector<Value> prefetched = loadStep(b.add(k0, b.idx(kMmaTileK)));
-          // `mma.sync.aligned` needs the whole warp converged; the guarded
-          // loads above branch per thread, so reconverge explicitly
-          // (__syncwarp) rather than rely on where ptxas rejoins them.
-          NVVM::SyncWarpOp::create(
-              rewriter, loc,
-              arith::ConstantOp::create(rewriter, loc,
-                                        rewriter.getI32IntegerAttr(-1)));
-
-          SmallVector<Value> next(carried.begin(), carried.begin() + numAcc);
-          for (int64_t ks = 0; ks < kMmaTileK / kMmaK; ++ks) {
-            Value k0 = b.idx(ks * kMmaK);
-            // A fragments of rows [r0, r0 + 16): a0 row g, a1 row g + 8, a2
-            // and a3 the same rows 8 columns further.
-            SmallVector<SmallVector<Value, 4>> aFrags;
-            for (int64_t mi = 0; mi < tilesM; ++mi) {
-              Value r = b.add(b.add(warpRow, b.idx(mi * kMmaM)), aLaneRow);
-              Value frag = ldmatrix(aTile, r, b.add(k0, aLaneCol), false);
-              SmallVector<Value, 4> regs;
-              for (int64_t reg = 0; reg < 4; ++reg)
-                regs.push_back(mmaOperand(frag, reg));
-              aFrags.push_back(regs);
-            }
-            // B fragments of columns [c0, c0 + 8): b0 rows 2t, 2t + 1 of
-            // column g, b1 rows 2t + 8, 2t + 9; two column tiles per ldmatrix.
-            auto bFrags = [&](Value src) {
-              SmallVector<SmallVector<Value, 2>> frags;
-              for (int64_t ni = 0; ni < tilesN; ni += 2) {
-                Value col = b.add(b.add(warpCol, b.idx(ni * kMmaN)), bLaneCol);
-                Value frag = ldmatrix(src, b.add(k0, bLaneRow), col, true);
-                frags.push_back({mmaOperand(frag, 0), mmaOperand(frag, 1)});
-                frags.push_back({mmaOperand(frag, 2), mmaOperand(frag, 3)});
-              }
-              return frags;
-            };
-            auto multiply = [&](Value src, int64_t base) {
-              auto frags = bFrags(src);
-              for (int64_t mi = 0; mi < tilesM; ++mi)
-                for (int64_t ni = 0; ni < tilesN; ++ni) {
-                  SmallVector<Value, 4> c;
-                  for (int64_t r = 0; r < 4; ++r)
-                    c.push_back(next[base + accIndex(mi, ni, r)]);
-                  Value d = NVVM::MmaOp::create(
-                      rewriter, loc, resultType, aFrags[mi], frags[ni], c,
-                      {kMmaM, kMmaN, kMmaK}, std::nullopt, std::nullopt,
-                      std::array<NVVM::MMATypes, 2>{ptxType, ptxType},
-                      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                                     NVVM::MMALayout::col});
-                  for (int64_t r = 0; r < 4; ++r)
-                    next[base + accIndex(mi, ni, r)] =
-                        LLVM::ExtractValueOp::create(rewriter, loc, d, r);
-                }
-            };
-            multiply(bTile, 0);
-            if (gate)
-              multiply(gTile, accPerMatrix);
-          }
-          // The tiles are restaged by the next step.
-          b.barrier();
-          llvm::append_range(next, prefetched);
-          return next;
-        });
+    SmallVector<Value> acc;
+    if (pipelined) {
+      // cp.async pipeline (sm_80+): the copies of K step i + kMmaStages - 1
+      // go straight from global to workgroup memory while step i is
+      // multiplied, with no staging registers. Rows past the matrices or
+      // without a token copy zero bytes (the rest of the 16 is zero-filled);
+      // their source indices are clamped so that every address is in bounds.
+      // The host launches this kernel where K and N are multiples of 8 and
+      // the operands 16-byte aligned, so that a 16-byte copy is all in or all
+      // out.
+      Type tokenType = nvgpu::DeviceAsyncTokenType::get(ctx);
+      auto issueStep = [&](Value k0, Value stage) -> Value {
+        SmallVector<Value> tokens;
+        auto copy = [&](Value src, SmallVector<Value> srcIndices, Value dst,
+                        Value row, Value col, Value in) {
+          tokens.push_back(nvgpu::DeviceAsyncCopyOp::create(
+              rewriter, loc, tokenType, dst, ValueRange{stage, row, col}, src,
+              srcIndices, rewriter.getIndexAttr(kVector),
+              b.select(in, b.idx(kVector), c0), UnitAttr()));
+        };
+        Value ak = b.add(k0, aCol);
+        Value akIn = b.lt(ak, cK), akc = b.minI(ak, b.idx(numK - kVector));
+        Value lastRow = b.sub(b.dim(a, 0), c1);
+        for (int64_t i = 0; i < aCopies; ++i) {
+          Value row = b.minI(b.maxI(aSources[i], c0), lastRow);
+          copy(a, {row, akc}, aTile, aLocalRows[i], aCol,
+               b.andI(aValid[i], akIn));
+        }
+        Value colIn = b.lt(bCol, cN);
+        Value colc = b.minI(bCol, b.idx(numN - kVector));
+        for (int64_t r = 0; r < 2; ++r) {
+          Value local = b.add(bRow, b.idx(r));
+          Value bk = b.add(k0, local);
+          Value in = b.andI(b.lt(bk, cK), colIn);
+          Value bkc = b.minI(bk, b.idx(numK - 1));
+          copy(bMat, weightAt(bkc, colc), bTile, local, bLocalCol, in);
+          if (gate)
+            copy(gate, weightAt(bkc, colc), gTile, local, bLocalCol, in);
+        }
+        return nvgpu::DeviceAsyncCreateGroupOp::create(rewriter, loc, tokenType,
+                                                       tokens);
+      };
+      Value group;
+      for (int64_t st = 0; st + 1 < kMmaStages; ++st)
+        group = issueStep(b.idx(st * kMmaTileK), b.idx(st));
+      inits.push_back(group);
+      Value cStages = b.idx(kMmaStages);
+      acc = b.loop(
+          c0, cK, b.idx(kMmaTileK), inits, [&](Value k0, ValueRange carried) {
+            // Step i's group is complete once at most kMmaStages - 2 newer
+            // ones are pending; the barrier makes every thread's copies
+            // visible and ends the reads of the stage that is refilled below
+            // (the one of step i - 1).
+            nvgpu::DeviceAsyncWaitOp::create(
+                rewriter, loc, carried.back(),
+                rewriter.getI32IntegerAttr(kMmaStages - 2));
+            b.barrier();
+            Value step = b.div(k0, b.idx(kMmaTileK));
+            SmallVector<Value> next = multiplyStep(
+                b.rem(step, cStages),
+                SmallVector<Value>(carried.begin(), carried.begin() + numAcc));
+            next.push_back(
+                issueStep(b.add(k0, b.idx((kMmaStages - 1) * kMmaTileK)),
+                          b.rem(b.add(step, b.idx(kMmaStages - 1)), cStages)));
+            return next;
+          });
+      // The copies past K (zero fills) end before the block does.
+      nvgpu::DeviceAsyncWaitOp::create(rewriter, loc, acc.back(),
+                                       rewriter.getI32IntegerAttr(0));
+    } else {
+      llvm::append_range(inits, loadStep(c0));
+      acc = b.loop(
+          c0, cK, b.idx(kMmaTileK), inits, [&](Value k0, ValueRange carried) {
+            storeStep(carried.drop_front(numAcc));
+            b.barrier();
+            SmallVector<Value> prefetched =
+                loadStep(b.add(k0, b.idx(kMmaTileK)));
+            // `mma.sync.aligned` needs the whole warp converged; the guarded
+            // loads above branch per thread, so reconverge explicitly
+            // (__syncwarp) rather than rely on where ptxas rejoins them.
+            NVVM::SyncWarpOp::create(
+                rewriter, loc,
+                arith::ConstantOp::create(rewriter, loc,
+                                          rewriter.getI32IntegerAttr(-1)));
+            SmallVector<Value> next = multiplyStep(
+                Value(),
+                SmallVector<Value>(carried.begin(), carried.begin() + numAcc));
+            // The tiles are restaged by the next step.
+            b.barrier();
+            llvm::append_range(next, prefetched);
+            return next;
+          });
+    }
     acc.resize(numAcc);
 
     // Epilogue on the registers: accumulator r of tile (mi, ni) is at row
@@ -2716,25 +2811,37 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
   SmallVector<Value> secondArgs =
       present({tokensBuf, offsetsBuf, hiddenBuf, downBuf, downBiasBuf,
                rowScaleBuf, outBuf});
-  Kernel first, second;
+  // Tensor-core GEMMs are pipelined with cp.async where every 16-byte copy
+  // is all inside a matrix row or all outside (K and N multiples of 8) and,
+  // chosen at run time, the operands are 16-byte aligned; a kernel with
+  // register staging (`_unaligned`) takes the rest.
+  bool pipelined = mma && hidden % kVector == 0 && ffn % kVector == 0;
+  Kernel first, second, firstUnaligned, secondUnaligned;
   {
     OpBuilder::InsertionGuard guard(rewriter);
+    auto build = [&](StringRef name, TypeRange argTypes, bool async) {
+      if (mma)
+        return buildMmaGemmKernel(rewriter, op, name, spec, argTypes,
+                                  elementType, async);
+      return buildGemmKernel(rewriter, op, name, spec, argTypes, ct);
+    };
     spec.first = true;
     spec.k = hidden;
     spec.n = ffn;
-    auto build = [&](StringRef name, TypeRange argTypes) {
-      if (mma)
-        return buildMmaGemmKernel(rewriter, op, name, spec, argTypes,
-                                  elementType);
-      return buildGemmKernel(rewriter, op, name, spec, argTypes, ct);
-    };
-    first = build(spec.grouped ? "moe_experts_up" : "moe_shared_up",
-                  typesOf(firstArgs));
+    StringRef firstName = spec.grouped ? "moe_experts_up" : "moe_shared_up";
+    first = build(firstName, typesOf(firstArgs), pipelined);
+    if (pipelined)
+      firstUnaligned =
+          build((firstName + "_unaligned").str(), typesOf(firstArgs), false);
     spec.first = false;
     spec.k = ffn;
     spec.n = hidden;
-    second = build(spec.grouped ? "moe_experts_down" : "moe_shared_down",
-                   typesOf(secondArgs));
+    StringRef secondName =
+        spec.grouped ? "moe_experts_down" : "moe_shared_down";
+    second = build(secondName, typesOf(secondArgs), pipelined);
+    if (pipelined)
+      secondUnaligned =
+          build((secondName + "_unaligned").str(), typesOf(secondArgs), false);
   }
 
   // Row tiles: for grouped GEMMs every expert may end with a partial tile.
@@ -2745,10 +2852,30 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
   if (spec.grouped)
     rowTiles = hb.add(rowTiles, hb.idx(spec.numExperts));
   rowTiles = hb.select(enabled, rowTiles, hb.idx(0));
-  host.launch(first, rowTiles, hb.idx(llvm::divideCeil(ffn, tileCols)), blockX,
-              blockY, firstArgs);
-  host.launch(second, rowTiles, hb.idx(llvm::divideCeil(hidden, tileCols)),
-              blockX, blockY, secondArgs);
+  Value unalignedRowTiles;
+  if (pipelined) {
+    // Empty grids for the variant not taken (no scf.if; see emitFfn).
+    Value aligned = hb.boolean(true);
+    for (Value buf : present({inputBuf, gateBuf, upBuf, downBuf})) {
+      Value ptr =
+          memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, buf);
+      aligned = hb.andI(aligned,
+                        hb.cmpI(arith::CmpIPredicate::eq,
+                                hb.rem(ptr, hb.idx(kVectorBytes)), hb.idx(0)));
+    }
+    unalignedRowTiles = hb.select(aligned, hb.idx(0), rowTiles);
+    rowTiles = hb.select(aligned, rowTiles, hb.idx(0));
+  }
+  Value firstCols = hb.idx(llvm::divideCeil(ffn, tileCols));
+  Value secondCols = hb.idx(llvm::divideCeil(hidden, tileCols));
+  host.launch(first, rowTiles, firstCols, blockX, blockY, firstArgs);
+  if (pipelined)
+    host.launch(firstUnaligned, unalignedRowTiles, firstCols, blockX, blockY,
+                firstArgs);
+  host.launch(second, rowTiles, secondCols, blockX, blockY, secondArgs);
+  if (pipelined)
+    host.launch(secondUnaligned, unalignedRowTiles, secondCols, blockX, blockY,
+                secondArgs);
   host.dealloc(hiddenBuf);
 }
 

@@ -195,13 +195,35 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 // CHECK: %[[GX:.*]] = arith.addi %[[TILES]], %[[C8]]
 // Empty when the rows take the skinny path (skinny.mlir).
 // CHECK: %[[GXS:.*]] = arith.select %{{.*}}, %[[GX]], %{{.*}} : index
+// The cp.async kernels on 16-byte-aligned operands (skinny.mlir).
+// CHECK: %[[GXA:.*]] = arith.select %{{.*}}, %[[GXS]], %{{.*}} : index
 // CHECK: %[[C2:.*]] = arith.constant 2 : index
 // CHECK: %[[C128:.*]] = arith.constant 128 : index
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[GXS]], %[[C2]], %{{.*}}) threads in (%[[C128]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x128xf16>, %[[H]] : memref<?x128xf16>)
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[GXS]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf16>, {{.*}} : memref<8x128x64xf16>, %[[OUT]] : memref<?x64xf16>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[GXA]], %[[C2]], %{{.*}}) threads in (%[[C128]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x128xf16>, %[[H]] : memref<?x128xf16>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[GXA]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf16>, {{.*}} : memref<8x128x64xf16>, %[[OUT]] : memref<?x64xf16>)
+// The cp.async kernel: three stages of each tile; two K steps in flight
+// before the loop (16-byte copies of 8 elements, zero bytes from rows past
+// the matrices), then per step: wait for the oldest group, barrier, the mma
+// work of its stage, the copies of the step two ahead.
+// CHECK: gpu.func @moe_experts_up(
+// CHECK-SAME: workgroup(%[[PA:.*]] : memref<3x64x40xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[PBU:.*]] : memref<3x32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[PBG:.*]] : memref<3x32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK: nvgpu.device_async_copy %{{.*}}[%{{.*}}, %{{.*}}], %[[PA]][%c0{{.*}}, %{{.*}}, %{{.*}}], 8, %{{.*}} : memref<?x64xf16> to memref<3x64x40xf16, #gpu.address_space<workgroup>>
+// CHECK: nvgpu.device_async_create_group
+// CHECK: nvgpu.device_async_copy %{{.*}}, %[[PA]][%c1
+// CHECK: %[[GROUP:.*]] = nvgpu.device_async_create_group
+// CHECK: scf.for {{.*}} iter_args({{.*}}%{{.*}} = %[[GROUP]])
+// CHECK: nvgpu.device_async_wait %{{.*}} {numGroups = 1 : i32}
+// CHECK: gpu.barrier
+// CHECK: nvgpu.ldmatrix %[[PA]]
+// CHECK: nvvm.mma.sync
+// CHECK: nvgpu.device_async_copy
+// CHECK: nvgpu.device_async_create_group
+// CHECK: scf.yield
+// CHECK: nvgpu.device_async_wait %{{.*}} {numGroups = 0 : i32}
+// The register-staged kernel for operands that are not 16-byte aligned.
 // Workgroup tiles in the element type, each row padded by 16 bytes: A 64 x 32
 // (K contiguous), B and the gate's B 32 x 64 (N contiguous).
-// CHECK: gpu.func @moe_experts_up(
+// CHECK: gpu.func @moe_experts_up_unaligned(
 // CHECK-SAME: workgroup(%[[A:.*]] : memref<64x40xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BU:.*]] : memref<32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BG:.*]] : memref<32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-SAME: known_block_size = array<i32: 128, 1, 1>
 // The tile's expert: a walk over the offsets.
@@ -245,6 +267,8 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 // CHECK: arith.truncf %{{.*}} : f32 to f16
 // CHECK: memref.store %{{.*}}, %{{.*}} : memref<?x128xf16>
 // CHECK: gpu.func @moe_experts_down(
+// CHECK-SAME: workgroup(%{{.*}} : memref<3x64x40xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<3x32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK: gpu.func @moe_experts_down_unaligned(
 // CHECK-SAME: workgroup(%{{.*}} : memref<64x40xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-COUNT-16: nvvm.mma.sync
 // CHECK-NOT: nvvm.mma.sync

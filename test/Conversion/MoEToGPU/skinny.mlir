@@ -37,8 +37,16 @@
 // CHECK: %[[HR:.*]] = arith.select %[[TILED]], %[[ROWS]], %c0 : index
 // CHECK: %[[H:.*]] = gpu.alloc (%[[HR]]) : memref<?x128xf16>
 // CHECK: %[[TILES:.*]] = arith.select %[[TILED]], %{{.*}}, %c0 : index
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[TILES]],
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[TILES]],
+// The cp.async kernels when the input and the weights are 16-byte aligned,
+// the register-staged ones else.
+// CHECK: memref.extract_aligned_pointer_as_index
+// CHECK: arith.remui %{{.*}}, %c16 : index
+// CHECK: %[[UNALIGNED_TILES:.*]] = arith.select %[[ALIGNED:.*]], %c0, %[[TILES]] : index
+// CHECK: %[[ALIGNED_TILES:.*]] = arith.select %[[ALIGNED]], %[[TILES]], %c0 : index
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[ALIGNED_TILES]],
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up_unaligned blocks in (%[[UNALIGNED_TILES]],
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[ALIGNED_TILES]],
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down_unaligned blocks in (%[[UNALIGNED_TILES]],
 // CHECK: gpu.dealloc %[[H]]
 
 // CHECK-LABEL: gpu.func @moe_experts_up_skinny

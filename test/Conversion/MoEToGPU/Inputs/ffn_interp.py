@@ -180,10 +180,14 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
     args += [buf(up, dtype)] + ([buf(gb, dtype)] if gb is not None else [])
     args += ([buf(ub, dtype)] if biases else []) + [hidden]
     grid_x = -(-R // tile) + E
-    ki.Interpreter(kernels["moe_experts_up"]).run((grid_x, -(-F // tile)), block, args)
+    # The host launches the cp.async kernels only on 16-byte-aligned operands.
+    def kernel(name):
+        unaligned = name + "_unaligned"
+        return kernels[unaligned if base % 16 and unaligned in kernels else name]
+    ki.Interpreter(kernel("moe_experts_up")).run((grid_x, -(-F // tile)), block, args)
     args = [tok_b, off_b, hidden, buf(down, dtype, base)]
     args += ([buf(db, dtype)] if biases else []) + [out]
-    ki.Interpreter(kernels["moe_experts_down"]).run((grid_x, -(-H // tile)), block, args)
+    ki.Interpreter(kernel("moe_experts_down")).run((grid_x, -(-H // tile)), block, args)
     return compare(out.array.astype(np.float64), dtype, x, tokens, offsets, first, E, total,
                    gate, up, down, gb, ub, db, expert, sentinel, mma)
 
