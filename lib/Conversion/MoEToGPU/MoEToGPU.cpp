@@ -61,6 +61,8 @@ static constexpr int64_t kDispatchPasses = 4;
 static constexpr int64_t kDispatchCountBytes = 16 * 1024;
 /// Threads of the dispatch scan kernel.
 static constexpr int64_t kDispatchScanThreads = 256;
+/// Chunk counts the dispatch scan kernel loads at once per expert.
+static constexpr int64_t kDispatchScanUnroll = 8;
 /// Side of the square output tile of the GEMM kernels (and their K step);
 /// a block has kTile x kTile threads, one per output element.
 static constexpr int64_t kTile = 16;
@@ -1385,16 +1387,33 @@ struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
         Value ids = scan.args[0], counts = scan.args[1], offsets = scan.args[2],
               tokens = scan.args[3];
         Value totals = scan.workgroup[0], sums = scan.workgroup[1];
+        // Per expert, the chunks in steps of kDispatchScanUnroll: the loads
+        // of a step before its stores, so that they are all in flight.
+        Value chunks = b.dim(counts, 0);
+        auto scanChunks = [&](Value e, Value first, int64_t n, Value run) {
+          SmallVector<Value> counted;
+          for (int64_t i = 0; i < n; ++i)
+            counted.push_back(b.loadI(counts, {b.add(first, b.idx(i)), e}));
+          for (int64_t i = 0; i < n; ++i) {
+            b.storeI(run, counts, {b.add(first, b.idx(i)), e});
+            run = b.add(run, counted[i]);
+          }
+          return SmallVector<Value>{run};
+        };
         b.loop(b.threadId(), b.idx(numExperts), b.idx(kDispatchScanThreads),
                [&](Value e) {
-                 Value total =
-                     b.loop(b.idx(0), b.dim(counts, 0), b.idx(1), b.idx(0),
-                            [&](Value c, ValueRange run) {
-                              Value n = b.loadI(counts, {c, e});
-                              b.storeI(run[0], counts, {c, e});
-                              return SmallVector<Value>{b.add(run[0], n)};
-                            })[0];
-                 b.storeI(total, totals, {e});
+                 Value stepped =
+                     b.sub(chunks, b.rem(chunks, b.idx(kDispatchScanUnroll)));
+                 Value run = b.loop(
+                     b.idx(0), stepped, b.idx(kDispatchScanUnroll), b.idx(0),
+                     [&](Value c, ValueRange acc) {
+                       return scanChunks(e, c, kDispatchScanUnroll, acc[0]);
+                     })[0];
+                 run = b.loop(stepped, chunks, b.idx(1), run,
+                              [&](Value c, ValueRange acc) {
+                                return scanChunks(e, c, 1, acc[0]);
+                              })[0];
+                 b.storeI(run, totals, {e});
                });
         b.barrier();
         Value capacity =

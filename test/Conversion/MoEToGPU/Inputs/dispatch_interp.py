@@ -107,7 +107,8 @@ def main():
     ok &= run("E8-k1-switch", 8, 1, 4, 1.0, [5, 1024, 1025, 2500], skew=True, seed=2)
     # 64 experts, k = 8: a chunk is 128 tokens.
     ok &= run("E64-k8", 64, 8, 1, 0.0, [1, 128, 129, 300], seed=3)
-    ok &= run("E64-k8-capacity", 64, 8, 8, 1.0, [128, 129, 300], skew=True, seed=4)
+    # 9 chunks: the scan kernel's unrolled steps and its remainder.
+    ok &= run("E64-k8-capacity", 64, 8, 8, 1.0, [128, 129, 300, 1100], skew=True, seed=4)
     # Many experts: fewer warps per block, more ballots per pass.
     ok &= run("E1000-k3", 1000, 3, 2, 0.0, [3, 171, 400], seed=5)
     sys.exit(0 if ok else 1)
