@@ -4,10 +4,11 @@ its kernels compute on a machine without a GPU.
 It reads a module printed in the generic form (`moe-opt ... --mlir-print-op-
 generic`). `Interpreter(kernel).run(grid, block, args)` runs one `gpu.func`
 over a grid: every thread of a block is a Python generator over the kernel's
-ops (scf, arith, math, memref, vector, gpu ids, barriers and shuffles, and
-the LLVM/NVVM ops of the tensor-core GEMMs). Threads stop at `gpu.barrier`
-until every thread of the block is there, and at `gpu.shuffle`,
-`nvgpu.ldmatrix`, `nvvm.mma.sync` and `nvvm.bar.warp.sync` until all 32 lanes of the warp are
+ops (scf, arith, math, memref, vector, gpu ids, barriers and shuffles, the
+LLVM/NVVM ops of the tensor-core GEMMs, and the ballots of dispatch). Threads
+stop at `gpu.barrier` until every thread of the block is there, and at
+`gpu.shuffle`, `nvgpu.ldmatrix`, `nvvm.mma.sync`, `nvvm.vote.sync` (ballot)
+and `nvvm.bar.warp.sync` until all 32 lanes of the warp are
 at the same one; anything else (a barrier that some thread of the block
 never reaches, an mma that part of a warp skips) is an error, as it is
 undefined on a GPU. `nvvm.mma.sync` (m16n8k16, row.col, f16/bf16
@@ -494,11 +495,11 @@ class Interpreter:
                 lanes = range(w, min(w + 32, nthreads))
                 at = [waits[l] for l in lanes]
                 kinds = {x[0] if x is not None else "done" for x in at}
-                if not kinds & {"mma", "warp", "shuffle", "ldmatrix"}:
+                if not kinds & {"mma", "warp", "shuffle", "ldmatrix", "ballot"}:
                     continue
                 if len(kinds) != 1 or len({id(x[1]) for x in at}) != 1:
-                    raise KernelError("a warp collective (mma.sync, ldmatrix, bar.warp.sync "
-                                      "or gpu.shuffle) not reached by every lane of warp %d "
+                    raise KernelError("a warp collective (mma.sync, ldmatrix, bar.warp.sync, "
+                                      "vote.sync or gpu.shuffle) not reached by every lane of warp %d "
                                       "together" % (w // 32))
                 if at[0][0] == "mma":
                     d = mma_m16n8k16([x[2] for x in at], at[0][3])
@@ -506,6 +507,11 @@ class Interpreter:
                     d = ldmatrix([x[2] for x in at], at[0][3])
                 elif at[0][0] == "shuffle":
                     d = shuffle([x[2] for x in at], at[0][3])
+                elif at[0][0] == "ballot":
+                    if len(at) != 32:
+                        raise KernelError("vote.sync.ballot in a partial warp")
+                    bits = sum(1 << l for l, x in enumerate(at) if x[2])
+                    d = [_wrap(bits, "i32")] * len(at)
                 else:
                     d = [None] * len(at)
                 for l, r in zip(lanes, d):
@@ -572,6 +578,13 @@ class Interpreter:
                 spec = ("transpose = true" in op.props,
                         int(re.search(r"numTiles = (\d+)", op.props).group(1)))
                 env[op.results[0]] = yield ("ldmatrix", op, (vals[0], vals[1:]), spec)
+            elif name == "nvvm.vote.sync":
+                if "ballot" not in op.props:
+                    raise KernelError("vote.sync other than ballot: %s" % op.props)
+                if get(op.operands[0]) & 0xFFFFFFFF != 0xFFFFFFFF:
+                    raise KernelError("vote.sync with a partial mask")
+                got = yield ("ballot", op, bool(get(op.operands[1])), None)
+                env[op.results[0]] = got
             elif name == "nvvm.mma.sync":
                 vals = [get(o) for o in op.operands]
                 a, b, c = vals[:4], vals[4:6], vals[6:10]
@@ -699,6 +712,8 @@ class Interpreter:
             if math.isnan(f) or math.isinf(f):
                 raise KernelError("%s of %s" % (name, f))
             return _wrap(int(f), rt)
+        if name == "llvm.intr.ctpop":
+            return bin(_unsigned(v[0], rt)).count("1")
         if name == "math.fma":
             return _convert(float(v[0]) * float(v[1]) + float(v[2]), rt)
         if name in _MATH:

@@ -76,8 +76,9 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
       matmul for `moe.gate`) is built in workgroup memory, then one thread
       per token computes the scores, the selection (bias, group limit), the
       top-k and the mixing weights.
-    - dispatch: per-chunk expert counts, exclusive prefix sums and a stable
-      placement in token order; no atomics.
+    - dispatch: ranks in token order from warp ballots per chunk of
+      assignments, exclusive prefix sums and a stable placement; one block
+      when the assignments fit in one chunk (decode); no atomics.
     - experts: a grouped GEMM that gathers the input rows and fuses the
       activation, then a second one for the down projection: for f16 and
       bf16 on tensor cores (`nvvm.mma.sync` m16n8k16, f32 accumulators,

@@ -55,8 +55,15 @@ using namespace moe;
 
 /// Threads per block of the one-dimensional kernels.
 static constexpr int64_t kThreads = 128;
-/// Tokens per chunk of the dispatch kernels (one block per chunk).
-static constexpr int64_t kDispatchChunk = 256;
+/// Passes of a dispatch warp over its assignments, 32 (one per lane) each.
+static constexpr int64_t kDispatchPasses = 4;
+/// Workgroup memory for the per-warp expert counts of a dispatch block; it
+/// bounds the warps per block when there are many experts.
+static constexpr int64_t kDispatchCountBytes = 16 * 1024;
+/// Threads of the dispatch scan kernel.
+static constexpr int64_t kDispatchScanThreads = 256;
+/// Chunk counts the dispatch scan kernel loads at once per expert.
+static constexpr int64_t kDispatchScanUnroll = 8;
 /// Side of the square output tile of the GEMM kernels (and their K step);
 /// a block has kTile x kTile threads, one per output element.
 static constexpr int64_t kTile = 16;
@@ -403,6 +410,20 @@ static SmallVector<Type> typesOf(ArrayRef<Value> values) {
 // Support checks
 //===----------------------------------------------------------------------===//
 
+/// Warps per block of the dispatch kernels: up to 8, fewer when their
+/// per-warp counts of `numExperts` experts would exceed kDispatchCountBytes.
+static int64_t dispatchWarps(int64_t numExperts) {
+  return std::clamp<int64_t>(kDispatchCountBytes / (4 * numExperts), 1, 8);
+}
+
+/// Workgroup memory of the largest dispatch kernel (per-warp counts, expert
+/// totals and a scan buffer per thread, in i32).
+static int64_t dispatchWorkgroupBytes(int64_t numExperts) {
+  int64_t warps = dispatchWarps(numExperts);
+  return 4 * (warps * numExperts + numExperts +
+              std::max<int64_t>(32 * warps, kDispatchScanThreads));
+}
+
 /// Why `op` cannot be lowered, or an empty string when it can.
 static std::string unsupportedReason(Operation *op) {
   if (isa<LayerOp>(op))
@@ -444,6 +465,14 @@ static std::string unsupportedReason(Operation *op) {
   if (numExperts > maxExperts)
     return "with more than " + std::to_string(maxExperts) +
            " experts is not supported by convert-moe-to-gpu";
+  // The dispatch kernels keep per-warp and total counts of every expert in
+  // workgroup memory.
+  if (auto dispatch = dyn_cast<DispatchOp>(op);
+      dispatch &&
+      dispatchWorkgroupBytes(dispatch.getNumExperts()) > kMaxWorkgroupBytes)
+    return "with " + std::to_string(dispatch.getNumExperts()) +
+           " experts is not supported by convert-moe-to-gpu (the dispatch "
+           "kernels keep per-expert counts in workgroup memory)";
   return "";
 }
 
@@ -1076,7 +1105,7 @@ struct HashRouteOpLowering : public OpConversionPattern<HashRouteOp> {
 } // namespace
 
 //===----------------------------------------------------------------------===//
-// Dispatch: counts, prefix sums and a stable placement
+// Dispatch: ranks by warp ballots, prefix sums and a stable placement
 //===----------------------------------------------------------------------===//
 
 /// `ceil(capacity_factor * T * k / E)`, or `T * k` without a capacity, as an
@@ -1102,13 +1131,237 @@ static Value emitCapacity(const KernelBuilder &b, Value numTokens, int64_t k,
 }
 
 namespace {
-/// Four kernels, none of which lets atomics decide an order:
-/// `fill` sets every token index to -1; `count` gives per chunk of tokens the
-/// number of assignments of each expert (one thread per expert walks the
-/// chunk); `scan` turns the chunk counts into exclusive prefixes per expert
-/// and the kept (capacity) and padded totals into the expert offsets;
-/// `place` writes each assignment at its expert's offset plus its rank in
-/// token order.
+/// The sizes the dispatch kernels are specialized to. The `[T, k]`
+/// assignments are taken flat, in row-major order, which is the order of
+/// each expert's rows (token order, then slot order). A chunk of `chunk()`
+/// consecutive assignments is one block of the count and place kernels, or
+/// all of them for the single-block kernel; warp w of a block takes the
+/// chunk's assignments `[w * 32 * kDispatchPasses, (w + 1) * 32 *
+/// kDispatchPasses)`, 32 consecutive ones per pass.
+struct DispatchShape {
+  int64_t numExperts, k, blockSize;
+  double capacityFactor;
+  int64_t warps;
+
+  int64_t threads() const { return 32 * warps; }
+  int64_t chunk() const { return threads() * kDispatchPasses; }
+  /// Bits of an expert id, and of E (no expert).
+  int64_t bits() const { return llvm::Log2_64_Ceil(numExperts + 1); }
+};
+
+/// An assignment a lane ranked: its flat index, its expert (E for none: id
+/// -1 or out of range, or past the last assignment) and the number of
+/// assignments of its warp before it with that expert.
+struct DispatchLane {
+  Value index, expert, rank;
+};
+} // namespace
+
+/// Ranks the assignments of the chunk at `begin` in their warps (see
+/// DispatchShape). In each pass the lanes with the same expert find each
+/// other with one `vote.sync.ballot` per bit of the expert; a lane's rank is
+/// `warpCounts[w][e]` (the warp's earlier passes) plus its lower lanes with
+/// that expert, and the last of them adds their count to `warpCounts[w][e]`.
+/// Then each expert's `warpCounts[.][e]` becomes the exclusive prefix over
+/// the warps and `perExpert(e, total)` gets the chunk's count. Starts by
+/// zeroing `warpCounts` ([warps, E] i32, workgroup) and ends with a barrier.
+static SmallVector<DispatchLane>
+emitWarpRanks(const KernelBuilder &b, const DispatchShape &s, Value ids,
+              Value begin, Value warpCounts,
+              function_ref<void(Value, Value)> perExpert) {
+  OpBuilder &ob = b.b;
+  Location loc = b.loc;
+  Type i32 = ob.getI32Type();
+  auto i32Const = [&](int64_t v) -> Value {
+    return arith::ConstantOp::create(ob, loc, ob.getI32IntegerAttr(v));
+  };
+  auto popc = [&](Value mask) {
+    return arith::IndexCastOp::create(ob, loc, ob.getIndexType(),
+                                      LLVM::CtPopOp::create(ob, loc, mask));
+  };
+  auto syncWarp = [&] { NVVM::SyncWarpOp::create(ob, loc, i32Const(-1)); };
+  Value numExperts = b.idx(s.numExperts);
+  Value tid = b.threadId();
+  b.loop(tid, b.idx(s.warps * s.numExperts), b.idx(s.threads()), [&](Value i) {
+    b.storeI(b.idx(0), warpCounts,
+             {b.div(i, numExperts), b.rem(i, numExperts)});
+  });
+  b.barrier();
+
+  Value numAssignments = b.mul(b.dim(ids, 0), b.idx(s.k));
+  Value warp = b.div(tid, b.idx(32));
+  Value lane = b.rem(tid, b.idx(32));
+  Value full = i32Const(-1);
+  Value lowerLanes = b.sub(
+      arith::ShLIOp::create(ob, loc, i32Const(1),
+                            arith::IndexCastOp::create(ob, loc, i32, lane)),
+      i32Const(1));
+  Value warpBegin = b.add(begin, b.mul(warp, b.idx(32 * kDispatchPasses)));
+  SmallVector<DispatchLane> lanes;
+  for (int64_t pass = 0; pass < kDispatchPasses; ++pass) {
+    Value index = b.add(warpBegin, b.add(b.idx(32 * pass), lane));
+    auto load = scf::IfOp::create(
+        ob, loc, b.lt(index, numAssignments),
+        [&](OpBuilder &, Location) {
+          Value t = b.div(index, b.idx(s.k)), j = b.rem(index, b.idx(s.k));
+          scf::YieldOp::create(ob, loc, b.loadI(ids, {t, j}));
+        },
+        [&](OpBuilder &, Location) {
+          scf::YieldOp::create(ob, loc, b.idx(-1));
+        });
+    Value id = load.getResult(0);
+    Value isExpert = b.andI(b.cmpI(arith::CmpIPredicate::sge, id, b.idx(0)),
+                            b.lt(id, numExperts));
+    Value expert = b.select(isExpert, id, numExperts);
+    Value expert32 = arith::IndexCastOp::create(ob, loc, i32, expert);
+    Value peers = full;
+    for (int64_t bit = 0; bit < s.bits(); ++bit) {
+      Value set = b.cmpI(
+          arith::CmpIPredicate::ne,
+          b.andI(arith::ShRUIOp::create(ob, loc, expert32, i32Const(bit)),
+                 i32Const(1)),
+          i32Const(0));
+      Value ballot = NVVM::VoteSyncOp::create(ob, loc, i32, full, set,
+                                              NVVM::VoteSyncKind::ballot);
+      peers =
+          b.andI(peers, b.select(set, ballot,
+                                 arith::XOrIOp::create(ob, loc, ballot, full)));
+    }
+    Value before = popc(b.andI(peers, lowerLanes));
+    Value count = popc(peers);
+    Value slot = b.minI(expert, b.idx(s.numExperts - 1));
+    Value earlier = b.loadI(warpCounts, {warp, slot});
+    lanes.push_back({index, expert, b.add(earlier, before)});
+    // Every lane reads the warp's count before the last of its peers
+    // updates it, and the next pass reads the update.
+    syncWarp();
+    b.ifThen(b.andI(isExpert, b.cmpI(arith::CmpIPredicate::eq, before,
+                                     b.sub(count, b.idx(1)))),
+             [&] {
+               b.storeI(b.add(earlier, count), warpCounts, {warp, slot});
+             });
+    syncWarp();
+  }
+  b.barrier();
+
+  b.loop(tid, numExperts, b.idx(s.threads()), [&](Value e) {
+    Value total = b.loop(b.idx(0), b.idx(s.warps), b.idx(1), b.idx(0),
+                         [&](Value w, ValueRange run) {
+                           Value n = b.loadI(warpCounts, {w, e});
+                           b.storeI(run[0], warpCounts, {w, e});
+                           return SmallVector<Value>{b.add(run[0], n)};
+                         })[0];
+    perExpert(e, total);
+  });
+  b.barrier();
+  return lanes;
+}
+
+/// Writes the expert offsets from the experts' assignment counts `totals`
+/// ([E] i32, workgroup): expert e keeps `min(totals[e], capacity)` rows,
+/// rounded up to the block size. Each of the block's `threads` threads
+/// takes a run of consecutive experts and sums it; the sums are scanned in
+/// `sums` ([threads] i32, workgroup; Hillis-Steele), then each thread writes
+/// the offsets of its run and -1 into its experts' padding rows of `tokens`.
+/// Ends with a barrier, after which `offsets` may be read.
+static void emitExpertOffsets(const KernelBuilder &b, const DispatchShape &s,
+                              int64_t threads, Value totals, Value sums,
+                              Value capacity, Value offsets, Value tokens) {
+  int64_t perThread = llvm::divideCeil(s.numExperts, threads);
+  Value numExperts = b.idx(s.numExperts);
+  Value tid = b.threadId();
+  Value first = b.minI(b.mul(tid, b.idx(perThread)), numExperts);
+  Value last = b.minI(b.add(first, b.idx(perThread)), numExperts);
+  auto keptRows = [&](Value e) {
+    return b.minI(b.loadI(totals, {e}), capacity);
+  };
+  auto paddedRows = [&](Value kept) {
+    if (s.blockSize == 1)
+      return kept;
+    return b.mul(b.ceilDiv(kept, s.blockSize), b.idx(s.blockSize));
+  };
+  Value sum =
+      b.loop(first, last, b.idx(1), b.idx(0), [&](Value e, ValueRange acc) {
+        return SmallVector<Value>{b.add(acc[0], paddedRows(keptRows(e)))};
+      })[0];
+  b.storeI(sum, sums, {tid});
+  b.barrier();
+  Value inclusive = sum;
+  for (int64_t d = 1; d < threads; d *= 2) {
+    Value has = b.cmpI(arith::CmpIPredicate::uge, tid, b.idx(d));
+    Value other = b.loadI(sums, {b.select(has, b.sub(tid, b.idx(d)), tid)});
+    b.barrier();
+    inclusive = b.add(inclusive, b.select(has, other, b.idx(0)));
+    b.storeI(inclusive, sums, {tid});
+    b.barrier();
+  }
+  b.loop(first, last, b.idx(1), b.sub(inclusive, sum),
+         [&](Value e, ValueRange run) {
+           b.storeI(run[0], offsets, {e});
+           Value kept = keptRows(e);
+           Value padded = paddedRows(kept);
+           if (s.blockSize > 1)
+             b.loop(b.add(run[0], kept), b.add(run[0], padded), b.idx(1),
+                    [&](Value r) { b.storeI(b.idx(-1), tokens, {r}); });
+           return SmallVector<Value>{b.add(run[0], padded)};
+         });
+  b.ifThen(b.cmpI(arith::CmpIPredicate::eq, tid, b.idx(0)), [&] {
+    b.storeI(b.loadI(sums, {b.idx(threads - 1)}), offsets, {numExperts});
+  });
+  b.barrier();
+}
+
+/// Sets the rows of `tokens` past the last expert's, `[offsets[E], R)`, to
+/// -1: rows `offsets[E] + start`, then every `step`.
+static void emitTailRows(const KernelBuilder &b, const DispatchShape &s,
+                         Value offsets, Value tokens, Value start, Value step) {
+  Value used = b.loadI(offsets, {b.idx(s.numExperts)});
+  b.loop(b.add(used, start), b.dim(tokens, 0), step,
+         [&](Value r) { b.storeI(b.idx(-1), tokens, {r}); });
+}
+
+/// Writes the ranked assignments: an assignment of expert e whose rank in
+/// the whole token order (`chunkRank(e)`, the chunk's first rank of e, plus
+/// the warp's prefix and the lane's rank) is below the capacity goes to row
+/// `offsets[e] + rank` of `tokens` and `positions`; the others (no expert,
+/// dropped) get -1 in `positions`.
+static void emitPlacement(const KernelBuilder &b, const DispatchShape &s,
+                          ArrayRef<DispatchLane> lanes, Value ids,
+                          Value warpCounts,
+                          function_ref<Value(Value)> chunkRank, Value capacity,
+                          Value offsets, Value tokens, Value positions) {
+  Value numAssignments = b.mul(b.dim(ids, 0), b.idx(s.k));
+  Value warp = b.div(b.threadId(), b.idx(32));
+  for (const DispatchLane &lane : lanes) {
+    b.ifThen(b.lt(lane.index, numAssignments), [&] {
+      Value t = b.div(lane.index, b.idx(s.k));
+      Value j = b.rem(lane.index, b.idx(s.k));
+      Value slot = b.minI(lane.expert, b.idx(s.numExperts - 1));
+      Value rank = b.add(
+          b.add(chunkRank(slot), b.loadI(warpCounts, {warp, slot})), lane.rank);
+      Value keep =
+          b.andI(b.lt(lane.expert, b.idx(s.numExperts)), b.lt(rank, capacity));
+      Value row = b.add(b.loadI(offsets, {slot}), rank);
+      b.storeI(b.select(keep, row, b.idx(-1)), positions, {t, j});
+      b.ifThen(keep, [&] { b.storeI(t, tokens, {row}); });
+    });
+  }
+}
+
+namespace {
+/// A deterministic counting sort of the assignments by expert; no atomics,
+/// so nothing depends on scheduling. Assignments are ranked by warp ballots
+/// in chunks (emitWarpRanks). When they fit in one chunk (T * k <=
+/// `chunk()`, e.g. decode), one block does it all: `moe_dispatch_single`
+/// ranks, computes the offsets and places. Otherwise three kernels:
+/// `count` (one block per chunk) writes each chunk's count per expert;
+/// `scan` (one block) turns them into exclusive prefixes over the chunks per
+/// expert and the totals into the offsets; `place` (one block per chunk)
+/// ranks again and places. Both paths are launched and the one not taken
+/// gets empty grids (the runtime launches nothing; an scf.if would make
+/// gpu-async-region synchronize the stream around it). The expert padding
+/// rows are set to -1 with the offsets, the rows past the last expert's by
+/// `single` or `place`.
 struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
   using OpConversionPattern::OpConversionPattern;
 
@@ -1119,23 +1372,28 @@ struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
       return rewriter.notifyMatchFailure(op, "not supported");
     Location loc = op.getLoc();
     int64_t numExperts = op.getNumExperts();
-    int64_t blockSize = op.getBlockSize();
-    double capacityFactor = op.getCapacityFactor().convertToDouble();
     auto idsType = tensorType(adaptor.getExpertIds());
-    int64_t k = idsType.getDimSize(1);
+    DispatchShape s{
+        numExperts, idsType.getDimSize(1), int64_t(op.getBlockSize()),
+        op.getCapacityFactor().convertToDouble(), dispatchWarps(numExperts)};
+    int64_t threads = s.threads();
     Type f32 = rewriter.getF32Type();
-    Type i64 = rewriter.getI64Type();
+    Type i32 = rewriter.getI32Type();
 
     Host host{rewriter, loc};
     KernelBuilder hb{rewriter, loc, f32};
     Value idsBuf = host.buffer(adaptor.getExpertIds());
     Value numTokens = hb.dim(idsBuf, 0);
-    Value numChunks = hb.ceilDiv(numTokens, kDispatchChunk);
+    Value single = hb.cmpI(arith::CmpIPredicate::ule,
+                           hb.mul(numTokens, hb.idx(s.k)), hb.idx(s.chunk()));
+    Value numChunks =
+        hb.select(single, hb.idx(0),
+                  hb.ceilDiv(hb.mul(numTokens, hb.idx(s.k)), s.chunk()));
     auto tokType = op.getTokenIndices().getType();
     SmallVector<Value> rowSizes;
     if (tokType.isDynamicDim(0))
-      rowSizes.push_back(hb.add(hb.mul(numTokens, hb.idx(k)),
-                                hb.idx(numExperts * (blockSize - 1))));
+      rowSizes.push_back(hb.add(hb.mul(numTokens, hb.idx(s.k)),
+                                hb.idx(numExperts * (s.blockSize - 1))));
     Value tokensBuf = host.alloc(bufferType(tokType), rowSizes);
     Value offsetsBuf =
         host.alloc(bufferType(op.getExpertOffsets().getType()), {});
@@ -1144,144 +1402,134 @@ struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
       posSizes.push_back(numTokens);
     Value positionsBuf =
         host.alloc(bufferType(op.getPositions().getType()), posSizes);
-    auto countsType = MemRefType::get({ShapedType::kDynamic, numExperts}, i64);
+    auto countsType = MemRefType::get({ShapedType::kDynamic, numExperts}, i32);
     Value countsBuf = host.alloc(countsType, numChunks);
 
-    Kernel fill, count, scan, place;
+    MemRefType warpCountsType = workgroupType({s.warps, numExperts}, i32);
+    MemRefType totalsType = workgroupType({numExperts}, i32);
+    Kernel oneBlock, count, scan, place;
     {
       OpBuilder::InsertionGuard guard(rewriter);
-      // fill: token_indices[i] = -1.
-      fill = createKernel(rewriter, op, "moe_dispatch_fill",
-                          {tokensBuf.getType()}, {}, kThreads);
+      oneBlock = createKernel(
+          rewriter, op, "moe_dispatch_single",
+          {idsBuf.getType(), offsetsBuf.getType(), tokensBuf.getType(),
+           positionsBuf.getType()},
+          {warpCountsType, totalsType, workgroupType({threads}, i32)}, threads);
       {
         KernelBuilder b{rewriter, loc, f32};
-        Value tokens = fill.args[0];
-        Value i = b.add(b.mul(b.blockId(), b.idx(kThreads)), b.threadId());
-        b.ifThen(b.lt(i, b.dim(tokens, 0)),
-                 [&] { b.storeI(b.idx(-1), tokens, {i}); });
+        Value ids = oneBlock.args[0], offsets = oneBlock.args[1],
+              tokens = oneBlock.args[2], positions = oneBlock.args[3];
+        Value warpCounts = oneBlock.workgroup[0],
+              totals = oneBlock.workgroup[1], sums = oneBlock.workgroup[2];
+        Value capacity =
+            emitCapacity(b, b.dim(ids, 0), s.k, numExperts, s.capacityFactor);
+        SmallVector<DispatchLane> lanes = emitWarpRanks(
+            b, s, ids, b.idx(0), warpCounts,
+            [&](Value e, Value total) { b.storeI(total, totals, {e}); });
+        emitExpertOffsets(b, s, threads, totals, sums, capacity, offsets,
+                          tokens);
+        emitTailRows(b, s, offsets, tokens, b.threadId(), b.idx(threads));
+        emitPlacement(
+            b, s, lanes, ids, warpCounts, [&](Value) { return b.idx(0); },
+            capacity, offsets, tokens, positions);
       }
 
-      auto chunkBounds = [&](const KernelBuilder &b, Value ids) {
-        Value begin = b.mul(b.blockId(), b.idx(kDispatchChunk));
-        Value end = b.minI(b.dim(ids, 0), b.add(begin, b.idx(kDispatchChunk)));
-        return std::make_pair(begin, end);
-      };
-      auto forChunkAssignments =
-          [&](const KernelBuilder &b, Value ids, Value begin, Value end,
-              ValueRange inits,
-              function_ref<SmallVector<Value>(Value, Value, Value, ValueRange)>
-                  body) {
-            return b.loop(begin, end, b.idx(1), inits,
-                          [&](Value t, ValueRange outer) {
-                            return b.loop(b.idx(0), b.idx(k), b.idx(1), outer,
-                                          [&](Value j, ValueRange inner) {
-                                            Value id = b.loadI(ids, {t, j});
-                                            return body(t, j, id, inner);
-                                          });
-                          });
-          };
-
-      // count: counts[chunk, e] = #{assignments of the chunk with id e}.
+      // count: counts[chunk, e] = the chunk's assignments of expert e.
       count = createKernel(rewriter, op, "moe_dispatch_count",
-                           {idsBuf.getType(), countsType}, {}, kThreads);
+                           {idsBuf.getType(), countsType}, {warpCountsType},
+                           threads);
       {
         KernelBuilder b{rewriter, loc, f32};
         Value ids = count.args[0], counts = count.args[1];
-        Value begin, end;
-        std::tie(begin, end) = chunkBounds(b, ids);
-        b.loop(b.threadId(), b.idx(numExperts), b.idx(kThreads), [&](Value e) {
-          Value n = forChunkAssignments(
-              b, ids, begin, end, b.idx(0),
-              [&](Value, Value, Value id, ValueRange acc) {
-                Value match = b.cmpI(arith::CmpIPredicate::eq, id, e);
-                return SmallVector<Value>{
-                    b.add(acc[0], b.select(match, b.idx(1), b.idx(0)))};
-              })[0];
-          b.storeI(n, counts, {b.blockId(), e});
-        });
+        Value begin = b.mul(b.blockId(), b.idx(s.chunk()));
+        emitWarpRanks(b, s, ids, begin, count.workgroup[0],
+                      [&](Value e, Value total) {
+                        b.storeI(total, counts, {b.blockId(), e});
+                      });
       }
 
-      // scan: exclusive prefixes over chunks, then the expert offsets.
-      scan = createKernel(rewriter, op, "moe_dispatch_scan",
-                          {idsBuf.getType(), countsType, offsetsBuf.getType()},
-                          {workgroupType({numExperts}, i64)}, kThreads);
+      // scan: exclusive prefixes over the chunks, then the expert offsets.
+      scan =
+          createKernel(rewriter, op, "moe_dispatch_scan",
+                       {idsBuf.getType(), countsType, offsetsBuf.getType(),
+                        tokensBuf.getType()},
+                       {totalsType, workgroupType({kDispatchScanThreads}, i32)},
+                       kDispatchScanThreads);
       {
         KernelBuilder b{rewriter, loc, f32};
-        Value ids = scan.args[0], counts = scan.args[1], offsets = scan.args[2];
-        Value totals = scan.workgroup[0];
-        Value chunks = b.ceilDiv(b.dim(ids, 0), kDispatchChunk);
-        b.loop(b.threadId(), b.idx(numExperts), b.idx(kThreads), [&](Value e) {
-          Value total = b.loop(b.idx(0), chunks, b.idx(1), b.idx(0),
-                               [&](Value c, ValueRange run) {
-                                 Value v = b.loadI(counts, {c, e});
-                                 b.storeI(run[0], counts, {c, e});
-                                 return SmallVector<Value>{b.add(run[0], v)};
-                               })[0];
-          b.storeI(total, totals, {e});
-        });
+        Value ids = scan.args[0], counts = scan.args[1], offsets = scan.args[2],
+              tokens = scan.args[3];
+        Value totals = scan.workgroup[0], sums = scan.workgroup[1];
+        // Per expert, the chunks in steps of kDispatchScanUnroll: the loads
+        // of a step before its stores, so that they are all in flight.
+        Value chunks = b.dim(counts, 0);
+        auto scanChunks = [&](Value e, Value first, int64_t n, Value run) {
+          SmallVector<Value> counted;
+          for (int64_t i = 0; i < n; ++i)
+            counted.push_back(b.loadI(counts, {b.add(first, b.idx(i)), e}));
+          for (int64_t i = 0; i < n; ++i) {
+            b.storeI(run, counts, {b.add(first, b.idx(i)), e});
+            run = b.add(run, counted[i]);
+          }
+          return SmallVector<Value>{run};
+        };
+        b.loop(b.threadId(), b.idx(numExperts), b.idx(kDispatchScanThreads),
+               [&](Value e) {
+                 Value stepped =
+                     b.sub(chunks, b.rem(chunks, b.idx(kDispatchScanUnroll)));
+                 Value run = b.loop(
+                     b.idx(0), stepped, b.idx(kDispatchScanUnroll), b.idx(0),
+                     [&](Value c, ValueRange acc) {
+                       return scanChunks(e, c, kDispatchScanUnroll, acc[0]);
+                     })[0];
+                 run = b.loop(stepped, chunks, b.idx(1), run,
+                              [&](Value c, ValueRange acc) {
+                                return scanChunks(e, c, 1, acc[0]);
+                              })[0];
+                 b.storeI(run, totals, {e});
+               });
         b.barrier();
-        b.ifThen(b.cmpI(arith::CmpIPredicate::eq, b.threadId(), b.idx(0)), [&] {
-          Value capacity =
-              emitCapacity(b, b.dim(ids, 0), k, numExperts, capacityFactor);
-          Value end = b.loop(
-              b.idx(0), b.idx(numExperts), b.idx(1), b.idx(0),
-              [&](Value e, ValueRange acc) {
-                b.storeI(acc[0], offsets, {e});
-                Value kept = b.minI(b.loadI(totals, {e}), capacity);
-                if (blockSize > 1)
-                  kept = b.mul(b.ceilDiv(kept, blockSize), b.idx(blockSize));
-                return SmallVector<Value>{b.add(acc[0], kept)};
-              })[0];
-          b.storeI(end, offsets, {b.idx(numExperts)});
-        });
+        Value capacity =
+            emitCapacity(b, b.dim(ids, 0), s.k, numExperts, s.capacityFactor);
+        emitExpertOffsets(b, s, kDispatchScanThreads, totals, sums, capacity,
+                          offsets, tokens);
       }
 
-      // place: the stable counting-sort placement.
+      // place: ranks again, the rows past the last expert's, the placement.
       place = createKernel(rewriter, op, "moe_dispatch_place",
                            {idsBuf.getType(), countsType, offsetsBuf.getType(),
                             tokensBuf.getType(), positionsBuf.getType()},
-                           {}, kThreads);
+                           {warpCountsType}, threads);
       {
         KernelBuilder b{rewriter, loc, f32};
         Value ids = place.args[0], counts = place.args[1],
               offsets = place.args[2], tokens = place.args[3],
               positions = place.args[4];
-        Value begin, end;
-        std::tie(begin, end) = chunkBounds(b, ids);
-        // Assignments that are not placed (id -1, dropped) keep -1.
-        Value n = b.mul(b.sub(end, begin), b.idx(k));
-        b.loop(b.threadId(), n, b.idx(kThreads), [&](Value i) {
-          Value t = b.add(begin, b.div(i, b.idx(k)));
-          b.storeI(b.idx(-1), positions, {t, b.rem(i, b.idx(k))});
-        });
-        b.barrier();
+        Value warpCounts = place.workgroup[0];
+        Value begin = b.mul(b.blockId(), b.idx(s.chunk()));
+        SmallVector<DispatchLane> lanes =
+            emitWarpRanks(b, s, ids, begin, warpCounts, [](Value, Value) {});
+        emitTailRows(b, s, offsets, tokens,
+                     b.add(b.mul(b.blockId(), b.idx(threads)), b.threadId()),
+                     b.mul(b.dim(counts, 0), b.idx(threads)));
         Value capacity =
-            emitCapacity(b, b.dim(ids, 0), k, numExperts, capacityFactor);
-        b.loop(b.threadId(), b.idx(numExperts), b.idx(kThreads), [&](Value e) {
-          Value base = b.loadI(offsets, {e});
-          Value start = b.loadI(counts, {b.blockId(), e});
-          forChunkAssignments(
-              b, ids, begin, end, start,
-              [&](Value t, Value j, Value id, ValueRange rank) {
-                Value match = b.cmpI(arith::CmpIPredicate::eq, id, e);
-                b.ifThen(b.andI(match, b.lt(rank[0], capacity)), [&] {
-                  Value row = b.add(base, rank[0]);
-                  b.storeI(t, tokens, {row});
-                  b.storeI(row, positions, {t, j});
-                });
-                return SmallVector<Value>{
-                    b.add(rank[0], b.select(match, b.idx(1), b.idx(0)))};
-              });
-        });
+            emitCapacity(b, b.dim(ids, 0), s.k, numExperts, s.capacityFactor);
+        emitPlacement(
+            b, s, lanes, ids, warpCounts,
+            [&](Value e) {
+              return b.loadI(counts, {b.blockId(), e});
+            },
+            capacity, offsets, tokens, positions);
       }
     }
 
-    Value one = hb.idx(1);
-    host.launch(fill, hb.ceilDiv(hb.dim(tokensBuf, 0), kThreads), one, kThreads,
-                1, {tokensBuf});
-    host.launch(count, numChunks, one, kThreads, 1, {idsBuf, countsBuf});
-    host.launch(scan, one, one, kThreads, 1, {idsBuf, countsBuf, offsetsBuf});
-    host.launch(place, numChunks, one, kThreads, 1,
+    Value zero = hb.idx(0), one = hb.idx(1);
+    host.launch(oneBlock, hb.select(single, one, zero), one, threads, 1,
+                {idsBuf, offsetsBuf, tokensBuf, positionsBuf});
+    host.launch(count, numChunks, one, threads, 1, {idsBuf, countsBuf});
+    host.launch(scan, hb.select(single, zero, one), one, kDispatchScanThreads,
+                1, {idsBuf, countsBuf, offsetsBuf, tokensBuf});
+    host.launch(place, numChunks, one, threads, 1,
                 {idsBuf, countsBuf, offsetsBuf, tokensBuf, positionsBuf});
     host.dealloc(countsBuf);
     rewriter.replaceOp(

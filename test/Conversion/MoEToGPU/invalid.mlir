@@ -68,3 +68,12 @@ func.func @constant_operand(%x: tensor<?x16xf32>, %r: tensor<16x8xf32>) -> tenso
       : (tensor<?x16xf32>, tensor<16x8xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
   return %w : tensor<?x2xf32>
 }
+
+// -----
+
+func.func @dispatch_too_many_experts(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<6145xi32>, tensor<?x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op with 6144 experts is not supported by convert-moe-to-gpu (the dispatch kernels keep per-expert counts in workgroup memory)}}
+  %tok, %off, %pos = moe.dispatch %ids {num_experts = 6144}
+      : tensor<?x2xi32> -> tensor<?xi32>, tensor<6145xi32>, tensor<?x2xi32>
+  return %tok, %off, %pos : tensor<?xi32>, tensor<6145xi32>, tensor<?x2xi32>
+}

@@ -82,27 +82,42 @@ func.func @route(%logits: tensor<16x8xf32>) -> (tensor<16x2xi64>, tensor<16x2xf3
 // CHECK-LABEL: func @dispatch
 // CHECK-SAME: (%[[IDS:.*]]: tensor<?x2xi32>)
 // CHECK: %[[IB:.*]] = bufferization.to_buffer %[[IDS]]
+// One block when the T * k assignments fit in a chunk (8 warps x 4 passes
+// x 32 lanes), else one count and place block per chunk: both paths are
+// launched, the one not taken with an empty grid.
+// CHECK: %[[SINGLE:.*]] = arith.cmpi ule, %{{.*}}, %[[CHUNK:.*]] : index
+// CHECK: %[[CHUNKS:.*]] = arith.select %[[SINGLE]], %{{.*}}, %{{.*}} : index
 // CHECK: %[[TOK:.*]] = gpu.alloc (%{{.*}}) : memref<?xi32>
 // CHECK: %[[OFF:.*]] = gpu.alloc () : memref<9xi32>
 // CHECK: %[[POS:.*]] = gpu.alloc (%{{.*}}) : memref<?x2xi32>
-// CHECK: %[[CNT:.*]] = gpu.alloc (%{{.*}}) : memref<?x8xi64>
-// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_fill {{.*}} args(%[[TOK]] : memref<?xi32>)
-// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_count {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[CNT]] : memref<?x8xi64>)
-// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_scan {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[CNT]] : memref<?x8xi64>, %[[OFF]] : memref<9xi32>)
-// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_place {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[CNT]] : memref<?x8xi64>, %[[OFF]] : memref<9xi32>, %[[TOK]] : memref<?xi32>, %[[POS]] : memref<?x2xi32>)
+// CHECK: %[[CNT:.*]] = gpu.alloc (%[[CHUNKS]]) : memref<?x8xi32>
+// CHECK: %[[ONE:.*]] = arith.select %[[SINGLE]], %{{.*}}, %{{.*}} : index
+// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_single blocks in (%[[ONE]], {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[OFF]] : memref<9xi32>, %[[TOK]] : memref<?xi32>, %[[POS]] : memref<?x2xi32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_count blocks in (%[[CHUNKS]], {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[CNT]] : memref<?x8xi32>)
+// CHECK: %[[SCAN:.*]] = arith.select %[[SINGLE]], %{{.*}}, %{{.*}} : index
+// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_scan blocks in (%[[SCAN]], {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[CNT]] : memref<?x8xi32>, %[[OFF]] : memref<9xi32>, %[[TOK]] : memref<?xi32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_place blocks in (%[[CHUNKS]], {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[CNT]] : memref<?x8xi32>, %[[OFF]] : memref<9xi32>, %[[TOK]] : memref<?xi32>, %[[POS]] : memref<?x2xi32>)
 // CHECK: gpu.dealloc %[[CNT]]
-// CHECK: gpu.func @moe_dispatch_fill
-// CHECK: gpu.func @moe_dispatch_count
-// CHECK-NOT: gpu.barrier
-// CHECK: gpu.func @moe_dispatch_scan
-// CHECK-SAME: workgroup(%{{.*}} : memref<8xi64, #gpu.address_space<workgroup>>)
-// CHECK: gpu.barrier
-// Capacity: ceil(capacity_factor * T * k / E); padding to the block size.
+// CHECK: gpu.func @moe_dispatch_single
+// CHECK-SAME: workgroup(%{{.*}} : memref<8x8xi32, #gpu.address_space<workgroup>>, %{{.*}} : memref<8xi32, #gpu.address_space<workgroup>>, %{{.*}} : memref<256xi32, #gpu.address_space<workgroup>>)
+// Capacity: ceil(capacity_factor * T * k / E).
 // CHECK: math.ceil
-// CHECK: arith.divui
-// CHECK: gpu.func @moe_dispatch_place
+// Ranks: the lanes with the same expert (4 bits: 8 experts and none) by
+// ballots, then their lower lanes counted.
+// CHECK-COUNT-4: nvvm.vote.sync ballot
+// CHECK: llvm.intr.ctpop
+// CHECK: nvvm.bar.warp.sync
 // CHECK: gpu.barrier
-// CHECK-NOT: gpu.barrier
+// Offsets: padding to the block size.
+// CHECK: arith.divui
+// CHECK: gpu.barrier
+// CHECK: gpu.func @moe_dispatch_count
+// CHECK-COUNT-4: nvvm.vote.sync ballot
+// CHECK: gpu.func @moe_dispatch_scan
+// CHECK-SAME: workgroup(%{{.*}} : memref<8xi32, #gpu.address_space<workgroup>>, %{{.*}} : memref<256xi32, #gpu.address_space<workgroup>>)
+// CHECK: gpu.barrier
+// CHECK: math.ceil
+// CHECK: gpu.func @moe_dispatch_place
 // CHECK-NOT: memref.atomic_rmw
 // CHECK: gpu.return
 func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>) {

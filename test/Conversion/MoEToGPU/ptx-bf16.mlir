@@ -13,7 +13,7 @@
 // libdevice is linked in: no call is left unresolved.
 // CHECK-NOT: .extern .func
 // CHECK-DAG: .entry moe_gate(
-// CHECK-DAG: .entry moe_dispatch_fill(
+// CHECK-DAG: .entry moe_dispatch_single(
 // CHECK-DAG: .entry moe_dispatch_count(
 // CHECK-DAG: .entry moe_dispatch_scan(
 // CHECK-DAG: .entry moe_dispatch_place(

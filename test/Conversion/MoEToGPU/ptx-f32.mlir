@@ -14,7 +14,9 @@
 // libdevice is linked in: no call is left unresolved.
 // CHECK-NOT: .extern .func
 // CHECK-DAG: .entry moe_gate(
-// CHECK-DAG: .entry moe_dispatch_fill(
+// CHECK-DAG: .entry moe_dispatch_single(
+// The dispatch ranks come from warp ballots.
+// CHECK-DAG: vote.sync.ballot.b32
 // CHECK-DAG: .entry moe_dispatch_count(
 // CHECK-DAG: .entry moe_dispatch_scan(
 // CHECK-DAG: .entry moe_dispatch_place(
