@@ -10,8 +10,8 @@ Shapes are bench/moe_bench.py's S1/S2/S3; T in {1, 16, 128, 4096}; f32 and f16. 
 compiled with splat weights; `run` writes each model's weights file (layout of
 docs/CompiledModelABI.md, offsets from `moe-run --print-signature`) with seeded random weights.
 Timing: the wall time of a whole call, synchronized (moe-run --benchmark: inputs copied to the
-device, the kernels, the result copied back; PyTorch: the layer on tensors already on the device,
-then sync(torch)). Ceilings measured in the same run: device-to-device copy
+device, the kernels, the result copied back; with --device-io, when moe-run has it, also x and y
+kept in device memory; PyTorch: the layer on tensors already on the device, then sync(torch)). Ceilings measured in the same run: device-to-device copy
 bandwidth and an f16 matrix product (cuBLAS).
 """
 
@@ -193,6 +193,25 @@ def ceilings(torch):
     return dict(copy_GBps=bw, f16_mm_TFLOPs=tflops, f32_mm_TFLOPs=tflops32)
 
 
+def has_device_io(moe_run):
+    """Whether this moe-run has --device-io (inputs and outputs kept in device memory)."""
+    try:
+        p = subprocess.run([moe_run, "--help"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return False
+    return "--device-io" in p.stdout
+
+
+def parse_bench(stdout, bench_re):
+    """(whole-call, device) timings of one moe-run --benchmark output, or None."""
+    m = bench_re.search(stdout)
+    dm = re.search(r"device_median_ms:\s*([0-9.eE+-]+)\s+device_min_ms:\s*([0-9.eE+-]+)", stdout)
+    ours = dict(median_ms=float(m.group(1)), min_ms=float(m.group(2)),
+                max_ms=float(m.group(3))) if m else None
+    device = dict(median_ms=float(dm.group(1)), min_ms=float(dm.group(2))) if dm else None
+    return ours, device
+
+
 def run(args):
     import numpy as np
     import torch
@@ -201,6 +220,7 @@ def run(args):
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     moe_run = str(stage_dir.parent / "bin" / "moe-run")
+    device_io = has_device_io(moe_run)
     tokens = [int(t) for t in args.tokens.split(",")]
     torch.backends.cuda.matmul.allow_tf32 = False
     if DEV == "cuda":
@@ -209,7 +229,7 @@ def run(args):
     else:
         device, sms = "cpu (dry run)", 0
     meta = dict(date=datetime.date.today().isoformat(), device=device, sms=sms, torch=torch.__version__,
-                tokens=tokens)
+                tokens=tokens, device_io=device_io)
     log(f"{device}: measuring ceilings")
     meta["ceilings"] = ceilings(torch)
     log(f"ceilings: {meta['ceilings']}")
@@ -274,17 +294,24 @@ def run(args):
                     p = subprocess.run([moe_run, str(so), f"--input=@{xin}",
                                         f"--benchmark={reps}"],
                                        capture_output=True, text=True, timeout=300)
-                    m = bench_re.search(p.stdout)
-                    dm = re.search(r"device_median_ms:\s*([0-9.eE+-]+)\s+device_min_ms:\s*"
-                                   r"([0-9.eE+-]+)", p.stdout)
-                    if m:
-                        row["ours"] = dict(median_ms=float(m.group(1)), min_ms=float(m.group(2)),
-                                           max_ms=float(m.group(3)), reps=reps)
-                    if m and dm:
-                        row["ours_device"] = dict(median_ms=float(dm.group(1)),
-                                                  min_ms=float(dm.group(2)))
+                    ours, dev = parse_bench(p.stdout, bench_re)
+                    if ours:
+                        row["ours"] = dict(ours, reps=reps)
+                    if ours and dev:
+                        row["ours_device"] = dev
                     else:
                         row["ours_error"] = (p.stderr + p.stdout).strip().splitlines()[-1:]
+                    if device_io and "ours" in row:
+                        # x and y stay in device memory, as PyTorch's tensors do.
+                        p = subprocess.run([moe_run, str(so), f"--input=@{xin}",
+                                            f"--benchmark={reps}", "--device-io"],
+                                           capture_output=True, text=True, timeout=300)
+                        dio, _ = parse_bench(p.stdout, bench_re)
+                        if dio and p.returncode == 0:
+                            row["ours_device_io"] = dict(dio, reps=reps)
+                        else:
+                            row["ours_device_io_error"] = \
+                                (p.stderr + p.stdout).strip().splitlines()[-1:]
             if "ours" in row and (args.profile == "all" or
                                   f"{mdir.name}@{T}" in args.profile.split(",")):
                 # Per-kernel device times from the runtime's own profiler
@@ -314,8 +341,11 @@ def run(args):
                     log("  ncu: not installed")
             tm = row.get("torch", {}).get("median_ms")
             om = row.get("ours", {}).get("median_ms")
+            im = row.get("ours_device_io", {}).get("median_ms")
             log(f"  {mdir.name} T={T}: ours {om} ms (rel {row.get('ours_rel_l2')}), "
-                f"torch {tm} ms (rel {row['torch_rel_l2']:.1e}) {row.get('ours_error', '')}")
+                f"ours device-I/O {im} ms, "
+                f"torch {tm} ms (rel {row['torch_rel_l2']:.1e}) {row.get('ours_error', '')}"
+                f"{row.get('ours_device_io_error', '')}")
             rows.append(row)
         (wdir / "model.weights").unlink()
     result = dict(meta=meta, rows=rows)
@@ -341,10 +371,19 @@ def render(result):
              "use it when present.", "",
              "ratio = torch ms / ours ms (whole calls); device ratio = torch ms / ours device "
              "ms (torch's time includes its launch overhead, ours device time does not "
-             "include x and y crossing the bus).", "",
-             "| model | T | ours ms | ours device ms | torch ms | ratio | device ratio | "
-             "ours % BW | ours TFLOP/s | rel L2 ours / torch |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "include x and y crossing the bus).", ""]
+    dio = meta.get("device_io")
+    if dio:
+        lines += ["ours device-I/O ms = moe-run --benchmark --device-io: whole synchronized "
+                  "calls with x and y in device memory, as torch's (x copied in once, y left "
+                  "on the device); device-I/O ratio = torch ms / ours device-I/O ms.", ""]
+    head = ("| model | T | ours ms | ours device ms | torch ms | ratio | device ratio | "
+            "ours % BW | ours TFLOP/s | rel L2 ours / torch |")
+    rule = "|---|---|---|---|---|---|---|---|---|---|"
+    if dio:
+        head += " ours device-I/O ms | device-I/O ratio |"
+        rule += "---|---|"
+    lines += [head, rule]
     for r in rows:
         om = r.get("ours", {}).get("median_ms")
         tm = r.get("torch", {}).get("median_ms")
@@ -358,8 +397,17 @@ def render(result):
         rel = f"{r.get('ours_rel_l2', float('nan')):.1e} / {r['torch_rel_l2']:.1e}"
         dev = f"{dm:.3f}" if dm else "-"
         dratio = f"{tm / dm:.2f}" if dm and tm else "-"
-        lines.append(f"| {r['model']} | {r['T']} | {ours} | {dev} | {tor} | {ratio} | {dratio} | "
-                     f"{bw} | {tf} | {rel} |")
+        line = (f"| {r['model']} | {r['T']} | {ours} | {dev} | {tor} | {ratio} | {dratio} | "
+                f"{bw} | {tf} | {rel} |")
+        if dio:
+            im = r.get("ours_device_io", {}).get("median_ms")
+            if im:
+                line += f" {im:.3f} | " + (f"{tm / im:.2f}" if tm else "-") + " |"
+            elif "ours_device_io_error" in r:
+                line += " error: " + " ".join(r["ours_device_io_error"]) + " | - |"
+            else:
+                line += " - | - |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 

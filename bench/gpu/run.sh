@@ -22,6 +22,22 @@ for d in "$stage"/cases/*/; do
        res=$(if [[ -f $d/checker ]]; then "$py" "$(cat "$d/checker")" check "$d"
              else "$py" test/lib/moe_case.py check "$d" --tol 1e-4; fi 2>&1); then
       echo "PASS $arch $(cat "$d/what"): $res"
+      # Inputs and outputs in device memory: bit for bit the host path's result.
+      rm -f "$d/out-devio.npy"
+      if dio=$("$stage/bin/moe-run" "$lib" "${weights[@]}" "${ins[@]}" --device-io \
+                 --output=@"$d/out-devio.npy" 2>&1) && cmp -s "$d/out.npy" "$d/out-devio.npy"; then
+        echo "DEVIO-PASS $arch $(cat "$d/what"): moe-run --device-io identical"
+      else
+        echo "DEVIO-FAIL $arch $(cat "$d/what"): moe-run --device-io: ${dio:-differs from the host path}"
+      fi
+      if [[ ${#ins[@]} -eq 1 && -x $stage/bin/device_api ]]; then
+        if api=$("$stage/bin/device_api" cuda "$lib" "${ins[0]#--input=@}" \
+                   ${weights[0]:+"${weights[0]#--weights=}"} 2>&1); then
+          echo "DEVIO-PASS $arch $(cat "$d/what"): device_api $(echo "$api" | grep -c identical) identical"
+        else
+          echo "DEVIO-FAIL $arch $(cat "$d/what"): device_api: $(echo "$api" | tr '\n' ';')"
+        fi
+      fi
     else
       echo "FAIL $arch $(cat "$d/what"): $out_run ${res:-}"
     fi
@@ -30,5 +46,7 @@ for d in "$stage"/cases/*/; do
 done 2>&1 | tee "$out/numerics.txt"
 grep -c '^PASS' "$out/numerics.txt" | sed 's/^/passed: /'
 grep -c '^FAIL' "$out/numerics.txt" | sed 's/^/failed: /'
+grep -c '^DEVIO-PASS' "$out/numerics.txt" | sed 's/^/device-io passed: /'
+grep -c '^DEVIO-FAIL' "$out/numerics.txt" | sed 's/^/device-io failed: /'
 [[ ${1:-} == --numerics-only ]] && exit 0
 PYTHONUNBUFFERED=1 "$py" bench/gpu/bench.py run --stage "$stage/bench" --out "$out" "$@"

@@ -20,6 +20,10 @@ for tool in moe-compile moe-run; do
 done
 rm -rf "$dir" && mkdir -p "$dir/bin" "$dir/cases" "$dir/bench"
 cp "$bin/moe-run" "$dir/bin/"
+# The device-memory API's check (test/runtime/Inputs/device_api.c), run by
+# run.sh on every one-input case.
+/usr/bin/clang-22 -O1 -I"$repo/runtime/include" "$repo/test/runtime/Inputs/device_api.c" \
+  "$bin/../lib/libMoERuntime.a" -lstdc++ -ldl -lpthread -lm -o "$dir/bin/device_api"
 
 # Numeric cases (test/lib/moe_case.py). The f32/f64 ones of test/CUDA/run.test
 # and a few more for both chips (sm_80 PTX is JIT-compiled by the driver on

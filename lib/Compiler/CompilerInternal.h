@@ -127,8 +127,9 @@ LogicalResult lowerToLLVMDialect(ModuleOp module, func::FuncOp entry,
 /// `main` calling the runtime's `moe_run_main`) to the lowered module; every
 /// other function definition becomes internal. With `cuda`, `moe_model_run`
 /// goes through `moe_cuda_run_model` (moe/runtime/cuda.h), which moves the
-/// arguments and results between host and device memory, and
-/// `moe_model_take_error` is added.
+/// arguments and results between host and device memory, and the optional
+/// CUDA symbols of docs/CompiledModelABI.md are added (`moe_model_take_error`,
+/// `moe_model_run_device`, `moe_model_device_alloc`, ...).
 LogicalResult addABIGlue(ModuleOp module, StringRef entryName,
                          const ModelSignature &signature, bool withMain,
                          bool cuda);

@@ -57,6 +57,8 @@ static bool isABISymbol(StringRef name) {
   return name == "moe_model_signature" || name == "moe_model_run" ||
          name == "moe_model_take_error" || name == "moe_model_bind_host" ||
          name == "moe_model_release" || name == "moe_model_device_ms" ||
+         name == "moe_model_run_device" || name == "moe_model_device_alloc" ||
+         name == "moe_model_device_free" || name == "moe_model_device_copy" ||
          name == "main";
 }
 
@@ -223,7 +225,10 @@ static LLVM::GlobalOp createArgTable(OpBuilder &builder, ModuleOp module,
 /// `moe_model_release()` calling `moe_cuda_release_model(&state)` and
 /// `moe_model_device_ms()` calling `moe_cuda_device_ms(&state)`, where
 /// `state` is a zero-initialized internal global (the device copies of the
-/// weights live there between runs); returns `moe_model_run`.
+/// weights live there between runs); also `moe_model_run_device(args)`
+/// calling `moe_cuda_run_model_device` as `moe_model_run` does, and
+/// `moe_model_device_{alloc,free,copy}` forwarding to
+/// `moe_cuda_device_{alloc,free,copy}`. Returns `moe_model_run`.
 static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
                                    const ModelSignature &signature,
                                    LLVM::LLVMFuncOp entryFn) {
@@ -231,6 +236,7 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
   Location loc = module.getLoc();
   auto ptrType = LLVM::LLVMPointerType::get(context);
   auto i64Type = IntegerType::get(context, 64);
+  auto i32Type = IntegerType::get(context, 32);
   auto f64Type = Float64Type::get(context);
   auto voidType = LLVM::LLVMVoidType::get(context);
 
@@ -255,11 +261,22 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
                            LLVM::ZeroOp::create(builder, loc, ptrType));
   }
 
-  auto runModel = LLVM::LLVMFuncOp::create(
-      builder, loc, "moe_cuda_run_model",
-      LLVM::LLVMFunctionType::get(voidType,
-                                  {ptrType, ptrType, i64Type, i64Type, ptrType,
-                                   i64Type, ptrType, ptrType}));
+  auto runModelType = LLVM::LLVMFunctionType::get(
+      voidType,
+      {ptrType, ptrType, i64Type, i64Type, ptrType, i64Type, ptrType, ptrType});
+  auto runModel = LLVM::LLVMFuncOp::create(builder, loc, "moe_cuda_run_model",
+                                           runModelType);
+  auto runModelDevice = LLVM::LLVMFuncOp::create(
+      builder, loc, "moe_cuda_run_model_device", runModelType);
+  auto deviceAlloc =
+      LLVM::LLVMFuncOp::create(builder, loc, "moe_cuda_device_alloc",
+                               LLVM::LLVMFunctionType::get(ptrType, {i64Type}));
+  auto deviceFree = LLVM::LLVMFuncOp::create(
+      builder, loc, "moe_cuda_device_free",
+      LLVM::LLVMFunctionType::get(voidType, {ptrType}));
+  auto deviceCopy = LLVM::LLVMFuncOp::create(
+      builder, loc, "moe_cuda_device_copy",
+      LLVM::LLVMFunctionType::get(i32Type, {ptrType, ptrType, i64Type}));
   auto takeError =
       LLVM::LLVMFuncOp::create(builder, loc, "moe_cuda_take_error",
                                LLVM::LLVMFunctionType::get(ptrType, {}));
@@ -270,11 +287,6 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
       LLVM::LLVMFuncOp::create(builder, loc, "moe_cuda_device_ms",
                                LLVM::LLVMFunctionType::get(f64Type, {ptrType}));
 
-  auto runFn = LLVM::LLVMFuncOp::create(
-      builder, loc, "moe_model_run",
-      LLVM::LLVMFunctionType::get(voidType, {ptrType}));
-  Block *body = runFn.addEntryBlock(builder);
-  builder.setInsertionPointToStart(body);
   auto count = [&](size_t n) -> Value {
     return LLVM::ConstantOp::create(builder, loc, i64Type,
                                     builder.getI64IntegerAttr(n));
@@ -282,36 +294,55 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
   auto state = [&]() -> Value {
     return LLVM::AddressOfOp::create(builder, loc, stateGlobal);
   };
-  LLVM::CallOp::create(
-      builder, loc, runModel,
-      ValueRange{body->getArgument(0),
-                 LLVM::AddressOfOp::create(builder, loc, paramTable),
-                 count(signature.inputs.size()), count(params.size()),
-                 LLVM::AddressOfOp::create(builder, loc, resultTable),
-                 count(signature.outputs.size()),
-                 LLVM::AddressOfOp::create(builder, loc, entryFn), state()});
-  LLVM::ReturnOp::create(builder, loc, ValueRange{});
+  // `name(args)` calling `callee(args, tables..., &state)`.
+  auto addRun = [&](StringRef name, LLVM::LLVMFuncOp callee) {
+    builder.setInsertionPointToEnd(module.getBody());
+    auto fn = LLVM::LLVMFuncOp::create(
+        builder, loc, name, LLVM::LLVMFunctionType::get(voidType, {ptrType}));
+    Block *body = fn.addEntryBlock(builder);
+    builder.setInsertionPointToStart(body);
+    LLVM::CallOp::create(
+        builder, loc, callee,
+        ValueRange{body->getArgument(0),
+                   LLVM::AddressOfOp::create(builder, loc, paramTable),
+                   count(signature.inputs.size()), count(params.size()),
+                   LLVM::AddressOfOp::create(builder, loc, resultTable),
+                   count(signature.outputs.size()),
+                   LLVM::AddressOfOp::create(builder, loc, entryFn), state()});
+    LLVM::ReturnOp::create(builder, loc, ValueRange{});
+    return fn;
+  };
+  LLVM::LLVMFuncOp runFn = addRun("moe_model_run", runModel);
+  addRun("moe_model_run_device", runModelDevice);
 
-  // `name()` returning `callee(args)`: the glue's forwarders.
+  // `name(params)` returning `callee(args(params))`: the glue's forwarders.
   auto forward = [&](StringRef name, LLVM::LLVMFuncOp callee,
-                     function_ref<SmallVector<Value>()> args) {
+                     ArrayRef<Type> paramTypes,
+                     function_ref<SmallVector<Value>(Block *)> args) {
     builder.setInsertionPointToEnd(module.getBody());
     Type result = callee.getFunctionType().getReturnType();
-    auto fn = LLVM::LLVMFuncOp::create(builder, loc, name,
-                                       LLVM::LLVMFunctionType::get(result, {}));
-    builder.setInsertionPointToStart(fn.addEntryBlock(builder));
-    auto call = LLVM::CallOp::create(builder, loc, callee, args());
+    auto fn = LLVM::LLVMFuncOp::create(
+        builder, loc, name, LLVM::LLVMFunctionType::get(result, paramTypes));
+    Block *body = fn.addEntryBlock(builder);
+    builder.setInsertionPointToStart(body);
+    auto call = LLVM::CallOp::create(builder, loc, callee, args(body));
     if (isa<LLVM::LLVMVoidType>(result))
       LLVM::ReturnOp::create(builder, loc, ValueRange{});
     else
       LLVM::ReturnOp::create(builder, loc, call.getResult());
   };
-  forward("moe_model_take_error", takeError,
-          [] { return SmallVector<Value>(); });
-  forward("moe_model_release", releaseModel,
-          [&] { return SmallVector<Value>{state()}; });
-  forward("moe_model_device_ms", deviceMs,
-          [&] { return SmallVector<Value>{state()}; });
+  auto withState = [&](Block *) { return SmallVector<Value>{state()}; };
+  auto passThrough = [](Block *body) {
+    return SmallVector<Value>(body->getArguments());
+  };
+  forward("moe_model_take_error", takeError, {},
+          [](Block *) { return SmallVector<Value>(); });
+  forward("moe_model_release", releaseModel, {}, withState);
+  forward("moe_model_device_ms", deviceMs, {}, withState);
+  forward("moe_model_device_alloc", deviceAlloc, {i64Type}, passThrough);
+  forward("moe_model_device_free", deviceFree, {ptrType}, passThrough);
+  forward("moe_model_device_copy", deviceCopy, {ptrType, ptrType, i64Type},
+          passThrough);
   builder.setInsertionPointToEnd(module.getBody());
   return runFn;
 }

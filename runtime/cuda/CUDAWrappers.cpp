@@ -61,6 +61,7 @@ constexpr int kJitErrorLogBuffer = 5;
 constexpr int kJitErrorLogBufferSizeBytes = 6;
 constexpr int kJitOptimizationLevel = 7;
 constexpr int kPointerAttributeMemoryType = 2;
+constexpr int kPointerAttributeDeviceOrdinal = 9;
 constexpr unsigned kMemoryTypeHost = 0x1;
 constexpr int kMemPoolAttrReleaseThreshold = 4;
 
@@ -395,12 +396,27 @@ ManagedSet &managedAllocations() {
 }
 
 /// Frees memory from mgpuMemAlloc, ordered on `stream` where it came from
-/// the stream-ordered pool. The context must be current.
-void freeDeviceMemory(Driver &driver, CUdeviceptr ptr, CUstream stream) {
-  if (!driver.streamOrderedAllocation || managedAllocations().erase(ptr))
-    check(driver, driver.cuMemFree_v2(ptr), "cuMemFree");
-  else
-    check(driver, driver.cuMemFreeAsync(ptr, stream), "cuMemFreeAsync");
+/// the stream-ordered pool. The context must be current. A failure is
+/// recorded unless `record` is false.
+void freeDeviceMemory(Driver &driver, CUdeviceptr ptr, CUstream stream,
+                      bool record = true) {
+  bool pooled =
+      driver.streamOrderedAllocation && !managedAllocations().erase(ptr);
+  CUresult result =
+      pooled ? driver.cuMemFreeAsync(ptr, stream) : driver.cuMemFree_v2(ptr);
+  if (record)
+    check(driver, result, pooled ? "cuMemFreeAsync" : "cuMemFree");
+}
+
+/// Allocates device memory as mgpuMemAlloc does (from the stream-ordered
+/// pool on `stream` where the driver has one), so that freeDeviceMemory frees
+/// it. The context must be current. Records an error on failure.
+bool allocateDeviceMemory(Driver &driver, CUdeviceptr &ptr, uint64_t bytes,
+                          CUstream stream, const char *what) {
+  if (driver.streamOrderedAllocation)
+    return check(driver, driver.cuMemAllocAsync(&ptr, bytes, stream),
+                 "cuMemAllocAsync", what);
+  return check(driver, driver.cuMemAlloc_v2(&ptr, bytes), "cuMemAlloc", what);
 }
 
 /// The stream of the `moe_cuda_run_model` call running in this thread, if
@@ -494,6 +510,19 @@ bool isHostMemory(Driver &driver, const void *ptr) {
       kSuccess)
     return true; // Not known to CUDA: plain host memory.
   return type == kMemoryTypeHost;
+}
+
+/// The ordinal of the CUDA device whose memory `ptr` points to, or -1 for
+/// memory the host can read directly.
+int deviceOfMemory(Driver &driver, const void *ptr) {
+  if (!ptr || isHostMemory(driver, ptr))
+    return -1;
+  int ordinal = 0;
+  if (driver.cuPointerGetAttribute(&ordinal, kPointerAttributeDeviceOrdinal,
+                                   reinterpret_cast<CUdeviceptr>(ptr)) !=
+      kSuccess)
+    return 0;
+  return ordinal;
 }
 
 } // namespace
@@ -929,23 +958,34 @@ public:
     // for before it goes.
     for (CUdeviceptr ptr : deviceBuffers)
       freeDeviceMemory(driver, ptr, stream);
-    for (void *ptr : hostBuffers)
-      std::free(ptr);
+    for (CUdeviceptr ptr : resultBuffers)
+      freeDeviceMemory(driver, ptr, stream);
     if (stream) {
       driver.cuStreamSynchronize(stream);
       driver.cuStreamDestroy_v2(stream);
     }
+    // After the synchronization: copies may read them until then.
+    for (void *ptr : hostBuffers)
+      std::free(ptr);
     for (CUevent event : events)
       if (event)
         driver.cuEventDestroy_v2(event);
+    if (inputsReady)
+      driver.cuEventDestroy_v2(inputsReady);
     runStream() = nullptr;
   }
 
   Driver &driver;
   CUstream stream = nullptr;
   CUevent events[2] = {nullptr, nullptr};
+  /// Recorded on the legacy default stream before a run with inputs in
+  /// device memory; the run's stream waits for it.
+  CUevent inputsReady = nullptr;
   std::vector<CUdeviceptr> deviceBuffers;
   std::vector<void *> hostBuffers;
+  /// The device memory of results left on the device, freed unless the run
+  /// succeeds (the caller then owns it).
+  std::vector<CUdeviceptr> resultBuffers;
 };
 
 void zeroResults(void **args, const moe_cuda_arg_t *results,
@@ -987,12 +1027,147 @@ void recordProfile(Driver &driver, double deviceMs, double entryHostMs) {
   launches.clear();
 }
 
+/// Whether the elements of `desc` lie in row-major order without gaps.
+bool isRowMajor(DescriptorView desc) {
+  int64_t expected = 1;
+  for (int32_t i = desc.rank; i-- > 0;) {
+    if (desc.size(i) != 1 && desc.stride(i) != expected)
+      return false;
+    expected *= desc.size(i);
+  }
+  return true;
+}
+
+/// Copies the elements of `desc` (strided, starting at `base`, readable by
+/// the host) to `dst` in row-major order.
+void gatherRowMajor(DescriptorView desc, const char *base, int32_t elementSize,
+                    char *dst) {
+  int64_t count = 1;
+  for (int32_t i = 0; i < desc.rank; ++i)
+    count *= desc.size(i);
+  std::vector<int64_t> position(desc.rank, 0);
+  for (int64_t n = 0; n < count; ++n) {
+    int64_t element = 0;
+    for (int32_t i = 0; i < desc.rank; ++i)
+      element += position[i] * desc.stride(i);
+    std::memcpy(dst + n * elementSize, base + element * elementSize,
+                elementSize);
+    for (int32_t i = desc.rank; i-- > 0;) {
+      if (++position[i] < desc.size(i))
+        break;
+      position[i] = 0;
+    }
+  }
+}
+
+/// Leaves each result in device memory of its own, row-major with offset 0,
+/// and points its descriptor (in `resultBlock`) there: a buffer the model
+/// allocated for it is adopted as it is (removed from `toFree`); any other
+/// result (in an input, a weight, host memory, a buffer another result took,
+/// or with gaps) is copied into new device memory. The buffers are recorded in
+/// `state.resultBuffers`. Returns false on an error (recorded).
+bool placeResultsOnDevice(RunState &state, int64_t *resultBlock,
+                          const moe_cuda_arg_t *results, int64_t numResults,
+                          std::vector<void *> &toFree) {
+  Driver &driver = state.driver;
+  int64_t *fields = resultBlock;
+  for (int64_t i = 0; i < numResults; ++i) {
+    DescriptorView desc{fields, results[i].rank};
+    fields += DescriptorView::numFields(desc.rank);
+    int32_t elementSize = results[i].element_size;
+    uint64_t span;
+    uint64_t bytes = uint64_t(elementSize);
+    bool fits = spanBytes(desc, elementSize, span);
+    for (int32_t d = 0; fits && d < desc.rank; ++d)
+      fits = !__builtin_mul_overflow(bytes, uint64_t(desc.size(d)), &bytes);
+    if (!fits) {
+      recordError(format("moe: result %ld has an unsupported layout",
+                         static_cast<long>(i)));
+      return false;
+    }
+    bool rowMajor = isRowMajor(desc);
+    void *placed = nullptr;
+    if (bytes > 0 && !desc.aligned()) {
+      recordError(format("moe: result %ld has no data", static_cast<long>(i)));
+      return false;
+    }
+    auto owned = std::find(toFree.begin(), toFree.end(), desc.allocated());
+    if (bytes == 0) {
+      placed = nullptr;
+    } else if (owned != toFree.end() && desc.aligned() == desc.allocated() &&
+               desc.offset() == 0 && rowMajor &&
+               !isHostMemory(driver, desc.allocated())) {
+      placed = desc.allocated();
+      toFree.erase(owned);
+      state.resultBuffers.push_back(reinterpret_cast<CUdeviceptr>(placed));
+    } else {
+      CUdeviceptr ptr = 0;
+      if (!allocateDeviceMemory(driver, ptr, bytes, state.stream, "results"))
+        return false;
+      state.resultBuffers.push_back(ptr);
+      placed = reinterpret_cast<void *>(ptr);
+      const char *src = static_cast<const char *>(desc.aligned()) +
+                        desc.offset() * elementSize;
+      if (rowMajor) {
+        if (!check(driver,
+                   driver.cuMemcpyAsync(ptr, reinterpret_cast<CUdeviceptr>(src),
+                                        bytes, state.stream),
+                   "cuMemcpyAsync", "results"))
+          return false;
+      } else {
+        // Gathered on the host: copied there first if it is device memory.
+        char *gathered = static_cast<char *>(std::malloc(bytes));
+        if (gathered)
+          state.hostBuffers.push_back(gathered);
+        const char *from = src;
+        if (gathered && !isHostMemory(driver, src)) {
+          char *copy = static_cast<char *>(std::malloc(span));
+          if (copy)
+            state.hostBuffers.push_back(copy);
+          if (!copy ||
+              !check(driver,
+                     driver.cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(copy),
+                                          reinterpret_cast<CUdeviceptr>(src),
+                                          span, state.stream),
+                     "cuMemcpyAsync", "results") ||
+              !check(driver, driver.cuStreamSynchronize(state.stream),
+                     "cuStreamSynchronize"))
+            return false;
+          from = copy;
+        }
+        if (!gathered) {
+          recordError(format("moe: cannot allocate %llu bytes for result %ld",
+                             static_cast<unsigned long long>(bytes),
+                             static_cast<long>(i)));
+          return false;
+        }
+        gatherRowMajor(desc, from, elementSize, gathered);
+        if (!check(driver,
+                   driver.cuMemcpyAsync(ptr,
+                                        reinterpret_cast<CUdeviceptr>(gathered),
+                                        bytes, state.stream),
+                   "cuMemcpyAsync", "results"))
+          return false;
+      }
+    }
+    desc.allocated() = desc.aligned() = placed;
+    desc.offset() = 0;
+    int64_t stride = 1;
+    for (int32_t d = desc.rank; d-- > 0;) {
+      desc.stride(d) = stride;
+      stride *= desc.size(d);
+    }
+  }
+  return true;
+}
+
 /// The body of moe_cuda_run_model once the context is current; returns false
-/// on an error (recorded).
+/// on an error (recorded). With `keepResults` the results stay in device
+/// memory (placeResultsOnDevice) instead of being copied to the host.
 bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
               const moe_cuda_arg_t *params, int64_t numInputs,
               int64_t numParams, const moe_cuda_arg_t *results,
-              int64_t numResults, void (*entry)(void **)) {
+              int64_t numResults, void (*entry)(void **), bool keepResults) {
   Driver &driver = state.driver;
   if (!check(driver, driver.cuStreamCreate(&state.stream, kStreamNonBlocking),
              "cuStreamCreate"))
@@ -1007,6 +1182,37 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
     model->weights.resize(numParams - numInputs);
   }
 
+  // Inputs already in device memory are used in place, after the work queued
+  // on the legacy default stream (where the caller, e.g. PyTorch, may still
+  // be writing them).
+  std::vector<char> inputOnDevice(numInputs, 0);
+  bool anyOnDevice = false;
+  for (int64_t i = 0; i < numInputs; ++i) {
+    DescriptorView host{static_cast<int64_t *>(args[1 + i]), params[i].rank};
+    uint64_t bytes;
+    if (!spanBytes(host, params[i].element_size, bytes) || bytes == 0)
+      continue; // Reported below, or nothing to read.
+    int ordinal = deviceOfMemory(driver, host.aligned());
+    if (ordinal > 0) {
+      recordError(format("moe: input %ld is in the memory of CUDA device %d; "
+                         "only device 0 is supported",
+                         static_cast<long>(i), ordinal));
+      return false;
+    }
+    inputOnDevice[i] = ordinal == 0;
+    anyOnDevice = anyOnDevice || ordinal == 0;
+  }
+  if (anyOnDevice &&
+      (!check(driver,
+              driver.cuEventCreate(&state.inputsReady, kEventDisableTiming),
+              "cuEventCreate") ||
+       !check(driver, driver.cuEventRecord(state.inputsReady, nullptr),
+              "cuEventRecord") ||
+       !check(driver,
+              driver.cuStreamWaitEvent(state.stream, state.inputsReady, 0),
+              "cuStreamWaitEvent")))
+    return false;
+
   // Large inputs go through the staging memory, one region each.
   char *inputStaging = nullptr;
   std::vector<uint64_t> stagingOffset(numParams, ~0ull);
@@ -1015,8 +1221,8 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
     for (int64_t i = 0; i < numInputs; ++i) {
       DescriptorView host{static_cast<int64_t *>(args[1 + i]), params[i].rank};
       uint64_t bytes;
-      if (!spanBytes(host, params[i].element_size, bytes))
-        continue; // Reported below.
+      if (inputOnDevice[i] || !spanBytes(host, params[i].element_size, bytes))
+        continue; // In place, or reported below.
       if (bytes >= kStagingMinBytes)
         stagingOffset[i] = reserveStaging(total, bytes);
     }
@@ -1066,6 +1272,9 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
       }
       device.allocated() = device.aligned() =
           reinterpret_cast<void *>(weight.device);
+      inputBuffers.push_back(device.allocated());
+    } else if (bytes > 0 && i < numInputs && inputOnDevice[i]) {
+      device.allocated() = device.aligned() = const_cast<char *>(src);
       inputBuffers.push_back(device.allocated());
     } else if (bytes > 0) {
       CUdeviceptr ptr = 0;
@@ -1152,6 +1361,25 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
   } freer{driver, state.stream, toFree};
   if (threadError().failed)
     return false;
+
+  if (keepResults) {
+    if (!placeResultsOnDevice(state, resultBlock.data(), results, numResults,
+                              toFree) ||
+        !check(driver, driver.cuStreamSynchronize(state.stream),
+               "cuStreamSynchronize"))
+      return false;
+    float deviceMs = 0;
+    if (model && timed &&
+        driver.cuEventElapsedTime(&deviceMs, state.events[0],
+                                  state.events[1]) == kSuccess)
+      model->lastDeviceMs = deviceMs;
+    recordProfile(driver, timed ? deviceMs : 0.0, entryHostMs);
+    if (numResults > 0)
+      std::memcpy(args[0], resultBlock.data(),
+                  resultBlock.size() * sizeof(int64_t));
+    state.resultBuffers.clear();
+    return true;
+  }
 
   // Result bytes first, to size the staging memory for the large ones.
   std::vector<uint64_t> resultBytes(numResults, 0);
@@ -1243,13 +1471,11 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
   return true;
 }
 
-} // namespace
-
-extern "C" void moe_cuda_run_model(void **args, const moe_cuda_arg_t *params,
-                                   int64_t num_inputs, int64_t num_params,
-                                   const moe_cuda_arg_t *results,
-                                   int64_t num_results, void (*entry)(void **),
-                                   moe_cuda_model_state_t **state) {
+/// moe_cuda_run_model and moe_cuda_run_model_device.
+void runModelOnce(void **args, const moe_cuda_arg_t *params, int64_t num_inputs,
+                  int64_t num_params, const moe_cuda_arg_t *results,
+                  int64_t num_results, void (*entry)(void **),
+                  moe_cuda_model_state_t **state, bool keepResults) {
   // Each call starts afresh: an earlier error in this thread is not its own.
   (void)moe_cuda_take_error();
   Driver *driver = usableDriver();
@@ -1277,10 +1503,83 @@ extern "C" void moe_cuda_run_model(void **args, const moe_cuda_arg_t *params,
   {
     RunState run(*driver);
     ok = runModel(run, model, args, params, num_inputs, num_params, results,
-                  num_results, entry);
+                  num_results, entry, keepResults);
   }
   if (!ok)
     zeroResults(args, results, num_results);
+}
+
+} // namespace
+
+extern "C" void moe_cuda_run_model(void **args, const moe_cuda_arg_t *params,
+                                   int64_t num_inputs, int64_t num_params,
+                                   const moe_cuda_arg_t *results,
+                                   int64_t num_results, void (*entry)(void **),
+                                   moe_cuda_model_state_t **state) {
+  runModelOnce(args, params, num_inputs, num_params, results, num_results,
+               entry, state, /*keepResults=*/false);
+}
+
+extern "C" void moe_cuda_run_model_device(
+    void **args, const moe_cuda_arg_t *params, int64_t num_inputs,
+    int64_t num_params, const moe_cuda_arg_t *results, int64_t num_results,
+    void (*entry)(void **), moe_cuda_model_state_t **state) {
+  runModelOnce(args, params, num_inputs, num_params, results, num_results,
+               entry, state, /*keepResults=*/true);
+}
+
+extern "C" void *moe_cuda_device_alloc(size_t size) {
+  (void)moe_cuda_take_error();
+  Driver *driver = usableDriver();
+  if (!driver || size == 0)
+    return nullptr;
+  ScopedContext scope(*driver);
+  CUdeviceptr ptr = 0;
+  if (!scope.ok() || !allocateDeviceMemory(*driver, ptr, size, nullptr,
+                                           /*what=*/nullptr))
+    return nullptr;
+  // Usable on any stream once this returns.
+  if (driver->streamOrderedAllocation &&
+      !check(*driver, driver->cuStreamSynchronize(nullptr),
+             "cuStreamSynchronize")) {
+    freeDeviceMemory(*driver, ptr, nullptr, /*record=*/false);
+    return nullptr;
+  }
+  return reinterpret_cast<void *>(ptr);
+}
+
+extern "C" void moe_cuda_device_free(void *ptr) {
+  Driver &driver = getDriver();
+  if (!ptr || driver.failed())
+    return;
+  if (driver.cuCtxPushCurrent_v2(driver.context) != kSuccess)
+    return;
+  freeDeviceMemory(driver, reinterpret_cast<CUdeviceptr>(ptr), nullptr,
+                   /*record=*/false);
+  driver.cuCtxPopCurrent_v2(nullptr);
+}
+
+extern "C" int moe_cuda_device_copy(void *dst, const void *src, size_t size) {
+  (void)moe_cuda_take_error();
+  Driver *driver = usableDriver();
+  if (!driver)
+    return 1;
+  if (size == 0)
+    return 0;
+  if (!dst || !src) {
+    recordError("moe: copy of device memory from or to a null pointer");
+    return 1;
+  }
+  ScopedContext scope(*driver);
+  bool ok = scope.ok() &&
+            check(*driver,
+                  driver->cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(dst),
+                                        reinterpret_cast<CUdeviceptr>(src),
+                                        size, nullptr),
+                  "cuMemcpyAsync") &&
+            check(*driver, driver->cuStreamSynchronize(nullptr),
+                  "cuStreamSynchronize");
+  return ok ? 0 : 1;
 }
 
 extern "C" void moe_cuda_release_model(moe_cuda_model_state_t **state) {

@@ -40,6 +40,9 @@ static constexpr size_t kWeightsHeaderSize = 64;
 struct moe_model {
   /// dlopen handle; NULL for moe_model_load_from_symbols.
   void *library = nullptr;
+  /// Closes `library` when the model and every device tensor it allocated
+  /// (whose memory its code frees) are gone.
+  std::shared_ptr<void> libraryOwner;
   moe_model_run_fn_t run = nullptr;
   /// The optional `moe_model_take_error`; null if the model has none.
   moe_model_take_error_fn_t takeError = nullptr;
@@ -47,6 +50,12 @@ struct moe_model {
   /// runs, e.g. device copies of the weights) and `moe_model_device_ms`.
   void (*release)(void) = nullptr;
   double (*deviceMs)(void) = nullptr;
+  /// The optional device entry points of a `--target=cuda` library (used
+  /// only when all of them and `takeError` are there).
+  moe_model_run_fn_t runDevice = nullptr;
+  void *(*deviceAlloc)(size_t) = nullptr;
+  void (*deviceFree)(void *) = nullptr;
+  int (*deviceCopy)(void *, const void *, size_t) = nullptr;
   std::string signatureText;
   Signature signature;
   /// Empty if no weights file is mapped.
@@ -88,8 +97,7 @@ struct moe_model {
       release();
     if (mapping)
       munmap(mapping, mappingSize);
-    if (library)
-      dlclose(library);
+    libraryOwner.reset();
   }
 };
 
@@ -244,6 +252,10 @@ static moe_status_t *createModel(void *library, const char *signatureText,
                                  const char *weightsPath, moe_model_t **out) {
   auto *model = new moe_model;
   model->library = library;
+  model->libraryOwner = std::shared_ptr<void>(library, [](void *handle) {
+    if (handle)
+      dlclose(handle);
+  });
   model->run = run;
   // The optional entry points; a model given by its symbols (an executable
   // from --emit=exe) finds them among the process's, as moe_model_bind_host
@@ -255,6 +267,14 @@ static moe_status_t *createModel(void *library, const char *signatureText,
       reinterpret_cast<void (*)(void)>(dlsym(scope, "moe_model_release"));
   model->deviceMs =
       reinterpret_cast<double (*)(void)>(dlsym(scope, "moe_model_device_ms"));
+  model->runDevice = reinterpret_cast<moe_model_run_fn_t>(
+      dlsym(scope, "moe_model_run_device"));
+  model->deviceAlloc = reinterpret_cast<void *(*)(size_t)>(
+      dlsym(scope, "moe_model_device_alloc"));
+  model->deviceFree =
+      reinterpret_cast<void (*)(void *)>(dlsym(scope, "moe_model_device_free"));
+  model->deviceCopy = reinterpret_cast<int (*)(void *, const void *, size_t)>(
+      dlsym(scope, "moe_model_device_copy"));
   if (moe_status_t *status =
           parseSignature(signatureText, source, model->signature)) {
     delete model;
@@ -674,24 +694,70 @@ static bool pointsInto(const void *p, const void *begin, size_t size) {
   return address >= start && (address - start < size || address == start);
 }
 
-moe_status_t *moe_model_invoke(moe_model_t *model,
-                               const moe_tensor_t *const *inputs,
-                               size_t n_inputs, moe_tensor_t **outputs,
-                               size_t n_outputs) {
+static bool hasDevice(const moe_model_t &model) {
+  return model.runDevice && model.deviceAlloc && model.deviceFree &&
+         model.deviceCopy && model.takeError;
+}
+
+int moe_model_has_device(const moe_model_t *model) {
+  return model && hasDevice(*model) ? 1 : 0;
+}
+
+/// The error of a device operation on a model without a device.
+static moe_status_t *noDevice(const char *what) {
+  return moe_status_make("%s needs a model compiled with moe-compile "
+                         "--target=cuda; this one has no device",
+                         what);
+}
+
+moe_status_t *moe_model_check_inputs(const moe_model_t *model,
+                                     const moe_tensor_t *const *inputs,
+                                     size_t n_inputs) {
   const Signature &sig = model->signature;
   if (n_inputs != sig.inputs.size())
     return makeStatus("the model expects " +
                       plural(sig.inputs.size(), "input") + ", got " +
                       std::to_string(n_inputs));
-  if (n_outputs != sig.outputs.size())
-    return makeStatus("the model has " + plural(sig.outputs.size(), "output") +
-                      ", got " + std::to_string(n_outputs) + " output slots");
   for (size_t i = 0; i < n_inputs; ++i)
     if (moe_status_t *status = checkInput(sig.inputs[i], i, inputs[i]))
       return status;
+  if (!hasDevice(*model))
+    for (size_t i = 0; i < n_inputs; ++i)
+      if (moe_tensor_is_device(inputs[i]))
+        return makeStatus("input " + std::to_string(i) + " (" +
+                          quote(sig.inputs[i].name) +
+                          ") is in device memory, but the model was not "
+                          "compiled with moe-compile --target=cuda");
+  return nullptr;
+}
+
+/// The memref descriptors of one invocation: the argument array for the
+/// library's run function, over the result block and the descriptors of the
+/// inputs and weights.
+namespace {
+struct Invocation {
+  std::vector<int64_t> argBlock;
+  std::vector<int64_t> resultBlock;
+  std::vector<size_t> resultOffsets;
+  std::vector<void *> args;
+};
+} // namespace
+
+/// Checks the inputs and output slots and builds the descriptors.
+static moe_status_t *prepareInvocation(moe_model_t *model,
+                                       const moe_tensor_t *const *inputs,
+                                       size_t n_inputs, size_t n_outputs,
+                                       Invocation &invocation) {
+  const Signature &sig = model->signature;
+  if (n_inputs != sig.inputs.size() || n_outputs == sig.outputs.size())
+    if (moe_status_t *status = moe_model_check_inputs(model, inputs, n_inputs))
+      return status;
+  if (n_outputs != sig.outputs.size())
+    return makeStatus("the model has " + plural(sig.outputs.size(), "output") +
+                      ", got " + std::to_string(n_outputs) + " output slots");
 
   // Argument descriptors, then the result block, each a run of int64 fields.
-  std::vector<int64_t> argBlock;
+  std::vector<int64_t> &argBlock = invocation.argBlock;
   std::vector<size_t> argOffsets;
   for (size_t i = 0; i < n_inputs; ++i) {
     argOffsets.push_back(argBlock.size());
@@ -711,21 +777,29 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
     appendDescriptor(argBlock, model->weightsData + weight.offset,
                      weight.dims.data(), weight.dims.size());
   }
-  std::vector<size_t> resultOffsets;
+  std::vector<size_t> &resultOffsets = invocation.resultOffsets;
   size_t resultFields = 0;
   for (const OutputSpec &output : sig.outputs) {
     resultOffsets.push_back(resultFields);
     resultFields += 3 + 2 * output.rank;
   }
   // Never empty, so that args[0] is a valid pointer even without outputs.
-  std::vector<int64_t> resultBlock(resultFields + 1, 0);
+  std::vector<int64_t> &resultBlock = invocation.resultBlock;
+  resultBlock.assign(resultFields + 1, 0);
 
-  std::vector<void *> args;
+  std::vector<void *> &args = invocation.args;
   args.push_back(resultBlock.data());
   for (size_t offset : argOffsets)
     args.push_back(argBlock.data() + offset);
+  return nullptr;
+}
+
+/// Calls `run` (the library's moe_model_run or moe_model_run_device) on the
+/// invocation's arguments; returns its error, if any.
+static moe_status_t *callModel(moe_model_t *model, moe_model_run_fn_t run,
+                               Invocation &invocation) {
   model->hookError.clear();
-  model->run(args.data());
+  run(invocation.args.data());
   // A model that can fail (e.g. on a GPU) says so through the optional
   // `moe_model_take_error`; its results are then not copied.
   moe_status_t *failure = nullptr;
@@ -741,6 +815,21 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
   if (!failure && !model->hookError.empty())
     failure = makeStatus(model->hookError);
   finishProfile(*model);
+  return failure;
+}
+
+moe_status_t *moe_model_invoke(moe_model_t *model,
+                               const moe_tensor_t *const *inputs,
+                               size_t n_inputs, moe_tensor_t **outputs,
+                               size_t n_outputs) {
+  const Signature &sig = model->signature;
+  Invocation invocation;
+  if (moe_status_t *status =
+          prepareInvocation(model, inputs, n_inputs, n_outputs, invocation))
+    return status;
+  moe_status_t *failure = callModel(model, model->run, invocation);
+  const std::vector<int64_t> &resultBlock = invocation.resultBlock;
+  const std::vector<size_t> &resultOffsets = invocation.resultOffsets;
 
   // Copy every result before freeing any: results may share buffers.
   std::vector<moe_tensor_t *> results(n_outputs, nullptr);
@@ -811,5 +900,123 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
   }
   for (size_t i = 0; i < n_outputs; ++i)
     outputs[i] = results[i];
+  return nullptr;
+}
+
+//===----------------------------------------------------------------------===//
+// Inputs and outputs in device memory
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// The deleter context of a device tensor: the library whose code frees its
+/// memory stays loaded until the tensor is freed.
+struct DeviceMemoryOwner {
+  std::shared_ptr<void> library;
+  void (*free)(void *);
+};
+} // namespace
+
+static void freeDeviceMemory(void *data, void *context) {
+  auto *owner = static_cast<DeviceMemoryOwner *>(context);
+  if (data)
+    owner->free(data);
+  delete owner;
+}
+
+/// Wraps device memory of `model` as a tensor that frees it; frees `data` if
+/// the tensor cannot be made.
+static moe_status_t *wrapDeviceMemory(moe_model_t *model, void *data,
+                                      moe_dtype_t dtype, size_t rank,
+                                      const int64_t *shape,
+                                      moe_tensor_t **out) {
+  auto *owner = new DeviceMemoryOwner{model->libraryOwner, model->deviceFree};
+  if (moe_status_t *status = moe_tensor_wrap_device(
+          data, dtype, rank, shape, freeDeviceMemory, owner, out)) {
+    freeDeviceMemory(data, owner);
+    return status;
+  }
+  return nullptr;
+}
+
+/// The error the model's CUDA runtime recorded, or `fallback`.
+static moe_status_t *deviceError(moe_model_t *model, const char *fallback) {
+  const char *error = model->takeError();
+  return moe_status_make("%s", error ? error : fallback);
+}
+
+moe_status_t *moe_model_invoke_device(moe_model_t *model,
+                                      const moe_tensor_t *const *inputs,
+                                      size_t n_inputs, moe_tensor_t **outputs,
+                                      size_t n_outputs) {
+  if (!hasDevice(*model))
+    return noDevice("moe_model_invoke_device");
+  const Signature &sig = model->signature;
+  Invocation invocation;
+  if (moe_status_t *status =
+          prepareInvocation(model, inputs, n_inputs, n_outputs, invocation))
+    return status;
+  moe_status_t *failure = callModel(model, model->runDevice, invocation);
+
+  // Each result is device memory of its own, row-major, offset 0
+  // (moe_cuda_run_model_device; NULL after a failed run); the tensors take it
+  // over.
+  std::vector<moe_tensor_t *> results(n_outputs, nullptr);
+  for (size_t i = 0; i < n_outputs; ++i) {
+    ResultView view =
+        readResult(invocation.resultBlock.data() + invocation.resultOffsets[i],
+                   sig.outputs[i].rank);
+    if (failure) {
+      model->deviceFree(view.allocated);
+      continue;
+    }
+    failure = wrapDeviceMemory(model, view.allocated, sig.outputs[i].dtype,
+                               view.rank, view.sizes, &results[i]);
+  }
+  if (failure) {
+    for (moe_tensor_t *tensor : results)
+      moe_tensor_free(tensor);
+    return failure;
+  }
+  for (size_t i = 0; i < n_outputs; ++i)
+    outputs[i] = results[i];
+  return nullptr;
+}
+
+moe_status_t *moe_model_tensor_to_device(moe_model_t *model,
+                                         const moe_tensor_t *tensor,
+                                         moe_tensor_t **out) {
+  if (!hasDevice(*model))
+    return noDevice("moe_model_tensor_to_device");
+  size_t bytes = moe_tensor_byte_size(tensor);
+  void *data = nullptr;
+  if (bytes > 0 && !(data = model->deviceAlloc(bytes)))
+    return deviceError(model, "cannot allocate device memory");
+  if (bytes > 0 && model->deviceCopy(data, moe_tensor_data(tensor), bytes)) {
+    moe_status_t *status = deviceError(model, "cannot copy to the device");
+    model->deviceFree(data);
+    return status;
+  }
+  return wrapDeviceMemory(model, data, moe_tensor_dtype(tensor),
+                          moe_tensor_rank(tensor), moe_tensor_shape(tensor),
+                          out);
+}
+
+moe_status_t *moe_model_tensor_to_host(moe_model_t *model,
+                                       const moe_tensor_t *tensor,
+                                       moe_tensor_t **out) {
+  if (!hasDevice(*model))
+    return noDevice("moe_model_tensor_to_host");
+  moe_tensor_t *host;
+  if (moe_status_t *status =
+          moe_tensor_create(moe_tensor_dtype(tensor), moe_tensor_rank(tensor),
+                            moe_tensor_shape(tensor), &host))
+    return status;
+  size_t bytes = moe_tensor_byte_size(tensor);
+  if (bytes > 0 && model->deviceCopy(moe_tensor_data(host),
+                                     moe_tensor_data(tensor), bytes)) {
+    moe_tensor_free(host);
+    return deviceError(model, "cannot copy from the device");
+  }
+  *out = host;
   return nullptr;
 }

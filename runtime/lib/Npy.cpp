@@ -271,6 +271,10 @@ moe_status_t *moe_npy_read(const char *path, moe_tensor_t **out) {
 }
 
 moe_status_t *moe_npy_write(const char *path, const moe_tensor_t *tensor) {
+  if (moe_tensor_is_device(tensor))
+    return makeStatus("cannot write " + quote(path) +
+                      ": the tensor is in device memory (copy it to the host "
+                      "first, e.g. with moe_model_tensor_to_host)");
   moe_dtype_t dtype = moe_tensor_dtype(tensor);
   const char *descr = nullptr;
   for (const NpyDType &candidate : npyDTypes) {

@@ -37,6 +37,8 @@ struct Options {
   double budgetPercent = -1;
   int cacheMode = -1;
   std::string profilePath;
+  /// --device-io: inputs copied to device memory once, outputs left there.
+  bool deviceIO = false;
   bool printSignature = false;
   bool help = false;
 };
@@ -70,6 +72,7 @@ static void printUsage(const char *program, bool fromSelf) {
       "usage: %s%s --input=@IN.npy... [--output=@OUT.npy...] "
       "[--weights=PATH] [--benchmark=N] [--print-signature]\n"
       "       [--expert-budget=SIZE] [--expert-cache=MODE] [--profile=PATH]\n"
+      "       [--device-io]\n"
       "\n"
       "Runs the compiled model on .npy inputs given in model order and writes\n"
       "its results to .npy files, one --output per model output.\n"
@@ -78,6 +81,10 @@ static void printUsage(const char *program, bool fromSelf) {
       "                     'median_ms: M min_ms: A max_ms: B' (and the\n"
       "                     same with device_ for a CUDA model's device time)\n"
       "  --print-signature  print the model signature\n"
+      "  --device-io        (models compiled for CUDA) copy the inputs to\n"
+      "                     device memory once and leave the outputs there:\n"
+      "                     every run, timed ones included, works on device\n"
+      "                     memory; --output copies the results back once\n"
       "  --expert-budget=SIZE  slot memory of the model's expert cache\n"
       "                     (docs/ExpertCache.md): bytes (K, M, G\n"
       "                     suffixes) or P%% of all cached expert bytes\n"
@@ -196,6 +203,8 @@ static std::string parseOptions(int argc, char **argv, bool fromSelf,
       options.benchmarkRuns = runs;
     } else if (arg == "--print-signature") {
       options.printSignature = true;
+    } else if (arg == "--device-io") {
+      options.deviceIO = true;
     } else if (startsWith(arg, "--expert-budget=")) {
       std::string value = arg.substr(std::strlen("--expert-budget="));
       if (!parseBudget(value, options.budgetBytes, options.budgetPercent))
@@ -327,6 +336,10 @@ static moe_status_t *run(const Options &options, const char *argv0,
       return status;
   }
 
+  if (options.deviceIO && !moe_model_has_device(model))
+    return moe_status_make("--device-io needs a model compiled with "
+                           "moe-compile --target=cuda");
+
   size_t numInputs = moe_model_num_inputs(model);
   size_t numOutputs = moe_model_num_outputs(model);
   if (options.inputs.size() != numInputs)
@@ -346,10 +359,31 @@ static moe_status_t *run(const Options &options, const char *argv0,
     inputs.tensors.push_back(tensor);
   }
 
+  // With --device-io the runs read copies of the inputs in device memory
+  // (made once, after the inputs are checked) and leave their outputs there.
+  TensorList deviceInputs;
+  if (options.deviceIO) {
+    if ((status =
+             moe_model_check_inputs(model, inputs.tensors.data(), numInputs)))
+      return status;
+    for (moe_tensor_t *tensor : inputs.tensors) {
+      moe_tensor_t *copy;
+      if ((status = moe_model_tensor_to_device(model, tensor, &copy)))
+        return status;
+      deviceInputs.tensors.push_back(copy);
+    }
+  }
+  auto invoke = [&](moe_tensor_t **results) {
+    return options.deviceIO
+               ? moe_model_invoke_device(model, deviceInputs.tensors.data(),
+                                         numInputs, results, numOutputs)
+               : moe_model_invoke(model, inputs.tensors.data(), numInputs,
+                                  results, numOutputs);
+  };
+
   TensorList outputs;
   outputs.tensors.assign(numOutputs, nullptr);
-  if ((status = moe_model_invoke(model, inputs.tensors.data(), numInputs,
-                                 outputs.tensors.data(), numOutputs)))
+  if ((status = invoke(outputs.tensors.data())))
     return status;
 
   long statsRuns = 1;
@@ -363,8 +397,7 @@ static moe_status_t *run(const Options &options, const char *argv0,
       TensorList results;
       results.tensors.assign(numOutputs, nullptr);
       auto start = std::chrono::steady_clock::now();
-      status = moe_model_invoke(model, inputs.tensors.data(), numInputs,
-                                results.tensors.data(), numOutputs);
+      status = invoke(results.tensors.data());
       auto end = std::chrono::steady_clock::now();
       if (status)
         return status;
@@ -403,11 +436,21 @@ static moe_status_t *run(const Options &options, const char *argv0,
       (status = moe_model_write_profile(model, options.profilePath.c_str())))
     return status;
 
+  // Outputs in device memory are copied back once, to be written.
+  TensorList hostOutputs;
+  for (size_t i = 0; options.deviceIO && i < options.outputs.size(); ++i) {
+    moe_tensor_t *copy;
+    if ((status = moe_model_tensor_to_host(model, outputs.tensors[i], &copy)))
+      return status;
+    hostOutputs.tensors.push_back(copy);
+  }
+  const TensorList &written = options.deviceIO ? hostOutputs : outputs;
+
   // Write every output beside its destination, then move them all in place,
   // so that a failure leaves no partial output behind.
   PendingOutputs pending;
   for (size_t i = 0; i < options.outputs.size(); ++i)
-    if ((status = writeTemp(options.outputs[i], outputs.tensors[i], pending)))
+    if ((status = writeTemp(options.outputs[i], written.tensors[i], pending)))
       return status;
   for (size_t i = 0; i < options.outputs.size(); ++i) {
     if (std::rename(pending.temps[i].c_str(), options.outputs[i].c_str()) != 0)

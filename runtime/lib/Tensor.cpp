@@ -18,6 +18,11 @@ struct moe_tensor {
   std::vector<int64_t> shape;
   int64_t numElements;
   bool ownsData;
+  /// Whether `data` is device memory (moe_tensor_wrap_device).
+  bool onDevice = false;
+  /// Releases `data` instead of free() when set.
+  moe_tensor_deleter_t deleter = nullptr;
+  void *deleterContext = nullptr;
 };
 
 /// Validates dtype and shape and computes the element count and byte size.
@@ -88,10 +93,32 @@ moe_status_t *moe_tensor_wrap(void *data, moe_dtype_t dtype, size_t rank,
   return nullptr;
 }
 
+moe_status_t *moe_tensor_wrap_device(void *data, moe_dtype_t dtype, size_t rank,
+                                     const int64_t *shape,
+                                     moe_tensor_deleter_t deleter,
+                                     void *context, moe_tensor_t **out) {
+  int64_t numElements;
+  size_t byteSize;
+  if (moe_status_t *status =
+          checkShape(dtype, rank, shape, numElements, byteSize))
+    return status;
+  if (!data && byteSize != 0)
+    return moe_status_make("cannot wrap a NULL pointer as %zu bytes", byteSize);
+  moe_tensor_t *tensor =
+      newTensor(data, dtype, rank, shape, numElements, deleter != nullptr);
+  tensor->onDevice = true;
+  tensor->deleter = deleter;
+  tensor->deleterContext = context;
+  *out = tensor;
+  return nullptr;
+}
+
 void moe_tensor_free(moe_tensor_t *tensor) {
   if (!tensor)
     return;
-  if (tensor->ownsData)
+  if (tensor->deleter)
+    tensor->deleter(tensor->data, tensor->deleterContext);
+  else if (tensor->ownsData)
     std::free(tensor->data);
   delete tensor;
 }
@@ -121,4 +148,8 @@ size_t moe_tensor_byte_size(const moe_tensor_t *tensor) {
 
 int moe_tensor_owns_data(const moe_tensor_t *tensor) {
   return tensor->ownsData ? 1 : 0;
+}
+
+int moe_tensor_is_device(const moe_tensor_t *tensor) {
+  return tensor->onDevice ? 1 : 0;
 }

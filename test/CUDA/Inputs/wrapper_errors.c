@@ -84,6 +84,22 @@ int main(void) {
   show("run");
   show("run again");
   printf("device ms: %g\n", moe_cuda_device_ms(&state));
+
+  /* Results left on the device, device memory and copies. */
+  memset(result, 0x5a, sizeof(result));
+  entered = 0;
+  moe_cuda_run_model_device(args, params, 1, 1, results, 1, entry, &state);
+  zeroed = 1;
+  for (int i = 0; i < 7; ++i)
+    zeroed = zeroed && result[i] == 0;
+  printf("device run entered: %d, results zeroed: %d\n", entered, zeroed);
+  show("device run");
+  printf("alloc: %s\n", moe_cuda_device_alloc(64) ? "set" : "null");
+  show("alloc");
+  printf("copy: %d\n", moe_cuda_device_copy(data, data + 2, 8));
+  show("copy");
+  moe_cuda_device_free(data);
+  show("device free");
   moe_cuda_release_model(&state);
   moe_cuda_release_model(NULL);
   return 0;

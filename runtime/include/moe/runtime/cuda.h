@@ -62,7 +62,8 @@ typedef struct moe_cuda_model_state moe_cuda_model_state_t;
  * per input and weight, described by `params` (the first `num_inputs` are
  * inputs, the rest weights); `results` describes the result descriptors.
  *
- * Inputs are copied to new device memory on every call. Weights are copied
+ * Inputs in host memory are copied to new device memory on every call;
+ * inputs in device memory are used in place. Weights are copied
  * once, by the first call, into device memory kept in `*state` (created on
  * first use) and reused while each weight's host address and size stay the
  * same; calls with the same `state` are serialized. With `state` NULL the
@@ -75,6 +76,37 @@ void moe_cuda_run_model(void **args, const moe_cuda_arg_t *params,
                         int64_t num_inputs, int64_t num_params,
                         const moe_cuda_arg_t *results, int64_t num_results,
                         void (*entry)(void **), moe_cuda_model_state_t **state);
+
+/* As moe_cuda_run_model, but the results stay in device memory: on success
+ * each result descriptor in args[0] points to device memory of its own
+ * (allocated == aligned, offset 0, row-major strides; NULL when the result is
+ * empty) that the caller owns and frees with moe_cuda_device_free. What the
+ * `moe_model_run_device` of a `--target=cuda` library calls.
+ *
+ * In both functions an input whose data is already in device memory (of
+ * device 0) is used in place, without a copy, after the work queued on the
+ * legacy default stream; the compiled code does not write its inputs. */
+void moe_cuda_run_model_device(void **args, const moe_cuda_arg_t *params,
+                               int64_t num_inputs, int64_t num_params,
+                               const moe_cuda_arg_t *results,
+                               int64_t num_results, void (*entry)(void **),
+                               moe_cuda_model_state_t **state);
+
+/* Device memory as the runs allocate it (the device's stream-ordered pool
+ * where the driver has one), usable on any stream once this returns. NULL and
+ * an error for moe_cuda_take_error on failure; `size` 0 gives NULL without an
+ * error. Clears the thread's earlier error first. */
+void *moe_cuda_device_alloc(size_t size);
+
+/* Frees device memory from moe_cuda_device_alloc or a result of
+ * moe_cuda_run_model_device, ordered after the work queued on the legacy
+ * default stream. Never records an error; NULL is allowed. */
+void moe_cuda_device_free(void *ptr);
+
+/* Copies `size` bytes between any two of host and device memory and waits
+ * for the copy. Returns 0 on success, else non-zero with the error left for
+ * moe_cuda_take_error. Clears the thread's earlier error first. */
+int moe_cuda_device_copy(void *dst, const void *src, size_t size);
 
 /* Frees the device copies of the weights in `*state` (the next run copies
  * them again); what a library's `moe_model_release` calls. NULL-safe. */

@@ -92,6 +92,20 @@ moe_status_t *moe_tensor_wrap(void *data, moe_dtype_t dtype, size_t rank,
                               const int64_t *shape, int take_ownership,
                               moe_tensor_t **out);
 
+/// Releases the data of a tensor made by moe_tensor_wrap_device.
+typedef void (*moe_tensor_deleter_t)(void *data, void *context);
+
+/// Creates a tensor over row-major `data` in CUDA device memory (device 0).
+/// If `deleter` is non-NULL, moe_tensor_free calls deleter(data, context)
+/// (also for NULL data); otherwise the caller keeps `data` alive for the
+/// tensor's lifetime. The shape is copied. A tensor made by moe_tensor_wrap
+/// over device memory works as an input too (a CUDA model checks where every
+/// input lives); this one also says so through moe_tensor_is_device.
+moe_status_t *moe_tensor_wrap_device(void *data, moe_dtype_t dtype, size_t rank,
+                                     const int64_t *shape,
+                                     moe_tensor_deleter_t deleter,
+                                     void *context, moe_tensor_t **out);
+
 /// Frees the tensor (and its data if owned). NULL is allowed.
 void moe_tensor_free(moe_tensor_t *tensor);
 
@@ -106,6 +120,10 @@ int64_t moe_tensor_num_elements(const moe_tensor_t *tensor);
 size_t moe_tensor_byte_size(const moe_tensor_t *tensor);
 /// Non-zero if moe_tensor_free releases the data.
 int moe_tensor_owns_data(const moe_tensor_t *tensor);
+/// Non-zero if the data is in device memory (moe_tensor_wrap_device,
+/// moe_model_invoke_device, moe_model_tensor_to_device): the host must not
+/// read it.
+int moe_tensor_is_device(const moe_tensor_t *tensor);
 
 /*===----------------------------------------------------------------------===*/
 /* Models                                                                     */
@@ -185,12 +203,54 @@ size_t moe_model_output_rank(const moe_model_t *model, size_t index);
 /// moe_tensor_free); on error no output is set. The model may be invoked
 /// concurrently from several threads if its compiled code is reentrant.
 ///
+/// A `--target=cuda` model uses inputs whose data is already in device
+/// memory in place (no copy); other models need host inputs (an input made
+/// by moe_tensor_wrap_device is an error for them).
+///
 /// (Named `invoke`, not `run`, because the ABI's own entry point is called
 /// `moe_model_run` and both are linked into standalone executables.)
 moe_status_t *moe_model_invoke(moe_model_t *model,
                                const moe_tensor_t *const *inputs,
                                size_t n_inputs, moe_tensor_t **outputs,
                                size_t n_outputs);
+
+/// The checks moe_model_invoke makes before it runs anything: the input count
+/// and each input's dtype, rank and static extents.
+moe_status_t *moe_model_check_inputs(const moe_model_t *model,
+                                     const moe_tensor_t *const *inputs,
+                                     size_t n_inputs);
+
+/*===----------------------------------------------------------------------===*/
+/* Inputs and outputs in device memory (`--target=cuda` models)               */
+/*===----------------------------------------------------------------------===*/
+
+/// Non-zero if the model can leave its outputs in device memory and copy
+/// tensors to and from it (a library built with moe-compile --target=cuda).
+/// Says nothing about whether a driver and a GPU are present.
+int moe_model_has_device(const moe_model_t *model);
+
+/// As moe_model_invoke, but the outputs stay in device memory: each
+/// `outputs[i]` is a device tensor (moe_tensor_is_device) of its own,
+/// row-major, whose memory moe_tensor_free releases through the model's CUDA
+/// runtime (also after moe_model_free). Inputs may be in host or device
+/// memory. The outputs are complete when this returns. An error for a model
+/// without a device ("... was not compiled with moe-compile --target=cuda")
+/// and, as for moe_model_invoke, without a CUDA driver or GPU.
+moe_status_t *moe_model_invoke_device(moe_model_t *model,
+                                      const moe_tensor_t *const *inputs,
+                                      size_t n_inputs, moe_tensor_t **outputs,
+                                      size_t n_outputs);
+
+/// Copies `tensor` (host or device memory) into new device memory of the
+/// model's device: `*out` is a device tensor freed by moe_tensor_free.
+moe_status_t *moe_model_tensor_to_device(moe_model_t *model,
+                                         const moe_tensor_t *tensor,
+                                         moe_tensor_t **out);
+
+/// Copies `tensor` (device or host memory) into a new host tensor.
+moe_status_t *moe_model_tensor_to_host(moe_model_t *model,
+                                       const moe_tensor_t *tensor,
+                                       moe_tensor_t **out);
 
 /*===----------------------------------------------------------------------===*/
 /* Expert cache and routing profile (docs/ExpertCache.md)                     */
