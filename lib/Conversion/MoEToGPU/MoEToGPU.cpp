@@ -1332,19 +1332,20 @@ static SimtGemmShape simtGemmShape(Type ct) {
 /// Builds a register-blocked SIMT GEMM kernel (f32/f64 operands, hidden rows
 /// in the same type). A block of kSimtThreads threads computes one output
 /// tile of simtGemmShape(ct); thread (tm, tn) = (tid / (tileN / microN),
-/// tid % (tileN / microN)) owns rows [tm * microM, + microM) and columns
-/// [tn * microN, + microN) of it, with its accumulators in registers. Per K
+/// tid % (tileN / microN)) owns rows [tm * microM, + microM) and microN
+/// columns of it (in 16-byte groups, tn's among the other threads'), with
+/// its accumulators in registers. Per K
 /// step the block stages the A tile (tileM x tileK, rows gathered through
 /// the token indices for the first GEMM) transposed in workgroup memory
 /// (`[tileK][tileM]`) and the B tiles (tileK x tileN of up or down, and of
 /// gate) as they are, zero outside the matrices and for rows without a token;
 /// then, for each k of the step, a thread reads its microM A values and its
 /// microN B values with 16-byte vector loads (a warp reads two A addresses,
-/// broadcast, and 16 consecutive B vectors: no bank conflicts) and updates
-/// its micro-tile with FMAs. The global loads of the next K step are issued
-/// before the FMAs of the current one (register prefetch); they are 16-byte
-/// vectors when K (A) or N (B) is a multiple of the vector width and the
-/// buffer is 16-byte aligned (checked at run time), elementwise otherwise.
+/// broadcast, and 16 consecutive B vectors per load: no bank conflicts) and
+/// updates its micro-tile with FMAs. The global loads of the next K step are
+/// issued before the FMAs of the current one (register prefetch); they are
+/// 16-byte vectors when K (A) or N (B) is a multiple of the vector width and
+/// the buffer is 16-byte aligned (checked at run time), elementwise otherwise.
 /// The epilogue works on the registers and writes each element.
 ///
 /// Grid x enumerates the row tiles (for grouped GEMMs an upper bound: the
@@ -1565,23 +1566,37 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
         storeB(gTile);
     };
 
-    // The thread's micro-tile within the block's tile.
-    Value microRow = b.mul(b.div(tid, b.idx(tileN / microN)), b.idx(microM));
-    Value microCol = b.mul(b.rem(tid, b.idx(tileN / microN)), b.idx(microN));
-    // `n` consecutive elements of row `k` of a workgroup tile from `start`.
-    auto readTile = [&](Value tileMem, Value k, Value start, int64_t n) {
+    // The thread's micro-tile within the block's tile: rows [microRow, +
+    // microM); its columns come in vectors of `width`, vector v of thread
+    // column tn at (v * threadsN + tn) * width, so that the threads of a warp
+    // read consecutive 16-byte words of a B row (one vector each for f32;
+    // for f64 interleaving the two vectors avoids 2-way bank conflicts).
+    const int64_t threadsN = tileN / microN;
+    Value tn = b.rem(tid, b.idx(threadsN));
+    Value microRow = b.mul(b.div(tid, b.idx(threadsN)), b.idx(microM));
+    auto microCol = [&](int64_t j) {
+      Value group = b.add(tn, b.idx(j / width * threadsN));
+      return b.add(b.mul(group, b.idx(width)), b.idx(j % width));
+    };
+    // The elements of row `k` of a workgroup tile at `starts` (a vector from
+    // each).
+    auto readTile = [&](Value tileMem, Value k, ArrayRef<Value> starts) {
       SmallVector<Value> values;
-      for (int64_t v = 0; v < n; v += width) {
-        Value vec =
-            vector::LoadOp::create(rewriter, loc, vecType, tileMem,
-                                   ValueRange{k, b.add(start, b.idx(v))},
-                                   /*nontemporal=*/false,
-                                   /*alignment=*/llvm::Align(kSimtVectorBytes));
+      for (Value start : starts) {
+        Value vec = vector::LoadOp::create(
+            rewriter, loc, vecType, tileMem, ValueRange{k, start},
+            /*nontemporal=*/false,
+            /*alignment=*/llvm::Align(kSimtVectorBytes));
         for (int64_t j = 0; j < width; ++j)
           values.push_back(vector::ExtractOp::create(rewriter, loc, vec, j));
       }
       return values;
     };
+    SmallVector<Value> aStarts, bStarts;
+    for (int64_t v = 0; v < microM; v += width)
+      aStarts.push_back(b.add(microRow, b.idx(v)));
+    for (int64_t v = 0; v < microN; v += width)
+      bStarts.push_back(microCol(v));
     // Accumulator (i, j) of the up/down product, then of the gate's.
     const int64_t perMatrix = microM * microN;
     const int64_t numAcc = gated ? 2 * perMatrix : perMatrix;
@@ -1595,10 +1610,10 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
           SmallVector<Value> next = b.loop(
               c0, b.idx(tileK), c1, carried.take_front(numAcc),
               [&](Value k, ValueRange accs) {
-                SmallVector<Value> av = readTile(aTile, k, microRow, microM);
+                SmallVector<Value> av = readTile(aTile, k, aStarts);
                 SmallVector<Value> result(accs.begin(), accs.end());
                 auto multiply = [&](Value src, int64_t base) {
-                  SmallVector<Value> bv = readTile(src, k, microCol, microN);
+                  SmallVector<Value> bv = readTile(src, k, bStarts);
                   for (int64_t i = 0; i < microM; ++i)
                     for (int64_t j = 0; j < microN; ++j) {
                       Value &c = result[base + i * microN + j];
@@ -1630,7 +1645,7 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
     };
     SmallVector<Col> cols;
     for (int64_t j = 0; j < microN; ++j) {
-      Value col = b.add(colStart, b.add(microCol, b.idx(j)));
+      Value col = b.add(colStart, microCol(j));
       Col info{col, b.lt(col, cN), Value(), Value()};
       if (bias)
         info.bias = biasAt(bias, col);
@@ -2190,9 +2205,9 @@ static constexpr int64_t kSkinnyTargetBlocks = kSkinnyBlocksPerSM * 132;
 static constexpr int64_t kSplitBatch = 8;
 /// Row thresholds of the skinny path: grouped GEMMs when the rows average at
 /// most this many per expert (experts then have one or two row groups, and
-/// the tiled kernel would leave most of its 16-row tiles empty); dense
-/// GEMMs up to this many rows (groups are blocks, so more rows only mean
-/// more blocks reading the same strips, from L2).
+/// the tiled kernels would leave most of their 64- or 128-row tiles empty);
+/// dense GEMMs up to this many rows (groups are blocks, so more rows only
+/// mean more blocks reading the same strips, from L2).
 static constexpr int64_t kSkinnyRowsPerExpert = 8;
 static constexpr int64_t kSkinnyDenseRows = 32;
 
@@ -2839,9 +2854,9 @@ static void emitSkinnyFfn(RewriterBase &rewriter, Operation *op,
 /// Emits the tiled path of an FFN into `outBuf`: the two GEMMs through a
 /// buffer of hidden rows. f16 and bf16 use the tensor-core GEMMs with hidden
 /// rows in the element type (rounded once, as PyTorch does, so that the second
-/// GEMM's A tile is staged as is); f32 and f64 the tiled kernel with hidden
-/// rows in the compute type. Where `enabled` is false at run time the grids
-/// and the buffer are empty.
+/// GEMM's A tile is staged as is); f32 and f64 the register-blocked SIMT
+/// GEMMs with hidden rows in the compute type. Where `enabled` is false at run
+/// time the grids and the buffer are empty.
 static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
                          const Host &host, GemmSpec spec, Value tokensBuf,
                          Value offsetsBuf, Value inputBuf, Value gateBuf,
