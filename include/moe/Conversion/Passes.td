@@ -82,8 +82,9 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
     - experts: a grouped GEMM that gathers the input rows and fuses the
       activation, then a second one for the down projection: for f16 and
       bf16 on tensor cores (`nvvm.mma.sync` m16n8k16, f32 accumulators,
-      64x64 tiles per 4-warp block), for f32 and f64 a tiled kernel (16x16
-      tiles in workgroup memory). For few rows per expert (decode, chosen at
+      64x64 tiles per 4-warp block), for f32 and f64 a register-blocked
+      SIMT kernel (128x64 f32 / 64x64 f64 tiles per 256-thread block, 8x4 /
+      4x4 outputs per thread). For few rows per expert (decode, chosen at
       run time from the row count) skinny GEMMs instead, which read the
       weights once in 16-byte vectors and split K over blocks, summing the
       partial sums in a fixed order (no atomics).

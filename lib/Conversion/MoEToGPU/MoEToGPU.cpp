@@ -64,9 +64,6 @@ static constexpr int64_t kDispatchCountBytes = 16 * 1024;
 static constexpr int64_t kDispatchScanThreads = 256;
 /// Chunk counts the dispatch scan kernel loads at once per expert.
 static constexpr int64_t kDispatchScanUnroll = 8;
-/// Side of the square output tile of the GEMM kernels (and their K step);
-/// a block has kTile x kTile threads, one per output element.
-static constexpr int64_t kTile = 16;
 /// Elements of the routing kernel's two workgroup score tiles together.
 static constexpr int64_t kRoutingTileElements = 4096;
 /// Threads per block of the routing kernel: its router matmul splits the
@@ -1625,143 +1622,390 @@ static RowTile findRowTile(const KernelBuilder &b, const GemmSpec &spec,
           b.cmpI(arith::CmpIPredicate::sge, walk[1], c0)};
 }
 
-/// Builds a tiled GEMM kernel: a kTile x kTile block computes one output
-/// tile, staging kTile x kTile tiles of A and B in workgroup memory. Grid x
-/// enumerates the row tiles (for grouped GEMMs an upper bound: the tiles of
-/// every expert, found by walking the offsets), grid y the column tiles.
-/// Arguments, in order: grouped: tokens, offsets; first: input, [gate], up,
-/// [gate bias], [up bias], hidden; second: hidden, down, [down bias],
-/// [row scale], out.
+/// Threads of a SIMT GEMM block (f32/f64 operands).
+static constexpr int64_t kSimtThreads = 256;
+/// Bytes of one vector load or store of the SIMT GEMM (global staging loads
+/// where the sizes and alignment allow, workgroup tile accesses).
+static constexpr int64_t kSimtVectorBytes = 16;
+
+namespace {
+/// The tile shape of a SIMT GEMM: a block of kSimtThreads threads computes a
+/// `tileM` x `tileN` output tile over K steps of `tileK`, each thread a
+/// `microM` x `microN` micro-tile in registers.
+struct SimtGemmShape {
+  int64_t tileM, tileN, tileK, microM, microN;
+  /// The blocks per SM that ptxas must allow for (`nvvm.minctasm`; 1: no
+  /// bound on the registers but the 255 of a thread).
+  int64_t blocksPerSM;
+};
+} // namespace
+
+/// The SIMT GEMM shape for compute type `ct`: f32 128 x 64 tiles, 8 x 4 per
+/// thread; f64 64 x 64 tiles, 4 x 4 per thread (its values take two
+/// registers: the gated GEMM's 2 x 16 accumulators stay within the registers
+/// of 256-thread blocks).
+static SimtGemmShape simtGemmShape(Type ct) {
+  if (ct.isF64())
+    return {64, 64, 16, 4, 4, 1};
+  return {128, 64, 16, 8, 4, 2};
+}
+
+/// Builds a register-blocked SIMT GEMM kernel (f32/f64 operands, hidden rows
+/// in the same type). A block of kSimtThreads threads computes one output
+/// tile of simtGemmShape(ct); thread (tm, tn) = (tid / (tileN / microN),
+/// tid % (tileN / microN)) owns rows [tm * microM, + microM) and microN
+/// columns of it (in 16-byte groups, tn's among the other threads'), with
+/// its accumulators in registers. Per K
+/// step the block stages the A tile (tileM x tileK, rows gathered through
+/// the token indices for the first GEMM) transposed in workgroup memory
+/// (`[tileK][tileM]`) and the B tiles (tileK x tileN of up or down, and of
+/// gate) as they are, zero outside the matrices and for rows without a token;
+/// then, for each k of the step, a thread reads its microM A values and its
+/// microN B values with 16-byte vector loads (a warp reads two A addresses,
+/// broadcast, and 16 consecutive B vectors per load: no bank conflicts) and
+/// updates its micro-tile with FMAs. The global loads of the next K step are
+/// issued before the FMAs of the current one (register prefetch); they are
+/// 16-byte vectors when K (A) or N (B) is a multiple of the vector width and
+/// the buffer is 16-byte aligned (checked at run time), elementwise otherwise.
+/// The epilogue works on the registers and writes each element.
+///
+/// Grid x enumerates the row tiles (for grouped GEMMs an upper bound: the
+/// tiles of every expert, found by walking the offsets), grid y the column
+/// tiles. Arguments, in order: grouped: tokens, offsets; first: input,
+/// [gate], up, [gate bias], [up bias], hidden; second: hidden, down, [down
+/// bias], [row scale], out.
 static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
                               StringRef name, const GemmSpec &spec,
                               TypeRange argTypes, Type ct) {
   Location loc = op->getLoc();
-  MemRefType tile = workgroupType({kTile, kTile}, ct);
-  SmallVector<Type> workgroup = {tile, tile};
-  if (spec.gated)
-    workgroup.push_back(tile);
+  const SimtGemmShape shape = simtGemmShape(ct);
+  const int64_t tileM = shape.tileM, tileN = shape.tileN, tileK = shape.tileK;
+  const int64_t microM = shape.microM, microN = shape.microN;
+  // Elements of a 16-byte vector.
+  const int64_t width = kSimtVectorBytes * 8 / ct.getIntOrFloatBitWidth();
+  // Staging: A elements per thread (K-consecutive, of one row), B elements
+  // per thread (column-consecutive, of one row).
+  const int64_t aPerThread = tileM * tileK / kSimtThreads;
+  const int64_t bPerThread = tileK * tileN / kSimtThreads;
+  assert((tileM / microM) * (tileN / microN) == kSimtThreads &&
+         kSimtThreads % tileM == 0 && aPerThread % width == 0 &&
+         bPerThread % width == 0 && microM % width == 0 &&
+         microN % width == 0 && "SIMT GEMM shape does not fit its block");
+
+  MemRefType aTileType = workgroupType({tileK, tileM}, ct);
+  MemRefType bTileType = workgroupType({tileK, tileN}, ct);
+  SmallVector<Type> workgroup = {aTileType, bTileType};
+  bool gated = spec.first && spec.gated;
+  if (gated)
+    workgroup.push_back(bTileType);
   Kernel kernel =
-      createKernel(rewriter, op, name, argTypes, workgroup, kTile, kTile);
+      createKernel(rewriter, op, name, argTypes, workgroup, kSimtThreads);
+  // The tiles are read (and B written) as whole vectors.
+  for (unsigned i = 0, e = workgroup.size(); i < e; ++i)
+    kernel.func.setWorkgroupAttributionAttr(
+        i, LLVM::LLVMDialect::getAlignAttrName(),
+        rewriter.getI64IntegerAttr(kSimtVectorBytes));
+  // At most 128 registers a thread, so that two blocks fit an SM.
+  if (shape.blocksPerSM > 1)
+    kernel.func->setAttr("nvvm.minctasm",
+                         rewriter.getI32IntegerAttr(shape.blocksPerSM));
   KernelBuilder b{rewriter, loc, ct};
   GemmArgs args = GemmArgs::unpack(spec, kernel.args);
   Value tokens = args.tokens, offsets = args.offsets, a = args.a;
   Value gate = args.gate, bMat = args.b, gateBias = args.gateBias;
   Value bias = args.bias, rowScale = args.rowScale, out = args.out;
   Value aTile = kernel.workgroup[0], bTile = kernel.workgroup[1];
-  Value gTile = spec.gated ? kernel.workgroup[2] : Value();
+  Value gTile = gated ? kernel.workgroup[2] : Value();
 
-  Value c0 = b.idx(0), c1 = b.idx(1), cT = b.idx(kTile);
-  Value tx = b.threadId(gpu::Dimension::x), ty = b.threadId(gpu::Dimension::y);
-  Value tileIdx = b.blockId(gpu::Dimension::x);
-  Value col = b.add(b.mul(b.blockId(gpu::Dimension::y), cT), tx);
-
-  RowTile tileRows = findRowTile(b, spec, kTile, offsets, out, tileIdx);
-  Value expert = tileRows.expert, rowStart = tileRows.rowStart,
-        rowEnd = tileRows.rowEnd, found = tileRows.found;
+  Value c0 = b.idx(0), c1 = b.idx(1);
+  Value tid = b.threadId();
+  Value colStart = b.mul(b.blockId(gpu::Dimension::y), b.idx(tileN));
+  RowTile tile =
+      findRowTile(b, spec, tileM, offsets, out, b.blockId(gpu::Dimension::x));
+  Value expert = tile.expert, rowStart = tile.rowStart, rowEnd = tile.rowEnd;
 
   // The whole block takes the same branch, so the barriers inside are
   // reached by every thread.
-  b.ifThen(found, [&] {
-    Value row = b.add(rowStart, ty);
-    Value rowValid = b.lt(row, rowEnd);
-    Value colValid = b.lt(col, b.idx(spec.n));
-    Value token = row;
-    if (spec.grouped)
-      token = b.loadI(tokens, {b.minI(row, b.sub(b.dim(tokens, 0), c1))});
-    Value hasToken =
-        b.andI(rowValid, b.cmpI(arith::CmpIPredicate::sge, token, c0));
-    auto weightAt = [&](Value w, Value r, Value c) {
-      if (spec.grouped)
-        return b.loadF(w, {expert, r, c});
-      return b.loadF(w, {r, c});
+  b.ifThen(tile.found, [&] {
+    int64_t numK = spec.k, numN = spec.n;
+    Value cK = b.idx(numK), cN = b.idx(numN);
+    // Where row `row` (global) reads its A row, whether it holds a token,
+    // and whether it is a row of this tile at all.
+    struct RowInfo {
+      Value valid, hasToken, source;
     };
-
-    int64_t numK = spec.k;
-    SmallVector<Value> acc = b.loop(
-        c0, b.idx(numK), cT, {b.flt(0.0), b.flt(0.0)},
-        [&](Value k0, ValueRange accs) {
-          // Stage A[ty][tx] and B[ty][tx] (zero outside the matrices).
-          Value ak = b.add(k0, tx);
-          Value aValid =
-              b.andI(b.lt(ak, b.idx(numK)), spec.first ? hasToken : rowValid);
+    auto rowInfo = [&](Value row) {
+      Value valid = b.lt(row, rowEnd);
+      if (!spec.grouped)
+        return RowInfo{valid, valid, row};
+      Value token = b.loadI(tokens, {b.minI(row, b.sub(b.dim(tokens, 0), c1))});
+      Value has = b.andI(valid, b.cmpI(arith::CmpIPredicate::sge, token, c0));
+      return RowInfo{valid, has, token};
+    };
+    auto weightAt = [&](Value r, Value c) -> SmallVector<Value> {
+      if (spec.grouped)
+        return {expert, r, c};
+      return {r, c};
+    };
+    // Whether the data of `mem` is 16-byte aligned, the same for every
+    // thread (device allocations are; unusual views may not be).
+    auto aligned = [&](Value mem) {
+      Value ptr =
+          memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, mem);
+      return b.cmpI(arith::CmpIPredicate::eq,
+                    b.rem(ptr, b.idx(kSimtVectorBytes)), c0);
+    };
+    VectorType vecType = VectorType::get({width}, ct);
+    // The `width` elements of `mem` from `indices` on along its last
+    // dimension, zero where `valid` is false and at or past `bound` in that
+    // dimension. Where `vectorOk` (uniform) holds, one vector load reads
+    // them: the caller guarantees then that `mem` is aligned and that its
+    // rows and `bound` are multiples of `width`, so that a vector at an index
+    // that is a multiple of `width` is all in or all out.
+    auto loadVector = [&](Value mem, SmallVector<Value> indices, Value valid,
+                          Value bound, Value vectorOk) -> Value {
+      Value first = indices.back();
+      auto scalar = [&]() -> Value {
+        SmallVector<Value> elements;
+        for (int64_t j = 0; j < width; ++j) {
+          Value c = b.add(first, b.idx(j));
+          indices.back() = c;
           auto ifOp = scf::IfOp::create(
-              rewriter, loc, aValid,
+              rewriter, loc, b.andI(valid, b.lt(c, bound)),
               [&](OpBuilder &, Location) {
-                Value v = spec.first ? b.loadF(a, {token, ak})
-                                     : b.loadF(a, {row, ak});
-                scf::YieldOp::create(rewriter, loc, v);
+                scf::YieldOp::create(rewriter, loc, b.loadF(mem, indices));
               },
               [&](OpBuilder &, Location) {
                 scf::YieldOp::create(rewriter, loc, b.flt(0.0));
               });
-          memref::StoreOp::create(rewriter, loc, ifOp.getResult(0), aTile,
-                                  ValueRange{ty, tx});
-          Value bk = b.add(k0, ty);
-          Value bValid = b.andI(b.lt(bk, b.idx(numK)), colValid);
-          auto stageB = [&](Value w, Value dst) {
-            auto ifB = scf::IfOp::create(
-                rewriter, loc, bValid,
-                [&](OpBuilder &, Location) {
-                  scf::YieldOp::create(rewriter, loc, weightAt(w, bk, col));
-                },
-                [&](OpBuilder &, Location) {
-                  scf::YieldOp::create(rewriter, loc, b.flt(0.0));
-                });
-            memref::StoreOp::create(rewriter, loc, ifB.getResult(0), dst,
-                                    ValueRange{ty, tx});
-          };
-          stageB(bMat, bTile);
-          if (gate)
-            stageB(gate, gTile);
+          elements.push_back(ifOp.getResult(0));
+        }
+        indices.back() = first;
+        return vector::FromElementsOp::create(rewriter, loc, vecType, elements);
+      };
+      if (!vectorOk)
+        return scalar();
+      auto vectorized = [&]() -> Value {
+        auto ifOp = scf::IfOp::create(
+            rewriter, loc, b.andI(valid, b.lt(first, bound)),
+            [&](OpBuilder &, Location) {
+              Value v = vector::LoadOp::create(
+                  rewriter, loc, vecType, mem, indices,
+                  /*nontemporal=*/false,
+                  /*alignment=*/llvm::Align(kSimtVectorBytes));
+              scf::YieldOp::create(rewriter, loc, v);
+            },
+            [&](OpBuilder &, Location) {
+              Value zero = arith::ConstantOp::create(
+                  rewriter, loc,
+                  DenseElementsAttr::get(vecType,
+                                         rewriter.getFloatAttr(ct, 0.0)));
+              scf::YieldOp::create(rewriter, loc, zero);
+            });
+        return ifOp.getResult(0);
+      };
+      auto ifOp = scf::IfOp::create(
+          rewriter, loc, vectorOk,
+          [&](OpBuilder &, Location) {
+            scf::YieldOp::create(rewriter, loc, vectorized());
+          },
+          [&](OpBuilder &, Location) {
+            scf::YieldOp::create(rewriter, loc, scalar());
+          });
+      return ifOp.getResult(0);
+    };
+
+    // Staging assignments, fixed over the K loop. A: thread `tid` reads
+    // elements [aK, aK + aPerThread) of tile row tid % tileM, so that a warp
+    // reads 32 rows and stores 32 consecutive elements of each `aTile` row.
+    // B: elements [bCol, bCol + bPerThread) of tile row bRow (a warp reads
+    // contiguous row segments).
+    Value aLocalRow = b.rem(tid, b.idx(tileM));
+    Value aLocalK = b.mul(b.div(tid, b.idx(tileM)), b.idx(aPerThread));
+    // The first GEMM reads the token's input row; the second the hidden row
+    // itself.
+    Value aSource = b.add(rowStart, aLocalRow);
+    Value aValid = b.lt(aSource, rowEnd);
+    if (spec.first) {
+      RowInfo info = rowInfo(aSource);
+      aSource = info.source;
+      aValid = info.hasToken;
+    }
+    int64_t bThreadsPerRow = tileN / bPerThread;
+    Value bLocalRow = b.div(tid, b.idx(bThreadsPerRow));
+    Value bLocalCol =
+        b.mul(b.rem(tid, b.idx(bThreadsPerRow)), b.idx(bPerThread));
+    Value bCol = b.add(colStart, bLocalCol);
+    // Vector loads where the sizes keep every vector inside one row (and
+    // aligned there) and the buffer is aligned.
+    Value aVectorOk = numK % width == 0 ? aligned(a) : Value();
+    auto bVectorOk = [&](Value w) {
+      return numN % width == 0 ? aligned(w) : Value();
+    };
+    Value upVectorOk = bVectorOk(bMat);
+    Value gateVectorOk = gate ? bVectorOk(gate) : Value();
+
+    // The global loads of the tiles of K step `k0`, as vectors: A's, then
+    // B's and the gate's. Issued one step ahead; past K every element is
+    // masked and nothing is read.
+    auto loadStep = [&](Value k0) {
+      SmallVector<Value> staged;
+      Value ak = b.add(k0, aLocalK);
+      for (int64_t v = 0; v < aPerThread; v += width)
+        staged.push_back(loadVector(a, {aSource, b.add(ak, b.idx(v))}, aValid,
+                                    cK, aVectorOk));
+      Value bk = b.add(k0, bLocalRow);
+      Value bValid = b.lt(bk, cK);
+      auto loadB = [&](Value w, Value vectorOk) {
+        for (int64_t v = 0; v < bPerThread; v += width)
+          staged.push_back(loadVector(w, weightAt(bk, b.add(bCol, b.idx(v))),
+                                      bValid, cN, vectorOk));
+      };
+      loadB(bMat, upVectorOk);
+      if (gate)
+        loadB(gate, gateVectorOk);
+      return staged;
+    };
+    auto storeStep = [&](ValueRange staged) {
+      size_t next = 0;
+      for (int64_t v = 0; v < aPerThread; v += width, ++next)
+        for (int64_t j = 0; j < width; ++j)
+          memref::StoreOp::create(
+              rewriter, loc,
+              vector::ExtractOp::create(rewriter, loc, staged[next], j), aTile,
+              ValueRange{b.add(aLocalK, b.idx(v + j)), aLocalRow});
+      auto storeB = [&](Value dst) {
+        for (int64_t v = 0; v < bPerThread; v += width, ++next)
+          vector::StoreOp::create(
+              rewriter, loc, staged[next], dst,
+              ValueRange{bLocalRow, b.add(bLocalCol, b.idx(v))},
+              /*nontemporal=*/false,
+              /*alignment=*/llvm::Align(kSimtVectorBytes));
+      };
+      storeB(bTile);
+      if (gTile)
+        storeB(gTile);
+    };
+
+    // The thread's micro-tile within the block's tile: rows [microRow, +
+    // microM); its columns come in vectors of `width`, vector v of thread
+    // column tn at (v * threadsN + tn) * width, so that the threads of a warp
+    // read consecutive 16-byte words of a B row (one vector each for f32;
+    // for f64 interleaving the two vectors avoids 2-way bank conflicts).
+    const int64_t threadsN = tileN / microN;
+    Value tn = b.rem(tid, b.idx(threadsN));
+    Value microRow = b.mul(b.div(tid, b.idx(threadsN)), b.idx(microM));
+    auto microCol = [&](int64_t j) {
+      Value group = b.add(tn, b.idx(j / width * threadsN));
+      return b.add(b.mul(group, b.idx(width)), b.idx(j % width));
+    };
+    // The elements of row `k` of a workgroup tile at `starts` (a vector from
+    // each).
+    auto readTile = [&](Value tileMem, Value k, ArrayRef<Value> starts) {
+      SmallVector<Value> values;
+      for (Value start : starts) {
+        Value vec = vector::LoadOp::create(
+            rewriter, loc, vecType, tileMem, ValueRange{k, start},
+            /*nontemporal=*/false,
+            /*alignment=*/llvm::Align(kSimtVectorBytes));
+        for (int64_t j = 0; j < width; ++j)
+          values.push_back(vector::ExtractOp::create(rewriter, loc, vec, j));
+      }
+      return values;
+    };
+    SmallVector<Value> aStarts, bStarts;
+    for (int64_t v = 0; v < microM; v += width)
+      aStarts.push_back(b.add(microRow, b.idx(v)));
+    for (int64_t v = 0; v < microN; v += width)
+      bStarts.push_back(microCol(v));
+    // Accumulator (i, j) of the up/down product, then of the gate's.
+    const int64_t perMatrix = microM * microN;
+    const int64_t numAcc = gated ? 2 * perMatrix : perMatrix;
+    SmallVector<Value> inits(numAcc, b.flt(0.0));
+    llvm::append_range(inits, loadStep(c0));
+    SmallVector<Value> acc =
+        b.loop(c0, cK, b.idx(tileK), inits, [&](Value k0, ValueRange carried) {
+          storeStep(carried.drop_front(numAcc));
           b.barrier();
-          SmallVector<Value> next =
-              b.loop(c0, cT, c1, accs, [&](Value kk, ValueRange inner) {
-                Value av = memref::LoadOp::create(rewriter, loc, aTile,
-                                                  ValueRange{ty, kk});
-                Value bv = memref::LoadOp::create(rewriter, loc, bTile,
-                                                  ValueRange{kk, tx});
-                Value first = b.add(inner[0], b.mul(av, bv));
-                Value second = inner[1];
-                if (gate) {
-                  Value gv = memref::LoadOp::create(rewriter, loc, gTile,
-                                                    ValueRange{kk, tx});
-                  second = b.add(inner[1], b.mul(av, gv));
-                }
-                return SmallVector<Value>{first, second};
+          SmallVector<Value> prefetched = loadStep(b.add(k0, b.idx(tileK)));
+          SmallVector<Value> next = b.loop(
+              c0, b.idx(tileK), c1, carried.take_front(numAcc),
+              [&](Value k, ValueRange accs) {
+                SmallVector<Value> av = readTile(aTile, k, aStarts);
+                SmallVector<Value> result(accs.begin(), accs.end());
+                auto multiply = [&](Value src, int64_t base) {
+                  SmallVector<Value> bv = readTile(src, k, bStarts);
+                  for (int64_t i = 0; i < microM; ++i)
+                    for (int64_t j = 0; j < microN; ++j) {
+                      Value &c = result[base + i * microN + j];
+                      c = math::FmaOp::create(rewriter, loc, av[i], bv[j], c);
+                    }
+                };
+                multiply(bTile, 0);
+                if (gTile)
+                  multiply(gTile, perMatrix);
+                return result;
               });
+          // The tiles are restaged by the next step.
           b.barrier();
+          llvm::append_range(next, prefetched);
           return next;
         });
+    acc.resize(numAcc);
 
-    // Epilogue.
-    ExpertAttr expertAttr = spec.expert;
-    auto biasAt = [&](Value biasMem) {
+    // Epilogue on the registers.
+    auto biasAt = [&](Value biasMem, Value col) {
+      // Clamped, so that the load is in bounds for columns past the end.
+      Value c = b.minI(col, b.idx(numN - 1));
       if (spec.grouped)
-        return b.loadF(biasMem, {expert, col});
-      return b.loadF(biasMem, {col});
+        return b.loadF(biasMem, {expert, c});
+      return b.loadF(biasMem, {c});
     };
-    if (spec.first) {
-      b.ifThen(b.andI(rowValid, colValid), [&] {
-        Value u = acc[0];
-        if (bias)
-          u = b.add(u, biasAt(bias));
-        Value g;
-        if (spec.gated) {
-          g = acc[1];
-          if (gateBias)
-            g = b.add(g, biasAt(gateBias));
-        }
-        b.storeF(buildExpertHidden(b.b, b.loc, expertAttr, g, u), out,
-                 {row, col});
-      });
-    } else {
-      b.ifThen(b.andI(hasToken, colValid), [&] {
-        Value y = acc[0];
-        if (bias)
-          y = b.add(y, biasAt(bias));
+    struct Col {
+      Value col, valid, bias, gateBias;
+    };
+    SmallVector<Col> cols;
+    for (int64_t j = 0; j < microN; ++j) {
+      Value col = b.add(colStart, microCol(j));
+      Col info{col, b.lt(col, cN), Value(), Value()};
+      if (bias)
+        info.bias = biasAt(bias, col);
+      if (gateBias)
+        info.gateBias = biasAt(gateBias, col);
+      cols.push_back(info);
+    }
+    for (int64_t i = 0; i < microM; ++i) {
+      Value row = b.add(rowStart, b.add(microRow, b.idx(i)));
+      RowInfo info = rowInfo(row);
+      // The first GEMM writes every row of the tile (rows without a token
+      // too, which the second GEMM reads but does not write); the second
+      // only rows that hold a token.
+      b.ifThen(spec.first ? info.valid : info.hasToken, [&] {
+        Value scale;
         if (rowScale)
-          y = b.mul(y, b.loadF(rowScale, {row}));
-        b.storeF(y, out, {row, col});
+          scale = b.loadF(rowScale, {row});
+        for (int64_t j = 0; j < microN; ++j) {
+          const Col &col = cols[j];
+          Value v = acc[i * microN + j];
+          b.ifThen(col.valid, [&] {
+            if (spec.first) {
+              Value u = col.bias ? b.add(v, col.bias) : v;
+              Value g;
+              if (gated) {
+                g = acc[perMatrix + i * microN + j];
+                if (col.gateBias)
+                  g = b.add(g, col.gateBias);
+              }
+              b.storeF(buildExpertHidden(b.b, b.loc, spec.expert, g, u), out,
+                       {row, col.col});
+              return;
+            }
+            Value y = col.bias ? b.add(v, col.bias) : v;
+            if (scale)
+              y = b.mul(y, scale);
+            b.storeF(y, out, {row, col.col});
+          });
+        }
       });
     }
   });
@@ -2382,9 +2626,9 @@ static constexpr int64_t kSkinnyTargetBlocks = kSkinnyBlocksPerSM * 132;
 static constexpr int64_t kSplitBatch = 8;
 /// Row thresholds of the skinny path: grouped GEMMs when the rows average at
 /// most this many per expert (experts then have one or two row groups, and
-/// the tiled kernel would leave most of its 16-row tiles empty); dense
-/// GEMMs up to this many rows (groups are blocks, so more rows only mean
-/// more blocks reading the same strips, from L2).
+/// the tiled kernels would leave most of their 64- or 128-row tiles empty);
+/// dense GEMMs up to this many rows (groups are blocks, so more rows only
+/// mean more blocks reading the same strips, from L2).
 static constexpr int64_t kSkinnyRowsPerExpert = 8;
 static constexpr int64_t kSkinnyDenseRows = 32;
 
@@ -3031,9 +3275,9 @@ static void emitSkinnyFfn(RewriterBase &rewriter, Operation *op,
 /// Emits the tiled path of an FFN into `outBuf`: the two GEMMs through a
 /// buffer of hidden rows. f16 and bf16 use the tensor-core GEMMs with hidden
 /// rows in the element type (rounded once, as PyTorch does, so that the second
-/// GEMM's A tile is staged as is); f32 and f64 the tiled kernel with hidden
-/// rows in the compute type. Where `enabled` is false at run time the grids
-/// and the buffer are empty.
+/// GEMM's A tile is staged as is); f32 and f64 the register-blocked SIMT
+/// GEMMs with hidden rows in the compute type. Where `enabled` is false at run
+/// time the grids and the buffer are empty.
 static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
                          const Host &host, GemmSpec spec, Value tokensBuf,
                          Value offsetsBuf, Value inputBuf, Value gateBuf,
@@ -3093,9 +3337,10 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
   }
 
   // Row tiles: for grouped GEMMs every expert may end with a partial tile.
-  int64_t tileRows = mma ? kMmaTileM : kTile;
-  int64_t tileCols = mma ? kMmaTileN : kTile;
-  int64_t blockX = mma ? kMmaThreads : kTile, blockY = mma ? 1 : kTile;
+  SimtGemmShape simt = simtGemmShape(ct);
+  int64_t tileRows = mma ? kMmaTileM : simt.tileM;
+  int64_t tileCols = mma ? kMmaTileN : simt.tileN;
+  int64_t blockX = mma ? kMmaThreads : kSimtThreads;
   Value rowTiles = hb.ceilDiv(numRows, tileRows);
   if (spec.grouped)
     rowTiles = hb.add(rowTiles, hb.idx(spec.numExperts));
@@ -3116,13 +3361,13 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
   }
   Value firstCols = hb.idx(llvm::divideCeil(ffn, tileCols));
   Value secondCols = hb.idx(llvm::divideCeil(hidden, tileCols));
-  host.launch(first, rowTiles, firstCols, blockX, blockY, firstArgs);
+  host.launch(first, rowTiles, firstCols, blockX, 1, firstArgs);
   if (pipelined)
-    host.launch(firstUnaligned, unalignedRowTiles, firstCols, blockX, blockY,
+    host.launch(firstUnaligned, unalignedRowTiles, firstCols, blockX, 1,
                 firstArgs);
-  host.launch(second, rowTiles, secondCols, blockX, blockY, secondArgs);
+  host.launch(second, rowTiles, secondCols, blockX, 1, secondArgs);
   if (pipelined)
-    host.launch(secondUnaligned, unalignedRowTiles, secondCols, blockX, blockY,
+    host.launch(secondUnaligned, unalignedRowTiles, secondCols, blockX, 1,
                 secondArgs);
   host.dealloc(hiddenBuf);
 }

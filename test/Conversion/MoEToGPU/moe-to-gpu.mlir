@@ -128,33 +128,66 @@ func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<9xi32>, ten
 
 // -----
 
+// f32 experts: the SIMT kernel, 256 threads per 128 x 64 output tile (8 x 4
+// outputs per thread), grid x = ceil(rows / 128) + experts.
 // CHECK-LABEL: func @experts
 // CHECK: %[[OUT:.*]] = gpu.alloc (%{{.*}}) : memref<?x64xf32>
 // CHECK-NOT: gpu.memcpy
 // CHECK: %[[H:.*]] = gpu.alloc (%{{.*}}) : memref<?x128xf32>
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%{{.*}}, %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x128xf32>, %[[H]] : memref<?x128xf32>)
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down {{.*}} args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf32>, {{.*}} : memref<8x128x64xf32>, %[[OUT]] : memref<?x64xf32>)
+// CHECK: %[[C127:.*]] = arith.constant 127 : index
+// CHECK: %[[R127:.*]] = arith.addi %{{.*}}, %[[C127]]
+// CHECK: %[[C128:.*]] = arith.constant 128 : index
+// CHECK: %[[TILES:.*]] = arith.divui %[[R127]], %[[C128]]
+// CHECK: %[[C8:.*]] = arith.constant 8 : index
+// CHECK: %[[GX:.*]] = arith.addi %[[TILES]], %[[C8]]
+// CHECK: %[[GXS:.*]] = arith.select %{{.*}}, %[[GX]], %{{.*}} : index
+// CHECK: %[[C2:.*]] = arith.constant 2 : index
+// CHECK: %[[C256:.*]] = arith.constant 256 : index
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[GXS]], %[[C2]], %{{.*}}) threads in (%[[C256]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x128xf32>, %[[H]] : memref<?x128xf32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[GXS]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf32>, {{.*}} : memref<8x128x64xf32>, %[[OUT]] : memref<?x64xf32>)
 // CHECK: gpu.dealloc %[[H]]
+// Workgroup tiles: A transposed (16 x 128), B and the gate's B 16 x 64.
 // CHECK: gpu.func @moe_experts_up(
-// CHECK-SAME: workgroup(%[[A:.*]] : memref<16x16xf32, #gpu.address_space<workgroup>>, %[[BU:.*]] : memref<16x16xf32, #gpu.address_space<workgroup>>, %[[BG:.*]] : memref<16x16xf32, #gpu.address_space<workgroup>>)
-// CHECK-SAME: known_block_size = array<i32: 16, 16, 1>
+// CHECK-SAME: workgroup(%[[A:.*]] : memref<16x128xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BU:.*]] : memref<16x64xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[BG:.*]] : memref<16x64xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK-SAME: known_block_size = array<i32: 256, 1, 1>, nvvm.minctasm = 2 : i32
 // The tile's expert: a walk over the offsets.
 // CHECK: scf.for
 // CHECK: arith.select
 // CHECK: scf.if
-// Gathered rows through the token indices.
-// CHECK: memref.store %{{.*}}, %[[A]]
-// CHECK: memref.store %{{.*}}, %[[BU]]
-// CHECK: memref.store %{{.*}}, %[[BG]]
+// The first K step's loads, gathered rows through the token indices: 16-byte
+// vectors where the buffer is aligned, elementwise otherwise.
+// CHECK: memref.load %{{.*}}[%{{.*}}] : memref<?xi32>
+// CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?x64xf32>, vector<4xf32>
+// CHECK: memref.load %{{.*}} : memref<?x64xf32>
+// CHECK: vector.from_elements
+// CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<8x64x128xf32>, vector<4xf32>
+// K steps of 16: the prefetched A is stored transposed, B as vectors.
+// CHECK: scf.for
+// CHECK-COUNT-8: memref.store %{{.*}}, %[[A]]
+// CHECK: vector.store %{{.*}}, %[[BU]]
+// CHECK: vector.store %{{.*}}, %[[BG]]
 // CHECK: gpu.barrier
+// The next step's loads, then the 8 x 4 micro-tiles of up and gate.
+// CHECK: vector.load %{{.*}} : memref<?x64xf32>, vector<4xf32>
+// CHECK: scf.for
+// CHECK: vector.load %[[A]]
+// CHECK: vector.load %[[A]]
+// CHECK: vector.load %[[BU]]
+// CHECK-COUNT-32: math.fma
+// CHECK: vector.load %[[BG]]
+// CHECK-COUNT-32: math.fma
 // CHECK: gpu.barrier
-// Epilogue: up bias, clamp, SwiGLU.
+// Epilogue on the registers: up bias, clamp, SwiGLU.
 // CHECK: arith.minimumf
 // CHECK: arith.maximumf
 // CHECK: math.exp
+// CHECK: memref.store %{{.*}} : memref<?x128xf32>
 // CHECK: gpu.func @moe_experts_down(
-// CHECK-SAME: workgroup(%{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: workgroup(%{{.*}} : memref<16x128xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<16x64xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel
+// CHECK-COUNT-32: math.fma
+// Only rows that hold a token are written.
 // CHECK: arith.cmpi sge
+// CHECK: memref.store %{{.*}} : memref<?x64xf32>
 func.func @experts(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<9xi32>,
                    %wg: tensor<8x64x128xf32>, %wu: tensor<8x64x128xf32>,
                    %wd: tensor<8x128x64xf32>, %bu: tensor<8x128xf32>, %n: index)
@@ -179,8 +212,7 @@ func.func @experts(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<9xi32
 // CHECK: gpu.memcpy %[[OUT]], %[[DB]]
 // CHECK: gpu.launch_func @moe_kernels::@moe_experts_up
 // CHECK: gpu.func @moe_experts_up(
-// CHECK-SAME: workgroup(%{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x16xf32, #gpu.address_space<workgroup>>)
-// CHECK-SAME: kernel
+// CHECK-SAME: workgroup(%{{.*}} : memref<16x128xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<16x64xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel
 // ReLU FFN: no gate tile.
 // CHECK: arith.maximumf
 func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<9xi32>,

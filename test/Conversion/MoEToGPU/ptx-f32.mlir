@@ -30,7 +30,7 @@
 // CHECK-DAG: .entry moe_gate_0(
 // CHECK-DAG: .entry moe_experts_up_1(
 // CHECK-DAG: bar.sync
-// f32 keeps the tiled CUDA-core GEMMs.
+// f32 keeps CUDA-core GEMMs (the register-blocked SIMT kernel).
 // NOMMA-NOT: mma.sync
 // The skinny (decode) path beside the tiled one, for every FFN.
 // CHECK-DAG: .entry moe_experts_up_skinny(

@@ -28,7 +28,9 @@ import moe_reference as ref  # noqa: E402
 MOE_OPT = sys.argv[1] if len(sys.argv) > 1 else "moe-opt"
 # Relative max error per row: f32 accumulation, and the rounding of the
 # result (f16 2^-11, bf16 2^-8) and of the hidden rows.
-TOL = {"f32": 1e-5, "f16": 2e-3, "bf16": 2e-2}
+TOL = {"f64": 1e-12, "f32": 1e-5, "f16": 2e-3, "bf16": 2e-2}
+# numpy types of the buffers (bf16 values are held as float64, rounded).
+NPDT = {"f16": np.float16, "f32": np.float32, "f64": np.float64, "bf16": np.float64}
 
 
 def lower(mlir, module=False):
@@ -46,27 +48,27 @@ def lower(mlir, module=False):
 def rounder(dtype):
     if dtype == "bf16":
         return np.vectorize(ki.to_bf16, otypes=[np.float64])
-    npdt = {"f16": np.float16, "f32": np.float32}[dtype]
-    return lambda a: np.asarray(a).astype(npdt).astype(np.float64)
+    return lambda a: np.asarray(a).astype(NPDT[dtype]).astype(np.float64)
 
 
 def buf(a, dtype, base=256):
     if dtype == "bf16":
         m = ki.buffer(np.asarray(a, np.float64), "bf16")
     else:
-        m = ki.buffer(np.asarray(a).astype({"f16": np.float16, "f32": np.float32}[dtype]))
+        m = ki.buffer(np.asarray(a).astype(NPDT[dtype]))
     m.base = base
     return m
 
 
 def fresh(shape, dtype, fill):
-    npdt = {"f16": np.float16, "f32": np.float32, "bf16": np.float64}[dtype]
-    return ki.Memref(np.full(shape, fill, dtype=npdt), dtype)
+    return ki.Memref(np.full(shape, fill, dtype=NPDT[dtype]), dtype)
 
 
 def launch(dtype):
-    """Rows per tile and threads per block of the GEMM kernels."""
-    return (16, (16, 16, 1)) if dtype == "f32" else (64, (128, 1, 1))
+    """Rows and columns per tile and threads per block of the GEMM kernels:
+    SIMT (f32 128 x 64, f64 64 x 64) or tensor cores (64 x 64)."""
+    return {"f32": (128, 64, (256, 1, 1)), "f64": (64, 64, (256, 1, 1))}.get(
+        dtype, (64, 64, (128, 1, 1)))
 
 
 def hidden_ref(x, gate, up, gb, ub, expert):
@@ -96,10 +98,10 @@ def attr(expert):
 
 
 def host_inputs(dtype, arrays):
-    """Host function arguments: f16 as float16, f32 as float32, bf16 as
-    float64 (rounded by kernel_interp.buffer); integers as they are."""
-    npdt = {"f16": np.float16, "f32": np.float32, "bf16": np.float64}[dtype]
-    return [a if a.dtype.kind == "i" else a.astype(npdt) for a in arrays]
+    """Host function arguments: f16 as float16, f32 as float32, f64 and bf16
+    as float64 (bf16 rounded by kernel_interp.buffer); integers as they
+    are."""
+    return [a if a.dtype.kind == "i" else a.astype(NPDT[dtype]) for a in arrays]
 
 
 def launched(log, kernel):
@@ -155,8 +157,8 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
 """ % dict(act=act, n=total + 1, w=t(E, H, F), d=t(E, F, H), b=t(E, F), bd=t(E, H),
            ops=" ".join(operands), ex=attr(expert), first=first)
     kernels = lower(mlir)
-    mma = dtype != "f32"
-    tile, block = launch(dtype)
+    mma = dtype in ("f16", "bf16")
+    tile_m, tile_n, block = launch(dtype)
     sentinel = 1234.0
     if host:
         zeros = lambda *shape: np.zeros(shape)
@@ -174,20 +176,20 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
         return compare(y, dtype, x, tokens, offsets, first, E, total, gate, up, down, gb, ub,
                        db, expert, float(rnd(sentinel)), mma)
     tok_b, off_b = ki.buffer(tokens), ki.buffer(offsets)
-    hidden = fresh((R, F), dtype if mma else "f32", np.nan)
+    hidden = fresh((R, F), dtype, np.nan)
     out = fresh((R, H), dtype, sentinel)
     args = [tok_b, off_b, buf(x, dtype, base)] + ([buf(gate, dtype)] if gated else [])
     args += [buf(up, dtype)] + ([buf(gb, dtype)] if gb is not None else [])
     args += ([buf(ub, dtype)] if biases else []) + [hidden]
-    grid_x = -(-R // tile) + E
+    grid_x = -(-R // tile_m) + E
     # The host launches the cp.async kernels only on 16-byte-aligned operands.
     def kernel(name):
         unaligned = name + "_unaligned"
         return kernels[unaligned if base % 16 and unaligned in kernels else name]
-    ki.Interpreter(kernel("moe_experts_up")).run((grid_x, -(-F // tile)), block, args)
+    ki.Interpreter(kernel("moe_experts_up")).run((grid_x, -(-F // tile_n)), block, args)
     args = [tok_b, off_b, hidden, buf(down, dtype, base)]
     args += ([buf(db, dtype)] if biases else []) + [out]
-    ki.Interpreter(kernel("moe_experts_down")).run((grid_x, -(-H // tile)), block, args)
+    ki.Interpreter(kernel("moe_experts_down")).run((grid_x, -(-H // tile_n)), block, args)
     return compare(out.array.astype(np.float64), dtype, x, tokens, offsets, first, E, total,
                    gate, up, down, gb, ub, db, expert, sentinel, mma)
 
@@ -239,8 +241,8 @@ def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False):
 }
 """ % dict(act=act, w=t(H, F), d=t(F, H), s=t(H), ops=" ".join(operands), ex=attr(expert))
     kernels = lower(mlir)
-    mma = dtype != "f32"
-    tile, block = launch(dtype)
+    mma = dtype in ("f16", "bf16")
+    tile_m, tile_n, block = launch(dtype)
     if host:
         log = []
         zeros = lambda *shape: np.zeros(shape)
@@ -252,20 +254,22 @@ def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False):
             return False, "the host did not take the skinny path"
         return compare_shared(y.astype(np.float64), dtype, x, gate, up, down, sc, expert, mma)
     xb = buf(x, dtype, base)
-    hidden = fresh((T, F), dtype if mma else "f32", np.nan)
+    hidden = fresh((T, F), dtype, np.nan)
     out = fresh((T, H), dtype, np.nan)
     row_scale = None
     if scale:
-        row_scale = ki.Memref(np.full((T,), np.nan, np.float32), "f32")
+        ct = "f64" if dtype == "f64" else "f32"
+        row_scale = ki.Memref(np.full((T,), np.nan, NPDT[ct]), ct)
         if T:
             ki.Interpreter(kernels["moe_shared_scale"]).run(
                 (-(-T // 128), 1), (128, 1, 1), [xb, buf(sc, dtype), row_scale])
     if T:
         args = [xb] + ([buf(gate, dtype)] if gated else []) + [buf(up, dtype), hidden]
-        ki.Interpreter(kernels["moe_shared_up"]).run((-(-T // tile), -(-F // tile)), block, args)
+        ki.Interpreter(kernels["moe_shared_up"]).run((-(-T // tile_m), -(-F // tile_n)), block,
+                                                     args)
         args = [hidden, buf(down, dtype, base)] + ([row_scale] if scale else []) + [out]
-        ki.Interpreter(kernels["moe_shared_down"]).run((-(-T // tile), -(-H // tile)), block,
-                                                       args)
+        ki.Interpreter(kernels["moe_shared_down"]).run((-(-T // tile_m), -(-H // tile_n)),
+                                                       block, args)
     return compare_shared(out.array.astype(np.float64), dtype, x, gate, up, down, sc, expert,
                           mma)
 
@@ -290,9 +294,32 @@ def compare_shared(y, dtype, x, gate, up, down, sc, expert, mma):
 SWIGLU = dict(kind="gated", activation="silu")
 CLAMPED = dict(kind="gated", activation="silu", limit=7.0, alpha=1.702, beta=1.0)
 CASES = [
-    # The f32 tiled kernel: the interpreter against kernels that run on GPUs.
+    # The SIMT kernel (f32 128 x 64 tiles, f64 64 x 64). Odd sizes: elementwise
+    # staging loads only; partial row, column and K tiles.
     ("f32 experts, clamped SwiGLU, biases",
      lambda: experts("f32", 33, 70, [17, 0, 20], CLAMPED, biases=True)),
+    ("f64 experts, clamped SwiGLU, biases",
+     lambda: experts("f64", 33, 70, [17, 0, 20], CLAMPED, biases=True, seed=14)),
+    # Multiples of 4: 16-byte vector loads of A and B; two row tiles of one
+    # expert; one K step and a partial one (F = 20).
+    ("f32 experts, H 64 F 20, 150 rows",
+     lambda: experts("f32", 64, 20, [150, 3], SWIGLU, biases=True, seed=15)),
+    ("f64 experts, GELU FFN, H 34 F 22, 70 rows",
+     lambda: experts("f64", 34, 22, [70, 0, 5], dict(kind="ffn", activation="gelu"),
+                     seed=16)),
+    # A vector-friendly size but a misaligned input (elementwise A loads).
+    ("f32 experts, misaligned input and down weights",
+     lambda: experts("f32", 32, 24, [33, 20], SWIGLU, base=260, seed=17)),
+    ("f32 experts 1-2 of 4, ReLU, H 17 F 9",
+     lambda: experts("f32", 17, 9, [3, 130], dict(kind="ffn", activation="relu"), first=1,
+                     total=4, pad=0.0, seed=18)),
+    ("f32 experts, no rows", lambda: experts("f32", 16, 8, [0, 0], SWIGLU, seed=19)),
+    ("f32 shared experts, row scale", lambda: shared("f32", 24, 40, 19, SWIGLU)),
+    ("f64 shared experts, GELU tanh FFN, row scale",
+     lambda: shared("f64", 20, 12, 70, dict(kind="ffn", activation="gelu_tanh"), seed=20)),
+    ("f32 shared experts, 130 tokens",
+     lambda: shared("f32", 16, 12, 130, SWIGLU, scale=False, seed=21)),
+    ("f32 shared experts, no tokens", lambda: shared("f32", 16, 12, 0, SWIGLU)),
     # Sizes that are not multiples of 8: elementwise staging loads only;
     # partial row, column and K tiles.
     ("f16 experts, H 33 F 70, biases",
