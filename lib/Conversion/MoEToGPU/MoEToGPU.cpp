@@ -323,6 +323,14 @@ static Kernel createKernel(RewriterBase &rewriter, Operation *op,
   rewriter.setInsertionPointToStart(&entry);
   gpu::ReturnOp::create(rewriter, op->getLoc());
   rewriter.setInsertionPointToStart(&entry);
+  // Every workgroup buffer 16-byte aligned: kernels read and write them as
+  // 16-byte vectors (tiles), and LLVM combines adjacent scalar accesses into
+  // vector ones too (it did, on a [threads x 4] f32 buffer of the routing
+  // kernel, which ptxas then placed 4-byte aligned: a misaligned address on
+  // an H200).
+  for (unsigned i = 0, e = workgroupTypes.size(); i < e; ++i)
+    func.setWorkgroupAttributionAttr(i, LLVM::LLVMDialect::getAlignAttrName(),
+                                     rewriter.getI64IntegerAttr(16));
   Kernel kernel{func, {}, {}};
   for (unsigned i = 0, e = argTypes.size(); i < e; ++i)
     kernel.args.push_back(entry.getArgument(i));
@@ -1698,13 +1706,10 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
   bool gated = spec.first && spec.gated;
   if (gated)
     workgroup.push_back(bTileType);
+  // The tiles are read (and B written) as whole vectors (createKernel aligns
+  // them).
   Kernel kernel =
       createKernel(rewriter, op, name, argTypes, workgroup, kSimtThreads);
-  // The tiles are read (and B written) as whole vectors.
-  for (unsigned i = 0, e = workgroup.size(); i < e; ++i)
-    kernel.func.setWorkgroupAttributionAttr(
-        i, LLVM::LLVMDialect::getAlignAttrName(),
-        rewriter.getI64IntegerAttr(kSimtVectorBytes));
   // At most 128 registers a thread, so that two blocks fit an SM.
   if (shape.blocksPerSM > 1)
     kernel.func->setAttr("nvvm.minctasm",
@@ -2079,13 +2084,9 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
   SmallVector<Type> workgroup = {aTileType, bTileType};
   if (spec.gated)
     workgroup.push_back(bTileType);
+  // The staging stores whole vectors (createKernel aligns the tiles).
   Kernel kernel =
       createKernel(rewriter, op, name, argTypes, workgroup, kMmaThreads);
-  // The staging stores whole vectors of words.
-  for (unsigned i = 0, e = workgroup.size(); i < e; ++i)
-    kernel.func.setWorkgroupAttributionAttr(
-        i, LLVM::LLVMDialect::getAlignAttrName(),
-        rewriter.getI64IntegerAttr(kVectorBytes));
   KernelBuilder b{rewriter, loc, f32};
   GemmArgs args = GemmArgs::unpack(spec, kernel.args);
   Value tokens = args.tokens, offsets = args.offsets, a = args.a;

@@ -15,7 +15,7 @@
 // CHECK-DAG: bufferization.to_tensor %[[W]] restrict writable : memref<?x2xf32> to tensor<?x2xf32>
 // CHECK: gpu.module @moe_kernels
 // CHECK: gpu.func @moe_gate(%{{.*}}: memref<?x64xf32>, %{{.*}}: memref<64x8xf32>, %{{.*}}: memref<8xf32>, %{{.*}}: memref<?x2xi32>, %{{.*}}: memref<?x2xf32>)
-// CHECK-SAME: workgroup(%[[SCORES:.*]] : memref<256x8xf32, #gpu.address_space<workgroup>>, %[[SEL:.*]] : memref<256x8xf32, #gpu.address_space<workgroup>>, %[[PART:.*]] : memref<512x4xf32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: workgroup(%[[SCORES:.*]] : memref<256x8xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[SEL:.*]] : memref<256x8xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[PART:.*]] : memref<512x4xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-SAME: kernel attributes {known_block_size = array<i32: 512, 1, 1>}
 // Tokens per block from the token count: ceil(T / 132), in [1, 256].
 // CHECK: arith.divui %{{.*}}, %c132
@@ -99,7 +99,7 @@ func.func @route(%logits: tensor<16x8xf32>) -> (tensor<16x2xi64>, tensor<16x2xf3
 // CHECK: gpu.launch_func @moe_kernels::@moe_dispatch_place blocks in (%[[CHUNKS]], {{.*}} args(%[[IB]] : memref<?x2xi32>, %[[CNT]] : memref<?x8xi32>, %[[OFF]] : memref<9xi32>, %[[TOK]] : memref<?xi32>, %[[POS]] : memref<?x2xi32>)
 // CHECK: gpu.dealloc %[[CNT]]
 // CHECK: gpu.func @moe_dispatch_single
-// CHECK-SAME: workgroup(%{{.*}} : memref<8x8xi32, #gpu.address_space<workgroup>>, %{{.*}} : memref<8xi32, #gpu.address_space<workgroup>>, %{{.*}} : memref<256xi32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: workgroup(%{{.*}} : memref<8x8xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<8xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<256xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // Capacity: ceil(capacity_factor * T * k / E).
 // CHECK: math.ceil
 // Ranks: the lanes with the same expert (4 bits: 8 experts and none) by
@@ -114,7 +114,7 @@ func.func @route(%logits: tensor<16x8xf32>) -> (tensor<16x2xi64>, tensor<16x2xf3
 // CHECK: gpu.func @moe_dispatch_count
 // CHECK-COUNT-4: nvvm.vote.sync ballot
 // CHECK: gpu.func @moe_dispatch_scan
-// CHECK-SAME: workgroup(%{{.*}} : memref<8xi32, #gpu.address_space<workgroup>>, %{{.*}} : memref<256xi32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: workgroup(%{{.*}} : memref<8xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<256xi32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK: gpu.barrier
 // CHECK: math.ceil
 // CHECK: gpu.func @moe_dispatch_place

@@ -50,7 +50,7 @@
 // CHECK: gpu.dealloc %[[H]]
 
 // CHECK-LABEL: gpu.func @moe_experts_up_skinny
-// CHECK-SAME: workgroup(%[[A:.*]] : memref<4x256xf32, #gpu.address_space<workgroup>>, %[[RED:.*]] : memref<8x2x4x64xf32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: workgroup(%[[A:.*]] : memref<4x256xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[RED:.*]] : memref<8x2x4x64xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-SAME: known_block_size = array<i32: 256, 1, 1>, nvvm.minctasm = 2 : i32
 // The block's row group: a shuffle scan of the experts' group counts.
 // CHECK: gpu.block_id z
@@ -154,7 +154,7 @@ func.func @experts(%x: tensor<?x64xf16>, %tok: tensor<?xi32>, %off: tensor<9xi32
 // CHECK: gpu.launch_func @moe_kernels::@moe_shared_down blocks
 // CHECK: gpu.dealloc %[[S]]
 // CHECK-LABEL: gpu.func @moe_shared_up_skinny
-// CHECK-SAME: workgroup(%{{.*}} : memref<4x512xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<8x2x4x32xf32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: workgroup(%{{.*}} : memref<4x512xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<8x2x4x32xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-NOT: gpu.shuffle up
 // CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<300x160xf32>, vector<4xf32>
 // CHECK-LABEL: gpu.func @moe_shared_down_reduce

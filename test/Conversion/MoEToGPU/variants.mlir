@@ -102,7 +102,7 @@ func.func @expert_choice(%x: tensor<?x16xf32>, %r: tensor<16x8xf32>) -> (tensor<
 // CHECK: gpu.launch_func @moe_kernels::@moe_zero_computation_experts
 // CHECK-SAME: args(%{{.*}} : memref<?x64xf32>, %{{.*}} : memref<?xi32>, %{{.*}} : memref<6xi32>, %{{.*}} : memref<1x64xf32>, %{{.*}} : memref<1x64x2xf32>, %[[OUT]] : memref<?x64xf32>)
 // CHECK: gpu.func @moe_zero_computation_experts
-// CHECK-SAME: workgroup(%[[P:.*]] : memref<2x128xf32, #gpu.address_space<workgroup>>)
+// CHECK-SAME: workgroup(%[[P:.*]] : memref<2x128xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK: scf.for
 // CHECK: memref.store %{{.*}}, %[[P]]
 // CHECK: gpu.barrier
