@@ -319,7 +319,8 @@ def run(args):
                 p = subprocess.run([moe_run, str(so), f"--input=@{xin}", "--benchmark=20"],
                                    capture_output=True, text=True, timeout=120,
                                    env=dict(os.environ, MOE_CUDA_PROFILE="1"))
-                (out / f"profile-{mdir.name}-T{T}.txt").write_text(p.stderr)
+                (out / f"profile-{mdir.name}-T{T}.txt").write_text(
+                    f"## {mdir.name} T={T}\n{p.stderr}")
                 log(f"  profile: {out / f'profile-{mdir.name}-T{T}.txt'}")
             if f"{mdir.name}@{T}" in args.ncu.split(","):
                 # Per-kernel device times (Nsight Compute), when it is installed.
