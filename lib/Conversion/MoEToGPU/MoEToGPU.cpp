@@ -655,8 +655,8 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
       // of a router row, read with one vector load where the router is
       // aligned). With P < threads/2 (decode, small blocks), each pair is
       // split over S = threads / P slices of the hidden dimension (h = s mod
-      // S) whose partial sums meet in workgroup memory and are added in slice
-      // order; else a thread takes whole pairs.
+      // S) whose partial sums meet in workgroup memory and are added by a
+      // tree over the slices; else a thread takes whole pairs.
       Value cG = b.idx(group), groups = b.idx(numExperts / group);
       Value valid = b.minI(perBlock, b.sub(numTokens, t0));
       Value pairs = b.mul(valid, groups);
@@ -737,17 +737,31 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
             b.storeF(part[g], partials, {tid, b.idx(g)});
         });
         b.barrier();
+        // A tree over the slices, all threads at once (one thread walking
+        // 512 slices was most of the kernel's time at decode): while n > 1
+        // slices are left, slice s < n - ceil(n / 2) adds in slice
+        // s + ceil(n / 2). A fixed order for a given slice count.
+        int64_t rounds = llvm::Log2_64_Ceil(kRoutingThreads);
+        b.loop(c0, b.idx(rounds), c1, slices, [&](Value, ValueRange left) {
+          Value n = left[0];
+          Value half = b.div(b.add(n, c1), b.idx(2));
+          b.ifThen(b.cmpI(arith::CmpIPredicate::ugt, n, c1), [&] {
+            b.ifThen(b.lt(slice, b.sub(n, half)), [&] {
+              Value other = b.add(tid, b.mul(half, pairs));
+              for (int64_t g = 0; g < group; ++g) {
+                Value v = b.add(b.loadF(partials, {tid, b.idx(g)}),
+                                b.loadF(partials, {other, b.idx(g)}));
+                b.storeF(v, partials, {tid, b.idx(g)});
+              }
+            });
+            b.barrier();
+          });
+          return SmallVector<Value>{b.minI(n, half)};
+        });
         b.ifThen(b.lt(tid, pairs), [&] {
-          SmallVector<Value> init(group, b.flt(0.0));
-          SmallVector<Value> logits =
-              b.loop(c0, slices, c1, init, [&](Value s, ValueRange acc) {
-                Value row = b.add(b.mul(s, pairs), tid);
-                SmallVector<Value> next;
-                for (int64_t g = 0; g < group; ++g)
-                  next.push_back(
-                      b.add(acc[g], b.loadF(partials, {row, b.idx(g)})));
-                return next;
-              });
+          SmallVector<Value> logits;
+          for (int64_t g = 0; g < group; ++g)
+            logits.push_back(b.loadF(partials, {tid, b.idx(g)}));
           storeLogits(tid, logits);
         });
       });

@@ -21,7 +21,7 @@
 // CHECK: arith.divui %{{.*}}, %c132
 // The logits tile: the router matmul of the block, four router columns per
 // 16-byte load where the router is aligned, its hidden dimension split over
-// threads (partial sums added in slice order) when the block has fewer
+// threads (partial sums added by a tree over the slices) when the block has fewer
 // (token, column group) pairs than half its threads, whole pairs per thread
 // else.
 // CHECK: memref.extract_aligned_pointer_as_index
