@@ -818,6 +818,21 @@ static moe_status_t *callModel(moe_model_t *model, moe_model_run_fn_t run,
   return failure;
 }
 
+/// Gives the caller `results` through `outputs` unless `failure`, in which
+/// case they are freed and the failure is returned.
+static moe_status_t *handOver(moe_status_t *failure,
+                              const std::vector<moe_tensor_t *> &results,
+                              moe_tensor_t **outputs) {
+  if (failure) {
+    for (moe_tensor_t *tensor : results)
+      moe_tensor_free(tensor);
+    return failure;
+  }
+  for (size_t i = 0; i < results.size(); ++i)
+    outputs[i] = results[i];
+  return nullptr;
+}
+
 moe_status_t *moe_model_invoke(moe_model_t *model,
                                const moe_tensor_t *const *inputs,
                                size_t n_inputs, moe_tensor_t **outputs,
@@ -893,14 +908,7 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
     freed.push_back(p);
   }
 
-  if (failure) {
-    for (moe_tensor_t *tensor : results)
-      moe_tensor_free(tensor);
-    return failure;
-  }
-  for (size_t i = 0; i < n_outputs; ++i)
-    outputs[i] = results[i];
-  return nullptr;
+  return handOver(failure, results, outputs);
 }
 
 //===----------------------------------------------------------------------===//
@@ -972,14 +980,7 @@ moe_status_t *moe_model_invoke_device(moe_model_t *model,
     failure = wrapDeviceMemory(model, view.allocated, sig.outputs[i].dtype,
                                view.rank, view.sizes, &results[i]);
   }
-  if (failure) {
-    for (moe_tensor_t *tensor : results)
-      moe_tensor_free(tensor);
-    return failure;
-  }
-  for (size_t i = 0; i < n_outputs; ++i)
-    outputs[i] = results[i];
-  return nullptr;
+  return handOver(failure, results, outputs);
 }
 
 moe_status_t *moe_model_tensor_to_device(moe_model_t *model,

@@ -79,16 +79,25 @@ moe_status_t *moe_tensor_create(moe_dtype_t dtype, size_t rank,
   return nullptr;
 }
 
-moe_status_t *moe_tensor_wrap(void *data, moe_dtype_t dtype, size_t rank,
-                              const int64_t *shape, int take_ownership,
-                              moe_tensor_t **out) {
-  int64_t numElements;
+/// The checks of wrapping `data` as a tensor of `shape`: a valid shape, and
+/// data unless it is empty.
+static moe_status_t *checkWrap(const void *data, moe_dtype_t dtype, size_t rank,
+                               const int64_t *shape, int64_t &numElements) {
   size_t byteSize;
   if (moe_status_t *status =
           checkShape(dtype, rank, shape, numElements, byteSize))
     return status;
   if (!data && byteSize != 0)
     return moe_status_make("cannot wrap a NULL pointer as %zu bytes", byteSize);
+  return nullptr;
+}
+
+moe_status_t *moe_tensor_wrap(void *data, moe_dtype_t dtype, size_t rank,
+                              const int64_t *shape, int take_ownership,
+                              moe_tensor_t **out) {
+  int64_t numElements;
+  if (moe_status_t *status = checkWrap(data, dtype, rank, shape, numElements))
+    return status;
   *out = newTensor(data, dtype, rank, shape, numElements, take_ownership != 0);
   return nullptr;
 }
@@ -98,12 +107,8 @@ moe_status_t *moe_tensor_wrap_device(void *data, moe_dtype_t dtype, size_t rank,
                                      moe_tensor_deleter_t deleter,
                                      void *context, moe_tensor_t **out) {
   int64_t numElements;
-  size_t byteSize;
-  if (moe_status_t *status =
-          checkShape(dtype, rank, shape, numElements, byteSize))
+  if (moe_status_t *status = checkWrap(data, dtype, rank, shape, numElements))
     return status;
-  if (!data && byteSize != 0)
-    return moe_status_make("cannot wrap a NULL pointer as %zu bytes", byteSize);
   moe_tensor_t *tensor =
       newTensor(data, dtype, rank, shape, numElements, deleter != nullptr);
   tensor->onDevice = true;
