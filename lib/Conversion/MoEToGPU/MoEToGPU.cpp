@@ -272,7 +272,75 @@ struct KernelBuilder {
     return gpu::BlockIdOp::create(b, loc, d);
   }
   void barrier() const { gpu::BarrierOp::create(b, loc); }
+  /// Whether the data of `mem` is `bytes`-aligned (in a kernel, the same for
+  /// every thread). Device allocations are 256-byte aligned, so this only
+  /// fails for unusual views.
+  Value isAligned(Value mem, int64_t bytes) const {
+    Value ptr = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, mem);
+    return cmpI(arith::CmpIPredicate::eq, rem(ptr, idx(bytes)), idx(0));
+  }
 };
+
+/// The elements of `type` from `indices` on along the last dimension of
+/// `mem` (of `type`'s element type), zero where `valid` is false and at or
+/// past `bound` in that dimension. Where `vectorOk` (uniform) holds, one
+/// vector load reads them: the caller guarantees then that `mem` is aligned
+/// to the vector's size and that its rows and `bound` are multiples of the
+/// vector's length, so that a vector at an index that is a multiple of it is
+/// all in or all out; elsewhere (or without `vectorOk`) element loads.
+static Value loadMaskedVector(const KernelBuilder &b, VectorType type,
+                              Value mem, SmallVector<Value> indices,
+                              Value valid, Value bound, Value vectorOk) {
+  OpBuilder &ob = b.b;
+  Location loc = b.loc;
+  Type elementType = type.getElementType();
+  int64_t width = type.getNumElements();
+  Value first = indices.back();
+  auto select = [&](Value cond, function_ref<Value()> then,
+                    function_ref<Value()> otherwise) {
+    auto ifOp = scf::IfOp::create(
+        ob, loc, cond,
+        [&](OpBuilder &, Location) { scf::YieldOp::create(ob, loc, then()); },
+        [&](OpBuilder &, Location) {
+          scf::YieldOp::create(ob, loc, otherwise());
+        });
+    return ifOp.getResult(0);
+  };
+  auto scalar = [&]() -> Value {
+    SmallVector<Value> elements;
+    for (int64_t j = 0; j < width; ++j) {
+      Value c = b.add(first, b.idx(j));
+      indices.back() = c;
+      elements.push_back(select(
+          b.andI(valid, b.lt(c, bound)),
+          [&] { return memref::LoadOp::create(ob, loc, mem, indices); },
+          [&] {
+            return arith::ConstantOp::create(ob, loc,
+                                             ob.getFloatAttr(elementType, 0.0));
+          }));
+    }
+    indices.back() = first;
+    return vector::FromElementsOp::create(ob, loc, type, elements);
+  };
+  if (!vectorOk)
+    return scalar();
+  auto vectorized = [&]() -> Value {
+    return select(
+        b.andI(valid, b.lt(first, bound)),
+        [&] {
+          return vector::LoadOp::create(
+              ob, loc, type, mem, indices, /*nontemporal=*/false,
+              /*alignment=*/
+              llvm::Align(width * elementType.getIntOrFloatBitWidth() / 8));
+        },
+        [&] {
+          return arith::ConstantOp::create(
+              ob, loc,
+              DenseElementsAttr::get(type, ob.getFloatAttr(elementType, 0.0)));
+        });
+  };
+  return select(vectorOk, vectorized, scalar);
+}
 
 /// A kernel being built: its function and its arguments.
 struct Kernel {
@@ -664,12 +732,7 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
       Value cH = b.idx(hidden), last = b.idx(hidden - 1);
       Type wElem = cast<MemRefType>(w.getType()).getElementType();
       VectorType wVec = VectorType::get({group}, wElem);
-      Value aligned;
-      if (group > 1) {
-        Value ptr =
-            memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, w);
-        aligned = b.cmpI(arith::CmpIPredicate::eq, b.rem(ptr, b.idx(16)), c0);
-      }
+      Value aligned = group > 1 ? b.isAligned(w, 16) : Value();
       // The G sums of `pair` over the hidden elements slice, slice + step, ...
       auto dot = [&](Value pair, Value slice, Value step, bool vectorLoads) {
         Value t = b.add(t0, b.div(pair, groups));
@@ -1766,72 +1829,14 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
         return {expert, r, c};
       return {r, c};
     };
-    // Whether the data of `mem` is 16-byte aligned, the same for every
-    // thread (device allocations are; unusual views may not be).
-    auto aligned = [&](Value mem) {
-      Value ptr =
-          memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, mem);
-      return b.cmpI(arith::CmpIPredicate::eq,
-                    b.rem(ptr, b.idx(kSimtVectorBytes)), c0);
-    };
     VectorType vecType = VectorType::get({width}, ct);
-    // The `width` elements of `mem` from `indices` on along its last
-    // dimension, zero where `valid` is false and at or past `bound` in that
-    // dimension. Where `vectorOk` (uniform) holds, one vector load reads
-    // them: the caller guarantees then that `mem` is aligned and that its
-    // rows and `bound` are multiples of `width`, so that a vector at an index
-    // that is a multiple of `width` is all in or all out.
+    auto aligned = [&](Value mem) {
+      return b.isAligned(mem, kSimtVectorBytes);
+    };
     auto loadVector = [&](Value mem, SmallVector<Value> indices, Value valid,
-                          Value bound, Value vectorOk) -> Value {
-      Value first = indices.back();
-      auto scalar = [&]() -> Value {
-        SmallVector<Value> elements;
-        for (int64_t j = 0; j < width; ++j) {
-          Value c = b.add(first, b.idx(j));
-          indices.back() = c;
-          auto ifOp = scf::IfOp::create(
-              rewriter, loc, b.andI(valid, b.lt(c, bound)),
-              [&](OpBuilder &, Location) {
-                scf::YieldOp::create(rewriter, loc, b.loadF(mem, indices));
-              },
-              [&](OpBuilder &, Location) {
-                scf::YieldOp::create(rewriter, loc, b.flt(0.0));
-              });
-          elements.push_back(ifOp.getResult(0));
-        }
-        indices.back() = first;
-        return vector::FromElementsOp::create(rewriter, loc, vecType, elements);
-      };
-      if (!vectorOk)
-        return scalar();
-      auto vectorized = [&]() -> Value {
-        auto ifOp = scf::IfOp::create(
-            rewriter, loc, b.andI(valid, b.lt(first, bound)),
-            [&](OpBuilder &, Location) {
-              Value v = vector::LoadOp::create(
-                  rewriter, loc, vecType, mem, indices,
-                  /*nontemporal=*/false,
-                  /*alignment=*/llvm::Align(kSimtVectorBytes));
-              scf::YieldOp::create(rewriter, loc, v);
-            },
-            [&](OpBuilder &, Location) {
-              Value zero = arith::ConstantOp::create(
-                  rewriter, loc,
-                  DenseElementsAttr::get(vecType,
-                                         rewriter.getFloatAttr(ct, 0.0)));
-              scf::YieldOp::create(rewriter, loc, zero);
-            });
-        return ifOp.getResult(0);
-      };
-      auto ifOp = scf::IfOp::create(
-          rewriter, loc, vectorOk,
-          [&](OpBuilder &, Location) {
-            scf::YieldOp::create(rewriter, loc, vectorized());
-          },
-          [&](OpBuilder &, Location) {
-            scf::YieldOp::create(rewriter, loc, scalar());
-          });
-      return ifOp.getResult(0);
+                          Value bound, Value vectorOk) {
+      return loadMaskedVector(b, vecType, mem, std::move(indices), valid, bound,
+                              vectorOk);
     };
 
     // Staging assignments, fixed over the K loop. A: thread `tid` reads
@@ -2121,8 +2126,6 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
   b.ifThen(tile.found, [&] {
     int64_t numK = spec.k, numN = spec.n;
     Value cK = b.idx(numK), cN = b.idx(numN);
-    Value zero = arith::ConstantOp::create(
-        rewriter, loc, rewriter.getFloatAttr(elementType, 0.0));
     // Where row `row` (global) reads its A row, whether it holds a token,
     // and whether it is a row of this tile at all.
     struct RowInfo {
@@ -2136,79 +2139,12 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
       Value has = b.andI(valid, b.cmpI(arith::CmpIPredicate::sge, token, c0));
       return RowInfo{valid, has, token};
     };
-    // An element of `mem`, or zero where `cond` is false.
-    auto loadOrZero = [&](Value cond, Value mem, ValueRange indices) {
-      auto ifOp = scf::IfOp::create(
-          rewriter, loc, cond,
-          [&](OpBuilder &, Location) {
-            scf::YieldOp::create(rewriter, loc,
-                                 ValueRange{memref::LoadOp::create(
-                                     rewriter, loc, mem, indices)});
-          },
-          [&](OpBuilder &, Location) {
-            scf::YieldOp::create(rewriter, loc, zero);
-          });
-      return ifOp.getResult(0);
-    };
-    // Whether the data of `mem` is 16-byte aligned, the same for every
-    // thread. Device allocations are 256-byte aligned, so this only fails
-    // for unusual views, which then take the elementwise loads.
-    auto aligned16 = [&](Value mem) {
-      Value ptr =
-          memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, mem);
-      return b.cmpI(arith::CmpIPredicate::eq, b.rem(ptr, b.idx(16)), c0);
-    };
-    // The kVector elements of `mem` from `indices` on along its last
-    // dimension, zero where `valid` is false and at or past `bound` in that
-    // dimension. Where `vectorOk` (uniform) holds, one 16-byte vector load
-    // reads them: the caller guarantees then that `mem` is aligned and that
-    // its rows and `bound` are multiples of kVector elements, so that with an
-    // index that is a multiple of kVector a vector is all in or all out.
     VectorType vecType = VectorType::get({kVector}, elementType);
-    Value zeroVec = arith::ConstantOp::create(
-        rewriter, loc,
-        DenseElementsAttr::get(vecType,
-                               rewriter.getFloatAttr(elementType, 0.0)));
+    auto aligned16 = [&](Value mem) { return b.isAligned(mem, kVectorBytes); };
     auto loadVector = [&](Value mem, SmallVector<Value> indices, Value valid,
-                          Value bound, Value vectorOk) -> Value {
-      Value first = indices.back();
-      auto scalar = [&]() -> Value {
-        SmallVector<Value> elements;
-        for (int64_t j = 0; j < kVector; ++j) {
-          Value c = b.add(first, b.idx(j));
-          indices.back() = c;
-          elements.push_back(
-              loadOrZero(b.andI(valid, b.lt(c, bound)), mem, indices));
-        }
-        indices.back() = first;
-        return vector::FromElementsOp::create(rewriter, loc, vecType, elements);
-      };
-      if (!vectorOk)
-        return scalar();
-      auto vectorized = [&]() -> Value {
-        auto ifOp = scf::IfOp::create(
-            rewriter, loc, b.andI(valid, b.lt(first, bound)),
-            [&](OpBuilder &, Location) {
-              Value v = vector::LoadOp::create(
-                  rewriter, loc, vecType, mem, indices,
-                  /*nontemporal=*/false,
-                  /*alignment=*/llvm::Align(kVectorBytes));
-              scf::YieldOp::create(rewriter, loc, v);
-            },
-            [&](OpBuilder &, Location) {
-              scf::YieldOp::create(rewriter, loc, zeroVec);
-            });
-        return ifOp.getResult(0);
-      };
-      auto ifOp = scf::IfOp::create(
-          rewriter, loc, vectorOk,
-          [&](OpBuilder &, Location) {
-            scf::YieldOp::create(rewriter, loc, vectorized());
-          },
-          [&](OpBuilder &, Location) {
-            scf::YieldOp::create(rewriter, loc, scalar());
-          });
-      return ifOp.getResult(0);
+                          Value bound, Value vectorOk) {
+      return loadMaskedVector(b, vecType, mem, std::move(indices), valid, bound,
+                              vectorOk);
     };
     auto weightAt = [&](Value r, Value c) -> SmallVector<Value> {
       if (spec.grouped)
@@ -3071,12 +3007,8 @@ static Kernel buildSkinnyGemmKernel(RewriterBase &rewriter, Operation *op,
       // every thread. Device allocations are 256-byte aligned, so this only
       // fails for unusual views, which then take the element loads.
       Value aligned = b.boolean(true);
-      for (Value w : weights) {
-        Value ptr =
-            memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, w);
-        aligned = b.andI(aligned, b.cmpI(arith::CmpIPredicate::eq,
-                                         b.rem(ptr, b.idx(alignment)), c0));
-      }
+      for (Value w : weights)
+        aligned = b.andI(aligned, b.isAligned(w, alignment));
       auto ifOp = scf::IfOp::create(
           rewriter, loc, aligned,
           [&](OpBuilder &, Location) {
@@ -3364,13 +3296,8 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
   if (pipelined) {
     // Empty grids for the variant not taken (no scf.if; see emitFfn).
     Value aligned = hb.boolean(true);
-    for (Value buf : present({inputBuf, gateBuf, upBuf, downBuf})) {
-      Value ptr =
-          memref::ExtractAlignedPointerAsIndexOp::create(rewriter, loc, buf);
-      aligned = hb.andI(aligned,
-                        hb.cmpI(arith::CmpIPredicate::eq,
-                                hb.rem(ptr, hb.idx(kVectorBytes)), hb.idx(0)));
-    }
+    for (Value buf : present({inputBuf, gateBuf, upBuf, downBuf}))
+      aligned = hb.andI(aligned, hb.isAligned(buf, kVectorBytes));
     unalignedRowTiles = hb.select(aligned, hb.idx(0), rowTiles);
     rowTiles = hb.select(aligned, rowTiles, hb.idx(0));
   }
