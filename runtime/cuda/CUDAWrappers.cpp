@@ -715,11 +715,8 @@ void *mgpuMemAlloc(uint64_t sizeBytes, CUstream stream, bool isHostShared) {
                "cuMemAllocManaged");
     if (ok)
       managedAllocations().insert(ptr);
-  } else if (driver->streamOrderedAllocation) {
-    ok = check(*driver, driver->cuMemAllocAsync(&ptr, sizeBytes, stream),
-               "cuMemAllocAsync");
   } else {
-    ok = check(*driver, driver->cuMemAlloc_v2(&ptr, sizeBytes), "cuMemAlloc");
+    ok = allocateDeviceMemory(*driver, ptr, sizeBytes, stream, nullptr);
   }
   if (ok && runAllocations())
     runAllocations()->push_back(ptr);
@@ -1278,11 +1275,7 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
       inputBuffers.push_back(device.allocated());
     } else if (bytes > 0) {
       CUdeviceptr ptr = 0;
-      if (!check(driver,
-                 driver.streamOrderedAllocation
-                     ? driver.cuMemAllocAsync(&ptr, bytes, state.stream)
-                     : driver.cuMemAlloc_v2(&ptr, bytes),
-                 "cuMemAlloc"))
+      if (!allocateDeviceMemory(driver, ptr, bytes, state.stream, "inputs"))
         return false;
       state.deviceBuffers.push_back(ptr);
       if (inputStaging && stagingOffset[i] != ~0ull) {
