@@ -315,12 +315,15 @@ def run(args):
             if "ours" in row and (args.profile == "all" or
                                   f"{mdir.name}@{T}" in args.profile.split(",")):
                 # Per-kernel device times from the runtime's own profiler
-                # (MOE_CUDA_PROFILE: events around every launch; seconds, not minutes).
-                p = subprocess.run([moe_run, str(so), f"--input=@{xin}", "--benchmark=20"],
-                                   capture_output=True, text=True, timeout=120,
-                                   env=dict(os.environ, MOE_CUDA_PROFILE="1"))
-                (out / f"profile-{mdir.name}-T{T}.txt").write_text(
-                    f"## {mdir.name} T={T}\n{p.stderr}")
+                # (MOE_CUDA_PROFILE: events around every launch; seconds, not minutes),
+                # with x and y crossing the bus and with them in device memory.
+                text = ""
+                for label, extra in (("", []), (" device-io", ["--device-io"])):
+                    p = subprocess.run([moe_run, str(so), f"--input=@{xin}", "--benchmark=20"]
+                                       + extra, capture_output=True, text=True, timeout=120,
+                                       env=dict(os.environ, MOE_CUDA_PROFILE="1"))
+                    text += f"## {mdir.name} T={T}{label}\n{p.stderr}"
+                (out / f"profile-{mdir.name}-T{T}.txt").write_text(text)
                 log(f"  profile: {out / f'profile-{mdir.name}-T{T}.txt'}")
             if f"{mdir.name}@{T}" in args.ncu.split(","):
                 # Per-kernel device times (Nsight Compute), when it is installed.

@@ -281,6 +281,21 @@ struct KernelBuilder {
   }
 };
 
+/// `gpu.shuffle` of an i32 or float value across the lanes of a warp.
+static Value shuffle(const KernelBuilder &b, Value v, int32_t offset,
+                     gpu::ShuffleMode mode) {
+  return gpu::ShuffleOp::create(b.b, b.loc, v, offset, int32_t(kWarpSize), mode)
+      .getShuffleResult();
+}
+
+/// The maximum of an i32 over the warp, in every lane.
+static Value warpMax(const KernelBuilder &b, Value v) {
+  for (int32_t d = 1; d < kWarpSize; d *= 2)
+    v = arith::MaxSIOp::create(b.b, b.loc, v,
+                               shuffle(b, v, d, gpu::ShuffleMode::XOR));
+  return v;
+}
+
 /// The elements of `type` from `indices` on along the last dimension of
 /// `mem` (of `type`'s element type), zero where `valid` is false and at or
 /// past `bound` in that dimension. Where `vectorOk` (uniform) holds, one
@@ -638,7 +653,7 @@ static Kernel buildExpertChoiceKernel(RewriterBase &rewriter, Operation *op,
 
 /// Emits the routing kernel and its launch for `moe.gate` (with `router`) or
 /// `moe.route` (without): the block's logits tile is built in workgroup
-/// memory by all threads (the router matmul for `moe.gate`), then one thread
+/// memory by all threads (the router matmul for `moe.gate`), then one warp
 /// per token computes the scores, the selection (bias, group limit), the
 /// top-k and the mixing weights.
 static std::pair<Value, Value>
@@ -842,199 +857,265 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
     }
     b.barrier();
 
-    // Phase 2: one thread per token.
-    Value lt = tid, t = b.add(t0, tid);
-    b.ifThen(b.andI(b.lt(lt, perBlock), b.lt(t, numTokens)), [&] {
-      double temperature = routing.getTemperature().convertToDouble();
-      auto forExperts = [&](function_ref<void(Value)> body) {
-        b.loop(c0, cE, c1, body);
-      };
-      // Scores.
-      switch (routing.getScoring()) {
-      case ScoringFunc::Softmax: {
-        Value max =
-            b.loop(c0, cE, c1, b.flt(negInf), [&](Value e, ValueRange acc) {
-              return SmallVector<Value>{
-                  b.maxF(acc[0], b.loadF(scores, {lt, e}))};
-            })[0];
-        Value sum =
-            b.loop(c0, cE, c1, b.flt(0.0), [&](Value e, ValueRange acc) {
-              Value d = b.sub(b.loadF(scores, {lt, e}), max);
-              if (temperature != 1.0)
-                d = b.div(d, b.flt(temperature));
-              Value p = b.exp(d);
-              b.storeF(p, scores, {lt, e});
-              return SmallVector<Value>{b.add(acc[0], p)};
-            })[0];
-        forExperts([&](Value e) {
-          b.storeF(b.div(b.loadF(scores, {lt, e}), sum), scores, {lt, e});
-        });
-        break;
-      }
-      case ScoringFunc::Sigmoid:
-        forExperts([&](Value e) {
-          b.storeF(b.sigmoid(b.loadF(scores, {lt, e})), scores, {lt, e});
-        });
-        break;
-      case ScoringFunc::TopkSoftmax:
-        break;
-      }
-      // Selection scores: scores plus the bias.
-      auto selectionAt = [&](Value e) {
-        Value s = b.loadF(scores, {lt, e});
-        return biasArg ? b.add(s, b.loadF(biasArg, {e})) : s;
-      };
-      forExperts([&](Value e) {
-        b.storeF(selectionAt(e), selection, {lt, e});
-      });
-      if (expertChoice) {
-        // The choice is made across tokens by moe_expert_choice.
-        forExperts([&](Value e) {
-          b.storeF(b.loadF(scores, {lt, e}), ecScores, {t, e});
-          b.storeF(b.loadF(selection, {lt, e}), ecSelection, {t, e});
-        });
-        return;
-      }
-      // Expert groups (MoMa): the token's top-k is taken among the experts
-      // [lo, hi) of its group; a group id out of range routes it nowhere.
-      Value groupValid, lo, hi;
-      if (groupsArg) {
-        ArrayRef<int64_t> sizes = routing.getExpertGroups();
-        Value g = b.loadI(groupsArg, {t});
-        groupValid = b.andI(b.cmpI(arith::CmpIPredicate::sge, g, c0),
-                            b.lt(g, b.idx(sizes.size())));
-        lo = c0;
-        hi = c0;
-        int64_t start = 0;
-        for (auto [i, size] : llvm::enumerate(sizes)) {
-          Value here = b.cmpI(arith::CmpIPredicate::eq, g, b.idx(i));
-          lo = b.select(here, b.idx(start), lo);
-          hi = b.select(here, b.idx(start + size), hi);
-          start += size;
-        }
-      }
-      // Group limit: the experts of groups ranked topk_group or worse
-      // become -inf. Group scores are recomputed from the unmasked
-      // selection so that masking does not change later ranks.
-      if (routing.isGroupLimited()) {
-        int64_t numGroups = routing.getNGroup();
-        int64_t groupSize = numExperts / numGroups;
-        Value cG = b.idx(numGroups), cGs = b.idx(groupSize);
-        auto groupScore = [&](Value g) {
-          SmallVector<Value> top =
-              b.loop(c0, cGs, c1, {b.flt(negInf), b.flt(negInf)},
-                     [&](Value j, ValueRange best) {
-                       Value v = selectionAt(b.add(b.mul(g, cGs), j));
-                       Value aboveFirst =
-                           b.cmpF(arith::CmpFPredicate::OGT, v, best[0]);
-                       Value aboveSecond =
-                           b.cmpF(arith::CmpFPredicate::OGT, v, best[1]);
-                       Value first = b.select(aboveFirst, v, best[0]);
-                       Value second =
-                           b.select(aboveFirst, best[0],
-                                    b.select(aboveSecond, v, best[1]));
-                       return SmallVector<Value>{first, second};
-                     });
-          return groupSize == 1 ? top[0] : b.add(top[0], top[1]);
+    // Phase 2: one warp per token (warp w takes the block's tokens w, w + 16,
+    // ...), lane l the experts l, l + 32, ... of the token's rows of `scores`
+    // and `selection` (consecutive words across a warp: no bank conflicts).
+    // Maxima, sums and each top-k step's argmax are butterflies of shuffles
+    // whose combining functions are commutative, so every lane ends with the
+    // same value and the scalar steps after them agree in every lane; lane 0
+    // writes the token's ids and weights. The loop bounds and branches are
+    // uniform per warp and there is no block barrier below.
+    constexpr int64_t numWarps = kRoutingThreads / kWarpSize;
+    Value cW = b.idx(kWarpSize);
+    Value lane = b.rem(tid, cW), warpId = b.div(tid, cW);
+    Value isLane0 = b.cmpI(arith::CmpIPredicate::eq, lane, c0);
+    auto allReduce = [&](Value v, function_ref<Value(Value, Value)> combine) {
+      for (int32_t d = 1; d < kWarpSize; d *= 2)
+        v = combine(v, shuffle(b, v, d, gpu::ShuffleMode::XOR));
+      return v;
+    };
+    auto shuffleIndex = [&](Value v, int32_t d) {
+      OpBuilder &ob = b.b;
+      Value i32 = arith::IndexCastOp::create(ob, loc, ob.getI32Type(), v);
+      return arith::IndexCastOp::create(
+          ob, loc, ob.getIndexType(),
+          shuffle(b, i32, d, gpu::ShuffleMode::XOR));
+    };
+    // The lane's experts after the writes of the other lanes (bar.warp.sync
+    // orders workgroup memory among the warp's lanes).
+    auto syncWarp = [&] {
+      NVVM::SyncWarpOp::create(
+          rewriter, loc,
+          arith::ConstantOp::create(rewriter, loc,
+                                    rewriter.getI32IntegerAttr(-1)));
+    };
+    b.loop(c0, b.ceilDiv(perBlock, numWarps), c1, [&](Value q) {
+      Value lt = b.add(b.mul(q, b.idx(numWarps)), warpId);
+      Value t = b.add(t0, lt);
+      b.ifThen(b.andI(b.lt(lt, perBlock), b.lt(t, numTokens)), [&] {
+        double temperature = routing.getTemperature().convertToDouble();
+        auto forExperts = [&](function_ref<void(Value)> body) {
+          b.loop(lane, cE, cW, body);
         };
-        b.loop(c0, cG, c1, [&](Value g) {
-          Value mine = groupScore(g);
-          Value rank =
-              b.loop(c0, cG, c1, b.idx(0), [&](Value o, ValueRange acc) {
-                Value other = groupScore(o);
-                Value better =
-                    b.orI(b.cmpF(arith::CmpFPredicate::OGT, other, mine),
-                          b.andI(b.cmpF(arith::CmpFPredicate::OEQ, other, mine),
-                                 b.cmpI(arith::CmpIPredicate::ult, o, g)));
-                return SmallVector<Value>{
-                    b.add(acc[0], b.select(better, c1, c0))};
-              })[0];
-          b.ifThen(b.cmpI(arith::CmpIPredicate::sge, rank,
-                          b.idx(routing.getTopkGroup())),
-                   [&] {
-                     b.loop(c0, cGs, c1, [&](Value j) {
-                       b.storeF(b.flt(negInf), selection,
-                                {lt, b.add(b.mul(g, cGs), j)});
-                     });
-                   });
-        });
-      }
-      // Top-k: k passes of argmax, each below the previous choice in
-      // the order (selection descending, expert ascending).
-      bool dynamicK = routing.hasDynamicK();
-      double threshold = routing.getThreshold().convertToDouble();
-      Value cK = b.idx(k), noExpert = b.idx(-1);
-      SmallVector<Value> topk = b.loop(
-          c0, cK, c1,
-          {b.flt(std::numeric_limits<double>::infinity()), noExpert, b.flt(0.0),
-           b.boolean(false), b.flt(0.0), b.flt(negInf)},
-          [&](Value j, ValueRange st) {
-            Value prevVal = st[0], prevIdx = st[1];
-            SmallVector<Value> best = b.loop(
-                c0, cE, c1, {b.flt(negInf), noExpert},
-                [&](Value e, ValueRange best) {
-                  Value v = b.loadF(selection, {lt, e});
-                  Value eligible = b.orI(
-                      b.cmpF(arith::CmpFPredicate::OLT, v, prevVal),
-                      b.andI(b.cmpF(arith::CmpFPredicate::OEQ, v, prevVal),
-                             b.cmpI(arith::CmpIPredicate::sgt, e, prevIdx)));
-                  if (groupsArg)
-                    eligible =
-                        b.andI(eligible,
-                               b.andI(b.cmpI(arith::CmpIPredicate::sge, e, lo),
-                                      b.lt(e, hi)));
-                  Value take = b.andI(
-                      eligible,
-                      b.orI(b.lt(best[1], c0),
-                            b.cmpF(arith::CmpFPredicate::OGT, v, best[0])));
-                  return SmallVector<Value>{b.select(take, v, best[0]),
-                                            b.select(take, e, best[1])};
-                });
-            Value score = b.loadF(scores, {lt, b.maxI(best[1], c0)});
-            Value id = best[1], wgt = score, cum = st[2], done = st[3];
-            if (dynamicK) {
-              id = b.select(done, noExpert, best[1]);
-              wgt = b.select(done, b.flt(0.0), score);
-              cum = b.add(cum, wgt);
-              done = b.cmpF(arith::CmpFPredicate::OGE, cum, b.flt(threshold));
-            }
-            if (groupsArg) {
-              id = b.select(groupValid, id, noExpert);
-              wgt = b.select(groupValid, wgt, b.flt(0.0));
-            }
-            b.storeI(id, ids, {t, j});
-            b.storeF(wgt, weights, {t, j});
-            return SmallVector<Value>{
-                best[0], best[1],           cum,
-                done,    b.add(st[4], wgt), b.maxF(st[5], wgt)};
+        // Scores.
+        switch (routing.getScoring()) {
+        case ScoringFunc::Softmax: {
+          Value max = allReduce(b.loop(lane, cE, cW, b.flt(negInf),
+                                       [&](Value e, ValueRange acc) {
+                                         return SmallVector<Value>{b.maxF(
+                                             acc[0], b.loadF(scores, {lt, e}))};
+                                       })[0],
+                                [&](Value x, Value y) { return b.maxF(x, y); });
+          Value sum =
+              allReduce(b.loop(lane, cE, cW, b.flt(0.0),
+                               [&](Value e, ValueRange acc) {
+                                 Value d = b.sub(b.loadF(scores, {lt, e}), max);
+                                 if (temperature != 1.0)
+                                   d = b.div(d, b.flt(temperature));
+                                 Value p = b.exp(d);
+                                 b.storeF(p, scores, {lt, e});
+                                 return SmallVector<Value>{b.add(acc[0], p)};
+                               })[0],
+                        [&](Value x, Value y) { return b.add(x, y); });
+          forExperts([&](Value e) {
+            b.storeF(b.div(b.loadF(scores, {lt, e}), sum), scores, {lt, e});
           });
-      // Mixing weights.
-      double scale = routing.getScale().convertToDouble();
-      Value divisor;
-      if (routing.getScoring() == ScoringFunc::TopkSoftmax) {
-        divisor = b.loop(c0, cK, c1, b.flt(0.0), [&](Value j, ValueRange acc) {
-          Value d = b.sub(b.loadF(weights, {t, j}), topk[5]);
-          if (temperature != 1.0)
-            d = b.div(d, b.flt(temperature));
-          Value p = b.exp(d);
-          b.storeF(p, weights, {t, j});
-          return SmallVector<Value>{b.add(acc[0], p)};
-        })[0];
-      } else if (routing.getRenormalize()) {
-        divisor = topk[4];
-      }
-      if (divisor || scale != 1.0 || groupsArg)
-        b.loop(c0, cK, c1, [&](Value j) {
-          Value v = b.loadF(weights, {t, j});
-          if (divisor)
-            v = b.div(v, divisor);
-          if (scale != 1.0)
-            v = b.mul(v, b.flt(scale));
-          // A token routed nowhere keeps weights of 0 (not 0 / 0).
-          if (groupsArg)
-            v = b.select(groupValid, v, b.flt(0.0));
-          b.storeF(v, weights, {t, j});
+          break;
+        }
+        case ScoringFunc::Sigmoid:
+          forExperts([&](Value e) {
+            b.storeF(b.sigmoid(b.loadF(scores, {lt, e})), scores, {lt, e});
+          });
+          break;
+        case ScoringFunc::TopkSoftmax:
+          break;
+        }
+        // Selection scores: scores plus the bias.
+        auto selectionAt = [&](Value e) {
+          Value s = b.loadF(scores, {lt, e});
+          return biasArg ? b.add(s, b.loadF(biasArg, {e})) : s;
+        };
+        forExperts([&](Value e) {
+          b.storeF(selectionAt(e), selection, {lt, e});
         });
+        if (expertChoice) {
+          // The choice is made across tokens by moe_expert_choice.
+          forExperts([&](Value e) {
+            b.storeF(b.loadF(scores, {lt, e}), ecScores, {t, e});
+            b.storeF(b.loadF(selection, {lt, e}), ecSelection, {t, e});
+          });
+          return;
+        }
+        // Below, lanes read the scores of every expert.
+        syncWarp();
+        // Expert groups (MoMa): the token's top-k is taken among the experts
+        // [lo, hi) of its group; a group id out of range routes it nowhere.
+        Value groupValid, lo, hi;
+        if (groupsArg) {
+          ArrayRef<int64_t> sizes = routing.getExpertGroups();
+          Value g = b.loadI(groupsArg, {t});
+          groupValid = b.andI(b.cmpI(arith::CmpIPredicate::sge, g, c0),
+                              b.lt(g, b.idx(sizes.size())));
+          lo = c0;
+          hi = c0;
+          int64_t start = 0;
+          for (auto [i, size] : llvm::enumerate(sizes)) {
+            Value here = b.cmpI(arith::CmpIPredicate::eq, g, b.idx(i));
+            lo = b.select(here, b.idx(start), lo);
+            hi = b.select(here, b.idx(start + size), hi);
+            start += size;
+          }
+        }
+        // Group limit: the experts of groups ranked topk_group or worse
+        // become -inf. Every lane ranks every group (from the scores, which
+        // the masking does not change) and masks its own experts.
+        if (routing.isGroupLimited()) {
+          int64_t numGroups = routing.getNGroup();
+          int64_t groupSize = numExperts / numGroups;
+          Value cG = b.idx(numGroups), cGs = b.idx(groupSize);
+          auto groupScore = [&](Value g) {
+            SmallVector<Value> top =
+                b.loop(c0, cGs, c1, {b.flt(negInf), b.flt(negInf)},
+                       [&](Value j, ValueRange best) {
+                         Value v = selectionAt(b.add(b.mul(g, cGs), j));
+                         Value aboveFirst =
+                             b.cmpF(arith::CmpFPredicate::OGT, v, best[0]);
+                         Value aboveSecond =
+                             b.cmpF(arith::CmpFPredicate::OGT, v, best[1]);
+                         Value first = b.select(aboveFirst, v, best[0]);
+                         Value second =
+                             b.select(aboveFirst, best[0],
+                                      b.select(aboveSecond, v, best[1]));
+                         return SmallVector<Value>{first, second};
+                       });
+            return groupSize == 1 ? top[0] : b.add(top[0], top[1]);
+          };
+          b.loop(c0, cG, c1, [&](Value g) {
+            Value mine = groupScore(g);
+            Value rank =
+                b.loop(c0, cG, c1, b.idx(0), [&](Value o, ValueRange acc) {
+                  Value other = groupScore(o);
+                  Value better = b.orI(
+                      b.cmpF(arith::CmpFPredicate::OGT, other, mine),
+                      b.andI(b.cmpF(arith::CmpFPredicate::OEQ, other, mine),
+                             b.cmpI(arith::CmpIPredicate::ult, o, g)));
+                  return SmallVector<Value>{
+                      b.add(acc[0], b.select(better, c1, c0))};
+                })[0];
+            b.ifThen(b.cmpI(arith::CmpIPredicate::sge, rank,
+                            b.idx(routing.getTopkGroup())),
+                     [&] {
+                       // The group's experts e = g * Gs + j with e = lane
+                       // (mod 32).
+                       Value first = b.rem(
+                           b.sub(b.add(lane, cW), b.rem(b.mul(g, cGs), cW)),
+                           cW);
+                       b.loop(first, cGs, cW, [&](Value j) {
+                         b.storeF(b.flt(negInf), selection,
+                                  {lt, b.add(b.mul(g, cGs), j)});
+                       });
+                     });
+          });
+        }
+        // Top-k: k steps of argmax, each below the previous choice in the
+        // order (selection descending, expert ascending): the lane's best
+        // expert, then the warp's.
+        bool dynamicK = routing.hasDynamicK();
+        double threshold = routing.getThreshold().convertToDouble();
+        Value cK = b.idx(k), noExpert = b.idx(-1);
+        SmallVector<Value> topk = b.loop(
+            c0, cK, c1,
+            {b.flt(std::numeric_limits<double>::infinity()), noExpert,
+             b.flt(0.0), b.boolean(false), b.flt(0.0), b.flt(negInf)},
+            [&](Value j, ValueRange st) {
+              Value prevVal = st[0], prevIdx = st[1];
+              SmallVector<Value> best = b.loop(
+                  lane, cE, cW, {b.flt(negInf), noExpert},
+                  [&](Value e, ValueRange best) {
+                    Value v = b.loadF(selection, {lt, e});
+                    Value eligible = b.orI(
+                        b.cmpF(arith::CmpFPredicate::OLT, v, prevVal),
+                        b.andI(b.cmpF(arith::CmpFPredicate::OEQ, v, prevVal),
+                               b.cmpI(arith::CmpIPredicate::sgt, e, prevIdx)));
+                    if (groupsArg)
+                      eligible = b.andI(
+                          eligible,
+                          b.andI(b.cmpI(arith::CmpIPredicate::sge, e, lo),
+                                 b.lt(e, hi)));
+                    Value take = b.andI(
+                        eligible,
+                        b.orI(b.lt(best[1], c0),
+                              b.cmpF(arith::CmpFPredicate::OGT, v, best[0])));
+                    return SmallVector<Value>{b.select(take, v, best[0]),
+                                              b.select(take, e, best[1])};
+                  });
+              // The warp's best: an eligible expert beats none, then the
+              // higher selection score, then the lower index. Eligible
+              // scores are never NaN, so the order is total.
+              Value bestVal = best[0], bestIdx = best[1];
+              for (int32_t d = 1; d < kWarpSize; d *= 2) {
+                Value ov = shuffle(b, bestVal, d, gpu::ShuffleMode::XOR);
+                Value oi = shuffleIndex(bestIdx, d);
+                Value better = b.orI(
+                    b.cmpF(arith::CmpFPredicate::OGT, ov, bestVal),
+                    b.andI(b.cmpF(arith::CmpFPredicate::OEQ, ov, bestVal),
+                           b.cmpI(arith::CmpIPredicate::slt, oi, bestIdx)));
+                Value take = b.andI(b.cmpI(arith::CmpIPredicate::sge, oi, c0),
+                                    b.orI(b.lt(bestIdx, c0), better));
+                bestVal = b.select(take, ov, bestVal);
+                bestIdx = b.select(take, oi, bestIdx);
+              }
+              Value score = b.loadF(scores, {lt, b.maxI(bestIdx, c0)});
+              Value id = bestIdx, wgt = score, cum = st[2], done = st[3];
+              if (dynamicK) {
+                id = b.select(done, noExpert, bestIdx);
+                wgt = b.select(done, b.flt(0.0), score);
+                cum = b.add(cum, wgt);
+                done = b.cmpF(arith::CmpFPredicate::OGE, cum, b.flt(threshold));
+              }
+              if (groupsArg) {
+                id = b.select(groupValid, id, noExpert);
+                wgt = b.select(groupValid, wgt, b.flt(0.0));
+              }
+              b.ifThen(isLane0, [&] {
+                b.storeI(id, ids, {t, j});
+                b.storeF(wgt, weights, {t, j});
+              });
+              return SmallVector<Value>{
+                  bestVal, bestIdx,           cum,
+                  done,    b.add(st[4], wgt), b.maxF(st[5], wgt)};
+            });
+        // Mixing weights, by lane 0 (which wrote them).
+        b.ifThen(isLane0, [&] {
+          double scale = routing.getScale().convertToDouble();
+          Value divisor;
+          if (routing.getScoring() == ScoringFunc::TopkSoftmax) {
+            divisor =
+                b.loop(c0, cK, c1, b.flt(0.0), [&](Value j, ValueRange acc) {
+                  Value d = b.sub(b.loadF(weights, {t, j}), topk[5]);
+                  if (temperature != 1.0)
+                    d = b.div(d, b.flt(temperature));
+                  Value p = b.exp(d);
+                  b.storeF(p, weights, {t, j});
+                  return SmallVector<Value>{b.add(acc[0], p)};
+                })[0];
+          } else if (routing.getRenormalize()) {
+            divisor = topk[4];
+          }
+          if (divisor || scale != 1.0 || groupsArg)
+            b.loop(c0, cK, c1, [&](Value j) {
+              Value v = b.loadF(weights, {t, j});
+              if (divisor)
+                v = b.div(v, divisor);
+              if (scale != 1.0)
+                v = b.mul(v, b.flt(scale));
+              // A token routed nowhere keeps weights of 0 (not 0 / 0).
+              if (groupsArg)
+                v = b.select(groupValid, v, b.flt(0.0));
+              b.storeF(v, weights, {t, j});
+            });
+        });
+      });
     });
   }
 
@@ -2633,21 +2714,6 @@ static SkinnyPlan planSkinny(int64_t k, int64_t n, Type weightType,
   return plan;
 }
 
-/// `gpu.shuffle` of an i32 or float value across the lanes of a warp.
-static Value shuffle(const KernelBuilder &b, Value v, int32_t offset,
-                     gpu::ShuffleMode mode) {
-  return gpu::ShuffleOp::create(b.b, b.loc, v, offset, int32_t(kWarpSize), mode)
-      .getShuffleResult();
-}
-
-/// The maximum of an i32 over the warp, in every lane.
-static Value warpMax(const KernelBuilder &b, Value v) {
-  for (int32_t d = 1; d < kWarpSize; d *= 2)
-    v = arith::MaxSIOp::create(b.b, b.loc, v,
-                               shuffle(b, v, d, gpu::ShuffleMode::XOR));
-  return v;
-}
-
 /// The row group of block `slot` of a grouped skinny kernel. Each expert's
 /// rows form `ceil(rows / kSkinnyRows)` groups, numbered in expert order;
 /// every warp scans the offsets 32 experts at a time (an inclusive prefix
@@ -2851,153 +2917,185 @@ static Kernel buildSkinnyGemmKernel(RewriterBase &rewriter, Operation *op,
     // group and the split. Element j of this thread is static: row
     // j / perRow, K offset (j % perRow) * threads + tid. All loads are
     // issued before the stores.
-    int64_t perRow = plan.maxChunk / kSkinnyThreads;
-    int64_t perThread = rowsPerGroup * perRow;
-    auto element = [&](int64_t j) {
-      Value row = b.add(rowStart, b.idx(j / perRow));
-      Value kk = b.add(b.idx((j % perRow) * kSkinnyThreads), tid);
-      Value ok = b.andI(b.lt(row, rowEnd), b.lt(kk, kLen));
-      return std::make_tuple(row, kk, ok);
-    };
-    SmallVector<Value> staged;
-    if (spec.first) {
-      for (int64_t j = 0; j < perThread; ++j) {
-        Value row, kk, ok;
-        std::tie(row, kk, ok) = element(j);
-        Value token = row;
-        if (spec.grouped) {
-          token = b.loadI(tokens, {b.minI(row, b.sub(numRows, c1))});
-          ok = b.andI(ok, b.cmpI(arith::CmpIPredicate::sge, token, c0));
+    auto stageA = [&] {
+      int64_t perRow = plan.maxChunk / kSkinnyThreads;
+      int64_t perThread = rowsPerGroup * perRow;
+      auto element = [&](int64_t j) {
+        Value row = b.add(rowStart, b.idx(j / perRow));
+        Value kk = b.add(b.idx((j % perRow) * kSkinnyThreads), tid);
+        Value ok = b.andI(b.lt(row, rowEnd), b.lt(kk, kLen));
+        return std::make_tuple(row, kk, ok);
+      };
+      SmallVector<Value> staged;
+      if (spec.first) {
+        for (int64_t j = 0; j < perThread; ++j) {
+          Value row, kk, ok;
+          std::tie(row, kk, ok) = element(j);
+          Value token = row;
+          if (spec.grouped) {
+            token = b.loadI(tokens, {b.minI(row, b.sub(numRows, c1))});
+            ok = b.andI(ok, b.cmpI(arith::CmpIPredicate::sge, token, c0));
+          }
+          auto ifOp = scf::IfOp::create(
+              rewriter, loc, ok,
+              [&](OpBuilder &, Location) {
+                scf::YieldOp::create(rewriter, loc,
+                                     b.loadF(a, {token, b.add(kBegin, kk)}));
+              },
+              [&](OpBuilder &, Location) {
+                scf::YieldOp::create(rewriter, loc, b.flt(0.0));
+              });
+          staged.push_back(ifOp.getResult(0));
         }
-        auto ifOp = scf::IfOp::create(
-            rewriter, loc, ok,
-            [&](OpBuilder &, Location) {
-              scf::YieldOp::create(rewriter, loc,
-                                   b.loadF(a, {token, b.add(kBegin, kk)}));
-            },
-            [&](OpBuilder &, Location) {
-              scf::YieldOp::create(rewriter, loc, b.flt(0.0));
+      } else {
+        // The hidden activations: the first GEMM's partials summed over its
+        // splits (in split order), plus biases, through the activation. Out
+        // of range elements read a valid element (row rowStart, K row kBegin)
+        // and are replaced by zero.
+        int64_t upMatrices = cast<MemRefType>(a.getType()).getDimSize(2);
+        Value upSplits = b.dim(a, 0);
+        SmallVector<Value> rowIn, kIn, oks;
+        for (int64_t j = 0; j < perThread; ++j) {
+          auto [row, kk, ok] = element(j);
+          rowIn.push_back(b.select(ok, row, rowStart));
+          kIn.push_back(b.select(ok, b.add(kBegin, kk), kBegin));
+          oks.push_back(ok);
+        }
+        SmallVector<Value> init(perThread * upMatrices, b.flt(0.0));
+        SmallVector<Value> sums =
+            b.loop(c0, upSplits, c1, init, [&](Value s, ValueRange acc) {
+              SmallVector<Value> next;
+              for (int64_t j = 0; j < perThread; ++j)
+                for (int64_t m = 0; m < upMatrices; ++m)
+                  next.push_back(b.loadF(a, {s, rowIn[j], b.idx(m), kIn[j]}));
+              for (int64_t i = 0, e = next.size(); i < e; ++i)
+                next[i] = b.add(acc[i], next[i]);
+              return next;
             });
-        staged.push_back(ifOp.getResult(0));
-      }
-    } else {
-      // The hidden activations: the first GEMM's partials summed over its
-      // splits (in split order), plus biases, through the activation. Out
-      // of range elements read a valid element (row rowStart, K row kBegin)
-      // and are replaced by zero.
-      int64_t upMatrices = cast<MemRefType>(a.getType()).getDimSize(2);
-      Value upSplits = b.dim(a, 0);
-      SmallVector<Value> rowIn, kIn, oks;
-      for (int64_t j = 0; j < perThread; ++j) {
-        auto [row, kk, ok] = element(j);
-        rowIn.push_back(b.select(ok, row, rowStart));
-        kIn.push_back(b.select(ok, b.add(kBegin, kk), kBegin));
-        oks.push_back(ok);
-      }
-      SmallVector<Value> init(perThread * upMatrices, b.flt(0.0));
-      SmallVector<Value> sums =
-          b.loop(c0, upSplits, c1, init, [&](Value s, ValueRange acc) {
-            SmallVector<Value> next;
-            for (int64_t j = 0; j < perThread; ++j)
-              for (int64_t m = 0; m < upMatrices; ++m)
-                next.push_back(b.loadF(a, {s, rowIn[j], b.idx(m), kIn[j]}));
-            for (int64_t i = 0, e = next.size(); i < e; ++i)
-              next[i] = b.add(acc[i], next[i]);
-            return next;
-          });
-      for (int64_t j = 0; j < perThread; ++j) {
-        Value u = sums[j * upMatrices];
-        if (upBias)
-          u = b.add(u, biasAt(upBias, kIn[j]));
-        Value g;
-        if (upMatrices == 2) {
-          g = sums[j * upMatrices + 1];
-          if (gateBias)
-            g = b.add(g, biasAt(gateBias, kIn[j]));
+        for (int64_t j = 0; j < perThread; ++j) {
+          Value u = sums[j * upMatrices];
+          if (upBias)
+            u = b.add(u, biasAt(upBias, kIn[j]));
+          Value g;
+          if (upMatrices == 2) {
+            g = sums[j * upMatrices + 1];
+            if (gateBias)
+              g = b.add(g, biasAt(gateBias, kIn[j]));
+          }
+          Value h = buildExpertHidden(rewriter, loc, spec.expert, g, u);
+          // f16/bf16 hidden rows are rounded to the element type once, as the
+          // tensor-core path stores them (and as PyTorch computes them).
+          if (useTensorCores(elementType))
+            h = b.convertFloat(b.convertFloat(h, elementType), ct);
+          staged.push_back(b.select(oks[j], h, b.flt(0.0)));
         }
-        Value h = buildExpertHidden(rewriter, loc, spec.expert, g, u);
-        // f16/bf16 hidden rows are rounded to the element type once, as the
-        // tensor-core path stores them (and as PyTorch computes them).
-        if (useTensorCores(elementType))
-          h = b.convertFloat(b.convertFloat(h, elementType), ct);
-        staged.push_back(b.select(oks[j], h, b.flt(0.0)));
       }
-    }
-    for (int64_t j = 0; j < perThread; ++j)
-      memref::StoreOp::create(
-          rewriter, loc, staged[j], aTile,
-          ValueRange{b.idx(j / perRow), std::get<1>(element(j))});
-    b.barrier();
+      for (int64_t j = 0; j < perThread; ++j)
+        memref::StoreOp::create(
+            rewriter, loc, staged[j], aTile,
+            ValueRange{b.idx(j / perRow), std::get<1>(element(j))});
+      b.barrier();
+    };
 
-    // Rounds of `unroll` weight rows per slice and matrix: all vector loads
-    // of a round are issued, then the FMAs. K rows past the split read the
-    // split's last row and count as zero (as does their A value), so the
-    // loads stay in bounds and need no branch.
+    // Rounds of `unroll` weight rows per slice and matrix: an iteration does
+    // the FMAs of one round, then issues all loads of the next. K rows past
+    // the split read the split's last row and count as zero (as does their A
+    // value), so the loads stay in bounds and need no branch. The first
+    // round's loads are issued before A is staged (they do not depend on
+    // it), so that the staging's latency hides behind them.
     int64_t vec = plan.vec;
     VectorType vecType = VectorType::get({vec}, elementType);
     uint64_t alignment = vec * elementType.getIntOrFloatBitWidth() / 8;
     auto accIndex = [&](int64_t m, int64_t r, int64_t v) {
       return (m * rowsPerGroup + r) * vec + v;
     };
-    SmallVector<Value> init(numMatrices * rowsPerGroup * vec, b.flt(0.0));
     Value rounds = b.ceilDiv(kLen, plan.round);
-    // `vectorized`: one aligned vector load per weight row segment, else
-    // `vec` element loads.
+    // Row `u` of round `q` of this thread's slice: its K index, clamped into
+    // the split, and whether it is inside.
+    auto roundRow = [&](Value q, int64_t u) {
+      Value k = b.add(b.add(b.add(kBegin, b.mul(q, b.idx(plan.round))), slice),
+                      b.idx(u * plan.slices));
+      return std::make_pair(b.minI(k, b.sub(kEnd, c1)), b.lt(k, kEnd));
+    };
+    // The weight loads of round `q`: per row u and matrix m, one vector
+    // (`vectorized`: aligned vector loads) or `vec` elements.
+    auto loadRound = [&](Value q, bool vectorized) {
+      SmallVector<Value> loaded;
+      for (int64_t u = 0; u < plan.unroll; ++u) {
+        Value k = roundRow(q, u).first;
+        for (Value w : weights) {
+          SmallVector<Value> indices = {k, colIn};
+          if (spec.grouped)
+            indices.insert(indices.begin(), expert);
+          if (vectorized) {
+            loaded.push_back(vector::LoadOp::create(
+                rewriter, loc, vecType, w, indices, /*nontemporal=*/false,
+                llvm::MaybeAlign(alignment)));
+            continue;
+          }
+          for (int64_t j = 0; j < vec; ++j) {
+            indices.back() = b.add(colIn, b.idx(j));
+            loaded.push_back(memref::LoadOp::create(rewriter, loc, w, indices));
+          }
+        }
+      }
+      return loaded;
+    };
+    // Element v of matrix m's row u in `loaded`.
+    auto loadedAt = [&](ValueRange loaded, bool vectorized, int64_t u,
+                        int64_t m, int64_t v) {
+      int64_t perLoad = vectorized ? 1 : vec;
+      int64_t slot = (u * numMatrices + m) * perLoad;
+      if (vectorized)
+        return Value(vector::ExtractOp::create(rewriter, loc, loaded[slot], v));
+      return loaded[slot + v];
+    };
+    auto fmaRound = [&](Value q, ValueRange loaded, bool vectorized,
+                        ValueRange accIn) {
+      SmallVector<Value> next(accIn.begin(), accIn.end());
+      for (int64_t u = 0; u < plan.unroll; ++u) {
+        auto [k, kOk] = roundRow(q, u);
+        Value kk = b.sub(k, kBegin);
+        SmallVector<Value> av;
+        for (int64_t r = 0; r < rowsPerGroup; ++r) {
+          Value v = memref::LoadOp::create(rewriter, loc, aTile,
+                                           ValueRange{b.idx(r), kk});
+          av.push_back(b.select(kOk, v, b.flt(0.0)));
+        }
+        for (int64_t m = 0; m < numMatrices; ++m)
+          for (int64_t v = 0; v < vec; ++v) {
+            Value w = b.select(
+                kOk, b.convertFloat(loadedAt(loaded, vectorized, u, m, v), ct),
+                b.flt(0.0));
+            for (int64_t r = 0; r < rowsPerGroup; ++r) {
+              Value &sum = next[accIndex(m, r, v)];
+              sum = b.add(sum, b.mul(av[r], w));
+            }
+          }
+      }
+      return next;
+    };
+    int64_t numAcc = numMatrices * rowsPerGroup * vec;
     auto mainLoop = [&](bool vectorized) {
-      return b.loop(c0, rounds, c1, init, [&](Value q, ValueRange accIn) {
-        Value k0 = b.add(b.add(kBegin, b.mul(q, b.idx(plan.round))), slice);
-        SmallVector<Value> kOk, kIn;
-        // loaded[u][m][v]: element v of weight row u of matrix m.
-        SmallVector<SmallVector<SmallVector<Value>>> loaded;
-        for (int64_t u = 0; u < plan.unroll; ++u) {
-          Value k = b.add(k0, b.idx(u * plan.slices));
-          kOk.push_back(b.lt(k, kEnd));
-          kIn.push_back(b.minI(k, b.sub(kEnd, c1)));
-          SmallVector<SmallVector<Value>> perMatrix;
-          for (Value w : weights) {
-            SmallVector<Value> indices = {kIn.back(), colIn};
-            if (spec.grouped)
-              indices.insert(indices.begin(), expert);
-            SmallVector<Value> elements;
-            if (vectorized) {
-              Value v = vector::LoadOp::create(rewriter, loc, vecType, w,
-                                               indices, /*nontemporal=*/false,
-                                               llvm::MaybeAlign(alignment));
-              for (int64_t j = 0; j < vec; ++j)
-                elements.push_back(
-                    vector::ExtractOp::create(rewriter, loc, v, j));
-            } else {
-              for (int64_t j = 0; j < vec; ++j) {
-                indices.back() = b.add(colIn, b.idx(j));
-                elements.push_back(
-                    memref::LoadOp::create(rewriter, loc, w, indices));
-              }
-            }
-            perMatrix.push_back(elements);
-          }
-          loaded.push_back(perMatrix);
-        }
-        SmallVector<Value> next(accIn.begin(), accIn.end());
-        for (int64_t u = 0; u < plan.unroll; ++u) {
-          Value kk = b.sub(kIn[u], kBegin);
-          SmallVector<Value> av;
-          for (int64_t r = 0; r < rowsPerGroup; ++r) {
-            Value v = memref::LoadOp::create(rewriter, loc, aTile,
-                                             ValueRange{b.idx(r), kk});
-            av.push_back(b.select(kOk[u], v, b.flt(0.0)));
-          }
-          for (int64_t m = 0; m < numMatrices; ++m)
-            for (int64_t v = 0; v < vec; ++v) {
-              Value w = b.select(kOk[u], b.convertFloat(loaded[u][m][v], ct),
-                                 b.flt(0.0));
-              for (int64_t r = 0; r < rowsPerGroup; ++r) {
-                Value &sum = next[accIndex(m, r, v)];
-                sum = b.add(sum, b.mul(av[r], w));
-              }
-            }
-        }
-        return next;
-      });
+      SmallVector<Value> init(numAcc, b.flt(0.0));
+      append_range(init, loadRound(c0, vectorized));
+      stageA();
+      // The last iteration reloads the last round (from cache) rather than
+      // branch: a branch would join the pending loads' registers with the
+      // carried ones, and the moves at the join wait for the loads (run 9 on
+      // an H200: the up kernel at T = 1 went from 19 to 28 us).
+      Value last = b.sub(rounds, c1);
+      SmallVector<Value> out =
+          b.loop(c0, rounds, c1, init, [&](Value q, ValueRange carried) {
+            SmallVector<Value> next =
+                fmaRound(q, carried.drop_front(numAcc), vectorized,
+                         carried.take_front(numAcc));
+            append_range(next,
+                         loadRound(b.minI(b.add(q, c1), last), vectorized));
+            return next;
+          });
+      out.resize(numAcc);
+      return out;
     };
     SmallVector<Value> acc;
     if (vec == 1) {
@@ -3143,16 +3241,19 @@ static void emitSkinnyFfn(RewriterBase &rewriter, Operation *op,
   if (spec.grouped)
     groups = hb.add(hb.div(numRows, hb.idx(kSkinnyRows)),
                     hb.minI(numRows, hb.idx(spec.numExperts)));
-  // K rows per split: enough splits for about kSkinnyTargetBlocks blocks,
-  // within the plan's chunk bounds; then as few splits as cover K.
+  // K rows per split: as many splits as keep the grid within one wave of
+  // kSkinnyTargetBlocks blocks (at least one; a second, partial wave would
+  // take as long as the first), within the plan's chunk bounds; then as few
+  // splits as cover K.
   auto ceilDiv = [&](Value x, Value y) -> Value {
     return arith::CeilDivUIOp::create(rewriter, loc, x, y);
   };
   auto chooseChunk = [&](const SkinnyPlan &plan) {
     Value perSplit = hb.mul(hb.maxI(groups, hb.idx(1)), hb.idx(plan.strips));
     int64_t maxSplits = (plan.k + plan.minChunk - 1) / plan.minChunk;
-    Value wanted = hb.minI(ceilDiv(hb.idx(kSkinnyTargetBlocks), perSplit),
-                           hb.idx(maxSplits));
+    Value wanted = hb.minI(
+        hb.maxI(hb.div(hb.idx(kSkinnyTargetBlocks), perSplit), hb.idx(1)),
+        hb.idx(maxSplits));
     Value chunk =
         hb.mul(hb.ceilDiv(ceilDiv(hb.idx(plan.k), wanted), plan.round),
                hb.idx(plan.round));

@@ -40,13 +40,28 @@
 // CHECK: scf.if
 // CHECK: memref.store %{{.*}}, %[[SCORES]]
 // CHECK: gpu.barrier
-// Sigmoid scores, selection bias, group limit, top-k.
+// One warp per token: warp w takes tokens w, w + 16, ...; lane l experts
+// l, l + 32, ...
+// CHECK: arith.remui %thread_id_x, %c32
+// CHECK: arith.divui %thread_id_x, %c32
+// CHECK: scf.for
+// CHECK: scf.if
+// Sigmoid scores and the selection bias, per lane.
+// CHECK: scf.for %{{.*}} = %{{.*}} to %c8 step %c32
 // CHECK: math.exp
 // CHECK: memref.store %{{.*}}, %[[SEL]]
+// The other lanes' scores are read after a warp barrier.
+// CHECK: nvvm.bar.warp.sync
+// Group limit, then top-k: the lane's best eligible expert, then the warp's
+// by a butterfly of shuffles (value and index).
 // CHECK: arith.cmpf ogt
+// CHECK: scf.for %{{.*}} = %{{.*}} to %c2{{(_[0-9]+)?}} step %c32
+// CHECK: scf.for %{{.*}} = %{{.*}} to %c8 step %c32
 // CHECK: arith.cmpf olt
+// CHECK-COUNT-5: gpu.shuffle xor %{{.*}} : f32
 // CHECK: arith.index_cast %{{.*}} : index to i32
-// Renormalization and scale.
+// Renormalization and scale, by lane 0.
+// CHECK: scf.if
 // CHECK: arith.divf
 // CHECK: arith.mulf
 // CHECK: gpu.return

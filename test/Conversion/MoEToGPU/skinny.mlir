@@ -14,11 +14,13 @@
 // CHECK: %[[Q:.*]] = arith.divui %[[ROWS]], %c4
 // CHECK: %[[M:.*]] = arith.minsi %[[ROWS]], %c8
 // CHECK: %[[GROUPS:.*]] = arith.addi %[[Q]], %[[M]]
-// K splits for about 264 blocks (two per SM of a 132-SM GPU).
-// CHECK: arith.ceildivui %c264
+// K splits: as many as keep the grid within one wave of 264 blocks (two per
+// SM of a 132-SM GPU), at least one.
+// CHECK: %[[UWANT:.*]] = arith.divui %c264
+// CHECK: arith.maxsi %[[UWANT]], %c1
 // CHECK: %[[UCHUNK:.*]] = arith.minsi %{{.*}}, %c256 : index
 // CHECK: %[[USPLITS:.*]] = arith.ceildivui %c64, %[[UCHUNK]] : index
-// CHECK: arith.ceildivui %c264
+// CHECK: arith.divui %c264
 // CHECK: %[[DCHUNK:.*]] = arith.minsi %{{.*}}, %c256 : index
 // CHECK: %[[DSPLITS:.*]] = arith.ceildivui %c128, %[[DCHUNK]] : index
 // CHECK: %[[R:.*]] = arith.select %[[SKINNY]], %[[ROWS]], %c0 : index
@@ -58,26 +60,34 @@
 // CHECK-COUNT-5: gpu.shuffle xor %{{.*}} : i32
 // Blocks past the last group skip everything, barriers included.
 // CHECK: scf.if
+// 16-byte loads of the up and gate strips, 4 rows per slice in flight,
+// where both buffers are aligned (checked once, the same for every thread).
+// CHECK: memref.extract_aligned_pointer_as_index
+// CHECK: memref.extract_aligned_pointer_as_index
+// CHECK: scf.if %{{.*}} -> (f32
+// The first round's weight loads are issued before A is staged.
+// CHECK-COUNT-8: vector.load %{{.*}} {alignment = 16 : i64} : memref<8x64x128xf16>, vector<8xf16>
 // Input rows gathered through the token indices.
 // CHECK: memref.load %{{.*}} : memref<?xi32>
 // CHECK: scf.if %{{.*}} -> (f32)
 // CHECK: arith.extf %{{.*}} : f16 to f32
 // CHECK: memref.store %{{.*}}, %[[A]]
 // CHECK: gpu.barrier
-// 16-byte loads of the up and gate strips, 4 rows per slice in flight,
-// where both buffers are aligned (checked once, the same for every thread).
-// CHECK: memref.extract_aligned_pointer_as_index
-// CHECK: memref.extract_aligned_pointer_as_index
-// CHECK: scf.if %{{.*}} -> (f32
-// CHECK: scf.for
-// CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<8x64x128xf16>, vector<8xf16>
-// CHECK-NEXT: vector.extract
-// CHECK-COUNT-7: vector.load %{{.*}} {alignment = 16 : i64} : memref<8x64x128xf16>, vector<8xf16>
+// Each round: the FMAs of the loaded round, then the next round's loads
+// (the last round's again after the last, from cache), carried to the next
+// iteration.
+// CHECK: scf.for {{.*}} -> ({{(f32, )+}}vector<8xf16>
 // CHECK: memref.load %[[A]]
+// CHECK: vector.extract
 // CHECK: arith.mulf
+// CHECK-NOT: scf.if
+// CHECK-COUNT-8: vector.load %{{.*}} {alignment = 16 : i64} : memref<8x64x128xf16>, vector<8xf16>
 // CHECK: scf.yield
 // Element loads otherwise.
 // CHECK: } else {
+// CHECK-NOT: vector.load
+// CHECK: memref.load %{{.*}} : memref<8x64x128xf16>
+// CHECK: gpu.barrier
 // CHECK: scf.for
 // CHECK-NOT: vector.load
 // CHECK: memref.load %{{.*}} : memref<8x64x128xf16>
@@ -95,6 +105,7 @@
 // The hidden rows: up partials summed over their splits, biases, clamped
 // SwiGLU; then the down strip, with the down bias in split 0.
 // CHECK-LABEL: gpu.func @moe_experts_down_skinny
+// CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<8x128x64xf16>, vector<8xf16>
 // CHECK: scf.for
 // CHECK: memref.load %{{.*}} : memref<?x?x2x128xf32>
 // CHECK: scf.yield
@@ -104,6 +115,7 @@
 // CHECK: arith.truncf %{{.*}} : f32 to f16
 // CHECK: arith.extf %{{.*}} : f16 to f32
 // CHECK: gpu.barrier
+// CHECK: scf.for
 // CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<8x128x64xf16>, vector<8xf16>
 // CHECK: gpu.barrier
 // CHECK: arith.cmpi eq, %block_id_y, %c0
