@@ -37,7 +37,7 @@ both=(
   "qwen-geglu --tokens 13" "mixtral --tokens 0" "mixtral --tokens 513")
 sm90=(
   "expert-choice --tokens 21" "expert-choice --tokens 1" "expert-choice-capacity --tokens 13"
-  "expert-choice-all --tokens 6"
+  "expert-choice-all --tokens 6" "many-k --tokens 19"
   # f16 (tensor-core expert GEMMs, the skinny ones at small T; moe_case.py
   # check uses its f16 tolerance).
   "mixtral --tokens 37 --dtype f16" "mixtral --tokens 513 --dtype f16"

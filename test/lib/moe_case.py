@@ -64,6 +64,10 @@ CONFIGS = {
     "top-p": dict(H=32, F=48, E=8, routing=dict(k=4, temperature=0.7, threshold=0.6,
                                                   renormalize=True),
                   expert=dict(kind="ffn", activation="gelu")),
+    # More choices than a warp has lanes (the GPU routing kernel's top-k then
+    # writes each choice as it makes it and reads them back).
+    "many-k": dict(H=32, F=8, E=48, routing=dict(k=40, renormalize=True),
+                   expert=dict(kind="gated", activation="silu")),
     # Wide enough that the skinny (decode) GEMMs split K across blocks
     # (K > 256): SwiGLU; clamped SwiGLU with biases and an F that is not a
     # multiple of 4 (narrower vectors, a partial last strip); shared experts

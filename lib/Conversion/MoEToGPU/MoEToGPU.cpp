@@ -1019,15 +1019,25 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
         }
         // Top-k: k steps of argmax, each below the previous choice in the
         // order (selection descending, expert ascending): the lane's best
-        // expert, then the warp's.
+        // expert, then the warp's. With k <= 32, lane j keeps choice j in
+        // registers and the lanes write the token's ids and mixing weights
+        // at the end, together; with more, lane 0 writes each choice and
+        // reads them back for the mixing weights.
         bool dynamicK = routing.hasDynamicK();
         double threshold = routing.getThreshold().convertToDouble();
+        bool held = k <= kWarpSize;
         Value cK = b.idx(k), noExpert = b.idx(-1);
-        SmallVector<Value> topk = b.loop(
-            c0, cK, c1,
-            {b.flt(std::numeric_limits<double>::infinity()), noExpert,
-             b.flt(0.0), b.boolean(false), b.flt(0.0), b.flt(negInf)},
-            [&](Value j, ValueRange st) {
+        SmallVector<Value> topkInit = {
+            b.flt(std::numeric_limits<double>::infinity()),
+            noExpert,
+            b.flt(0.0),
+            b.boolean(false),
+            b.flt(0.0),
+            b.flt(negInf)};
+        if (held)
+          topkInit.append({noExpert, b.flt(0.0)});
+        SmallVector<Value> topk =
+            b.loop(c0, cK, c1, topkInit, [&](Value j, ValueRange st) {
               Value prevVal = st[0], prevIdx = st[1];
               SmallVector<Value> best = b.loop(
                   lane, cE, cW, {b.flt(negInf), noExpert},
@@ -1077,17 +1087,51 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
                 id = b.select(groupValid, id, noExpert);
                 wgt = b.select(groupValid, wgt, b.flt(0.0));
               }
-              b.ifThen(isLane0, [&] {
-                b.storeI(id, ids, {t, j});
-                b.storeF(wgt, weights, {t, j});
-              });
-              return SmallVector<Value>{
+              SmallVector<Value> next = {
                   bestVal, bestIdx,           cum,
                   done,    b.add(st[4], wgt), b.maxF(st[5], wgt)};
+              if (held) {
+                Value mine = b.cmpI(arith::CmpIPredicate::eq, lane, j);
+                next.push_back(b.select(mine, id, st[6]));
+                next.push_back(b.select(mine, wgt, st[7]));
+              } else {
+                b.ifThen(isLane0, [&] {
+                  b.storeI(id, ids, {t, j});
+                  b.storeF(wgt, weights, {t, j});
+                });
+              }
+              return next;
             });
+        double scale = routing.getScale().convertToDouble();
+        if (held) {
+          // Lane j < k: choice j's mixing weight.
+          Value chosen = b.lt(lane, cK);
+          Value v = topk[7], divisor;
+          if (routing.getScoring() == ScoringFunc::TopkSoftmax) {
+            Value d = b.sub(v, topk[5]);
+            if (temperature != 1.0)
+              d = b.div(d, b.flt(temperature));
+            v = b.select(chosen, b.exp(d), b.flt(0.0));
+            divisor =
+                allReduce(v, [&](Value x, Value y) { return b.add(x, y); });
+          } else if (routing.getRenormalize()) {
+            divisor = topk[4];
+          }
+          if (divisor)
+            v = b.div(v, divisor);
+          if (scale != 1.0)
+            v = b.mul(v, b.flt(scale));
+          // A token routed nowhere keeps weights of 0 (not 0 / 0).
+          if (groupsArg)
+            v = b.select(groupValid, v, b.flt(0.0));
+          b.ifThen(chosen, [&] {
+            b.storeI(topk[6], ids, {t, lane});
+            b.storeF(v, weights, {t, lane});
+          });
+          return;
+        }
         // Mixing weights, by lane 0 (which wrote them).
         b.ifThen(isLane0, [&] {
-          double scale = routing.getScale().convertToDouble();
           Value divisor;
           if (routing.getScoring() == ScoringFunc::TopkSoftmax) {
             divisor =

@@ -60,10 +60,14 @@
 // CHECK: arith.cmpf olt
 // CHECK-COUNT-5: gpu.shuffle xor %{{.*}} : f32
 // CHECK: arith.index_cast %{{.*}} : index to i32
-// Renormalization and scale, by lane 0.
-// CHECK: scf.if
+// Lane j holds choice j (k <= 32): renormalization and scale there, and
+// lanes j < k store the token's ids and weights together.
+// CHECK: arith.cmpi eq, %{{.*}}, %arg
 // CHECK: arith.divf
 // CHECK: arith.mulf
+// CHECK: scf.if
+// CHECK: memref.store %{{.*}} : memref<?x2xi32>
+// CHECK: memref.store %{{.*}} : memref<?x2xf32>
 // CHECK: gpu.return
 func.func @gate(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>, %b: tensor<8xf32>)
     -> (tensor<?x2xi32>, tensor<?x2xf32>) {
