@@ -69,3 +69,7 @@ config.substitutions.append(
 config.substitutions.append(
     ("%moe_runtime_lib", os.path.join(config.moe_obj_root, "lib", "libMoERuntime.a"))
 )
+config.substitutions.append(
+    ("%moe_model_support_lib",
+     os.path.join(config.moe_obj_root, "lib", "libMoEModelSupport.a"))
+)

@@ -109,6 +109,21 @@ static std::string pickPath(StringRef value, const char *envName,
   return fallback.str();
 }
 
+/// The library that pickPath(`value`, `envName`, `fallback`) names, or an
+/// error if it does not exist: `what` it is, the CMake `target` that builds
+/// it and `how` to name another.
+static FailureOr<std::string> findLibrary(StringRef value, const char *envName,
+                                          StringRef fallback, StringRef what,
+                                          StringRef target, StringRef how,
+                                          Location loc) {
+  std::string path = pickPath(value, envName, fallback);
+  if (llvm::sys::fs::exists(path))
+    return path;
+  return emitError(loc) << "the " << what << " '" << path
+                        << "' does not exist; build the " << target
+                        << " target or " << how;
+}
+
 /// Quotes `arg` for a POSIX shell when it needs it.
 static std::string shellQuote(StringRef arg) {
   if (!arg.empty() && llvm::all_of(arg, [](char c) {
@@ -136,27 +151,34 @@ LogicalResult compiler::linkObject(StringRef objectPath, StringRef outputPath,
     args.push_back("-shared");
   args.append({"-o", outputPath.str(), objectPath.str()});
   if (kind == EmitKind::Executable) {
-    std::string runtime = pickPath(options.runtimeLibrary, "MOE_RUNTIME_LIB",
-                                   MOE_COMPILE_RUNTIME_LIBRARY_PATH);
-    if (!llvm::sys::fs::exists(runtime))
-      return emitError(loc)
-             << "the runtime library '" << runtime
-             << "' does not exist; build the MoERuntime target or pass "
-                "--runtime-lib (or set MOE_RUNTIME_LIB)";
-    args.append({runtime, "-rdynamic"});
+    FailureOr<std::string> runtime = findLibrary(
+        options.runtimeLibrary, "MOE_RUNTIME_LIB",
+        MOE_COMPILE_RUNTIME_LIBRARY_PATH, "runtime library", "MoERuntime",
+        "pass --runtime-lib (or set MOE_RUNTIME_LIB)", loc);
+    if (failed(runtime))
+      return failure();
+    args.append({*runtime, "-rdynamic"});
   }
   if (options.target == "cuda") {
-    std::string cudaRuntime =
-        pickPath(options.cudaRuntimeLibrary, "MOE_RUNTIME_CUDA_LIB",
-                 MOE_COMPILE_RUNTIME_CUDA_LIBRARY_PATH);
-    if (!llvm::sys::fs::exists(cudaRuntime))
-      return emitError(loc)
-             << "the CUDA runtime library '" << cudaRuntime
-             << "' does not exist; build the MoERuntimeCUDA target or set "
-                "MOE_RUNTIME_CUDA_LIB";
+    FailureOr<std::string> cudaRuntime = findLibrary(
+        options.cudaRuntimeLibrary, "MOE_RUNTIME_CUDA_LIB",
+        MOE_COMPILE_RUNTIME_CUDA_LIBRARY_PATH, "CUDA runtime library",
+        "MoERuntimeCUDA", "set MOE_RUNTIME_CUDA_LIB", loc);
+    if (failed(cudaRuntime))
+      return failure();
     // The mgpu* functions stay private to the library; it loads libcuda
     // itself at run time.
-    args.append({cudaRuntime, "-Wl,--exclude-libs,ALL", "-lstdc++", "-ldl"});
+    args.append({*cudaRuntime, "-Wl,--exclude-libs,ALL", "-lstdc++", "-ldl"});
+  } else {
+    // The heap functions of the compiled code (the pipeline's generic-alloc;
+    // runtime/support/ModelAlloc.c), hidden inside the library.
+    FailureOr<std::string> support =
+        findLibrary("", "MOE_MODEL_SUPPORT_LIB", MOE_COMPILE_MODEL_SUPPORT_PATH,
+                    "model support library", "MoEModelSupport",
+                    "set MOE_MODEL_SUPPORT_LIB", loc);
+    if (failed(support))
+      return failure();
+    args.push_back(*support);
   }
   // libomp runs the parallel loops; MLIR's C runner utilities provide
   // memrefCopy, which strided memref copies lower to. Both are recorded as

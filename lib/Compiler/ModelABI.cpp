@@ -40,9 +40,12 @@ LogicalResult compiler::lowerToLLVMDialect(ModuleOp module, func::FuncOp entry,
     pipelineOptions.format = "isa";
     buildCUDAPipeline(pm, pipelineOptions);
   } else {
-    // The entry alone gets the C interface; the glue below calls it.
+    // The entry alone gets the C interface; the glue below calls it. Heap
+    // buffers go through the generic functions, whose caching versions
+    // (runtime/support/ModelAlloc.c) linkObject links in.
     CPUPipelineOptions pipelineOptions;
     pipelineOptions.emitCInterface = false;
+    pipelineOptions.genericAlloc = true;
     buildCPUPipeline(pm, pipelineOptions);
   }
   if (failed(pm.run(module)))

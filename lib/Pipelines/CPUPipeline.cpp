@@ -131,7 +131,9 @@ void moe::buildCPUPipeline(OpPassManager &pm,
   pm.addPass(createConvertVectorToLLVMPass(vectorToLLVM));
   // memref before scf-to-cf: the OpenMP regions hold memref.alloca_scope ops,
   // which must still have a single block when they are converted.
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  FinalizeMemRefToLLVMConversionPassOptions memrefToLLVM;
+  memrefToLLVM.useGenericFunctions = options.genericAlloc;
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass(memrefToLLVM));
   pm.addPass(createSCFToControlFlowPass());
   // Arith, cf, func, index, ub and OpenMP in one conversion.
   pm.addPass(createConvertToLLVMPass());

@@ -41,6 +41,12 @@ struct CPUPipelineOptions
       *this, "gate-block-size",
       llvm::cl::desc("Tokens per block of the fused router matmul"),
       llvm::cl::init(32)};
+  Option<bool> genericAlloc{
+      *this, "generic-alloc",
+      llvm::cl::desc("Heap buffers through _mlir_memref_to_llvm_alloc/free "
+                     "(moe-compile links its caching versions) instead of "
+                     "malloc/free"),
+      llvm::cl::init(false)};
   Option<bool> emitCInterface{
       *this, "emit-c-interface",
       llvm::cl::desc("Give the public functions llvm.emit_c_interface"),

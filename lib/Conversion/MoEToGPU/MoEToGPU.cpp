@@ -1103,27 +1103,36 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
               return next;
             });
         double scale = routing.getScale().convertToDouble();
+        // GPT-OSS: the softmax over the chosen logits, before its sum.
+        auto softmaxTerm = [&](Value logit) {
+          Value d = b.sub(logit, topk[5]);
+          if (temperature != 1.0)
+            d = b.div(d, b.flt(temperature));
+          return b.exp(d);
+        };
+        // Renormalization, scale, and weights of 0 for a token routed
+        // nowhere (not 0 / 0).
+        auto finishWeight = [&](Value v, Value divisor) {
+          if (divisor)
+            v = b.div(v, divisor);
+          if (scale != 1.0)
+            v = b.mul(v, b.flt(scale));
+          if (groupsArg)
+            v = b.select(groupValid, v, b.flt(0.0));
+          return v;
+        };
         if (held) {
           // Lane j < k: choice j's mixing weight.
           Value chosen = b.lt(lane, cK);
           Value v = topk[7], divisor;
           if (routing.getScoring() == ScoringFunc::TopkSoftmax) {
-            Value d = b.sub(v, topk[5]);
-            if (temperature != 1.0)
-              d = b.div(d, b.flt(temperature));
-            v = b.select(chosen, b.exp(d), b.flt(0.0));
+            v = b.select(chosen, softmaxTerm(v), b.flt(0.0));
             divisor =
                 allReduce(v, [&](Value x, Value y) { return b.add(x, y); });
           } else if (routing.getRenormalize()) {
             divisor = topk[4];
           }
-          if (divisor)
-            v = b.div(v, divisor);
-          if (scale != 1.0)
-            v = b.mul(v, b.flt(scale));
-          // A token routed nowhere keeps weights of 0 (not 0 / 0).
-          if (groupsArg)
-            v = b.select(groupValid, v, b.flt(0.0));
+          v = finishWeight(v, divisor);
           b.ifThen(chosen, [&] {
             b.storeI(topk[6], ids, {t, lane});
             b.storeF(v, weights, {t, lane});
@@ -1136,10 +1145,7 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
           if (routing.getScoring() == ScoringFunc::TopkSoftmax) {
             divisor =
                 b.loop(c0, cK, c1, b.flt(0.0), [&](Value j, ValueRange acc) {
-                  Value d = b.sub(b.loadF(weights, {t, j}), topk[5]);
-                  if (temperature != 1.0)
-                    d = b.div(d, b.flt(temperature));
-                  Value p = b.exp(d);
+                  Value p = softmaxTerm(b.loadF(weights, {t, j}));
                   b.storeF(p, weights, {t, j});
                   return SmallVector<Value>{b.add(acc[0], p)};
                 })[0];
@@ -1148,15 +1154,8 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
           }
           if (divisor || scale != 1.0 || groupsArg)
             b.loop(c0, cK, c1, [&](Value j) {
-              Value v = b.loadF(weights, {t, j});
-              if (divisor)
-                v = b.div(v, divisor);
-              if (scale != 1.0)
-                v = b.mul(v, b.flt(scale));
-              // A token routed nowhere keeps weights of 0 (not 0 / 0).
-              if (groupsArg)
-                v = b.select(groupValid, v, b.flt(0.0));
-              b.storeF(v, weights, {t, j});
+              b.storeF(finishWeight(b.loadF(weights, {t, j}), divisor), weights,
+                       {t, j});
             });
         });
       });
