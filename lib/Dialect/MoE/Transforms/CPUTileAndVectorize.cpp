@@ -13,9 +13,11 @@
 #include "mlir/Dialect/SCF/Transforms/Transforms.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/Dialect/Vector/Transforms/VectorRewritePatterns.h"
+#include "mlir/IR/IRMapping.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Interfaces/TilingInterface.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/StringSet.h"
 
 namespace moe {
@@ -144,15 +146,43 @@ static MatmulPlan planMatmul(int64_t n, int64_t k, int64_t bitWidth,
   return plan;
 }
 
+namespace {
+/// Where a matmul's left-hand side rows come from: `lhs` itself, or, for a
+/// left-hand side that is a row gather (`lhs[i, :] = source[row(tokens[i]),
+/// :]`, as convert-moe-to-linalg builds for an expert's input rows), the
+/// rows of `source` read in place: row `i` of the matmul (plus `rowOffset`,
+/// for a tile of the gathered rows) reads `source[rowOf(tokens[i])]`, so the
+/// gathered copy is never written.
+struct LhsAccess {
+  Value lhs;
+  Value source, tokens, rowOffset;
+  /// The gather op, which the matmul no longer reads.
+  Operation *gather = nullptr;
+  /// The gather's row of a token value (its index computation, cloned).
+  std::function<Value(OpBuilder &, Location, Value)> rowOf;
+
+  bool gathered() const { return static_cast<bool>(source); }
+  /// The row of the matrix that `tensor.extract` reads for matmul row `row`.
+  Value sourceRow(OpBuilder &b, Location loc, Value row) const {
+    if (!gathered())
+      return row;
+    Value i = rowOffset ? arith::AddIOp::create(b, loc, rowOffset, row) : row;
+    Value token = tensor::ExtractOp::create(b, loc, tokens, ValueRange{i});
+    return rowOf(b, loc, token);
+  }
+  Value matrix() const { return gathered() ? source : lhs; }
+};
+} // namespace
+
 /// `acc[m0 : m0+rows, n0 : n0+cols] += lhs[m0 : m0+rows, k0 : k0+kSize] ·
 /// rhs[k0 : k0+kSize, n0 : n0+cols]` with the accumulator tile in
 /// `rows * cols / lanes` 1-d vectors carried across the K loop: per k, one
 /// vector load per column block of `rhs`, one broadcast per row of `lhs` and
 /// one `vector.fma` per accumulator.
-static Value buildRegisterTile(OpBuilder &b, Location loc, Value lhs, Value rhs,
-                               Value acc, Value m0, Value n0, Value k0,
-                               int64_t kSize, int64_t rows, int64_t cols,
-                               int64_t lanes) {
+static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
+                               Value rhs, Value acc, Value m0, Value n0,
+                               Value k0, int64_t kSize, int64_t rows,
+                               int64_t cols, int64_t lanes) {
   auto accType = cast<RankedTensorType>(acc.getType());
   Type elementType = accType.getElementType();
   auto vectorType = VectorType::get({lanes}, elementType);
@@ -162,10 +192,12 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, Value lhs, Value rhs,
   };
   Value padding = arith::ConstantOp::create(b, loc, b.getZeroAttr(elementType));
   SmallVector<bool> inBounds = {true};
-  SmallVector<Value> rowIndices, columnIndices;
-  for (int64_t i = 0; i < rows; ++i)
+  SmallVector<Value> rowIndices, lhsRows, columnIndices;
+  for (int64_t i = 0; i < rows; ++i) {
     rowIndices.push_back(
         i == 0 ? m0 : arith::AddIOp::create(b, loc, m0, index(i)).getResult());
+    lhsRows.push_back(lhs.sourceRow(b, loc, rowIndices.back()));
+  }
   for (int64_t j = 0; j < columnBlocks; ++j)
     columnIndices.push_back(
         j == 0
@@ -187,8 +219,9 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, Value lhs, Value rhs,
               b, loc, vectorType, rhs, ValueRange{k, column}, padding,
               inBounds));
         SmallVector<Value> next;
-        for (auto [i, row] : llvm::enumerate(rowIndices)) {
-          Value a = tensor::ExtractOp::create(b, loc, lhs, ValueRange{row, k});
+        for (auto [i, row] : llvm::enumerate(lhsRows)) {
+          Value a = tensor::ExtractOp::create(b, loc, lhs.matrix(),
+                                              ValueRange{row, k});
           Value splat = vector::BroadcastOp::create(b, loc, vectorType, a);
           for (auto [j, rhsVector] : llvm::enumerate(rhsVectors))
             next.push_back(vector::FMAOp::create(
@@ -219,8 +252,9 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, Value lhs, Value rhs,
 /// loops over register tiles: the rows in blocks of each register tile's
 /// height in turn (the tallest first, then the rows left over), the columns
 /// in blocks of its width.
-static Value buildReductionBlock(OpBuilder &b, Location loc, Value lhs,
-                                 Value rhs, Value acc, Value k0, int64_t kSize,
+static Value buildReductionBlock(OpBuilder &b, Location loc,
+                                 const LhsAccess &lhs, Value rhs, Value acc,
+                                 Value k0, int64_t kSize,
                                  const MatmulPlan &plan) {
   auto index = [&](int64_t v) -> Value {
     return arith::ConstantIndexOp::create(b, loc, v);
@@ -257,9 +291,9 @@ static Value buildReductionBlock(OpBuilder &b, Location loc, Value lhs,
 /// `acc += lhs · rhs`: an `scf.for` over blocks of `plan.reductionBlock`
 /// rows of `rhs` (a block stays in cache while every row tile uses it), each
 /// computed by `buildReductionBlock`.
-static Value buildMatmulLoops(OpBuilder &b, Location loc, Value lhs, Value rhs,
-                              Value acc, const MatmulPlan &plan) {
-  int64_t reduction = cast<RankedTensorType>(lhs.getType()).getDimSize(1);
+static Value buildMatmulLoops(OpBuilder &b, Location loc, const LhsAccess &lhs,
+                              Value rhs, Value acc, const MatmulPlan &plan) {
+  int64_t reduction = cast<RankedTensorType>(lhs.lhs.getType()).getDimSize(1);
   Value zero = arith::ConstantIndexOp::create(b, loc, 0);
   if (plan.reductionBlock == reduction)
     return buildReductionBlock(b, loc, lhs, rhs, acc, zero, reduction, plan);
@@ -274,6 +308,101 @@ static Value buildMatmulLoops(OpBuilder &b, Location loc, Value lhs, Value rhs,
   return loop.getResult(0);
 }
 
+/// Clones into `b` the computation of `v` inside a linalg body from the body
+/// argument `arg`, with `replacement` for `arg`: index casts, signed max and
+/// min, and constants only (the row computation of a gather). Null if `v`
+/// uses anything else.
+static Value cloneRowComputation(OpBuilder &b, Location loc, Value v,
+                                 BlockArgument arg, Value replacement) {
+  if (v == arg)
+    return replacement;
+  Operation *def = v.getDefiningOp();
+  if (!def || !isa<arith::IndexCastOp, arith::MaxSIOp, arith::MinSIOp,
+                   arith::ConstantOp>(def))
+    return Value();
+  IRMapping mapping;
+  for (Value operand : def->getOperands()) {
+    Value cloned = cloneRowComputation(b, loc, operand, arg, replacement);
+    if (!cloned)
+      return Value();
+    mapping.map(operand, cloned);
+  }
+  return b.clone(*def, mapping)->getResult(0);
+}
+
+/// Whether cloneRowComputation can clone `v` from `arg`.
+static bool isRowComputation(Value v, BlockArgument arg) {
+  if (v == arg)
+    return true;
+  Operation *def = v.getDefiningOp();
+  if (!def || !isa<arith::IndexCastOp, arith::MaxSIOp, arith::MinSIOp,
+                   arith::ConstantOp>(def))
+    return false;
+  return llvm::all_of(def->getOperands(), [&](Value operand) {
+    return isRowComputation(operand, arg);
+  });
+}
+
+/// The row-gather access of `lhs` (see LhsAccess), or just `lhs`: `lhs` (or
+/// a slice of it with all its columns) is made by a 2-d linalg.generic with
+/// one 1-d integer input indexed by the row, whose body yields
+/// `tensor.extract %source[row(%in), linalg.index 1]` with `%source` from
+/// outside the body and `row` built from `%in` by cloneRowComputation's ops.
+static LhsAccess findLhsAccess(Value lhs) {
+  LhsAccess access;
+  access.lhs = lhs;
+  Value gathered = lhs;
+  Value rowOffset;
+  if (auto slice = lhs.getDefiningOp<tensor::ExtractSliceOp>()) {
+    auto sourceType = slice.getSourceType();
+    if (slice.getSourceType().getRank() != 2 || !slice.hasUnitStride() ||
+        ShapedType::isDynamic(sourceType.getDimSize(1)) ||
+        !isConstantIntValue(slice.getMixedOffsets()[1], 0) ||
+        !isConstantIntValue(slice.getMixedSizes()[1], sourceType.getDimSize(1)))
+      return access;
+    gathered = slice.getSource();
+    OpBuilder b(slice);
+    rowOffset = getValueOrCreateConstantIndexOp(b, slice.getLoc(),
+                                                slice.getMixedOffsets()[0]);
+  }
+  auto generic = gathered.getDefiningOp<linalg::GenericOp>();
+  if (!generic || generic.getNumDpsInputs() != 1 ||
+      generic.getNumDpsInits() != 1 || generic.getNumLoops() != 2 ||
+      generic.getNumReductionLoops() != 0 || !generic.hasPureTensorSemantics())
+    return access;
+  MLIRContext *ctx = generic.getContext();
+  AffineExpr d0 = getAffineDimExpr(0, ctx), d1 = getAffineDimExpr(1, ctx);
+  SmallVector<AffineMap> maps = generic.getIndexingMapsArray();
+  Value tokens = generic.getDpsInputs()[0];
+  auto tokensType = dyn_cast<RankedTensorType>(tokens.getType());
+  if (!tokensType || tokensType.getRank() != 1 ||
+      !tokensType.getElementType().isSignlessInteger() ||
+      maps[0] != AffineMap::get(2, 0, {d0}, ctx) ||
+      maps[1] != AffineMap::get(2, 0, {d0, d1}, ctx))
+    return access;
+  Block &body = generic.getRegion().front();
+  auto yield = cast<linalg::YieldOp>(body.getTerminator());
+  auto extract = yield.getValues()[0].getDefiningOp<tensor::ExtractOp>();
+  if (!extract || extract.getIndices().size() != 2 ||
+      generic.getRegion().isAncestor(extract.getTensor().getParentRegion()))
+    return access;
+  auto column = extract.getIndices()[1].getDefiningOp<linalg::IndexOp>();
+  if (!column || column.getDim() != 1)
+    return access;
+  BlockArgument in = body.getArgument(0);
+  Value rowExpr = extract.getIndices()[0];
+  if (!isRowComputation(rowExpr, in))
+    return access;
+  access.gather = generic;
+  access.source = extract.getTensor();
+  access.tokens = tokens;
+  access.rowOffset = rowOffset;
+  access.rowOf = [rowExpr, in](OpBuilder &b, Location loc, Value token) {
+    return cloneRowComputation(b, loc, rowExpr, in, token);
+  };
+  return access;
+}
+
 /// Tiles a matmul with static K and N into an `scf.forall` over column
 /// blocks (and row blocks when `parallel[0]` is set), each lowered by
 /// `buildMatmulLoops`.
@@ -281,7 +410,8 @@ static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
                                    ArrayRef<int64_t> parallel,
                                    int64_t reductionTile,
                                    ArrayRef<int64_t> registers,
-                                   int64_t vectorSize) {
+                                   int64_t vectorSize,
+                                   SetVector<Operation *> &gathers) {
   SmallVector<int64_t> ranges = op.getStaticLoopRanges();
   Type elementType = getElementTypeOrSelf(op.getDpsInits()[0].getType());
   if (ShapedType::isDynamic(ranges[1]) || ShapedType::isDynamic(ranges[2]) ||
@@ -296,10 +426,13 @@ static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
   if (failed(tiled))
     return;
   auto matmul = cast<linalg::MatmulOp>(tiled->first);
+  LhsAccess lhs = findLhsAccess(matmul.getDpsInputs()[0]);
+  if (lhs.gather)
+    gathers.insert(lhs.gather);
   rewriter.setInsertionPoint(matmul);
   Value result =
-      buildMatmulLoops(rewriter, matmul.getLoc(), matmul.getDpsInputs()[0],
-                       matmul.getDpsInputs()[1], matmul.getDpsInits()[0], plan);
+      buildMatmulLoops(rewriter, matmul.getLoc(), lhs, matmul.getDpsInputs()[1],
+                       matmul.getDpsInits()[0], plan);
   rewriter.replaceOp(matmul, result);
 }
 
@@ -353,9 +486,26 @@ struct MoECPUTileAndVectorizePass
       if (op.hasPureTensorSemantics() && !op.hasUserDefinedMaps())
         matmuls.push_back(op);
     });
+    SetVector<Operation *> gathers;
     for (linalg::MatmulOp matmul : matmuls)
       tileAndVectorizeMatmul(rewriter, matmul, parallel, reductionTileSize,
-                             registers, vectorSize);
+                             registers, vectorSize, gathers);
+    // Row gathers that the matmuls now read in place are not materialized
+    // (a gather that something else reads stays; its slices are dead).
+    for (Operation *gather : gathers) {
+      Value init = cast<linalg::GenericOp>(gather).getDpsInits()[0];
+      for (Operation *user : llvm::make_early_inc_range(gather->getUsers())) {
+        if (isa<tensor::ExtractSliceOp>(user) && user->use_empty()) {
+          rewriter.eraseOp(user);
+        } else if (auto dim = dyn_cast<tensor::DimOp>(user)) {
+          // Its shape is its init's.
+          rewriter.modifyOpInPlace(
+              dim, [&] { dim.getSourceMutable().assign(init); });
+        }
+      }
+      if (gather->use_empty())
+        rewriter.eraseOp(gather);
+    }
 
     SmallVector<linalg::LinalgOp> elementwise;
     getOperation().walk([&](linalg::LinalgOp op) {

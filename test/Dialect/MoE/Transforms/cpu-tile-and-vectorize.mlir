@@ -82,3 +82,69 @@ func.func @mask_rows(%c: tensor<?x64xi1>) -> tensor<?x64xi1> {
   %r = linalg.fill ins(%false : i1) outs(%c : tensor<?x64xi1>) -> tensor<?x64xi1>
   return %r : tensor<?x64xi1>
 }
+
+// An expert's input rows gathered through token indices (as
+// convert-moe-to-linalg builds them) and read by two matmuls: the matmuls
+// read the rows of %x in place (row max(tokens[m], 0) per register-tile
+// row, computed outside the K loop) and the gathered copy is not built.
+// CHECK-LABEL: func.func @gathered_rows
+// CHECK-SAME: %[[X:[a-z0-9]+]]: tensor<?x64xf32>, %[[T:[a-z0-9]+]]: tensor<?xi32>
+// CHECK-NOT: linalg.generic
+// CHECK: scf.for %[[M:.*]] = %{{.*}} to %{{.*}} step %c8
+// CHECK: %[[TOK:.*]] = tensor.extract %[[T]][%[[M]]] : tensor<?xi32>
+// CHECK: %[[IDX:.*]] = arith.index_cast %[[TOK]] : i32 to index
+// CHECK: %[[ROW:.*]] = arith.maxsi %[[IDX]], %c0 : index
+// CHECK: scf.for %[[K:.*]] = {{.*}} iter_args
+// CHECK: tensor.extract %[[X]][%[[ROW]], %[[K]]] : tensor<?x64xf32>
+// CHECK-NOT: linalg.generic
+// CHECK: return
+func.func @gathered_rows(%x: tensor<?x64xf32>, %tokens: tensor<?xi32>, %w1: tensor<64x32xf32>, %w2: tensor<64x32xf32>) -> (tensor<?x32xf32>, tensor<?x32xf32>) {
+  %c0 = arith.constant 0 : index
+  %n = tensor.dim %tokens, %c0 : tensor<?xi32>
+  %e = tensor.empty(%n) : tensor<?x64xf32>
+  %rows = linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%tokens : tensor<?xi32>) outs(%e : tensor<?x64xf32>) {
+  ^bb0(%in: i32, %out: f32):
+    %t = arith.index_cast %in : i32 to index
+    %zero = arith.constant 0 : index
+    %r = arith.maxsi %t, %zero : index
+    %h = linalg.index 1 : index
+    %v = tensor.extract %x[%r, %h] : tensor<?x64xf32>
+    linalg.yield %v : f32
+  } -> tensor<?x64xf32>
+  %m = tensor.dim %rows, %c0 : tensor<?x64xf32>
+  %cst = arith.constant 0.0 : f32
+  %o = tensor.empty(%m) : tensor<?x32xf32>
+  %z = linalg.fill ins(%cst : f32) outs(%o : tensor<?x32xf32>) -> tensor<?x32xf32>
+  %a = linalg.matmul ins(%rows, %w1 : tensor<?x64xf32>, tensor<64x32xf32>) outs(%z : tensor<?x32xf32>) -> tensor<?x32xf32>
+  %b = linalg.matmul ins(%rows, %w2 : tensor<?x64xf32>, tensor<64x32xf32>) outs(%z : tensor<?x32xf32>) -> tensor<?x32xf32>
+  return %a, %b : tensor<?x32xf32>, tensor<?x32xf32>
+}
+
+// A gather that something else reads too stays (tiled row by row); the
+// matmul still reads %x in place.
+// CHECK-LABEL: func.func @gathered_rows_kept
+// CHECK-SAME: %[[X:[a-z0-9]+]]: tensor<?x64xf32>
+// CHECK: scf.for
+// CHECK: linalg.generic
+// CHECK: tensor.extract %[[X]]
+// CHECK: scf.for {{.*}} step %c8
+// CHECK: scf.for {{.*}} -> (vector<16xf32>
+// CHECK: tensor.extract %[[X]][%{{.*}}, %{{.*}}] : tensor<?x64xf32>
+// CHECK: return
+func.func @gathered_rows_kept(%x: tensor<?x64xf32>, %tokens: tensor<?xi32>, %w1: tensor<64x32xf32>) -> (tensor<?x32xf32>, tensor<?x64xf32>) {
+  %c0 = arith.constant 0 : index
+  %n = tensor.dim %tokens, %c0 : tensor<?xi32>
+  %e = tensor.empty(%n) : tensor<?x64xf32>
+  %rows = linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%tokens : tensor<?xi32>) outs(%e : tensor<?x64xf32>) {
+  ^bb0(%in: i32, %out: f32):
+    %t = arith.index_cast %in : i32 to index
+    %h = linalg.index 1 : index
+    %v = tensor.extract %x[%t, %h] : tensor<?x64xf32>
+    linalg.yield %v : f32
+  } -> tensor<?x64xf32>
+  %cst = arith.constant 0.0 : f32
+  %o = tensor.empty(%n) : tensor<?x32xf32>
+  %z = linalg.fill ins(%cst : f32) outs(%o : tensor<?x32xf32>) -> tensor<?x32xf32>
+  %a = linalg.matmul ins(%rows, %w1 : tensor<?x64xf32>, tensor<64x32xf32>) outs(%z : tensor<?x32xf32>) -> tensor<?x32xf32>
+  return %a, %rows : tensor<?x32xf32>, tensor<?x64xf32>
+}
