@@ -98,8 +98,8 @@ MOE_HIDDEN void _mlir_memref_to_llvm_free(void *ptr) {
   }
   pthread_mutex_lock(&lock);
   /* Make room: the oldest entries go. */
-  while (cached > 0 && (cached == kMaxCached ||
-                        cachedBytes + capacity > kMaxCachedBytes)) {
+  while (cached > 0 &&
+         (cached == kMaxCached || cachedBytes + capacity > kMaxCachedBytes)) {
     int oldest = 0;
     for (int i = 1; i < cached; ++i)
       if (cache[i].age < cache[oldest].age)

@@ -73,11 +73,13 @@ static constexpr int64_t kRoutingThreads = 512;
 /// Hidden elements per step of a routing thread's dot products (loads in
 /// flight).
 static constexpr int64_t kRoutingUnroll = 4;
+/// The SMs of the GPUs the grid sizes are tuned for (an H100 or H200 has
+/// 132). A tuning value, not a correctness one.
+static constexpr int64_t kTargetSMs = 132;
 /// Blocks the routing kernel aims at: tokens per block are chosen at run time
 /// from the token count so that small batches spread over the GPU (one token
-/// per block up to this many tokens). A tuning value (an H100/H200 has 132
-/// SMs), not a correctness one.
-static constexpr int64_t kRoutingTargetBlocks = 132;
+/// per block up to this many tokens).
+static constexpr int64_t kRoutingTargetBlocks = kTargetSMs;
 /// Bytes of workgroup memory of the routing kernel's partial sums (one
 /// 16-byte router vector of compute-type sums per thread, at most 32 bytes).
 static constexpr int64_t kRoutingPartialBytes = kRoutingThreads * 32;
@@ -288,12 +290,30 @@ static Value shuffle(const KernelBuilder &b, Value v, int32_t offset,
       .getShuffleResult();
 }
 
+/// `combine` of `v` over the lanes `first`, 2 `first`, ... apart (all of
+/// the warp for `first` = 1), by a butterfly of XOR shuffles in that order.
+/// With a commutative `combine` every lane ends with the same bits.
+static Value warpReduce(const KernelBuilder &b, Value v,
+                        function_ref<Value(Value, Value)> combine,
+                        int64_t first = 1) {
+  for (int64_t d = first; d < kWarpSize; d *= 2)
+    v = combine(v, shuffle(b, v, d, gpu::ShuffleMode::XOR));
+  return v;
+}
+
 /// The maximum of an i32 over the warp, in every lane.
 static Value warpMax(const KernelBuilder &b, Value v) {
-  for (int32_t d = 1; d < kWarpSize; d *= 2)
-    v = arith::MaxSIOp::create(b.b, b.loc, v,
-                               shuffle(b, v, d, gpu::ShuffleMode::XOR));
-  return v;
+  return warpReduce(b, v, [&](Value x, Value y) -> Value {
+    return arith::MaxSIOp::create(b.b, b.loc, x, y);
+  });
+}
+
+/// `__syncwarp()`: the whole warp reconverges, and the lanes' workgroup
+/// memory writes before it are visible to each other after it.
+static void syncWarp(const KernelBuilder &b) {
+  NVVM::SyncWarpOp::create(
+      b.b, b.loc,
+      arith::ConstantOp::create(b.b, b.loc, b.b.getI32IntegerAttr(-1)));
 }
 
 /// The elements of `type` from `indices` on along the last dimension of
@@ -869,25 +889,12 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
     Value cW = b.idx(kWarpSize);
     Value lane = b.rem(tid, cW), warpId = b.div(tid, cW);
     Value isLane0 = b.cmpI(arith::CmpIPredicate::eq, lane, c0);
-    auto allReduce = [&](Value v, function_ref<Value(Value, Value)> combine) {
-      for (int32_t d = 1; d < kWarpSize; d *= 2)
-        v = combine(v, shuffle(b, v, d, gpu::ShuffleMode::XOR));
-      return v;
-    };
     auto shuffleIndex = [&](Value v, int32_t d) {
       OpBuilder &ob = b.b;
       Value i32 = arith::IndexCastOp::create(ob, loc, ob.getI32Type(), v);
       return arith::IndexCastOp::create(
           ob, loc, ob.getIndexType(),
           shuffle(b, i32, d, gpu::ShuffleMode::XOR));
-    };
-    // The lane's experts after the writes of the other lanes (bar.warp.sync
-    // orders workgroup memory among the warp's lanes).
-    auto syncWarp = [&] {
-      NVVM::SyncWarpOp::create(
-          rewriter, loc,
-          arith::ConstantOp::create(rewriter, loc,
-                                    rewriter.getI32IntegerAttr(-1)));
     };
     b.loop(c0, b.ceilDiv(perBlock, numWarps), c1, [&](Value q) {
       Value lt = b.add(b.mul(q, b.idx(numWarps)), warpId);
@@ -900,23 +907,26 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
         // Scores.
         switch (routing.getScoring()) {
         case ScoringFunc::Softmax: {
-          Value max = allReduce(b.loop(lane, cE, cW, b.flt(negInf),
-                                       [&](Value e, ValueRange acc) {
-                                         return SmallVector<Value>{b.maxF(
-                                             acc[0], b.loadF(scores, {lt, e}))};
-                                       })[0],
-                                [&](Value x, Value y) { return b.maxF(x, y); });
-          Value sum =
-              allReduce(b.loop(lane, cE, cW, b.flt(0.0),
-                               [&](Value e, ValueRange acc) {
-                                 Value d = b.sub(b.loadF(scores, {lt, e}), max);
-                                 if (temperature != 1.0)
-                                   d = b.div(d, b.flt(temperature));
-                                 Value p = b.exp(d);
-                                 b.storeF(p, scores, {lt, e});
-                                 return SmallVector<Value>{b.add(acc[0], p)};
-                               })[0],
-                        [&](Value x, Value y) { return b.add(x, y); });
+          Value max =
+              warpReduce(b,
+                         b.loop(lane, cE, cW, b.flt(negInf),
+                                [&](Value e, ValueRange acc) {
+                                  return SmallVector<Value>{
+                                      b.maxF(acc[0], b.loadF(scores, {lt, e}))};
+                                })[0],
+                         [&](Value x, Value y) { return b.maxF(x, y); });
+          Value sum = warpReduce(
+              b,
+              b.loop(lane, cE, cW, b.flt(0.0),
+                     [&](Value e, ValueRange acc) {
+                       Value d = b.sub(b.loadF(scores, {lt, e}), max);
+                       if (temperature != 1.0)
+                         d = b.div(d, b.flt(temperature));
+                       Value p = b.exp(d);
+                       b.storeF(p, scores, {lt, e});
+                       return SmallVector<Value>{b.add(acc[0], p)};
+                     })[0],
+              [&](Value x, Value y) { return b.add(x, y); });
           forExperts([&](Value e) {
             b.storeF(b.div(b.loadF(scores, {lt, e}), sum), scores, {lt, e});
           });
@@ -947,7 +957,7 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
           return;
         }
         // Below, lanes read the scores of every expert.
-        syncWarp();
+        syncWarp(b);
         // Expert groups (MoMa): the token's top-k is taken among the experts
         // [lo, hi) of its group; a group id out of range routes it nowhere.
         Value groupValid, lo, hi;
@@ -1128,7 +1138,7 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
           if (routing.getScoring() == ScoringFunc::TopkSoftmax) {
             v = b.select(chosen, softmaxTerm(v), b.flt(0.0));
             divisor =
-                allReduce(v, [&](Value x, Value y) { return b.add(x, y); });
+                warpReduce(b, v, [&](Value x, Value y) { return b.add(x, y); });
           } else if (routing.getRenormalize()) {
             divisor = topk[4];
           }
@@ -1385,7 +1395,6 @@ emitWarpRanks(const KernelBuilder &b, const DispatchShape &s, Value ids,
     return arith::IndexCastOp::create(ob, loc, ob.getIndexType(),
                                       LLVM::CtPopOp::create(ob, loc, mask));
   };
-  auto syncWarp = [&] { NVVM::SyncWarpOp::create(ob, loc, i32Const(-1)); };
   Value numExperts = b.idx(s.numExperts);
   Value tid = b.threadId();
   b.loop(tid, b.idx(s.warps * s.numExperts), b.idx(s.threads()), [&](Value i) {
@@ -1440,13 +1449,13 @@ emitWarpRanks(const KernelBuilder &b, const DispatchShape &s, Value ids,
     lanes.push_back({index, expert, b.add(earlier, before)});
     // Every lane reads the warp's count before the last of its peers
     // updates it, and the next pass reads the update.
-    syncWarp();
+    syncWarp(b);
     b.ifThen(b.andI(isExpert, b.cmpI(arith::CmpIPredicate::eq, before,
                                      b.sub(count, b.idx(1)))),
              [&] {
                b.storeI(b.add(earlier, count), warpCounts, {warp, slot});
              });
-    syncWarp();
+    syncWarp(b);
   }
   b.barrier();
 
@@ -2535,10 +2544,7 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
             // `mma.sync.aligned` needs the whole warp converged; the guarded
             // loads above branch per thread, so reconverge explicitly
             // (__syncwarp) rather than rely on where ptxas rejoins them.
-            NVVM::SyncWarpOp::create(
-                rewriter, loc,
-                arith::ConstantOp::create(rewriter, loc,
-                                          rewriter.getI32IntegerAttr(-1)));
+            syncWarp(b);
             SmallVector<Value> next = multiplyStep(
                 Value(),
                 SmallVector<Value>(carried.begin(), carried.begin() + numAcc));
@@ -2693,10 +2699,10 @@ static constexpr int64_t kSkinnyLoadsInFlight = 8;
 static constexpr int64_t kSkinnyMinChunk = 256;
 static constexpr int64_t kSkinnyMaxChunk = 1024;
 /// Blocks of a skinny GEMM resident per SM (a launch bound for ptxas), and
-/// the blocks the host aims at when it splits K: that many per SM of an
-/// H100/H200 (132 SMs). Tuning values, not correctness ones.
+/// the blocks the host aims at when it splits K: that many per SM of the
+/// target (kTargetSMs). Tuning values, not correctness ones.
 static constexpr int64_t kSkinnyBlocksPerSM = 2;
-static constexpr int64_t kSkinnyTargetBlocks = kSkinnyBlocksPerSM * 132;
+static constexpr int64_t kSkinnyTargetBlocks = kSkinnyBlocksPerSM * kTargetSMs;
 /// Split partials summed per unrolled step (loads in flight per thread).
 static constexpr int64_t kSplitBatch = 8;
 /// Row thresholds of the skinny path: grouped GEMMs when the rows average at
@@ -3164,8 +3170,8 @@ static Kernel buildSkinnyGemmKernel(RewriterBase &rewriter, Operation *op,
     // Sum the slices of a warp (`lanes`, 2 `lanes`, ... lanes apart: the same
     // columns), then the warps in order through workgroup memory.
     for (Value &sum : acc)
-      for (int64_t d = plan.lanes; d < kWarpSize; d *= 2)
-        sum = b.add(sum, shuffle(b, sum, d, gpu::ShuffleMode::XOR));
+      sum = warpReduce(
+          b, sum, [&](Value x, Value y) { return b.add(x, y); }, plan.lanes);
     b.ifThen(b.lt(lane, b.idx(plan.lanes)), [&] {
       for (int64_t m = 0; m < numMatrices; ++m)
         for (int64_t r = 0; r < rowsPerGroup; ++r)
@@ -3726,14 +3732,7 @@ static Kernel buildQuantizedKernel(RewriterBase &rewriter, Operation *op,
       // Butterfly reduction: every lane ends with the full sums.
       for (Value &v : acc)
         for (int64_t offset = 16; offset >= 1; offset /= 2)
-          v = b.add(v, gpu::ShuffleOp::create(
-                           ob, loc, v,
-                           arith::ConstantOp::create(
-                               ob, loc, ob.getI32IntegerAttr(offset)),
-                           arith::ConstantOp::create(ob, loc,
-                                                     ob.getI32IntegerAttr(32)),
-                           gpu::ShuffleMode::XOR)
-                           .getShuffleResult());
+          v = b.add(v, shuffle(b, v, offset, gpu::ShuffleMode::XOR));
       b.ifThen(b.cmpI(arith::CmpIPredicate::eq, lane, c0), [&] {
         for (int64_t i = 0; i < kQuantRows; ++i) {
           b.ifThen(valid[i], [&] {

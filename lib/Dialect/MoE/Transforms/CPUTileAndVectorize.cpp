@@ -308,17 +308,22 @@ static Value buildMatmulLoops(OpBuilder &b, Location loc, const LhsAccess &lhs,
   return loop.getResult(0);
 }
 
+/// The ops a gather's row computation may use: index casts, signed max and
+/// min, and constants.
+static bool isRowOp(Operation *op) {
+  return op && isa<arith::IndexCastOp, arith::MaxSIOp, arith::MinSIOp,
+                   arith::ConstantOp>(op);
+}
+
 /// Clones into `b` the computation of `v` inside a linalg body from the body
-/// argument `arg`, with `replacement` for `arg`: index casts, signed max and
-/// min, and constants only (the row computation of a gather). Null if `v`
-/// uses anything else.
+/// argument `arg`, with `replacement` for `arg` (isRowOp ops only). Null if
+/// `v` uses anything else.
 static Value cloneRowComputation(OpBuilder &b, Location loc, Value v,
                                  BlockArgument arg, Value replacement) {
   if (v == arg)
     return replacement;
   Operation *def = v.getDefiningOp();
-  if (!def || !isa<arith::IndexCastOp, arith::MaxSIOp, arith::MinSIOp,
-                   arith::ConstantOp>(def))
+  if (!isRowOp(def))
     return Value();
   IRMapping mapping;
   for (Value operand : def->getOperands()) {
@@ -335,8 +340,7 @@ static bool isRowComputation(Value v, BlockArgument arg) {
   if (v == arg)
     return true;
   Operation *def = v.getDefiningOp();
-  if (!def || !isa<arith::IndexCastOp, arith::MaxSIOp, arith::MinSIOp,
-                   arith::ConstantOp>(def))
+  if (!isRowOp(def))
     return false;
   return llvm::all_of(def->getOperands(), [&](Value operand) {
     return isRowComputation(operand, arg);
@@ -352,18 +356,15 @@ static LhsAccess findLhsAccess(Value lhs) {
   LhsAccess access;
   access.lhs = lhs;
   Value gathered = lhs;
-  Value rowOffset;
-  if (auto slice = lhs.getDefiningOp<tensor::ExtractSliceOp>()) {
+  tensor::ExtractSliceOp slice = lhs.getDefiningOp<tensor::ExtractSliceOp>();
+  if (slice) {
     auto sourceType = slice.getSourceType();
-    if (slice.getSourceType().getRank() != 2 || !slice.hasUnitStride() ||
+    if (sourceType.getRank() != 2 || !slice.hasUnitStride() ||
         ShapedType::isDynamic(sourceType.getDimSize(1)) ||
         !isConstantIntValue(slice.getMixedOffsets()[1], 0) ||
         !isConstantIntValue(slice.getMixedSizes()[1], sourceType.getDimSize(1)))
       return access;
     gathered = slice.getSource();
-    OpBuilder b(slice);
-    rowOffset = getValueOrCreateConstantIndexOp(b, slice.getLoc(),
-                                                slice.getMixedOffsets()[0]);
   }
   auto generic = gathered.getDefiningOp<linalg::GenericOp>();
   if (!generic || generic.getNumDpsInputs() != 1 ||
@@ -396,7 +397,12 @@ static LhsAccess findLhsAccess(Value lhs) {
   access.gather = generic;
   access.source = extract.getTensor();
   access.tokens = tokens;
-  access.rowOffset = rowOffset;
+  // Rows of a slice start at its offset (made only now that it is used).
+  if (slice) {
+    OpBuilder b(slice);
+    access.rowOffset = getValueOrCreateConstantIndexOp(
+        b, slice.getLoc(), slice.getMixedOffsets()[0]);
+  }
   access.rowOf = [rowExpr, in](OpBuilder &b, Location loc, Value token) {
     return cloneRowComputation(b, loc, rowExpr, in, token);
   };
