@@ -332,8 +332,7 @@ def run(args):
                     # Nsight Compute replays every kernel: keep it short (it did not finish
                     # S1 f16 at T = 4096 in 300 s on an H200).
                     try:
-                        p = subprocess.run([ncu, "--metrics", "gpu__time_duration.sum",
-                                            "--print-summary", "per-kernel", moe_run, str(so),
+                        p = subprocess.run([ncu] + args.ncu_args.split() + [moe_run, str(so),
                                             f"--input=@{xin}", f"--output=@{yout}"],
                                            capture_output=True, text=True,
                                            timeout=args.ncu_timeout)
@@ -430,6 +429,9 @@ def main():
                    help="MODEL@T,... or all: per-kernel times (MOE_CUDA_PROFILE)")
     r.add_argument("--ncu", default="", help="MODEL@T,...: per-kernel times with ncu")
     r.add_argument("--ncu-timeout", type=float, default=60.0)
+    r.add_argument("--ncu-args",
+                   default="--metrics gpu__time_duration.sum --print-summary per-kernel",
+                   help="ncu's options (e.g. --section SpeedOfLight --section WarpStateStats)")
     r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     args = ap.parse_args()
     global DEV

@@ -1861,12 +1861,22 @@ struct SimtGemmShape {
 /// The SIMT GEMM shape for compute type `ct`: f32 128 x 64 tiles, 8 x 4 per
 /// thread; f64 64 x 64 tiles, 4 x 4 per thread (its values take two
 /// registers: the gated GEMM's 2 x 16 accumulators stay within the registers
-/// of 256-thread blocks).
-static SimtGemmShape simtGemmShape(Type ct) {
+/// of 256-thread blocks). The `narrow` shapes (32-row tiles: f32 32 x 128,
+/// 4 x 4 per thread, f64 32 x 64, 2 x 4) are for a few dozen rows per expert,
+/// where most rows of a 128- or 64-row tile would be empty but still cost
+/// their FMAs.
+static SimtGemmShape simtGemmShape(Type ct, bool narrow = false) {
   if (ct.isF64())
-    return {64, 64, 16, 4, 4, 1};
-  return {128, 64, 16, 8, 4, 2};
+    return narrow ? SimtGemmShape{32, 64, 16, 2, 4, 1}
+                  : SimtGemmShape{64, 64, 16, 4, 4, 1};
+  return narrow ? SimtGemmShape{32, 128, 32, 4, 4, 2}
+                : SimtGemmShape{128, 64, 16, 8, 4, 2};
 }
+
+/// Rows per expert (grouped) or rows (dense) up to which the tiled f32/f64
+/// path takes the narrow SIMT tiles: about as many as a narrow tile holds.
+static constexpr int64_t kNarrowRowsPerExpert = 32;
+static constexpr int64_t kNarrowDenseRows = 256;
 
 /// Builds a register-blocked SIMT GEMM kernel (f32/f64 operands, hidden rows
 /// in the same type). A block of kSimtThreads threads computes one output
@@ -1894,9 +1904,9 @@ static SimtGemmShape simtGemmShape(Type ct) {
 /// bias], [row scale], out.
 static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
                               StringRef name, const GemmSpec &spec,
-                              TypeRange argTypes, Type ct) {
+                              TypeRange argTypes, Type ct,
+                              const SimtGemmShape &shape) {
   Location loc = op->getLoc();
-  const SimtGemmShape shape = simtGemmShape(ct);
   const int64_t tileM = shape.tileM, tileN = shape.tileN, tileK = shape.tileK;
   const int64_t microM = shape.microM, microN = shape.microN;
   // Elements of a 16-byte vector.
@@ -3405,14 +3415,20 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
   // chosen at run time, the operands are 16-byte aligned; a kernel with
   // register staging (`_unaligned`) takes the rest.
   bool pipelined = mma && hidden % kVector == 0 && ffn % kVector == 0;
-  Kernel first, second, firstUnaligned, secondUnaligned;
+  // The SIMT GEMMs come in two tile shapes (simtGemmShape): the narrow one
+  // for a few dozen rows per expert.
+  bool narrowed = !mma;
+  Kernel first, second, firstUnaligned, secondUnaligned, firstNarrow,
+      secondNarrow;
   {
     OpBuilder::InsertionGuard guard(rewriter);
-    auto build = [&](StringRef name, TypeRange argTypes, bool async) {
+    auto build = [&](StringRef name, TypeRange argTypes, bool async,
+                     bool narrow = false) {
       if (mma)
         return buildMmaGemmKernel(rewriter, op, name, spec, argTypes,
                                   elementType, async);
-      return buildGemmKernel(rewriter, op, name, spec, argTypes, ct);
+      return buildGemmKernel(rewriter, op, name, spec, argTypes, ct,
+                             simtGemmShape(ct, narrow));
     };
     spec.first = true;
     spec.k = hidden;
@@ -3422,6 +3438,9 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
     if (pipelined)
       firstUnaligned =
           build((firstName + "_unaligned").str(), typesOf(firstArgs), false);
+    if (narrowed)
+      firstNarrow = build((firstName + "_narrow").str(), typesOf(firstArgs),
+                          false, /*narrow=*/true);
     spec.first = false;
     spec.k = ffn;
     spec.n = hidden;
@@ -3431,6 +3450,9 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
     if (pipelined)
       secondUnaligned =
           build((secondName + "_unaligned").str(), typesOf(secondArgs), false);
+    if (narrowed)
+      secondNarrow = build((secondName + "_narrow").str(),
+                           typesOf(secondArgs), false, /*narrow=*/true);
   }
 
   // Row tiles: for grouped GEMMs every expert may end with a partial tile.
@@ -3451,15 +3473,39 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
     unalignedRowTiles = hb.select(aligned, hb.idx(0), rowTiles);
     rowTiles = hb.select(aligned, rowTiles, hb.idx(0));
   }
+  Value narrowRowTiles;
+  SimtGemmShape narrow = simtGemmShape(ct, /*narrow=*/true);
+  if (narrowed) {
+    // Empty grids for the shape not taken, as for the alignment above.
+    int64_t narrowRows = spec.grouped
+                             ? kNarrowRowsPerExpert * spec.numExperts
+                             : kNarrowDenseRows;
+    Value useNarrow =
+        hb.cmpI(arith::CmpIPredicate::ule, numRows, hb.idx(narrowRows));
+    narrowRowTiles = hb.ceilDiv(numRows, narrow.tileM);
+    if (spec.grouped)
+      narrowRowTiles = hb.add(narrowRowTiles, hb.idx(spec.numExperts));
+    narrowRowTiles = hb.select(hb.andI(enabled, useNarrow), narrowRowTiles,
+                               hb.idx(0));
+    rowTiles = hb.select(useNarrow, hb.idx(0), rowTiles);
+  }
   Value firstCols = hb.idx(llvm::divideCeil(ffn, tileCols));
   Value secondCols = hb.idx(llvm::divideCeil(hidden, tileCols));
   host.launch(first, rowTiles, firstCols, blockX, 1, firstArgs);
   if (pipelined)
     host.launch(firstUnaligned, unalignedRowTiles, firstCols, blockX, 1,
                 firstArgs);
+  if (narrowed)
+    host.launch(firstNarrow, narrowRowTiles,
+                hb.idx(llvm::divideCeil(ffn, narrow.tileN)), blockX, 1,
+                firstArgs);
   host.launch(second, rowTiles, secondCols, blockX, 1, secondArgs);
   if (pipelined)
     host.launch(secondUnaligned, unalignedRowTiles, secondCols, blockX, 1,
+                secondArgs);
+  if (narrowed)
+    host.launch(secondNarrow, narrowRowTiles,
+                hb.idx(llvm::divideCeil(hidden, narrow.tileN)), blockX, 1,
                 secondArgs);
   host.dealloc(hiddenBuf);
 }

@@ -148,7 +148,10 @@ func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<9xi32>, ten
 // -----
 
 // f32 experts: the SIMT kernel, 256 threads per 128 x 64 output tile (8 x 4
-// outputs per thread), grid x = ceil(rows / 128) + experts.
+// outputs per thread), grid x = ceil(rows / 128) + experts; beside it the
+// narrow one (32 x 128 tiles, grid x = ceil(rows / 32) + experts), taken
+// for at most 32 rows per expert (256 rows here): the other gets an empty
+// grid.
 // CHECK-LABEL: func @experts
 // CHECK: %[[OUT:.*]] = gpu.alloc (%{{.*}}) : memref<?x64xf32>
 // CHECK-NOT: gpu.memcpy
@@ -159,11 +162,23 @@ func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<9xi32>, ten
 // CHECK: %[[TILES:.*]] = arith.divui %[[R127]], %[[C128]]
 // CHECK: %[[C8:.*]] = arith.constant 8 : index
 // CHECK: %[[GX:.*]] = arith.addi %[[TILES]], %[[C8]]
-// CHECK: %[[GXS:.*]] = arith.select %{{.*}}, %[[GX]], %{{.*}} : index
+// CHECK: %[[GXS:.*]] = arith.select %[[ON:.*]], %[[GX]], %{{.*}} : index
+// CHECK: %[[C256R:.*]] = arith.constant 256 : index
+// CHECK: %[[NARROW:.*]] = arith.cmpi ule, %{{.*}}, %[[C256R]] : index
+// CHECK: %[[C31:.*]] = arith.constant 31 : index
+// CHECK: %[[R31:.*]] = arith.addi %{{.*}}, %[[C31]]
+// CHECK: %[[C32:.*]] = arith.constant 32 : index
+// CHECK: %[[NTILES:.*]] = arith.divui %[[R31]], %[[C32]]
+// CHECK: %[[NGX:.*]] = arith.addi %[[NTILES]], %{{.*}}
+// CHECK: %[[NON:.*]] = arith.andi %[[ON]], %[[NARROW]] : i1
+// CHECK: %[[NGXS:.*]] = arith.select %[[NON]], %[[NGX]], %{{.*}} : index
+// CHECK: %[[WGXS:.*]] = arith.select %[[NARROW]], %{{.*}}, %[[GXS]] : index
 // CHECK: %[[C2:.*]] = arith.constant 2 : index
 // CHECK: %[[C256:.*]] = arith.constant 256 : index
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[GXS]], %[[C2]], %{{.*}}) threads in (%[[C256]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x128xf32>, %[[H]] : memref<?x128xf32>)
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[GXS]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf32>, {{.*}} : memref<8x128x64xf32>, %[[OUT]] : memref<?x64xf32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[WGXS]], %[[C2]], %{{.*}}) threads in (%[[C256]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x64x128xf32>, {{.*}} : memref<8x128xf32>, %[[H]] : memref<?x128xf32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up_narrow blocks in (%[[NGXS]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}}, %[[H]] : memref<?x128xf32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[WGXS]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf32>, {{.*}} : memref<8x128x64xf32>, %[[OUT]] : memref<?x64xf32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down_narrow blocks in (%[[NGXS]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}}, %[[OUT]] : memref<?x64xf32>)
 // CHECK: gpu.dealloc %[[H]]
 // Workgroup tiles: A transposed (16 x 128), B and the gate's B 16 x 64.
 // CHECK: gpu.func @moe_experts_up(

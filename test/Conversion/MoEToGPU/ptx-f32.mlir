@@ -30,7 +30,12 @@
 // CHECK-DAG: .entry moe_gate_0(
 // CHECK-DAG: .entry moe_experts_up_1(
 // CHECK-DAG: bar.sync
-// f32 keeps CUDA-core GEMMs (the register-blocked SIMT kernel).
+// f32 keeps CUDA-core GEMMs (the register-blocked SIMT kernel), with a
+// narrow-tile variant for a few dozen rows per expert.
+// CHECK-DAG: .entry moe_experts_up_narrow(
+// CHECK-DAG: .entry moe_experts_down_narrow(
+// CHECK-DAG: .entry moe_shared_up_narrow(
+// CHECK-DAG: .entry moe_shared_down_narrow(
 // NOMMA-NOT: mma.sync
 // The skinny (decode) path beside the tiled one, for every FFN.
 // CHECK-DAG: .entry moe_experts_up_skinny(

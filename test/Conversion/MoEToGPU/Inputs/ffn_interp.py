@@ -64,9 +64,12 @@ def fresh(shape, dtype, fill):
     return ki.Memref(np.full(shape, fill, dtype=NPDT[dtype]), dtype)
 
 
-def launch(dtype):
+def launch(dtype, narrow=False):
     """Rows and columns per tile and threads per block of the GEMM kernels:
-    SIMT (f32 128 x 64, f64 64 x 64) or tensor cores (64 x 64)."""
+    SIMT (f32 128 x 64, f64 64 x 64; the narrow variants f32 32 x 128, f64
+    32 x 64) or tensor cores (64 x 64)."""
+    if narrow:
+        return {"f32": (32, 128, (256, 1, 1)), "f64": (32, 64, (256, 1, 1))}[dtype]
     return {"f32": (128, 64, (256, 1, 1)), "f64": (64, 64, (256, 1, 1))}.get(
         dtype, (64, 64, (128, 1, 1)))
 
@@ -110,12 +113,14 @@ def launched(log, kernel):
 
 
 def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=0.3,
-            base=256, seed=0, host=False, weight_base=256):
+            base=256, seed=0, host=False, weight_base=256, narrow=False):
     """moe.experts over experts [first, first + len(counts)) of `total`, with
     counts[e] rows each (a fraction `pad` of them padding, token -1). The
-    tiled kernels are launched directly; with `host`, the host function runs
-    and picks the path itself (the skinny GEMMs for few rows per expert),
-    with the up weights at address `weight_base`."""
+    tiled kernels (the `_narrow` SIMT ones with `narrow`) are launched
+    directly; with `host`, the host function runs and picks the path itself
+    (`host` names the kernel it must launch: the skinny GEMMs for few rows
+    per expert, the narrow SIMT tiles for a few dozen), with the up weights
+    at address `weight_base`."""
     rng = np.random.default_rng(seed)
     rnd = rounder(dtype)
     E = len(counts)
@@ -158,7 +163,7 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
            ops=" ".join(operands), ex=attr(expert), first=first)
     kernels = lower(mlir)
     mma = dtype in ("f16", "bf16")
-    tile_m, tile_n, block = launch(dtype)
+    tile_m, tile_n, block = launch(dtype, narrow)
     sentinel = 1234.0
     if host:
         zeros = lambda *shape: np.zeros(shape)
@@ -170,8 +175,9 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
                                 gb if gb is not None else zeros(E, F),
                                 ub if biases else zeros(E, F), db if biases else zeros(E, H)]),
             log=log, bases={5: weight_base})[0].astype(np.float64)
-        if not launched(log, "moe_experts_up_skinny"):
-            return False, "the host did not take the skinny path"
+        want = host if isinstance(host, str) else "moe_experts_up_skinny"
+        if not launched(log, want):
+            return False, "the host did not launch %s" % want
         # dest (the sentinel) went through the element type.
         return compare(y, dtype, x, tokens, offsets, first, E, total, gate, up, down, gb, ub,
                        db, expert, float(rnd(sentinel)), mma)
@@ -184,6 +190,8 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
     grid_x = -(-R // tile_m) + E
     # The host launches the cp.async kernels only on 16-byte-aligned operands.
     def kernel(name):
+        if narrow:
+            return kernels[name + "_narrow"]
         unaligned = name + "_unaligned"
         return kernels[unaligned if base % 16 and unaligned in kernels else name]
     ki.Interpreter(kernel("moe_experts_up")).run((grid_x, -(-F // tile_n)), block, args)
@@ -218,7 +226,7 @@ def compare(y, dtype, x, tokens, offsets, first, E, total, gate, up, down, gb, u
     return check(worst, dtype, checked)
 
 
-def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False):
+def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False, narrow=False):
     """moe.shared_experts (dense, 2-d weights) with an optional row scale;
     with `host`, the host function runs and picks the path (see experts)."""
     rng = np.random.default_rng(seed)
@@ -242,7 +250,8 @@ def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False):
 """ % dict(act=act, w=t(H, F), d=t(F, H), s=t(H), ops=" ".join(operands), ex=attr(expert))
     kernels = lower(mlir)
     mma = dtype in ("f16", "bf16")
-    tile_m, tile_n, block = launch(dtype)
+    tile_m, tile_n, block = launch(dtype, narrow)
+    suffix = "_narrow" if narrow else ""
     if host:
         log = []
         zeros = lambda *shape: np.zeros(shape)
@@ -250,8 +259,9 @@ def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False):
                         host_inputs(dtype, [x, gate if gated else zeros(H, F), up, down,
                                             sc if scale else zeros(H)]),
                         log=log)[0]
-        if T and not launched(log, "moe_shared_up_skinny"):
-            return False, "the host did not take the skinny path"
+        want = host if isinstance(host, str) else "moe_shared_up_skinny"
+        if T and not launched(log, want):
+            return False, "the host did not launch %s" % want
         return compare_shared(y.astype(np.float64), dtype, x, gate, up, down, sc, expert, mma)
     xb = buf(x, dtype, base)
     hidden = fresh((T, F), dtype, np.nan)
@@ -265,10 +275,10 @@ def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False):
                 (-(-T // 128), 1), (128, 1, 1), [xb, buf(sc, dtype), row_scale])
     if T:
         args = [xb] + ([buf(gate, dtype)] if gated else []) + [buf(up, dtype), hidden]
-        ki.Interpreter(kernels["moe_shared_up"]).run((-(-T // tile_m), -(-F // tile_n)), block,
+        ki.Interpreter(kernels["moe_shared_up" + suffix]).run((-(-T // tile_m), -(-F // tile_n)), block,
                                                      args)
         args = [hidden, buf(down, dtype, base)] + ([row_scale] if scale else []) + [out]
-        ki.Interpreter(kernels["moe_shared_down"]).run((-(-T // tile_m), -(-H // tile_n)),
+        ki.Interpreter(kernels["moe_shared_down" + suffix]).run((-(-T // tile_m), -(-H // tile_n)),
                                                        block, args)
     return compare_shared(out.array.astype(np.float64), dtype, x, gate, up, down, sc, expert,
                           mma)
@@ -361,6 +371,32 @@ CASES = [
                      total=4, biases=True, seed=12, host=True)),
     ("f16 skinny shared experts, row scale, H 24 F 40",
      lambda: shared("f16", 24, 40, 6, SWIGLU, seed=13, host=True)),
+    # The narrow SIMT tiles (32 rows): partial row, column and K tiles with
+    # element loads; vector loads, two row tiles of one expert and a partial
+    # K step (K 40 = 32 + 8); a misaligned input; f64; dense shared experts.
+    ("f32 narrow experts, clamped SwiGLU, biases, H 33 F 70",
+     lambda: experts("f32", 33, 70, [17, 0, 20], CLAMPED, biases=True, seed=22, narrow=True)),
+    ("f32 narrow experts, H 40 F 136, 45 rows",
+     lambda: experts("f32", 40, 136, [45, 3], SWIGLU, biases=True, seed=23, narrow=True)),
+    ("f32 narrow experts, misaligned input and down weights",
+     lambda: experts("f32", 32, 24, [33, 20], SWIGLU, base=260, seed=24, narrow=True)),
+    ("f64 narrow experts, GELU FFN, H 34 F 22, 70 rows",
+     lambda: experts("f64", 34, 22, [70, 0, 5], dict(kind="ffn", activation="gelu"),
+                     seed=25, narrow=True)),
+    ("f32 narrow shared experts, row scale",
+     lambda: shared("f32", 24, 40, 45, SWIGLU, seed=26, narrow=True)),
+    ("f64 narrow shared experts, no row scale",
+     lambda: shared("f64", 20, 12, 33, SWIGLU, scale=False, seed=27, narrow=True)),
+    # The host picks the narrow tiles above 8 and up to 32 rows per expert
+    # (dense: up to 256 rows), the wide ones beyond.
+    ("f32 experts through the host: narrow tiles, 2 x 20 rows",
+     lambda: experts("f32", 20, 36, [20, 20], SWIGLU, pad=0.0, seed=28,
+                     host="moe_experts_up_narrow")),
+    ("f32 experts through the host: wide tiles, 2 x 40 rows",
+     lambda: experts("f32", 20, 36, [40, 40], SWIGLU, pad=0.0, seed=29,
+                     host="moe_experts_up")),
+    ("f32 shared experts through the host: narrow tiles, 40 rows",
+     lambda: shared("f32", 16, 24, 40, SWIGLU, seed=30, host="moe_shared_up_narrow")),
 ]
 
 
