@@ -320,6 +320,10 @@ private:
 struct LoadedModule {
   CUmodule module = nullptr;
   std::string error;
+  /// The functions looked up so far, by name: the generated host code looks
+  /// a kernel up before each of its launches.
+  std::mutex mutex;
+  std::vector<std::pair<std::string, CUfunction>> functions;
 };
 
 LoadedModule *loadModule(const void *data, int optLevel, bool jit) {
@@ -568,11 +572,16 @@ CUfunction mgpuModuleGetFunction(CUmodule module, const char *name) {
     recordError(loaded->error);
     return nullptr;
   }
+  std::lock_guard<std::mutex> lock(loaded->mutex);
+  for (const auto &[known, function] : loaded->functions)
+    if (known == name)
+      return function;
   CUfunction function = nullptr;
   if (!check(*driver,
              driver->cuModuleGetFunction(&function, loaded->module, name),
              "cuModuleGetFunction", name))
     return nullptr;
+  loaded->functions.emplace_back(name, function);
   if (Profiler &p = profiler(); p.enabled) {
     std::lock_guard<std::mutex> lock(p.mutex);
     p.names.emplace(function, name);
@@ -904,10 +913,39 @@ struct moe_cuda_model_state {
   size_t stagingBytes = 0;
   /// Milliseconds of device time of the last run, or -1.
   std::atomic<double> lastDeviceMs{-1.0};
+  /// The stream and events of the runs (created by the first, kept while
+  /// they succeed): creating and destroying a stream and three events cost a
+  /// call at decode sizes a noticeable part of its time.
+  CUstream stream = nullptr;
+  CUevent events[2] = {nullptr, nullptr};
+  CUevent inputsReady = nullptr;
 
-  /// Frees the device copies and the staging memory; the context must be
-  /// current and no copy of this state's in flight.
+  /// Destroys the stream and events (after the stream's work); the context
+  /// must be current.
+  void releaseStream(Driver &driver) {
+    if (stream) {
+      driver.cuStreamSynchronize(stream);
+      driver.cuStreamDestroy_v2(stream);
+    }
+    for (CUevent *event : {&events[0], &events[1], &inputsReady}) {
+      if (*event)
+        driver.cuEventDestroy_v2(*event);
+      *event = nullptr;
+    }
+    stream = nullptr;
+  }
+
+  /// Frees the device copies, the staging memory, the stream and the
+  /// events; the context must be current and no copy of this state's in
+  /// flight.
   void release(Driver &driver) {
+    releaseStream(driver);
+    releaseWeights(driver);
+  }
+
+  /// Frees the device copies of the weights and the staging memory (the
+  /// stream's work that uses them must have completed or must not exist).
+  void releaseWeights(Driver &driver) {
     for (Weight &weight : weights)
       if (weight.device)
         driver.cuMemFree_v2(weight.device);
@@ -946,33 +984,59 @@ constexpr uint64_t kStagingMinBytes = 64 * 1024;
 
 namespace {
 
-/// Device memory, stream and events owned by one `moe_cuda_run_model` call.
+/// Device memory, stream and events of one `moe_cuda_run_model` call. The
+/// stream and events are the model state's where there is one (`shared`:
+/// kept after a run that succeeded, destroyed after one that failed), else
+/// the call's own.
 class RunState {
 public:
-  explicit RunState(Driver &driver) : driver(driver) {}
+  RunState(Driver &driver, moe_cuda_model_state *shared)
+      : driver(driver), shared(shared) {
+    if (shared) {
+      stream = shared->stream;
+      events[0] = shared->events[0];
+      events[1] = shared->events[1];
+      inputsReady = shared->inputsReady;
+    }
+  }
   ~RunState() {
     // Stream-ordered frees on the stream, then the stream's work is waited
-    // for before it goes.
+    // for.
     for (CUdeviceptr ptr : deviceBuffers)
       freeDeviceMemory(driver, ptr, stream);
     for (CUdeviceptr ptr : resultBuffers)
       freeDeviceMemory(driver, ptr, stream);
+    bool keep = shared && succeeded;
     if (stream) {
       driver.cuStreamSynchronize(stream);
-      driver.cuStreamDestroy_v2(stream);
+      if (!keep)
+        driver.cuStreamDestroy_v2(stream);
     }
     // After the synchronization: copies may read them until then.
     for (void *ptr : hostBuffers)
       std::free(ptr);
-    for (CUevent event : events)
-      if (event)
-        driver.cuEventDestroy_v2(event);
-    if (inputsReady)
-      driver.cuEventDestroy_v2(inputsReady);
+    if (!keep) {
+      for (CUevent event : events)
+        if (event)
+          driver.cuEventDestroy_v2(event);
+      if (inputsReady)
+        driver.cuEventDestroy_v2(inputsReady);
+      stream = nullptr;
+      events[0] = events[1] = inputsReady = nullptr;
+    }
+    if (shared) {
+      shared->stream = stream;
+      shared->events[0] = events[0];
+      shared->events[1] = events[1];
+      shared->inputsReady = inputsReady;
+    }
     runStream() = nullptr;
   }
 
   Driver &driver;
+  moe_cuda_model_state *shared;
+  /// Set by a run that succeeded.
+  bool succeeded = false;
   CUstream stream = nullptr;
   CUevent events[2] = {nullptr, nullptr};
   /// Recorded on the legacy default stream before a run with inputs in
@@ -1166,16 +1230,19 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
               int64_t numParams, const moe_cuda_arg_t *results,
               int64_t numResults, void (*entry)(void **), bool keepResults) {
   Driver &driver = state.driver;
-  if (!check(driver, driver.cuStreamCreate(&state.stream, kStreamNonBlocking),
+  if (!state.stream &&
+      !check(driver, driver.cuStreamCreate(&state.stream, kStreamNonBlocking),
              "cuStreamCreate"))
     return false;
-  bool timed = driver.cuEventElapsedTime &&
-               driver.cuEventCreate(&state.events[0], 0) == kSuccess &&
-               driver.cuEventCreate(&state.events[1], 0) == kSuccess;
+  auto event = [&](CUevent &e, unsigned flags) {
+    return e || driver.cuEventCreate(&e, flags) == kSuccess;
+  };
+  bool timed = driver.cuEventElapsedTime && event(state.events[0], 0) &&
+               event(state.events[1], 0);
   if (model) {
     model->lastDeviceMs = -1.0;
     if (model->weights.size() != size_t(numParams - numInputs))
-      model->release(driver);
+      model->releaseWeights(driver);
     model->weights.resize(numParams - numInputs);
   }
 
@@ -1200,9 +1267,10 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
     anyOnDevice = anyOnDevice || ordinal == 0;
   }
   if (anyOnDevice &&
-      (!check(driver,
-              driver.cuEventCreate(&state.inputsReady, kEventDisableTiming),
-              "cuEventCreate") ||
+      (!(state.inputsReady ||
+         check(driver,
+               driver.cuEventCreate(&state.inputsReady, kEventDisableTiming),
+               "cuEventCreate")) ||
        !check(driver, driver.cuEventRecord(state.inputsReady, nullptr),
               "cuEventRecord") ||
        !check(driver,
@@ -1494,9 +1562,10 @@ void runModelOnce(void **args, const moe_cuda_arg_t *params, int64_t num_inputs,
   }
   bool ok;
   {
-    RunState run(*driver);
+    RunState run(*driver, model);
     ok = runModel(run, model, args, params, num_inputs, num_params, results,
                   num_results, entry, keepResults);
+    run.succeeded = ok && !threadError().failed;
   }
   if (!ok)
     zeroResults(args, results, num_results);
