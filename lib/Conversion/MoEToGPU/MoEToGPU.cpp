@@ -3451,8 +3451,8 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
       secondUnaligned =
           build((secondName + "_unaligned").str(), typesOf(secondArgs), false);
     if (narrowed)
-      secondNarrow = build((secondName + "_narrow").str(),
-                           typesOf(secondArgs), false, /*narrow=*/true);
+      secondNarrow = build((secondName + "_narrow").str(), typesOf(secondArgs),
+                           false, /*narrow=*/true);
   }
 
   // Row tiles: for grouped GEMMs every expert may end with a partial tile.
@@ -3477,16 +3477,15 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
   SimtGemmShape narrow = simtGemmShape(ct, /*narrow=*/true);
   if (narrowed) {
     // Empty grids for the shape not taken, as for the alignment above.
-    int64_t narrowRows = spec.grouped
-                             ? kNarrowRowsPerExpert * spec.numExperts
-                             : kNarrowDenseRows;
+    int64_t narrowRows = spec.grouped ? kNarrowRowsPerExpert * spec.numExperts
+                                      : kNarrowDenseRows;
     Value useNarrow =
         hb.cmpI(arith::CmpIPredicate::ule, numRows, hb.idx(narrowRows));
     narrowRowTiles = hb.ceilDiv(numRows, narrow.tileM);
     if (spec.grouped)
       narrowRowTiles = hb.add(narrowRowTiles, hb.idx(spec.numExperts));
-    narrowRowTiles = hb.select(hb.andI(enabled, useNarrow), narrowRowTiles,
-                               hb.idx(0));
+    narrowRowTiles =
+        hb.select(hb.andI(enabled, useNarrow), narrowRowTiles, hb.idx(0));
     rowTiles = hb.select(useNarrow, hb.idx(0), rowTiles);
   }
   Value firstCols = hb.idx(llvm::divideCeil(ffn, tileCols));
