@@ -338,7 +338,12 @@ def run(args):
                                            timeout=args.ncu_timeout)
                         (out / f"ncu-{mdir.name}-T{T}.txt").write_text(p.stdout + p.stderr)
                         log(f"  ncu: {out / f'ncu-{mdir.name}-T{T}.txt'}")
-                    except subprocess.TimeoutExpired:
+                    except subprocess.TimeoutExpired as e:
+                        # Keep what it printed: where it got stuck.
+                        text = "".join(x.decode(errors="replace") if isinstance(x, bytes)
+                                       else (x or "") for x in (e.stdout, e.stderr))
+                        (out / f"ncu-{mdir.name}-T{T}.txt").write_text(
+                            text + f"\n(gave up after {args.ncu_timeout} s)\n")
                         log(f"  ncu: gave up after {args.ncu_timeout} s")
                 else:
                     log("  ncu: not installed")
