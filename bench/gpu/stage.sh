@@ -56,7 +56,7 @@ sm90=(
 generated=("hash-table --tokens 29" "hash-function --tokens 23" "groups-gate --tokens 45"
   "zero-computation --tokens 23" "zero-computation --tokens 300"
   "int8 --tokens 1" "int8 --tokens 21" "int4 --tokens 1" "int4 --tokens 16"
-  "mixed --tokens 11" "int8 --tokens 600")
+  "mixed --tokens 11" "int8 --tokens 600" "int8-zp --tokens 7" "int4-zp --tokens 16")
 n=0
 stage_case() { # "ARCH..." GENERATOR CASE ARGS...: one case, a library per chip
   local archs=$1 gen=$2 arch; shift 2

@@ -220,11 +220,12 @@ def layer(x, router, routing, expert, gate, up, down, gate_bias=None, up_bias=No
     return out
 
 
-def dequantize(packed, scales, bits):
+def dequantize(packed, scales, bits, zero_points=None):
     """Quantized weights in ONNX Runtime's QMoE layout to float64: `packed`
     [..., N, K * bits / 8] bytes of unsigned codes (4-bit codes two per byte,
     low nibble first), `scales` [..., N, K / B] one per block of B reduction
-    values, symmetric zero point 2^(bits - 1): W = scale * (code - zp)."""
+    values, zero points `zero_points` (unpacked, like the scales) or the
+    symmetric 2^(bits - 1): W = scale * (code - zp)."""
     packed = np.asarray(packed).view(np.uint8).astype(np.int64)
     if bits == 8:
         codes = packed
@@ -235,7 +236,9 @@ def dequantize(packed, scales, bits):
         raise ValueError(bits)
     scales = np.asarray(scales, np.float64)
     block = codes.shape[-1] // scales.shape[-1]
-    return np.repeat(scales, block, axis=-1) * (codes - (1 << (bits - 1)))
+    zp = (1 << (bits - 1)) if zero_points is None else np.repeat(
+        np.asarray(zero_points, np.float64), block, axis=-1)
+    return np.repeat(scales, block, axis=-1) * (codes - zp)
 
 
 def check_case_output(directory, label=None, tol=1e-5):

@@ -3650,6 +3650,9 @@ struct QuantSpec {
   bool first = true;
   bool gated = false;
   bool hasGateBias = false, hasBias = false;
+  /// Explicit zero points of the gate and of the up (first) or down
+  /// (second) matrix.
+  bool hasGateZeroPoints = false, hasZeroPoints = false;
   int64_t bits = 8;
   /// Output columns N, reduction K, and the reduction block of a scale
   /// (gate/up and down may differ).
@@ -3667,8 +3670,9 @@ struct QuantSpec {
 /// bytes), dequantize `s * (q - zp)` and accumulate, then a butterfly
 /// shuffle reduction gives every lane the sums and lane 0 writes them
 /// through the epilogue. Arguments: tokens, offsets, then first: input,
-/// [gate codes, gate scales], up codes, up scales, [gate bias], [up bias],
-/// hidden (f32); second: hidden, down codes, down scales, [down bias], out.
+/// [gate codes, gate scales, [gate zero points]], up codes, up scales, [up
+/// zero points], [gate bias], [up bias], hidden (f32); second: hidden, down
+/// codes, down scales, [down zero points], [down bias], out.
 static Kernel buildQuantizedKernel(RewriterBase &rewriter, Operation *op,
                                    StringRef name, const QuantSpec &spec,
                                    TypeRange argTypes, Type ct) {
@@ -3677,12 +3681,15 @@ static Kernel buildQuantizedKernel(RewriterBase &rewriter, Operation *op,
   KernelBuilder b{rewriter, loc, ct};
   auto it = kernel.args.begin();
   Value tokens = *it++, offsets = *it++, a = *it++;
-  Value gateCodes, gateScales;
+  Value gateCodes, gateScales, gateZeroPoints;
   if (spec.first && spec.gated) {
     gateCodes = *it++;
     gateScales = *it++;
+    if (spec.hasGateZeroPoints)
+      gateZeroPoints = *it++;
   }
   Value codes = *it++, scales = *it++;
+  Value zeroPoints = spec.hasZeroPoints ? *it++ : Value();
   Value gateBias = spec.first && spec.hasGateBias ? *it++ : Value();
   Value bias = spec.hasBias ? *it++ : Value();
   Value out = *it++;
@@ -3704,9 +3711,10 @@ static Kernel buildQuantizedKernel(RewriterBase &rewriter, Operation *op,
   int64_t codeBytes = spec.bits == 4 ? spec.k / 2 : spec.k;
   Value numRows = b.dim(tokens, 0);
 
-  // The centered, scaled weight of reduction index k (from `byte`).
-  auto weightOf = [&](Value codesMem, Value scalesMem, Value byteVal,
-                      bool highNibble, Value k) {
+  // The centered, scaled weight of reduction index k (from `byte`):
+  // s * (q - zp), with the block's zero point from `zeroMem` if given.
+  auto weightOf = [&](Value codesMem, Value scalesMem, Value zeroMem,
+                      Value byteVal, bool highNibble, Value k) {
     Value v = arith::ExtUIOp::create(ob, loc, i32, byteVal);
     if (spec.bits == 4) {
       auto i32Const = [&](int64_t c) -> Value {
@@ -3717,12 +3725,18 @@ static Kernel buildQuantizedKernel(RewriterBase &rewriter, Operation *op,
       else
         v = arith::AndIOp::create(ob, loc, v, i32Const(0xF));
     }
-    Value centered = arith::SubIOp::create(
-        ob, loc, v,
-        arith::ConstantOp::create(ob, loc, ob.getI32IntegerAttr(zeroPoint)));
-    Value w = arith::SIToFPOp::create(ob, loc, ct, centered);
-    Value scale =
-        b.loadF(scalesMem, {expert, n, b.div(k, b.idx(spec.blockSize))});
+    Value block = b.div(k, b.idx(spec.blockSize));
+    Value w;
+    if (zeroMem) {
+      w = b.sub(arith::UIToFPOp::create(ob, loc, ct, v),
+                b.loadF(zeroMem, {expert, n, block}));
+    } else {
+      Value centered = arith::SubIOp::create(
+          ob, loc, v,
+          arith::ConstantOp::create(ob, loc, ob.getI32IntegerAttr(zeroPoint)));
+      w = arith::SIToFPOp::create(ob, loc, ct, centered);
+    }
+    Value scale = b.loadF(scalesMem, {expert, n, block});
     return b.mul(w, scale);
   };
 
@@ -3759,10 +3773,12 @@ static Kernel buildQuantizedKernel(RewriterBase &rewriter, Operation *op,
             for (int64_t half = 0; half < perByte; ++half) {
               Value k =
                   spec.bits == 4 ? b.add(b.mul(kb, b.idx(2)), b.idx(half)) : kb;
-              Value wU = weightOf(codes, scales, byteU, half == 1, k);
-              Value wG = gateCodes ? weightOf(gateCodes, gateScales, byteG,
-                                              half == 1, k)
-                                   : Value();
+              Value wU =
+                  weightOf(codes, scales, zeroPoints, byteU, half == 1, k);
+              Value wG = gateCodes
+                             ? weightOf(gateCodes, gateScales, gateZeroPoints,
+                                        byteG, half == 1, k)
+                             : Value();
               for (int64_t i = 0; i < kQuantRows; ++i) {
                 // Rows past the expert's read a valid row and are dropped.
                 Value xv = b.loadF(a, {srcRows[i], k});
@@ -3839,12 +3855,16 @@ struct QuantizedExpertsOpLowering
         host.alloc(MemRefType::get({ShapedType::kDynamic, ffn}, ct), numRows);
     SmallVector<Value> firstArgs = present(
         {tokensBuf, offsetsBuf, inputBuf, host.buffer(adaptor.getGate()),
-         host.buffer(adaptor.getGateScales()), host.buffer(adaptor.getUp()),
-         host.buffer(adaptor.getUpScales()), host.buffer(adaptor.getGateBias()),
-         host.buffer(adaptor.getUpBias()), hiddenBuf});
+         host.buffer(adaptor.getGateScales()),
+         host.buffer(adaptor.getGateZeroPoints()), host.buffer(adaptor.getUp()),
+         host.buffer(adaptor.getUpScales()),
+         host.buffer(adaptor.getUpZeroPoints()),
+         host.buffer(adaptor.getGateBias()), host.buffer(adaptor.getUpBias()),
+         hiddenBuf});
     SmallVector<Value> secondArgs = present(
         {tokensBuf, offsetsBuf, hiddenBuf, host.buffer(adaptor.getDown()),
          host.buffer(adaptor.getDownScales()),
+         host.buffer(adaptor.getDownZeroPoints()),
          host.buffer(adaptor.getDownBias()), outBuf});
     Kernel first, second;
     {
@@ -3852,6 +3872,8 @@ struct QuantizedExpertsOpLowering
       spec.first = true;
       spec.hasGateBias = adaptor.getGateBias() != nullptr;
       spec.hasBias = adaptor.getUpBias() != nullptr;
+      spec.hasGateZeroPoints = adaptor.getGateZeroPoints() != nullptr;
+      spec.hasZeroPoints = adaptor.getUpZeroPoints() != nullptr;
       spec.n = ffn;
       spec.k = hidden;
       spec.blockSize = hidden / upScalesType.getDimSize(2);
@@ -3860,6 +3882,8 @@ struct QuantizedExpertsOpLowering
       spec.first = false;
       spec.hasGateBias = false;
       spec.hasBias = adaptor.getDownBias() != nullptr;
+      spec.hasGateZeroPoints = false;
+      spec.hasZeroPoints = adaptor.getDownZeroPoints() != nullptr;
       spec.n = hidden;
       spec.k = ffn;
       spec.blockSize = ffn / downScalesType.getDimSize(2);

@@ -1562,19 +1562,19 @@ struct QuantizedExpertsOpLowering
           auto ffnBody = [&](OpBuilder &b, Location loc, Value x) {
             OpFoldResult rows = tensor::getMixedSize(b, loc, x, 0);
             OpFoldResult ffnSize = b.getIndexAttr(ffn);
-            auto gemm = [&](Value lhs, Value bytes, Value scales, Value bias,
-                            OpFoldResult cols) {
+            auto gemm = [&](Value lhs, Value bytes, Value scales,
+                            Value zeroPoints, Value bias, OpFoldResult cols) {
               return buildQuantizedMatmul(
                   b, loc, lhs, bytes, scales, local,
                   biasInit(b, loc, rows, cols, bias, elementType), bits,
-                  zeroPoint);
+                  zeroPoint, zeroPoints);
             };
-            Value up = gemm(x, adaptor.getUp(), adaptor.getUpScales(), upBias,
-                            ffnSize);
+            Value up = gemm(x, adaptor.getUp(), adaptor.getUpScales(),
+                            adaptor.getUpZeroPoints(), upBias, ffnSize);
             Value gate;
             if (expert.isGated())
               gate = gemm(x, adaptor.getGate(), adaptor.getGateScales(),
-                          gateBias, ffnSize);
+                          adaptor.getGateZeroPoints(), gateBias, ffnSize);
             SmallVector<Value> inputs = {up};
             if (gate)
               inputs.insert(inputs.begin(), gate);
@@ -1588,7 +1588,8 @@ struct QuantizedExpertsOpLowering
                                                   args[0]);
                 });
             return gemm(act, adaptor.getDown(), adaptor.getDownScales(),
-                        downBias, b.getIndexAttr(hidden));
+                        adaptor.getDownZeroPoints(), downBias,
+                        b.getIndexAttr(hidden));
           };
           return updateExpertRows(
               b, loc, adaptor.getInput(), adaptor.getTokenIndices(),

@@ -6,9 +6,10 @@
 //
 // The GEMMs of `moe.quantized_experts`. The weights stay in their bytes: each
 // step of the reduction loop loads the codes of a few output rows, turns them
-// into floats already centered on the zero point (a bit flip and a signed
-// conversion), and feeds them to the accumulators of every token row of the
-// register tile; each block's sums are scaled once at the end of the block.
+// into floats already centered on the symmetric zero point (a bit flip and a
+// signed conversion; explicit zero points are a per-block correction by the
+// block's input sums), and feeds them to the accumulators of every token row of
+// the register tile; each block's sums are scaled once at the end of the block.
 // At one token (decode) the loop is bound by reading the weights, so reading
 // 1 or 0.5 bytes per weight instead of 4 is the point.
 //
@@ -48,6 +49,8 @@ struct QuantizedMatmulBuilder {
   Location loc;
   Value x, bytes, scales, expert;
   int64_t bits, zeroPoint;
+  /// Explicit zero points `[E, N, K / B]`, or null (the symmetric one).
+  Value zeroPoints;
   Type elementType;
   int64_t reduction, blocks, blockSize, lanes;
 
@@ -136,6 +139,11 @@ struct QuantizedMatmulBuilder {
       columnIndex.push_back(arith::AddIOp::create(
           b, loc, arith::AddIOp::create(b, loc, col0, n0), index(j)));
     SmallVector<Value> init(rows * cols, zero);
+    // With explicit zero points the loop also sums each row's inputs over
+    // the block: sum (q - zp) x = sum (q - zp0) x + (zp0 - zp) sum x, with
+    // the codes centered on the symmetric zp0 as without them.
+    int64_t numSums = zeroPoints ? rows : 0;
+    SmallVector<Value> kInit(rows * cols + numSums, zero);
     // Per block: sum (q - zp) * x in `accs` from zero, then scale the sums
     // into the totals (one FMA per accumulator per block).
     auto blockLoop = scf::ForOp::create(
@@ -144,7 +152,7 @@ struct QuantizedMatmulBuilder {
           Value k0 = arith::MulIOp::create(b, loc, block, index(blockSize));
           Value k1 = arith::AddIOp::create(b, loc, k0, index(blockSize));
           auto kLoop = scf::ForOp::create(
-              b, loc, k0, k1, index(step()), init,
+              b, loc, k0, k1, index(step()), kInit,
               [&](OpBuilder &b, Location loc, Value k, ValueRange accs) {
                 SmallVector<SmallVector<Value>> weights, inputs;
                 for (Value n : columnIndex)
@@ -159,20 +167,44 @@ struct QuantizedMatmulBuilder {
                       acc = vector::FMAOp::create(b, loc, w, in, acc);
                     next.push_back(acc);
                   }
+                for (int64_t i = 0; i < numSums; ++i) {
+                  Value sum = accs[rows * cols + i];
+                  for (Value in : inputs[i])
+                    sum = arith::AddFOp::create(b, loc, sum, in);
+                  next.push_back(sum);
+                }
                 scf::YieldOp::create(b, loc, next);
               });
-          SmallVector<Value> scale;
-          for (Value n : columnIndex)
-            scale.push_back(vector::BroadcastOp::create(
+          auto perColumn = [&](Value mem, Value n) -> Value {
+            return vector::BroadcastOp::create(
                 b, loc, vectorType,
-                tensor::ExtractOp::create(b, loc, scales,
-                                          ValueRange{expert, n, block})));
+                tensor::ExtractOp::create(b, loc, mem,
+                                          ValueRange{expert, n, block}));
+          };
+          SmallVector<Value> scale, shift;
+          for (Value n : columnIndex) {
+            scale.push_back(perColumn(scales, n));
+            if (zeroPoints) {
+              // zp0 - zp, per column.
+              Value zp0 = arith::ConstantOp::create(
+                  b, loc,
+                  DenseElementsAttr::get(
+                      vectorType,
+                      b.getFloatAttr(elementType, double(zeroPoint))));
+              shift.push_back(
+                  arith::SubFOp::create(b, loc, zp0, perColumn(zeroPoints, n)));
+            }
+          }
           SmallVector<Value> next;
           for (int64_t i = 0; i < rows; ++i)
-            for (int64_t j = 0; j < cols; ++j)
-              next.push_back(
-                  vector::FMAOp::create(b, loc, kLoop.getResult(i * cols + j),
-                                        scale[j], totals[i * cols + j]));
+            for (int64_t j = 0; j < cols; ++j) {
+              Value sum = kLoop.getResult(i * cols + j);
+              if (zeroPoints)
+                sum = vector::FMAOp::create(
+                    b, loc, shift[j], kLoop.getResult(rows * cols + i), sum);
+              next.push_back(vector::FMAOp::create(b, loc, sum, scale[j],
+                                                   totals[i * cols + j]));
+            }
           scf::YieldOp::create(b, loc, next);
         });
     for (int64_t i = 0; i < rows; ++i)
@@ -253,7 +285,8 @@ struct QuantizedMatmulBuilder {
 
 Value moe::buildQuantizedMatmul(OpBuilder &b, Location loc, Value x,
                                 Value bytes, Value scales, Value expert,
-                                Value acc, int64_t bits, int64_t zeroPoint) {
+                                Value acc, int64_t bits, int64_t zeroPoint,
+                                Value zeroPoints) {
   auto xType = cast<RankedTensorType>(x.getType());
   int64_t reduction = xType.getDimSize(1);
   int64_t blocks = cast<RankedTensorType>(scales.getType()).getDimSize(2);
@@ -266,10 +299,9 @@ Value moe::buildQuantizedMatmul(OpBuilder &b, Location loc, Value x,
   int64_t lanes = QuantizedMatmulBuilder::kMaxLanes;
   while (lanes > 1 && blockSize % (lanes * perLane) != 0)
     lanes /= 2;
-  QuantizedMatmulBuilder builder{b,         loc,       x,
-                                 bytes,     scales,    expert,
-                                 bits,      zeroPoint, xType.getElementType(),
-                                 reduction, blocks,    blockSize,
-                                 lanes};
+  QuantizedMatmulBuilder builder{
+      b,         loc,    x,         bytes,      scales,
+      expert,    bits,   zeroPoint, zeroPoints, xType.getElementType(),
+      reduction, blocks, blockSize, lanes};
   return builder.build(acc);
 }

@@ -399,10 +399,11 @@ LogicalResult onnx_import::importMicrosoftQMoE(Node &node) {
     return failure();
   }
   for (unsigned i = 8; i < node.getNumInputs(); ++i)
-    if (node.hasInput(i)) {
+    if (node.hasInput(i) && i != 11 && i != 12) {
       node.emitError() << "input " << i << " ('" << node.getInputName(i)
-                       << "') is not supported: only inputs 0-7 (no fc3, "
-                          "zero points, router_weights or fp8/fp4 scales)";
+                       << "') is not supported: only inputs 0-7 and the "
+                          "fc1/fc2 zero points 11-12 (no fc3, router_weights "
+                          "or fp8/fp4 scales)";
       return failure();
     }
   int64_t bits = node.getInt("expert_weight_bits", 4);
@@ -515,15 +516,75 @@ LogicalResult onnx_import::importMicrosoftQMoE(Node &node) {
       getScales(6, "fc2_scales", hidden, ffn);
   if (failed(fc2Scales))
     return failure();
+  // Zero points (optional, uint8), one per scale, in ONNX Runtime's layout:
+  // at 8 bits [E, N] (rows) or [E, N, blocks]; at 4 bits two per byte, low
+  // nibble first, along N for rows ([E, ceil(N / 2)]) and along the blocks
+  // otherwise ([E, N, ceil(blocks / 2)]). Unpacked to [E, N, blocks] codes
+  // in the scales' type.
+  auto getZeroPoints = [&](unsigned i, StringRef what, int64_t n,
+                           int64_t reduction) -> FailureOr<DenseElementsAttr> {
+    if (!node.hasInput(i))
+      return DenseElementsAttr();
+    FailureOr<DenseElementsAttr> packed =
+        getWeight(node, i, what, blockSize ? 3 : 2, ui8);
+    if (failed(packed))
+      return failure();
+    int64_t blocks = blockSize ? reduction / blockSize : 1;
+    SmallVector<int64_t> expected = {numExperts, n};
+    if (blockSize)
+      expected.push_back(bits == 4 ? (blocks + 1) / 2 : blocks);
+    else if (bits == 4)
+      expected[1] = (n + 1) / 2;
+    ArrayRef<int64_t> shape = cast<ShapedType>(packed->getType()).getShape();
+    if (shape != ArrayRef<int64_t>(expected)) {
+      node.emitError() << what << " has shape [" << shape << "], expected ["
+                       << ArrayRef<int64_t>(expected) << "]";
+      return failure();
+    }
+    auto codes = packed->getValues<uint8_t>();
+    SmallVector<float> values;
+    values.reserve(numExperts * n * blocks);
+    for (int64_t e = 0; e < numExperts; ++e)
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          if (bits == 8) {
+            values.push_back(codes[(e * n + r) * blocks + blk]);
+            continue;
+          }
+          // The packed index and the nibble within its byte.
+          int64_t index = blockSize ? (e * n + r) * expected[2] + blk / 2
+                                    : e * expected[1] + r / 2;
+          int64_t nibble = blockSize ? blk % 2 : r % 2;
+          values.push_back((codes[index] >> (4 * nibble)) & 0xF);
+        }
+    return DenseElementsAttr::get(
+        RankedTensorType::get({numExperts, n, blocks}, elementType),
+        ArrayRef<float>(values));
+  };
+  FailureOr<DenseElementsAttr> fc1ZeroPoints =
+      getZeroPoints(11, "fc1_zero_points", rows, hidden);
+  if (failed(fc1ZeroPoints))
+    return failure();
+  FailureOr<DenseElementsAttr> fc2ZeroPoints =
+      getZeroPoints(12, "fc2_zero_points", hidden, ffn);
+  if (failed(fc2ZeroPoints))
+    return failure();
 
   // De-interleave gate (even rows) and up (odd rows) for SwiGLU.
   DenseElementsAttr fc1Bytes = asBytes(*fc1), fc2Bytes = asBytes(*fc2);
   DenseElementsAttr gate, gateScales, up = fc1Bytes, upScales = *fc1Scales;
+  DenseElementsAttr gateZeroPoints, upZeroPoints = *fc1ZeroPoints;
   if (gated) {
-    gate = selectRows(fc1Bytes, ffn, [](int64_t r) { return 2 * r; });
-    gateScales = selectRows(*fc1Scales, ffn, [](int64_t r) { return 2 * r; });
-    up = selectRows(fc1Bytes, ffn, [](int64_t r) { return 2 * r + 1; });
-    upScales = selectRows(*fc1Scales, ffn, [](int64_t r) { return 2 * r + 1; });
+    auto even = [](int64_t r) { return 2 * r; };
+    auto odd = [](int64_t r) { return 2 * r + 1; };
+    gate = selectRows(fc1Bytes, ffn, even);
+    gateScales = selectRows(*fc1Scales, ffn, even);
+    up = selectRows(fc1Bytes, ffn, odd);
+    upScales = selectRows(*fc1Scales, ffn, odd);
+    if (upZeroPoints) {
+      gateZeroPoints = selectRows(*fc1ZeroPoints, ffn, even);
+      upZeroPoints = selectRows(*fc1ZeroPoints, ffn, odd);
+    }
   }
   DenseElementsAttr gateBias, upBias, downBias;
   if (failed(importBiases(node, 4, 7, numExperts, rows, ffn, hidden, gated,
@@ -578,7 +639,8 @@ LogicalResult onnx_import::importMicrosoftQMoE(Node &node) {
       dispatch.getExpertOffsets(), dest, constant(gate), constant(gateScales),
       constant(up), constant(upScales), constant(fc2Bytes),
       constant(*fc2Scales), constant(gateBias), constant(upBias),
-      constant(downBias), expert, b.getI64IntegerAttr(bits),
+      constant(downBias), constant(gateZeroPoints), constant(upZeroPoints),
+      constant(*fc2ZeroPoints), expert, b.getI64IntegerAttr(bits),
       b.getI64IntegerAttr(0));
   Value result =
       CombineOp::create(b, loc, tokensType, experts.getResult(),

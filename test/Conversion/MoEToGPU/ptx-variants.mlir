@@ -19,6 +19,9 @@
 // CHECK-DAG: .entry moe_zero_computation_experts(
 // CHECK-DAG: .entry moe_quantized_up(
 // CHECK-DAG: .entry moe_quantized_down(
+// Explicit zero points (int4, gated, f16): a second pair of kernels.
+// CHECK-DAG: .entry moe_quantized_up_0(
+// CHECK-DAG: .entry moe_quantized_down_0(
 
 func.func @hash_table(%t: tensor<?xi32>, %table: tensor<40xi32>) -> (tensor<?x1xi32>, tensor<?x1xf32>) {
   %i, %w = moe.hash_route %t table(%table : tensor<40xi32>) {num_experts = 5}
@@ -74,4 +77,21 @@ func.func @quantized(%x: tensor<?x64xbf16>, %tok: tensor<?xi32>, %off: tensor<9x
          {bits = 8, expert = #moe.expert<ffn, gelu>}
          : (tensor<?x64xbf16>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xbf16>) -> tensor<?x64xbf16>
   return %y : tensor<?x64xbf16>
+}
+
+func.func @quantized_zero_points(%x: tensor<?x64xf16>, %tok: tensor<?xi32>, %off: tensor<5xi32>, %init: tensor<?x64xf16>,
+                     %qg: tensor<4x96x32xi8>, %sg: tensor<4x96x4xf16>, %zg: tensor<4x96x4xf16>,
+                     %qu: tensor<4x96x32xi8>, %su: tensor<4x96x4xf16>, %zu: tensor<4x96x4xf16>,
+                     %qd: tensor<4x64x48xi8>, %sd: tensor<4x64x1xf16>, %zd: tensor<4x64x1xf16>)
+    -> tensor<?x64xf16> {
+  %y = moe.quantized_experts %x, %tok, %off into %init
+         gate(%qg, %sg : tensor<4x96x32xi8>, tensor<4x96x4xf16>)
+         up(%qu, %su : tensor<4x96x32xi8>, tensor<4x96x4xf16>)
+         down(%qd, %sd : tensor<4x64x48xi8>, tensor<4x64x1xf16>)
+         gate_zero_points(%zg : tensor<4x96x4xf16>)
+         up_zero_points(%zu : tensor<4x96x4xf16>)
+         down_zero_points(%zd : tensor<4x64x1xf16>)
+         {bits = 4, expert = #moe.expert<gated, silu>}
+         : (tensor<?x64xf16>, tensor<?xi32>, tensor<5xi32>, tensor<?x64xf16>) -> tensor<?x64xf16>
+  return %y : tensor<?x64xf16>
 }

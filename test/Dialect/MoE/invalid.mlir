@@ -1204,6 +1204,36 @@ func.func @residual_type(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %p: tensor<
 
 // -----
 
+func.func @qexperts_zero_points_shape(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %g: tensor<8x32x64xi8>, %gs: tensor<8x32x2xf32>, %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>, %uz: tensor<8x32x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op up zero points must have shape [8, 32, 2], got 'tensor<8x32x1xf32>'}}
+  %r = moe.quantized_experts %x, %t, %o into %dest gate(%g, %gs : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      up_zero_points(%uz : tensor<8x32x1xf32>)
+      {bits = 8, expert = #moe.expert<gated, silu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @qexperts_gate_zero_points_no_gate(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
+    %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>, %gz: tensor<8x32x2xf32>,
+    %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
+  // expected-error @+1 {{'moe.quantized_experts' op gate zero points need gate weights}}
+  %r = moe.quantized_experts %x, %t, %o into %dest
+      up(%u, %us : tensor<8x32x64xi8>, tensor<8x32x2xf32>)
+      down(%d, %ds : tensor<8x64x32xi8>, tensor<8x64x1xf32>)
+      gate_zero_points(%gz : tensor<8x32x2xf32>)
+      {bits = 8, expert = #moe.expert<ffn, relu>}
+      : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
 func.func @qexperts_bits(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: tensor<9xi32>, %dest: tensor<8x64xf32>,
     %g: tensor<8x32x64xi8>, %gs: tensor<8x32x2xf32>, %u: tensor<8x32x64xi8>, %us: tensor<8x32x2xf32>,
     %d: tensor<8x64x32xi8>, %ds: tensor<8x64x1xf32>) {
@@ -1394,7 +1424,7 @@ func.func @qexperts_gate_scales(%x: tensor<4x64xf32>, %t: tensor<8xi32>, %o: ten
   // expected-error @+1 {{'moe.quantized_experts' op gate weights and gate scales go together}}
   %r = "moe.quantized_experts"(%x, %t, %o, %dest, %g, %u, %us, %d, %ds)
       <{bits = 8 : i64, expert = #moe.expert<gated, silu>,
-        operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0>}>
+        operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0>}>
       : (tensor<4x64xf32>, tensor<8xi32>, tensor<9xi32>, tensor<8x64xf32>, tensor<8x32x64xi8>,
          tensor<8x32x64xi8>, tensor<8x32x2xf32>, tensor<8x64x32xi8>, tensor<8x64x1xf32>) -> tensor<8x64xf32>
   return

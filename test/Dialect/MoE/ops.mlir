@@ -222,3 +222,20 @@ func.func @quantized_experts(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: te
       : (tensor<?x64xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
   return %r1 : tensor<?x64xf32>
 }
+
+// Explicit zero points, one per scale.
+// CHECK-LABEL: func @quantized_zero_points
+// CHECK: moe.quantized_experts %{{.*}}, %{{.*}}, %{{.*}} into %{{.*}} up(%{{.*}}, %{{.*}} : tensor<4x128x32xi8>, tensor<4x128x2xf32>) down(%{{.*}}, %{{.*}} : tensor<4x64x64xi8>, tensor<4x64x4xf32>) up_bias(%{{.*}} : tensor<4x128xf32>) up_zero_points(%{{.*}} : tensor<4x128x2xf32>) down_zero_points(%{{.*}} : tensor<4x64x4xf32>) {bits = 4 : i64, expert = #moe.expert<ffn, gelu>}
+func.func @quantized_zero_points(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<5xi32>,
+    %dest: tensor<?x64xf32>, %u4: tensor<4x128x32xi8>, %us4: tensor<4x128x2xf32>,
+    %uz4: tensor<4x128x2xf32>, %d4: tensor<4x64x64xi8>, %ds4: tensor<4x64x4xf32>,
+    %dz4: tensor<4x64x4xf32>, %bu: tensor<4x128xf32>) -> tensor<?x64xf32> {
+  %r = moe.quantized_experts %x, %tok, %off into %dest
+      up(%u4, %us4 : tensor<4x128x32xi8>, tensor<4x128x2xf32>)
+      down(%d4, %ds4 : tensor<4x64x64xi8>, tensor<4x64x4xf32>)
+      up_bias(%bu : tensor<4x128xf32>)
+      up_zero_points(%uz4 : tensor<4x128x2xf32>) down_zero_points(%dz4 : tensor<4x64x4xf32>)
+      {bits = 4, expert = #moe.expert<ffn, gelu>}
+      : (tensor<?x64xf32>, tensor<?xi32>, tensor<5xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %r : tensor<?x64xf32>
+}

@@ -720,10 +720,10 @@ int64_t QuantizedExpertsOp::getNumExperts() {
 /// Checks one quantized matrix `name`: bytes `[E, N, K * bits / 8]` and
 /// scales `[E, N, K / B]` of `elementType`, with blocks of whole bytes.
 static LogicalResult verifyQuantizedMatrix(Operation *op, Value bytes,
-                                           Value scales, StringRef name,
-                                           int64_t numExperts, int64_t rows,
-                                           int64_t reduction, int64_t bits,
-                                           Type elementType) {
+                                           Value scales, Value zeroPoints,
+                                           StringRef name, int64_t numExperts,
+                                           int64_t rows, int64_t reduction,
+                                           int64_t bits, Type elementType) {
   if (reduction * bits % 8 != 0)
     return op->emitOpError()
            << name << " weights: a reduction size of " << reduction << " at "
@@ -748,7 +748,9 @@ static LogicalResult verifyQuantizedMatrix(Operation *op, Value bytes,
     return op->emitOpError()
            << scalesName << ": " << blocks << " blocks do not split the "
            << reduction << " reduction values into blocks of whole bytes";
-  return success();
+  // One zero point per scale.
+  return checkOptional(op, zeroPoints, (name + " zero points").str(),
+                       {numExperts, rows, blocks}, elementType);
 }
 
 LogicalResult QuantizedExpertsOp::verify() {
@@ -776,16 +778,19 @@ LogicalResult QuantizedExpertsOp::verify() {
     return emitOpError("ffn experts take no gate bias");
   if (!getGate() != !getGateScales())
     return emitOpError("gate weights and gate scales go together");
+  if (!getGate() && getGateZeroPoints())
+    return emitOpError("gate zero points need gate weights");
   Type elementType = tensorType(getInput()).getElementType();
-  if (getGate() && failed(verifyQuantizedMatrix(op, getGate(), getGateScales(),
-                                                "gate", numExperts, ffn,
-                                                *hidden, bits, elementType)))
+  if (getGate() && failed(verifyQuantizedMatrix(
+                       op, getGate(), getGateScales(), getGateZeroPoints(),
+                       "gate", numExperts, ffn, *hidden, bits, elementType)))
     return failure();
-  if (failed(verifyQuantizedMatrix(op, getUp(), getUpScales(), "up", numExperts,
-                                   ffn, *hidden, bits, elementType)) ||
-      failed(verifyQuantizedMatrix(op, getDown(), getDownScales(), "down",
-                                   numExperts, *hidden, ffn, bits,
-                                   elementType)))
+  if (failed(verifyQuantizedMatrix(op, getUp(), getUpScales(),
+                                   getUpZeroPoints(), "up", numExperts, ffn,
+                                   *hidden, bits, elementType)) ||
+      failed(verifyQuantizedMatrix(op, getDown(), getDownScales(),
+                                   getDownZeroPoints(), "down", numExperts,
+                                   *hidden, ffn, bits, elementType)))
     return failure();
   if (failed(checkOptional(op, getGateBias(), "gate bias", {numExperts, ffn},
                            elementType)) ||

@@ -10,6 +10,9 @@ references that dequantize the same codes independently (moe_reference).
 - int4: gated SwiGLU, 4-bit codes (two per byte), blocks of 16 everywhere.
 - mixed: experts 0-3 at 8 bits and 4-7 at 4 bits (two ops filling one
   buffer), biases on the 4-bit experts.
+- int8-zp, int4-zp: as int8 and int4 but quantized asymmetrically (each
+  block's codes span its [min, max], with an explicit zero point per block:
+  the `*_zero_points` operands).
 
 `gen` writes DIR/model.mlir (weights as constants, x as the input),
 DIR/in0.npy, DIR/inputs.args and DIR/expected.npy; `check` compares
@@ -31,19 +34,32 @@ H, F, E, K = 64, 96, 8, 2
 SWIGLU = dict(kind="gated", activation="silu")
 
 
-def quantize(rng, w, bits, blocks):
-    """Random-ish symmetric quantization of w [n, N, Kr]: per-block scales
-    from the block's max |w|, codes rounded and clipped; returns (packed
-    bytes as int8 [n, N, Kr * bits / 8], scales float32 [n, N, blocks])."""
+def quantize(rng, w, bits, blocks, asymmetric=False):
+    """Quantization of w [n, N, Kr]: symmetric (per-block scales from the
+    block's max |w|, zero point 2^(bits - 1)) or asymmetric (each block's
+    [min, max] onto [0, 2^bits - 1], an integer zero point per block); codes
+    rounded and clipped. Returns (packed bytes as int8 [n, N, Kr * bits / 8],
+    scales float32 [n, N, blocks], zero points float32 [n, N, blocks] or
+    None)."""
     n, rows, red = w.shape
-    zp = 1 << (bits - 1)
+    top = (1 << bits) - 1
     wb = w.reshape(n, rows, blocks, red // blocks)
-    scales = (np.abs(wb).max(axis=-1) / (zp - 1)).astype(np.float32)
-    codes = np.rint(wb / scales[..., None].astype(np.float64)) + zp
-    codes = np.clip(codes, 0, 2 * zp - 1).astype(np.uint8).reshape(n, rows, red)
+    if asymmetric:
+        # Blocks shifted off zero, so that the zero points spread over the
+        # code range instead of sitting at 2^(bits - 1).
+        wb = wb + rng.uniform(-1.0, 1.0, wb.shape[:-1] + (1,)) * np.abs(wb).max(axis=-1,
+                                                                           keepdims=True)
+        lo, hi = wb.min(axis=-1), wb.max(axis=-1)
+        scales = ((hi - lo) / top).astype(np.float32)
+        zp = np.clip(np.rint(-lo / scales.astype(np.float64)), 0, top).astype(np.float32)
+    else:
+        zp = np.full(wb.shape[:-1], 1 << (bits - 1), np.float32)
+        scales = (np.abs(wb).max(axis=-1) / ((1 << (bits - 1)) - 1)).astype(np.float32)
+    codes = np.rint(wb / scales[..., None].astype(np.float64)) + zp[..., None]
+    codes = np.clip(codes, 0, top).astype(np.uint8).reshape(n, rows, red)
     if bits == 4:
         codes = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
-    return codes.view(np.int8), scales
+    return codes.view(np.int8), scales, (zp if asymmetric else None)
 
 
 def hex_const(name, a, elt):
@@ -56,43 +72,52 @@ def ttype(a, elt):
     return "tensor<%sx%s>" % ("x".join(str(d) for d in a.shape), elt)
 
 
-def expert_group(rng, prefix, n, bits, gate_up_blocks, down_blocks, biases):
+def expert_group(rng, prefix, n, bits, gate_up_blocks, down_blocks, biases,
+                 asymmetric=False):
     """Random float weights for n experts, quantized; returns the constants'
     MLIR, the operand text, and the dequantized float64 [H,F]/[F,H] weights."""
     gate = rng.standard_normal((n, F, H)) / np.sqrt(H)
     up = rng.standard_normal((n, F, H)) / np.sqrt(H)
     down = rng.standard_normal((n, H, F)) / np.sqrt(F)
-    consts, operands, deq = [], [], {}
+    consts, operands, deq, zero_points = [], [], {}, []
     for name, w, blocks in (("gate", gate, gate_up_blocks), ("up", up, gate_up_blocks),
                             ("down", down, down_blocks)):
-        q, s = quantize(rng, w, bits, blocks)
+        q, s, zp = quantize(rng, w, bits, blocks, asymmetric)
         consts += [hex_const(prefix + name, q, "i8"), hex_const(prefix + name + "_s", s, "f32")]
         operands.append("%s(%%%s, %%%s : %s, %s)" % (name, prefix + name, prefix + name + "_s",
                                                      ttype(q, "i8"), ttype(s, "f32")))
-        deq[name] = np.swapaxes(R.dequantize(q, s, bits), 1, 2)  # [n, K, N]
+        deq[name] = np.swapaxes(R.dequantize(q, s, bits, zp), 1, 2)  # [n, K, N]
+        if zp is not None:
+            zero_points.append((name, zp))
     if biases:
         for name, size in (("gate_bias", F), ("up_bias", F), ("down_bias", H)):
             bvec = rng.standard_normal((n, size)).astype(np.float32)
             consts.append(hex_const(prefix + name, bvec, "f32"))
             operands.append("%s(%%%s : %s)" % (name, prefix + name, ttype(bvec, "f32")))
             deq[name] = bvec.astype(np.float64)
+    # After the biases, as the op's assembly format orders them.
+    for name, zp in zero_points:
+        consts.append(hex_const(prefix + name + "_zp", zp, "f32"))
+        operands.append("%s_zero_points(%%%s : %s)" % (name, prefix + name + "_zp",
+                                                       ttype(zp, "f32")))
     return consts, " ".join(operands), deq
 
 
 def build(rng, T, case):
     x = rng.standard_normal((T, H)).astype(np.float32)
     router = (rng.standard_normal((H, E)) / np.sqrt(H)).astype(np.float32)
-    if case == "int8":
+    asymmetric = case.endswith("-zp")
+    if case.startswith("int8"):
         groups = [(0, E, 8, 2, 1, False)]
-    elif case == "int4":
-        groups = [(0, E, 4, H // 16, F // 16, False)]
+    elif case.startswith("int4"):
+        groups = [(0, E, 4, H // 16, F // 16, case == "int4-zp")]
     else:
         groups = [(0, 4, 8, 1, 3, False), (4, 4, 4, 4, 1, True)]
     consts = [hex_const("router", router, "f32")]
     ops, experts = [], {}
     dest = "%dest"
     for i, (first, n, bits, gub, db, biases) in enumerate(groups):
-        c, operands, deq = expert_group(rng, "g%d_" % i, n, bits, gub, db, biases)
+        c, operands, deq = expert_group(rng, "g%d_" % i, n, bits, gub, db, biases, asymmetric)
         consts += c
         for j in range(n):
             experts[first + j] = {k: v[j] for k, v in deq.items()}
@@ -140,7 +165,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("cmd", choices=["gen", "check"])
     ap.add_argument("dir")
-    ap.add_argument("case", nargs="?", choices=["int8", "int4", "mixed"])
+    ap.add_argument("case", nargs="?", choices=["int8", "int4", "mixed", "int8-zp", "int4-zp"])
     ap.add_argument("--tokens", type=int, default=9)
     ap.add_argument("--seed", type=int)
     a = ap.parse_args()

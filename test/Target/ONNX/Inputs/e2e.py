@@ -332,11 +332,14 @@ def indexing(rng):
                          onesx]
 
 
-def qmoe(rng, bits, block_size, shape3d=False, biases=False):
+def qmoe(rng, bits, block_size, shape3d=False, biases=False, zero_points=False):
     """com.microsoft.QMoE (SwiGLU fused and interleaved, top-2, renormalized)
     with `bits`-bit weights (uint8, 4-bit codes low nibble first), scales per
-    row (block_size 0) or per block, symmetric zero point 2^(bits-1); the
-    reference dequantizes the same codes in float64."""
+    row (block_size 0) or per block, and the symmetric zero point 2^(bits-1)
+    or (`zero_points`) random ones, inputs 11-12 in ONNX Runtime's layout (at
+    4 bits two per byte, low nibble first, along the rows for row-wise
+    scales and along the blocks otherwise); the reference dequantizes the
+    same codes in float64."""
     T, Hd, Fd, En, k = 6, 32, 48, 4, 2
     zp = 1 << (bits - 1)
     pack = 8 // bits
@@ -345,13 +348,21 @@ def qmoe(rng, bits, block_size, shape3d=False, biases=False):
         codes = rng.integers(0, 2 * zp, size=(En, n_rows, red)).astype(np.uint8)
         blocks = red // block_size if block_size else 1
         scales = (rng.uniform(0.5, 1.5, size=(En, n_rows, blocks)) / (zp * np.sqrt(red))).astype(np.float32)
-        w = np.repeat(scales.astype(np.float64), red // blocks, axis=-1) * (codes.astype(np.float64) - zp)
+        zps = (rng.integers(0, 2 * zp, size=(En, n_rows, blocks)) if zero_points
+               else np.full((En, n_rows, blocks), zp)).astype(np.uint8)
+        w = np.repeat(scales.astype(np.float64), red // blocks, axis=-1) * (
+            codes.astype(np.float64) - np.repeat(zps.astype(np.float64), red // blocks, axis=-1))
         if bits == 4:
             codes = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
-        return codes, (scales if block_size else scales[..., 0]), w
+        z = zps if block_size else zps[..., 0]
+        if bits == 4:
+            if z.shape[-1] % 2:
+                z = np.concatenate([z, np.zeros(z.shape[:-1] + (1,), np.uint8)], axis=-1)
+            z = (z[..., 0::2] | (z[..., 1::2] << 4)).astype(np.uint8)
+        return codes, (scales if block_size else scales[..., 0]), w, z
 
-    fc1, fc1_s, w1 = quant(2 * Fd, Hd)   # [E, 2F, H]: rows gate, up interleaved
-    fc2, fc2_s, w2 = quant(Hd, Fd)       # [E, H, F]
+    fc1, fc1_s, w1, z1 = quant(2 * Fd, Hd)   # [E, 2F, H]: rows gate, up interleaved
+    fc2, fc2_s, w2, z2 = quant(Hd, Fd)       # [E, H, F]
     assert fc1.shape[2] == Hd // pack
     x_shape = [2, 3, Hd] if shape3d else [T, Hd]
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -369,6 +380,9 @@ def qmoe(rng, bits, block_size, shape3d=False, biases=False):
     if biases:
         ins.append("b2")
         inits += [init("b1", b1), init("b2", b2)]
+    if zero_points:
+        ins += [""] * (8 - len(ins)) + ["", "", "", "z1", "z2"]
+        inits += [init("z1", z1), init("z2", z2)]
     nodes = [
         n("MatMul", ["x", "wg"], ["logits"], name="router"),
         n("QMoE", ins, ["y"], name="qmoe0", domain="com.microsoft", **attrs),
@@ -399,6 +413,11 @@ MODELS = {
     "qmoe_int8": lambda rng: qmoe(rng, 8, 0),
     "qmoe_int4": lambda rng: qmoe(rng, 4, 16, biases=True),
     "qmoe_int8_blocks": lambda rng: qmoe(rng, 8, 16),
+    # Explicit zero points: int8 per row, int4 per block (with biases), int4
+    # per row (two rows' zero points per byte).
+    "qmoe_int8_zp": lambda rng: qmoe(rng, 8, 0, zero_points=True),
+    "qmoe_int4_zp": lambda rng: qmoe(rng, 4, 16, biases=True, zero_points=True),
+    "qmoe_int4_rows_zp": lambda rng: qmoe(rng, 4, 0, zero_points=True),
 }
 
 

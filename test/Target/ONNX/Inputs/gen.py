@@ -322,8 +322,10 @@ def qmoe_model(attrs, bits=8, extra_inputs=(), fc1_dtype=np.uint8,
     inits = [init("wg", wg), init("fc1", fc1), init("fc1_s", fc1_s),
              init("fc2", fc2), init("fc2_s", fc2_s)]
     ins = ["x", "logits", "fc1", "fc1_s", "", "fc2", "fc2_s"]
-    for i, name in extra_inputs:
-        inits.append(init(name, np.zeros((Eq, 2 * Fq), dtype=np.uint8)))
+    for i, name, *value in extra_inputs:
+        # A given value, else zeros of the row-wise zero points' shape.
+        inits.append(init(name, value[0] if value else
+                          np.zeros((Eq, 2 * Fq), dtype=np.uint8)))
         while len(ins) < i:
             ins.append("")
         ins.append(name)
@@ -344,7 +346,10 @@ def qmoe_error(kind):
     if kind == "quant_type":
         return qmoe_model(dict(QMOE_BASE, quant_type="fp4"))
     if kind == "zero_points":
-        return qmoe_model(QMOE_BASE, extra_inputs=[(11, "fc1_zp")])
+        return qmoe_model(QMOE_BASE, extra_inputs=[(13, "fc3_zp")])
+    if kind == "zero_points_shape":
+        return qmoe_model(QMOE_BASE, extra_inputs=[
+            (11, "fc1_zp", np.zeros((2, 3), dtype=np.uint8))])
     if kind == "float_weights":
         return qmoe_model(QMOE_BASE, fc1_dtype=np.float32)
     if kind == "scales":
@@ -467,6 +472,13 @@ MODELS = {
     "moe_swiglu": moe_swiglu,
     "moe_gelu_3d": moe_gelu_3d,
     "qmoe_swiglu": lambda: qmoe_model(QMOE_BASE),
+    # fc1 zero point [e, r] = 10 e + r + 100 (row-wise, 8 bits) and fc2's
+    # [e, r] = 5 e + r.
+    "qmoe_zero_points": lambda: qmoe_model(QMOE_BASE, extra_inputs=[
+        (11, "fc1_zp", (10 * np.arange(2)[:, None] + np.arange(4)[None, :] + 100
+                        ).astype(np.uint8)),
+        (12, "fc2_zp", (5 * np.arange(2)[:, None] + np.arange(4)[None, :]
+                        ).astype(np.uint8))]),
     "uint8_cast": lambda: model(
         [helper.make_node("Cast", ["x"], ["y"], name="cast0",
                           to=TensorProto.FLOAT)],

@@ -586,8 +586,11 @@ def MoE_QuantizedExpertsOp : MoE_ExpertsBase<"quantized_experts", [Pure]> {
     low nibble first), with scales `[E, N, K / B]` of the activations'
     element type for blocks of `B` consecutive reduction indices (`B = K`:
     one scale per row). The weight is `W[n, k] = s[n, k / B] * (q[n, k] -
-    zp)` with the symmetric zero point `zp = 2^(bits - 1)` (128 for int8, 8
-    for int4), as ONNX Runtime's QMoE default.
+    zp[n, k / B])`: the zero points are the optional `*_zero_points`
+    tensors, `[E, N, K / B]` like the scales and of their type, holding the
+    integer code of each block's zero (ONNX Runtime's QMoE inputs 11-12,
+    unpacked); a matrix without them has the symmetric zero point `2^(bits
+    - 1)` (128 for int8, 8 for int4), as ONNX Runtime's QMoE default.
 
     Shapes (`N x K` is output x reduction): `gate`, `up` are `[E, F, H]`
     matrices and `down` is `[E, H, F]`, i.e. the transposes of the
@@ -623,6 +626,9 @@ def MoE_QuantizedExpertsOp : MoE_ExpertsBase<"quantized_experts", [Pure]> {
     Optional<MoE_FloatTensor>:$gate_bias,
     Optional<MoE_FloatTensor>:$up_bias,
     Optional<MoE_FloatTensor>:$down_bias,
+    Optional<MoE_FloatTensor>:$gate_zero_points,
+    Optional<MoE_FloatTensor>:$up_zero_points,
+    Optional<MoE_FloatTensor>:$down_zero_points,
     MoE_ExpertAttr:$expert,
     I64Attr:$bits,
     DefaultValuedAttr<ConfinedAttr<I64Attr, [IntNonNegative]>, "0">:$first_expert
@@ -636,13 +642,17 @@ def MoE_QuantizedExpertsOp : MoE_ExpertsBase<"quantized_experts", [Pure]> {
     (`gate_bias` `(` $gate_bias^ `:` type($gate_bias) `)`)?
     (`up_bias` `(` $up_bias^ `:` type($up_bias) `)`)?
     (`down_bias` `(` $down_bias^ `:` type($down_bias) `)`)?
+    (`gate_zero_points` `(` $gate_zero_points^ `:` type($gate_zero_points) `)`)?
+    (`up_zero_points` `(` $up_zero_points^ `:` type($up_zero_points) `)`)?
+    (`down_zero_points` `(` $down_zero_points^ `:` type($down_zero_points) `)`)?
     attr-dict `:` `(` type($input) `,` type($token_indices) `,`
     type($expert_offsets) `,` type($dest) `)` `->` type($result)
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
     int64_t getNumExperts();
-    /// The symmetric zero point: 128 for 8 bits, 8 for 4 bits.
+    /// The symmetric zero point, of matrices without zero points: 128 for 8
+    /// bits, 8 for 4 bits.
     int64_t getZeroPoint() { return int64_t(1) << (getBits() - 1); }
   }];
 }
