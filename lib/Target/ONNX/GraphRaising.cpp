@@ -41,6 +41,7 @@
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <cmath>
 #include <cstring>
 
 using namespace moe;
@@ -82,6 +83,18 @@ struct Router {
   /// A constant `[E]` added to the scores for the choice only (TopK of
   /// `scores + bias`, weights gathered from `scores`), or null.
   DenseElementsAttr selectionBias;
+  /// DeepSeek-V3's group limit (0: none), and its two TopKs.
+  int64_t nGroup = 0, topkGroup = 0;
+  SmallVector<const onnx::NodeProto *, 2> groupTopKs;
+};
+
+/// The group limit of a router (matchGroupLimit): the masked scores' source
+/// and what masks them.
+struct GroupLimit {
+  std::string scores;
+  int64_t nGroup = 0, groupSize = 0, topkGroup = 0;
+  double fill = 0.0;
+  SmallVector<const onnx::NodeProto *, 2> topks;
 };
 
 /// Matches the forms of one graph. Each `match*` returns false with `why`
@@ -148,6 +161,15 @@ private:
   bool isZeros(StringRef name);
 
   bool matchRouter(StringRef probs, Router &router);
+  /// DeepSeek-V3's group-limited choice (transformers'
+  /// DeepseekV3TopkRouter.get_topk_indices): `name` is
+  /// `Where(Not(bool(mask)), fill, s)` with the mask the top `topk_group`
+  /// groups (by the sum of their two best scores of `s` viewed as [T, G,
+  /// E / G]) scattered into zeros and expanded to their experts. Returns
+  /// false without `why` where `name` is no Where (no group limit).
+  bool matchGroupLimit(StringRef name, GroupLimit &limit);
+  /// Skips a Reshape of `name` to `[-1 or 0, cols]` (a `view(-1, E)`).
+  StringRef skipRowView(StringRef name, int64_t cols);
   bool matchLinear(StringRef name, Linear &linear);
   bool matchSilu(StringRef name, StringRef &input);
   bool matchSwiGLU(StringRef name, ExpertMLP &mlp);
@@ -349,15 +371,126 @@ bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
               ", not a linear map by a constant weight");
 }
 
+StringRef BlockMatcher::skipRowView(StringRef name, int64_t cols) {
+  const onnx::NodeProto *reshape = defOp(name, "Reshape");
+  if (!reshape)
+    return name;
+  std::optional<SmallVector<int64_t>> shape = constantInts(inputOf(reshape, 1));
+  if (!shape || shape->size() != 2 || ((*shape)[0] != -1 && (*shape)[0] != 0) ||
+      (*shape)[1] != cols)
+    return name;
+  return skipCasts(inputOf(reshape, 0));
+}
+
+bool BlockMatcher::matchGroupLimit(StringRef name, GroupLimit &limit) {
+  const onnx::NodeProto *where = defOp(name, "Where");
+  if (!where)
+    return false;
+  // Casts to bool (to = 9) and Identities.
+  auto skipBool = [&](StringRef n) {
+    for (int steps = 0; steps < kMaxChain; ++steps) {
+      const onnx::NodeProto *node = def(n);
+      if (!(is(node, "Cast") && intAttr(*node, "to", 0) == 9) &&
+          !is(node, "Identity"))
+        break;
+      n = inputOf(node, 0);
+    }
+    return n;
+  };
+  DenseElementsAttr fill = constant(inputOf(where, 1));
+  if (!fill || !fill.isSplat() || !isa<FloatType>(fill.getElementType()))
+    return fail("the masked scores' fill value is not a constant");
+  limit.fill = fill.getSplatValue<APFloat>().convertToDouble();
+  limit.scores = skipCasts(inputOf(where, 2)).str();
+  const onnx::NodeProto *notOp = defOp(skipBool(inputOf(where, 0)), "Not");
+  if (!notOp)
+    return fail("the scores are masked by " +
+                describe(def(skipBool(inputOf(where, 0)))) +
+                ", not by Not(group mask)");
+  // The mask: Reshape(Expand(Unsqueeze(ScatterElements(zeros, group ids,
+  // ones), -1), [T, G, E / G]), [-1, E]).
+  const onnx::NodeProto *reshape =
+      defOp(skipBool(inputOf(notOp, 0)), "Reshape");
+  const onnx::NodeProto *expand =
+      reshape ? defOp(inputOf(reshape, 0), "Expand") : nullptr;
+  const onnx::NodeProto *unsqueeze =
+      expand ? defOp(inputOf(expand, 0), "Unsqueeze") : nullptr;
+  std::optional<SmallVector<int64_t>> unsqueezeAxes =
+      unsqueeze ? axesOf(*unsqueeze) : std::nullopt;
+  const onnx::NodeProto *scatter =
+      unsqueeze ? defOp(inputOf(unsqueeze, 0), "ScatterElements") : nullptr;
+  if (!scatter || !unsqueezeAxes || unsqueezeAxes->size() != 1 ||
+      ((*unsqueezeAxes)[0] != -1 && (*unsqueezeAxes)[0] != 2))
+    return fail("the score mask is not the group mask expanded to the groups' "
+                "experts");
+  int64_t scatterAxis = intAttr(*scatter, "axis", 0);
+  if (!isZeros(inputOf(scatter, 0)) || (scatterAxis != 1 && scatterAxis != -1))
+    return fail("the group mask is not scattered into zeros along the groups");
+  // The updates: ones (a constant, or a constant expanded).
+  StringRef updates = inputOf(scatter, 2);
+  if (const onnx::NodeProto *e = defOp(updates, "Expand"))
+    updates = inputOf(e, 0);
+  DenseElementsAttr ones = constant(updates);
+  if (!ones || !ones.isSplat() || !isa<FloatType>(ones.getElementType()) ||
+      ones.getSplatValue<APFloat>().isZero())
+    return fail("the group mask's updates are not a nonzero constant");
+  // The chosen groups: TopK(ReduceSum(TopK(view(s, [-1, G, E / G]), 2)
+  // values, -1), topk_group) indices.
+  const onnx::NodeProto *groupTopK = defOp(inputOf(scatter, 1), "TopK");
+  if (!groupTopK || inputOf(scatter, 1) != outputOf(groupTopK, 1))
+    return fail("the group mask's indices are not a TopK's");
+  std::optional<int64_t> topkGroup = constantInt(inputOf(groupTopK, 1));
+  const onnx::NodeProto *sum = defOp(inputOf(groupTopK, 0), "ReduceSum");
+  std::optional<SmallVector<int64_t>> sumAxes =
+      sum ? axesOf(*sum) : std::nullopt;
+  const onnx::NodeProto *pairTopK =
+      sum ? defOp(inputOf(sum, 0), "TopK") : nullptr;
+  if (!topkGroup || !sum || !sumAxes || sumAxes->size() != 1 ||
+      ((*sumAxes)[0] != -1 && (*sumAxes)[0] != 2) ||
+      intAttr(*sum, "keepdims", 1) != 0 || !pairTopK ||
+      inputOf(sum, 0) != outputOf(pairTopK, 0) ||
+      constantInt(inputOf(pairTopK, 1)) != 2)
+    return fail("the groups are not ranked by the sum of their two best "
+                "scores");
+  for (const onnx::NodeProto *topk : {groupTopK, pairTopK})
+    if (intAttr(*topk, "largest", 1) != 1 || intAttr(*topk, "axis", -1) != -1)
+      return fail("a group TopK is not the largest along the last axis");
+  const onnx::NodeProto *view = defOp(inputOf(pairTopK, 0), "Reshape");
+  std::optional<SmallVector<int64_t>> viewShape =
+      view ? constantInts(inputOf(view, 1)) : std::nullopt;
+  if (!viewShape || viewShape->size() != 3 ||
+      ((*viewShape)[0] != -1 && (*viewShape)[0] != 0) ||
+      skipCasts(inputOf(view, 0)) != limit.scores)
+    return fail("the group scores do not view the masked scores as [T, G, "
+                "E / G]");
+  limit.nGroup = (*viewShape)[1];
+  limit.groupSize = (*viewShape)[2];
+  limit.topkGroup = *topkGroup;
+  limit.topks = {pairTopK, groupTopK};
+  return true;
+}
+
 bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   StringRef name = skipCasts(probs);
+  GroupLimit limit;
+  bool grouped = matchGroupLimit(name, limit);
+  if (!grouped && !why.empty())
+    return false;
+  if (grouped)
+    name = limit.scores;
   // A selection bias: TopK(scores + bias) (DeepSeek-V3's
   // `scores_for_choice`).
   DenseElementsAttr selectionBias;
   if (const onnx::NodeProto *add = defOp(name, "Add")) {
     for (int i = 0; i < 2 && !selectionBias; ++i) {
       DenseElementsAttr bias = constant(inputOf(add, i));
+      if (bias && bias.getType().getRank() == 2 &&
+          bias.getType().getDimSize(0) == 1)
+        bias = bias.reshape(RankedTensorType::get(
+            {bias.getType().getDimSize(1)}, bias.getElementType()));
       StringRef other = skipCasts(inputOf(add, 1 - i));
+      if (bias && bias.getType().getRank() == 1)
+        other = skipRowView(other, bias.getType().getDimSize(0));
       if (bias && bias.getType().getRank() == 1 &&
           isa<FloatType>(bias.getElementType()) &&
           (defOp(other, "Sigmoid") || defOp(other, "Softmax"))) {
@@ -379,6 +512,36 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   if (linear.bias)
     return fail("the router has a bias");
   router = {softmax, linear.input, linear.weight, scoring, selectionBias};
+  if (!grouped)
+    return true;
+  int64_t numExperts = linear.weight.getType().getDimSize(1);
+  if (limit.nGroup < 1 || limit.groupSize < 2 ||
+      limit.nGroup * limit.groupSize != numExperts || limit.topkGroup < 1 ||
+      limit.topkGroup > limit.nGroup)
+    return fail(llvm::formatv("the groups ({0} x {1}, top {2}) do not split "
+                              "the {3} experts",
+                              limit.nGroup, limit.groupSize, limit.topkGroup,
+                              numExperts)
+                    .str());
+  // moe.routing masks the other groups' experts with -inf. A fill of 0
+  // (transformers' masked_fill(..., 0.0)) chooses the same experts where
+  // every kept expert scores above 0: positive scores plus a bias >= 0.
+  if (!std::isinf(limit.fill) || limit.fill > 0) {
+    bool positive = limit.fill == 0.0;
+    if (positive && selectionBias)
+      for (const APFloat &v : selectionBias.getValues<APFloat>())
+        positive = positive && !v.isNegative();
+    if (!positive) {
+      SmallString<16> fill;
+      APFloat(limit.fill).toString(fill);
+      return fail("the other groups' experts are masked with " + fill +
+                  ", not -inf, and the biased scores can be below it (a "
+                  "masked expert could be chosen)");
+    }
+  }
+  router.nGroup = limit.nGroup;
+  router.topkGroup = limit.topkGroup;
+  router.groupTopKs = limit.topks;
   return true;
 }
 
@@ -886,6 +1049,9 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   block.router = router.weight;
   block.scoring = router.scoring;
   block.selectionBias = router.selectionBias;
+  block.nGroup = router.nGroup;
+  block.topkGroup = router.topkGroup;
+  block.groupTopKs.assign(router.groupTopKs.begin(), router.groupTopKs.end());
   this->router = &router;
   scale = 1.0;
   if (is(&anchor, "ArgMax")) {
@@ -955,6 +1121,9 @@ SmallVector<MoEBlock> onnx_import::findMoEBlocks(
   BlockMatcher matcher(importer, graph);
   SmallVector<MoEBlock> blocks;
   llvm::DenseSet<const onnx::NodeProto *> outputs;
+  // Candidates that did not match, reported at the end unless they are
+  // inside a raised block (the group-limited router's own TopKs).
+  SmallVector<std::pair<const onnx::NodeProto *, std::string>> misses;
   for (const onnx::NodeProto &node : graph.node()) {
     if (node.op_type() != "TopK" && node.op_type() != "ArgMax")
       continue;
@@ -971,14 +1140,20 @@ SmallVector<MoEBlock> onnx_import::findMoEBlocks(
       matcher.why = "its result is already raised with another block";
     }
     if (!block) {
-      if (remarks)
-        mlir::emitRemark(loc(node))
-            << "MoE block at " << node.op_type() << " '" << node.name()
-            << "' not raised: " << matcher.why;
+      misses.emplace_back(&node, matcher.why);
       continue;
     }
     blocks.push_back(std::move(*block));
   }
+  llvm::DenseSet<const onnx::NodeProto *> inner;
+  for (const MoEBlock &block : blocks)
+    inner.insert(block.groupTopKs.begin(), block.groupTopKs.end());
+  if (remarks)
+    for (auto &[node, why] : misses)
+      if (!inner.contains(node))
+        mlir::emitRemark(loc(*node))
+            << "MoE block at " << node->op_type() << " '" << node->name()
+            << "' not raised: " << why;
   return blocks;
 }
 
@@ -1024,8 +1199,8 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
   }
   auto routing =
       RoutingAttr::get(ctx, block.k, block.scoring, block.renormalize,
-                       APFloat(1.0), APFloat(block.scale), /*n_group=*/0,
-                       /*topk_group=*/0, APFloat(0.0), APFloat(0.0));
+                       APFloat(1.0), APFloat(block.scale), block.nGroup,
+                       block.topkGroup, APFloat(0.0), APFloat(0.0));
   auto expert = ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),
                                 APFloat(1.0), APFloat(0.0));
   auto constant = [&](DenseElementsAttr attr) -> Value {

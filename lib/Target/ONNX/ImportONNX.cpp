@@ -504,8 +504,11 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
          << block.anchor->op_type() << " '" << block.anchor->name()
          << "' to moe.layer: " << numExperts << " experts, top-" << block.k
          << (block.scoring == ScoringFunc::Sigmoid ? " of sigmoid scores" : "")
-         << (block.selectionBias ? " with a selection bias" : "")
-         << (block.renormalize ? " renormalized" : "");
+         << (block.selectionBias ? " with a selection bias" : "");
+    if (block.nGroup)
+      diag << " in the best " << block.topkGroup << " of " << block.nGroup
+           << " expert groups";
+    diag << (block.renormalize ? " renormalized" : "");
     if (block.scale != 1.0) {
       SmallString<16> scale;
       APFloat(block.scale).toString(scale);

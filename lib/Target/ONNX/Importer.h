@@ -156,6 +156,10 @@ struct MoEBlock {
   ScoringFunc scoring = ScoringFunc::Softmax;
   /// A selection bias `[E]` (choice only), or null.
   DenseElementsAttr selectionBias;
+  /// The group limit (DeepSeek-V3; 0: none) and the router's group TopKs,
+  /// which are part of the block rather than candidates of their own.
+  int64_t nGroup = 0, topkGroup = 0;
+  SmallVector<const onnx::NodeProto *, 2> groupTopKs;
   /// The routed scaling factor applied to the weights.
   double scale = 1.0;
   ExpertKind kind = ExpertKind::Gated;

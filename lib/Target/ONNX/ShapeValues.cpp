@@ -87,12 +87,90 @@ foldBinary(Node &node, ArrayRef<OpFoldResult> lhs, ArrayRef<OpFoldResult> rhs) {
   return result;
 }
 
+/// Folds elementwise integer/boolean arithmetic on small constant vectors
+/// (the shape computations exporters write with constants only, e.g.
+/// torch's `expand(-1, G, n)`: Where(Equal(shape, -1 * ones), ones, shape)).
+/// Returns whether it bound a constant result.
+static bool foldSmallConstants(Node &node) {
+  static constexpr int64_t kMaxElements = 64;
+  StringRef op = node.getOpType();
+  bool binary = op == "Add" || op == "Sub" || op == "Mul" || op == "Equal" ||
+                op == "Less" || op == "Greater";
+  if (!binary && op != "Where" && op != "Not")
+    return false;
+  SmallVector<SmallVector<int64_t>> inputs;
+  for (unsigned i = 0; i < node.getNumInputs(); ++i) {
+    DenseElementsAttr attr = node.getConstantInput(i);
+    if (!attr || !isa<IntegerType>(attr.getElementType()) ||
+        attr.getType().getRank() > 1 || attr.getNumElements() > kMaxElements)
+      return false;
+    SmallVector<int64_t> values;
+    bool isBool = attr.getElementType().isInteger(1);
+    for (const APInt &v : attr.getValues<APInt>())
+      values.push_back(isBool ? int64_t(v.getBoolValue()) : v.getSExtValue());
+    inputs.push_back(std::move(values));
+  }
+  size_t count = 1;
+  for (const SmallVector<int64_t> &in : inputs)
+    count = std::max(count, in.size());
+  for (const SmallVector<int64_t> &in : inputs)
+    if (in.size() != count && in.size() != 1)
+      return false;
+  auto at = [&](unsigned i, size_t j) {
+    return inputs[i][inputs[i].size() == 1 ? 0 : j];
+  };
+  Value result = node.getImporter().lookup(node.getProto().output(0));
+  if (!result)
+    return false;
+  auto type = cast<RankedTensorType>(result.getType());
+  auto elementType = dyn_cast<IntegerType>(type.getElementType());
+  if (!elementType || !type.hasStaticShape() ||
+      type.getNumElements() != int64_t(count))
+    return false;
+  SmallVector<APInt> values;
+  for (size_t j = 0; j < count; ++j) {
+    int64_t v;
+    if (op == "Not") {
+      v = !at(0, j);
+    } else if (op == "Where") {
+      if (inputs.size() != 3)
+        return false;
+      v = at(0, j) ? at(1, j) : at(2, j);
+    } else {
+      if (inputs.size() != 2)
+        return false;
+      int64_t l = at(0, j), r = at(1, j);
+      bool overflow = false;
+      if (op == "Add")
+        overflow = __builtin_add_overflow(l, r, &v);
+      else if (op == "Sub")
+        overflow = __builtin_sub_overflow(l, r, &v);
+      else if (op == "Mul")
+        overflow = __builtin_mul_overflow(l, r, &v);
+      else if (op == "Equal")
+        v = l == r;
+      else if (op == "Less")
+        v = l < r;
+      else
+        v = l > r;
+      if (overflow)
+        return false;
+    }
+    values.push_back(APInt(elementType.getWidth(), uint64_t(v),
+                           /*isSigned=*/!elementType.isInteger(1)));
+  }
+  node.setConstantResult(0, DenseElementsAttr::get(type, values));
+  return true;
+}
+
 void onnx_import::propagateShapeValues(Node &node) {
   StringRef op = node.getOpType();
   OpBuilder &b = node.getBuilder();
   Location loc = node.getLoc();
   int64_t rank = outputRank(node, 0);
   if (rank < 0 || rank > 1)
+    return;
+  if (foldSmallConstants(node))
     return;
 
   if (op == "Shape") {

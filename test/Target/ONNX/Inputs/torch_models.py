@@ -149,6 +149,52 @@ class BiasedSigmoidMoeBlock(MixtralSparseMoeBlock):
         return topk_weights * self.routed_scaling_factor, topk_indices
 
 
+class GroupLimitedMoeBlock(BiasedSigmoidMoeBlock):
+    """DeepSeek-V3's full routing (transformers' DeepseekV3TopkRouter
+    .get_topk_indices, verbatim): the experts in n_group groups, each group
+    scored by the sum of its two best biased scores, the top topk_group
+    groups kept and the others' experts masked (with `fill`: 0.0 as
+    transformers writes it, -inf as DeepSeek's reference code) before the
+    top-k; weights as BiasedSigmoidMoeBlock's. With `fill` = 0.0 the raising
+    needs a bias >= 0 (then every kept expert scores above the masked ones):
+    `bias_offset` shifts the random bias."""
+
+    def __init__(self, hidden, ffn, num_experts, top_k, n_group, topk_group,
+                 fill=0.0, bias_offset=1.0):
+        super().__init__(hidden, ffn, num_experts, top_k)
+        self.n_routed_experts = num_experts
+        self.n_group = n_group
+        self.topk_group = topk_group
+        self.fill = fill
+        self.e_score_correction_bias += bias_offset
+
+    def get_topk_indices(self, scores):
+        scores_for_choice = scores.view(-1, self.n_routed_experts) + self.e_score_correction_bias.unsqueeze(0)
+        group_scores = (
+            scores_for_choice.view(-1, self.n_group, self.n_routed_experts // self.n_group)
+            .topk(2, dim=-1)[0]
+            .sum(dim=-1)
+        )
+        group_idx = torch.topk(group_scores, k=self.topk_group, dim=-1, sorted=False)[1]
+        group_mask = torch.zeros_like(group_scores)
+        group_mask.scatter_(1, group_idx, 1)
+        score_mask = (
+            group_mask.unsqueeze(-1)
+            .expand(-1, self.n_group, self.n_routed_experts // self.n_group)
+            .reshape(-1, self.n_routed_experts)
+        )
+        scores_for_choice = scores_for_choice.masked_fill(~score_mask.bool(), self.fill)
+        topk_indices = torch.topk(scores_for_choice, k=self.top_k, dim=-1, sorted=False)[1]
+        return topk_indices
+
+    def route(self, router_logits):
+        scores = router_logits.sigmoid()
+        topk_indices = self.get_topk_indices(scores)
+        topk_weights = scores.gather(1, topk_indices)
+        topk_weights = topk_weights / topk_weights.sum(dim=-1, keepdim=True)
+        return topk_weights * self.routed_scaling_factor, topk_indices
+
+
 # --- (b) dense-masked form ------------------------------------------------------
 
 
@@ -295,6 +341,18 @@ MODELS = {
                         float_input((7, H)), {0: "tokens"}),
     "deepseek_v3": (lambda: BiasedSigmoidMoeBlock(H, FFN, E, 2),
                     float_input((7, H)), {0: "tokens"}),
+    # 8 experts in 4 groups of 2, the best 2 groups, top-2 (masked with 0.0
+    # as transformers does, the bias >= 0; and with -inf, any bias).
+    "deepseek_v3_groups": (lambda: GroupLimitedMoeBlock(H, FFN, 8, 2, 4, 2),
+                           float_input((7, H)), {0: "tokens"}),
+    "deepseek_v3_groups_inf": (lambda: GroupLimitedMoeBlock(
+        H, FFN, 8, 2, 4, 2, fill=float("-inf"), bias_offset=-0.5),
+                               float_input((7, H)), {0: "tokens"}),
+    # Masked with 0.0 but a bias that can make kept experts score below 0:
+    # not raised (a masked expert could be chosen).
+    "deepseek_v3_groups_negative": (lambda: GroupLimitedMoeBlock(
+        H, FFN, 8, 2, 4, 2, bias_offset=-1.0),
+                                    float_input((7, H)), {0: "tokens"}),
     "qwen_norenorm": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                     renormalize=False),
                       float_input((6, H)), {0: "tokens"}),
