@@ -5,7 +5,8 @@ against the same file run by ONNX Runtime's QMoE kernel; side by side in one run
 output checked against a float64 reference that dequantizes the same codes.
 
     bench/qmoe_run.sh [--shapes S1,S2] [--tokens 1,16] [--bits 8,4] [--block-size 0]
-                      [--threads 2] [--min-time 1.0] [--wait-idle S] [--out-dir DIR]
+                      [--zero-points] [--threads 2] [--min-time 1.0] [--wait-idle S]
+                      [--out-dir DIR]
 
 See bench/README.md ("Quantized experts") for the method.
 """
@@ -30,28 +31,46 @@ import moe_bench as B  # noqa: E402
 DATA_VERSION = 1
 
 
-def quantize(w, bits, block_size):
+def quantize(w, bits, block_size, zero_points=False):
     """w [E, N, K] float32 -> (uint8 codes packed [E, N, K * bits / 8], float32 scales
-    [E, N] (block_size 0: per row) or [E, N, K / block_size], float64 dequantized [E, N, K]).
-    Symmetric, zero point 2^(bits - 1) (ONNX Runtime's QMoE default), scale = max|w| / (zp-1)."""
+    [E, N] (block_size 0: per row) or [E, N, K / block_size], float64 dequantized [E, N, K],
+    uint8 zero points or None). Symmetric: zero point 2^(bits - 1) (ONNX Runtime's QMoE
+    default), scale = max|w| / (zp-1). With `zero_points`, asymmetric: each row's or block's
+    [min, max] onto [0, 2^bits - 1] with an integer zero point, in ONNX Runtime's layout (at
+    4 bits two per byte, low nibble first, along the rows for row-wise scales, along the
+    blocks otherwise)."""
     E, N, K = w.shape
-    zp = 1 << (bits - 1)
+    top = (1 << bits) - 1
     blocks = K // block_size if block_size else 1
     wb = w.astype(np.float64).reshape(E, N, blocks, K // blocks)
-    scales = (np.abs(wb).max(axis=-1) / (zp - 1)).astype(np.float32)
+    if zero_points:
+        lo, hi = wb.min(axis=-1), wb.max(axis=-1)
+        scales = ((hi - lo) / top).astype(np.float32)
+        zp = np.clip(np.rint(-lo / scales.astype(np.float64)), 0, top)
+    else:
+        zp = np.full(wb.shape[:-1], 1 << (bits - 1), np.float64)
+        scales = (np.abs(wb).max(axis=-1) / ((1 << (bits - 1)) - 1)).astype(np.float32)
     s64 = scales.astype(np.float64)[..., None]
-    codes = np.clip(np.rint(wb / s64) + zp, 0, 2 * zp - 1)
-    deq = (s64 * (codes - zp)).reshape(E, N, K)
+    codes = np.clip(np.rint(wb / s64) + zp[..., None], 0, top)
+    deq = (s64 * (codes - zp[..., None])).reshape(E, N, K)
     codes = codes.astype(np.uint8).reshape(E, N, K)
     if bits == 4:
         codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
-    return np.ascontiguousarray(codes), (scales if block_size else scales[..., 0]), deq
+    z = None
+    if zero_points:
+        z = zp.astype(np.uint8) if block_size else zp[..., 0].astype(np.uint8)
+        if bits == 4:
+            if z.shape[-1] % 2:
+                z = np.concatenate([z, np.zeros(z.shape[:-1] + (1,), np.uint8)], axis=-1)
+            z = z[..., 0::2] | (z[..., 1::2] << 4)
+        z = np.ascontiguousarray(z)
+    return (np.ascontiguousarray(codes), (scales if block_size else scales[..., 0]), deq, z)
 
 
-def build_case(name, cfg, bits, block_size, tokens, workdir):
+def build_case(name, cfg, bits, block_size, tokens, workdir, zero_points=False):
     """Writes DIR/model.onnx (MatMul router + QMoE), x_T*.npy and ref_T*.npy."""
     H, F, E, k = cfg["H"], cfg["F"], cfg["E"], cfg["k"]
-    d = workdir / f"{name}-int{bits}-b{block_size}"
+    d = workdir / f"{name}-int{bits}-b{block_size}{'-zp' if zero_points else ''}"
     d.mkdir(parents=True, exist_ok=True)
     stamp = d / "stamp.json"
     recipe = dict(v=DATA_VERSION, bv=B.DATA_VERSION, seed=B.SEED, tokens=max(tokens))
@@ -62,8 +81,8 @@ def build_case(name, cfg, bits, block_size, tokens, workdir):
         fc1[:, 0::2] = np.transpose(w["gate"], (0, 2, 1))
         fc1[:, 1::2] = np.transpose(w["up"], (0, 2, 1))
         fc2 = np.ascontiguousarray(np.transpose(w["down"], (0, 2, 1)))
-        q1, s1, d1 = quantize(fc1, bits, block_size)
-        q2, s2, d2 = quantize(fc2, bits, block_size)
+        q1, s1, d1, z1 = quantize(fc1, bits, block_size, zero_points)
+        q2, s2, d2, z2 = quantize(fc2, bits, block_size, zero_points)
         deq = dict(router=w["router"], gate=np.transpose(d1[:, 0::2], (0, 2, 1)),
                    up=np.transpose(d1[:, 1::2], (0, 2, 1)), down=np.transpose(d2, (0, 2, 1)))
         attrs = dict(k=k, activation_type="swiglu", swiglu_fusion=1,
@@ -71,13 +90,16 @@ def build_case(name, cfg, bits, block_size, tokens, workdir):
                      expert_weight_bits=bits)
         if block_size:
             attrs["block_size"] = block_size
+        ins = ["x", "logits", "fc1", "fc1_scales", "", "fc2", "fc2_scales"]
+        arrays = [("router", w["router"]), ("fc1", q1), ("fc1_scales", s1), ("fc2", q2),
+                  ("fc2_scales", s2)]
+        if zero_points:
+            ins += ["", "", "", "", "fc1_zero_points", "fc2_zero_points"]
+            arrays += [("fc1_zero_points", z1), ("fc2_zero_points", z2)]
         nodes = [helper.make_node("MatMul", ["x", "router"], ["logits"], name="router"),
-                 helper.make_node("QMoE", ["x", "logits", "fc1", "fc1_scales", "", "fc2",
-                                           "fc2_scales"], ["y"], name="qmoe",
-                                  domain="com.microsoft", **attrs)]
-        inits = [numpy_helper.from_array(a, n) for n, a in
-                 (("router", w["router"]), ("fc1", q1), ("fc1_scales", s1), ("fc2", q2),
-                  ("fc2_scales", s2))]
+                 helper.make_node("QMoE", ins, ["y"], name="qmoe", domain="com.microsoft",
+                                  **attrs)]
+        inits = [numpy_helper.from_array(a, n) for n, a in arrays]
         graph = helper.make_graph(
             nodes, "qmoe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", H])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", H])], inits)
@@ -137,6 +159,8 @@ def main():
     ap.add_argument("--bits", default="8,4")
     ap.add_argument("--block-size", type=int, default=0,
                     help="scales per block of this many reduction values (0: one per row)")
+    ap.add_argument("--zero-points", action="store_true",
+                    help="asymmetric quantization with explicit zero points (inputs 11-12)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--bin-dir", default=str(B.REPO / "build" / "bin"))
@@ -150,13 +174,13 @@ def main():
     work, bin_dir = Path(a.work_dir), Path(a.bin_dir)
     meta = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 machine=B.machine_info(), threads=a.threads, block_size=a.block_size,
-                min_time_s=a.min_time)
+                zero_points=a.zero_points, min_time_s=a.min_time)
     rows = []
     for name in shapes:
         cfg = B.SHAPES[name]
         for bits in bits_list:
             B.log(f"{name} int{bits} (block size {a.block_size or 'row'})")
-            prep = build_case(name, cfg, bits, a.block_size, tokens, work)
+            prep = build_case(name, cfg, bits, a.block_size, tokens, work, a.zero_points)
             load = B.check_load(f"{name} int{bits}", a.wait_idle)
             ours, compile_s = run_ours(prep, tokens, a.threads, a.min_time, bin_dir)
             ort = B.run_ort(prep["dir"] / "model.onnx", prep, tokens, a.threads, a.min_time,
@@ -170,14 +194,16 @@ def main():
     cpu = re.sub(r"[^A-Za-z0-9]+", "-", meta["machine"]["cpu"]).strip("-")
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scales = f"b{a.block_size}" if a.block_size else "rowwise"
+    scales = (f"b{a.block_size}" if a.block_size else "rowwise") + ("-zp" if a.zero_points
+                                                                     else "")
     stem = out / f"{datetime.date.today().isoformat()}-qmoe-{scales}-{cpu}"
     stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1,
                                                     default=str))
     L = ["# Quantized MoE layer (com.microsoft.QMoE): moe-compile vs ONNX Runtime", "",
          f"{meta['date']}, {meta['machine']['cpu']}, {a.threads} threads, "
          f"onnxruntime-node {meta['machine'].get('onnxruntime_node')}, scales "
-         f"{'per row' if not a.block_size else f'per block of {a.block_size}'}, "
+         f"{'per row' if not a.block_size else f'per block of {a.block_size}'}"
+         f"{', explicit zero points (asymmetric)' if a.zero_points else ''}, "
          f"git {str(meta['machine'].get('git_commit'))[:10]}. Median ms of one layer call; "
          f"ratio = ORT ms / ours ms (> 1: moe-mlir faster). Every output matched a float64 "
          f"reference on the dequantized weights (rel. L2 <= {B.TOL:g}) before timing.", "",

@@ -6,9 +6,8 @@
 //
 // The GEMMs of `moe.quantized_experts`. The weights stay in their bytes: each
 // step of the reduction loop loads the codes of a few output rows, turns them
-// into floats already centered on the symmetric zero point (a bit flip and a
-// signed conversion; explicit zero points are a per-block correction by the
-// block's input sums), and feeds them to the accumulators of every token row of
+// into floats as they are (a zero extension, for 4 bits a mask and a shift,
+// and a conversion), and feeds them to the accumulators of every token row of
 // the register tile; each block's sums are scaled once at the end of the block.
 // At one token (decode) the loop is bound by reading the weights, so reading
 // 1 or 0.5 bytes per weight instead of 4 is the point.
@@ -60,22 +59,16 @@ struct QuantizedMatmulBuilder {
   /// `lanes` bytes of two codes each at 4 bits.
   int64_t step() const { return bits == 4 ? 2 * lanes : lanes; }
 
-  /// The centered codes `q - zp` (as floats) of output row `n` for the
-  /// `step()` reduction indices from `k`: one `[lanes]` vector at 8 bits; at
-  /// 4 bits two, the codes of the even indices (low nibbles) and of the odd
-  /// ones (high nibbles), so the codes are never shuffled (the inputs are
-  /// split instead, once per row). `q - zp` is the code with its top bit
-  /// flipped read as a signed integer: `q ^ 0x80` for a byte, and for the
-  /// nibbles of `b ^ 0x88` (in 32 bits) `(b << 28) >> 28` and
-  /// `(b << 24) >> 28` with arithmetic right shifts.
-  SmallVector<Value> loadCenteredCodes(OpBuilder &b, Location loc, Value n,
-                                       Value k) {
+  /// The codes `q` (as floats, unsigned) of output row `n` for the `step()`
+  /// reduction indices from `k`: one `[lanes]` vector at 8 bits; at 4 bits
+  /// two, the codes of the even indices (low nibbles) and of the odd ones
+  /// (high nibbles), so the codes are never shuffled (the inputs are split
+  /// instead, once per row). The zero point is not subtracted here: each
+  /// block adds `-zp * sum(x)` once (fewer instructions per code than
+  /// centering every code, about 20% less time for int4 at decode).
+  SmallVector<Value> loadCodes(OpBuilder &b, Location loc, Value n, Value k) {
     auto i8 = b.getI8Type();
     auto bytesType = VectorType::get({lanes}, i8);
-    auto splat = [&](int64_t v) -> Value {
-      return arith::ConstantOp::create(
-          b, loc, DenseElementsAttr::get(bytesType, b.getIntegerAttr(i8, v)));
-    };
     Value byteIndex = k;
     if (bits == 4)
       byteIndex = arith::DivUIOp::create(b, loc, k, index(2));
@@ -83,25 +76,23 @@ struct QuantizedMatmulBuilder {
     Value codes = vector::TransferReadOp::create(
         b, loc, bytesType, bytes, ValueRange{expert, n, byteIndex}, pad,
         ArrayRef<bool>{true});
+    // The codes as they are (unsigned), zero-extended to 32 bits (x86 has no
+    // byte shifts), the nibbles split by a mask and a shift. The zero point
+    // is subtracted once per block (`zp * sum x`), not per code.
+    auto wideType = VectorType::get({lanes}, b.getI32Type());
+    auto wideSplat = [&](int64_t v) -> Value {
+      return arith::ConstantOp::create(
+          b, loc,
+          DenseElementsAttr::get(wideType,
+                                 b.getIntegerAttr(b.getI32Type(), v)));
+    };
+    Value wide = arith::ExtUIOp::create(b, loc, wideType, codes);
     SmallVector<Value> parts;
     if (bits == 8) {
-      parts = {arith::XOrIOp::create(b, loc, codes, splat(0x80))};
+      parts = {wide};
     } else {
-      // Nibbles are split in 32-bit lanes: x86 has no byte shifts.
-      auto wideType = VectorType::get({lanes}, b.getI32Type());
-      auto wideSplat = [&](int64_t v) -> Value {
-        return arith::ConstantOp::create(
-            b, loc,
-            DenseElementsAttr::get(wideType,
-                                   b.getIntegerAttr(b.getI32Type(), v)));
-      };
-      Value flipped = arith::XOrIOp::create(
-          b, loc, arith::ExtUIOp::create(b, loc, wideType, codes),
-          wideSplat(0x88));
-      for (int64_t shift : {28, 24})
-        parts.push_back(arith::ShRSIOp::create(
-            b, loc, arith::ShLIOp::create(b, loc, flipped, wideSplat(shift)),
-            wideSplat(28)));
+      parts = {arith::AndIOp::create(b, loc, wide, wideSplat(0xF)),
+               arith::ShRUIOp::create(b, loc, wide, wideSplat(4))};
     }
     auto floatType = VectorType::get({lanes}, elementType);
     SmallVector<Value> values;
@@ -139,10 +130,10 @@ struct QuantizedMatmulBuilder {
       columnIndex.push_back(arith::AddIOp::create(
           b, loc, arith::AddIOp::create(b, loc, col0, n0), index(j)));
     SmallVector<Value> init(rows * cols, zero);
-    // With explicit zero points the loop also sums each row's inputs over
-    // the block: sum (q - zp) x = sum (q - zp0) x + (zp0 - zp) sum x, with
-    // the codes centered on the symmetric zp0 as without them.
-    int64_t numSums = zeroPoints ? rows : 0;
+    // The loop also sums each row's inputs over the block: sum (q - zp) x =
+    // sum q x - zp sum x, with zp the block's explicit zero point or the
+    // symmetric one.
+    int64_t numSums = rows;
     SmallVector<Value> kInit(rows * cols + numSums, zero);
     // Per block: sum (q - zp) * x in `accs` from zero, then scale the sums
     // into the totals (one FMA per accumulator per block).
@@ -156,7 +147,7 @@ struct QuantizedMatmulBuilder {
               [&](OpBuilder &b, Location loc, Value k, ValueRange accs) {
                 SmallVector<SmallVector<Value>> weights, inputs;
                 for (Value n : columnIndex)
-                  weights.push_back(loadCenteredCodes(b, loc, n, k));
+                  weights.push_back(loadCodes(b, loc, n, k));
                 for (Value m : rowIndex)
                   inputs.push_back(loadInputs(b, loc, m, k, padding));
                 SmallVector<Value> next;
@@ -184,24 +175,23 @@ struct QuantizedMatmulBuilder {
           SmallVector<Value> scale, shift;
           for (Value n : columnIndex) {
             scale.push_back(perColumn(scales, n));
-            if (zeroPoints) {
-              // zp0 - zp, per column.
-              Value zp0 = arith::ConstantOp::create(
-                  b, loc,
-                  DenseElementsAttr::get(
-                      vectorType,
-                      b.getFloatAttr(elementType, double(zeroPoint))));
-              shift.push_back(
-                  arith::SubFOp::create(b, loc, zp0, perColumn(zeroPoints, n)));
-            }
+            // -zp, per column.
+            Value zp0 = arith::ConstantOp::create(
+                b, loc,
+                DenseElementsAttr::get(
+                    vectorType,
+                    b.getFloatAttr(elementType, -double(zeroPoint))));
+            shift.push_back(zeroPoints ? arith::NegFOp::create(
+                                             b, loc, perColumn(zeroPoints, n))
+                                             .getResult()
+                                       : zp0);
           }
           SmallVector<Value> next;
           for (int64_t i = 0; i < rows; ++i)
             for (int64_t j = 0; j < cols; ++j) {
               Value sum = kLoop.getResult(i * cols + j);
-              if (zeroPoints)
-                sum = vector::FMAOp::create(
-                    b, loc, shift[j], kLoop.getResult(rows * cols + i), sum);
+              sum = vector::FMAOp::create(
+                  b, loc, shift[j], kLoop.getResult(rows * cols + i), sum);
               next.push_back(vector::FMAOp::create(b, loc, sum, scale[j],
                                                    totals[i * cols + j]));
             }
@@ -291,8 +281,6 @@ Value moe::buildQuantizedMatmul(OpBuilder &b, Location loc, Value x,
   int64_t reduction = xType.getDimSize(1);
   int64_t blocks = cast<RankedTensorType>(scales.getType()).getDimSize(2);
   int64_t blockSize = reduction / blocks;
-  assert(zeroPoint == int64_t(1) << (bits - 1) &&
-         "centering by a bit flip needs the symmetric zero point");
   // The widest vector whose step divides a block (a block of 4-bit codes has
   // an even size, and a step at 4 bits is two codes per lane).
   int64_t perLane = bits == 4 ? 2 : 1;

@@ -16,7 +16,8 @@ namespace moe {
 /// low nibble first) with `scales [E, N, K / B]`:
 /// `W_e[n, k] = scales[e, n, k / B] * (q[n, k] - zp)`, where `zp` is
 /// `zeroPoints[e, n, k / B]` when `zeroPoints` is given (in the scales'
-/// type) and `zeroPoint` (the symmetric one, 2^(bits - 1)) else. Emitted as
+/// type) and `zeroPoint` else (any constant; the op's symmetric one is
+/// 2^(bits - 1)). Emitted as
 /// vector loops on tensors: an `scf.forall` over column blocks, register
 /// tiles of rows x columns whose weights are dequantized from the bytes once
 /// per tile step and used by every row, never a dequantized weight copy.
