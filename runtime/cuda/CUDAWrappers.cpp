@@ -895,6 +895,32 @@ uint64_t reserveStaging(uint64_t &total, uint64_t bytes) {
 /// the first run and reused while the host weights stay where they were.
 } // namespace
 
+namespace {
+/// The stream and events of model runs.
+struct RunHandles {
+  CUstream stream = nullptr;
+  CUevent events[2] = {nullptr, nullptr};
+  /// Recorded on the legacy default stream before a run with inputs in
+  /// device memory; the run's stream waits for it.
+  CUevent inputsReady = nullptr;
+
+  /// Destroys the stream (after its work) and the events; the context must
+  /// be current.
+  void release(Driver &driver) {
+    if (stream) {
+      driver.cuStreamSynchronize(stream);
+      driver.cuStreamDestroy_v2(stream);
+    }
+    for (CUevent *event : {&events[0], &events[1], &inputsReady}) {
+      if (*event)
+        driver.cuEventDestroy_v2(*event);
+      *event = nullptr;
+    }
+    stream = nullptr;
+  }
+};
+} // namespace
+
 struct moe_cuda_model_state {
   /// Held for a whole run: runs of one library are serialized, and a run's
   /// weights cannot be replaced under it.
@@ -916,30 +942,13 @@ struct moe_cuda_model_state {
   /// The stream and events of the runs (created by the first, kept while
   /// they succeed): creating and destroying a stream and three events cost a
   /// call at decode sizes a noticeable part of its time.
-  CUstream stream = nullptr;
-  CUevent events[2] = {nullptr, nullptr};
-  CUevent inputsReady = nullptr;
-
-  /// Destroys the stream and events (after the stream's work); the context
-  /// must be current.
-  void releaseStream(Driver &driver) {
-    if (stream) {
-      driver.cuStreamSynchronize(stream);
-      driver.cuStreamDestroy_v2(stream);
-    }
-    for (CUevent *event : {&events[0], &events[1], &inputsReady}) {
-      if (*event)
-        driver.cuEventDestroy_v2(*event);
-      *event = nullptr;
-    }
-    stream = nullptr;
-  }
+  RunHandles handles;
 
   /// Frees the device copies, the staging memory, the stream and the
   /// events; the context must be current and no copy of this state's in
   /// flight.
   void release(Driver &driver) {
-    releaseStream(driver);
+    handles.release(driver);
     releaseWeights(driver);
   }
 
@@ -991,14 +1000,9 @@ namespace {
 class RunState {
 public:
   RunState(Driver &driver, moe_cuda_model_state *shared)
-      : driver(driver), shared(shared) {
-    if (shared) {
-      stream = shared->stream;
-      events[0] = shared->events[0];
-      events[1] = shared->events[1];
-      inputsReady = shared->inputsReady;
-    }
-  }
+      : driver(driver), shared(shared), handles(shared ? shared->handles : own),
+        stream(handles.stream), events(handles.events),
+        inputsReady(handles.inputsReady) {}
   ~RunState() {
     // Stream-ordered frees on the stream, then the stream's work is waited
     // for.
@@ -1006,30 +1010,13 @@ public:
       freeDeviceMemory(driver, ptr, stream);
     for (CUdeviceptr ptr : resultBuffers)
       freeDeviceMemory(driver, ptr, stream);
-    bool keep = shared && succeeded;
-    if (stream) {
+    if (stream)
       driver.cuStreamSynchronize(stream);
-      if (!keep)
-        driver.cuStreamDestroy_v2(stream);
-    }
     // After the synchronization: copies may read them until then.
     for (void *ptr : hostBuffers)
       std::free(ptr);
-    if (!keep) {
-      for (CUevent event : events)
-        if (event)
-          driver.cuEventDestroy_v2(event);
-      if (inputsReady)
-        driver.cuEventDestroy_v2(inputsReady);
-      stream = nullptr;
-      events[0] = events[1] = inputsReady = nullptr;
-    }
-    if (shared) {
-      shared->stream = stream;
-      shared->events[0] = events[0];
-      shared->events[1] = events[1];
-      shared->inputsReady = inputsReady;
-    }
+    if (!shared || !succeeded)
+      handles.release(driver);
     runStream() = nullptr;
   }
 
@@ -1037,11 +1024,12 @@ public:
   moe_cuda_model_state *shared;
   /// Set by a run that succeeded.
   bool succeeded = false;
-  CUstream stream = nullptr;
-  CUevent events[2] = {nullptr, nullptr};
-  /// Recorded on the legacy default stream before a run with inputs in
-  /// device memory; the run's stream waits for it.
-  CUevent inputsReady = nullptr;
+  /// The call's own handles, used without a model state.
+  RunHandles own;
+  RunHandles &handles;
+  CUstream &stream;
+  CUevent (&events)[2];
+  CUevent &inputsReady;
   std::vector<CUdeviceptr> deviceBuffers;
   std::vector<void *> hostBuffers;
   /// The device memory of results left on the device, freed unless the run

@@ -3460,10 +3460,14 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
   int64_t tileRows = mma ? kMmaTileM : simt.tileM;
   int64_t tileCols = mma ? kMmaTileN : simt.tileN;
   int64_t blockX = mma ? kMmaThreads : kSimtThreads;
-  Value rowTiles = hb.ceilDiv(numRows, tileRows);
-  if (spec.grouped)
-    rowTiles = hb.add(rowTiles, hb.idx(spec.numExperts));
-  rowTiles = hb.select(enabled, rowTiles, hb.idx(0));
+  // Row tiles of `tileM` rows: an upper bound for grouped GEMMs.
+  auto countRowTiles = [&](int64_t tileM) {
+    Value tiles = hb.ceilDiv(numRows, tileM);
+    if (spec.grouped)
+      tiles = hb.add(tiles, hb.idx(spec.numExperts));
+    return tiles;
+  };
+  Value rowTiles = hb.select(enabled, countRowTiles(tileRows), hb.idx(0));
   Value unalignedRowTiles;
   if (pipelined) {
     // Empty grids for the variant not taken (no scf.if; see emitFfn).
@@ -3481,11 +3485,8 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
                                       : kNarrowDenseRows;
     Value useNarrow =
         hb.cmpI(arith::CmpIPredicate::ule, numRows, hb.idx(narrowRows));
-    narrowRowTiles = hb.ceilDiv(numRows, narrow.tileM);
-    if (spec.grouped)
-      narrowRowTiles = hb.add(narrowRowTiles, hb.idx(spec.numExperts));
-    narrowRowTiles =
-        hb.select(hb.andI(enabled, useNarrow), narrowRowTiles, hb.idx(0));
+    Value tiles = countRowTiles(narrow.tileM);
+    narrowRowTiles = hb.select(hb.andI(enabled, useNarrow), tiles, hb.idx(0));
     rowTiles = hb.select(useNarrow, hb.idx(0), rowTiles);
   }
   Value firstCols = hb.idx(llvm::divideCeil(ffn, tileCols));

@@ -130,11 +130,10 @@ struct QuantizedMatmulBuilder {
       columnIndex.push_back(arith::AddIOp::create(
           b, loc, arith::AddIOp::create(b, loc, col0, n0), index(j)));
     SmallVector<Value> init(rows * cols, zero);
-    // The loop also sums each row's inputs over the block: sum (q - zp) x =
-    // sum q x - zp sum x, with zp the block's explicit zero point or the
-    // symmetric one.
-    int64_t numSums = rows;
-    SmallVector<Value> kInit(rows * cols + numSums, zero);
+    // The loop also sums each row's inputs over the block (one accumulator
+    // per row after the tile's): sum (q - zp) x = sum q x - zp sum x, with zp
+    // the block's explicit zero point or the symmetric one.
+    SmallVector<Value> kInit(rows * cols + rows, zero);
     // Per block: sum (q - zp) * x in `accs` from zero, then scale the sums
     // into the totals (one FMA per accumulator per block).
     auto blockLoop = scf::ForOp::create(
@@ -158,7 +157,7 @@ struct QuantizedMatmulBuilder {
                       acc = vector::FMAOp::create(b, loc, w, in, acc);
                     next.push_back(acc);
                   }
-                for (int64_t i = 0; i < numSums; ++i) {
+                for (int64_t i = 0; i < rows; ++i) {
                   Value sum = accs[rows * cols + i];
                   for (Value in : inputs[i])
                     sum = arith::AddFOp::create(b, loc, sum, in);
@@ -172,19 +171,21 @@ struct QuantizedMatmulBuilder {
                 tensor::ExtractOp::create(b, loc, mem,
                                           ValueRange{expert, n, block}));
           };
-          SmallVector<Value> scale, shift;
-          for (Value n : columnIndex) {
-            scale.push_back(perColumn(scales, n));
-            // -zp, per column.
-            Value zp0 = arith::ConstantOp::create(
+          // -zp, per column: the explicit zero points or the symmetric one.
+          Value symmetric;
+          if (!zeroPoints)
+            symmetric = arith::ConstantOp::create(
                 b, loc,
                 DenseElementsAttr::get(
                     vectorType,
                     b.getFloatAttr(elementType, -double(zeroPoint))));
+          SmallVector<Value> scale, shift;
+          for (Value n : columnIndex) {
+            scale.push_back(perColumn(scales, n));
             shift.push_back(zeroPoints ? arith::NegFOp::create(
                                              b, loc, perColumn(zeroPoints, n))
                                              .getResult()
-                                       : zp0);
+                                       : symmetric);
           }
           SmallVector<Value> next;
           for (int64_t i = 0; i < rows; ++i)

@@ -73,6 +73,16 @@ struct ExpertMLP {
   DenseElementsAttr gate, up, down, upBias, downBias;
 };
 
+/// DeepSeek-V3's group limit of a router (matchGroupLimit): the masked
+/// scores' source, the groups (none: nGroup = 0), the fill value of the
+/// masked experts and the two TopKs that choose the groups.
+struct GroupLimit {
+  std::string scores;
+  int64_t nGroup = 0, groupSize = 0, topkGroup = 0;
+  double fill = 0.0;
+  SmallVector<const onnx::NodeProto *, 2> topks;
+};
+
 /// The router: `softmax(x·W)` along the last axis.
 struct Router {
   /// The Softmax (or Sigmoid) that turns the logits into scores.
@@ -83,18 +93,8 @@ struct Router {
   /// A constant `[E]` added to the scores for the choice only (TopK of
   /// `scores + bias`, weights gathered from `scores`), or null.
   DenseElementsAttr selectionBias;
-  /// DeepSeek-V3's group limit (0: none), and its two TopKs.
-  int64_t nGroup = 0, topkGroup = 0;
-  SmallVector<const onnx::NodeProto *, 2> groupTopKs;
-};
-
-/// The group limit of a router (matchGroupLimit): the masked scores' source
-/// and what masks them.
-struct GroupLimit {
-  std::string scores;
-  int64_t nGroup = 0, groupSize = 0, topkGroup = 0;
-  double fill = 0.0;
-  SmallVector<const onnx::NodeProto *, 2> topks;
+  /// The group limit, if any.
+  GroupLimit group;
 };
 
 /// Matches the forms of one graph. Each `match*` returns false with `why`
@@ -147,8 +147,9 @@ private:
     return node ? StringRef(node->op_type()) : StringRef("a graph input");
   }
 
-  /// Skips Identity and float-to-float Casts.
-  StringRef skipCasts(StringRef name) const;
+  /// Skips Identity and Casts to `to` (float by default).
+  StringRef skipCasts(StringRef name,
+                      int64_t to = onnx::TensorProto::FLOAT) const;
   DenseElementsAttr constant(StringRef name);
   std::optional<int64_t> constantInt(StringRef name);
   std::optional<SmallVector<int64_t>> constantInts(StringRef name);
@@ -217,15 +218,14 @@ BlockMatcher::BlockMatcher(GraphImporter &importer,
   }
 }
 
-StringRef BlockMatcher::skipCasts(StringRef name) const {
+StringRef BlockMatcher::skipCasts(StringRef name, int64_t to) const {
   // Bounded: a malformed graph may have cycles.
   for (int steps = 0; steps < kMaxChain; ++steps) {
     const onnx::NodeProto *node = def(name);
     if (!node)
       break;
-    bool floatCast =
-        is(node, "Cast") && intAttr(*node, "to", 0) == onnx::TensorProto::FLOAT;
-    if (!floatCast && !is(node, "Identity"))
+    bool cast = is(node, "Cast") && intAttr(*node, "to", 0) == to;
+    if (!cast && !is(node, "Identity"))
       break;
     name = inputOf(node, 0);
   }
@@ -386,16 +386,8 @@ bool BlockMatcher::matchGroupLimit(StringRef name, GroupLimit &limit) {
   const onnx::NodeProto *where = defOp(name, "Where");
   if (!where)
     return false;
-  // Casts to bool (to = 9) and Identities.
   auto skipBool = [&](StringRef n) {
-    for (int steps = 0; steps < kMaxChain; ++steps) {
-      const onnx::NodeProto *node = def(n);
-      if (!(is(node, "Cast") && intAttr(*node, "to", 0) == 9) &&
-          !is(node, "Identity"))
-        break;
-      n = inputOf(node, 0);
-    }
-    return n;
+    return skipCasts(n, onnx::TensorProto::BOOL);
   };
   DenseElementsAttr fill = constant(inputOf(where, 1));
   if (!fill || !fill.isSplat() || !isa<FloatType>(fill.getElementType()))
@@ -511,7 +503,7 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
     return fail("the router: " + why);
   if (linear.bias)
     return fail("the router has a bias");
-  router = {softmax, linear.input, linear.weight, scoring, selectionBias};
+  router = {softmax, linear.input, linear.weight, scoring, selectionBias, {}};
   if (!grouped)
     return true;
   int64_t numExperts = linear.weight.getType().getDimSize(1);
@@ -526,7 +518,7 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   // moe.routing masks the other groups' experts with -inf. A fill of 0
   // (transformers' masked_fill(..., 0.0)) chooses the same experts where
   // every kept expert scores above 0: positive scores plus a bias >= 0.
-  if (!std::isinf(limit.fill) || limit.fill > 0) {
+  if (!(std::isinf(limit.fill) && limit.fill < 0)) {
     bool positive = limit.fill == 0.0;
     if (positive && selectionBias)
       for (const APFloat &v : selectionBias.getValues<APFloat>())
@@ -539,9 +531,7 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
                   "masked expert could be chosen)");
     }
   }
-  router.nGroup = limit.nGroup;
-  router.topkGroup = limit.topkGroup;
-  router.groupTopKs = limit.topks;
+  router.group = std::move(limit);
   return true;
 }
 
@@ -1049,9 +1039,9 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   block.router = router.weight;
   block.scoring = router.scoring;
   block.selectionBias = router.selectionBias;
-  block.nGroup = router.nGroup;
-  block.topkGroup = router.topkGroup;
-  block.groupTopKs.assign(router.groupTopKs.begin(), router.groupTopKs.end());
+  block.nGroup = router.group.nGroup;
+  block.topkGroup = router.group.topkGroup;
+  block.groupTopKs = router.group.topks;
   this->router = &router;
   scale = 1.0;
   if (is(&anchor, "ArgMax")) {

@@ -37,6 +37,29 @@ static int64_t outputRank(Node &node, unsigned i) {
   return cast<RankedTensorType>(value.getType()).getRank();
 }
 
+/// `l op r` for the integer ops Add, Sub, Mul, Div (signed, truncating),
+/// Equal, Less and Greater (0 or 1); nullopt on overflow, division by zero
+/// or another op.
+static std::optional<int64_t> foldInt(StringRef op, int64_t l, int64_t r) {
+  int64_t v;
+  if (op == "Add")
+    return llvm::AddOverflow(l, r, v) ? std::nullopt : std::optional(v);
+  if (op == "Sub")
+    return llvm::SubOverflow(l, r, v) ? std::nullopt : std::optional(v);
+  if (op == "Mul")
+    return llvm::MulOverflow(l, r, v) ? std::nullopt : std::optional(v);
+  if (op == "Div")
+    return r == 0 || (r == -1 && l == INT64_MIN) ? std::nullopt
+                                                 : std::optional(l / r);
+  if (op == "Equal")
+    return int64_t(l == r);
+  if (op == "Less")
+    return int64_t(l < r);
+  if (op == "Greater")
+    return int64_t(l > r);
+  return std::nullopt;
+}
+
 /// Elementwise index arithmetic of two shape values with broadcasting of
 /// one-element operands; folds constants.
 static std::optional<SmallVector<OpFoldResult>>
@@ -55,20 +78,10 @@ foldBinary(Node &node, ArrayRef<OpFoldResult> lhs, ArrayRef<OpFoldResult> rhs) {
     std::optional<int64_t> lc = getConstantIntValue(l);
     std::optional<int64_t> rc = getConstantIntValue(r);
     if (lc && rc) {
-      int64_t v;
-      bool overflow;
-      if (op == "Add")
-        overflow = llvm::AddOverflow(*lc, *rc, v);
-      else if (op == "Sub")
-        overflow = llvm::SubOverflow(*lc, *rc, v);
-      else if (op == "Mul")
-        overflow = llvm::MulOverflow(*lc, *rc, v);
-      else
-        overflow = *rc == 0 || (*rc == -1 && *lc == INT64_MIN) ||
-                   (v = *lc / *rc, false);
-      if (overflow)
+      std::optional<int64_t> v = foldInt(op, *lc, *rc);
+      if (!v)
         return std::nullopt;
-      result.push_back(b.getIndexAttr(v));
+      result.push_back(b.getIndexAttr(*v));
       continue;
     }
     Value lv = getValueOrCreateConstantIndexOp(b, loc, l);
@@ -139,22 +152,10 @@ static bool foldSmallConstants(Node &node) {
     } else {
       if (inputs.size() != 2)
         return false;
-      int64_t l = at(0, j), r = at(1, j);
-      bool overflow = false;
-      if (op == "Add")
-        overflow = __builtin_add_overflow(l, r, &v);
-      else if (op == "Sub")
-        overflow = __builtin_sub_overflow(l, r, &v);
-      else if (op == "Mul")
-        overflow = __builtin_mul_overflow(l, r, &v);
-      else if (op == "Equal")
-        v = l == r;
-      else if (op == "Less")
-        v = l < r;
-      else
-        v = l > r;
-      if (overflow)
+      std::optional<int64_t> folded = foldInt(op, at(0, j), at(1, j));
+      if (!folded)
         return false;
+      v = *folded;
     }
     values.push_back(APInt(elementType.getWidth(), uint64_t(v),
                            /*isSigned=*/!elementType.isInteger(1)));

@@ -26,9 +26,9 @@
 // CHECK: vector.fma %[[HI]], %[[ODD]], %[[ACC]] : vector<16xf32>
 // CHECK: %[[XS:.*]] = arith.addf %{{.*}}, %[[EVEN]] : vector<16xf32>
 // CHECK: arith.addf %[[XS]], %[[ODD]] : vector<16xf32>
+// CHECK: %[[ZP:.*]] = arith.constant dense<-8.000000e+00> : vector<16xf32>
 // CHECK: %[[S:.*]] = tensor.extract %{{.*}}[%{{.*}}, %{{.*}}, %[[BLOCK]]] : tensor<4x32x2xf32>
 // CHECK: %[[SPLAT:.*]] = vector.broadcast %[[S]] : f32 to vector<16xf32>
-// CHECK: %[[ZP:.*]] = arith.constant dense<-8.000000e+00> : vector<16xf32>
 // CHECK: %[[C:.*]] = vector.fma %[[ZP]], %[[SUMS]]#8, %[[SUMS]]#0 : vector<16xf32>
 // CHECK: vector.fma %[[C]], %[[SPLAT]], %[[T0]] : vector<16xf32>
 // CHECK: vector.reduction <add>, %[[TOTALS]]#0
