@@ -636,11 +636,12 @@ def main():
                     help="seconds of timed runs per (contender, shape, T) (default 1.0; 0.2 quick)")
     ap.add_argument("--bin-dir", default=str(REPO / "build" / "bin"),
                     help="where moe-compile and moe-run are (default build/bin)")
-    ap.add_argument("--weights-form", default="args,constants",
-                    help="how the .mlir given to moe-compile holds the weights: 'args' (function "
-                         "arguments, passed to moe-run as .npy inputs) or 'constants' (dense "
-                         "constants, outlined by moe-compile into its .weights file); a list is "
-                         "tried in order until one compiles (default args,constants)")
+    ap.add_argument("--weights-form", default="constants,args",
+                    help="how the .mlir given to moe-compile holds the weights: 'constants' "
+                         "(dense constants, as an ONNX model's initializers: moe-compile stores "
+                         "them in its .weights file, expert matrices in column panels) or 'args' "
+                         "(function arguments, passed to moe-run as .npy inputs, row-major); a "
+                         "list is tried in order until one compiles (default constants,args)")
     ap.add_argument("--max-call-s", type=float, default=20.0,
                     help="a compiled-layer call slower than this (seconds, whole process) is run "
                          "once, not repeated; its one time is reported, marked (default 20)")

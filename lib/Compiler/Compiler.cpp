@@ -11,6 +11,7 @@
 
 #include "CompilerInternal.h"
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
+#include "moe/Dialect/MoE/Transforms/Passes.h"
 #include "moe/Pipelines/CUDAPipeline.h"
 #include "moe/Target/ONNX/ImportONNX.h"
 
@@ -18,6 +19,7 @@
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
 #include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Target/LLVMIR/Dialect/All.h"
 #include "llvm/ADT/StringSwitch.h"
@@ -332,6 +334,18 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
           return failure();
         entryName = *name;
         return success();
+      })))
+    return failure();
+  // On the CPU target the expert weight matrices go to the weights file in
+  // column panels, which the expert GEMMs stream (docs/CompiledModelABI.md).
+  // The expert cache moves experts in their row-major layout, so a budget
+  // keeps that.
+  bool cached = options.expertBudget >= 0 || options.expertBudgetPercent >= 0;
+  if (options.target == "cpu" && !cached &&
+      failed(stages.run("pack-weights", [&]() -> LogicalResult {
+        PassManager pm(module.getContext(), func::FuncOp::getOperationName());
+        pm.addPass(createMoEPackExpertWeights());
+        return pm.run(entry);
       })))
     return failure();
   if (failed(stages.run("outline-weights", [&]() -> LogicalResult {

@@ -33,6 +33,11 @@ CONFIGS = {
     # Mixtral: S1 shape family (H1024 F3584 E8 k2), scaled down.
     "mixtral": dict(H=64, F=224, E=8, routing=dict(k=2, renormalize=True),
                     expert=dict(kind="gated", activation="silu")),
+    # S3's odd widths (F = 352, 2 shared experts Fs = 704) in 32-column
+    # panels: tasks of 176 columns start inside a panel, tiles take the
+    # columns left over.
+    "panels": dict(H=96, F=352, E=8, Fs=704, routing=dict(k=2),
+                   expert=dict(kind="gated", activation="silu")),
     # OLMoE / S2 family (H1024 F512 E64 k8): no renormalization.
     "olmoe": dict(H=64, F=32, E=64, routing=dict(k=8),
                   expert=dict(kind="gated", activation="silu")),

@@ -114,11 +114,12 @@ struct MatmulPlan {
 
 /// Plans a `[M, k] x [k, n]` matmul: `lanes` is the widest vector (at most
 /// `vectorSize` f32 lanes wide) whose lane count divides `n`; the task
-/// columns and the register tile columns are multiples of it that divide
-/// `n`; the reduction block is the largest divisor of `k` up to
-/// `reductionTile` (all of `k` when 0). The register tiles are `registers`
-/// and then tiles of half as many rows down to one row, each as wide as
-/// the same number of accumulators allows within a task.
+/// columns are a multiple of it that divides `n`, the register tile columns
+/// a multiple of it up to the task's (a task's last tile in a row takes the
+/// columns left over); the reduction block is the largest divisor of `k` up
+/// to `reductionTile` (all of `k` when 0). The register tiles are
+/// `registers` and then tiles of half as many rows down to one row, each as
+/// wide as the same number of accumulators allows within a task.
 static MatmulPlan planMatmul(int64_t n, int64_t k, int64_t bitWidth,
                              int64_t vectorSize, int64_t parallelColumns,
                              int64_t reductionTile,
@@ -136,8 +137,7 @@ static MatmulPlan planMatmul(int64_t n, int64_t k, int64_t bitWidth,
       reductionTile == 0 ? k : largestDivisor(k, reductionTile);
   MatmulPlan plan{lanes, taskBlocks * lanes, reductionBlock, {}};
   auto columns = [&](int64_t wanted) {
-    return lanes *
-           largestDivisor(taskBlocks, std::max<int64_t>(1, wanted / lanes));
+    return lanes * std::clamp<int64_t>(wanted / lanes, 1, taskBlocks);
   };
   plan.registerTiles.push_back({registers[0], columns(registers[1])});
   for (int64_t rows = registers[0] / 2; rows >= 1; rows /= 2)
@@ -174,14 +174,117 @@ struct LhsAccess {
 };
 } // namespace
 
+namespace {
+/// Where a matmul's right-hand side comes from: `rhs` itself, or, for (slices
+/// of) a `linalg.unpack` of column panels as moe-pack-expert-weights makes
+/// them, the panels read in place: element `[k, c]` of `rhs` is
+/// `packed[matrix, (c + columnOffset) / P, k + rowOffset, (c + columnOffset)
+/// % P]` (no `matrix` index for 2-d weights), so a vector of columns within
+/// one panel is one contiguous load and the unpacked matrix is never made.
+struct RhsAccess {
+  Value rhs;
+  Value packed, matrix, rowOffset, columnOffset;
+  int64_t panel = 0;
+
+  bool isPacked() const { return static_cast<bool>(packed); }
+
+  /// A column of `rhs` as the indices the loads need.
+  struct Column {
+    Value column, panel, inner;
+  };
+  Column column(OpBuilder &b, Location loc, Value column) const {
+    if (!isPacked())
+      return {column, Value(), Value()};
+    Value absolute = arith::AddIOp::create(b, loc, columnOffset, column);
+    Value width = arith::ConstantIndexOp::create(b, loc, panel);
+    return {column, arith::DivUIOp::create(b, loc, absolute, width),
+            arith::RemUIOp::create(b, loc, absolute, width)};
+  }
+  /// The vector of `type` at row `k` of `rhs` from column `c`.
+  Value read(OpBuilder &b, Location loc, VectorType type, Value k,
+             const Column &c, Value padding) const {
+    SmallVector<bool> inBounds = {true};
+    if (!isPacked())
+      return vector::TransferReadOp::create(
+          b, loc, type, rhs, ValueRange{k, c.column}, padding, inBounds);
+    SmallVector<Value> indices;
+    if (matrix)
+      indices.push_back(matrix);
+    indices.push_back(c.panel);
+    indices.push_back(arith::AddIOp::create(b, loc, rowOffset, k));
+    indices.push_back(c.inner);
+    return vector::TransferReadOp::create(b, loc, type, packed, indices,
+                                          padding, inBounds);
+  }
+};
+} // namespace
+
+/// The panel access of `rhs` (see RhsAccess) when it is a chain of unit-stride
+/// slices (a 2-d slice of a 2-d tensor, or a matrix of a 3-d one) of a
+/// linalg.unpack with `outer_dims_perm = [0, 2, 1]` (3-d) or `[1, 0]` (2-d)
+/// and one static inner tile on the last dimension, a multiple of `lanes`;
+/// otherwise just `rhs`. Offsets are added up at the insertion point of `b`.
+static RhsAccess findRhsAccess(OpBuilder &b, Location loc, Value rhs,
+                               int64_t lanes) {
+  RhsAccess access;
+  access.rhs = rhs;
+  SmallVector<OpFoldResult> rowOffsets, columnOffsets;
+  OpFoldResult matrix;
+  Value v = rhs;
+  while (auto slice = v.getDefiningOp<tensor::ExtractSliceOp>()) {
+    if (!slice.hasUnitStride() || slice.getType().getRank() != 2)
+      return access;
+    SmallVector<OpFoldResult> offsets = slice.getMixedOffsets();
+    int64_t sourceRank = slice.getSourceType().getRank();
+    if (sourceRank == 3 && !matrix &&
+        isConstantIntValue(slice.getMixedSizes()[0], 1)) {
+      matrix = offsets[0];
+      offsets.erase(offsets.begin());
+    } else if (sourceRank != 2) {
+      return access;
+    }
+    rowOffsets.push_back(offsets[0]);
+    columnOffsets.push_back(offsets[1]);
+    v = slice.getSource();
+  }
+  auto unpack = v.getDefiningOp<linalg::UnPackOp>();
+  if (!unpack)
+    return access;
+  int64_t rank = unpack.getDestType().getRank();
+  SmallVector<int64_t> perm =
+      rank == 3 ? SmallVector<int64_t>{0, 2, 1} : SmallVector<int64_t>{1, 0};
+  ArrayRef<int64_t> tiles = unpack.getStaticInnerTiles();
+  if ((rank == 3) != static_cast<bool>(matrix) ||
+      unpack.getInnerDimsPos() != ArrayRef<int64_t>{rank - 1} ||
+      unpack.getOuterDimsPerm() != ArrayRef<int64_t>(perm) ||
+      tiles.size() != 1 || ShapedType::isDynamic(tiles[0]) ||
+      tiles[0] % lanes != 0)
+    return access;
+  auto sum = [&](ArrayRef<OpFoldResult> terms) {
+    Value total = arith::ConstantIndexOp::create(b, loc, 0);
+    for (OpFoldResult term : terms)
+      if (!isConstantIntValue(term, 0))
+        total = arith::AddIOp::create(
+            b, loc, total, getValueOrCreateConstantIndexOp(b, loc, term));
+    return total;
+  };
+  access.packed = unpack.getSource();
+  access.panel = tiles[0];
+  if (matrix)
+    access.matrix = getValueOrCreateConstantIndexOp(b, loc, matrix);
+  access.rowOffset = sum(rowOffsets);
+  access.columnOffset = sum(columnOffsets);
+  return access;
+}
+
 /// `acc[m0 : m0+rows, n0 : n0+cols] += lhs[m0 : m0+rows, k0 : k0+kSize] ·
 /// rhs[k0 : k0+kSize, n0 : n0+cols]` with the accumulator tile in
 /// `rows * cols / lanes` 1-d vectors carried across the K loop: per k, one
 /// vector load per column block of `rhs`, one broadcast per row of `lhs` and
 /// one `vector.fma` per accumulator.
 static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
-                               Value rhs, Value acc, Value m0, Value n0,
-                               Value k0, int64_t kSize, int64_t rows,
+                               const RhsAccess &rhs, Value acc, Value m0,
+                               Value n0, Value k0, int64_t kSize, int64_t rows,
                                int64_t cols, int64_t lanes) {
   auto accType = cast<RankedTensorType>(acc.getType());
   Type elementType = accType.getElementType();
@@ -193,6 +296,7 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
   Value padding = arith::ConstantOp::create(b, loc, b.getZeroAttr(elementType));
   SmallVector<bool> inBounds = {true};
   SmallVector<Value> rowIndices, lhsRows, columnIndices;
+  SmallVector<RhsAccess::Column> rhsColumns;
   for (int64_t i = 0; i < rows; ++i) {
     rowIndices.push_back(
         i == 0 ? m0 : arith::AddIOp::create(b, loc, m0, index(i)).getResult());
@@ -203,6 +307,8 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
         j == 0
             ? n0
             : arith::AddIOp::create(b, loc, n0, index(j * lanes)).getResult());
+  for (Value column : columnIndices)
+    rhsColumns.push_back(rhs.column(b, loc, column));
 
   SmallVector<Value> accumulators;
   for (Value row : rowIndices)
@@ -214,10 +320,9 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
       accumulators,
       [&](OpBuilder &b, Location loc, Value k, ValueRange iterArgs) {
         SmallVector<Value> rhsVectors;
-        for (Value column : columnIndices)
-          rhsVectors.push_back(vector::TransferReadOp::create(
-              b, loc, vectorType, rhs, ValueRange{k, column}, padding,
-              inBounds));
+        for (const RhsAccess::Column &column : rhsColumns)
+          rhsVectors.push_back(
+              rhs.read(b, loc, vectorType, k, column, padding));
         SmallVector<Value> next;
         for (auto [i, row] : llvm::enumerate(lhsRows)) {
           Value a = tensor::ExtractOp::create(b, loc, lhs.matrix(),
@@ -253,8 +358,8 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
 /// height in turn (the tallest first, then the rows left over), the columns
 /// in blocks of its width.
 static Value buildReductionBlock(OpBuilder &b, Location loc,
-                                 const LhsAccess &lhs, Value rhs, Value acc,
-                                 Value k0, int64_t kSize,
+                                 const LhsAccess &lhs, const RhsAccess &rhs,
+                                 Value acc, Value k0, int64_t kSize,
                                  const MatmulPlan &plan) {
   auto index = [&](int64_t v) -> Value {
     return arith::ConstantIndexOp::create(b, loc, v);
@@ -272,15 +377,22 @@ static Value buildReductionBlock(OpBuilder &b, Location loc,
         b, loc, lower, upper, step, result,
         [&, rows = rows, cols = cols](OpBuilder &b, Location loc, Value m0,
                                       ValueRange rowArgs) {
+          // Whole tiles, then one narrower tile for the columns left over.
+          int64_t whole = numColumns / cols * cols;
           auto columnLoop = scf::ForOp::create(
-              b, loc, index(0), index(numColumns), index(cols), rowArgs,
+              b, loc, index(0), index(whole), index(cols), rowArgs,
               [&](OpBuilder &b, Location loc, Value n0, ValueRange args) {
                 scf::YieldOp::create(
                     b, loc,
                     buildRegisterTile(b, loc, lhs, rhs, args[0], m0, n0, k0,
                                       kSize, rows, cols, plan.lanes));
               });
-          scf::YieldOp::create(b, loc, columnLoop.getResults());
+          Value tiles = columnLoop.getResult(0);
+          if (whole < numColumns)
+            tiles =
+                buildRegisterTile(b, loc, lhs, rhs, tiles, m0, index(whole), k0,
+                                  kSize, rows, numColumns - whole, plan.lanes);
+          scf::YieldOp::create(b, loc, tiles);
         });
     result = rowLoop.getResult(0);
     lower = upper;
@@ -292,7 +404,8 @@ static Value buildReductionBlock(OpBuilder &b, Location loc,
 /// rows of `rhs` (a block stays in cache while every row tile uses it), each
 /// computed by `buildReductionBlock`.
 static Value buildMatmulLoops(OpBuilder &b, Location loc, const LhsAccess &lhs,
-                              Value rhs, Value acc, const MatmulPlan &plan) {
+                              const RhsAccess &rhs, Value acc,
+                              const MatmulPlan &plan) {
   int64_t reduction = cast<RankedTensorType>(lhs.lhs.getType()).getDimSize(1);
   Value zero = arith::ConstantIndexOp::create(b, loc, 0);
   if (plan.reductionBlock == reduction)
@@ -436,9 +549,10 @@ static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
   if (lhs.gather)
     gathers.insert(lhs.gather);
   rewriter.setInsertionPoint(matmul);
-  Value result =
-      buildMatmulLoops(rewriter, matmul.getLoc(), lhs, matmul.getDpsInputs()[1],
-                       matmul.getDpsInits()[0], plan);
+  RhsAccess rhs = findRhsAccess(rewriter, matmul.getLoc(),
+                                matmul.getDpsInputs()[1], plan.lanes);
+  Value result = buildMatmulLoops(rewriter, matmul.getLoc(), lhs, rhs,
+                                  matmul.getDpsInits()[0], plan);
   rewriter.replaceOp(matmul, result);
 }
 
@@ -459,6 +573,18 @@ static bool isElementwise2d(linalg::LinalgOp op) {
   if (!llvm::all_of(op->getOperandTypes(), hasByteElements))
     return false;
   return !ShapedType::isDynamic(op.getStaticLoopRanges()[1]);
+}
+
+/// Erases the unused tensor.extract_slice ops that read `op`'s result,
+/// directly or through other such slices.
+static void eraseDeadSlices(RewriterBase &rewriter, Operation *op) {
+  for (Operation *user : llvm::make_early_inc_range(op->getUsers())) {
+    if (!isa<tensor::ExtractSliceOp>(user))
+      continue;
+    eraseDeadSlices(rewriter, user);
+    if (user->use_empty())
+      rewriter.eraseOp(user);
+  }
 }
 
 namespace {
@@ -511,6 +637,23 @@ struct MoECPUTileAndVectorizePass
       }
       if (gather->use_empty())
         rewriter.eraseOp(gather);
+    }
+
+    // Panels the matmuls now read in place are not unpacked; an unpack that
+    // something else reads becomes a transpose and copy.
+    SmallVector<linalg::UnPackOp> unpacks;
+    getOperation().walk([&](linalg::UnPackOp op) { unpacks.push_back(op); });
+    for (linalg::UnPackOp unpack : unpacks) {
+      eraseDeadSlices(rewriter, unpack);
+      if (unpack->use_empty()) {
+        rewriter.eraseOp(unpack);
+        continue;
+      }
+      rewriter.setInsertionPoint(unpack);
+      if (failed(linalg::lowerUnPack(rewriter, unpack))) {
+        unpack.emitError("cannot lower this linalg.unpack for the CPU");
+        return signalPassFailure();
+      }
     }
 
     SmallVector<linalg::LinalgOp> elementwise;

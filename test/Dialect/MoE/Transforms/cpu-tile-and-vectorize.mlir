@@ -148,3 +148,76 @@ func.func @gathered_rows_kept(%x: tensor<?x64xf32>, %tokens: tensor<?xi32>, %w1:
   %a = linalg.matmul ins(%rows, %w1 : tensor<?x64xf32>, tensor<64x32xf32>) outs(%z : tensor<?x32xf32>) -> tensor<?x32xf32>
   return %a, %rows : tensor<?x32xf32>, tensor<?x64xf32>
 }
+
+// An expert's weights in column panels (moe-pack-expert-weights): the tiles
+// read the panels in place, [expert, column / 32, k, column % 32], and the
+// unpack is gone.
+// CHECK-LABEL: func.func @panels
+// CHECK-SAME: %[[P:[a-z0-9]+]]: tensor<4x32x512x32xf32>, %[[E:[a-z0-9]+]]: index
+// CHECK-NOT: linalg.unpack
+// CHECK: scf.forall
+// CHECK: %[[PANEL:.*]] = arith.divui %[[COL:.*]], %c32 : index
+// CHECK: %[[INNER:.*]] = arith.remui %[[COL]], %c32 : index
+// CHECK: scf.for %[[K:[a-z0-9]+]] =
+// CHECK: vector.transfer_read %[[P]][%[[E]], %[[PANEL]], %[[K]], %[[INNER]]]{{.*}} : tensor<4x32x512x32xf32>, vector<16xf32>
+// CHECK-NOT: linalg.unpack
+// CHECK: return
+func.func @panels(%a: tensor<?x512xf32>, %packed: tensor<4x32x512x32xf32>, %e: index) -> tensor<?x1024xf32> {
+  %c0 = arith.constant 0 : index
+  %m = tensor.dim %a, %c0 : tensor<?x512xf32>
+  %empty = tensor.empty() : tensor<4x512x1024xf32>
+  %w = linalg.unpack %packed outer_dims_perm = [0, 2, 1] inner_dims_pos = [2] inner_tiles = [32] into %empty : tensor<4x32x512x32xf32> -> tensor<4x512x1024xf32>
+  %b = tensor.extract_slice %w[%e, 0, 0] [1, 512, 1024] [1, 1, 1] : tensor<4x512x1024xf32> to tensor<512x1024xf32>
+  %zero = arith.constant 0.0 : f32
+  %init = tensor.empty(%m) : tensor<?x1024xf32>
+  %acc = linalg.fill ins(%zero : f32) outs(%init : tensor<?x1024xf32>) -> tensor<?x1024xf32>
+  %c = linalg.matmul ins(%a, %b : tensor<?x512xf32>, tensor<512x1024xf32>) outs(%acc : tensor<?x1024xf32>) -> tensor<?x1024xf32>
+  return %c : tensor<?x1024xf32>
+}
+
+// Panels that something else reads unpacked: the matmul still reads the
+// panels; the other reader gets a transposed copy.
+// CHECK-LABEL: func.func @panels_kept
+// CHECK-SAME: %[[P:[a-z0-9]+]]: tensor<8x64x32xf32>
+// CHECK-NOT: linalg.unpack
+// CHECK: linalg.transpose ins(%[[P]] : tensor<8x64x32xf32>)
+// CHECK: vector.transfer_read %[[P]][%{{.*}}, %{{.*}}, %{{.*}}]{{.*}} : tensor<8x64x32xf32>, vector<16xf32>
+func.func @panels_kept(%a: tensor<?x64xf32>, %packed: tensor<8x64x32xf32>) -> (tensor<?x256xf32>, tensor<64x256xf32>) {
+  %c0 = arith.constant 0 : index
+  %m = tensor.dim %a, %c0 : tensor<?x64xf32>
+  %empty = tensor.empty() : tensor<64x256xf32>
+  %b = linalg.unpack %packed outer_dims_perm = [1, 0] inner_dims_pos = [1] inner_tiles = [32] into %empty : tensor<8x64x32xf32> -> tensor<64x256xf32>
+  %zero = arith.constant 0.0 : f32
+  %init = tensor.empty(%m) : tensor<?x256xf32>
+  %acc = linalg.fill ins(%zero : f32) outs(%init : tensor<?x256xf32>) -> tensor<?x256xf32>
+  %c = linalg.matmul ins(%a, %b : tensor<?x64xf32>, tensor<64x256xf32>) outs(%acc : tensor<?x256xf32>) -> tensor<?x256xf32>
+  return %c, %b : tensor<?x256xf32>, tensor<64x256xf32>
+}
+
+// N = 352 (22 vectors): tasks of 176 columns (11 vectors, a prime). Each row
+// tile takes as many whole tiles as fit and one narrower tile for the rest:
+// 8x32 tiles to column 160, then one 8x16 tile (8 accumulators); 4x64 to 128,
+// then 4x48 (12); 2x128, then 2x48 (6); 1x176 (11).
+// CHECK-LABEL: func.func @leftover_columns
+// CHECK: scf.forall (%{{.*}}) = (0) to (352) step (176)
+// CHECK: scf.for {{.*}} step %c8
+// CHECK: scf.for {{.*}} = %c0 to %c160 step %c32
+// CHECK: scf.for {{.*}} -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// CHECK: %{{.*}}:8 = scf.for
+// CHECK: scf.for {{.*}} step %c4
+// CHECK: scf.for {{.*}} = %c0 to %c128 step %c64
+// CHECK: %{{.*}}:16 = scf.for
+// CHECK: %{{.*}}:12 = scf.for
+// CHECK: scf.for {{.*}} step %c2
+// CHECK: %{{.*}}:16 = scf.for
+// CHECK: %{{.*}}:6 = scf.for
+// CHECK: %{{.*}}:11 = scf.for
+func.func @leftover_columns(%a: tensor<?x64xf32>, %b: tensor<64x352xf32>) -> tensor<?x352xf32> {
+  %c0 = arith.constant 0 : index
+  %m = tensor.dim %a, %c0 : tensor<?x64xf32>
+  %zero = arith.constant 0.0 : f32
+  %init = tensor.empty(%m) : tensor<?x352xf32>
+  %acc = linalg.fill ins(%zero : f32) outs(%init : tensor<?x352xf32>) -> tensor<?x352xf32>
+  %c = linalg.matmul ins(%a, %b : tensor<?x64xf32>, tensor<64x352xf32>) outs(%acc : tensor<?x352xf32>) -> tensor<?x352xf32>
+  return %c : tensor<?x352xf32>
+}

@@ -62,6 +62,40 @@ def MoEFuseGating : Pass<"moe-fuse-gating"> {
   }];
 }
 
+def MoEPackExpertWeights
+    : Pass<"moe-pack-expert-weights", "::mlir::func::FuncOp"> {
+  let summary = "Store constant expert weight matrices in column panels";
+  let description = [{
+    Rewrites each constant (`arith.constant` with dense or `dense_resource`
+    elements) weight matrix of `moe.layer`, `moe.experts` and
+    `moe.shared_experts` (`gate`, `up`, `down` and the shared ones), `[E, K,
+    N]` or `[K, N]`, as a constant in panels of `panel-width` columns,
+    `[E, N/P, K, P]` or `[N/P, K, P]`, viewed through a `linalg.unpack`:
+
+    ```mlir
+    %w = linalg.unpack %packed outer_dims_perm = [0, 2, 1]
+        inner_dims_pos = [2] inner_tiles = [32] into %empty
+        : tensor<64x16x1024x32xf32> -> tensor<64x1024x512xf32>
+    ```
+
+    `moe-cpu-tile-and-vectorize` reads the panels in place, so a register
+    tile of C columns streams C/P contiguous runs of memory instead of K
+    strided rows (a matrix-vector product over strided rows reaches about
+    half the memory bandwidth of one over panels on an AMD EPYC). moe-compile
+    runs it for the CPU target before the constants move to the weights file,
+    so the file holds the panels. A matrix whose N is not a multiple of the
+    panel width, or a weight used by anything else, is left alone.
+  }];
+  let options = [
+    Option<"panelWidth", "panel-width", "int64_t", /*default=*/"32",
+           "Columns per panel (a multiple of 16 lanes of f32)">
+  ];
+  let dependentDialects = [
+    "::mlir::linalg::LinalgDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
 def MoECPUTileAndVectorize
     : Pass<"moe-cpu-tile-and-vectorize", "::mlir::func::FuncOp"> {
   let summary = "Tile, parallelize and vectorize the linalg ops for the CPU";
@@ -80,13 +114,17 @@ def MoECPUTileAndVectorize
       tiles of half as many rows and as many accumulators (so up to twice,
       four times... the columns) for the rows left over, down to single
       rows: a dynamic M (the rows of an expert) needs no masks and no
-      padding. A register tile keeps its accumulators in 1-d vectors of
+      padding. Across a block's columns a row of tiles is as many whole
+      tiles as fit and one narrower tile for the columns left over. A register tile keeps its accumulators in 1-d vectors of
       `vector-size` lanes carried by the K loop (`scf.for` iter_args); per k
       it loads one vector per column block of the right-hand side, broadcasts
       one element per row of the left-hand side and issues one `vector.fma`
       per accumulator. The weights (right-hand side) are read in place: no
-      packing at run time. With one row (a token), this is a matrix-vector
-      product that streams each weight row once.
+      packing at run time. Weights in column panels (a `linalg.unpack` that
+      `moe-pack-expert-weights` made, possibly sliced) are read from the
+      panels, and the unpack goes away; an unpack that something else reads
+      becomes a transpose and copy. With one row (a token), this is a
+      matrix-vector product that streams each weight row (or panel) once.
     - 2-d elementwise `linalg.generic`, `linalg.fill` and
       `linalg.broadcast` ops: rows of `vector-size` lanes.
     - with `approximate-math`, f32 `math.exp`, `math.tanh` and `math.erf`
