@@ -88,6 +88,7 @@ void moe::buildCPUPipeline(OpPassManager &pm,
     tiling.registerTileSizes.assign(options.registerTileSizes.begin(),
                                     options.registerTileSizes.end());
     tiling.vectorSize = options.vectorSize;
+    tiling.prefetchDistance = options.prefetchDistance;
     pm.addNestedPass<func::FuncOp>(createMoECPUTileAndVectorize(tiling));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());

@@ -34,6 +34,11 @@ struct CPUPipelineOptions
   ListOption<int64_t> registerTileSizes{
       *this, "register-tile-sizes",
       llvm::cl::desc("M,N register tile of a matmul (default 8,32)")};
+  Option<int64_t> prefetchDistance{
+      *this, "prefetch-distance",
+      llvm::cl::desc("K steps ahead that tall register tiles prefetch weight "
+                     "panels (0 = never)"),
+      llvm::cl::init(32)};
   Option<int64_t> vectorSize{*this, "vector-size",
                              llvm::cl::desc("Lanes of an f32 vector"),
                              llvm::cl::init(16)};

@@ -7,6 +7,7 @@
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/Dialect/SCF/Transforms/TileUsingInterface.h"
@@ -109,7 +110,13 @@ struct MatmulPlan {
   int64_t taskColumns;
   int64_t reductionBlock;
   SmallVector<std::pair<int64_t, int64_t>> registerTiles;
+  /// K steps ahead that tiles of kPrefetchRows rows or more prefetch panels
+  /// (0: never).
+  int64_t prefetchDistance = 0;
 };
+
+/// The fewest rows of a register tile that prefetches its weight panels.
+constexpr int64_t kPrefetchRows = 4;
 } // namespace
 
 /// Plans a `[M, k] x [k, n]` matmul: `lanes` is the widest vector (at most
@@ -285,7 +292,8 @@ static RhsAccess findRhsAccess(OpBuilder &b, Location loc, Value rhs,
 static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
                                const RhsAccess &rhs, Value acc, Value m0,
                                Value n0, Value k0, int64_t kSize, int64_t rows,
-                               int64_t cols, int64_t lanes) {
+                               int64_t cols, int64_t lanes,
+                               int64_t prefetchDistance) {
   auto accType = cast<RankedTensorType>(acc.getType());
   Type elementType = accType.getElementType();
   auto vectorType = VectorType::get({lanes}, elementType);
@@ -309,6 +317,18 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
             : arith::AddIOp::create(b, loc, n0, index(j * lanes)).getResult());
   for (Value column : columnIndices)
     rhsColumns.push_back(rhs.column(b, loc, column));
+  // Tiles of several rows spend long enough on each weight vector that the
+  // hardware prefetcher falls behind the panel stream; they prefetch the
+  // panel rows `prefetchDistance` ahead (an address past the panel is only
+  // a hint, never a fault).
+  Value prefetchBuffer;
+  if (rhs.isPacked() && prefetchDistance > 0 && rows >= kPrefetchRows) {
+    auto packedType = cast<RankedTensorType>(rhs.packed.getType());
+    prefetchBuffer = bufferization::ToBufferOp::create(
+        b, loc,
+        MemRefType::get(packedType.getShape(), packedType.getElementType()),
+        rhs.packed, /*readOnly=*/true);
+  }
 
   SmallVector<Value> accumulators;
   for (Value row : rowIndices)
@@ -323,6 +343,20 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
         for (const RhsAccess::Column &column : rhsColumns)
           rhsVectors.push_back(
               rhs.read(b, loc, vectorType, k, column, padding));
+        if (prefetchBuffer) {
+          Value ahead = arith::AddIOp::create(
+              b, loc, arith::AddIOp::create(b, loc, rhs.rowOffset, k),
+              index(prefetchDistance));
+          for (const RhsAccess::Column &column : rhsColumns) {
+            SmallVector<Value> indices;
+            if (rhs.matrix)
+              indices.push_back(rhs.matrix);
+            indices.append({column.panel, ahead, column.inner});
+            memref::PrefetchOp::create(b, loc, prefetchBuffer, indices,
+                                       /*isWrite=*/false, /*localityHint=*/3,
+                                       /*isDataCache=*/true);
+          }
+        }
         SmallVector<Value> next;
         for (auto [i, row] : llvm::enumerate(lhsRows)) {
           Value a = tensor::ExtractOp::create(b, loc, lhs.matrix(),
@@ -385,13 +419,14 @@ static Value buildReductionBlock(OpBuilder &b, Location loc,
                 scf::YieldOp::create(
                     b, loc,
                     buildRegisterTile(b, loc, lhs, rhs, args[0], m0, n0, k0,
-                                      kSize, rows, cols, plan.lanes));
+                                      kSize, rows, cols, plan.lanes,
+                                      plan.prefetchDistance));
               });
           Value tiles = columnLoop.getResult(0);
           if (whole < numColumns)
-            tiles =
-                buildRegisterTile(b, loc, lhs, rhs, tiles, m0, index(whole), k0,
-                                  kSize, rows, numColumns - whole, plan.lanes);
+            tiles = buildRegisterTile(b, loc, lhs, rhs, tiles, m0, index(whole),
+                                      k0, kSize, rows, numColumns - whole,
+                                      plan.lanes, plan.prefetchDistance);
           scf::YieldOp::create(b, loc, tiles);
         });
     result = rowLoop.getResult(0);
@@ -529,7 +564,7 @@ static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
                                    ArrayRef<int64_t> parallel,
                                    int64_t reductionTile,
                                    ArrayRef<int64_t> registers,
-                                   int64_t vectorSize,
+                                   int64_t vectorSize, int64_t prefetchDistance,
                                    SetVector<Operation *> &gathers) {
   SmallVector<int64_t> ranges = op.getStaticLoopRanges();
   Type elementType = getElementTypeOrSelf(op.getDpsInits()[0].getType());
@@ -539,6 +574,7 @@ static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
   MatmulPlan plan =
       planMatmul(ranges[1], ranges[2], elementType.getIntOrFloatBitWidth(),
                  vectorSize, parallel[1], reductionTile, registers);
+  plan.prefetchDistance = prefetchDistance;
   int64_t taskColumns = plan.taskColumns == ranges[1] ? 0 : plan.taskColumns;
   auto tiled = tile(rewriter, op, {parallel[0], taskColumns, 0},
                     scf::SCFTilingOptions::LoopType::ForallOp);
@@ -604,11 +640,12 @@ struct MoECPUTileAndVectorizePass
     if (parallel.size() != 2 || registers.size() != 2 ||
         llvm::any_of(registers, [](int64_t s) { return s < 1; }) ||
         llvm::any_of(parallel, [](int64_t s) { return s < 0; }) ||
-        reductionTileSize < 0 || vectorSize < 1) {
+        reductionTileSize < 0 || vectorSize < 1 || prefetchDistance < 0) {
       getOperation().emitError()
           << "moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile "
              "sizes, a non-negative reduction tile size, 2 positive register "
-             "tile sizes and a positive vector size";
+             "tile sizes, a positive vector size and a non-negative prefetch "
+             "distance";
       return signalPassFailure();
     }
 
@@ -621,7 +658,7 @@ struct MoECPUTileAndVectorizePass
     SetVector<Operation *> gathers;
     for (linalg::MatmulOp matmul : matmuls)
       tileAndVectorizeMatmul(rewriter, matmul, parallel, reductionTileSize,
-                             registers, vectorSize, gathers);
+                             registers, vectorSize, prefetchDistance, gathers);
     // Row gathers that the matmuls now read in place are not materialized
     // (a gather that something else reads stays; its slices are dead).
     for (Operation *gather : gathers) {

@@ -1,8 +1,9 @@
 // RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize,canonicalize,cse))' | FileCheck %s
 // RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{parallel-tile-sizes=0,64 reduction-tile-size=0 register-tile-sizes=4,16}))' | FileCheck %s --check-prefix=SMALL
+// RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{prefetch-distance=0}))' | FileCheck %s --check-prefix=NOPF
 // RUN: not moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{register-tile-sizes=8,32,1}))' 2>&1 | FileCheck %s --check-prefix=ERR
 
-// ERR: moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile sizes, a non-negative reduction tile size, 2 positive register tile sizes and a positive vector size
+// ERR: moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile sizes, a non-negative reduction tile size, 2 positive register tile sizes, a positive vector size and a non-negative prefetch distance
 
 // The rows of one expert (dynamic M): a parallel loop over blocks of 256
 // columns, a loop over blocks of 256 rows of K, then 8x32 register tiles
@@ -160,8 +161,14 @@ func.func @gathered_rows_kept(%x: tensor<?x64xf32>, %tokens: tensor<?xi32>, %w1:
 // CHECK: %[[INNER:.*]] = arith.remui %[[COL]], %c32 : index
 // CHECK: scf.for %[[K:[a-z0-9]+]] =
 // CHECK: vector.transfer_read %[[P]][%[[E]], %[[PANEL]], %[[K]], %[[INNER]]]{{.*}} : tensor<4x32x512x32xf32>, vector<16xf32>
+// An 8-row tile prefetches its panels 32 rows of K ahead.
+// CHECK: %[[AHEAD:.*]] = arith.addi %[[K]], %c32
+// CHECK: memref.prefetch %{{.*}}[%[[E]], %[[PANEL]], %[[AHEAD]], %[[INNER]]], read, locality<3>, data
 // CHECK-NOT: linalg.unpack
 // CHECK: return
+// NOPF-LABEL: func.func @panels
+// NOPF-NOT: memref.prefetch
+// NOPF: return
 func.func @panels(%a: tensor<?x512xf32>, %packed: tensor<4x32x512x32xf32>, %e: index) -> tensor<?x1024xf32> {
   %c0 = arith.constant 0 : index
   %m = tensor.dim %a, %c0 : tensor<?x512xf32>

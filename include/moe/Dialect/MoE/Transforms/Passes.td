@@ -123,7 +123,10 @@ def MoECPUTileAndVectorize
       packing at run time. Weights in column panels (a `linalg.unpack` that
       `moe-pack-expert-weights` made, possibly sliced) are read from the
       panels, and the unpack goes away; an unpack that something else reads
-      becomes a transpose and copy. With one row (a token), this is a
+      becomes a transpose and copy. Tiles of 4 rows or more, which spend
+      long enough on each weight vector that the hardware prefetcher falls
+      behind, prefetch their panels `prefetch-distance` rows of K ahead
+      (`memref.prefetch`). With one row (a token), this is a
       matrix-vector product that streams each weight row (or panel) once.
     - 2-d elementwise `linalg.generic`, `linalg.fill` and
       `linalg.broadcast` ops: rows of `vector-size` lanes.
@@ -153,11 +156,17 @@ def MoECPUTileAndVectorize
                "M,N register tile of a matmul; default 8,32">,
     Option<"vectorSize", "vector-size", "int64_t", /*default=*/"16",
            "Lanes of an f32 vector (matmul accumulators, elementwise rows)">,
+    Option<"prefetchDistance", "prefetch-distance", "int64_t",
+           /*default=*/"32",
+           "K steps ahead that register tiles of 4 or more rows prefetch "
+           "weight panels (0 = never)">,
     Option<"approximateMath", "approximate-math", "bool", /*default=*/"true",
            "Replace f32 exp, tanh and erf by polynomial approximations">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
+    "::mlir::bufferization::BufferizationDialect",
+    "::mlir::memref::MemRefDialect",
     "::mlir::scf::SCFDialect",
     "::mlir::tensor::TensorDialect",
     "::mlir::vector::VectorDialect"
