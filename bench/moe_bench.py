@@ -268,7 +268,30 @@ def measure_ceilings(threads, repeats=15):
     out.update({f"bw_{k}_gbs": v for k, v in bw.items()})
     out["bw_gbs"] = max(bw.values())
     del x, y, z
+    out["fma_peak_gflops"] = measure_fma_peak(threads)
     return out
+
+
+def measure_fma_peak(threads):
+    """The vector FMA throughput of `threads` threads (bench/fma_peak.c, built once with
+    the project's clang), or 0.0 when it cannot be built or run."""
+    exe = HERE / "work" / "fma_peak"
+    src = HERE / "fma_peak.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        cc = shutil.which("clang-22") or shutil.which("clang")
+        if not cc:
+            log("  no clang to build bench/fma_peak.c; FMA peak not measured")
+            return 0.0
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run([cc, "-O3", "-march=native", "-ffp-contract=fast", "-fopenmp",
+                            str(src), "-o", str(exe)], capture_output=True, text=True)
+        if p.returncode != 0:
+            log(f"  building bench/fma_peak.c failed: {first_error_line(p.stderr)}")
+            return 0.0
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    p = subprocess.run([str(exe)], capture_output=True, text=True, env=env)
+    m = re.search(r"fma_peak_gflops:\s*([0-9.]+)", p.stdout)
+    return float(m.group(1)) if m else 0.0
 
 
 def roofline(cfg, T, ids, ceil):
@@ -568,7 +591,10 @@ def render_markdown(meta, ceil, rows, shapes):
              f"fp32 GEMM 1024^3 **{ceil['gemm_gflops']:.0f} GFLOP/s** "
              f"(torch {ceil['gemm_torch_gflops']:.0f}, numpy {ceil['gemm_numpy_gflops']:.0f}); "
              f"bandwidth **{ceil['bw_gbs']:.1f} GB/s** (copy {ceil['bw_copy_gbs']:.1f}, "
-             f"triad {ceil['bw_triad_gbs']:.1f}, read {ceil['bw_read_gbs']:.1f})")
+             f"triad {ceil['bw_triad_gbs']:.1f}, read {ceil['bw_read_gbs']:.1f})"
+             + (f"; vector FMA peak **{ceil['fma_peak_gflops']:.0f} GFLOP/s** (bench/fma_peak.c; "
+                f"the GEMM ceiling is OpenBLAS's, the roofline uses it)"
+                if ceil.get("fma_peak_gflops") else ""))
     L.append(f"- Float32 weights, seed {SEED}; every result checked against a float64 reference "
              f"(relative L2 <= {TOL:g}) before timing; times are medians in ms")
     worst = max((l["background_load"] for l in meta["background_load"]), default=0.0)
@@ -589,7 +615,7 @@ def render_markdown(meta, ceil, rows, shapes):
     L.append("")
     hdr = ["shape", "T"] + [TITLES[c] for c in CONTENDERS] + [
         "best peer", "ratio peer/ours", "roofline ms", "bound", "ours % roofline",
-        "best peer % roofline"]
+        "best peer % roofline", "ours % FMA peak", "best peer % FMA peak"]
     L.append("| " + " | ".join(hdr) + " |")
     L.append("|" + "|".join(["---"] * len(hdr)) + "|")
     for r in rows:
@@ -601,6 +627,8 @@ def render_markdown(meta, ceil, rows, shapes):
         cells.append(r["roofline"]["bound"])
         cells.append(f"{r['ours_pct_roofline']:.0f}%" if r.get("ours_pct_roofline") else "-")
         cells.append(f"{r['peer_pct_roofline']:.0f}%" if r.get("peer_pct_roofline") else "-")
+        cells.append(f"{r['ours_pct_fma']:.0f}%" if r.get("ours_pct_fma") else "-")
+        cells.append(f"{r['peer_pct_fma']:.0f}%" if r.get("peer_pct_fma") else "-")
         L.append("| " + " | ".join(cells) + " |")
     notes = []
     for r in rows:
@@ -715,7 +743,8 @@ def main():
     ceil1 = measure_ceilings(a.threads)
     ceil = {k: max(ceil0[k], ceil1[k]) for k in ceil0}
     ceil["start"], ceil["end"] = ceil0, ceil1
-    log(f"  GEMM {ceil['gemm_gflops']:.0f} GFLOP/s, bandwidth {ceil['bw_gbs']:.1f} GB/s (best of both)")
+    log(f"  GEMM {ceil['gemm_gflops']:.0f} GFLOP/s, bandwidth {ceil['bw_gbs']:.1f} GB/s, "
+        f"FMA peak {ceil['fma_peak_gflops']:.0f} GFLOP/s (best of both)")
 
     rows = []
     for s in shapes:
@@ -729,6 +758,13 @@ def main():
                 row["best_peer"], row["best_peer_ms"] = best, best_ms
                 row["peer_pct_roofline"] = 100 * row["roofline"]["roofline_ms"] / best_ms
             ours = rr.get("ours")
+            # GFLOP/s achieved (the layer's FLOPs over its time) against the FMA peak.
+            peak_ms = (1e3 * row["roofline"]["flops"] / (ceil["fma_peak_gflops"] * 1e9)
+                       if ceil.get("fma_peak_gflops") else None)
+            if peers and peak_ms:
+                row["peer_pct_fma"] = 100 * peak_ms / best_ms
+            if ours and ours["status"] == "ok" and peak_ms:
+                row["ours_pct_fma"] = 100 * peak_ms / ours["median_ms"]
             if ours and ours["status"] == "ok":
                 row["ours_pct_roofline"] = 100 * row["roofline"]["roofline_ms"] / ours["median_ms"]
                 if peers:
