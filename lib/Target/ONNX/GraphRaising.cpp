@@ -192,6 +192,17 @@ private:
                   MoEBlock &block);
   bool matchSwitch(const onnx::NodeProto &argmax, const Router &router,
                    MoEBlock &block);
+  bool matchExpertChoice(const onnx::NodeProto &topk, const Router &router,
+                         int64_t capacity, MoEBlock &block);
+  /// The index_add_ of one expert's rows: `rows` scattered at `tokens` (an
+  /// Unsqueeze to a column, an Expand and a ScatterElements on zeros) and
+  /// added to the running sum. Returns the Add, or null with `why` set.
+  const onnx::NodeProto *matchIndexAdd(StringRef tokens, StringRef &rows,
+                                       const Twine &where);
+  /// Whether `adds` form one chain from zeros (each adds one expert's
+  /// scatter to the previous sum); sets `last` to its end.
+  bool matchAddChain(ArrayRef<const onnx::NodeProto *> adds,
+                     const onnx::NodeProto *&last);
   bool finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
                      int64_t numExperts, MoEBlock &block);
 
@@ -707,28 +718,11 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
     StringRef slot = outputOf(slotSq, 0), token = outputOf(tokenSq, 0);
 
     // index_add_(0, top_x, expert(x[top_x]) * w[top_x, idx])
-    const onnx::NodeProto *tokenCol = nullptr;
-    for (const onnx::NodeProto *user : users(token))
-      if (is(user, "Unsqueeze") && axesOf(*user) == SmallVector<int64_t>{1})
-        tokenCol = user;
-    const onnx::NodeProto *indexExpand =
-        tokenCol ? userOp(outputOf(tokenCol, 0), "Expand") : nullptr;
-    const onnx::NodeProto *scatter =
-        indexExpand ? userOp(outputOf(indexExpand, 0), "ScatterElements")
-                    : nullptr;
-    if (!scatter || inputOf(scatter, 1) != outputOf(indexExpand, 0) ||
-        intAttr(*scatter, "axis", 0) != 0 || !isZeros(inputOf(scatter, 0)))
-      return fail(where + "no index_add_ at the expert's tokens (Expand of "
-                          "the token ids into ScatterElements on zeros)");
-    for (const onnx::AttributeProto &attr : scatter->attribute())
-      if (attr.name() == "reduction" && attr.s() != "none" && attr.s() != "add")
-        return fail(where + "the scatter reduces by '" + attr.s() + "'");
-    const onnx::NodeProto *updates = defOp(inputOf(scatter, 2), "Expand");
-    const onnx::NodeProto *mul =
-        updates ? defOp(skipCasts(inputOf(updates, 0)), "Mul") : nullptr;
-    if (!mul)
-      return fail(where + "the scattered rows are not a product of the "
-                          "expert output and its weight");
+    StringRef scattered;
+    const onnx::NodeProto *add = matchIndexAdd(token, scattered, where);
+    if (!add)
+      return false;
+    const onnx::NodeProto *mul = defOp(scattered, "Mul");
     bool found = false;
     for (int i = 0; i < 2 && !found; ++i) {
       ExpertMLP mlp;
@@ -802,18 +796,63 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
     }
     if (!found)
       return fail(where + why);
-    const onnx::NodeProto *add = userOp(outputOf(scatter, 0), "Add");
-    if (!add)
-      return fail(where + "the scattered rows are not added to the result");
     adds.push_back(add);
   }
   if (llvm::count(seen, false))
     return fail("not every expert reads its mask");
+  const onnx::NodeProto *last = nullptr;
+  if (!matchAddChain(adds, last))
+    return false;
+  block.form = "Mixtral sparse";
+  block.outputNode = last;
+  block.k = k;
+  block.renormalize = *renormalize;
+  return finishExperts(experts, router.input, numExperts, block);
+}
+
+const onnx::NodeProto *BlockMatcher::matchIndexAdd(StringRef tokens,
+                                                   StringRef &rows,
+                                                   const Twine &where) {
+  auto failed = [&](const Twine &message) -> const onnx::NodeProto * {
+    fail(where + message);
+    return nullptr;
+  };
+  const onnx::NodeProto *tokenCol = nullptr;
+  for (const onnx::NodeProto *user : users(tokens))
+    if (is(user, "Unsqueeze") && axesOf(*user) == SmallVector<int64_t>{1})
+      tokenCol = user;
+  const onnx::NodeProto *indexExpand =
+      tokenCol ? userOp(outputOf(tokenCol, 0), "Expand") : nullptr;
+  const onnx::NodeProto *scatter =
+      indexExpand ? userOp(outputOf(indexExpand, 0), "ScatterElements")
+                  : nullptr;
+  if (!scatter || inputOf(scatter, 1) != outputOf(indexExpand, 0) ||
+      intAttr(*scatter, "axis", 0) != 0 || !isZeros(inputOf(scatter, 0)))
+    return failed("no index_add_ at the expert's tokens (Expand of the token "
+                  "ids into ScatterElements on zeros)");
+  for (const onnx::AttributeProto &attr : scatter->attribute())
+    if (attr.name() == "reduction" && attr.s() != "none" && attr.s() != "add")
+      return failed("the scatter reduces by '" + attr.s() + "'");
+  const onnx::NodeProto *updates = defOp(inputOf(scatter, 2), "Expand");
+  const onnx::NodeProto *mul =
+      updates ? defOp(skipCasts(inputOf(updates, 0)), "Mul") : nullptr;
+  if (!mul)
+    return failed("the scattered rows are not a product of the expert output "
+                  "and its weight");
+  const onnx::NodeProto *add = userOp(outputOf(scatter, 0), "Add");
+  if (!add)
+    return failed("the scattered rows are not added to the result");
+  rows = outputOf(mul, 0);
+  return add;
+}
+
+bool BlockMatcher::matchAddChain(ArrayRef<const onnx::NodeProto *> adds,
+                                 const onnx::NodeProto *&last) {
   // The Adds form one chain from zeros: each adds to the previous one.
   llvm::DenseSet<StringRef> addOutputs;
   for (const onnx::NodeProto *add : adds)
     addOutputs.insert(outputOf(add, 0));
-  const onnx::NodeProto *last = nullptr;
+  last = nullptr;
   unsigned starts = 0;
   for (const onnx::NodeProto *add : adds) {
     bool fromZeros = false, fromChain = false;
@@ -838,10 +877,72 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
   }
   if (starts != 1 || !last)
     return fail("the expert outputs are not summed in one chain from zeros");
-  block.form = "Mixtral sparse";
+  return true;
+}
+
+bool BlockMatcher::matchExpertChoice(const onnx::NodeProto &topk,
+                                     const Router &router, int64_t capacity,
+                                     MoEBlock &block) {
+  int64_t numExperts = router.weight.getType().getDimSize(1);
+  if (router.selectionBias || router.group.nGroup)
+    return fail("expert choice with a selection bias or a group limit");
+  SmallVector<ExpertMLP> experts(numExperts);
+  SmallVector<bool> seen(numExperts, false);
+  SmallVector<const onnx::NodeProto *> adds;
+  // Per expert e: tokens = indices[e]; y = index_add(y, tokens,
+  // expert(x[tokens]) * values[e, :, None]).
+  for (const onnx::NodeProto *gather : users(outputOf(&topk, 1))) {
+    std::optional<int64_t> e =
+        is(gather, "Gather") && intAttr(*gather, "axis", 0) == 0
+            ? constantInt(inputOf(gather, 1))
+            : std::nullopt;
+    if (!e || *e < 0 || *e >= numExperts || seen[*e])
+      return fail("the chosen tokens are used other than as indices[e] for "
+                  "each expert e once");
+    seen[*e] = true;
+    std::string where = llvm::formatv("expert {0}: ", *e).str();
+    StringRef tokens = outputOf(gather, 0);
+    StringRef scattered;
+    const onnx::NodeProto *add = matchIndexAdd(tokens, scattered, where);
+    if (!add)
+      return false;
+    adds.push_back(add);
+    const onnx::NodeProto *mul = defOp(scattered, "Mul");
+    bool found = false;
+    for (int i = 0; i < 2 && !found; ++i) {
+      ExpertMLP mlp;
+      if (!matchSwiGLU(inputOf(mul, i), mlp))
+        continue;
+      const onnx::NodeProto *rows = defOp(mlp.input, "Gather");
+      if (!rows || inputOf(rows, 0) != router.input ||
+          inputOf(rows, 1) != tokens || intAttr(*rows, "axis", 0) != 0)
+        return fail(where + "the expert does not read the router input's "
+                            "rows at the expert's tokens");
+      // values[e, :, None]
+      const onnx::NodeProto *column = defOp(inputOf(mul, 1 - i), "Unsqueeze");
+      const onnx::NodeProto *pick =
+          column ? defOp(inputOf(column, 0), "Gather") : nullptr;
+      if (!pick || axesOf(*column) != SmallVector<int64_t>{1} ||
+          inputOf(pick, 0) != outputOf(&topk, 0) ||
+          intAttr(*pick, "axis", 0) != 0 || constantInt(inputOf(pick, 1)) != *e)
+        return fail(where + "the expert output is not scaled by the "
+                            "expert's TopK values");
+      experts[*e] = mlp;
+      found = true;
+    }
+    if (!found)
+      return fail(where + why);
+  }
+  if (llvm::count(seen, false))
+    return fail("not every expert takes its chosen tokens");
+  const onnx::NodeProto *last = nullptr;
+  if (!matchAddChain(adds, last))
+    return false;
+  block.form = "expert choice";
   block.outputNode = last;
-  block.k = k;
-  block.renormalize = *renormalize;
+  block.k = numExperts;
+  block.expertChoice = true;
+  block.capacity = capacity;
   return finishExperts(experts, router.input, numExperts, block);
 }
 
@@ -1029,7 +1130,15 @@ bool BlockMatcher::matchSwitch(const onnx::NodeProto &argmax,
 
 std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   Router router;
-  if (!matchRouter(inputOf(&anchor, 0), router))
+  // Expert choice takes the TopK of the scores transposed to [E, T].
+  StringRef scores = inputOf(&anchor, 0);
+  const onnx::NodeProto *transpose =
+      is(&anchor, "TopK") ? defOp(scores, "Transpose") : nullptr;
+  if (transpose && intsAttr(*transpose, "perm") == SmallVector<int64_t>{1, 0})
+    scores = inputOf(transpose, 0);
+  else
+    transpose = nullptr;
+  if (!matchRouter(scores, router))
     return std::nullopt;
   if (inputOf(router.softmax, 0).empty())
     return std::nullopt;
@@ -1062,6 +1171,11 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   if (intAttr(anchor, "largest", 1) != 1 || intAttr(anchor, "axis", -1) != -1) {
     fail("the TopK is not the largest along the last axis");
     return std::nullopt;
+  }
+  if (transpose) {
+    if (!matchExpertChoice(anchor, router, *k, block))
+      return std::nullopt;
+    return block;
   }
   if (userOp(outputOf(&anchor, 1), "OneHot")) {
     if (!matchMixtral(anchor, router, *k, block))
@@ -1105,11 +1219,11 @@ DenseElementsAttr onnx_import::stackWeights(ArrayRef<DenseElementsAttr> parts) {
   return DenseElementsAttr::getFromRawBuffer(type, out);
 }
 
-SmallVector<MoEBlock> onnx_import::findMoEBlocks(
+std::vector<MoEBlock> onnx_import::findMoEBlocks(
     GraphImporter &importer, const onnx::GraphProto &graph, bool remarks,
     function_ref<Location(const onnx::NodeProto &)> loc) {
   BlockMatcher matcher(importer, graph);
-  SmallVector<MoEBlock> blocks;
+  std::vector<MoEBlock> blocks;
   llvm::DenseSet<const onnx::NodeProto *> outputs;
   // Candidates that did not match, reported at the end unless they are
   // inside a raised block (the group-limited router's own TopKs).
@@ -1190,7 +1304,10 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
   auto routing =
       RoutingAttr::get(ctx, block.k, block.scoring, block.renormalize,
                        APFloat(1.0), APFloat(block.scale), block.nGroup,
-                       block.topkGroup, APFloat(0.0), APFloat(0.0));
+                       block.topkGroup, APFloat(0.0), APFloat(0.0),
+                       block.expertChoice ? SelectionMode::ExpertChoice
+                                          : SelectionMode::TokenChoice,
+                       block.capacity, ArrayRef<int64_t>());
   auto expert = ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),
                                 APFloat(1.0), APFloat(0.0));
   auto constant = [&](DenseElementsAttr attr) -> Value {

@@ -502,8 +502,12 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     InFlightDiagnostic diag = mlir::emitRemark(anchorLoc);
     diag << "raised MoE block (" << block.form << " form) at "
          << block.anchor->op_type() << " '" << block.anchor->name()
-         << "' to moe.layer: " << numExperts << " experts, top-" << block.k
-         << (block.scoring == ScoringFunc::Sigmoid ? " of sigmoid scores" : "")
+         << "' to moe.layer: " << numExperts << " experts, ";
+    if (block.expertChoice)
+      diag << "expert choice of " << block.capacity << " tokens each";
+    else
+      diag << "top-" << block.k;
+    diag << (block.scoring == ScoringFunc::Sigmoid ? " of sigmoid scores" : "")
          << (block.selectionBias ? " with a selection bias" : "");
     if (block.nGroup)
       diag << " in the best " << block.topkGroup << " of " << block.nGroup

@@ -162,13 +162,17 @@ struct MoEBlock {
   SmallVector<const onnx::NodeProto *, 2> groupTopKs;
   /// The routed scaling factor applied to the weights.
   double scale = 1.0;
+  /// Expert-choice routing (each expert takes its `capacity` best tokens;
+  /// `k` is then the number of experts).
+  bool expertChoice = false;
+  int64_t capacity = 0;
   ExpertKind kind = ExpertKind::Gated;
   Activation activation = Activation::Silu;
 };
 
 /// Matches every TopK/ArgMax of `graph` against the known MoE forms. With
 /// `remarks`, reports each candidate that does not match and why.
-SmallVector<MoEBlock>
+std::vector<MoEBlock>
 findMoEBlocks(GraphImporter &importer, const onnx::GraphProto &graph,
               bool remarks,
               function_ref<Location(const onnx::NodeProto &)> loc);

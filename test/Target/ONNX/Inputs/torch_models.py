@@ -23,6 +23,10 @@ Models:
   dense          every expert on every token, masked by the top-k weights
                  scattered into a [T, E] matrix
   dense_shared   dense plus a shared expert scaled by sigmoid(x·ws) (Qwen-MoE)
+  expert_choice  expert-choice routing: TopK of the transposed router softmax
+                 (each expert's best `capacity` tokens), experts on the
+                 gathered rows scaled by their probabilities, index_add
+  expert_choice_unweighted  the same without the scaling (not raised)
   switch         Switch top-1: max of the router softmax, argmax, experts by
                  one-hot einsum, ReLU FFN experts
   decoder        a tiny decoder LM: embedding, RMSNorm, causal attention,
@@ -227,6 +231,32 @@ class DenseMoeBlock(nn.Module):
         return y
 
 
+class ExpertChoiceMoeBlock(nn.Module):
+    """Expert-choice routing (Zhou et al. 2022): each expert takes the
+    `capacity` tokens with the highest router probability in its column
+    (softmax over the experts of each token) and scales its output rows by
+    those probabilities; a token's result sums the experts that chose it."""
+
+    def __init__(self, hidden, ffn, num_experts, capacity, weighted=True):
+        super().__init__()
+        self.capacity = capacity
+        self.weighted = weighted
+        self.gate = nn.Linear(hidden, num_experts, bias=False)
+        self.experts = nn.ModuleList(
+            [SwiGLUExpert(hidden, ffn) for _ in range(num_experts)])
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)                     # [T, E]
+        weights, tokens = torch.topk(probs.t(), self.capacity, dim=-1)
+        y = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            rows = expert(x[tokens[e]])
+            if self.weighted:
+                rows = rows * weights[e, :, None]
+            y = y.index_add(0, tokens[e], rows)
+        return y
+
+
 # --- (c) Switch form ------------------------------------------------------------
 
 
@@ -360,6 +390,12 @@ MODELS = {
               float_input((6, H)), {0: "tokens"}),
     "dense_shared": (lambda: DenseMoeBlock(H, FFN, E, 2, shared_ffn=20),
                      float_input((6, H)), {0: "tokens"}),
+    # Each of the E experts takes 3 of the tokens.
+    "expert_choice": (lambda: ExpertChoiceMoeBlock(H, FFN, E, 3),
+                      float_input((7, H)), {0: "tokens"}),
+    # The same without scaling the rows by the probabilities: not raised.
+    "expert_choice_unweighted": (lambda: ExpertChoiceMoeBlock(
+        H, FFN, E, 3, weighted=False), float_input((7, H)), {0: "tokens"}),
     "switch": (lambda: SwitchMoeBlock(H, FFN, E),
                float_input((6, H)), {0: "tokens"}),
     "decoder": (lambda: TinyDecoder(),
