@@ -199,6 +199,10 @@ private:
   /// added to the running sum. Returns the Add, or null with `why` set.
   const onnx::NodeProto *matchIndexAdd(StringRef tokens, StringRef &rows,
                                        const Twine &where);
+  /// The expert `e` of `node` when it is `Gather(tensor, e, axis 0)` with a
+  /// constant `e` in range that `seen` does not hold yet; marks it seen.
+  std::optional<int64_t> expertIndex(const onnx::NodeProto *node,
+                                     SmallVector<bool> &seen);
   /// Whether `adds` form one chain from zeros (each adds one expert's
   /// scatter to the previous sum); sets `last` to its end.
   bool matchAddChain(ArrayRef<const onnx::NodeProto *> adds,
@@ -687,17 +691,12 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
   SmallVector<bool> seen(numExperts, false);
   std::optional<bool> renormalize;
   // The accumulator: Add(previous, scatter) per expert, in a chain.
-  llvm::DenseMap<const onnx::NodeProto *, const onnx::NodeProto *> nextAdd;
   SmallVector<const onnx::NodeProto *> adds;
   for (const onnx::NodeProto *gather : users(outputOf(mask, 0))) {
-    std::optional<int64_t> e =
-        is(gather, "Gather") && intAttr(*gather, "axis", 0) == 0
-            ? constantInt(inputOf(gather, 1))
-            : std::nullopt;
-    if (!e || *e < 0 || *e >= numExperts || seen[*e])
+    std::optional<int64_t> e = expertIndex(gather, seen);
+    if (!e)
       return fail("the expert mask is used other than as mask[e] for each "
                   "expert e once");
-    seen[*e] = true;
     std::string where = llvm::formatv("expert {0}: ", *e).str();
     // idx, top_x = torch.where(mask[e])
     StringRef maskE = outputOf(gather, 0);
@@ -810,6 +809,18 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
   return finishExperts(experts, router.input, numExperts, block);
 }
 
+std::optional<int64_t> BlockMatcher::expertIndex(const onnx::NodeProto *node,
+                                                 SmallVector<bool> &seen) {
+  std::optional<int64_t> e =
+      is(node, "Gather") && intAttr(*node, "axis", 0) == 0
+          ? constantInt(inputOf(node, 1))
+          : std::nullopt;
+  if (!e || *e < 0 || *e >= static_cast<int64_t>(seen.size()) || seen[*e])
+    return std::nullopt;
+  seen[*e] = true;
+  return e;
+}
+
 const onnx::NodeProto *BlockMatcher::matchIndexAdd(StringRef tokens,
                                                    StringRef &rows,
                                                    const Twine &where) {
@@ -892,14 +903,10 @@ bool BlockMatcher::matchExpertChoice(const onnx::NodeProto &topk,
   // Per expert e: tokens = indices[e]; y = index_add(y, tokens,
   // expert(x[tokens]) * values[e, :, None]).
   for (const onnx::NodeProto *gather : users(outputOf(&topk, 1))) {
-    std::optional<int64_t> e =
-        is(gather, "Gather") && intAttr(*gather, "axis", 0) == 0
-            ? constantInt(inputOf(gather, 1))
-            : std::nullopt;
-    if (!e || *e < 0 || *e >= numExperts || seen[*e])
+    std::optional<int64_t> e = expertIndex(gather, seen);
+    if (!e)
       return fail("the chosen tokens are used other than as indices[e] for "
                   "each expert e once");
-    seen[*e] = true;
     std::string where = llvm::formatv("expert {0}: ", *e).str();
     StringRef tokens = outputOf(gather, 0);
     StringRef scattered;
