@@ -207,21 +207,28 @@ struct RhsAccess {
     return {column, arith::DivUIOp::create(b, loc, absolute, width),
             arith::RemUIOp::create(b, loc, absolute, width)};
   }
-  /// The vector of `type` at row `k` of `rhs` from column `c`.
-  Value read(OpBuilder &b, Location loc, VectorType type, Value k,
+  /// Row `k` of `rhs` as the row the loads index: `k` itself, or the row of
+  /// the panels' unsliced matrix.
+  Value row(OpBuilder &b, Location loc, Value k) const {
+    return isPacked() ? arith::AddIOp::create(b, loc, rowOffset, k) : k;
+  }
+  /// The indices into `packed` of `row` (see row()) and column `c`.
+  SmallVector<Value> panelIndices(Value row, const Column &c) const {
+    SmallVector<Value> indices;
+    if (matrix)
+      indices.push_back(matrix);
+    indices.append({c.panel, row, c.inner});
+    return indices;
+  }
+  /// The vector of `type` at `row` (see row()) from column `c`.
+  Value read(OpBuilder &b, Location loc, VectorType type, Value row,
              const Column &c, Value padding) const {
     SmallVector<bool> inBounds = {true};
     if (!isPacked())
       return vector::TransferReadOp::create(
-          b, loc, type, rhs, ValueRange{k, c.column}, padding, inBounds);
-    SmallVector<Value> indices;
-    if (matrix)
-      indices.push_back(matrix);
-    indices.push_back(c.panel);
-    indices.push_back(arith::AddIOp::create(b, loc, rowOffset, k));
-    indices.push_back(c.inner);
-    return vector::TransferReadOp::create(b, loc, type, packed, indices,
-                                          padding, inBounds);
+          b, loc, type, rhs, ValueRange{row, c.column}, padding, inBounds);
+    return vector::TransferReadOp::create(
+        b, loc, type, packed, panelIndices(row, c), padding, inBounds);
   }
 };
 } // namespace
@@ -339,23 +346,19 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
       b, loc, k0, arith::AddIOp::create(b, loc, k0, index(kSize)), index(1),
       accumulators,
       [&](OpBuilder &b, Location loc, Value k, ValueRange iterArgs) {
+        Value row = rhs.row(b, loc, k);
         SmallVector<Value> rhsVectors;
         for (const RhsAccess::Column &column : rhsColumns)
           rhsVectors.push_back(
-              rhs.read(b, loc, vectorType, k, column, padding));
+              rhs.read(b, loc, vectorType, row, column, padding));
         if (prefetchBuffer) {
-          Value ahead = arith::AddIOp::create(
-              b, loc, arith::AddIOp::create(b, loc, rhs.rowOffset, k),
-              index(prefetchDistance));
-          for (const RhsAccess::Column &column : rhsColumns) {
-            SmallVector<Value> indices;
-            if (rhs.matrix)
-              indices.push_back(rhs.matrix);
-            indices.append({column.panel, ahead, column.inner});
-            memref::PrefetchOp::create(b, loc, prefetchBuffer, indices,
+          Value ahead =
+              arith::AddIOp::create(b, loc, row, index(prefetchDistance));
+          for (const RhsAccess::Column &column : rhsColumns)
+            memref::PrefetchOp::create(b, loc, prefetchBuffer,
+                                       rhs.panelIndices(ahead, column),
                                        /*isWrite=*/false, /*localityHint=*/3,
                                        /*isDataCache=*/true);
-          }
         }
         SmallVector<Value> next;
         for (auto [i, row] : llvm::enumerate(lhsRows)) {
