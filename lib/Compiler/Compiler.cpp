@@ -161,6 +161,32 @@ std::string moe::getDefaultOutputPath(StringRef inputPath, EmitKind kind) {
   llvm_unreachable("unknown EmitKind");
 }
 
+/// Creates an empty temporary file beside `finalPath` (which must not be a
+/// directory) and returns its name.
+static FailureOr<std::string> createTempBeside(StringRef finalPath,
+                                               Location loc) {
+  if (llvm::sys::fs::is_directory(finalPath))
+    return emitError(loc) << "cannot write '" << finalPath
+                          << "': it is a directory";
+  SmallString<128> model(finalPath);
+  model += ".tmp-%%%%%%";
+  SmallString<128> temp;
+  int fd;
+  if (std::error_code ec = llvm::sys::fs::createUniqueFile(model, fd, temp))
+    return emitError(loc) << "cannot write '" << finalPath
+                          << "': " << ec.message();
+  llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+  return temp.str().str();
+}
+
+LogicalResult moe::checkOutputPath(StringRef path, Location loc) {
+  FailureOr<std::string> temp = createTempBeside(path, loc);
+  if (failed(temp))
+    return failure();
+  llvm::sys::fs::remove(*temp);
+  return success();
+}
+
 namespace {
 /// Output files written under temporary names next to their final ones and
 /// renamed together by `commit`; the destructor removes what was not.
@@ -176,18 +202,10 @@ public:
 
   /// Reserves a temporary file for `finalPath` and returns its name.
   FailureOr<std::string> add(StringRef finalPath) {
-    if (llvm::sys::fs::is_directory(finalPath))
-      return emitError(loc)
-             << "cannot write '" << finalPath << "': it is a directory";
-    SmallString<128> model(finalPath);
-    model += ".tmp-%%%%%%";
-    SmallString<128> temp;
-    int fd;
-    if (std::error_code ec = llvm::sys::fs::createUniqueFile(model, fd, temp))
-      return emitError(loc)
-             << "cannot write '" << finalPath << "': " << ec.message();
-    llvm::sys::Process::SafelyCloseFileDescriptor(fd);
-    entries.push_back({temp.str().str(), finalPath.str()});
+    FailureOr<std::string> temp = createTempBeside(finalPath, loc);
+    if (failed(temp))
+      return failure();
+    entries.push_back({*temp, finalPath.str()});
     return entries.back().temp;
   }
 
@@ -358,9 +376,7 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
         return success();
       })))
     return failure();
-  bool placement = options.expertBudget >= 0 ||
-                   options.expertBudgetPercent >= 0 ||
-                   options.instrumentRouting;
+  bool placement = cached || options.instrumentRouting;
   if (placement && failed(stages.run("plan-placement", [&] {
         return planExpertPlacement(module, entry, signature, options);
       })))

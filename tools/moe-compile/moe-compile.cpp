@@ -15,10 +15,8 @@
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/Support/CommandLine.h"
-#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
-#include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -186,22 +184,11 @@ int main(int argc, char **argv) {
     options.progress = &llvm::errs();
 
   // An output that cannot be written fails now, not after parsing a model
-  // of hundreds of MB (moe::compile checks every output again, and creates
-  // them).
-  if (options.outputPath != "-") {
-    StringRef out = options.outputPath;
-    StringRef dir = llvm::sys::path::parent_path(out);
-    std::string why;
-    if (llvm::sys::fs::is_directory(out))
-      why = "it is a directory";
-    else if (!dir.empty() && !llvm::sys::fs::is_directory(dir))
-      why = "No such file or directory";
-    if (!why.empty()) {
-      llvm::errs() << "moe-compile: error: cannot write '" << out
-                   << "': " << why << "\n";
-      return 1;
-    }
-  }
+  // of hundreds of MB. The side outputs (.weights, .h) go beside it.
+  if (options.outputPath != "-" &&
+      failed(
+          moe::checkOutputPath(options.outputPath, UnknownLoc::get(&context))))
+    return 1;
 
   auto start = std::chrono::steady_clock::now();
   OwningOpRef<ModuleOp> module = moe::parseModelFile(

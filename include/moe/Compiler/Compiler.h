@@ -136,6 +136,11 @@ SideOutputs getSideOutputs(StringRef mainOutput, EmitKind kind);
 /// "m.so", "m.o", "m.ll", "m.llvm.mlir", "m.ptx" or "m").
 std::string getDefaultOutputPath(StringRef inputPath, EmitKind kind);
 
+/// Checks that `path` can be written (it is no directory and a file can be
+/// created beside it) without writing it, as `compile` does before any work;
+/// lets a tool fail before it parses its input.
+LogicalResult checkOutputPath(StringRef path, Location loc);
+
 /// Compiles `module` in place and writes the outputs. Either every output is
 /// written or none is.
 LogicalResult compile(ModuleOp module, const CompileOptions &options);
