@@ -47,7 +47,8 @@ int main(void) {
           sink += a[i][l];
     }
     double t = now() - t0;
-    double gflops = (double)iters * 12 * LANES * 2 * omp_get_max_threads() / t / 1e9;
+    double gflops =
+        (double)iters * 12 * LANES * 2 * omp_get_max_threads() / t / 1e9;
     if (gflops > best && sink == sink)
       best = gflops;
   }
