@@ -217,6 +217,7 @@ def run(args):
     import torch
     stage_dir, out = Path(args.stage), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "profiles.txt").unlink(missing_ok=True)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     moe_run = str(stage_dir.parent / "bin" / "moe-run")
@@ -323,8 +324,10 @@ def run(args):
                                        + extra, capture_output=True, text=True, timeout=120,
                                        env=dict(os.environ, MOE_CUDA_PROFILE="1"))
                     text += f"## {mdir.name} T={T}{label}\n{p.stderr}"
-                (out / f"profile-{mdir.name}-T{T}.txt").write_text(text)
-                log(f"  profile: {out / f'profile-{mdir.name}-T{T}.txt'}")
+                # One file for every cell (the device tool returns at most 8 files).
+                with open(out / "profiles.txt", "a") as f:
+                    f.write(text)
+                log(f"  profile: {mdir.name} T={T} -> {out / 'profiles.txt'}")
             if f"{mdir.name}@{T}" in args.ncu.split(","):
                 # Per-kernel device times (Nsight Compute), when it is installed.
                 ncu = shutil.which("ncu") or "/usr/local/cuda/bin/ncu"
