@@ -78,8 +78,12 @@ static constexpr int64_t kRoutingUnroll = 4;
 static constexpr int64_t kTargetSMs = 132;
 /// Blocks the routing kernel aims at: tokens per block are chosen at run time
 /// from the token count so that small batches spread over the GPU (one token
-/// per block up to this many tokens).
-static constexpr int64_t kRoutingTargetBlocks = kTargetSMs;
+/// per block up to this many tokens). Three per SM (as many as fit: 512
+/// threads of 40 registers), so that a thread's share of the router matmul
+/// stays short at large T: with one per SM, S2 at
+/// T = 4096 (E = 64; 32 tokens a block, 512 hidden elements times 8 experts
+/// a thread) spent 0.19 ms in routing on an H100, a fifth of the layer.
+static constexpr int64_t kRoutingTargetBlocks = 3 * kTargetSMs;
 /// Bytes of workgroup memory of the routing kernel's partial sums (one
 /// 16-byte router vector of compute-type sums per thread, at most 32 bytes).
 static constexpr int64_t kRoutingPartialBytes = kRoutingThreads * 32;
@@ -2183,24 +2187,49 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
 // Experts: tensor-core GEMMs (f16, bf16)
 //===----------------------------------------------------------------------===//
 
-/// Threads of a tensor-core GEMM block: 4 warps in a 2 x 2 grid.
-static constexpr int64_t kMmaThreads = 128;
-/// The output tile of a block (rows x columns) and its K step. Each warp
-/// computes a 32 x 32 quarter as 2 x 4 tiles of `mma.sync.m16n8k16`, two
-/// K substeps of 16 per step.
-static constexpr int64_t kMmaTileM = 64, kMmaTileN = 64, kMmaTileK = 32;
-static constexpr int64_t kMmaWarpM = 32, kMmaWarpN = 32;
+/// The shape of an `mma.sync.m16n8k16` instruction.
 static constexpr int64_t kMmaM = 16, kMmaN = 8, kMmaK = 16;
-/// Tile copies in flight in the pipelined (cp.async) kernel: 3 x 14 KiB of
-/// workgroup memory for the gated first GEMM.
-static constexpr int64_t kMmaStages = 3;
-/// Row strides, in elements, of the workgroup tiles: A row-major (64 x 32,
-/// K contiguous), B row-major (32 x 64, N contiguous), each padded by 16
-/// bytes. The fragments are read with `ldmatrix` (B with `.trans`), whose
-/// eight row addresses per 8 x 8 matrix are then 80 (A) or 144 (B) bytes
-/// apart: 8 distinct 16-byte bank groups, free of bank conflicts.
-static constexpr int64_t kMmaAStride = kMmaTileK + 8;
-static constexpr int64_t kMmaBStride = kMmaTileN + 8;
+
+namespace {
+/// The blocking of a tensor-core GEMM kernel: a block of warpsM x warpsN
+/// warps computes a tileM x tileN output tile, each warp a (tileM / warpsM)
+/// x (tileN / warpsN) part of it as tiles of `mma.sync.m16n8k16`, with K
+/// steps of tileK (tileK / 16 substeps each). The pipelined kernel keeps
+/// `stages` copies of the tiles of a K step in workgroup memory.
+struct MmaShape {
+  int64_t tileM, tileN, tileK, warpsM, warpsN, stages;
+
+  int64_t threads() const { return warpsM * warpsN * kWarpSize; }
+  int64_t warpM() const { return tileM / warpsM; }
+  int64_t warpN() const { return tileN / warpsN; }
+  /// Row strides, in elements, of the workgroup tiles: A row-major (tileM x
+  /// tileK, K contiguous), B row-major (tileK x tileN, N contiguous), each
+  /// padded by 16 bytes. The fragments are read with `ldmatrix` (B with
+  /// `.trans`), whose eight row addresses per 8 x 8 matrix are then 48 or 80
+  /// (A) and 144 or 272 (B) bytes apart: 8 distinct 16-byte bank groups,
+  /// free of bank conflicts.
+  int64_t aStride() const { return tileK + 8; }
+  int64_t bStride() const { return tileN + 8; }
+};
+} // namespace
+
+/// The tensor-core GEMM for up to a few hundred rows per expert: 4 warps in
+/// a 2 x 2 grid, 32 x 32 each, K steps of 32 in 3 stages (3 x 14 KiB of
+/// workgroup memory for the gated first GEMM).
+static constexpr MmaShape kMmaSmall{64, 64, 32, 2, 2, 3};
+/// The tensor-core GEMM for many rows per expert (prefill) without a gate:
+/// 8 warps in a 2 x 4 grid, 64 x 32 each. A 128 x 128 tile reads half the
+/// operand bytes per multiply-add of a 64 x 64 one. K steps of 16 keep the
+/// stages in the 48 KiB of static workgroup memory (4 x 10.3 KiB; 118
+/// registers a thread: two blocks per SM). On an H100 at T = 4096 (GPU run
+/// 14) the down GEMMs took 7-15% less time than with kMmaSmall, but the gated
+/// up GEMMs (3 stages, 190 registers: one block per SM) 17-35% more, so the
+/// host takes these tiles for GEMMs without a gate only.
+static constexpr MmaShape kMmaLarge{128, 128, 16, 2, 4, 4};
+/// The host takes the large tiles from this many rows per expert on
+/// average (grouped GEMMs) or rows (dense ones).
+static constexpr int64_t kMmaLargeRowsPerExpert = 128;
+static constexpr int64_t kMmaLargeDenseRows = 1024;
 /// Elements of one global load of the staging (16 bytes of f16/bf16) where
 /// the sizes and the buffer's alignment allow it.
 static constexpr int64_t kVector = 8, kVectorBytes = 16;
@@ -2213,11 +2242,12 @@ static bool useTensorCores(Type elementType) {
 
 /// Builds a tensor-core GEMM kernel with the arguments and the semantics of
 /// buildGemmKernel's for f16/bf16 operands (the hidden rows are in the
-/// element type too): 128 threads compute a 64 x 64 output tile with f32
-/// accumulators in registers. Per K step of 32 the block stages the A tile
-/// (64 x 32, rows gathered through the token indices for the first GEMM) and
-/// the B tiles (32 x 64 of up or down, and of gate) in workgroup memory,
-/// zero outside the matrices and for rows without a token; then each warp
+/// element type too): the warps of `shape` compute a tileM x tileN output
+/// tile with f32 accumulators in registers. Per K step the block stages the
+/// A tile (tileM x tileK, rows gathered through the token indices for the
+/// first GEMM) and the B tiles (tileK x tileN of up or down, and of gate) in
+/// workgroup memory, zero outside the matrices and for rows without a
+/// token; then each warp
 /// loads its fragments with `nvgpu.ldmatrix` (four 8 x 8 matrices per
 /// instruction, transposed for B), which delivers the layout of the PTX
 /// ISA's `mma.m16n8k16` (row-major A, column-major B), and issues
@@ -2227,40 +2257,45 @@ static bool useTensorCores(Type elementType) {
 static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
                                  StringRef name, const GemmSpec &spec,
                                  TypeRange argTypes, Type elementType,
-                                 bool pipelined) {
+                                 bool pipelined,
+                                 const MmaShape &shape = kMmaSmall) {
   Location loc = op->getLoc();
   MLIRContext *ctx = rewriter.getContext();
   Type i32 = rewriter.getI32Type();
   Type f32 = rewriter.getF32Type();
   bool isF16 = elementType.isF16();
-  // The pipelined kernel keeps kMmaStages copies of each tile.
-  auto staged = [&](ArrayRef<int64_t> shape) {
+  const int64_t threads = shape.threads(), tileK = shape.tileK;
+  const int64_t stages = shape.stages;
+  // The pipelined kernel keeps `stages` copies of each tile.
+  auto staged = [&](ArrayRef<int64_t> dims2) {
     SmallVector<int64_t> dims;
     if (pipelined)
-      dims.push_back(kMmaStages);
-    llvm::append_range(dims, shape);
+      dims.push_back(stages);
+    llvm::append_range(dims, dims2);
     return workgroupType(dims, elementType);
   };
-  MemRefType aTileType = staged({kMmaTileM, kMmaAStride});
-  MemRefType bTileType = staged({kMmaTileK, kMmaBStride});
+  MemRefType aTileType = staged({shape.tileM, shape.aStride()});
+  MemRefType bTileType = staged({tileK, shape.bStride()});
+  // The gate's B tiles for the gated first GEMM.
+  bool gatedFirst = spec.first && spec.gated;
   SmallVector<Type> workgroup = {aTileType, bTileType};
-  if (spec.gated)
+  if (gatedFirst)
     workgroup.push_back(bTileType);
   // The staging stores whole vectors (createKernel aligns the tiles).
   Kernel kernel =
-      createKernel(rewriter, op, name, argTypes, workgroup, kMmaThreads);
+      createKernel(rewriter, op, name, argTypes, workgroup, threads);
   KernelBuilder b{rewriter, loc, f32};
   GemmArgs args = GemmArgs::unpack(spec, kernel.args);
   Value tokens = args.tokens, offsets = args.offsets, a = args.a;
   Value gate = args.gate, bMat = args.b, gateBias = args.gateBias;
   Value bias = args.bias, rowScale = args.rowScale, out = args.out;
   Value aTile = kernel.workgroup[0], bTile = kernel.workgroup[1];
-  Value gTile = spec.gated ? kernel.workgroup[2] : Value();
+  Value gTile = gatedFirst ? kernel.workgroup[2] : Value();
 
   Value c0 = b.idx(0), c1 = b.idx(1);
   Value tid = b.threadId();
-  Value colStart = b.mul(b.blockId(gpu::Dimension::y), b.idx(kMmaTileN));
-  RowTile tile = findRowTile(b, spec, kMmaTileM, offsets, out,
+  Value colStart = b.mul(b.blockId(gpu::Dimension::y), b.idx(shape.tileN));
+  RowTile tile = findRowTile(b, spec, shape.tileM, offsets, out,
                              b.blockId(gpu::Dimension::x));
   Value expert = tile.expert, rowStart = tile.rowStart, rowEnd = tile.rowEnd;
 
@@ -2295,20 +2330,23 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
       return {r, c};
     };
 
-    // Staging assignments, fixed over the K loop. A: thread `tid` stages
-    // elements [8 (tid % 4), + 8) of the tile rows tid / 4 and tid / 4 + 32
-    // (four threads read 64 contiguous bytes of a row). B: elements
-    // [8 (tid % 8), + 8) of rows 2 (tid / 8) and 2 (tid / 8) + 1.
-    constexpr int64_t aVectorsPerRow = kMmaTileK / kVector;
-    constexpr int64_t aCopies = kMmaTileM * aVectorsPerRow / kMmaThreads;
-    constexpr int64_t bVectorsPerRow = kMmaTileN / kVector;
-    static_assert(kMmaTileK / 2 * bVectorsPerRow == kMmaThreads,
-                  "a thread stages one vector of words of each B tile");
+    // Staging assignments, fixed over the K loop: vectors of 8 elements.
+    // A: thread `tid` stages elements [8 (tid % V), + 8) of the tile rows
+    // tid / V + i * threads / V (V = tileK / 8 vectors per row: V threads
+    // read a row's contiguous bytes). B: elements [8 (tid % W), + 8) of the
+    // rows tid / W + i * threads / W (W = tileN / 8).
+    const int64_t aVectorsPerRow = tileK / kVector;
+    const int64_t aCopies = shape.tileM * aVectorsPerRow / threads;
+    const int64_t bVectorsPerRow = shape.tileN / kVector;
+    const int64_t bRowsPerCopy = threads / bVectorsPerRow;
+    const int64_t bCopies = tileK / bRowsPerCopy;
+    assert(aCopies * threads == shape.tileM * aVectorsPerRow &&
+           bCopies * bRowsPerCopy == tileK && "the threads stage whole tiles");
     Value aCol = b.mul(b.rem(tid, b.idx(aVectorsPerRow)), b.idx(kVector));
     Value aRow0 = b.div(tid, b.idx(aVectorsPerRow));
     SmallVector<Value> aLocalRows, aSources, aValid;
     for (int64_t i = 0; i < aCopies; ++i) {
-      Value local = b.add(aRow0, b.idx(i * kMmaThreads / aVectorsPerRow));
+      Value local = b.add(aRow0, b.idx(i * threads / aVectorsPerRow));
       RowInfo info = rowInfo(b.add(rowStart, local));
       aLocalRows.push_back(local);
       // The first GEMM reads the token's input row; the second the hidden
@@ -2316,7 +2354,10 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
       aSources.push_back(spec.first ? info.source : b.add(rowStart, local));
       aValid.push_back(spec.first ? info.hasToken : info.valid);
     }
-    Value bRow = b.mul(b.div(tid, b.idx(bVectorsPerRow)), b.idx(2));
+    Value bRow = b.div(tid, b.idx(bVectorsPerRow));
+    auto bLocalRow = [&](int64_t copy) {
+      return b.add(bRow, b.idx(copy * bRowsPerCopy));
+    };
     Value bLocalCol = b.mul(b.rem(tid, b.idx(bVectorsPerRow)), b.idx(kVector));
     Value bCol = b.add(colStart, bLocalCol);
     // Vector loads where the sizes keep every vector inside one row (and
@@ -2328,18 +2369,20 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
     Value upVectorOk = bVectorOk(bMat);
     Value gateVectorOk = gate ? bVectorOk(gate) : Value();
 
-    // The warp's quarter of the tile and the lane's place in the fragments.
+    // The warp's part of the tile and the lane's place in the fragments.
     Value warp = b.div(tid, b.idx(kWarpSize));
     Value lane = b.rem(tid, b.idx(kWarpSize));
-    Value warpRow = b.mul(b.div(warp, b.idx(2)), b.idx(kMmaWarpM));
-    Value warpCol = b.mul(b.rem(warp, b.idx(2)), b.idx(kMmaWarpN));
+    Value warpRow =
+        b.mul(b.div(warp, b.idx(shape.warpsN)), b.idx(shape.warpM()));
+    Value warpCol =
+        b.mul(b.rem(warp, b.idx(shape.warpsN)), b.idx(shape.warpN()));
     Value group = b.div(lane, b.idx(4)), inGroup = b.rem(lane, b.idx(4));
 
-    constexpr int64_t tilesM = kMmaWarpM / kMmaM, tilesN = kMmaWarpN / kMmaN;
-    static_assert(tilesN % 2 == 0,
-                  "B fragments come two column tiles per ldmatrix");
-    constexpr int64_t accPerMatrix = tilesM * tilesN * 4;
-    auto accIndex = [](int64_t mi, int64_t ni, int64_t r) {
+    const int64_t tilesM = shape.warpM() / kMmaM;
+    const int64_t tilesN = shape.warpN() / kMmaN;
+    assert(tilesN % 2 == 0 && "B fragments come two column tiles per ldmatrix");
+    const int64_t accPerMatrix = tilesM * tilesN * 4;
+    auto accIndex = [tilesN](int64_t mi, int64_t ni, int64_t r) {
       return (mi * tilesN + ni) * 4 + r;
     };
     // A fragment register: element pair `reg` of an ldmatrix result; mma
@@ -2389,13 +2432,12 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
       for (int64_t i = 0; i < aCopies; ++i)
         staged.push_back(
             loadVector(a, {aSources[i], ak}, aValid[i], cK, aVectorOk));
-      Value bk = b.add(k0, bRow);
-      Value bk1 = b.add(bk, c1);
       auto loadB = [&](Value w, Value vectorOk) {
-        staged.push_back(
-            loadVector(w, weightAt(bk, bCol), b.lt(bk, cK), cN, vectorOk));
-        staged.push_back(
-            loadVector(w, weightAt(bk1, bCol), b.lt(bk1, cK), cN, vectorOk));
+        for (int64_t r = 0; r < bCopies; ++r) {
+          Value bk = b.add(k0, bLocalRow(r));
+          staged.push_back(
+              loadVector(w, weightAt(bk, bCol), b.lt(bk, cK), cN, vectorOk));
+        }
       };
       loadB(bMat, upVectorOk);
       if (gate)
@@ -2410,18 +2452,17 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
       };
       for (int64_t i = 0; i < aCopies; ++i)
         store(staged[i], aTile, aLocalRows[i], aCol);
-      store(staged[aCopies], bTile, bRow, bLocalCol);
-      store(staged[aCopies + 1], bTile, b.add(bRow, c1), bLocalCol);
-      if (gate) {
-        store(staged[aCopies + 2], gTile, bRow, bLocalCol);
-        store(staged[aCopies + 3], gTile, b.add(bRow, c1), bLocalCol);
+      for (int64_t r = 0; r < bCopies; ++r) {
+        store(staged[aCopies + r], bTile, bLocalRow(r), bLocalCol);
+        if (gate)
+          store(staged[aCopies + bCopies + r], gTile, bLocalRow(r), bLocalCol);
       }
     };
 
     // The mma work of one K step on the tiles (of stage `stage` when
     // pipelined), accumulating into `acc`.
     auto multiplyStep = [&](Value stage, SmallVector<Value> acc) {
-      for (int64_t ks = 0; ks < kMmaTileK / kMmaK; ++ks) {
+      for (int64_t ks = 0; ks < tileK / kMmaK; ++ks) {
         Value k0 = b.idx(ks * kMmaK);
         // A fragments of rows [r0, r0 + 16): a0 row g, a1 row g + 8, a2 and
         // a3 the same rows 8 columns further.
@@ -2476,7 +2517,7 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
     size_t numAcc = inits.size();
     SmallVector<Value> acc;
     if (pipelined) {
-      // cp.async pipeline (sm_80+): the copies of K step i + kMmaStages - 1
+      // cp.async pipeline (sm_80+): the copies of K step i + stages - 1
       // go straight from global to workgroup memory while step i is
       // multiplied, with no staging registers. Rows past the matrices or
       // without a token copy zero bytes (the rest of the 16 is zero-filled);
@@ -2504,8 +2545,8 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
         }
         Value colIn = b.lt(bCol, cN);
         Value colc = b.minI(bCol, b.idx(numN - kVector));
-        for (int64_t r = 0; r < 2; ++r) {
-          Value local = b.add(bRow, b.idx(r));
+        for (int64_t r = 0; r < bCopies; ++r) {
+          Value local = bLocalRow(r);
           Value bk = b.add(k0, local);
           Value in = b.andI(b.lt(bk, cK), colIn);
           Value bkc = b.minI(bk, b.idx(numK - 1));
@@ -2517,27 +2558,27 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
                                                        tokens);
       };
       Value group;
-      for (int64_t st = 0; st + 1 < kMmaStages; ++st)
-        group = issueStep(b.idx(st * kMmaTileK), b.idx(st));
+      for (int64_t st = 0; st + 1 < stages; ++st)
+        group = issueStep(b.idx(st * tileK), b.idx(st));
       inits.push_back(group);
-      Value cStages = b.idx(kMmaStages);
+      Value cStages = b.idx(stages);
       acc = b.loop(
-          c0, cK, b.idx(kMmaTileK), inits, [&](Value k0, ValueRange carried) {
-            // Step i's group is complete once at most kMmaStages - 2 newer
+          c0, cK, b.idx(tileK), inits, [&](Value k0, ValueRange carried) {
+            // Step i's group is complete once at most stages - 2 newer
             // ones are pending; the barrier makes every thread's copies
             // visible and ends the reads of the stage that is refilled below
             // (the one of step i - 1).
             nvgpu::DeviceAsyncWaitOp::create(
                 rewriter, loc, carried.back(),
-                rewriter.getI32IntegerAttr(kMmaStages - 2));
+                rewriter.getI32IntegerAttr(stages - 2));
             b.barrier();
-            Value step = b.div(k0, b.idx(kMmaTileK));
+            Value step = b.div(k0, b.idx(tileK));
             SmallVector<Value> next = multiplyStep(
                 b.rem(step, cStages),
                 SmallVector<Value>(carried.begin(), carried.begin() + numAcc));
             next.push_back(
-                issueStep(b.add(k0, b.idx((kMmaStages - 1) * kMmaTileK)),
-                          b.rem(b.add(step, b.idx(kMmaStages - 1)), cStages)));
+                issueStep(b.add(k0, b.idx((stages - 1) * tileK)),
+                          b.rem(b.add(step, b.idx(stages - 1)), cStages)));
             return next;
           });
       // The copies past K (zero fills) end before the block does.
@@ -2546,11 +2587,10 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
     } else {
       llvm::append_range(inits, loadStep(c0));
       acc = b.loop(
-          c0, cK, b.idx(kMmaTileK), inits, [&](Value k0, ValueRange carried) {
+          c0, cK, b.idx(tileK), inits, [&](Value k0, ValueRange carried) {
             storeStep(carried.drop_front(numAcc));
             b.barrier();
-            SmallVector<Value> prefetched =
-                loadStep(b.add(k0, b.idx(kMmaTileK)));
+            SmallVector<Value> prefetched = loadStep(b.add(k0, b.idx(tileK)));
             // `mma.sync.aligned` needs the whole warp converged; the guarded
             // loads above branch per thread, so reconverge explicitly
             // (__syncwarp) rather than rely on where ptxas rejoins them.
@@ -3416,10 +3456,14 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
   // register staging (`_unaligned`) takes the rest.
   bool pipelined = mma && hidden % kVector == 0 && ffn % kVector == 0;
   // The SIMT GEMMs come in two tile shapes (simtGemmShape): the narrow one
-  // for a few dozen rows per expert.
+  // for a few dozen rows per expert. The pipelined tensor-core GEMMs without
+  // a gate too (kMmaSmall, kMmaLarge): the large one from
+  // kMmaLargeRowsPerExpert rows per expert.
   bool narrowed = !mma;
+  bool large = pipelined;
+  bool largeFirst = large && !spec.gated;
   Kernel first, second, firstUnaligned, secondUnaligned, firstNarrow,
-      secondNarrow;
+      secondNarrow, firstLarge, secondLarge;
   {
     OpBuilder::InsertionGuard guard(rewriter);
     auto build = [&](StringRef name, TypeRange argTypes, bool async,
@@ -3429,6 +3473,11 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
                                   elementType, async);
       return buildGemmKernel(rewriter, op, name, spec, argTypes, ct,
                              simtGemmShape(ct, narrow));
+    };
+    auto buildLarge = [&](StringRef name, TypeRange argTypes) {
+      return buildMmaGemmKernel(rewriter, op, (name + "_large").str(), spec,
+                                argTypes, elementType, /*pipelined=*/true,
+                                kMmaLarge);
     };
     spec.first = true;
     spec.k = hidden;
@@ -3441,6 +3490,8 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
     if (narrowed)
       firstNarrow = build((firstName + "_narrow").str(), typesOf(firstArgs),
                           false, /*narrow=*/true);
+    if (largeFirst)
+      firstLarge = buildLarge(firstName, typesOf(firstArgs));
     spec.first = false;
     spec.k = ffn;
     spec.n = hidden;
@@ -3453,13 +3504,15 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
     if (narrowed)
       secondNarrow = build((secondName + "_narrow").str(), typesOf(secondArgs),
                            false, /*narrow=*/true);
+    if (large)
+      secondLarge = buildLarge(secondName, typesOf(secondArgs));
   }
 
   // Row tiles: for grouped GEMMs every expert may end with a partial tile.
   SimtGemmShape simt = simtGemmShape(ct);
-  int64_t tileRows = mma ? kMmaTileM : simt.tileM;
-  int64_t tileCols = mma ? kMmaTileN : simt.tileN;
-  int64_t blockX = mma ? kMmaThreads : kSimtThreads;
+  int64_t tileRows = mma ? kMmaSmall.tileM : simt.tileM;
+  int64_t tileCols = mma ? kMmaSmall.tileN : simt.tileN;
+  int64_t blockX = mma ? kMmaSmall.threads() : kSimtThreads;
   // Row tiles of `tileM` rows: an upper bound for grouped GEMMs.
   auto countRowTiles = [&](int64_t tileM) {
     Value tiles = hb.ceilDiv(numRows, tileM);
@@ -3477,6 +3530,20 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
     unalignedRowTiles = hb.select(aligned, hb.idx(0), rowTiles);
     rowTiles = hb.select(aligned, rowTiles, hb.idx(0));
   }
+  Value largeRowTiles, firstRowTiles = rowTiles;
+  if (large) {
+    // Empty grids for the shape not taken, as for the alignment above.
+    int64_t largeRows = spec.grouped ? kMmaLargeRowsPerExpert * spec.numExperts
+                                     : kMmaLargeDenseRows;
+    Value useLarge =
+        hb.cmpI(arith::CmpIPredicate::uge, numRows, hb.idx(largeRows));
+    Value taken = hb.cmpI(arith::CmpIPredicate::ugt, rowTiles, hb.idx(0));
+    largeRowTiles = hb.select(hb.andI(taken, useLarge),
+                              countRowTiles(kMmaLarge.tileM), hb.idx(0));
+    rowTiles = hb.select(useLarge, hb.idx(0), rowTiles);
+    if (largeFirst)
+      firstRowTiles = rowTiles;
+  }
   Value narrowRowTiles;
   SimtGemmShape narrow = simtGemmShape(ct, /*narrow=*/true);
   if (narrowed) {
@@ -3488,10 +3555,11 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
     Value tiles = countRowTiles(narrow.tileM);
     narrowRowTiles = hb.select(hb.andI(enabled, useNarrow), tiles, hb.idx(0));
     rowTiles = hb.select(useNarrow, hb.idx(0), rowTiles);
+    firstRowTiles = rowTiles;
   }
   Value firstCols = hb.idx(llvm::divideCeil(ffn, tileCols));
   Value secondCols = hb.idx(llvm::divideCeil(hidden, tileCols));
-  host.launch(first, rowTiles, firstCols, blockX, 1, firstArgs);
+  host.launch(first, firstRowTiles, firstCols, blockX, 1, firstArgs);
   if (pipelined)
     host.launch(firstUnaligned, unalignedRowTiles, firstCols, blockX, 1,
                 firstArgs);
@@ -3499,6 +3567,10 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
     host.launch(firstNarrow, narrowRowTiles,
                 hb.idx(llvm::divideCeil(ffn, narrow.tileN)), blockX, 1,
                 firstArgs);
+  if (largeFirst)
+    host.launch(firstLarge, largeRowTiles,
+                hb.idx(llvm::divideCeil(ffn, kMmaLarge.tileN)),
+                kMmaLarge.threads(), 1, firstArgs);
   host.launch(second, rowTiles, secondCols, blockX, 1, secondArgs);
   if (pipelined)
     host.launch(secondUnaligned, unalignedRowTiles, secondCols, blockX, 1,
@@ -3507,6 +3579,10 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
     host.launch(secondNarrow, narrowRowTiles,
                 hb.idx(llvm::divideCeil(hidden, narrow.tileN)), blockX, 1,
                 secondArgs);
+  if (large)
+    host.launch(secondLarge, largeRowTiles,
+                hb.idx(llvm::divideCeil(hidden, kMmaLarge.tileN)),
+                kMmaLarge.threads(), 1, secondArgs);
   host.dealloc(hiddenBuf);
 }
 

@@ -17,8 +17,9 @@
 // CHECK: gpu.func @moe_gate(%{{.*}}: memref<?x64xf32>, %{{.*}}: memref<64x8xf32>, %{{.*}}: memref<8xf32>, %{{.*}}: memref<?x2xi32>, %{{.*}}: memref<?x2xf32>)
 // CHECK-SAME: workgroup(%[[SCORES:.*]] : memref<256x8xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[SEL:.*]] : memref<256x8xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[PART:.*]] : memref<512x4xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
 // CHECK-SAME: kernel attributes {known_block_size = array<i32: 512, 1, 1>}
-// Tokens per block from the token count: ceil(T / 132), in [1, 256].
-// CHECK: arith.divui %{{.*}}, %c132
+// Tokens per block from the token count: ceil(T / 396) (three blocks per SM
+// of a 132-SM GPU), in [1, 256].
+// CHECK: arith.divui %{{.*}}, %c396
 // The logits tile: the router matmul of the block, four router columns per
 // 16-byte load where the router is aligned, its hidden dimension split over
 // threads (partial sums added by a tree over the slices) when the block has fewer
@@ -278,10 +279,12 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 // CHECK: %[[GXS:.*]] = arith.select %{{.*}}, %[[GX]], %{{.*}} : index
 // The cp.async kernels on 16-byte-aligned operands (skinny.mlir).
 // CHECK: %[[GXA:.*]] = arith.select %{{.*}}, %[[GXS]], %{{.*}} : index
+// Below 128 rows per expert on average (skinny.mlir).
+// CHECK: %[[GXM:.*]] = arith.select %{{.*}}, %{{.*}}, %[[GXA]] : index
 // CHECK: %[[C2:.*]] = arith.constant 2 : index
 // CHECK: %[[C128:.*]] = arith.constant 128 : index
 // CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[GXA]], %[[C2]], %{{.*}}) threads in (%[[C128]], %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, {{.*}} : memref<?x64xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x64x128xf16>, {{.*}} : memref<8x128xf16>, %[[H]] : memref<?x128xf16>)
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[GXA]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf16>, {{.*}} : memref<8x128x64xf16>, %[[OUT]] : memref<?x64xf16>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[GXM]], %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args({{.*}} : memref<?xi32>, {{.*}} : memref<9xi32>, %[[H]] : memref<?x128xf16>, {{.*}} : memref<8x128x64xf16>, %[[OUT]] : memref<?x64xf16>)
 // The cp.async kernel: three stages of each tile; two K steps in flight
 // before the loop (16-byte copies of 8 elements, zero bytes from rows past
 // the matrices), then per step: wait for the oldest group, barrier, the mma
@@ -315,15 +318,15 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 // CHECK: memref.extract_aligned_pointer_as_index
 // CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?x64xf16>, vector<8xf16>
 // CHECK: vector.from_elements
-// The K loop: store the prefetched tiles (rows k and k + 1 of B), barrier,
+// The K loop: store the prefetched tiles (rows k and k + 16 of B), barrier,
 // prefetch the next step, then per K substep ldmatrix.x4 for the two A
 // fragments and (transposed) for two B column tiles at a time, and 2 x 4
 // m16n8k16 tiles per warp for up and for gate, barrier.
 // CHECK: scf.for
 // CHECK: vector.store %{{.*}}, %[[A]]
 // CHECK: vector.store %{{.*}}, %[[BU]]
-// CHECK: vector.store %{{.*}}, %[[BU]]
 // CHECK: vector.store %{{.*}}, %[[BG]]
+// CHECK: vector.store %{{.*}}, %[[BU]]
 // CHECK: vector.store %{{.*}}, %[[BG]]
 // CHECK: gpu.barrier
 // The warp reconverges after the guarded prefetch loads, before mma.sync.
@@ -347,15 +350,32 @@ func.func @experts_into(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<
 // CHECK: math.exp
 // CHECK: arith.truncf %{{.*}} : f32 to f16
 // CHECK: memref.store %{{.*}}, %{{.*}} : memref<?x128xf16>
+// No large tiles for the gated GEMM (kMmaLarge).
+// CHECK-NOT: gpu.func @moe_experts_up_large(
+// The second GEMMs have no gate tiles.
 // CHECK: gpu.func @moe_experts_down(
-// CHECK-SAME: workgroup(%{{.*}} : memref<3x64x40xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<3x32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK-SAME: workgroup(%{{.*}} : memref<3x64x40xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<3x32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel
 // CHECK: gpu.func @moe_experts_down_unaligned(
-// CHECK-SAME: workgroup(%{{.*}} : memref<64x40xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64})
+// CHECK-SAME: workgroup(%{{.*}} : memref<64x40xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %{{.*}} : memref<32x72xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel
 // CHECK-COUNT-16: nvvm.mma.sync
 // CHECK-NOT: nvvm.mma.sync
 // Only rows that hold a token are written.
 // CHECK: arith.cmpi sge
 // CHECK: memref.store %{{.*}}, %{{.*}} : memref<?x64xf16>
+// The large tiles (128 x 128, 8 warps of 64 x 32): K steps of 16 in four
+// stages of the 128 x 16 A and 16 x 128 B tiles; per step 4 A and 2 B
+// ldmatrix.x4 and 4 x 4 m16n8k16 tiles per warp.
+// CHECK: gpu.func @moe_experts_down_large(
+// CHECK-SAME: workgroup(%[[LA:.*]] : memref<4x128x24xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}, %[[LB:.*]] : memref<4x16x136xf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel
+// CHECK-SAME: known_block_size = array<i32: 256, 1, 1>
+// CHECK: scf.for
+// CHECK: nvgpu.device_async_wait %{{.*}} {numGroups = 2 : i32}
+// CHECK: gpu.barrier
+// CHECK-COUNT-4: nvgpu.ldmatrix %[[LA]]
+// CHECK-COUNT-2: nvgpu.ldmatrix %[[LB]]
+// CHECK-COUNT-16: nvvm.mma.sync
+// CHECK-NOT: nvvm.mma.sync
+// CHECK: nvgpu.device_async_copy
 func.func @experts_f16(%x: tensor<?x64xf16>, %tok: tensor<?xi32>, %off: tensor<9xi32>,
                        %wg: tensor<8x64x128xf16>, %wu: tensor<8x64x128xf16>,
                        %wd: tensor<8x128x64xf16>, %bu: tensor<8x128xf16>, %n: index)

@@ -45,10 +45,21 @@
 // CHECK: arith.remui %{{.*}}, %c16 : index
 // CHECK: %[[UNALIGNED_TILES:.*]] = arith.select %[[ALIGNED:.*]], %c0, %[[TILES]] : index
 // CHECK: %[[ALIGNED_TILES:.*]] = arith.select %[[ALIGNED]], %[[TILES]], %c0 : index
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[ALIGNED_TILES]],
+// Aligned, the gated up GEMM on the 64 x 64 tiles; the down GEMM on the
+// 128 x 128 ones (256 threads) from 128 rows per expert on average, on the
+// 64 x 64 ones below.
+// CHECK: %[[LARGE:.*]] = arith.cmpi uge, %[[ROWS]], %c1024 : index
+// CHECK: %[[TAKEN:.*]] = arith.cmpi ugt, %[[ALIGNED_TILES]], %c0 : index
+// CHECK: %[[USE_LARGE:.*]] = arith.andi %[[TAKEN]], %[[LARGE]] : i1
+// CHECK: arith.divui %{{.*}}, %c128 : index
+// CHECK: %[[LARGE_TILES:.*]] = arith.select %[[USE_LARGE]], %{{.*}}, %c0 : index
+// CHECK: %[[SMALL_TILES:.*]] = arith.select %[[LARGE]], %c0, %[[ALIGNED_TILES]] : index
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_up blocks in (%[[ALIGNED_TILES]], %c2, %c1) threads in (%c128,
 // CHECK: gpu.launch_func @moe_kernels::@moe_experts_up_unaligned blocks in (%[[UNALIGNED_TILES]],
-// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[ALIGNED_TILES]],
+// CHECK-NOT: moe_experts_up_large
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down blocks in (%[[SMALL_TILES]], %c1, %c1) threads in (%c128,
 // CHECK: gpu.launch_func @moe_kernels::@moe_experts_down_unaligned blocks in (%[[UNALIGNED_TILES]],
+// CHECK: gpu.launch_func @moe_kernels::@moe_experts_down_large blocks in (%[[LARGE_TILES]], %c1, %c1) threads in (%c256,
 // CHECK: gpu.dealloc %[[H]]
 
 // CHECK-LABEL: gpu.func @moe_experts_up_skinny

@@ -64,10 +64,12 @@ def fresh(shape, dtype, fill):
     return ki.Memref(np.full(shape, fill, dtype=NPDT[dtype]), dtype)
 
 
-def launch(dtype, narrow=False):
+def launch(dtype, narrow=False, large=False):
     """Rows and columns per tile and threads per block of the GEMM kernels:
     SIMT (f32 128 x 64, f64 64 x 64; the narrow variants f32 32 x 128, f64
-    32 x 64) or tensor cores (64 x 64)."""
+    32 x 64) or tensor cores (64 x 64; the large variant 128 x 128)."""
+    if large:
+        return (128, 128, (256, 1, 1))
     if narrow:
         return {"f32": (32, 128, (256, 1, 1)), "f64": (32, 64, (256, 1, 1))}[dtype]
     return {"f32": (128, 64, (256, 1, 1)), "f64": (64, 64, (256, 1, 1))}.get(
@@ -113,11 +115,11 @@ def launched(log, kernel):
 
 
 def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=0.3,
-            base=256, seed=0, host=False, weight_base=256, narrow=False):
+            base=256, seed=0, host=False, weight_base=256, narrow=False, large=False):
     """moe.experts over experts [first, first + len(counts)) of `total`, with
     counts[e] rows each (a fraction `pad` of them padding, token -1). The
-    tiled kernels (the `_narrow` SIMT ones with `narrow`) are launched
-    directly; with `host`, the host function runs and picks the path itself
+    tiled kernels (the `_narrow` SIMT ones with `narrow`, the `_large`
+    tensor-core ones with `large`) are launched directly; with `host`, the host function runs and picks the path itself
     (`host` names the kernel it must launch: the skinny GEMMs for few rows
     per expert, the narrow SIMT tiles for a few dozen), with the up weights
     at address `weight_base`."""
@@ -163,7 +165,7 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
            ops=" ".join(operands), ex=attr(expert), first=first)
     kernels = lower(mlir)
     mma = dtype in ("f16", "bf16")
-    tile_m, tile_n, block = launch(dtype, narrow)
+    tile_m, tile_n, block = launch(dtype, narrow, large)
     sentinel = 1234.0
     if host:
         zeros = lambda *shape: np.zeros(shape)
@@ -192,6 +194,8 @@ def experts(dtype, H, F, counts, expert, biases=False, first=0, total=None, pad=
     def kernel(name):
         if narrow:
             return kernels[name + "_narrow"]
+        if large:
+            return kernels[name + "_large"]
         unaligned = name + "_unaligned"
         return kernels[unaligned if base % 16 and unaligned in kernels else name]
     ki.Interpreter(kernel("moe_experts_up")).run((grid_x, -(-F // tile_n)), block, args)
@@ -226,7 +230,8 @@ def compare(y, dtype, x, tokens, offsets, first, E, total, gate, up, down, gb, u
     return check(worst, dtype, checked)
 
 
-def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False, narrow=False):
+def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False, narrow=False,
+           large=False):
     """moe.shared_experts (dense, 2-d weights) with an optional row scale;
     with `host`, the host function runs and picks the path (see experts)."""
     rng = np.random.default_rng(seed)
@@ -250,8 +255,8 @@ def shared(dtype, H, F, T, expert, scale=True, base=256, seed=0, host=False, nar
 """ % dict(act=act, w=t(H, F), d=t(F, H), s=t(H), ops=" ".join(operands), ex=attr(expert))
     kernels = lower(mlir)
     mma = dtype in ("f16", "bf16")
-    tile_m, tile_n, block = launch(dtype, narrow)
-    suffix = "_narrow" if narrow else ""
+    tile_m, tile_n, block = launch(dtype, narrow, large)
+    suffix = "_narrow" if narrow else "_large" if large else ""
     if host:
         log = []
         zeros = lambda *shape: np.zeros(shape)
@@ -397,6 +402,30 @@ CASES = [
                      host="moe_experts_up")),
     ("f32 shared experts through the host: narrow tiles, 40 rows",
      lambda: shared("f32", 16, 24, 40, SWIGLU, seed=30, host="moe_shared_up_narrow")),
+    # The large tensor-core tiles (128 x 128, 8 warps, K steps of 16 in 4
+    # stages; the host takes them for GEMMs without a gate): two row tiles of
+    # one expert, a partial column tile (136 = 128 + 8) and a partial K step
+    # (72 = 4 x 16 + 8); both GEMMs of a GELU FFN; the down GEMM of SwiGLU
+    # experts; dense shared experts.
+    ("f16 large experts, GELU FFN, biases, H 72 F 136",
+     lambda: experts("f16", 72, 136, [130, 0, 20], dict(kind="ffn", activation="gelu"),
+                     biases=True, seed=31, large=True)),
+    ("bf16 large experts, ReLU FFN, H 40 F 64",
+     lambda: experts("bf16", 40, 64, [70, 150], dict(kind="ffn", activation="relu"),
+                     seed=32, large=True)),
+    ("f16 large shared experts, GELU FFN, row scale, H 24 F 136",
+     lambda: shared("f16", 24, 136, 140, dict(kind="ffn", activation="gelu"), seed=33,
+                    large=True)),
+    # The host picks them from 128 rows per expert on average (dense: 1024).
+    ("f16 experts through the host: large tiles, 2 x 130 rows",
+     lambda: experts("f16", 16, 24, [130, 130], SWIGLU, pad=0.0, seed=34,
+                     host="moe_experts_down_large")),
+    ("f16 FFN experts through the host: large tiles, 2 x 130 rows",
+     lambda: experts("f16", 16, 24, [130, 130], dict(kind="ffn", activation="gelu"), pad=0.0,
+                     seed=36, host="moe_experts_up_large")),
+    ("f16 experts through the host: small tiles, 2 x 120 rows",
+     lambda: experts("f16", 16, 24, [120, 120], SWIGLU, pad=0.0, seed=35,
+                     host="moe_experts_down")),
 ]
 
 
