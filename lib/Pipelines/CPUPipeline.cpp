@@ -73,6 +73,8 @@ void moe::buildCPUPipeline(OpPassManager &pm,
   pm.addPass(createMoEFuseGating());
   ConvertMoEToLinalgOptions toLinalg;
   toLinalg.gateBlockSize = options.gateBlockSize;
+  toLinalg.expertParallelRows = options.expertParallelRows;
+  toLinalg.vectorCombine = options.vectorize;
   pm.addPass(createConvertMoEToLinalg(toLinalg));
   // Elementwise arith/math on tensors (imported models have them) to linalg.
   pm.addNestedPass<func::FuncOp>(createConvertElementwiseToLinalgPass());

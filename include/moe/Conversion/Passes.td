@@ -28,10 +28,16 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
       placement in token order) with capacity dropping and block padding.
     - experts: an `scf.for` over the experts; each expert gathers its own
       rows (a dynamic count read from the offsets), runs its GEMMs and
-      activation, and inserts the rows into the destination.
+      activation, and inserts the rows into the destination. With 16
+      experts or more, a call with at least `expert-parallel-rows` rows per
+      expert on average and 16 experts with rows takes an `scf.forall` over
+      the experts instead (chosen at run time by an `scf.if`): each expert's
+      work on one thread, its rows inserted in parallel.
       `moe.quantized_experts` GEMMs are vector loops (`scf.forall` over
       column blocks) that dequantize int8/int4 bytes in the reduction loop.
-    - combine: a per-token reduction over the `k` positions.
+    - combine: a per-token reduction over the `k` positions: vector loops
+      over the hidden dimension (`vector-combine`), in parallel blocks of 16
+      tokens for more than 16 tokens, or a `linalg.generic`.
 
     Element types other than f32 and f64 are reported as not supported yet.
 
@@ -44,7 +50,16 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
   }];
   let options = [
     Option<"gateBlockSize", "gate-block-size", "int64_t", /*default=*/"32",
-           "Tokens per block of the fused router matmul of moe.gate">
+           "Tokens per block of the fused router matmul of moe.gate">,
+    Option<"expertParallelRows", "expert-parallel-rows", "int64_t",
+           /*default=*/"8",
+           "Rows per expert on average from which moe.experts (16 experts or "
+           "more with rows, not placed) runs its experts in parallel: an "
+           "scf.forall over the experts instead of an scf.for (0: never)">,
+    Option<"vectorCombine", "vector-combine", "bool", /*default=*/"true",
+           "Lower moe.combine to vector loops 512 bits wide (parallel token "
+           "blocks for more than 16 tokens) where the hidden size is a "
+           "multiple of the width; off: a linalg.generic">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",

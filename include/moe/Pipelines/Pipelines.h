@@ -22,7 +22,8 @@ struct CPUPipelineOptions
       llvm::cl::init(true)};
   Option<bool> vectorize{
       *this, "vectorize",
-      llvm::cl::desc("Tile and vectorize the linalg ops (off: plain loops)"),
+      llvm::cl::desc("Tile and vectorize the linalg ops and moe.combine (off: "
+                     "plain loops)"),
       llvm::cl::init(true)};
   ListOption<int64_t> parallelTileSizes{
       *this, "parallel-tile-sizes",
@@ -46,6 +47,12 @@ struct CPUPipelineOptions
       *this, "gate-block-size",
       llvm::cl::desc("Tokens per block of the fused router matmul"),
       llvm::cl::init(32)};
+  Option<int64_t> expertParallelRows{
+      *this, "expert-parallel-rows",
+      llvm::cl::desc("Rows per expert on average from which the experts of a "
+                     "layer (16 or more) run in parallel, each on one thread "
+                     "(0 = never)"),
+      llvm::cl::init(8)};
   Option<bool> genericAlloc{
       *this, "generic-alloc",
       llvm::cl::desc("Heap buffers through _mlir_memref_to_llvm_alloc/free "

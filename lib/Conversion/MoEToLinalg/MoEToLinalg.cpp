@@ -668,7 +668,8 @@ struct RouteOpLowering : public OpConversionPattern<RouteOp> {
 };
 
 /// The router matmul and the routing of one block of `blockSize` tokens at a
-/// time: the `[T, E]` logits exist only as a `[block, E]` tile.
+/// time: the `[T, E]` logits exist only as a `[block, E]` tile. More than one
+/// block (chosen at run time) runs the blocks in parallel (an `scf.forall`).
 struct GateOpLowering : public OpConversionPattern<GateOp> {
   GateOpLowering(MLIRContext *ctx, int64_t blockSize)
       : OpConversionPattern(ctx), blockSize(blockSize) {}
@@ -696,40 +697,86 @@ struct GateOpLowering : public OpConversionPattern<GateOp> {
     Value step = indexConst(rewriter, loc, blockSize);
     RoutingBuilder builder{op.getRouting(), adaptor.getSelectionBias(),
                            idsType.getElementType()};
-    auto loop = scf::ForOp::create(
-        rewriter, loc, c0, numTokens, step, ValueRange{ids, weights},
-        [&](OpBuilder &b, Location loc, Value t0, ValueRange args) {
-          Value left = arith::SubIOp::create(b, loc, numTokens, t0);
-          Value rows = arith::MinSIOp::create(b, loc, left, step);
-          OpFoldResult zeroAttr = b.getIndexAttr(0),
-                       oneAttr = b.getIndexAttr(1);
-          Value x = tensor::ExtractSliceOp::create(
-              b, loc, input, {t0, zeroAttr}, {rows, b.getIndexAttr(hidden)},
-              {oneAttr, oneAttr});
-          Value init = filledTensor(b, loc, {rows, b.getIndexAttr(numExperts)},
-                                    floatConst(b, loc, elementType, 0.0));
-          Value logits = matmul(b, loc, x, router, init);
-          RoutingBuilder blockBuilder = builder;
-          if (Value groups = adaptor.getTokenGroups())
-            blockBuilder.tokenGroups = tensor::ExtractSliceOp::create(
-                b, loc, groups, OpFoldResult(t0), OpFoldResult(rows), oneAttr);
-          if (Value residual = adaptor.getResidual())
-            blockBuilder.residual = tensor::ExtractSliceOp::create(
-                b, loc, residual, {t0, zeroAttr},
-                {rows, b.getIndexAttr(numExperts)}, {oneAttr, oneAttr});
-          auto [blockIds, blockWeights] = blockBuilder.build(b, loc, logits);
-          SmallVector<OpFoldResult> offsets = {t0, zeroAttr};
-          SmallVector<OpFoldResult> sizes = {rows, b.getIndexAttr(k)};
-          SmallVector<OpFoldResult> strides = {oneAttr, oneAttr};
-          Value newIds = tensor::InsertSliceOp::create(
-              b, loc, blockIds, args[0], offsets, sizes, strides);
-          Value newWeights = tensor::InsertSliceOp::create(
-              b, loc, blockWeights, args[1], offsets, sizes, strides);
-          scf::YieldOp::create(b, loc, ValueRange{newIds, newWeights});
+    // The ids and weights of the block of tokens from `t0`, with the offsets
+    // and sizes of their slices of the results.
+    struct Block {
+      Value ids, weights;
+      SmallVector<OpFoldResult> offsets, sizes;
+    };
+    auto routeBlock = [&](OpBuilder &b, Location loc, Value t0) {
+      Value left = arith::SubIOp::create(b, loc, numTokens, t0);
+      Value rows = arith::MinSIOp::create(b, loc, left, step);
+      OpFoldResult zeroAttr = b.getIndexAttr(0), oneAttr = b.getIndexAttr(1);
+      Value x = tensor::ExtractSliceOp::create(b, loc, input, {t0, zeroAttr},
+                                               {rows, b.getIndexAttr(hidden)},
+                                               {oneAttr, oneAttr});
+      Value init = filledTensor(b, loc, {rows, b.getIndexAttr(numExperts)},
+                                floatConst(b, loc, elementType, 0.0));
+      Value logits = matmul(b, loc, x, router, init);
+      RoutingBuilder blockBuilder = builder;
+      if (Value groups = adaptor.getTokenGroups())
+        blockBuilder.tokenGroups = tensor::ExtractSliceOp::create(
+            b, loc, groups, OpFoldResult(t0), OpFoldResult(rows), oneAttr);
+      if (Value residual = adaptor.getResidual())
+        blockBuilder.residual = tensor::ExtractSliceOp::create(
+            b, loc, residual, {t0, zeroAttr},
+            {rows, b.getIndexAttr(numExperts)}, {oneAttr, oneAttr});
+      auto [blockIds, blockWeights] = blockBuilder.build(b, loc, logits);
+      return Block{
+          blockIds, blockWeights, {t0, zeroAttr}, {rows, b.getIndexAttr(k)}};
+    };
+    auto strides = [](OpBuilder &b) {
+      return SmallVector<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)};
+    };
+    // One block after another.
+    auto serial = [&](OpBuilder &b, Location loc) {
+      auto loop = scf::ForOp::create(
+          b, loc, c0, numTokens, step, ValueRange{ids, weights},
+          [&](OpBuilder &b, Location loc, Value t0, ValueRange args) {
+            Block block = routeBlock(b, loc, t0);
+            Value newIds = tensor::InsertSliceOp::create(
+                b, loc, block.ids, args[0], block.offsets, block.sizes,
+                strides(b));
+            Value newWeights = tensor::InsertSliceOp::create(
+                b, loc, block.weights, args[1], block.offsets, block.sizes,
+                strides(b));
+            scf::YieldOp::create(b, loc, ValueRange{newIds, newWeights});
+          });
+      return SmallVector<Value>(loop.getResults());
+    };
+    // The blocks in parallel: more than one block of tokens (prefill).
+    auto parallel = [&](OpBuilder &b, Location loc) {
+      Value numBlocks = arith::CeilDivUIOp::create(b, loc, numTokens, step);
+      auto forall = scf::ForallOp::create(
+          b, loc, ArrayRef<OpFoldResult>{numBlocks}, ValueRange{ids, weights},
+          std::nullopt, [&](OpBuilder &b, Location loc, ValueRange args) {
+            Value t0 = arith::MulIOp::create(b, loc, args[0], step);
+            Block block = routeBlock(b, loc, t0);
+            auto inParallel = scf::InParallelOp::create(b, loc);
+            OpBuilder::InsertionGuard guard(b);
+            b.setInsertionPointToStart(inParallel.getBody());
+            tensor::ParallelInsertSliceOp::create(b, loc, block.ids, args[1],
+                                                  block.offsets, block.sizes,
+                                                  strides(b));
+            tensor::ParallelInsertSliceOp::create(b, loc, block.weights,
+                                                  args[2], block.offsets,
+                                                  block.sizes, strides(b));
+          });
+      return SmallVector<Value>(forall.getResults());
+    };
+    Value many = arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::sgt,
+                                       numTokens, step);
+    auto ifOp = scf::IfOp::create(
+        rewriter, loc, many,
+        [&](OpBuilder &b, Location loc) {
+          scf::YieldOp::create(b, loc, parallel(b, loc));
+        },
+        [&](OpBuilder &b, Location loc) {
+          scf::YieldOp::create(b, loc, serial(b, loc));
         });
     rewriter.replaceOp(
-        op, {RouteOpLowering::castTo(rewriter, loc, loop.getResult(0), idsType),
-             RouteOpLowering::castTo(rewriter, loc, loop.getResult(1),
+        op, {RouteOpLowering::castTo(rewriter, loc, ifOp.getResult(0), idsType),
+             RouteOpLowering::castTo(rewriter, loc, ifOp.getResult(1),
                                      weightsType)});
     return success();
   }
@@ -991,6 +1038,52 @@ static bool mayHavePadding(Value offsets) {
 
 using RowsFn = function_ref<Value(OpBuilder &, Location, Value rows)>;
 
+/// The rows `[start, start + count)` of the result, computed with
+/// `compute` on the input rows of `tokens[start, start + count)`; padding
+/// rows keep the values of `dest` when `mayPad`.
+static Value computeExpertRows(OpBuilder &b, Location loc, Value input,
+                               Value tokens, Value dest, Value start,
+                               Value count, bool mayPad, RowsFn compute) {
+  MLIRContext *ctx = b.getContext();
+  OpFoldResult one = b.getIndexAttr(1), zero = b.getIndexAttr(0);
+  Value expertTokens = tensor::ExtractSliceOp::create(
+      b, loc, tokens, {OpFoldResult(start)}, {OpFoldResult(count)}, {one});
+  Value rows = gatherRows(b, loc, input, expertTokens);
+  Value result = compute(b, loc, rows);
+  int64_t hidden = tensorType(dest).getDimSize(1);
+  auto rowsType = RankedTensorType::get({ShapedType::kDynamic, hidden},
+                                        tensorType(dest).getElementType());
+  if (result.getType() != rowsType)
+    result = tensor::CastOp::create(b, loc, rowsType, result);
+  if (!mayPad)
+    return result;
+  Value old = tensor::ExtractSliceOp::create(
+      b, loc, dest, {start, zero}, {count, b.getIndexAttr(hidden)}, {one, one});
+  auto merge = linalg::GenericOp::create(
+      b, loc, old.getType(), ValueRange{result, expertTokens}, old,
+      {id2(ctx), dim2(ctx, 0), id2(ctx)},
+      {IteratorType::parallel, IteratorType::parallel},
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value real =
+            arith::CmpIOp::create(nb, nloc, arith::CmpIPredicate::sge, args[1],
+                                  intConst(nb, nloc, args[1].getType(), 0));
+        linalg::YieldOp::create(
+            nb, nloc,
+            arith::SelectOp::create(nb, nloc, real, args[0], args[2])
+                .getResult());
+      });
+  return merge.getResult(0);
+}
+
+/// The first row and the row count of expert `expert` (a global index).
+static std::pair<Value, Value> expertRowRange(OpBuilder &b, Location loc,
+                                              Value offsets, Value expert) {
+  Value start = extractIndex(b, loc, offsets, expert);
+  Value next = arith::AddIOp::create(b, loc, expert, indexConst(b, loc, 1));
+  Value end = extractIndex(b, loc, offsets, next);
+  return {start, arith::SubIOp::create(b, loc, end, start)};
+}
+
 /// Computes the rows of expert `expert` (a global index) with `compute` on
 /// its gathered input rows and writes them into `dest`; returns the new
 /// `dest`. Nothing is computed when the expert has no rows; padding rows of
@@ -1000,11 +1093,7 @@ updateExpertRows(OpBuilder &b, Location loc, Value input, Value tokens,
                  Value offsets, Value dest, Value expert, bool mayPad,
                  RowsFn compute,
                  function_ref<void(OpBuilder &, Location)> onDone = nullptr) {
-  MLIRContext *ctx = b.getContext();
-  Value start = extractIndex(b, loc, offsets, expert);
-  Value next = arith::AddIOp::create(b, loc, expert, indexConst(b, loc, 1));
-  Value end = extractIndex(b, loc, offsets, next);
-  Value count = arith::SubIOp::create(b, loc, end, start);
+  auto [start, count] = expertRowRange(b, loc, offsets, expert);
   Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, count,
                                     indexConst(b, loc, 0));
   auto ifOp = scf::IfOp::create(b, loc, dest.getType(), any,
@@ -1014,39 +1103,13 @@ updateExpertRows(OpBuilder &b, Location loc, Value input, Value tokens,
   scf::YieldOp::create(b, loc, dest);
 
   b.setInsertionPointToStart(ifOp.thenBlock());
+  Value result = computeExpertRows(b, loc, input, tokens, dest, start, count,
+                                   mayPad, compute);
   OpFoldResult one = b.getIndexAttr(1), zero = b.getIndexAttr(0);
-  Value expertTokens = tensor::ExtractSliceOp::create(
-      b, loc, tokens, {OpFoldResult(start)}, {OpFoldResult(count)}, {one});
-  Value rows = gatherRows(b, loc, input, expertTokens);
-  Value result = compute(b, loc, rows);
   int64_t hidden = tensorType(dest).getDimSize(1);
-  SmallVector<OpFoldResult> offsetsAt = {start, zero};
-  SmallVector<OpFoldResult> sizes = {count, b.getIndexAttr(hidden)};
-  SmallVector<OpFoldResult> strides = {one, one};
-  auto rowsType = RankedTensorType::get({ShapedType::kDynamic, hidden},
-                                        tensorType(dest).getElementType());
-  if (result.getType() != rowsType)
-    result = tensor::CastOp::create(b, loc, rowsType, result);
-  if (mayPad) {
-    Value old =
-        tensor::ExtractSliceOp::create(b, loc, dest, offsetsAt, sizes, strides);
-    auto merge = linalg::GenericOp::create(
-        b, loc, old.getType(), ValueRange{result, expertTokens}, old,
-        {id2(ctx), dim2(ctx, 0), id2(ctx)},
-        {IteratorType::parallel, IteratorType::parallel},
-        [&](OpBuilder &nb, Location nloc, ValueRange args) {
-          Value real = arith::CmpIOp::create(
-              nb, nloc, arith::CmpIPredicate::sge, args[1],
-              intConst(nb, nloc, args[1].getType(), 0));
-          linalg::YieldOp::create(
-              nb, nloc,
-              arith::SelectOp::create(nb, nloc, real, args[0], args[2])
-                  .getResult());
-        });
-    result = merge.getResult(0);
-  }
-  Value updated = tensor::InsertSliceOp::create(b, loc, result, dest, offsetsAt,
-                                                sizes, strides);
+  Value updated = tensor::InsertSliceOp::create(
+      b, loc, result, dest, {start, zero}, {count, b.getIndexAttr(hidden)},
+      {one, one});
   if (onDone)
     onDone(b, loc);
   scf::YieldOp::create(b, loc, updated);
@@ -1067,6 +1130,55 @@ static Value forEachExpert(
         scf::YieldOp::create(b, loc, body(b, loc, e, global, args[0]));
       });
   return loop.getResult(0);
+}
+
+/// An `scf.for` over the global indices of the `count` experts from
+/// `first`, threading one index value (`init`) through `body`.
+static Value forEachExpertIndex(
+    OpBuilder &b, Location loc, int64_t first, int64_t count, Value init,
+    function_ref<Value(OpBuilder &, Location, Value global, Value)> body) {
+  auto loop = scf::ForOp::create(
+      b, loc, indexConst(b, loc, first), indexConst(b, loc, first + count),
+      indexConst(b, loc, 1), init,
+      [&](OpBuilder &b, Location loc, Value e, ValueRange args) {
+        scf::YieldOp::create(b, loc, body(b, loc, e, args[0]));
+      });
+  return loop.getResult(0);
+}
+
+/// An `scf.forall` over the `count` experts from `first`, each computing its
+/// rows with `compute` (see computeExpertRows) and inserting them into
+/// `dest` in parallel; an expert without rows computes and inserts nothing
+/// (empty slices). `weightsOf` gives the FFN weights of a local and a
+/// global expert index.
+static Value forEachExpertInParallel(
+    OpBuilder &b, Location loc, int64_t first, int64_t count, Value input,
+    Value tokens, Value offsets, Value dest, bool mayPad,
+    function_ref<Value(OpBuilder &, Location, Value local, Value rows)>
+        compute) {
+  auto forall = scf::ForallOp::create(
+      b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(count)}, ValueRange{dest},
+      std::nullopt, [&](OpBuilder &b, Location loc, ValueRange args) {
+        Value local = args[0], shared = args[1];
+        Value global =
+            arith::AddIOp::create(b, loc, local, indexConst(b, loc, first));
+        auto [start, rowCount] = expertRowRange(b, loc, offsets, global);
+        Value result = computeExpertRows(
+            b, loc, input, tokens, shared, start, rowCount, mayPad,
+            [&](OpBuilder &b, Location loc, Value rows) {
+              return compute(b, loc, local, rows);
+            });
+        auto inParallel = scf::InParallelOp::create(b, loc);
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(inParallel.getBody());
+        OpFoldResult one = b.getIndexAttr(1), zero = b.getIndexAttr(0);
+        int64_t hidden = tensorType(dest).getDimSize(1);
+        tensor::ParallelInsertSliceOp::create(
+            b, loc, result, shared, ArrayRef<OpFoldResult>{start, zero},
+            ArrayRef<OpFoldResult>{rowCount, b.getIndexAttr(hidden)},
+            ArrayRef<OpFoldResult>{one, one});
+      });
+  return forall.getResult(0);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1139,9 +1251,20 @@ static void forEachAssignment(
 namespace {
 /// A grouped GEMM: each expert runs its FFN on its own rows only. Placed
 /// experts first queue the loads of every expert with rows, then acquire
-/// each one's slot around its FFN.
+/// each one's slot around its FFN. With `parallelRows` > 0 and at least
+/// kMinParallelExperts experts (not placed), a call with at least
+/// `parallelRows` rows per expert on average and kMinParallelExperts experts
+/// with rows runs the experts in parallel (an `scf.forall` over them, each
+/// expert's GEMMs on one thread), and otherwise one expert after another
+/// (each GEMM split over the threads by moe-cpu-tile-and-vectorize).
 struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
-  using OpConversionPattern::OpConversionPattern;
+  ExpertsOpLowering(MLIRContext *ctx, int64_t parallelRows)
+      : OpConversionPattern(ctx), parallelRows(parallelRows) {}
+
+  /// The fewest experts (and experts with rows) for the expert-parallel
+  /// form: it balances the threads' work by giving each a share of the
+  /// experts.
+  static constexpr int64_t kMinParallelExperts = 16;
 
   LogicalResult
   matchAndRewrite(ExpertsOp op, OpAdaptor adaptor,
@@ -1174,9 +1297,78 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
             scf::YieldOp::create(b, loc);
           });
     }
-    Value result = forEachExpert(
-        rewriter, loc, op.getFirstExpert(), op.getNumExperts(),
-        adaptor.getDest(),
+    auto ffnOf = [&](OpBuilder &b, Location loc, Value local, Value slot,
+                     Value rows) {
+      FfnWeights w{sliceExpert(b, loc, adaptor.getGate(), slot),
+                   sliceExpert(b, loc, adaptor.getUp(), slot),
+                   sliceExpert(b, loc, adaptor.getDown(), slot),
+                   sliceExpert(b, loc, adaptor.getGateBias(), local),
+                   sliceExpert(b, loc, adaptor.getUpBias(), local),
+                   sliceExpert(b, loc, adaptor.getDownBias(), local)};
+      return buildFfn(b, loc, rows, w, op.getExpert());
+    };
+    auto serial = [&](OpBuilder &b, Location loc) {
+      return serialExperts(b, loc, op, adaptor, layer, mayPad, ffnOf);
+    };
+    Value result;
+    if (!placement && parallelRows > 0 &&
+        op.getNumExperts() >= kMinParallelExperts) {
+      // The rows and the experts that have rows decide at run time: a few
+      // busy experts would leave threads idle.
+      Value numRows =
+          tensor::DimOp::create(rewriter, loc, adaptor.getTokenIndices(), 0);
+      Value manyRows = arith::CmpIOp::create(
+          rewriter, loc, arith::CmpIPredicate::sge, numRows,
+          indexConst(rewriter, loc, parallelRows * op.getNumExperts()));
+      Value active = forEachExpertIndex(
+          rewriter, loc, op.getFirstExpert(), op.getNumExperts(),
+          indexConst(rewriter, loc, 0),
+          [&](OpBuilder &b, Location loc, Value global, Value sum) {
+            Value count =
+                expertRowRange(b, loc, adaptor.getExpertOffsets(), global)
+                    .second;
+            Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt,
+                                              count, indexConst(b, loc, 0));
+            return arith::AddIOp::create(
+                b, loc, sum,
+                arith::SelectOp::create(b, loc, any, indexConst(b, loc, 1),
+                                        indexConst(b, loc, 0)));
+          });
+      Value manyExperts = arith::CmpIOp::create(
+          rewriter, loc, arith::CmpIPredicate::sge, active,
+          indexConst(rewriter, loc, kMinParallelExperts));
+      Value many = arith::AndIOp::create(rewriter, loc, manyRows, manyExperts);
+      auto ifOp = scf::IfOp::create(
+          rewriter, loc, many,
+          [&](OpBuilder &b, Location loc) {
+            Value rows = forEachExpertInParallel(
+                b, loc, op.getFirstExpert(), op.getNumExperts(),
+                adaptor.getInput(), adaptor.getTokenIndices(),
+                adaptor.getExpertOffsets(), adaptor.getDest(), mayPad,
+                [&](OpBuilder &b, Location loc, Value local, Value rows) {
+                  return ffnOf(b, loc, local, local, rows);
+                });
+            scf::YieldOp::create(b, loc, rows);
+          },
+          [&](OpBuilder &b, Location loc) {
+            scf::YieldOp::create(b, loc, serial(b, loc));
+          });
+      result = ifOp.getResult(0);
+    } else {
+      result = serial(rewriter, loc);
+    }
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+
+  /// The experts one after another (placed ones through their cache slots).
+  static Value serialExperts(
+      OpBuilder &b, Location loc, ExpertsOp op, OpAdaptor adaptor, Value layer,
+      bool mayPad,
+      function_ref<Value(OpBuilder &, Location, Value, Value, Value)> ffnOf) {
+    PlacementAttr placement = op.getPlacementAttr();
+    return forEachExpert(
+        b, loc, op.getFirstExpert(), op.getNumExperts(), adaptor.getDest(),
         [&](OpBuilder &b, Location loc, Value local, Value global, Value dest) {
           auto compute = [&](OpBuilder &b, Location loc, Value rows) {
             Value slot = local;
@@ -1185,13 +1377,7 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
                                                 callRuntime(b, loc, kAcquireFn,
                                                             {layer, global},
                                                             b.getI64Type())[0]);
-            FfnWeights w{sliceExpert(b, loc, adaptor.getGate(), slot),
-                         sliceExpert(b, loc, adaptor.getUp(), slot),
-                         sliceExpert(b, loc, adaptor.getDown(), slot),
-                         sliceExpert(b, loc, adaptor.getGateBias(), local),
-                         sliceExpert(b, loc, adaptor.getUpBias(), local),
-                         sliceExpert(b, loc, adaptor.getDownBias(), local)};
-            return buildFfn(b, loc, rows, w, op.getExpert());
+            return ffnOf(b, loc, local, slot, rows);
           };
           // The slot is released once the rows are in place.
           auto release = [&](OpBuilder &b, Location loc) {
@@ -1203,9 +1389,9 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
               placement ? function_ref<void(OpBuilder &, Location)>(release)
                         : nullptr);
         });
-    rewriter.replaceOp(op, result);
-    return success();
   }
+
+  int64_t parallelRows;
 };
 
 /// Pre-gating predictions become hints to the cache's I/O thread.
@@ -1391,8 +1577,117 @@ struct SharedExpertsOpLowering : public OpConversionPattern<SharedExpertsOp> {
 
 /// `result[t, h] = addend[t, h] + sum_i w[t, i] * rows[pos[t, i], h]` as one
 /// `linalg.generic` over `(t, h)`: a reduction per token, no scatter.
+/// The per-token weighted sum of the k expert rows. Where the hidden size is
+/// a multiple of the vector width (kCombineVectorBits), explicit vector
+/// loops: per token, the k positions and weights are read once, then each
+/// vector of the hidden dimension is the fused multiply-add of the k rows'
+/// vectors (a row read whole: linalg's vectorizer had made the row gathers
+/// scalar loads); more than kCombineBlockTokens tokens (chosen at run time)
+/// run in parallel blocks of that many tokens (an `scf.forall`). Otherwise,
+/// or without `vectorize`, a `linalg.generic` over `[T, H]`.
 struct CombineOpLowering : public OpConversionPattern<CombineOp> {
-  using OpConversionPattern::OpConversionPattern;
+  CombineOpLowering(MLIRContext *ctx, bool vectorize)
+      : OpConversionPattern(ctx), vectorize(vectorize) {}
+
+  static constexpr int64_t kCombineVectorBits = 512;
+  static constexpr int64_t kCombineBlockTokens = 16;
+
+  static Value buildVectorCombine(OpBuilder &b, Location loc, OpAdaptor adaptor,
+                                  int64_t lanes) {
+    Value rows = adaptor.getRows(), positions = adaptor.getPositions();
+    Value weights = adaptor.getWeights(), addend = adaptor.getAddend();
+    Type elementType = tensorType(rows).getElementType();
+    int64_t k = tensorType(positions).getDimSize(1);
+    int64_t hidden = tensorType(rows).getDimSize(1);
+    auto vecType = VectorType::get({lanes}, elementType);
+    Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
+    Value numTokens = tensor::DimOp::create(b, loc, positions, 0);
+    Value out =
+        emptyTensor(b, loc, {numTokens, b.getIndexAttr(hidden)}, elementType);
+    Value zero = floatConst(b, loc, elementType, 0.0);
+    // Tokens [t0, t0 + n) into `dest` ([n, H]).
+    auto combineTokens = [&](OpBuilder &b, Location loc, Value t0, Value dest) {
+      Value n = tensor::DimOp::create(b, loc, dest, 0);
+      auto tokenLoop = scf::ForOp::create(
+          b, loc, c0, n, c1, dest,
+          [&](OpBuilder &b, Location loc, Value t, ValueRange tokenArgs) {
+            Value token = arith::AddIOp::create(b, loc, t0, t);
+            SmallVector<Value> rowOf, weightOf, valid;
+            for (int64_t j = 0; j < k; ++j) {
+              Value cj = indexConst(b, loc, j);
+              Value pos = extractIndex(b, loc, positions, {token, cj});
+              valid.push_back(arith::CmpIOp::create(
+                  b, loc, arith::CmpIPredicate::sge, pos, c0));
+              rowOf.push_back(arith::MaxSIOp::create(b, loc, pos, c0));
+              weightOf.push_back(vector::BroadcastOp::create(
+                  b, loc, vecType,
+                  tensor::ExtractOp::create(b, loc, weights,
+                                            ValueRange{token, cj})));
+            }
+            auto vectorLoop = scf::ForOp::create(
+                b, loc, c0, indexConst(b, loc, hidden),
+                indexConst(b, loc, lanes), tokenArgs,
+                [&](OpBuilder &b, Location loc, Value h, ValueRange args) {
+                  auto read = [&](Value source, Value row) -> Value {
+                    return vector::TransferReadOp::create(
+                        b, loc, vecType, source, ValueRange{row, h}, zero,
+                        ArrayRef<bool>{true});
+                  };
+                  Value acc =
+                      addend
+                          ? read(addend, token)
+                          : vector::BroadcastOp::create(b, loc, vecType, zero)
+                                .getResult();
+                  for (int64_t j = 0; j < k; ++j) {
+                    Value sum = vector::FMAOp::create(
+                        b, loc, weightOf[j], read(rows, rowOf[j]), acc);
+                    acc = arith::SelectOp::create(b, loc, valid[j], sum, acc);
+                  }
+                  Value written = vector::TransferWriteOp::create(
+                                      b, loc, acc, args[0], ValueRange{t, h},
+                                      ArrayRef<bool>{true})
+                                      .getResult();
+                  scf::YieldOp::create(b, loc, written);
+                });
+            scf::YieldOp::create(b, loc, vectorLoop.getResults());
+          });
+      return tokenLoop.getResult(0);
+    };
+    Value block = indexConst(b, loc, kCombineBlockTokens);
+    Value many = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt,
+                                       numTokens, block);
+    auto ifOp = scf::IfOp::create(
+        b, loc, many,
+        [&](OpBuilder &b, Location loc) {
+          Value numBlocks =
+              arith::CeilDivUIOp::create(b, loc, numTokens, block);
+          auto forall = scf::ForallOp::create(
+              b, loc, ArrayRef<OpFoldResult>{numBlocks}, ValueRange{out},
+              std::nullopt, [&](OpBuilder &b, Location loc, ValueRange args) {
+                Value t0 = arith::MulIOp::create(b, loc, args[0], block);
+                Value n = arith::MinSIOp::create(
+                    b, loc, block,
+                    arith::SubIOp::create(b, loc, numTokens, t0));
+                SmallVector<OpFoldResult> offsets = {t0, b.getIndexAttr(0)};
+                SmallVector<OpFoldResult> sizes = {n, b.getIndexAttr(hidden)};
+                SmallVector<OpFoldResult> strides = {b.getIndexAttr(1),
+                                                     b.getIndexAttr(1)};
+                Value slice = tensor::ExtractSliceOp::create(
+                    b, loc, args[1], offsets, sizes, strides);
+                Value combined = combineTokens(b, loc, t0, slice);
+                auto inParallel = scf::InParallelOp::create(b, loc);
+                OpBuilder::InsertionGuard guard(b);
+                b.setInsertionPointToStart(inParallel.getBody());
+                tensor::ParallelInsertSliceOp::create(b, loc, combined, args[1],
+                                                      offsets, sizes, strides);
+              });
+          scf::YieldOp::create(b, loc, forall.getResult(0));
+        },
+        [&](OpBuilder &b, Location loc) {
+          scf::YieldOp::create(b, loc, combineTokens(b, loc, c0, out));
+        });
+    return ifOp.getResult(0);
+  }
 
   LogicalResult
   matchAndRewrite(CombineOp op, OpAdaptor adaptor,
@@ -1414,6 +1709,13 @@ struct CombineOpLowering : public OpConversionPattern<CombineOp> {
       maps.push_back(id2(ctx));
     }
     bool hasAddend = !inputs.empty();
+    int64_t lanes = kCombineVectorBits / elementType.getIntOrFloatBitWidth();
+    if (vectorize && hidden % lanes == 0) {
+      Value result = buildVectorCombine(rewriter, loc, adaptor, lanes);
+      rewriter.replaceOp(op, RouteOpLowering::castTo(rewriter, loc, result,
+                                                     op.getResult().getType()));
+      return success();
+    }
     Value result = elementwise2d(
         rewriter, loc, inputs, maps, sizes, elementType,
         [&](OpBuilder &b, Location loc, ValueRange args) {
@@ -1442,6 +1744,8 @@ struct CombineOpLowering : public OpConversionPattern<CombineOp> {
                                                    op.getResult().getType()));
     return success();
   }
+
+  bool vectorize;
 };
 } // namespace
 
@@ -1607,11 +1911,15 @@ struct QuantizedExpertsOpLowering
 //===----------------------------------------------------------------------===//
 
 void moe::populateMoEToLinalgConversionPatterns(RewritePatternSet &patterns,
-                                                int64_t gateBlockSize) {
+                                                int64_t gateBlockSize,
+                                                int64_t expertParallelRows,
+                                                bool vectorCombine) {
   MLIRContext *ctx = patterns.getContext();
-  patterns.add<RouteOpLowering, DispatchOpLowering, ExpertsOpLowering,
+  patterns.add<ExpertsOpLowering>(ctx, expertParallelRows);
+  patterns.add<CombineOpLowering>(ctx, vectorCombine);
+  patterns.add<RouteOpLowering, DispatchOpLowering,
                ZeroComputationExpertsOpLowering, GenericExpertsOpLowering,
-               SharedExpertsOpLowering, CombineOpLowering, PrefetchOpLowering,
+               SharedExpertsOpLowering, PrefetchOpLowering,
                TraceRoutingOpLowering, QuantizedExpertsOpLowering>(ctx);
   patterns.add<GateOpLowering>(ctx, gateBlockSize);
   patterns.add<HashRouteOpLowering>(ctx);
@@ -1657,6 +1965,10 @@ struct ConvertMoEToLinalgPass
       getOperation()->emitError("gate-block-size must be positive");
       return signalPassFailure();
     }
+    if (expertParallelRows < 0) {
+      getOperation()->emitError("expert-parallel-rows must not be negative");
+      return signalPassFailure();
+    }
     if (failed(checkMoEToLinalgSupport(getOperation())))
       return signalPassFailure();
     // Placed experts, prefetches and traces call the runtime.
@@ -1681,7 +1993,8 @@ struct ConvertMoEToLinalgPass
     target.addIllegalDialect<MoEDialect>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
     RewritePatternSet patterns(&getContext());
-    populateMoEToLinalgConversionPatterns(patterns, gateBlockSize);
+    populateMoEToLinalgConversionPatterns(patterns, gateBlockSize,
+                                          expertParallelRows, vectorCombine);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -15,9 +15,21 @@ func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<5xi32>, ten
 
 // -----
 
+// More than one block of 32 tokens: the blocks in parallel (an scf.forall
+// whose blocks insert their ids and weights); else one after another.
 // CHECK-LABEL: func.func @gate
 // CHECK-NOT: moe.gate
-// CHECK: scf.for {{.*}} step %{{.*}} iter_args
+// CHECK: %[[MANY:.*]] = arith.cmpi sgt, %{{.*}}, %c32 : index
+// CHECK: scf.if %[[MANY]]
+// CHECK: scf.forall (%{{.*}}) in (%{{.*}}) shared_outs(%[[IDS:.*]] = %{{.*}}, %[[WTS:.*]] = %{{.*}})
+// CHECK: tensor.extract_slice
+// CHECK: linalg.matmul
+// CHECK: math.exp
+// CHECK: scf.forall.in_parallel
+// CHECK-NEXT: tensor.parallel_insert_slice %{{.*}} into %[[IDS]]
+// CHECK-NEXT: tensor.parallel_insert_slice %{{.*}} into %[[WTS]]
+// CHECK: } else {
+// CHECK: scf.for {{.*}} step %c32 iter_args
 // CHECK: tensor.extract_slice
 // CHECK: linalg.matmul
 // CHECK: math.exp
@@ -52,15 +64,54 @@ func.func @experts(%x: tensor<?x16xf32>, %tok: tensor<?xi32>, %off: tensor<5xi32
 
 // -----
 
+// A hidden size that is a multiple of 16 f32 lanes: vector loops. Per token
+// the k positions and weights are read once; each 16-lane vector of the
+// output is the fused multiply-add of the k rows' vectors (a position of -1
+// adds nothing). More than 16 tokens: parallel blocks of 16 tokens.
 // CHECK-LABEL: func.func @combine
+// CHECK-SAME: (%[[ROWS:.*]]: tensor<?x16xf32>, %[[POS:.*]]: tensor<?x2xi32>, %[[W:.*]]: tensor<?x2xf32>)
 // CHECK-NOT: moe.combine
-// CHECK: linalg.generic
-// CHECK: arith.select
-// CHECK-NOT: scatter
+// CHECK: %[[MANY:.*]] = arith.cmpi sgt, %{{.*}}, %c16 : index
+// CHECK: scf.if %[[MANY]]
+// CHECK: scf.forall (%{{.*}}) in (%{{.*}}) shared_outs(%[[OUT:.*]] = %{{.*}})
+// CHECK: scf.for
+// CHECK: tensor.extract %[[POS]]
+// CHECK: %[[W0:.*]] = vector.broadcast %{{.*}} : f32 to vector<16xf32>
+// CHECK: tensor.extract %[[POS]]
+// CHECK: %[[W1:.*]] = vector.broadcast %{{.*}} : f32 to vector<16xf32>
+// CHECK: scf.for
+// CHECK: %[[R0:.*]] = vector.transfer_read %[[ROWS]]
+// CHECK: %[[F0:.*]] = vector.fma %[[W0]], %[[R0]]
+// CHECK: arith.select %{{.*}}, %[[F0]]
+// CHECK: %[[R1:.*]] = vector.transfer_read %[[ROWS]]
+// CHECK: vector.fma %[[W1]], %[[R1]]
+// CHECK: vector.transfer_write
+// CHECK: scf.forall.in_parallel
+// CHECK-NEXT: tensor.parallel_insert_slice %{{.*}} into %[[OUT]]
+// CHECK: } else {
+// CHECK: scf.for
+// CHECK: vector.fma
+// CHECK-NOT: linalg.generic
+// CHECK: return
 func.func @combine(%rows: tensor<?x16xf32>, %pos: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> tensor<?x16xf32> {
   %y = moe.combine %rows, %pos, %w
       : (tensor<?x16xf32>, tensor<?x2xi32>, tensor<?x2xf32>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// Other hidden sizes: a linalg.generic over [T, H].
+// CHECK-LABEL: func.func @combine_odd
+// CHECK-NOT: moe.combine
+// CHECK-NOT: vector.fma
+// CHECK: linalg.generic
+// CHECK: arith.select
+// CHECK-NOT: scatter
+func.func @combine_odd(%rows: tensor<?x12xf32>, %pos: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> tensor<?x12xf32> {
+  %y = moe.combine %rows, %pos, %w
+      : (tensor<?x12xf32>, tensor<?x2xi32>, tensor<?x2xf32>) -> tensor<?x12xf32>
+  return %y : tensor<?x12xf32>
 }
 
 // -----
@@ -137,6 +188,8 @@ func.func @hash_function(%t: tensor<?xi64>) -> (tensor<?x1xi64>, tensor<?x1xf64>
 // the experts of its group [starts[g], starts[g + 1]).
 // CHECK-LABEL: func.func @gate_groups_residual
 // CHECK-SAME: (%[[X:.*]]: tensor<?x16xf32>, %[[R:.*]]: tensor<16x6xf32>, %[[G:.*]]: tensor<?xi32>, %[[P:.*]]: tensor<?x6xf32>)
+// The serial form (after the parallel one of @gate).
+// CHECK: } else {
 // CHECK: scf.for %[[T0:.*]] = {{.*}} step %{{.*}} iter_args
 // CHECK: %[[L:.*]] = linalg.matmul
 // CHECK: %[[GS:.*]] = tensor.extract_slice %[[G]][%[[T0]]]

@@ -14,9 +14,14 @@ namespace moe {
 
 /// Adds the patterns that lower the moe ops (except `moe.layer`) to linalg,
 /// scf, tensor, arith and math at tensor level. `gateBlockSize` is the
-/// number of tokens per block of the fused router matmul of `moe.gate`.
+/// number of tokens per block of the fused router matmul of `moe.gate`;
+/// `expertParallelRows` the rows per expert on average from which
+/// `moe.experts` runs its experts in parallel (0: never); `vectorCombine`
+/// lowers `moe.combine` to vector loops where the hidden size allows.
 void populateMoEToLinalgConversionPatterns(mlir::RewritePatternSet &patterns,
-                                           int64_t gateBlockSize = 32);
+                                           int64_t gateBlockSize = 32,
+                                           int64_t expertParallelRows = 8,
+                                           bool vectorCombine = true);
 
 /// Emits a "not supported yet" error on the first moe op under `root` that
 /// the patterns cannot lower; succeeds when there is none.

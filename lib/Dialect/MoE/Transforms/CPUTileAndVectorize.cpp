@@ -562,7 +562,7 @@ static LhsAccess findLhsAccess(Value lhs) {
 
 /// Tiles a matmul with static K and N into an `scf.forall` over column
 /// blocks (and row blocks when `parallel[0]` is set), each lowered by
-/// `buildMatmulLoops`.
+/// `buildMatmulLoops`; a matmul already inside an `scf.forall` is one task.
 static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
                                    ArrayRef<int64_t> parallel,
                                    int64_t reductionTile,
@@ -574,12 +574,17 @@ static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
   if (ShapedType::isDynamic(ranges[1]) || ShapedType::isDynamic(ranges[2]) ||
       !elementType.isIntOrFloat() || !isa<FloatType>(elementType))
     return;
+  // Inside an scf.forall (convert-moe-to-linalg's experts in parallel) a
+  // matmul is one thread's work: one task.
+  SmallVector<int64_t> tasks(parallel);
+  if (op->getParentOfType<scf::ForallOp>())
+    tasks.assign(tasks.size(), 0);
   MatmulPlan plan =
       planMatmul(ranges[1], ranges[2], elementType.getIntOrFloatBitWidth(),
-                 vectorSize, parallel[1], reductionTile, registers);
+                 vectorSize, tasks[1], reductionTile, registers);
   plan.prefetchDistance = prefetchDistance;
   int64_t taskColumns = plan.taskColumns == ranges[1] ? 0 : plan.taskColumns;
-  auto tiled = tile(rewriter, op, {parallel[0], taskColumns, 0},
+  auto tiled = tile(rewriter, op, {tasks[0], taskColumns, 0},
                     scf::SCFTilingOptions::LoopType::ForallOp);
   if (failed(tiled))
     return;

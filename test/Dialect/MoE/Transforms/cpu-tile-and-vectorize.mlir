@@ -228,3 +228,28 @@ func.func @leftover_columns(%a: tensor<?x64xf32>, %b: tensor<64x352xf32>) -> ten
   %c = linalg.matmul ins(%a, %b : tensor<?x64xf32>, tensor<64x352xf32>) outs(%acc : tensor<?x352xf32>) -> tensor<?x352xf32>
   return %c : tensor<?x352xf32>
 }
+
+// A matmul inside an scf.forall (convert-moe-to-linalg's experts in
+// parallel) is one thread's work: no scf.forall of its own; the K blocks and
+// the 8x32 register tiles (one row of them: 8 rows) span all 1024 columns.
+// CHECK-LABEL: func.func @matmul_in_forall
+// CHECK: scf.forall (%{{.*}}) in (4) shared_outs
+// CHECK-NOT: scf.forall
+// CHECK: scf.for {{.*}} = %c0 to %c512 step %c256
+// CHECK: scf.for {{.*}} = %c0 to %c1024 step %c32
+// CHECK-NOT: linalg.matmul
+// CHECK: scf.forall.in_parallel
+func.func @matmul_in_forall(%a: tensor<4x8x512xf32>, %b: tensor<4x512x1024xf32>, %c: tensor<32x1024xf32>) -> tensor<32x1024xf32> {
+  %c8 = arith.constant 8 : index
+  %r = scf.forall (%e) in (4) shared_outs(%out = %c) -> (tensor<32x1024xf32>) {
+    %ae = tensor.extract_slice %a[%e, 0, 0] [1, 8, 512] [1, 1, 1] : tensor<4x8x512xf32> to tensor<8x512xf32>
+    %be = tensor.extract_slice %b[%e, 0, 0] [1, 512, 1024] [1, 1, 1] : tensor<4x512x1024xf32> to tensor<512x1024xf32>
+    %row = arith.muli %e, %c8 : index
+    %ce = tensor.extract_slice %out[%row, 0] [8, 1024] [1, 1] : tensor<32x1024xf32> to tensor<8x1024xf32>
+    %m = linalg.matmul ins(%ae, %be : tensor<8x512xf32>, tensor<512x1024xf32>) outs(%ce : tensor<8x1024xf32>) -> tensor<8x1024xf32>
+    scf.forall.in_parallel {
+      tensor.parallel_insert_slice %m into %out[%row, 0] [8, 1024] [1, 1] : tensor<8x1024xf32> into tensor<32x1024xf32>
+    }
+  }
+  return %r : tensor<32x1024xf32>
+}

@@ -53,9 +53,12 @@ def plan(E, recipe):
   %dest = tensor.empty(%R) : {t(('?', H))}"""
 
 
-def zero_computation(rng, T):
-    # Experts 0-2: SwiGLU FFNs; 3: zero, 4: copy, 5: constant (MoE++).
-    E, n_ffn = 6, 3
+def zero_computation(rng, T, n_ffn=3):
+    # Experts 0 to n_ffn - 1: SwiGLU FFNs; then zero, copy, constant (MoE++).
+    # With 16 FFN experts or more and enough tokens, the compiled moe.experts
+    # runs them in parallel (an scf.forall) and must leave the rows of the
+    # other experts as they are.
+    E = n_ffn + 3
     x = rng.standard_normal((T, H))
     router = rng.standard_normal((H, E)) / np.sqrt(H)
     gate = rng.standard_normal((n_ffn, H, F)) / np.sqrt(H)
@@ -66,7 +69,7 @@ def zero_computation(rng, T):
     x, router, gate, up, down, values, mix = inputs = [
         f32(a) for a in (x, router, gate, up, down, values, mix)]
     ids, w = R.route(x @ router, dict(k=K, renormalize=True))
-    if not {3, 4, 5} <= set(ids.flatten().tolist()):
+    if not {n_ffn, n_ffn + 1, n_ffn + 2} <= set(ids.flatten().tolist()):
         return None  # the zero-computation experts would go untested
     out = np.zeros((T, H))
     for tok in range(T):
@@ -76,9 +79,9 @@ def zero_computation(rng, T):
             if e < n_ffn:
                 y = R.expert_ffn(xt[None], dict(kind="gated", activation="silu"),
                                  gate[e], up[e], down[e])[0]
-            elif e == 3:
+            elif e == n_ffn:
                 y = np.zeros(H)
-            elif e == 4:
+            elif e == n_ffn + 1:
                 y = xt
             else:
                 a = xt @ mix[0]
@@ -93,7 +96,7 @@ def zero_computation(rng, T):
       : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))}
   %r1 = moe.zero_computation_experts %x, %tok, %off into %r0
       constants(%v, %m : {t((1, H))}, {t((1, H, 2))})
-      {{first_expert = 3, kinds = [#moe.zero_computation<zero>, #moe.zero_computation<copy>, #moe.zero_computation<constant>]}}
+      {{first_expert = {n_ffn}, kinds = [#moe.zero_computation<zero>, #moe.zero_computation<copy>, #moe.zero_computation<constant>]}}
       : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))}
   %y = moe.combine %r1, %pos, %w : ({t(('?', H))}, tensor<?x{K}xi32>, {t(('?', K))}) -> {t(('?', H))}
   return %y : {t(('?', H))}
@@ -288,14 +291,16 @@ def main():
     ap.add_argument("cmd", choices=["gen", "check"])
     ap.add_argument("dir")
     ap.add_argument("case", nargs="?",
-                    choices=["zero-computation", "generic", "conv", "attention"])
+                    choices=["zero-computation", "zero-computation-wide", "generic", "conv",
+                             "attention"])
     ap.add_argument("--tokens", type=int, default=9)
     ap.add_argument("--seed", type=int)
     a = ap.parse_args()
     if a.cmd == "check":
         sys.exit(R.check_case_output(a.dir))
-    build = {"zero-computation": zero_computation, "generic": generic, "conv": conv,
-             "attention": attention}[a.case]
+    build = {"zero-computation": zero_computation,
+             "zero-computation-wide": lambda rng, T: zero_computation(rng, T, n_ffn=17),
+             "generic": generic, "conv": conv, "attention": attention}[a.case]
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "little")
     case = build(np.random.default_rng(seed), a.tokens)
     while case is None:  # draw until every expert of interest is chosen
