@@ -31,8 +31,9 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
       activation, and inserts the rows into the destination. With 16
       experts or more, a call with at least `expert-parallel-rows` rows per
       expert on average and 16 experts with rows takes an `scf.forall` over
-      the experts instead (chosen at run time by an `scf.if`): each expert's
-      work on one thread, its rows inserted in parallel.
+      the experts that have rows instead (chosen at run time by an
+      `scf.if`): each expert's work on one thread, its rows inserted in
+      parallel.
       `moe.quantized_experts` GEMMs are vector loops (`scf.forall` over
       column blocks) that dequantize int8/int4 bytes in the reduction loop.
     - combine: a per-token reduction over the `k` positions: vector loops

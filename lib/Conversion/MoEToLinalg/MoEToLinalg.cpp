@@ -1132,34 +1132,55 @@ static Value forEachExpert(
   return loop.getResult(0);
 }
 
-/// An `scf.for` over the global indices of the `count` experts from
-/// `first`, threading one index value (`init`) through `body`.
-static Value forEachExpertIndex(
-    OpBuilder &b, Location loc, int64_t first, int64_t count, Value init,
-    function_ref<Value(OpBuilder &, Location, Value global, Value)> body) {
+/// The local indices of the experts among the `count` from `first` that
+/// have rows, in order, in the first entries of a `[count]` index tensor,
+/// and how many there are.
+static std::pair<Value, Value> listActiveExperts(OpBuilder &b, Location loc,
+                                                 int64_t first, int64_t count,
+                                                 Value offsets) {
+  Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
+  Value list = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{count},
+                                       b.getIndexType());
   auto loop = scf::ForOp::create(
-      b, loc, indexConst(b, loc, first), indexConst(b, loc, first + count),
-      indexConst(b, loc, 1), init,
-      [&](OpBuilder &b, Location loc, Value e, ValueRange args) {
-        scf::YieldOp::create(b, loc, body(b, loc, e, args[0]));
+      b, loc, c0, indexConst(b, loc, count), c1, ValueRange{c0, list},
+      [&](OpBuilder &b, Location loc, Value local, ValueRange args) {
+        Value global =
+            arith::AddIOp::create(b, loc, local, indexConst(b, loc, first));
+        Value rows = expertRowRange(b, loc, offsets, global).second;
+        Value any =
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, rows, c0);
+        auto ifOp = scf::IfOp::create(
+            b, loc, any,
+            [&](OpBuilder &b, Location loc) {
+              Value listed =
+                  tensor::InsertOp::create(b, loc, local, args[1], args[0]);
+              Value n = arith::AddIOp::create(b, loc, args[0], c1);
+              scf::YieldOp::create(b, loc, ValueRange{n, listed});
+            },
+            [&](OpBuilder &b, Location loc) {
+              scf::YieldOp::create(b, loc, args);
+            });
+        scf::YieldOp::create(b, loc, ifOp.getResults());
       });
-  return loop.getResult(0);
+  return {loop.getResult(1), loop.getResult(0)};
 }
 
-/// An `scf.forall` over the `count` experts from `first`, each computing its
-/// rows with `compute` (see computeExpertRows) and inserting them into
-/// `dest` in parallel; an expert without rows computes and inserts nothing
-/// (empty slices). `weightsOf` gives the FFN weights of a local and a
-/// global expert index.
+/// An `scf.forall` over the `numActive` experts listed (local indices) in
+/// `active`, each computing its rows with `compute` (see computeExpertRows)
+/// and inserting them into `dest` in parallel. `compute` gets the local
+/// expert index and the expert's gathered input rows. Iterating over the
+/// experts that have rows, not over all of them, gives each thread about as
+/// many experts (OpenMP's static schedule splits the iterations evenly).
 static Value forEachExpertInParallel(
-    OpBuilder &b, Location loc, int64_t first, int64_t count, Value input,
-    Value tokens, Value offsets, Value dest, bool mayPad,
+    OpBuilder &b, Location loc, int64_t first, Value active, Value numActive,
+    Value input, Value tokens, Value offsets, Value dest, bool mayPad,
     function_ref<Value(OpBuilder &, Location, Value local, Value rows)>
         compute) {
   auto forall = scf::ForallOp::create(
-      b, loc, ArrayRef<OpFoldResult>{b.getIndexAttr(count)}, ValueRange{dest},
-      std::nullopt, [&](OpBuilder &b, Location loc, ValueRange args) {
-        Value local = args[0], shared = args[1];
+      b, loc, ArrayRef<OpFoldResult>{numActive}, ValueRange{dest}, std::nullopt,
+      [&](OpBuilder &b, Location loc, ValueRange args) {
+        Value local = tensor::ExtractOp::create(b, loc, active, args[0]);
+        Value shared = args[1];
         Value global =
             arith::AddIOp::create(b, loc, local, indexConst(b, loc, first));
         auto [start, rowCount] = expertRowRange(b, loc, offsets, global);
@@ -1320,29 +1341,18 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
       Value manyRows = arith::CmpIOp::create(
           rewriter, loc, arith::CmpIPredicate::sge, numRows,
           indexConst(rewriter, loc, parallelRows * op.getNumExperts()));
-      Value active = forEachExpertIndex(
-          rewriter, loc, op.getFirstExpert(), op.getNumExperts(),
-          indexConst(rewriter, loc, 0),
-          [&](OpBuilder &b, Location loc, Value global, Value sum) {
-            Value count =
-                expertRowRange(b, loc, adaptor.getExpertOffsets(), global)
-                    .second;
-            Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt,
-                                              count, indexConst(b, loc, 0));
-            return arith::AddIOp::create(
-                b, loc, sum,
-                arith::SelectOp::create(b, loc, any, indexConst(b, loc, 1),
-                                        indexConst(b, loc, 0)));
-          });
+      auto [active, numActive] =
+          listActiveExperts(rewriter, loc, op.getFirstExpert(),
+                            op.getNumExperts(), adaptor.getExpertOffsets());
       Value manyExperts = arith::CmpIOp::create(
-          rewriter, loc, arith::CmpIPredicate::sge, active,
+          rewriter, loc, arith::CmpIPredicate::sge, numActive,
           indexConst(rewriter, loc, kMinParallelExperts));
       Value many = arith::AndIOp::create(rewriter, loc, manyRows, manyExperts);
       auto ifOp = scf::IfOp::create(
           rewriter, loc, many,
           [&](OpBuilder &b, Location loc) {
             Value rows = forEachExpertInParallel(
-                b, loc, op.getFirstExpert(), op.getNumExperts(),
+                b, loc, op.getFirstExpert(), active, numActive,
                 adaptor.getInput(), adaptor.getTokenIndices(),
                 adaptor.getExpertOffsets(), adaptor.getDest(), mayPad,
                 [&](OpBuilder &b, Location loc, Value local, Value rows) {

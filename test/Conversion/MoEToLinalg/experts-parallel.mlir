@@ -3,19 +3,23 @@
 // RUN: not moe-opt %s --convert-moe-to-linalg="expert-parallel-rows=-1" 2>&1 | FileCheck %s --check-prefix=BAD
 
 // 16 experts: at 8 rows per expert on average (128 rows) or more, with 16
-// experts that have rows, the experts run in parallel (an scf.forall, each
-// expert's rows inserted with tensor.parallel_insert_slice); else one after
-// another (the scf.for of @experts in moe-to-linalg.mlir).
+// experts that have rows, the experts run in parallel (an scf.forall over the
+// list of experts that have rows, each expert's rows inserted with
+// tensor.parallel_insert_slice); else one after another (the scf.for of
+// @experts in moe-to-linalg.mlir).
 // CHECK-LABEL: func.func @experts16
 // CHECK: %[[ROWS:.*]] = tensor.dim %{{.*}}, %{{.*}} : tensor<?xi32>
 // CHECK: %[[MANY_ROWS:.*]] = arith.cmpi sge, %[[ROWS]], %c128 : index
-// The experts with rows: a loop over the offsets.
-// CHECK: %[[ACTIVE:.*]] = scf.for
+// The experts with rows: a list built over the offsets.
+// CHECK: %[[LIST0:.*]] = tensor.empty() : tensor<16xindex>
+// CHECK: %[[ACTIVE:.*]]:2 = scf.for %[[E:.*]] = {{.*}} iter_args(%[[N:.*]] = %{{.*}}, %[[L:.*]] = %[[LIST0]]) -> (index, tensor<16xindex>)
 // CHECK: arith.cmpi sgt
-// CHECK: %[[MANY_EXPERTS:.*]] = arith.cmpi sge, %[[ACTIVE]], %c16{{.*}} : index
+// CHECK: tensor.insert %[[E]] into %[[L]][%[[N]]] : tensor<16xindex>
+// CHECK: %[[MANY_EXPERTS:.*]] = arith.cmpi sge, %[[ACTIVE]]#0, %c16{{.*}} : index
 // CHECK: %[[PAR:.*]] = arith.andi %[[MANY_ROWS]], %[[MANY_EXPERTS]] : i1
 // CHECK: scf.if %[[PAR]] -> (tensor<?x16xf32>) {
-// CHECK: scf.forall (%[[E:.*]]) in (16) shared_outs(%[[OUT:.*]] = %{{.*}}) -> (tensor<?x16xf32>) {
+// CHECK: scf.forall (%[[I:.*]]) in (%[[ACTIVE]]#0) shared_outs(%[[OUT:.*]] = %{{.*}}) -> (tensor<?x16xf32>) {
+// CHECK: tensor.extract %[[ACTIVE]]#1[%[[I]]] : tensor<16xindex>
 // CHECK: linalg.matmul
 // CHECK: linalg.matmul
 // CHECK: linalg.matmul
