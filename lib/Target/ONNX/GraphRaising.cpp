@@ -43,6 +43,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 using namespace moe;
 using namespace moe::onnx_import;
@@ -193,7 +194,21 @@ private:
   bool matchSwitch(const onnx::NodeProto &argmax, const Router &router,
                    MoEBlock &block);
   bool matchExpertChoice(const onnx::NodeProto &topk, const Router &router,
-                         int64_t capacity, MoEBlock &block);
+                         int64_t capacity, double capacityFactor,
+                         MoEBlock &block);
+  /// The scalar constant `name` (any int or float element type).
+  std::optional<double> constantScalar(StringRef name);
+  /// Skips Casts (to any type), Identity, Reshape, Squeeze and Unsqueeze.
+  StringRef skipScalarPlumbing(StringRef name) const;
+  /// Whether `name` is the token count of `input`: `Shape(input)[0]`
+  /// (Gather of index 0, or Shape with end = 1), through skipScalarPlumbing.
+  bool isTokenCount(StringRef name, StringRef input);
+  /// The capacity of expert choice computed from the token count T of
+  /// `input`, as torch exports `min(ceil(T * f / E), T)` (products and
+  /// quotients of T with constants, in any order; the min optional):
+  /// returns f, with `why` set when `name` is no such expression.
+  std::optional<double> matchCapacityFactor(StringRef name, StringRef input,
+                                            int64_t numExperts);
   /// The index_add_ of one expert's rows: `rows` scattered at `tokens` (an
   /// Unsqueeze to a column, an Expand and a ScatterElements on zeros) and
   /// added to the running sum. Returns the Add, or null with `why` set.
@@ -891,9 +906,106 @@ bool BlockMatcher::matchAddChain(ArrayRef<const onnx::NodeProto *> adds,
   return true;
 }
 
+std::optional<double> BlockMatcher::constantScalar(StringRef name) {
+  DenseElementsAttr attr = constant(name);
+  if (!attr || attr.getNumElements() != 1)
+    return std::nullopt;
+  Type type = attr.getElementType();
+  if (isa<FloatType>(type))
+    return (*attr.getValues<APFloat>().begin()).convertToDouble();
+  if (type.isInteger())
+    return double((*attr.getValues<APInt>().begin()).getSExtValue());
+  return std::nullopt;
+}
+
+StringRef BlockMatcher::skipScalarPlumbing(StringRef name) const {
+  // Bounded: a malformed graph may have cycles.
+  for (int steps = 0; steps < kMaxChain; ++steps) {
+    const onnx::NodeProto *node = def(name);
+    if (!is(node, "Cast") && !is(node, "Identity") && !is(node, "Reshape") &&
+        !is(node, "Squeeze") && !is(node, "Unsqueeze"))
+      break;
+    name = inputOf(node, 0);
+  }
+  return name;
+}
+
+bool BlockMatcher::isTokenCount(StringRef name, StringRef input) {
+  name = skipScalarPlumbing(name);
+  if (const onnx::NodeProto *gather = defOp(name, "Gather")) {
+    const onnx::NodeProto *shape = defOp(inputOf(gather, 0), "Shape");
+    return shape && inputOf(shape, 0) == input &&
+           intAttr(*shape, "start", 0) == 0 &&
+           intAttr(*gather, "axis", 0) == 0 &&
+           constantInt(inputOf(gather, 1)) == 0;
+  }
+  const onnx::NodeProto *shape = defOp(name, "Shape");
+  return shape && inputOf(shape, 0) == input &&
+         intAttr(*shape, "start", 0) == 0 && intAttr(*shape, "end", 0) == 1;
+}
+
+std::optional<double> BlockMatcher::matchCapacityFactor(StringRef name,
+                                                        StringRef input,
+                                                        int64_t numExperts) {
+  auto failed = [&](const Twine &message) -> std::optional<double> {
+    fail(message);
+    return std::nullopt;
+  };
+  name = skipScalarPlumbing(name);
+  // min(C, T), either order.
+  if (const onnx::NodeProto *min = defOp(name, "Min")) {
+    if (min->input_size() != 2)
+      return failed("the capacity is a Min of other than two values");
+    int capacitySide = isTokenCount(inputOf(min, 1), input)   ? 0
+                       : isTokenCount(inputOf(min, 0), input) ? 1
+                                                              : -1;
+    if (capacitySide < 0)
+      return failed("the capacity is a Min without the token count");
+    name = skipScalarPlumbing(inputOf(min, capacitySide));
+  }
+  const onnx::NodeProto *ceil = defOp(name, "Ceil");
+  if (!ceil)
+    return failed("k is neither a constant nor ceil(T * f / E) of the token "
+                  "count T");
+  // The coefficient c of c * T, through Mul and Div by constants.
+  std::function<std::optional<double>(StringRef, int)> linear =
+      [&](StringRef value, int depth) -> std::optional<double> {
+    value = skipScalarPlumbing(value);
+    if (depth > kMaxChain)
+      return std::nullopt;
+    if (isTokenCount(value, input))
+      return 1.0;
+    const onnx::NodeProto *node = def(value);
+    if (!node || node->input_size() != 2)
+      return std::nullopt;
+    bool mul = is(node, "Mul"), div = is(node, "Div");
+    if (!mul && !div)
+      return std::nullopt;
+    std::optional<double> rhs = constantScalar(inputOf(node, 1));
+    if (rhs) {
+      std::optional<double> lhs = linear(inputOf(node, 0), depth + 1);
+      if (!lhs || (div && *rhs == 0.0))
+        return std::nullopt;
+      return mul ? *lhs * *rhs : *lhs / *rhs;
+    }
+    std::optional<double> lhs = constantScalar(inputOf(node, 0));
+    if (!lhs || !mul)
+      return std::nullopt;
+    std::optional<double> factor = linear(inputOf(node, 1), depth + 1);
+    if (!factor)
+      return std::nullopt;
+    return *lhs * *factor;
+  };
+  std::optional<double> coefficient = linear(inputOf(ceil, 0), 0);
+  if (!coefficient || *coefficient <= 0.0)
+    return failed("the capacity is not ceil(T * f / E) of the token count T "
+                  "with constant f > 0");
+  return *coefficient * double(numExperts);
+}
+
 bool BlockMatcher::matchExpertChoice(const onnx::NodeProto &topk,
                                      const Router &router, int64_t capacity,
-                                     MoEBlock &block) {
+                                     double capacityFactor, MoEBlock &block) {
   int64_t numExperts = router.weight.getType().getDimSize(1);
   if (router.selectionBias || router.group.nGroup)
     return fail("expert choice with a selection bias or a group limit");
@@ -950,6 +1062,7 @@ bool BlockMatcher::matchExpertChoice(const onnx::NodeProto &topk,
   block.k = numExperts;
   block.expertChoice = true;
   block.capacity = capacity;
+  block.capacityFactor = capacityFactor;
   return finishExperts(experts, router.input, numExperts, block);
 }
 
@@ -1171,18 +1284,31 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   }
   std::optional<int64_t> k =
       anchor.input_size() > 1 ? constantInt(inputOf(&anchor, 1)) : std::nullopt;
-  if (!k) {
-    fail("k is not a constant");
-    return std::nullopt;
-  }
   if (intAttr(anchor, "largest", 1) != 1 || intAttr(anchor, "axis", -1) != -1) {
     fail("the TopK is not the largest along the last axis");
     return std::nullopt;
   }
   if (transpose) {
-    if (!matchExpertChoice(anchor, router, *k, block))
+    // Expert choice: a constant capacity, or one computed from T.
+    double capacityFactor = 0.0;
+    if (!k) {
+      std::optional<double> factor =
+          anchor.input_size() > 1
+              ? matchCapacityFactor(inputOf(&anchor, 1), router.input,
+                                    router.weight.getType().getDimSize(1))
+              : std::nullopt;
+      if (!factor)
+        return std::nullopt;
+      capacityFactor = *factor;
+    }
+    if (!matchExpertChoice(anchor, router, k.value_or(0), capacityFactor,
+                           block))
       return std::nullopt;
     return block;
+  }
+  if (!k) {
+    fail("k is not a constant");
+    return std::nullopt;
   }
   if (userOp(outputOf(&anchor, 1), "OneHot")) {
     if (!matchMixtral(anchor, router, *k, block))
@@ -1308,13 +1434,13 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
       return failure();
     }
   }
-  auto routing =
-      RoutingAttr::get(ctx, block.k, block.scoring, block.renormalize,
-                       APFloat(1.0), APFloat(block.scale), block.nGroup,
-                       block.topkGroup, APFloat(0.0), APFloat(0.0),
-                       block.expertChoice ? SelectionMode::ExpertChoice
-                                          : SelectionMode::TokenChoice,
-                       block.capacity, ArrayRef<int64_t>());
+  auto routing = RoutingAttr::get(
+      ctx, block.k, block.scoring, block.renormalize, APFloat(1.0),
+      APFloat(block.scale), block.nGroup, block.topkGroup,
+      APFloat(block.expertChoice ? block.capacityFactor : 0.0), APFloat(0.0),
+      block.expertChoice ? SelectionMode::ExpertChoice
+                         : SelectionMode::TokenChoice,
+      block.capacity, ArrayRef<int64_t>());
   auto expert = ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),
                                 APFloat(1.0), APFloat(0.0));
   auto constant = [&](DenseElementsAttr attr) -> Value {

@@ -30,6 +30,7 @@
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
@@ -503,10 +504,17 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     diag << "raised MoE block (" << block.form << " form) at "
          << block.anchor->op_type() << " '" << block.anchor->name()
          << "' to moe.layer: " << numExperts << " experts, ";
-    if (block.expertChoice)
+    if (block.expertChoice && block.capacity) {
       diag << "expert choice of " << block.capacity << " tokens each";
-    else
+    } else if (block.expertChoice) {
+      std::string factor;
+      llvm::raw_string_ostream(factor)
+          << llvm::format("%g", block.capacityFactor);
+      diag << "expert choice of min(ceil(" << factor << " * T / " << numExperts
+           << "), T) tokens each";
+    } else {
       diag << "top-" << block.k;
+    }
     diag << (block.scoring == ScoringFunc::Sigmoid ? " of sigmoid scores" : "")
          << (block.selectionBias ? " with a selection bias" : "");
     if (block.nGroup)
@@ -554,6 +562,13 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node) {
                      << " to " << info.maxOpset << ")";
     return failure();
   }
+  // A raised MoE block reads its input rows alone (its other inputs may not
+  // be imported: see importModel).
+  bool raised;
+  if (failed(raiseBlock(node, raised)))
+    return failure();
+  if (raised)
+    return success();
   for (int i = 0; i < node.input_size(); ++i) {
     if (node.input(i).empty() || lookup(node.input(i)))
       continue;
@@ -572,11 +587,6 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node) {
                           "weights of com.microsoft.QMoE";
       return failure();
     }
-  bool raised;
-  if (failed(raiseBlock(node, raised)))
-    return failure();
-  if (raised)
-    return success();
   if (failed(info.handler(view)))
     return failure();
   if (info.domain.empty())
@@ -613,6 +623,29 @@ LogicalResult GraphImporter::importGraphInputs(func::FuncOp func) {
   return success();
 }
 
+llvm::DenseSet<const onnx::NodeProto *>
+GraphImporter::liveNodes(const onnx::GraphProto &graph) const {
+  llvm::DenseSet<const onnx::NodeProto *> live;
+  SmallVector<StringRef> worklist;
+  for (const onnx::ValueInfoProto &output : graph.output())
+    worklist.push_back(output.name());
+  while (!worklist.empty()) {
+    const onnx::NodeProto *node = producers.lookup(worklist.pop_back_val());
+    if (!node || !live.insert(node).second)
+      continue;
+    // A raised block reads its input rows only.
+    auto block = blocks.find(node);
+    if (block != blocks.end()) {
+      worklist.push_back(block->second.input);
+      continue;
+    }
+    for (const std::string &input : node->input())
+      if (!input.empty())
+        worklist.push_back(input);
+  }
+  return live;
+}
+
 OwningOpRef<ModuleOp> GraphImporter::importModel() {
   for (const onnx::OperatorSetIdProto &opset : model.opset_import()) {
     StringRef domain = opset.domain();
@@ -642,8 +675,19 @@ OwningOpRef<ModuleOp> GraphImporter::importModel() {
          return nodeLoc(node);
        }))
     blocks[block.outputNode] = std::move(block);
+  // The nodes only a raised block reads are imported too (and dropped as
+  // dead once the block is), so that a block that fails to build is imported
+  // op by op. Expert choice with a capacity computed from T has no op-by-op
+  // form (TopK takes a constant K): with such a block, only the nodes the
+  // graph's outputs need through the raised blocks are imported.
+  bool prune = llvm::any_of(blocks, [](const auto &entry) {
+    return entry.second.expertChoice && entry.second.capacity == 0;
+  });
+  llvm::DenseSet<const onnx::NodeProto *> live;
+  if (prune)
+    live = liveNodes(graph);
   for (const onnx::NodeProto &node : graph.node())
-    if (failed(importNode(node)))
+    if ((!prune || live.contains(&node)) && failed(importNode(node)))
       return nullptr;
 
   SmallVector<Value> results;

@@ -21,6 +21,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/BuiltinTypes.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringMap.h"
 
 #include "onnx/onnx_pb.h"
@@ -162,10 +163,12 @@ struct MoEBlock {
   SmallVector<const onnx::NodeProto *, 2> groupTopKs;
   /// The routed scaling factor applied to the weights.
   double scale = 1.0;
-  /// Expert-choice routing (each expert takes its `capacity` best tokens;
-  /// `k` is then the number of experts).
+  /// Expert-choice routing (each expert takes its `capacity` best tokens,
+  /// or min(ceil(`capacityFactor` * T / E), T) where `capacity` is 0; `k`
+  /// is then the number of experts).
   bool expertChoice = false;
   int64_t capacity = 0;
+  double capacityFactor = 0.0;
   ExpertKind kind = ExpertKind::Gated;
   Activation activation = Activation::Silu;
 };
@@ -258,6 +261,10 @@ private:
   llvm::StringMap<const onnx::NodeProto *> producers;
   llvm::StringMap<const OpHandlerInfo *> handlers;
   llvm::DenseMap<const onnx::NodeProto *, MoEBlock> blocks;
+  /// The nodes that the graph's outputs need, reading each MoE block of
+  /// `blocks` as a node of its input alone.
+  llvm::DenseSet<const onnx::NodeProto *>
+  liveNodes(const onnx::GraphProto &graph) const;
 };
 
 //===----------------------------------------------------------------------===//

@@ -26,6 +26,8 @@ Models:
   expert_choice  expert-choice routing: TopK of the transposed router softmax
                  (each expert's best `capacity` tokens), experts on the
                  gathered rows scaled by their probabilities, index_add
+  expert_choice_factor  the same with the capacity min(ceil(T * 2 / E), T)
+  expert_choice_factor_offset  capacity min(ceil(T / E) + 1, T) (not raised)
   expert_choice_unweighted  the same without the scaling (not raised)
   switch         Switch top-1: max of the router softmax, argmax, experts by
                  one-hot einsum, ReLU FFN experts
@@ -237,9 +239,13 @@ class ExpertChoiceMoeBlock(nn.Module):
     (softmax over the experts of each token) and scales its output rows by
     those probabilities; a token's result sums the experts that chose it."""
 
-    def __init__(self, hidden, ffn, num_experts, capacity, weighted=True):
+    def __init__(self, hidden, ffn, num_experts, capacity, weighted=True,
+                 capacity_factor=None, capacity_offset=0):
         super().__init__()
+        self.capacity_offset = capacity_offset
         self.capacity = capacity
+        self.capacity_factor = capacity_factor
+        self.num_experts = num_experts
         self.weighted = weighted
         self.gate = nn.Linear(hidden, num_experts, bias=False)
         self.experts = nn.ModuleList(
@@ -247,7 +253,15 @@ class ExpertChoiceMoeBlock(nn.Module):
 
     def forward(self, x):
         probs = F.softmax(self.gate(x), dim=-1)                     # [T, E]
-        weights, tokens = torch.topk(probs.t(), self.capacity, dim=-1)
+        capacity = self.capacity
+        if self.capacity_factor is not None:
+            # C = min(ceil(T * f / E), T), computed from T: the export keeps
+            # it a function of the token count (Shape, Mul, Div, Ceil, Min).
+            T = x.shape[0]
+            capacity = torch.ceil(torch.tensor(T) * self.capacity_factor
+                                  / self.num_experts).long() + self.capacity_offset
+            capacity = torch.minimum(capacity, torch.tensor(T))
+        weights, tokens = torch.topk(probs.t(), capacity, dim=-1)
         y = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
             rows = expert(x[tokens[e]])
@@ -393,6 +407,15 @@ MODELS = {
     # Each of the E experts takes 3 of the tokens.
     "expert_choice": (lambda: ExpertChoiceMoeBlock(H, FFN, E, 3),
                       float_input((7, H)), {0: "tokens"}),
+    # Capacity from the token count: min(ceil(T * 2 / 4), T) (4 at the
+    # traced T = 7, 5 at T = 9).
+    "expert_choice_factor": (lambda: ExpertChoiceMoeBlock(
+        H, FFN, E, None, capacity_factor=2.0), float_input((7, H)), {0: "tokens"}),
+    # min(ceil(T * 1 / 4) + 1, T): not a form moe.routing has (not raised;
+    # TopK then has no constant K to import op by op).
+    "expert_choice_factor_offset": (lambda: ExpertChoiceMoeBlock(
+        H, FFN, E, None, capacity_factor=1.0, capacity_offset=1),
+        float_input((7, H)), {0: "tokens"}),
     # The same without scaling the rows by the probabilities: not raised.
     "expert_choice_unweighted": (lambda: ExpertChoiceMoeBlock(
         H, FFN, E, 3, weighted=False), float_input((7, H)), {0: "tokens"}),
