@@ -4,7 +4,8 @@ float64 references: FFN experts beside MoE++ zero-computation experts, and
 region (generic) experts: a matmul + tanh body, convolution experts (MoE CNNs)
 and attention experts (mixture of attention heads).
 
-    explicit_ops.py gen DIR {zero-computation|generic|conv|attention} [--tokens T]
+    explicit_ops.py gen DIR {zero-computation[-wide]|padded|generic|conv|attention}
+                    [--tokens T]
                     [--seed S]
     explicit_ops.py check DIR
 
@@ -34,10 +35,12 @@ def t(shape):
     return "tensor<%sxf32>" % "x".join(str(d) for d in shape)
 
 
-def plan(E, recipe):
-    """The router matmul, moe.route, moe.dispatch and the empty [T*k, H]
-    destination shared by both models (defines %T, %w, %tok, %off, %pos,
-    %dest and %zero)."""
+def plan(E, recipe, block_size=1):
+    """The router matmul, moe.route, moe.dispatch and the empty [R, H]
+    destination shared by the models (defines %T, %w, %tok, %off, %pos,
+    %dest and %zero); with `block_size` > 1 each expert's rows are padded to
+    a multiple of it (R = T*k + E*(block_size - 1))."""
+    pad = E * (block_size - 1)
     return f"""  %c0 = arith.constant 0 : index
   %zero = arith.constant 0.0 : f32
   %T = tensor.dim %x, %c0 : {t(('?', H))}
@@ -46,10 +49,12 @@ def plan(E, recipe):
   %logits = linalg.matmul ins(%x, %router : {t(('?', H))}, {t((H, E))}) outs(%z : {t(('?', E))}) -> {t(('?', E))}
   %ids, %w = moe.route %logits {{routing = #moe.routing<k = {K}, {recipe}>}}
       : {t(('?', E))} -> tensor<?x{K}xi32>, {t(('?', K))}
-  %tok, %off, %pos = moe.dispatch %ids {{num_experts = {E}}}
+  %tok, %off, %pos = moe.dispatch %ids {{num_experts = {E}, block_size = {block_size}}}
       : tensor<?x{K}xi32> -> tensor<?xi32>, tensor<{E + 1}xi32>, tensor<?x{K}xi32>
   %c{K} = arith.constant {K} : index
-  %R = arith.muli %T, %c{K} : index
+  %cpad = arith.constant {pad} : index
+  %TK = arith.muli %T, %c{K} : index
+  %R = arith.addi %TK, %cpad : index
   %dest = tensor.empty(%R) : {t(('?', H))}"""
 
 
@@ -99,6 +104,37 @@ def zero_computation(rng, T, n_ffn=3):
       {{first_expert = {n_ffn}, kinds = [#moe.zero_computation<zero>, #moe.zero_computation<copy>, #moe.zero_computation<constant>]}}
       : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))}
   %y = moe.combine %r1, %pos, %w : ({t(('?', H))}, tensor<?x{K}xi32>, {t(('?', K))}) -> {t(('?', H))}
+  return %y : {t(('?', H))}
+}}
+"""
+    return mlir, inputs, out
+
+
+def padded(rng, T, E=16):
+    # moe.dispatch pads each expert's rows to a multiple of 4 (rows of token
+    # -1): moe.experts must leave the padding rows as they are (here, of an
+    # empty tensor: never read) and compute the others; with 8 or more rows
+    # per expert and 16 experts that have rows, in parallel.
+    x = rng.standard_normal((T, H))
+    router = rng.standard_normal((H, E)) / np.sqrt(H)
+    gate = rng.standard_normal((E, H, F)) / np.sqrt(H)
+    up = rng.standard_normal((E, H, F)) / np.sqrt(H)
+    down = rng.standard_normal((E, F, H)) / np.sqrt(F)
+    x, router, gate, up, down = inputs = [f32(a) for a in (x, router, gate, up, down)]
+    ids, w = R.route(x @ router, dict(k=K, renormalize=True))
+    out = np.zeros((T, H))
+    for tok in range(T):
+        for i in range(K):
+            e = ids[tok, i]
+            out[tok] += w[tok, i] * R.expert_ffn(
+                x[tok][None], dict(kind="gated", activation="silu"), gate[e], up[e], down[e])[0]
+    mlir = f"""func.func @main(%x: {t(('?', H))}, %router: {t((H, E))}, %g: {t((E, H, F))},
+    %u: {t((E, H, F))}, %d: {t((E, F, H))}) -> {t(('?', H))} {{
+{plan(E, "renormalize = true", block_size=4)}
+  %r = moe.experts %x, %tok, %off into %dest gate(%g : {t((E, H, F))}) up(%u : {t((E, H, F))})
+      down(%d : {t((E, F, H))}) {{expert = #moe.expert<gated, silu>}}
+      : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))}
+  %y = moe.combine %r, %pos, %w : ({t(('?', H))}, tensor<?x{K}xi32>, {t(('?', K))}) -> {t(('?', H))}
   return %y : {t(('?', H))}
 }}
 """
@@ -291,8 +327,8 @@ def main():
     ap.add_argument("cmd", choices=["gen", "check"])
     ap.add_argument("dir")
     ap.add_argument("case", nargs="?",
-                    choices=["zero-computation", "zero-computation-wide", "generic", "conv",
-                             "attention"])
+                    choices=["zero-computation", "zero-computation-wide", "padded", "generic",
+                             "conv", "attention"])
     ap.add_argument("--tokens", type=int, default=9)
     ap.add_argument("--seed", type=int)
     a = ap.parse_args()
@@ -300,6 +336,7 @@ def main():
         sys.exit(R.check_case_output(a.dir))
     build = {"zero-computation": zero_computation,
              "zero-computation-wide": lambda rng, T: zero_computation(rng, T, n_ffn=17),
+             "padded": padded,
              "generic": generic, "conv": conv, "attention": attention}[a.case]
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "little")
     case = build(np.random.default_rng(seed), a.tokens)
