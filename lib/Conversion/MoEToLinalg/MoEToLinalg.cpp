@@ -667,6 +667,37 @@ struct RouteOpLowering : public OpConversionPattern<RouteOp> {
   }
 };
 
+/// A 2-d slice of an `scf.forall` output that one iteration writes: `value`
+/// at `offsets`, `sizes` (unit strides).
+struct ParallelSlice {
+  Value value;
+  SmallVector<OpFoldResult> offsets, sizes;
+};
+
+/// An `scf.forall` over `count` iterations with shared `outputs`: `body`
+/// gets the induction variable and the shared outputs and returns, per
+/// output, the slice the iteration inserts into it in parallel.
+static SmallVector<Value> forallInsertingSlices(
+    OpBuilder &b, Location loc, OpFoldResult count, ValueRange outputs,
+    function_ref<SmallVector<ParallelSlice>(OpBuilder &, Location, Value iv,
+                                            ValueRange shared)>
+        body) {
+  auto forall = scf::ForallOp::create(
+      b, loc, ArrayRef<OpFoldResult>{count}, outputs, std::nullopt,
+      [&](OpBuilder &b, Location loc, ValueRange args) {
+        ValueRange shared = args.drop_front();
+        SmallVector<ParallelSlice> slices = body(b, loc, args[0], shared);
+        auto inParallel = scf::InParallelOp::create(b, loc);
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(inParallel.getBody());
+        SmallVector<OpFoldResult> strides(2, b.getIndexAttr(1));
+        for (auto [slice, out] : llvm::zip_equal(slices, shared))
+          tensor::ParallelInsertSliceOp::create(
+              b, loc, slice.value, out, slice.offsets, slice.sizes, strides);
+      });
+  return SmallVector<Value>(forall.getResults());
+}
+
 /// The router matmul and the routing of one block of `blockSize` tokens at a
 /// time: the `[T, E]` logits exist only as a `[block, E]` tile. More than one
 /// block (chosen at run time) runs the blocks in parallel (an `scf.forall`).
@@ -747,22 +778,15 @@ struct GateOpLowering : public OpConversionPattern<GateOp> {
     // The blocks in parallel: more than one block of tokens (prefill).
     auto parallel = [&](OpBuilder &b, Location loc) {
       Value numBlocks = arith::CeilDivUIOp::create(b, loc, numTokens, step);
-      auto forall = scf::ForallOp::create(
-          b, loc, ArrayRef<OpFoldResult>{numBlocks}, ValueRange{ids, weights},
-          std::nullopt, [&](OpBuilder &b, Location loc, ValueRange args) {
-            Value t0 = arith::MulIOp::create(b, loc, args[0], step);
+      return forallInsertingSlices(
+          b, loc, numBlocks, ValueRange{ids, weights},
+          [&](OpBuilder &b, Location loc, Value i, ValueRange) {
+            Value t0 = arith::MulIOp::create(b, loc, i, step);
             Block block = routeBlock(b, loc, t0);
-            auto inParallel = scf::InParallelOp::create(b, loc);
-            OpBuilder::InsertionGuard guard(b);
-            b.setInsertionPointToStart(inParallel.getBody());
-            tensor::ParallelInsertSliceOp::create(b, loc, block.ids, args[1],
-                                                  block.offsets, block.sizes,
-                                                  strides(b));
-            tensor::ParallelInsertSliceOp::create(b, loc, block.weights,
-                                                  args[2], block.offsets,
-                                                  block.sizes, strides(b));
+            return SmallVector<ParallelSlice>{
+                {block.ids, block.offsets, block.sizes},
+                {block.weights, block.offsets, block.sizes}};
           });
-      return SmallVector<Value>(forall.getResults());
     };
     Value many = arith::CmpIOp::create(rewriter, loc, arith::CmpIPredicate::sgt,
                                        numTokens, step);
@@ -1176,30 +1200,23 @@ static Value forEachExpertInParallel(
     Value input, Value tokens, Value offsets, Value dest, bool mayPad,
     function_ref<Value(OpBuilder &, Location, Value local, Value rows)>
         compute) {
-  auto forall = scf::ForallOp::create(
-      b, loc, ArrayRef<OpFoldResult>{numActive}, ValueRange{dest}, std::nullopt,
-      [&](OpBuilder &b, Location loc, ValueRange args) {
-        Value local = tensor::ExtractOp::create(b, loc, active, args[0]);
-        Value shared = args[1];
+  int64_t hidden = tensorType(dest).getDimSize(1);
+  return forallInsertingSlices(
+      b, loc, numActive, ValueRange{dest},
+      [&](OpBuilder &b, Location loc, Value i, ValueRange shared) {
+        Value local = tensor::ExtractOp::create(b, loc, active, i);
         Value global =
             arith::AddIOp::create(b, loc, local, indexConst(b, loc, first));
         auto [start, rowCount] = expertRowRange(b, loc, offsets, global);
         Value result = computeExpertRows(
-            b, loc, input, tokens, shared, start, rowCount, mayPad,
+            b, loc, input, tokens, shared[0], start, rowCount, mayPad,
             [&](OpBuilder &b, Location loc, Value rows) {
               return compute(b, loc, local, rows);
             });
-        auto inParallel = scf::InParallelOp::create(b, loc);
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(inParallel.getBody());
-        OpFoldResult one = b.getIndexAttr(1), zero = b.getIndexAttr(0);
-        int64_t hidden = tensorType(dest).getDimSize(1);
-        tensor::ParallelInsertSliceOp::create(
-            b, loc, result, shared, ArrayRef<OpFoldResult>{start, zero},
-            ArrayRef<OpFoldResult>{rowCount, b.getIndexAttr(hidden)},
-            ArrayRef<OpFoldResult>{one, one});
-      });
-  return forall.getResult(0);
+        return SmallVector<ParallelSlice>{{result,
+                                           {start, b.getIndexAttr(0)},
+                                           {rowCount, b.getIndexAttr(hidden)}}};
+      })[0];
 }
 
 //===----------------------------------------------------------------------===//
@@ -1341,7 +1358,8 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
       Value manyRows = arith::CmpIOp::create(
           rewriter, loc, arith::CmpIPredicate::sge, numRows,
           indexConst(rewriter, loc, parallelRows * op.getNumExperts()));
-      auto [active, numActive] =
+      Value active, numActive;
+      std::tie(active, numActive) =
           listActiveExperts(rewriter, loc, op.getFirstExpert(),
                             op.getNumExperts(), adaptor.getExpertOffsets());
       Value manyExperts = arith::CmpIOp::create(
@@ -1671,27 +1689,22 @@ struct CombineOpLowering : public OpConversionPattern<CombineOp> {
         [&](OpBuilder &b, Location loc) {
           Value numBlocks =
               arith::CeilDivUIOp::create(b, loc, numTokens, block);
-          auto forall = scf::ForallOp::create(
-              b, loc, ArrayRef<OpFoldResult>{numBlocks}, ValueRange{out},
-              std::nullopt, [&](OpBuilder &b, Location loc, ValueRange args) {
-                Value t0 = arith::MulIOp::create(b, loc, args[0], block);
+          SmallVector<Value> combined = forallInsertingSlices(
+              b, loc, numBlocks, ValueRange{out},
+              [&](OpBuilder &b, Location loc, Value i, ValueRange shared) {
+                Value t0 = arith::MulIOp::create(b, loc, i, block);
                 Value n = arith::MinSIOp::create(
                     b, loc, block,
                     arith::SubIOp::create(b, loc, numTokens, t0));
                 SmallVector<OpFoldResult> offsets = {t0, b.getIndexAttr(0)};
                 SmallVector<OpFoldResult> sizes = {n, b.getIndexAttr(hidden)};
-                SmallVector<OpFoldResult> strides = {b.getIndexAttr(1),
-                                                     b.getIndexAttr(1)};
                 Value slice = tensor::ExtractSliceOp::create(
-                    b, loc, args[1], offsets, sizes, strides);
-                Value combined = combineTokens(b, loc, t0, slice);
-                auto inParallel = scf::InParallelOp::create(b, loc);
-                OpBuilder::InsertionGuard guard(b);
-                b.setInsertionPointToStart(inParallel.getBody());
-                tensor::ParallelInsertSliceOp::create(b, loc, combined, args[1],
-                                                      offsets, sizes, strides);
+                    b, loc, shared[0], offsets, sizes,
+                    SmallVector<OpFoldResult>(2, b.getIndexAttr(1)));
+                return SmallVector<ParallelSlice>{
+                    {combineTokens(b, loc, t0, slice), offsets, sizes}};
               });
-          scf::YieldOp::create(b, loc, forall.getResult(0));
+          scf::YieldOp::create(b, loc, combined);
         },
         [&](OpBuilder &b, Location loc) {
           scf::YieldOp::create(b, loc, combineTokens(b, loc, c0, out));
@@ -1709,6 +1722,13 @@ struct CombineOpLowering : public OpConversionPattern<CombineOp> {
     Type elementType = tensorType(rows).getElementType();
     int64_t k = tensorType(positions).getDimSize(1);
     int64_t hidden = tensorType(rows).getDimSize(1);
+    int64_t lanes = kCombineVectorBits / elementType.getIntOrFloatBitWidth();
+    if (vectorize && hidden % lanes == 0) {
+      Value result = buildVectorCombine(rewriter, loc, adaptor, lanes);
+      rewriter.replaceOp(op, RouteOpLowering::castTo(rewriter, loc, result,
+                                                     op.getResult().getType()));
+      return success();
+    }
     SmallVector<OpFoldResult> sizes = {
         tensor::getMixedSize(rewriter, loc, positions, 0),
         rewriter.getIndexAttr(hidden)};
@@ -1719,13 +1739,6 @@ struct CombineOpLowering : public OpConversionPattern<CombineOp> {
       maps.push_back(id2(ctx));
     }
     bool hasAddend = !inputs.empty();
-    int64_t lanes = kCombineVectorBits / elementType.getIntOrFloatBitWidth();
-    if (vectorize && hidden % lanes == 0) {
-      Value result = buildVectorCombine(rewriter, loc, adaptor, lanes);
-      rewriter.replaceOp(op, RouteOpLowering::castTo(rewriter, loc, result,
-                                                     op.getResult().getType()));
-      return success();
-    }
     Value result = elementwise2d(
         rewriter, loc, inputs, maps, sizes, elementType,
         [&](OpBuilder &b, Location loc, ValueRange args) {
