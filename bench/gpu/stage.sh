@@ -49,14 +49,16 @@ sm90=(
   "expert-choice --tokens 21 --dtype f16"
   # Wide enough that the skinny GEMMs split K over blocks.
   "mixtral-wide --tokens 1" "qwen-wide --tokens 3" "mixtral-wide --tokens 1 --dtype f16")
-# The generators of test/Integration/CPU/Inputs, whose host code is moe ops
-# only: hash routing and token groups (routing_ops.py), MoE++ zero, copy and
-# constant experts (explicit_ops.py), int8, int4 and both in one model
-# (quantized_experts.py).
+# The generators of test/Integration/CPU/Inputs: hash routing and token groups
+# (routing_ops.py), MoE++ zero, copy and constant experts and region experts
+# (matmul + tanh, padded, with a residual addition, convolution, attention:
+# explicit_ops.py), int8, int4 and both in one model (quantized_experts.py).
 generated=("hash-table --tokens 29" "hash-function --tokens 23" "groups-gate --tokens 45"
   "zero-computation --tokens 23" "zero-computation --tokens 300"
   "int8 --tokens 1" "int8 --tokens 21" "int4 --tokens 1" "int4 --tokens 16"
-  "mixed --tokens 11" "int8 --tokens 600" "int8-zp --tokens 7" "int4-zp --tokens 16")
+  "mixed --tokens 11" "int8 --tokens 600" "int8-zp --tokens 7" "int4-zp --tokens 16"
+  "generic --tokens 40" "generic-padded --tokens 13" "generic-residual --tokens 300"
+  "conv --tokens 9" "attention --tokens 11" "attention --tokens 200")
 n=0
 stage_case() { # "ARCH..." GENERATOR CASE ARGS...: one case, a library per chip
   local archs=$1 gen=$2 arch; shift 2
@@ -82,7 +84,8 @@ for c in "${sm90[@]}"; do stage_case sm_90 test/lib/moe_case.py $c; done
 for c in "${generated[@]}"; do
   gen=test/Integration/CPU/Inputs/routing_ops.py
   case $c in
-    zero-computation*) gen=test/Integration/CPU/Inputs/explicit_ops.py ;;
+    zero-computation* | generic* | conv* | attention*)
+      gen=test/Integration/CPU/Inputs/explicit_ops.py ;;
     int8* | int4* | mixed*) gen=test/Integration/CPU/Inputs/quantized_experts.py ;;
   esac
   # shellcheck disable=SC2086

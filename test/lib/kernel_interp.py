@@ -866,7 +866,9 @@ def run_host(module, inputs, func_name=None, log=None, bases=None):
     (numpy arrays; bf16 as float64 holding bf16 values), launching its
     kernels on the interpreter; returns the results as numpy arrays.
     `bases` maps argument positions to the address of their buffer (256 by
-    default), to test misaligned buffers."""
+    default), to test misaligned buffers. Host loops and branches (the
+    expert loop of moe.generic_experts) run here too, and so do the views
+    the host takes of tensors (slices, reshapes)."""
     funcs, kernels = {}, find_kernels(module)
     for region in module.regions:
         for block in region:
@@ -879,71 +881,150 @@ def run_host(module, inputs, func_name=None, log=None, bases=None):
     for i, (name, t, a) in enumerate(zip(body.args, body.arg_types, inputs)):
         env[name] = buffer(np.asarray(a), _elem(t))
         env[name].base = (bases or {}).get(i, 256)
-    interp = Interpreter(None)
-    views = {}
-    for op in body.ops:
+    host = _Host(kernels, log)
+    out = host.run(body.ops, env)
+    if out is None:
+        raise KernelError("no func.return")
+    return [v.array for v in out]
+
+
+_DYNAMIC = -9223372036854775808
+
+
+def _static_list(props, name):
+    m = re.search(name + r" = array<i64(?:: ([^>]*))?>", props)
+    return [int(x) for x in m.group(1).split(",")] if m and m.group(1) else []
+
+
+def _segments(props):
+    return [int(x) for x in re.search(r"operandSegmentSizes = array<i32: ([^>]*)>",
+                                      props).group(1).split(",")]
+
+
+class _Host:
+    """The host side of a lowered module: buffers are Memrefs (device and
+    host memory alike), tensors the Memrefs they were made from."""
+
+    def __init__(self, kernels, log):
+        self.kernels = kernels
+        self.log = log
+        self.interp = Interpreter(None)
+        self.views = {}
+
+    def run(self, ops, env):
+        """Runs `ops`; returns the values of a func.return or scf.yield, or
+        None at the end of the ops."""
         get = env.__getitem__
-        name = op.name
-        if name in ("bufferization.to_buffer", "bufferization.to_tensor"):
-            env[op.results[0]] = get(op.operands[0])
-        elif name in ("tensor.dim", "memref.dim"):
-            env[op.results[0]] = get(op.operands[0]).array.shape[get(op.operands[1])]
-        elif name == "gpu.alloc":
-            t = op.result_types[0]
-            dyn = iter(get(o) for o in op.operands)
-            shape = [next(dyn) if d is None else d for d in _shape(t)]
-            env[op.results[0]] = _garbage(shape, _elem(t))
-        elif name == "tensor.empty":
-            t = op.result_types[0]
-            dyn = iter(get(o) for o in op.operands)
-            shape = [next(dyn) if d is None else d for d in _shape(t)]
-            env[op.results[0]] = _garbage(shape, _elem(t))
-        elif name == "gpu.memcpy":
-            dst, src = get(op.operands[-2]), get(op.operands[-1])
-            dst.array[...] = src.array
-        elif name == "memref.view":
-            # A typed view of an i8 buffer: its own array here, checked to lie
-            # in the buffer and not to overlap another view of it.
-            src, shift = get(op.operands[0]), get(op.operands[1])
-            t = op.result_types[0]
-            dyn = iter(get(o) for o in op.operands[2:])
-            shape = [next(dyn) if d is None else d for d in _shape(t)]
-            view = _garbage(shape, _elem(t))
-            size = int(np.prod(shape)) * _BYTES[_elem(t)]
-            ranges = views.setdefault(id(src), [])
-            if shift < 0 or shift + size > src.array.size or any(
-                    size and a < shift + size and shift < b for a, b in ranges):
-                raise KernelError("memref.view [%d, %d) of a %d-byte buffer, views %s"
-                                  % (shift, shift + size, src.array.size, ranges))
-            ranges.append((shift, shift + size))
-            view.base = src.base + shift
-            env[op.results[0]] = view
-        elif name == "gpu.dealloc":
-            pass
-        elif name == "gpu.launch_func":
-            sizes = [int(x) for x in re.search(r"operandSegmentSizes = array<i32: ([^>]*)>",
-                                               op.props).group(1).split(",")]
-            vals = [get(o) for o in op.operands]
-            pos = sizes[0]
-            grid = vals[pos:pos + 3]
-            block = vals[pos + 3:pos + 6]
-            args = vals[sum(sizes[:11]):sum(sizes[:12])]
-            kname = re.search(r"kernel = @\w+::@(\w+)", op.props).group(1)
-            if log is not None:
-                log.append((kname, tuple(grid), tuple(block)))
-            if 0 in grid:
-                continue
-            Interpreter(kernels[kname]).run(grid, block, args)
-        elif name == "func.return":
-            return [get(o).array for o in op.operands]
-        elif name == "arith.constant" and op.result_types[0].startswith("tensor<"):
-            env[op.results[0]] = _dense_tensor(op.props, op.result_types[0])
-        else:
-            vals = [get(o) for o in op.operands]
-            out = interp._scalar(op, vals, (0, 0, 0), (0, 0, 0))
-            if op.results:
-                env[op.results[0]] = out
-    raise KernelError("no func.return")
+        for op in ops:
+            name = op.name
+            if name in ("bufferization.to_buffer", "bufferization.to_tensor", "memref.cast",
+                        "tensor.cast"):
+                env[op.results[0]] = get(op.operands[0])
+            elif name in ("tensor.dim", "memref.dim"):
+                env[op.results[0]] = get(op.operands[0]).array.shape[get(op.operands[1])]
+            elif name in ("gpu.alloc", "tensor.empty", "memref.alloc"):
+                t = op.result_types[0]
+                dyn = iter(get(o) for o in op.operands)
+                shape = [next(dyn) if d is None else d for d in _shape(t)]
+                env[op.results[0]] = _garbage(shape, _elem(t))
+            elif name == "gpu.memcpy":
+                dst, src = get(op.operands[-2]), get(op.operands[-1])
+                dst.array[...] = src.array
+            elif name == "memref.view":
+                env[op.results[0]] = self._view(op, get)
+            elif name in ("gpu.dealloc", "memref.dealloc"):
+                pass
+            elif name == "gpu.launch_func":
+                sizes = _segments(op.props)
+                vals = [get(o) for o in op.operands]
+                pos = sizes[0]
+                grid = vals[pos:pos + 3]
+                block = vals[pos + 3:pos + 6]
+                args = vals[sum(sizes[:11]):sum(sizes[:12])]
+                kname = re.search(r"kernel = @\w+::@(\w+)", op.props).group(1)
+                if self.log is not None:
+                    self.log.append((kname, tuple(grid), tuple(block)))
+                if 0 in grid:
+                    continue
+                Interpreter(self.kernels[kname]).run(grid, block, args)
+            elif name in ("func.return", "scf.yield"):
+                return [get(o) for o in op.operands]
+            elif name == "scf.for":
+                lb, ub, step = get(op.operands[0]), get(op.operands[1]), get(op.operands[2])
+                carried = [get(o) for o in op.operands[3:]]
+                blk = op.regions[0][0]
+                iv = lb
+                while iv < ub:
+                    inner = dict(env)
+                    inner[blk.args[0]] = iv
+                    inner.update(zip(blk.args[1:], carried))
+                    carried = self.run(blk.ops, inner) or []
+                    iv += step
+                env.update(zip(op.results, carried))
+            elif name == "scf.if":
+                region = op.regions[0] if get(op.operands[0]) else op.regions[1]
+                out = self.run(region[0].ops, dict(env)) if region else []
+                env.update(zip(op.results, out or []))
+            elif name == "tensor.extract_slice":
+                env[op.results[0]] = self._slice(op, get)
+            elif name in ("tensor.expand_shape", "tensor.collapse_shape"):
+                src = get(op.operands[0])
+                shape = _shape(op.result_types[0])
+                if name == "tensor.expand_shape":
+                    dyn = iter(get(o) for o in op.operands[1:])
+                    shape = [next(dyn) if d is None else d for d in shape]
+                else:
+                    groups = re.search(r"reassociation = (\[\[.*?\]\])", op.props).group(1)
+                    groups = [[int(x) for x in g.split(",")]
+                              for g in re.findall(r"\[([\d, ]+)\]", groups)]
+                    shape = [int(np.prod([src.array.shape[i] for i in g])) for g in groups]
+                env[op.results[0]] = Memref(src.array.reshape(shape), src.elem, src.base)
+            elif name == "arith.constant" and op.result_types[0].startswith("tensor<"):
+                env[op.results[0]] = _dense_tensor(op.props, op.result_types[0])
+            else:
+                vals = [get(o) for o in op.operands]
+                out = self.interp._scalar(op, vals, (0, 0, 0), (0, 0, 0))
+                if op.results:
+                    env[op.results[0]] = out
+        return None
+
+    def _view(self, op, get):
+        # A typed view of an i8 buffer: its own array here, checked to lie
+        # in the buffer and not to overlap another view of it.
+        src, shift = get(op.operands[0]), get(op.operands[1])
+        t = op.result_types[0]
+        dyn = iter(get(o) for o in op.operands[2:])
+        shape = [next(dyn) if d is None else d for d in _shape(t)]
+        view = _garbage(shape, _elem(t))
+        size = int(np.prod(shape)) * _BYTES[_elem(t)]
+        ranges = self.views.setdefault(id(src), [])
+        if shift < 0 or shift + size > src.array.size or any(
+                size and a < shift + size and shift < b for a, b in ranges):
+            raise KernelError("memref.view [%d, %d) of a %d-byte buffer, views %s"
+                              % (shift, shift + size, src.array.size, ranges))
+        ranges.append((shift, shift + size))
+        view.base = src.base + shift
+        return view
+
+    def _slice(self, op, get):
+        """tensor.extract_slice: a numpy view, then the result's shape (a
+        rank-reducing slice drops unit dimensions)."""
+        src = get(op.operands[0])
+        dyn = iter(get(o) for o in op.operands[1:])
+        parts = []
+        for key in ("static_offsets", "static_sizes", "static_strides"):
+            vals = [next(dyn) if v == _DYNAMIC else v for v in _static_list(op.props, key)]
+            parts.append(vals)
+        offsets, sizes, strides = parts
+        index = tuple(slice(o, o + s * st, st) for o, s, st in zip(offsets, sizes, strides))
+        view = src.array[index]
+        rank = len(_shape(op.result_types[0]))
+        shape = list(sizes)
+        while len(shape) > rank:
+            shape.remove(1)
+        if view.shape != tuple(shape):
+            view = view.reshape(shape)
+        return Memref(view, src.elem, src.base)
 
 
 # ---------------------------------------------------------------------------

@@ -106,16 +106,25 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
       partial sums in a fixed order (no atomics).
     - combine: a per-token reduction of the k rows, no scatter.
 
+    - `moe.generic_experts` (the region form): a host loop over the experts
+      (the offsets copied to the host), for each expert with rows a gather
+      kernel, the region's ops, and a kernel that writes the yielded rows.
+    - tensor compute on the host, beside the moe ops or in an expert region
+      (linalg ops on tensors, elementwise arith/math on tensors, `tensor.pad`
+      with an invariant padding value): one naive kernel per op, one thread
+      per element of its parallel loops running its reduction loops, on views
+      of its operands (any strides). Correct, not tuned.
+
     Host side, operands become buffers through `bufferization.to_buffer` and
     results are `gpu.alloc` buffers behind `bufferization.to_tensor`, so the
     host function is bufferized afterwards. `moe.layer` (run `moe-expand`),
-    `moe.generic_experts`, dynamic sizes other than the token count and
-    element types other than f16, bf16, f32 and f64 are reported as errors
-    naming the op. So is what would run on the host against device memory:
-    tensor compute left beside the launches (a linalg op, arith/math on
-    tensors, `tensor.extract`) and constant tensors passed to kernels (they
-    would be globals in host memory; `moe-compile --target=cuda` makes them
-    weights), unless `allow-host-constants` is set.
+    dynamic sizes other than the token count and element types other than
+    f16, bf16, f32 and f64 are reported as errors naming the op. So is what
+    would still run on the host against device memory (reading or inserting
+    an element, `tensor.insert_slice`, `tensor.concat`, linalg on memrefs)
+    and constant tensors passed to kernels (they would be globals in host
+    memory; `moe-compile --target=cuda` makes them weights), unless
+    `allow-host-constants` is set.
 
     Example:
     ```mlir
@@ -140,6 +149,7 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
     "::mlir::arith::ArithDialect",
     "::mlir::bufferization::BufferizationDialect",
     "::mlir::gpu::GPUDialect",
+    "::mlir::linalg::LinalgDialect",
     "::mlir::LLVM::LLVMDialect",
     "::mlir::math::MathDialect",
     "::mlir::memref::MemRefDialect",

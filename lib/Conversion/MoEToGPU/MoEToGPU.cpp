@@ -21,6 +21,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Conversion/MoEToGPU/MoEToGPU.h"
+#include "KernelSupport.h"
 #include "moe/Conversion/ExpertMath.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
@@ -40,6 +41,7 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Transforms/DialectConversion.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "mlir/Transforms/RegionUtils.h"
 
 #include <cmath>
@@ -52,6 +54,7 @@ namespace moe {
 
 using namespace mlir;
 using namespace moe;
+using namespace moe::gpu_lowering;
 
 /// Threads per block of the one-dimensional kernels.
 static constexpr int64_t kThreads = 128;
@@ -108,12 +111,6 @@ static Type computeType(Type elementType) {
   if (elementType.isF64())
     return elementType;
   return Float32Type::get(elementType.getContext());
-}
-
-/// The identity-layout memref of a ranked tensor type.
-static MemRefType bufferType(Type tensor) {
-  auto type = cast<RankedTensorType>(tensor);
-  return MemRefType::get(type.getShape(), type.getElementType());
 }
 
 /// A workgroup (shared) memory buffer type.
@@ -381,124 +378,6 @@ static Value loadMaskedVector(const KernelBuilder &b, VectorType type,
   return select(vectorOk, vectorized, scalar);
 }
 
-/// A kernel being built: its function and its arguments.
-struct Kernel {
-  gpu::GPUFuncOp func;
-  SmallVector<Value> args;
-  SmallVector<Value> workgroup;
-};
-} // namespace
-
-/// The `gpu.module` that holds the moe kernels of the module around `op`,
-/// created (and the module marked as a container) on first use.
-static gpu::GPUModuleOp getKernelModule(RewriterBase &rewriter, Operation *op) {
-  auto module = op->getParentOfType<ModuleOp>();
-  if (auto existing =
-          module.lookupSymbol<gpu::GPUModuleOp>(kMoEKernelModuleName))
-    return existing;
-  if (!module->hasAttr(gpu::GPUDialect::getContainerModuleAttrName()))
-    rewriter.modifyOpInPlace(module, [&] {
-      module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                      rewriter.getUnitAttr());
-    });
-  OpBuilder::InsertionGuard guard(rewriter);
-  rewriter.setInsertionPointToEnd(module.getBody());
-  return gpu::GPUModuleOp::create(rewriter, module.getLoc(),
-                                  kMoEKernelModuleName);
-}
-
-/// Creates an empty kernel named `base` (uniqued) taking `argTypes`, with
-/// workgroup buffers of `workgroupTypes`, and sets the insertion point of
-/// `rewriter` into its body; the caller restores it.
-static Kernel createKernel(RewriterBase &rewriter, Operation *op,
-                           StringRef base, TypeRange argTypes,
-                           TypeRange workgroupTypes, int64_t blockX,
-                           int64_t blockY = 1) {
-  gpu::GPUModuleOp module = getKernelModule(rewriter, op);
-  std::string name = base.str();
-  for (unsigned i = 0; module.lookupSymbol(name); ++i)
-    name = (base + "_" + Twine(i)).str();
-  rewriter.setInsertionPointToEnd(module.getBody());
-  auto func = gpu::GPUFuncOp::create(
-      rewriter, op->getLoc(), name,
-      rewriter.getFunctionType(argTypes, TypeRange{}), workgroupTypes);
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
-                rewriter.getUnitAttr());
-  func.setKnownBlockSizeAttr(
-      rewriter.getDenseI32ArrayAttr({int32_t(blockX), int32_t(blockY), 1}));
-  Block &entry = func.getBody().front();
-  rewriter.setInsertionPointToStart(&entry);
-  gpu::ReturnOp::create(rewriter, op->getLoc());
-  rewriter.setInsertionPointToStart(&entry);
-  // Every workgroup buffer 16-byte aligned: kernels read and write them as
-  // 16-byte vectors (tiles), and LLVM combines adjacent scalar accesses into
-  // vector ones too (it did, on a [threads x 4] f32 buffer of the routing
-  // kernel, which ptxas then placed 4-byte aligned: a misaligned address on
-  // an H200).
-  for (unsigned i = 0, e = workgroupTypes.size(); i < e; ++i)
-    func.setWorkgroupAttributionAttr(i, LLVM::LLVMDialect::getAlignAttrName(),
-                                     rewriter.getI64IntegerAttr(16));
-  Kernel kernel{func, {}, {}};
-  for (unsigned i = 0, e = argTypes.size(); i < e; ++i)
-    kernel.args.push_back(entry.getArgument(i));
-  for (BlockArgument arg : func.getWorkgroupAttributions())
-    kernel.workgroup.push_back(arg);
-  return kernel;
-}
-
-namespace {
-/// Host-side code around the launches of one moe op.
-struct Host {
-  RewriterBase &rewriter;
-  Location loc;
-
-  /// The buffer of a tensor operand.
-  Value buffer(Value tensor) const {
-    if (!tensor)
-      return {};
-    return bufferization::ToBufferOp::create(
-        rewriter, loc, bufferType(tensor.getType()), tensor);
-  }
-  /// A device buffer of `type` (its dynamic sizes in order).
-  Value alloc(MemRefType type, ValueRange dynamicSizes) const {
-    return gpu::AllocOp::create(rewriter, loc, type, Type(), ValueRange{},
-                                dynamicSizes, ValueRange{}, false)
-        .getMemref();
-  }
-  void dealloc(Value memref) const {
-    gpu::DeallocOp::create(rewriter, loc, Type(), ValueRange{}, memref);
-  }
-  /// The result buffer of an op that writes the rows of its experts "into"
-  /// `dest` (`moe.experts` and its variants): `[numRows, H]`, holding
-  /// `dest`'s rows first unless `dest` is a `tensor.empty` (rows of other
-  /// experts pass through).
-  Value rowsInto(RankedTensorType resultType, Value numRows, Value dest) const {
-    SmallVector<Value> dynamicSizes;
-    if (resultType.isDynamicDim(0))
-      dynamicSizes.push_back(numRows);
-    Value out = alloc(bufferType(resultType), dynamicSizes);
-    if (!dest.getDefiningOp<tensor::EmptyOp>())
-      gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, out,
-                            buffer(dest));
-    return out;
-  }
-  /// The tensor of a result buffer, which nothing else aliases.
-  Value tensor(Type type, Value memref) const {
-    return bufferization::ToTensorOp::create(rewriter, loc, type, memref,
-                                             /*restrict=*/true,
-                                             /*writable=*/true);
-  }
-  void launch(const Kernel &kernel, Value gridX, Value gridY, int64_t blockX,
-              int64_t blockY, ValueRange args, Value gridZ = {}) const {
-    Value one = arith::ConstantIndexOp::create(rewriter, loc, 1);
-    gpu::KernelDim3 grid{gridX, gridY, gridZ ? gridZ : one};
-    gpu::KernelDim3 block{arith::ConstantIndexOp::create(rewriter, loc, blockX),
-                          arith::ConstantIndexOp::create(rewriter, loc, blockY),
-                          one};
-    gpu::LaunchFuncOp::create(rewriter, loc, kernel.func, grid, block, Value(),
-                              args);
-  }
-};
 } // namespace
 
 /// The non-null values of `values`.
@@ -540,8 +419,6 @@ static int64_t dispatchWorkgroupBytes(int64_t numExperts) {
 static std::string unsupportedReason(Operation *op) {
   if (isa<LayerOp>(op))
     return "is not lowered by convert-moe-to-gpu; run moe-expand first";
-  if (isa<GenericExpertsOp>(op))
-    return "is not lowered by convert-moe-to-gpu yet";
   if (auto quantized = dyn_cast<QuantizedExpertsOp>(op);
       quantized && !tensorType(quantized.getInput()).getElementType().isF32() &&
       !tensorType(quantized.getInput()).getElementType().isF16() &&
@@ -4193,6 +4070,7 @@ void moe::populateMoEToGPUConversionPatterns(RewritePatternSet &patterns) {
                DispatchOpLowering, ExpertsOpLowering, SharedExpertsOpLowering,
                ZeroComputationExpertsOpLowering, QuantizedExpertsOpLowering,
                CombineOpLowering>(patterns.getContext());
+  populateGenericExpertsToGPUPatterns(patterns);
 }
 
 namespace {
@@ -4211,6 +4089,19 @@ struct ConvertMoEToGPUPass
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       return signalPassFailure();
+    // Then the tensor compute left on the host (beside the moe ops, and the
+    // bodies of moe.generic_experts) as kernels of its own.
+    // Only the patterns: no folding, constant CSE or region simplification,
+    // so that the rest of the module stays as the conversion built it.
+    RewritePatternSet hostPatterns(&getContext());
+    populateHostComputeToGPUPatterns(hostPatterns);
+    FrozenRewritePatternSet frozen(std::move(hostPatterns));
+    GreedyRewriteConfig config;
+    config.enableFolding(false)
+        .enableConstantCSE(false)
+        .setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
+    for (auto func : getOperation().getOps<FunctionOpInterface>())
+      (void)applyPatternsGreedily(func->getRegions().front(), frozen, config);
     if (failed(checkHostCode()))
       signalPassFailure();
   }
@@ -4255,10 +4146,19 @@ struct ConvertMoEToGPUPass
           return WalkResult::advance();
         for (Value operand : launch.getKernelOperands()) {
           auto toBuffer = operand.getDefiningOp<bufferization::ToBufferOp>();
-          if (!toBuffer ||
-              !toBuffer.getTensor().getDefiningOp<arith::ConstantOp>())
+          if (!toBuffer)
             continue;
-          toBuffer.getTensor().getDefiningOp()->emitOpError()
+          // Through views: a slice of a constant is host memory too.
+          Value tensor = toBuffer.getTensor();
+          while (Operation *def = tensor.getDefiningOp()) {
+            if (!isa<tensor::ExtractSliceOp, tensor::ExpandShapeOp,
+                     tensor::CollapseShapeOp, tensor::CastOp>(def))
+              break;
+            tensor = def->getOperand(0);
+          }
+          if (!tensor.getDefiningOp<arith::ConstantOp>())
+            continue;
+          tensor.getDefiningOp()->emitOpError()
               << "is a kernel operand but would stay in host memory, which "
                  "the GPU cannot read; make it a function argument "
                  "(moe-compile --target=cuda outlines such constants into "
@@ -4271,16 +4171,19 @@ struct ConvertMoEToGPUPass
         return WalkResult::advance();
       bool computes =
           isa<linalg::LinalgDialect>(op->getDialect()) ||
-          isa<tensor::ExtractOp>(op) ||
+          isa<tensor::ExtractOp, tensor::InsertOp, tensor::InsertSliceOp,
+              tensor::PadOp, tensor::ConcatOp, tensor::GenerateOp,
+              tensor::SplatOp, tensor::GatherOp, tensor::ScatterOp>(op) ||
           (isa<arith::ArithDialect, math::MathDialect>(op->getDialect()) &&
            llvm::any_of(op->getOperandTypes(), isTensor));
       if (!computes)
         return WalkResult::advance();
       op->emitOpError()
           << "would run on the host, on tensors that live in GPU memory; "
-             "convert-moe-to-gpu lowers the moe ops (run moe-fuse-gating to "
-             "fold a router matmul into moe.gate) and keeps only shape "
-             "plumbing on the host";
+             "convert-moe-to-gpu makes kernels of the moe ops, of linalg ops "
+             "and elementwise arith/math on tensors and of tensor.pad with an "
+             "invariant padding value, and keeps only shape plumbing on the "
+             "host";
       return WalkResult::interrupt();
     });
     return failure(result.wasInterrupted());

@@ -9,6 +9,7 @@
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
+#include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
 #include "mlir/Conversion/ConvertToLLVM/ToLLVMPass.h"
 #include "mlir/Conversion/GPUCommon/GPUCommonPass.h"
 #include "mlir/Conversion/GPUToNVVM/GPUToNVVMPass.h"
@@ -88,6 +89,9 @@ void moe::buildCUDAPipeline(OpPassManager &pm,
   if (options.lowerHost) {
     pm.addNestedPass<func::FuncOp>(createGpuAsyncRegionPass());
     pm.addPass(memref::createExpandStridedMetadataPass());
+    // The offsets of views with dynamic offsets (slices of an expert's
+    // weights in a moe.generic_experts region) are affine.apply.
+    pm.addPass(createLowerAffinePass());
     pm.addPass(createGpuToLLVMConversionPass());
     pm.addPass(createFinalizeMemRefToLLVMConversionPass());
     pm.addPass(createConvertToLLVMPass());

@@ -11,13 +11,16 @@ func.func @layer(%x: tensor<?x64xf32>, %router: tensor<64x8xf32>,
 
 // -----
 
+// A region that reads an element on the host: its tensors live in GPU memory.
 func.func @generic(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<5xi32>,
                    %dest: tensor<?x64xf32>) -> tensor<?x64xf32> {
-  // expected-error @+1 {{'moe.generic_experts' op is not lowered by convert-moe-to-gpu yet}}
   %y = moe.generic_experts %x, %tok, %off into %dest {first_expert = 0, num_experts = 4}
          : (tensor<?x64xf32>, tensor<?xi32>, tensor<5xi32>, tensor<?x64xf32>) -> tensor<?x64xf32> {
   ^bb0(%rows: tensor<?x64xf32>, %e: index):
-    %r = math.tanh %rows : tensor<?x64xf32>
+    %c0 = arith.constant 0 : index
+    // expected-error @+1 {{'tensor.extract' op would run on the host, on tensors that live in GPU memory}}
+    %s = tensor.extract %rows[%c0, %c0] : tensor<?x64xf32>
+    %r = linalg.fill ins(%s : f32) outs(%rows : tensor<?x64xf32>) -> tensor<?x64xf32>
     moe.yield %r : tensor<?x64xf32>
   }
   return %y : tensor<?x64xf32>
@@ -45,18 +48,23 @@ func.func @too_many_experts(%logits: tensor<?x4096xf32>) -> (tensor<?x2xi32>, te
 
 // -----
 
-func.func @host_compute(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>) -> (tensor<?x2xf32>, tensor<?x8xf32>) {
+func.func @host_compute(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>) -> (tensor<?x2xf32>, tensor<8xf32>) {
   %c0 = arith.constant 0 : index
   %zero = arith.constant 0.0 : f32
   %t = tensor.dim %x, %c0 : tensor<?x64xf32>
   %e = tensor.empty(%t) : tensor<?x8xf32>
-  // The logits are also a result: the router matmul stays on the host.
-  // expected-error @+1 {{'linalg.fill' op would run on the host, on tensors that live in GPU memory}}
   %f = linalg.fill ins(%zero : f32) outs(%e : tensor<?x8xf32>) -> tensor<?x8xf32>
   %l = linalg.matmul ins(%x, %r : tensor<?x64xf32>, tensor<64x8xf32>) outs(%f : tensor<?x8xf32>) -> tensor<?x8xf32>
   %i, %w = moe.route %l {routing = #moe.routing<k = 2>}
       : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
-  return %w, %l : tensor<?x2xf32>, tensor<?x8xf32>
+  // The first token's logits, copied on the host: the fill and the matmul
+  // become kernels, the slice insertion would run on the host.
+  %first = tensor.extract_slice %l[0, 0] [1, 8] [1, 1] : tensor<?x8xf32> to tensor<8xf32>
+  %d = tensor.empty() : tensor<2x8xf32>
+  // expected-error @+1 {{'tensor.insert_slice' op would run on the host, on tensors that live in GPU memory}}
+  %ins = tensor.insert_slice %first into %d[0, 0] [1, 8] [1, 1] : tensor<8xf32> into tensor<2x8xf32>
+  %back = tensor.extract_slice %ins[1, 0] [1, 8] [1, 1] : tensor<2x8xf32> to tensor<8xf32>
+  return %w, %back : tensor<?x2xf32>, tensor<8xf32>
 }
 
 // -----

@@ -4,7 +4,8 @@ float64 references: FFN experts beside MoE++ zero-computation experts, and
 region (generic) experts: a matmul + tanh body, convolution experts (MoE CNNs)
 and attention experts (mixture of attention heads).
 
-    explicit_ops.py gen DIR {zero-computation[-wide]|padded|generic|conv|attention}
+    explicit_ops.py gen DIR {zero-computation[-wide]|padded|generic[-padded|-residual]|
+                             conv|attention}
                     [--tokens T]
                     [--seed S]
     explicit_ops.py check DIR
@@ -141,8 +142,11 @@ def padded(rng, T, E=16):
     return mlir, inputs, out
 
 
-def generic(rng, T):
+def generic(rng, T, block_size=1, residual=False):
     # Region experts: y = tanh(rows . W_e) + b_e, W captured from above.
+    # With `block_size` > 1 each expert's rows are padded (padding rows must
+    # be left alone); with `residual` the layer's input is added to its
+    # output (tensor compute beside the moe ops).
     E = 4
     x = rng.standard_normal((T, H))
     router = rng.standard_normal((H, E)) / np.sqrt(H)
@@ -157,8 +161,15 @@ def generic(rng, T):
         for i in range(K):
             e = ids[tok, i]
             out[tok] += w[tok, i] * (np.tanh(x[tok] @ W[e]) + b[e])
+    if residual:
+        out += x
+    ret = "%y"
+    add = ""
+    if residual:
+        ret = "%h"
+        add = f"\n  %h = arith.addf %x, %y : {t(('?', H))}"
     mlir = f"""func.func @main(%x: {t(('?', H))}, %router: {t((H, E))}, %W: {t((E, H, H))}, %b: {t((E, H))}) -> {t(('?', H))} {{
-{plan(E, "scoring = sigmoid")}
+{plan(E, "scoring = sigmoid", block_size)}
   %rows = moe.generic_experts %x, %tok, %off into %dest {{first_expert = 0, num_experts = {E}}}
       : ({t(('?', H))}, tensor<?xi32>, tensor<{E + 1}xi32>, {t(('?', H))}) -> {t(('?', H))} {{
   ^bb0(%in: {t(('?', H))}, %ex: index):
@@ -174,8 +185,8 @@ def generic(rng, T):
     %r = arith.addf %th, %bb : {t(('?', H))}
     moe.yield %r : {t(('?', H))}
   }}
-  %y = moe.combine %rows, %pos, %w : ({t(('?', H))}, tensor<?x{K}xi32>, {t(('?', K))}) -> {t(('?', H))}
-  return %y : {t(('?', H))}
+  %y = moe.combine %rows, %pos, %w : ({t(('?', H))}, tensor<?x{K}xi32>, {t(('?', K))}) -> {t(('?', H))}{add}
+  return {ret} : {t(('?', H))}
 }}
 """
     return mlir, inputs, out
@@ -328,7 +339,7 @@ def main():
     ap.add_argument("dir")
     ap.add_argument("case", nargs="?",
                     choices=["zero-computation", "zero-computation-wide", "padded", "generic",
-                             "conv", "attention"])
+                             "generic-padded", "generic-residual", "conv", "attention"])
     ap.add_argument("--tokens", type=int, default=9)
     ap.add_argument("--seed", type=int)
     a = ap.parse_args()
@@ -337,7 +348,10 @@ def main():
     build = {"zero-computation": zero_computation,
              "zero-computation-wide": lambda rng, T: zero_computation(rng, T, n_ffn=17),
              "padded": padded,
-             "generic": generic, "conv": conv, "attention": attention}[a.case]
+             "generic": generic,
+             "generic-padded": lambda rng, T: generic(rng, T, block_size=4),
+             "generic-residual": lambda rng, T: generic(rng, T, residual=True),
+             "conv": conv, "attention": attention}[a.case]
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "little")
     case = build(np.random.default_rng(seed), a.tokens)
     while case is None:  # draw until every expert of interest is chosen

@@ -1,0 +1,567 @@
+//===- HostCompute.cpp - Region experts and tensor compute as GPU kernels -===//
+//
+// Part of the moe-mlir project.
+//
+//===----------------------------------------------------------------------===//
+//
+// Two things that convert-moe-to-gpu lowers beside the moe ops' own kernels:
+//
+// - `moe.generic_experts` (the region form: convolution or attention
+//   experts, any IR): a host loop over the experts. The expert offsets are
+//   copied to the host; for each expert with rows a kernel gathers its input
+//   rows, the region's ops run on them, and a kernel writes the rows it
+//   yields into the result (padding rows keep `dest`'s values).
+// - Tensor compute on the host (a linalg op, arith/math on tensors,
+//   `tensor.pad` with a constant value), there or in an expert region: each
+//   op becomes one naive kernel, one thread per element of its parallel
+//   iteration space that runs the reduction loops itself, on views of its
+//   operands (any strides, so slices of weights are not copied) into a new
+//   device buffer. Correct for any linalg op, not tuned: the moe ops keep
+//   their own kernels.
+//
+//===----------------------------------------------------------------------===//
+
+#include "KernelSupport.h"
+#include "moe/Conversion/MoEToGPU/MoEToGPU.h"
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Affine/Utils.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Linalg/Transforms/Transforms.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/Interfaces/InferTypeOpInterface.h"
+#include "mlir/Transforms/DialectConversion.h"
+#include "mlir/Transforms/RegionUtils.h"
+
+using namespace mlir;
+using namespace moe;
+using namespace moe::gpu_lowering;
+
+/// Threads per block of the kernels of this file (one per element).
+static constexpr int64_t kElementThreads = 256;
+
+static Value indexConst(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantIndexOp::create(b, loc, v);
+}
+
+/// The product of `values` (1 for none).
+static Value product(OpBuilder &b, Location loc, ValueRange values) {
+  Value result = indexConst(b, loc, 1);
+  for (Value v : values)
+    result = arith::MulIOp::create(b, loc, result, v);
+  return result;
+}
+
+/// Blocks of kElementThreads threads for `count` elements.
+static Value elementBlocks(OpBuilder &b, Location loc, Value count) {
+  return arith::CeilDivUIOp::create(b, loc, count,
+                                    indexConst(b, loc, kElementThreads));
+}
+
+namespace {
+/// In a kernel of this file: the thread's element, and whether it is below
+/// the element count.
+struct ElementId {
+  Value id;
+  Value inRange;
+};
+} // namespace
+
+static ElementId elementId(OpBuilder &b, Location loc, Value count) {
+  Value block = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+  Value thread = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  Value id = arith::AddIOp::create(
+      b, loc,
+      arith::MulIOp::create(b, loc, block, indexConst(b, loc, kElementThreads)),
+      thread);
+  Value inRange =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, id, count);
+  return {id, inRange};
+}
+
+/// The multi-index of element `linear` of a row-major space of `sizes`.
+static SmallVector<Value> delinearize(OpBuilder &b, Location loc, Value linear,
+                                      ArrayRef<Value> sizes) {
+  SmallVector<Value> ivs(sizes.size());
+  for (int64_t d = int64_t(sizes.size()) - 1; d >= 0; --d) {
+    ivs[d] = arith::RemUIOp::create(b, loc, linear, sizes[d]);
+    linear = arith::DivUIOp::create(b, loc, linear, sizes[d]);
+  }
+  return ivs;
+}
+
+/// `if (cond) body()` in a kernel.
+static void ifThen(OpBuilder &b, Location loc, Value cond,
+                   function_ref<void()> body) {
+  scf::IfOp::create(b, loc, cond, [&](OpBuilder &, Location) {
+    body();
+    scf::YieldOp::create(b, loc);
+  });
+}
+
+/// An index value of an integer token index.
+static Value toIndex(OpBuilder &b, Location loc, Value v) {
+  if (v.getType().isIndex())
+    return v;
+  return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
+}
+
+//===----------------------------------------------------------------------===//
+// moe.generic_experts
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// The row kernels of the region form. `gather`: rows[i, :] = x[max(tok[
+/// start + i], 0), :] for the expert's `n` rows. Otherwise (scatter):
+/// out[start + i, :] = y[i, :] where tok[start + i] >= 0 (padding rows keep
+/// their values).
+Kernel buildRowsKernel(RewriterBase &rewriter, Operation *op, bool gather,
+                       TypeRange argTypes) {
+  OpBuilder::InsertionGuard guard(rewriter);
+  Kernel k = createKernel(rewriter, op,
+                          gather ? "moe_generic_gather" : "moe_generic_scatter",
+                          argTypes, {}, kElementThreads);
+  Location loc = op->getLoc();
+  OpBuilder &b = rewriter;
+  Value src = k.args[0], tokens = k.args[1], start = k.args[2], n = k.args[3],
+        dst = k.args[4];
+  Value hidden = memref::DimOp::create(b, loc, src, 1);
+  ElementId element =
+      elementId(b, loc, arith::MulIOp::create(b, loc, n, hidden));
+  ifThen(b, loc, element.inRange, [&] {
+    Value id = element.id;
+    Value i = arith::DivUIOp::create(b, loc, id, hidden);
+    Value h = arith::RemUIOp::create(b, loc, id, hidden);
+    Value row = arith::AddIOp::create(b, loc, start, i);
+    Value token = toIndex(b, loc, memref::LoadOp::create(b, loc, tokens, row));
+    Value c0 = indexConst(b, loc, 0);
+    if (gather) {
+      Value t = arith::MaxSIOp::create(b, loc, token, c0);
+      Value v = memref::LoadOp::create(b, loc, src, ValueRange{t, h});
+      memref::StoreOp::create(b, loc, v, dst, ValueRange{i, h});
+      return;
+    }
+    Value real =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, token, c0);
+    ifThen(b, loc, real, [&] {
+      Value v = memref::LoadOp::create(b, loc, src, ValueRange{i, h});
+      memref::StoreOp::create(b, loc, v, dst, ValueRange{row, h});
+    });
+  });
+  return k;
+}
+
+/// The region form: a host loop over the experts (the offsets copied to the
+/// host), the region's ops inlined for each expert with rows between a gather
+/// and a scatter kernel. The inlined ops are tensor compute on the host,
+/// which the patterns of populateHostComputeToGPUPatterns then turn into
+/// kernels.
+struct GenericExpertsOpLowering : public OpConversionPattern<GenericExpertsOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(GenericExpertsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    auto resultType = cast<RankedTensorType>(op.getResult().getType());
+    Value dest = adaptor.getDest();
+    Value numRows = tensor::DimOp::create(rewriter, loc, dest, 0);
+    Value out = host.rowsInto(resultType, numRows, dest);
+
+    // The offsets, on the host: each expert's row count sizes its buffers.
+    Value offsets = adaptor.getExpertOffsets();
+    auto offsetsType = cast<RankedTensorType>(offsets.getType());
+    SmallVector<Value> offsetSizes;
+    if (offsetsType.isDynamicDim(0))
+      offsetSizes.push_back(tensor::DimOp::create(rewriter, loc, offsets, 0));
+    Value hostOffsets = memref::AllocOp::create(
+        rewriter, loc, bufferType(offsetsType), offsetSizes);
+    gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, hostOffsets,
+                          host.buffer(offsets));
+
+    Value input = host.view(adaptor.getInput());
+    Value tokens = host.buffer(adaptor.getTokenIndices());
+    auto rowsTensorType =
+        RankedTensorType::get({ShapedType::kDynamic, resultType.getDimSize(1)},
+                              resultType.getElementType());
+    Block &body = op.getBody().front();
+    auto yieldType = cast<RankedTensorType>(
+        cast<YieldOp>(body.getTerminator()).getValue().getType());
+    Kernel gather = buildRowsKernel(
+        rewriter, op, /*gather=*/true,
+        {input.getType(), tokens.getType(), rewriter.getIndexType(),
+         rewriter.getIndexType(), bufferType(rowsTensorType)});
+    Kernel scatter = buildRowsKernel(rewriter, op, /*gather=*/false,
+                                     {stridedBufferType(yieldType),
+                                      tokens.getType(), rewriter.getIndexType(),
+                                      rewriter.getIndexType(), out.getType()});
+
+    Value c0 = indexConst(rewriter, loc, 0), c1 = indexConst(rewriter, loc, 1);
+    auto loop = scf::ForOp::create(
+        rewriter, loc, c0, indexConst(rewriter, loc, op.getNumExperts()), c1);
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      rewriter.setInsertionPointToStart(loop.getBody());
+      Value local = loop.getInductionVar();
+      Value global = arith::AddIOp::create(
+          rewriter, loc, local, indexConst(rewriter, loc, op.getFirstExpert()));
+      Value next = arith::AddIOp::create(rewriter, loc, global, c1);
+      Value start =
+          toIndex(rewriter, loc,
+                  memref::LoadOp::create(rewriter, loc, hostOffsets, global));
+      Value end =
+          toIndex(rewriter, loc,
+                  memref::LoadOp::create(rewriter, loc, hostOffsets, next));
+      Value count = arith::SubIOp::create(rewriter, loc, end, start);
+      Value any = arith::CmpIOp::create(rewriter, loc,
+                                        arith::CmpIPredicate::sgt, count, c0);
+      auto ifOp = scf::IfOp::create(rewriter, loc, any, /*withElse=*/false);
+      rewriter.setInsertionPointToStart(ifOp.thenBlock());
+      Value rows = host.alloc(bufferType(rowsTensorType), {count});
+      Value hidden = indexConst(rewriter, loc, resultType.getDimSize(1));
+      Value elements = arith::MulIOp::create(rewriter, loc, count, hidden);
+      host.launch(gather, elementBlocks(rewriter, loc, elements), c1,
+                  kElementThreads, 1, {input, tokens, start, count, rows});
+      IRMapping mapping;
+      mapping.map(body.getArgument(0), host.tensor(rowsTensorType, rows));
+      mapping.map(body.getArgument(1), local);
+      for (Operation &inner : body.without_terminator())
+        rewriter.clone(inner, mapping);
+      Value yielded = mapping.lookupOrDefault(
+          cast<YieldOp>(body.getTerminator()).getValue());
+      host.launch(scatter, elementBlocks(rewriter, loc, elements), c1,
+                  kElementThreads, 1,
+                  {host.view(yielded), tokens, start, count, out});
+    }
+    memref::DeallocOp::create(rewriter, loc, hostOffsets);
+    rewriter.replaceOp(op, host.tensor(resultType, out));
+    return success();
+  }
+};
+} // namespace
+
+void gpu_lowering::populateGenericExpertsToGPUPatterns(
+    RewritePatternSet &patterns) {
+  patterns.add<GenericExpertsOpLowering>(patterns.getContext());
+}
+
+//===----------------------------------------------------------------------===//
+// Tensor compute on the host
+//===----------------------------------------------------------------------===//
+
+/// The name of the kernel of a linalg op: `moe_host_` and the op's name
+/// (`moe_host_matmul`, `moe_host_generic`, ...).
+static std::string hostKernelName(Operation *op) {
+  std::string name = "moe_host_" + op->getName().stripDialect().str();
+  std::replace(name.begin(), name.end(), '.', '_');
+  return name;
+}
+
+/// Loads `memref[map(ivs)]`; a scalar operand is its own value.
+static Value loadAt(OpBuilder &b, Location loc, Value operand, AffineMap map,
+                    ArrayRef<Value> ivs) {
+  if (!isa<MemRefType>(operand.getType()))
+    return operand;
+  SmallVector<Value> indices = *affine::expandAffineMap(b, loc, map, ivs);
+  return memref::LoadOp::create(b, loc, operand, indices);
+}
+
+namespace {
+/// A linalg op on tensors as a kernel: one thread per point of the parallel
+/// loops, which runs the reduction loops (in order) and stores its outputs.
+struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
+  using OpInterfaceRewritePattern::OpInterfaceRewritePattern;
+
+  LogicalResult matchAndRewrite(linalg::LinalgOp linalgOp,
+                                PatternRewriter &rewriter) const override {
+    if (!linalgOp.hasPureTensorSemantics() ||
+        linalgOp->getParentOfType<gpu::GPUModuleOp>())
+      return rewriter.notifyMatchFailure(linalgOp, "not on host tensors");
+    std::string name = hostKernelName(linalgOp);
+    auto op = dyn_cast<linalg::GenericOp>(linalgOp.getOperation());
+    if (!op) {
+      FailureOr<linalg::GenericOp> generic =
+          linalg::generalizeNamedOp(rewriter, linalgOp);
+      if (failed(generic))
+        return rewriter.notifyMatchFailure(linalgOp, "cannot generalize");
+      op = *generic;
+    }
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    unsigned numLoops = op.getNumLoops();
+    SmallVector<Value> hostArgs;
+    for (Range range : cast<linalg::LinalgOp>(op.getOperation())
+                           .createLoopRanges(rewriter, loc))
+      hostArgs.push_back(
+          getValueOrCreateConstantIndexOp(rewriter, loc, range.size));
+    SmallVector<Value> parallelSizes;
+    for (unsigned d = 0; d < numLoops; ++d)
+      if (linalg::isParallelIterator(op.getIteratorTypesArray()[d]))
+        parallelSizes.push_back(hostArgs[d]);
+    Value total = product(rewriter, loc, parallelSizes);
+
+    for (OpOperand *input : op.getDpsInputOperands())
+      hostArgs.push_back(isa<RankedTensorType>(input->get().getType())
+                             ? host.view(input->get())
+                             : input->get());
+    SmallVector<bool> readsInit;
+    for (OpOperand &init : op.getDpsInitsMutable()) {
+      readsInit.push_back(op.payloadUsesValueFromOperand(&init));
+      if (readsInit.back())
+        hostArgs.push_back(host.view(init.get()));
+    }
+    SmallVector<Value> outputs;
+    for (Value init : op.getDpsInits()) {
+      auto type = cast<RankedTensorType>(init.getType());
+      SmallVector<Value> sizes;
+      for (int64_t d = 0; d < type.getRank(); ++d)
+        if (type.isDynamicDim(d))
+          sizes.push_back(tensor::DimOp::create(rewriter, loc, init, d));
+      outputs.push_back(host.alloc(bufferType(type), sizes));
+    }
+    hostArgs.append(outputs);
+    // Values of the host that the payload uses: constants are cloned into
+    // the kernel, other scalars passed to it.
+    SetVector<Value> captured;
+    getUsedValuesDefinedAbove(op.getRegion(), captured);
+    SmallVector<Value> scalars;
+    for (Value v : captured) {
+      if (matchPattern(v, m_Constant()))
+        continue;
+      if (!v.getType().isIntOrIndexOrFloat())
+        return rewriter.notifyMatchFailure(op, "payload uses a non-scalar");
+      scalars.push_back(v);
+    }
+    hostArgs.append(scalars);
+
+    SmallVector<Type> argTypes;
+    for (Value v : hostArgs)
+      argTypes.push_back(v.getType());
+    Kernel kernel = buildKernel(rewriter, op, name, argTypes, readsInit,
+                                captured.getArrayRef(), scalars);
+    Value c1 = indexConst(rewriter, loc, 1);
+    host.launch(kernel, elementBlocks(rewriter, loc, total), c1,
+                kElementThreads, 1, hostArgs);
+    SmallVector<Value> results;
+    for (auto [result, buffer] : llvm::zip(op.getResults(), outputs))
+      results.push_back(host.tensor(result.getType(), buffer));
+    rewriter.replaceOp(op, results);
+    return success();
+  }
+
+  static Kernel buildKernel(PatternRewriter &rewriter, linalg::GenericOp op,
+                            StringRef name, TypeRange argTypes,
+                            ArrayRef<bool> readsInit, ArrayRef<Value> captured,
+                            ArrayRef<Value> scalars) {
+    OpBuilder::InsertionGuard guard(rewriter);
+    Kernel k = createKernel(rewriter, op, name, argTypes, {}, kElementThreads);
+    Location loc = op.getLoc();
+    OpBuilder &b = rewriter;
+    unsigned numLoops = op.getNumLoops();
+    auto iterators = op.getIteratorTypesArray();
+    ArrayRef<Value> args = k.args;
+    ArrayRef<Value> sizes = args.take_front(numLoops);
+    args = args.drop_front(numLoops);
+    ArrayRef<Value> inputs = args.take_front(op.getNumDpsInputs());
+    args = args.drop_front(op.getNumDpsInputs());
+    SmallVector<Value> inits;
+    for (bool reads : readsInit) {
+      inits.push_back(reads ? args.front() : Value());
+      if (reads)
+        args = args.drop_front();
+    }
+    ArrayRef<Value> outputs = args.take_front(op.getNumDpsInits());
+    IRMapping above;
+    for (auto [scalar, arg] :
+         llvm::zip(scalars, args.drop_front(op.getNumDpsInits())))
+      above.map(scalar, arg);
+    for (Value v : captured)
+      if (!above.contains(v))
+        above.map(v, b.clone(*v.getDefiningOp())->getResult(0));
+
+    SmallVector<Value> parallelSizes;
+    for (unsigned d = 0; d < numLoops; ++d)
+      if (linalg::isParallelIterator(iterators[d]))
+        parallelSizes.push_back(sizes[d]);
+    ElementId element = elementId(b, loc, product(b, loc, parallelSizes));
+    ifThen(b, loc, element.inRange, [&] {
+      Value id = element.id;
+      SmallVector<Value> ivs(numLoops, indexConst(b, loc, 0));
+      SmallVector<Value> parallelIvs = delinearize(b, loc, id, parallelSizes);
+      for (unsigned d = 0, p = 0; d < numLoops; ++d)
+        if (linalg::isParallelIterator(iterators[d]))
+          ivs[d] = parallelIvs[p++];
+      // Output maps use only parallel loops: the reduction ivs are 0 here.
+      SmallVector<Value> accs;
+      for (auto [i, init] : llvm::enumerate(op.getDpsInitsMutable())) {
+        AffineMap map = op.getMatchingIndexingMap(&init);
+        Type elementType = getElementTypeOrSelf(init.get().getType());
+        accs.push_back(
+            inits[i] ? loadAt(b, loc, inits[i], map, ivs)
+                     : arith::ConstantOp::create(b, loc, elementType,
+                                                 b.getZeroAttr(elementType))
+                           .getResult());
+      }
+      SmallVector<unsigned> reductionDims;
+      for (unsigned d = 0; d < numLoops; ++d)
+        if (!linalg::isParallelIterator(iterators[d]))
+          reductionDims.push_back(d);
+      SmallVector<Value> results =
+          reduce(b, loc, op, sizes, inputs, above, reductionDims, ivs, accs);
+      for (auto [i, init] : llvm::enumerate(op.getDpsInitsMutable())) {
+        SmallVector<Value> indices = *affine::expandAffineMap(
+            b, loc, op.getMatchingIndexingMap(&init), ivs);
+        memref::StoreOp::create(b, loc, results[i], outputs[i], indices);
+      }
+    });
+    return k;
+  }
+
+  /// The loops over `reductionDims` (outermost first) around the payload,
+  /// carrying the accumulators; without reduction loops, the payload once.
+  static SmallVector<Value> reduce(OpBuilder &b, Location loc,
+                                   linalg::GenericOp op, ArrayRef<Value> sizes,
+                                   ArrayRef<Value> inputs,
+                                   const IRMapping &above,
+                                   ArrayRef<unsigned> reductionDims,
+                                   SmallVector<Value> &ivs, ValueRange accs) {
+    if (reductionDims.empty())
+      return payload(b, loc, op, inputs, above, ivs, accs);
+    unsigned d = reductionDims.front();
+    auto loop = scf::ForOp::create(
+        b, loc, indexConst(b, loc, 0), sizes[d], indexConst(b, loc, 1), accs,
+        [&](OpBuilder &nb, Location nloc, Value iv, ValueRange carried) {
+          ivs[d] = iv;
+          scf::YieldOp::create(nb, nloc,
+                               reduce(nb, nloc, op, sizes, inputs, above,
+                                      reductionDims.drop_front(), ivs,
+                                      carried));
+        });
+    return SmallVector<Value>(loop.getResults());
+  }
+
+  /// The payload of `op` at `ivs` with the output values `accs`; returns
+  /// what it yields.
+  static SmallVector<Value> payload(OpBuilder &b, Location loc,
+                                    linalg::GenericOp op,
+                                    ArrayRef<Value> inputs,
+                                    const IRMapping &above, ArrayRef<Value> ivs,
+                                    ValueRange accs) {
+    Block &body = op.getRegion().front();
+    IRMapping mapping = above;
+    for (auto [i, input] : llvm::enumerate(op.getDpsInputOperands()))
+      mapping.map(
+          body.getArgument(i),
+          loadAt(b, loc, inputs[i], op.getMatchingIndexingMap(input), ivs));
+    for (auto [i, acc] : llvm::enumerate(accs))
+      mapping.map(body.getArgument(op.getNumDpsInputs() + i), acc);
+    body.walk([&](linalg::IndexOp index) {
+      mapping.map(index.getResult(), ivs[index.getDim()]);
+    });
+    for (Operation &inner : body.without_terminator())
+      if (!isa<linalg::IndexOp>(inner))
+        b.clone(inner, mapping);
+    SmallVector<Value> results;
+    for (Value v : body.getTerminator()->getOperands())
+      results.push_back(mapping.lookupOrDefault(v));
+    return results;
+  }
+};
+
+/// `tensor.pad` with a padding value defined outside its region: one thread
+/// per output element, which reads the source or takes the padding value.
+struct PadOpToKernel : public OpRewritePattern<tensor::PadOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(tensor::PadOp op,
+                                PatternRewriter &rewriter) const override {
+    if (op->getParentOfType<gpu::GPUModuleOp>())
+      return failure();
+    Value padValue = op.getConstantPaddingValue();
+    if (!padValue)
+      return rewriter.notifyMatchFailure(op, "padding value not invariant");
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    RankedTensorType resultType = op.getResultType();
+    int64_t rank = resultType.getRank();
+    SmallVector<Value> hostArgs = {host.view(op.getSource()), padValue};
+    for (OpFoldResult low : op.getMixedLowPad())
+      hostArgs.push_back(getValueOrCreateConstantIndexOp(rewriter, loc, low));
+    SmallVector<Value> outSizes, dynamicSizes;
+    ReifiedRankedShapedTypeDims reified;
+    if (failed(reifyResultShapes(rewriter, op, reified)))
+      return rewriter.notifyMatchFailure(op, "cannot reify the result shape");
+    for (int64_t d = 0; d < rank; ++d) {
+      outSizes.push_back(
+          getValueOrCreateConstantIndexOp(rewriter, loc, reified[0][d]));
+      if (resultType.isDynamicDim(d))
+        dynamicSizes.push_back(outSizes.back());
+    }
+    Value out = host.alloc(bufferType(resultType), dynamicSizes);
+    hostArgs.push_back(out);
+    SmallVector<Type> argTypes;
+    for (Value v : hostArgs)
+      argTypes.push_back(v.getType());
+
+    Kernel k;
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      k = createKernel(rewriter, op, "moe_host_pad", argTypes, {},
+                       kElementThreads);
+      OpBuilder &b = rewriter;
+      Value src = k.args[0], value = k.args[1], dst = k.args.back();
+      ArrayRef<Value> lows = ArrayRef<Value>(k.args).slice(2, rank);
+      SmallVector<Value> sizes, srcSizes;
+      for (int64_t d = 0; d < rank; ++d) {
+        sizes.push_back(memref::DimOp::create(b, loc, dst, d));
+        srcSizes.push_back(memref::DimOp::create(b, loc, src, d));
+      }
+      ElementId element = elementId(b, loc, product(b, loc, sizes));
+      ifThen(b, loc, element.inRange, [&] {
+        Value id = element.id;
+        SmallVector<Value> ivs = delinearize(b, loc, id, sizes);
+        SmallVector<Value> srcIvs;
+        Value inside = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
+        for (int64_t d = 0; d < rank; ++d) {
+          // Unsigned: a position before the low padding wraps above the size.
+          Value s = arith::SubIOp::create(b, loc, ivs[d], lows[d]);
+          inside = arith::AndIOp::create(
+              b, loc, inside,
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, s,
+                                    srcSizes[d]));
+          srcIvs.push_back(s);
+        }
+        auto select = scf::IfOp::create(
+            b, loc, inside,
+            [&](OpBuilder &nb, Location nloc) {
+              scf::YieldOp::create(
+                  nb, nloc,
+                  memref::LoadOp::create(nb, nloc, src, srcIvs).getResult());
+            },
+            [&](OpBuilder &nb, Location nloc) {
+              scf::YieldOp::create(nb, nloc, value);
+            });
+        memref::StoreOp::create(b, loc, select.getResult(0), dst, ivs);
+      });
+    }
+    host.launch(k,
+                elementBlocks(rewriter, loc, product(rewriter, loc, outSizes)),
+                indexConst(rewriter, loc, 1), kElementThreads, 1, hostArgs);
+    rewriter.replaceOp(op, host.tensor(resultType, out));
+    return success();
+  }
+};
+} // namespace
+
+void moe::populateHostComputeToGPUPatterns(RewritePatternSet &patterns) {
+  linalg::populateElementwiseToLinalgConversionPatterns(patterns);
+  patterns.add<LinalgOpToKernel, PadOpToKernel>(patterns.getContext());
+}

@@ -1,0 +1,100 @@
+// RUN: moe-opt %s --convert-moe-to-gpu --split-input-file | FileCheck %s
+
+// The region form: the offsets copied to the host, then for each expert
+// with rows a gather, the region's ops (here a matmul, become a kernel) on
+// the local expert's weight slice, and a scatter into a copy of dest.
+// CHECK-LABEL: func.func @region
+// CHECK-SAME: %[[TOK:[a-z0-9]+]]: tensor<?xi32>, %[[OFF:[a-z0-9]+]]: tensor<7xi32>, %[[DEST:[a-z0-9]+]]: tensor<?x64xf32>, %[[W:[a-z0-9]+]]: tensor<4x64x64xf32>
+// CHECK: %[[OUT:.*]] = gpu.alloc (%{{.*}}) : memref<?x64xf32>
+// CHECK: %[[DB:.*]] = bufferization.to_buffer %[[DEST]]
+// CHECK: gpu.memcpy %[[OUT]], %[[DB]]
+// CHECK: %[[HOST:.*]] = memref.alloc() : memref<7xi32>
+// CHECK: %[[OB:.*]] = bufferization.to_buffer %[[OFF]]
+// CHECK: gpu.memcpy %[[HOST]], %[[OB]]
+// CHECK: scf.for %[[E:.*]] = %{{.*}} to %[[C4:.*]] step
+// CHECK: %[[G:.*]] = arith.addi %[[E]], %[[C2:.*]] : index
+// CHECK: memref.load %[[HOST]][%[[G]]]
+// CHECK: scf.if
+// CHECK: %[[ROWS:.*]] = gpu.alloc (%{{.*}}) : memref<?x64xf32>
+// CHECK: gpu.launch_func @moe_kernels::@moe_generic_gather {{.*}} args({{.*}}, %[[ROWS]] : memref<?x64xf32>)
+// CHECK: tensor.extract_slice %[[W]][%[[E]], 0, 0]
+// CHECK: gpu.launch_func @moe_kernels::@moe_host_matmul
+// CHECK: gpu.launch_func @moe_kernels::@moe_generic_scatter {{.*}}, %[[OUT]] : memref<?x64xf32>)
+// CHECK: memref.dealloc %[[HOST]]
+// CHECK: bufferization.to_tensor %[[OUT]] restrict writable
+// The gather reads token max(t, 0); the scatter skips padding rows (t < 0).
+// CHECK: gpu.func @moe_generic_gather
+// CHECK: arith.maxsi
+// CHECK: gpu.func @moe_generic_scatter
+// CHECK: arith.cmpi sge
+// The matmul: one thread per output element, the K loop carrying the sum
+// from the init (which the payload reads).
+// CHECK: gpu.func @moe_host_matmul(%{{.*}}: index, %{{.*}}: index, %[[K:.*]]: index, %{{.*}}: memref<?x64xf32, strided<[?, ?], offset: ?>>, %{{.*}}: memref<64x64xf32, strided<[?, ?], offset: ?>>, %[[INIT:.*]]: memref<?x64xf32, strided<[?, ?], offset: ?>>, %[[MO:.*]]: memref<?x64xf32>) kernel
+// CHECK: %[[ACC0:.*]] = memref.load %[[INIT]]
+// CHECK: %[[SUM:.*]] = scf.for %{{.*}} = %{{.*}} to %[[K]] step %{{.*}} iter_args(%{{.*}} = %[[ACC0]]) -> (f32)
+// CHECK: arith.mulf
+// CHECK: arith.addf
+// CHECK: memref.store %[[SUM]], %[[MO]]
+
+func.func @region(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off: tensor<7xi32>,
+                  %dest: tensor<?x64xf32>, %w: tensor<4x64x64xf32>) -> tensor<?x64xf32> {
+  %y = moe.generic_experts %x, %tok, %off into %dest {first_expert = 2, num_experts = 4}
+         : (tensor<?x64xf32>, tensor<?xi32>, tensor<7xi32>, tensor<?x64xf32>) -> tensor<?x64xf32> {
+  ^bb0(%rows: tensor<?x64xf32>, %e: index):
+    %we = tensor.extract_slice %w[%e, 0, 0] [1, 64, 64] [1, 1, 1] : tensor<4x64x64xf32> to tensor<64x64xf32>
+    %p = linalg.matmul ins(%rows, %we : tensor<?x64xf32>, tensor<64x64xf32>) outs(%rows : tensor<?x64xf32>) -> tensor<?x64xf32>
+    moe.yield %p : tensor<?x64xf32>
+  }
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+// Elementwise arith on tensors becomes a generic kernel; a payload that does
+// not read its init gets none; a scalar of the host that it uses is passed.
+// CHECK-LABEL: func.func @elementwise
+// CHECK-SAME: %[[S:[a-z0-9]+]]: f32
+// CHECK: gpu.launch_func @moe_kernels::@moe_host_generic_0 {{.*}} args(%{{.*}} : index, %{{.*}} : index, %{{.*}} : memref<?x8xf32, strided<[?, ?], offset: ?>>, %{{.*}} : memref<?x8xf32, strided<[?, ?], offset: ?>>, %{{.*}} : memref<?x8xf32>)
+// CHECK: gpu.launch_func @moe_kernels::@moe_host_generic {{.*}} args(%{{.*}} : index, %{{.*}} : index, %{{.*}} : memref<?x8xf32, strided<[?, ?], offset: ?>>, %{{.*}} : memref<?x8xf32>, %[[S]] : f32)
+// CHECK: gpu.func @moe_host_generic(%{{.*}}: index, %{{.*}}: index, %[[IN:.*]]: memref<?x8xf32, strided<[?, ?], offset: ?>>, %[[O:.*]]: memref<?x8xf32>, %[[SA:.*]]: f32)
+// CHECK: %[[V:.*]] = memref.load %[[IN]]
+// CHECK: %[[M:.*]] = arith.mulf %[[V]], %[[SA]]
+// CHECK: memref.store %[[M]], %[[O]]
+// CHECK: gpu.func @moe_host_generic_0
+// CHECK: arith.addf
+
+func.func @elementwise(%a: tensor<?x8xf32>, %b: tensor<?x8xf32>, %s: f32) -> tensor<?x8xf32> {
+  %c = arith.addf %a, %b : tensor<?x8xf32>
+  %d = linalg.generic {indexing_maps = [affine_map<(i, j) -> (i, j)>, affine_map<(i, j) -> (i, j)>],
+                       iterator_types = ["parallel", "parallel"]}
+      ins(%c : tensor<?x8xf32>) outs(%a : tensor<?x8xf32>) {
+    ^bb0(%v: f32, %o: f32):
+      %m = arith.mulf %v, %s : f32
+      linalg.yield %m : f32
+  } -> tensor<?x8xf32>
+  return %d : tensor<?x8xf32>
+}
+
+// -----
+
+// tensor.pad with a constant value: the source where the position minus the
+// low padding is in range (unsigned compare), the value elsewhere.
+// CHECK-LABEL: func.func @pad
+// CHECK: %[[V:.*]] = arith.constant 5.000000e-01 : f32
+// CHECK: %[[OUT:.*]] = gpu.alloc (%{{.*}}) : memref<?x11xf32>
+// CHECK: gpu.launch_func @moe_kernels::@moe_host_pad {{.*}} args(%{{.*}} : memref<?x8xf32, strided<[?, ?], offset: ?>>, %[[V]] : f32, %{{.*}} : index, %{{.*}} : index, %[[OUT]] : memref<?x11xf32>)
+// CHECK: gpu.func @moe_host_pad
+// CHECK: arith.cmpi ult
+// CHECK: scf.if %{{.*}} -> (f32)
+// CHECK: memref.load
+// CHECK: else
+// CHECK: scf.yield %{{.*}} : f32
+
+func.func @pad(%a: tensor<?x8xf32>) -> tensor<?x11xf32> {
+  %z = arith.constant 0.5 : f32
+  %p = tensor.pad %a low[0, 1] high[0, 2] {
+  ^bb0(%i: index, %j: index):
+    tensor.yield %z : f32
+  } : tensor<?x8xf32> to tensor<?x11xf32>
+  return %p : tensor<?x11xf32>
+}
