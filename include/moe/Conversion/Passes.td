@@ -105,7 +105,6 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
       weights once in 16-byte vectors and split K over blocks, summing the
       partial sums in a fixed order (no atomics).
     - combine: a per-token reduction of the k rows, no scatter.
-
     - `moe.generic_experts` (the region form): a host loop over the experts
       (the offsets copied to the host), for each expert with rows a gather
       kernel, the region's ops, and a kernel that writes the yielded rows.
