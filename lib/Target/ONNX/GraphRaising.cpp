@@ -104,8 +104,23 @@ class BlockMatcher {
 public:
   BlockMatcher(GraphImporter &importer, const onnx::GraphProto &graph);
 
-  /// Tries every form on the candidate `anchor` (a TopK or ArgMax).
+  /// Tries every form on the candidate `anchor` (a TopK or ArgMax, or a
+  /// Gather that isHashCandidate accepts).
   std::optional<MoEBlock> match(const onnx::NodeProto &anchor);
+
+  /// Whether `gather` could be hash routing's table lookup: a Gather of a
+  /// 1-D int64 constant whose result is compared (Equal) with something.
+  bool isHashCandidate(const onnx::NodeProto &gather) const {
+    if (gather.input_size() != 2 || gather.output_size() != 1)
+      return false;
+    auto table = tensors.find(gather.input(0));
+    return table != tensors.end() &&
+           table->second->data_type() == onnx::TensorProto::INT64 &&
+           table->second->dims_size() == 1 &&
+           llvm::any_of(
+               users(gather.output(0)),
+               [](const onnx::NodeProto *user) { return is(user, "Equal"); });
+  }
 
   std::string why;
 
@@ -196,6 +211,8 @@ private:
   bool matchExpertChoice(const onnx::NodeProto &topk, const Router &router,
                          int64_t capacity, double capacityFactor,
                          MoEBlock &block);
+  /// Hash routing: `lookup` is `Gather(table, ids)` of a constant table.
+  bool matchHash(const onnx::NodeProto &lookup, MoEBlock &block);
   /// The scalar constant `name` (any int or float element type).
   std::optional<double> constantScalar(StringRef name);
   /// Skips Casts (to any type), Identity, Reshape, Squeeze and Unsqueeze.
@@ -212,8 +229,11 @@ private:
   /// The index_add_ of one expert's rows: `rows` scattered at `tokens` (an
   /// Unsqueeze to a column, an Expand and a ScatterElements on zeros) and
   /// added to the running sum. Returns the Add, or null with `why` set.
+  /// With `weighted` the scattered rows must be a product (the expert output
+  /// times its weight; `rows` is the product), else anything (`rows`).
   const onnx::NodeProto *matchIndexAdd(StringRef tokens, StringRef &rows,
-                                       const Twine &where);
+                                       const Twine &where,
+                                       bool weighted = true);
   /// The expert `e` of `node` when it is `Gather(tensor, e, axis 0)` with a
   /// constant `e` in range that `seen` does not hold yet; marks it seen.
   std::optional<int64_t> expertIndex(const onnx::NodeProto *node,
@@ -838,7 +858,8 @@ std::optional<int64_t> BlockMatcher::expertIndex(const onnx::NodeProto *node,
 
 const onnx::NodeProto *BlockMatcher::matchIndexAdd(StringRef tokens,
                                                    StringRef &rows,
-                                                   const Twine &where) {
+                                                   const Twine &where,
+                                                   bool weighted) {
   auto failed = [&](const Twine &message) -> const onnx::NodeProto * {
     fail(where + message);
     return nullptr;
@@ -860,15 +881,17 @@ const onnx::NodeProto *BlockMatcher::matchIndexAdd(StringRef tokens,
     if (attr.name() == "reduction" && attr.s() != "none" && attr.s() != "add")
       return failed("the scatter reduces by '" + attr.s() + "'");
   const onnx::NodeProto *updates = defOp(inputOf(scatter, 2), "Expand");
-  const onnx::NodeProto *mul =
-      updates ? defOp(skipCasts(inputOf(updates, 0)), "Mul") : nullptr;
-  if (!mul)
+  if (!updates)
+    return failed("the scattered rows are not expanded to the index's shape");
+  StringRef scattered = skipCasts(inputOf(updates, 0));
+  const onnx::NodeProto *mul = defOp(scattered, "Mul");
+  if (weighted && !mul)
     return failed("the scattered rows are not a product of the expert output "
                   "and its weight");
   const onnx::NodeProto *add = userOp(outputOf(scatter, 0), "Add");
   if (!add)
     return failed("the scattered rows are not added to the result");
-  rows = outputOf(mul, 0);
+  rows = scattered;
   return add;
 }
 
@@ -1248,7 +1271,89 @@ bool BlockMatcher::matchSwitch(const onnx::NodeProto &argmax,
               "scale the expert output");
 }
 
+bool BlockMatcher::matchHash(const onnx::NodeProto &lookup, MoEBlock &block) {
+  // selected = hash_table[input_ids]
+  DenseElementsAttr table = constant(inputOf(&lookup, 0));
+  if (!table || table.getType().getRank() != 1 ||
+      !table.getElementType().isInteger(64) || intAttr(lookup, "axis", 0) != 0)
+    return fail("not a lookup of the token ids in a constant int64 table");
+  StringRef selected = outputOf(&lookup, 0);
+  // Per expert e: top_x = torch.where(selected == e)[0].
+  SmallVector<std::pair<int64_t, StringRef>> tokensOf;
+  for (const onnx::NodeProto *user : users(selected)) {
+    std::optional<int64_t> e;
+    if (is(user, "Equal"))
+      for (int i = 0; i < 2 && !e; ++i)
+        if (inputOf(user, 1 - i) == selected)
+          e = constantInt(inputOf(user, i));
+    if (!e)
+      return fail("the expert ids are used other than compared with each "
+                  "expert's index");
+    const onnx::NodeProto *nonZero = userOp(outputOf(user, 0), "NonZero");
+    const onnx::NodeProto *column =
+        nonZero ? userOp(outputOf(nonZero, 0), "Transpose") : nullptr;
+    StringRef token = column ? outputOf(column, 0) : StringRef();
+    if (const onnx::NodeProto *split =
+            column ? userOp(token, "Split") : nullptr)
+      token = split->output_size() == 1 ? outputOf(split, 0) : StringRef();
+    const onnx::NodeProto *squeeze =
+        token.empty() ? nullptr : userOp(token, "Squeeze");
+    if (!squeeze)
+      return fail(llvm::formatv("expert {0}: torch.where(ids == e) is not "
+                                "NonZero -> Transpose -> Squeeze",
+                                *e)
+                      .str());
+    tokensOf.emplace_back(*e, outputOf(squeeze, 0));
+  }
+  int64_t numExperts = tokensOf.size();
+  if (numExperts == 0)
+    return fail("no expert compares the expert ids with its index");
+  SmallVector<ExpertMLP> experts(numExperts);
+  SmallVector<bool> seen(numExperts, false);
+  SmallVector<const onnx::NodeProto *> adds;
+  std::string input;
+  for (auto [e, token] : tokensOf) {
+    std::string where = llvm::formatv("expert {0}: ", e).str();
+    if (e < 0 || e >= numExperts || seen[e])
+      return fail(where + "the experts are not 0 .. E-1, each once");
+    seen[e] = true;
+    // index_add_(0, top_x, expert(x[top_x])), unweighted.
+    StringRef rows;
+    const onnx::NodeProto *add = matchIndexAdd(token, rows, where, false);
+    if (!add)
+      return false;
+    ExpertMLP mlp;
+    if (!matchSwiGLU(rows, mlp))
+      return fail(where + why);
+    const onnx::NodeProto *gather = defOp(mlp.input, "Gather");
+    if (!gather || inputOf(gather, 1) != token ||
+        intAttr(*gather, "axis", 0) != 0 ||
+        (!input.empty() && inputOf(gather, 0) != input))
+      return fail(where + "the expert does not read one input's rows at "
+                          "the expert's tokens");
+    input = inputOf(gather, 0).str();
+    experts[e] = mlp;
+    adds.push_back(add);
+  }
+  const onnx::NodeProto *last = nullptr;
+  if (!matchAddChain(adds, last))
+    return false;
+  block.form = "hash";
+  block.anchor = &lookup;
+  block.outputNode = last;
+  block.k = 1;
+  block.hashTable = table;
+  block.tokenIds = inputOf(&lookup, 1).str();
+  return finishExperts(experts, input, numExperts, block);
+}
+
 std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
+  if (is(&anchor, "Gather")) {
+    MoEBlock block;
+    if (!matchHash(anchor, block))
+      return std::nullopt;
+    return block;
+  }
   Router router;
   // Expert choice takes the TopK of the scores transposed to [E, T].
   StringRef scores = inputOf(&anchor, 0);
@@ -1362,10 +1467,16 @@ std::vector<MoEBlock> onnx_import::findMoEBlocks(
   // inside a raised block (the group-limited router's own TopKs).
   SmallVector<std::pair<const onnx::NodeProto *, std::string>> misses;
   for (const onnx::NodeProto &node : graph.node()) {
-    if (node.op_type() != "TopK" && node.op_type() != "ArgMax")
-      continue;
     if (!node.domain().empty() && node.domain() != "ai.onnx")
       continue;
+    // Hash routing's candidates: a Gather of an integer initializer whose
+    // result is compared with something (the expert indices).
+    if (node.op_type() == "Gather") {
+      if (!matcher.isHashCandidate(node))
+        continue;
+    } else if (node.op_type() != "TopK" && node.op_type() != "ArgMax") {
+      continue;
+    }
     if (node.input_size() < 1 || node.output_size() < 1)
       continue;
     if (node.op_type() == "TopK" && node.output_size() < 2)
@@ -1394,9 +1505,114 @@ std::vector<MoEBlock> onnx_import::findMoEBlocks(
   return blocks;
 }
 
+/// Verifies `ops` (built but not inserted), or destroys them and fails with
+/// the first diagnostic in `why`.
+static LogicalResult verifyBuilt(MLIRContext *ctx, ArrayRef<Operation *> ops,
+                                 std::string &why) {
+  std::string message;
+  ScopedDiagnosticHandler capture(ctx, [&](Diagnostic &diag) {
+    if (message.empty())
+      message = diag.str();
+    return success();
+  });
+  for (Operation *op : ops) {
+    if (succeeded(mlir::verify(op)))
+      continue;
+    why = op->getName().getStringRef().str() + " does not verify: " + message;
+    for (Operation *built : llvm::reverse(ops))
+      built->destroy();
+    return failure();
+  }
+  return success();
+}
+
+/// The hash form: `moe.hash_route` of the token ids through the table, then
+/// `moe.dispatch`, `moe.experts` and `moe.combine` (moe.layer has no hash
+/// routing).
+static LogicalResult buildHashBlock(GraphImporter &importer,
+                                    const MoEBlock &block, Location loc,
+                                    std::string &why) {
+  OpBuilder &b = importer.getBuilder();
+  MLIRContext *ctx = importer.getContext();
+  Value input = importer.lookup(block.input);
+  Value ids = importer.lookup(block.tokenIds);
+  if (!input || !ids) {
+    why = "the experts' input or the token ids are not defined before the "
+          "block's result";
+    return failure();
+  }
+  auto inputType = cast<RankedTensorType>(input.getType());
+  auto idsType = cast<RankedTensorType>(ids.getType());
+  if (inputType.getRank() != 2 || idsType.getRank() != 1) {
+    why = "the hash form takes [T, H] rows and [T] token ids";
+    return failure();
+  }
+  Type elementType = inputType.getElementType();
+  for (DenseElementsAttr weight : {block.gate, block.up, block.down})
+    if (weight.getElementType() != elementType) {
+      why = "the weights and the input have different element types";
+      return failure();
+    }
+  int64_t numExperts = block.numExperts();
+  int64_t tokens = inputType.getDimSize(0);
+  Type i32 = b.getI32Type();
+  auto column = [&](Type type) {
+    return RankedTensorType::get({tokens, 1}, type);
+  };
+  // The ops are created detached and inserted once all of them verify.
+  OpBuilder detached(ctx);
+  auto table = arith::ConstantOp::create(detached, loc, block.hashTable);
+  auto route =
+      HashRouteOp::create(detached, loc, column(i32), column(elementType), ids,
+                          table, b.getI64IntegerAttr(numExperts));
+  auto dispatch = DispatchOp::create(
+      detached, loc, RankedTensorType::get({tokens}, i32),
+      RankedTensorType::get({numExperts + 1}, i32), column(i32),
+      route.getExpertIds(), b.getI64IntegerAttr(numExperts),
+      b.getI64IntegerAttr(1), b.getF64FloatAttr(0.0));
+  SmallVector<Operation *> ops = {table, route, dispatch};
+  SmallVector<Value> rows;
+  if (ShapedType::isDynamic(tokens)) {
+    auto dim = tensor::DimOp::create(
+        detached, loc, input,
+        arith::ConstantIndexOp::create(detached, loc, 0).getResult());
+    ops.push_back(dim.getIndex().getDefiningOp());
+    ops.push_back(dim);
+    rows.push_back(dim);
+  }
+  auto dest = tensor::EmptyOp::create(
+      detached, loc, ArrayRef<int64_t>{tokens, inputType.getDimSize(1)},
+      elementType, rows);
+  SmallVector<Value> weights;
+  for (DenseElementsAttr weight : {block.gate, block.up, block.down}) {
+    auto constant = arith::ConstantOp::create(detached, loc, weight);
+    ops.push_back(constant);
+    weights.push_back(constant);
+  }
+  auto experts = ExpertsOp::create(
+      detached, loc, dest.getType(), input, dispatch.getTokenIndices(),
+      dispatch.getExpertOffsets(), dest, weights[0], weights[1], weights[2],
+      Value(), Value(), Value(),
+      ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),
+                      APFloat(1.0), APFloat(0.0)),
+      b.getI64IntegerAttr(0), /*placement=*/PlacementAttr());
+  auto combine =
+      CombineOp::create(detached, loc, inputType, experts.getResult(),
+                        dispatch.getPositions(), route.getWeights(), Value());
+  ops.append({dest, experts, combine});
+  if (failed(verifyBuilt(ctx, ops, why)))
+    return failure();
+  for (Operation *op : ops)
+    b.insert(op);
+  importer.bind(outputOf(block.outputNode, 0), combine.getResult());
+  return success();
+}
+
 LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
                                          const MoEBlock &block, Location loc,
                                          std::string &why) {
+  if (block.hashTable)
+    return buildHashBlock(importer, block, loc, why);
   OpBuilder &b = importer.getBuilder();
   MLIRContext *ctx = importer.getContext();
   Value input = importer.lookup(block.input);

@@ -499,12 +499,17 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
   }
   raised = true;
   if (remarks) {
-    int64_t numExperts = block.router.getType().getDimSize(1);
+    int64_t numExperts = block.numExperts();
     InFlightDiagnostic diag = mlir::emitRemark(anchorLoc);
     diag << "raised MoE block (" << block.form << " form) at "
-         << block.anchor->op_type() << " '" << block.anchor->name()
-         << "' to moe.layer: " << numExperts << " experts, ";
-    if (block.expertChoice && block.capacity) {
+         << block.anchor->op_type() << " '" << block.anchor->name() << "' to "
+         << (block.hashTable ? "moe.hash_route" : "moe.layer") << ": "
+         << numExperts << " experts, ";
+    if (block.hashTable) {
+      diag << "each token's expert hash_table[" << block.tokenIds
+           << "] (a table of " << block.hashTable.getNumElements()
+           << " entries), weight 1";
+    } else if (block.expertChoice && block.capacity) {
       diag << "expert choice of " << block.capacity << " tokens each";
     } else if (block.expertChoice) {
       std::string factor;
@@ -633,10 +638,13 @@ GraphImporter::liveNodes(const onnx::GraphProto &graph) const {
     const onnx::NodeProto *node = producers.lookup(worklist.pop_back_val());
     if (!node || !live.insert(node).second)
       continue;
-    // A raised block reads its input rows only.
+    // A raised block reads its input rows only (and hash routing's token
+    // ids).
     auto block = blocks.find(node);
     if (block != blocks.end()) {
       worklist.push_back(block->second.input);
+      if (!block->second.tokenIds.empty())
+        worklist.push_back(block->second.tokenIds);
       continue;
     }
     for (const std::string &input : node->input())

@@ -140,7 +140,7 @@ LogicalResult importEinsum(Node &node);
 struct MoEBlock {
   /// The name of the form, for remarks ("Mixtral sparse", "dense", ...).
   std::string form;
-  /// The router's TopK or ArgMax.
+  /// The router's TopK or ArgMax (hash routing: the table lookup).
   const onnx::NodeProto *anchor = nullptr;
   /// The router's Softmax (or Sigmoid).
   const onnx::NodeProto *softmax = nullptr;
@@ -171,6 +171,12 @@ struct MoEBlock {
   double capacityFactor = 0.0;
   ExpertKind kind = ExpertKind::Gated;
   Activation activation = Activation::Silu;
+  /// Hash routing (the hash form; no router): each token's expert is
+  /// `hashTable[tokenIds[t]]`, weight 1.
+  DenseElementsAttr hashTable;
+  std::string tokenIds;
+  /// The number of experts.
+  int64_t numExperts() const { return up.getType().getDimSize(0); }
 };
 
 /// Matches every TopK/ArgMax of `graph` against the known MoE forms. With

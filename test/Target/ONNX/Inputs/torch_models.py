@@ -2,7 +2,8 @@
 random inputs and PyTorch's own outputs (float32, and float64 from a float64
 copy of the same module).
 
-Usage: torch_models.py gen MODEL DIR   writes DIR/model.onnx, DIR/in<i>.npy,
+Usage: torch_models.py gen MODEL DIR   writes DIR/model.onnx, DIR/in<i>.npy
+                                       (one per input: x, and ids for hash),
                                        DIR/ref<i>.npy (PyTorch float32) and
                                        DIR/ref64_<i>.npy (PyTorch float64)
        torch_models.py check DIR       compares DIR/out<i>.npy with both
@@ -29,6 +30,11 @@ Models:
   expert_choice_factor  the same with the capacity min(ceil(T * 2 / E), T)
   expert_choice_factor_offset  capacity min(ceil(T / E) + 1, T) (not raised)
   expert_choice_unweighted  the same without the scaling (not raised)
+  hash           hash layers: each token's expert is hash_table[input_ids]
+                 (a constant table), weight 1, Mixtral's expert loop on
+                 torch.where(selected == e); inputs x and ids
+  hash_offset    the same with table entries 1..E (entry E: no expert)
+  hash_scaled    the expert outputs scaled by 0.5 (not raised)
   switch         Switch top-1: max of the router softmax, argmax, experts by
                  one-hot einsum, ReLU FFN experts
   decoder        a tiny decoder LM: embedding, RMSNorm, causal attention,
@@ -271,6 +277,37 @@ class ExpertChoiceMoeBlock(nn.Module):
         return y
 
 
+class HashMoeBlock(nn.Module):
+    """Hash layers (Roller et al. 2021): a token's expert is a fixed function
+    of its token id, a lookup in a random table (`hash_table[input_ids]`),
+    with weight 1; no router. The expert loop is Mixtral's (torch.where,
+    index_add_)."""
+
+    def __init__(self, hidden, ffn, num_experts, vocab, table_offset=0,
+                 output_scale=None):
+        super().__init__()
+        self.num_experts = num_experts
+        self.output_scale = output_scale
+        g = torch.Generator().manual_seed(7)
+        self.register_buffer(
+            "hash_table",
+            torch.randint(0, num_experts, (vocab,), generator=g) + table_offset)
+        self.experts = nn.ModuleList(
+            [SwiGLUExpert(hidden, ffn) for _ in range(num_experts)])
+
+    def forward(self, hidden_states, input_ids):
+        selected = self.hash_table[input_ids]                         # [T]
+        final = torch.zeros_like(hidden_states)
+        for e in range(self.num_experts):
+            top_x = torch.where(selected == e)[0]
+            current = hidden_states[top_x]
+            rows = self.experts[e](current)
+            if self.output_scale is not None:
+                rows = rows * self.output_scale
+            final.index_add_(0, top_x, rows)
+        return final
+
+
 # --- (c) Switch form ------------------------------------------------------------
 
 
@@ -374,6 +411,15 @@ def float_input(shape):
     return lambda g: torch.randn(*shape, generator=g)
 
 
+VOCAB = 32
+
+
+def token_inputs(tokens):
+    """Hidden states [T, H] and token ids [T] in [0, VOCAB)."""
+    return lambda g: (torch.randn(tokens, H, generator=g),
+                      torch.randint(0, VOCAB, (tokens,), generator=g))
+
+
 MODELS = {
     # name: (module factory, example input, dynamic axes of input 0)
     "mixtral": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2),
@@ -419,6 +465,17 @@ MODELS = {
     # The same without scaling the rows by the probabilities: not raised.
     "expert_choice_unweighted": (lambda: ExpertChoiceMoeBlock(
         H, FFN, E, 3, weighted=False), float_input((7, H)), {0: "tokens"}),
+    # Hash routing over a vocabulary of 32 token ids: inputs x and ids.
+    "hash": (lambda: HashMoeBlock(H, FFN, E, VOCAB),
+             token_inputs(7), {0: "tokens"}),
+    # Table entries 1..E: entry E matches no expert, so its tokens get 0 (as
+    # moe.hash_route routes an entry outside [0, E) nowhere).
+    "hash_offset": (lambda: HashMoeBlock(H, FFN, E, VOCAB, table_offset=1),
+                    token_inputs(7), {0: "tokens"}),
+    # The expert outputs scaled by 0.5: not hash routing as moe.hash_route
+    # defines it (weight 1); imported op by op.
+    "hash_scaled": (lambda: HashMoeBlock(H, FFN, E, VOCAB, output_scale=0.5),
+                    token_inputs(7), {0: "tokens"}),
     "switch": (lambda: SwitchMoeBlock(H, FFN, E),
                float_input((6, H)), {0: "tokens"}),
     "decoder": (lambda: TinyDecoder(),
@@ -436,23 +493,31 @@ def gen(name, out_dir):
     module = factory().eval()
     g = torch.Generator().manual_seed(1)
     example = make_input(g)
+    examples = example if isinstance(example, tuple) else (example,)
+    names = ["x", "ids"][:len(examples)]
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "model.onnx")
     with torch.no_grad():
-        torch.onnx.export(module, (example,), path, opset_version=OPSET,
-                          input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": dynamic, "y": dynamic})
+        axes = {n: {a: v for a, v in dynamic.items() if a < e.dim()}
+                for n, e in zip(names, examples)}
+        torch.onnx.export(module, examples, path, opset_version=OPSET,
+                          input_names=names, output_names=["y"],
+                          dynamic_axes=dict(axes, y=dynamic))
         # A different input than the traced one, with another token count
         # where the axis is dynamic.
-        shape = list(example.shape)
-        shape[0] += 2
-        if example.dtype.is_floating_point:
-            x = torch.randn(*shape, generator=g)
-        else:
-            x = torch.randint(0, 32, shape, generator=g)
-        y = module(x)
-        y64 = module.double()(x.double() if x.dtype.is_floating_point else x)
-    np.save(os.path.join(out_dir, "in0.npy"), x.numpy())
+        inputs = []
+        for e in examples:
+            shape = list(e.shape)
+            shape[0] += 2
+            if e.dtype.is_floating_point:
+                inputs.append(torch.randn(*shape, generator=g))
+            else:
+                inputs.append(torch.randint(0, VOCAB, shape, generator=g))
+        y = module(*inputs)
+        y64 = module.double()(*[i.double() if i.dtype.is_floating_point else i
+                                for i in inputs])
+    for i, x in enumerate(inputs):
+        np.save(os.path.join(out_dir, "in%d.npy" % i), x.numpy())
     np.save(os.path.join(out_dir, "ref0.npy"), y.numpy())
     np.save(os.path.join(out_dir, "ref64_0.npy"), y64.numpy())
 
