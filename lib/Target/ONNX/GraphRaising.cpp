@@ -36,6 +36,7 @@
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/DenseSet.h"
@@ -96,6 +97,10 @@ struct Router {
   DenseElementsAttr selectionBias;
   /// The group limit, if any.
   GroupLimit group;
+  /// Modality groups (MoMa): the sizes of the consecutive expert groups and
+  /// the `[T]` group id of each token; empty without them.
+  SmallVector<int64_t> expertGroups;
+  std::string tokenGroups;
 };
 
 /// Matches the forms of one graph. Each `match*` returns false with `why`
@@ -178,6 +183,12 @@ private:
   bool isZeros(StringRef name);
 
   bool matchRouter(StringRef probs, Router &router);
+  /// MoMa's modality mask of the logits: `name` is `Where(Not(Equal(groups,
+  /// Unsqueeze(ids, 1))), -inf, logits)` (or `Where(Equal(...), logits,
+  /// -inf)`) with `groups [1, E]` a constant of consecutive group ids 0, 1,
+  /// ...; sets the router's expertGroups and tokenGroups and `logits`.
+  /// Returns false without `why` where `name` is no Where.
+  bool matchModalityMask(StringRef name, Router &router, StringRef &logits);
   /// DeepSeek-V3's group-limited choice (transformers'
   /// DeepseekV3TopkRouter.get_topk_indices): `name` is
   /// `Where(Not(bool(mask)), fill, s)` with the mask the top `topk_group`
@@ -512,6 +523,55 @@ bool BlockMatcher::matchGroupLimit(StringRef name, GroupLimit &limit) {
   return true;
 }
 
+bool BlockMatcher::matchModalityMask(StringRef name, Router &router,
+                                     StringRef &logits) {
+  const onnx::NodeProto *where = defOp(name, "Where");
+  if (!where)
+    return false;
+  // Not(Equal) selects the masked experts, Equal the kept ones.
+  StringRef cond = skipCasts(inputOf(where, 0), onnx::TensorProto::BOOL);
+  const onnx::NodeProto *negation = defOp(cond, "Not");
+  const onnx::NodeProto *equal =
+      defOp(negation ? skipCasts(inputOf(negation, 0), onnx::TensorProto::BOOL)
+                     : cond,
+            "Equal");
+  int fillAt = negation ? 1 : 2;
+  std::optional<double> fill = constantScalar(inputOf(where, fillAt));
+  if (!equal || !fill || !std::isinf(*fill) || *fill > 0)
+    return fail("the logits pass a Where that is not a modality mask "
+                "(masked_fill of the other groups' experts with -inf)");
+  for (int i = 0; i < 2; ++i) {
+    DenseElementsAttr groups = constant(inputOf(equal, i));
+    const onnx::NodeProto *column = defOp(inputOf(equal, 1 - i), "Unsqueeze");
+    std::optional<SmallVector<int64_t>> axes =
+        column ? axesOf(*column) : std::nullopt;
+    if (!groups || !isa<IntegerType>(groups.getElementType()) || !axes ||
+        axes->size() != 1 || ((*axes)[0] != 1 && (*axes)[0] != -1))
+      continue;
+    ShapedType type = groups.getType();
+    if (type.getRank() == 2 && type.getDimSize(0) != 1)
+      continue;
+    // Consecutive groups 0, 1, ...: their sizes.
+    SmallVector<int64_t> sizes;
+    for (const APInt &v : groups.getValues<APInt>()) {
+      int64_t g = v.getSExtValue();
+      if (g == (int64_t)sizes.size() - 1)
+        ++sizes.back();
+      else if (g == (int64_t)sizes.size())
+        sizes.push_back(1);
+      else
+        return fail("the experts' modality groups are not consecutive "
+                    "groups 0, 1, ...");
+    }
+    router.expertGroups = sizes;
+    router.tokenGroups = inputOf(column, 0).str();
+    logits = skipCasts(inputOf(where, 3 - fillAt));
+    return true;
+  }
+  return fail("the logits are masked by something other than a comparison "
+              "of the experts' groups with the token's group");
+}
+
 bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   StringRef name = skipCasts(probs);
   GroupLimit limit;
@@ -548,12 +608,26 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   if (!softmax)
     return fail("the routing scores come from " + describe(def(name)) +
                 ", not from a Softmax or Sigmoid of router logits");
+  StringRef logits = skipCasts(inputOf(softmax, 0));
+  Router modality;
+  if (matchModalityMask(logits, modality, logits)) {
+    if (scoring != ScoringFunc::Softmax || selectionBias || grouped)
+      return fail("modality groups only with softmax scores, without a "
+                  "selection bias or group limit");
+  } else if (!why.empty()) {
+    return false;
+  }
   Linear linear;
-  if (!matchLinear(skipCasts(inputOf(softmax, 0)), linear))
+  if (!matchLinear(logits, linear))
     return fail("the router: " + why);
   if (linear.bias)
     return fail("the router has a bias");
-  router = {softmax, linear.input, linear.weight, scoring, selectionBias, {}};
+  router = {
+      softmax,       linear.input, linear.weight,         scoring,
+      selectionBias, {},           modality.expertGroups, modality.tokenGroups};
+  if (!router.expertGroups.empty() && llvm::sum_of(router.expertGroups) !=
+                                          linear.weight.getType().getDimSize(1))
+    return fail("the modality groups do not cover the router's experts");
   if (!grouped)
     return true;
   int64_t numExperts = linear.weight.getType().getDimSize(1);
@@ -1376,8 +1450,16 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   block.nGroup = router.group.nGroup;
   block.topkGroup = router.group.topkGroup;
   block.groupTopKs = router.group.topks;
+  block.expertGroups = router.expertGroups;
+  block.tokenGroups = router.tokenGroups;
   this->router = &router;
   scale = 1.0;
+  bool modality = !router.expertGroups.empty();
+  if (modality && (!is(&anchor, "TopK") || transpose ||
+                   !userOp(outputOf(&anchor, 1), "OneHot"))) {
+    fail("modality groups are raised in the Mixtral form only");
+    return std::nullopt;
+  }
   if (is(&anchor, "ArgMax")) {
     if (router.scoring != ScoringFunc::Softmax || router.selectionBias) {
       fail("the Switch form needs softmax routing scores without a bias");
@@ -1419,6 +1501,18 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
     if (!matchMixtral(anchor, router, *k, block))
       return std::nullopt;
     block.scale = scale;
+    // The masked softmax is over the token's group, moe.routing's over all
+    // experts: the same weights only once renormalized over the top-k.
+    if (modality && !block.renormalize) {
+      fail("modality groups without renormalization: the softmax over the "
+           "token's group (the masked logits) and moe.routing's over all "
+           "experts give different weights");
+      return std::nullopt;
+    }
+    if (modality && *k > *llvm::min_element(block.expertGroups)) {
+      fail("top-k larger than a modality group");
+      return std::nullopt;
+    }
     return block;
   }
   if (userOp(outputOf(&anchor, 1), "ScatterElements")) {
@@ -1526,80 +1620,125 @@ static LogicalResult verifyBuilt(MLIRContext *ctx, ArrayRef<Operation *> ops,
   return success();
 }
 
-/// The hash form: `moe.hash_route` of the token ids through the table, then
-/// `moe.dispatch`, `moe.experts` and `moe.combine` (moe.layer has no hash
-/// routing).
-static LogicalResult buildHashBlock(GraphImporter &importer,
-                                    const MoEBlock &block, Location loc,
-                                    std::string &why) {
+/// The blocks moe.layer cannot express, as the expanded ops: the routing
+/// (hash: `moe.hash_route` of the token ids through the table; modality
+/// groups: the router matmul and `moe.route` with `token_groups`), then
+/// `moe.dispatch`, `moe.experts` and `moe.combine`.
+static LogicalResult buildExpandedBlock(GraphImporter &importer,
+                                        const MoEBlock &block, Location loc,
+                                        std::string &why) {
   OpBuilder &b = importer.getBuilder();
   MLIRContext *ctx = importer.getContext();
+  bool hash = static_cast<bool>(block.hashTable);
   Value input = importer.lookup(block.input);
-  Value ids = importer.lookup(block.tokenIds);
+  Value ids = importer.lookup(hash ? block.tokenIds : block.tokenGroups);
   if (!input || !ids) {
-    why = "the experts' input or the token ids are not defined before the "
-          "block's result";
+    why = "the experts' input or the token " +
+          std::string(hash ? "ids" : "groups") +
+          " are not defined before the block's result";
     return failure();
   }
   auto inputType = cast<RankedTensorType>(input.getType());
   auto idsType = cast<RankedTensorType>(ids.getType());
   if (inputType.getRank() != 2 || idsType.getRank() != 1) {
-    why = "the hash form takes [T, H] rows and [T] token ids";
+    why = "the block takes [T, H] rows and [T] token " +
+          std::string(hash ? "ids" : "groups");
     return failure();
   }
   Type elementType = inputType.getElementType();
-  for (DenseElementsAttr weight : {block.gate, block.up, block.down})
-    if (weight.getElementType() != elementType) {
+  for (DenseElementsAttr weight :
+       {block.router, block.gate, block.up, block.down})
+    if (weight && weight.getElementType() != elementType) {
       why = "the weights and the input have different element types";
       return failure();
     }
   int64_t numExperts = block.numExperts();
   int64_t tokens = inputType.getDimSize(0);
+  int64_t k = block.k;
   Type i32 = b.getI32Type();
-  auto column = [&](Type type) {
-    return RankedTensorType::get({tokens, 1}, type);
+  auto perToken = [&](Type type) {
+    return RankedTensorType::get({tokens, k}, type);
   };
   // The ops are created detached and inserted once all of them verify.
   OpBuilder detached(ctx);
-  auto table = arith::ConstantOp::create(detached, loc, block.hashTable);
-  auto route =
-      HashRouteOp::create(detached, loc, column(i32), column(elementType), ids,
-                          table, b.getI64IntegerAttr(numExperts));
-  auto dispatch = DispatchOp::create(
-      detached, loc, RankedTensorType::get({tokens}, i32),
-      RankedTensorType::get({numExperts + 1}, i32), column(i32),
-      route.getExpertIds(), b.getI64IntegerAttr(numExperts),
-      b.getI64IntegerAttr(1), b.getF64FloatAttr(0.0));
-  SmallVector<Operation *> ops = {table, route, dispatch};
-  SmallVector<Value> rows;
+  SmallVector<Operation *> ops;
+  auto constant = [&](Attribute value) {
+    auto op = arith::ConstantOp::create(detached, loc, cast<TypedAttr>(value));
+    ops.push_back(op);
+    return op.getResult();
+  };
+  SmallVector<Value> tokenSizes;
   if (ShapedType::isDynamic(tokens)) {
-    auto dim = tensor::DimOp::create(
-        detached, loc, input,
-        arith::ConstantIndexOp::create(detached, loc, 0).getResult());
-    ops.push_back(dim.getIndex().getDefiningOp());
+    auto dim = tensor::DimOp::create(detached, loc, input,
+                                     constant(detached.getIndexAttr(0)));
     ops.push_back(dim);
-    rows.push_back(dim);
+    tokenSizes.push_back(dim);
+  }
+  Value expertIds, weights;
+  if (hash) {
+    auto route = HashRouteOp::create(
+        detached, loc, perToken(i32), perToken(elementType), ids,
+        constant(block.hashTable), b.getI64IntegerAttr(numExperts));
+    ops.push_back(route);
+    expertIds = route.getExpertIds();
+    weights = route.getWeights();
+  } else {
+    auto empty = tensor::EmptyOp::create(detached, loc,
+                                         ArrayRef<int64_t>{tokens, numExperts},
+                                         elementType, tokenSizes);
+    ops.push_back(empty);
+    auto zeros = linalg::FillOp::create(
+        detached, loc, ValueRange{constant(detached.getZeroAttr(elementType))},
+        ValueRange{empty});
+    ops.push_back(zeros);
+    Value router = constant(block.router);
+    auto logits = linalg::MatmulOp::create(
+        detached, loc, ValueRange{input, router}, ValueRange{zeros.result()});
+    ops.push_back(logits);
+    auto routing =
+        RoutingAttr::get(ctx, k, block.scoring, block.renormalize, APFloat(1.0),
+                         APFloat(block.scale), 0, 0, APFloat(0.0), APFloat(0.0),
+                         SelectionMode::TokenChoice, 0, block.expertGroups);
+    auto route =
+        RouteOp::create(detached, loc, perToken(i32), perToken(elementType),
+                        logits.getResult(0), Value(), ids, Value(), routing);
+    ops.push_back(route);
+    expertIds = route.getExpertIds();
+    weights = route.getWeights();
+  }
+  int64_t rows =
+      ShapedType::isDynamic(tokens) ? ShapedType::kDynamic : tokens * k;
+  auto dispatch = DispatchOp::create(
+      detached, loc, RankedTensorType::get({rows}, i32),
+      RankedTensorType::get({numExperts + 1}, i32), perToken(i32), expertIds,
+      b.getI64IntegerAttr(numExperts), b.getI64IntegerAttr(1),
+      b.getF64FloatAttr(0.0));
+  ops.push_back(dispatch);
+  SmallVector<Value> rowSizes;
+  if (!tokenSizes.empty()) {
+    auto times = arith::MulIOp::create(detached, loc, tokenSizes[0],
+                                       constant(detached.getIndexAttr(k)));
+    ops.push_back(times);
+    rowSizes.push_back(times);
   }
   auto dest = tensor::EmptyOp::create(
-      detached, loc, ArrayRef<int64_t>{tokens, inputType.getDimSize(1)},
-      elementType, rows);
-  SmallVector<Value> weights;
-  for (DenseElementsAttr weight : {block.gate, block.up, block.down}) {
-    auto constant = arith::ConstantOp::create(detached, loc, weight);
-    ops.push_back(constant);
-    weights.push_back(constant);
-  }
+      detached, loc, ArrayRef<int64_t>{rows, inputType.getDimSize(1)},
+      elementType, rowSizes);
+  ops.push_back(dest);
+  Value gate = constant(block.gate), up = constant(block.up),
+        down = constant(block.down);
   auto experts = ExpertsOp::create(
       detached, loc, dest.getType(), input, dispatch.getTokenIndices(),
-      dispatch.getExpertOffsets(), dest, weights[0], weights[1], weights[2],
-      Value(), Value(), Value(),
+      dispatch.getExpertOffsets(), dest, gate, up, down, Value(), Value(),
+      Value(),
       ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),
                       APFloat(1.0), APFloat(0.0)),
       b.getI64IntegerAttr(0), /*placement=*/PlacementAttr());
+  ops.push_back(experts);
   auto combine =
       CombineOp::create(detached, loc, inputType, experts.getResult(),
-                        dispatch.getPositions(), route.getWeights(), Value());
-  ops.append({dest, experts, combine});
+                        dispatch.getPositions(), weights, Value());
+  ops.push_back(combine);
   if (failed(verifyBuilt(ctx, ops, why)))
     return failure();
   for (Operation *op : ops)
@@ -1611,8 +1750,8 @@ static LogicalResult buildHashBlock(GraphImporter &importer,
 LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
                                          const MoEBlock &block, Location loc,
                                          std::string &why) {
-  if (block.hashTable)
-    return buildHashBlock(importer, block, loc, why);
+  if (block.hashTable || !block.expertGroups.empty())
+    return buildExpandedBlock(importer, block, loc, why);
   OpBuilder &b = importer.getBuilder();
   MLIRContext *ctx = importer.getContext();
   Value input = importer.lookup(block.input);

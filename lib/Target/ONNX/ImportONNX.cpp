@@ -503,8 +503,10 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     InFlightDiagnostic diag = mlir::emitRemark(anchorLoc);
     diag << "raised MoE block (" << block.form << " form) at "
          << block.anchor->op_type() << " '" << block.anchor->name() << "' to "
-         << (block.hashTable ? "moe.hash_route" : "moe.layer") << ": "
-         << numExperts << " experts, ";
+         << (block.hashTable              ? "moe.hash_route"
+             : block.expertGroups.empty() ? "moe.layer"
+                                          : "moe.route")
+         << ": " << numExperts << " experts, ";
     if (block.hashTable) {
       diag << "each token's expert hash_table[" << block.tokenIds
            << "] (a table of " << block.hashTable.getNumElements()
@@ -525,6 +527,11 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     if (block.nGroup)
       diag << " in the best " << block.topkGroup << " of " << block.nGroup
            << " expert groups";
+    if (!block.expertGroups.empty()) {
+      diag << " within the token's group of [";
+      llvm::interleaveComma(block.expertGroups, diag);
+      diag << "] (groups from '" << block.tokenGroups << "')";
+    }
     diag << (block.renormalize ? " renormalized" : "");
     if (block.scale != 1.0) {
       SmallString<16> scale;
@@ -639,12 +646,14 @@ GraphImporter::liveNodes(const onnx::GraphProto &graph) const {
     if (!node || !live.insert(node).second)
       continue;
     // A raised block reads its input rows only (and hash routing's token
-    // ids).
+    // ids or the token groups).
     auto block = blocks.find(node);
     if (block != blocks.end()) {
       worklist.push_back(block->second.input);
-      if (!block->second.tokenIds.empty())
-        worklist.push_back(block->second.tokenIds);
+      for (StringRef extra :
+           {block->second.tokenIds, block->second.tokenGroups})
+        if (!extra.empty())
+          worklist.push_back(extra);
       continue;
     }
     for (const std::string &input : node->input())

@@ -175,6 +175,11 @@ struct MoEBlock {
   /// `hashTable[tokenIds[t]]`, weight 1.
   DenseElementsAttr hashTable;
   std::string tokenIds;
+  /// Modality groups (MoMa, Mixtral form): the sizes of the consecutive
+  /// expert groups and the `[T]` group ids of the tokens; the block is then
+  /// built as moe.route with token_groups (moe.layer has no group operand).
+  SmallVector<int64_t> expertGroups;
+  std::string tokenGroups;
   /// The number of experts.
   int64_t numExperts() const { return up.getType().getDimSize(0); }
 };

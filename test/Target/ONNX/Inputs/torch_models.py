@@ -3,7 +3,8 @@ random inputs and PyTorch's own outputs (float32, and float64 from a float64
 copy of the same module).
 
 Usage: torch_models.py gen MODEL DIR   writes DIR/model.onnx, DIR/in<i>.npy
-                                       (one per input: x, and ids for hash),
+                                       (one per input: x, and ids for hash
+                                       and moma),
                                        DIR/ref<i>.npy (PyTorch float32) and
                                        DIR/ref64_<i>.npy (PyTorch float64)
        torch_models.py check DIR       compares DIR/out<i>.npy with both
@@ -35,6 +36,11 @@ Models:
                  torch.where(selected == e); inputs x and ids
   hash_offset    the same with table entries 1..E (entry E: no expert)
   hash_scaled    the expert outputs scaled by 0.5 (not raised)
+  moma           modality-aware routing (MoMa) with one router: logits
+                 masked to -inf outside the token's group of experts
+                 ([3, 2]), softmax, top-2 renormalized, Mixtral's loop;
+                 inputs x and the modality ids
+  moma_norenorm  the same without renormalization (not raised)
   switch         Switch top-1: max of the router softmax, argmax, experts by
                  one-hot einsum, ReLU FFN experts
   decoder        a tiny decoder LM: embedding, RMSNorm, causal attention,
@@ -308,6 +314,40 @@ class HashMoeBlock(nn.Module):
         return final
 
 
+class ModalityMoeBlock(MixtralSparseMoeBlock):
+    """Modality-aware routing (MoMa, Lin et al. 2024) with one router: the
+    experts are split into consecutive groups, one per modality, and a token
+    is routed among its modality's group only: the logits of the other
+    groups' experts are masked to -inf before the softmax. Mixtral's top-k,
+    renormalization and expert loop follow."""
+
+    def __init__(self, hidden, ffn, group_sizes, top_k, renormalize=True):
+        super().__init__(hidden, ffn, sum(group_sizes), top_k,
+                         renormalize=renormalize)
+        self.register_buffer("expert_group", torch.repeat_interleave(
+            torch.arange(len(group_sizes)), torch.tensor(group_sizes)))
+
+    def forward(self, hidden_states, modality):
+        hidden_dim = hidden_states.shape[-1]
+        router_logits = self.gate(hidden_states)
+        outside = self.expert_group[None, :] != modality[:, None]
+        router_logits = router_logits.masked_fill(outside, float("-inf"))
+        routing_weights, selected_experts = self.route(router_logits)
+        routing_weights = routing_weights.to(hidden_states.dtype)
+        final_hidden_states = torch.zeros_like(hidden_states)
+        expert_mask = F.one_hot(
+            selected_experts, num_classes=self.num_experts).permute(2, 1, 0)
+        for expert_idx in range(self.num_experts):
+            expert_layer = self.experts[expert_idx]
+            idx, top_x = torch.where(expert_mask[expert_idx])
+            current_state = hidden_states[None, top_x].reshape(-1, hidden_dim)
+            current_hidden_states = (expert_layer(current_state)
+                                     * routing_weights[top_x, idx, None])
+            final_hidden_states.index_add_(
+                0, top_x, current_hidden_states.to(hidden_states.dtype))
+        return final_hidden_states
+
+
 # --- (c) Switch form ------------------------------------------------------------
 
 
@@ -414,6 +454,15 @@ def float_input(shape):
 VOCAB = 32
 
 
+def modality_inputs(tokens):
+    """Hidden states [T, H] and modality ids [T] in {0, 1}."""
+    def make(g):
+        return (torch.randn(tokens, H, generator=g),
+                torch.randint(0, 2, (tokens,), generator=g))
+    make.int_high = 2  # the range gen draws the run's ids from
+    return make
+
+
 def token_inputs(tokens):
     """Hidden states [T, H] and token ids [T] in [0, VOCAB)."""
     return lambda g: (torch.randn(tokens, H, generator=g),
@@ -476,6 +525,15 @@ MODELS = {
     # defines it (weight 1); imported op by op.
     "hash_scaled": (lambda: HashMoeBlock(H, FFN, E, VOCAB, output_scale=0.5),
                     token_inputs(7), {0: "tokens"}),
+    # MoMa: 5 experts in groups of 3 (text) and 2 (image), top-2 within
+    # the token's group; inputs x and the modality ids (0 or 1).
+    "moma": (lambda: ModalityMoeBlock(H, FFN, [3, 2], 2),
+             modality_inputs(7), {0: "tokens"}),
+    # Without renormalization the masked softmax (over the group) and
+    # moe.routing's (over all experts) differ: not raised.
+    "moma_norenorm": (lambda: ModalityMoeBlock(H, FFN, [3, 2], 2,
+                                               renormalize=False),
+                      modality_inputs(7), {0: "tokens"}),
     "switch": (lambda: SwitchMoeBlock(H, FFN, E),
                float_input((6, H)), {0: "tokens"}),
     "decoder": (lambda: TinyDecoder(),
@@ -512,7 +570,9 @@ def gen(name, out_dir):
             if e.dtype.is_floating_point:
                 inputs.append(torch.randn(*shape, generator=g))
             else:
-                inputs.append(torch.randint(0, VOCAB, shape, generator=g))
+                # Token ids in [0, VOCAB), or the input's own range.
+                high = getattr(make_input, "int_high", VOCAB)
+                inputs.append(torch.randint(0, high, shape, generator=g))
         y = module(*inputs)
         y64 = module.double()(*[i.double() if i.dtype.is_floating_point else i
                                 for i in inputs])
