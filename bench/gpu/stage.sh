@@ -91,6 +91,20 @@ for c in "${generated[@]}"; do
   # shellcheck disable=SC2086
   stage_case sm_90 $gen $c
 done
+# Whole ONNX models exported here by torch.onnx.export (test/Target/ONNX/
+# Inputs/torch_models.py, checked by it against PyTorch in float32 and
+# float64): the tiny decoder LM (every op around the MoE layers as the naive
+# kernels of the tensor compute), hash routing and MoMa's modality groups.
+for m in decoder hash moma; do
+  n=$((n + 1))
+  d=$dir/cases/$(printf '%02d' $n)-onnx-$m
+  $py "$repo/test/Target/ONNX/Inputs/torch_models.py" gen $m "$d" > /dev/null 2>&1
+  "$bin/moe-compile" --target=cuda --gpu-arch=sm_90 "$d/model.onnx" -o "$d/model-sm_90.so"
+  mv "$d/model-sm_90.weights" "$d/model.weights"
+  rm -f "$d/model-sm_90.h" "$d/model.onnx"
+  echo "onnx $m" > "$d/what"
+  echo test/Target/ONNX/Inputs/torch_models.py > "$d/checker"
+done
 echo "stage.sh: $n numeric cases" >&2
 
 # Benchmark models: S1/S2/S3 of bench/moe_bench.py, f32 and f16, dynamic T.

@@ -15,6 +15,8 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
@@ -287,10 +289,23 @@ FailureOr<ModelSignature> compiler::buildSignatureAndOutlineWeights(
     if (!value || op.use_empty())
       return;
     uint64_t bytes = getOutlinableBytes(value);
+    // For the GPU, every tensor a kernel reads must be in device memory: the
+    // operands of moe ops, and non-splat tensors that linalg ops or
+    // elementwise ops read (they become kernels too; a splat becomes a
+    // scalar in its kernel).
+    auto isKernelOperand = [&](Operation *user) {
+      if (isa<moe::MoEDialect>(user->getDialect()))
+        return true;
+      if (auto dense = dyn_cast<DenseElementsAttr>(value);
+          dense && dense.isSplat())
+        return false;
+      return isa<linalg::LinalgOp>(user) ||
+             user->getParentOfType<linalg::LinalgOp>() ||
+             (isa<arith::ArithDialect, math::MathDialect>(user->getDialect()) &&
+              llvm::any_of(user->getOperandTypes(), llvm::IsaPred<TensorType>));
+    };
     bool moeOperand = outlineMoEOperands && bytes > 0 &&
-                      llvm::any_of(op->getUsers(), [](Operation *user) {
-                        return isa<moe::MoEDialect>(user->getDialect());
-                      });
+                      llvm::any_of(op->getUsers(), isKernelOperand);
     if (bytes <= thresholdBytes && !moeOperand)
       return;
     // A new argument is visible only where the region sees the function's.

@@ -311,7 +311,10 @@ _MATH = {
     "math.exp": _f32(math.exp), "math.tanh": _f32(math.tanh), "math.erf": _f32(math.erf),
     "math.sqrt": _f32(math.sqrt), "math.log": _f32(math.log), "math.ceil": _f32(math.ceil),
     "math.floor": _f32(math.floor), "math.absf": _f32(abs),
+    "math.rsqrt": _f32(lambda x: 1.0 / math.sqrt(x)),
 }
+# Two operands (the region experts' and other tensor compute's kernels).
+_MATH2 = {"math.powf": lambda x, y: float(x) ** float(y)}
 
 # ---------------------------------------------------------------------------
 # mma.sync m16n8k16, from the PTX ISA's fragment layout
@@ -719,6 +722,8 @@ class Interpreter:
         if name in _MATH:
             with np.errstate(all="ignore"):
                 return _MATH[name](v[0])
+        if name in _MATH2:
+            return _convert(_MATH2[name](v[0], v[1]), rt)
         if name == "memref.load":
             return v[0].load(v[1:])
         if name == "memref.store":
@@ -979,6 +984,14 @@ class _Host:
                               for g in re.findall(r"\[([\d, ]+)\]", groups)]
                     shape = [int(np.prod([src.array.shape[i] for i in g])) for g in groups]
                 env[op.results[0]] = Memref(src.array.reshape(shape), src.elem, src.base)
+            elif name == "tensor.from_elements":
+                t = op.result_types[0]
+                arr = np.array([get(o) for o in op.operands]).reshape(_shape(t))
+                env[op.results[0]] = buffer(arr.astype(_numpy_dtype(_elem(t))), _elem(t))
+            elif name == "tensor.reshape":
+                src, shape = get(op.operands[0]), get(op.operands[1])
+                env[op.results[0]] = Memref(src.array.reshape([int(d) for d in shape.array]),
+                                            src.elem, src.base)
             elif name == "arith.constant" and op.result_types[0].startswith("tensor<"):
                 env[op.results[0]] = _dense_tensor(op.props, op.result_types[0])
             else:
@@ -1035,8 +1048,9 @@ class _Host:
 def run_case(directory, moe_opt="moe-opt"):
     """Lowers DIR/model.mlir with convert-moe-to-gpu, runs it on DIR's inputs
     and writes DIR/out.npy (what moe-run writes for a compiled model). DIR is
-    a test/lib/moe_case.py case or one of the generators of
-    test/Integration/CPU/Inputs (in0.npy, in1.npy, ...)."""
+    a test/lib/moe_case.py case, one of the generators of
+    test/Integration/CPU/Inputs or any model.mlir beside in0.npy, in1.npy,
+    ... (e.g. an imported ONNX model)."""
     import json
     import os
     import subprocess
@@ -1048,8 +1062,10 @@ def run_case(directory, moe_opt="moe-opt"):
         capture_output=True, text=True)
     if lowered.returncode:
         raise SystemExit(lowered.stderr)
-    with open(os.path.join(directory, "case.json")) as f:
-        case = json.load(f)
+    case = {}
+    if os.path.exists(os.path.join(directory, "case.json")):
+        with open(os.path.join(directory, "case.json")) as f:
+            case = json.load(f)
     # moe_case.py records the input count; the other generators write in0.npy, in1.npy, ...
     count = case.get("inputs")
     if count is None:
@@ -1059,7 +1075,10 @@ def run_case(directory, moe_opt="moe-opt"):
     inputs = [np.load(os.path.join(directory, "in%d.npy" % i)) for i in range(count)]
     log = []
     out = run_host(parse_module(lowered.stdout), inputs, log=log)
-    np.save(os.path.join(directory, "out.npy"), out[0].astype(inputs[0].dtype))
+    # The input's float type (bf16 results are float64 here); a model whose
+    # first input is integer (token ids) keeps its result's type.
+    dtype = inputs[0].dtype if inputs[0].dtype.kind == "f" else out[0].dtype
+    np.save(os.path.join(directory, "out.npy"), out[0].astype(dtype))
     return log
 
 

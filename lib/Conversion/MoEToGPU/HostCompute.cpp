@@ -265,6 +265,15 @@ static std::string hostKernelName(Operation *op) {
   return name;
 }
 
+/// The element of a splat constant tensor, or null.
+static TypedAttr splatValue(Value value) {
+  DenseElementsAttr dense;
+  if (!isa<RankedTensorType>(value.getType()) ||
+      !matchPattern(value, m_Constant(&dense)) || !dense.isSplat())
+    return {};
+  return dense.getSplatValue<TypedAttr>();
+}
+
 /// Loads `memref[map(ivs)]`; a scalar operand is its own value.
 static Value loadAt(OpBuilder &b, Location loc, Value operand, AffineMap map,
                     ArrayRef<Value> ivs) {
@@ -308,10 +317,12 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
         parallelSizes.push_back(hostArgs[d]);
     Value total = product(rewriter, loc, parallelSizes);
 
+    // A splat constant input is a scalar in the kernel, not a buffer.
     for (OpOperand *input : op.getDpsInputOperands())
-      hostArgs.push_back(isa<RankedTensorType>(input->get().getType())
-                             ? host.view(input->get())
-                             : input->get());
+      if (!splatValue(input->get()))
+        hostArgs.push_back(isa<RankedTensorType>(input->get().getType())
+                               ? host.view(input->get())
+                               : input->get());
     SmallVector<bool> readsInit;
     for (OpOperand &init : op.getDpsInitsMutable()) {
       readsInit.push_back(op.payloadUsesValueFromOperand(&init));
@@ -328,25 +339,44 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
       outputs.push_back(host.alloc(bufferType(type), sizes));
     }
     hostArgs.append(outputs);
-    // Values of the host that the payload uses: constants are cloned into
-    // the kernel, other scalars passed to it.
+    // Values of the host that the payload uses: scalar constants are cloned
+    // into the kernel, other scalars passed to it, and tensors that it reads
+    // elements of (`tensor.extract`, e.g. a Gather's table) passed as views.
     SetVector<Value> captured;
     getUsedValuesDefinedAbove(op.getRegion(), captured);
-    SmallVector<Value> scalars;
+    SmallVector<Value> passed;
     for (Value v : captured) {
+      if (isa<RankedTensorType>(v.getType())) {
+        Block *body = &op.getRegion().front();
+        bool splat = static_cast<bool>(splatValue(v));
+        for (OpOperand &use : v.getUses()) {
+          Operation *user = use.getOwner();
+          if (!op->isProperAncestor(user))
+            continue;
+          if (user->getBlock() != body || use.getOperandNumber() != 0 ||
+              !isa<tensor::ExtractOp, tensor::DimOp>(user))
+            return rewriter.notifyMatchFailure(
+                op, "payload uses a tensor other than by tensor.extract");
+        }
+        if (!splat) {
+          passed.push_back(v);
+          hostArgs.push_back(host.view(v));
+        }
+        continue;
+      }
       if (matchPattern(v, m_Constant()))
         continue;
       if (!v.getType().isIntOrIndexOrFloat())
         return rewriter.notifyMatchFailure(op, "payload uses a non-scalar");
-      scalars.push_back(v);
+      passed.push_back(v);
+      hostArgs.push_back(v);
     }
-    hostArgs.append(scalars);
 
     SmallVector<Type> argTypes;
     for (Value v : hostArgs)
       argTypes.push_back(v.getType());
     Kernel kernel = buildKernel(rewriter, op, name, argTypes, readsInit,
-                                captured.getArrayRef(), scalars);
+                                captured.getArrayRef(), passed);
     Value c1 = indexConst(rewriter, loc, 1);
     host.launch(kernel, elementBlocks(rewriter, loc, total), c1,
                 kElementThreads, 1, hostArgs);
@@ -360,7 +390,7 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
   static Kernel buildKernel(PatternRewriter &rewriter, linalg::GenericOp op,
                             StringRef name, TypeRange argTypes,
                             ArrayRef<bool> readsInit, ArrayRef<Value> captured,
-                            ArrayRef<Value> scalars) {
+                            ArrayRef<Value> passed) {
     OpBuilder::InsertionGuard guard(rewriter);
     Kernel k = createKernel(rewriter, op, name, argTypes, {}, kElementThreads);
     Location loc = op.getLoc();
@@ -370,8 +400,15 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
     ArrayRef<Value> args = k.args;
     ArrayRef<Value> sizes = args.take_front(numLoops);
     args = args.drop_front(numLoops);
-    ArrayRef<Value> inputs = args.take_front(op.getNumDpsInputs());
-    args = args.drop_front(op.getNumDpsInputs());
+    SmallVector<Value> inputs;
+    for (OpOperand *input : op.getDpsInputOperands()) {
+      if (TypedAttr splat = splatValue(input->get())) {
+        inputs.push_back(arith::ConstantOp::create(b, loc, splat));
+        continue;
+      }
+      inputs.push_back(args.front());
+      args = args.drop_front();
+    }
     SmallVector<Value> inits;
     for (bool reads : readsInit) {
       inits.push_back(reads ? args.front() : Value());
@@ -380,12 +417,18 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
     }
     ArrayRef<Value> outputs = args.take_front(op.getNumDpsInits());
     IRMapping above;
-    for (auto [scalar, arg] :
-         llvm::zip(scalars, args.drop_front(op.getNumDpsInits())))
-      above.map(scalar, arg);
+    for (auto [value, arg] :
+         llvm::zip(passed, args.drop_front(op.getNumDpsInits())))
+      above.map(value, arg);
+    // Scalar constants are cloned; a splat tensor is its element (see
+    // payload).
     for (Value v : captured)
       if (!above.contains(v))
-        above.map(v, b.clone(*v.getDefiningOp())->getResult(0));
+        above.map(
+            v,
+            splatValue(v)
+                ? arith::ConstantOp::create(b, loc, splatValue(v)).getResult()
+                : b.clone(*v.getDefiningOp())->getResult(0));
 
     SmallVector<Value> parallelSizes;
     for (unsigned d = 0; d < numLoops; ++d)
@@ -466,9 +509,37 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
     body.walk([&](linalg::IndexOp index) {
       mapping.map(index.getResult(), ivs[index.getDim()]);
     });
-    for (Operation &inner : body.without_terminator())
-      if (!isa<linalg::IndexOp>(inner))
-        b.clone(inner, mapping);
+    for (Operation &inner : body.without_terminator()) {
+      if (isa<linalg::IndexOp>(inner))
+        continue;
+      // Reads of a captured tensor, now a view (or of a splat constant, now
+      // its element).
+      Value source = inner.getNumOperands()
+                         ? mapping.lookupOrDefault(inner.getOperand(0))
+                         : Value();
+      if (isa<tensor::ExtractOp>(inner) && splatValue(inner.getOperand(0))) {
+        mapping.map(inner.getResult(0), source);
+        continue;
+      }
+      if (source && isa<MemRefType>(source.getType())) {
+        if (auto extract = dyn_cast<tensor::ExtractOp>(inner)) {
+          SmallVector<Value> indices;
+          for (Value index : extract.getIndices())
+            indices.push_back(mapping.lookupOrDefault(index));
+          mapping.map(extract.getResult(),
+                      memref::LoadOp::create(b, loc, source, indices));
+          continue;
+        }
+        if (auto dim = dyn_cast<tensor::DimOp>(inner)) {
+          mapping.map(
+              dim.getResult(),
+              memref::DimOp::create(b, loc, source,
+                                    mapping.lookupOrDefault(dim.getIndex())));
+          continue;
+        }
+      }
+      b.clone(inner, mapping);
+    }
     SmallVector<Value> results;
     for (Value v : body.getTerminator()->getOperands())
       results.push_back(mapping.lookupOrDefault(v));

@@ -98,3 +98,37 @@ func.func @pad(%a: tensor<?x8xf32>) -> tensor<?x11xf32> {
   } : tensor<?x8xf32> to tensor<?x11xf32>
   return %p : tensor<?x11xf32>
 }
+
+// -----
+
+// A Gather as the importer writes it: the payload reads the table with
+// tensor.extract (the table becomes a view argument, the extract a load);
+// a splat constant input is a scalar in the kernel, not a buffer.
+// CHECK-LABEL: func.func @gather
+// CHECK-SAME: %[[IDS:[a-z0-9]+]]: tensor<?xi64>, %[[TABLE:[a-z0-9]+]]: tensor<32x8xf32>
+// CHECK: %[[TV:.*]] = bufferization.to_buffer %[[TABLE]] read_only : tensor<32x8xf32> to memref<32x8xf32, strided<[?, ?], offset: ?>>
+// CHECK: gpu.launch_func @moe_kernels::@moe_host_generic {{.*}} args(%{{.*}} : index, %{{.*}} : index, %{{.*}} : memref<?xi64, strided<[?], offset: ?>>, %{{.*}} : memref<?x8xf32>, %[[TV]] : memref<32x8xf32, strided<[?, ?], offset: ?>>)
+// CHECK: gpu.func @moe_host_generic(%{{.*}}: index, %{{.*}}: index, %[[I:.*]]: memref<?xi64, strided<[?], offset: ?>>, %[[O:.*]]: memref<?x8xf32>, %[[T:.*]]: memref<32x8xf32, strided<[?, ?], offset: ?>>)
+// CHECK: %[[TWO:.*]] = arith.constant 2.000000e+00 : f32
+// CHECK: %[[ID:.*]] = memref.load %[[I]]
+// CHECK: %[[ROW:.*]] = arith.index_cast %[[ID]]
+// CHECK: %[[V:.*]] = memref.load %[[T]][%[[ROW]], %{{.*}}]
+// CHECK: %[[M:.*]] = arith.mulf %[[V]], %[[TWO]]
+// CHECK: memref.store %[[M]], %[[O]]
+func.func @gather(%ids: tensor<?xi64>, %table: tensor<32x8xf32>) -> tensor<?x8xf32> {
+  %c0 = arith.constant 0 : index
+  %n = tensor.dim %ids, %c0 : tensor<?xi64>
+  %two = arith.constant dense<2.0> : tensor<8xf32>
+  %e = tensor.empty(%n) : tensor<?x8xf32>
+  %g = linalg.generic {indexing_maps = [affine_map<(i, j) -> (i)>, affine_map<(i, j) -> (j)>, affine_map<(i, j) -> (i, j)>],
+                       iterator_types = ["parallel", "parallel"]}
+      ins(%ids, %two : tensor<?xi64>, tensor<8xf32>) outs(%e : tensor<?x8xf32>) {
+    ^bb0(%id: i64, %t: f32, %o: f32):
+      %row = arith.index_cast %id : i64 to index
+      %col = linalg.index 1 : index
+      %v = tensor.extract %table[%row, %col] : tensor<32x8xf32>
+      %m = arith.mulf %v, %t : f32
+      linalg.yield %m : f32
+  } -> tensor<?x8xf32>
+  return %g : tensor<?x8xf32>
+}

@@ -584,7 +584,11 @@ def gen(name, out_dir):
 
 def check(out_dir):
     ok = True
-    out = np.load(os.path.join(out_dir, "out0.npy"))
+    # out0.npy (the tests), or out.npy (bench/gpu/run.sh's cases).
+    path = os.path.join(out_dir, "out0.npy")
+    if not os.path.exists(path):
+        path = os.path.join(out_dir, "out.npy")
+    out = np.load(path)
     for ref_name in ("ref0", "ref64_0"):
         ref = np.load(os.path.join(out_dir, ref_name + ".npy"))
         if out.shape != ref.shape:
