@@ -110,7 +110,8 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
       kernel, the region's ops, and a kernel that writes the yielded rows.
     - tensor compute on the host, beside the moe ops or in an expert region
       (linalg ops on tensors, elementwise arith/math on tensors, `tensor.pad`
-      with an invariant padding value): one naive kernel per op, one thread
+      with an invariant padding value, `tensor.insert_slice` of the same
+      rank): one naive kernel per op, one thread
       per element of its parallel loops running its reduction loops, on views
       of its operands (any strides). Correct, not tuned.
 
@@ -120,7 +121,8 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
     dynamic sizes other than the token count and element types other than
     f16, bf16, f32 and f64 are reported as errors naming the op. So is what
     would still run on the host against device memory (reading or inserting
-    an element, `tensor.insert_slice`, `tensor.concat`, linalg on memrefs)
+    an element, a rank-reducing `tensor.insert_slice`, `tensor.concat`,
+    linalg on memrefs)
     and constant tensors passed to kernels (they would be globals in host
     memory; `moe-compile --target=cuda` makes them weights), unless
     `allow-host-constants` is set.

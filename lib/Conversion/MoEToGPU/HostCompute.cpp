@@ -12,12 +12,12 @@
 //   rows, the region's ops run on them, and a kernel writes the rows it
 //   yields into the result (padding rows keep `dest`'s values).
 // - Tensor compute on the host (a linalg op, arith/math on tensors,
-//   `tensor.pad` with a constant value), there or in an expert region: each
-//   op becomes one naive kernel, one thread per element of its parallel
-//   iteration space that runs the reduction loops itself, on views of its
-//   operands (any strides, so slices of weights are not copied) into a new
-//   device buffer. Correct for any linalg op, not tuned: the moe ops keep
-//   their own kernels.
+//   `tensor.pad` with a constant value, `tensor.insert_slice`), there or in
+//   an expert region: each op becomes one naive kernel, one thread per
+//   element of its parallel iteration space that runs the reduction loops
+//   itself, on views of its operands (any strides, so slices of weights are
+//   not copied) into a new device buffer. Correct for any linalg op, not
+//   tuned: the moe ops keep their own kernels.
 //
 //===----------------------------------------------------------------------===//
 
@@ -630,9 +630,114 @@ struct PadOpToKernel : public OpRewritePattern<tensor::PadOp> {
     return success();
   }
 };
+
+/// `tensor.insert_slice` (not rank-reducing; a Concat is a chain of them):
+/// one thread per element of the destination, which reads the source where
+/// the element lies in the slice and the destination elsewhere, into a new
+/// buffer.
+struct InsertSliceOpToKernel : public OpRewritePattern<tensor::InsertSliceOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(tensor::InsertSliceOp op,
+                                PatternRewriter &rewriter) const override {
+    if (op->getParentOfType<gpu::GPUModuleOp>())
+      return failure();
+    RankedTensorType resultType = op.getResultType();
+    int64_t rank = resultType.getRank();
+    if (op.getSourceType().getRank() != rank)
+      return rewriter.notifyMatchFailure(op, "rank-reducing");
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    // Outside the slice an empty destination has no values to keep (and no
+    // device buffer to read them from).
+    bool keepDest = !op.getDest().getDefiningOp<tensor::EmptyOp>();
+    SmallVector<Value> hostArgs = {host.view(op.getSource())};
+    if (keepDest)
+      hostArgs.push_back(host.view(op.getDest()));
+    for (OpFoldResult v :
+         llvm::concat<OpFoldResult>(op.getMixedOffsets(), op.getMixedStrides()))
+      hostArgs.push_back(getValueOrCreateConstantIndexOp(rewriter, loc, v));
+    SmallVector<Value> sizes, dynamicSizes;
+    for (int64_t d = 0; d < rank; ++d) {
+      sizes.push_back(tensor::DimOp::create(rewriter, loc, op.getDest(), d));
+      if (resultType.isDynamicDim(d))
+        dynamicSizes.push_back(sizes.back());
+    }
+    Value out = host.alloc(bufferType(resultType), dynamicSizes);
+    hostArgs.push_back(out);
+    SmallVector<Type> argTypes;
+    for (Value v : hostArgs)
+      argTypes.push_back(v.getType());
+
+    Kernel k;
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      k = createKernel(rewriter, op, "moe_host_insert_slice", argTypes, {},
+                       kElementThreads);
+      OpBuilder &b = rewriter;
+      Value src = k.args[0], dest = keepDest ? k.args[1] : Value(),
+            dst = k.args.back();
+      unsigned first = keepDest ? 2 : 1;
+      ArrayRef<Value> offsets = ArrayRef<Value>(k.args).slice(first, rank);
+      ArrayRef<Value> strides =
+          ArrayRef<Value>(k.args).slice(first + rank, rank);
+      SmallVector<Value> outSizes;
+      for (int64_t d = 0; d < rank; ++d)
+        outSizes.push_back(memref::DimOp::create(b, loc, dst, d));
+      ElementId element = elementId(b, loc, product(b, loc, outSizes));
+      ifThen(b, loc, element.inRange, [&] {
+        SmallVector<Value> ivs = delinearize(b, loc, element.id, outSizes);
+        SmallVector<Value> srcIvs;
+        Value inside = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
+        for (int64_t d = 0; d < rank; ++d) {
+          // In the slice: (iv - offset) / stride below the source's size,
+          // unsigned (a position before the offset wraps), with no
+          // remainder.
+          Value rel = arith::SubIOp::create(b, loc, ivs[d], offsets[d]);
+          Value i = arith::DivUIOp::create(b, loc, rel, strides[d]);
+          Value exact = arith::CmpIOp::create(
+              b, loc, arith::CmpIPredicate::eq,
+              arith::RemUIOp::create(b, loc, rel, strides[d]),
+              indexConst(b, loc, 0));
+          Value below =
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, i,
+                                    memref::DimOp::create(b, loc, src, d));
+          inside = arith::AndIOp::create(
+              b, loc, inside, arith::AndIOp::create(b, loc, exact, below));
+          srcIvs.push_back(i);
+        }
+        if (!dest) {
+          ifThen(b, loc, inside, [&] {
+            memref::StoreOp::create(
+                b, loc, memref::LoadOp::create(b, loc, src, srcIvs), dst, ivs);
+          });
+          return;
+        }
+        auto select = scf::IfOp::create(
+            b, loc, inside,
+            [&](OpBuilder &nb, Location nloc) {
+              scf::YieldOp::create(
+                  nb, nloc,
+                  memref::LoadOp::create(nb, nloc, src, srcIvs).getResult());
+            },
+            [&](OpBuilder &nb, Location nloc) {
+              scf::YieldOp::create(
+                  nb, nloc,
+                  memref::LoadOp::create(nb, nloc, dest, ivs).getResult());
+            });
+        memref::StoreOp::create(b, loc, select.getResult(0), dst, ivs);
+      });
+    }
+    host.launch(k, elementBlocks(rewriter, loc, product(rewriter, loc, sizes)),
+                indexConst(rewriter, loc, 1), kElementThreads, 1, hostArgs);
+    rewriter.replaceOp(op, host.tensor(resultType, out));
+    return success();
+  }
+};
 } // namespace
 
 void moe::populateHostComputeToGPUPatterns(RewritePatternSet &patterns) {
   linalg::populateElementwiseToLinalgConversionPatterns(patterns);
-  patterns.add<LinalgOpToKernel, PadOpToKernel>(patterns.getContext());
+  patterns.add<LinalgOpToKernel, PadOpToKernel, InsertSliceOpToKernel>(
+      patterns.getContext());
 }

@@ -4181,9 +4181,9 @@ struct ConvertMoEToGPUPass
       op->emitOpError()
           << "would run on the host, on tensors that live in GPU memory; "
              "convert-moe-to-gpu makes kernels of the moe ops, of linalg ops "
-             "and elementwise arith/math on tensors and of tensor.pad with an "
-             "invariant padding value, and keeps only shape plumbing on the "
-             "host";
+             "and elementwise arith/math on tensors, of tensor.pad with an "
+             "invariant padding value and of tensor.insert_slice of the same "
+             "rank, and keeps only shape plumbing on the host";
       return WalkResult::interrupt();
     });
     return failure(result.wasInterrupted());

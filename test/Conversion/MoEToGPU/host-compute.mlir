@@ -132,3 +132,26 @@ func.func @gather(%ids: tensor<?xi64>, %table: tensor<32x8xf32>) -> tensor<?x8xf
   } -> tensor<?x8xf32>
   return %g : tensor<?x8xf32>
 }
+
+// -----
+
+// A Concat as two tensor.insert_slice: the first into an empty tensor reads
+// only its source (nothing of the empty destination), the second keeps the
+// first's elements outside its slice.
+// CHECK-LABEL: func.func @concat
+// CHECK: %[[FIRST:.*]] = gpu.alloc (%{{.*}}) : memref<?x12xf32>
+// CHECK: gpu.launch_func @moe_kernels::@[[K1:moe_host_insert_slice[_0-9]*]] {{.*}} args(%{{.*}} : memref<?x8xf32, strided<[?, ?], offset: ?>>, %{{.*}} : index, %{{.*}} : index, %{{.*}} : index, %{{.*}} : index, %[[FIRST]] : memref<?x12xf32>)
+// CHECK: %[[T:.*]] = bufferization.to_tensor %[[FIRST]]
+// CHECK: %[[DV:.*]] = bufferization.to_buffer %[[T]] read_only
+// CHECK: gpu.launch_func @moe_kernels::@[[K2:moe_host_insert_slice[_0-9]*]] {{.*}} args(%{{.*}} : memref<?x4xf32, strided<[?, ?], offset: ?>>, %[[DV]] : memref<?x12xf32, strided<[?, ?], offset: ?>>,
+// CHECK-DAG: gpu.func @[[K1]](%{{[^)]*}}: memref<?x8xf32, strided<[?, ?], offset: ?>>, %{{[^)]*}}: index, %{{[^)]*}}: index, %{{[^)]*}}: index, %{{[^)]*}}: index, %{{[^)]*}}: memref<?x12xf32>)
+// CHECK-DAG: gpu.func @[[K2]](%{{[^)]*}}: memref<?x4xf32, strided<[?, ?], offset: ?>>, %{{[^)]*}}: memref<?x12xf32, strided<[?, ?], offset: ?>>,
+// CHECK-DAG: scf.if %{{.*}} -> (f32)
+func.func @concat(%a: tensor<?x8xf32>, %b: tensor<?x4xf32>) -> tensor<?x12xf32> {
+  %c0 = arith.constant 0 : index
+  %n = tensor.dim %a, %c0 : tensor<?x8xf32>
+  %e = tensor.empty(%n) : tensor<?x12xf32>
+  %x = tensor.insert_slice %a into %e[0, 0] [%n, 8] [1, 1] : tensor<?x8xf32> into tensor<?x12xf32>
+  %y = tensor.insert_slice %b into %x[0, 8] [%n, 4] [1, 1] : tensor<?x4xf32> into tensor<?x12xf32>
+  return %y : tensor<?x12xf32>
+}

@@ -27,11 +27,11 @@ void populateMoEToGPUConversionPatterns(mlir::RewritePatternSet &patterns);
 /// Adds the patterns that turn tensor compute on the host into naive GPU
 /// kernels: elementwise arith/math on tensors (through linalg), every linalg
 /// op on tensors (one thread per element of its parallel loops, which runs
-/// its reduction loops) and `tensor.pad` with an invariant padding value.
-/// Each reads views of its operands (any strides) and writes a new
-/// `gpu.alloc` buffer. convert-moe-to-gpu applies them after the moe ops,
-/// so that the code around the MoE layers and the bodies of
-/// `moe.generic_experts` run on the GPU too.
+/// its reduction loops), `tensor.pad` with an invariant padding value and
+/// `tensor.insert_slice` of the same rank. Each reads views of its operands
+/// (any strides) and writes a new `gpu.alloc` buffer. convert-moe-to-gpu
+/// applies them after the moe ops, so that the code around the MoE layers
+/// and the bodies of `moe.generic_experts` run on the GPU too.
 void populateHostComputeToGPUPatterns(mlir::RewritePatternSet &patterns);
 
 /// Emits an error on the first moe op under `root` that the patterns do not
