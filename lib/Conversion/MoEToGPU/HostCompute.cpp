@@ -547,8 +547,78 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
   }
 };
 
-/// `tensor.pad` with a padding value defined outside its region: one thread
-/// per output element, which reads the source or takes the padding value.
+/// Where an element of the result comes from the source (`args[0]`): sets
+/// `srcIvs` and returns whether it does.
+using LocateFn =
+    function_ref<Value(OpBuilder &, Location, ArrayRef<Value> args,
+                       ArrayRef<Value> ivs, SmallVectorImpl<Value> &srcIvs)>;
+/// The value of an element that is not from the source.
+using OtherwiseFn = function_ref<Value(
+    OpBuilder &, Location, ArrayRef<Value> args, ArrayRef<Value> ivs)>;
+
+/// A kernel over the elements of a new `resultType` buffer of `sizes` (host
+/// values), each thread storing its element from the source where `locate`
+/// says so and `otherwise`'s value elsewhere (without `otherwise`, nothing:
+/// the element stays undefined). `hostArgs` are the kernel's arguments, the
+/// source's view first; the output buffer is appended. Returns the result.
+static Value copyFromSource(PatternRewriter &rewriter, Operation *op,
+                            StringRef name, RankedTensorType resultType,
+                            ArrayRef<Value> sizes, SmallVector<Value> hostArgs,
+                            LocateFn locate, OtherwiseFn otherwise) {
+  Location loc = op->getLoc();
+  Host host{rewriter, loc};
+  SmallVector<Value> dynamicSizes;
+  for (int64_t d = 0; d < resultType.getRank(); ++d)
+    if (resultType.isDynamicDim(d))
+      dynamicSizes.push_back(sizes[d]);
+  Value out = host.alloc(bufferType(resultType), dynamicSizes);
+  hostArgs.push_back(out);
+  SmallVector<Type> argTypes;
+  for (Value v : hostArgs)
+    argTypes.push_back(v.getType());
+  Kernel k;
+  {
+    OpBuilder::InsertionGuard guard(rewriter);
+    k = createKernel(rewriter, op, name, argTypes, {}, kElementThreads);
+    OpBuilder &b = rewriter;
+    ArrayRef<Value> args = k.args;
+    Value src = args.front(), dst = args.back();
+    SmallVector<Value> outSizes;
+    for (int64_t d = 0; d < resultType.getRank(); ++d)
+      outSizes.push_back(memref::DimOp::create(b, loc, dst, d));
+    ElementId element = elementId(b, loc, product(b, loc, outSizes));
+    ifThen(b, loc, element.inRange, [&] {
+      SmallVector<Value> ivs = delinearize(b, loc, element.id, outSizes);
+      SmallVector<Value> srcIvs;
+      Value inside = locate(b, loc, args, ivs, srcIvs);
+      if (!otherwise) {
+        ifThen(b, loc, inside, [&] {
+          memref::StoreOp::create(
+              b, loc, memref::LoadOp::create(b, loc, src, srcIvs), dst, ivs);
+        });
+        return;
+      }
+      auto select = scf::IfOp::create(
+          b, loc, inside,
+          [&](OpBuilder &nb, Location nloc) {
+            scf::YieldOp::create(
+                nb, nloc,
+                memref::LoadOp::create(nb, nloc, src, srcIvs).getResult());
+          },
+          [&](OpBuilder &nb, Location nloc) {
+            scf::YieldOp::create(nb, nloc, otherwise(nb, nloc, args, ivs));
+          });
+      memref::StoreOp::create(b, loc, select.getResult(0), dst, ivs);
+    });
+  }
+  host.launch(k, elementBlocks(rewriter, loc, product(rewriter, loc, sizes)),
+              indexConst(rewriter, loc, 1), kElementThreads, 1, hostArgs);
+  return host.tensor(resultType, out);
+}
+
+/// `tensor.pad` with a padding value defined outside its region: the source
+/// where the position minus the low padding is in range (unsigned: a
+/// position before it wraps), the value elsewhere.
 struct PadOpToKernel : public OpRewritePattern<tensor::PadOp> {
   using OpRewritePattern::OpRewritePattern;
 
@@ -561,80 +631,44 @@ struct PadOpToKernel : public OpRewritePattern<tensor::PadOp> {
       return rewriter.notifyMatchFailure(op, "padding value not invariant");
     Location loc = op.getLoc();
     Host host{rewriter, loc};
-    RankedTensorType resultType = op.getResultType();
-    int64_t rank = resultType.getRank();
+    int64_t rank = op.getResultType().getRank();
     SmallVector<Value> hostArgs = {host.view(op.getSource()), padValue};
     for (OpFoldResult low : op.getMixedLowPad())
       hostArgs.push_back(getValueOrCreateConstantIndexOp(rewriter, loc, low));
-    SmallVector<Value> outSizes, dynamicSizes;
     ReifiedRankedShapedTypeDims reified;
     if (failed(reifyResultShapes(rewriter, op, reified)))
       return rewriter.notifyMatchFailure(op, "cannot reify the result shape");
-    for (int64_t d = 0; d < rank; ++d) {
-      outSizes.push_back(
-          getValueOrCreateConstantIndexOp(rewriter, loc, reified[0][d]));
-      if (resultType.isDynamicDim(d))
-        dynamicSizes.push_back(outSizes.back());
-    }
-    Value out = host.alloc(bufferType(resultType), dynamicSizes);
-    hostArgs.push_back(out);
-    SmallVector<Type> argTypes;
-    for (Value v : hostArgs)
-      argTypes.push_back(v.getType());
-
-    Kernel k;
-    {
-      OpBuilder::InsertionGuard guard(rewriter);
-      k = createKernel(rewriter, op, "moe_host_pad", argTypes, {},
-                       kElementThreads);
-      OpBuilder &b = rewriter;
-      Value src = k.args[0], value = k.args[1], dst = k.args.back();
-      ArrayRef<Value> lows = ArrayRef<Value>(k.args).slice(2, rank);
-      SmallVector<Value> sizes, srcSizes;
-      for (int64_t d = 0; d < rank; ++d) {
-        sizes.push_back(memref::DimOp::create(b, loc, dst, d));
-        srcSizes.push_back(memref::DimOp::create(b, loc, src, d));
-      }
-      ElementId element = elementId(b, loc, product(b, loc, sizes));
-      ifThen(b, loc, element.inRange, [&] {
-        Value id = element.id;
-        SmallVector<Value> ivs = delinearize(b, loc, id, sizes);
-        SmallVector<Value> srcIvs;
-        Value inside = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
-        for (int64_t d = 0; d < rank; ++d) {
-          // Unsigned: a position before the low padding wraps above the size.
-          Value s = arith::SubIOp::create(b, loc, ivs[d], lows[d]);
-          inside = arith::AndIOp::create(
-              b, loc, inside,
-              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, s,
-                                    srcSizes[d]));
-          srcIvs.push_back(s);
-        }
-        auto select = scf::IfOp::create(
-            b, loc, inside,
-            [&](OpBuilder &nb, Location nloc) {
-              scf::YieldOp::create(
-                  nb, nloc,
-                  memref::LoadOp::create(nb, nloc, src, srcIvs).getResult());
-            },
-            [&](OpBuilder &nb, Location nloc) {
-              scf::YieldOp::create(nb, nloc, value);
-            });
-        memref::StoreOp::create(b, loc, select.getResult(0), dst, ivs);
-      });
-    }
-    host.launch(k,
-                elementBlocks(rewriter, loc, product(rewriter, loc, outSizes)),
-                indexConst(rewriter, loc, 1), kElementThreads, 1, hostArgs);
-    rewriter.replaceOp(op, host.tensor(resultType, out));
+    SmallVector<Value> sizes;
+    for (OpFoldResult size : reified[0])
+      sizes.push_back(getValueOrCreateConstantIndexOp(rewriter, loc, size));
+    Value result = copyFromSource(
+        rewriter, op, "moe_host_pad", op.getResultType(), sizes, hostArgs,
+        [&](OpBuilder &b, Location loc, ArrayRef<Value> args,
+            ArrayRef<Value> ivs, SmallVectorImpl<Value> &srcIvs) {
+          Value inside = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
+          for (int64_t d = 0; d < rank; ++d) {
+            Value s = arith::SubIOp::create(b, loc, ivs[d], args[2 + d]);
+            inside = arith::AndIOp::create(
+                b, loc, inside,
+                arith::CmpIOp::create(
+                    b, loc, arith::CmpIPredicate::ult, s,
+                    memref::DimOp::create(b, loc, args[0], d)));
+            srcIvs.push_back(s);
+          }
+          return inside;
+        },
+        [](OpBuilder &, Location, ArrayRef<Value> args, ArrayRef<Value>) {
+          return args[1];
+        });
+    rewriter.replaceOp(op, result);
     return success();
   }
 };
 
 /// `tensor.insert_slice` (not rank-reducing; a Concat is a chain of them):
-/// one thread per element of the destination, which reads the source where
-/// the element lies in the slice and the destination elsewhere, into a new
-/// buffer.
+/// the source where the element lies in the slice, the destination
+/// elsewhere (an empty destination has no values to keep, and no device
+/// buffer to read them from).
 struct InsertSliceOpToKernel : public OpRewritePattern<tensor::InsertSliceOp> {
   using OpRewritePattern::OpRewritePattern;
 
@@ -642,95 +676,51 @@ struct InsertSliceOpToKernel : public OpRewritePattern<tensor::InsertSliceOp> {
                                 PatternRewriter &rewriter) const override {
     if (op->getParentOfType<gpu::GPUModuleOp>())
       return failure();
-    RankedTensorType resultType = op.getResultType();
-    int64_t rank = resultType.getRank();
+    int64_t rank = op.getResultType().getRank();
     if (op.getSourceType().getRank() != rank)
       return rewriter.notifyMatchFailure(op, "rank-reducing");
     Location loc = op.getLoc();
     Host host{rewriter, loc};
-    // Outside the slice an empty destination has no values to keep (and no
-    // device buffer to read them from).
     bool keepDest = !op.getDest().getDefiningOp<tensor::EmptyOp>();
     SmallVector<Value> hostArgs = {host.view(op.getSource())};
     if (keepDest)
       hostArgs.push_back(host.view(op.getDest()));
+    unsigned first = hostArgs.size();
     for (OpFoldResult v :
          llvm::concat<OpFoldResult>(op.getMixedOffsets(), op.getMixedStrides()))
       hostArgs.push_back(getValueOrCreateConstantIndexOp(rewriter, loc, v));
-    SmallVector<Value> sizes, dynamicSizes;
-    for (int64_t d = 0; d < rank; ++d) {
+    SmallVector<Value> sizes;
+    for (int64_t d = 0; d < rank; ++d)
       sizes.push_back(tensor::DimOp::create(rewriter, loc, op.getDest(), d));
-      if (resultType.isDynamicDim(d))
-        dynamicSizes.push_back(sizes.back());
-    }
-    Value out = host.alloc(bufferType(resultType), dynamicSizes);
-    hostArgs.push_back(out);
-    SmallVector<Type> argTypes;
-    for (Value v : hostArgs)
-      argTypes.push_back(v.getType());
-
-    Kernel k;
-    {
-      OpBuilder::InsertionGuard guard(rewriter);
-      k = createKernel(rewriter, op, "moe_host_insert_slice", argTypes, {},
-                       kElementThreads);
-      OpBuilder &b = rewriter;
-      Value src = k.args[0], dest = keepDest ? k.args[1] : Value(),
-            dst = k.args.back();
-      unsigned first = keepDest ? 2 : 1;
-      ArrayRef<Value> offsets = ArrayRef<Value>(k.args).slice(first, rank);
-      ArrayRef<Value> strides =
-          ArrayRef<Value>(k.args).slice(first + rank, rank);
-      SmallVector<Value> outSizes;
-      for (int64_t d = 0; d < rank; ++d)
-        outSizes.push_back(memref::DimOp::create(b, loc, dst, d));
-      ElementId element = elementId(b, loc, product(b, loc, outSizes));
-      ifThen(b, loc, element.inRange, [&] {
-        SmallVector<Value> ivs = delinearize(b, loc, element.id, outSizes);
-        SmallVector<Value> srcIvs;
-        Value inside = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
-        for (int64_t d = 0; d < rank; ++d) {
-          // In the slice: (iv - offset) / stride below the source's size,
-          // unsigned (a position before the offset wraps), with no
-          // remainder.
-          Value rel = arith::SubIOp::create(b, loc, ivs[d], offsets[d]);
-          Value i = arith::DivUIOp::create(b, loc, rel, strides[d]);
-          Value exact = arith::CmpIOp::create(
-              b, loc, arith::CmpIPredicate::eq,
-              arith::RemUIOp::create(b, loc, rel, strides[d]),
-              indexConst(b, loc, 0));
-          Value below =
-              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, i,
-                                    memref::DimOp::create(b, loc, src, d));
-          inside = arith::AndIOp::create(
-              b, loc, inside, arith::AndIOp::create(b, loc, exact, below));
-          srcIvs.push_back(i);
-        }
-        if (!dest) {
-          ifThen(b, loc, inside, [&] {
-            memref::StoreOp::create(
-                b, loc, memref::LoadOp::create(b, loc, src, srcIvs), dst, ivs);
-          });
-          return;
-        }
-        auto select = scf::IfOp::create(
-            b, loc, inside,
-            [&](OpBuilder &nb, Location nloc) {
-              scf::YieldOp::create(
-                  nb, nloc,
-                  memref::LoadOp::create(nb, nloc, src, srcIvs).getResult());
-            },
-            [&](OpBuilder &nb, Location nloc) {
-              scf::YieldOp::create(
-                  nb, nloc,
-                  memref::LoadOp::create(nb, nloc, dest, ivs).getResult());
-            });
-        memref::StoreOp::create(b, loc, select.getResult(0), dst, ivs);
-      });
-    }
-    host.launch(k, elementBlocks(rewriter, loc, product(rewriter, loc, sizes)),
-                indexConst(rewriter, loc, 1), kElementThreads, 1, hostArgs);
-    rewriter.replaceOp(op, host.tensor(resultType, out));
+    auto locate = [&](OpBuilder &b, Location loc, ArrayRef<Value> args,
+                      ArrayRef<Value> ivs, SmallVectorImpl<Value> &srcIvs) {
+      Value inside = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
+      for (int64_t d = 0; d < rank; ++d) {
+        // (iv - offset) / stride below the source's size (unsigned: a
+        // position before the offset wraps), with no remainder.
+        Value rel = arith::SubIOp::create(b, loc, ivs[d], args[first + d]);
+        Value stride = args[first + rank + d];
+        Value i = arith::DivUIOp::create(b, loc, rel, stride);
+        Value exact = arith::CmpIOp::create(
+            b, loc, arith::CmpIPredicate::eq,
+            arith::RemUIOp::create(b, loc, rel, stride), indexConst(b, loc, 0));
+        Value below =
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, i,
+                                  memref::DimOp::create(b, loc, args[0], d));
+        inside = arith::AndIOp::create(
+            b, loc, inside, arith::AndIOp::create(b, loc, exact, below));
+        srcIvs.push_back(i);
+      }
+      return inside;
+    };
+    auto keep = [](OpBuilder &b, Location loc, ArrayRef<Value> args,
+                   ArrayRef<Value> ivs) {
+      return memref::LoadOp::create(b, loc, args[1], ivs).getResult();
+    };
+    Value result = copyFromSource(rewriter, op, "moe_host_insert_slice",
+                                  op.getResultType(), sizes, hostArgs, locate,
+                                  keepDest ? OtherwiseFn(keep) : OtherwiseFn());
+    rewriter.replaceOp(op, result);
     return success();
   }
 };

@@ -128,6 +128,11 @@ class MixtralSparseMoeBlock(nn.Module):
         hidden_dim = shape[-1]
         hidden_states = hidden_states.view(-1, hidden_dim)
         router_logits = self.gate(hidden_states)
+        return self.mix(hidden_states, router_logits).reshape(shape)
+
+    def mix(self, hidden_states, router_logits):
+        """The rest of transformers' forward: routing and the expert loop."""
+        hidden_dim = hidden_states.shape[-1]
         routing_weights, selected_experts = self.route(router_logits)
         routing_weights = routing_weights.to(hidden_states.dtype)
         final_hidden_states = torch.zeros(
@@ -143,7 +148,7 @@ class MixtralSparseMoeBlock(nn.Module):
                                      * routing_weights[top_x, idx, None])
             final_hidden_states.index_add_(
                 0, top_x, current_hidden_states.to(hidden_states.dtype))
-        return final_hidden_states.reshape(shape)
+        return final_hidden_states
 
 
 class BiasedSigmoidMoeBlock(MixtralSparseMoeBlock):
@@ -328,24 +333,10 @@ class ModalityMoeBlock(MixtralSparseMoeBlock):
             torch.arange(len(group_sizes)), torch.tensor(group_sizes)))
 
     def forward(self, hidden_states, modality):
-        hidden_dim = hidden_states.shape[-1]
         router_logits = self.gate(hidden_states)
         outside = self.expert_group[None, :] != modality[:, None]
         router_logits = router_logits.masked_fill(outside, float("-inf"))
-        routing_weights, selected_experts = self.route(router_logits)
-        routing_weights = routing_weights.to(hidden_states.dtype)
-        final_hidden_states = torch.zeros_like(hidden_states)
-        expert_mask = F.one_hot(
-            selected_experts, num_classes=self.num_experts).permute(2, 1, 0)
-        for expert_idx in range(self.num_experts):
-            expert_layer = self.experts[expert_idx]
-            idx, top_x = torch.where(expert_mask[expert_idx])
-            current_state = hidden_states[None, top_x].reshape(-1, hidden_dim)
-            current_hidden_states = (expert_layer(current_state)
-                                     * routing_weights[top_x, idx, None])
-            final_hidden_states.index_add_(
-                0, top_x, current_hidden_states.to(hidden_states.dtype))
-        return final_hidden_states
+        return self.mix(hidden_states, router_logits)
 
 
 # --- (c) Switch form ------------------------------------------------------------
