@@ -325,7 +325,10 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
                                : input->get());
     SmallVector<bool> readsInit;
     for (OpOperand &init : op.getDpsInitsMutable()) {
-      readsInit.push_back(op.payloadUsesValueFromOperand(&init));
+      // An empty init's values are undefined, and it would be host memory
+      // after bufferization: the kernel starts from zeros instead.
+      readsInit.push_back(op.payloadUsesValueFromOperand(&init) &&
+                          !init.get().getDefiningOp<tensor::EmptyOp>());
       if (readsInit.back())
         hostArgs.push_back(host.view(init.get()));
     }

@@ -155,3 +155,24 @@ func.func @concat(%a: tensor<?x8xf32>, %b: tensor<?x4xf32>) -> tensor<?x12xf32> 
   %y = tensor.insert_slice %b into %x[0, 8] [%n, 4] [1, 1] : tensor<?x4xf32> into tensor<?x12xf32>
   return %y : tensor<?x12xf32>
 }
+
+// -----
+
+// A reduction into an empty tensor (its values undefined): the kernel does
+// not read it (it would be host memory) and starts from zero.
+// CHECK-LABEL: func.func @reduce_into_empty
+// CHECK: gpu.launch_func @moe_kernels::@moe_host_reduce {{.*}} args(%{{.*}} : index, %{{.*}} : index, %{{.*}} : memref<?x8xf32, strided<[?, ?], offset: ?>>, %{{.*}} : memref<?xf32>)
+// CHECK: gpu.func @moe_host_reduce(
+// CHECK: %[[ZERO:.*]] = arith.constant 0.000000e+00 : f32
+// CHECK: scf.for {{.*}} iter_args(%{{.*}} = %[[ZERO]]) -> (f32)
+func.func @reduce_into_empty(%a: tensor<?x8xf32>) -> tensor<?xf32> {
+  %c0 = arith.constant 0 : index
+  %n = tensor.dim %a, %c0 : tensor<?x8xf32>
+  %e = tensor.empty(%n) : tensor<?xf32>
+  %r = linalg.reduce ins(%a : tensor<?x8xf32>) outs(%e : tensor<?xf32>) dimensions = [1]
+    (%x: f32, %acc: f32) {
+      %s = arith.addf %x, %acc : f32
+      linalg.yield %s : f32
+    }
+  return %r : tensor<?xf32>
+}
