@@ -201,6 +201,9 @@ private:
   bool matchLinear(StringRef name, Linear &linear);
   bool matchSilu(StringRef name, StringRef &input);
   bool matchSwiGLU(StringRef name, ExpertMLP &mlp);
+  /// A routed expert: SwiGLU (without biases), or a ReLU FFN
+  /// `down(relu(up(x)))` with or without biases (ExpertMLP without a gate).
+  bool matchExpert(StringRef name, ExpertMLP &mlp);
   /// The routing weights: TopK values (with a selection bias, the scores
   /// gathered at the TopK indices), renormalized or not, times an optional
   /// constant scale.
@@ -698,6 +701,22 @@ bool BlockMatcher::matchSwiGLU(StringRef name, ExpertMLP &mlp) {
   return fail("'" + mul->name() + "' is not silu(x·W1) * (x·W3)");
 }
 
+bool BlockMatcher::matchExpert(StringRef name, ExpertMLP &mlp) {
+  if (matchSwiGLU(name, mlp))
+    return true;
+  std::string swiglu = why;
+  // A ReLU FFN: down(relu(up(x))), with or without biases.
+  Linear down, up;
+  const onnx::NodeProto *relu = nullptr;
+  if (matchLinear(name, down) && (relu = defOp(down.input, "Relu")) &&
+      matchLinear(inputOf(relu, 0), up)) {
+    mlp = {up.input, {}, up.weight, down.weight, up.bias, down.bias};
+    return true;
+  }
+  return fail(relu ? "the ReLU expert's up projection: " + why
+                   : swiglu + " (nor a ReLU FFN)");
+}
+
 bool BlockMatcher::isTopKWeights(const onnx::NodeProto &topk, StringRef name) {
   name = skipCasts(name);
   if (!router || !router->selectionBias)
@@ -760,13 +779,20 @@ bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
     return fail(llvm::formatv("{0} experts for a router over {1}",
                               experts.size(), numExperts)
                     .str());
+  auto typeOf = [](DenseElementsAttr attr) {
+    return attr ? attr.getType() : ShapedType();
+  };
   for (const ExpertMLP &mlp : experts) {
-    if (mlp.gate.getType() != experts[0].gate.getType() ||
-        mlp.up.getType() != experts[0].up.getType() ||
-        mlp.down.getType() != experts[0].down.getType())
-      return fail("the experts have different shapes");
+    if (typeOf(mlp.gate) != typeOf(experts[0].gate) ||
+        typeOf(mlp.up) != typeOf(experts[0].up) ||
+        typeOf(mlp.down) != typeOf(experts[0].down) ||
+        typeOf(mlp.upBias) != typeOf(experts[0].upBias) ||
+        typeOf(mlp.downBias) != typeOf(experts[0].downBias))
+      return fail("the experts have different shapes or kinds");
   }
   auto stack = [&](auto get) {
+    if (!get(experts[0]))
+      return DenseElementsAttr();
     SmallVector<DenseElementsAttr> parts;
     for (const ExpertMLP &mlp : experts)
       parts.push_back(get(mlp));
@@ -775,6 +801,11 @@ bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
   block.gate = stack([](const ExpertMLP &m) { return m.gate; });
   block.up = stack([](const ExpertMLP &m) { return m.up; });
   block.down = stack([](const ExpertMLP &m) { return m.down; });
+  block.upBias = stack([](const ExpertMLP &m) { return m.upBias; });
+  block.downBias = stack([](const ExpertMLP &m) { return m.downBias; });
+  // SwiGLU experts have a gate; the others are ReLU FFNs (matchExpert).
+  block.kind = block.gate ? ExpertKind::Gated : ExpertKind::Ffn;
+  block.activation = block.gate ? Activation::Silu : Activation::Relu;
   block.input = input.str();
   return true;
 }
@@ -834,7 +865,7 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
     bool found = false;
     for (int i = 0; i < 2 && !found; ++i) {
       ExpertMLP mlp;
-      if (!matchSwiGLU(inputOf(mul, i), mlp))
+      if (!matchExpert(inputOf(mul, i), mlp))
         continue;
       // The expert's rows: x[None, top_x].reshape(-1, H).
       const onnx::NodeProto *reshape = defOp(mlp.input, "Reshape");
@@ -1127,7 +1158,7 @@ bool BlockMatcher::matchExpertChoice(const onnx::NodeProto &topk,
     bool found = false;
     for (int i = 0; i < 2 && !found; ++i) {
       ExpertMLP mlp;
-      if (!matchSwiGLU(inputOf(mul, i), mlp))
+      if (!matchExpert(inputOf(mul, i), mlp))
         continue;
       const onnx::NodeProto *rows = defOp(mlp.input, "Gather");
       if (!rows || inputOf(rows, 0) != router.input ||
@@ -1199,7 +1230,7 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
     if (!unsq || axesOf(*unsq) != SmallVector<int64_t>{-2})
       return fail("a stacked expert output is not unsqueezed at -2");
     ExpertMLP mlp;
-    if (!matchSwiGLU(inputOf(unsq, 0), mlp))
+    if (!matchExpert(inputOf(unsq, 0), mlp))
       return false;
     if (mlp.input != router.input)
       return fail("an expert reads another value than the router");
@@ -1212,9 +1243,11 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
   if (!finishExperts(experts, router.input, numExperts, block))
     return false;
 
-  // y + sigmoid(x·ws) * shared(x), or y + shared(x).
+  // y + sigmoid(x·ws) * shared(x), or y + shared(x); a shared expert is
+  // SwiGLU, so the routed ones must be too (moe.layer has one expert kind).
   const onnx::NodeProto *add = userOp(outputOf(sum, 0), "Add");
-  if (!add || users(outputOf(sum, 0)).size() != 1)
+  if (!add || users(outputOf(sum, 0)).size() != 1 ||
+      block.kind != ExpertKind::Gated)
     return true;
   StringRef other = inputOf(add, 0) == outputOf(sum, 0)
                         ? StringRef(inputOf(add, 1))
@@ -1397,7 +1430,7 @@ bool BlockMatcher::matchHash(const onnx::NodeProto &lookup, MoEBlock &block) {
     if (!add)
       return false;
     ExpertMLP mlp;
-    if (!matchSwiGLU(rows, mlp))
+    if (!matchExpert(rows, mlp))
       return fail(where + why);
     const onnx::NodeProto *gather = defOp(mlp.input, "Gather");
     if (!gather || inputOf(gather, 1) != token ||
@@ -1646,8 +1679,8 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
     return failure();
   }
   Type elementType = inputType.getElementType();
-  for (DenseElementsAttr weight :
-       {block.router, block.gate, block.up, block.down})
+  for (DenseElementsAttr weight : {block.router, block.gate, block.up,
+                                   block.down, block.upBias, block.downBias})
     if (weight && weight.getElementType() != elementType) {
       why = "the weights and the input have different element types";
       return failure();
@@ -1725,12 +1758,14 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
       detached, loc, ArrayRef<int64_t>{rows, inputType.getDimSize(1)},
       elementType, rowSizes);
   ops.push_back(dest);
-  Value gate = constant(block.gate), up = constant(block.up),
-        down = constant(block.down);
+  auto optional = [&](DenseElementsAttr attr) {
+    return attr ? constant(attr) : Value();
+  };
   auto experts = ExpertsOp::create(
       detached, loc, dest.getType(), input, dispatch.getTokenIndices(),
-      dispatch.getExpertOffsets(), dest, gate, up, down, Value(), Value(),
-      Value(),
+      dispatch.getExpertOffsets(), dest, optional(block.gate),
+      constant(block.up), constant(block.down), /*gate_bias=*/Value(),
+      optional(block.upBias), optional(block.downBias),
       ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),
                       APFloat(1.0), APFloat(0.0)),
       b.getI64IntegerAttr(0), /*placement=*/PlacementAttr());

@@ -16,6 +16,8 @@ Models:
                  topk, renormalize, one_hot mask, loop over experts with
                  torch.where and index_add_), SwiGLU experts
   mixtral_3d     the same on [B, S, H] with a dynamic token axis
+  mixtral_relu   Mixtral's block with ReLU FFN experts with biases
+                 (wo(relu(wi(x))))
   mixtral_sigmoid  Mixtral's block with sigmoid router scores (top-k of
                  sigmoid(logits), renormalized)
   deepseek_v3    DeepSeek-V3's routing without the group limit: top-k of
@@ -98,7 +100,7 @@ class MixtralSparseMoeBlock(nn.Module):
     jitter noise (training only) and the router logits output."""
 
     def __init__(self, hidden, ffn, num_experts, top_k, renormalize=True,
-                 score_scale=None, scoring="softmax"):
+                 score_scale=None, scoring="softmax", expert=None):
         super().__init__()
         self.hidden_dim = hidden
         self.num_experts = num_experts
@@ -108,7 +110,7 @@ class MixtralSparseMoeBlock(nn.Module):
         self.scoring = scoring
         self.gate = nn.Linear(hidden, num_experts, bias=False)
         self.experts = nn.ModuleList(
-            [SwiGLUExpert(hidden, ffn) for _ in range(num_experts)])
+            [(expert or SwiGLUExpert)(hidden, ffn) for _ in range(num_experts)])
 
     def route(self, router_logits):
         if self.scoring == "sigmoid":
@@ -466,6 +468,10 @@ MODELS = {
                 float_input((7, H)), {0: "tokens"}),
     "mixtral_3d": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2),
                    float_input((2, 5, H)), {0: "batch", 1: "seq"}),
+    # ReLU FFN experts with biases (Switch's wi/wo MLP) in Mixtral's loop.
+    "mixtral_relu": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
+                                                   expert=ReluExpert),
+                     float_input((7, H)), {0: "tokens"}),
     "mixtral_sigmoid": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                       scoring="sigmoid"),
                         float_input((7, H)), {0: "tokens"}),
