@@ -73,6 +73,8 @@ struct Linear {
 struct ExpertMLP {
   std::string input;
   DenseElementsAttr gate, up, down, upBias, downBias;
+  /// SiLU for SwiGLU (gated); ReLU or GELU for a plain FFN.
+  Activation activation = Activation::Silu;
 };
 
 /// DeepSeek-V3's group limit of a router (matchGroupLimit): the masked
@@ -201,9 +203,11 @@ private:
   bool matchLinear(StringRef name, Linear &linear);
   bool matchSilu(StringRef name, StringRef &input);
   bool matchSwiGLU(StringRef name, ExpertMLP &mlp);
-  /// A routed expert: SwiGLU (without biases), or a ReLU FFN
-  /// `down(relu(up(x)))` with or without biases (ExpertMLP without a gate).
+  /// A routed expert: SwiGLU (without biases), or a ReLU or GELU FFN
+  /// `down(act(up(x)))` with or without biases (ExpertMLP without a gate).
   bool matchExpert(StringRef name, ExpertMLP &mlp);
+  /// GELU (erf) as torch exports it: sets `input` to its argument.
+  bool matchGelu(StringRef name, StringRef &input);
   /// The routing weights: TopK values (with a selection bias, the scores
   /// gathered at the TopK indices), renormalized or not, times an optional
   /// constant scale.
@@ -695,7 +699,8 @@ bool BlockMatcher::matchSwiGLU(StringRef name, ExpertMLP &mlp) {
                   "values");
     if (gate.bias || up.bias || down.bias)
       return fail("the SwiGLU expert has biases");
-    mlp = {gate.input, gate.weight, up.weight, down.weight, {}, {}};
+    mlp = {gate.input, gate.weight, up.weight,       down.weight,
+           {},         {},          Activation::Silu};
     return true;
   }
   return fail("'" + mul->name() + "' is not silu(x·W1) * (x·W3)");
@@ -705,16 +710,57 @@ bool BlockMatcher::matchExpert(StringRef name, ExpertMLP &mlp) {
   if (matchSwiGLU(name, mlp))
     return true;
   std::string swiglu = why;
-  // A ReLU FFN: down(relu(up(x))), with or without biases.
+  // A ReLU or GELU FFN: down(act(up(x))), with or without biases.
   Linear down, up;
-  const onnx::NodeProto *relu = nullptr;
-  if (matchLinear(name, down) && (relu = defOp(down.input, "Relu")) &&
-      matchLinear(inputOf(relu, 0), up)) {
-    mlp = {up.input, {}, up.weight, down.weight, up.bias, down.bias};
-    return true;
+  if (!matchLinear(name, down))
+    return fail(swiglu + " (nor an FFN)");
+  StringRef hidden;
+  Activation activation;
+  if (const onnx::NodeProto *relu = defOp(down.input, "Relu")) {
+    hidden = inputOf(relu, 0);
+    activation = Activation::Relu;
+  } else if (matchGelu(down.input, hidden)) {
+    activation = Activation::Gelu;
+  } else {
+    return fail(swiglu + " (nor a ReLU or GELU FFN)");
   }
-  return fail(relu ? "the ReLU expert's up projection: " + why
-                   : swiglu + " (nor a ReLU FFN)");
+  if (!matchLinear(hidden, up))
+    return fail("the FFN expert's up projection: " + why);
+  mlp = {up.input, {}, up.weight, down.weight, up.bias, down.bias, activation};
+  return true;
+}
+
+bool BlockMatcher::matchGelu(StringRef name, StringRef &input) {
+  // 0.5 * (h * (1 + erf(h / sqrt(2)))), as torch exports F.gelu; the
+  // operands of each Mul and Add in either order.
+  auto other = [&](const onnx::NodeProto *node, double value) -> StringRef {
+    for (int i = 0; i < 2; ++i) {
+      std::optional<double> c = constantScalar(inputOf(node, i));
+      if (c && std::abs(*c - value) <= 1e-6 * value)
+        return inputOf(node, 1 - i);
+    }
+    return {};
+  };
+  const onnx::NodeProto *half = defOp(name, "Mul");
+  const onnx::NodeProto *product =
+      half ? defOp(other(half, 0.5), "Mul") : nullptr;
+  if (!product)
+    return false;
+  for (int i = 0; i < 2; ++i) {
+    StringRef h = inputOf(product, i);
+    const onnx::NodeProto *plus = defOp(inputOf(product, 1 - i), "Add");
+    const onnx::NodeProto *erf =
+        plus ? defOp(other(plus, 1.0), "Erf") : nullptr;
+    const onnx::NodeProto *div = erf ? defOp(inputOf(erf, 0), "Div") : nullptr;
+    std::optional<double> root =
+        div ? constantScalar(inputOf(div, 1)) : std::nullopt;
+    if (div && inputOf(div, 0) == h && root &&
+        std::abs(*root - std::sqrt(2.0)) <= 1e-6) {
+      input = h;
+      return true;
+    }
+  }
+  return false;
 }
 
 bool BlockMatcher::isTopKWeights(const onnx::NodeProto &topk, StringRef name) {
@@ -787,7 +833,8 @@ bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
         typeOf(mlp.up) != typeOf(experts[0].up) ||
         typeOf(mlp.down) != typeOf(experts[0].down) ||
         typeOf(mlp.upBias) != typeOf(experts[0].upBias) ||
-        typeOf(mlp.downBias) != typeOf(experts[0].downBias))
+        typeOf(mlp.downBias) != typeOf(experts[0].downBias) ||
+        mlp.activation != experts[0].activation)
       return fail("the experts have different shapes or kinds");
   }
   auto stack = [&](auto get) {
@@ -803,9 +850,9 @@ bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
   block.down = stack([](const ExpertMLP &m) { return m.down; });
   block.upBias = stack([](const ExpertMLP &m) { return m.upBias; });
   block.downBias = stack([](const ExpertMLP &m) { return m.downBias; });
-  // SwiGLU experts have a gate; the others are ReLU FFNs (matchExpert).
+  // SwiGLU experts have a gate; the others are ReLU or GELU FFNs.
   block.kind = block.gate ? ExpertKind::Gated : ExpertKind::Ffn;
-  block.activation = block.gate ? Activation::Silu : Activation::Relu;
+  block.activation = experts[0].activation;
   block.input = input.str();
   return true;
 }

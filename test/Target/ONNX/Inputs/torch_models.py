@@ -18,6 +18,7 @@ Models:
   mixtral_3d     the same on [B, S, H] with a dynamic token axis
   mixtral_relu   Mixtral's block with ReLU FFN experts with biases
                  (wo(relu(wi(x))))
+  mixtral_gelu   the same with GELU (erf) FFN experts with biases
   mixtral_sigmoid  Mixtral's block with sigmoid router scores (top-k of
                  sigmoid(logits), renormalized)
   deepseek_v3    DeepSeek-V3's routing without the group limit: top-k of
@@ -90,6 +91,18 @@ class ReluExpert(nn.Module):
 
     def forward(self, x):
         return self.wo(F.relu(self.wi(x)))
+
+
+class GeluExpert(nn.Module):
+    """A GELU FFN with biases (fc1, exact GELU, fc2)."""
+
+    def __init__(self, hidden, ffn):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden, ffn)
+        self.fc2 = nn.Linear(ffn, hidden)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 # --- (a) Mixtral's sparse block -------------------------------------------------
@@ -471,6 +484,9 @@ MODELS = {
     # ReLU FFN experts with biases (Switch's wi/wo MLP) in Mixtral's loop.
     "mixtral_relu": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                    expert=ReluExpert),
+                     float_input((7, H)), {0: "tokens"}),
+    "mixtral_gelu": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
+                                                   expert=GeluExpert),
                      float_input((7, H)), {0: "tokens"}),
     "mixtral_sigmoid": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                       scoring="sigmoid"),
