@@ -47,22 +47,17 @@ using namespace moe::gpu_lowering;
 /// Threads per block of the kernels of this file (one per element).
 static constexpr int64_t kElementThreads = 256;
 
-static Value indexConst(OpBuilder &b, Location loc, int64_t v) {
-  return arith::ConstantIndexOp::create(b, loc, v);
-}
-
 /// The product of `values` (1 for none).
-static Value product(OpBuilder &b, Location loc, ValueRange values) {
-  Value result = indexConst(b, loc, 1);
+static Value product(const KernelBuilder &b, ValueRange values) {
+  Value result = b.idx(1);
   for (Value v : values)
-    result = arith::MulIOp::create(b, loc, result, v);
+    result = b.mul(result, v);
   return result;
 }
 
 /// Blocks of kElementThreads threads for `count` elements.
-static Value elementBlocks(OpBuilder &b, Location loc, Value count) {
-  return arith::CeilDivUIOp::create(b, loc, count,
-                                    indexConst(b, loc, kElementThreads));
+static Value elementBlocks(const KernelBuilder &b, Value count) {
+  return arith::CeilDivUIOp::create(b.b, b.loc, count, b.idx(kElementThreads));
 }
 
 namespace {
@@ -74,43 +69,22 @@ struct ElementId {
 };
 } // namespace
 
-static ElementId elementId(OpBuilder &b, Location loc, Value count) {
-  Value block = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
-  Value thread = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-  Value id = arith::AddIOp::create(
-      b, loc,
-      arith::MulIOp::create(b, loc, block, indexConst(b, loc, kElementThreads)),
-      thread);
-  Value inRange =
-      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, id, count);
-  return {id, inRange};
+static ElementId elementId(const KernelBuilder &b, Value count) {
+  Value block = b.blockId();
+  Value thread = b.threadId();
+  Value id = b.add(b.mul(block, b.idx(kElementThreads)), thread);
+  return {id, b.cmpI(arith::CmpIPredicate::ult, id, count)};
 }
 
 /// The multi-index of element `linear` of a row-major space of `sizes`.
-static SmallVector<Value> delinearize(OpBuilder &b, Location loc, Value linear,
+static SmallVector<Value> delinearize(const KernelBuilder &b, Value linear,
                                       ArrayRef<Value> sizes) {
   SmallVector<Value> ivs(sizes.size());
   for (int64_t d = int64_t(sizes.size()) - 1; d >= 0; --d) {
-    ivs[d] = arith::RemUIOp::create(b, loc, linear, sizes[d]);
-    linear = arith::DivUIOp::create(b, loc, linear, sizes[d]);
+    ivs[d] = b.rem(linear, sizes[d]);
+    linear = b.div(linear, sizes[d]);
   }
   return ivs;
-}
-
-/// `if (cond) body()` in a kernel.
-static void ifThen(OpBuilder &b, Location loc, Value cond,
-                   function_ref<void()> body) {
-  scf::IfOp::create(b, loc, cond, [&](OpBuilder &, Location) {
-    body();
-    scf::YieldOp::create(b, loc);
-  });
-}
-
-/// An index value of an integer token index.
-static Value toIndex(OpBuilder &b, Location loc, Value v) {
-  if (v.getType().isIndex())
-    return v;
-  return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
 }
 
 //===----------------------------------------------------------------------===//
@@ -129,30 +103,25 @@ Kernel buildRowsKernel(RewriterBase &rewriter, Operation *op, bool gather,
                           gather ? "moe_generic_gather" : "moe_generic_scatter",
                           argTypes, {}, kElementThreads);
   Location loc = op->getLoc();
-  OpBuilder &b = rewriter;
+  KernelBuilder b{rewriter, loc, Type()};
   Value src = k.args[0], tokens = k.args[1], start = k.args[2], n = k.args[3],
         dst = k.args[4];
-  Value hidden = memref::DimOp::create(b, loc, src, 1);
-  ElementId element =
-      elementId(b, loc, arith::MulIOp::create(b, loc, n, hidden));
-  ifThen(b, loc, element.inRange, [&] {
-    Value id = element.id;
-    Value i = arith::DivUIOp::create(b, loc, id, hidden);
-    Value h = arith::RemUIOp::create(b, loc, id, hidden);
-    Value row = arith::AddIOp::create(b, loc, start, i);
-    Value token = toIndex(b, loc, memref::LoadOp::create(b, loc, tokens, row));
-    Value c0 = indexConst(b, loc, 0);
+  Value hidden = memref::DimOp::create(rewriter, loc, src, 1);
+  ElementId element = elementId(b, b.mul(n, hidden));
+  b.ifThen(element.inRange, [&] {
+    Value i = b.div(element.id, hidden);
+    Value h = b.rem(element.id, hidden);
+    Value row = b.add(start, i);
+    Value token = b.loadI(tokens, row);
     if (gather) {
-      Value t = arith::MaxSIOp::create(b, loc, token, c0);
-      Value v = memref::LoadOp::create(b, loc, src, ValueRange{t, h});
-      memref::StoreOp::create(b, loc, v, dst, ValueRange{i, h});
+      Value v = memref::LoadOp::create(rewriter, loc, src,
+                                       ValueRange{b.maxI(token, b.idx(0)), h});
+      memref::StoreOp::create(rewriter, loc, v, dst, ValueRange{i, h});
       return;
     }
-    Value real =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, token, c0);
-    ifThen(b, loc, real, [&] {
-      Value v = memref::LoadOp::create(b, loc, src, ValueRange{i, h});
-      memref::StoreOp::create(b, loc, v, dst, ValueRange{row, h});
+    b.ifThen(b.cmpI(arith::CmpIPredicate::sge, token, b.idx(0)), [&] {
+      Value v = memref::LoadOp::create(rewriter, loc, src, ValueRange{i, h});
+      memref::StoreOp::create(rewriter, loc, v, dst, ValueRange{row, h});
     });
   });
   return k;
@@ -204,32 +173,27 @@ struct GenericExpertsOpLowering : public OpConversionPattern<GenericExpertsOp> {
                                       tokens.getType(), rewriter.getIndexType(),
                                       rewriter.getIndexType(), out.getType()});
 
-    Value c0 = indexConst(rewriter, loc, 0), c1 = indexConst(rewriter, loc, 1);
-    auto loop = scf::ForOp::create(
-        rewriter, loc, c0, indexConst(rewriter, loc, op.getNumExperts()), c1);
+    KernelBuilder b{rewriter, loc, Type()};
+    Value c0 = b.idx(0), c1 = b.idx(1);
+    auto loop =
+        scf::ForOp::create(rewriter, loc, c0, b.idx(op.getNumExperts()), c1);
     {
       OpBuilder::InsertionGuard guard(rewriter);
       rewriter.setInsertionPointToStart(loop.getBody());
       Value local = loop.getInductionVar();
-      Value global = arith::AddIOp::create(
-          rewriter, loc, local, indexConst(rewriter, loc, op.getFirstExpert()));
-      Value next = arith::AddIOp::create(rewriter, loc, global, c1);
-      Value start =
-          toIndex(rewriter, loc,
-                  memref::LoadOp::create(rewriter, loc, hostOffsets, global));
-      Value end =
-          toIndex(rewriter, loc,
-                  memref::LoadOp::create(rewriter, loc, hostOffsets, next));
-      Value count = arith::SubIOp::create(rewriter, loc, end, start);
-      Value any = arith::CmpIOp::create(rewriter, loc,
-                                        arith::CmpIPredicate::sgt, count, c0);
-      auto ifOp = scf::IfOp::create(rewriter, loc, any, /*withElse=*/false);
+      Value global = b.add(local, b.idx(op.getFirstExpert()));
+      Value start = b.loadI(hostOffsets, global);
+      Value count = b.sub(b.loadI(hostOffsets, b.add(global, c1)), start);
+      auto ifOp = scf::IfOp::create(
+          rewriter, loc, b.cmpI(arith::CmpIPredicate::sgt, count, c0),
+          /*withElse=*/false);
       rewriter.setInsertionPointToStart(ifOp.thenBlock());
       Value rows = host.alloc(bufferType(rowsTensorType), {count});
-      Value hidden = indexConst(rewriter, loc, resultType.getDimSize(1));
-      Value elements = arith::MulIOp::create(rewriter, loc, count, hidden);
-      host.launch(gather, elementBlocks(rewriter, loc, elements), c1,
-                  kElementThreads, 1, {input, tokens, start, count, rows});
+      // The gather and the scatter: one thread per element of the rows.
+      Value blocks =
+          elementBlocks(b, b.mul(count, b.idx(resultType.getDimSize(1))));
+      host.launch(gather, blocks, c1, kElementThreads, 1,
+                  {input, tokens, start, count, rows});
       IRMapping mapping;
       mapping.map(body.getArgument(0), host.tensor(rowsTensorType, rows));
       mapping.map(body.getArgument(1), local);
@@ -237,8 +201,7 @@ struct GenericExpertsOpLowering : public OpConversionPattern<GenericExpertsOp> {
         rewriter.clone(inner, mapping);
       Value yielded = mapping.lookupOrDefault(
           cast<YieldOp>(body.getTerminator()).getValue());
-      host.launch(scatter, elementBlocks(rewriter, loc, elements), c1,
-                  kElementThreads, 1,
+      host.launch(scatter, blocks, c1, kElementThreads, 1,
                   {host.view(yielded), tokens, start, count, out});
     }
     memref::DeallocOp::create(rewriter, loc, hostOffsets);
@@ -315,7 +278,8 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
     for (unsigned d = 0; d < numLoops; ++d)
       if (linalg::isParallelIterator(op.getIteratorTypesArray()[d]))
         parallelSizes.push_back(hostArgs[d]);
-    Value total = product(rewriter, loc, parallelSizes);
+    KernelBuilder kb{rewriter, loc, Type()};
+    Value total = product(kb, parallelSizes);
 
     // A splat constant input is a scalar in the kernel, not a buffer.
     for (OpOperand *input : op.getDpsInputOperands())
@@ -380,9 +344,8 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
       argTypes.push_back(v.getType());
     Kernel kernel = buildKernel(rewriter, op, name, argTypes, readsInit,
                                 captured.getArrayRef(), passed);
-    Value c1 = indexConst(rewriter, loc, 1);
-    host.launch(kernel, elementBlocks(rewriter, loc, total), c1,
-                kElementThreads, 1, hostArgs);
+    host.launch(kernel, elementBlocks(kb, total), kb.idx(1), kElementThreads, 1,
+                hostArgs);
     SmallVector<Value> results;
     for (auto [result, buffer] : llvm::zip(op.getResults(), outputs))
       results.push_back(host.tensor(result.getType(), buffer));
@@ -437,11 +400,12 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
     for (unsigned d = 0; d < numLoops; ++d)
       if (linalg::isParallelIterator(iterators[d]))
         parallelSizes.push_back(sizes[d]);
-    ElementId element = elementId(b, loc, product(b, loc, parallelSizes));
-    ifThen(b, loc, element.inRange, [&] {
-      Value id = element.id;
-      SmallVector<Value> ivs(numLoops, indexConst(b, loc, 0));
-      SmallVector<Value> parallelIvs = delinearize(b, loc, id, parallelSizes);
+    KernelBuilder kb{b, loc, Type()};
+    ElementId element = elementId(kb, product(kb, parallelSizes));
+    kb.ifThen(element.inRange, [&] {
+      SmallVector<Value> ivs(numLoops, kb.idx(0));
+      SmallVector<Value> parallelIvs =
+          delinearize(kb, element.id, parallelSizes);
       for (unsigned d = 0, p = 0; d < numLoops; ++d)
         if (linalg::isParallelIterator(iterators[d]))
           ivs[d] = parallelIvs[p++];
@@ -482,16 +446,13 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
     if (reductionDims.empty())
       return payload(b, loc, op, inputs, above, ivs, accs);
     unsigned d = reductionDims.front();
-    auto loop = scf::ForOp::create(
-        b, loc, indexConst(b, loc, 0), sizes[d], indexConst(b, loc, 1), accs,
-        [&](OpBuilder &nb, Location nloc, Value iv, ValueRange carried) {
-          ivs[d] = iv;
-          scf::YieldOp::create(nb, nloc,
-                               reduce(nb, nloc, op, sizes, inputs, above,
-                                      reductionDims.drop_front(), ivs,
-                                      carried));
-        });
-    return SmallVector<Value>(loop.getResults());
+    KernelBuilder kb{b, loc, Type()};
+    return kb.loop(kb.idx(0), sizes[d], kb.idx(1), accs,
+                   [&](Value iv, ValueRange carried) {
+                     ivs[d] = iv;
+                     return reduce(b, loc, op, sizes, inputs, above,
+                                   reductionDims.drop_front(), ivs, carried);
+                   });
   }
 
   /// The payload of `op` at `ivs` with the output values `accs`; returns
@@ -553,11 +514,11 @@ struct LinalgOpToKernel : public OpInterfaceRewritePattern<linalg::LinalgOp> {
 /// Where an element of the result comes from the source (`args[0]`): sets
 /// `srcIvs` and returns whether it does.
 using LocateFn =
-    function_ref<Value(OpBuilder &, Location, ArrayRef<Value> args,
+    function_ref<Value(const KernelBuilder &, ArrayRef<Value> args,
                        ArrayRef<Value> ivs, SmallVectorImpl<Value> &srcIvs)>;
 /// The value of an element that is not from the source.
 using OtherwiseFn = function_ref<Value(
-    OpBuilder &, Location, ArrayRef<Value> args, ArrayRef<Value> ivs)>;
+    const KernelBuilder &, ArrayRef<Value> args, ArrayRef<Value> ivs)>;
 
 /// A kernel over the elements of a new `resultType` buffer of `sizes` (host
 /// values), each thread storing its element from the source where `locate`
@@ -589,13 +550,14 @@ static Value copyFromSource(PatternRewriter &rewriter, Operation *op,
     SmallVector<Value> outSizes;
     for (int64_t d = 0; d < resultType.getRank(); ++d)
       outSizes.push_back(memref::DimOp::create(b, loc, dst, d));
-    ElementId element = elementId(b, loc, product(b, loc, outSizes));
-    ifThen(b, loc, element.inRange, [&] {
-      SmallVector<Value> ivs = delinearize(b, loc, element.id, outSizes);
+    KernelBuilder kb{b, loc, Type()};
+    ElementId element = elementId(kb, product(kb, outSizes));
+    kb.ifThen(element.inRange, [&] {
+      SmallVector<Value> ivs = delinearize(kb, element.id, outSizes);
       SmallVector<Value> srcIvs;
-      Value inside = locate(b, loc, args, ivs, srcIvs);
+      Value inside = locate(kb, args, ivs, srcIvs);
       if (!otherwise) {
-        ifThen(b, loc, inside, [&] {
+        kb.ifThen(inside, [&] {
           memref::StoreOp::create(
               b, loc, memref::LoadOp::create(b, loc, src, srcIvs), dst, ivs);
         });
@@ -609,13 +571,14 @@ static Value copyFromSource(PatternRewriter &rewriter, Operation *op,
                 memref::LoadOp::create(nb, nloc, src, srcIvs).getResult());
           },
           [&](OpBuilder &nb, Location nloc) {
-            scf::YieldOp::create(nb, nloc, otherwise(nb, nloc, args, ivs));
+            scf::YieldOp::create(nb, nloc, otherwise(kb, args, ivs));
           });
       memref::StoreOp::create(b, loc, select.getResult(0), dst, ivs);
     });
   }
-  host.launch(k, elementBlocks(rewriter, loc, product(rewriter, loc, sizes)),
-              indexConst(rewriter, loc, 1), kElementThreads, 1, hostArgs);
+  KernelBuilder kb{rewriter, loc, Type()};
+  host.launch(k, elementBlocks(kb, product(kb, sizes)), kb.idx(1),
+              kElementThreads, 1, hostArgs);
   return host.tensor(resultType, out);
 }
 
@@ -646,21 +609,18 @@ struct PadOpToKernel : public OpRewritePattern<tensor::PadOp> {
       sizes.push_back(getValueOrCreateConstantIndexOp(rewriter, loc, size));
     Value result = copyFromSource(
         rewriter, op, "moe_host_pad", op.getResultType(), sizes, hostArgs,
-        [&](OpBuilder &b, Location loc, ArrayRef<Value> args,
-            ArrayRef<Value> ivs, SmallVectorImpl<Value> &srcIvs) {
-          Value inside = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
+        [&](const KernelBuilder &b, ArrayRef<Value> args, ArrayRef<Value> ivs,
+            SmallVectorImpl<Value> &srcIvs) {
+          Value inside = b.boolean(true);
           for (int64_t d = 0; d < rank; ++d) {
-            Value s = arith::SubIOp::create(b, loc, ivs[d], args[2 + d]);
-            inside = arith::AndIOp::create(
-                b, loc, inside,
-                arith::CmpIOp::create(
-                    b, loc, arith::CmpIPredicate::ult, s,
-                    memref::DimOp::create(b, loc, args[0], d)));
+            Value s = b.sub(ivs[d], args[2 + d]);
+            Value size = memref::DimOp::create(b.b, b.loc, args[0], d);
+            inside = b.andI(inside, b.cmpI(arith::CmpIPredicate::ult, s, size));
             srcIvs.push_back(s);
           }
           return inside;
         },
-        [](OpBuilder &, Location, ArrayRef<Value> args, ArrayRef<Value>) {
+        [](const KernelBuilder &, ArrayRef<Value> args, ArrayRef<Value>) {
           return args[1];
         });
     rewriter.replaceOp(op, result);
@@ -695,30 +655,27 @@ struct InsertSliceOpToKernel : public OpRewritePattern<tensor::InsertSliceOp> {
     SmallVector<Value> sizes;
     for (int64_t d = 0; d < rank; ++d)
       sizes.push_back(tensor::DimOp::create(rewriter, loc, op.getDest(), d));
-    auto locate = [&](OpBuilder &b, Location loc, ArrayRef<Value> args,
+    auto locate = [&](const KernelBuilder &b, ArrayRef<Value> args,
                       ArrayRef<Value> ivs, SmallVectorImpl<Value> &srcIvs) {
-      Value inside = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
+      Value inside = b.boolean(true);
       for (int64_t d = 0; d < rank; ++d) {
         // (iv - offset) / stride below the source's size (unsigned: a
         // position before the offset wraps), with no remainder.
-        Value rel = arith::SubIOp::create(b, loc, ivs[d], args[first + d]);
+        Value rel = b.sub(ivs[d], args[first + d]);
         Value stride = args[first + rank + d];
-        Value i = arith::DivUIOp::create(b, loc, rel, stride);
-        Value exact = arith::CmpIOp::create(
-            b, loc, arith::CmpIPredicate::eq,
-            arith::RemUIOp::create(b, loc, rel, stride), indexConst(b, loc, 0));
-        Value below =
-            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, i,
-                                  memref::DimOp::create(b, loc, args[0], d));
-        inside = arith::AndIOp::create(
-            b, loc, inside, arith::AndIOp::create(b, loc, exact, below));
+        Value i = b.div(rel, stride);
+        Value exact =
+            b.cmpI(arith::CmpIPredicate::eq, b.rem(rel, stride), b.idx(0));
+        Value size = memref::DimOp::create(b.b, b.loc, args[0], d);
+        Value below = b.cmpI(arith::CmpIPredicate::ult, i, size);
+        inside = b.andI(inside, b.andI(exact, below));
         srcIvs.push_back(i);
       }
       return inside;
     };
-    auto keep = [](OpBuilder &b, Location loc, ArrayRef<Value> args,
+    auto keep = [](const KernelBuilder &b, ArrayRef<Value> args,
                    ArrayRef<Value> ivs) {
-      return memref::LoadOp::create(b, loc, args[1], ivs).getResult();
+      return memref::LoadOp::create(b.b, b.loc, args[1], ivs).getResult();
     };
     Value result = copyFromSource(rewriter, op, "moe_host_insert_slice",
                                   op.getResultType(), sizes, hostArgs, locate,
