@@ -1700,6 +1700,39 @@ static LogicalResult verifyBuilt(MLIRContext *ctx, ArrayRef<Operation *> ops,
   return success();
 }
 
+/// What every block's build checks against the input's type (rank-2 or
+/// more): a router's softmax is over the experts (the last axis), and every
+/// weight has the input's element type.
+static LogicalResult checkScoresAndWeights(const MoEBlock &block,
+                                           RankedTensorType inputType,
+                                           std::string &why) {
+  int64_t rank = inputType.getRank();
+  auto axis = [&](const onnx::NodeProto *softmax) {
+    for (const onnx::AttributeProto &attr : softmax->attribute())
+      if (attr.name() == "axis")
+        return attr.i();
+    return int64_t(-1);
+  };
+  // Only hash routing has no router.
+  const onnx::NodeProto *softmax = block.softmax;
+  if ((!softmax && !block.hashTable) ||
+      (softmax && block.scoring == ScoringFunc::Softmax &&
+       axis(softmax) != -1 && axis(softmax) != rank - 1)) {
+    why = "the softmax is not over the experts";
+    return failure();
+  }
+  for (DenseElementsAttr weight :
+       {block.router, block.selectionBias, block.gate, block.up, block.down,
+        block.upBias, block.downBias, block.sharedGate, block.sharedUp,
+        block.sharedDown, block.sharedScale}) {
+    if (weight && weight.getElementType() != inputType.getElementType()) {
+      why = "the weights and the input have different element types";
+      return failure();
+    }
+  }
+  return success();
+}
+
 /// The blocks moe.layer cannot express, as the expanded ops: the routing
 /// (hash: `moe.hash_route` of the token ids through the table; modality
 /// groups: the router matmul and `moe.route` with `token_groups`), then
@@ -1725,13 +1758,9 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
           std::string(hash ? "ids" : "groups");
     return failure();
   }
+  if (failed(checkScoresAndWeights(block, inputType, why)))
+    return failure();
   Type elementType = inputType.getElementType();
-  for (DenseElementsAttr weight : {block.router, block.gate, block.up,
-                                   block.down, block.upBias, block.downBias})
-    if (weight && weight.getElementType() != elementType) {
-      why = "the weights and the input have different element types";
-      return failure();
-    }
   int64_t numExperts = block.numExperts();
   int64_t tokens = inputType.getDimSize(0);
   int64_t k = block.k;
@@ -1842,7 +1871,6 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
     return failure();
   }
   auto inputType = cast<RankedTensorType>(input.getType());
-  Type elementType = inputType.getElementType();
   int64_t rank = inputType.getRank();
   ShapedType routerType = block.router.getType();
   int64_t hidden = routerType.getDimSize(0);
@@ -1850,27 +1878,8 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
     why = llvm::formatv("the router input is not [..., {0}]", hidden).str();
     return failure();
   }
-  auto axis = [&](const onnx::NodeProto *softmax) {
-    for (const onnx::AttributeProto &attr : softmax->attribute())
-      if (attr.name() == "axis")
-        return attr.i();
-    return int64_t(-1);
-  };
-  const onnx::NodeProto *softmax = block.softmax;
-  if (!softmax || (block.scoring == ScoringFunc::Softmax &&
-                   axis(softmax) != -1 && axis(softmax) != rank - 1)) {
-    why = "the softmax is not over the experts";
+  if (failed(checkScoresAndWeights(block, inputType, why)))
     return failure();
-  }
-  for (DenseElementsAttr weight :
-       {block.router, block.selectionBias, block.gate, block.up, block.down,
-        block.upBias, block.downBias, block.sharedGate, block.sharedUp,
-        block.sharedDown, block.sharedScale}) {
-    if (weight && weight.getElementType() != elementType) {
-      why = "the weights and the input have different element types";
-      return failure();
-    }
-  }
   auto routing = RoutingAttr::get(
       ctx, block.k, block.scoring, block.renormalize, APFloat(1.0),
       APFloat(block.scale), block.nGroup, block.topkGroup,
@@ -1904,22 +1913,8 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
       constant(block.sharedGate), constant(block.sharedUp),
       constant(block.sharedDown), constant(block.sharedScale), routing, expert);
   Operation *op = Operation::create(state);
-  LogicalResult verified = success();
-  {
-    std::string message;
-    ScopedDiagnosticHandler capture(ctx, [&](Diagnostic &diag) {
-      if (message.empty())
-        message = diag.str();
-      return success();
-    });
-    verified = mlir::verify(op);
-    if (failed(verified))
-      why = "moe.layer does not verify: " + message;
-  }
-  if (failed(verified)) {
-    op->destroy();
+  if (failed(verifyBuilt(ctx, {op}, why)))
     return failure();
-  }
   b.insert(op);
   Value result = op->getResult(0);
   if (rank > 2) {
