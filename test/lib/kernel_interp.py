@@ -733,8 +733,7 @@ class Interpreter:
             # Modelled as a copy done at once (the pipelining is not): the
             # first srcElements elements of the source row, zeros up to
             # dstElements; 16-byte copies must be 16-byte aligned at both ends.
-            sizes = [int(x) for x in re.search(r"operandSegmentSizes = array<i32: ([^>]*)>",
-                                               op.props).group(1).split(",")]
+            sizes = _segments(op.props)
             dst, pos = v[0], 1
             dst_idx = v[pos:pos + sizes[1]]
             pos += sizes[1]
