@@ -72,9 +72,18 @@ struct Linear {
 /// An expert MLP: gated (SwiGLU) or a plain FFN.
 struct ExpertMLP {
   std::string input;
-  DenseElementsAttr gate, up, down, upBias, downBias;
-  /// SiLU for SwiGLU (gated); ReLU or GELU for a plain FFN.
+  DenseElementsAttr gate, up, down, gateBias, upBias, downBias;
+  /// SiLU for SwiGLU (gated); ReLU or GELU (erf or tanh) for a plain FFN.
   Activation activation = Activation::Silu;
+  /// GPT-OSS's clamp and scales of the gated activation (GatedActivation).
+  double limit = 0.0, alpha = 1.0, beta = 0.0;
+};
+
+/// The gated activation `act_alpha(clamp(g)) * (clamp(u) + beta)` of a
+/// SwiGLU expert (matchGatedActivation): its two operands before the clamps.
+struct GatedActivation {
+  std::string gate, up;
+  double limit = 0.0, alpha = 1.0, beta = 0.0;
 };
 
 /// DeepSeek-V3's group limit of a router (matchGroupLimit): the masked
@@ -87,12 +96,17 @@ struct GroupLimit {
   SmallVector<const onnx::NodeProto *, 2> topks;
 };
 
-/// The router: `softmax(x·W)` along the last axis.
+/// The router: `softmax(x·W (+ b))` along the last axis.
 struct Router {
-  /// The Softmax (or Sigmoid) that turns the logits into scores.
+  /// The Softmax (or Sigmoid) that turns the logits into scores; with
+  /// top-k softmax scoring the Softmax of the TopK values.
   const onnx::NodeProto *softmax = nullptr;
   std::string input;
   DenseElementsAttr weight;
+  /// The logits' bias `[E]` (a Gemm's C or an Add), or null.
+  DenseElementsAttr bias;
+  /// The logits `x·W (+ b)`.
+  std::string logits;
   ScoringFunc scoring = ScoringFunc::Softmax;
   /// A constant `[E]` added to the scores for the choice only (TopK of
   /// `scores + bias`, weights gathered from `scores`), or null.
@@ -183,6 +197,8 @@ private:
   /// The axes of a Squeeze/Unsqueeze/Reduce* node (attribute or input 1).
   std::optional<SmallVector<int64_t>> axesOf(const onnx::NodeProto &node);
   bool isZeros(StringRef name);
+  /// The value a ConstantOfShape `name` fills with (any int or float type).
+  std::optional<double> fillValue(StringRef name);
 
   bool matchRouter(StringRef probs, Router &router);
   /// MoMa's modality mask of the logits: `name` is `Where(Not(Equal(groups,
@@ -201,13 +217,30 @@ private:
   /// Skips a Reshape of `name` to `[-1 or 0, cols]` (a `view(-1, E)`).
   StringRef skipRowView(StringRef name, int64_t cols);
   bool matchLinear(StringRef name, Linear &linear);
+  /// GPT-OSS's router: TopK of the logits `x·W (+ b)` whose values feed a
+  /// Softmax (top-k softmax scoring). Returns false without `why` where
+  /// `topk` has another form.
+  bool matchTopKSoftmaxRouter(const onnx::NodeProto &topk, Router &router);
   bool matchSilu(StringRef name, StringRef &input);
+  /// An optional Clip of `name`: none gives 0 (no limit) and `input` =
+  /// `name`; else its max L (equal to `limit` when that is > 0) with
+  /// min -L (`symmetric`) or no min; null when the Clip has another form.
+  std::optional<double> matchClip(StringRef name, double limit, bool symmetric,
+                                  StringRef &input);
+  /// `act_alpha(g) * (u + beta)` with act_alpha(g) = g * sigmoid(alpha * g)
+  /// and GPT-OSS's optional clamps of g and u. Returns false without `why`
+  /// where `name` has no such form, with `why` where the clamps differ.
+  bool matchGatedActivation(StringRef name, GatedActivation &act);
+  /// A SwiGLU expert `down(act(gate(x)) * (up(x) + beta))`, with or without
+  /// biases and GPT-OSS's clamps.
   bool matchSwiGLU(StringRef name, ExpertMLP &mlp);
   /// A routed expert: SwiGLU (without biases), or a ReLU or GELU FFN
   /// `down(act(up(x)))` with or without biases (ExpertMLP without a gate).
   bool matchExpert(StringRef name, ExpertMLP &mlp);
   /// GELU (erf) as torch exports it: sets `input` to its argument.
   bool matchGelu(StringRef name, StringRef &input);
+  /// GELU with the tanh approximation as torch exports it.
+  bool matchGeluTanh(StringRef name, StringRef &input);
   /// The routing weights: TopK values (with a selection bias, the scores
   /// gathered at the TopK indices), renormalized or not, times an optional
   /// constant scale.
@@ -226,6 +259,27 @@ private:
                   MoEBlock &block);
   bool matchSwitch(const onnx::NodeProto &argmax, const Router &router,
                    MoEBlock &block);
+  /// GPT-OSS's batched experts (transformers' GptOssExperts on GPUs): the
+  /// router's rows repeated E times as [E, T, H], batched matmuls by
+  /// constant [E, in, out] weights with [E, 1, out] biases, the outputs
+  /// viewed as [E, B, -1, H] times `mix.T.view(E, B, -1)[..., None]`
+  /// (`transpose` is the mix's), summed over the experts.
+  bool matchBatchedExperts(const onnx::NodeProto &transpose,
+                           const Router &router, MoEBlock &block);
+  /// `x·W (+ b)` batched over the experts: MatMul by a constant W [E, in,
+  /// out], optionally plus a constant [E, 1, out] (the bias is `[E, out]`).
+  bool matchBatchedLinear(StringRef name, Linear &linear);
+  /// One element of a shape tensor built at run time: a constant `value`,
+  /// or the Concat input `part` that computes it.
+  struct ShapeElem {
+    std::optional<int64_t> value;
+    std::string part;
+  };
+  /// The elements of the 1-D shape `name`: a constant, or a Concat of
+  /// one-element parts.
+  std::optional<SmallVector<ShapeElem>> shapeElems(StringRef name);
+  /// Whether `name` is `Shape(of)[dim]` (through skipScalarPlumbing).
+  bool isDim(StringRef name, StringRef of, int64_t dim);
   bool matchExpertChoice(const onnx::NodeProto &topk, const Router &router,
                          int64_t capacity, double capacityFactor,
                          MoEBlock &block);
@@ -361,10 +415,10 @@ BlockMatcher::axesOf(const onnx::NodeProto &node) {
   return std::nullopt;
 }
 
-bool BlockMatcher::isZeros(StringRef name) {
+std::optional<double> BlockMatcher::fillValue(StringRef name) {
   const onnx::NodeProto *node = defOp(name, "ConstantOfShape");
   if (!node)
-    return false;
+    return std::nullopt;
   for (const onnx::AttributeProto &attr : node->attribute()) {
     if (attr.name() != "value")
       continue;
@@ -373,10 +427,30 @@ bool BlockMatcher::isZeros(StringRef name) {
     FailureOr<DenseElementsAttr> value = importer.convertTensor(attr.t(), [&] {
       return mlir::emitError(UnknownLoc::get(importer.getContext()));
     });
-    return succeeded(value) && isa<FloatType>(value->getElementType()) &&
-           value->isSplat() && value->getSplatValue<APFloat>().isZero();
+    if (failed(value) || !value->isSplat())
+      return std::nullopt;
+    if (isa<FloatType>(value->getElementType()))
+      return value->getSplatValue<APFloat>().convertToDouble();
+    if (value->getElementType().isInteger())
+      return double(value->getSplatValue<APInt>().getSExtValue());
+    return std::nullopt;
   }
-  return true;
+  // ONNX's default value is a float 0.
+  return 0.0;
+}
+
+bool BlockMatcher::isZeros(StringRef name) {
+  const onnx::NodeProto *node = defOp(name, "ConstantOfShape");
+  if (!node)
+    return false;
+  for (const onnx::AttributeProto &attr : node->attribute())
+    if (attr.name() == "value" &&
+        attr.t().data_type() != onnx::TensorProto::FLOAT &&
+        attr.t().data_type() != onnx::TensorProto::DOUBLE &&
+        attr.t().data_type() != onnx::TensorProto::FLOAT16 &&
+        attr.t().data_type() != onnx::TensorProto::BFLOAT16)
+      return false;
+  return fillValue(name) == 0.0;
 }
 
 bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
@@ -627,11 +701,16 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   Linear linear;
   if (!matchLinear(logits, linear))
     return fail("the router: " + why);
-  if (linear.bias)
-    return fail("the router has a bias");
-  router = {
-      softmax,       linear.input, linear.weight,         scoring,
-      selectionBias, {},           modality.expertGroups, modality.tokenGroups};
+  router = Router();
+  router.softmax = softmax;
+  router.input = linear.input;
+  router.weight = linear.weight;
+  router.bias = linear.bias;
+  router.logits = logits.str();
+  router.scoring = scoring;
+  router.selectionBias = selectionBias;
+  router.expertGroups = modality.expertGroups;
+  router.tokenGroups = modality.tokenGroups;
   if (!router.expertGroups.empty() && llvm::sum_of(router.expertGroups) !=
                                           linear.weight.getType().getDimSize(1))
     return fail("the modality groups do not cover the router's experts");
@@ -666,6 +745,27 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   return true;
 }
 
+bool BlockMatcher::matchTopKSoftmaxRouter(const onnx::NodeProto &topk,
+                                          Router &router) {
+  StringRef logits = skipCasts(inputOf(&topk, 0));
+  const onnx::NodeProto *softmax = userOp(outputOf(&topk, 0), "Softmax");
+  if (!softmax || !(is(def(logits), "MatMul") || is(def(logits), "Gemm") ||
+                    is(def(logits), "Add")))
+    return false;
+  Linear linear;
+  if (!matchLinear(logits, linear))
+    return false;
+  why.clear();
+  router = Router();
+  router.softmax = softmax;
+  router.input = linear.input;
+  router.weight = linear.weight;
+  router.bias = linear.bias;
+  router.logits = logits.str();
+  router.scoring = ScoringFunc::TopkSoftmax;
+  return true;
+}
+
 bool BlockMatcher::matchSilu(StringRef name, StringRef &input) {
   const onnx::NodeProto *mul = defOp(name, "Mul");
   if (!mul)
@@ -680,6 +780,83 @@ bool BlockMatcher::matchSilu(StringRef name, StringRef &input) {
   return false;
 }
 
+std::optional<double> BlockMatcher::matchClip(StringRef name, double limit,
+                                              bool symmetric,
+                                              StringRef &input) {
+  const onnx::NodeProto *clip = defOp(name, "Clip");
+  if (!clip) {
+    input = name;
+    return 0.0;
+  }
+  input = inputOf(clip, 0);
+  // Clip(x, min, max): GPT-OSS's clamp(max = limit) of the gate and
+  // clamp(-limit, limit) of the up projection.
+  std::optional<double> max =
+      clip->input_size() > 2 && !inputOf(clip, 2).empty()
+          ? constantScalar(inputOf(clip, 2))
+          : std::nullopt;
+  bool hasMin = clip->input_size() > 1 && !inputOf(clip, 1).empty();
+  std::optional<double> min =
+      hasMin ? constantScalar(inputOf(clip, 1)) : std::nullopt;
+  if (!max || *max <= 0 || (limit > 0 && *max != limit) ||
+      (symmetric ? !min || *min != -*max : hasMin))
+    return std::nullopt;
+  return *max;
+}
+
+bool BlockMatcher::matchGatedActivation(StringRef name, GatedActivation &act) {
+  const onnx::NodeProto *mul = defOp(name, "Mul");
+  if (!mul)
+    return false;
+  for (int i = 0; i < 2; ++i) {
+    // act_alpha(g) = g * sigmoid(g) or g * sigmoid(g * alpha).
+    const onnx::NodeProto *glu = defOp(inputOf(mul, i), "Mul");
+    if (!glu)
+      continue;
+    for (int j = 0; j < 2; ++j) {
+      StringRef g = inputOf(glu, j);
+      const onnx::NodeProto *sigmoid = defOp(inputOf(glu, 1 - j), "Sigmoid");
+      if (!sigmoid)
+        continue;
+      double alpha = 1.0;
+      StringRef arg = inputOf(sigmoid, 0);
+      if (arg != g) {
+        const onnx::NodeProto *scaled = defOp(arg, "Mul");
+        std::optional<double> c;
+        for (int m = 0; m < 2 && scaled && !c; ++m)
+          if (inputOf(scaled, 1 - m) == g)
+            c = constantScalar(inputOf(scaled, m));
+        if (!c)
+          continue;
+        alpha = *c;
+      }
+      // (u + beta) or u.
+      StringRef u = inputOf(mul, 1 - i);
+      double beta = 0.0;
+      if (const onnx::NodeProto *plus = defOp(u, "Add")) {
+        for (int m = 0; m < 2; ++m) {
+          if (std::optional<double> c = constantScalar(inputOf(plus, m))) {
+            beta = *c;
+            u = inputOf(plus, 1 - m);
+            break;
+          }
+        }
+      }
+      StringRef gateIn, upIn;
+      std::optional<double> limit = matchClip(g, 0.0, false, gateIn);
+      std::optional<double> upLimit =
+          limit ? matchClip(u, *limit, true, upIn) : std::nullopt;
+      if (!limit || !upLimit || *limit != *upLimit)
+        return fail("'" + mul->name() +
+                    "' clamps the gated activation otherwise than GPT-OSS "
+                    "(gate at most L, up within [-L, L])");
+      act = {gateIn.str(), upIn.str(), *limit, alpha, beta};
+      return true;
+    }
+  }
+  return false;
+}
+
 bool BlockMatcher::matchSwiGLU(StringRef name, ExpertMLP &mlp) {
   Linear down;
   if (!matchLinear(name, down))
@@ -688,22 +865,22 @@ bool BlockMatcher::matchSwiGLU(StringRef name, ExpertMLP &mlp) {
   if (!mul)
     return fail("the expert's down projection reads " +
                 describe(def(down.input)) + ", not a gated product");
-  for (int i = 0; i < 2; ++i) {
-    StringRef gateOut;
-    Linear gate, up;
-    if (!matchSilu(inputOf(mul, i), gateOut) || !matchLinear(gateOut, gate) ||
-        !matchLinear(inputOf(mul, 1 - i), up))
-      continue;
-    if (gate.input != up.input)
-      return fail("the expert's gate and up projections read different "
-                  "values");
-    if (gate.bias || up.bias || down.bias)
-      return fail("the SwiGLU expert has biases");
-    mlp = {gate.input, gate.weight, up.weight,       down.weight,
-           {},         {},          Activation::Silu};
-    return true;
+  GatedActivation act;
+  if (!matchGatedActivation(down.input, act)) {
+    if (why.empty())
+      why = "'" + mul->name() + "' is not silu(x·W1) * (x·W3)";
+    return false;
   }
-  return fail("'" + mul->name() + "' is not silu(x·W1) * (x·W3)");
+  Linear gate, up;
+  if (!matchLinear(act.gate, gate) || !matchLinear(act.up, up))
+    return fail("the SwiGLU expert's projections: " + why);
+  if (gate.input != up.input)
+    return fail("the expert's gate and up projections read different "
+                "values");
+  mlp = {gate.input, gate.weight, up.weight, down.weight,
+         gate.bias,  up.bias,     down.bias, Activation::Silu,
+         act.limit,  act.alpha,   act.beta};
+  return true;
 }
 
 bool BlockMatcher::matchExpert(StringRef name, ExpertMLP &mlp) {
@@ -721,12 +898,15 @@ bool BlockMatcher::matchExpert(StringRef name, ExpertMLP &mlp) {
     activation = Activation::Relu;
   } else if (matchGelu(down.input, hidden)) {
     activation = Activation::Gelu;
+  } else if (matchGeluTanh(down.input, hidden)) {
+    activation = Activation::GeluTanh;
   } else {
     return fail(swiglu + " (nor a ReLU or GELU FFN)");
   }
   if (!matchLinear(hidden, up))
     return fail("the FFN expert's up projection: " + why);
-  mlp = {up.input, {}, up.weight, down.weight, up.bias, down.bias, activation};
+  mlp = {up.input, {},      up.weight, down.weight,
+         {},       up.bias, down.bias, activation};
   return true;
 }
 
@@ -763,8 +943,58 @@ bool BlockMatcher::matchGelu(StringRef name, StringRef &input) {
   return false;
 }
 
+bool BlockMatcher::matchGeluTanh(StringRef name, StringRef &input) {
+  // 0.5 * (h * (1 + tanh(sqrt(2/pi) * (h + 0.044715 * h^3)))), as torch
+  // exports F.gelu(approximate="tanh"); h^3 as h * (h * h) or Pow(h, 3).
+  auto other = [&](const onnx::NodeProto *node, double value) -> StringRef {
+    for (int i = 0; node && i < 2; ++i) {
+      std::optional<double> c = constantScalar(inputOf(node, i));
+      if (c && std::abs(*c - value) <= 1e-6 * std::abs(value))
+        return inputOf(node, 1 - i);
+    }
+    return {};
+  };
+  auto isCube = [&](StringRef cube, StringRef h) {
+    if (const onnx::NodeProto *pow = defOp(cube, "Pow")) {
+      std::optional<double> e = constantScalar(inputOf(pow, 1));
+      return inputOf(pow, 0) == h && e && *e == 3.0;
+    }
+    const onnx::NodeProto *mul = defOp(cube, "Mul");
+    for (int i = 0; mul && i < 2; ++i) {
+      const onnx::NodeProto *square = defOp(inputOf(mul, 1 - i), "Mul");
+      if (inputOf(mul, i) == h && square && inputOf(square, 0) == h &&
+          inputOf(square, 1) == h)
+        return true;
+    }
+    return false;
+  };
+  const onnx::NodeProto *product = defOp(other(defOp(name, "Mul"), 0.5), "Mul");
+  for (int i = 0; product && i < 2; ++i) {
+    StringRef h = inputOf(product, i);
+    const onnx::NodeProto *tanh =
+        defOp(other(defOp(inputOf(product, 1 - i), "Add"), 1.0), "Tanh");
+    const onnx::NodeProto *sum =
+        tanh ? defOp(
+                   other(defOp(inputOf(tanh, 0), "Mul"), std::sqrt(2.0 / M_PI)),
+                   "Add")
+             : nullptr;
+    for (int j = 0; sum && j < 2; ++j) {
+      if (inputOf(sum, j) == h &&
+          isCube(other(defOp(inputOf(sum, 1 - j), "Mul"), 0.044715), h)) {
+        input = h;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 bool BlockMatcher::isTopKWeights(const onnx::NodeProto &topk, StringRef name) {
   name = skipCasts(name);
+  // Top-k softmax: the Softmax of the TopK values.
+  if (router && router->scoring == ScoringFunc::TopkSoftmax)
+    return name == outputOf(router->softmax, 0) &&
+           inputOf(router->softmax, 0) == outputOf(&topk, 0);
   if (!router || !router->selectionBias)
     return name == outputOf(&topk, 0);
   // With a selection bias the weights are the unbiased scores at the chosen
@@ -832,9 +1062,12 @@ bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
     if (typeOf(mlp.gate) != typeOf(experts[0].gate) ||
         typeOf(mlp.up) != typeOf(experts[0].up) ||
         typeOf(mlp.down) != typeOf(experts[0].down) ||
+        typeOf(mlp.gateBias) != typeOf(experts[0].gateBias) ||
         typeOf(mlp.upBias) != typeOf(experts[0].upBias) ||
         typeOf(mlp.downBias) != typeOf(experts[0].downBias) ||
-        mlp.activation != experts[0].activation)
+        mlp.activation != experts[0].activation ||
+        mlp.limit != experts[0].limit || mlp.alpha != experts[0].alpha ||
+        mlp.beta != experts[0].beta)
       return fail("the experts have different shapes or kinds");
   }
   auto stack = [&](auto get) {
@@ -848,11 +1081,15 @@ bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
   block.gate = stack([](const ExpertMLP &m) { return m.gate; });
   block.up = stack([](const ExpertMLP &m) { return m.up; });
   block.down = stack([](const ExpertMLP &m) { return m.down; });
+  block.gateBias = stack([](const ExpertMLP &m) { return m.gateBias; });
   block.upBias = stack([](const ExpertMLP &m) { return m.upBias; });
   block.downBias = stack([](const ExpertMLP &m) { return m.downBias; });
   // SwiGLU experts have a gate; the others are ReLU or GELU FFNs.
   block.kind = block.gate ? ExpertKind::Gated : ExpertKind::Ffn;
   block.activation = experts[0].activation;
+  block.limit = experts[0].limit;
+  block.alpha = experts[0].alpha;
+  block.beta = experts[0].beta;
   block.input = input.str();
   return true;
 }
@@ -1246,8 +1483,14 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
   int64_t numExperts = router.weight.getType().getDimSize(1);
   const onnx::NodeProto *scatter =
       userOp(outputOf(&topk, 1), "ScatterElements");
+  // Axis 1 is the last one where the logits are 2-D: a Gemm's, or those of
+  // rows reshaped to [-1, H].
+  int64_t hidden = router.weight.getType().getDimSize(0);
+  bool rows2D = is(def(router.logits), "Gemm") ||
+                skipRowView(router.input, hidden) != router.input;
+  int64_t axis = scatter ? intAttr(*scatter, "axis", 0) : 0;
   if (!scatter || inputOf(scatter, 1) != outputOf(&topk, 1) ||
-      !(intAttr(*scatter, "axis", 0) == -1) ||
+      !(axis == -1 || (axis == 1 && rows2D)) ||
       !defOp(inputOf(scatter, 0), "ConstantOfShape") ||
       !isZeros(inputOf(scatter, 0)))
     return fail("the top-k weights are not scattered into a zero [T, E] "
@@ -1255,6 +1498,13 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
   bool renormalize;
   if (!matchWeights(topk, inputOf(scatter, 2), renormalize))
     return false;
+  block.k = k;
+  block.renormalize = renormalize;
+  // transformers' GPT-OSS experts on GPUs: every expert on every token as
+  // one batched matmul over [E, T, H], weighted by the transposed matrix.
+  if (const onnx::NodeProto *transpose =
+          userOp(outputOf(scatter, 0), "Transpose"))
+    return matchBatchedExperts(*transpose, router, block);
   const onnx::NodeProto *mixCol = userOp(outputOf(scatter, 0), "Unsqueeze");
   const onnx::NodeProto *mul =
       mixCol ? userOp(outputOf(mixCol, 0), "Mul") : nullptr;
@@ -1285,8 +1535,6 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
   }
   block.form = "dense";
   block.outputNode = sum;
-  block.k = k;
-  block.renormalize = renormalize;
   if (!finishExperts(experts, router.input, numExperts, block))
     return false;
 
@@ -1294,7 +1542,9 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
   // SwiGLU, so the routed ones must be too (moe.layer has one expert kind).
   const onnx::NodeProto *add = userOp(outputOf(sum, 0), "Add");
   if (!add || users(outputOf(sum, 0)).size() != 1 ||
-      block.kind != ExpertKind::Gated)
+      block.kind != ExpertKind::Gated || block.gateBias || block.upBias ||
+      block.downBias || block.limit != 0.0 || block.alpha != 1.0 ||
+      block.beta != 0.0)
     return true;
   StringRef other = inputOf(add, 0) == outputOf(sum, 0)
                         ? StringRef(inputOf(add, 1))
@@ -1303,7 +1553,9 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
   ExpertMLP shared;
   std::string saved = why;
   auto matchShared = [&](StringRef name) {
-    return matchSwiGLU(name, shared) && shared.input == router.input;
+    return matchSwiGLU(name, shared) && shared.input == router.input &&
+           !shared.gateBias && !shared.upBias && !shared.downBias &&
+           shared.limit == 0.0 && shared.alpha == 1.0 && shared.beta == 0.0;
   };
   bool matched = false;
   if (matchShared(other)) {
@@ -1334,6 +1586,266 @@ bool BlockMatcher::matchDense(const onnx::NodeProto &topk, const Router &router,
     block.sharedScale = scale[0];
   block.outputNode = add;
   block.form = "dense with a shared expert";
+  return true;
+}
+
+std::optional<SmallVector<BlockMatcher::ShapeElem>>
+BlockMatcher::shapeElems(StringRef name) {
+  SmallVector<ShapeElem> elems;
+  if (std::optional<SmallVector<int64_t>> values = constantInts(name)) {
+    for (int64_t v : *values)
+      elems.push_back({v, ""});
+    return elems;
+  }
+  const onnx::NodeProto *concat = defOp(name, "Concat");
+  if (!concat || intAttr(*concat, "axis", 0) != 0)
+    return std::nullopt;
+  for (const std::string &part : concat->input()) {
+    std::optional<SmallVector<int64_t>> values = constantInts(part);
+    if (values && values->size() != 1)
+      return std::nullopt;
+    elems.push_back(
+        {values ? std::optional<int64_t>((*values)[0]) : std::nullopt, part});
+  }
+  return elems;
+}
+
+bool BlockMatcher::isDim(StringRef name, StringRef of, int64_t dim) {
+  name = skipScalarPlumbing(name);
+  const onnx::NodeProto *gather = defOp(name, "Gather");
+  const onnx::NodeProto *shape =
+      gather ? defOp(inputOf(gather, 0), "Shape") : nullptr;
+  return shape && inputOf(shape, 0) == of && intAttr(*shape, "start", 0) == 0 &&
+         intAttr(*gather, "axis", 0) == 0 &&
+         constantInt(inputOf(gather, 1)) == dim;
+}
+
+bool BlockMatcher::matchBatchedLinear(StringRef name, Linear &linear) {
+  const onnx::NodeProto *node = def(name);
+  DenseElementsAttr bias;
+  if (is(node, "Add")) {
+    for (int i = 0; i < 2 && !bias; ++i) {
+      DenseElementsAttr b = constant(inputOf(node, i));
+      // bias[..., None, :]: [E, 1, out].
+      if (b && b.getType().getRank() == 3 && b.getType().getDimSize(1) == 1 &&
+          is(def(inputOf(node, 1 - i)), "MatMul")) {
+        ArrayRef<int64_t> shape = b.getType().getShape();
+        bias = b.reshape(
+            RankedTensorType::get({shape[0], shape[2]}, b.getElementType()));
+        node = def(inputOf(node, 1 - i));
+      }
+    }
+  }
+  DenseElementsAttr weight =
+      is(node, "MatMul") ? constant(inputOf(node, 1)) : DenseElementsAttr();
+  if (!weight || weight.getType().getRank() != 3 ||
+      !isa<FloatType>(weight.getElementType()))
+    return fail("'" + name + "' is computed by " + describe(node) +
+                ", not a batched matmul by constant [E, in, out] weights");
+  if (bias && (bias.getType().getDimSize(0) != weight.getType().getDimSize(0) ||
+               bias.getType().getDimSize(1) != weight.getType().getDimSize(2)))
+    return fail("'" + name +
+                "' adds a bias of another shape than its "
+                "weights' [E, 1, out]");
+  linear = {inputOf(node, 0).str(), weight, bias};
+  return true;
+}
+
+/// The columns `cols` of the last axis of `attr`.
+static DenseElementsAttr takeColumns(DenseElementsAttr attr,
+                                     ArrayRef<int64_t> cols) {
+  ShapedType type = attr.getType();
+  SmallVector<int64_t> shape(type.getShape());
+  int64_t width = shape.back();
+  shape.back() = cols.size();
+  auto result = RankedTensorType::get(shape, type.getElementType());
+  if (attr.isSplat())
+    return attr.resizeSplat(result);
+  size_t size = type.getElementType().getIntOrFloatBitWidth() / 8;
+  ArrayRef<char> raw = attr.getRawData();
+  int64_t rows = type.getNumElements() / width;
+  std::vector<char> out;
+  out.reserve(rows * cols.size() * size);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c : cols)
+      out.insert(out.end(), raw.begin() + (r * width + c) * size,
+                 raw.begin() + (r * width + c + 1) * size);
+  return DenseElementsAttr::getFromRawBuffer(result, out);
+}
+
+bool BlockMatcher::matchBatchedExperts(const onnx::NodeProto &transpose,
+                                       const Router &router, MoEBlock &block) {
+  int64_t numExperts = router.weight.getType().getDimSize(1);
+  int64_t hidden = router.weight.getType().getDimSize(0);
+  StringRef mix = inputOf(&transpose, 0);
+  // An extent E in a shape: a constant, or dimension 1 of the [T, E] mix.
+  auto isExperts = [&](const ShapeElem &elem) {
+    return elem.value ? *elem.value == numExperts : isDim(elem.part, mix, 1);
+  };
+  // The rows are `x.reshape(-1, H)`; the results are viewed as x's [B, S, H].
+  StringRef x = skipRowView(router.input, hidden);
+  if (x == router.input)
+    return fail("the batched experts' input is not x.reshape(-1, H)");
+  auto isBatch = [&](const ShapeElem &elem) {
+    return !elem.value && isDim(elem.part, x, 0);
+  };
+  // routing_weights.transpose(0, 1).view(E, B, -1)[..., None]
+  const onnx::NodeProto *mixView = userOp(outputOf(&transpose, 0), "Reshape");
+  const onnx::NodeProto *mixCol =
+      mixView ? userOp(outputOf(mixView, 0), "Unsqueeze") : nullptr;
+  const onnx::NodeProto *mul =
+      mixCol ? userOp(outputOf(mixCol, 0), "Mul") : nullptr;
+  const onnx::NodeProto *sum =
+      mul ? userOp(outputOf(mul, 0), "ReduceSum") : nullptr;
+  std::optional<SmallVector<ShapeElem>> mixShape =
+      mixView ? shapeElems(inputOf(mixView, 1)) : std::nullopt;
+  std::optional<SmallVector<int64_t>> colAxes =
+      mixCol ? axesOf(*mixCol) : std::nullopt;
+  if (intsAttr(transpose, "perm") != SmallVector<int64_t>{1, 0} || !sum ||
+      !mixShape || mixShape->size() != 3 || !isExperts((*mixShape)[0]) ||
+      !isBatch((*mixShape)[1]) || (*mixShape)[2].value != -1 || !colAxes ||
+      colAxes->size() != 1 || ((*colAxes)[0] != -1 && (*colAxes)[0] != 3) ||
+      axesOf(*sum) != SmallVector<int64_t>{0} ||
+      intAttr(*sum, "keepdims", 1) != 0)
+    return fail("the transposed mixing matrix is not applied as (outs * "
+                "mix.T.view(E, B, -1)[..., None]).sum(0)");
+  // next_states.view(E, B, -1, H)
+  StringRef outs = inputOf(mul, 0) == outputOf(mixCol, 0)
+                       ? StringRef(inputOf(mul, 1))
+                       : StringRef(inputOf(mul, 0));
+  const onnx::NodeProto *outView = defOp(outs, "Reshape");
+  std::optional<SmallVector<ShapeElem>> outShape =
+      outView ? shapeElems(inputOf(outView, 1)) : std::nullopt;
+  if (!outShape || outShape->size() != 4 || !isExperts((*outShape)[0]) ||
+      !isBatch((*outShape)[1]) || (*outShape)[2].value != -1 ||
+      (*outShape)[3].value != hidden)
+    return fail("the batched expert outputs are not viewed as [E, B, -1, H]");
+  Linear down;
+  if (!matchBatchedLinear(inputOf(outView, 0), down))
+    return fail("the batched down projection: " + why);
+  // The activation: GPT-OSS's clamped SwiGLU (or plain SwiGLU) of the gate
+  // and up halves of one fused projection (or two projections), or a ReLU
+  // or GELU FFN.
+  ExpertMLP mlp;
+  Linear up, gate;
+  GatedActivation act;
+  StringRef hiddenName;
+  if (matchGatedActivation(down.input, act)) {
+    mlp.limit = act.limit;
+    mlp.alpha = act.alpha;
+    mlp.beta = act.beta;
+    const onnx::NodeProto *gateSlice = defOp(act.gate, "Slice");
+    const onnx::NodeProto *upSlice = defOp(act.up, "Slice");
+    if (gateSlice && upSlice && inputOf(gateSlice, 0) == inputOf(upSlice, 0)) {
+      // gate_up[..., ::2] and gate_up[..., 1::2] (or any two constant slices
+      // of the last axis).
+      Linear fused;
+      if (!matchBatchedLinear(inputOf(gateSlice, 0), fused))
+        return fail("the fused gate/up projection: " + why);
+      int64_t width = fused.weight.getType().getDimSize(2);
+      auto columns = [&](const onnx::NodeProto *slice)
+          -> std::optional<SmallVector<int64_t>> {
+        if (slice->input_size() < 4)
+          return std::nullopt;
+        std::optional<SmallVector<int64_t>> starts =
+            constantInts(inputOf(slice, 1));
+        std::optional<SmallVector<int64_t>> ends =
+            constantInts(inputOf(slice, 2));
+        std::optional<SmallVector<int64_t>> axes =
+            constantInts(inputOf(slice, 3));
+        std::optional<SmallVector<int64_t>> steps =
+            slice->input_size() > 4 ? constantInts(inputOf(slice, 4))
+                                    : SmallVector<int64_t>{1};
+        if (!starts || !ends || !axes || !steps || starts->size() != 1 ||
+            ends->size() != 1 || axes->size() != 1 || steps->size() != 1 ||
+            ((*axes)[0] != -1 && (*axes)[0] != 2) || (*steps)[0] < 1 ||
+            (*starts)[0] < 0 || (*starts)[0] >= width)
+          return std::nullopt;
+        SmallVector<int64_t> cols;
+        for (int64_t c = (*starts)[0]; c < std::min((*ends)[0], width);
+             c += (*steps)[0])
+          cols.push_back(c);
+        return cols;
+      };
+      std::optional<SmallVector<int64_t>> gateCols = columns(gateSlice);
+      std::optional<SmallVector<int64_t>> upCols = columns(upSlice);
+      int64_t ffn = down.weight.getType().getDimSize(1);
+      if (!gateCols || !upCols || (int64_t)gateCols->size() != ffn ||
+          (int64_t)upCols->size() != ffn)
+        return fail("the fused gate/up projection is not split into two "
+                    "constant slices of the last axis of the down "
+                    "projection's width");
+      gate = {fused.input, takeColumns(fused.weight, *gateCols),
+              fused.bias ? takeColumns(fused.bias, *gateCols)
+                         : DenseElementsAttr()};
+      up = {fused.input, takeColumns(fused.weight, *upCols),
+            fused.bias ? takeColumns(fused.bias, *upCols)
+                       : DenseElementsAttr()};
+    } else if (!matchBatchedLinear(act.gate, gate) ||
+               !matchBatchedLinear(act.up, up)) {
+      return fail("the gated activation's projections: " + why);
+    }
+    if (gate.input != up.input)
+      return fail("the gate and up projections read different values");
+    mlp.activation = Activation::Silu;
+  } else if (!why.empty()) {
+    return false;
+  } else {
+    if (const onnx::NodeProto *relu = defOp(down.input, "Relu")) {
+      hiddenName = inputOf(relu, 0);
+      mlp.activation = Activation::Relu;
+    } else if (matchGelu(down.input, hiddenName)) {
+      mlp.activation = Activation::Gelu;
+    } else if (matchGeluTanh(down.input, hiddenName)) {
+      mlp.activation = Activation::GeluTanh;
+    } else {
+      return fail("the batched down projection reads " +
+                  describe(def(down.input)) +
+                  ", not a gated product nor a ReLU or GELU");
+    }
+    if (!matchBatchedLinear(hiddenName, up))
+      return fail("the batched up projection: " + why);
+  }
+  // hidden_states.repeat(E, 1).view(E, -1, H): Tile (after an Expand to
+  // ones, which repeat adds) of the rows, viewed as [E, T, H].
+  const onnx::NodeProto *inView = defOp(up.input, "Reshape");
+  const onnx::NodeProto *tile =
+      inView ? defOp(inputOf(inView, 0), "Tile") : nullptr;
+  StringRef tiled = tile ? StringRef(inputOf(tile, 0)) : StringRef();
+  if (const onnx::NodeProto *expand = defOp(tiled, "Expand"))
+    if (fillValue(inputOf(expand, 1)) == 1.0)
+      tiled = inputOf(expand, 0);
+  std::optional<SmallVector<ShapeElem>> repeats =
+      tile ? shapeElems(inputOf(tile, 1)) : std::nullopt;
+  std::optional<SmallVector<ShapeElem>> inShape =
+      inView ? shapeElems(inputOf(inView, 1)) : std::nullopt;
+  if (tiled != router.input || !repeats || repeats->size() != 2 ||
+      !isExperts((*repeats)[0]) || (*repeats)[1].value != 1 || !inShape ||
+      inShape->size() != 3 || !isExperts((*inShape)[0]) ||
+      (*inShape)[1].value != -1 || (*inShape)[2].value != hidden)
+    return fail("the batched experts do not read the router's rows repeated "
+                "E times and viewed as [E, -1, H]");
+  if (down.weight.getType().getDimSize(0) != numExperts ||
+      up.weight.getType().getDimSize(0) != numExperts)
+    return fail(llvm::formatv("batched expert weights of {0} experts for a "
+                              "router over {1}",
+                              up.weight.getType().getDimSize(0), numExperts)
+                    .str());
+  block.gate = gate.weight;
+  block.gateBias = gate.bias;
+  block.up = up.weight;
+  block.upBias = up.bias;
+  block.down = down.weight;
+  block.downBias = down.bias;
+  block.kind = gate.weight ? ExpertKind::Gated : ExpertKind::Ffn;
+  block.activation = mlp.activation;
+  block.limit = mlp.limit;
+  block.alpha = mlp.alpha;
+  block.beta = mlp.beta;
+  // The result is viewed as x's [B, S, H]: the block reads x.
+  block.input = x.str();
+  block.form = "batched dense";
+  block.outputNode = sum;
   return true;
 }
 
@@ -1517,11 +2029,15 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
     scores = inputOf(transpose, 0);
   else
     transpose = nullptr;
-  if (!matchRouter(scores, router))
+  // GPT-OSS: the TopK reads the logits, a Softmax its values.
+  bool topkSoftmax = !transpose && is(&anchor, "TopK") &&
+                     matchTopKSoftmaxRouter(anchor, router);
+  if (!topkSoftmax && !matchRouter(scores, router))
     return std::nullopt;
   if (inputOf(router.softmax, 0).empty())
     return std::nullopt;
   MoEBlock block;
+  block.routerBias = router.bias;
   block.anchor = &anchor;
   block.softmax = router.softmax;
   block.router = router.weight;
@@ -1700,13 +2216,13 @@ static LogicalResult verifyBuilt(MLIRContext *ctx, ArrayRef<Operation *> ops,
   return success();
 }
 
-/// What every block's build checks against the input's type (rank-2 or
-/// more): a router's softmax is over the experts (the last axis), and every
+/// What every block's build checks (the input rank-2 or more): a router's
+/// softmax is over the experts (the last axis of the scores), and every
 /// weight has the input's element type.
-static LogicalResult checkScoresAndWeights(const MoEBlock &block,
+static LogicalResult checkScoresAndWeights(GraphImporter &importer,
+                                           const MoEBlock &block,
                                            RankedTensorType inputType,
                                            std::string &why) {
-  int64_t rank = inputType.getRank();
   auto axis = [&](const onnx::NodeProto *softmax) {
     for (const onnx::AttributeProto &attr : softmax->attribute())
       if (attr.name() == "axis")
@@ -1715,16 +2231,29 @@ static LogicalResult checkScoresAndWeights(const MoEBlock &block,
   };
   // Only hash routing has no router.
   const onnx::NodeProto *softmax = block.softmax;
-  if ((!softmax && !block.hashTable) ||
-      (softmax && block.scoring == ScoringFunc::Softmax &&
-       axis(softmax) != -1 && axis(softmax) != rank - 1)) {
+  if (!softmax && !block.hashTable) {
     why = "the softmax is not over the experts";
     return failure();
   }
+  if (softmax && block.scoring != ScoringFunc::Sigmoid) {
+    // The scores' rank: the Softmax's input where it is imported (the
+    // logits, or the top-k values), else the input's.
+    int64_t rank = inputType.getRank();
+    if (Value scores = importer.lookup(inputOf(softmax, 0)))
+      if (auto type = dyn_cast<RankedTensorType>(scores.getType()))
+        rank = type.getRank();
+    if (axis(softmax) != -1 && axis(softmax) != rank - 1) {
+      why = block.scoring == ScoringFunc::TopkSoftmax
+                ? "the softmax is not over the chosen experts"
+                : "the softmax is not over the experts";
+      return failure();
+    }
+  }
   for (DenseElementsAttr weight :
-       {block.router, block.selectionBias, block.gate, block.up, block.down,
-        block.upBias, block.downBias, block.sharedGate, block.sharedUp,
-        block.sharedDown, block.sharedScale}) {
+       {block.router, block.routerBias, block.selectionBias, block.gate,
+        block.up, block.down, block.gateBias, block.upBias, block.downBias,
+        block.sharedGate, block.sharedUp, block.sharedDown,
+        block.sharedScale}) {
     if (weight && weight.getElementType() != inputType.getElementType()) {
       why = "the weights and the input have different element types";
       return failure();
@@ -1733,41 +2262,75 @@ static LogicalResult checkScoresAndWeights(const MoEBlock &block,
   return success();
 }
 
+/// The routing recipe and expert kind of `block`.
+static RoutingAttr routingOf(MLIRContext *ctx, const MoEBlock &block) {
+  return RoutingAttr::get(
+      ctx, block.k, block.scoring, block.renormalize, APFloat(1.0),
+      APFloat(block.scale), block.nGroup, block.topkGroup,
+      APFloat(block.expertChoice ? block.capacityFactor : 0.0), APFloat(0.0),
+      block.expertChoice ? SelectionMode::ExpertChoice
+                         : SelectionMode::TokenChoice,
+      block.capacity, block.expertGroups);
+}
+static ExpertAttr expertOf(MLIRContext *ctx, const MoEBlock &block) {
+  return ExpertAttr::get(ctx, block.kind, block.activation,
+                         APFloat(block.limit), APFloat(block.alpha),
+                         APFloat(block.beta));
+}
+
+/// The reassociation that collapses all but the last of `rank` dimensions.
+static SmallVector<ReassociationIndices> collapseLeading(int64_t rank) {
+  ReassociationIndices leading;
+  for (int64_t d = 0; d < rank - 1; ++d)
+    leading.push_back(d);
+  return {leading, {rank - 1}};
+}
+
 /// The blocks moe.layer cannot express, as the expanded ops: the routing
-/// (hash: `moe.hash_route` of the token ids through the table; modality
-/// groups: the router matmul and `moe.route` with `token_groups`), then
-/// `moe.dispatch`, `moe.experts` and `moe.combine`.
+/// (hash: `moe.hash_route` of the token ids through the table; otherwise
+/// the router matmul, its bias, and `moe.route`, with `token_groups` for
+/// modality groups), then `moe.dispatch`, `moe.experts` and `moe.combine`.
+/// An input `[..., H]` of rank > 2 is collapsed to rows and the result
+/// expanded back.
 static LogicalResult buildExpandedBlock(GraphImporter &importer,
                                         const MoEBlock &block, Location loc,
                                         std::string &why) {
   OpBuilder &b = importer.getBuilder();
   MLIRContext *ctx = importer.getContext();
   bool hash = static_cast<bool>(block.hashTable);
-  Value input = importer.lookup(block.input);
-  Value ids = importer.lookup(hash ? block.tokenIds : block.tokenGroups);
-  if (!input || !ids) {
+  bool groups = !block.expertGroups.empty();
+  Value original = importer.lookup(block.input);
+  Value ids;
+  if (hash || groups)
+    ids = importer.lookup(hash ? block.tokenIds : block.tokenGroups);
+  if (!original || ((hash || groups) && !ids)) {
     why = "the experts' input or the token " +
           std::string(hash ? "ids" : "groups") +
           " are not defined before the block's result";
     return failure();
   }
-  auto inputType = cast<RankedTensorType>(input.getType());
-  auto idsType = cast<RankedTensorType>(ids.getType());
-  if (inputType.getRank() != 2 || idsType.getRank() != 1) {
+  auto originalType = cast<RankedTensorType>(original.getType());
+  int64_t rank = originalType.getRank();
+  if (ids &&
+      (rank != 2 || cast<RankedTensorType>(ids.getType()).getRank() != 1)) {
     why = "the block takes [T, H] rows and [T] token " +
           std::string(hash ? "ids" : "groups");
     return failure();
   }
-  if (failed(checkScoresAndWeights(block, inputType, why)))
+  if (rank < 2) {
+    why = "the block's input is not [..., H]";
     return failure();
-  Type elementType = inputType.getElementType();
+  }
+  if (block.sharedUp) {
+    why = "a shared expert is built with moe.layer only";
+    return failure();
+  }
+  if (failed(checkScoresAndWeights(importer, block, originalType, why)))
+    return failure();
+  Type elementType = originalType.getElementType();
   int64_t numExperts = block.numExperts();
-  int64_t tokens = inputType.getDimSize(0);
   int64_t k = block.k;
   Type i32 = b.getI32Type();
-  auto perToken = [&](Type type) {
-    return RankedTensorType::get({tokens, k}, type);
-  };
   // The ops are created detached and inserted once all of them verify.
   OpBuilder detached(ctx);
   SmallVector<Operation *> ops;
@@ -1775,6 +2338,36 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
     auto op = arith::ConstantOp::create(detached, loc, cast<TypedAttr>(value));
     ops.push_back(op);
     return op.getResult();
+  };
+  auto optional = [&](DenseElementsAttr attr) {
+    return attr ? constant(attr) : Value();
+  };
+  Value input = original;
+  if (rank > 2) {
+    int64_t rows = 1;
+    for (int64_t d = 0; d < rank - 1 && rows != ShapedType::kDynamic; ++d)
+      rows = ShapedType::isDynamic(originalType.getDimSize(d))
+                 ? ShapedType::kDynamic
+                 : rows * originalType.getDimSize(d);
+    auto collapse = tensor::CollapseShapeOp::create(
+        detached, loc,
+        RankedTensorType::get({rows, originalType.getDimSize(rank - 1)},
+                              elementType),
+        original, collapseLeading(rank));
+    ops.push_back(collapse);
+    input = collapse;
+  }
+  auto inputType = cast<RankedTensorType>(input.getType());
+  int64_t tokens = inputType.getDimSize(0);
+  if (!hash &&
+      inputType.getDimSize(1) != block.router.getType().getDimSize(0)) {
+    why = llvm::formatv("the router input is not [..., {0}]",
+                        block.router.getType().getDimSize(0))
+              .str();
+    return failure();
+  }
+  auto perToken = [&](Type type) {
+    return RankedTensorType::get({tokens, k}, type);
   };
   SmallVector<Value> tokenSizes;
   if (ShapedType::isDynamic(tokens)) {
@@ -1792,25 +2385,35 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
     expertIds = route.getExpertIds();
     weights = route.getWeights();
   } else {
+    // logits = x·W (+ b): the matmul accumulates into zeros, or into the
+    // bias broadcast over the rows.
     auto empty = tensor::EmptyOp::create(detached, loc,
                                          ArrayRef<int64_t>{tokens, numExperts},
                                          elementType, tokenSizes);
     ops.push_back(empty);
-    auto zeros = linalg::FillOp::create(
-        detached, loc, ValueRange{constant(detached.getZeroAttr(elementType))},
-        ValueRange{empty});
-    ops.push_back(zeros);
-    Value router = constant(block.router);
+    Value init;
+    if (block.routerBias) {
+      auto broadcast =
+          linalg::BroadcastOp::create(detached, loc, constant(block.routerBias),
+                                      empty, ArrayRef<int64_t>{0});
+      ops.push_back(broadcast);
+      init = broadcast.getResult()[0];
+    } else {
+      auto zeros = linalg::FillOp::create(
+          detached, loc,
+          ValueRange{constant(detached.getZeroAttr(elementType))},
+          ValueRange{empty});
+      ops.push_back(zeros);
+      init = zeros.result();
+    }
     auto logits = linalg::MatmulOp::create(
-        detached, loc, ValueRange{input, router}, ValueRange{zeros.result()});
+        detached, loc, ValueRange{input, constant(block.router)},
+        ValueRange{init});
     ops.push_back(logits);
-    auto routing =
-        RoutingAttr::get(ctx, k, block.scoring, block.renormalize, APFloat(1.0),
-                         APFloat(block.scale), 0, 0, APFloat(0.0), APFloat(0.0),
-                         SelectionMode::TokenChoice, 0, block.expertGroups);
     auto route =
         RouteOp::create(detached, loc, perToken(i32), perToken(elementType),
-                        logits.getResult(0), Value(), ids, Value(), routing);
+                        logits.getResult(0), optional(block.selectionBias), ids,
+                        Value(), routingOf(ctx, block));
     ops.push_back(route);
     expertIds = route.getExpertIds();
     weights = route.getWeights();
@@ -1834,16 +2437,11 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
       detached, loc, ArrayRef<int64_t>{rows, inputType.getDimSize(1)},
       elementType, rowSizes);
   ops.push_back(dest);
-  auto optional = [&](DenseElementsAttr attr) {
-    return attr ? constant(attr) : Value();
-  };
   auto experts = ExpertsOp::create(
       detached, loc, dest.getType(), input, dispatch.getTokenIndices(),
       dispatch.getExpertOffsets(), dest, optional(block.gate),
-      constant(block.up), constant(block.down), /*gate_bias=*/Value(),
-      optional(block.upBias), optional(block.downBias),
-      ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),
-                      APFloat(1.0), APFloat(0.0)),
+      constant(block.up), constant(block.down), optional(block.gateBias),
+      optional(block.upBias), optional(block.downBias), expertOf(ctx, block),
       b.getI64IntegerAttr(0), /*placement=*/PlacementAttr());
   ops.push_back(experts);
   auto combine =
@@ -1854,14 +2452,19 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
     return failure();
   for (Operation *op : ops)
     b.insert(op);
-  importer.bind(outputOf(block.outputNode, 0), combine.getResult());
+  Value result = combine.getResult();
+  if (rank > 2)
+    result =
+        buildExpandShape(b, loc, originalType, result, collapseLeading(rank),
+                         tensor::getMixedSizes(b, loc, original));
+  importer.bind(outputOf(block.outputNode, 0), result);
   return success();
 }
 
 LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
                                          const MoEBlock &block, Location loc,
                                          std::string &why) {
-  if (block.hashTable || !block.expertGroups.empty())
+  if (block.expanded())
     return buildExpandedBlock(importer, block, loc, why);
   OpBuilder &b = importer.getBuilder();
   MLIRContext *ctx = importer.getContext();
@@ -1878,30 +2481,17 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
     why = llvm::formatv("the router input is not [..., {0}]", hidden).str();
     return failure();
   }
-  if (failed(checkScoresAndWeights(block, inputType, why)))
+  if (failed(checkScoresAndWeights(importer, block, inputType, why)))
     return failure();
-  auto routing = RoutingAttr::get(
-      ctx, block.k, block.scoring, block.renormalize, APFloat(1.0),
-      APFloat(block.scale), block.nGroup, block.topkGroup,
-      APFloat(block.expertChoice ? block.capacityFactor : 0.0), APFloat(0.0),
-      block.expertChoice ? SelectionMode::ExpertChoice
-                         : SelectionMode::TokenChoice,
-      block.capacity, ArrayRef<int64_t>());
-  auto expert = ExpertAttr::get(ctx, block.kind, block.activation, APFloat(0.0),
-                                APFloat(1.0), APFloat(0.0));
   auto constant = [&](DenseElementsAttr attr) -> Value {
     if (!attr)
       return {};
     return arith::ConstantOp::create(b, loc, attr);
   };
   Value tokens = input;
-  if (rank > 2) {
-    ReassociationIndices leading;
-    for (int64_t d = 0; d < rank - 1; ++d)
-      leading.push_back(d);
-    tokens = tensor::CollapseShapeOp::create(
-        b, loc, input, SmallVector<ReassociationIndices>{leading, {rank - 1}});
-  }
+  if (rank > 2)
+    tokens =
+        tensor::CollapseShapeOp::create(b, loc, input, collapseLeading(rank));
   // The op's verifier checks the weight shapes against each other; a
   // mismatch leaves the block to the generic path.
   OperationState state(loc, LayerOp::getOperationName());
@@ -1909,23 +2499,18 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
   LayerOp::build(
       b, state, tokens.getType(), tokens, router, constant(block.selectionBias),
       constant(block.gate), constant(block.up), constant(block.down),
-      /*gate_bias=*/Value(), constant(block.upBias), constant(block.downBias),
-      constant(block.sharedGate), constant(block.sharedUp),
-      constant(block.sharedDown), constant(block.sharedScale), routing, expert);
+      constant(block.gateBias), constant(block.upBias),
+      constant(block.downBias), constant(block.sharedGate),
+      constant(block.sharedUp), constant(block.sharedDown),
+      constant(block.sharedScale), routingOf(ctx, block), expertOf(ctx, block));
   Operation *op = Operation::create(state);
   if (failed(verifyBuilt(ctx, {op}, why)))
     return failure();
   b.insert(op);
   Value result = op->getResult(0);
-  if (rank > 2) {
-    ReassociationIndices leading;
-    for (int64_t d = 0; d < rank - 1; ++d)
-      leading.push_back(d);
-    result =
-        buildExpandShape(b, loc, inputType, result,
-                         SmallVector<ReassociationIndices>{leading, {rank - 1}},
-                         tensor::getMixedSizes(b, loc, input));
-  }
+  if (rank > 2)
+    result = buildExpandShape(b, loc, inputType, result, collapseLeading(rank),
+                              tensor::getMixedSizes(b, loc, input));
   importer.bind(outputOf(block.outputNode, 0), result);
   return success();
 }

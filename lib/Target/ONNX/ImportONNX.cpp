@@ -503,9 +503,9 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     InFlightDiagnostic diag = mlir::emitRemark(anchorLoc);
     diag << "raised MoE block (" << block.form << " form) at "
          << block.anchor->op_type() << " '" << block.anchor->name() << "' to "
-         << (block.hashTable              ? "moe.hash_route"
-             : block.expertGroups.empty() ? "moe.layer"
-                                          : "moe.route")
+         << (block.hashTable    ? "moe.hash_route"
+             : block.expanded() ? "moe.route"
+                                : "moe.layer")
          << ": " << numExperts << " experts, ";
     if (block.hashTable) {
       diag << "each token's expert hash_table[" << block.tokenIds
@@ -522,7 +522,11 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     } else {
       diag << "top-" << block.k;
     }
-    diag << (block.scoring == ScoringFunc::Sigmoid ? " of sigmoid scores" : "")
+    diag << (block.scoring == ScoringFunc::Sigmoid ? " of sigmoid scores"
+             : block.scoring == ScoringFunc::TopkSoftmax
+                 ? " of the logits, softmax over the chosen"
+                 : "")
+         << (block.routerBias ? " (router with a bias)" : "")
          << (block.selectionBias ? " with a selection bias" : "");
     if (block.nGroup)
       diag << " in the best " << block.topkGroup << " of " << block.nGroup
@@ -540,6 +544,16 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     }
     diag << ", " << stringifyExpertKind(block.kind) << " "
          << stringifyActivation(block.activation) << " experts";
+    if (block.limit != 0.0 || block.alpha != 1.0 || block.beta != 0.0) {
+      std::string params;
+      llvm::raw_string_ostream(params)
+          << " (limit " << llvm::format("%g", block.limit) << ", alpha "
+          << llvm::format("%g", block.alpha) << ", beta "
+          << llvm::format("%g", block.beta) << ")";
+      diag << params;
+    }
+    if (block.gateBias || block.upBias || block.downBias)
+      diag << " with biases";
     if (block.sharedUp)
       diag << (block.sharedScale ? ", a shared expert scaled by sigmoid"
                                  : ", a shared expert");

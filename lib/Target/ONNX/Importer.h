@@ -149,11 +149,16 @@ struct MoEBlock {
   /// The tokens `[..., H]` the router and the experts read.
   std::string input;
   /// Weights in moe.layer's layout.
-  DenseElementsAttr router, gate, up, down, upBias, downBias, sharedGate,
-      sharedUp, sharedDown, sharedScale;
+  DenseElementsAttr router, gate, up, down, gateBias, upBias, downBias,
+      sharedGate, sharedUp, sharedDown, sharedScale;
+  /// A bias `[E]` of the router logits (GPT-OSS), or null; the block is
+  /// then built as the router matmul and `moe.route` (moe.layer has none).
+  DenseElementsAttr routerBias;
   int64_t k = 1;
   bool renormalize = false;
-  /// Softmax, or sigmoid scores (a Sigmoid router, TopK forms only).
+  /// Softmax, sigmoid scores (a Sigmoid router, TopK forms only), or the
+  /// softmax of the top-k logits (GPT-OSS: `softmax` is then the Softmax
+  /// of the TopK values).
   ScoringFunc scoring = ScoringFunc::Softmax;
   /// A selection bias `[E]` (choice only), or null.
   DenseElementsAttr selectionBias;
@@ -171,6 +176,9 @@ struct MoEBlock {
   double capacityFactor = 0.0;
   ExpertKind kind = ExpertKind::Gated;
   Activation activation = Activation::Silu;
+  /// GPT-OSS's clamped SwiGLU (`#moe.expert`'s limit, alpha and beta; a
+  /// limit of 0 is no clamp).
+  double limit = 0.0, alpha = 1.0, beta = 0.0;
   /// Hash routing (the hash form; no router): each token's expert is
   /// `hashTable[tokenIds[t]]`, weight 1.
   DenseElementsAttr hashTable;
@@ -182,6 +190,12 @@ struct MoEBlock {
   std::string tokenGroups;
   /// The number of experts.
   int64_t numExperts() const { return up.getType().getDimSize(0); }
+  /// Whether moe.layer cannot express the block (hash routing, modality
+  /// groups, a router bias): it is built as the routing op, moe.dispatch,
+  /// moe.experts and moe.combine.
+  bool expanded() const {
+    return hashTable || !expertGroups.empty() || routerBias;
+  }
 };
 
 /// Matches every TopK/ArgMax of `graph` against the known MoE forms. With

@@ -232,7 +232,10 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
   }
   int64_t hidden = inputType.getDimSize(inputType.getRank() - 1);
 
-  // The router: router_probs must be MatMul(input, Wg) with a constant Wg.
+  // The router: where router_probs is MatMul(input, Wg) with a constant Wg,
+  // the op becomes moe.layer with Wg as its router. Any other router (a
+  // bias, logits of a normalized copy of the input, ...) is routed as given:
+  // moe.route of router_probs, moe.dispatch, moe.experts and moe.combine.
   const onnx::NodeProto *router =
       node.getImporter().getProducer(node.getInputName(1));
   DenseElementsAttr routerWeight;
@@ -240,21 +243,41 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
       (router->domain().empty() || router->domain() == "ai.onnx") &&
       router->input_size() == 2 && router->input(0) == node.getInputName(0))
     routerWeight = node.getImporter().getConstant(router->input(1));
-  if (!routerWeight) {
-    node.emitError()
-        << "router_probs (input 1, '" << node.getInputName(1)
-        << "') must be MatMul(input, Wg) with a constant Wg; other router "
-           "forms are not supported yet";
+  Value logits = node.getInput(1);
+  auto logitsType = cast<RankedTensorType>(logits.getType());
+  int64_t numExperts = logitsType.getDimSize(logitsType.getRank() - 1);
+  if (routerWeight) {
+    auto routerType = cast<RankedTensorType>(routerWeight.getType());
+    if (routerType.getRank() != 2 || routerType.getDimSize(0) != hidden ||
+        routerType.getElementType() != elementType) {
+      node.emitError() << "router weight has type " << routerType
+                       << ", expected [" << hidden << ", E] of " << elementType;
+      return failure();
+    }
+    numExperts = routerType.getDimSize(1);
+  }
+  // The token count: the product of the leading dimensions, where static.
+  auto tokenCount = [](RankedTensorType type) {
+    int64_t count = 1;
+    for (int64_t d : type.getShape().drop_back())
+      count = ShapedType::isDynamic(d) || ShapedType::isDynamic(count)
+                  ? ShapedType::kDynamic
+                  : count * d;
+    return count;
+  };
+  int64_t logitsTokens = tokenCount(logitsType);
+  int64_t inputTokens = tokenCount(inputType);
+  if ((logitsType.getRank() != 2 &&
+       logitsType.getRank() != inputType.getRank()) ||
+      ShapedType::isDynamic(numExperts) ||
+      logitsType.getElementType() != elementType ||
+      (!ShapedType::isDynamic(logitsTokens) &&
+       !ShapedType::isDynamic(inputTokens) && logitsTokens != inputTokens)) {
+    node.emitError() << "router_probs has type " << logitsType
+                     << "; expected [T, E] of " << elementType
+                     << " with a static E";
     return failure();
   }
-  auto routerType = cast<RankedTensorType>(routerWeight.getType());
-  if (routerType.getRank() != 2 || routerType.getDimSize(0) != hidden ||
-      routerType.getElementType() != elementType) {
-    node.emitError() << "router weight has type " << routerType
-                     << ", expected [" << hidden << ", E] of " << elementType;
-    return failure();
-  }
-  int64_t numExperts = routerType.getDimSize(1);
 
   int64_t k = node.getInt("k", 0);
   if (k < 1 || k > numExperts) {
@@ -330,13 +353,56 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
   auto routing = RoutingAttr::get(
       ctx, k, ScoringFunc::Softmax, renormalize, APFloat(1.0), APFloat(1.0),
       /*n_group=*/0, /*topk_group=*/0, APFloat(0.0), APFloat(0.0));
-  Value result = LayerOp::create(
-      b, loc, tokens.getType(), tokens, constant(routerWeight),
-      /*selection_bias=*/Value(), constant(weights.gate), constant(weights.up),
-      constant(weights.down), constant(weights.gateBias),
-      constant(weights.upBias), constant(weights.downBias),
-      /*shared_gate=*/Value(), /*shared_up=*/Value(), /*shared_down=*/Value(),
-      /*shared_scale=*/Value(), routing, expert);
+  Value result;
+  if (routerWeight) {
+    result = LayerOp::create(
+        b, loc, tokens.getType(), tokens, constant(routerWeight),
+        /*selection_bias=*/Value(), constant(weights.gate),
+        constant(weights.up), constant(weights.down),
+        constant(weights.gateBias), constant(weights.upBias),
+        constant(weights.downBias),
+        /*shared_gate=*/Value(), /*shared_up=*/Value(),
+        /*shared_down=*/Value(),
+        /*shared_scale=*/Value(), routing, expert);
+  } else {
+    if (logitsType.getRank() == 3)
+      logits = tensor::CollapseShapeOp::create(
+          b, loc, logits, SmallVector<ReassociationIndices>{{0, 1}, {2}});
+    auto tokensType = cast<RankedTensorType>(tokens.getType());
+    int64_t numTokens = tokensType.getDimSize(0);
+    Type i32 = b.getI32Type();
+    auto pairType = [&](Type elt) {
+      return RankedTensorType::get({numTokens, k}, elt);
+    };
+    auto route = RouteOp::create(b, loc, pairType(i32), pairType(elementType),
+                                 logits, /*selection_bias=*/Value(),
+                                 /*token_groups=*/Value(),
+                                 /*residual=*/Value(), routing);
+    int64_t numRows =
+        ShapedType::isDynamic(numTokens) ? ShapedType::kDynamic : numTokens * k;
+    auto dispatch = DispatchOp::create(
+        b, loc, RankedTensorType::get({numRows}, i32),
+        RankedTensorType::get({numExperts + 1}, i32), pairType(i32),
+        route.getExpertIds(), b.getI64IntegerAttr(numExperts),
+        b.getI64IntegerAttr(1), b.getF64FloatAttr(0.0));
+    SmallVector<Value> dynSizes;
+    if (ShapedType::isDynamic(numTokens))
+      dynSizes.push_back(arith::MulIOp::create(
+          b, loc, tensor::DimOp::create(b, loc, tokens, 0),
+          arith::ConstantIndexOp::create(b, loc, k)));
+    Value dest = tensor::EmptyOp::create(
+        b, loc, ArrayRef<int64_t>{numRows, hidden}, elementType, dynSizes);
+    auto experts = ExpertsOp::create(
+        b, loc, dest.getType(), tokens, dispatch.getTokenIndices(),
+        dispatch.getExpertOffsets(), dest, constant(weights.gate),
+        constant(weights.up), constant(weights.down),
+        constant(weights.gateBias), constant(weights.upBias),
+        constant(weights.downBias), expert, b.getI64IntegerAttr(0),
+        /*placement=*/PlacementAttr());
+    result =
+        CombineOp::create(b, loc, tokensType, experts.getResult(),
+                          dispatch.getPositions(), route.getWeights(), Value());
+  }
   if (inputType.getRank() == 3)
     result = buildExpandShape(b, loc, inputType, result,
                               SmallVector<ReassociationIndices>{{0, 1}, {2}},

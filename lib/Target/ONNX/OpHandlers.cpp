@@ -420,6 +420,81 @@ static LogicalResult importWhere(Node &node) {
   return node.setResults(*result);
 }
 
+/// Clip: `min(max(x, lo), hi)`, the bounds optional scalar inputs (opset
+/// 11+) or float attributes (opset 6-10).
+static LogicalResult importClip(Node &node) {
+  bool attributes = node.getOpset() < 11;
+  if (failed(node.checkAttributes(attributes ? ArrayRef<StringRef>{"min", "max"}
+                                             : ArrayRef<StringRef>{})))
+    return failure();
+  Value input = node.getInput(0);
+  if (!input) {
+    node.emitError() << "input 0 is required";
+    return failure();
+  }
+  OpBuilder &b = node.getBuilder();
+  Location loc = node.getLoc();
+  Type type = elementTypeOf(input);
+  SmallVector<Value> operands = {input};
+  std::optional<double> lo, hi;
+  if (attributes) {
+    lo = node.getFloat("min");
+    hi = node.getFloat("max");
+    if (!isa<FloatType>(type)) {
+      node.emitError() << "Clip before opset 11 takes float tensors only";
+      return failure();
+    }
+  }
+  // Which operands the body reads for the bounds (-1: none).
+  int loArg = -1, hiArg = -1;
+  for (unsigned i = 1; i < 3 && !attributes; ++i) {
+    if (!node.hasInput(i))
+      continue;
+    Value bound = node.getInput(i);
+    auto boundType = cast<RankedTensorType>(bound.getType());
+    if (boundType.getElementType() != type || boundType.getNumElements() != 1) {
+      node.emitError() << "input " << i << " (" << (i == 1 ? "min" : "max")
+                       << ") must be a scalar of "
+                       << "the input's element type, got " << boundType;
+      return failure();
+    }
+    if (boundType.getRank() > 0)
+      bound = tensor::CollapseShapeOp::create(
+          b, loc, RankedTensorType::get({}, type), bound,
+          SmallVector<ReassociationIndices>{});
+    (i == 1 ? loArg : hiArg) = operands.size();
+    operands.push_back(bound);
+  }
+  if (!isa<FloatType>(type) && !isa<IntegerType>(type)) {
+    node.emitError() << "Clip takes float or integer tensors";
+    return failure();
+  }
+  FailureOr<Value> result = buildElementwise(
+      node, operands, type,
+      [&](OpBuilder &nb, Location nloc, ValueRange args) -> Value {
+        auto bound = [&](int arg, std::optional<double> value) -> Value {
+          if (arg >= 0)
+            return args[arg];
+          if (value)
+            return arith::ConstantOp::create(nb, nloc,
+                                             nb.getFloatAttr(type, *value));
+          return {};
+        };
+        Value v = args[0];
+        bool isFloat = isa<FloatType>(type);
+        if (Value l = bound(loArg, lo))
+          v = isFloat ? Value(arith::MaximumFOp::create(nb, nloc, v, l))
+                      : Value(arith::MaxSIOp::create(nb, nloc, v, l));
+        if (Value h = bound(hiArg, hi))
+          v = isFloat ? Value(arith::MinimumFOp::create(nb, nloc, v, h))
+                      : Value(arith::MinSIOp::create(nb, nloc, v, h));
+        return v;
+      });
+  if (failed(result))
+    return failure();
+  return node.setResults(*result);
+}
+
 static LogicalResult importCast(Node &node) {
   if (failed(node.checkAttributes({"to", "saturate"})) ||
       failed(checkSameElementType(node, 1)))
@@ -2025,6 +2100,58 @@ static LogicalResult importExpand(Node &node) {
   return node.setResults(*result);
 }
 
+/// Tile: each dimension `d` repeated `repeats[d]` times, as a broadcast to
+/// `[..., repeats[d], in[d], ...]` and a collapse of each such pair.
+static LogicalResult importTile(Node &node) {
+  if (failed(node.checkAttributes({})))
+    return failure();
+  Value input = node.getInput(0);
+  if (!input) {
+    node.emitError() << "input 0 is required";
+    return failure();
+  }
+  FailureOr<SmallVector<OpFoldResult>> repeats =
+      node.getShapeOperand(1, "repeats");
+  if (failed(repeats))
+    return failure();
+  auto inputType = cast<RankedTensorType>(input.getType());
+  if ((int64_t)repeats->size() != inputType.getRank()) {
+    node.emitError() << "repeats has " << repeats->size()
+                     << " elements for an input of rank "
+                     << inputType.getRank();
+    return failure();
+  }
+  OpBuilder &b = node.getBuilder();
+  Location loc = node.getLoc();
+  SmallVector<OpFoldResult> inputSizes = tensor::getMixedSizes(b, loc, input);
+  SmallVector<OpFoldResult> sizes;
+  SmallVector<int64_t> added;
+  SmallVector<ReassociationIndices> groups;
+  for (auto [d, repeat] : llvm::enumerate(*repeats)) {
+    std::optional<int64_t> constant = getConstantIntValue(repeat);
+    if (constant && *constant < 0) {
+      node.emitError() << "repeats has a negative value " << *constant;
+      return failure();
+    }
+    int64_t pos = sizes.size();
+    if (constant == 1) {
+      groups.push_back({pos});
+    } else {
+      added.push_back(pos);
+      groups.push_back({pos, pos + 1});
+      sizes.push_back(repeat);
+    }
+    sizes.push_back(inputSizes[d]);
+  }
+  if (added.empty())
+    return node.setResults(input);
+  Value empty = createEmpty(b, loc, sizes, inputType.getElementType());
+  auto broadcast = linalg::BroadcastOp::create(b, loc, input, empty, added);
+  Value result =
+      tensor::CollapseShapeOp::create(b, loc, broadcast.getResult()[0], groups);
+  return node.setResults(result);
+}
+
 /// Range with a start or limit known only at run time (e.g. `arange(seq)`
 /// on a dynamic shape): `tensor.generate` of `max(0, ceil((limit - start) /
 /// delta))` elements `start + i * delta`.
@@ -2133,6 +2260,7 @@ ArrayRef<OpHandlerInfo> onnx_import::getStandardOpHandlers() {
       {"", "Erf", 9, kMaxOpset, importUnary<UnaryKind::Erf>},
       {"", "Exp", 6, kMaxOpset, importUnary<UnaryKind::Exp>},
       {"", "Expand", 8, kMaxOpset, importExpand},
+      {"", "Tile", 6, kMaxOpset, importTile},
       {"", "Flatten", 1, kMaxOpset, importFlatten},
       {"", "Floor", 6, kMaxOpset, importUnary<UnaryKind::Floor>},
       {"", "Gather", 1, kMaxOpset, importGather},
@@ -2189,6 +2317,7 @@ ArrayRef<OpHandlerInfo> onnx_import::getStandardOpHandlers() {
       {"", "Trilu", 14, kMaxOpset, importTrilu},
       {"", "Unsqueeze", 1, kMaxOpset, importUnsqueeze},
       {"", "Where", 9, kMaxOpset, importWhere},
+      {"", "Clip", 6, kMaxOpset, importClip},
   };
   return table;
 }

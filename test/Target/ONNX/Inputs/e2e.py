@@ -206,9 +206,11 @@ def moe(rng):
     return m, [x], [y]
 
 
-def moe_variant(rng, gated):
+def moe_variant(rng, gated, router_bias=False):
     """com.microsoft.MoE on [B, S, H] with biases: GPT-OSS's clamped SwiGLU
-    (limit, alpha, beta; top-2, no renormalization) or a GELU FFN (top-1)."""
+    (limit, alpha, beta; top-2, no renormalization) or a GELU FFN (top-1).
+    With `router_bias` the logits are x·Wg + bg, as GPT-OSS's router has
+    them."""
     from math import erf
     B, S, Hd, Fd, En = 2, 3, 8, 12, 4
     k = 2 if gated else 1
@@ -227,20 +229,25 @@ def moe_variant(rng, gated):
                      activation_beta=beta)
     else:
         attrs.update(activation_type="gelu", normalize_routing_weights=1)
+    bg = rng.standard_normal(En).astype(np.float32)
     n = helper.make_node
     nodes = [
-        n("MatMul", ["x", "wg"], ["logits"], name="router"),
+        n("MatMul", ["x", "wg"], ["xw" if router_bias else "logits"],
+          name="router"),
         n("MoE", ["x", "logits", "fc1", "b1", "fc2", "b2"], ["y"],
           name="moe0", domain="com.microsoft", **attrs),
     ]
-    m = make(nodes, [vi("x", [B, S, Hd])], [vi("y", [B, S, Hd])],
-             [init("wg", wg), init("fc1", fc1), init("b1", b1),
-              init("fc2", fc2), init("b2", b2)],
+    inits = [init("wg", wg), init("fc1", fc1), init("b1", b1),
+             init("fc2", fc2), init("b2", b2)]
+    if router_bias:
+        nodes.insert(1, n("Add", ["xw", "bg"], ["logits"], name="router_bias"))
+        inits.append(init("bg", bg))
+    m = make(nodes, [vi("x", [B, S, Hd])], [vi("y", [B, S, Hd])], inits,
              extra_opsets=[("com.microsoft", 1)])
     # The float32 values ORT reads for the attributes.
     limit, alpha, beta = (float(np.float32(v)) for v in (limit, alpha, beta))
     xd = x.reshape(-1, Hd).astype(np.float64)
-    p = softmax(xd @ wg)
+    p = softmax(xd @ wg + (bg if router_bias else 0.0))
     y = np.zeros_like(xd)
     verf = np.vectorize(erf)
     for t in range(xd.shape[0]):
@@ -332,6 +339,48 @@ def indexing(rng):
                          onesx]
 
 
+def tile_clip(rng):
+    """Tile with constant repeats and with repeats computed from the input's
+    dynamic shape at run time (torch's `repeat`), and Clip with both bounds,
+    a max only (torch's `clamp(max=...)`), a min only, and on int64."""
+    n = helper.make_node
+    H = 3
+    nodes = [
+        n("Tile", ["x", "rep"], ["tile"]),                       # [2T, 3H]
+        n("Shape", ["x"], ["xs"]),
+        n("Gather", ["xs", "zero_i"], ["t0"], axis=0),           # T
+        n("Unsqueeze", ["t0", "s0"], ["t1"]),                    # [T]
+        n("Concat", ["one", "t1"], ["rep_t"], axis=0),           # [1, T]
+        n("Tile", ["x", "rep_t"], ["tile_t"]),                   # [T, T*H]
+        n("Clip", ["x", "lo", "hi"], ["clip"]),
+        n("Clip", ["x", "", "hi"], ["clip_max"]),
+        n("Clip", ["x", "lo"], ["clip_min"]),
+        n("Clip", ["ids", "lo_i", "hi_i"], ["clip_i"]),
+    ]
+    inits = [
+        init("rep", np.array([2, 3], dtype=np.int64)),
+        init("zero_i", np.array(0, dtype=np.int64)),
+        init("s0", np.array([0], dtype=np.int64)),
+        init("one", np.array([1], dtype=np.int64)),
+        init("lo", np.array(-0.5, dtype=np.float32)),
+        init("hi", np.array(0.75, dtype=np.float32)),
+        init("lo_i", np.array(-2, dtype=np.int64)),
+        init("hi_i", np.array(3, dtype=np.int64)),
+    ]
+    m = make(nodes, [vi("x", ["t", H]), vi("ids", [6], I64)],
+             [vi("tile", ["a", 3 * H]), vi("tile_t", ["t", "b"]),
+              vi("clip", ["t", H]), vi("clip_max", ["t", H]),
+              vi("clip_min", ["t", H]), vi("clip_i", [6], I64)],
+             inits)
+    T = 5
+    x = rng.standard_normal((T, H)).astype(np.float32)
+    ids = rng.integers(-6, 7, 6).astype(np.int64)
+    d = x.astype(np.float64)
+    return m, [x, ids], [np.tile(d, (2, 3)), np.tile(d, (1, T)),
+                         np.clip(d, -0.5, 0.75), np.minimum(d, 0.75),
+                         np.maximum(d, -0.5), np.clip(ids, -2, 3)]
+
+
 def qmoe(rng, bits, block_size, shape3d=False, biases=False, zero_points=False):
     """com.microsoft.QMoE (SwiGLU fused and interleaved, top-2, renormalized)
     with `bits`-bit weights (uint8, 4-bit codes low nibble first), scales per
@@ -405,11 +454,14 @@ def qmoe(rng, bits, block_size, shape3d=False, biases=False, zero_points=False):
 MODELS = {
     "block": block,
     "indexing": indexing,
+    "tile_clip": tile_clip,
     "routing": routing,
     "dynamic": dynamic,
     "moe": moe,
     "moe_gptoss": lambda rng: moe_variant(rng, gated=True),
     "moe_gelu": lambda rng: moe_variant(rng, gated=False),
+    "moe_gptoss_router_bias": lambda rng: moe_variant(rng, gated=True,
+                                                      router_bias=True),
     "qmoe_int8": lambda rng: qmoe(rng, 8, 0),
     "qmoe_int4": lambda rng: qmoe(rng, 4, 16, biases=True),
     "qmoe_int8_blocks": lambda rng: qmoe(rng, 8, 16),

@@ -205,6 +205,18 @@ def indexing_error(kind):
         return model([n("TopK", ["x", "k"], ["v", "i"], name="tk0")],
                      [vi("x", [2, "n"])], [vi("v", [2, "k"]), vi("i", [2, "k"], I64)],
                      [init("k", np.array([100000], dtype=np.int64))])
+    if kind == "tile_rank":
+        return model([n("Tile", ["x", "r"], ["y"], name="tile0")],
+                     [vi("x", [2, 3])], [vi("y", [2, 3])],
+                     [init("r", np.array([1, 2, 3], dtype=np.int64))])
+    if kind == "tile_negative":
+        return model([n("Tile", ["x", "r"], ["y"], name="tile0")],
+                     [vi("x", [2, 3])], [vi("y", [2, 3])],
+                     [init("r", np.array([1, -2], dtype=np.int64))])
+    if kind == "clip_bound":
+        return model([n("Clip", ["x", "lo"], ["y"], name="clip0")],
+                     [vi("x", [2, 3])], [vi("y", [2, 3])],
+                     [init("lo", np.array([0.0, 1.0], dtype=np.float32))])
     raise SystemExit("unknown indexing error " + kind)
 
 

@@ -19,6 +19,18 @@ Models:
   mixtral_relu   Mixtral's block with ReLU FFN experts with biases
                  (wo(relu(wi(x))))
   mixtral_gelu   the same with GELU (erf) FFN experts with biases
+  mixtral_gelu_tanh  the same with tanh-approximated GELU
+  gptoss_router_loop  GPT-OSS's router (Linear with a bias, top-k of the
+                 logits, softmax over the chosen) in Mixtral's loop, SwiGLU
+                 experts with biases
+  gptoss         transformers' GptOssMLP: that router, and GptOssExperts'
+                 batched branch (x repeated E times, bmm with the fused
+                 interleaved gate_up_proj and biases, clamped SwiGLU with
+                 alpha 1.702 and up + 1, bmm down_proj, weighted by the
+                 scattered [T, E] scores, summed over the experts) on
+                 [B, S, H]; limit 0.6
+  gptoss_clamp_near_miss  the same with the up projection clamped to
+                 [-0.6, 1.2] (not raised)
   mixtral_sigmoid  Mixtral's block with sigmoid router scores (top-k of
                  sigmoid(logits), renormalized)
   deepseek_v3    DeepSeek-V3's routing without the group limit: top-k of
@@ -67,13 +79,13 @@ OPSET = 17
 
 
 class SwiGLUExpert(nn.Module):
-    """HF MixtralBlockSparseTop2MLP."""
+    """HF MixtralBlockSparseTop2MLP (with biases: `bias=True`)."""
 
-    def __init__(self, hidden, ffn):
+    def __init__(self, hidden, ffn, bias=False):
         super().__init__()
-        self.w1 = nn.Linear(hidden, ffn, bias=False)
-        self.w2 = nn.Linear(ffn, hidden, bias=False)
-        self.w3 = nn.Linear(hidden, ffn, bias=False)
+        self.w1 = nn.Linear(hidden, ffn, bias=bias)
+        self.w2 = nn.Linear(ffn, hidden, bias=bias)
+        self.w3 = nn.Linear(hidden, ffn, bias=bias)
         self.act_fn = nn.SiLU()
 
     def forward(self, hidden_states):
@@ -96,13 +108,21 @@ class ReluExpert(nn.Module):
 class GeluExpert(nn.Module):
     """A GELU FFN with biases (fc1, exact GELU, fc2)."""
 
+    approximate = "none"
+
     def __init__(self, hidden, ffn):
         super().__init__()
         self.fc1 = nn.Linear(hidden, ffn)
         self.fc2 = nn.Linear(ffn, hidden)
 
     def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x)))
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
+
+
+class GeluTanhExpert(GeluExpert):
+    """The same with the tanh approximation of GELU (GPT-2's)."""
+
+    approximate = "tanh"
 
 
 # --- (a) Mixtral's sparse block -------------------------------------------------
@@ -113,7 +133,8 @@ class MixtralSparseMoeBlock(nn.Module):
     jitter noise (training only) and the router logits output."""
 
     def __init__(self, hidden, ffn, num_experts, top_k, renormalize=True,
-                 score_scale=None, scoring="softmax", expert=None):
+                 score_scale=None, scoring="softmax", expert=None,
+                 router_bias=False):
         super().__init__()
         self.hidden_dim = hidden
         self.num_experts = num_experts
@@ -121,11 +142,18 @@ class MixtralSparseMoeBlock(nn.Module):
         self.renormalize = renormalize
         self.score_scale = score_scale
         self.scoring = scoring
-        self.gate = nn.Linear(hidden, num_experts, bias=False)
+        self.gate = nn.Linear(hidden, num_experts, bias=router_bias)
         self.experts = nn.ModuleList(
             [(expert or SwiGLUExpert)(hidden, ffn) for _ in range(num_experts)])
 
     def route(self, router_logits):
+        if self.scoring == "topk_softmax":
+            # GPT-OSS's GptOssTopKRouter: top-k of the logits, softmax over
+            # the chosen ones.
+            top_value, selected_experts = torch.topk(
+                router_logits, self.top_k, dim=-1)
+            return F.softmax(top_value, dim=1,
+                             dtype=top_value.dtype), selected_experts
         if self.scoring == "sigmoid":
             routing_weights = torch.sigmoid(router_logits)
         else:
@@ -382,6 +410,90 @@ class SwitchMoeBlock(nn.Module):
         return p_max * y
 
 
+# --- (e) GPT-OSS -----------------------------------------------------------------
+
+
+class GptOssTopKRouter(nn.Module):
+    """transformers' GptOssTopKRouter, verbatim."""
+
+    def __init__(self, hidden, num_experts, top_k):
+        super().__init__()
+        self.top_k = top_k
+        self.num_experts = num_experts
+        self.hidden_dim = hidden
+        self.weight = nn.Parameter(torch.randn(num_experts, hidden) / 4)
+        self.bias = nn.Parameter(torch.randn(num_experts) / 4)
+
+    def forward(self, hidden_states):
+        hidden_states = hidden_states.reshape(-1, self.hidden_dim)
+        router_logits = F.linear(hidden_states, self.weight, self.bias)
+        router_top_value, router_indices = torch.topk(
+            router_logits, self.top_k, dim=-1)
+        router_top_value = torch.nn.functional.softmax(
+            router_top_value, dim=1, dtype=router_top_value.dtype)
+        router_scores = torch.zeros_like(router_logits).scatter_(
+            1, router_indices, router_top_value)
+        return router_scores, router_indices
+
+
+class GptOssExperts(nn.Module):
+    """transformers' GptOssExperts: the batched branch it takes on GPUs in
+    inference (its CPU branch loops over the experts hit, a data-dependent
+    loop that tracing would bake in). `limit` is GPT-OSS's 7.0 by default;
+    the tests use a small one so that the clamps bind. `up_limit` clamps the
+    up projection to another range (a near miss, not GPT-OSS's clamp)."""
+
+    def __init__(self, hidden, ffn, num_experts, limit=7.0, up_limit=None):
+        super().__init__()
+        self.num_experts = num_experts
+        self.hidden_size = hidden
+        self.expert_dim = ffn
+        self.gate_up_proj = nn.Parameter(
+            torch.randn(num_experts, hidden, 2 * ffn) / 4)
+        self.gate_up_proj_bias = nn.Parameter(
+            torch.randn(num_experts, 2 * ffn) / 4)
+        self.down_proj = nn.Parameter(torch.randn(num_experts, ffn, hidden) / 4)
+        self.down_proj_bias = nn.Parameter(torch.randn(num_experts, hidden) / 4)
+        self.alpha = 1.702
+        self.limit = limit
+        self.up_limit = up_limit or limit
+
+    def forward(self, hidden_states, router_indices=None, routing_weights=None):
+        batch_size = hidden_states.shape[0]
+        hidden_states = hidden_states.reshape(-1, self.hidden_size)
+        num_experts = routing_weights.shape[1]
+        hidden_states = hidden_states.repeat(num_experts, 1)
+        hidden_states = hidden_states.view(num_experts, -1, self.hidden_size)
+        gate_up = (torch.bmm(hidden_states, self.gate_up_proj)
+                   + self.gate_up_proj_bias[..., None, :])
+        gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+        gate = gate.clamp(min=None, max=self.limit)
+        up = up.clamp(min=-self.limit, max=self.up_limit)
+        glu = gate * torch.sigmoid(gate * self.alpha)
+        next_states = torch.bmm(((up + 1) * glu), self.down_proj)
+        next_states = next_states + self.down_proj_bias[..., None, :]
+        next_states = next_states.view(num_experts, batch_size, -1,
+                                       self.hidden_size)
+        next_states = next_states * routing_weights.transpose(0, 1).view(
+            num_experts, batch_size, -1)[..., None]
+        next_states = next_states.sum(dim=0)
+        return next_states
+
+
+class GptOssMLP(nn.Module):
+    """transformers' GptOssMLP (without the router scores output)."""
+
+    def __init__(self, hidden, ffn, num_experts, top_k, **experts):
+        super().__init__()
+        self.router = GptOssTopKRouter(hidden, num_experts, top_k)
+        self.experts = GptOssExperts(hidden, ffn, num_experts, **experts)
+
+    def forward(self, hidden_states):
+        router_scores, router_indices = self.router(hidden_states)
+        return self.experts(hidden_states, router_indices=router_indices,
+                            routing_weights=router_scores)
+
+
 # --- (d) a tiny decoder LM ------------------------------------------------------
 
 
@@ -488,6 +600,24 @@ MODELS = {
     "mixtral_gelu": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                    expert=GeluExpert),
                      float_input((7, H)), {0: "tokens"}),
+    "mixtral_gelu_tanh": (lambda: MixtralSparseMoeBlock(
+        H, FFN, E, 2, expert=GeluTanhExpert), float_input((7, H)),
+                          {0: "tokens"}),
+    # GPT-OSS's router (a bias; top-k of the logits, softmax over the
+    # chosen) in Mixtral's loop with SwiGLU experts with biases.
+    "gptoss_router_loop": (lambda: MixtralSparseMoeBlock(
+        H, FFN, E, 2, scoring="topk_softmax", router_bias=True,
+        expert=lambda h, f: SwiGLUExpert(h, f, bias=True)),
+                           float_input((7, H)), {0: "tokens"}),
+    # GPT-OSS's MLP (router and batched experts) on [B, S, H], clamped at
+    # 0.6 so that the clamps bind for part of the values.
+    "gptoss": (lambda: GptOssMLP(H, FFN, E, 2, limit=0.6),
+               float_input((2, 5, H)), {0: "batch", 1: "seq"}),
+    # The up projection clamped to [-0.6, 1.2]: not GPT-OSS's clamp, not
+    # raised.
+    "gptoss_clamp_near_miss": (lambda: GptOssMLP(H, FFN, E, 2, limit=0.6,
+                                                 up_limit=1.2),
+                               float_input((2, 5, H)), {0: "batch", 1: "seq"}),
     "mixtral_sigmoid": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                       scoring="sigmoid"),
                         float_input((7, H)), {0: "tokens"}),
