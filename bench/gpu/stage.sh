@@ -94,8 +94,10 @@ done
 # Whole ONNX models exported here by torch.onnx.export (test/Target/ONNX/
 # Inputs/torch_models.py, checked by it against PyTorch in float32 and
 # float64): the tiny decoder LM (every op around the MoE layers as the naive
-# kernels of the tensor compute), hash routing and MoMa's modality groups.
-for m in decoder hash moma; do
+# kernels of the tensor compute), hash routing, MoMa's modality groups and
+# transformers' GPT-OSS MLP (router bias, top-k softmax, clamped SwiGLU with
+# biases).
+for m in decoder hash moma gptoss; do
   n=$((n + 1))
   d=$dir/cases/$(printf '%02d' $n)-onnx-$m
   $py "$repo/test/Target/ONNX/Inputs/torch_models.py" gen $m "$d" > /dev/null 2>&1
