@@ -752,10 +752,12 @@ bool BlockMatcher::matchTopKSoftmaxRouter(const onnx::NodeProto &topk,
   if (!softmax || !(is(def(logits), "MatMul") || is(def(logits), "Gemm") ||
                     is(def(logits), "Add")))
     return false;
+  // Not this form: leave no reason behind for the other router forms.
   Linear linear;
-  if (!matchLinear(logits, linear))
-    return false;
+  bool matched = matchLinear(logits, linear);
   why.clear();
+  if (!matched)
+    return false;
   router = Router();
   router.softmax = softmax;
   router.input = linear.input;

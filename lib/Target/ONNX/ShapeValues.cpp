@@ -100,6 +100,51 @@ foldBinary(Node &node, ArrayRef<OpFoldResult> lhs, ArrayRef<OpFoldResult> rhs) {
   return result;
 }
 
+/// Whether a shape value element is known to be >= 0: a constant >= 0, a
+/// `tensor.dim`, or sums and products of such.
+static bool isNonNegative(OpFoldResult element, int depth = 0) {
+  if (std::optional<int64_t> c = getConstantIntValue(element))
+    return *c >= 0;
+  auto value = dyn_cast<Value>(element);
+  Operation *def = value ? value.getDefiningOp() : nullptr;
+  if (isa_and_nonnull<tensor::DimOp>(def))
+    return true;
+  if (depth < 8 && isa_and_nonnull<arith::AddIOp, arith::MulIOp>(def))
+    return isNonNegative(def->getOperand(0), depth + 1) &&
+           isNonNegative(def->getOperand(1), depth + 1);
+  return false;
+}
+
+/// Equal of two shape values where it is known without running: equal
+/// constants, the same value, or a size (>= 0) against a negative constant
+/// (torch's `expand(-1, ...)` tests for -1). Each element is 0 or 1.
+static std::optional<SmallVector<OpFoldResult>>
+foldEqual(Node &node, ArrayRef<OpFoldResult> lhs, ArrayRef<OpFoldResult> rhs) {
+  size_t count = std::max(lhs.size(), rhs.size());
+  if ((lhs.size() != count && lhs.size() != 1) ||
+      (rhs.size() != count && rhs.size() != 1))
+    return std::nullopt;
+  OpBuilder &b = node.getBuilder();
+  SmallVector<OpFoldResult> result;
+  for (size_t i = 0; i < count; ++i) {
+    OpFoldResult l = lhs[lhs.size() == 1 ? 0 : i];
+    OpFoldResult r = rhs[rhs.size() == 1 ? 0 : i];
+    std::optional<int64_t> lc = getConstantIntValue(l);
+    std::optional<int64_t> rc = getConstantIntValue(r);
+    if (lc && rc) {
+      result.push_back(b.getIndexAttr(*lc == *rc));
+    } else if (!lc && !rc && dyn_cast<Value>(l) == dyn_cast<Value>(r)) {
+      result.push_back(b.getIndexAttr(1));
+    } else if ((lc && *lc < 0 && isNonNegative(r)) ||
+               (rc && *rc < 0 && isNonNegative(l))) {
+      result.push_back(b.getIndexAttr(0));
+    } else {
+      return std::nullopt;
+    }
+  }
+  return result;
+}
+
 /// Folds elementwise integer/boolean arithmetic on small constant vectors
 /// (the shape computations exporters write with constants only, e.g.
 /// torch's `expand(-1, G, n)`: Where(Equal(shape, -1 * ones), ones, shape)).
@@ -244,6 +289,64 @@ void onnx_import::propagateShapeValues(Node &node) {
       llvm::append_range(all, *part);
     }
     node.setShapeResult(0, all);
+    return;
+  }
+  if (op == "Equal") {
+    std::optional<SmallVector<OpFoldResult>> lhs = node.getShapeValue(0);
+    std::optional<SmallVector<OpFoldResult>> rhs = node.getShapeValue(1);
+    if (!lhs || !rhs)
+      return;
+    if (std::optional<SmallVector<OpFoldResult>> result =
+            foldEqual(node, *lhs, *rhs))
+      node.setShapeResult(0, *result);
+    return;
+  }
+  if (op == "Where") {
+    // A condition known element by element picks shape values.
+    std::optional<SmallVector<OpFoldResult>> cond = node.getShapeValue(0);
+    std::optional<SmallVector<OpFoldResult>> yes = node.getShapeValue(1);
+    std::optional<SmallVector<OpFoldResult>> no = node.getShapeValue(2);
+    if (!cond || !yes || !no)
+      return;
+    size_t count = std::max({cond->size(), yes->size(), no->size()});
+    SmallVector<OpFoldResult> picked;
+    for (size_t i = 0; i < count; ++i) {
+      auto at = [&](ArrayRef<OpFoldResult> v) -> std::optional<OpFoldResult> {
+        if (v.size() == 1)
+          return v[0];
+        if (v.size() == count)
+          return v[i];
+        return std::nullopt;
+      };
+      std::optional<OpFoldResult> c = at(*cond), y = at(*yes), n = at(*no);
+      std::optional<int64_t> known = c ? getConstantIntValue(*c) : std::nullopt;
+      if (!known || !y || !n)
+        return;
+      picked.push_back(*known ? *y : *n);
+    }
+    node.setShapeResult(0, picked);
+    return;
+  }
+  if (op == "ScatterElements") {
+    // torch's index_copy_/index_add_ build their Expand shapes by writing
+    // sizes into a shape: 1-D data, constant indices, no reduction.
+    std::optional<SmallVector<OpFoldResult>> data = node.getShapeValue(0);
+    DenseElementsAttr indices = node.getConstantInput(1);
+    std::optional<SmallVector<OpFoldResult>> updates = node.getShapeValue(2);
+    if (!data || !indices || !updates ||
+        (int64_t)updates->size() != indices.getNumElements() ||
+        node.getString("reduction", "none") != "none")
+      return;
+    SmallVector<OpFoldResult> written(*data);
+    for (auto [i, index] : llvm::enumerate(indices.getValues<APInt>())) {
+      int64_t idx = index.getSExtValue();
+      if (idx < 0)
+        idx += written.size();
+      if (idx < 0 || idx >= (int64_t)written.size())
+        return;
+      written[idx] = (*updates)[i];
+    }
+    node.setShapeResult(0, written);
     return;
   }
   if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {

@@ -56,6 +56,9 @@ Models:
                  ([3, 2]), softmax, top-2 renormalized, Mixtral's loop;
                  inputs x and the modality ids
   moma_norenorm  the same without renormalization (not raised)
+  moma_routers   MoMa with one router per modality: each modality's tokens
+                 (torch.where) through their own Mixtral block, written back
+                 with index_copy
   switch         Switch top-1: max of the router softmax, argmax, experts by
                  one-hot einsum, ReLU FFN experts
   decoder        a tiny decoder LM: embedding, RMSNorm, causal attention,
@@ -382,6 +385,24 @@ class ModalityMoeBlock(MixtralSparseMoeBlock):
         return self.mix(hidden_states, router_logits)
 
 
+class ModalityRoutersMoeBlock(nn.Module):
+    """MoMa with one router per modality: each modality's tokens (gathered
+    by torch.where) go through their own Mixtral block (router and experts),
+    and the outputs are written back in place."""
+
+    def __init__(self, hidden, ffn, group_sizes, top_k):
+        super().__init__()
+        self.groups = nn.ModuleList([MixtralSparseMoeBlock(hidden, ffn, n, top_k)
+                                     for n in group_sizes])
+
+    def forward(self, hidden_states, modality):
+        out = torch.zeros_like(hidden_states)
+        for m, block in enumerate(self.groups):
+            idx = torch.where(modality == m)[0]
+            out = out.index_copy(0, idx, block(hidden_states[idx]))
+        return out
+
+
 # --- (c) Switch form ------------------------------------------------------------
 
 
@@ -672,6 +693,9 @@ MODELS = {
     # the token's group; inputs x and the modality ids (0 or 1).
     "moma": (lambda: ModalityMoeBlock(H, FFN, [3, 2], 2),
              modality_inputs(7), {0: "tokens"}),
+    # One router per modality: each modality's Mixtral block on its tokens.
+    "moma_routers": (lambda: ModalityRoutersMoeBlock(H, FFN, [3, 2], 2),
+                     modality_inputs(7), {0: "tokens"}),
     # Without renormalization the masked softmax (over the group) and
     # moe.routing's (over all experts) differ: not raised.
     "moma_norenorm": (lambda: ModalityMoeBlock(H, FFN, [3, 2], 2,
