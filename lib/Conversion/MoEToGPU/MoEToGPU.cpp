@@ -391,15 +391,16 @@ static Kernel buildExpertChoiceKernel(RewriterBase &rewriter, Operation *op,
   return kernel;
 }
 
-/// Emits the routing kernel and its launch for `moe.gate` (with `router`) or
-/// `moe.route` (without): the block's logits tile is built in workgroup
-/// memory by all threads (the router matmul for `moe.gate`), then one warp
-/// per token computes the scores, the selection (bias, group limit), the
-/// top-k and the mixing weights.
+/// Emits the routing kernel and its launch for `moe.gate` (with `router`,
+/// and its `routerBias` if any) or `moe.route` (without): the block's logits
+/// tile is built in workgroup memory by all threads (the router matmul for
+/// `moe.gate`), then one warp per token computes the scores, the selection
+/// (bias, group limit), the top-k and the mixing weights.
 static std::pair<Value, Value>
 lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
-             Value bias, Value tokenGroups, Value residual, RoutingAttr routing,
-             RankedTensorType idsType, RankedTensorType weightsType) {
+             Value routerBias, Value bias, Value tokenGroups, Value residual,
+             RoutingAttr routing, RankedTensorType idsType,
+             RankedTensorType weightsType) {
   Location loc = op->getLoc();
   Type elementType = tensorType(input).getElementType();
   Type ct = computeType(elementType);
@@ -414,6 +415,7 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
   Host host{rewriter, loc};
   Value inputBuf = host.buffer(input);
   Value routerBuf = host.buffer(router);
+  Value routerBiasBuf = host.buffer(routerBias);
   Value biasBuf = host.buffer(bias);
   Value groupsBuf = host.buffer(tokenGroups);
   Value residualBuf = host.buffer(residual);
@@ -433,8 +435,8 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
     ecSelectionBuf = host.alloc(scratch, numTokens);
   }
   SmallVector<Value> args =
-      present({inputBuf, routerBuf, biasBuf, groupsBuf, residualBuf, idsBuf,
-               weightsBuf, ecScoresBuf, ecSelectionBuf});
+      present({inputBuf, routerBuf, routerBiasBuf, biasBuf, groupsBuf,
+               residualBuf, idsBuf, weightsBuf, ecScoresBuf, ecSelectionBuf});
 
   Kernel kernel;
   {
@@ -449,6 +451,7 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
     auto it = kernel.args.begin();
     Value x = *it++;
     Value w = router ? *it++ : Value();
+    Value routerBiasArg = routerBias ? *it++ : Value();
     Value biasArg = bias ? *it++ : Value();
     Value groupsArg = tokenGroups ? *it++ : Value();
     Value residualArg = residual ? *it++ : Value();
@@ -464,9 +467,12 @@ lowerRouting(Operation *op, RewriterBase &rewriter, Value input, Value router,
     Value cE = b.idx(numExperts), c0 = b.idx(0), c1 = b.idx(1);
     double negInf = -std::numeric_limits<double>::infinity();
 
-    // Phase 1: the logits of the block's tokens into `scores`. A gating
-    // residual (MoE++) is added to the logits before scoring.
+    // Phase 1: the logits of the block's tokens into `scores`. The router
+    // bias and a gating residual (MoE++) are added to the logits before
+    // scoring.
     auto storeLogit = [&](Value lt, Value e, Value logit) {
+      if (routerBiasArg)
+        logit = b.add(logit, b.loadF(routerBiasArg, {e}));
       if (residualArg)
         logit = b.add(logit, b.loadF(residualArg, {b.add(t0, lt), e}));
       b.storeF(logit, scores, {lt, e});
@@ -927,11 +933,11 @@ struct GateOpLowering : public OpConversionPattern<GateOp> {
                   ConversionPatternRewriter &rewriter) const override {
     if (!unsupportedReason(op).empty())
       return rewriter.notifyMatchFailure(op, "not supported");
-    auto [ids, weights] =
-        lowerRouting(op, rewriter, adaptor.getInput(), adaptor.getRouter(),
-                     adaptor.getSelectionBias(), adaptor.getTokenGroups(),
-                     adaptor.getResidual(), op.getRouting(),
-                     op.getExpertIds().getType(), op.getWeights().getType());
+    auto [ids, weights] = lowerRouting(
+        op, rewriter, adaptor.getInput(), adaptor.getRouter(),
+        adaptor.getRouterBias(), adaptor.getSelectionBias(),
+        adaptor.getTokenGroups(), adaptor.getResidual(), op.getRouting(),
+        op.getExpertIds().getType(), op.getWeights().getType());
     rewriter.replaceOp(op, {ids, weights});
     return success();
   }
@@ -950,12 +956,15 @@ struct RouteOpLowering : public OpConversionPattern<RouteOp> {
     // routing kernel writes every token's scores to memory anyway, so the
     // matmul is folded in as for moe.gate and computes no [T, E] tensor on
     // the host.
-    Value input = adaptor.getLogits(), router;
+    Value input = adaptor.getLogits(), router, routerBias;
     if (op.getRouting().isExpertChoice())
-      if (std::optional<std::pair<Value, Value>> matmul = matchRouterMatmul(op))
-        std::tie(input, router) = *matmul;
+      if (std::optional<RouterMatmul> matmul = matchRouterMatmul(op)) {
+        input = matmul->input;
+        router = matmul->router;
+        routerBias = matmul->bias;
+      }
     auto [ids, weights] = lowerRouting(
-        op, rewriter, input, router, adaptor.getSelectionBias(),
+        op, rewriter, input, router, routerBias, adaptor.getSelectionBias(),
         adaptor.getTokenGroups(), adaptor.getResidual(), op.getRouting(),
         op.getExpertIds().getType(), op.getWeights().getType());
     rewriter.replaceOp(op, {ids, weights});

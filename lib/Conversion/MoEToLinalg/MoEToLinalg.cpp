@@ -741,8 +741,14 @@ struct GateOpLowering : public OpConversionPattern<GateOp> {
       Value x = tensor::ExtractSliceOp::create(b, loc, input, {t0, zeroAttr},
                                                {rows, b.getIndexAttr(hidden)},
                                                {oneAttr, oneAttr});
+      // The block's logits accumulate into zeros, or into the router bias
+      // broadcast over its rows.
       Value init = filledTensor(b, loc, {rows, b.getIndexAttr(numExperts)},
                                 floatConst(b, loc, elementType, 0.0));
+      if (Value bias = adaptor.getRouterBias())
+        init = linalg::BroadcastOp::create(b, loc, bias, init,
+                                           ArrayRef<int64_t>{0})
+                   .getResult()[0];
       Value logits = matmul(b, loc, x, router, init);
       RoutingBuilder blockBuilder = builder;
       if (Value groups = adaptor.getTokenGroups())

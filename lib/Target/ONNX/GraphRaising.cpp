@@ -2499,9 +2499,9 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
   OperationState state(loc, LayerOp::getOperationName());
   Value router = constant(block.router);
   LayerOp::build(
-      b, state, tokens.getType(), tokens, router, constant(block.selectionBias),
-      constant(block.gate), constant(block.up), constant(block.down),
-      constant(block.gateBias), constant(block.upBias),
+      b, state, tokens.getType(), tokens, router, constant(block.routerBias),
+      constant(block.selectionBias), constant(block.gate), constant(block.up),
+      constant(block.down), constant(block.gateBias), constant(block.upBias),
       constant(block.downBias), constant(block.sharedGate),
       constant(block.sharedUp), constant(block.sharedDown),
       constant(block.sharedScale), routingOf(ctx, block), expertOf(ctx, block));

@@ -151,8 +151,7 @@ struct MoEBlock {
   /// Weights in moe.layer's layout.
   DenseElementsAttr router, gate, up, down, gateBias, upBias, downBias,
       sharedGate, sharedUp, sharedDown, sharedScale;
-  /// A bias `[E]` of the router logits (GPT-OSS), or null; the block is
-  /// then built as the router matmul and `moe.route` (moe.layer has none).
+  /// A bias `[E]` of the router logits (GPT-OSS), or null.
   DenseElementsAttr routerBias;
   int64_t k = 1;
   bool renormalize = false;
@@ -191,11 +190,9 @@ struct MoEBlock {
   /// The number of experts.
   int64_t numExperts() const { return up.getType().getDimSize(0); }
   /// Whether moe.layer cannot express the block (hash routing, modality
-  /// groups, a router bias): it is built as the routing op, moe.dispatch,
-  /// moe.experts and moe.combine.
-  bool expanded() const {
-    return hashTable || !expertGroups.empty() || routerBias;
-  }
+  /// groups): it is built as the routing op, moe.dispatch, moe.experts and
+  /// moe.combine.
+  bool expanded() const { return hashTable || !expertGroups.empty(); }
 };
 
 /// Matches every TopK/ArgMax of `graph` against the known MoE forms. With

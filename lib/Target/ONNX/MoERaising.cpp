@@ -236,13 +236,33 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
   // the op becomes moe.layer with Wg as its router. Any other router (a
   // bias, logits of a normalized copy of the input, ...) is routed as given:
   // moe.route of router_probs, moe.dispatch, moe.experts and moe.combine.
-  const onnx::NodeProto *router =
-      node.getImporter().getProducer(node.getInputName(1));
+  auto isStandard = [](const onnx::NodeProto *n, StringRef opType) {
+    return n && n->op_type() == opType &&
+           (n->domain().empty() || n->domain() == "ai.onnx") &&
+           n->input_size() == 2;
+  };
+  GraphImporter &importer = node.getImporter();
+  const onnx::NodeProto *router = importer.getProducer(node.getInputName(1));
+  // An optional constant bias [E] of the logits: Add(MatMul(input, Wg), b).
+  DenseElementsAttr routerBias;
+  if (isStandard(router, "Add")) {
+    for (int i = 0; i < 2; ++i) {
+      DenseElementsAttr bias = importer.getConstant(router->input(i));
+      const onnx::NodeProto *matmul =
+          importer.getProducer(router->input(1 - i));
+      if (bias && bias.getType().getRank() == 1 &&
+          isStandard(matmul, "MatMul")) {
+        routerBias = bias;
+        router = matmul;
+        break;
+      }
+    }
+  }
   DenseElementsAttr routerWeight;
-  if (router && router->op_type() == "MatMul" &&
-      (router->domain().empty() || router->domain() == "ai.onnx") &&
-      router->input_size() == 2 && router->input(0) == node.getInputName(0))
-    routerWeight = node.getImporter().getConstant(router->input(1));
+  if (isStandard(router, "MatMul") && router->input(0) == node.getInputName(0))
+    routerWeight = importer.getConstant(router->input(1));
+  if (!routerWeight)
+    routerBias = {};
   Value logits = node.getInput(1);
   auto logitsType = cast<RankedTensorType>(logits.getType());
   int64_t numExperts = logitsType.getDimSize(logitsType.getRank() - 1);
@@ -255,6 +275,9 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
       return failure();
     }
     numExperts = routerType.getDimSize(1);
+    if (routerBias && (routerBias.getType().getDimSize(0) != numExperts ||
+                       routerBias.getElementType() != elementType))
+      routerBias = {}, routerWeight = {};
   }
   // The token count: the product of the leading dimensions, where static.
   auto tokenCount = [](RankedTensorType type) {
@@ -357,8 +380,8 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
   if (routerWeight) {
     result = LayerOp::create(
         b, loc, tokens.getType(), tokens, constant(routerWeight),
-        /*selection_bias=*/Value(), constant(weights.gate),
-        constant(weights.up), constant(weights.down),
+        constant(routerBias), /*selection_bias=*/Value(),
+        constant(weights.gate), constant(weights.up), constant(weights.down),
         constant(weights.gateBias), constant(weights.upBias),
         constant(weights.downBias),
         /*shared_gate=*/Value(), /*shared_up=*/Value(),

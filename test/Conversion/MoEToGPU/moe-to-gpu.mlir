@@ -81,6 +81,24 @@ func.func @gate(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>, %b: tensor<8xf32>)
 
 // -----
 
+// A router bias: an argument of the routing kernel, added to each logit as
+// it is stored into the scores tile.
+// CHECK-LABEL: func @gate_router_bias
+// CHECK: gpu.launch_func @moe_kernels::@moe_gate{{.*}} args(%{{.*}} : memref<?x64xf32>, %{{.*}} : memref<64x8xf32>, %{{.*}} : memref<8xf32>, %{{.*}} : memref<?x2xi32>, %{{.*}} : memref<?x2xf32>)
+// CHECK: gpu.func @moe_gate{{.*}}(%{{.*}}: memref<?x64xf32>, %{{.*}}: memref<64x8xf32>, %[[RBIAS:.*]]: memref<8xf32>, %{{.*}}: memref<?x2xi32>, %{{.*}}: memref<?x2xf32>)
+// CHECK: %[[BV:.*]] = memref.load %[[RBIAS]][%{{.*}}] : memref<8xf32>
+// CHECK-NEXT: %[[SUM:.*]] = arith.addf %{{.*}}, %[[BV]] : f32
+// CHECK-NEXT: memref.store %[[SUM]], %{{.*}} : memref<256x8xf32, #gpu.address_space<workgroup>>
+func.func @gate_router_bias(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>, %b: tensor<8xf32>)
+    -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %ids, %w = moe.gate %x, %r router_bias(%b : tensor<8xf32>)
+      {routing = #moe.routing<k = 2, scoring = topk_softmax>}
+      : (tensor<?x64xf32>, tensor<64x8xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
 // CHECK-LABEL: func @route
 // CHECK: gpu.launch_func @moe_kernels::@moe_route
 // CHECK-SAME: args(%{{.*}} : memref<16x8xf32>, %{{.*}} : memref<16x2xi64>, %{{.*}} : memref<16x2xf32>)

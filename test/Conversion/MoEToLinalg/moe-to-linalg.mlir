@@ -42,6 +42,25 @@ func.func @gate(%x: tensor<?x16xf32>, %r: tensor<16x4xf32>) -> (tensor<?x2xi32>,
 
 // -----
 
+// A router bias: each block's logits accumulate into it, broadcast over the
+// block's rows.
+// CHECK-LABEL: func.func @gate_router_bias
+// CHECK-SAME: %[[B:[a-z0-9]+]]: tensor<4xf32>
+// CHECK-NOT: moe.gate
+// CHECK: scf.forall
+// CHECK: %[[Z:.*]] = linalg.fill
+// CHECK: %[[BB:.*]] = linalg.broadcast ins(%[[B]] : tensor<4xf32>) outs(%[[Z]] : tensor<?x4xf32>) dimensions = [0]
+// CHECK: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<?x16xf32>, tensor<16x4xf32>) outs(%[[BB]] : tensor<?x4xf32>)
+// CHECK: } else {
+// CHECK: linalg.broadcast ins(%[[B]] : tensor<4xf32>)
+func.func @gate_router_bias(%x: tensor<?x16xf32>, %r: tensor<16x4xf32>, %b: tensor<4xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %ids, %w = moe.gate %x, %r router_bias(%b : tensor<4xf32>) {routing = #moe.routing<k = 2, scoring = topk_softmax>}
+      : (tensor<?x16xf32>, tensor<16x4xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
 // CHECK-LABEL: func.func @experts
 // CHECK-NOT: moe.experts
 // CHECK: scf.for

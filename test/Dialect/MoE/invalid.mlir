@@ -182,6 +182,27 @@ func.func @layer_bias_shape(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %b: tens
 
 // -----
 
+func.func @layer_router_bias_shape(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %b: tensor<8x1xf32>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op router bias must have shape [8], got 'tensor<8x1xf32>'}}
+  %y = moe.layer %x, %r router_bias(%b : tensor<8x1xf32>)
+      up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @gate_router_bias_type(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>, %b: tensor<8xf16>) {
+  // expected-error @+1 {{'moe.gate' op router bias must have element type 'f32', got 'f16'}}
+  %i, %w = moe.gate %x, %r router_bias(%b : tensor<8xf16>) {routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x2xi32>, tensor<4x2xf32>
+  return
+}
+
+// -----
+
 func.func @layer_gated_needs_gate(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
     %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
   // expected-error @+1 {{'moe.layer' op gated experts need gate weights}}

@@ -239,3 +239,25 @@ func.func @quantized_zero_points(%x: tensor<?x64xf32>, %tok: tensor<?xi32>, %off
       : (tensor<?x64xf32>, tensor<?xi32>, tensor<5xi32>, tensor<?x64xf32>) -> tensor<?x64xf32>
   return %r : tensor<?x64xf32>
 }
+
+// GPT-OSS: a router bias, top-k softmax, clamped SwiGLU with biases.
+// CHECK-LABEL: func @gptoss_layer
+// CHECK: moe.layer %{{.*}}, %{{.*}} router_bias(%{{.*}} : tensor<8xf32>) gate(
+// CHECK-SAME: routing = #moe.routing<k = 2, scoring = topk_softmax>
+// CHECK: moe.gate %{{.*}}, %{{.*}} router_bias(%{{.*}} : tensor<8xf32>) {routing = #moe.routing<k = 2, scoring = topk_softmax>}
+func.func @gptoss_layer(%x: tensor<?x16xf32>, %router: tensor<16x8xf32>,
+    %rb: tensor<8xf32>, %wg: tensor<8x16x24xf32>, %wu: tensor<8x16x24xf32>,
+    %wd: tensor<8x24x16xf32>, %bg: tensor<8x24xf32>, %bu: tensor<8x24xf32>,
+    %bd: tensor<8x16xf32>) -> (tensor<?x16xf32>, tensor<?x2xi32>) {
+  %y = moe.layer %x, %router router_bias(%rb : tensor<8xf32>)
+         gate(%wg : tensor<8x16x24xf32>) up(%wu : tensor<8x16x24xf32>)
+         down(%wd : tensor<8x24x16xf32>) gate_bias(%bg : tensor<8x24xf32>)
+         up_bias(%bu : tensor<8x24xf32>) down_bias(%bd : tensor<8x16xf32>)
+         {expert = #moe.expert<gated, silu, limit = 7.0, alpha = 1.702, beta = 1.0>,
+          routing = #moe.routing<k = 2, scoring = topk_softmax>}
+         : (tensor<?x16xf32>, tensor<16x8xf32>) -> tensor<?x16xf32>
+  %ids, %w = moe.gate %x, %router router_bias(%rb : tensor<8xf32>)
+      {routing = #moe.routing<k = 2, scoring = topk_softmax>}
+      : (tensor<?x16xf32>, tensor<16x8xf32>) -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %y, %ids : tensor<?x16xf32>, tensor<?x2xi32>
+}

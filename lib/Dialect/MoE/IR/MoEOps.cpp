@@ -311,6 +311,9 @@ LogicalResult LayerOp::verify() {
   if (getRouting().hasExpertGroups())
     return emitOpError("takes no token groups for routing expert_groups; use "
                        "moe.route");
+  if (failed(checkOptional(op, getRouterBias(), "router bias", {*numExperts},
+                           elementType)))
+    return failure();
   if (failed(checkOptional(op, getSelectionBias(), "selection bias",
                            {*numExperts}, elementType)))
     return failure();
@@ -378,6 +381,9 @@ LogicalResult GateOp::verify() {
   if (getRouting().isExpertChoice())
     return emitOpError("cannot route by expert_choice: each expert's choice "
                        "needs the logits of all tokens; use moe.route");
+  if (failed(checkOptional(op, getRouterBias(), "router bias", {*numExperts},
+                           elementType)))
+    return failure();
   return verifyRoutingResults(op, getRouting(), *numExperts,
                               tensorType(getInput()).getDimSize(0),
                               getExpertIds(), getWeights(), getSelectionBias(),

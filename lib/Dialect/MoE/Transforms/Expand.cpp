@@ -54,9 +54,14 @@ struct ExpandLayer : public OpRewritePattern<LayerOp> {
     if (ShapedType::isDynamic(tokens))
       dynTokens = tensor::DimOp::create(rewriter, loc, op.getInput(), 0);
 
-    // Router logits.
+    // Router logits, accumulated into zeros or into the router bias
+    // broadcast over the tokens.
     Value logitsInit =
         zeroTensor(rewriter, loc, tokens, dynTokens, numExperts, elementType);
+    if (Value bias = op.getRouterBias())
+      logitsInit = linalg::BroadcastOp::create(rewriter, loc, bias, logitsInit,
+                                               ArrayRef<int64_t>{0})
+                       .getResult()[0];
     Value logits = linalg::MatmulOp::create(
                        rewriter, loc, ValueRange{op.getInput(), op.getRouter()},
                        ValueRange{logitsInit})

@@ -30,18 +30,35 @@ static bool isZeroFill(Value value) {
          matchPattern(scalar, m_Zero());
 }
 
-std::optional<std::pair<Value, Value>> moe::matchRouterMatmul(RouteOp route) {
+/// The `[E]` bias `value` broadcasts over the tokens (`linalg.broadcast`
+/// along dimension 0, used once), or null.
+static Value broadcastBias(Value value) {
+  auto broadcast = value.getDefiningOp<linalg::BroadcastOp>();
+  if (!broadcast || broadcast.getDimensions() != ArrayRef<int64_t>{0} ||
+      !broadcast->hasOneUse())
+    return {};
+  return broadcast.getInput();
+}
+
+std::optional<RouterMatmul> moe::matchRouterMatmul(RouteOp route) {
   auto matmul = route.getLogits().getDefiningOp<linalg::MatmulOp>();
-  // Not transposed, not accumulating, not shared with other users.
-  if (!matmul || matmul.hasUserDefinedMaps() || !matmul->hasOneUse() ||
-      !isZeroFill(matmul.getOutputs()[0]))
+  // Not transposed, not shared with other users, accumulating into zeros or
+  // a broadcast bias.
+  if (!matmul || matmul.hasUserDefinedMaps() || !matmul->hasOneUse())
+    return std::nullopt;
+  Value init = matmul.getOutputs()[0];
+  Value bias = broadcastBias(init);
+  if (!bias && !isZeroFill(init))
     return std::nullopt;
   Value input = matmul.getInputs()[0], router = matmul.getInputs()[1];
   Type elementType = route.getWeights().getType().getElementType();
   if (cast<RankedTensorType>(input.getType()).getElementType() != elementType ||
-      cast<RankedTensorType>(router.getType()).getElementType() != elementType)
+      cast<RankedTensorType>(router.getType()).getElementType() !=
+          elementType ||
+      (bias &&
+       cast<RankedTensorType>(bias.getType()).getElementType() != elementType))
     return std::nullopt;
-  return std::make_pair(input, router);
+  return RouterMatmul{input, router, bias};
 }
 
 namespace {
@@ -53,14 +70,15 @@ struct FuseRouterMatmul : public OpRewritePattern<RouteOp> {
     if (op.getRouting().isExpertChoice())
       return rewriter.notifyMatchFailure(
           op, "expert choice needs the logits of all tokens");
-    std::optional<std::pair<Value, Value>> matmul = matchRouterMatmul(op);
+    std::optional<RouterMatmul> matmul = matchRouterMatmul(op);
     if (!matmul)
       return rewriter.notifyMatchFailure(
-          op, "logits are not a zero-initialized, untransposed linalg.matmul "
-              "of the routing's element type used by the routing only");
+          op, "logits are not an untransposed linalg.matmul into zeros or a "
+              "broadcast bias, of the routing's element type, used by the "
+              "routing only");
     rewriter.replaceOpWithNewOp<GateOp>(
         op, op.getExpertIds().getType(), op.getWeights().getType(),
-        matmul->first, matmul->second, op.getSelectionBias(),
+        matmul->input, matmul->router, matmul->bias, op.getSelectionBias(),
         op.getTokenGroups(), op.getResidual(), op.getRouting());
     return success();
   }

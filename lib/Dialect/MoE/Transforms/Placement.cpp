@@ -349,6 +349,7 @@ struct InsertPrefetchPass
         };
         // A gating residual comes from the layer before: not known yet.
         if (nextGate.getResidual() || !available(nextGate.getRouter()) ||
+            !available(nextGate.getRouterBias()) ||
             !available(nextGate.getSelectionBias()) ||
             !available(nextGate.getTokenGroups()))
           continue;
@@ -363,9 +364,9 @@ struct InsertPrefetchPass
             builder, gate.getLoc(),
             RankedTensorType::get(idsShape, idsType.getElementType()),
             RankedTensorType::get(weightsShape, weightsType.getElementType()),
-            gate.getInput(), nextGate.getRouter(), nextGate.getSelectionBias(),
-            nextGate.getTokenGroups(), /*residual=*/Value(),
-            nextGate.getRouting());
+            gate.getInput(), nextGate.getRouter(), nextGate.getRouterBias(),
+            nextGate.getSelectionBias(), nextGate.getTokenGroups(),
+            /*residual=*/Value(), nextGate.getRouting());
         PrefetchOp::create(builder, gate.getLoc(), predicted.getExpertIds(),
                            builder.getI64IntegerAttr(placement.getLayer()));
       }

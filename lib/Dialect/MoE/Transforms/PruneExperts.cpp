@@ -208,8 +208,8 @@ struct MoEPruneExpertsPass
     replace(op.getUpMutable(), 0);
     replace(op.getDownMutable(), 0);
     for (MutableOperandRange range :
-         {op.getSelectionBiasMutable(), op.getGateMutable(),
-          op.getGateBiasMutable(), op.getUpBiasMutable(),
+         {op.getRouterBiasMutable(), op.getSelectionBiasMutable(),
+          op.getGateMutable(), op.getGateBiasMutable(), op.getUpBiasMutable(),
           op.getDownBiasMutable()})
       if (!range.empty())
         replace(range[0], 0);

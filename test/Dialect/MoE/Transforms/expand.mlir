@@ -68,3 +68,24 @@ func.func @expert_choice(%x: tensor<?x32xf32>, %router: tensor<32x4xf32>,
          : (tensor<?x32xf32>, tensor<32x4xf32>) -> tensor<?x32xf32>
   return %y : tensor<?x32xf32>
 }
+
+// -----
+
+// A router bias: the logits accumulate into it, broadcast over the tokens.
+// CHECK-LABEL: func @router_bias
+// CHECK-SAME: (%[[X:.*]]: tensor<?x16xf32>, %[[R:.*]]: tensor<16x4xf32>, %[[B:.*]]: tensor<4xf32>
+// CHECK: %[[Z:.*]] = linalg.fill ins(%{{.*}} : f32) outs(%{{.*}} : tensor<?x4xf32>)
+// CHECK: %[[BB:.*]] = linalg.broadcast ins(%[[B]] : tensor<4xf32>) outs(%[[Z]] : tensor<?x4xf32>) dimensions = [0]
+// CHECK: %[[L:.*]] = linalg.matmul ins(%[[X]], %[[R]] : tensor<?x16xf32>, tensor<16x4xf32>) outs(%[[BB]] : tensor<?x4xf32>)
+// CHECK: moe.route %[[L]] {routing = #moe.routing<k = 2, scoring = topk_softmax>}
+func.func @router_bias(%x: tensor<?x16xf32>, %router: tensor<16x4xf32>,
+    %b: tensor<4xf32>, %wg: tensor<4x16x8xf32>, %wu: tensor<4x16x8xf32>,
+    %wd: tensor<4x8x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.layer %x, %router router_bias(%b : tensor<4xf32>)
+         gate(%wg : tensor<4x16x8xf32>) up(%wu : tensor<4x16x8xf32>)
+         down(%wd : tensor<4x8x16xf32>)
+         {expert = #moe.expert<gated, silu>,
+          routing = #moe.routing<k = 2, scoring = topk_softmax>}
+         : (tensor<?x16xf32>, tensor<16x4xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

@@ -22,6 +22,28 @@ func.func @fused(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>, %b: tensor<8xf32>)
 
 // -----
 
+// A router bias: the matmul accumulates into the bias broadcast over the
+// tokens (moe-expand's form of moe.layer's router_bias).
+// CHECK-LABEL: func @router_bias
+// CHECK-SAME: (%[[X:.*]]: tensor<?x64xf32>, %[[R:.*]]: tensor<64x8xf32>, %[[B:.*]]: tensor<8xf32>)
+// CHECK-NOT: linalg.matmul
+// CHECK-NOT: linalg.broadcast
+// CHECK: %[[I:.*]], %[[W:.*]] = moe.gate %[[X]], %[[R]] router_bias(%[[B]] : tensor<8xf32>) {routing = #moe.routing<k = 2, scoring = topk_softmax>}
+func.func @router_bias(%x: tensor<?x64xf32>, %r: tensor<64x8xf32>, %b: tensor<8xf32>)
+    -> (tensor<?x2xi32>, tensor<?x2xf32>) {
+  %c0 = arith.constant 0 : index
+  %t = tensor.dim %x, %c0 : tensor<?x64xf32>
+  %e = tensor.empty(%t) : tensor<?x8xf32>
+  %bb = linalg.broadcast ins(%b : tensor<8xf32>) outs(%e : tensor<?x8xf32>) dimensions = [0]
+  %l = linalg.matmul ins(%x, %r : tensor<?x64xf32>, tensor<64x8xf32>)
+                     outs(%bb : tensor<?x8xf32>) -> tensor<?x8xf32>
+  %i, %w = moe.route %l {routing = #moe.routing<k = 2, scoring = topk_softmax>}
+      : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  return %i, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
 // The logits are used elsewhere: they must be materialized, no fusion.
 // CHECK-LABEL: func @logits_escape
 // CHECK: linalg.matmul

@@ -72,6 +72,13 @@
 // PREFETCH-NEXT: moe.prefetch %[[PRED]] {layer = 1 : i64} : tensor<?x2xi32>
 // PREFETCH-NEXT: moe.dispatch %[[IDS0]]
 // PREFETCH-NOT: moe.prefetch
+// With router biases (GPT-OSS) the predicting gate takes layer 1's bias too.
+// RUN: moe-opt %S/Inputs/two-gptoss-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=budget=49152 --moe-insert-prefetch \
+// RUN:   | FileCheck %s --check-prefix=PREFETCH-BIAS
+// PREFETCH-BIAS: %[[IDS0:.*]], %{{.*}} = moe.gate %arg0, %arg1 router_bias(%arg2 : tensor<8xf32>)
+// PREFETCH-BIAS-NEXT: %[[PRED:.*]], %{{.*}} = moe.gate %arg0, %arg6 router_bias(%arg7 : tensor<8xf32>) {routing = #moe.routing<k = 2, scoring = topk_softmax>}
+// PREFETCH-BIAS-NEXT: moe.prefetch %[[PRED]] {layer = 1 : i64} : tensor<?x2xi32>
 // Depth 0 inserts nothing; without placement nothing is prefetched.
 // RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
 // RUN:   --moe-plan-placement=budget=49152 --moe-insert-prefetch=depth=0 \

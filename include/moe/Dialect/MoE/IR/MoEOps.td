@@ -29,6 +29,8 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     each token's chosen experts run the FFN described by `expert`, and their
     outputs are mixed with the routing weights. Optional operands:
 
+    - `router_bias [E]`: added to the logits (`x·router + router_bias`, as
+      GPT-OSS's router has it).
     - `selection_bias [E]`: added to the scores for the choice only
       (DeepSeek-V3's `e_score_correction_bias`).
     - `gate [E, H, F]` (required for `gated` experts, absent for `ffn`),
@@ -55,6 +57,7 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
   let arguments = (ins
     MoE_FloatTensor:$input,
     MoE_FloatTensor:$router,
+    Optional<MoE_FloatTensor>:$router_bias,
     Optional<MoE_FloatTensor>:$selection_bias,
     Optional<MoE_WeightTensor>:$gate,
     MoE_WeightTensor:$up,
@@ -72,6 +75,7 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $router
+    (`router_bias` `(` $router_bias^ `:` type($router_bias) `)`)?
     (`selection_bias` `(` $selection_bias^ `:` type($selection_bias) `)`)?
     (`gate` `(` $gate^ `:` type($gate) `)`)?
     `up` `(` $up `:` type($up) `)`
@@ -139,10 +143,11 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments]> {
 def MoE_GateOp : MoE_Op<"gate", [Pure, AttrSizedOperandSegments]> {
   let summary = "fused router matmul and routing";
   let description = [{
-    `moe.route` applied to the logits `input·router`, computed per block of
-    tokens so that the `[T, E]` logits never reach memory beyond a tile.
-    `moe-fuse-gating` forms it from a router matmul feeding a `moe.route`.
-    `token_groups` and `residual` are those of `moe.route`.
+    `moe.route` applied to the logits `input·router (+ router_bias)`,
+    computed per block of tokens so that the `[T, E]` logits never reach
+    memory beyond a tile. `moe-fuse-gating` forms it from a router matmul
+    (into zeros, or into `router_bias [E]` broadcast over the tokens) feeding
+    a `moe.route`. `token_groups` and `residual` are those of `moe.route`.
 
     Example:
     ```mlir
@@ -153,6 +158,7 @@ def MoE_GateOp : MoE_Op<"gate", [Pure, AttrSizedOperandSegments]> {
   let arguments = (ins
     MoE_FloatTensor:$input,
     MoE_FloatTensor:$router,
+    Optional<MoE_FloatTensor>:$router_bias,
     Optional<MoE_FloatTensor>:$selection_bias,
     Optional<MoE_IndexTensor>:$token_groups,
     Optional<MoE_FloatTensor>:$residual,
@@ -161,6 +167,7 @@ def MoE_GateOp : MoE_Op<"gate", [Pure, AttrSizedOperandSegments]> {
   let results = (outs MoE_IndexTensor:$expert_ids, MoE_FloatTensor:$weights);
   let assemblyFormat = [{
     $input `,` $router
+    (`router_bias` `(` $router_bias^ `:` type($router_bias) `)`)?
     (`selection_bias` `(` $selection_bias^ `:` type($selection_bias) `)`)?
     (`token_groups` `(` $token_groups^ `:` type($token_groups) `)`)?
     (`residual` `(` $residual^ `:` type($residual) `)`)?

@@ -24,14 +24,19 @@ namespace moe {
 
 class RouteOp;
 
-/// The router matmul that computes the logits of `route`, as (input
-/// [T, H], router [H, E]), when it can be folded into the routing: a plain
-/// `linalg.matmul` into a zero fill, used by `route` only, of `route`'s
-/// element type. moe-fuse-gating folds it into `moe.gate`;
+/// The router matmul `input [T, H] · router [H, E] (+ bias [E])` that
+/// computes the logits of a `moe.route`.
+struct RouterMatmul {
+  mlir::Value input, router, bias;
+};
+
+/// The router matmul that computes the logits of `route`, when it can be
+/// folded into the routing: a plain `linalg.matmul` into a zero fill or into
+/// a `[E]` bias broadcast over the tokens (`bias`), used by `route` only, of
+/// `route`'s element type. moe-fuse-gating folds it into `moe.gate`;
 /// convert-moe-to-gpu folds it into the routing kernel of expert choice,
 /// which moe-fuse-gating leaves as `moe.route`.
-std::optional<std::pair<mlir::Value, mlir::Value>>
-matchRouterMatmul(RouteOp route);
+std::optional<RouterMatmul> matchRouterMatmul(RouteOp route);
 
 #define GEN_PASS_DECL
 #include "moe/Dialect/MoE/Transforms/Passes.h.inc"
