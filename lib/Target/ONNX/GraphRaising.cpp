@@ -283,6 +283,20 @@ private:
   bool matchExpertChoice(const onnx::NodeProto &topk, const Router &router,
                          int64_t capacity, double capacityFactor,
                          MoEBlock &block);
+  /// Whether `node` is an Einsum with `pattern`'s equation up to a renaming
+  /// of its letters.
+  bool isEinsum(const onnx::NodeProto *node, StringRef pattern);
+  /// `Einsum(pattern)(x, W) (+ b)` with constant W [E, in, out] and b
+  /// [E, 1, out] (the bias is `[E, out]`).
+  bool matchBatchedEinsumLinear(StringRef name, StringRef pattern,
+                                Linear &linear);
+  /// Top-1 routing with a constant expert capacity C in GShard's einsum form
+  /// (fairseq's top1gating, Mesh TensorFlow's Switch): one_hot(argmax),
+  /// cumsum over the tokens, the assignments at slots >= C dropped, combine
+  /// weights einsum("se,sc->sec"), the experts on einsum("sec,sm->ecm",
+  /// dispatch mask, x) as batched einsums, the output einsum("sec,ecm->sm").
+  bool matchCapacityEinsum(const onnx::NodeProto &argmax, const Router &router,
+                           MoEBlock &block);
   /// Hash routing: `lookup` is `Gather(table, ids)` of a constant table.
   bool matchHash(const onnx::NodeProto &lookup, MoEBlock &block);
   /// The scalar constant `name` (any int or float element type).
@@ -1939,6 +1953,262 @@ bool BlockMatcher::matchSwitch(const onnx::NodeProto &argmax,
               "scale the expert output");
 }
 
+bool BlockMatcher::isEinsum(const onnx::NodeProto *node, StringRef pattern) {
+  if (!is(node, "Einsum"))
+    return false;
+  std::string eq;
+  for (const onnx::AttributeProto &attr : node->attribute())
+    if (attr.name() == "equation")
+      for (char c : attr.s())
+        if (c != ' ')
+          eq.push_back(c);
+  // The same equation up to a one-to-one renaming of the letters.
+  if (eq.size() != pattern.size())
+    return false;
+  llvm::DenseMap<char, char> forward, backward;
+  for (auto [c, p] : llvm::zip(eq, pattern)) {
+    bool letter = std::isalpha(static_cast<unsigned char>(p));
+    if (!letter) {
+      if (c != p)
+        return false;
+      continue;
+    }
+    if (!std::isalpha(static_cast<unsigned char>(c)))
+      return false;
+    auto [f, fNew] = forward.try_emplace(p, c);
+    auto [r, rNew] = backward.try_emplace(c, p);
+    if (f->second != c || r->second != p)
+      return false;
+  }
+  return true;
+}
+
+bool BlockMatcher::matchBatchedEinsumLinear(StringRef name, StringRef pattern,
+                                            Linear &linear) {
+  const onnx::NodeProto *node = def(name);
+  DenseElementsAttr bias;
+  if (is(node, "Add")) {
+    for (int i = 0; i < 2 && !bias; ++i) {
+      DenseElementsAttr b = constant(inputOf(node, i));
+      if (b && b.getType().getRank() == 3 && b.getType().getDimSize(1) == 1 &&
+          isEinsum(def(inputOf(node, 1 - i)), pattern)) {
+        ArrayRef<int64_t> shape = b.getType().getShape();
+        bias = b.reshape(
+            RankedTensorType::get({shape[0], shape[2]}, b.getElementType()));
+        node = def(inputOf(node, 1 - i));
+      }
+    }
+  }
+  DenseElementsAttr weight = isEinsum(node, pattern)
+                                 ? constant(inputOf(node, 1))
+                                 : DenseElementsAttr();
+  if (!weight || weight.getType().getRank() != 3 ||
+      !isa<FloatType>(weight.getElementType()))
+    return fail("'" + name + "' is computed by " + describe(node) +
+                ", not Einsum \"" + pattern +
+                "\" by constant [E, in, out] weights");
+  if (bias && (bias.getType().getDimSize(0) != weight.getType().getDimSize(0) ||
+               bias.getType().getDimSize(1) != weight.getType().getDimSize(2)))
+    return fail("'" + name +
+                "' adds a bias of another shape than its "
+                "weights' [E, 1, out]");
+  linear = {inputOf(node, 0).str(), weight, bias};
+  return true;
+}
+
+bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
+                                       const Router &router, MoEBlock &block) {
+  int64_t numExperts = router.weight.getType().getDimSize(1);
+  int64_t axis = intAttr(argmax, "axis", 0);
+  if ((axis != 1 && axis != -1) || intAttr(argmax, "keepdims", 1) != 0 ||
+      intAttr(argmax, "select_last_index", 0) != 0)
+    return fail("the ArgMax is not over the experts without keepdims");
+  // Which value `name` is, through Casts to any type.
+  auto through = [&](StringRef name) {
+    for (int steps = 0; steps < kMaxChain; ++steps) {
+      const onnx::NodeProto *cast = defOp(name, "Cast");
+      if (!cast)
+        break;
+      name = inputOf(cast, 0);
+    }
+    return name;
+  };
+  // The one operand of `node` that is not `known`.
+  auto other = [&](const onnx::NodeProto *node, StringRef known) -> StringRef {
+    if (!node || node->input_size() != 2)
+      return {};
+    if (through(inputOf(node, 0)) == known)
+      return inputOf(node, 1);
+    if (through(inputOf(node, 1)) == known)
+      return inputOf(node, 0);
+    return {};
+  };
+  auto sumOver1 = [&](const onnx::NodeProto *sum) {
+    return sum && axesOf(*sum) == SmallVector<int64_t>{1} &&
+           intAttr(*sum, "keepdims", 1) == 0;
+  };
+  // mask = one_hot(argmax(gates), E).
+  const onnx::NodeProto *onehot = userOp(outputOf(&argmax, 0), "OneHot");
+  std::optional<SmallVector<int64_t>> onOff =
+      onehot ? constantInts(inputOf(onehot, 2)) : std::nullopt;
+  if (!onehot || constantInt(inputOf(onehot, 1)) != numExperts ||
+      intAttr(*onehot, "axis", -1) != -1 || !onOff ||
+      *onOff != SmallVector<int64_t>{0, 1})
+    return fail("the argmax is not one-hot encoded over the experts");
+  StringRef mask = outputOf(onehot, 0);
+  // locations = cumsum(mask, 0) - 1; keep = mask * (locations < C).
+  const onnx::NodeProto *cumsum = userOp(mask, "CumSum");
+  const onnx::NodeProto *sub =
+      cumsum ? userOp(outputOf(cumsum, 0), "Sub") : nullptr;
+  const onnx::NodeProto *less =
+      sub ? userOp(outputOf(sub, 0), "Less") : nullptr;
+  std::optional<int64_t> capacity =
+      less ? constantInt(inputOf(less, 1)) : std::nullopt;
+  if (!cumsum || constantInt(inputOf(cumsum, 1)) != 0 ||
+      intAttr(*cumsum, "exclusive", 0) != 0 ||
+      intAttr(*cumsum, "reverse", 0) != 0 ||
+      inputOf(sub, 0) != outputOf(cumsum, 0) ||
+      constantInt(inputOf(sub, 1)) != 1 ||
+      inputOf(less, 0) != outputOf(sub, 0) || !capacity)
+    return fail("the one-hot mask's running count along the tokens "
+                "(cumsum - 1) is not compared with a constant capacity");
+  if (*capacity < 1)
+    return fail("a capacity below one token per expert");
+  StringRef locations = outputOf(sub, 0);
+  const onnx::NodeProto *keep = nullptr;
+  for (const onnx::NodeProto *user : users(mask))
+    if (is(user, "Mul") && through(other(user, mask)) == outputOf(less, 0))
+      keep = user;
+  if (!keep)
+    return fail("the one-hot mask is not multiplied by the capacity test");
+  StringRef kept = outputOf(keep, 0);
+  // The combine weights: einsum("se,sc->sec", gate[:, None] * kept,
+  // one_hot(sum(locations * kept, 1), C)), gate = sum(gates * kept, 1).
+  const onnx::NodeProto *combine = nullptr, *gateCol = nullptr;
+  for (const onnx::NodeProto *user : users(outputOf(router.softmax, 0))) {
+    if (!is(user, "Mul") ||
+        through(other(user, outputOf(router.softmax, 0))) != kept)
+      continue;
+    const onnx::NodeProto *sum = userOp(outputOf(user, 0), "ReduceSum");
+    const onnx::NodeProto *col =
+        sum && sumOver1(sum) ? userOp(outputOf(sum, 0), "Unsqueeze") : nullptr;
+    const onnx::NodeProto *scaled =
+        col && (axesOf(*col) == SmallVector<int64_t>{1} ||
+                axesOf(*col) == SmallVector<int64_t>{-1})
+            ? userOp(outputOf(col, 0), "Mul")
+            : nullptr;
+    const onnx::NodeProto *einsum =
+        scaled && through(other(scaled, outputOf(col, 0))) == kept
+            ? userOp(outputOf(scaled, 0), "Einsum")
+            : nullptr;
+    if (einsum && isEinsum(einsum, "se,sc->sec") &&
+        inputOf(einsum, 0) == outputOf(scaled, 0)) {
+      combine = einsum;
+      gateCol = col;
+    }
+  }
+  if (!combine)
+    return fail("no combine weights einsum(\"se,sc->sec\", gate[:, None] * "
+                "mask, one_hot(location, C)) of the kept top-1 gate");
+  (void)gateCol;
+  const onnx::NodeProto *slot = defOp(through(inputOf(combine, 1)), "OneHot");
+  const onnx::NodeProto *where =
+      slot ? defOp(inputOf(slot, 0), "ReduceSum") : nullptr;
+  const onnx::NodeProto *product =
+      where && sumOver1(where) ? defOp(inputOf(where, 0), "Mul") : nullptr;
+  std::optional<SmallVector<int64_t>> slotOnOff =
+      slot ? constantInts(inputOf(slot, 2)) : std::nullopt;
+  if (!product || constantInt(inputOf(slot, 1)) != *capacity ||
+      intAttr(*slot, "axis", -1) != -1 || !slotOnOff ||
+      *slotOnOff != SmallVector<int64_t>{0, 1} ||
+      through(other(product, locations)) != kept)
+    return fail("the combine weights' slots are not one_hot(sum(locations * "
+                "mask, 1), C)");
+  // The output: einsum("sec,ecm->sm", combine, expert outputs); the experts'
+  // input: einsum("sec,sm->ecm", bool(combine), x).
+  StringRef combined = outputOf(combine, 0);
+  const onnx::NodeProto *output = nullptr, *dispatch = nullptr;
+  for (const onnx::NodeProto *user : users(combined))
+    if (isEinsum(user, "sec,ecm->sm") && inputOf(user, 0) == combined)
+      output = user;
+  // dispatch_mask = combine.bool(), as Casts to bool and back.
+  for (const onnx::NodeProto *toBool : users(combined)) {
+    if (!is(toBool, "Cast") ||
+        intAttr(*toBool, "to", 0) != onnx::TensorProto::BOOL)
+      continue;
+    for (const onnx::NodeProto *back : users(outputOf(toBool, 0)))
+      if (is(back, "Cast"))
+        for (const onnx::NodeProto *user : users(outputOf(back, 0)))
+          if (isEinsum(user, "sec,sm->ecm") &&
+              inputOf(user, 0) == outputOf(back, 0) &&
+              inputOf(user, 1) == router.input)
+            dispatch = user;
+  }
+  if (!output || !dispatch)
+    return fail("the combine weights are not applied as einsum(\"sec,ecm->sm\","
+                " ...) to experts that read einsum(\"sec,sm->ecm\", "
+                "bool(combine), x)");
+  // The experts on [E, C, M]: down(act(up(x))) or SwiGLU, as batched
+  // einsums by constant weights.
+  Linear down, up, gate;
+  if (!matchBatchedEinsumLinear(inputOf(output, 1), "ecf,efm->ecm", down))
+    return fail("the expert output: " + why);
+  ExpertMLP mlp;
+  GatedActivation act;
+  StringRef hidden;
+  if (matchGatedActivation(down.input, act)) {
+    if (!matchBatchedEinsumLinear(act.gate, "ecm,emf->ecf", gate) ||
+        !matchBatchedEinsumLinear(act.up, "ecm,emf->ecf", up))
+      return fail("the gated activation's projections: " + why);
+    if (gate.input != up.input)
+      return fail("the gate and up projections read different values");
+    mlp.activation = Activation::Silu;
+    mlp.limit = act.limit;
+    mlp.alpha = act.alpha;
+    mlp.beta = act.beta;
+  } else if (!why.empty()) {
+    return false;
+  } else {
+    if (const onnx::NodeProto *relu = defOp(down.input, "Relu")) {
+      hidden = inputOf(relu, 0);
+      mlp.activation = Activation::Relu;
+    } else if (matchGelu(down.input, hidden)) {
+      mlp.activation = Activation::Gelu;
+    } else if (matchGeluTanh(down.input, hidden)) {
+      mlp.activation = Activation::GeluTanh;
+    } else {
+      return fail("the expert's down projection reads " +
+                  describe(def(down.input)) +
+                  ", not a gated product nor a ReLU or GELU");
+    }
+    if (!matchBatchedEinsumLinear(hidden, "ecm,emf->ecf", up))
+      return fail("the expert's up projection: " + why);
+  }
+  if (up.input != outputOf(dispatch, 0))
+    return fail("the experts do not read the dispatched rows");
+  if (up.weight.getType().getDimSize(0) != numExperts ||
+      down.weight.getType().getDimSize(0) != numExperts)
+    return fail("the expert weights are not stacked over the router's experts");
+  block.form = "capacity einsum";
+  block.outputNode = output;
+  block.k = 1;
+  block.renormalize = false;
+  block.tokenCapacity = *capacity;
+  block.gate = gate.weight;
+  block.gateBias = gate.bias;
+  block.up = up.weight;
+  block.upBias = up.bias;
+  block.down = down.weight;
+  block.downBias = down.bias;
+  block.kind = gate.weight ? ExpertKind::Gated : ExpertKind::Ffn;
+  block.activation = mlp.activation;
+  block.limit = mlp.limit;
+  block.alpha = mlp.alpha;
+  block.beta = mlp.beta;
+  block.input = router.input;
+  return true;
+}
+
 bool BlockMatcher::matchHash(const onnx::NodeProto &lookup, MoEBlock &block) {
   // selected = hash_table[input_ids]
   DenseElementsAttr table = constant(inputOf(&lookup, 0));
@@ -2062,6 +2332,13 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
     if (router.scoring != ScoringFunc::Softmax || router.selectionBias) {
       fail("the Switch form needs softmax routing scores without a bias");
       return std::nullopt;
+    }
+    // GShard's einsum form with a capacity (one-hot of the argmax), else
+    // Switch without one.
+    if (userOp(outputOf(&anchor, 0), "OneHot")) {
+      if (!matchCapacityEinsum(anchor, router, block))
+        return std::nullopt;
+      return block;
     }
     if (!matchSwitch(anchor, router, block))
       return std::nullopt;
@@ -2264,12 +2541,15 @@ static LogicalResult checkScoresAndWeights(GraphImporter &importer,
   return success();
 }
 
-/// The routing recipe and expert kind of `block`.
-static RoutingAttr routingOf(MLIRContext *ctx, const MoEBlock &block) {
+/// The routing recipe and expert kind of `block`; `tokenCapacityFactor` is
+/// the capacity factor of a block with a token capacity (tokenCapacityOf).
+static RoutingAttr routingOf(MLIRContext *ctx, const MoEBlock &block,
+                             double tokenCapacityFactor = 0.0) {
   return RoutingAttr::get(
       ctx, block.k, block.scoring, block.renormalize, APFloat(1.0),
       APFloat(block.scale), block.nGroup, block.topkGroup,
-      APFloat(block.expertChoice ? block.capacityFactor : 0.0), APFloat(0.0),
+      APFloat(block.expertChoice ? block.capacityFactor : tokenCapacityFactor),
+      APFloat(0.0),
       block.expertChoice ? SelectionMode::ExpertChoice
                          : SelectionMode::TokenChoice,
       block.capacity, block.expertGroups);
@@ -2278,6 +2558,31 @@ static ExpertAttr expertOf(MLIRContext *ctx, const MoEBlock &block) {
   return ExpertAttr::get(ctx, block.kind, block.activation,
                          APFloat(block.limit), APFloat(block.alpha),
                          APFloat(block.beta));
+}
+
+/// The capacity factor that gives `block`'s fixed token capacity C for the
+/// token count of `inputType` (moe.routing's C = ceil(factor * T * k / E)):
+/// (C - 1/2) * E / (T * k), so that rounding cannot reach C + 1. 0 without
+/// a token capacity; failure (with `why`) where T is not static.
+static FailureOr<double> tokenCapacityOf(const MoEBlock &block,
+                                         RankedTensorType inputType,
+                                         std::string &why) {
+  if (!block.tokenCapacity)
+    return 0.0;
+  int64_t tokens = 1;
+  for (int64_t d : inputType.getShape().drop_back()) {
+    if (ShapedType::isDynamic(d)) {
+      why = llvm::formatv("the capacity is a constant {0} tokens per expert "
+                          "and the token count is not static (moe.routing's "
+                          "capacity is a factor of T)",
+                          block.tokenCapacity)
+                .str();
+      return failure();
+    }
+    tokens *= d;
+  }
+  return (block.tokenCapacity - 0.5) * block.numExperts() /
+         (double(tokens) * block.k);
 }
 
 /// The reassociation that collapses all but the last of `rank` dimensions.
@@ -2328,6 +2633,10 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
     return failure();
   }
   if (failed(checkScoresAndWeights(importer, block, originalType, why)))
+    return failure();
+  FailureOr<double> tokenCapacityFactor =
+      tokenCapacityOf(block, originalType, why);
+  if (failed(tokenCapacityFactor))
     return failure();
   Type elementType = originalType.getElementType();
   int64_t numExperts = block.numExperts();
@@ -2415,7 +2724,7 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
     auto route =
         RouteOp::create(detached, loc, perToken(i32), perToken(elementType),
                         logits.getResult(0), optional(block.selectionBias), ids,
-                        Value(), routingOf(ctx, block));
+                        Value(), routingOf(ctx, block, *tokenCapacityFactor));
     ops.push_back(route);
     expertIds = route.getExpertIds();
     weights = route.getWeights();
@@ -2426,7 +2735,7 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
       detached, loc, RankedTensorType::get({rows}, i32),
       RankedTensorType::get({numExperts + 1}, i32), perToken(i32), expertIds,
       b.getI64IntegerAttr(numExperts), b.getI64IntegerAttr(1),
-      b.getF64FloatAttr(0.0));
+      b.getF64FloatAttr(block.expertChoice ? 0.0 : *tokenCapacityFactor));
   ops.push_back(dispatch);
   SmallVector<Value> rowSizes;
   if (!tokenSizes.empty()) {
@@ -2485,6 +2794,10 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
   }
   if (failed(checkScoresAndWeights(importer, block, inputType, why)))
     return failure();
+  FailureOr<double> tokenCapacityFactor =
+      tokenCapacityOf(block, inputType, why);
+  if (failed(tokenCapacityFactor))
+    return failure();
   auto constant = [&](DenseElementsAttr attr) -> Value {
     if (!attr)
       return {};
@@ -2504,7 +2817,8 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
       constant(block.down), constant(block.gateBias), constant(block.upBias),
       constant(block.downBias), constant(block.sharedGate),
       constant(block.sharedUp), constant(block.sharedDown),
-      constant(block.sharedScale), routingOf(ctx, block), expertOf(ctx, block));
+      constant(block.sharedScale), routingOf(ctx, block, *tokenCapacityFactor),
+      expertOf(ctx, block));
   Operation *op = Operation::create(state);
   if (failed(verifyBuilt(ctx, {op}, why)))
     return failure();

@@ -522,6 +522,9 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     } else {
       diag << "top-" << block.k;
     }
+    if (block.tokenCapacity)
+      diag << " with a capacity of " << block.tokenCapacity
+           << " tokens per expert (dropped tokens get zeros)";
     diag << (block.scoring == ScoringFunc::Sigmoid ? " of sigmoid scores"
              : block.scoring == ScoringFunc::TopkSoftmax
                  ? " of the logits, softmax over the chosen"

@@ -16,6 +16,7 @@
 #include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Utils/ReshapeOpsUtils.h"
 #include "mlir/IR/AffineMap.h"
@@ -2100,6 +2101,77 @@ static LogicalResult importExpand(Node &node) {
   return node.setResults(*result);
 }
 
+/// CumSum along a constant axis (torch.cumsum; exclusive and reverse too):
+/// an `scf.for` over the axis carrying the running sum of the slices and the
+/// result.
+static LogicalResult importCumSum(Node &node) {
+  if (failed(node.checkAttributes({"exclusive", "reverse"})))
+    return failure();
+  Value input = node.getInput(0);
+  if (!input || !node.hasInput(1)) {
+    node.emitError() << "inputs 0 (x) and 1 (axis) are required";
+    return failure();
+  }
+  DenseElementsAttr axisAttr = node.getConstantInput(1);
+  if (!axisAttr || axisAttr.getNumElements() != 1 ||
+      !isa<IntegerType>(axisAttr.getElementType())) {
+    node.emitError() << "axis (input 1) must be a constant integer scalar";
+    return failure();
+  }
+  auto type = cast<RankedTensorType>(input.getType());
+  Type elementType = type.getElementType();
+  if (!isa<FloatType, IntegerType>(elementType) || elementType.isInteger(1)) {
+    node.emitError() << "CumSum takes float or integer tensors, got " << type;
+    return failure();
+  }
+  FailureOr<int64_t> axis =
+      normalizeAxis(node, (*axisAttr.getValues<APInt>().begin()).getSExtValue(),
+                    type.getRank());
+  if (failed(axis))
+    return failure();
+  bool exclusive = node.getInt("exclusive", 0) != 0;
+  bool reverse = node.getInt("reverse", 0) != 0;
+  OpBuilder &b = node.getBuilder();
+  Location loc = node.getLoc();
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, input);
+  SmallVector<OpFoldResult> sliceSizes(sizes);
+  sliceSizes[*axis] = b.getIndexAttr(1);
+  Value zero = arith::ConstantOp::create(b, loc, b.getZeroAttr(elementType));
+  Value acc = linalg::FillOp::create(
+                  b, loc, zero, createEmpty(b, loc, sliceSizes, elementType))
+                  .getResult(0);
+  Value result = createEmpty(b, loc, sizes, elementType);
+  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+  Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
+  Value n = getValueOrCreateConstantIndexOp(b, loc, sizes[*axis]);
+  SmallVector<OpFoldResult> strides(type.getRank(), b.getIndexAttr(1));
+  auto loop = scf::ForOp::create(
+      b, loc, c0, n, c1, ValueRange{acc, result},
+      [&](OpBuilder &lb, Location l, Value i, ValueRange args) {
+        Value at = reverse ? arith::SubIOp::create(
+                                 lb, l, arith::SubIOp::create(lb, l, n, c1), i)
+                           : i;
+        SmallVector<OpFoldResult> offsets(type.getRank(), lb.getIndexAttr(0));
+        offsets[*axis] = at;
+        Value slice = tensor::ExtractSliceOp::create(lb, l, input, offsets,
+                                                     sliceSizes, strides);
+        // Exclusive: the sum before this slice is written first. The sum is
+        // updated in place (the loop's running sum stays one buffer).
+        Value written = args[1];
+        if (exclusive)
+          written = tensor::InsertSliceOp::create(lb, l, args[0], written,
+                                                  offsets, sliceSizes, strides);
+        Value sum = linalg::AddOp::create(lb, l, ValueRange{args[0], slice},
+                                          ValueRange{args[0]})
+                        .getResult(0);
+        if (!exclusive)
+          written = tensor::InsertSliceOp::create(lb, l, sum, written, offsets,
+                                                  sliceSizes, strides);
+        scf::YieldOp::create(lb, l, ValueRange{sum, written});
+      });
+  return node.setResults(loop.getResult(1));
+}
+
 /// Tile: each dimension `d` repeated `repeats[d]` times, as a broadcast to
 /// `[..., repeats[d], in[d], ...]` and a collapse of each such pair.
 static LogicalResult importTile(Node &node) {
@@ -2261,6 +2333,7 @@ ArrayRef<OpHandlerInfo> onnx_import::getStandardOpHandlers() {
       {"", "Exp", 6, kMaxOpset, importUnary<UnaryKind::Exp>},
       {"", "Expand", 8, kMaxOpset, importExpand},
       {"", "Tile", 6, kMaxOpset, importTile},
+      {"", "CumSum", 11, kMaxOpset, importCumSum},
       {"", "Flatten", 1, kMaxOpset, importFlatten},
       {"", "Floor", 6, kMaxOpset, importUnary<UnaryKind::Floor>},
       {"", "Gather", 1, kMaxOpset, importGather},

@@ -341,8 +341,9 @@ def indexing(rng):
 
 def tile_clip(rng):
     """Tile with constant repeats and with repeats computed from the input's
-    dynamic shape at run time (torch's `repeat`), and Clip with both bounds,
-    a max only (torch's `clamp(max=...)`), a min only, and on int64."""
+    dynamic shape at run time (torch's `repeat`), Clip with both bounds,
+    a max only (torch's `clamp(max=...)`), a min only, and on int64, and
+    CumSum (along the dynamic axis; exclusive and reversed on int64)."""
     n = helper.make_node
     H = 3
     nodes = [
@@ -356,6 +357,8 @@ def tile_clip(rng):
         n("Clip", ["x", "", "hi"], ["clip_max"]),
         n("Clip", ["x", "lo"], ["clip_min"]),
         n("Clip", ["ids", "lo_i", "hi_i"], ["clip_i"]),
+        n("CumSum", ["x", "zero_i"], ["cumsum"]),
+        n("CumSum", ["ids", "zero_i"], ["cumsum_i"], exclusive=1, reverse=1),
     ]
     inits = [
         init("rep", np.array([2, 3], dtype=np.int64)),
@@ -370,7 +373,8 @@ def tile_clip(rng):
     m = make(nodes, [vi("x", ["t", H]), vi("ids", [6], I64)],
              [vi("tile", ["a", 3 * H]), vi("tile_t", ["t", "b"]),
               vi("clip", ["t", H]), vi("clip_max", ["t", H]),
-              vi("clip_min", ["t", H]), vi("clip_i", [6], I64)],
+              vi("clip_min", ["t", H]), vi("clip_i", [6], I64),
+              vi("cumsum", ["t", H]), vi("cumsum_i", [6], I64)],
              inits)
     T = 5
     x = rng.standard_normal((T, H)).astype(np.float32)
@@ -378,7 +382,9 @@ def tile_clip(rng):
     d = x.astype(np.float64)
     return m, [x, ids], [np.tile(d, (2, 3)), np.tile(d, (1, T)),
                          np.clip(d, -0.5, 0.75), np.minimum(d, 0.75),
-                         np.maximum(d, -0.5), np.clip(ids, -2, 3)]
+                         np.maximum(d, -0.5), np.clip(ids, -2, 3),
+                         np.cumsum(d, axis=0),
+                         np.cumsum(ids[::-1])[::-1] - ids]
 
 
 def qmoe(rng, bits, block_size, shape3d=False, biases=False, zero_points=False):

@@ -31,6 +31,10 @@ Models:
                  [B, S, H]; limit 0.6
   gptoss_clamp_near_miss  the same with the up projection clamped to
                  [-0.6, 1.2] (not raised)
+  capacity_einsum  top-1 with a capacity in GShard's einsum form (fairseq's
+                 top1gating, experts as batched einsums), 10 tokens, capacity
+                 2 per expert; static token count
+  capacity_einsum_dynamic  the same with a dynamic token axis (not raised)
   mixtral_sigmoid  Mixtral's block with sigmoid router scores (top-k of
                  sigmoid(logits), renormalized)
   deepseek_v3    DeepSeek-V3's routing without the group limit: top-k of
@@ -67,6 +71,7 @@ Models:
                  (not raised; compiled through the generic path)
 """
 
+import math
 import os
 import sys
 
@@ -515,6 +520,53 @@ class GptOssMLP(nn.Module):
                             routing_weights=router_scores)
 
 
+# --- (f) GShard's einsum form with a capacity -----------------------------------
+
+
+class CapacityEinsumMoeBlock(nn.Module):
+    """Top-1 routing with an expert capacity in GShard's einsum form:
+    fairseq's top1gating (one_hot of the argmax, locations by cumsum over
+    the tokens, assignments at or past the capacity dropped, combine weights
+    einsum("se,sc->sec"), dispatch mask = combine.bool()) verbatim, and the
+    experts as Mesh TensorFlow writes them: batched einsums over [E, C, M]
+    (ReLU FFN with biases). The capacity is a Python int, so the export
+    fixes the token count."""
+
+    def __init__(self, hidden, ffn, num_experts, capacity_factor):
+        super().__init__()
+        self.num_experts = num_experts
+        self.capacity_factor = capacity_factor
+        self.wg = nn.Linear(hidden, num_experts, bias=False)
+        self.wi = nn.Parameter(torch.randn(num_experts, hidden, ffn) / 4)
+        self.bi = nn.Parameter(torch.randn(num_experts, 1, ffn) / 4)
+        self.wo = nn.Parameter(torch.randn(num_experts, ffn, hidden) / 4)
+        self.bo = nn.Parameter(torch.randn(num_experts, 1, hidden) / 4)
+
+    def top1gating(self, logits):
+        gates = F.softmax(logits, dim=1)
+        num_tokens = gates.shape[0]
+        capacity = int(math.ceil(num_tokens / self.num_experts
+                                 * self.capacity_factor))
+        indices1_s = torch.argmax(gates, dim=1)
+        mask1 = F.one_hot(indices1_s, num_classes=self.num_experts)
+        locations1 = torch.cumsum(mask1, dim=0) - 1
+        mask1 = mask1 * torch.lt(locations1, capacity)
+        locations1_s = torch.sum(locations1 * mask1, dim=1)
+        gates1_s = (gates * mask1).sum(dim=1)
+        locations1_sc = F.one_hot(locations1_s, num_classes=capacity)
+        combine_weights = torch.einsum(
+            "se,sc->sec", gates1_s.unsqueeze(-1) * mask1,
+            locations1_sc.to(gates.dtype))
+        return combine_weights, combine_weights.bool()
+
+    def forward(self, x):
+        combine_weights, dispatch_mask = self.top1gating(self.wg(x))
+        dispatched = torch.einsum("sec,sm->ecm", dispatch_mask.to(x.dtype), x)
+        h = F.relu(torch.einsum("ecm,emf->ecf", dispatched, self.wi) + self.bi)
+        out = torch.einsum("ecf,efm->ecm", h, self.wo) + self.bo
+        return torch.einsum("sec,ecm->sm", combine_weights, out)
+
+
 # --- (d) a tiny decoder LM ------------------------------------------------------
 
 
@@ -639,6 +691,15 @@ MODELS = {
     "gptoss_clamp_near_miss": (lambda: GptOssMLP(H, FFN, E, 2, limit=0.6,
                                                  up_limit=1.2),
                                float_input((2, 5, H)), {0: "batch", 1: "seq"}),
+    # 10 tokens over 4 experts with a capacity of ceil(10 / 4 * 0.5) = 2:
+    # at least 2 tokens are dropped. The token count is static.
+    "capacity_einsum": (lambda: CapacityEinsumMoeBlock(H, FFN, E, 0.5),
+                        float_input((10, H)), {}),
+    # The same exported with a dynamic token axis: the capacity stays the
+    # traced 2 (at T = 12 too: ceil(12 / 4 * 0.5) = 2); moe.routing's is a
+    # factor of T, so it is not raised, and runs op by op.
+    "capacity_einsum_dynamic": (lambda: CapacityEinsumMoeBlock(H, FFN, E, 0.5),
+                                float_input((10, H)), {0: "tokens"}),
     "mixtral_sigmoid": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                       scoring="sigmoid"),
                         float_input((7, H)), {0: "tokens"}),
@@ -733,7 +794,8 @@ def gen(name, out_dir):
         inputs = []
         for e in examples:
             shape = list(e.shape)
-            shape[0] += 2
+            if dynamic:
+                shape[0] += 2
             if e.dtype.is_floating_point:
                 inputs.append(torch.randn(*shape, generator=g))
             else:
