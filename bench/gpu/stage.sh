@@ -96,8 +96,10 @@ done
 # float64): the tiny decoder LM (every op around the MoE layers as the naive
 # kernels of the tensor compute), hash routing, MoMa's modality groups and
 # transformers' GPT-OSS MLP (router bias, top-k softmax, clamped SwiGLU with
-# biases).
-for m in decoder hash moma gptoss; do
+# biases), GPT-OSS's router in Mixtral's loop, GShard's top-1 einsum form with
+# a capacity (static T) and tanh-GELU FFN experts.
+for m in decoder hash moma gptoss gptoss_router_loop capacity_einsum \
+  mixtral_gelu_tanh; do
   n=$((n + 1))
   d=$dir/cases/$(printf '%02d' $n)-onnx-$m
   $py "$repo/test/Target/ONNX/Inputs/torch_models.py" gen $m "$d" > /dev/null 2>&1

@@ -266,6 +266,19 @@ private:
   /// (`transpose` is the mix's), summed over the experts.
   bool matchBatchedExperts(const onnx::NodeProto &transpose,
                            const Router &router, MoEBlock &block);
+  /// The experts of the batched forms: `out` is `down(act(up(rows)))` or
+  /// a gated `down(act(gate(rows)) * (up(rows) + beta))`, each projection
+  /// batched over the experts as `linear` matches it (`split` finds the gate
+  /// and up projections of a gated activation). Sets `block`'s expert
+  /// weights, kind and activation, and `rows` to what the projections read.
+  bool matchBatchedMLP(
+      StringRef out, function_ref<bool(StringRef, Linear &)> linear,
+      function_ref<bool(const GatedActivation &, Linear &, Linear &)> split,
+      MoEBlock &block, std::string &rows);
+  /// The gate and up projections of GPT-OSS's batched experts: the columns
+  /// of one fused projection that two constant Slices of its last axis take
+  /// (`gate_up[..., ::2]`, `gate_up[..., 1::2]`), or two projections.
+  bool splitFusedGateUp(const GatedActivation &act, Linear &gate, Linear &up);
   /// `x·W (+ b)` batched over the experts: MatMul by a constant W [E, in,
   /// out], optionally plus a constant [E, 1, out] (the bias is `[E, out]`).
   bool matchBatchedLinear(StringRef name, Linear &linear);
@@ -1689,6 +1702,112 @@ static DenseElementsAttr takeColumns(DenseElementsAttr attr,
   return DenseElementsAttr::getFromRawBuffer(result, out);
 }
 
+bool BlockMatcher::matchBatchedMLP(
+    StringRef out, function_ref<bool(StringRef, Linear &)> linear,
+    function_ref<bool(const GatedActivation &, Linear &, Linear &)> split,
+    MoEBlock &block, std::string &rows) {
+  Linear down, up, gate;
+  if (!linear(out, down))
+    return fail("the batched down projection: " + why);
+  // GPT-OSS's clamped SwiGLU (or plain SwiGLU), or a ReLU or GELU FFN.
+  GatedActivation act;
+  Activation activation = Activation::Silu;
+  if (matchGatedActivation(down.input, act)) {
+    if (!split(act, gate, up))
+      return false;
+    if (gate.input != up.input)
+      return fail("the gate and up projections read different values");
+  } else if (!why.empty()) {
+    return false;
+  } else {
+    StringRef hidden;
+    if (const onnx::NodeProto *relu = defOp(down.input, "Relu")) {
+      hidden = inputOf(relu, 0);
+      activation = Activation::Relu;
+    } else if (matchGelu(down.input, hidden)) {
+      activation = Activation::Gelu;
+    } else if (matchGeluTanh(down.input, hidden)) {
+      activation = Activation::GeluTanh;
+    } else {
+      return fail("the batched down projection reads " +
+                  describe(def(down.input)) +
+                  ", not a gated product nor a ReLU or GELU");
+    }
+    if (!linear(hidden, up))
+      return fail("the batched up projection: " + why);
+  }
+  if (down.weight.getType().getDimSize(0) != up.weight.getType().getDimSize(0))
+    return fail("the up and down projections have different expert counts");
+  block.gate = gate.weight;
+  block.gateBias = gate.bias;
+  block.up = up.weight;
+  block.upBias = up.bias;
+  block.down = down.weight;
+  block.downBias = down.bias;
+  block.kind = gate.weight ? ExpertKind::Gated : ExpertKind::Ffn;
+  block.activation = activation;
+  block.limit = act.limit;
+  block.alpha = act.alpha;
+  block.beta = act.beta;
+  rows = up.input;
+  return true;
+}
+
+bool BlockMatcher::splitFusedGateUp(const GatedActivation &act, Linear &gate,
+                                    Linear &up) {
+  const onnx::NodeProto *gateSlice = defOp(act.gate, "Slice");
+  const onnx::NodeProto *upSlice = defOp(act.up, "Slice");
+  if (gateSlice && upSlice && inputOf(gateSlice, 0) == inputOf(upSlice, 0)) {
+    // gate_up[..., ::2] and gate_up[..., 1::2] (or any two constant slices
+    // of the last axis).
+    Linear fused;
+    if (!matchBatchedLinear(inputOf(gateSlice, 0), fused))
+      return fail("the fused gate/up projection: " + why);
+    int64_t width = fused.weight.getType().getDimSize(2);
+    auto columns = [&](const onnx::NodeProto *slice)
+        -> std::optional<SmallVector<int64_t>> {
+      if (slice->input_size() < 4)
+        return std::nullopt;
+      std::optional<SmallVector<int64_t>> starts =
+          constantInts(inputOf(slice, 1));
+      std::optional<SmallVector<int64_t>> ends =
+          constantInts(inputOf(slice, 2));
+      std::optional<SmallVector<int64_t>> axes =
+          constantInts(inputOf(slice, 3));
+      std::optional<SmallVector<int64_t>> steps =
+          slice->input_size() > 4 ? constantInts(inputOf(slice, 4))
+                                  : SmallVector<int64_t>{1};
+      if (!starts || !ends || !axes || !steps || starts->size() != 1 ||
+          ends->size() != 1 || axes->size() != 1 || steps->size() != 1 ||
+          ((*axes)[0] != -1 && (*axes)[0] != 2) || (*steps)[0] < 1 ||
+          (*starts)[0] < 0 || (*starts)[0] >= width)
+        return std::nullopt;
+      SmallVector<int64_t> cols;
+      for (int64_t c = (*starts)[0]; c < std::min((*ends)[0], width);
+           c += (*steps)[0])
+        cols.push_back(c);
+      return cols;
+    };
+    std::optional<SmallVector<int64_t>> gateCols = columns(gateSlice);
+    std::optional<SmallVector<int64_t>> upCols = columns(upSlice);
+    // Halves of one width (that it is the down projection's, moe.layer's
+    // verifier checks).
+    if (!gateCols || !upCols || gateCols->empty() ||
+        gateCols->size() != upCols->size())
+      return fail("the fused gate/up projection is not split into two "
+                  "constant slices of its last axis of one width");
+    gate = {fused.input, takeColumns(fused.weight, *gateCols),
+            fused.bias ? takeColumns(fused.bias, *gateCols)
+                       : DenseElementsAttr()};
+    up = {fused.input, takeColumns(fused.weight, *upCols),
+          fused.bias ? takeColumns(fused.bias, *upCols) : DenseElementsAttr()};
+  } else if (!matchBatchedLinear(act.gate, gate) ||
+             !matchBatchedLinear(act.up, up)) {
+    return fail("the gated activation's projections: " + why);
+  }
+  return true;
+}
+
 bool BlockMatcher::matchBatchedExperts(const onnx::NodeProto &transpose,
                                        const Router &router, MoEBlock &block) {
   int64_t numExperts = router.weight.getType().getDimSize(1);
@@ -1736,95 +1855,18 @@ bool BlockMatcher::matchBatchedExperts(const onnx::NodeProto &transpose,
       !isBatch((*outShape)[1]) || (*outShape)[2].value != -1 ||
       (*outShape)[3].value != hidden)
     return fail("the batched expert outputs are not viewed as [E, B, -1, H]");
-  Linear down;
-  if (!matchBatchedLinear(inputOf(outView, 0), down))
-    return fail("the batched down projection: " + why);
-  // The activation: GPT-OSS's clamped SwiGLU (or plain SwiGLU) of the gate
-  // and up halves of one fused projection (or two projections), or a ReLU
-  // or GELU FFN.
-  ExpertMLP mlp;
-  Linear up, gate;
-  GatedActivation act;
-  StringRef hiddenName;
-  if (matchGatedActivation(down.input, act)) {
-    mlp.limit = act.limit;
-    mlp.alpha = act.alpha;
-    mlp.beta = act.beta;
-    const onnx::NodeProto *gateSlice = defOp(act.gate, "Slice");
-    const onnx::NodeProto *upSlice = defOp(act.up, "Slice");
-    if (gateSlice && upSlice && inputOf(gateSlice, 0) == inputOf(upSlice, 0)) {
-      // gate_up[..., ::2] and gate_up[..., 1::2] (or any two constant slices
-      // of the last axis).
-      Linear fused;
-      if (!matchBatchedLinear(inputOf(gateSlice, 0), fused))
-        return fail("the fused gate/up projection: " + why);
-      int64_t width = fused.weight.getType().getDimSize(2);
-      auto columns = [&](const onnx::NodeProto *slice)
-          -> std::optional<SmallVector<int64_t>> {
-        if (slice->input_size() < 4)
-          return std::nullopt;
-        std::optional<SmallVector<int64_t>> starts =
-            constantInts(inputOf(slice, 1));
-        std::optional<SmallVector<int64_t>> ends =
-            constantInts(inputOf(slice, 2));
-        std::optional<SmallVector<int64_t>> axes =
-            constantInts(inputOf(slice, 3));
-        std::optional<SmallVector<int64_t>> steps =
-            slice->input_size() > 4 ? constantInts(inputOf(slice, 4))
-                                    : SmallVector<int64_t>{1};
-        if (!starts || !ends || !axes || !steps || starts->size() != 1 ||
-            ends->size() != 1 || axes->size() != 1 || steps->size() != 1 ||
-            ((*axes)[0] != -1 && (*axes)[0] != 2) || (*steps)[0] < 1 ||
-            (*starts)[0] < 0 || (*starts)[0] >= width)
-          return std::nullopt;
-        SmallVector<int64_t> cols;
-        for (int64_t c = (*starts)[0]; c < std::min((*ends)[0], width);
-             c += (*steps)[0])
-          cols.push_back(c);
-        return cols;
-      };
-      std::optional<SmallVector<int64_t>> gateCols = columns(gateSlice);
-      std::optional<SmallVector<int64_t>> upCols = columns(upSlice);
-      int64_t ffn = down.weight.getType().getDimSize(1);
-      if (!gateCols || !upCols || (int64_t)gateCols->size() != ffn ||
-          (int64_t)upCols->size() != ffn)
-        return fail("the fused gate/up projection is not split into two "
-                    "constant slices of the last axis of the down "
-                    "projection's width");
-      gate = {fused.input, takeColumns(fused.weight, *gateCols),
-              fused.bias ? takeColumns(fused.bias, *gateCols)
-                         : DenseElementsAttr()};
-      up = {fused.input, takeColumns(fused.weight, *upCols),
-            fused.bias ? takeColumns(fused.bias, *upCols)
-                       : DenseElementsAttr()};
-    } else if (!matchBatchedLinear(act.gate, gate) ||
-               !matchBatchedLinear(act.up, up)) {
-      return fail("the gated activation's projections: " + why);
-    }
-    if (gate.input != up.input)
-      return fail("the gate and up projections read different values");
-    mlp.activation = Activation::Silu;
-  } else if (!why.empty()) {
+  std::string rows;
+  auto linear = [&](StringRef name, Linear &l) {
+    return matchBatchedLinear(name, l);
+  };
+  auto split = [&](const GatedActivation &act, Linear &gate, Linear &up) {
+    return splitFusedGateUp(act, gate, up);
+  };
+  if (!matchBatchedMLP(inputOf(outView, 0), linear, split, block, rows))
     return false;
-  } else {
-    if (const onnx::NodeProto *relu = defOp(down.input, "Relu")) {
-      hiddenName = inputOf(relu, 0);
-      mlp.activation = Activation::Relu;
-    } else if (matchGelu(down.input, hiddenName)) {
-      mlp.activation = Activation::Gelu;
-    } else if (matchGeluTanh(down.input, hiddenName)) {
-      mlp.activation = Activation::GeluTanh;
-    } else {
-      return fail("the batched down projection reads " +
-                  describe(def(down.input)) +
-                  ", not a gated product nor a ReLU or GELU");
-    }
-    if (!matchBatchedLinear(hiddenName, up))
-      return fail("the batched up projection: " + why);
-  }
   // hidden_states.repeat(E, 1).view(E, -1, H): Tile (after an Expand to
   // ones, which repeat adds) of the rows, viewed as [E, T, H].
-  const onnx::NodeProto *inView = defOp(up.input, "Reshape");
+  const onnx::NodeProto *inView = defOp(rows, "Reshape");
   const onnx::NodeProto *tile =
       inView ? defOp(inputOf(inView, 0), "Tile") : nullptr;
   StringRef tiled = tile ? StringRef(inputOf(tile, 0)) : StringRef();
@@ -1841,23 +1883,11 @@ bool BlockMatcher::matchBatchedExperts(const onnx::NodeProto &transpose,
       (*inShape)[1].value != -1 || (*inShape)[2].value != hidden)
     return fail("the batched experts do not read the router's rows repeated "
                 "E times and viewed as [E, -1, H]");
-  if (down.weight.getType().getDimSize(0) != numExperts ||
-      up.weight.getType().getDimSize(0) != numExperts)
+  if (block.numExperts() != numExperts)
     return fail(llvm::formatv("batched expert weights of {0} experts for a "
                               "router over {1}",
-                              up.weight.getType().getDimSize(0), numExperts)
+                              block.numExperts(), numExperts)
                     .str());
-  block.gate = gate.weight;
-  block.gateBias = gate.bias;
-  block.up = up.weight;
-  block.upBias = up.bias;
-  block.down = down.weight;
-  block.downBias = down.bias;
-  block.kind = gate.weight ? ExpertKind::Gated : ExpertKind::Ffn;
-  block.activation = mlp.activation;
-  block.limit = mlp.limit;
-  block.alpha = mlp.alpha;
-  block.beta = mlp.beta;
   // The result is viewed as x's [B, S, H]: the block reads x.
   block.input = x.str();
   block.form = "batched dense";
@@ -2150,61 +2180,28 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
                 "bool(combine), x)");
   // The experts on [E, C, M]: down(act(up(x))) or SwiGLU, as batched
   // einsums by constant weights.
-  Linear down, up, gate;
-  if (!matchBatchedEinsumLinear(inputOf(output, 1), "ecf,efm->ecm", down))
-    return fail("the expert output: " + why);
-  ExpertMLP mlp;
-  GatedActivation act;
-  StringRef hidden;
-  if (matchGatedActivation(down.input, act)) {
-    if (!matchBatchedEinsumLinear(act.gate, "ecm,emf->ecf", gate) ||
-        !matchBatchedEinsumLinear(act.up, "ecm,emf->ecf", up))
+  std::string rows;
+  auto linear = [&](StringRef name, Linear &l) {
+    // The down projection's pattern, or the up and gate projections'.
+    return matchBatchedEinsumLinear(name, "ecf,efm->ecm", l) ||
+           matchBatchedEinsumLinear(name, "ecm,emf->ecf", l);
+  };
+  auto split = [&](const GatedActivation &act, Linear &gate, Linear &up) {
+    if (!linear(act.gate, gate) || !linear(act.up, up))
       return fail("the gated activation's projections: " + why);
-    if (gate.input != up.input)
-      return fail("the gate and up projections read different values");
-    mlp.activation = Activation::Silu;
-    mlp.limit = act.limit;
-    mlp.alpha = act.alpha;
-    mlp.beta = act.beta;
-  } else if (!why.empty()) {
+    return true;
+  };
+  if (!matchBatchedMLP(inputOf(output, 1), linear, split, block, rows))
     return false;
-  } else {
-    if (const onnx::NodeProto *relu = defOp(down.input, "Relu")) {
-      hidden = inputOf(relu, 0);
-      mlp.activation = Activation::Relu;
-    } else if (matchGelu(down.input, hidden)) {
-      mlp.activation = Activation::Gelu;
-    } else if (matchGeluTanh(down.input, hidden)) {
-      mlp.activation = Activation::GeluTanh;
-    } else {
-      return fail("the expert's down projection reads " +
-                  describe(def(down.input)) +
-                  ", not a gated product nor a ReLU or GELU");
-    }
-    if (!matchBatchedEinsumLinear(hidden, "ecm,emf->ecf", up))
-      return fail("the expert's up projection: " + why);
-  }
-  if (up.input != outputOf(dispatch, 0))
+  if (rows != outputOf(dispatch, 0))
     return fail("the experts do not read the dispatched rows");
-  if (up.weight.getType().getDimSize(0) != numExperts ||
-      down.weight.getType().getDimSize(0) != numExperts)
+  if (block.numExperts() != numExperts)
     return fail("the expert weights are not stacked over the router's experts");
   block.form = "capacity einsum";
   block.outputNode = output;
   block.k = 1;
   block.renormalize = false;
   block.tokenCapacity = *capacity;
-  block.gate = gate.weight;
-  block.gateBias = gate.bias;
-  block.up = up.weight;
-  block.upBias = up.bias;
-  block.down = down.weight;
-  block.downBias = down.bias;
-  block.kind = gate.weight ? ExpertKind::Gated : ExpertKind::Ffn;
-  block.activation = mlp.activation;
-  block.limit = mlp.limit;
-  block.alpha = mlp.alpha;
-  block.beta = mlp.beta;
   block.input = router.input;
   return true;
 }

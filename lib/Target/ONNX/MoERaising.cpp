@@ -56,6 +56,47 @@ struct ExpertWeights {
 };
 } // namespace
 
+/// The routing plan of the ops: `moe.route` of `logits [T, E]` under
+/// `routing`, `moe.dispatch`, the experts that `buildExperts(token indices,
+/// expert offsets, destination rows)` builds on `tokens [T, H]`, and
+/// `moe.combine`; returns the combined `[T, H]`.
+static Value
+buildRoutingPlan(OpBuilder &b, Location loc, Value tokens, Value logits,
+                 RoutingAttr routing, int64_t numExperts,
+                 function_ref<Value(Value, Value, Value)> buildExperts) {
+  auto tokensType = cast<RankedTensorType>(tokens.getType());
+  Type elementType = tokensType.getElementType();
+  int64_t numTokens = tokensType.getDimSize(0);
+  int64_t hidden = tokensType.getDimSize(1);
+  int64_t k = routing.getK();
+  Type i32 = b.getI32Type();
+  auto pairType = [&](Type elt) {
+    return RankedTensorType::get({numTokens, k}, elt);
+  };
+  auto route =
+      RouteOp::create(b, loc, pairType(i32), pairType(elementType), logits,
+                      /*selection_bias=*/Value(),
+                      /*token_groups=*/Value(), /*residual=*/Value(), routing);
+  int64_t numRows =
+      ShapedType::isDynamic(numTokens) ? ShapedType::kDynamic : numTokens * k;
+  auto dispatch = DispatchOp::create(
+      b, loc, RankedTensorType::get({numRows}, i32),
+      RankedTensorType::get({numExperts + 1}, i32), pairType(i32),
+      route.getExpertIds(), b.getI64IntegerAttr(numExperts),
+      b.getI64IntegerAttr(1), b.getF64FloatAttr(0.0));
+  SmallVector<Value> dynSizes;
+  if (ShapedType::isDynamic(numTokens))
+    dynSizes.push_back(
+        arith::MulIOp::create(b, loc, tensor::DimOp::create(b, loc, tokens, 0),
+                              arith::ConstantIndexOp::create(b, loc, k)));
+  Value dest = tensor::EmptyOp::create(
+      b, loc, ArrayRef<int64_t>{numRows, hidden}, elementType, dynSizes);
+  Value rows = buildExperts(dispatch.getTokenIndices(),
+                            dispatch.getExpertOffsets(), dest);
+  return CombineOp::create(b, loc, tokensType, rows, dispatch.getPositions(),
+                           route.getWeights(), Value());
+}
+
 /// A constant input that must be an initializer of shape `rank`.
 static FailureOr<DenseElementsAttr> getWeight(Node &node, unsigned i,
                                               StringRef what, int64_t rank,
@@ -391,40 +432,16 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
     if (logitsType.getRank() == 3)
       logits = tensor::CollapseShapeOp::create(
           b, loc, logits, SmallVector<ReassociationIndices>{{0, 1}, {2}});
-    auto tokensType = cast<RankedTensorType>(tokens.getType());
-    int64_t numTokens = tokensType.getDimSize(0);
-    Type i32 = b.getI32Type();
-    auto pairType = [&](Type elt) {
-      return RankedTensorType::get({numTokens, k}, elt);
-    };
-    auto route = RouteOp::create(b, loc, pairType(i32), pairType(elementType),
-                                 logits, /*selection_bias=*/Value(),
-                                 /*token_groups=*/Value(),
-                                 /*residual=*/Value(), routing);
-    int64_t numRows =
-        ShapedType::isDynamic(numTokens) ? ShapedType::kDynamic : numTokens * k;
-    auto dispatch = DispatchOp::create(
-        b, loc, RankedTensorType::get({numRows}, i32),
-        RankedTensorType::get({numExperts + 1}, i32), pairType(i32),
-        route.getExpertIds(), b.getI64IntegerAttr(numExperts),
-        b.getI64IntegerAttr(1), b.getF64FloatAttr(0.0));
-    SmallVector<Value> dynSizes;
-    if (ShapedType::isDynamic(numTokens))
-      dynSizes.push_back(arith::MulIOp::create(
-          b, loc, tensor::DimOp::create(b, loc, tokens, 0),
-          arith::ConstantIndexOp::create(b, loc, k)));
-    Value dest = tensor::EmptyOp::create(
-        b, loc, ArrayRef<int64_t>{numRows, hidden}, elementType, dynSizes);
-    auto experts = ExpertsOp::create(
-        b, loc, dest.getType(), tokens, dispatch.getTokenIndices(),
-        dispatch.getExpertOffsets(), dest, constant(weights.gate),
-        constant(weights.up), constant(weights.down),
-        constant(weights.gateBias), constant(weights.upBias),
-        constant(weights.downBias), expert, b.getI64IntegerAttr(0),
-        /*placement=*/PlacementAttr());
-    result =
-        CombineOp::create(b, loc, tokensType, experts.getResult(),
-                          dispatch.getPositions(), route.getWeights(), Value());
+    result = buildRoutingPlan(
+        b, loc, tokens, logits, routing, numExperts,
+        [&](Value tokenIndices, Value offsets, Value dest) -> Value {
+          return ExpertsOp::create(
+              b, loc, dest.getType(), tokens, tokenIndices, offsets, dest,
+              constant(weights.gate), constant(weights.up),
+              constant(weights.down), constant(weights.gateBias),
+              constant(weights.upBias), constant(weights.downBias), expert,
+              b.getI64IntegerAttr(0), /*placement=*/PlacementAttr());
+        });
   }
   if (inputType.getRank() == 3)
     result = buildExpandShape(b, loc, inputType, result,
@@ -694,46 +711,23 @@ LogicalResult onnx_import::importMicrosoftQMoE(Node &node) {
   };
   Value tokens = collapse(input);
   logits = collapse(logits);
-  auto tokensType = cast<RankedTensorType>(tokens.getType());
-  int64_t numTokens = tokensType.getDimSize(0);
   auto routing =
       RoutingAttr::get(ctx, k, ScoringFunc::Softmax,
                        node.getInt("normalize_routing_weights", 0) != 0,
                        APFloat(1.0), APFloat(1.0), /*n_group=*/0,
                        /*topk_group=*/0, APFloat(0.0), APFloat(0.0));
-  Type i32 = b.getI32Type();
-  auto pairType = [&](Type elt) {
-    return RankedTensorType::get({numTokens, k}, elt);
-  };
-  auto route =
-      RouteOp::create(b, loc, pairType(i32), pairType(elementType), logits,
-                      /*selection_bias=*/Value(),
-                      /*token_groups=*/Value(), /*residual=*/Value(), routing);
-  int64_t numRows =
-      ShapedType::isDynamic(numTokens) ? ShapedType::kDynamic : numTokens * k;
-  auto dispatch = DispatchOp::create(
-      b, loc, RankedTensorType::get({numRows}, i32),
-      RankedTensorType::get({numExperts + 1}, i32), pairType(i32),
-      route.getExpertIds(), b.getI64IntegerAttr(numExperts),
-      b.getI64IntegerAttr(1), b.getF64FloatAttr(0.0));
-  SmallVector<Value> dynSizes;
-  if (ShapedType::isDynamic(numTokens))
-    dynSizes.push_back(
-        arith::MulIOp::create(b, loc, tensor::DimOp::create(b, loc, tokens, 0),
-                              arith::ConstantIndexOp::create(b, loc, k)));
-  Value dest = tensor::EmptyOp::create(
-      b, loc, ArrayRef<int64_t>{numRows, hidden}, elementType, dynSizes);
-  auto experts = QuantizedExpertsOp::create(
-      b, loc, dest.getType(), tokens, dispatch.getTokenIndices(),
-      dispatch.getExpertOffsets(), dest, constant(gate), constant(gateScales),
-      constant(up), constant(upScales), constant(fc2Bytes),
-      constant(*fc2Scales), constant(gateBias), constant(upBias),
-      constant(downBias), constant(gateZeroPoints), constant(upZeroPoints),
-      constant(*fc2ZeroPoints), expert, b.getI64IntegerAttr(bits),
-      b.getI64IntegerAttr(0));
-  Value result =
-      CombineOp::create(b, loc, tokensType, experts.getResult(),
-                        dispatch.getPositions(), route.getWeights(), Value());
+  Value result = buildRoutingPlan(
+      b, loc, tokens, logits, routing, numExperts,
+      [&](Value tokenIndices, Value offsets, Value dest) -> Value {
+        return QuantizedExpertsOp::create(
+            b, loc, dest.getType(), tokens, tokenIndices, offsets, dest,
+            constant(gate), constant(gateScales), constant(up),
+            constant(upScales), constant(fc2Bytes), constant(*fc2Scales),
+            constant(gateBias), constant(upBias), constant(downBias),
+            constant(gateZeroPoints), constant(upZeroPoints),
+            constant(*fc2ZeroPoints), expert, b.getI64IntegerAttr(bits),
+            b.getI64IntegerAttr(0));
+      });
   if (inputType.getRank() == 3)
     result = buildExpandShape(b, loc, inputType, result,
                               SmallVector<ReassociationIndices>{{0, 1}, {2}},

@@ -60,8 +60,26 @@ static std::optional<int64_t> foldInt(StringRef op, int64_t l, int64_t r) {
   return std::nullopt;
 }
 
-/// Elementwise index arithmetic of two shape values with broadcasting of
-/// one-element operands; folds constants.
+/// Whether a shape value element is known to be >= 0: a constant >= 0, a
+/// `tensor.dim`, or sums and products of such.
+static bool isNonNegative(OpFoldResult element, int depth = 0) {
+  if (std::optional<int64_t> c = getConstantIntValue(element))
+    return *c >= 0;
+  auto value = dyn_cast<Value>(element);
+  Operation *def = value ? value.getDefiningOp() : nullptr;
+  if (isa_and_nonnull<tensor::DimOp>(def))
+    return true;
+  if (depth < 8 && isa_and_nonnull<arith::AddIOp, arith::MulIOp>(def))
+    return isNonNegative(def->getOperand(0), depth + 1) &&
+           isNonNegative(def->getOperand(1), depth + 1);
+  return false;
+}
+
+/// Elementwise index arithmetic (Add, Sub, Mul, Div) of two shape values
+/// with broadcasting of one-element operands; folds constants. Equal only
+/// where it is known without running (0 or 1): equal constants, the same
+/// value, or a size (>= 0) against a negative constant (torch's
+/// `expand(-1, ...)` tests for -1).
 static std::optional<SmallVector<OpFoldResult>>
 foldBinary(Node &node, ArrayRef<OpFoldResult> lhs, ArrayRef<OpFoldResult> rhs) {
   size_t count = std::max(lhs.size(), rhs.size());
@@ -84,6 +102,16 @@ foldBinary(Node &node, ArrayRef<OpFoldResult> lhs, ArrayRef<OpFoldResult> rhs) {
       result.push_back(b.getIndexAttr(*v));
       continue;
     }
+    if (op == "Equal") {
+      if (!lc && !rc && dyn_cast<Value>(l) == dyn_cast<Value>(r))
+        result.push_back(b.getIndexAttr(1));
+      else if ((lc && *lc < 0 && isNonNegative(r)) ||
+               (rc && *rc < 0 && isNonNegative(l)))
+        result.push_back(b.getIndexAttr(0));
+      else
+        return std::nullopt;
+      continue;
+    }
     Value lv = getValueOrCreateConstantIndexOp(b, loc, l);
     Value rv = getValueOrCreateConstantIndexOp(b, loc, r);
     Value v;
@@ -96,51 +124,6 @@ foldBinary(Node &node, ArrayRef<OpFoldResult> lhs, ArrayRef<OpFoldResult> rhs) {
     else
       v = arith::DivSIOp::create(b, loc, lv, rv);
     result.push_back(v);
-  }
-  return result;
-}
-
-/// Whether a shape value element is known to be >= 0: a constant >= 0, a
-/// `tensor.dim`, or sums and products of such.
-static bool isNonNegative(OpFoldResult element, int depth = 0) {
-  if (std::optional<int64_t> c = getConstantIntValue(element))
-    return *c >= 0;
-  auto value = dyn_cast<Value>(element);
-  Operation *def = value ? value.getDefiningOp() : nullptr;
-  if (isa_and_nonnull<tensor::DimOp>(def))
-    return true;
-  if (depth < 8 && isa_and_nonnull<arith::AddIOp, arith::MulIOp>(def))
-    return isNonNegative(def->getOperand(0), depth + 1) &&
-           isNonNegative(def->getOperand(1), depth + 1);
-  return false;
-}
-
-/// Equal of two shape values where it is known without running: equal
-/// constants, the same value, or a size (>= 0) against a negative constant
-/// (torch's `expand(-1, ...)` tests for -1). Each element is 0 or 1.
-static std::optional<SmallVector<OpFoldResult>>
-foldEqual(Node &node, ArrayRef<OpFoldResult> lhs, ArrayRef<OpFoldResult> rhs) {
-  size_t count = std::max(lhs.size(), rhs.size());
-  if ((lhs.size() != count && lhs.size() != 1) ||
-      (rhs.size() != count && rhs.size() != 1))
-    return std::nullopt;
-  OpBuilder &b = node.getBuilder();
-  SmallVector<OpFoldResult> result;
-  for (size_t i = 0; i < count; ++i) {
-    OpFoldResult l = lhs[lhs.size() == 1 ? 0 : i];
-    OpFoldResult r = rhs[rhs.size() == 1 ? 0 : i];
-    std::optional<int64_t> lc = getConstantIntValue(l);
-    std::optional<int64_t> rc = getConstantIntValue(r);
-    if (lc && rc) {
-      result.push_back(b.getIndexAttr(*lc == *rc));
-    } else if (!lc && !rc && dyn_cast<Value>(l) == dyn_cast<Value>(r)) {
-      result.push_back(b.getIndexAttr(1));
-    } else if ((lc && *lc < 0 && isNonNegative(r)) ||
-               (rc && *rc < 0 && isNonNegative(l))) {
-      result.push_back(b.getIndexAttr(0));
-    } else {
-      return std::nullopt;
-    }
   }
   return result;
 }
@@ -291,16 +274,6 @@ void onnx_import::propagateShapeValues(Node &node) {
     node.setShapeResult(0, all);
     return;
   }
-  if (op == "Equal") {
-    std::optional<SmallVector<OpFoldResult>> lhs = node.getShapeValue(0);
-    std::optional<SmallVector<OpFoldResult>> rhs = node.getShapeValue(1);
-    if (!lhs || !rhs)
-      return;
-    if (std::optional<SmallVector<OpFoldResult>> result =
-            foldEqual(node, *lhs, *rhs))
-      node.setShapeResult(0, *result);
-    return;
-  }
   if (op == "Where") {
     // A condition known element by element picks shape values.
     std::optional<SmallVector<OpFoldResult>> cond = node.getShapeValue(0);
@@ -349,7 +322,8 @@ void onnx_import::propagateShapeValues(Node &node) {
     node.setShapeResult(0, written);
     return;
   }
-  if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
+  if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" ||
+      op == "Equal") {
     std::optional<SmallVector<OpFoldResult>> lhs = node.getShapeValue(0);
     std::optional<SmallVector<OpFoldResult>> rhs = node.getShapeValue(1);
     if (!lhs || !rhs)
