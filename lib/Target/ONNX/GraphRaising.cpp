@@ -237,6 +237,10 @@ private:
   /// A routed expert: SwiGLU (without biases), or a ReLU or GELU FFN
   /// `down(act(up(x)))` with or without biases (ExpertMLP without a gate).
   bool matchExpert(StringRef name, ExpertMLP &mlp);
+  /// The activation of a plain FFN expert: ReLU, GELU (erf) or GELU (tanh)
+  /// of `input`.
+  bool matchFfnActivation(StringRef name, StringRef &input,
+                          Activation &activation);
   /// GELU (erf) as torch exports it: sets `input` to its argument.
   bool matchGelu(StringRef name, StringRef &input);
   /// GELU with the tanh approximation as torch exports it.
@@ -922,21 +926,31 @@ bool BlockMatcher::matchExpert(StringRef name, ExpertMLP &mlp) {
     return fail(swiglu + " (nor an FFN)");
   StringRef hidden;
   Activation activation;
-  if (const onnx::NodeProto *relu = defOp(down.input, "Relu")) {
-    hidden = inputOf(relu, 0);
-    activation = Activation::Relu;
-  } else if (matchGelu(down.input, hidden)) {
-    activation = Activation::Gelu;
-  } else if (matchGeluTanh(down.input, hidden)) {
-    activation = Activation::GeluTanh;
-  } else {
+  if (!matchFfnActivation(down.input, hidden, activation))
     return fail(swiglu + " (nor a ReLU or GELU FFN)");
-  }
   if (!matchLinear(hidden, up))
     return fail("the FFN expert's up projection: " + why);
   mlp = {up.input, {},      up.weight, down.weight,
          {},       up.bias, down.bias, activation};
   return true;
+}
+
+bool BlockMatcher::matchFfnActivation(StringRef name, StringRef &input,
+                                      Activation &activation) {
+  if (const onnx::NodeProto *relu = defOp(name, "Relu")) {
+    input = inputOf(relu, 0);
+    activation = Activation::Relu;
+    return true;
+  }
+  if (matchGelu(name, input)) {
+    activation = Activation::Gelu;
+    return true;
+  }
+  if (matchGeluTanh(name, input)) {
+    activation = Activation::GeluTanh;
+    return true;
+  }
+  return false;
 }
 
 bool BlockMatcher::matchGelu(StringRef name, StringRef &input) {
@@ -1721,18 +1735,10 @@ bool BlockMatcher::matchBatchedMLP(
     return false;
   } else {
     StringRef hidden;
-    if (const onnx::NodeProto *relu = defOp(down.input, "Relu")) {
-      hidden = inputOf(relu, 0);
-      activation = Activation::Relu;
-    } else if (matchGelu(down.input, hidden)) {
-      activation = Activation::Gelu;
-    } else if (matchGeluTanh(down.input, hidden)) {
-      activation = Activation::GeluTanh;
-    } else {
+    if (!matchFfnActivation(down.input, hidden, activation))
       return fail("the batched down projection reads " +
                   describe(def(down.input)) +
                   ", not a gated product nor a ReLU or GELU");
-    }
     if (!linear(hidden, up))
       return fail("the batched up projection: " + why);
   }
