@@ -108,6 +108,9 @@ struct Router {
   /// The logits `x·W (+ b)`.
   std::string logits;
   ScoringFunc scoring = ScoringFunc::Softmax;
+  /// The softmax temperature: the logits are divided by it (or multiplied
+  /// by its inverse) before the Softmax.
+  double temperature = 1.0;
   /// A constant `[E]` added to the scores for the choice only (TopK of
   /// `scores + bias`, weights gathered from `scores`), or null.
   DenseElementsAttr selectionBias;
@@ -721,6 +724,26 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
     return fail("the routing scores come from " + describe(def(name)) +
                 ", not from a Softmax or Sigmoid of router logits");
   StringRef logits = skipCasts(inputOf(softmax, 0));
+  // A softmax temperature: Softmax(logits / t) or Softmax(logits * (1 / t)).
+  double temperature = 1.0;
+  if (scoring == ScoringFunc::Softmax) {
+    if (const onnx::NodeProto *div = defOp(logits, "Div")) {
+      std::optional<double> t = constantScalar(inputOf(div, 1));
+      if (t && *t > 0) {
+        temperature = *t;
+        logits = skipCasts(inputOf(div, 0));
+      }
+    } else if (const onnx::NodeProto *mul = defOp(logits, "Mul")) {
+      for (int i = 0; i < 2; ++i) {
+        std::optional<double> c = constantScalar(inputOf(mul, i));
+        if (c && *c > 0) {
+          temperature = 1.0 / *c;
+          logits = skipCasts(inputOf(mul, 1 - i));
+          break;
+        }
+      }
+    }
+  }
   Router modality;
   if (matchModalityMask(logits, modality, logits)) {
     if (scoring != ScoringFunc::Softmax || selectionBias || grouped)
@@ -739,6 +762,7 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   router.bias = linear.bias;
   router.logits = logits.str();
   router.scoring = scoring;
+  router.temperature = temperature;
   router.selectionBias = selectionBias;
   router.expertGroups = modality.expertGroups;
   router.tokenGroups = modality.tokenGroups;
@@ -2317,6 +2341,7 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   block.softmax = router.softmax;
   block.router = router.weight;
   block.scoring = router.scoring;
+  block.temperature = router.temperature;
   block.selectionBias = router.selectionBias;
   block.nGroup = router.group.nGroup;
   block.topkGroup = router.group.topkGroup;
@@ -2549,8 +2574,9 @@ static LogicalResult checkScoresAndWeights(GraphImporter &importer,
 static RoutingAttr routingOf(MLIRContext *ctx, const MoEBlock &block,
                              double tokenCapacityFactor = 0.0) {
   return RoutingAttr::get(
-      ctx, block.k, block.scoring, block.renormalize, APFloat(1.0),
-      APFloat(block.scale), block.nGroup, block.topkGroup,
+      ctx, block.k, block.scoring, block.renormalize,
+      APFloat(block.temperature), APFloat(block.scale), block.nGroup,
+      block.topkGroup,
       APFloat(block.expertChoice ? block.capacityFactor : tokenCapacityFactor),
       APFloat(0.0),
       block.expertChoice ? SelectionMode::ExpertChoice

@@ -529,8 +529,14 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
              : block.scoring == ScoringFunc::TopkSoftmax
                  ? " of the logits, softmax over the chosen"
                  : "")
-         << (block.routerBias ? " (router with a bias)" : "")
-         << (block.selectionBias ? " with a selection bias" : "");
+         << (block.routerBias ? " (router with a bias)" : "");
+    if (block.temperature != 1.0) {
+      std::string temperature;
+      llvm::raw_string_ostream(temperature)
+          << llvm::format("%g", block.temperature);
+      diag << " at softmax temperature " << temperature;
+    }
+    diag << (block.selectionBias ? " with a selection bias" : "");
     if (block.nGroup)
       diag << " in the best " << block.topkGroup << " of " << block.nGroup
            << " expert groups";

@@ -159,6 +159,8 @@ struct MoEBlock {
   /// softmax of the top-k logits (GPT-OSS: `softmax` is then the Softmax
   /// of the TopK values).
   ScoringFunc scoring = ScoringFunc::Softmax;
+  /// The softmax temperature (the logits divided by it).
+  double temperature = 1.0;
   /// A selection bias `[E]` (choice only), or null.
   DenseElementsAttr selectionBias;
   /// The group limit (DeepSeek-V3; 0: none) and the router's group TopKs,

@@ -35,6 +35,8 @@ Models:
                  top1gating, experts as batched einsums), 10 tokens, capacity
                  2 per expert; static token count
   capacity_einsum_dynamic  the same with a dynamic token axis (not raised)
+  mixtral_temperature  Mixtral's block with a softmax temperature of 0.5,
+                 not renormalized
   mixtral_sigmoid  Mixtral's block with sigmoid router scores (top-k of
                  sigmoid(logits), renormalized)
   deepseek_v3    DeepSeek-V3's routing without the group limit: top-k of
@@ -142,8 +144,9 @@ class MixtralSparseMoeBlock(nn.Module):
 
     def __init__(self, hidden, ffn, num_experts, top_k, renormalize=True,
                  score_scale=None, scoring="softmax", expert=None,
-                 router_bias=False):
+                 router_bias=False, temperature=None):
         super().__init__()
+        self.temperature = temperature
         self.hidden_dim = hidden
         self.num_experts = num_experts
         self.top_k = top_k
@@ -162,6 +165,9 @@ class MixtralSparseMoeBlock(nn.Module):
                 router_logits, self.top_k, dim=-1)
             return F.softmax(top_value, dim=1,
                              dtype=top_value.dtype), selected_experts
+        if self.temperature is not None:
+            # A softmax temperature (dense-to-sparse gates anneal it).
+            router_logits = router_logits / self.temperature
         if self.scoring == "sigmoid":
             routing_weights = torch.sigmoid(router_logits)
         else:
@@ -700,6 +706,11 @@ MODELS = {
     # factor of T, so it is not raised, and runs op by op.
     "capacity_einsum_dynamic": (lambda: CapacityEinsumMoeBlock(H, FFN, E, 0.5),
                                 float_input((10, H)), {0: "tokens"}),
+    # Softmax at temperature 0.5 (logits / 0.5), top-2 without
+    # renormalization (so that the temperature shows in the weights).
+    "mixtral_temperature": (lambda: MixtralSparseMoeBlock(
+        H, FFN, E, 2, renormalize=False, temperature=0.5),
+                            float_input((7, H)), {0: "tokens"}),
     "mixtral_sigmoid": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2,
                                                       scoring="sigmoid"),
                         float_input((7, H)), {0: "tokens"}),
