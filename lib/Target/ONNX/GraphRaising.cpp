@@ -259,6 +259,13 @@ private:
   const Router *router = nullptr;
   /// The routing scale found by matchWeights (1 without one).
   double scale = 1.0;
+  /// The top-p threshold found by matchWeights (0 without one).
+  double threshold = 0.0;
+  /// The top-p mask of the TopK values `values`: `values * ((cumsum(values,
+  /// -1) - values) < p)` (an expert is kept while the probability before it
+  /// sums to less than p); returns p.
+  std::optional<double> matchTopPMask(const onnx::NodeProto &topk,
+                                      StringRef name);
 
   bool matchMixtral(const onnx::NodeProto &topk, const Router &router,
                     int64_t k, MoEBlock &block);
@@ -1094,15 +1101,28 @@ bool BlockMatcher::matchWeights(const onnx::NodeProto &topk, StringRef name,
     return fail("the experts use different routing scales");
   if (found != 1.0)
     scale = found;
-  if (isTopKWeights(topk, name)) {
-    renormalize = false;
+  // The top-k values, or their top-p mask (one threshold for the block).
+  bool sameThreshold = true;
+  auto isBase = [&](StringRef n) {
+    if (isTopKWeights(topk, n))
+      return true;
+    std::optional<double> p = matchTopPMask(topk, skipCasts(n));
+    if (!p)
+      return false;
+    sameThreshold = sameThreshold && (threshold == 0.0 || threshold == *p);
+    threshold = *p;
     return true;
+  };
+  if (isBase(name)) {
+    renormalize = false;
+    return sameThreshold || fail("the experts use different top-p thresholds");
   }
   const onnx::NodeProto *div = defOp(name, "Div");
   const onnx::NodeProto *sum =
       div ? defOp(inputOf(div, 1), "ReduceSum") : nullptr;
-  if (div && sum && isTopKWeights(topk, inputOf(div, 0)) &&
-      isTopKWeights(topk, inputOf(sum, 0))) {
+  if (div && sum && isBase(inputOf(div, 0)) && isBase(inputOf(sum, 0))) {
+    if (!sameThreshold)
+      return fail("the experts use different top-p thresholds");
     std::optional<SmallVector<int64_t>> axes = axesOf(*sum);
     if (!axes || axes->size() != 1 || (*axes)[0] != -1 ||
         intAttr(*sum, "keepdims", 1) != 1)
@@ -1114,6 +1134,35 @@ bool BlockMatcher::matchWeights(const onnx::NodeProto &topk, StringRef name,
   return fail("the routing weights are computed by " + describe(def(name)) +
               " from the top-k values, neither used as they are nor "
               "renormalized by their sum");
+}
+
+std::optional<double> BlockMatcher::matchTopPMask(const onnx::NodeProto &topk,
+                                                  StringRef name) {
+  StringRef values = outputOf(&topk, 0);
+  const onnx::NodeProto *mul = defOp(name, "Mul");
+  for (int i = 0; mul && i < 2; ++i) {
+    if (skipCasts(inputOf(mul, i)) != values)
+      continue;
+    // The mask, through a Cast to float (or of bool).
+    StringRef mask = inputOf(mul, 1 - i);
+    if (const onnx::NodeProto *cast = defOp(mask, "Cast"))
+      mask = inputOf(cast, 0);
+    const onnx::NodeProto *less = defOp(mask, "Less");
+    const onnx::NodeProto *sub =
+        less ? defOp(inputOf(less, 0), "Sub") : nullptr;
+    const onnx::NodeProto *cumsum =
+        sub ? defOp(inputOf(sub, 0), "CumSum") : nullptr;
+    std::optional<double> p =
+        less ? constantScalar(inputOf(less, 1)) : std::nullopt;
+    std::optional<int64_t> axis =
+        cumsum ? constantInt(inputOf(cumsum, 1)) : std::nullopt;
+    if (cumsum && skipCasts(inputOf(cumsum, 0)) == values &&
+        skipCasts(inputOf(sub, 1)) == values && axis && *axis == -1 &&
+        intAttr(*cumsum, "exclusive", 0) == 0 &&
+        intAttr(*cumsum, "reverse", 0) == 0 && p && *p > 0)
+      return p;
+  }
+  return std::nullopt;
 }
 
 bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
@@ -2350,6 +2399,7 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
   block.tokenGroups = router.tokenGroups;
   this->router = &router;
   scale = 1.0;
+  threshold = 0.0;
   bool modality = !router.expertGroups.empty();
   if (modality && (!is(&anchor, "TopK") || transpose ||
                    !userOp(outputOf(&anchor, 1), "OneHot"))) {
@@ -2404,6 +2454,7 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
     if (!matchMixtral(anchor, router, *k, block))
       return std::nullopt;
     block.scale = scale;
+    block.threshold = threshold;
     // The masked softmax is over the token's group, moe.routing's over all
     // experts: the same weights only once renormalized over the top-k.
     if (modality && !block.renormalize) {
@@ -2422,6 +2473,7 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
     if (!matchDense(anchor, router, *k, block))
       return std::nullopt;
     block.scale = scale;
+    block.threshold = threshold;
     return block;
   }
   fail("the expert ids feed neither OneHot (Mixtral's expert loop) nor "
@@ -2578,7 +2630,7 @@ static RoutingAttr routingOf(MLIRContext *ctx, const MoEBlock &block,
       APFloat(block.temperature), APFloat(block.scale), block.nGroup,
       block.topkGroup,
       APFloat(block.expertChoice ? block.capacityFactor : tokenCapacityFactor),
-      APFloat(0.0),
+      APFloat(block.threshold),
       block.expertChoice ? SelectionMode::ExpertChoice
                          : SelectionMode::TokenChoice,
       block.capacity, block.expertGroups);

@@ -481,6 +481,13 @@ LogicalResult GraphImporter::importInitializers() {
   return success();
 }
 
+/// `value` in printf's %g (six significant digits), for remarks.
+static std::string shortest(double value) {
+  std::string text;
+  llvm::raw_string_ostream(text) << llvm::format("%g", value);
+  return text;
+}
+
 LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
                                         bool &raised) {
   raised = false;
@@ -514,14 +521,14 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     } else if (block.expertChoice && block.capacity) {
       diag << "expert choice of " << block.capacity << " tokens each";
     } else if (block.expertChoice) {
-      std::string factor;
-      llvm::raw_string_ostream(factor)
-          << llvm::format("%g", block.capacityFactor);
-      diag << "expert choice of min(ceil(" << factor << " * T / " << numExperts
-           << "), T) tokens each";
+      diag << "expert choice of min(ceil(" << shortest(block.capacityFactor)
+           << " * T / " << numExperts << "), T) tokens each";
     } else {
       diag << "top-" << block.k;
     }
+    if (block.threshold != 0.0)
+      diag << " (top-p: while the scores before sum to under "
+           << shortest(block.threshold) << ")";
     if (block.tokenCapacity)
       diag << " with a capacity of " << block.tokenCapacity
            << " tokens per expert (dropped tokens get zeros)";
@@ -530,12 +537,8 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
                  ? " of the logits, softmax over the chosen"
                  : "")
          << (block.routerBias ? " (router with a bias)" : "");
-    if (block.temperature != 1.0) {
-      std::string temperature;
-      llvm::raw_string_ostream(temperature)
-          << llvm::format("%g", block.temperature);
-      diag << " at softmax temperature " << temperature;
-    }
+    if (block.temperature != 1.0)
+      diag << " at softmax temperature " << shortest(block.temperature);
     diag << (block.selectionBias ? " with a selection bias" : "");
     if (block.nGroup)
       diag << " in the best " << block.topkGroup << " of " << block.nGroup
@@ -553,14 +556,9 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     }
     diag << ", " << stringifyExpertKind(block.kind) << " "
          << stringifyActivation(block.activation) << " experts";
-    if (block.limit != 0.0 || block.alpha != 1.0 || block.beta != 0.0) {
-      std::string params;
-      llvm::raw_string_ostream(params)
-          << " (limit " << llvm::format("%g", block.limit) << ", alpha "
-          << llvm::format("%g", block.alpha) << ", beta "
-          << llvm::format("%g", block.beta) << ")";
-      diag << params;
-    }
+    if (block.limit != 0.0 || block.alpha != 1.0 || block.beta != 0.0)
+      diag << " (limit " << shortest(block.limit) << ", alpha "
+           << shortest(block.alpha) << ", beta " << shortest(block.beta) << ")";
     if (block.gateBias || block.upBias || block.downBias)
       diag << " with biases";
     if (block.sharedUp)

@@ -161,6 +161,10 @@ struct MoEBlock {
   ScoringFunc scoring = ScoringFunc::Softmax;
   /// The softmax temperature (the logits divided by it).
   double temperature = 1.0;
+  /// Top-p routing (a dynamic number of experts): the experts are taken in
+  /// decreasing score while the scores before them sum to less than it; 0:
+  /// a fixed k.
+  double threshold = 0.0;
   /// A selection bias `[E]` (choice only), or null.
   DenseElementsAttr selectionBias;
   /// The group limit (DeepSeek-V3; 0: none) and the router's group TopKs,

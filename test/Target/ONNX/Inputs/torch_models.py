@@ -45,6 +45,10 @@ Models:
   qwen_norenorm  Mixtral's block without renormalization (OLMoE/Qwen)
   dense          every expert on every token, masked by the top-k weights
                  scattered into a [T, E] matrix
+  top_p          top-p routing (p = 0.6): TopK over all experts, an expert
+                 kept while the probability before it sums to less than p
+                 (CumSum), the dense form's mixing matrix
+  top_p_renorm   the same with the kept probabilities renormalized
   dense_shared   dense plus a shared expert scaled by sigmoid(x·ws) (Qwen-MoE)
   expert_choice  expert-choice routing: TopK of the transposed router softmax
                  (each expert's best `capacity` tokens), experts on the
@@ -305,6 +309,30 @@ class DenseMoeBlock(nn.Module):
             y = y + torch.sigmoid(self.shared_expert_gate(x)) \
                 * self.shared_expert(x)
         return y
+
+
+class TopPMoeBlock(DenseMoeBlock):
+    """Top-p routing (dynamic experts per token, as in Huang et al. 2024,
+    "Harder tasks need more experts"): the probabilities sorted (a TopK over
+    all experts), an expert kept while the probability before it sums to
+    less than p, the kept probabilities (optionally renormalized) scattered
+    into the [T, E] mixing matrix of the dense form."""
+
+    def __init__(self, hidden, ffn, num_experts, threshold, renormalize):
+        super().__init__(hidden, ffn, num_experts, num_experts)
+        self.threshold = threshold
+        self.renormalize = renormalize
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)
+        sorted_probs, sorted_idx = torch.topk(probs, self.num_experts, dim=-1)
+        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        w = sorted_probs * (before < self.threshold)
+        if self.renormalize:
+            w = w / w.sum(dim=-1, keepdim=True)
+        mix = torch.zeros_like(probs).scatter(-1, sorted_idx, w)
+        outs = torch.stack([e(x) for e in self.experts], dim=-2)
+        return (outs * mix.unsqueeze(-1)).sum(dim=-2)
 
 
 class ExpertChoiceMoeBlock(nn.Module):
@@ -733,6 +761,11 @@ MODELS = {
                       float_input((6, H)), {0: "tokens"}),
     "dense": (lambda: DenseMoeBlock(H, FFN, E, 2),
               float_input((6, H)), {0: "tokens"}),
+    # Top-p at p = 0.6 over 4 experts: 1 to 4 experts per token.
+    "top_p": (lambda: TopPMoeBlock(H, FFN, E, 0.6, renormalize=False),
+              float_input((9, H)), {0: "tokens"}),
+    "top_p_renorm": (lambda: TopPMoeBlock(H, FFN, E, 0.6, renormalize=True),
+                     float_input((9, H)), {0: "tokens"}),
     "dense_shared": (lambda: DenseMoeBlock(H, FFN, E, 2, shared_ffn=20),
                      float_input((6, H)), {0: "tokens"}),
     # Each of the E experts takes 3 of the tokens.
