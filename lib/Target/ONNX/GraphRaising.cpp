@@ -111,6 +111,8 @@ struct Router {
   /// The softmax temperature: the logits are divided by it (or multiplied
   /// by its inverse) before the Softmax.
   double temperature = 1.0;
+  /// A gating residual `[T, E]` added to the logits (MoE++), or "".
+  std::string residual;
   /// A constant `[E]` added to the scores for the choice only (TopK of
   /// `scores + bias`, weights gathered from `scores`), or null.
   DenseElementsAttr selectionBias;
@@ -759,10 +761,26 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   } else if (!why.empty()) {
     return false;
   }
+  // A gating residual (MoE++): logits = x·W + r with r computed (the
+  // previous layer's routing logits, or a map of them).
+  std::string residual;
+  if (const onnx::NodeProto *add = defOp(logits, "Add")) {
+    for (int i = 0; i < 2 && residual.empty(); ++i) {
+      Linear probe;
+      StringRef other = inputOf(add, 1 - i);
+      if (!constant(other) && !constant(inputOf(add, i)) &&
+          matchLinear(inputOf(add, i), probe)) {
+        residual = other.str();
+        logits = inputOf(add, i);
+      }
+    }
+    why.clear();
+  }
   Linear linear;
   if (!matchLinear(logits, linear))
     return fail("the router: " + why);
   router = Router();
+  router.residual = residual;
   router.softmax = softmax;
   router.input = linear.input;
   router.weight = linear.weight;
@@ -2386,6 +2404,7 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
     return std::nullopt;
   MoEBlock block;
   block.routerBias = router.bias;
+  block.residual = router.residual;
   block.anchor = &anchor;
   block.softmax = router.softmax;
   block.router = router.weight;
@@ -2688,6 +2707,18 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
   bool hash = static_cast<bool>(block.hashTable);
   bool groups = !block.expertGroups.empty();
   Value original = importer.lookup(block.input);
+  Value residual;
+  if (!block.residual.empty()) {
+    residual = importer.lookup(block.residual);
+    auto type = residual ? dyn_cast<RankedTensorType>(residual.getType())
+                         : RankedTensorType();
+    if (!type || type.getRank() != 2 ||
+        type.getDimSize(1) != block.numExperts()) {
+      why = "the gating residual is not [T, E] logits defined before the "
+            "block's result";
+      return failure();
+    }
+  }
   Value ids;
   if (hash || groups)
     ids = importer.lookup(hash ? block.tokenIds : block.tokenGroups);
@@ -2805,7 +2836,7 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
     auto route =
         RouteOp::create(detached, loc, perToken(i32), perToken(elementType),
                         logits.getResult(0), optional(block.selectionBias), ids,
-                        Value(), routingOf(ctx, block, *tokenCapacityFactor));
+                        residual, routingOf(ctx, block, *tokenCapacityFactor));
     ops.push_back(route);
     expertIds = route.getExpertIds();
     weights = route.getWeights();

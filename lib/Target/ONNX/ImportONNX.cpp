@@ -540,6 +540,8 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
     if (block.temperature != 1.0)
       diag << " at softmax temperature " << shortest(block.temperature);
     diag << (block.selectionBias ? " with a selection bias" : "");
+    if (!block.residual.empty())
+      diag << " with the gating residual '" << block.residual << "'";
     if (block.nGroup)
       diag << " in the best " << block.topkGroup << " of " << block.nGroup
            << " expert groups";

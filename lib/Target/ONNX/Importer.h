@@ -161,6 +161,9 @@ struct MoEBlock {
   ScoringFunc scoring = ScoringFunc::Softmax;
   /// The softmax temperature (the logits divided by it).
   double temperature = 1.0;
+  /// A gating residual (MoE++): the `[T, E]` value added to the logits; the
+  /// block is then built as the router matmul and `moe.route` with it.
+  std::string residual;
   /// Top-p routing (a dynamic number of experts): the experts are taken in
   /// decreasing score while the scores before them sum to less than it; 0:
   /// a fixed k.
@@ -201,9 +204,11 @@ struct MoEBlock {
   /// The number of experts.
   int64_t numExperts() const { return up.getType().getDimSize(0); }
   /// Whether moe.layer cannot express the block (hash routing, modality
-  /// groups): it is built as the routing op, moe.dispatch, moe.experts and
-  /// moe.combine.
-  bool expanded() const { return hashTable || !expertGroups.empty(); }
+  /// groups, a gating residual): it is built as the routing op, moe.dispatch,
+  /// moe.experts and moe.combine.
+  bool expanded() const {
+    return hashTable || !expertGroups.empty() || !residual.empty();
+  }
 };
 
 /// Matches every TopK/ArgMax of `graph` against the known MoE forms. With

@@ -45,6 +45,8 @@ Models:
   qwen_norenorm  Mixtral's block without renormalization (OLMoE/Qwen)
   dense          every expert on every token, masked by the top-k weights
                  scattered into a [T, E] matrix
+  gating_residual  two Mixtral layers, the second's router logits plus a
+                 learned map of the first's (MoE++'s gating residual)
   top_p          top-p routing (p = 0.6): TopK over all experts, an expert
                  kept while the probability before it sums to less than p
                  (CumSum), the dense form's mixing matrix
@@ -309,6 +311,25 @@ class DenseMoeBlock(nn.Module):
             y = y + torch.sigmoid(self.shared_expert_gate(x)) \
                 * self.shared_expert(x)
         return y
+
+
+class GatingResidualMoe(nn.Module):
+    """Two Mixtral layers with MoE++'s gating residual: the second layer's
+    router logits are its own plus a learned map of the first layer's,
+    `gate(h) + W_g(logits_1)` (Jin et al. 2024), each layer with a residual
+    connection."""
+
+    def __init__(self, hidden, ffn, num_experts, top_k):
+        super().__init__()
+        self.layer1 = MixtralSparseMoeBlock(hidden, ffn, num_experts, top_k)
+        self.layer2 = MixtralSparseMoeBlock(hidden, ffn, num_experts, top_k)
+        self.residual_map = nn.Linear(num_experts, num_experts, bias=False)
+
+    def forward(self, x):
+        logits1 = self.layer1.gate(x)
+        h = x + self.layer1.mix(x, logits1)
+        logits2 = self.layer2.gate(h) + self.residual_map(logits1)
+        return h + self.layer2.mix(h, logits2)
 
 
 class TopPMoeBlock(DenseMoeBlock):
@@ -761,6 +782,9 @@ MODELS = {
                       float_input((6, H)), {0: "tokens"}),
     "dense": (lambda: DenseMoeBlock(H, FFN, E, 2),
               float_input((6, H)), {0: "tokens"}),
+    # MoE++'s gating residual between two Mixtral layers.
+    "gating_residual": (lambda: GatingResidualMoe(H, FFN, E, 2),
+                        float_input((7, H)), {0: "tokens"}),
     # Top-p at p = 0.6 over 4 experts: 1 to 4 experts per token.
     "top_p": (lambda: TopPMoeBlock(H, FFN, E, 0.6, renormalize=False),
               float_input((9, H)), {0: "tokens"}),
