@@ -77,6 +77,10 @@ struct ExpertMLP {
   Activation activation = Activation::Silu;
   /// GPT-OSS's clamp and scales of the gated activation (GatedActivation).
   double limit = 0.0, alpha = 1.0, beta = 0.0;
+  /// A zero-computation expert of MoE++ (no weights but, for a constant
+  /// expert, its vector `v [H]` and mixing map `Wc [H, 2]`).
+  std::optional<ZeroComputationKind> zero;
+  DenseElementsAttr constantValue, constantMix;
 };
 
 /// The gated activation `act_alpha(clamp(g)) * (clamp(u) + beta)` of a
@@ -239,6 +243,11 @@ private:
   /// A SwiGLU expert `down(act(gate(x)) * (up(x) + beta))`, with or without
   /// biases and GPT-OSS's clamps.
   bool matchSwiGLU(StringRef name, ExpertMLP &mlp);
+  /// MoE++'s zero-computation experts of Mixtral's loop: zeros_like(rows)
+  /// (zero), `a[:, 0:1] * rows + a[:, 1:2] * v` with `a = softmax(rows·Wc)`
+  /// (constant); anything else is taken for the rows themselves (copy), for
+  /// the caller to check. Sets `mlp.input` to the rows.
+  void matchZeroComputation(StringRef name, ExpertMLP &mlp);
   /// A routed expert: SwiGLU (without biases), or a ReLU or GELU FFN
   /// `down(act(up(x)))` with or without biases (ExpertMLP without a gate).
   bool matchExpert(StringRef name, ExpertMLP &mlp);
@@ -959,10 +968,83 @@ bool BlockMatcher::matchSwiGLU(StringRef name, ExpertMLP &mlp) {
   if (gate.input != up.input)
     return fail("the expert's gate and up projections read different "
                 "values");
-  mlp = {gate.input, gate.weight, up.weight, down.weight,
-         gate.bias,  up.bias,     down.bias, Activation::Silu,
-         act.limit,  act.alpha,   act.beta};
+  mlp = ExpertMLP();
+  mlp.input = gate.input;
+  mlp.gate = gate.weight;
+  mlp.up = up.weight;
+  mlp.down = down.weight;
+  mlp.gateBias = gate.bias;
+  mlp.upBias = up.bias;
+  mlp.downBias = down.bias;
+  mlp.limit = act.limit;
+  mlp.alpha = act.alpha;
+  mlp.beta = act.beta;
   return true;
+}
+
+void BlockMatcher::matchZeroComputation(StringRef name, ExpertMLP &mlp) {
+  mlp = ExpertMLP();
+  // zeros_like(rows): ConstantOfShape(Shape(rows)) of zeros.
+  if (const onnx::NodeProto *zeros = defOp(name, "ConstantOfShape")) {
+    const onnx::NodeProto *shape = defOp(inputOf(zeros, 0), "Shape");
+    if (shape && isZeros(name) && !intsAttr(*shape, "start") &&
+        shape->attribute_size() == 0) {
+      mlp.input = inputOf(shape, 0).str();
+      mlp.zero = ZeroComputationKind::Zero;
+      return;
+    }
+  }
+  // a[:, 0:1] * rows + a[:, 1:2] * v with a = softmax(rows·Wc).
+  auto column = [&](StringRef n) -> std::pair<StringRef, int64_t> {
+    const onnx::NodeProto *slice = defOp(n, "Slice");
+    if (!slice || slice->input_size() < 4)
+      return {StringRef(), -1};
+    std::optional<int64_t> start = constantInt(inputOf(slice, 1));
+    std::optional<int64_t> end = constantInt(inputOf(slice, 2));
+    std::optional<int64_t> axis = constantInt(inputOf(slice, 3));
+    std::optional<int64_t> step =
+        slice->input_size() > 4 ? constantInt(inputOf(slice, 4)) : 1;
+    if (!start || !end || !axis || step != 1 || *end != *start + 1 ||
+        (*axis != -1 && *axis != 1))
+      return {StringRef(), -1};
+    return {inputOf(slice, 0), *start};
+  };
+  if (const onnx::NodeProto *add = defOp(name, "Add")) {
+    for (int i = 0; i < 2; ++i) {
+      const onnx::NodeProto *mulX = defOp(inputOf(add, i), "Mul");
+      const onnx::NodeProto *mulV = defOp(inputOf(add, 1 - i), "Mul");
+      if (!mulX || !mulV)
+        continue;
+      for (int j = 0; j < 2; ++j) {
+        auto [sm0, c0] = column(inputOf(mulX, j));
+        StringRef rows = inputOf(mulX, 1 - j);
+        for (int m = 0; m < 2; ++m) {
+          auto [sm1, c1] = column(inputOf(mulV, m));
+          DenseElementsAttr v = constant(inputOf(mulV, 1 - m));
+          const onnx::NodeProto *softmax = defOp(sm0, "Softmax");
+          Linear mix;
+          if (sm0.empty() || sm0 != sm1 || c0 != 0 || c1 != 1 || !v ||
+              v.getType().getRank() != 1 || !softmax ||
+              (intAttr(*softmax, "axis", -1) != -1 &&
+               intAttr(*softmax, "axis", -1) != 1) ||
+              !matchLinear(inputOf(softmax, 0), mix) || mix.bias ||
+              mix.input != rows || mix.weight.getType().getDimSize(1) != 2 ||
+              mix.weight.getType().getDimSize(0) != v.getType().getDimSize(0))
+            continue;
+          mlp.input = rows.str();
+          mlp.zero = ZeroComputationKind::Constant;
+          mlp.constantValue = v;
+          mlp.constantMix = mix.weight;
+          return;
+        }
+      }
+    }
+  }
+  why.clear();
+  // Anything else may be the rows themselves: a copy expert, if the caller
+  // finds the rows there.
+  mlp.input = name.str();
+  mlp.zero = ZeroComputationKind::Copy;
 }
 
 bool BlockMatcher::matchExpert(StringRef name, ExpertMLP &mlp) {
@@ -979,8 +1061,13 @@ bool BlockMatcher::matchExpert(StringRef name, ExpertMLP &mlp) {
     return fail(swiglu + " (nor a ReLU or GELU FFN)");
   if (!matchLinear(hidden, up))
     return fail("the FFN expert's up projection: " + why);
-  mlp = {up.input, {},      up.weight, down.weight,
-         {},       up.bias, down.bias, activation};
+  mlp = ExpertMLP();
+  mlp.input = up.input;
+  mlp.up = up.weight;
+  mlp.down = down.weight;
+  mlp.upBias = up.bias;
+  mlp.downBias = down.bias;
+  mlp.activation = activation;
   return true;
 }
 
@@ -1189,6 +1276,33 @@ bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
     return fail(llvm::formatv("{0} experts for a router over {1}",
                               experts.size(), numExperts)
                     .str());
+  block.zeroKinds.clear();
+  // MoE++'s zero-computation experts follow the FFN experts.
+  size_t numFfn = 0;
+  while (numFfn < experts.size() && !experts[numFfn].zero)
+    ++numFfn;
+  if (numFfn == 0)
+    return fail("no expert is an FFN (only zero-computation experts)");
+  for (const ExpertMLP &mlp : experts.drop_front(numFfn)) {
+    if (!mlp.zero)
+      return fail("an FFN expert after MoE++'s zero-computation experts");
+    block.zeroKinds.push_back(*mlp.zero);
+  }
+  SmallVector<DenseElementsAttr> values, mixes;
+  for (const ExpertMLP &mlp : experts.drop_front(numFfn))
+    if (mlp.zero == ZeroComputationKind::Constant) {
+      if (!values.empty() &&
+          (values[0].getType() != mlp.constantValue.getType() ||
+           mixes[0].getType() != mlp.constantMix.getType()))
+        return fail("the constant experts have different shapes");
+      values.push_back(mlp.constantValue);
+      mixes.push_back(mlp.constantMix);
+    }
+  if (!values.empty()) {
+    block.constantValues = stackWeights(values);
+    block.constantMix = stackWeights(mixes);
+  }
+  experts = experts.take_front(numFfn);
   auto typeOf = [](DenseElementsAttr attr) {
     return attr ? attr.getType() : ShapedType();
   };
@@ -1281,10 +1395,14 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
       return false;
     const onnx::NodeProto *mul = defOp(scattered, "Mul");
     bool found = false;
+    std::string expertWhy;
     for (int i = 0; i < 2 && !found; ++i) {
       ExpertMLP mlp;
-      if (!matchExpert(inputOf(mul, i), mlp))
-        continue;
+      if (!matchExpert(inputOf(mul, i), mlp)) {
+        // MoE++'s zero, copy and constant experts.
+        expertWhy = why;
+        matchZeroComputation(inputOf(mul, i), mlp);
+      }
       // The expert's rows: x[None, top_x].reshape(-1, H).
       const onnx::NodeProto *reshape = defOp(mlp.input, "Reshape");
       const onnx::NodeProto *rows =
@@ -1294,9 +1412,15 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
       if (!unsq || inputOf(rows, 1) != token ||
           intAttr(*rows, "axis", 0) != 1 ||
           axesOf(*unsq) != SmallVector<int64_t>{0} ||
-          inputOf(unsq, 0) != router.input)
+          inputOf(unsq, 0) != router.input) {
+        // Taken for a copy expert, the operand may be the weight instead.
+        if (mlp.zero == ZeroComputationKind::Copy) {
+          why = expertWhy;
+          continue;
+        }
         return fail(where + "the expert does not read the router input's "
                             "rows at the expert's tokens");
+      }
       // The weight: routing_weights[top_x, idx, None], exported as a Gather
       // of the flattened weights at top_x * k + idx.
       StringRef weight = inputOf(mul, 1 - i);
@@ -2630,8 +2754,8 @@ static LogicalResult checkScoresAndWeights(GraphImporter &importer,
   for (DenseElementsAttr weight :
        {block.router, block.routerBias, block.selectionBias, block.gate,
         block.up, block.down, block.gateBias, block.upBias, block.downBias,
-        block.sharedGate, block.sharedUp, block.sharedDown,
-        block.sharedScale}) {
+        block.sharedGate, block.sharedUp, block.sharedDown, block.sharedScale,
+        block.constantValues, block.constantMix}) {
     if (weight && weight.getElementType() != inputType.getElementType()) {
       why = "the weights and the input have different element types";
       return failure();
@@ -2867,9 +2991,22 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
       optional(block.upBias), optional(block.downBias), expertOf(ctx, block),
       b.getI64IntegerAttr(0), /*placement=*/PlacementAttr());
   ops.push_back(experts);
-  auto combine =
-      CombineOp::create(detached, loc, inputType, experts.getResult(),
-                        dispatch.getPositions(), weights, Value());
+  Value expertRows = experts.getResult();
+  if (!block.zeroKinds.empty()) {
+    // MoE++'s zero-computation experts take the last expert ids.
+    SmallVector<Attribute> kinds;
+    for (ZeroComputationKind kind : block.zeroKinds)
+      kinds.push_back(ZeroComputationKindAttr::get(ctx, kind));
+    auto zero = ZeroComputationExpertsOp::create(
+        detached, loc, dest.getType(), input, dispatch.getTokenIndices(),
+        dispatch.getExpertOffsets(), expertRows, optional(block.constantValues),
+        optional(block.constantMix), detached.getArrayAttr(kinds),
+        detached.getI64IntegerAttr(block.up.getType().getDimSize(0)));
+    ops.push_back(zero);
+    expertRows = zero.getResult();
+  }
+  auto combine = CombineOp::create(detached, loc, inputType, expertRows,
+                                   dispatch.getPositions(), weights, Value());
   ops.push_back(combine);
   if (failed(verifyBuilt(ctx, ops, why)))
     return failure();

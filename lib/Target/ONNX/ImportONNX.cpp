@@ -563,6 +563,12 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
            << shortest(block.alpha) << ", beta " << shortest(block.beta) << ")";
     if (block.gateBias || block.upBias || block.downBias)
       diag << " with biases";
+    if (!block.zeroKinds.empty()) {
+      diag << " and MoE++'s";
+      for (ZeroComputationKind kind : block.zeroKinds)
+        diag << " " << stringifyZeroComputationKind(kind);
+      diag << " experts";
+    }
     if (block.sharedUp)
       diag << (block.sharedScale ? ", a shared expert scaled by sigmoid"
                                  : ", a shared expert");

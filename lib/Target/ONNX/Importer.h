@@ -201,13 +201,20 @@ struct MoEBlock {
   /// built as moe.route with token_groups (moe.layer has no group operand).
   SmallVector<int64_t> expertGroups;
   std::string tokenGroups;
+  /// MoE++'s zero-computation experts, after the FFN experts (their ids
+  /// follow), and the constant experts' `values [C, H]` and `mix [C, H, 2]`.
+  SmallVector<ZeroComputationKind> zeroKinds;
+  DenseElementsAttr constantValues, constantMix;
   /// The number of experts.
-  int64_t numExperts() const { return up.getType().getDimSize(0); }
+  int64_t numExperts() const {
+    return up.getType().getDimSize(0) + zeroKinds.size();
+  }
   /// Whether moe.layer cannot express the block (hash routing, modality
-  /// groups, a gating residual): it is built as the routing op, moe.dispatch,
-  /// moe.experts and moe.combine.
+  /// groups, a gating residual, zero-computation experts): it is built as the
+  /// routing op, moe.dispatch, moe.experts and moe.combine.
   bool expanded() const {
-    return hashTable || !expertGroups.empty() || !residual.empty();
+    return hashTable || !expertGroups.empty() || !residual.empty() ||
+           !zeroKinds.empty();
   }
 };
 

@@ -45,6 +45,9 @@ Models:
   qwen_norenorm  Mixtral's block without renormalization (OLMoE/Qwen)
   dense          every expert on every token, masked by the top-k weights
                  scattered into a [T, E] matrix
+  moe_plus_plus  Mixtral's loop over MoE++'s experts: 4 SwiGLU, then a zero,
+                 a copy and a constant expert (a1 x + a2 v, (a1, a2) =
+                 softmax(Wc x))
   gating_residual  two Mixtral layers, the second's router logits plus a
                  learned map of the first's (MoE++'s gating residual)
   top_p          top-p routing (p = 0.6): TopK over all experts, an expert
@@ -141,6 +144,46 @@ class GeluTanhExpert(GeluExpert):
     approximate = "tanh"
 
 
+class ZeroExpert(nn.Module):
+    """MoE++'s zero expert: contributes nothing."""
+
+    def __init__(self, hidden, ffn):
+        super().__init__()
+
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+class CopyExpert(nn.Module):
+    """MoE++'s copy expert: the token itself."""
+
+    def __init__(self, hidden, ffn):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class ConstantExpert(nn.Module):
+    """MoE++'s constant expert: a1 * x + a2 * v, (a1, a2) = softmax(Wc x)."""
+
+    def __init__(self, hidden, ffn):
+        super().__init__()
+        self.wc = nn.Linear(hidden, 2, bias=False)
+        self.v = nn.Parameter(torch.randn(hidden))
+
+    def forward(self, x):
+        a = F.softmax(self.wc(x), dim=-1)
+        return a[:, 0:1] * x + a[:, 1:2] * self.v
+
+
+def moe_plus_plus_expert(index, hidden, ffn):
+    """MoE++'s layer: 4 SwiGLU experts, then a zero, a copy and a constant
+    expert."""
+    kinds = [SwiGLUExpert] * 4 + [ZeroExpert, CopyExpert, ConstantExpert]
+    return kinds[index](hidden, ffn)
+
+
 # --- (a) Mixtral's sparse block -------------------------------------------------
 
 
@@ -150,7 +193,7 @@ class MixtralSparseMoeBlock(nn.Module):
 
     def __init__(self, hidden, ffn, num_experts, top_k, renormalize=True,
                  score_scale=None, scoring="softmax", expert=None,
-                 router_bias=False, temperature=None):
+                 router_bias=False, temperature=None, expert_by_index=None):
         super().__init__()
         self.temperature = temperature
         self.hidden_dim = hidden
@@ -160,8 +203,12 @@ class MixtralSparseMoeBlock(nn.Module):
         self.score_scale = score_scale
         self.scoring = scoring
         self.gate = nn.Linear(hidden, num_experts, bias=router_bias)
-        self.experts = nn.ModuleList(
-            [(expert or SwiGLUExpert)(hidden, ffn) for _ in range(num_experts)])
+        if expert_by_index:
+            self.experts = nn.ModuleList(
+                [expert_by_index(i, hidden, ffn) for i in range(num_experts)])
+        else:
+            self.experts = nn.ModuleList([(expert or SwiGLUExpert)(hidden, ffn)
+                                          for _ in range(num_experts)])
 
     def route(self, router_logits):
         if self.scoring == "topk_softmax":
@@ -782,6 +829,11 @@ MODELS = {
                       float_input((6, H)), {0: "tokens"}),
     "dense": (lambda: DenseMoeBlock(H, FFN, E, 2),
               float_input((6, H)), {0: "tokens"}),
+    # MoE++'s zero-computation experts: 4 SwiGLU, a zero, a copy and a
+    # constant expert, top-2.
+    "moe_plus_plus": (lambda: MixtralSparseMoeBlock(
+        H, FFN, 7, 2, expert_by_index=moe_plus_plus_expert),
+                      float_input((9, H)), {0: "tokens"}),
     # MoE++'s gating residual between two Mixtral layers.
     "gating_residual": (lambda: GatingResidualMoe(H, FFN, E, 2),
                         float_input((7, H)), {0: "tokens"}),
