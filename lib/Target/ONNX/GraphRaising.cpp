@@ -2315,7 +2315,7 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
       sub ? userOp(outputOf(sub, 0), "Less") : nullptr;
   std::optional<int64_t> capacity =
       less ? constantInt(inputOf(less, 1)) : std::nullopt;
-  if (!cumsum || constantInt(inputOf(cumsum, 1)) != 0 ||
+  if (!cumsum || !sub || !less || constantInt(inputOf(cumsum, 1)) != 0 ||
       intAttr(*cumsum, "exclusive", 0) != 0 ||
       intAttr(*cumsum, "reverse", 0) != 0 ||
       inputOf(sub, 0) != outputOf(cumsum, 0) ||

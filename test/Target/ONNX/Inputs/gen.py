@@ -466,8 +466,29 @@ def dynamic_slice():
                  [vi("out", ["T", 4]), vi("left", ["T", "L"])], inits)
 
 
+def capacity_truncated():
+    """The start of GShard's capacity gating, one_hot(argmax(softmax(x W)))
+    and its CumSum over the tokens, with nothing after it (the fuzzer found
+    that the matcher read the missing Sub)."""
+    n = helper.make_node
+    E = 4
+    nodes = [
+        n("MatMul", ["x", "w"], ["logits"]),
+        n("Softmax", ["logits"], ["gates"], axis=1),
+        n("ArgMax", ["gates"], ["top"], axis=1, keepdims=0),
+        n("OneHot", ["top", "depth", "onoff"], ["mask"], axis=-1),
+        n("CumSum", ["mask", "zero"], ["y"]),
+    ]
+    return model(nodes, [vi("x", [5, 3])], [vi("y", [5, E], TensorProto.INT64)],
+                 [init("w", np.arange(3 * E, dtype=np.float32).reshape(3, E)),
+                  init("depth", np.array(E, dtype=np.int64)),
+                  init("onoff", np.array([0, 1], dtype=np.int64)),
+                  init("zero", np.array(0, dtype=np.int64))])
+
+
 MODELS = {
     "elementwise": elementwise,
+    "capacity_truncated": capacity_truncated,
     "matmul": matmul,
     "routing": routing,
     "shapes": shapes,
