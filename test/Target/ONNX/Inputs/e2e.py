@@ -206,16 +206,18 @@ def moe(rng):
     return m, [x], [y]
 
 
-def moe_variant(rng, gated, router_bias=False):
+def moe_variant(rng, gated, router_bias=False, flat=False):
     """com.microsoft.MoE on [B, S, H] with biases: GPT-OSS's clamped SwiGLU
     (limit, alpha, beta; top-2, no renormalization) or a GELU FFN (top-1).
     With `router_bias` the logits are x·Wg + bg, as GPT-OSS's router has
-    them."""
+    them; with `flat` the input is [B * S, H] (ONNX Runtime's CPU kernel
+    takes 2-d inputs only)."""
     from math import erf
     B, S, Hd, Fd, En = 2, 3, 8, 12, 4
+    shape = [B * S, Hd] if flat else [B, S, Hd]
     k = 2 if gated else 1
     limit, alpha, beta = 7.0, 1.702, 1.0
-    x = (rng.standard_normal((B, S, Hd)) * 2).astype(np.float32)
+    x = (rng.standard_normal(shape) * 2).astype(np.float32)
     wg = rng.standard_normal((Hd, En)).astype(np.float32)
     rows = 2 * Fd if gated else Fd
     fc1 = (rng.standard_normal((En, rows, Hd)) * 1.5).astype(np.float32)
@@ -242,7 +244,7 @@ def moe_variant(rng, gated, router_bias=False):
     if router_bias:
         nodes.insert(1, n("Add", ["xw", "bg"], ["logits"], name="router_bias"))
         inits.append(init("bg", bg))
-    m = make(nodes, [vi("x", [B, S, Hd])], [vi("y", [B, S, Hd])], inits,
+    m = make(nodes, [vi("x", shape)], [vi("y", shape)], inits,
              extra_opsets=[("com.microsoft", 1)])
     # The float32 values ORT reads for the attributes.
     limit, alpha, beta = (float(np.float32(v)) for v in (limit, alpha, beta))
@@ -262,7 +264,7 @@ def moe_variant(rng, gated, router_bias=False):
             else:
                 h = 0.5 * a * (1 + verf(a / np.sqrt(2)))
             y[t] += we * (fc2[e].astype(np.float64) @ h + b2[e])
-    return m, [x], [y.reshape(B, S, Hd)]
+    return m, [x], [y.reshape(shape)]
 
 
 def indexing(rng):
@@ -468,6 +470,8 @@ MODELS = {
     "moe_gelu": lambda rng: moe_variant(rng, gated=False),
     "moe_gptoss_router_bias": lambda rng: moe_variant(rng, gated=True,
                                                       router_bias=True),
+    "moe_gptoss_router_bias_2d": lambda rng: moe_variant(
+        rng, gated=True, router_bias=True, flat=True),
     "qmoe_int8": lambda rng: qmoe(rng, 8, 0),
     "qmoe_int4": lambda rng: qmoe(rng, 4, 16, biases=True),
     "qmoe_int8_blocks": lambda rng: qmoe(rng, 8, 16),
