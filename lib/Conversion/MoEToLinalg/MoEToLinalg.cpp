@@ -743,12 +743,17 @@ struct GateOpLowering : public OpConversionPattern<GateOp> {
                                                {oneAttr, oneAttr});
       // The block's logits accumulate into zeros, or into the router bias
       // broadcast over its rows.
-      Value init = filledTensor(b, loc, {rows, b.getIndexAttr(numExperts)},
-                                floatConst(b, loc, elementType, 0.0));
+      SmallVector<OpFoldResult> logitsSizes = {rows,
+                                               b.getIndexAttr(numExperts)};
+      Value init;
       if (Value bias = adaptor.getRouterBias())
-        init = linalg::BroadcastOp::create(b, loc, bias, init,
-                                           ArrayRef<int64_t>{0})
+        init = linalg::BroadcastOp::create(
+                   b, loc, bias, emptyTensor(b, loc, logitsSizes, elementType),
+                   ArrayRef<int64_t>{0})
                    .getResult()[0];
+      else
+        init = filledTensor(b, loc, logitsSizes,
+                            floatConst(b, loc, elementType, 0.0));
       Value logits = matmul(b, loc, x, router, init);
       RoutingBuilder blockBuilder = builder;
       if (Value groups = adaptor.getTokenGroups())

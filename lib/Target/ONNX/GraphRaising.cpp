@@ -128,6 +128,20 @@ struct Router {
   std::string tokenGroups;
 };
 
+/// The router whose `scoring` (`softmax`) reads the logits `logits` of the
+/// linear map `linear`.
+static Router routerOf(const onnx::NodeProto *softmax, const Linear &linear,
+                       StringRef logits, ScoringFunc scoring) {
+  Router router;
+  router.softmax = softmax;
+  router.input = linear.input;
+  router.weight = linear.weight;
+  router.bias = linear.bias;
+  router.logits = logits.str();
+  router.scoring = scoring;
+  return router;
+}
+
 /// Matches the forms of one graph. Each `match*` returns false with `why`
 /// set when the graph does not have the form.
 class BlockMatcher {
@@ -230,7 +244,6 @@ private:
   /// Softmax (top-k softmax scoring). Returns false without `why` where
   /// `topk` has another form.
   bool matchTopKSoftmaxRouter(const onnx::NodeProto &topk, Router &router);
-  bool matchSilu(StringRef name, StringRef &input);
   /// An optional Clip of `name`: none gives 0 (no limit) and `input` =
   /// `name`; else its max L (equal to `limit` when that is > 0) with
   /// min -L (`symmetric`) or no min; null when the Clip has another form.
@@ -304,9 +317,12 @@ private:
   /// of one fused projection that two constant Slices of its last axis take
   /// (`gate_up[..., ::2]`, `gate_up[..., 1::2]`), or two projections.
   bool splitFusedGateUp(const GatedActivation &act, Linear &gate, Linear &up);
-  /// `x·W (+ b)` batched over the experts: MatMul by a constant W [E, in,
-  /// out], optionally plus a constant [E, 1, out] (the bias is `[E, out]`).
-  bool matchBatchedLinear(StringRef name, Linear &linear);
+  /// `x·W (+ b)` batched over the experts: MatMul (or, with `einsum`, an
+  /// Einsum with that equation up to a renaming of its letters) by a
+  /// constant W [E, in, out], optionally plus a constant [E, 1, out] (the
+  /// bias is `[E, out]`).
+  bool matchBatchedLinear(StringRef name, Linear &linear,
+                          StringRef einsum = {});
   /// One element of a shape tensor built at run time: a constant `value`,
   /// or the Concat input `part` that computes it.
   struct ShapeElem {
@@ -324,10 +340,6 @@ private:
   /// Whether `node` is an Einsum with `pattern`'s equation up to a renaming
   /// of its letters.
   bool isEinsum(const onnx::NodeProto *node, StringRef pattern);
-  /// `Einsum(pattern)(x, W) (+ b)` with constant W [E, in, out] and b
-  /// [E, 1, out] (the bias is `[E, out]`).
-  bool matchBatchedEinsumLinear(StringRef name, StringRef pattern,
-                                Linear &linear);
   /// Top-1 routing with a constant expert capacity C in GShard's einsum form
   /// (fairseq's top1gating, Mesh TensorFlow's Switch): one_hot(argmax),
   /// cumsum over the tokens, the assignments at slots >= C dropped, combine
@@ -773,29 +785,22 @@ bool BlockMatcher::matchRouter(StringRef probs, Router &router) {
   // A gating residual (MoE++): logits = x·W + r with r computed (the
   // previous layer's routing logits, or a map of them).
   std::string residual;
+  Linear linear;
   if (const onnx::NodeProto *add = defOp(logits, "Add")) {
     for (int i = 0; i < 2 && residual.empty(); ++i) {
-      Linear probe;
       StringRef other = inputOf(add, 1 - i);
       if (!constant(other) && !constant(inputOf(add, i)) &&
-          matchLinear(inputOf(add, i), probe)) {
+          matchLinear(inputOf(add, i), linear)) {
         residual = other.str();
         logits = inputOf(add, i);
       }
     }
     why.clear();
   }
-  Linear linear;
-  if (!matchLinear(logits, linear))
+  if (residual.empty() && !matchLinear(logits, linear))
     return fail("the router: " + why);
-  router = Router();
+  router = routerOf(softmax, linear, logits, scoring);
   router.residual = residual;
-  router.softmax = softmax;
-  router.input = linear.input;
-  router.weight = linear.weight;
-  router.bias = linear.bias;
-  router.logits = logits.str();
-  router.scoring = scoring;
   router.temperature = temperature;
   router.selectionBias = selectionBias;
   router.expertGroups = modality.expertGroups;
@@ -847,28 +852,8 @@ bool BlockMatcher::matchTopKSoftmaxRouter(const onnx::NodeProto &topk,
   why.clear();
   if (!matched)
     return false;
-  router = Router();
-  router.softmax = softmax;
-  router.input = linear.input;
-  router.weight = linear.weight;
-  router.bias = linear.bias;
-  router.logits = logits.str();
-  router.scoring = ScoringFunc::TopkSoftmax;
+  router = routerOf(softmax, linear, logits, ScoringFunc::TopkSoftmax);
   return true;
-}
-
-bool BlockMatcher::matchSilu(StringRef name, StringRef &input) {
-  const onnx::NodeProto *mul = defOp(name, "Mul");
-  if (!mul)
-    return false;
-  for (int i = 0; i < 2; ++i) {
-    const onnx::NodeProto *sigmoid = defOp(inputOf(mul, 1 - i), "Sigmoid");
-    if (sigmoid && inputOf(sigmoid, 0) == inputOf(mul, i)) {
-      input = inputOf(mul, i);
-      return true;
-    }
-  }
-  return false;
 }
 
 std::optional<double> BlockMatcher::matchClip(StringRef name, double limit,
@@ -987,8 +972,8 @@ void BlockMatcher::matchZeroComputation(StringRef name, ExpertMLP &mlp) {
   // zeros_like(rows): ConstantOfShape(Shape(rows)) of zeros.
   if (const onnx::NodeProto *zeros = defOp(name, "ConstantOfShape")) {
     const onnx::NodeProto *shape = defOp(inputOf(zeros, 0), "Shape");
-    if (shape && isZeros(name) && !intsAttr(*shape, "start") &&
-        shape->attribute_size() == 0) {
+    // The whole shape: no start or end.
+    if (shape && isZeros(name) && shape->attribute_size() == 0) {
       mlp.input = inputOf(shape, 0).str();
       mlp.zero = ZeroComputationKind::Zero;
       return;
@@ -1283,21 +1268,20 @@ bool BlockMatcher::finishExperts(ArrayRef<ExpertMLP> experts, StringRef input,
     ++numFfn;
   if (numFfn == 0)
     return fail("no expert is an FFN (only zero-computation experts)");
+  SmallVector<DenseElementsAttr> values, mixes;
   for (const ExpertMLP &mlp : experts.drop_front(numFfn)) {
     if (!mlp.zero)
       return fail("an FFN expert after MoE++'s zero-computation experts");
     block.zeroKinds.push_back(*mlp.zero);
+    if (mlp.zero != ZeroComputationKind::Constant)
+      continue;
+    if (!values.empty() &&
+        (values[0].getType() != mlp.constantValue.getType() ||
+         mixes[0].getType() != mlp.constantMix.getType()))
+      return fail("the constant experts have different shapes");
+    values.push_back(mlp.constantValue);
+    mixes.push_back(mlp.constantMix);
   }
-  SmallVector<DenseElementsAttr> values, mixes;
-  for (const ExpertMLP &mlp : experts.drop_front(numFfn))
-    if (mlp.zero == ZeroComputationKind::Constant) {
-      if (!values.empty() &&
-          (values[0].getType() != mlp.constantValue.getType() ||
-           mixes[0].getType() != mlp.constantMix.getType()))
-        return fail("the constant experts have different shapes");
-      values.push_back(mlp.constantValue);
-      mixes.push_back(mlp.constantMix);
-    }
   if (!values.empty()) {
     block.constantValues = stackWeights(values);
     block.constantMix = stackWeights(mixes);
@@ -1602,13 +1586,8 @@ StringRef BlockMatcher::skipScalarPlumbing(StringRef name) const {
 
 bool BlockMatcher::isTokenCount(StringRef name, StringRef input) {
   name = skipScalarPlumbing(name);
-  if (const onnx::NodeProto *gather = defOp(name, "Gather")) {
-    const onnx::NodeProto *shape = defOp(inputOf(gather, 0), "Shape");
-    return shape && inputOf(shape, 0) == input &&
-           intAttr(*shape, "start", 0) == 0 &&
-           intAttr(*gather, "axis", 0) == 0 &&
-           constantInt(inputOf(gather, 1)) == 0;
-  }
+  if (defOp(name, "Gather"))
+    return isDim(name, input, 0);
   const onnx::NodeProto *shape = defOp(name, "Shape");
   return shape && inputOf(shape, 0) == input &&
          intAttr(*shape, "start", 0) == 0 && intAttr(*shape, "end", 0) == 1;
@@ -1878,7 +1857,12 @@ bool BlockMatcher::isDim(StringRef name, StringRef of, int64_t dim) {
          constantInt(inputOf(gather, 1)) == dim;
 }
 
-bool BlockMatcher::matchBatchedLinear(StringRef name, Linear &linear) {
+bool BlockMatcher::matchBatchedLinear(StringRef name, Linear &linear,
+                                      StringRef einsum) {
+  // A MatMul, or an Einsum with `einsum`'s equation.
+  auto isProduct = [&](const onnx::NodeProto *n) {
+    return einsum.empty() ? is(n, "MatMul") : isEinsum(n, einsum);
+  };
   const onnx::NodeProto *node = def(name);
   DenseElementsAttr bias;
   if (is(node, "Add")) {
@@ -1886,7 +1870,7 @@ bool BlockMatcher::matchBatchedLinear(StringRef name, Linear &linear) {
       DenseElementsAttr b = constant(inputOf(node, i));
       // bias[..., None, :]: [E, 1, out].
       if (b && b.getType().getRank() == 3 && b.getType().getDimSize(1) == 1 &&
-          is(def(inputOf(node, 1 - i)), "MatMul")) {
+          isProduct(def(inputOf(node, 1 - i)))) {
         ArrayRef<int64_t> shape = b.getType().getShape();
         bias = b.reshape(
             RankedTensorType::get({shape[0], shape[2]}, b.getElementType()));
@@ -1895,11 +1879,13 @@ bool BlockMatcher::matchBatchedLinear(StringRef name, Linear &linear) {
     }
   }
   DenseElementsAttr weight =
-      is(node, "MatMul") ? constant(inputOf(node, 1)) : DenseElementsAttr();
+      isProduct(node) ? constant(inputOf(node, 1)) : DenseElementsAttr();
   if (!weight || weight.getType().getRank() != 3 ||
       !isa<FloatType>(weight.getElementType()))
     return fail("'" + name + "' is computed by " + describe(node) +
-                ", not a batched matmul by constant [E, in, out] weights");
+                (einsum.empty() ? std::string(", not a batched matmul")
+                                : ", not Einsum \"" + einsum.str() + "\"") +
+                " by constant [E, in, out] weights");
   if (bias && (bias.getType().getDimSize(0) != weight.getType().getDimSize(0) ||
                bias.getType().getDimSize(1) != weight.getType().getDimSize(2)))
     return fail("'" + name +
@@ -2234,39 +2220,6 @@ bool BlockMatcher::isEinsum(const onnx::NodeProto *node, StringRef pattern) {
   return true;
 }
 
-bool BlockMatcher::matchBatchedEinsumLinear(StringRef name, StringRef pattern,
-                                            Linear &linear) {
-  const onnx::NodeProto *node = def(name);
-  DenseElementsAttr bias;
-  if (is(node, "Add")) {
-    for (int i = 0; i < 2 && !bias; ++i) {
-      DenseElementsAttr b = constant(inputOf(node, i));
-      if (b && b.getType().getRank() == 3 && b.getType().getDimSize(1) == 1 &&
-          isEinsum(def(inputOf(node, 1 - i)), pattern)) {
-        ArrayRef<int64_t> shape = b.getType().getShape();
-        bias = b.reshape(
-            RankedTensorType::get({shape[0], shape[2]}, b.getElementType()));
-        node = def(inputOf(node, 1 - i));
-      }
-    }
-  }
-  DenseElementsAttr weight = isEinsum(node, pattern)
-                                 ? constant(inputOf(node, 1))
-                                 : DenseElementsAttr();
-  if (!weight || weight.getType().getRank() != 3 ||
-      !isa<FloatType>(weight.getElementType()))
-    return fail("'" + name + "' is computed by " + describe(node) +
-                ", not Einsum \"" + pattern +
-                "\" by constant [E, in, out] weights");
-  if (bias && (bias.getType().getDimSize(0) != weight.getType().getDimSize(0) ||
-               bias.getType().getDimSize(1) != weight.getType().getDimSize(2)))
-    return fail("'" + name +
-                "' adds a bias of another shape than its "
-                "weights' [E, 1, out]");
-  linear = {inputOf(node, 0).str(), weight, bias};
-  return true;
-}
-
 bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
                                        const Router &router, MoEBlock &block) {
   int64_t numExperts = router.weight.getType().getDimSize(1);
@@ -2335,7 +2288,7 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
   StringRef kept = outputOf(keep, 0);
   // The combine weights: einsum("se,sc->sec", gate[:, None] * kept,
   // one_hot(sum(locations * kept, 1), C)), gate = sum(gates * kept, 1).
-  const onnx::NodeProto *combine = nullptr, *gateCol = nullptr;
+  const onnx::NodeProto *combine = nullptr;
   for (const onnx::NodeProto *user : users(outputOf(router.softmax, 0))) {
     if (!is(user, "Mul") ||
         through(other(user, outputOf(router.softmax, 0))) != kept)
@@ -2353,15 +2306,12 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
             ? userOp(outputOf(scaled, 0), "Einsum")
             : nullptr;
     if (einsum && isEinsum(einsum, "se,sc->sec") &&
-        inputOf(einsum, 0) == outputOf(scaled, 0)) {
+        inputOf(einsum, 0) == outputOf(scaled, 0))
       combine = einsum;
-      gateCol = col;
-    }
   }
   if (!combine)
     return fail("no combine weights einsum(\"se,sc->sec\", gate[:, None] * "
                 "mask, one_hot(location, C)) of the kept top-1 gate");
-  (void)gateCol;
   const onnx::NodeProto *slot = defOp(through(inputOf(combine, 1)), "OneHot");
   const onnx::NodeProto *where =
       slot ? defOp(inputOf(slot, 0), "ReduceSum") : nullptr;
@@ -2404,8 +2354,8 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
   std::string rows;
   auto linear = [&](StringRef name, Linear &l) {
     // The down projection's pattern, or the up and gate projections'.
-    return matchBatchedEinsumLinear(name, "ecf,efm->ecm", l) ||
-           matchBatchedEinsumLinear(name, "ecm,emf->ecf", l);
+    return matchBatchedLinear(name, l, "ecf,efm->ecm") ||
+           matchBatchedLinear(name, l, "ecm,emf->ecf");
   };
   auto split = [&](const GatedActivation &act, Linear &gate, Linear &up) {
     if (!linear(act.gate, gate) || !linear(act.up, up))
@@ -2891,16 +2841,8 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
   };
   Value input = original;
   if (rank > 2) {
-    int64_t rows = 1;
-    for (int64_t d = 0; d < rank - 1 && rows != ShapedType::kDynamic; ++d)
-      rows = ShapedType::isDynamic(originalType.getDimSize(d))
-                 ? ShapedType::kDynamic
-                 : rows * originalType.getDimSize(d);
-    auto collapse = tensor::CollapseShapeOp::create(
-        detached, loc,
-        RankedTensorType::get({rows, originalType.getDimSize(rank - 1)},
-                              elementType),
-        original, collapseLeading(rank));
+    auto collapse = tensor::CollapseShapeOp::create(detached, loc, original,
+                                                    collapseLeading(rank));
     ops.push_back(collapse);
     input = collapse;
   }

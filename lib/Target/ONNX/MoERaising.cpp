@@ -56,6 +56,14 @@ struct ExpertWeights {
 };
 } // namespace
 
+/// `value` `[B, S, X]` collapsed to `[B * S, X]`; a 2-D value as it is.
+static Value collapseRows(OpBuilder &b, Location loc, Value value) {
+  if (cast<RankedTensorType>(value.getType()).getRank() == 2)
+    return value;
+  return tensor::CollapseShapeOp::create(
+      b, loc, value, SmallVector<ReassociationIndices>{{0, 1}, {2}});
+}
+
 /// The routing plan of the ops: `moe.route` of `logits [T, E]` under
 /// `routing`, `moe.dispatch`, the experts that `buildExperts(token indices,
 /// expert offsets, destination rows)` builds on `tokens [T, H]`, and
@@ -273,10 +281,12 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
   }
   int64_t hidden = inputType.getDimSize(inputType.getRank() - 1);
 
-  // The router: where router_probs is MatMul(input, Wg) with a constant Wg,
-  // the op becomes moe.layer with Wg as its router. Any other router (a
-  // bias, logits of a normalized copy of the input, ...) is routed as given:
-  // moe.route of router_probs, moe.dispatch, moe.experts and moe.combine.
+  // The router: where router_probs is MatMul(input, Wg) with a constant Wg
+  // (plus a constant bias [E]), the op becomes moe.layer with Wg as its
+  // router (and the bias as its router_bias). Any other router (logits of a
+  // normalized copy of the input, a Wg computed at run time, ...) is routed
+  // as given: moe.route of router_probs, moe.dispatch, moe.experts and
+  // moe.combine.
   auto isStandard = [](const onnx::NodeProto *n, StringRef opType) {
     return n && n->op_type() == opType &&
            (n->domain().empty() || n->domain() == "ai.onnx") &&
@@ -316,9 +326,12 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
       return failure();
     }
     numExperts = routerType.getDimSize(1);
+    // A bias of another shape or type: the logits are routed as given.
     if (routerBias && (routerBias.getType().getDimSize(0) != numExperts ||
-                       routerBias.getElementType() != elementType))
-      routerBias = {}, routerWeight = {};
+                       routerBias.getElementType() != elementType)) {
+      routerBias = {};
+      routerWeight = {};
+    }
   }
   // The token count: the product of the leading dimensions, where static.
   auto tokenCount = [](RankedTensorType type) {
@@ -409,10 +422,7 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
       return {};
     return arith::ConstantOp::create(b, loc, attr);
   };
-  Value tokens = input;
-  if (inputType.getRank() == 3)
-    tokens = tensor::CollapseShapeOp::create(
-        b, loc, input, SmallVector<ReassociationIndices>{{0, 1}, {2}});
+  Value tokens = collapseRows(b, loc, input);
 
   auto routing = RoutingAttr::get(
       ctx, k, ScoringFunc::Softmax, renormalize, APFloat(1.0), APFloat(1.0),
@@ -429,11 +439,8 @@ LogicalResult onnx_import::importMicrosoftMoE(Node &node) {
         /*shared_down=*/Value(),
         /*shared_scale=*/Value(), routing, expert);
   } else {
-    if (logitsType.getRank() == 3)
-      logits = tensor::CollapseShapeOp::create(
-          b, loc, logits, SmallVector<ReassociationIndices>{{0, 1}, {2}});
     result = buildRoutingPlan(
-        b, loc, tokens, logits, routing, numExperts,
+        b, loc, tokens, collapseRows(b, loc, logits), routing, numExperts,
         [&](Value tokenIndices, Value offsets, Value dest) -> Value {
           return ExpertsOp::create(
               b, loc, dest.getType(), tokens, tokenIndices, offsets, dest,
@@ -703,14 +710,8 @@ LogicalResult onnx_import::importMicrosoftQMoE(Node &node) {
       return {};
     return arith::ConstantOp::create(b, loc, attr);
   };
-  auto collapse = [&](Value v) -> Value {
-    if (cast<RankedTensorType>(v.getType()).getRank() == 2)
-      return v;
-    return tensor::CollapseShapeOp::create(
-        b, loc, v, SmallVector<ReassociationIndices>{{0, 1}, {2}});
-  };
-  Value tokens = collapse(input);
-  logits = collapse(logits);
+  Value tokens = collapseRows(b, loc, input);
+  logits = collapseRows(b, loc, logits);
   auto routing =
       RoutingAttr::get(ctx, k, ScoringFunc::Softmax,
                        node.getInt("normalize_routing_weights", 0) != 0,

@@ -426,13 +426,10 @@ static LogicalResult importWhere(Node &node) {
 static LogicalResult importClip(Node &node) {
   bool attributes = node.getOpset() < 11;
   if (failed(node.checkAttributes(attributes ? ArrayRef<StringRef>{"min", "max"}
-                                             : ArrayRef<StringRef>{})))
+                                             : ArrayRef<StringRef>{})) ||
+      failed(checkSameElementType(node, 1)))
     return failure();
   Value input = node.getInput(0);
-  if (!input) {
-    node.emitError() << "input 0 is required";
-    return failure();
-  }
   OpBuilder &b = node.getBuilder();
   Location loc = node.getLoc();
   Type type = elementTypeOf(input);
@@ -2175,13 +2172,9 @@ static LogicalResult importCumSum(Node &node) {
 /// Tile: each dimension `d` repeated `repeats[d]` times, as a broadcast to
 /// `[..., repeats[d], in[d], ...]` and a collapse of each such pair.
 static LogicalResult importTile(Node &node) {
-  if (failed(node.checkAttributes({})))
+  if (failed(node.checkAttributes({})) || failed(checkSameElementType(node, 1)))
     return failure();
   Value input = node.getInput(0);
-  if (!input) {
-    node.emitError() << "input 0 is required";
-    return failure();
-  }
   FailureOr<SmallVector<OpFoldResult>> repeats =
       node.getShapeOperand(1, "repeats");
   if (failed(repeats))

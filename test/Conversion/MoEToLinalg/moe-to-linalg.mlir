@@ -48,8 +48,8 @@ func.func @gate(%x: tensor<?x16xf32>, %r: tensor<16x4xf32>) -> (tensor<?x2xi32>,
 // CHECK-SAME: %[[B:[a-z0-9]+]]: tensor<4xf32>
 // CHECK-NOT: moe.gate
 // CHECK: scf.forall
-// CHECK: %[[Z:.*]] = linalg.fill
-// CHECK: %[[BB:.*]] = linalg.broadcast ins(%[[B]] : tensor<4xf32>) outs(%[[Z]] : tensor<?x4xf32>) dimensions = [0]
+// CHECK: %[[E:.*]] = tensor.empty(%{{.*}}) : tensor<?x4xf32>
+// CHECK-NEXT: %[[BB:.*]] = linalg.broadcast ins(%[[B]] : tensor<4xf32>) outs(%[[E]] : tensor<?x4xf32>) dimensions = [0]
 // CHECK: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<?x16xf32>, tensor<16x4xf32>) outs(%[[BB]] : tensor<?x4xf32>)
 // CHECK: } else {
 // CHECK: linalg.broadcast ins(%[[B]] : tensor<4xf32>)

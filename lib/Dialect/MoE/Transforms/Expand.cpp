@@ -21,17 +21,25 @@ namespace moe {
 using namespace mlir;
 using namespace moe;
 
-/// A zero-filled `[rows, cols]` tensor, with `rows` taken from `dynRows` when
-/// it is dynamic.
-static Value zeroTensor(OpBuilder &b, Location loc, int64_t rows, Value dynRows,
-                        int64_t cols, Type elementType) {
+/// A `tensor.empty` `[rows, cols]`, with `rows` taken from `dynRows` when it
+/// is dynamic.
+static Value emptyTensor(OpBuilder &b, Location loc, int64_t rows,
+                         Value dynRows, int64_t cols, Type elementType) {
   SmallVector<Value> dynSizes;
   if (ShapedType::isDynamic(rows))
     dynSizes.push_back(dynRows);
-  Value empty = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{rows, cols},
-                                        elementType, dynSizes);
+  return tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{rows, cols},
+                                 elementType, dynSizes);
+}
+
+/// A zero-filled `[rows, cols]` tensor (see emptyTensor).
+static Value zeroTensor(OpBuilder &b, Location loc, int64_t rows, Value dynRows,
+                        int64_t cols, Type elementType) {
   Value zero = arith::ConstantOp::create(b, loc, b.getZeroAttr(elementType));
-  return linalg::FillOp::create(b, loc, zero, empty).getResult(0);
+  return linalg::FillOp::create(
+             b, loc, zero,
+             emptyTensor(b, loc, rows, dynRows, cols, elementType))
+      .getResult(0);
 }
 
 namespace {
@@ -56,12 +64,17 @@ struct ExpandLayer : public OpRewritePattern<LayerOp> {
 
     // Router logits, accumulated into zeros or into the router bias
     // broadcast over the tokens.
-    Value logitsInit =
-        zeroTensor(rewriter, loc, tokens, dynTokens, numExperts, elementType);
+    Value logitsInit;
     if (Value bias = op.getRouterBias())
-      logitsInit = linalg::BroadcastOp::create(rewriter, loc, bias, logitsInit,
-                                               ArrayRef<int64_t>{0})
+      logitsInit = linalg::BroadcastOp::create(
+                       rewriter, loc, bias,
+                       emptyTensor(rewriter, loc, tokens, dynTokens, numExperts,
+                                   elementType),
+                       ArrayRef<int64_t>{0})
                        .getResult()[0];
+    else
+      logitsInit =
+          zeroTensor(rewriter, loc, tokens, dynTokens, numExperts, elementType);
     Value logits = linalg::MatmulOp::create(
                        rewriter, loc, ValueRange{op.getInput(), op.getRouter()},
                        ValueRange{logitsInit})

@@ -74,8 +74,8 @@ func.func @expert_choice(%x: tensor<?x32xf32>, %router: tensor<32x4xf32>,
 // A router bias: the logits accumulate into it, broadcast over the tokens.
 // CHECK-LABEL: func @router_bias
 // CHECK-SAME: (%[[X:.*]]: tensor<?x16xf32>, %[[R:.*]]: tensor<16x4xf32>, %[[B:.*]]: tensor<4xf32>
-// CHECK: %[[Z:.*]] = linalg.fill ins(%{{.*}} : f32) outs(%{{.*}} : tensor<?x4xf32>)
-// CHECK: %[[BB:.*]] = linalg.broadcast ins(%[[B]] : tensor<4xf32>) outs(%[[Z]] : tensor<?x4xf32>) dimensions = [0]
+// CHECK: %[[E:.*]] = tensor.empty(%{{.*}}) : tensor<?x4xf32>
+// CHECK-NEXT: %[[BB:.*]] = linalg.broadcast ins(%[[B]] : tensor<4xf32>) outs(%[[E]] : tensor<?x4xf32>) dimensions = [0]
 // CHECK: %[[L:.*]] = linalg.matmul ins(%[[X]], %[[R]] : tensor<?x16xf32>, tensor<16x4xf32>) outs(%[[BB]] : tensor<?x4xf32>)
 // CHECK: moe.route %[[L]] {routing = #moe.routing<k = 2, scoring = topk_softmax>}
 func.func @router_bias(%x: tensor<?x16xf32>, %router: tensor<16x4xf32>,
