@@ -122,6 +122,19 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
     layer.predicted.assign(layer.experts, 0);
   }
 
+  // MOE_EXPERT_CACHE_READ_GBPS=R paces the reads to R GB/s (a tier slower
+  // than the file's, emulated with a known bandwidth).
+  if (const char *rate = std::getenv("MOE_EXPERT_CACHE_READ_GBPS");
+      rate && *rate) {
+    char *end = nullptr;
+    double gbps = std::strtod(rate, &end);
+    if (end == rate || *end != '\0' || !(gbps > 0) || !std::isfinite(gbps))
+      return makeStatus("MOE_EXPERT_CACHE_READ_GBPS must be a positive "
+                        "number of GB/s, not " +
+                        quote(rate));
+    cache->readBytesPerNs = gbps;
+  }
+
   // MOE_EXPERT_CACHE_DIRECT_IO=0 forces buffered reads (as on file systems
   // without O_DIRECT, such as tmpfs).
   const char *directEnv = std::getenv("MOE_EXPERT_CACHE_DIRECT_IO");
@@ -328,6 +341,16 @@ void ExpertCache::workerLoop() {
     uint64_t readStart = nowNs();
     std::string failure = readExpert(layer, expert, slot);
     uint64_t readTime = nowNs() - readStart;
+    if (readBytesPerNs > 0) {
+      uint64_t bytes = 0;
+      for (const Tensor &tensor : layer.tensors)
+        bytes += tensor.sliceBytes;
+      auto paced =
+          static_cast<uint64_t>(static_cast<double>(bytes) / readBytesPerNs);
+      if (paced > readTime)
+        std::this_thread::sleep_for(std::chrono::nanoseconds(paced - readTime));
+      readTime = nowNs() - readStart;
+    }
     lock.lock();
     counters.read_ns += readTime;
     if (!failure.empty())

@@ -104,6 +104,9 @@ private:
   std::string path;
   int fd = -1;
   bool direct = false;
+  /// MOE_EXPERT_CACHE_READ_GBPS: reads paced to at most this many bytes per
+  /// nanosecond (0: as fast as the file gives them), a slower tier emulated.
+  double readBytesPerNs = 0;
   moe_cache_mode_t mode = MOE_CACHE_PREFETCH;
   uint8_t *bounce = nullptr;
   size_t bounceBytes = 0;
