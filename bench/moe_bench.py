@@ -188,6 +188,19 @@ def prepare_shape(name, cfg, tokens, workdir):
                 weight_files=[d / f"{n}.npy" for n in WEIGHT_ORDER if n in w])
 
 
+def rotation_inputs(name, cfg, tokens, n, d):
+    """Per T, a stack [n, T, H] of fresh random inputs (the distribution of x) for --rotate;
+    returns {T: path}."""
+    paths = {}
+    for T in tokens:
+        path = d / f"xs_T{T}_r{n}.npy"
+        if not path.exists():
+            rng = np.random.default_rng([SEED, int(name[1:]), T, n])
+            np.save(path, rng.standard_normal((n, T, cfg["H"]), dtype=np.float32))
+        paths[T] = path
+    return paths
+
+
 # --------------------------------------------------------------------------- machine load
 
 def _cpu_times():
@@ -352,7 +365,15 @@ def run_torch(cfg, prep, tokens, threads, min_time):
             if not rel <= TOL:
                 res[T] = dict(status="mismatch", rel_l2=rel)
                 continue
-            res[T] = dict(status="ok", rel_l2=rel, **time_in_process(lambda: layer(xt), min_time))
+            xs = prep.get("xs", {}).get(T)
+            if xs is not None:
+                # The timed calls take the stack's inputs in turn (--rotate).
+                stack = [torch.from_numpy(a) for a in np.load(xs)]
+                turn = iter(range(1 << 62))
+                fn = lambda: layer(stack[next(turn) % len(stack)])  # noqa: E731
+            else:
+                fn = lambda: layer(xt)  # noqa: E731
+            res[T] = dict(status="ok", rel_l2=rel, **time_in_process(fn, min_time))
             log(f"  torch T={T}: {res[T]['median_ms']:.3f} ms (rel {rel:.1e})")
     return res
 
@@ -367,7 +388,9 @@ def run_ort(graph_file, prep, tokens, threads, min_time, label):
     d = prep["dir"]
     spec = dict(model=str(graph_file), threads=threads, min_time_s=min_time, tol=TOL,
                 cases=[dict(T=T, x=str(d / f"x_T{T}.npy"), ref=str(d / f"ref_T{T}.npy"),
-                            out=str(d / f"y_{label}_T{T}.npy")) for T in tokens])
+                            out=str(d / f"y_{label}_T{T}.npy"),
+                            **({"xs": str(prep["xs"][T])} if T in prep.get("xs", {}) else {}))
+                       for T in tokens])
     spec_file = d / f"{label}_spec.json"
     spec_file.write_text(json.dumps(spec))
     p = subprocess.run([node, str(HERE / "ort_bench.js"), str(spec_file)], capture_output=True,
@@ -510,7 +533,10 @@ def run_ours(cfg, prep, tokens, threads, min_time, bin_dir, forms, max_call_s):
         # estimate (whole process) is high; if the runs took far less than --min-time,
         # repeat once with the count sized from moe-run's own median.
         est_ms = wall * 1e3
-        m, reps, p = time_moe_run([str(run_bin), str(so), x_in, *ins], est_ms, min_time, env)
+        rotate = ([f"--benchmark-inputs=@{prep['xs'][T]}"] if T in prep.get("xs", {})
+                  else [])
+        m, reps, p = time_moe_run([str(run_bin), str(so), x_in, *ins, *rotate], est_ms,
+                                  min_time, env)
         if not m:
             res[T] = dict(status="error", error=first_error_line(p.stderr + p.stdout))
             continue
@@ -597,6 +623,11 @@ def render_markdown(meta, ceil, rows, shapes):
                 if ceil.get("fma_peak_gflops") else ""))
     L.append(f"- Float32 weights, seed {SEED}; every result checked against a float64 reference "
              f"(relative L2 <= {TOL:g}) before timing; times are medians in ms")
+    if meta.get("rotate"):
+        L.append(f"- **Rotated inputs:** every contender's timed calls take {meta['rotate']} "
+                 f"different random inputs in turn, so a call does not find the previous call's "
+                 f"experts in cache (as in decoding); the roofline counts the experts of the "
+                 f"checked input")
     worst = max((l["background_load"] for l in meta["background_load"]), default=0.0)
     L.append(f"- Background CPU load from other processes, sampled before each block: "
              f"max {100 * worst:.0f}%"
@@ -677,6 +708,11 @@ def main():
     ap.add_argument("--wait-idle", type=float, default=0.0,
                     help="before each block, wait up to this many seconds for other processes' "
                          "CPU load to drop under 10%% (default 0: only measure and warn)")
+    ap.add_argument("--rotate", type=int, default=0, metavar="N",
+                    help="the timed calls of every contender take N different inputs in turn "
+                         "(fresh random tokens), so that a call does not find the experts of "
+                         "the previous one in cache, as in real decoding (default 0: the "
+                         "checked input every time)")
     ap.add_argument("--out-dir", default=None, help="default bench/results (work dir if --quick)")
     a = ap.parse_args()
 
@@ -693,6 +729,8 @@ def main():
     for c in contenders:
         if c not in CONTENDERS:
             ap.error(f"unknown contender {c}")
+    if a.rotate < 0:
+        ap.error("--rotate needs a non-negative count")
     min_time = a.min_time if a.min_time is not None else (0.2 if a.quick else 1.0)
     workdir = Path(a.work_dir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -700,7 +738,7 @@ def main():
 
     now = datetime.datetime.now()
     meta = dict(date=now.strftime("%Y-%m-%d %H:%M"), threads=a.threads, quick=a.quick,
-                min_time_s=min_time, seed=SEED, tol=TOL, machine=machine_info(), compile_s={},
+                min_time_s=min_time, seed=SEED, tol=TOL, rotate=a.rotate, machine=machine_info(), compile_s={},
                 env={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                      "OPENBLAS_CORETYPE")})
     log(f"machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; "
@@ -714,6 +752,8 @@ def main():
     for s in shapes:
         cfg = SHAPES[s]
         prep = prepare_shape(s, cfg, tokens, workdir)
+        if a.rotate:
+            prep["xs"] = rotation_inputs(s, cfg, tokens, a.rotate, prep["dir"])
         results[s] = {}
         if "ours" in contenders:
             log(f"{s}: moe-mlir (compiled)")

@@ -55,8 +55,18 @@ async function main() {
       const x = readNpy(c.x);
       const ref = readNpy(c.ref);
       const feeds = {[inName]: new ort.Tensor('float32', x.data, x.shape)};
-      const run = async () => (await session.run(feeds))[outName];
-      const y = await run();
+      const y = (await session.run(feeds))[outName];
+      // c.xs: a stack [N, ...x.shape] whose rows the timed runs take in turn.
+      let rotation = [feeds];
+      if (c.xs) {
+        const xs = readNpy(c.xs);
+        const n = xs.shape[0], size = x.data.length;
+        rotation = [];
+        for (let i = 0; i < n; i++)
+          rotation.push({[inName]: new ort.Tensor('float32', xs.data.subarray(i * size, (i + 1) * size), x.shape)});
+      }
+      let turn = 0;
+      const run = async () => (await session.run(rotation[turn++ % rotation.length]))[outName];
       const rel = relL2(y.data, ref.data);
       if (c.out) writeNpyF32(c.out, y.data, y.dims);
       const ok = Number.isFinite(rel) && rel <= tol;

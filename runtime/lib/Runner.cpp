@@ -32,6 +32,8 @@ struct Options {
   std::vector<std::string> outputs;
   std::string weightsPath;
   long benchmarkRuns = 0;
+  /// --benchmark-inputs: the first input of each run, in turn.
+  std::string benchmarkStack;
   /// --expert-budget: bytes, or a percentage (budgetPercent >= 0).
   int64_t budgetBytes = -1;
   double budgetPercent = -1;
@@ -72,7 +74,7 @@ static void printUsage(const char *program, bool fromSelf) {
       "usage: %s%s --input=@IN.npy... [--output=@OUT.npy...] "
       "[--weights=PATH] [--benchmark=N] [--print-signature]\n"
       "       [--expert-budget=SIZE] [--expert-cache=MODE] [--profile=PATH]\n"
-      "       [--device-io]\n"
+      "       [--benchmark-inputs=@STACK.npy] [--device-io]\n"
       "\n"
       "Runs the compiled model on .npy inputs given in model order and writes\n"
       "its results to .npy files, one --output per model output.\n"
@@ -80,6 +82,11 @@ static void printUsage(const char *program, bool fromSelf) {
       "  --benchmark=N      time N runs after %d warm-up runs and print\n"
       "                     'median_ms: M min_ms: A max_ms: B' (and the\n"
       "                     same with device_ for a CUDA model's device time)\n"
+      "  --benchmark-inputs=@STACK.npy  the warm-up and timed runs take their\n"
+      "                     first input from STACK's rows in turn (its shape:\n"
+      "                     [N] + that input's), e.g. N different tokens, so\n"
+      "                     that a decode benchmark does not find the experts\n"
+      "                     of the previous run in cache\n"
       "  --print-signature  print the model signature\n"
       "  --device-io        (models compiled for CUDA) copy the inputs to\n"
       "                     device memory once and leave the outputs there:\n"
@@ -201,6 +208,11 @@ static std::string parseOptions(int argc, char **argv, bool fromSelf,
       if (runs <= 0 || runs > 1000000000 || errno || *end)
         return "--benchmark needs a positive run count, got '" + value + "'";
       options.benchmarkRuns = runs;
+    } else if (startsWith(arg, "--benchmark-inputs=")) {
+      std::vector<std::string> stack;
+      if (!parseFileFlag(arg, "--benchmark-inputs=", stack, error))
+        return error;
+      options.benchmarkStack = stack.front();
     } else if (arg == "--print-signature") {
       options.printSignature = true;
     } else if (arg == "--device-io") {
@@ -238,6 +250,10 @@ static std::string parseOptions(int argc, char **argv, bool fromSelf,
       options.modelPath = arg;
     }
   }
+  if (!options.benchmarkStack.empty() && options.benchmarkRuns == 0)
+    return "--benchmark-inputs needs --benchmark=N";
+  if (!options.benchmarkStack.empty() && options.deviceIO)
+    return "--benchmark-inputs does not work with --device-io";
   if (!fromSelf && !options.modelPath.empty())
     return "";
   if (!fromSelf && !options.help)
@@ -359,6 +375,43 @@ static moe_status_t *run(const Options &options, const char *argv0,
     inputs.tensors.push_back(tensor);
   }
 
+  // --benchmark-inputs: views of the stack's rows, each checked against the
+  // first input's type.
+  TensorList stack, stackRows;
+  if (!options.benchmarkStack.empty()) {
+    if (numInputs == 0)
+      return moe_status_make("--benchmark-inputs needs a model with inputs");
+    moe_tensor_t *tensor;
+    if ((status = moe_npy_read(options.benchmarkStack.c_str(), &tensor)))
+      return status;
+    stack.tensors.push_back(tensor);
+    const moe_tensor_t *first = inputs.tensors.front();
+    size_t rank = moe_tensor_rank(first);
+    const int64_t *shape = moe_tensor_shape(first);
+    const int64_t *stackShape = moe_tensor_shape(tensor);
+    bool fits = moe_tensor_dtype(tensor) == moe_tensor_dtype(first) &&
+                moe_tensor_rank(tensor) == rank + 1 && stackShape[0] > 0 &&
+                std::equal(shape, shape + rank, stackShape + 1);
+    if (!fits)
+      return makeStatus(
+          "--benchmark-inputs file " + quote(options.benchmarkStack) +
+          " holds " + moe_dtype_name(moe_tensor_dtype(tensor)) + " " +
+          formatDims(stackShape, moe_tensor_rank(tensor)) +
+          "; the rows of the first input need " +
+          (rank ? "Nx" + formatDims(shape, rank) : std::string("N")) + " " +
+          moe_dtype_name(moe_tensor_dtype(first)) + " (N >= 1)");
+    size_t rowBytes = moe_tensor_byte_size(first);
+    auto *data = static_cast<uint8_t *>(moe_tensor_data(tensor));
+    for (int64_t i = 0; i < stackShape[0]; ++i) {
+      moe_tensor_t *row;
+      if ((status =
+               moe_tensor_wrap(data + i * rowBytes, moe_tensor_dtype(first),
+                               rank, shape, 0, &row)))
+        return status;
+      stackRows.tensors.push_back(row);
+    }
+  }
+
   // With --device-io the runs read copies of the inputs in device memory
   // (made once, after the inputs are checked) and leave their outputs there.
   TensorList deviceInputs;
@@ -389,6 +442,7 @@ static moe_status_t *run(const Options &options, const char *argv0,
   long statsRuns = 1;
   if (options.benchmarkRuns > 0) {
     std::vector<double> times, deviceTimes;
+    std::vector<moe_tensor_t *> runInputs(inputs.tensors);
     for (long i = 0; i < kWarmUpRuns + options.benchmarkRuns; ++i) {
       if (i == kWarmUpRuns) {
         moe_model_reset_cache_stats(model);
@@ -396,8 +450,15 @@ static moe_status_t *run(const Options &options, const char *argv0,
       }
       TensorList results;
       results.tensors.assign(numOutputs, nullptr);
+      if (!stackRows.tensors.empty())
+        runInputs[0] =
+            stackRows
+                .tensors[static_cast<size_t>(i) % stackRows.tensors.size()];
       auto start = std::chrono::steady_clock::now();
-      status = invoke(results.tensors.data());
+      status = stackRows.tensors.empty()
+                   ? invoke(results.tensors.data())
+                   : moe_model_invoke(model, runInputs.data(), numInputs,
+                                      results.tensors.data(), numOutputs);
       auto end = std::chrono::steady_clock::now();
       if (status)
         return status;

@@ -9,6 +9,9 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#ifdef AFFINE_TRACE
+#include <stdio.h>
+#endif
 
 typedef struct {
   float *allocated;
@@ -40,6 +43,15 @@ void moe_model_run(void **args) {
   const MemRef2 *w = (const MemRef2 *)args[2];
   const MemRef1 *b = (const MemRef1 *)args[3];
   int64_t rows = x->sizes[0];
+#ifdef AFFINE_TRACE
+  /* Tests of the runner: each call appends x[0][0] to $AFFINE_TRACE. */
+  const char *trace = getenv("AFFINE_TRACE");
+  FILE *file = trace && rows > 0 ? fopen(trace, "a") : NULL;
+  if (file) {
+    fprintf(file, "%g\n", x->aligned[x->offset]);
+    fclose(file);
+  }
+#endif
   /* Over-allocate and align, leaving allocated != aligned and a non-zero
    * offset, so the runtime must honour all three fields. */
   float *memory = (float *)malloc(sizeof(float) * (size_t)(rows * 3 + 32));
