@@ -37,7 +37,7 @@ both=(
   "qwen-geglu --tokens 13" "mixtral --tokens 0" "mixtral --tokens 513")
 sm90=(
   "expert-choice --tokens 21" "expert-choice --tokens 1" "expert-choice-capacity --tokens 13"
-  "expert-choice-all --tokens 6" "many-k --tokens 19"
+  "expert-choice-all --tokens 6" "many-k --tokens 19" "capacity-fixed --tokens 9"
   # f16 (tensor-core expert GEMMs, the skinny ones at small T; moe_case.py
   # check uses its f16 tolerance).
   "mixtral --tokens 37 --dtype f16" "mixtral --tokens 513 --dtype f16"
@@ -97,10 +97,11 @@ done
 # kernels of the tensor compute), hash routing, MoMa's modality groups and
 # transformers' GPT-OSS MLP (router bias, top-k softmax, clamped SwiGLU with
 # biases), GPT-OSS's router in Mixtral's loop, GShard's top-1 einsum form with
-# a capacity (static T), tanh-GELU FFN experts, MoE++'s zero-computation
+# a capacity (static T; and a dynamic T: the traced, fixed capacity),
+# tanh-GELU FFN experts, MoE++'s zero-computation
 # experts and gating residual, and top-p routing.
 for m in decoder hash moma gptoss gptoss_router_loop capacity_einsum \
-  mixtral_gelu_tanh moe_plus_plus gating_residual top_p; do
+  capacity_einsum_dynamic mixtral_gelu_tanh moe_plus_plus gating_residual top_p; do
   n=$((n + 1))
   d=$dir/cases/$(printf '%02d' $n)-onnx-$m
   $py "$repo/test/Target/ONNX/Inputs/torch_models.py" gen $m "$d" > /dev/null 2>&1

@@ -62,6 +62,9 @@ CONFIGS = {
     "switch-capacity": dict(H=32, F=64, E=4, biases=True,
                             routing=dict(k=1, capacity_factor=1.0),
                             expert=dict(kind="ffn", activation="relu")),
+    # A fixed capacity of 3 assignments per expert, whatever T (k = 2).
+    "capacity-fixed": dict(H=32, F=24, E=4, routing=dict(k=2, capacity=3),
+                           expert=dict(kind="gated", activation="silu")),
     # Capacity with k = 2 (assignments kept in token order).
     "capacity-k2": dict(H=32, F=24, E=4, routing=dict(k=2, capacity_factor=0.75),
                         expert=dict(kind="gated", activation="silu")),

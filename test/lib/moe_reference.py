@@ -3,7 +3,7 @@ compiler (numpy only; run it with Debian's /usr/bin/python3).
 
     route(logits, routing, selection_bias=None, token_groups=None, residual=None)
         -> (ids [T,k] int64, weights [T,k])
-    dispatch_positions(ids, num_experts, capacity_factor) -> kept mask [T,k]
+    kept_assignments(ids, num_experts, capacity_factor, capacity) -> kept mask [T,k]
     expert_ffn(x, expert, gate, up, down, gate_bias, up_bias, down_bias) -> [N,H]
     layer(x, router, routing, expert, weights...) -> [T,H]
     dequantize(packed, scales, bits) -> [..., N, K] float64
@@ -136,13 +136,15 @@ def route(logits, routing, selection_bias=None, token_groups=None, residual=None
     return ids, weights
 
 
-def kept_assignments(ids, num_experts, capacity_factor):
-    """Which assignments survive the expert capacity (first in token order)."""
+def kept_assignments(ids, num_experts, capacity_factor, capacity=0):
+    """Which assignments survive the expert capacity (first in token order):
+    a fixed `capacity`, else ceil(capacity_factor * T * k / E)."""
     T, k = ids.shape
     kept = ids >= 0
-    if capacity_factor <= 0.0:
+    if capacity <= 0 and capacity_factor <= 0.0:
         return kept
-    capacity = math.ceil(capacity_factor * T * k / num_experts)
+    if capacity <= 0:
+        capacity = math.ceil(capacity_factor * T * k / num_experts)
     used = [0] * num_experts
     for t in range(T):
         for i in range(k):
@@ -198,8 +200,9 @@ def layer(x, router, routing, expert, gate, up, down, gate_bias=None, up_bias=No
     ids, weights = route(x @ np.asarray(router, np.float64), routing, selection_bias)
     r = dict(ROUTING_DEFAULTS, **routing)
     # Expert choice keeps C tokens per expert in the routing itself.
-    capacity_factor = 0.0 if r["selection"] == "expert_choice" else r["capacity_factor"]
-    kept = kept_assignments(ids, E, capacity_factor)
+    token_choice = r["selection"] != "expert_choice"
+    kept = kept_assignments(ids, E, r["capacity_factor"] if token_choice else 0.0,
+                            r["capacity"] if token_choice else 0)
     out = np.zeros_like(x)
     pick = lambda a, e: None if a is None else a[e]
     for e in range(E):

@@ -1053,10 +1053,13 @@ struct HashRouteOpLowering : public OpConversionPattern<HashRouteOp> {
 // Dispatch: ranks by warp ballots, prefix sums and a stable placement
 //===----------------------------------------------------------------------===//
 
-/// `ceil(capacity_factor * T * k / E)`, or `T * k` without a capacity, as an
-/// index computed from `numTokens`.
+/// A fixed `capacity`, `ceil(capacity_factor * T * k / E)`, or `T * k` without
+/// a capacity, as an index computed from `numTokens`.
 static Value emitCapacity(const KernelBuilder &b, Value numTokens, int64_t k,
-                          int64_t numExperts, double capacityFactor) {
+                          int64_t numExperts, double capacityFactor,
+                          int64_t capacity) {
+  if (capacity > 0)
+    return b.idx(capacity);
   Value assignments = b.mul(numTokens, b.idx(k));
   if (capacityFactor <= 0.0)
     return assignments;
@@ -1086,6 +1089,7 @@ namespace {
 struct DispatchShape {
   int64_t numExperts, k, blockSize;
   double capacityFactor;
+  int64_t capacity;
   int64_t warps;
 
   int64_t threads() const { return 32 * warps; }
@@ -1317,9 +1321,12 @@ struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
     Location loc = op.getLoc();
     int64_t numExperts = op.getNumExperts();
     auto idsType = tensorType(adaptor.getExpertIds());
-    DispatchShape s{
-        numExperts, idsType.getDimSize(1), int64_t(op.getBlockSize()),
-        op.getCapacityFactor().convertToDouble(), dispatchWarps(numExperts)};
+    DispatchShape s{numExperts,
+                    idsType.getDimSize(1),
+                    int64_t(op.getBlockSize()),
+                    op.getCapacityFactor().convertToDouble(),
+                    int64_t(op.getCapacity()),
+                    dispatchWarps(numExperts)};
     int64_t threads = s.threads();
     Type f32 = rewriter.getF32Type();
     Type i32 = rewriter.getI32Type();
@@ -1365,8 +1372,8 @@ struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
               tokens = oneBlock.args[2], positions = oneBlock.args[3];
         Value warpCounts = oneBlock.workgroup[0],
               totals = oneBlock.workgroup[1], sums = oneBlock.workgroup[2];
-        Value capacity =
-            emitCapacity(b, b.dim(ids, 0), s.k, numExperts, s.capacityFactor);
+        Value capacity = emitCapacity(b, b.dim(ids, 0), s.k, numExperts,
+                                      s.capacityFactor, s.capacity);
         SmallVector<DispatchLane> lanes = emitWarpRanks(
             b, s, ids, b.idx(0), warpCounts,
             [&](Value e, Value total) { b.storeI(total, totals, {e}); });
@@ -1433,8 +1440,8 @@ struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
                  b.storeI(run, totals, {e});
                });
         b.barrier();
-        Value capacity =
-            emitCapacity(b, b.dim(ids, 0), s.k, numExperts, s.capacityFactor);
+        Value capacity = emitCapacity(b, b.dim(ids, 0), s.k, numExperts,
+                                      s.capacityFactor, s.capacity);
         emitExpertOffsets(b, s, kDispatchScanThreads, totals, sums, capacity,
                           offsets, tokens);
       }
@@ -1456,8 +1463,8 @@ struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
         emitTailRows(b, s, offsets, tokens,
                      b.add(b.mul(b.blockId(), b.idx(threads)), b.threadId()),
                      b.mul(b.dim(counts, 0), b.idx(threads)));
-        Value capacity =
-            emitCapacity(b, b.dim(ids, 0), s.k, numExperts, s.capacityFactor);
+        Value capacity = emitCapacity(b, b.dim(ids, 0), s.k, numExperts,
+                                      s.capacityFactor, s.capacity);
         emitPlacement(
             b, s, lanes, ids, warpCounts,
             [&](Value e) {

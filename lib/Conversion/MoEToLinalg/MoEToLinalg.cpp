@@ -871,6 +871,7 @@ struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
     int64_t numExperts = op.getNumExperts();
     int64_t blockSize = op.getBlockSize();
     double capacityFactor = op.getCapacityFactor().convertToDouble();
+    int64_t fixedCapacity = op.getCapacity();
     OpBuilder &b = rewriter;
 
     Value c0 = indexConst(b, loc, 0), c1 = indexConst(b, loc, 1);
@@ -879,9 +880,12 @@ struct DispatchOpLowering : public OpConversionPattern<DispatchOp> {
         b, loc, tensor::getMixedSize(b, loc, ids, 0));
     Value assignments = arith::MulIOp::create(b, loc, numTokens, cK);
 
-    // Capacity: ceil(capacity_factor * (T * k) / E), or no limit.
+    // Capacity: the fixed one, ceil(capacity_factor * (T * k) / E), or no
+    // limit.
     Value capacity = assignments;
-    if (capacityFactor > 0.0) {
+    if (fixedCapacity > 0) {
+      capacity = indexConst(b, loc, fixedCapacity);
+    } else if (capacityFactor > 0.0) {
       Type f64 = b.getF64Type();
       Value n = arith::UIToFPOp::create(
           b, loc, f64,

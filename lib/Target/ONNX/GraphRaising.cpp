@@ -2714,49 +2714,22 @@ static LogicalResult checkScoresAndWeights(GraphImporter &importer,
   return success();
 }
 
-/// The routing recipe and expert kind of `block`; `tokenCapacityFactor` is
-/// the capacity factor of a block with a token capacity (tokenCapacityOf).
-static RoutingAttr routingOf(MLIRContext *ctx, const MoEBlock &block,
-                             double tokenCapacityFactor = 0.0) {
+/// The routing recipe and expert kind of `block`.
+static RoutingAttr routingOf(MLIRContext *ctx, const MoEBlock &block) {
   return RoutingAttr::get(
       ctx, block.k, block.scoring, block.renormalize,
       APFloat(block.temperature), APFloat(block.scale), block.nGroup,
-      block.topkGroup,
-      APFloat(block.expertChoice ? block.capacityFactor : tokenCapacityFactor),
+      block.topkGroup, APFloat(block.expertChoice ? block.capacityFactor : 0.0),
       APFloat(block.threshold),
       block.expertChoice ? SelectionMode::ExpertChoice
                          : SelectionMode::TokenChoice,
-      block.capacity, block.expertGroups);
+      block.expertChoice ? block.capacity : block.tokenCapacity,
+      block.expertGroups);
 }
 static ExpertAttr expertOf(MLIRContext *ctx, const MoEBlock &block) {
   return ExpertAttr::get(ctx, block.kind, block.activation,
                          APFloat(block.limit), APFloat(block.alpha),
                          APFloat(block.beta));
-}
-
-/// The capacity factor that gives `block`'s fixed token capacity C for the
-/// token count of `inputType` (moe.routing's C = ceil(factor * T * k / E)):
-/// (C - 1/2) * E / (T * k), so that rounding cannot reach C + 1. 0 without
-/// a token capacity; failure (with `why`) where T is not static.
-static FailureOr<double> tokenCapacityOf(const MoEBlock &block,
-                                         RankedTensorType inputType,
-                                         std::string &why) {
-  if (!block.tokenCapacity)
-    return 0.0;
-  int64_t tokens = 1;
-  for (int64_t d : inputType.getShape().drop_back()) {
-    if (ShapedType::isDynamic(d)) {
-      why = llvm::formatv("the capacity is a constant {0} tokens per expert "
-                          "and the token count is not static (moe.routing's "
-                          "capacity is a factor of T)",
-                          block.tokenCapacity)
-                .str();
-      return failure();
-    }
-    tokens *= d;
-  }
-  return (block.tokenCapacity - 0.5) * block.numExperts() /
-         (double(tokens) * block.k);
 }
 
 /// The reassociation that collapses all but the last of `rank` dimensions.
@@ -2819,10 +2792,6 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
     return failure();
   }
   if (failed(checkScoresAndWeights(importer, block, originalType, why)))
-    return failure();
-  FailureOr<double> tokenCapacityFactor =
-      tokenCapacityOf(block, originalType, why);
-  if (failed(tokenCapacityFactor))
     return failure();
   Type elementType = originalType.getElementType();
   int64_t numExperts = block.numExperts();
@@ -2902,7 +2871,7 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
     auto route =
         RouteOp::create(detached, loc, perToken(i32), perToken(elementType),
                         logits.getResult(0), optional(block.selectionBias), ids,
-                        residual, routingOf(ctx, block, *tokenCapacityFactor));
+                        residual, routingOf(ctx, block));
     ops.push_back(route);
     expertIds = route.getExpertIds();
     weights = route.getWeights();
@@ -2913,7 +2882,8 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
       detached, loc, RankedTensorType::get({rows}, i32),
       RankedTensorType::get({numExperts + 1}, i32), perToken(i32), expertIds,
       b.getI64IntegerAttr(numExperts), b.getI64IntegerAttr(1),
-      b.getF64FloatAttr(block.expertChoice ? 0.0 : *tokenCapacityFactor));
+      b.getF64FloatAttr(0.0),
+      b.getI64IntegerAttr(block.expertChoice ? 0 : block.tokenCapacity));
   ops.push_back(dispatch);
   SmallVector<Value> rowSizes;
   if (!tokenSizes.empty()) {
@@ -2985,10 +2955,6 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
   }
   if (failed(checkScoresAndWeights(importer, block, inputType, why)))
     return failure();
-  FailureOr<double> tokenCapacityFactor =
-      tokenCapacityOf(block, inputType, why);
-  if (failed(tokenCapacityFactor))
-    return failure();
   auto constant = [&](DenseElementsAttr attr) -> Value {
     if (!attr)
       return {};
@@ -3008,8 +2974,7 @@ LogicalResult onnx_import::buildMoEBlock(GraphImporter &importer,
       constant(block.down), constant(block.gateBias), constant(block.upBias),
       constant(block.downBias), constant(block.sharedGate),
       constant(block.sharedUp), constant(block.sharedDown),
-      constant(block.sharedScale), routingOf(ctx, block, *tokenCapacityFactor),
-      expertOf(ctx, block));
+      constant(block.sharedScale), routingOf(ctx, block), expertOf(ctx, block));
   Operation *op = Operation::create(state);
   if (failed(verifyBuilt(ctx, {op}, why)))
     return failure();

@@ -183,9 +183,8 @@ struct MoEBlock {
   int64_t capacity = 0;
   double capacityFactor = 0.0;
   /// Token choice with a fixed expert capacity (GShard's einsum form): each
-  /// expert keeps its first `tokenCapacity` assignments in token order; 0:
-  /// dropless. moe.routing takes a capacity factor, so the token count must
-  /// be static.
+  /// expert keeps its first `tokenCapacity` assignments in token order,
+  /// whatever the token count (moe.routing's `capacity`); 0: dropless.
   int64_t tokenCapacity = 0;
   ExpertKind kind = ExpertKind::Gated;
   Activation activation = Activation::Silu;

@@ -485,3 +485,23 @@ func.func @combine(%rows: tensor<?x64xbf16>, %pos: tensor<?x2xi32>, %w: tensor<?
       : (tensor<?x64xbf16>, tensor<?x2xi32>, tensor<?x2xbf16>) -> tensor<?x64xbf16>
   return %out : tensor<?x64xbf16>
 }
+
+// -----
+
+// A fixed capacity: a constant in the dispatch kernels, not ceil(f * T * k
+// / E) of the token count.
+// CHECK-LABEL: module attributes {gpu.container_module}
+// CHECK: func.func @dispatch_fixed_capacity
+// CHECK: gpu.func @moe_dispatch_single
+// CHECK-NOT: math.ceil
+// CHECK: %[[C:.*]] = arith.constant 5 : index
+// CHECK: arith.minsi %{{.*}}, %[[C]] : index
+// CHECK: gpu.func @moe_dispatch_scan
+// CHECK-NOT: math.ceil
+// CHECK: gpu.func @moe_dispatch_place
+// CHECK-NOT: math.ceil
+func.func @dispatch_fixed_capacity(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>) {
+  %tok, %off, %pos = moe.dispatch %ids {num_experts = 8, capacity = 5}
+      : tensor<?x2xi32> -> tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>
+  return %tok, %off, %pos : tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>
+}

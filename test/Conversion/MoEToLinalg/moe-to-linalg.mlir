@@ -15,6 +15,20 @@ func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, tensor<5xi32>, ten
 
 // -----
 
+// A fixed capacity: each expert's count is clamped to the constant, not to
+// a capacity computed from T.
+// CHECK-LABEL: func.func @dispatch_fixed_capacity
+// CHECK-NOT: math.ceil
+// CHECK: %[[C:.*]] = arith.constant 3 : index
+// CHECK: arith.minsi %{{.*}}, %[[C]] : index
+func.func @dispatch_fixed_capacity(%ids: tensor<?x1xi32>) -> (tensor<?xi32>, tensor<5xi32>, tensor<?x1xi32>) {
+  %tok, %off, %pos = moe.dispatch %ids {num_experts = 4, capacity = 3}
+      : tensor<?x1xi32> -> tensor<?xi32>, tensor<5xi32>, tensor<?x1xi32>
+  return %tok, %off, %pos : tensor<?xi32>, tensor<5xi32>, tensor<?x1xi32>
+}
+
+// -----
+
 // More than one block of 32 tokens: the blocks in parallel (an scf.forall
 // whose blocks insert their ids and weights); else one after another.
 // CHECK-LABEL: func.func @gate

@@ -507,6 +507,24 @@ func.func @dispatch_capacity(%ids: tensor<4x2xi32>) {
 
 // -----
 
+func.func @dispatch_both_capacities(%ids: tensor<4x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op takes a capacity or a capacity_factor, not both}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 8, capacity_factor = 1.0, capacity = 2}
+      : tensor<4x2xi32> -> tensor<8xi32>, tensor<9xi32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_negative_capacity(%ids: tensor<4x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op attribute 'capacity' failed to satisfy constraint: 64-bit signless integer attribute whose value is non-negative}}
+  %t, %o, %p = moe.dispatch %ids {num_experts = 8, capacity = -2}
+      : tensor<4x2xi32> -> tensor<8xi32>, tensor<9xi32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
 func.func @dispatch_rows(%ids: tensor<4x2xi32>) {
   // expected-error @+1 {{'moe.dispatch' op token indices must have shape [8], got 'tensor<6xi32>'}}
   %t, %o, %p = moe.dispatch %ids {num_experts = 8}
@@ -1019,8 +1037,8 @@ func.func private @f() attributes {r = #moe.routing<k = 4, selection = expert_ch
 
 // -----
 
-// expected-error @+1 {{routing capacity applies to expert_choice only}}
-func.func private @f() attributes {r = #moe.routing<k = 2, capacity = 3>}
+// expected-error @+1 {{routing takes a capacity or a capacity_factor, not both}}
+func.func private @f() attributes {r = #moe.routing<k = 2, capacity_factor = 1.0, capacity = 3>}
 
 // -----
 

@@ -71,6 +71,18 @@ func.func @qwen_shared_scale(%x: tensor<?x16xf32>, %router: tensor<16x4xf32>,
   return %y : tensor<?x16xf32>
 }
 
+// A fixed capacity (token choice): in the routing and the dispatch.
+// CHECK-LABEL: func @fixed_capacity
+// CHECK: moe.route %{{.*}} {routing = #moe.routing<k = 1, capacity = 2>} : tensor<?x4xf32> -> tensor<?x1xi32>, tensor<?x1xf32>
+// CHECK: moe.dispatch %{{.*}} {capacity = 2 : i64, num_experts = 4 : i64} : tensor<?x1xi32> -> tensor<?xi32>, tensor<5xi32>, tensor<?x1xi32>
+func.func @fixed_capacity(%l: tensor<?x4xf32>) -> (tensor<?xi32>, tensor<?x1xf32>) {
+  %i, %w = moe.route %l {routing = #moe.routing<k = 1, capacity = 2>}
+      : tensor<?x4xf32> -> tensor<?x1xi32>, tensor<?x1xf32>
+  %t, %o, %p = moe.dispatch %i {num_experts = 4, capacity = 2}
+      : tensor<?x1xi32> -> tensor<?xi32>, tensor<5xi32>, tensor<?x1xi32>
+  return %t, %w : tensor<?xi32>, tensor<?x1xf32>
+}
+
 // CHECK-LABEL: func @explicit_plan
 // CHECK: %[[IDS:.*]], %[[W:.*]] = moe.route %{{.*}} selection_bias(%{{.*}} : tensor<8xf32>) {routing = #moe.routing<k = 2, scoring = topk_softmax>} : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
 // CHECK: %[[TOK:.*]], %[[OFF:.*]], %[[POS:.*]] = moe.dispatch %[[IDS]] {block_size = 4 : i64, capacity_factor = 1.500000e+00 : f64, num_experts = 8 : i64} : tensor<?x2xi32> -> tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>

@@ -78,8 +78,9 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "routing expert_groups cannot be combined with "
                           "n_group or expert_choice";
   if (selection != SelectionMode::ExpertChoice) {
-    if (capacity != 0)
-      return emitError() << "routing capacity applies to expert_choice only";
+    if (capacity != 0 && capacityFactor != 0.0)
+      return emitError() << "routing takes a capacity or a capacity_factor, "
+                            "not both";
     return success();
   }
   if (scoring == ScoringFunc::TopkSoftmax)

@@ -409,6 +409,8 @@ LogicalResult DispatchOp::verify() {
                          << idsType;
   if (getCapacityFactor().convertToDouble() < 0.0)
     return emitOpError("capacity_factor must be non-negative");
+  if (getCapacity() > 0 && !getCapacityFactor().isZero())
+    return emitOpError("takes a capacity or a capacity_factor, not both");
   int64_t tokens = idsType.getDimSize(0), k = idsType.getDimSize(1);
   int64_t numExperts = getNumExperts();
   if (failed(checkShape(*this, getTokenIndices(), "token indices",
@@ -449,7 +451,8 @@ struct DispatchAllExperts : public OpRewritePattern<DispatchOp> {
         routing.isExpertChoice())
       return rewriter.notifyMatchFailure(op,
                                          "tokens do not choose all experts");
-    if (op.getBlockSize() != 1 || !op.getCapacityFactor().isZero())
+    if (op.getBlockSize() != 1 || !op.getCapacityFactor().isZero() ||
+        op.getCapacity() != 0)
       return rewriter.notifyMatchFailure(op, "padding or capacity");
 
     Location loc = op.getLoc();

@@ -100,7 +100,9 @@ struct ExpandLayer : public OpRewritePattern<LayerOp> {
         rewriter.getF64FloatAttr(
             routing.isExpertChoice()
                 ? 0.0
-                : routing.getCapacityFactor().convertToDouble()));
+                : routing.getCapacityFactor().convertToDouble()),
+        rewriter.getI64IntegerAttr(
+            routing.isExpertChoice() ? 0 : routing.getCapacity()));
 
     // Experts over the permuted rows.
     Value dynRows;

@@ -54,6 +54,20 @@ func.func @static_tokens_shared(%x: tensor<6x16xf32>, %router: tensor<16x4xf32>,
 
 // -----
 
+// A fixed capacity goes to the dispatch as it is.
+// CHECK-LABEL: func @fixed_capacity
+// CHECK: moe.route %{{.*}} {routing = #moe.routing<k = 1, capacity = 3>}
+// CHECK: moe.dispatch %{{.*}} {capacity = 3 : i64, num_experts = 4 : i64}
+func.func @fixed_capacity(%x: tensor<?x16xf32>, %router: tensor<16x4xf32>,
+    %wu: tensor<4x16x32xf32>, %wd: tensor<4x32x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.layer %x, %router up(%wu : tensor<4x16x32xf32>) down(%wd : tensor<4x32x16xf32>)
+         {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 1, capacity = 3>}
+         : (tensor<?x16xf32>, tensor<16x4xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
 // Expert choice keeps C tokens per expert in moe.route: the dispatch drops
 // nothing, and every token has one slot per expert.
 // CHECK-LABEL: func @expert_choice

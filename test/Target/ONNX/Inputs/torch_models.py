@@ -34,7 +34,7 @@ Models:
   capacity_einsum  top-1 with a capacity in GShard's einsum form (fairseq's
                  top1gating, experts as batched einsums), 10 tokens, capacity
                  2 per expert; static token count
-  capacity_einsum_dynamic  the same with a dynamic token axis (not raised)
+  capacity_einsum_dynamic  the same with a dynamic token axis
   mixtral_temperature  Mixtral's block with a softmax temperature of 0.5,
                  not renormalized
   mixtral_sigmoid  Mixtral's block with sigmoid router scores (top-k of
@@ -798,8 +798,8 @@ MODELS = {
     "capacity_einsum": (lambda: CapacityEinsumMoeBlock(H, FFN, E, 0.5),
                         float_input((10, H)), {}),
     # The same exported with a dynamic token axis: the capacity stays the
-    # traced 2 (at T = 12 too: ceil(12 / 4 * 0.5) = 2); moe.routing's is a
-    # factor of T, so it is not raised, and runs op by op.
+    # traced 2 (at T = 12 too: ceil(12 / 4 * 0.5) = 2), moe.routing's fixed
+    # capacity.
     "capacity_einsum_dynamic": (lambda: CapacityEinsumMoeBlock(H, FFN, E, 0.5),
                                 float_input((10, H)), {0: "tokens"}),
     # Softmax at temperature 0.5 (logits / 0.5), top-2 without

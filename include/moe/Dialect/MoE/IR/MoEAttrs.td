@@ -136,6 +136,11 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
       `C = ceil(capacity_factor * T * k / E)`; assignments past an expert's
       C-th slot (in token order) are dropped and contribute zero. 0 means
       dropless.
+    - `capacity` [0]: a fixed per-expert capacity `C`, whatever T (the
+      constant `expert_capacity` of GShard/fairseq's and Switch's code, or a
+      capacity traced into an export); assignments past it are dropped as
+      with `capacity_factor`, which must then be 0. With `expert_choice`, the
+      number of tokens each expert takes (below).
     - `threshold` [0.0]: dynamic k (top-p): experts are taken in decreasing
       score until their scores sum to at least `threshold` (at least one, at
       most `k`); unused slots get expert id -1 and weight 0. 0 means exactly
@@ -150,8 +155,6 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
       not chosen. `C` is `capacity` when it is set, otherwise
       `ceil(capacity_factor * T / E)`, at most T. Scoring must be `softmax`
       or `sigmoid`; `renormalize`, `threshold` and group limits do not apply.
-    - `capacity` [0]: the explicit per-expert token count `C` of expert
-      choice; 0 takes it from `capacity_factor`.
     - `expert_groups` [none]: modality-restricted routing (MoMa): the sizes
       of consecutive groups of experts (summing to E). The op then takes a
       group id per token (`token_groups [T]`), and a token's top-k is taken
@@ -181,7 +184,7 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
     DefaultValuedParameter<"SelectionMode", "SelectionMode::TokenChoice",
                            "tokens choose experts or experts choose tokens">:$selection,
     DefaultValuedParameter<"int64_t", "0",
-                           "expert-choice capacity, 0 = from capacity_factor">:$capacity,
+                           "fixed per-expert capacity, 0 = from capacity_factor">:$capacity,
     MoE_SizesParameter<"sizes of the expert groups (modalities)">:$expert_groups
   );
   let builders = [
@@ -203,7 +206,9 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
     /// Whether the number of experts per token is dynamic (top-p).
     bool hasDynamicK() const { return getThreshold().isNonZero(); }
     /// Whether experts have a capacity and drop tokens past it.
-    bool hasCapacity() const { return getCapacityFactor().isNonZero(); }
+    bool hasCapacity() const {
+      return getCapacityFactor().isNonZero() || getCapacity() > 0;
+    }
     /// Whether experts choose their tokens (expert-choice routing).
     bool isExpertChoice() const {
       return getSelection() == SelectionMode::ExpertChoice;

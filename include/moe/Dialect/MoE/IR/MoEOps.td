@@ -198,7 +198,8 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
     `block_size` > 1 (each expert's row count is then a multiple of
     `block_size`, for GEMM tiles). With `capacity_factor` > 0 at most
     `ceil(capacity_factor * T * k / E)` assignments are kept per expert, the
-    first in token order.
+    first in token order; with `capacity` > 0 at most `capacity` (a fixed
+    count, whatever T). At most one of the two is set.
 
     Example:
     ```mlir
@@ -210,7 +211,8 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
     MoE_IndexTensor:$expert_ids,
     ConfinedAttr<I64Attr, [IntPositive]>:$num_experts,
     DefaultValuedAttr<ConfinedAttr<I64Attr, [IntPositive]>, "1">:$block_size,
-    DefaultValuedAttr<F64Attr, "0.0">:$capacity_factor
+    DefaultValuedAttr<F64Attr, "0.0">:$capacity_factor,
+    DefaultValuedAttr<ConfinedAttr<I64Attr, [IntNonNegative]>, "0">:$capacity
   );
   let results = (outs
     MoE_IndexTensor:$token_indices,
