@@ -347,6 +347,13 @@ private:
   /// dispatch mask, x) as batched einsums, the output einsum("sec,ecm->sm").
   bool matchCapacityEinsum(const onnx::NodeProto &argmax, const Router &router,
                            MoEBlock &block);
+  /// transformers' SwitchTransformersSparseMLP: one_hot(argmax) masked by
+  /// `cumsum(mask, -2) <= C`, each expert applied by boolean-mask indexing
+  /// (`next_states[mask[..., e]] = expert_e(x[mask[..., e]])`: GatherND and
+  /// ScatterND on NonZero of the mask's column e, in a chain from x), the
+  /// result scaled by the top-1 probability; dropped tokens pass through.
+  bool matchSwitchMaskLoop(const onnx::NodeProto &argmax, const Router &router,
+                           MoEBlock &block);
   /// Hash routing: `lookup` is `Gather(table, ids)` of a constant table.
   bool matchHash(const onnx::NodeProto &lookup, MoEBlock &block);
   /// The scalar constant `name` (any int or float element type).
@@ -2377,6 +2384,177 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
   return true;
 }
 
+bool BlockMatcher::matchSwitchMaskLoop(const onnx::NodeProto &argmax,
+                                       const Router &router, MoEBlock &block) {
+  int64_t numExperts = router.weight.getType().getDimSize(1);
+  if (intAttr(argmax, "axis", 0) != -1 || intAttr(argmax, "keepdims", 1) != 0 ||
+      intAttr(argmax, "select_last_index", 0) != 0)
+    return fail("the ArgMax is not over the last axis without keepdims");
+  // Which value `name` is, through Casts to any type.
+  auto through = [&](StringRef name) {
+    for (int steps = 0; steps < kMaxChain; ++steps) {
+      const onnx::NodeProto *cast = defOp(name, "Cast");
+      if (!cast)
+        break;
+      name = inputOf(cast, 0);
+    }
+    return name;
+  };
+  // mask = one_hot(argmax, E); kept = mask * (cumsum(mask, axis) <= C).
+  const onnx::NodeProto *onehot = userOp(outputOf(&argmax, 0), "OneHot");
+  std::optional<SmallVector<int64_t>> onOff =
+      onehot ? constantInts(inputOf(onehot, 2)) : std::nullopt;
+  if (!onehot || constantInt(inputOf(onehot, 1)) != numExperts ||
+      intAttr(*onehot, "axis", -1) != -1 || !onOff ||
+      *onOff != SmallVector<int64_t>{0, 1})
+    return fail("the argmax is not one-hot encoded over the experts");
+  StringRef mask = outputOf(onehot, 0);
+  const onnx::NodeProto *cumsum = userOp(mask, "CumSum");
+  const onnx::NodeProto *test =
+      cumsum ? userOp(outputOf(cumsum, 0), "LessOrEqual") : nullptr;
+  std::optional<int64_t> axis =
+      cumsum ? constantInt(inputOf(cumsum, 1)) : std::nullopt;
+  std::optional<int64_t> capacity =
+      test ? constantInt(inputOf(test, 1)) : std::nullopt;
+  if (!test || !axis || intAttr(*cumsum, "exclusive", 0) != 0 ||
+      intAttr(*cumsum, "reverse", 0) != 0 ||
+      inputOf(test, 0) != outputOf(cumsum, 0) || !capacity)
+    return fail("the one-hot mask's running count along the tokens is not "
+                "compared (<=) with a constant capacity");
+  if (*capacity < 1)
+    return fail("a capacity below one token per expert");
+  const onnx::NodeProto *keep = nullptr;
+  for (const onnx::NodeProto *user : users(mask))
+    if (is(user, "Mul") && user->input_size() == 2 &&
+        through(inputOf(user, inputOf(user, 0) == mask ? 1 : 0)) ==
+            outputOf(test, 0))
+      keep = user;
+  if (!keep)
+    return fail("the one-hot mask is not multiplied by the capacity test");
+  // selected = bool(kept); column e of it picks expert e's tokens.
+  const onnx::NodeProto *toBool = nullptr;
+  for (const onnx::NodeProto *user : users(outputOf(keep, 0)))
+    if (is(user, "Cast") && intAttr(*user, "to", 0) == onnx::TensorProto::BOOL)
+      toBool = user;
+  if (!toBool)
+    return fail("the kept mask is not cast to bool");
+  StringRef selected = outputOf(toBool, 0);
+  // The expert of a column `Gather(selected, e, axis = last)`, or -1.
+  auto expertOfColumn = [&](StringRef name) -> int64_t {
+    const onnx::NodeProto *g = defOp(name, "Gather");
+    if (!g || inputOf(g, 0) != selected)
+      return -1;
+    int64_t a = intAttr(*g, "axis", 0);
+    std::optional<int64_t> e = constantInt(inputOf(g, 1));
+    if ((a != -1 && a != 2 && a != 1) || !e || *e < 0 || *e >= numExperts)
+      return -1;
+    return *e;
+  };
+  // `Transpose(NonZero(v), [1, 0])`: v's true positions as rows; returns v.
+  auto positionsOf = [&](StringRef name) -> StringRef {
+    const onnx::NodeProto *t = defOp(name, "Transpose");
+    const onnx::NodeProto *nz = t ? defOp(inputOf(t, 0), "NonZero") : nullptr;
+    std::optional<SmallVector<int64_t>> perm =
+        t ? intsAttr(*t, "perm") : std::nullopt;
+    if (!nz || !perm || *perm != SmallVector<int64_t>{1, 0})
+      return {};
+    return inputOf(nz, 0);
+  };
+  // The output: probs * state, probs = max(softmax, -1) (keepdims, or
+  // without them and unsqueezed).
+  auto isTopProbability = [&](StringRef name) {
+    const onnx::NodeProto *max = defOp(name, "ReduceMax");
+    if (const onnx::NodeProto *unsq = defOp(name, "Unsqueeze")) {
+      max = defOp(inputOf(unsq, 0), "ReduceMax");
+      std::optional<SmallVector<int64_t>> axes = axesOf(*unsq);
+      if (!max || intAttr(*max, "keepdims", 1) != 0 || !axes ||
+          axes->size() != 1 ||
+          ((*axes)[0] != -1 && (*axes)[0] != 2 && (*axes)[0] != 1))
+        return false;
+    } else if (!max || intAttr(*max, "keepdims", 1) != 1) {
+      return false;
+    }
+    std::optional<SmallVector<int64_t>> axes = axesOf(*max);
+    return inputOf(max, 0) == outputOf(router.softmax, 0) && axes &&
+           axes->size() == 1 && (*axes)[0] == -1;
+  };
+  const onnx::NodeProto *output = nullptr;
+  StringRef state;
+  for (const onnx::NodeProto *user : users(outputOf(router.softmax, 0))) {
+    if (!is(user, "ReduceMax"))
+      continue;
+    StringRef probs = outputOf(user, 0);
+    if (const onnx::NodeProto *unsq = userOp(probs, "Unsqueeze"))
+      probs = outputOf(unsq, 0);
+    const onnx::NodeProto *mul = userOp(probs, "Mul");
+    if (!mul || mul->input_size() != 2 || !isTopProbability(probs))
+      continue;
+    output = mul;
+    state = inputOf(mul, inputOf(mul, 0) == probs ? 1 : 0);
+  }
+  if (!output)
+    return fail("the top-1 probability (ReduceMax of the softmax) does not "
+                "scale the experts' results");
+  // The state is a chain of ScatterND from x: expert e's rows written at
+  // the positions of Expand(column e, shape) with its flattened outputs.
+  SmallVector<ExpertMLP> experts(numExperts);
+  SmallVector<bool> seen(numExperts, false);
+  for (int steps = 0; steps <= numExperts; ++steps) {
+    if (state == router.input)
+      break;
+    const onnx::NodeProto *scatter = defOp(state, "ScatterND");
+    if (!scatter || scatter->input_size() != 3 || steps == numExperts)
+      return fail("the experts' results are not written into a copy of x by "
+                  "a chain of ScatterND, one per expert");
+    const onnx::NodeProto *expand =
+        defOp(positionsOf(inputOf(scatter, 1)), "Expand");
+    int64_t e = expand ? expertOfColumn(inputOf(expand, 0)) : -1;
+    if (e < 0 || seen[e])
+      return fail("a ScatterND does not write the positions of one expert's "
+                  "column of the kept mask (or writes an expert twice)");
+    // updates = Slice(Reshape(expert_e(rows), [-1]), 0, count).
+    const onnx::NodeProto *slice = defOp(inputOf(scatter, 2), "Slice");
+    const onnx::NodeProto *flat =
+        slice ? defOp(inputOf(slice, 0), "Reshape") : nullptr;
+    std::optional<SmallVector<int64_t>> flatShape =
+        flat ? constantInts(inputOf(flat, 1)) : std::nullopt;
+    if (!flat || !flatShape || *flatShape != SmallVector<int64_t>{-1} ||
+        slice->input_size() < 3 || constantInt(inputOf(slice, 1)) != 0)
+      return fail("a ScatterND's values are not an expert's rows flattened");
+    ExpertMLP mlp;
+    if (!matchExpert(inputOf(flat, 0), mlp))
+      return fail(llvm::formatv("expert {0}: {1}", e, why).str());
+    // rows = GatherND(x, positions of the same column).
+    const onnx::NodeProto *rows = defOp(mlp.input, "GatherND");
+    if (!rows || inputOf(rows, 0) != router.input ||
+        positionsOf(inputOf(rows, 1)) != inputOf(expand, 0))
+      return fail(llvm::formatv("expert {0} does not read x at its column's "
+                                "positions",
+                                e)
+                      .str());
+    experts[e] = mlp;
+    seen[e] = true;
+    state = inputOf(scatter, 0);
+  }
+  if (llvm::count(seen, true) != numExperts)
+    return fail(llvm::formatv("{0} of the {1} experts are in the export (a "
+                              "loop over the experts hit when it was traced)",
+                              llvm::count(seen, true), numExperts)
+                    .str());
+  if (!finishExperts(experts, router.input, numExperts, block))
+    return false;
+  if (!block.zeroKinds.empty())
+    return fail("zero-computation experts in the mask-indexing loop");
+  block.form = "Switch mask-indexing loop";
+  block.outputNode = output;
+  block.k = 1;
+  block.renormalize = false;
+  block.tokenCapacity = *capacity;
+  block.capacityAxis = *axis;
+  block.passDropped = true;
+  return true;
+}
+
 bool BlockMatcher::matchHash(const onnx::NodeProto &lookup, MoEBlock &block) {
   // selected = hash_table[input_ids]
   DenseElementsAttr table = constant(inputOf(&lookup, 0));
@@ -2504,10 +2682,15 @@ std::optional<MoEBlock> BlockMatcher::match(const onnx::NodeProto &anchor) {
       fail("the Switch form needs softmax routing scores without a bias");
       return std::nullopt;
     }
-    // GShard's einsum form with a capacity (one-hot of the argmax), else
-    // Switch without one.
-    if (userOp(outputOf(&anchor, 0), "OneHot")) {
-      if (!matchCapacityEinsum(anchor, router, block))
+    // GShard's einsum form with a capacity (one-hot of the argmax),
+    // transformers' Switch (the same one-hot, a mask-indexing loop), else
+    // Switch without a capacity.
+    if (const onnx::NodeProto *onehot =
+            userOp(outputOf(&anchor, 0), "OneHot")) {
+      const onnx::NodeProto *cumsum = userOp(outputOf(onehot, 0), "CumSum");
+      bool loop = cumsum && userOp(outputOf(cumsum, 0), "LessOrEqual");
+      if (loop ? !matchSwitchMaskLoop(anchor, router, block)
+               : !matchCapacityEinsum(anchor, router, block))
         return std::nullopt;
       return block;
     }
@@ -2793,6 +2976,22 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
   }
   if (failed(checkScoresAndWeights(importer, block, originalType, why)))
     return failure();
+  if (block.capacityAxis) {
+    // A capacity per sequence is one over all tokens where there is one
+    // sequence.
+    int64_t axis = *block.capacityAxis < 0 ? *block.capacityAxis + rank
+                                           : *block.capacityAxis;
+    if (axis != rank - 2 ||
+        llvm::any_of(originalType.getShape().take_front(rank - 2),
+                     [](int64_t d) { return d != 1; })) {
+      why = llvm::formatv("the capacity is counted along axis {0} of the "
+                          "{1}-d input, per sequence, and there is not "
+                          "statically one sequence",
+                          *block.capacityAxis, rank)
+                .str();
+      return failure();
+    }
+  }
   Type elementType = originalType.getElementType();
   int64_t numExperts = block.numExperts();
   int64_t k = block.k;
@@ -2920,11 +3119,52 @@ static LogicalResult buildExpandedBlock(GraphImporter &importer,
   auto combine = CombineOp::create(detached, loc, inputType, expertRows,
                                    dispatch.getPositions(), weights, Value());
   ops.push_back(combine);
+  Value combined = combine.getResult();
+  if (block.passDropped) {
+    // y[t] += w[t, j] * x[t] for each assignment j the capacity dropped
+    // (position -1 of a valid expert id).
+    MLIRContext *c = ctx;
+    AffineExpr t = getAffineDimExpr(0, c), h = getAffineDimExpr(1, c);
+    SmallVector<AffineMap> maps = {AffineMap::get(2, 0, {t, h}, c)};
+    SmallVector<Value> inputs = {input};
+    for (int64_t j = 0; j < k; ++j) {
+      AffineMap slot =
+          AffineMap::get(2, 0, {t, getAffineConstantExpr(j, c)}, c);
+      maps.append({slot, slot, slot});
+      inputs.append({expertIds, dispatch.getPositions(), weights});
+    }
+    maps.push_back(AffineMap::get(2, 0, {t, h}, c));
+    SmallVector<utils::IteratorType> iterators(2,
+                                               utils::IteratorType::parallel);
+    auto pass = linalg::GenericOp::create(
+        detached, loc, TypeRange{inputType}, inputs, ValueRange{combined}, maps,
+        iterators, [&](OpBuilder &nb, Location nl, ValueRange args) {
+          Value acc = args.back();
+          Value zero = arith::ConstantOp::create(
+              nb, nl, nb.getIntegerAttr(args[1].getType(), 0));
+          for (int64_t j = 0; j < k; ++j) {
+            Value id = args[1 + 3 * j], pos = args[2 + 3 * j];
+            Value w = args[3 + 3 * j];
+            Value dropped = arith::AndIOp::create(
+                nb, nl,
+                arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, id,
+                                      zero),
+                arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, pos,
+                                      zero));
+            Value added = arith::AddFOp::create(
+                nb, nl, acc, arith::MulFOp::create(nb, nl, w, args[0]));
+            acc = arith::SelectOp::create(nb, nl, dropped, added, acc);
+          }
+          linalg::YieldOp::create(nb, nl, acc);
+        });
+    ops.push_back(pass);
+    combined = pass.getResult(0);
+  }
   if (failed(verifyBuilt(ctx, ops, why)))
     return failure();
   for (Operation *op : ops)
     b.insert(op);
-  Value result = combine.getResult();
+  Value result = combined;
   if (rank > 2)
     result =
         buildExpandShape(b, loc, originalType, result, collapseLeading(rank),

@@ -531,7 +531,10 @@ LogicalResult GraphImporter::raiseBlock(const onnx::NodeProto &node,
            << shortest(block.threshold) << ")";
     if (block.tokenCapacity)
       diag << " with a capacity of " << block.tokenCapacity
-           << " tokens per expert (dropped tokens get zeros)";
+           << " tokens per expert"
+           << (block.passDropped
+                   ? " (dropped tokens pass through, scaled by their weight)"
+                   : " (dropped tokens get zeros)");
     diag << (block.scoring == ScoringFunc::Sigmoid ? " of sigmoid scores"
              : block.scoring == ScoringFunc::TopkSoftmax
                  ? " of the logits, softmax over the chosen"

@@ -186,6 +186,15 @@ struct MoEBlock {
   /// expert keeps its first `tokenCapacity` assignments in token order,
   /// whatever the token count (moe.routing's `capacity`); 0: dropless.
   int64_t tokenCapacity = 0;
+  /// The capacity is counted along this axis of the block's input (a CumSum
+  /// along the sequence, per sequence: transformers' Switch), which the
+  /// builder accepts only where the dimensions before it are 1; none: along
+  /// all tokens.
+  std::optional<int64_t> capacityAxis;
+  /// Assignments dropped for capacity pass their token through scaled by
+  /// its weight (transformers' Switch: `next_states = hidden_states.clone()`
+  /// then `router_probs * next_states`) instead of contributing zero.
+  bool passDropped = false;
   ExpertKind kind = ExpertKind::Gated;
   Activation activation = Activation::Silu;
   /// GPT-OSS's clamped SwiGLU (`#moe.expert`'s limit, alpha and beta; a
@@ -213,7 +222,7 @@ struct MoEBlock {
   /// routing op, moe.dispatch, moe.experts and moe.combine.
   bool expanded() const {
     return hashTable || !expertGroups.empty() || !residual.empty() ||
-           !zeroKinds.empty();
+           !zeroKinds.empty() || passDropped;
   }
 };
 

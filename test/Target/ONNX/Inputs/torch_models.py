@@ -76,6 +76,12 @@ Models:
                  with index_copy
   switch         Switch top-1: max of the router softmax, argmax, experts by
                  one-hot einsum, ReLU FFN experts
+  switch_hf      transformers' SwitchTransformersSparseMLP (top-1 router, a
+                 capacity of 3 per sequence, tokens past it passed through
+                 scaled by their probability, experts by boolean-mask
+                 indexing in a loop over the experts hit) on [1, S, H]
+  switch_hf_batch  the same on [B, S, H] (a capacity per sequence: not
+                 raised)
   decoder        a tiny decoder LM: embedding, RMSNorm, causal attention,
                  two Mixtral MoE layers, LM head
   near_miss      looks like Mixtral's block but routes on softmax(logits) * 2
@@ -538,6 +544,63 @@ class SwitchMoeBlock(nn.Module):
         return p_max * y
 
 
+class SwitchTransformersDenseActDense(nn.Module):
+    """transformers' SwitchTransformersDenseActDense (wi, ReLU, wo; no
+    biases, no dropout in eval)."""
+
+    def __init__(self, hidden, ffn):
+        super().__init__()
+        self.wi = nn.Linear(hidden, ffn, bias=False)
+        self.wo = nn.Linear(ffn, hidden, bias=False)
+
+    def forward(self, hidden_states):
+        return self.wo(F.relu(self.wi(hidden_states)))
+
+
+class SwitchTransformersSparseMLP(nn.Module):
+    """transformers' SwitchTransformersTop1Router and
+    SwitchTransformersSparseMLP.forward, verbatim apart from the router's
+    dtype casts (float32 throughout) and the jitter (eval): top-1 of the
+    router softmax, an expert capacity per sequence (cumsum of the one-hot
+    along the sequence, `<= expert_capacity`), the experts applied by
+    boolean-mask indexing in a loop over the experts hit (`.tolist()`:
+    tracing bakes that list in), tokens past the capacity passed through
+    unchanged, and everything scaled by the max router probability."""
+
+    def __init__(self, hidden, ffn, num_experts, expert_capacity):
+        super().__init__()
+        self.num_experts = num_experts
+        self.expert_capacity = expert_capacity
+        self.classifier = nn.Linear(hidden, num_experts, bias=False)
+        self.experts = nn.ModuleDict()
+        for idx in range(num_experts):
+            self.experts[f"expert_{idx}"] = SwitchTransformersDenseActDense(hidden, ffn)
+
+    def router(self, hidden_states):
+        router_logits = self.classifier(hidden_states)
+        router_probs = F.softmax(router_logits, dim=-1)
+        expert_index = torch.argmax(router_probs, dim=-1)
+        expert_index = torch.nn.functional.one_hot(expert_index, num_classes=self.num_experts)
+        token_priority = torch.cumsum(expert_index, dim=-2)
+        expert_capacity_mask = token_priority <= self.expert_capacity
+        expert_index = expert_index * expert_capacity_mask
+        router_probs = torch.max(router_probs, dim=-1).values.unsqueeze(-1)
+        return expert_index, router_probs, router_logits
+
+    def forward(self, hidden_states):
+        router_mask, router_probs, router_logits = self.router(hidden_states)
+        next_states = hidden_states.clone()
+        router_mask = router_mask.bool()
+        batch_size, seq_len, num_experts = router_mask.shape
+        idx_mask = router_mask.reshape(batch_size * seq_len, num_experts).sum(dim=0)
+        idx_mask = torch.nonzero(idx_mask, as_tuple=True)[0].tolist()
+        for idx in idx_mask:
+            next_states[router_mask[:, :, idx]] = getattr(self.experts, f"expert_{idx}")(
+                hidden_states[router_mask[:, :, idx]])
+        hidden_states = router_probs * next_states
+        return hidden_states
+
+
 # --- (e) GPT-OSS -----------------------------------------------------------------
 
 
@@ -884,6 +947,14 @@ MODELS = {
                       modality_inputs(7), {0: "tokens"}),
     "switch": (lambda: SwitchMoeBlock(H, FFN, E),
                float_input((6, H)), {0: "tokens"}),
+    # transformers' Switch MLP on [1, S, H] (dynamic S), a capacity of 3
+    # tokens per expert: 14 tokens over 4 experts, at least 2 passed through.
+    "switch_hf": (lambda: SwitchTransformersSparseMLP(H, FFN, E, 3),
+                  float_input((1, 14, H)), {1: "seq"}),
+    # The same with a dynamic batch axis (run on 3 sequences): the capacity
+    # counts per sequence, which moe.routing's does not (not raised).
+    "switch_hf_batch": (lambda: SwitchTransformersSparseMLP(H, FFN, E, 3),
+                        float_input((2, 7, H)), {0: "batch", 1: "seq"}),
     "decoder": (lambda: TinyDecoder(),
                 lambda g: torch.randint(0, 32, (2, 5), generator=g),
                 {0: "batch", 1: "seq"}),
@@ -915,7 +986,7 @@ def gen(name, out_dir):
         for e in examples:
             shape = list(e.shape)
             if dynamic:
-                shape[0] += 2
+                shape[min(dynamic)] += 2
             if e.dtype.is_floating_point:
                 inputs.append(torch.randn(*shape, generator=g))
             else:
