@@ -70,7 +70,7 @@ static bool isABISymbol(StringRef name) {
 /// `moe_host_api_t` (after its context pointer); see docs/ExpertCache.md.
 static constexpr StringLiteral kHostHooks[] = {
     "moe_rt_expert_acquire", "moe_rt_expert_release", "moe_rt_expert_prefetch",
-    "moe_rt_expert_predict", "moe_rt_trace_routing"};
+    "moe_rt_expert_predict", "moe_rt_trace_routing",  "moe_rt_fail"};
 
 /// Defines the runtime hooks the module declares: each loads its function
 /// pointer from the table the runtime passed to `moe_model_bind_host` and

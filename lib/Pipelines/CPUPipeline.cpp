@@ -138,6 +138,9 @@ void moe::buildCPUPipeline(OpPassManager &pm,
   memrefToLLVM.useGenericFunctions = options.genericAlloc;
   pm.addPass(createFinalizeMemRefToLLVMConversionPass(memrefToLLVM));
   pm.addPass(createSCFToControlFlowPass());
+  // Run-time checks end the call with an error (before cf.assert would be
+  // lowered to an abort).
+  pm.addPass(createMoELowerRuntimeChecks());
   // Arith, cf, func, index, ub and OpenMP in one conversion.
   pm.addPass(createConvertToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());

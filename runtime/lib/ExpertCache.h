@@ -34,6 +34,9 @@ struct HostAPI {
   void (*predict)(void *ctx, int64_t layer, int64_t expert);
   void (*trace)(void *ctx, int64_t layer, int64_t numExperts, int64_t token,
                 int64_t expert);
+  /// A run-time check failed (moe-lower-runtime-checks): ends the call with
+  /// `message` as its error; does not return.
+  void (*fail)(void *ctx, const char *message);
 };
 
 class ExpertCache {

@@ -11,6 +11,7 @@
 #include "Signature.h"
 
 #include <cerrno>
+#include <csetjmp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -128,6 +129,34 @@ static void hookPredict(void *ctx, int64_t layer, int64_t expert) {
   if (model->cache)
     model->cache->predict(layer, expert);
 }
+namespace {
+/// Where a failed run-time check of the compiled code returns to: the model
+/// call in progress on this thread (callModel).
+struct CheckTrap {
+  std::jmp_buf env;
+  const char *message = nullptr;
+};
+thread_local CheckTrap *activeTrap = nullptr;
+} // namespace
+
+/// `moe_rt_fail` (moe-lower-runtime-checks): ends the model call in progress
+/// with `message`. The compiled code's frames are left without running
+/// anything (they hold no destructors; the buffers they allocated are lost).
+/// Outside a call (a hook called from another thread) the process cannot
+/// continue safely, and stops with the message.
+[[noreturn]] static void hookFail(void *, const char *message) {
+  CheckTrap *trap = activeTrap;
+  if (!trap) {
+    std::fprintf(stderr,
+                 "moe: a run-time check failed outside a model call: "
+                 "%s\n",
+                 message ? message : "(no message)");
+    std::abort();
+  }
+  trap->message = message ? message : "a run-time check failed";
+  std::longjmp(trap->env, 1);
+}
+
 static void hookTrace(void *ctx, int64_t layer, int64_t numExperts,
                       int64_t token, int64_t expert) {
   auto *model = static_cast<moe_model_t *>(ctx);
@@ -307,8 +336,8 @@ static moe_status_t *createModel(void *library, const char *signatureText,
                       "moe_model_bind_host");
   }
   if (model->bindHost) {
-    model->host = {model,        hookAcquire, hookRelease,
-                   hookPrefetch, hookPredict, hookTrace};
+    model->host = {model,       hookAcquire, hookRelease, hookPrefetch,
+                   hookPredict, hookTrace,   hookFail};
     model->bindHost(&model->host);
   }
   if (!model->signature.caches.empty()) {
@@ -740,6 +769,8 @@ struct Invocation {
   std::vector<int64_t> resultBlock;
   std::vector<size_t> resultOffsets;
   std::vector<void *> args;
+  /// A run-time check stopped the call: the result slots were not written.
+  bool failedCheck = false;
 };
 } // namespace
 
@@ -799,7 +830,19 @@ static moe_status_t *prepareInvocation(moe_model_t *model,
 static moe_status_t *callModel(moe_model_t *model, moe_model_run_fn_t run,
                                Invocation &invocation) {
   model->hookError.clear();
-  run(invocation.args.data());
+  // A failed run-time check of the compiled code returns here (hookFail).
+  CheckTrap trap;
+  CheckTrap *outer = activeTrap;
+  activeTrap = &trap;
+  if (setjmp(trap.env) == 0)
+    run(invocation.args.data());
+  activeTrap = outer;
+  if (trap.message) {
+    finishProfile(*model);
+    // The results were not written: nothing to read or free.
+    invocation.failedCheck = true;
+    return makeStatus(std::string("the model stopped: ") + trap.message);
+  }
   // A model that can fail (e.g. on a GPU) says so through the optional
   // `moe_model_take_error`; its results are then not copied.
   moe_status_t *failure = nullptr;
@@ -843,6 +886,8 @@ moe_status_t *moe_model_invoke(moe_model_t *model,
           prepareInvocation(model, inputs, n_inputs, n_outputs, invocation))
     return status;
   moe_status_t *failure = callModel(model, model->run, invocation);
+  if (invocation.failedCheck)
+    return failure;
   const std::vector<int64_t> &resultBlock = invocation.resultBlock;
   const std::vector<size_t> &resultOffsets = invocation.resultOffsets;
 
@@ -964,6 +1009,8 @@ moe_status_t *moe_model_invoke_device(moe_model_t *model,
           prepareInvocation(model, inputs, n_inputs, n_outputs, invocation))
     return status;
   moe_status_t *failure = callModel(model, model->runDevice, invocation);
+  if (invocation.failedCheck)
+    return failure;
 
   // Each result is device memory of its own, row-major, offset 0
   // (moe_cuda_run_model_device; NULL after a failed run); the tensors take it

@@ -938,6 +938,12 @@ class _Host:
                 env[op.results[0]] = self._view(op, get)
             elif name in ("gpu.dealloc", "memref.dealloc"):
                 pass
+            elif name == "cf.assert":
+                # A run-time check of the host code (the ONNX importer's shape
+                # checks; compiled for CUDA, a failed one aborts).
+                if not get(op.operands[0]):
+                    msg = re.search(r'msg = "((?:[^"\\]|\\.)*)"', op.props)
+                    raise KernelError("run-time check failed: %s" % (msg.group(1) if msg else "?"))
             elif name == "gpu.launch_func":
                 sizes = _segments(op.props)
                 vals = [get(o) for o in op.operands]

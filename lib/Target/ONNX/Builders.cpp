@@ -8,6 +8,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlowOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/AffineMap.h"
@@ -45,7 +46,8 @@ Value onnx_import::createScalar(OpBuilder &b, Location loc, Type type,
 
 FailureOr<Value> onnx_import::buildElementwise(Node &node, ValueRange operands,
                                                Type resultElementType,
-                                               ElementwiseBody body) {
+                                               ElementwiseBody body,
+                                               bool checkDynamic) {
   OpBuilder &b = node.getBuilder();
   Location loc = node.getLoc();
   int64_t rank = 0;
@@ -53,9 +55,14 @@ FailureOr<Value> onnx_import::buildElementwise(Node &node, ValueRange operands,
     rank = std::max(rank, cast<RankedTensorType>(operand.getType()).getRank());
 
   // Numpy broadcasting, aligned on the trailing dimensions. A dynamic
-  // dimension is assumed not to be a broadcast 1.
+  // dimension is assumed not to be a broadcast 1; the code checks at run time
+  // that it equals the other operands' size there (a cf.assert, which ends
+  // the call with an error: moe-lower-runtime-checks), so that shapes that
+  // do not broadcast never read out of bounds.
   SmallVector<int64_t> shape(rank, 1);
   SmallVector<OpFoldResult> sizes(rank, b.getIndexAttr(1));
+  // Per dimension, the operand dimensions that must agree at run time.
+  SmallVector<SmallVector<std::pair<Value, int64_t>>> mustAgree(rank);
   for (int64_t d = 0; d < rank; ++d) {
     std::optional<int64_t> staticSize;
     Value dynamicSource;
@@ -66,6 +73,8 @@ FailureOr<Value> onnx_import::buildElementwise(Node &node, ValueRange operands,
       if (od < 0)
         continue;
       int64_t size = type.getDimSize(od);
+      if (size != 1)
+        mustAgree[d].push_back({operand, od});
       if (ShapedType::isDynamic(size)) {
         if (!dynamicSource) {
           dynamicSource = operand;
@@ -88,6 +97,32 @@ FailureOr<Value> onnx_import::buildElementwise(Node &node, ValueRange operands,
       shape[d] = ShapedType::kDynamic;
       sizes[d] =
           tensor::DimOp::create(b, loc, dynamicSource, dynamicDim).getResult();
+    }
+  }
+  for (int64_t d = 0; d < rank && checkDynamic; ++d) {
+    if (mustAgree[d].size() < 2)
+      continue;
+    Value expected;
+    for (auto [operand, od] : mustAgree[d]) {
+      if (!cast<RankedTensorType>(operand.getType()).isDynamicDim(od))
+        continue;
+      if (!expected)
+        expected = getValueOrCreateConstantIndexOp(b, loc, sizes[d]);
+      Value size = tensor::DimOp::create(b, loc, operand, od);
+      Value same = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, size,
+                                         expected);
+      std::string message;
+      llvm::raw_string_ostream os(message);
+      os << node.getOpType() << " node '" << node.getName()
+         << "': the operand shapes do not broadcast together (result "
+            "dimension "
+         << d
+         << " differs between operands at run time; a dynamic dimension of "
+            "size 1 is not broadcast)";
+      auto check = cf::AssertOp::create(b, loc, same, message);
+      // The import's cleanup drops the check with the op it guards when a
+      // raised block leaves that op unused (ImportONNX.cpp).
+      check->setAttr(kGuardAttr, b.getUnitAttr());
     }
   }
 
@@ -115,6 +150,7 @@ FailureOr<Value> onnx_import::buildElementwise(Node &node, ValueRange operands,
         Value result = body(nested, nestedLoc, args.drop_back());
         linalg::YieldOp::create(nested, nestedLoc, result);
       });
+  generic->setAttr(kGuardedAttr, b.getUnitAttr());
   return generic.getResult(0);
 }
 

@@ -17,6 +17,7 @@
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -768,13 +769,25 @@ OwningOpRef<ModuleOp> GraphImporter::importModel() {
     func.setResultAttr(i, "moe.name", builder.getStringAttr(output.name()));
 
   // Handlers may leave operations nobody uses (a raised router matmul, the
-  // original layout of rearranged weights); drop them.
+  // original layout of rearranged weights); drop them. A run-time check goes
+  // with the op it guards (the next guarded op after it in the block).
   SmallVector<Operation *> ops;
   for (Operation &op : func.getBody().front().without_terminator())
     ops.push_back(&op);
-  for (Operation *op : llvm::reverse(ops))
-    if (isOpTriviallyDead(op))
+  bool guardedErased = false;
+  for (Operation *op : llvm::reverse(ops)) {
+    bool guarded = op->hasAttr(kGuardedAttr);
+    bool dead = isOpTriviallyDead(op) ||
+                (op->hasAttr(kGuardAttr) && guardedErased);
+    if (guarded)
+      guardedErased = dead;
+    if (dead) {
       op->erase();
+      continue;
+    }
+    op->removeAttr(kGuardAttr);
+    op->removeAttr(kGuardedAttr);
+  }
 
   if (failed(verify(*module)))
     return nullptr;
@@ -838,9 +851,9 @@ OwningOpRef<ModuleOp> moe::importONNXFile(StringRef path, MLIRContext *context,
 }
 
 void moe::registerImportONNXDialects(DialectRegistry &registry) {
-  registry.insert<arith::ArithDialect, func::FuncDialect, linalg::LinalgDialect,
-                  math::MathDialect, scf::SCFDialect, tensor::TensorDialect,
-                  MoEDialect>();
+  registry.insert<arith::ArithDialect, cf::ControlFlowDialect,
+                  func::FuncDialect, linalg::LinalgDialect, math::MathDialect,
+                  scf::SCFDialect, tensor::TensorDialect, MoEDialect>();
 }
 
 void moe::registerImportONNXTranslation() {

@@ -337,12 +337,20 @@ Value createEmpty(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes,
 /// A scalar `arith.constant` of `type` (float or integer) holding `value`.
 Value createScalar(OpBuilder &b, Location loc, Type type, double value);
 
+/// Unit attributes of the import only: a run-time check (cf.assert) of
+/// buildElementwise, and the op it guards, which follows it in the block.
+inline constexpr llvm::StringLiteral kGuardAttr = "moe.import_check";
+inline constexpr llvm::StringLiteral kGuardedAttr = "moe.import_checked";
+
 /// An elementwise `linalg.generic` over `operands` with numpy broadcasting;
-/// `body` computes the result element from the operand elements.
+/// `body` computes the result element from the operand elements. Dynamic
+/// dimensions paired by the broadcast are checked equal at run time unless
+/// `checkDynamic` is false.
 using ElementwiseBody =
     function_ref<Value(OpBuilder &, Location, ValueRange args)>;
 FailureOr<Value> buildElementwise(Node &node, ValueRange operands,
-                                  Type resultElementType, ElementwiseBody body);
+                                  Type resultElementType, ElementwiseBody body,
+                                  bool checkDynamic = true);
 
 /// Inserts unit dimensions at the (sorted, normalized) result positions
 /// `axes`.

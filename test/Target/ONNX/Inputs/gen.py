@@ -135,6 +135,16 @@ def dynamic():
                  inits)
 
 
+def add_dynamic():
+    """y = a + b * c with three independently dynamic [n, 4] inputs: the
+    shapes must agree at run time."""
+    n = helper.make_node
+    nodes = [n("Mul", ["b", "c"], ["bc"], name="mul0"),
+             n("Add", ["a", "bc"], ["y"], name="add0")]
+    return model(nodes, [vi("a", ["n", 4]), vi("b", ["m", 4]), vi("c", ["p", 4])],
+                 [vi("y", ["n", 4])])
+
+
 def external(path):
     m = matmul_small()
     onnx.save_model(m, path, save_as_external_data=True,
@@ -493,6 +503,7 @@ MODELS = {
     "routing": routing,
     "shapes": shapes,
     "dynamic": dynamic,
+    "add_dynamic": add_dynamic,
     "shape_chain": shape_chain,
     "dynamic_range": dynamic_range,
     "dynamic_slice": dynamic_slice,

@@ -213,6 +213,32 @@ def MoEEmitCInterface : Pass<"moe-emit-c-interface", "::mlir::ModuleOp"> {
   }];
 }
 
+def MoELowerRuntimeChecks
+    : Pass<"moe-lower-runtime-checks", "::mlir::ModuleOp"> {
+  let summary = "Turn failed run-time checks into an error of the call";
+  let description = [{
+    Lowers every `cf.assert` (the ONNX importer's run-time shape checks) to a
+    branch that, where the condition is false, calls the runtime hook
+    `moe_rt_fail(message)` (docs/CompiledModelABI.md) and does not return:
+    the runtime ends the model call there and `moe_model_invoke` returns the
+    message as its error, where upstream's lowering would print it and abort
+    the process. The message is a private constant string. Only host code is
+    lowered: a `cf.assert` in a nested kernel module (`gpu.module`) is left to
+    the GPU lowering. The CPU pipeline runs it before the conversion to LLVM
+    (which would lower `cf.assert` to an abort); the CUDA pipeline does not,
+    since its host code runs inside the runtime's CUDA wrappers, whose frames
+    must not be skipped (docs/CompiledModelABI.md).
+
+    Example: `cf.assert %ok, "shapes differ"` becomes
+    `cf.cond_br %ok, ^continue, ^fail` with `^fail` calling
+    `llvm.call @moe_rt_fail(%message)` then `llvm.unreachable`.
+  }];
+  let dependentDialects = [
+    "::mlir::cf::ControlFlowDialect",
+    "::mlir::LLVM::LLVMDialect"
+  ];
+}
+
 //===----------------------------------------------------------------------===//
 // Placement, prefetch and profiling
 //===----------------------------------------------------------------------===//
