@@ -40,6 +40,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
@@ -167,6 +168,10 @@ public:
   }
 
   std::string why;
+  /// Why a block's export is likely wrong whatever the importer does (a hit
+  /// loop traced with fewer experts than the router has): a warning, with or
+  /// without remarks.
+  std::string warning;
 
 private:
   bool fail(const Twine &message) {
@@ -316,7 +321,10 @@ private:
   /// The gate and up projections of GPT-OSS's batched experts: the columns
   /// of one fused projection that two constant Slices of its last axis take
   /// (`gate_up[..., ::2]`, `gate_up[..., 1::2]`), or two projections.
-  bool splitFusedGateUp(const GatedActivation &act, Linear &gate, Linear &up);
+  /// (`linear` matches each projection: batched by default; the 2-D form
+  /// takes the columns of the last axis the same way.)
+  bool splitFusedGateUp(const GatedActivation &act, Linear &gate, Linear &up,
+                        function_ref<bool(StringRef, Linear &)> linear = {});
   /// `x·W (+ b)` batched over the experts: MatMul (or, with `einsum`, an
   /// Einsum with that equation up to a renaming of its letters) by a
   /// constant W [E, in, out], optionally plus a constant [E, 1, out] (the
@@ -379,8 +387,30 @@ private:
                                        bool weighted = true);
   /// The expert `e` of `node` when it is `Gather(tensor, e, axis 0)` with a
   /// constant `e` in range that `seen` does not hold yet; marks it seen.
+  /// The index may also be an iteration's id of a loop over the experts hit
+  /// (hitIds); `vector` is set where the index is a one-element vector (the
+  /// gathered value then has a leading axis of 1).
   std::optional<int64_t> expertIndex(const onnx::NodeProto *node,
-                                     SmallVector<bool> &seen);
+                                     SmallVector<bool> &seen,
+                                     bool *vector = nullptr);
+  /// transformers' loop over the experts hit (`expert_hit =
+  /// (mask.sum((-1, -2)) > 0).nonzero()`, `for expert_idx in expert_hit`),
+  /// which tracing unrolls into a Split of the NonZero into one part per
+  /// iteration: where `reduce` (a user of the [C, k, T] mask) starts that
+  /// chain, checks it and records each part's id in hitIds. Sound only with
+  /// as many parts as experts: the ids are strictly increasing and below E
+  /// (the mask is a one_hot of top-k ids over E logits), and the Split
+  /// requires as many as the graph has parts, so part i is expert i in every
+  /// run the graph defines. Fewer parts (the example hit fewer experts): the
+  /// export computes those experts only, whatever the input; fails with why.
+  bool matchHitLoop(const onnx::NodeProto &reduce, int64_t numExperts);
+  /// The expert id `name` holds: a constant, or the id of a hit loop's
+  /// iteration (`expert_hit[i]`, or `expert_hit[i][0]`); `vector` as for
+  /// expertIndex.
+  std::optional<int64_t> indexValue(StringRef name, bool *vector = nullptr);
+  /// `W[e]`: Gather(W, e, axis 0) of a constant W at a scalar expert id
+  /// (indexValue), as a constant.
+  DenseElementsAttr gatheredConstant(StringRef name);
   /// Whether `adds` form one chain from zeros (each adds one expert's
   /// scatter to the previous sum); sets `last` to its end.
   bool matchAddChain(ArrayRef<const onnx::NodeProto *> adds,
@@ -392,6 +422,17 @@ private:
   llvm::StringMap<const onnx::TensorProto *> tensors;
   llvm::StringMap<DenseElementsAttr> converted;
   llvm::StringMap<SmallVector<const onnx::NodeProto *>> consumers;
+  /// The iterations of the hit loops matched so far: each Split part's
+  /// expert id (matchHitLoop).
+  llvm::StringMap<int64_t> hitIds;
+  /// The expert id each gathered constant was taken at (gatheredConstant),
+  /// and the ids of those constant() returned since the caller cleared it:
+  /// an expert's weights must be gathered at its own id.
+  llvm::StringMap<int64_t> gatheredIdOf;
+  SmallVector<int64_t> idsUsed;
+  /// gatheredConstant's nesting (an id is itself at most a Gather of a
+  /// constant; deeper, or a cycle in a malformed graph, is no constant).
+  int gatherDepth = 0;
 };
 
 } // namespace
@@ -427,11 +468,15 @@ StringRef BlockMatcher::skipCasts(StringRef name, int64_t to) const {
 
 DenseElementsAttr BlockMatcher::constant(StringRef name) {
   auto cached = converted.find(name);
-  if (cached != converted.end())
+  if (cached != converted.end()) {
+    auto id = gatheredIdOf.find(name);
+    if (id != gatheredIdOf.end())
+      idsUsed.push_back(id->second);
     return cached->second;
+  }
   auto it = tensors.find(name);
   if (it == tensors.end())
-    return {};
+    return gatheredConstant(name);
   // Conversion errors are reported when the node itself is imported.
   ScopedDiagnosticHandler silence(importer.getContext(),
                                   [](Diagnostic &) { return success(); });
@@ -955,7 +1000,10 @@ bool BlockMatcher::matchSwiGLU(StringRef name, ExpertMLP &mlp) {
     return false;
   }
   Linear gate, up;
-  if (!matchLinear(act.gate, gate) || !matchLinear(act.up, up))
+  // Two projections, or the columns of one fused projection (GPT-OSS's
+  // interleaved gate_up).
+  auto linear = [&](StringRef n, Linear &l) { return matchLinear(n, l); };
+  if (!splitFusedGateUp(act, gate, up, linear))
     return fail("the SwiGLU expert's projections: " + why);
   if (gate.input != up.input)
     return fail("the expert's gate and up projections read different "
@@ -1338,11 +1386,36 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
                                 MoEBlock &block) {
   const onnx::NodeProto *oneHot = userOp(outputOf(&topk, 1), "OneHot");
   int64_t numExperts = router.weight.getType().getDimSize(1);
+  // The top-k ids' scores, scattered into a [T, E] matrix (GPT-OSS's router
+  // scores, which its experts take their weights from).
+  const onnx::NodeProto *scores = userOp(outputOf(&topk, 1), "ScatterElements");
+  if (scores && (inputOf(scores, 1) != outputOf(&topk, 1) ||
+                 !(intAttr(*scores, "axis", 0) == 1 ||
+                   intAttr(*scores, "axis", 0) == -1) ||
+                 !isZeros(inputOf(scores, 0))))
+    scores = nullptr;
+  // The number of classes: E, or E + 1 (transformers 4.57's GPT-OSS adds a
+  // class no router picks); E as a constant or the scores' dimension 1.
+  auto expertCount = [&](StringRef name) -> std::optional<int64_t> {
+    if (std::optional<int64_t> c = constantInt(name))
+      return c;
+    if (scores && isDim(name, outputOf(scores, 0), 1))
+      return numExperts;
+    if (isDim(name, router.logits, 1))
+      return numExperts;
+    return std::nullopt;
+  };
   std::optional<int64_t> depth =
-      oneHot ? constantInt(inputOf(oneHot, 1)) : std::nullopt;
+      oneHot ? expertCount(inputOf(oneHot, 1)) : std::nullopt;
+  if (oneHot && !depth)
+    if (const onnx::NodeProto *plus = defOp(inputOf(oneHot, 1), "Add"))
+      for (int i = 0; i < 2 && !depth; ++i)
+        if (constantInt(inputOf(plus, i)) == 1)
+          if (std::optional<int64_t> n = expertCount(inputOf(plus, 1 - i)))
+            depth = *n + 1;
   std::optional<SmallVector<int64_t>> onOff =
       oneHot ? constantInts(inputOf(oneHot, 2)) : std::nullopt;
-  if (!depth || *depth != numExperts || !onOff ||
+  if (!depth || (*depth != numExperts && *depth != numExperts + 1) || !onOff ||
       *onOff != SmallVector<int64_t>{0, 1} ||
       intAttr(*oneHot, "axis", -1) != -1)
     return fail("the expert mask is not one_hot(ids, num_experts)");
@@ -1355,14 +1428,35 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
   std::optional<bool> renormalize;
   // The accumulator: Add(previous, scatter) per expert, in a chain.
   SmallVector<const onnx::NodeProto *> adds;
+  // transformers 4.52+ loops over the experts hit only.
+  const onnx::NodeProto *hitLoop = nullptr;
+  for (const onnx::NodeProto *user : users(outputOf(mask, 0))) {
+    if (!is(user, "ReduceSum"))
+      continue;
+    if (!matchHitLoop(*user, numExperts))
+      return false;
+    hitLoop = user;
+  }
+  if (*depth != numExperts && !hitLoop)
+    return fail("the expert mask is not one_hot(ids, num_experts)");
   for (const onnx::NodeProto *gather : users(outputOf(mask, 0))) {
-    std::optional<int64_t> e = expertIndex(gather, seen);
+    if (gather == hitLoop)
+      continue;
+    bool vector = false;
+    std::optional<int64_t> e = expertIndex(gather, seen, &vector);
     if (!e)
       return fail("the expert mask is used other than as mask[e] for each "
                   "expert e once");
     std::string where = llvm::formatv("expert {0}: ", *e).str();
-    // idx, top_x = torch.where(mask[e])
+    // idx, top_x = torch.where(mask[e]) (mask[expert_hit[i]].squeeze(0) in
+    // the hit loop).
     StringRef maskE = outputOf(gather, 0);
+    if (vector) {
+      const onnx::NodeProto *squeeze = userOp(maskE, "Squeeze");
+      if (!squeeze || axesOf(*squeeze) != SmallVector<int64_t>{0})
+        return fail(where + "mask[[e]] is not squeezed to [k, T]");
+      maskE = outputOf(squeeze, 0);
+    }
     if (const onnx::NodeProto *cast = userOp(maskE, "Cast"))
       maskE = outputOf(cast, 0);
     const onnx::NodeProto *nonZero = userOp(maskE, "NonZero");
@@ -1375,9 +1469,11 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
                           "Transpose -> Split");
     const onnx::NodeProto *slotSq = userOp(outputOf(split, 0), "Squeeze");
     const onnx::NodeProto *tokenSq = userOp(outputOf(split, 1), "Squeeze");
-    if (!slotSq || !tokenSq)
+    // GPT-OSS takes its weights from the [T, E] scores: no slot.
+    if (!tokenSq)
       return fail(where + "the NonZero pairs are not squeezed");
-    StringRef slot = outputOf(slotSq, 0), token = outputOf(tokenSq, 0);
+    StringRef slot = slotSq ? outputOf(slotSq, 0) : StringRef();
+    StringRef token = outputOf(tokenSq, 0);
 
     // index_add_(0, top_x, expert(x[top_x]) * w[top_x, idx])
     StringRef scattered;
@@ -1389,21 +1485,32 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
     std::string expertWhy;
     for (int i = 0; i < 2 && !found; ++i) {
       ExpertMLP mlp;
-      if (!matchExpert(inputOf(mul, i), mlp)) {
+      idsUsed.clear();
+      bool matched = matchExpert(inputOf(mul, i), mlp);
+      // Weights gathered at an id (a hit loop's): this expert's own.
+      if (matched &&
+          llvm::any_of(idsUsed, [&](int64_t id) { return id != *e; }))
+        return fail(where + "the expert's weights are gathered at another "
+                            "expert's id");
+      if (!matched) {
         // MoE++'s zero, copy and constant experts.
         expertWhy = why;
         matchZeroComputation(inputOf(mul, i), mlp);
       }
-      // The expert's rows: x[None, top_x].reshape(-1, H).
+      // The expert's rows: x[None, top_x].reshape(-1, H), or x[top_x].
       const onnx::NodeProto *reshape = defOp(mlp.input, "Reshape");
       const onnx::NodeProto *rows =
           reshape ? defOp(inputOf(reshape, 0), "Gather") : nullptr;
       const onnx::NodeProto *unsq =
           rows ? defOp(inputOf(rows, 0), "Unsqueeze") : nullptr;
-      if (!unsq || inputOf(rows, 1) != token ||
-          intAttr(*rows, "axis", 0) != 1 ||
-          axesOf(*unsq) != SmallVector<int64_t>{0} ||
-          inputOf(unsq, 0) != router.input) {
+      const onnx::NodeProto *direct = defOp(mlp.input, "Gather");
+      bool directRows = direct && inputOf(direct, 0) == router.input &&
+                        inputOf(direct, 1) == token &&
+                        intAttr(*direct, "axis", 0) == 0;
+      if (!directRows && (!unsq || inputOf(rows, 1) != token ||
+                          intAttr(*rows, "axis", 0) != 1 ||
+                          axesOf(*unsq) != SmallVector<int64_t>{0} ||
+                          inputOf(unsq, 0) != router.input)) {
         // Taken for a copy expert, the operand may be the weight instead.
         if (mlp.zero == ZeroComputationKind::Copy) {
           why = expertWhy;
@@ -1422,6 +1529,28 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
         weight = inputOf(r, 0);
       }
       const onnx::NodeProto *pick = defOp(weight, "Gather");
+      // GPT-OSS: routing_weights[token_idx, expert_idx, None] of the [T, E]
+      // scores: Gather(Unsqueeze(scores[:, e], 1), token_idx).
+      const onnx::NodeProto *column =
+          pick ? defOp(inputOf(pick, 0), "Unsqueeze") : nullptr;
+      const onnx::NodeProto *ofScores =
+          column ? defOp(inputOf(column, 0), "Gather") : nullptr;
+      if (ofScores && scores && inputOf(pick, 1) == token &&
+          intAttr(*pick, "axis", 0) == 0 &&
+          axesOf(*column) == SmallVector<int64_t>{1} &&
+          inputOf(ofScores, 0) == outputOf(scores, 0) &&
+          intAttr(*ofScores, "axis", 0) == 1 &&
+          indexValue(inputOf(ofScores, 1)) == *e) {
+        bool renorm;
+        if (!matchWeights(topk, inputOf(scores, 2), renorm))
+          return fail(where + why);
+        if (renormalize && *renormalize != renorm)
+          return fail(where + "the experts use different routing weights");
+        renormalize = renorm;
+        experts[*e] = mlp;
+        found = true;
+        continue;
+      }
       const onnx::NodeProto *flat =
           pick ? defOp(inputOf(pick, 0), "Flatten") : nullptr;
       const onnx::NodeProto *unsqW =
@@ -1475,7 +1604,9 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
   const onnx::NodeProto *last = nullptr;
   if (!matchAddChain(adds, last))
     return false;
-  block.form = "Mixtral sparse";
+  block.form =
+      hitLoop ? "transformers' loop over the experts hit" : "Mixtral sparse";
+  block.hitLoop = hitLoop != nullptr;
   block.outputNode = last;
   block.k = k;
   block.renormalize = *renormalize;
@@ -1483,15 +1614,127 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
 }
 
 std::optional<int64_t> BlockMatcher::expertIndex(const onnx::NodeProto *node,
-                                                 SmallVector<bool> &seen) {
+                                                 SmallVector<bool> &seen,
+                                                 bool *vector) {
   std::optional<int64_t> e =
       is(node, "Gather") && intAttr(*node, "axis", 0) == 0
-          ? constantInt(inputOf(node, 1))
+          ? indexValue(inputOf(node, 1), vector)
           : std::nullopt;
   if (!e || *e < 0 || *e >= static_cast<int64_t>(seen.size()) || seen[*e])
     return std::nullopt;
   seen[*e] = true;
   return e;
+}
+
+std::optional<int64_t> BlockMatcher::indexValue(StringRef name, bool *vector) {
+  if (vector)
+    *vector = false;
+  if (std::optional<int64_t> c = constantInt(name)) {
+    DenseElementsAttr attr = constant(name);
+    if (vector)
+      *vector = attr.getType().getRank() == 1;
+    return c;
+  }
+  // expert_hit[i][0]: Gather(part, 0) of the squeezed part; expert_hit[i]:
+  // the squeezed part itself, a one-element vector.
+  bool isVector = true;
+  if (const onnx::NodeProto *first = defOp(name, "Gather")) {
+    if (intAttr(*first, "axis", 0) != 0 || constantInt(inputOf(first, 1)) != 0)
+      return std::nullopt;
+    name = inputOf(first, 0);
+    isVector = false;
+  }
+  const onnx::NodeProto *squeeze = defOp(name, "Squeeze");
+  if (!squeeze || axesOf(*squeeze) != SmallVector<int64_t>{0})
+    return std::nullopt;
+  auto it = hitIds.find(inputOf(squeeze, 0));
+  if (it == hitIds.end())
+    return std::nullopt;
+  if (vector)
+    *vector = isVector;
+  return it->second;
+}
+
+DenseElementsAttr BlockMatcher::gatheredConstant(StringRef name) {
+  const onnx::NodeProto *gather = defOp(name, "Gather");
+  if (!gather || intAttr(*gather, "axis", 0) != 0 || gatherDepth >= 2)
+    return {};
+  ++gatherDepth;
+  auto restore = llvm::make_scope_exit([&] { --gatherDepth; });
+  bool vector = false;
+  std::optional<int64_t> e = indexValue(inputOf(gather, 1), &vector);
+  if (!e || vector)
+    return {};
+  DenseElementsAttr table = constant(inputOf(gather, 0));
+  if (!table || table.getType().getRank() == 0 || *e < 0 ||
+      *e >= table.getType().getDimSize(0))
+    return {};
+  ShapedType type = table.getType();
+  auto result = RankedTensorType::get(type.getShape().drop_front(),
+                                      type.getElementType());
+  DenseElementsAttr slice;
+  if (table.isSplat()) {
+    slice = table.resizeSplat(result);
+  } else {
+    size_t bytes = result.getNumElements() *
+                   (type.getElementType().getIntOrFloatBitWidth() / 8);
+    ArrayRef<char> raw = table.getRawData();
+    slice = DenseElementsAttr::getFromRawBuffer(result,
+                                                raw.slice(*e * bytes, bytes));
+  }
+  converted[name] = slice;
+  gatheredIdOf[name] = *e;
+  idsUsed.push_back(*e);
+  return slice;
+}
+
+bool BlockMatcher::matchHitLoop(const onnx::NodeProto &reduce,
+                                int64_t numExperts) {
+  std::optional<SmallVector<int64_t>> axes = axesOf(reduce);
+  if (!axes || intAttr(reduce, "keepdims", 1) != 0)
+    return fail("the expert mask is summed otherwise than over its last two "
+                "axes");
+  SmallVector<int64_t> sorted(*axes);
+  llvm::sort(sorted);
+  if (sorted != SmallVector<int64_t>{1, 2} &&
+      sorted != SmallVector<int64_t>{-2, -1})
+    return fail("the expert mask is summed otherwise than over its last two "
+                "axes");
+  const onnx::NodeProto *greater = userOp(outputOf(&reduce, 0), "Greater");
+  std::optional<double> zero =
+      greater ? constantScalar(inputOf(greater, 1)) : std::nullopt;
+  const onnx::NodeProto *nonZero =
+      greater ? userOp(outputOf(greater, 0), "NonZero") : nullptr;
+  const onnx::NodeProto *transpose =
+      nonZero ? userOp(outputOf(nonZero, 0), "Transpose") : nullptr;
+  const onnx::NodeProto *split =
+      transpose ? userOp(outputOf(transpose, 0), "Split") : nullptr;
+  if (!zero || *zero != 0.0 || inputOf(greater, 0) != outputOf(&reduce, 0) ||
+      !split || intsAttr(*transpose, "perm") != SmallVector<int64_t>{1, 0} ||
+      intAttr(*split, "axis", 0) != 0)
+    return fail("the experts hit are not (mask.sum((-1, -2)) > 0).nonzero() "
+                "split into the loop's iterations");
+  int64_t parts = split->output_size();
+  std::optional<SmallVector<int64_t>> sizes =
+      split->input_size() > 1 ? constantInts(inputOf(split, 1))
+                              : intsAttr(*split, "split");
+  if (!sizes || (int64_t)sizes->size() != parts ||
+      llvm::any_of(*sizes, [](int64_t v) { return v != 1; }))
+    return fail("the loop over the experts hit is not split into one id per "
+                "iteration");
+  if (parts != numExperts) {
+    warning = llvm::formatv(
+                  "the loop over the experts hit was traced with {0} of the "
+                  "{1} experts hit: the export computes those {0} whatever "
+                  "the input, and fails where another number is hit (export "
+                  "with an example that hits every expert)",
+                  parts, numExperts)
+                  .str();
+    return fail(warning);
+  }
+  for (int64_t i = 0; i < parts; ++i)
+    hitIds[outputOf(split, i)] = i;
+  return true;
 }
 
 const onnx::NodeProto *BlockMatcher::matchIndexAdd(StringRef tokens,
@@ -1967,17 +2210,24 @@ bool BlockMatcher::matchBatchedMLP(
   return true;
 }
 
-bool BlockMatcher::splitFusedGateUp(const GatedActivation &act, Linear &gate,
-                                    Linear &up) {
+bool BlockMatcher::splitFusedGateUp(
+    const GatedActivation &act, Linear &gate, Linear &up,
+    function_ref<bool(StringRef, Linear &)> linear) {
+  auto batched = [&](StringRef n, Linear &l) {
+    return matchBatchedLinear(n, l);
+  };
+  if (!linear)
+    linear = batched;
   const onnx::NodeProto *gateSlice = defOp(act.gate, "Slice");
   const onnx::NodeProto *upSlice = defOp(act.up, "Slice");
   if (gateSlice && upSlice && inputOf(gateSlice, 0) == inputOf(upSlice, 0)) {
     // gate_up[..., ::2] and gate_up[..., 1::2] (or any two constant slices
     // of the last axis).
     Linear fused;
-    if (!matchBatchedLinear(inputOf(gateSlice, 0), fused))
+    if (!linear(inputOf(gateSlice, 0), fused))
       return fail("the fused gate/up projection: " + why);
-    int64_t width = fused.weight.getType().getDimSize(2);
+    int64_t lastAxis = fused.weight.getType().getRank() - 1;
+    int64_t width = fused.weight.getType().getDimSize(lastAxis);
     auto columns = [&](const onnx::NodeProto *slice)
         -> std::optional<SmallVector<int64_t>> {
       if (slice->input_size() < 4)
@@ -1993,7 +2243,7 @@ bool BlockMatcher::splitFusedGateUp(const GatedActivation &act, Linear &gate,
                                   : SmallVector<int64_t>{1};
       if (!starts || !ends || !axes || !steps || starts->size() != 1 ||
           ends->size() != 1 || axes->size() != 1 || steps->size() != 1 ||
-          ((*axes)[0] != -1 && (*axes)[0] != 2) || (*steps)[0] < 1 ||
+          ((*axes)[0] != -1 && (*axes)[0] != lastAxis) || (*steps)[0] < 1 ||
           (*starts)[0] < 0 || (*starts)[0] >= width)
         return std::nullopt;
       SmallVector<int64_t> cols;
@@ -2015,8 +2265,7 @@ bool BlockMatcher::splitFusedGateUp(const GatedActivation &act, Linear &gate,
                        : DenseElementsAttr()};
     up = {fused.input, takeColumns(fused.weight, *upCols),
           fused.bias ? takeColumns(fused.bias, *upCols) : DenseElementsAttr()};
-  } else if (!matchBatchedLinear(act.gate, gate) ||
-             !matchBatchedLinear(act.up, up)) {
+  } else if (!linear(act.gate, gate) || !linear(act.up, up)) {
     return fail("the gated activation's projections: " + why);
   }
   return true;
@@ -2807,7 +3056,12 @@ std::vector<MoEBlock> onnx_import::findMoEBlocks(
     if (node.op_type() == "TopK" && node.output_size() < 2)
       continue;
     matcher.why.clear();
+    matcher.warning.clear();
     std::optional<MoEBlock> block = matcher.match(node);
+    if (!block && !matcher.warning.empty() && !remarks)
+      mlir::emitWarning(loc(node))
+          << "MoE block at " << node.op_type() << " '" << node.name()
+          << "' not raised: " << matcher.warning;
     if (block && !outputs.insert(block->outputNode).second) {
       block.reset();
       matcher.why = "its result is already raised with another block";

@@ -729,9 +729,11 @@ OwningOpRef<ModuleOp> GraphImporter::importModel() {
   // dead once the block is), so that a block that fails to build is imported
   // op by op. Expert choice with a capacity computed from T has no op-by-op
   // form (TopK takes a constant K): with such a block, only the nodes the
-  // graph's outputs need through the raised blocks are imported.
+  // graph's outputs need through the raised blocks are imported. Nor has
+  // transformers' loop over the experts hit (a Split of a dynamic NonZero).
   bool prune = llvm::any_of(blocks, [](const auto &entry) {
-    return entry.second.expertChoice && entry.second.capacity == 0;
+    return (entry.second.expertChoice && entry.second.capacity == 0) ||
+           entry.second.hitLoop;
   });
   llvm::DenseSet<const onnx::NodeProto *> live;
   if (prune)
@@ -777,8 +779,8 @@ OwningOpRef<ModuleOp> GraphImporter::importModel() {
   bool guardedErased = false;
   for (Operation *op : llvm::reverse(ops)) {
     bool guarded = op->hasAttr(kGuardedAttr);
-    bool dead = isOpTriviallyDead(op) ||
-                (op->hasAttr(kGuardAttr) && guardedErased);
+    bool dead =
+        isOpTriviallyDead(op) || (op->hasAttr(kGuardAttr) && guardedErased);
     if (guarded)
       guardedErased = dead;
     if (dead) {

@@ -180,6 +180,10 @@ struct MoEBlock {
   /// or min(ceil(`capacityFactor` * T / E), T) where `capacity` is 0; `k`
   /// is then the number of experts).
   bool expertChoice = false;
+  /// The experts are transformers' loop over the experts hit (the Split of
+  /// a dynamic NonZero into the traced iterations), which has no op-by-op
+  /// form: only the nodes the graph's outputs need are imported.
+  bool hitLoop = false;
   int64_t capacity = 0;
   double capacityFactor = 0.0;
   /// Token choice with a fixed expert capacity (GShard's einsum form): each

@@ -2,11 +2,14 @@
 random inputs and PyTorch's own outputs (float32, and float64 from a float64
 copy of the same module).
 
-Usage: torch_models.py gen MODEL DIR   writes DIR/model.onnx, DIR/in<i>.npy
+Usage: torch_models.py gen MODEL DIR [SHAPE]
+                                       writes DIR/model.onnx, DIR/in<i>.npy
                                        (one per input: x, and ids for hash
                                        and moma),
                                        DIR/ref<i>.npy (PyTorch float32) and
-                                       DIR/ref64_<i>.npy (PyTorch float64)
+                                       DIR/ref64_<i>.npy (PyTorch float64);
+                                       the inputs are SHAPE (e.g. 1x1x16)
+                                       if given
        torch_models.py check DIR       compares DIR/out<i>.npy with both
                                        references (relative L2 <= 1e-5)
        torch_models.py list            prints the model names
@@ -16,6 +19,8 @@ Models:
                  topk, renormalize, one_hot mask, loop over experts with
                  torch.where and index_add_), SwiGLU experts
   mixtral_3d     the same on [B, S, H] with a dynamic token axis
+  mixtral_hit    the same block with transformers 4.52+'s loop over the
+                 experts hit (expert_hit = nonzero of the mask's sums)
   mixtral_relu   Mixtral's block with ReLU FFN experts with biases
                  (wo(relu(wi(x))))
   mixtral_gelu   the same with GELU (erf) FFN experts with biases
@@ -29,6 +34,10 @@ Models:
                  alpha 1.702 and up + 1, bmm down_proj, weighted by the
                  scattered [T, E] scores, summed over the experts) on
                  [B, S, H]; limit 0.6
+  gptoss_cpu     GptOssMLP with GptOssExperts' CPU branch (transformers
+                 4.57): a loop over the experts hit, each expert's weights
+                 indexed by its id, weights from the [T, E] scores
+  gptoss_cpu_partial  the same traced on one token (2 of 4 experts hit)
   gptoss_clamp_near_miss  the same with the up projection clamped to
                  [-0.6, 1.2] (not raised)
   capacity_einsum  top-1 with a capacity in GShard's einsum form (fairseq's
@@ -199,8 +208,10 @@ class MixtralSparseMoeBlock(nn.Module):
 
     def __init__(self, hidden, ffn, num_experts, top_k, renormalize=True,
                  score_scale=None, scoring="softmax", expert=None,
-                 router_bias=False, temperature=None, expert_by_index=None):
+                 router_bias=False, temperature=None, expert_by_index=None,
+                 hit_loop=False):
         super().__init__()
+        self.hit_loop = hit_loop
         self.temperature = temperature
         self.hidden_dim = hidden
         self.num_experts = num_experts
@@ -256,9 +267,30 @@ class MixtralSparseMoeBlock(nn.Module):
             device=hidden_states.device)
         expert_mask = F.one_hot(
             selected_experts, num_classes=self.num_experts).permute(2, 1, 0)
+        if self.hit_loop:
+            return self.mix_hit(hidden_states, routing_weights, expert_mask,
+                                final_hidden_states)
         for expert_idx in range(self.num_experts):
             expert_layer = self.experts[expert_idx]
             idx, top_x = torch.where(expert_mask[expert_idx])
+            current_state = hidden_states[None, top_x].reshape(-1, hidden_dim)
+            current_hidden_states = (expert_layer(current_state)
+                                     * routing_weights[top_x, idx, None])
+            final_hidden_states.index_add_(
+                0, top_x, current_hidden_states.to(hidden_states.dtype))
+        return final_hidden_states
+
+    def mix_hit(self, hidden_states, routing_weights, expert_mask,
+                final_hidden_states):
+        """transformers 4.52-4.57's loop: over the experts hit only
+        (`expert_hit`), which tracing unrolls into as many iterations as the
+        example input hits, each indexing the mask with the hit expert's id
+        at run time."""
+        hidden_dim = hidden_states.shape[-1]
+        expert_hit = torch.greater(expert_mask.sum(dim=(-1, -2)), 0).nonzero()
+        for expert_idx in expert_hit:
+            expert_layer = self.experts[expert_idx]
+            idx, top_x = torch.where(expert_mask[expert_idx].squeeze(0))
             current_state = hidden_states[None, top_x].reshape(-1, hidden_dim)
             current_hidden_states = (expert_layer(current_state)
                                      * routing_weights[top_x, idx, None])
@@ -634,8 +666,10 @@ class GptOssExperts(nn.Module):
     the tests use a small one so that the clamps bind. `up_limit` clamps the
     up projection to another range (a near miss, not GPT-OSS's clamp)."""
 
-    def __init__(self, hidden, ffn, num_experts, limit=7.0, up_limit=None):
+    def __init__(self, hidden, ffn, num_experts, limit=7.0, up_limit=None,
+                 cpu_loop=False):
         super().__init__()
+        self.cpu_loop = cpu_loop
         self.num_experts = num_experts
         self.hidden_size = hidden
         self.expert_dim = ffn
@@ -653,6 +687,9 @@ class GptOssExperts(nn.Module):
         batch_size = hidden_states.shape[0]
         hidden_states = hidden_states.reshape(-1, self.hidden_size)
         num_experts = routing_weights.shape[1]
+        if self.cpu_loop:
+            return self.forward_cpu(hidden_states, batch_size, num_experts,
+                                    router_indices, routing_weights)
         hidden_states = hidden_states.repeat(num_experts, 1)
         hidden_states = hidden_states.view(num_experts, -1, self.hidden_size)
         gate_up = (torch.bmm(hidden_states, self.gate_up_proj)
@@ -668,6 +705,42 @@ class GptOssExperts(nn.Module):
         next_states = next_states * routing_weights.transpose(0, 1).view(
             num_experts, batch_size, -1)[..., None]
         next_states = next_states.sum(dim=0)
+        return next_states
+
+    def forward_cpu(self, hidden_states, batch_size, num_experts,
+                    router_indices, routing_weights):
+        """transformers 4.57's branch for CPU tensors: a loop over the
+        experts hit (one_hot over E + 1 classes, the last one a masking
+        class that no router picks), each expert's weights indexed by the
+        hit expert's id at run time."""
+        next_states = torch.zeros_like(hidden_states, dtype=hidden_states.dtype,
+                                       device=hidden_states.device)
+        with torch.no_grad():
+            expert_mask = torch.nn.functional.one_hot(
+                router_indices, num_classes=num_experts + 1)
+            expert_mask = expert_mask.permute(2, 1, 0)
+            expert_hit = torch.greater(expert_mask.sum(dim=(-1, -2)),
+                                       0).nonzero()
+        for expert_idx in expert_hit[:]:
+            expert_idx = expert_idx[0]
+            if expert_idx == num_experts:
+                continue
+            with torch.no_grad():
+                _, token_idx = torch.where(expert_mask[expert_idx])
+            current_state = hidden_states[token_idx]
+            gate_up = (current_state @ self.gate_up_proj[expert_idx]
+                       + self.gate_up_proj_bias[expert_idx])
+            gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+            gate = gate.clamp(min=None, max=self.limit)
+            up = up.clamp(min=-self.limit, max=self.up_limit)
+            glu = gate * torch.sigmoid(gate * self.alpha)
+            gated_output = (up + 1) * glu
+            out = (gated_output @ self.down_proj[expert_idx]
+                   + self.down_proj_bias[expert_idx])
+            weighted_output = out * routing_weights[token_idx, expert_idx, None]
+            next_states.index_add_(0, token_idx,
+                                   weighted_output.to(hidden_states.dtype))
+        next_states = next_states.view(batch_size, -1, self.hidden_size)
         return next_states
 
 
@@ -829,6 +902,9 @@ MODELS = {
     # name: (module factory, example input, dynamic axes of input 0)
     "mixtral": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2),
                 float_input((7, H)), {0: "tokens"}),
+    # transformers 4.52+'s loop over the experts hit.
+    "mixtral_hit": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2, hit_loop=True),
+                    float_input((7, H)), {0: "tokens"}),
     "mixtral_3d": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2),
                    float_input((2, 5, H)), {0: "batch", 1: "seq"}),
     # ReLU FFN experts with biases (Switch's wi/wo MLP) in Mixtral's loop.
@@ -851,6 +927,15 @@ MODELS = {
     # 0.6 so that the clamps bind for part of the values.
     "gptoss": (lambda: GptOssMLP(H, FFN, E, 2, limit=0.6),
                float_input((2, 5, H)), {0: "batch", 1: "seq"}),
+    # GptOssExperts' CPU branch (a loop over the experts hit, unrolled by
+    # tracing: the example's 12 tokens hit all 4 experts).
+    "gptoss_cpu": (lambda: GptOssMLP(H, FFN, E, 2, limit=0.6, cpu_loop=True),
+                   float_input((2, 6, H)), {0: "batch", 1: "seq"}),
+    # The same traced on one token: 2 of the 4 experts hit, the export
+    # computes those two whatever the input (not raised, a remark says why).
+    "gptoss_cpu_partial": (lambda: GptOssMLP(H, FFN, E, 2, limit=0.6,
+                                             cpu_loop=True),
+                           float_input((1, 1, H)), {0: "batch", 1: "seq"}),
     # The up projection clamped to [-0.6, 1.2]: not GPT-OSS's clamp, not
     # raised.
     "gptoss_clamp_near_miss": (lambda: GptOssMLP(H, FFN, E, 2, limit=0.6,
@@ -964,7 +1049,7 @@ MODELS = {
 }
 
 
-def gen(name, out_dir):
+def gen(name, out_dir, run_shape=None):
     factory, make_input, dynamic = MODELS[name]
     torch.manual_seed(0)
     module = factory().eval()
@@ -985,7 +1070,9 @@ def gen(name, out_dir):
         inputs = []
         for e in examples:
             shape = list(e.shape)
-            if dynamic:
+            if run_shape:
+                shape = [int(d) for d in run_shape.split("x")]
+            elif dynamic:
                 shape[min(dynamic)] += 2
             if e.dtype.is_floating_point:
                 inputs.append(torch.randn(*shape, generator=g))
@@ -1028,7 +1115,7 @@ def check(out_dir):
 
 def main():
     if sys.argv[1] == "gen":
-        gen(sys.argv[2], sys.argv[3])
+        gen(sys.argv[2], sys.argv[3], *sys.argv[4:5])
     elif sys.argv[1] == "check":
         sys.exit(0 if check(sys.argv[2]) else 1)
     elif sys.argv[1] == "list":
