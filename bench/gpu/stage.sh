@@ -101,10 +101,10 @@ done
 # transformers' Switch MLP (capacity, dropped tokens passed through),
 # tanh-GELU FFN experts, MoE++'s zero-computation
 # experts and gating residual, top-p routing, and transformers' loops over
-# the experts hit (Mixtral 4.52+, GPT-OSS's CPU branch).
+# the experts hit (Mixtral 4.52+ and 5, GPT-OSS's CPU branch).
 for m in decoder hash moma gptoss gptoss_router_loop capacity_einsum \
   capacity_einsum_dynamic switch_hf mixtral_gelu_tanh moe_plus_plus gating_residual top_p \
-  mixtral_hit gptoss_cpu; do
+  mixtral_hit mixtral_v5 gptoss_cpu; do
   n=$((n + 1))
   d=$dir/cases/$(printf '%02d' $n)-onnx-$m
   $py "$repo/test/Target/ONNX/Inputs/torch_models.py" gen $m "$d" > /dev/null 2>&1

@@ -217,6 +217,15 @@ private:
                       int64_t to = onnx::TensorProto::FLOAT) const;
   DenseElementsAttr constant(StringRef name);
   std::optional<int64_t> constantInt(StringRef name);
+  /// The integer `name` computes from constants and `Shape(of)[axis]` (of a
+  /// rank-`rank` value whose dimension `axis` is `extent`) by Add, Sub, Mul
+  /// and Div, as torch exports `chunk` of a dynamic shape.
+  std::optional<int64_t> extentExpr(StringRef name, StringRef of, int64_t rank,
+                                    int64_t axis, int64_t extent,
+                                    int depth = 0);
+  /// A constant 2-D weight, or the transpose of one (`F.linear` by a weight
+  /// that is not a parameter: MatMul(x, Transpose(W))).
+  DenseElementsAttr linearWeight(StringRef name);
   std::optional<SmallVector<int64_t>> constantInts(StringRef name);
   static int64_t intAttr(const onnx::NodeProto &node, StringRef name,
                          int64_t defaultValue);
@@ -569,6 +578,75 @@ bool BlockMatcher::isZeros(StringRef name) {
   return fillValue(name) == 0.0;
 }
 
+/// The transpose of the 2-D `attr`.
+static DenseElementsAttr transpose2D(DenseElementsAttr attr) {
+  ArrayRef<int64_t> shape = attr.getType().getShape();
+  auto type =
+      RankedTensorType::get({shape[1], shape[0]}, attr.getElementType());
+  if (attr.isSplat())
+    return attr.resizeSplat(type);
+  size_t size = type.getElementType().getIntOrFloatBitWidth() / 8;
+  std::vector<char> out(type.getNumElements() * size);
+  ArrayRef<char> raw = attr.getRawData();
+  for (int64_t i = 0; i < shape[1]; ++i)
+    for (int64_t j = 0; j < shape[0]; ++j)
+      std::memcpy(out.data() + (i * shape[0] + j) * size,
+                  raw.data() + (j * shape[1] + i) * size, size);
+  return DenseElementsAttr::getFromRawBuffer(type, out);
+}
+
+DenseElementsAttr BlockMatcher::linearWeight(StringRef name) {
+  if (DenseElementsAttr weight = constant(name))
+    return weight;
+  const onnx::NodeProto *transpose = defOp(name, "Transpose");
+  if (!transpose || intsAttr(*transpose, "perm") != SmallVector<int64_t>{1, 0})
+    return {};
+  DenseElementsAttr weight = constant(inputOf(transpose, 0));
+  if (!weight || weight.getType().getRank() != 2)
+    return {};
+  return transpose2D(weight);
+}
+
+std::optional<int64_t> BlockMatcher::extentExpr(StringRef name, StringRef of,
+                                                int64_t rank, int64_t axis,
+                                                int64_t extent, int depth) {
+  if (depth > 8)
+    return std::nullopt;
+  if (std::optional<int64_t> c = constantInt(name))
+    return c;
+  const onnx::NodeProto *node = def(name);
+  if (is(node, "Gather")) {
+    const onnx::NodeProto *shape = defOp(inputOf(node, 0), "Shape");
+    std::optional<int64_t> index = constantInt(inputOf(node, 1));
+    if (shape && inputOf(shape, 0) == of && intAttr(*shape, "start", 0) == 0 &&
+        !intsAttr(*shape, "end") && node->attribute_size() <= 1 &&
+        intAttr(*node, "axis", 0) == 0 && index &&
+        (*index == axis || *index + rank == axis))
+      return extent;
+    return std::nullopt;
+  }
+  bool add = is(node, "Add"), sub = is(node, "Sub"), mul = is(node, "Mul"),
+       div = is(node, "Div");
+  if (!add && !sub && !mul && !div)
+    return std::nullopt;
+  std::optional<int64_t> a =
+      extentExpr(inputOf(node, 0), of, rank, axis, extent, depth + 1);
+  std::optional<int64_t> b =
+      extentExpr(inputOf(node, 1), of, rank, axis, extent, depth + 1);
+  if (!a || !b)
+    return std::nullopt;
+  if (add)
+    return *a + *b;
+  if (sub)
+    return *a - *b;
+  if (mul)
+    return *a * *b;
+  // Integer division of non-negative values (torch's chunk sizes).
+  if (*a < 0 || *b <= 0)
+    return std::nullopt;
+  return *a / *b;
+}
+
 bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
   const onnx::NodeProto *node = def(name);
   DenseElementsAttr bias;
@@ -583,7 +661,7 @@ bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
     }
   }
   if (is(node, "MatMul")) {
-    DenseElementsAttr weight = constant(inputOf(node, 1));
+    DenseElementsAttr weight = linearWeight(inputOf(node, 1));
     if (!weight || weight.getType().getRank() != 2 ||
         !isa<FloatType>(weight.getElementType()))
       return fail("'" + node->name() +
@@ -607,22 +685,7 @@ bool BlockMatcher::matchLinear(StringRef name, Linear &linear) {
       if (!bias || bias.getType().getRank() != 1)
         return fail("'" + node->name() + "' has no constant 1-D bias");
     }
-    ArrayRef<int64_t> shape = weight.getType().getShape();
-    auto type =
-        RankedTensorType::get({shape[1], shape[0]}, weight.getElementType());
-    size_t size = type.getElementType().getIntOrFloatBitWidth() / 8;
-    std::vector<char> out(type.getNumElements() * size);
-    if (weight.isSplat()) {
-      linear = {inputOf(node, 0).str(), weight.resizeSplat(type), bias};
-      return true;
-    }
-    ArrayRef<char> raw = weight.getRawData();
-    for (int64_t i = 0; i < shape[1]; ++i)
-      for (int64_t j = 0; j < shape[0]; ++j)
-        std::memcpy(out.data() + (i * shape[0] + j) * size,
-                    raw.data() + (j * shape[1] + i) * size, size);
-    linear = {inputOf(node, 0).str(),
-              DenseElementsAttr::getFromRawBuffer(type, out), bias};
+    linear = {inputOf(node, 0).str(), transpose2D(weight), bias};
     return true;
   }
   return fail("'" + name + "' is computed by " + describe(node) +
@@ -1504,9 +1567,13 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
       const onnx::NodeProto *unsq =
           rows ? defOp(inputOf(rows, 0), "Unsqueeze") : nullptr;
       const onnx::NodeProto *direct = defOp(mlp.input, "Gather");
-      bool directRows = direct && inputOf(direct, 0) == router.input &&
-                        inputOf(direct, 1) == token &&
-                        intAttr(*direct, "axis", 0) == 0;
+      // (The router may view the rows as [-1, H] once more.)
+      int64_t hidden = router.weight.getType().getDimSize(0);
+      bool directRows =
+          direct &&
+          (inputOf(direct, 0) == router.input ||
+           inputOf(direct, 0) == skipRowView(router.input, hidden)) &&
+          inputOf(direct, 1) == token && intAttr(*direct, "axis", 0) == 0;
       if (!directRows && (!unsq || inputOf(rows, 1) != token ||
                           intAttr(*rows, "axis", 0) != 1 ||
                           axesOf(*unsq) != SmallVector<int64_t>{0} ||
@@ -2232,10 +2299,17 @@ bool BlockMatcher::splitFusedGateUp(
         -> std::optional<SmallVector<int64_t>> {
       if (slice->input_size() < 4)
         return std::nullopt;
-      std::optional<SmallVector<int64_t>> starts =
-          constantInts(inputOf(slice, 1));
-      std::optional<SmallVector<int64_t>> ends =
-          constantInts(inputOf(slice, 2));
+      // Constants, or chunk's bounds computed from the fused width.
+      auto bound = [&](StringRef n) -> std::optional<SmallVector<int64_t>> {
+        if (std::optional<SmallVector<int64_t>> c = constantInts(n))
+          return c;
+        if (std::optional<int64_t> v =
+                extentExpr(n, inputOf(slice, 0), lastAxis + 1, lastAxis, width))
+          return SmallVector<int64_t>{*v};
+        return std::nullopt;
+      };
+      std::optional<SmallVector<int64_t>> starts = bound(inputOf(slice, 1));
+      std::optional<SmallVector<int64_t>> ends = bound(inputOf(slice, 2));
       std::optional<SmallVector<int64_t>> axes =
           constantInts(inputOf(slice, 3));
       std::optional<SmallVector<int64_t>> steps =

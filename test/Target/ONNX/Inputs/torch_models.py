@@ -34,6 +34,9 @@ Models:
                  alpha 1.702 and up + 1, bmm down_proj, weighted by the
                  scattered [T, E] scores, summed over the experts) on
                  [B, S, H]; limit 0.6
+  mixtral_v5     transformers 5's MixtralSparseMoeBlock (router and
+                 MixtralExperts: stacked gate_up_proj/down_proj, a loop over
+                 the experts hit, F.linear at the id, chunk) on [B, S, H]
   gptoss_cpu     GptOssMLP with GptOssExperts' CPU branch (transformers
                  4.57): a loop over the experts hit, each expert's weights
                  indexed by its id, weights from the [T, E] scores
@@ -297,6 +300,86 @@ class MixtralSparseMoeBlock(nn.Module):
             final_hidden_states.index_add_(
                 0, top_x, current_hidden_states.to(hidden_states.dtype))
         return final_hidden_states
+
+
+class MixtralTopKRouterV5(nn.Module):
+    """transformers 5's MixtralTopKRouter."""
+
+    def __init__(self, hidden, num_experts, top_k):
+        super().__init__()
+        self.top_k = top_k
+        self.num_experts = num_experts
+        self.hidden_dim = hidden
+        self.weight = nn.Parameter(torch.randn(num_experts, hidden) / 4)
+
+    def forward(self, hidden_states):
+        hidden_states = hidden_states.reshape(-1, self.hidden_dim)
+        router_logits = F.linear(hidden_states, self.weight)
+        router_probs = F.softmax(router_logits.float(), dim=-1)
+        router_top_value, router_indices = torch.topk(router_probs, self.top_k,
+                                                      dim=-1)
+        router_top_value /= router_top_value.sum(dim=-1, keepdim=True)
+        router_scores = router_top_value.to(router_logits.dtype)
+        return router_logits, router_scores, router_indices
+
+
+class MixtralExpertsV5(nn.Module):
+    """transformers 5's MixtralExperts (the experts of every MoE model there:
+    stacked [E, 2F, H] gate_up_proj and [E, H, F] down_proj, a loop over the
+    experts hit, F.linear at each expert's weights, chunk into gate and up)."""
+
+    def __init__(self, hidden, ffn, num_experts):
+        super().__init__()
+        self.num_experts = num_experts
+        self.hidden_dim = hidden
+        self.intermediate_dim = ffn
+        self.gate_up_proj = nn.Parameter(
+            torch.randn(num_experts, 2 * ffn, hidden) / 4)
+        self.down_proj = nn.Parameter(torch.randn(num_experts, hidden, ffn) / 4)
+        self.act_fn = nn.SiLU()
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        final_hidden_states = torch.zeros_like(hidden_states)
+        with torch.no_grad():
+            expert_mask = torch.nn.functional.one_hot(
+                top_k_index, num_classes=self.num_experts)
+            expert_mask = expert_mask.permute(2, 1, 0)
+            expert_hit = torch.greater(expert_mask.sum(dim=(-1, -2)),
+                                       0).nonzero()
+        for expert_idx in expert_hit:
+            expert_idx = expert_idx[0]
+            if expert_idx == self.num_experts:
+                continue
+            top_k_pos, token_idx = torch.where(expert_mask[expert_idx])
+            current_state = hidden_states[token_idx]
+            gate, up = nn.functional.linear(
+                current_state, self.gate_up_proj[expert_idx]).chunk(2, dim=-1)
+            current_hidden_states = self.act_fn(gate) * up
+            current_hidden_states = nn.functional.linear(
+                current_hidden_states, self.down_proj[expert_idx])
+            current_hidden_states = (current_hidden_states
+                                     * top_k_weights[token_idx, top_k_pos, None])
+            final_hidden_states.index_add_(
+                0, token_idx, current_hidden_states.to(final_hidden_states.dtype))
+        return final_hidden_states
+
+
+class MixtralSparseMoeBlockV5(nn.Module):
+    """transformers 5's MixtralSparseMoeBlock (inference) on [B, S, H]."""
+
+    def __init__(self, hidden, ffn, num_experts, top_k):
+        super().__init__()
+        self.gate = MixtralTopKRouterV5(hidden, num_experts, top_k)
+        self.experts = MixtralExpertsV5(hidden, ffn, num_experts)
+
+    def forward(self, hidden_states):
+        batch_size, sequence_length, hidden_dim = hidden_states.shape
+        hidden_states = hidden_states.view(-1, hidden_states.shape[-1])
+        _, top_k_weights, top_k_index = self.gate(hidden_states)
+        hidden_states = self.experts(hidden_states, top_k_index, top_k_weights)
+        hidden_states = hidden_states.reshape(batch_size, sequence_length,
+                                              hidden_dim)
+        return hidden_states
 
 
 class BiasedSigmoidMoeBlock(MixtralSparseMoeBlock):
@@ -905,6 +988,9 @@ MODELS = {
     # transformers 4.52+'s loop over the experts hit.
     "mixtral_hit": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2, hit_loop=True),
                     float_input((7, H)), {0: "tokens"}),
+    # transformers 5's Mixtral block (its experts are every MoE model's).
+    "mixtral_v5": (lambda: MixtralSparseMoeBlockV5(H, FFN, E, 2),
+                   float_input((2, 6, H)), {0: "batch", 1: "seq"}),
     "mixtral_3d": (lambda: MixtralSparseMoeBlock(H, FFN, E, 2),
                    float_input((2, 5, H)), {0: "batch", 1: "seq"}),
     # ReLU FFN experts with biases (Switch's wi/wo MLP) in Mixtral's loop.
