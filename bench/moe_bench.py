@@ -307,6 +307,63 @@ def measure_fma_peak(threads):
     return float(m.group(1)) if m else 0.0
 
 
+def build_tool(name):
+    """bench/NAME.c built with clang -O3 -march=native -fopenmp into work/NAME (rebuilt
+    when the source is newer); None when it cannot be built."""
+    exe = HERE / "work" / name
+    src = HERE / f"{name}.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        cc = shutil.which("clang-22") or shutil.which("clang")
+        if not cc:
+            log(f"  no clang to build bench/{name}.c")
+            return None
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run([cc, "-O3", "-march=native", "-fopenmp", str(src), "-o", str(exe)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            log(f"  building bench/{name}.c failed: {first_error_line(p.stderr)}")
+            return None
+    return exe
+
+
+def expert_sets(w, x, k):
+    """The distinct experts the tokens of x [T, H] select (softmax top-k, as reference)."""
+    z = x.astype(np.float64) @ w["router"].astype(np.float64)
+    return np.unique(np.argsort(-z, axis=1, kind="stable")[:, :k])
+
+
+def run_floor(cfg, prep, tokens, threads, min_time):
+    """The read floor (bench/read_floor.c): per T, the time to stream exactly the weight
+    bytes the calls must read (router, shared experts, the distinct experts selected; the
+    rotated inputs' sets in turn with --rotate) with the same threads, nothing else."""
+    exe = build_tool("read_floor")
+    if exe is None:
+        return {T: dict(status="unavailable") for T in tokens}
+    H, F, E, Fs = cfg["H"], cfg["F"], cfg["E"], cfg["Fs"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    res = {}
+    for T in tokens:
+        if T in prep.get("xs", {}):
+            stack = np.load(prep["xs"][T])
+            sets = [expert_sets(prep["w"], xi, cfg["k"]) for xi in stack]
+        else:
+            sets = [expert_sets(prep["w"], prep["x"][:T], cfg["k"])]
+        sets_file = prep["dir"] / f"floor_sets_T{T}.txt"
+        sets_file.write_text("".join(" ".join(str(int(e)) for e in s) + "\n" for s in sets))
+        p = subprocess.run([str(exe), str(3 * H * F), str(E), str(H * E + 3 * H * Fs),
+                            str(sets_file), str(min_time)], capture_output=True, text=True,
+                           env=env)
+        m = re.search(r"median_ms:\s*([0-9.]+)\s+min_ms:\s*([0-9.]+)\s+max_ms:\s*([0-9.]+)",
+                      p.stdout)
+        if p.returncode != 0 or not m:
+            res[T] = dict(status="error", error=first_error_line(p.stderr + p.stdout))
+            continue
+        res[T] = dict(status="ok", median_ms=float(m.group(1)), min_ms=float(m.group(2)),
+                      max_ms=float(m.group(3)))
+        log(f"  read floor T={T}: {res[T]['median_ms']:.3f} ms")
+    return res
+
+
 def roofline(cfg, T, ids, ceil):
     H, F, E, k, Fs = cfg["H"], cfg["F"], cfg["E"], cfg["k"], cfg["Fs"]
     flops = 2 * T * H * E + 2 * T * k * 3 * H * F + 2 * T * 3 * H * Fs
@@ -655,6 +712,12 @@ def render_markdown(meta, ceil, rows, shapes):
         L.append(f"- **{meta['rounds']} rounds:** the contenders of a shape ran one after another "
                  f"{meta['rounds']} times; each cell is the contender's fastest round (its median "
                  f"over the round's timed calls); the JSON has every round's median")
+    if not meta.get("no_floor"):
+        L.append("- **Read floor:** bench/read_floor.c streams exactly the weight bytes each "
+                 "call must read (router, shared experts, the distinct experts its tokens "
+                 "select; the rotated inputs' sets in turn) with the same threads, in every "
+                 "round beside the contenders: the memory roofline measured under the same "
+                 "conditions (this machine's bandwidth moves by 1.5x within minutes)")
     if meta.get("rotate"):
         L.append(f"- **Rotated inputs:** every contender's timed calls take {meta['rotate']} "
                  f"different random inputs in turn, so a call does not find the previous call's "
@@ -678,7 +741,8 @@ def render_markdown(meta, ceil, rows, shapes):
     L.append("")
     hdr = ["shape", "T"] + [TITLES[c] for c in CONTENDERS] + [
         "best peer", "ratio peer/ours", "roofline ms", "bound", "ours % roofline",
-        "best peer % roofline", "ours % FMA peak", "best peer % FMA peak"]
+        "best peer % roofline", "read floor ms", "ours % read floor",
+        "best peer % read floor", "ours % FMA peak", "best peer % FMA peak"]
     L.append("| " + " | ".join(hdr) + " |")
     L.append("|" + "|".join(["---"] * len(hdr)) + "|")
     for r in rows:
@@ -690,6 +754,9 @@ def render_markdown(meta, ceil, rows, shapes):
         cells.append(r["roofline"]["bound"])
         cells.append(f"{r['ours_pct_roofline']:.0f}%" if r.get("ours_pct_roofline") else "-")
         cells.append(f"{r['peer_pct_roofline']:.0f}%" if r.get("peer_pct_roofline") else "-")
+        cells.append(f"{r['floor']['median_ms']:.3f}" if r.get("floor") else "-")
+        cells.append(f"{r['ours_pct_floor']:.0f}%" if r.get("ours_pct_floor") else "-")
+        cells.append(f"{r['peer_pct_floor']:.0f}%" if r.get("peer_pct_floor") else "-")
         cells.append(f"{r['ours_pct_fma']:.0f}%" if r.get("ours_pct_fma") else "-")
         cells.append(f"{r['peer_pct_fma']:.0f}%" if r.get("peer_pct_fma") else "-")
         L.append("| " + " | ".join(cells) + " |")
@@ -745,6 +812,9 @@ def main():
                          "(fresh random tokens), so that a call does not find the experts of "
                          "the previous one in cache, as in real decoding (default 0: the "
                          "checked input every time)")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="do not measure the read floor (bench/read_floor.c) beside the "
+                         "contenders")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the contenders of a shape one after another this many times "
                          "and report each one's fastest round: on a machine whose bandwidth "
@@ -777,7 +847,7 @@ def main():
 
     now = datetime.datetime.now()
     meta = dict(date=now.strftime("%Y-%m-%d %H:%M"), threads=a.threads, quick=a.quick,
-                min_time_s=min_time, seed=SEED, tol=TOL, rotate=a.rotate, rounds=a.rounds, machine=machine_info(), compile_s={},
+                min_time_s=min_time, seed=SEED, tol=TOL, rotate=a.rotate, rounds=a.rounds, no_floor=a.no_floor, machine=machine_info(), compile_s={},
                 env={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                      "OPENBLAS_CORETYPE")})
     log(f"machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; "
@@ -818,6 +888,10 @@ def main():
                 log(f"{s}: PyTorch eager")
                 check_load(f"{s} torch", a.wait_idle)
                 got["torch"] = run_torch(cfg, prep, tokens, a.threads, min_time)
+            if not a.no_floor:
+                log(f"{s}: read floor")
+                check_load(f"{s} floor", a.wait_idle)
+                got["floor"] = run_floor(cfg, prep, tokens, a.threads, min_time)
             for c, r in got.items():
                 results[s][c] = merge_rounds(results[s].get(c), r)
         results[s]["_ids"] = prep["ids"]
@@ -837,6 +911,9 @@ def main():
             rr = {c: results[s][c][T] for c in CONTENDERS if c in results[s]}
             row = dict(shape=s, T=T, results=rr,
                        roofline=roofline(SHAPES[s], T, results[s]["_ids"][T], ceil))
+            floor = results[s].get("floor", {}).get(T)
+            if floor and floor["status"] == "ok":
+                row["floor"] = floor
             peers = [(v["median_ms"], c) for c, v in rr.items() if c != "ours" and v["status"] == "ok"]
             if peers:
                 best_ms, best = min(peers)
@@ -850,6 +927,10 @@ def main():
                 row["peer_pct_fma"] = 100 * peak_ms / best_ms
             if ours and ours["status"] == "ok" and peak_ms:
                 row["ours_pct_fma"] = 100 * peak_ms / ours["median_ms"]
+            if row.get("floor") and peers:
+                row["peer_pct_floor"] = 100 * row["floor"]["median_ms"] / best_ms
+            if ours and ours["status"] == "ok" and row.get("floor"):
+                row["ours_pct_floor"] = 100 * row["floor"]["median_ms"] / ours["median_ms"]
             if ours and ours["status"] == "ok":
                 row["ours_pct_roofline"] = 100 * row["roofline"]["roofline_ms"] / ours["median_ms"]
                 if peers:
