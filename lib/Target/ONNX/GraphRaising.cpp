@@ -212,6 +212,12 @@ private:
     return node ? StringRef(node->op_type()) : StringRef("a graph input");
   }
 
+  /// Skips Casts to any type.
+  StringRef skipAnyCasts(StringRef name) const;
+  /// `one_hot(argmax, E)`: the ArgMax's only OneHot user, over `numExperts`
+  /// classes along the last axis with values 0 and 1; null with why set.
+  const onnx::NodeProto *matchArgmaxOneHot(const onnx::NodeProto &argmax,
+                                           int64_t numExperts);
   /// Skips Identity and Casts to `to` (float by default).
   StringRef skipCasts(StringRef name,
                       int64_t to = onnx::TensorProto::FLOAT) const;
@@ -1602,59 +1608,55 @@ bool BlockMatcher::matchMixtral(const onnx::NodeProto &topk,
           pick ? defOp(inputOf(pick, 0), "Unsqueeze") : nullptr;
       const onnx::NodeProto *ofScores =
           column ? defOp(inputOf(column, 0), "Gather") : nullptr;
+      // The routing weights the expert's rows are scaled by.
+      StringRef weights;
       if (ofScores && scores && inputOf(pick, 1) == token &&
           intAttr(*pick, "axis", 0) == 0 &&
           axesOf(*column) == SmallVector<int64_t>{1} &&
           inputOf(ofScores, 0) == outputOf(scores, 0) &&
           intAttr(*ofScores, "axis", 0) == 1 &&
           indexValue(inputOf(ofScores, 1)) == *e) {
-        bool renorm;
-        if (!matchWeights(topk, inputOf(scores, 2), renorm))
-          return fail(where + why);
-        if (renormalize && *renormalize != renorm)
-          return fail(where + "the experts use different routing weights");
-        renormalize = renorm;
-        experts[*e] = mlp;
-        found = true;
-        continue;
-      }
-      const onnx::NodeProto *flat =
-          pick ? defOp(inputOf(pick, 0), "Flatten") : nullptr;
-      const onnx::NodeProto *unsqW =
-          flat ? defOp(inputOf(flat, 0), "Unsqueeze") : nullptr;
-      const onnx::NodeProto *linear =
-          pick ? defOp(inputOf(pick, 1), "Add") : nullptr;
-      if (!unsqW || !linear || intAttr(*pick, "axis", 0) != 0 ||
-          intAttr(*flat, "axis", 1) != 2 ||
-          axesOf(*unsqW) != SmallVector<int64_t>{2})
-        return fail(where + "the expert output is not scaled by "
-                            "routing_weights[top_x, idx]");
-      bool linearOk = false;
-      for (int j = 0; j < 2 && !linearOk; ++j) {
-        const onnx::NodeProto *times = defOp(inputOf(linear, 1 - j), "Mul");
-        if (inputOf(linear, j) != slot || !times)
-          continue;
-        for (int m = 0; m < 2 && !linearOk; ++m) {
-          if (inputOf(times, m) != token)
+        weights = inputOf(scores, 2);
+      } else {
+        const onnx::NodeProto *flat =
+            pick ? defOp(inputOf(pick, 0), "Flatten") : nullptr;
+        const onnx::NodeProto *unsqW =
+            flat ? defOp(inputOf(flat, 0), "Unsqueeze") : nullptr;
+        const onnx::NodeProto *linear =
+            pick ? defOp(inputOf(pick, 1), "Add") : nullptr;
+        if (!unsqW || !linear || intAttr(*pick, "axis", 0) != 0 ||
+            intAttr(*flat, "axis", 1) != 2 ||
+            axesOf(*unsqW) != SmallVector<int64_t>{2})
+          return fail(where + "the expert output is not scaled by "
+                              "routing_weights[top_x, idx]");
+        bool linearOk = false;
+        for (int j = 0; j < 2 && !linearOk; ++j) {
+          const onnx::NodeProto *times = defOp(inputOf(linear, 1 - j), "Mul");
+          if (inputOf(linear, j) != slot || !times)
             continue;
-          StringRef stride = inputOf(times, 1 - m);
-          // k, as a constant or as dimension 1 of the weights' shape.
-          if (constantInt(stride) == k) {
-            linearOk = true;
-            break;
+          for (int m = 0; m < 2 && !linearOk; ++m) {
+            if (inputOf(times, m) != token)
+              continue;
+            StringRef stride = inputOf(times, 1 - m);
+            // k, as a constant or as dimension 1 of the weights' shape.
+            if (constantInt(stride) == k) {
+              linearOk = true;
+              break;
+            }
+            const onnx::NodeProto *dim = defOp(stride, "Gather");
+            const onnx::NodeProto *shape =
+                dim ? defOp(inputOf(dim, 0), "Shape") : nullptr;
+            linearOk = shape && constantInt(inputOf(dim, 1)) == 1 &&
+                       inputOf(shape, 0) == outputOf(unsqW, 0);
           }
-          const onnx::NodeProto *dim = defOp(stride, "Gather");
-          const onnx::NodeProto *shape =
-              dim ? defOp(inputOf(dim, 0), "Shape") : nullptr;
-          linearOk = shape && constantInt(inputOf(dim, 1)) == 1 &&
-                     inputOf(shape, 0) == outputOf(unsqW, 0);
         }
+        if (!linearOk)
+          return fail(where + "the routing weight is not picked at "
+                              "top_x * k + idx");
+        weights = inputOf(unsqW, 0);
       }
-      if (!linearOk)
-        return fail(where + "the routing weight is not picked at "
-                            "top_x * k + idx");
       bool renorm;
-      if (!matchWeights(topk, inputOf(unsqW, 0), renorm))
+      if (!matchWeights(topk, weights, renorm))
         return fail(where + why);
       if (renormalize && *renormalize != renorm)
         return fail(where + "the experts use different routing weights");
@@ -1727,7 +1729,7 @@ DenseElementsAttr BlockMatcher::gatheredConstant(StringRef name) {
   if (!gather || intAttr(*gather, "axis", 0) != 0 || gatherDepth >= 2)
     return {};
   ++gatherDepth;
-  auto restore = llvm::make_scope_exit([&] { --gatherDepth; });
+  llvm::scope_exit restore([&] { --gatherDepth; });
   bool vector = false;
   std::optional<int64_t> e = indexValue(inputOf(gather, 1), &vector);
   if (!e || vector)
@@ -2550,6 +2552,31 @@ bool BlockMatcher::isEinsum(const onnx::NodeProto *node, StringRef pattern) {
   return true;
 }
 
+const onnx::NodeProto *
+BlockMatcher::matchArgmaxOneHot(const onnx::NodeProto &argmax,
+                                int64_t numExperts) {
+  const onnx::NodeProto *onehot = userOp(outputOf(&argmax, 0), "OneHot");
+  std::optional<SmallVector<int64_t>> onOff =
+      onehot ? constantInts(inputOf(onehot, 2)) : std::nullopt;
+  if (!onehot || constantInt(inputOf(onehot, 1)) != numExperts ||
+      intAttr(*onehot, "axis", -1) != -1 || !onOff ||
+      *onOff != SmallVector<int64_t>{0, 1}) {
+    fail("the argmax is not one-hot encoded over the experts");
+    return nullptr;
+  }
+  return onehot;
+}
+
+StringRef BlockMatcher::skipAnyCasts(StringRef name) const {
+  for (int steps = 0; steps < kMaxChain; ++steps) {
+    const onnx::NodeProto *cast = defOp(name, "Cast");
+    if (!cast)
+      break;
+    name = inputOf(cast, 0);
+  }
+  return name;
+}
+
 bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
                                        const Router &router, MoEBlock &block) {
   int64_t numExperts = router.weight.getType().getDimSize(1);
@@ -2557,23 +2584,13 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
   if ((axis != 1 && axis != -1) || intAttr(argmax, "keepdims", 1) != 0 ||
       intAttr(argmax, "select_last_index", 0) != 0)
     return fail("the ArgMax is not over the experts without keepdims");
-  // Which value `name` is, through Casts to any type.
-  auto through = [&](StringRef name) {
-    for (int steps = 0; steps < kMaxChain; ++steps) {
-      const onnx::NodeProto *cast = defOp(name, "Cast");
-      if (!cast)
-        break;
-      name = inputOf(cast, 0);
-    }
-    return name;
-  };
   // The one operand of `node` that is not `known`.
   auto other = [&](const onnx::NodeProto *node, StringRef known) -> StringRef {
     if (!node || node->input_size() != 2)
       return {};
-    if (through(inputOf(node, 0)) == known)
+    if (skipAnyCasts(inputOf(node, 0)) == known)
       return inputOf(node, 1);
-    if (through(inputOf(node, 1)) == known)
+    if (skipAnyCasts(inputOf(node, 1)) == known)
       return inputOf(node, 0);
     return {};
   };
@@ -2582,13 +2599,9 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
            intAttr(*sum, "keepdims", 1) == 0;
   };
   // mask = one_hot(argmax(gates), E).
-  const onnx::NodeProto *onehot = userOp(outputOf(&argmax, 0), "OneHot");
-  std::optional<SmallVector<int64_t>> onOff =
-      onehot ? constantInts(inputOf(onehot, 2)) : std::nullopt;
-  if (!onehot || constantInt(inputOf(onehot, 1)) != numExperts ||
-      intAttr(*onehot, "axis", -1) != -1 || !onOff ||
-      *onOff != SmallVector<int64_t>{0, 1})
-    return fail("the argmax is not one-hot encoded over the experts");
+  const onnx::NodeProto *onehot = matchArgmaxOneHot(argmax, numExperts);
+  if (!onehot)
+    return false;
   StringRef mask = outputOf(onehot, 0);
   // locations = cumsum(mask, 0) - 1; keep = mask * (locations < C).
   const onnx::NodeProto *cumsum = userOp(mask, "CumSum");
@@ -2611,7 +2624,7 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
   StringRef locations = outputOf(sub, 0);
   const onnx::NodeProto *keep = nullptr;
   for (const onnx::NodeProto *user : users(mask))
-    if (is(user, "Mul") && through(other(user, mask)) == outputOf(less, 0))
+    if (is(user, "Mul") && skipAnyCasts(other(user, mask)) == outputOf(less, 0))
       keep = user;
   if (!keep)
     return fail("the one-hot mask is not multiplied by the capacity test");
@@ -2621,7 +2634,7 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
   const onnx::NodeProto *combine = nullptr;
   for (const onnx::NodeProto *user : users(outputOf(router.softmax, 0))) {
     if (!is(user, "Mul") ||
-        through(other(user, outputOf(router.softmax, 0))) != kept)
+        skipAnyCasts(other(user, outputOf(router.softmax, 0))) != kept)
       continue;
     const onnx::NodeProto *sum = userOp(outputOf(user, 0), "ReduceSum");
     const onnx::NodeProto *col =
@@ -2632,7 +2645,7 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
             ? userOp(outputOf(col, 0), "Mul")
             : nullptr;
     const onnx::NodeProto *einsum =
-        scaled && through(other(scaled, outputOf(col, 0))) == kept
+        scaled && skipAnyCasts(other(scaled, outputOf(col, 0))) == kept
             ? userOp(outputOf(scaled, 0), "Einsum")
             : nullptr;
     if (einsum && isEinsum(einsum, "se,sc->sec") &&
@@ -2642,7 +2655,8 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
   if (!combine)
     return fail("no combine weights einsum(\"se,sc->sec\", gate[:, None] * "
                 "mask, one_hot(location, C)) of the kept top-1 gate");
-  const onnx::NodeProto *slot = defOp(through(inputOf(combine, 1)), "OneHot");
+  const onnx::NodeProto *slot =
+      defOp(skipAnyCasts(inputOf(combine, 1)), "OneHot");
   const onnx::NodeProto *where =
       slot ? defOp(inputOf(slot, 0), "ReduceSum") : nullptr;
   const onnx::NodeProto *product =
@@ -2652,7 +2666,7 @@ bool BlockMatcher::matchCapacityEinsum(const onnx::NodeProto &argmax,
   if (!product || constantInt(inputOf(slot, 1)) != *capacity ||
       intAttr(*slot, "axis", -1) != -1 || !slotOnOff ||
       *slotOnOff != SmallVector<int64_t>{0, 1} ||
-      through(other(product, locations)) != kept)
+      skipAnyCasts(other(product, locations)) != kept)
     return fail("the combine weights' slots are not one_hot(sum(locations * "
                 "mask, 1), C)");
   // The output: einsum("sec,ecm->sm", combine, expert outputs); the experts'
@@ -2713,24 +2727,10 @@ bool BlockMatcher::matchSwitchMaskLoop(const onnx::NodeProto &argmax,
   if (intAttr(argmax, "axis", 0) != -1 || intAttr(argmax, "keepdims", 1) != 0 ||
       intAttr(argmax, "select_last_index", 0) != 0)
     return fail("the ArgMax is not over the last axis without keepdims");
-  // Which value `name` is, through Casts to any type.
-  auto through = [&](StringRef name) {
-    for (int steps = 0; steps < kMaxChain; ++steps) {
-      const onnx::NodeProto *cast = defOp(name, "Cast");
-      if (!cast)
-        break;
-      name = inputOf(cast, 0);
-    }
-    return name;
-  };
   // mask = one_hot(argmax, E); kept = mask * (cumsum(mask, axis) <= C).
-  const onnx::NodeProto *onehot = userOp(outputOf(&argmax, 0), "OneHot");
-  std::optional<SmallVector<int64_t>> onOff =
-      onehot ? constantInts(inputOf(onehot, 2)) : std::nullopt;
-  if (!onehot || constantInt(inputOf(onehot, 1)) != numExperts ||
-      intAttr(*onehot, "axis", -1) != -1 || !onOff ||
-      *onOff != SmallVector<int64_t>{0, 1})
-    return fail("the argmax is not one-hot encoded over the experts");
+  const onnx::NodeProto *onehot = matchArgmaxOneHot(argmax, numExperts);
+  if (!onehot)
+    return false;
   StringRef mask = outputOf(onehot, 0);
   const onnx::NodeProto *cumsum = userOp(mask, "CumSum");
   const onnx::NodeProto *test =
@@ -2749,7 +2749,7 @@ bool BlockMatcher::matchSwitchMaskLoop(const onnx::NodeProto &argmax,
   const onnx::NodeProto *keep = nullptr;
   for (const onnx::NodeProto *user : users(mask))
     if (is(user, "Mul") && user->input_size() == 2 &&
-        through(inputOf(user, inputOf(user, 0) == mask ? 1 : 0)) ==
+        skipAnyCasts(inputOf(user, inputOf(user, 0) == mask ? 1 : 0)) ==
             outputOf(test, 0))
       keep = user;
   if (!keep)
