@@ -114,6 +114,10 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
       rank): one naive kernel per op, one thread
       per element of its parallel loops running its reduction loops, on views
       of its operands (any strides). Correct, not tuned.
+    - the ONNX importer's data-dependent index checks (a reduction of the
+      indices marked `moe.index_check` whose `tensor.extract` feeds a
+      `cf.assert`) are dropped first: the host would read their result from
+      device memory. The CUDA target does not check indices at run time.
 
     Host side, operands become buffers through `bufferization.to_buffer` and
     results are `gpu.alloc` buffers behind `bufferization.to_tensor`, so the

@@ -29,6 +29,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlowOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
@@ -40,6 +41,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Transforms/DialectConversion.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "mlir/Transforms/RegionUtils.h"
@@ -3934,6 +3936,7 @@ struct ConvertMoEToGPUPass
   using ConvertMoEToGPUBase::ConvertMoEToGPUBase;
 
   void runOnOperation() override {
+    dropIndexChecks();
     if (failed(checkMoEToGPUSupport(getOperation())))
       return signalPassFailure();
     ConversionTarget target(getContext());
@@ -3959,6 +3962,34 @@ struct ConvertMoEToGPUPass
       (void)applyPatternsGreedily(func->getRegions().front(), frozen, config);
     if (failed(checkHostCode()))
       signalPassFailure();
+  }
+
+  /// The ONNX importer's data-dependent index checks (a reduction of the
+  /// indices marked `moe.index_check`, extracted on the host into a
+  /// cf.assert) would read device memory on the host: dropped, with the ops
+  /// only they use. The CUDA target does not check indices at run time yet.
+  void dropIndexChecks() {
+    SmallVector<cf::AssertOp> checks;
+    getOperation().walk([&](cf::AssertOp op) {
+      auto extract = op.getArg().getDefiningOp<tensor::ExtractOp>();
+      Operation *reduction =
+          extract ? extract.getTensor().getDefiningOp() : nullptr;
+      if (reduction && reduction->hasAttr("moe.index_check"))
+        checks.push_back(op);
+    });
+    for (cf::AssertOp op : checks) {
+      llvm::SetVector<Operation *> dead;
+      dead.insert(op);
+      while (!dead.empty()) {
+        Operation *next = dead.pop_back_val();
+        SmallVector<Value> operands(next->getOperands());
+        next->erase();
+        for (Value v : operands)
+          if (Operation *def = v.getDefiningOp())
+            if (def->use_empty() && isMemoryEffectFree(def))
+              dead.insert(def);
+      }
+    }
   }
 
   /// Code left beside the kernel launches runs on the host, on buffers in

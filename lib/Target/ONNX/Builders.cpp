@@ -12,6 +12,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/AffineMap.h"
+#include "mlir/IR/Matchers.h"
 
 using namespace moe;
 using namespace moe::onnx_import;
@@ -42,6 +43,89 @@ Value onnx_import::createScalar(OpBuilder &b, Location loc, Type type,
     return arith::ConstantOp::create(b, loc, b.getFloatAttr(floatType, value));
   return arith::ConstantOp::create(
       b, loc, b.getIntegerAttr(type, static_cast<int64_t>(value)));
+}
+
+void onnx_import::checkIndicesAtRunTime(Node &node, Value indices,
+                                        ArrayRef<OpFoldResult> sizes) {
+  auto type = cast<RankedTensorType>(indices.getType());
+  if (matchPattern(indices, m_Constant()) || sizes.empty() ||
+      (type.getRank() == 0 && sizes.size() != 1))
+    return;
+  OpBuilder &b = node.getBuilder();
+  Location loc = node.getLoc();
+  MLIRContext *ctx = b.getContext();
+  int64_t rank = type.getRank();
+  // all(-size <= i < size), a reduction of the whole tensor into an i1.
+  Value init = tensor::FromElementsOp::create(
+      b, loc, RankedTensorType::get({}, b.getI1Type()),
+      ValueRange{arith::ConstantOp::create(b, loc, b.getBoolAttr(true))});
+  SmallVector<Value> bounds;
+  for (OpFoldResult size : sizes)
+    bounds.push_back(getValueOrCreateConstantIndexOp(b, loc, size));
+  SmallVector<utils::IteratorType> iterators(rank,
+                                             utils::IteratorType::reduction);
+  auto all = linalg::GenericOp::create(
+      b, loc, TypeRange{init.getType()}, ValueRange{indices}, ValueRange{init},
+      {AffineMap::getMultiDimIdentityMap(rank, ctx),
+       AffineMap::get(rank, 0, {}, ctx)},
+      iterators, [&](OpBuilder &nb, Location nl, ValueRange args) {
+        Value index =
+            arith::IndexCastOp::create(nb, nl, nb.getIndexType(), args[0]);
+        Value size = bounds[0];
+        if (bounds.size() > 1) {
+          // The size of the position along the last axis.
+          Value at = linalg::IndexOp::create(nb, nl, rank - 1);
+          for (size_t j = 1; j < bounds.size(); ++j) {
+            Value isJ = arith::CmpIOp::create(
+                nb, nl, arith::CmpIPredicate::eq, at,
+                arith::ConstantIndexOp::create(nb, nl, j));
+            size = arith::SelectOp::create(nb, nl, isJ, bounds[j], size);
+          }
+        }
+        Value low = arith::SubIOp::create(
+            nb, nl, arith::ConstantIndexOp::create(nb, nl, 0), size);
+        Value ok = arith::AndIOp::create(
+            nb, nl,
+            arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, index,
+                                  low),
+            arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, index,
+                                  size));
+        linalg::YieldOp::create(
+            nb, nl, arith::AndIOp::create(nb, nl, ok, args[1]).getResult());
+      });
+  // Kept after the import: a target that cannot read the result on the host
+  // drops the check (convert-moe-to-gpu).
+  all->setAttr(kIndexCheckAttr, b.getUnitAttr());
+  Value ok = tensor::ExtractOp::create(b, loc, all.getResult(0), ValueRange{});
+  std::string message;
+  llvm::raw_string_ostream os(message);
+  os << node.getOpType() << " node '" << node.getName()
+     << "': an index is out of range for the data at run time";
+  auto check = cf::AssertOp::create(b, loc, ok, message);
+  check->setAttr(kGuardAttr, b.getUnitAttr());
+}
+
+void onnx_import::checkDimsAtRunTime(Node &node, Value a,
+                                     ArrayRef<int64_t> dimsA, Value b,
+                                     ArrayRef<int64_t> dimsB, StringRef what) {
+  OpBuilder &builder = node.getBuilder();
+  Location loc = node.getLoc();
+  auto typeA = cast<RankedTensorType>(a.getType());
+  auto typeB = cast<RankedTensorType>(b.getType());
+  for (auto [da, db] : llvm::zip(dimsA, dimsB)) {
+    if (!typeA.isDynamicDim(da) && !typeB.isDynamicDim(db))
+      continue;
+    Value same =
+        arith::CmpIOp::create(builder, loc, arith::CmpIPredicate::eq,
+                              tensor::DimOp::create(builder, loc, a, da),
+                              tensor::DimOp::create(builder, loc, b, db));
+    std::string message;
+    llvm::raw_string_ostream os(message);
+    os << node.getOpType() << " node '" << node.getName() << "': " << what
+       << " differ in size at run time";
+    auto check = cf::AssertOp::create(builder, loc, same, message);
+    check->setAttr(kGuardAttr, builder.getUnitAttr());
+  }
 }
 
 FailureOr<Value> onnx_import::buildElementwise(Node &node, ValueRange operands,

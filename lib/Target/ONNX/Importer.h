@@ -345,6 +345,22 @@ Value createScalar(OpBuilder &b, Location loc, Type type, double value);
 /// buildElementwise, and the op it guards, which follows it in the block.
 inline constexpr llvm::StringLiteral kGuardAttr = "moe.import_check";
 inline constexpr llvm::StringLiteral kGuardedAttr = "moe.import_checked";
+/// Marks the reduction of a data-dependent index check (checkIndicesAtRunTime),
+/// which stays in the imported IR: see convert-moe-to-gpu.
+inline constexpr llvm::StringLiteral kIndexCheckAttr = "moe.index_check";
+
+/// Run-time checks of the import (cf.assert with kGuardAttr; the caller
+/// marks the op they guard, built right after, with kGuardedAttr):
+/// - that every element of the integer tensor `indices` lies in
+///   [-size, size): `sizes` holds one size for every element, or one per
+///   position along the last axis (GatherND, ScatterND). Nothing for a
+///   constant `indices` (the importer checks those where it folds them).
+void checkIndicesAtRunTime(Node &node, Value indices,
+                           ArrayRef<OpFoldResult> sizes);
+/// - that dimension `dimsA[i]` of `a` equals dimension `dimsB[i]` of `b` for
+///   every i where either is dynamic; `what` names the pair in the message.
+void checkDimsAtRunTime(Node &node, Value a, ArrayRef<int64_t> dimsA, Value b,
+                        ArrayRef<int64_t> dimsB, StringRef what);
 
 /// An elementwise `linalg.generic` over `operands` with numpy broadcasting;
 /// `body` computes the result element from the operand elements. Dynamic

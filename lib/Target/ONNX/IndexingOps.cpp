@@ -350,6 +350,9 @@ LogicalResult onnx_import::importScatterElements(Node &node) {
   Location loc = node.getLoc();
   SmallVector<OpFoldResult> dataDims = getDims(b, loc, data);
   Value axisSize = getValueOrCreateConstantIndexOp(b, loc, dataDims[*axis]);
+  // The loop reads the updates at the indices' positions.
+  SmallVector<int64_t> all = llvm::to_vector(llvm::seq<int64_t>(0, rank));
+  checkDimsAtRunTime(node, indices, all, updates, all, "indices and updates");
   // Updates whose index is out of range are dropped.
   SmallVector<Value> results = buildLoopNest(
       b, loc, getDims(b, loc, indices), ValueRange{data},
@@ -378,6 +381,7 @@ LogicalResult onnx_import::importScatterElements(Node &node) {
                   tensor::InsertOp::create(tb, tl, update, args[0], coords)};
             });
       });
+  results[0].getDefiningOp()->setAttr(kGuardedAttr, b.getUnitAttr());
   return node.setResults(results[0]);
 }
 
@@ -407,6 +411,15 @@ LogicalResult onnx_import::importScatterND(Node &node) {
   OpBuilder &b = node.getBuilder();
   Location loc = node.getLoc();
   SmallVector<OpFoldResult> dataDims = getDims(b, loc, data);
+  // The loop runs over the updates, reading the indices at their leading
+  // positions and writing the data at their trailing ones.
+  checkDimsAtRunTime(
+      node, indices, llvm::to_vector(llvm::seq<int64_t>(0, q - 1)), updates,
+      llvm::to_vector(llvm::seq<int64_t>(0, q - 1)), "indices and updates");
+  checkDimsAtRunTime(
+      node, data, llvm::to_vector(llvm::seq<int64_t>(k, rank)), updates,
+      llvm::to_vector(llvm::seq<int64_t>(q - 1, q - 1 + rank - k)),
+      "data and updates");
   SmallVector<Value> results = buildLoopNest(
       b, loc, getDims(b, loc, updates), ValueRange{data},
       [&](OpBuilder &nb, Location nl, ValueRange ivs, ValueRange args) {
@@ -435,6 +448,7 @@ LogicalResult onnx_import::importScatterND(Node &node) {
                   tensor::InsertOp::create(tb, tl, update, args[0], coords)};
             });
       });
+  results[0].getDefiningOp()->setAttr(kGuardedAttr, b.getUnitAttr());
   return node.setResults(results[0]);
 }
 
@@ -485,6 +499,7 @@ LogicalResult onnx_import::importGatherElements(Node &node) {
   Location loc = node.getLoc();
   Value axisSize =
       getValueOrCreateConstantIndexOp(b, loc, getDims(b, loc, data)[*axis]);
+  checkIndicesAtRunTime(node, indices, {getDims(b, loc, data)[*axis]});
   Value result = buildGatherGeneric(
       b, loc, data, getDims(b, loc, indices), ValueRange{indices},
       {AffineMap::getMultiDimIdentityMap(rank, node.getContext())},
@@ -495,6 +510,7 @@ LogicalResult onnx_import::importGatherElements(Node &node) {
         coords[*axis] = wrapIndex(nb, nl, toIndex(nb, nl, args[0]), axisSize);
         return coords;
       });
+  result.getDefiningOp()->setAttr(kGuardedAttr, b.getUnitAttr());
   return node.setResults(result);
 }
 
@@ -524,6 +540,8 @@ LogicalResult onnx_import::importGatherND(Node &node) {
   sizes.pop_back();
   llvm::append_range(sizes, ArrayRef<OpFoldResult>(dataDims).drop_front(k));
   int64_t outRank = sizes.size();
+  checkIndicesAtRunTime(node, indices,
+                        ArrayRef<OpFoldResult>(dataDims).take_front(k));
   Value result = buildGatherGeneric(
       b, loc, data, sizes, ValueRange{}, {},
       [&](OpBuilder &nb, Location nl, ValueRange) {
@@ -545,6 +563,7 @@ LogicalResult onnx_import::importGatherND(Node &node) {
         return coords;
       });
   (void)ctx;
+  result.getDefiningOp()->setAttr(kGuardedAttr, b.getUnitAttr());
   return node.setResults(result);
 }
 

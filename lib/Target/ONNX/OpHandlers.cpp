@@ -1698,6 +1698,9 @@ static LogicalResult importGather(Node &node) {
   SmallVector<AffineExpr> indexExprs;
   for (int64_t d = 0; d < indicesRank; ++d)
     indexExprs.push_back(getAffineDimExpr(*axis + d, ctx));
+  // Data-dependent indices are checked at run time (never read out of
+  // bounds).
+  checkIndicesAtRunTime(node, indices, {dataDims[*axis]});
   Value init = createEmpty(b, loc, sizes, dataType.getElementType());
   Value axisSize = getValueOrCreateConstantIndexOp(b, loc, dataDims[*axis]);
   SmallVector<utils::IteratorType> iterators(outRank,
@@ -1729,6 +1732,7 @@ static LogicalResult importGather(Node &node) {
             linalg::YieldOp::create(nb, nl, element);
           })
           .getResult(0);
+  result.getDefiningOp()->setAttr(kGuardedAttr, b.getUnitAttr());
   // Fold gathers from constant shape vectors.
   DenseElementsAttr constData = node.getConstantInput(0);
   DenseElementsAttr constIndices = node.getConstantInput(1);

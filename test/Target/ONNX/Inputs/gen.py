@@ -11,6 +11,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 F = TensorProto.FLOAT
+I64 = TensorProto.INT64
 
 
 def vi(name, shape, dtype=F):
@@ -143,6 +144,17 @@ def add_dynamic():
              n("Add", ["a", "bc"], ["y"], name="add0")]
     return model(nodes, [vi("a", ["n", 4]), vi("b", ["m", 4]), vi("c", ["p", 4])],
                  [vi("y", ["n", 4])])
+
+
+def gather_dynamic():
+    """y = data[idx] (Gather, axis 0) and z = GatherND(data, pairs): indices
+    from the inputs, checked at run time."""
+    n = helper.make_node
+    nodes = [n("Gather", ["data", "idx"], ["y"], name="gather0", axis=0),
+             n("GatherND", ["data", "pairs"], ["z"], name="gathernd0")]
+    return model(nodes, [vi("data", ["n", 4]), vi("idx", ["m"], I64),
+                         vi("pairs", ["p", 2], I64)],
+                 [vi("y", ["m", 4]), vi("z", ["p"])])
 
 
 def external(path):
@@ -504,6 +516,7 @@ MODELS = {
     "shapes": shapes,
     "dynamic": dynamic,
     "add_dynamic": add_dynamic,
+    "gather_dynamic": gather_dynamic,
     "shape_chain": shape_chain,
     "dynamic_range": dynamic_range,
     "dynamic_slice": dynamic_slice,
