@@ -41,6 +41,7 @@
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/ScopeExit.h"
+#include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
@@ -641,12 +642,13 @@ std::optional<int64_t> BlockMatcher::extentExpr(StringRef name, StringRef of,
       extentExpr(inputOf(node, 1), of, rank, axis, extent, depth + 1);
   if (!a || !b)
     return std::nullopt;
+  // (Overflow, in a malformed graph, is no extent.)
   if (add)
-    return *a + *b;
+    return llvm::checkedAdd(*a, *b);
   if (sub)
-    return *a - *b;
+    return llvm::checkedSub(*a, *b);
   if (mul)
-    return *a * *b;
+    return llvm::checkedMul(*a, *b);
   // Integer division of non-negative values (torch's chunk sizes).
   if (*a < 0 || *b <= 0)
     return std::nullopt;
