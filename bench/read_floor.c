@@ -1,17 +1,20 @@
-/* The I/O floor of one MoE layer call, measured side by side with the contenders:
- * the time to stream exactly the weight bytes the call must read (the router, the
- * shared experts and the distinct routed experts its tokens select) from memory,
- * with the benchmark's threads, and nothing else. With --rotate the calls take the
- * expert sets of the rotated inputs in turn, as the contenders' calls do.
+/* The I/O floor of one MoE layer call, measured side by side with the
+ * contenders: the time to stream exactly the weight bytes the call must read
+ * (the router, the shared experts and the distinct routed experts its tokens
+ * select) from memory, with the benchmark's threads, and nothing else. With
+ * --rotate the calls take the expert sets of the rotated inputs in turn, as the
+ * contenders' calls do.
  *
  *   read_floor EXPERT_FLOATS NUM_EXPERTS FIXED_FLOATS SETS_FILE MIN_TIME_S
  *
- * EXPERT_FLOATS: floats of one routed expert (3 H F); FIXED_FLOATS: floats every call
- * reads besides (router H E, shared experts 3 H Fs); SETS_FILE: a line per call, the
- * expert ids it reads. The experts lie one after another in one buffer (as in the
- * compiled layer's weights file); a call's bytes are split evenly into one contiguous
- * run per thread, read as eight concurrent streams (stream()). Prints "median_ms: M min_ms: m max_ms: X calls: N".
- * Build: clang -O3 -march=native -fopenmp read_floor.c (bench/moe_bench.py does). */
+ * EXPERT_FLOATS: floats of one routed expert (3 H F); FIXED_FLOATS: floats
+ * every call reads besides (router H E, shared experts 3 H Fs); SETS_FILE: a
+ * line per call, the expert ids it reads. The experts lie one after another in
+ * one buffer (as in the compiled layer's weights file); a call's bytes are
+ * split evenly into one contiguous run per thread, read as eight concurrent
+ * streams (stream()). Prints "median_ms: M min_ms: m max_ms: X calls: N".
+ * Build: clang -O3 -march=native -fopenmp read_floor.c (bench/moe_bench.py
+ * does). */
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,10 +34,10 @@ static int cmp(const void *a, const void *b) {
 }
 
 /* The sum of n floats at p (64-byte aligned): STREAMS concurrent streams over
- * equal parts, one 16-float accumulator each (GCC/clang vector extensions), so that
- * the loop is bound by loads with several in flight. Eight streams read fastest on
- * the benchmark's machine (1.63 ms for S1's two experts against 1.64 with four, 1.69
- * with sixteen and 1.71 with one). */
+ * equal parts, one 16-float accumulator each (GCC/clang vector extensions), so
+ * that the loop is bound by loads with several in flight. Eight streams read
+ * fastest on the benchmark's machine (1.63 ms for S1's two experts against 1.64
+ * with four, 1.69 with sixteen and 1.71 with one). */
 typedef float v16 __attribute__((vector_size(64)));
 #ifndef STREAMS
 #define STREAMS 8
@@ -76,7 +79,8 @@ int main(int argc, char **argv) {
   fixed -= fixed % 128;
   FILE *f = fopen(argv[4], "r");
   if (!f || numExperts <= 0 || expert == 0) {
-    fprintf(stderr, "read_floor: bad arguments or no sets file '%s'\n", argv[4]);
+    fprintf(stderr, "read_floor: bad arguments or no sets file '%s'\n",
+            argv[4]);
     return 2;
   }
   /* The sets: ids per line. */
@@ -113,13 +117,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "read_floor: out of memory\n");
     return 2;
   }
-  /* Written by the threads that read it (first touch), like the contenders' weights. */
+  /* Written by the threads that read it (first touch), like the contenders'
+   * weights. */
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < total; ++i)
     buf[i] = 1.0f / (float)(i % 1000 + 1);
 
   int threads = omp_get_max_threads();
-  /* Per call, the runs (offset, floats) it reads: the fixed part, then its experts. */
+  /* Per call, the runs (offset, floats) it reads: the fixed part, then its
+   * experts. */
   volatile float sink = 0;
   double *times = malloc(sizeof(double) * 1000000);
   int calls = 0, warm = 3;

@@ -3974,7 +3974,7 @@ struct ConvertMoEToGPUPass
       auto extract = op.getArg().getDefiningOp<tensor::ExtractOp>();
       Operation *reduction =
           extract ? extract.getTensor().getDefiningOp() : nullptr;
-      if (reduction && reduction->hasAttr("moe.index_check"))
+      if (reduction && reduction->hasAttr(kIndexCheckAttrName))
         checks.push_back(op);
     });
     for (cf::AssertOp op : checks) {

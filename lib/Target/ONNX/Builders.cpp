@@ -45,6 +45,17 @@ Value onnx_import::createScalar(OpBuilder &b, Location loc, Type type,
       b, loc, b.getIntegerAttr(type, static_cast<int64_t>(value)));
 }
 
+/// A run-time check of the import: `cf.assert(ok)` with the message
+/// "<op> node '<name>': <detail>", marked for the import's cleanup, which
+/// drops it with the op it guards (ImportONNX.cpp).
+static void addRuntimeCheck(Node &node, Value ok, const Twine &detail) {
+  OpBuilder &b = node.getBuilder();
+  std::string message =
+      (node.getOpType() + " node '" + node.getName() + "': " + detail).str();
+  auto check = cf::AssertOp::create(b, node.getLoc(), ok, message);
+  check->setAttr(kGuardAttr, b.getUnitAttr());
+}
+
 void onnx_import::checkIndicesAtRunTime(Node &node, Value indices,
                                         ArrayRef<OpFoldResult> sizes) {
   auto type = cast<RankedTensorType>(indices.getType());
@@ -95,14 +106,10 @@ void onnx_import::checkIndicesAtRunTime(Node &node, Value indices,
       });
   // Kept after the import: a target that cannot read the result on the host
   // drops the check (convert-moe-to-gpu).
-  all->setAttr(kIndexCheckAttr, b.getUnitAttr());
+  all->setAttr(kIndexCheckAttrName, b.getUnitAttr());
   Value ok = tensor::ExtractOp::create(b, loc, all.getResult(0), ValueRange{});
-  std::string message;
-  llvm::raw_string_ostream os(message);
-  os << node.getOpType() << " node '" << node.getName()
-     << "': an index is out of range for the data at run time";
-  auto check = cf::AssertOp::create(b, loc, ok, message);
-  check->setAttr(kGuardAttr, b.getUnitAttr());
+  addRuntimeCheck(node, ok,
+                  "an index is out of range for the data at run time");
 }
 
 void onnx_import::checkDimsAtRunTime(Node &node, Value a,
@@ -119,12 +126,7 @@ void onnx_import::checkDimsAtRunTime(Node &node, Value a,
         arith::CmpIOp::create(builder, loc, arith::CmpIPredicate::eq,
                               tensor::DimOp::create(builder, loc, a, da),
                               tensor::DimOp::create(builder, loc, b, db));
-    std::string message;
-    llvm::raw_string_ostream os(message);
-    os << node.getOpType() << " node '" << node.getName() << "': " << what
-       << " differ in size at run time";
-    auto check = cf::AssertOp::create(builder, loc, same, message);
-    check->setAttr(kGuardAttr, builder.getUnitAttr());
+    addRuntimeCheck(node, same, what + " differ in size at run time");
   }
 }
 
@@ -195,18 +197,12 @@ FailureOr<Value> onnx_import::buildElementwise(Node &node, ValueRange operands,
       Value size = tensor::DimOp::create(b, loc, operand, od);
       Value same = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, size,
                                          expected);
-      std::string message;
-      llvm::raw_string_ostream os(message);
-      os << node.getOpType() << " node '" << node.getName()
-         << "': the operand shapes do not broadcast together (result "
-            "dimension "
-         << d
-         << " differs between operands at run time; a dynamic dimension of "
-            "size 1 is not broadcast)";
-      auto check = cf::AssertOp::create(b, loc, same, message);
-      // The import's cleanup drops the check with the op it guards when a
-      // raised block leaves that op unused (ImportONNX.cpp).
-      check->setAttr(kGuardAttr, b.getUnitAttr());
+      addRuntimeCheck(node, same,
+                      "the operand shapes do not broadcast together (result "
+                      "dimension " +
+                          Twine(d) +
+                          " differs between operands at run time; a dynamic "
+                          "dimension of size 1 is not broadcast)");
     }
   }
 

@@ -1762,13 +1762,11 @@ DenseElementsAttr BlockMatcher::gatheredConstant(StringRef name) {
 bool BlockMatcher::matchHitLoop(const onnx::NodeProto &reduce,
                                 int64_t numExperts) {
   std::optional<SmallVector<int64_t>> axes = axesOf(reduce);
-  if (!axes || intAttr(reduce, "keepdims", 1) != 0)
-    return fail("the expert mask is summed otherwise than over its last two "
-                "axes");
-  SmallVector<int64_t> sorted(*axes);
-  llvm::sort(sorted);
-  if (sorted != SmallVector<int64_t>{1, 2} &&
-      sorted != SmallVector<int64_t>{-2, -1})
+  if (axes)
+    llvm::sort(*axes);
+  if (!axes || intAttr(reduce, "keepdims", 1) != 0 ||
+      (*axes != SmallVector<int64_t>{1, 2} &&
+       *axes != SmallVector<int64_t>{-2, -1}))
     return fail("the expert mask is summed otherwise than over its last two "
                 "axes");
   const onnx::NodeProto *greater = userOp(outputOf(&reduce, 0), "Greater");

@@ -341,13 +341,10 @@ Value createEmpty(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes,
 /// A scalar `arith.constant` of `type` (float or integer) holding `value`.
 Value createScalar(OpBuilder &b, Location loc, Type type, double value);
 
-/// Unit attributes of the import only: a run-time check (cf.assert) of
-/// buildElementwise, and the op it guards, which follows it in the block.
+/// Unit attributes of the import only: a run-time check (cf.assert; below and
+/// buildElementwise), and the op it guards, which follows it in the block.
 inline constexpr llvm::StringLiteral kGuardAttr = "moe.import_check";
 inline constexpr llvm::StringLiteral kGuardedAttr = "moe.import_checked";
-/// Marks the reduction of a data-dependent index check (checkIndicesAtRunTime),
-/// which stays in the imported IR: see convert-moe-to-gpu.
-inline constexpr llvm::StringLiteral kIndexCheckAttr = "moe.index_check";
 
 /// Run-time checks of the import (cf.assert with kGuardAttr; the caller
 /// marks the op they guard, built right after, with kGuardedAttr):

@@ -413,9 +413,8 @@ LogicalResult onnx_import::importScatterND(Node &node) {
   SmallVector<OpFoldResult> dataDims = getDims(b, loc, data);
   // The loop runs over the updates, reading the indices at their leading
   // positions and writing the data at their trailing ones.
-  checkDimsAtRunTime(
-      node, indices, llvm::to_vector(llvm::seq<int64_t>(0, q - 1)), updates,
-      llvm::to_vector(llvm::seq<int64_t>(0, q - 1)), "indices and updates");
+  SmallVector<int64_t> lead = llvm::to_vector(llvm::seq<int64_t>(0, q - 1));
+  checkDimsAtRunTime(node, indices, lead, updates, lead, "indices and updates");
   checkDimsAtRunTime(
       node, data, llvm::to_vector(llvm::seq<int64_t>(k, rank)), updates,
       llvm::to_vector(llvm::seq<int64_t>(q - 1, q - 1 + rank - k)),
@@ -497,9 +496,9 @@ LogicalResult onnx_import::importGatherElements(Node &node) {
     return failure();
   OpBuilder &b = node.getBuilder();
   Location loc = node.getLoc();
-  Value axisSize =
-      getValueOrCreateConstantIndexOp(b, loc, getDims(b, loc, data)[*axis]);
-  checkIndicesAtRunTime(node, indices, {getDims(b, loc, data)[*axis]});
+  OpFoldResult axisDim = getDims(b, loc, data)[*axis];
+  Value axisSize = getValueOrCreateConstantIndexOp(b, loc, axisDim);
+  checkIndicesAtRunTime(node, indices, {axisDim});
   Value result = buildGatherGeneric(
       b, loc, data, getDims(b, loc, indices), ValueRange{indices},
       {AffineMap::getMultiDimIdentityMap(rank, node.getContext())},

@@ -20,4 +20,12 @@
 #define GET_ATTRDEF_CLASSES
 #include "moe/Dialect/MoE/IR/MoEAttrs.h.inc"
 
+namespace moe {
+/// A discardable unit attribute on the reduction of a data-dependent run-time
+/// check (the ONNX importer's index checks, read on the host by a
+/// cf.assert): a target that cannot read that result on the host drops the
+/// check (convert-moe-to-gpu).
+inline constexpr llvm::StringLiteral kIndexCheckAttrName = "moe.index_check";
+} // namespace moe
+
 #endif // MOE_DIALECT_MOE_IR_MOEDIALECT_H
