@@ -3136,6 +3136,12 @@ std::vector<MoEBlock> onnx_import::findMoEBlocks(
       mlir::emitWarning(loc(node))
           << "MoE block at " << node.op_type() << " '" << node.name()
           << "' not raised: " << matcher.warning;
+    // A result node without an output (a malformed graph) has nothing to
+    // replace.
+    if (block && block->outputNode->output_size() < 1) {
+      block.reset();
+      matcher.why = "the block's result node has no output";
+    }
     if (block && !outputs.insert(block->outputNode).second) {
       block.reset();
       matcher.why = "its result is already raised with another block";
