@@ -74,6 +74,7 @@ void moe::buildCPUPipeline(OpPassManager &pm,
   ConvertMoEToLinalgOptions toLinalg;
   toLinalg.gateBlockSize = options.gateBlockSize;
   toLinalg.expertParallelRows = options.expertParallelRows;
+  toLinalg.expertColumnBlock = options.expertColumnBlock;
   toLinalg.vectorCombine = options.vectorize;
   pm.addPass(createConvertMoEToLinalg(toLinalg));
   // Elementwise arith/math on tensors (imported models have them) to linalg.

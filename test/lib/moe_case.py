@@ -38,6 +38,12 @@ CONFIGS = {
     # columns left over.
     "panels": dict(H=96, F=352, E=8, Fs=704, routing=dict(k=2),
                    expert=dict(kind="gated", activation="silu")),
+    # The grouped expert GEMMs in several column blocks of both phases (F =
+    # 640: 2 blocks of 320; H = 384: 2 blocks of 192, in 32-column panels),
+    # with biases sliced per block.
+    "grouped-blocks": dict(H=384, F=640, E=4, biases=True,
+                           routing=dict(k=2, renormalize=True),
+                           expert=dict(kind="gated", activation="silu")),
     # OLMoE / S2 family (H1024 F512 E64 k8): no renormalization.
     "olmoe": dict(H=64, F=32, E=64, routing=dict(k=8),
                   expert=dict(kind="gated", activation="silu")),

@@ -26,14 +26,21 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
       block, so the logits never leave it), then a per-token top-k loop.
     - dispatch: a counting sort (counts, exclusive prefix sum, stable
       placement in token order) with capacity dropping and block padding.
-    - experts: an `scf.for` over the experts; each expert gathers its own
-      rows (a dynamic count read from the offsets), runs its GEMMs and
-      activation, and inserts the rows into the destination. With 16
-      experts or more, a call with at least `expert-parallel-rows` rows per
-      expert on average and 16 experts with rows takes an `scf.forall` over
-      the experts that have rows instead (chosen at run time by an
-      `scf.if`): each expert's work on one thread, its rows inserted in
-      parallel.
+    - experts: two grouped GEMMs over the experts that have rows (listed at
+      run time from the offsets), each an `scf.forall` over (column block,
+      expert) tasks of `expert-column-block` columns (the divisor of the
+      columns nearest to it among multiples of 32): the first gathers each
+      expert's rows and computes a block of its activated hidden rows (gate
+      and up columns, activation) into a `[rows, F]` tensor in dispatched
+      row order, the second a block of the down projection's columns into
+      the destination. Two parallel regions per layer, however many experts
+      have rows. With 16 experts or more, a call with at least
+      `expert-parallel-rows` rows per expert on average and 16 experts with
+      rows takes an `scf.forall` over the experts that have rows instead
+      (chosen at run time by an `scf.if`): each expert's work on one thread,
+      its rows inserted in parallel. Placed experts (`#moe.placement`), and
+      all experts with `expert-column-block=0`, are an `scf.for` over the
+      experts, each expert's GEMMs one after another.
       `moe.quantized_experts` GEMMs are vector loops (`scf.forall` over
       column blocks) that dequantize int8/int4 bytes in the reduction loop.
     - combine: a per-token reduction over the `k` positions: vector loops
@@ -57,6 +64,11 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg"> {
            "Rows per expert on average from which moe.experts (16 experts or "
            "more with rows, not placed) runs its experts in parallel: an "
            "scf.forall over the experts instead of an scf.for (0: never)">,
+    Option<"expertColumnBlock", "expert-column-block", "int64_t",
+           /*default=*/"256",
+           "Columns of an expert matrix per task of the grouped expert GEMMs "
+           "(moe.experts not placed, not expert-parallel); 0: an scf.for "
+           "over the experts instead">,
     Option<"vectorCombine", "vector-combine", "bool", /*default=*/"true",
            "Lower moe.combine to vector loops 512 bits wide (parallel token "
            "blocks for more than 16 tokens) where the hidden size is a "

@@ -53,6 +53,11 @@ struct CPUPipelineOptions
                      "layer (16 or more) run in parallel, each on one thread "
                      "(0 = never)"),
       llvm::cl::init(8)};
+  Option<int64_t> expertColumnBlock{
+      *this, "expert-column-block",
+      llvm::cl::desc("Columns of an expert matrix per task of the grouped "
+                     "expert GEMMs (0 = the experts one after another)"),
+      llvm::cl::init(256)};
   Option<bool> genericAlloc{
       *this, "generic-alloc",
       llvm::cl::desc("Heap buffers through _mlir_memref_to_llvm_alloc/free "

@@ -1018,33 +1018,39 @@ struct FfnWeights {
 };
 } // namespace
 
-/// The FFN of `expert` on the rows `x [n, H]`.
-static Value buildFfn(OpBuilder &b, Location loc, Value x, const FfnWeights &w,
-                      ExpertAttr expert) {
+/// The activated hidden rows `act(x · gate + gateBias, x · up + upBias)` of
+/// `expert` on the rows `x [n, H]` (`act(x · up + upBias)` for an ungated
+/// expert): `[n, F]` for `F` the columns of `w.up`.
+static Value buildHidden(OpBuilder &b, Location loc, Value x,
+                         const FfnWeights &w, ExpertAttr expert) {
   MLIRContext *ctx = b.getContext();
   Type elementType = tensorType(x).getElementType();
   OpFoldResult rows = tensor::getMixedSize(b, loc, x, 0);
   OpFoldResult ffnSize = b.getIndexAttr(tensorType(w.up).getDimSize(1));
-  OpFoldResult hidden = b.getIndexAttr(tensorType(w.down).getDimSize(1));
   Value up = matmul(b, loc, x, w.up,
                     biasInit(b, loc, rows, ffnSize, w.upBias, elementType));
-  Value hiddenAct;
-  if (expert.isGated()) {
-    Value gate =
-        matmul(b, loc, x, w.gate,
-               biasInit(b, loc, rows, ffnSize, w.gateBias, elementType));
-    hiddenAct = elementwise2d(
-        b, loc, {gate, up}, {id2(ctx), id2(ctx)}, {rows, ffnSize}, elementType,
-        [&](OpBuilder &nb, Location nloc, ValueRange args) {
-          return buildExpertHidden(nb, nloc, expert, args[0], args[1]);
-        });
-  } else {
-    hiddenAct = elementwise2d(
-        b, loc, up, id2(ctx), {rows, ffnSize}, elementType,
-        [&](OpBuilder &nb, Location nloc, ValueRange args) {
-          return buildExpertHidden(nb, nloc, expert, Value(), args[0]);
-        });
-  }
+  if (!expert.isGated())
+    return elementwise2d(b, loc, up, id2(ctx), {rows, ffnSize}, elementType,
+                         [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                           return buildExpertHidden(nb, nloc, expert, Value(),
+                                                    args[0]);
+                         });
+  Value gate = matmul(b, loc, x, w.gate,
+                      biasInit(b, loc, rows, ffnSize, w.gateBias, elementType));
+  return elementwise2d(
+      b, loc, {gate, up}, {id2(ctx), id2(ctx)}, {rows, ffnSize}, elementType,
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        return buildExpertHidden(nb, nloc, expert, args[0], args[1]);
+      });
+}
+
+/// The FFN of `expert` on the rows `x [n, H]`.
+static Value buildFfn(OpBuilder &b, Location loc, Value x, const FfnWeights &w,
+                      ExpertAttr expert) {
+  Type elementType = tensorType(x).getElementType();
+  OpFoldResult rows = tensor::getMixedSize(b, loc, x, 0);
+  OpFoldResult hidden = b.getIndexAttr(tensorType(w.down).getDimSize(1));
+  Value hiddenAct = buildHidden(b, loc, x, w, expert);
   return matmul(b, loc, hiddenAct, w.down,
                 biasInit(b, loc, rows, hidden, w.downBias, elementType));
 }
@@ -1075,6 +1081,27 @@ static bool mayHavePadding(Value offsets) {
   return !dispatch || dispatch.getBlockSize() != 1;
 }
 
+/// `rows` where `tokens` (one per row) is a token, `old` where it is padding
+/// (-1).
+static Value keepPaddingRows(OpBuilder &b, Location loc, Value rows, Value old,
+                             Value tokens) {
+  MLIRContext *ctx = b.getContext();
+  auto merge = linalg::GenericOp::create(
+      b, loc, old.getType(), ValueRange{rows, tokens}, old,
+      {id2(ctx), dim2(ctx, 0), id2(ctx)},
+      {IteratorType::parallel, IteratorType::parallel},
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value real =
+            arith::CmpIOp::create(nb, nloc, arith::CmpIPredicate::sge, args[1],
+                                  intConst(nb, nloc, args[1].getType(), 0));
+        linalg::YieldOp::create(
+            nb, nloc,
+            arith::SelectOp::create(nb, nloc, real, args[0], args[2])
+                .getResult());
+      });
+  return merge.getResult(0);
+}
+
 using RowsFn = function_ref<Value(OpBuilder &, Location, Value rows)>;
 
 /// The rows `[start, start + count)` of the result, computed with
@@ -1083,7 +1110,6 @@ using RowsFn = function_ref<Value(OpBuilder &, Location, Value rows)>;
 static Value computeExpertRows(OpBuilder &b, Location loc, Value input,
                                Value tokens, Value dest, Value start,
                                Value count, bool mayPad, RowsFn compute) {
-  MLIRContext *ctx = b.getContext();
   OpFoldResult one = b.getIndexAttr(1), zero = b.getIndexAttr(0);
   Value expertTokens = tensor::ExtractSliceOp::create(
       b, loc, tokens, {OpFoldResult(start)}, {OpFoldResult(count)}, {one});
@@ -1098,20 +1124,7 @@ static Value computeExpertRows(OpBuilder &b, Location loc, Value input,
     return result;
   Value old = tensor::ExtractSliceOp::create(
       b, loc, dest, {start, zero}, {count, b.getIndexAttr(hidden)}, {one, one});
-  auto merge = linalg::GenericOp::create(
-      b, loc, old.getType(), ValueRange{result, expertTokens}, old,
-      {id2(ctx), dim2(ctx, 0), id2(ctx)},
-      {IteratorType::parallel, IteratorType::parallel},
-      [&](OpBuilder &nb, Location nloc, ValueRange args) {
-        Value real =
-            arith::CmpIOp::create(nb, nloc, arith::CmpIPredicate::sge, args[1],
-                                  intConst(nb, nloc, args[1].getType(), 0));
-        linalg::YieldOp::create(
-            nb, nloc,
-            arith::SelectOp::create(nb, nloc, real, args[0], args[2])
-                .getResult());
-      });
-  return merge.getResult(0);
+  return keepPaddingRows(b, loc, result, old, expertTokens);
 }
 
 /// The first row and the row count of expert `expert` (a global index).
@@ -1234,6 +1247,171 @@ static Value forEachExpertInParallel(
       })[0];
 }
 
+/// The columns per task of a grouped expert GEMM over `n` columns: the divisor
+/// of `n` nearest to `wanted` (by ratio; the smaller on a tie) among the
+/// multiples of 32 (128 bytes of f32: two threads never share a pair of cache
+/// lines, which the adjacent-line prefetcher would fetch for both, nor a
+/// 32-column panel of packed weights), else among the multiples of 16, else
+/// among all divisors. `wanted` must be positive.
+static int64_t nearestColumnBlock(int64_t n, int64_t wanted) {
+  for (int64_t unit : {32, 16, 1}) {
+    if (n % unit != 0)
+      continue;
+    int64_t best = 0;
+    double bestDistance = 0;
+    for (int64_t d = unit; d <= n; d += unit) {
+      if (n % d != 0)
+        continue;
+      double distance = std::abs(std::log(static_cast<double>(d) / wanted));
+      if (best == 0 || distance < bestDistance - 1e-12) {
+        best = d;
+        bestDistance = distance;
+      }
+    }
+    return best;
+  }
+  return n;
+}
+
+/// Columns `[column, column + width)` of a 2-d `matrix` or of a 1-d
+/// `vector` (null stays null).
+static Value sliceColumns(OpBuilder &b, Location loc, Value v, Value column,
+                          int64_t width) {
+  auto type = v ? tensorType(v) : RankedTensorType();
+  if (!v || type.getShape().back() == width)
+    return v;
+  OpFoldResult one = b.getIndexAttr(1), zero = b.getIndexAttr(0);
+  if (type.getRank() == 1)
+    return tensor::ExtractSliceOp::create(
+        b, loc, RankedTensorType::get({width}, type.getElementType()), v,
+        {OpFoldResult(column)}, {b.getIndexAttr(width)}, {one});
+  return tensor::ExtractSliceOp::create(
+      b, loc,
+      RankedTensorType::get({type.getDimSize(0), width}, type.getElementType()),
+      v, {zero, OpFoldResult(column)},
+      {b.getIndexAttr(type.getDimSize(0)), b.getIndexAttr(width)}, {one, one});
+}
+
+namespace {
+/// One task of a grouped expert GEMM: a block of `width` columns from
+/// `column` of one expert's matrix, for the expert's rows `[start, start +
+/// count)`.
+struct GroupedTask {
+  Value local, start, count, column;
+};
+} // namespace
+
+/// The task `iv` of `numActive * blocks` tasks: column block `iv /
+/// numActive` (`width` columns) of the `iv % numActive`-th expert listed
+/// (local indices) in `active`. Consecutive tasks are different experts' same
+/// columns, so the threads' contiguous shares of the tasks (OpenMP's static
+/// schedule) each hold about as many columns of every expert: as much work per
+/// thread however the rows fall.
+static GroupedTask groupedTask(OpBuilder &b, Location loc, Value iv,
+                               Value active, Value numActive, int64_t first,
+                               Value offsets, int64_t width, int64_t blocks) {
+  Value i = iv, column = indexConst(b, loc, 0);
+  if (blocks > 1) {
+    i = arith::RemUIOp::create(b, loc, iv, numActive);
+    Value block = arith::DivUIOp::create(b, loc, iv, numActive);
+    column = arith::MulIOp::create(b, loc, block, indexConst(b, loc, width));
+  }
+  Value local = tensor::ExtractOp::create(b, loc, active, i);
+  Value global =
+      arith::AddIOp::create(b, loc, local, indexConst(b, loc, first));
+  auto [start, count] = expertRowRange(b, loc, offsets, global);
+  return {local, start, count, column};
+}
+
+/// The experts listed in `active` (local indices, `numActive` of them) as
+/// two grouped GEMMs, each an `scf.forall` over (column block, expert) tasks
+/// (see groupedTask) of the experts' matrices: the first computes the
+/// activated hidden rows of every expert (gate and up columns and their
+/// activation, `[rows, F]` in the dispatched row order), the second the
+/// down projection's columns of every expert's rows into `dest`. Two
+/// parallel regions for the layer, however many experts have rows.
+static Value groupedExperts(OpBuilder &b, Location loc, ExpertsOp op,
+                            ExpertsOp::Adaptor adaptor, bool mayPad,
+                            Value active, Value numActive,
+                            int64_t columnBlock) {
+  ExpertAttr expert = op.getExpert();
+  Value input = adaptor.getInput(), tokens = adaptor.getTokenIndices(),
+        offsets = adaptor.getExpertOffsets(), dest = adaptor.getDest();
+  int64_t first = op.getFirstExpert();
+  Type elementType = tensorType(input).getElementType();
+  int64_t ffnSize = tensorType(adaptor.getUp()).getDimSize(2);
+  int64_t hidden = tensorType(dest).getDimSize(1);
+  int64_t ffnBlock = nearestColumnBlock(ffnSize, columnBlock);
+  int64_t hiddenBlock = nearestColumnBlock(hidden, columnBlock);
+  OpFoldResult one = b.getIndexAttr(1), zero = b.getIndexAttr(0);
+  auto taskCount = [&](int64_t columns, int64_t width) -> OpFoldResult {
+    if (columns == width)
+      return numActive;
+    return arith::MulIOp::create(b, loc, numActive,
+                                 indexConst(b, loc, columns / width))
+        .getResult();
+  };
+  auto expertTokens = [&](OpBuilder &b, Location loc, const GroupedTask &t) {
+    return tensor::ExtractSliceOp::create(b, loc, tokens,
+                                          {OpFoldResult(t.start)},
+                                          {OpFoldResult(t.count)}, {one})
+        .getResult();
+  };
+
+  // The activated hidden rows, [rows, F].
+  OpFoldResult numRows = tensor::getMixedSize(b, loc, tokens, 0);
+  Value hiddenInit =
+      emptyTensor(b, loc, {numRows, b.getIndexAttr(ffnSize)}, elementType);
+  Value hiddenRows = forallInsertingSlices(
+      b, loc, taskCount(ffnSize, ffnBlock), ValueRange{hiddenInit},
+      [&](OpBuilder &b, Location loc, Value iv, ValueRange) {
+        GroupedTask t = groupedTask(b, loc, iv, active, numActive, first,
+                                    offsets, ffnBlock, ffnSize / ffnBlock);
+        Value rows = gatherRows(b, loc, input, expertTokens(b, loc, t));
+        auto slice = [&](Value weights) {
+          return sliceColumns(b, loc, sliceExpert(b, loc, weights, t.local),
+                              t.column, ffnBlock);
+        };
+        FfnWeights w{
+            slice(adaptor.getGate()),     slice(adaptor.getUp()),     {},
+            slice(adaptor.getGateBias()), slice(adaptor.getUpBias()), {}};
+        Value block = buildHidden(b, loc, rows, w, expert);
+        return SmallVector<ParallelSlice>{
+            {block, {t.start, t.column}, {t.count, b.getIndexAttr(ffnBlock)}}};
+      })[0];
+
+  // The down projection into the destination's rows.
+  return forallInsertingSlices(
+      b, loc, taskCount(hidden, hiddenBlock), ValueRange{dest},
+      [&](OpBuilder &b, Location loc, Value iv, ValueRange shared) {
+        GroupedTask t = groupedTask(b, loc, iv, active, numActive, first,
+                                    offsets, hiddenBlock, hidden / hiddenBlock);
+        Value rows = tensor::ExtractSliceOp::create(
+            b, loc, hiddenRows, {t.start, zero},
+            {t.count, b.getIndexAttr(ffnSize)}, {one, one});
+        Value down = sliceColumns(
+            b, loc, sliceExpert(b, loc, adaptor.getDown(), t.local), t.column,
+            hiddenBlock);
+        Value bias = sliceColumns(
+            b, loc, sliceExpert(b, loc, adaptor.getDownBias(), t.local),
+            t.column, hiddenBlock);
+        Value block =
+            matmul(b, loc, rows, down,
+                   biasInit(b, loc, t.count, b.getIndexAttr(hiddenBlock), bias,
+                            elementType));
+        if (mayPad) {
+          Value old = tensor::ExtractSliceOp::create(
+              b, loc, shared[0], {t.start, t.column},
+              {t.count, b.getIndexAttr(hiddenBlock)}, {one, one});
+          block = keepPaddingRows(b, loc, block, old, expertTokens(b, loc, t));
+        }
+        return SmallVector<ParallelSlice>{
+            {block,
+             {t.start, t.column},
+             {t.count, b.getIndexAttr(hiddenBlock)}}};
+      })[0];
+}
+
 //===----------------------------------------------------------------------===//
 // Calls into the runtime's expert cache
 //===----------------------------------------------------------------------===//
@@ -1311,8 +1489,9 @@ namespace {
 /// expert's GEMMs on one thread), and otherwise one expert after another
 /// (each GEMM split over the threads by moe-cpu-tile-and-vectorize).
 struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
-  ExpertsOpLowering(MLIRContext *ctx, int64_t parallelRows)
-      : OpConversionPattern(ctx), parallelRows(parallelRows) {}
+  ExpertsOpLowering(MLIRContext *ctx, int64_t parallelRows, int64_t columnBlock)
+      : OpConversionPattern(ctx), parallelRows(parallelRows),
+        columnBlock(columnBlock) {}
 
   /// The fewest experts (and experts with rows) for the expert-parallel
   /// form: it balances the threads' work by giving each a share of the
@@ -1363,42 +1542,54 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
     auto serial = [&](OpBuilder &b, Location loc) {
       return serialExperts(b, loc, op, adaptor, layer, mayPad, ffnOf);
     };
+    bool expertParallel = !placement && parallelRows > 0 &&
+                          op.getNumExperts() >= kMinParallelExperts;
     Value result;
-    if (!placement && parallelRows > 0 &&
-        op.getNumExperts() >= kMinParallelExperts) {
-      // The rows and the experts that have rows decide at run time: a few
-      // busy experts would leave threads idle.
-      Value numRows =
-          tensor::DimOp::create(rewriter, loc, adaptor.getTokenIndices(), 0);
-      Value manyRows = arith::CmpIOp::create(
-          rewriter, loc, arith::CmpIPredicate::sge, numRows,
-          indexConst(rewriter, loc, parallelRows * op.getNumExperts()));
+    if (placement || (columnBlock == 0 && !expertParallel)) {
+      result = serial(rewriter, loc);
+    } else {
       Value active, numActive;
       std::tie(active, numActive) =
           listActiveExperts(rewriter, loc, op.getFirstExpert(),
                             op.getNumExperts(), adaptor.getExpertOffsets());
-      Value manyExperts = arith::CmpIOp::create(
-          rewriter, loc, arith::CmpIPredicate::sge, numActive,
-          indexConst(rewriter, loc, kMinParallelExperts));
-      Value many = arith::AndIOp::create(rewriter, loc, manyRows, manyExperts);
-      auto ifOp = scf::IfOp::create(
-          rewriter, loc, many,
-          [&](OpBuilder &b, Location loc) {
-            Value rows = forEachExpertInParallel(
-                b, loc, op.getFirstExpert(), active, numActive,
-                adaptor.getInput(), adaptor.getTokenIndices(),
-                adaptor.getExpertOffsets(), adaptor.getDest(), mayPad,
-                [&](OpBuilder &b, Location loc, Value local, Value rows) {
-                  return ffnOf(b, loc, local, local, rows);
-                });
-            scf::YieldOp::create(b, loc, rows);
-          },
-          [&](OpBuilder &b, Location loc) {
-            scf::YieldOp::create(b, loc, serial(b, loc));
-          });
-      result = ifOp.getResult(0);
-    } else {
-      result = serial(rewriter, loc);
+      auto grouped = [&](OpBuilder &b, Location loc) {
+        if (columnBlock == 0)
+          return serial(b, loc);
+        return groupedExperts(b, loc, op, adaptor, mayPad, active, numActive,
+                              columnBlock);
+      };
+      if (expertParallel) {
+        // The rows and the experts that have rows decide at run time: a few
+        // busy experts would leave threads idle.
+        Value numRows =
+            tensor::DimOp::create(rewriter, loc, adaptor.getTokenIndices(), 0);
+        Value manyRows = arith::CmpIOp::create(
+            rewriter, loc, arith::CmpIPredicate::sge, numRows,
+            indexConst(rewriter, loc, parallelRows * op.getNumExperts()));
+        Value manyExperts = arith::CmpIOp::create(
+            rewriter, loc, arith::CmpIPredicate::sge, numActive,
+            indexConst(rewriter, loc, kMinParallelExperts));
+        Value many =
+            arith::AndIOp::create(rewriter, loc, manyRows, manyExperts);
+        auto ifOp = scf::IfOp::create(
+            rewriter, loc, many,
+            [&](OpBuilder &b, Location loc) {
+              Value rows = forEachExpertInParallel(
+                  b, loc, op.getFirstExpert(), active, numActive,
+                  adaptor.getInput(), adaptor.getTokenIndices(),
+                  adaptor.getExpertOffsets(), adaptor.getDest(), mayPad,
+                  [&](OpBuilder &b, Location loc, Value local, Value rows) {
+                    return ffnOf(b, loc, local, local, rows);
+                  });
+              scf::YieldOp::create(b, loc, rows);
+            },
+            [&](OpBuilder &b, Location loc) {
+              scf::YieldOp::create(b, loc, grouped(b, loc));
+            });
+        result = ifOp.getResult(0);
+      } else {
+        result = grouped(rewriter, loc);
+      }
     }
     rewriter.replaceOp(op, result);
     return success();
@@ -1435,6 +1626,7 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
   }
 
   int64_t parallelRows;
+  int64_t columnBlock;
 };
 
 /// Pre-gating predictions become hints to the cache's I/O thread.
@@ -1951,9 +2143,10 @@ struct QuantizedExpertsOpLowering
 void moe::populateMoEToLinalgConversionPatterns(RewritePatternSet &patterns,
                                                 int64_t gateBlockSize,
                                                 int64_t expertParallelRows,
-                                                bool vectorCombine) {
+                                                bool vectorCombine,
+                                                int64_t expertColumnBlock) {
   MLIRContext *ctx = patterns.getContext();
-  patterns.add<ExpertsOpLowering>(ctx, expertParallelRows);
+  patterns.add<ExpertsOpLowering>(ctx, expertParallelRows, expertColumnBlock);
   patterns.add<CombineOpLowering>(ctx, vectorCombine);
   patterns.add<RouteOpLowering, DispatchOpLowering,
                ZeroComputationExpertsOpLowering, GenericExpertsOpLowering,
@@ -2007,6 +2200,10 @@ struct ConvertMoEToLinalgPass
       getOperation()->emitError("expert-parallel-rows must not be negative");
       return signalPassFailure();
     }
+    if (expertColumnBlock < 0) {
+      getOperation()->emitError("expert-column-block must not be negative");
+      return signalPassFailure();
+    }
     if (failed(checkMoEToLinalgSupport(getOperation())))
       return signalPassFailure();
     // Placed experts, prefetches and traces call the runtime.
@@ -2032,7 +2229,8 @@ struct ConvertMoEToLinalgPass
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
     RewritePatternSet patterns(&getContext());
     populateMoEToLinalgConversionPatterns(patterns, gateBlockSize,
-                                          expertParallelRows, vectorCombine);
+                                          expertParallelRows, vectorCombine,
+                                          expertColumnBlock);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -5,16 +5,15 @@
 // 16 experts: at 8 rows per expert on average (128 rows) or more, with 16
 // experts that have rows, the experts run in parallel (an scf.forall over the
 // list of experts that have rows, each expert's rows inserted with
-// tensor.parallel_insert_slice); else one after another (the scf.for of
-// @experts in moe-to-linalg.mlir).
+// tensor.parallel_insert_slice); else as grouped GEMMs (experts-grouped.mlir).
 // CHECK-LABEL: func.func @experts16
-// CHECK: %[[ROWS:.*]] = tensor.dim %{{.*}}, %{{.*}} : tensor<?xi32>
-// CHECK: %[[MANY_ROWS:.*]] = arith.cmpi sge, %[[ROWS]], %c128 : index
 // The experts with rows: a list built over the offsets.
 // CHECK: %[[LIST0:.*]] = tensor.empty() : tensor<16xindex>
 // CHECK: %[[ACTIVE:.*]]:2 = scf.for %[[E:.*]] = {{.*}} iter_args(%[[N:.*]] = %{{.*}}, %[[L:.*]] = %[[LIST0]]) -> (index, tensor<16xindex>)
 // CHECK: arith.cmpi sgt
 // CHECK: tensor.insert %[[E]] into %[[L]][%[[N]]] : tensor<16xindex>
+// CHECK: %[[ROWS:.*]] = tensor.dim %{{.*}}, %{{.*}} : tensor<?xi32>
+// CHECK: %[[MANY_ROWS:.*]] = arith.cmpi sge, %[[ROWS]], %c128 : index
 // CHECK: %[[MANY_EXPERTS:.*]] = arith.cmpi sge, %[[ACTIVE]]#0, %c16{{.*}} : index
 // CHECK: %[[PAR:.*]] = arith.andi %[[MANY_ROWS]], %[[MANY_EXPERTS]] : i1
 // CHECK: scf.if %[[PAR]] -> (tensor<?x16xf32>) {
@@ -30,10 +29,15 @@
 // CHECK: scf.forall.in_parallel {
 // CHECK-NEXT: tensor.parallel_insert_slice %{{.*}} into %[[OUT]]
 // CHECK: } else {
-// CHECK: scf.for
-// CHECK: tensor.insert_slice
+// CHECK: scf.forall (%{{.*}}) in (%[[ACTIVE]]#0)
+// CHECK: scf.forall (%{{.*}}) in (%[[ACTIVE]]#0)
+// CHECK: scf.yield
+// The grouped GEMMs alone.
 // SERIAL-LABEL: func.func @experts16
-// SERIAL-NOT: scf.forall
+// SERIAL-NOT: arith.andi
+// SERIAL: scf.forall (
+// SERIAL: scf.forall (
+// SERIAL-NOT: scf.forall (
 // SERIAL: return
 // BAD: error: expert-parallel-rows must not be negative
 func.func @experts16(%x: tensor<?x16xf32>, %tok: tensor<?xi32>, %off: tensor<17xi32>,
@@ -46,9 +50,12 @@ func.func @experts16(%x: tensor<?x16xf32>, %tok: tensor<?xi32>, %off: tensor<17x
   return %y : tensor<?x16xf32>
 }
 
-// Fewer experts than 16: always one after another.
+// Fewer experts than 16: always the grouped GEMMs.
 // CHECK-LABEL: func.func @experts8
-// CHECK-NOT: scf.forall
+// CHECK-NOT: arith.andi
+// CHECK: scf.forall (
+// CHECK: scf.forall (
+// CHECK-NOT: scf.forall (
 // CHECK: return
 func.func @experts8(%x: tensor<?x16xf32>, %tok: tensor<?xi32>, %off: tensor<9xi32>,
                     %d: tensor<?x16xf32>, %wu: tensor<8x16x32xf32>,

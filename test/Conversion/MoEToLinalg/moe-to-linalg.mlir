@@ -61,7 +61,7 @@ func.func @gate(%x: tensor<?x16xf32>, %r: tensor<16x4xf32>) -> (tensor<?x2xi32>,
 // CHECK-LABEL: func.func @gate_router_bias
 // CHECK-SAME: %[[B:[a-z0-9]+]]: tensor<4xf32>
 // CHECK-NOT: moe.gate
-// CHECK: scf.forall
+// CHECK: scf.forall (
 // CHECK: %[[E:.*]] = tensor.empty(%{{.*}}) : tensor<?x4xf32>
 // CHECK-NEXT: %[[BB:.*]] = linalg.broadcast ins(%[[B]] : tensor<4xf32>) outs(%[[E]] : tensor<?x4xf32>) dimensions = [0]
 // CHECK: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<?x16xf32>, tensor<16x4xf32>) outs(%[[BB]] : tensor<?x4xf32>)
@@ -75,16 +75,22 @@ func.func @gate_router_bias(%x: tensor<?x16xf32>, %r: tensor<16x4xf32>, %b: tens
 
 // -----
 
+// The experts as two grouped GEMMs (experts-grouped.mlir has the details):
+// the experts with rows listed, then an scf.forall for the gate, up and
+// activation of every listed expert, and one for the down projection.
 // CHECK-LABEL: func.func @experts
 // CHECK-NOT: moe.experts
 // CHECK: scf.for
 // CHECK: scf.if
+// CHECK: scf.forall (
 // CHECK: linalg.generic
 // CHECK: tensor.extract
 // CHECK: linalg.matmul
 // CHECK: linalg.matmul
+// CHECK: tensor.parallel_insert_slice
+// CHECK: scf.forall (
 // CHECK: linalg.matmul
-// CHECK: tensor.insert_slice
+// CHECK: tensor.parallel_insert_slice
 func.func @experts(%x: tensor<?x16xf32>, %tok: tensor<?xi32>, %off: tensor<5xi32>,
                    %d: tensor<?x16xf32>, %wg: tensor<4x16x32xf32>,
                    %wu: tensor<4x16x32xf32>, %wd: tensor<4x32x16xf32>) -> tensor<?x16xf32> {
