@@ -44,6 +44,10 @@ CONFIGS = {
     "grouped-blocks": dict(H=384, F=640, E=4, biases=True,
                            routing=dict(k=2, renormalize=True),
                            expert=dict(kind="gated", activation="silu")),
+    # Widths with no divisor that is a whole vector (H = 3, F = 5): one
+    # column block per GEMM, scalar tails.
+    "tiny-odd": dict(H=3, F=5, E=3, routing=dict(k=2, renormalize=True),
+                     expert=dict(kind="gated", activation="silu")),
     # OLMoE / S2 family (H1024 F512 E64 k8): no renormalization.
     "olmoe": dict(H=64, F=32, E=64, routing=dict(k=8),
                   expert=dict(kind="gated", activation="silu")),
