@@ -30,6 +30,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -352,6 +353,87 @@ py::tuple shapeTuple(const int64_t *dims, size_t rank) {
   return shape;
 }
 
+/// Frees a loaded model once the Python model and every DeviceArray it made
+/// are gone.
+struct ModelDeleter {
+  void operator()(moe_model_t *model) const { moe_model_free(model); }
+};
+using ModelHandle = std::shared_ptr<moe_model_t>;
+
+/// The element type and shape of a tensor as numpy sees them.
+py::tuple tensorShape(const moe_tensor_t *tensor) {
+  size_t rank = moe_tensor_rank(tensor);
+  const int64_t *dims = moe_tensor_shape(tensor);
+  py::tuple shape(rank);
+  for (size_t i = 0; i < rank; ++i)
+    shape[i] = py::int_(dims[i]);
+  return shape;
+}
+
+/// A tensor in the device memory of a `target="cuda"` model: a result of
+/// `run(..., device=True)` or of `to_device`. Owns the memory (freed with
+/// the object, through the model's CUDA runtime) and keeps the model loaded.
+/// Exports `__cuda_array_interface__` (version 3) for other GPU libraries.
+class DeviceArray {
+public:
+  DeviceArray(TensorPtr tensor, ModelHandle model)
+      : tensor(std::move(tensor)), model(std::move(model)) {}
+
+  const moe_tensor_t *get() const { return tensor.get(); }
+  py::tuple shape() const { return tensorShape(tensor.get()); }
+  py::dtype dtype() const { return toNumpy(moe_tensor_dtype(tensor.get())); }
+  uintptr_t pointer() const {
+    return reinterpret_cast<uintptr_t>(moe_tensor_data(tensor.get()));
+  }
+
+  /// Copies the tensor into a new numpy array.
+  py::array numpy() const {
+    moe_tensor_t *host = nullptr;
+    moe_status_t *status;
+    {
+      py::gil_scoped_release release;
+      status = moe_model_tensor_to_host(model.get(), tensor.get(), &host);
+    }
+    check(status);
+    TensorPtr owned(host);
+    size_t rank = moe_tensor_rank(owned.get());
+    const int64_t *dims = moe_tensor_shape(owned.get());
+    py::array result(dtype(), std::vector<py::ssize_t>(dims, dims + rank));
+    std::memcpy(result.mutable_data(), moe_tensor_data(owned.get()),
+                moe_tensor_byte_size(owned.get()));
+    return result;
+  }
+
+  /// Version 3 of CUDA's array interface: row-major (no strides), complete
+  /// when it is read (no stream to wait on), writable.
+  py::dict cudaArrayInterface() const {
+    py::dict interface;
+    interface["shape"] = shape();
+    interface["typestr"] = dtype().attr("str");
+    interface["data"] = py::make_tuple(pointer(), false);
+    interface["strides"] = py::none();
+    interface["stream"] = py::none();
+    interface["version"] = 3;
+    return interface;
+  }
+
+private:
+  TensorPtr tensor;
+  ModelHandle model;
+};
+
+/// The row-major strides in bytes of `shape` with `itemSize`-byte elements.
+std::vector<int64_t> rowMajorStrides(const std::vector<int64_t> &shape,
+                                     int64_t itemSize) {
+  std::vector<int64_t> strides(shape.size());
+  int64_t stride = itemSize;
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = stride;
+    stride *= std::max<int64_t>(shape[i], 1);
+  }
+  return strides;
+}
+
 class Model {
 public:
   Model(const std::string &libraryPath,
@@ -365,11 +447,11 @@ public:
                          weightsPath ? weightsPath->c_str() : nullptr, &loaded);
     }
     check(status);
+    handle = ModelHandle(loaded, ModelDeleter());
     model = loaded;
   }
   Model(const Model &) = delete;
   Model &operator=(const Model &) = delete;
-  ~Model() { moe_model_free(model); }
 
   std::string signature() const { return moe_model_signature_text(model); }
 
@@ -406,8 +488,12 @@ public:
     return specs;
   }
 
-  py::list run(const py::args &args) {
-    py::module_ numpy = py::module_::import("numpy");
+  /// Runs the model on `args` (numpy arrays and array-likes, DeviceArrays,
+  /// objects with `__cuda_array_interface__`); returns numpy arrays, or
+  /// DeviceArrays with `device`.
+  py::list run(const py::args &args, bool device) {
+    if (device)
+      requireDevice("run(..., device=True)");
     size_t numInputs = moe_model_num_inputs(model);
     size_t numOutputs = moe_model_num_outputs(model);
     std::vector<moe_tensor_t *> rawOutputs(numOutputs, nullptr);
@@ -421,74 +507,88 @@ public:
     }
 
     // Keeps every array whose memory a tensor wraps alive during the call.
-    std::vector<py::array> arrays;
-    std::vector<TensorPtr> tensors;
+    std::vector<py::object> keepAlive;
+    std::vector<TensorPtr> wrapped;
+    std::vector<const moe_tensor_t *> inputs;
     for (size_t i = 0; i < numInputs; ++i) {
-      py::array array = numpy.attr("asarray")(args[i]);
-      moe_dtype_t expected = moe_model_input_dtype(model, i);
-      std::optional<moe_dtype_t> dtype = fromNumpy(array.dtype(), expected);
-      if (!dtype)
-        raise("ModelError", "input " + std::to_string(i) + " ('" +
-                                moe_model_input_name(model, i) +
-                                "'): numpy dtype " +
-                                py::str(array.dtype()).cast<std::string>() +
-                                " has no moe-mlir element type (expected " +
-                                moe_dtype_name(expected) + ")");
-      // Zero-copy when the array already is dense, aligned and native-endian.
-      int flags = array.flags();
-      bool native = array.dtype().attr("isnative").cast<bool>();
-      if (!(flags & py::array::c_style) ||
-          !(flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_) || !native)
-        array = numpy.attr("ascontiguousarray")(
-            array, array.dtype().attr("newbyteorder")("="));
-      std::vector<int64_t> shape(array.shape(), array.shape() + array.ndim());
-      // The compiled code never writes its inputs (they are passed as
-      // non-writable), so read-only arrays are fine.
-      moe_tensor_t *tensor = nullptr;
-      check(moe_tensor_wrap(const_cast<void *>(array.data()), *dtype,
-                            shape.size(), shape.data(),
-                            /*take_ownership=*/0, &tensor));
-      tensors.emplace_back(tensor);
-      arrays.push_back(std::move(array));
+      py::handle arg = args[i];
+      if (py::isinstance<DeviceArray>(arg)) {
+        inputs.push_back(arg.cast<const DeviceArray &>().get());
+        continue;
+      }
+      TensorPtr tensor = py::hasattr(arg, "__cuda_array_interface__")
+                             ? wrapDevice(i, arg)
+                             : wrapHost(i, arg, keepAlive);
+      inputs.push_back(tensor.get());
+      wrapped.push_back(std::move(tensor));
     }
 
-    std::vector<const moe_tensor_t *> inputs;
-    for (const TensorPtr &tensor : tensors)
-      inputs.push_back(tensor.get());
     moe_status_t *status;
     {
       py::gil_scoped_release release;
-      status = moe_model_invoke(model, inputs.data(), inputs.size(),
-                                rawOutputs.data(), rawOutputs.size());
+      status =
+          device ? moe_model_invoke_device(model, inputs.data(), inputs.size(),
+                                           rawOutputs.data(), rawOutputs.size())
+                 : moe_model_invoke(model, inputs.data(), inputs.size(),
+                                    rawOutputs.data(), rawOutputs.size());
     }
     check(status);
     std::vector<TensorPtr> outputs;
     for (moe_tensor_t *output : rawOutputs)
       outputs.emplace_back(output);
 
-    // Each array takes over its tensor's buffer: the capsule frees the tensor
-    // when numpy releases the array.
     py::list results;
     for (TensorPtr &output : outputs) {
+      if (device) {
+        results.append(py::cast(DeviceArray(std::move(output), handle)));
+        continue;
+      }
+      // Each array takes over its tensor's buffer: the capsule frees the
+      // tensor when numpy releases the array.
       py::dtype dtype = toNumpy(moe_tensor_dtype(output.get()));
       size_t rank = moe_tensor_rank(output.get());
       const int64_t *dims = moe_tensor_shape(output.get());
-      std::vector<py::ssize_t> shape(dims, dims + rank);
-      std::vector<py::ssize_t> strides(rank);
-      py::ssize_t stride = dtype.itemsize();
-      for (size_t i = rank; i-- > 0;) {
-        strides[i] = stride;
-        stride *= std::max<py::ssize_t>(shape[i], 1);
-      }
+      std::vector<int64_t> shape(dims, dims + rank);
+      std::vector<int64_t> strides = rowMajorStrides(shape, dtype.itemsize());
       void *data = moe_tensor_data(output.get());
       py::capsule owner(output.get(), [](void *tensor) {
         moe_tensor_free(static_cast<moe_tensor_t *>(tensor));
       });
       output.release();
-      results.append(py::array(dtype, shape, strides, data, owner));
+      results.append(
+          py::array(dtype, std::vector<py::ssize_t>(shape.begin(), shape.end()),
+                    std::vector<py::ssize_t>(strides.begin(), strides.end()),
+                    data, owner));
     }
     return results;
   }
+
+  /// Copies `array` (array-like, DeviceArray or `__cuda_array_interface__`)
+  /// into new device memory of the model's device.
+  DeviceArray toDevice(py::handle array) {
+    requireDevice("to_device");
+    std::vector<py::object> keepAlive;
+    TensorPtr source;
+    const moe_tensor_t *tensor;
+    if (py::isinstance<DeviceArray>(array)) {
+      tensor = array.cast<const DeviceArray &>().get();
+    } else {
+      source = py::hasattr(array, "__cuda_array_interface__")
+                   ? wrapDevice(std::nullopt, array)
+                   : wrapHost(std::nullopt, array, keepAlive);
+      tensor = source.get();
+    }
+    moe_tensor_t *copy = nullptr;
+    moe_status_t *status;
+    {
+      py::gil_scoped_release release;
+      status = moe_model_tensor_to_device(model, tensor, &copy);
+    }
+    check(status);
+    return DeviceArray(TensorPtr(copy), handle);
+  }
+
+  bool hasDevice() const { return moe_model_has_device(model) != 0; }
 
   /// The expert cache's counters (docs/ExpertCache.md); empty without a
   /// cache.
@@ -540,6 +640,112 @@ public:
   double deviceMs() const { return moe_model_last_device_ms(model); }
 
 private:
+  /// A ModelError for `what` on a model without a device.
+  void requireDevice(const char *what) const {
+    if (!hasDevice())
+      raise("ModelError", std::string(what) +
+                              " needs a model compiled with target=\"cuda\" "
+                              "(moe-compile --target=cuda); this one runs on "
+                              "the CPU");
+  }
+
+  /// "input 2 ('x')", or "the array" outside a run.
+  std::string describe(std::optional<size_t> index) const {
+    if (!index)
+      return "the array";
+    return "input " + std::to_string(*index) + " ('" +
+           moe_model_input_name(model, *index) + "')";
+  }
+
+  /// The element type of numpy `dtype` for input `index`, or a ModelError.
+  moe_dtype_t elementType(std::optional<size_t> index,
+                          const py::dtype &dtype) const {
+    moe_dtype_t expected =
+        index ? moe_model_input_dtype(model, *index) : MOE_DTYPE_COUNT;
+    std::optional<moe_dtype_t> type = fromNumpy(dtype, expected);
+    if (!type)
+      raise("ModelError", describe(index) + ": numpy dtype " +
+                              py::str(dtype).cast<std::string>() +
+                              " has no moe-mlir element type" +
+                              (index ? std::string(" (expected ") +
+                                           moe_dtype_name(expected) + ")"
+                                     : std::string()));
+    return *type;
+  }
+
+  /// A host tensor over `arg` as a numpy array (zero-copy when the array is
+  /// dense, aligned and native-endian; else a contiguous copy, kept in
+  /// `keepAlive`).
+  TensorPtr wrapHost(std::optional<size_t> index, py::handle arg,
+                     std::vector<py::object> &keepAlive) const {
+    py::module_ numpy = py::module_::import("numpy");
+    py::array array = numpy.attr("asarray")(arg);
+    moe_dtype_t dtype = elementType(index, array.dtype());
+    int flags = array.flags();
+    bool native = array.dtype().attr("isnative").cast<bool>();
+    if (!(flags & py::array::c_style) ||
+        !(flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_) || !native)
+      array = numpy.attr("ascontiguousarray")(
+          array, array.dtype().attr("newbyteorder")("="));
+    std::vector<int64_t> shape(array.shape(), array.shape() + array.ndim());
+    // The compiled code never writes its inputs (they are passed as
+    // non-writable), so read-only arrays are fine.
+    moe_tensor_t *tensor = nullptr;
+    check(moe_tensor_wrap(const_cast<void *>(array.data()), dtype, shape.size(),
+                          shape.data(),
+                          /*take_ownership=*/0, &tensor));
+    keepAlive.push_back(std::move(array));
+    return TensorPtr(tensor);
+  }
+
+  /// A device tensor over the memory an object's `__cuda_array_interface__`
+  /// (versions 0 to 3) describes: row-major, no mask. Its producer's work
+  /// must be complete or queued on the legacy default stream.
+  TensorPtr wrapDevice(std::optional<size_t> index, py::handle arg) const {
+    py::object interface = arg.attr("__cuda_array_interface__");
+    if (!py::isinstance<py::dict>(interface))
+      throw py::value_error(describe(index) +
+                            ": __cuda_array_interface__ is not a dict");
+    py::dict dict = interface.cast<py::dict>();
+    for (const char *key : {"shape", "typestr", "data"})
+      if (!dict.contains(key))
+        throw py::value_error(describe(index) +
+                              ": __cuda_array_interface__ has no '" + key +
+                              "'");
+    if (dict.contains("mask") && !dict["mask"].is_none())
+      throw py::value_error(describe(index) +
+                            ": masked device arrays are not supported");
+    std::vector<int64_t> shape;
+    for (py::handle extent : dict["shape"].cast<py::tuple>())
+      shape.push_back(extent.cast<int64_t>());
+    py::dtype numpyType(dict["typestr"].cast<std::string>());
+    moe_dtype_t dtype = elementType(index, numpyType);
+    if (dict.contains("strides") && !dict["strides"].is_none()) {
+      std::vector<int64_t> strides;
+      for (py::handle stride : dict["strides"].cast<py::tuple>())
+        strides.push_back(stride.cast<int64_t>());
+      std::vector<int64_t> dense = rowMajorStrides(shape, numpyType.itemsize());
+      bool empty = llvm::is_contained(shape, 0);
+      for (size_t i = 0; i < shape.size() && !empty; ++i)
+        if (shape[i] > 1 && (i >= strides.size() || strides[i] != dense[i]))
+          throw py::value_error(describe(index) +
+                                ": the device array is not row-major "
+                                "contiguous (make a contiguous copy first)");
+    }
+    auto data = dict["data"].cast<py::tuple>();
+    if (data.size() != 2)
+      throw py::value_error(describe(index) +
+                            ": __cuda_array_interface__'s 'data' is not "
+                            "(pointer, read_only)");
+    void *pointer = reinterpret_cast<void *>(data[0].cast<uintptr_t>());
+    moe_tensor_t *tensor = nullptr;
+    check(moe_tensor_wrap_device(pointer, dtype, shape.size(), shape.data(),
+                                 /*deleter=*/nullptr, /*context=*/nullptr,
+                                 &tensor));
+    return TensorPtr(tensor);
+  }
+
+  ModelHandle handle;
   moe_model_t *model = nullptr;
 };
 
@@ -563,6 +769,13 @@ PYBIND11_MODULE(_moe_mlir, m) {
         return py::make_tuple(budget->bytes, budget->percent);
       },
       py::arg("text"));
+  py::class_<DeviceArray>(m, "DeviceArray")
+      .def_property_readonly("shape", &DeviceArray::shape)
+      .def_property_readonly("dtype", &DeviceArray::dtype)
+      .def_property_readonly("pointer", &DeviceArray::pointer)
+      .def_property_readonly("__cuda_array_interface__",
+                             &DeviceArray::cudaArrayInterface)
+      .def("numpy", &DeviceArray::numpy);
   py::class_<Model>(m, "Model")
       .def(py::init<const std::string &, const std::optional<std::string> &>(),
            py::arg("library"), py::arg("weights") = py::none())
@@ -570,7 +783,9 @@ PYBIND11_MODULE(_moe_mlir, m) {
       .def_property_readonly("weights_path", &Model::weightsPath)
       .def_property_readonly("inputs", &Model::inputs)
       .def_property_readonly("outputs", &Model::outputs)
-      .def("run", &Model::run)
+      .def("run", &Model::run, py::arg("device") = false)
+      .def("to_device", &Model::toDevice, py::arg("array"))
+      .def_property_readonly("has_device", &Model::hasDevice)
       .def("stats", &Model::stats)
       .def("reset_stats", &Model::resetStats)
       .def("device_ms", &Model::deviceMs)

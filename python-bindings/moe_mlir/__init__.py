@@ -17,8 +17,18 @@ import warnings
 from ._errors import CompileError, CompileWarning, ModelError
 from . import _moe_mlir as _native
 
-__all__ = ["compile", "load", "CompiledModel", "TensorSpec", "CompileError",
-           "CompileWarning", "ModelError"]
+__all__ = ["compile", "load", "CompiledModel", "DeviceArray", "TensorSpec",
+           "CompileError", "CompileWarning", "ModelError"]
+
+DeviceArray = _native.DeviceArray
+DeviceArray.__doc__ = """A tensor in the GPU memory of a ``target="cuda"`` model: a result
+of ``CompiledModel.run(..., device=True)`` or of ``CompiledModel.to_device``.
+
+It owns its memory (freed with it) and keeps its model loaded. ``shape`` and
+``dtype`` as numpy's, ``pointer`` the device address, ``numpy()`` a host copy,
+and ``__cuda_array_interface__`` (version 3, row-major) so that other GPU
+libraries can use it without a copy (``torch.as_tensor(a, device="cuda")``,
+``cupy.asarray(a)``) while it lives. Pass it back to ``run`` as an input."""
 
 TensorSpec = collections.namedtuple("TensorSpec", "name element_type dtype shape")
 TensorSpec.__doc__ = """One input or output of a compiled model.
@@ -68,16 +78,35 @@ class CompiledModel:
         """A list of TensorSpec, one per result, in return order."""
         return [TensorSpec(*spec) for spec in self._model.outputs]
 
-    def run(self, *inputs):
-        """Runs the model once on numpy arrays (or array-likes) and returns
-        a list of numpy arrays, one per output.
+    def run(self, *inputs, device=False):
+        """Runs the model once and returns a list of results, one per output:
+        numpy arrays, or with ``device=True`` DeviceArrays left in the GPU
+        memory of a ``target="cuda"`` model (ModelError for other models).
 
+        Inputs are numpy arrays (or array-likes), DeviceArrays, or GPU arrays
+        of other libraries through ``__cuda_array_interface__`` (row-major,
+        e.g. a CUDA torch tensor or a CuPy array; the producer's work must be
+        complete or queued on the legacy default stream). GPU inputs are used
+        in place by a ``target="cuda"`` model; a CPU model refuses them.
         Inputs are not converted: each must have the element type of its
         input (see ``inputs``), else ModelError. C-contiguous, aligned,
         native-endian arrays are passed without a copy; others are first
         made contiguous. Results own their memory (the runtime's buffers).
         """
-        return self._model.run(*inputs)
+        return self._model.run(*inputs, device=device)
+
+    def to_device(self, array):
+        """Copies ``array`` (array-like, DeviceArray or
+        ``__cuda_array_interface__`` object) into new GPU memory of a
+        ``target="cuda"`` model; returns a DeviceArray."""
+        return self._model.to_device(array)
+
+    @property
+    def has_device(self):
+        """Whether the model was compiled for a GPU (``target="cuda"``): it
+        can take and leave tensors in device memory. Says nothing about
+        whether this machine has a driver and a GPU."""
+        return self._model.has_device
 
     __call__ = run
 

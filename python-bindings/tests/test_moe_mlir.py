@@ -294,6 +294,11 @@ def test_cuda_target_without_a_driver(layer, tmp_path, monkeypatch):
     assert cuda.signature.startswith("moe-model 1\ninput x f32 ?x%d\n" % H)
     with pytest.raises(moe_mlir.ModelError, match="no CUDA driver found"):
         cuda.run(layer.input(3))
+    assert cuda.has_device
+    with pytest.raises(moe_mlir.ModelError, match="no CUDA driver found"):
+        cuda.run(layer.input(3), device=True)
+    with pytest.raises(moe_mlir.ModelError, match="no CUDA driver found"):
+        cuda.to_device(layer.input(3))
     assert cuda.device_ms() is None
     with pytest.raises(ValueError, match="gpu_arch needs target"):
         moe_mlir.compile(layer.text.encode(), gpu_arch="sm_90")
