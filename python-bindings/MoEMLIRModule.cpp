@@ -360,7 +360,7 @@ struct ModelDeleter {
 };
 using ModelHandle = std::shared_ptr<moe_model_t>;
 
-/// The element type and shape of a tensor as numpy sees them.
+/// The shape of a tensor as a tuple of extents.
 py::tuple tensorShape(const moe_tensor_t *tensor) {
   size_t rank = moe_tensor_rank(tensor);
   const int64_t *dims = moe_tensor_shape(tensor);
@@ -448,27 +448,27 @@ public:
     }
     check(status);
     handle = ModelHandle(loaded, ModelDeleter());
-    model = loaded;
   }
   Model(const Model &) = delete;
   Model &operator=(const Model &) = delete;
 
-  std::string signature() const { return moe_model_signature_text(model); }
+  std::string signature() const { return moe_model_signature_text(model()); }
 
   std::optional<std::string> weightsPath() const {
-    const char *path = moe_model_weights_path(model);
+    const char *path = moe_model_weights_path(model());
     return path ? std::optional<std::string>(path) : std::nullopt;
   }
 
   /// [(name, element type, numpy dtype, shape)] with None for `?`.
   py::list inputs() const {
     py::list specs;
-    for (size_t i = 0, e = moe_model_num_inputs(model); i < e; ++i) {
-      moe_dtype_t dtype = moe_model_input_dtype(model, i);
-      specs.append(py::make_tuple(moe_model_input_name(model, i),
-                                  moe_dtype_name(dtype), toNumpy(dtype),
-                                  shapeTuple(moe_model_input_dims(model, i),
-                                             moe_model_input_rank(model, i))));
+    for (size_t i = 0, e = moe_model_num_inputs(model()); i < e; ++i) {
+      moe_dtype_t dtype = moe_model_input_dtype(model(), i);
+      specs.append(
+          py::make_tuple(moe_model_input_name(model(), i),
+                         moe_dtype_name(dtype), toNumpy(dtype),
+                         shapeTuple(moe_model_input_dims(model(), i),
+                                    moe_model_input_rank(model(), i))));
     }
     return specs;
   }
@@ -477,11 +477,11 @@ public:
   /// the rank of a result, so every extent is None.
   py::list outputs() const {
     py::list specs;
-    for (size_t i = 0, e = moe_model_num_outputs(model); i < e; ++i) {
-      moe_dtype_t dtype = moe_model_output_dtype(model, i);
-      size_t rank = moe_model_output_rank(model, i);
+    for (size_t i = 0, e = moe_model_num_outputs(model()); i < e; ++i) {
+      moe_dtype_t dtype = moe_model_output_dtype(model(), i);
+      size_t rank = moe_model_output_rank(model(), i);
       std::vector<int64_t> dims(rank, MOE_DYNAMIC_DIM);
-      specs.append(py::make_tuple(moe_model_output_name(model, i),
+      specs.append(py::make_tuple(moe_model_output_name(model(), i),
                                   moe_dtype_name(dtype), toNumpy(dtype),
                                   shapeTuple(dims.data(), rank)));
     }
@@ -494,14 +494,14 @@ public:
   py::list run(const py::args &args, bool device) {
     if (device)
       requireDevice("run(..., device=True)");
-    size_t numInputs = moe_model_num_inputs(model);
-    size_t numOutputs = moe_model_num_outputs(model);
+    size_t numInputs = moe_model_num_inputs(model());
+    size_t numOutputs = moe_model_num_outputs(model());
     std::vector<moe_tensor_t *> rawOutputs(numOutputs, nullptr);
     if (args.size() != numInputs) {
       // The runtime checks the count before it looks at any input.
       std::vector<const moe_tensor_t *> none(args.size(), nullptr);
-      check(moe_model_invoke(model, none.data(), none.size(), rawOutputs.data(),
-                             rawOutputs.size()));
+      check(moe_model_invoke(model(), none.data(), none.size(),
+                             rawOutputs.data(), rawOutputs.size()));
       raise("ModelError", "the model expects " + std::to_string(numInputs) +
                               " inputs, got " + std::to_string(args.size()));
     }
@@ -527,10 +527,11 @@ public:
     {
       py::gil_scoped_release release;
       status =
-          device ? moe_model_invoke_device(model, inputs.data(), inputs.size(),
-                                           rawOutputs.data(), rawOutputs.size())
-                 : moe_model_invoke(model, inputs.data(), inputs.size(),
-                                    rawOutputs.data(), rawOutputs.size());
+          device
+              ? moe_model_invoke_device(model(), inputs.data(), inputs.size(),
+                                        rawOutputs.data(), rawOutputs.size())
+              : moe_model_invoke(model(), inputs.data(), inputs.size(),
+                                 rawOutputs.data(), rawOutputs.size());
     }
     check(status);
     std::vector<TensorPtr> outputs;
@@ -582,22 +583,22 @@ public:
     moe_status_t *status;
     {
       py::gil_scoped_release release;
-      status = moe_model_tensor_to_device(model, tensor, &copy);
+      status = moe_model_tensor_to_device(model(), tensor, &copy);
     }
     check(status);
     return DeviceArray(TensorPtr(copy), handle);
   }
 
-  bool hasDevice() const { return moe_model_has_device(model) != 0; }
+  bool hasDevice() const { return moe_model_has_device(model()) != 0; }
 
   /// The expert cache's counters (docs/ExpertCache.md); empty without a
   /// cache.
   py::dict stats() const {
     py::dict result;
-    if (!moe_model_has_cache(model))
+    if (!moe_model_has_cache(model()))
       return result;
     moe_cache_stats_t s;
-    moe_model_cache_stats(model, &s);
+    moe_model_cache_stats(model(), &s);
     result["acquires"] = s.acquires;
     result["hits"] = s.hits;
     result["misses"] = s.misses;
@@ -615,7 +616,7 @@ public:
     return result;
   }
 
-  void resetStats() { moe_model_reset_cache_stats(model); }
+  void resetStats() { moe_model_reset_cache_stats(model()); }
 
   void configureCache(int64_t budgetBytes, double budgetPercent,
                       const std::string &mode) {
@@ -629,15 +630,15 @@ public:
     else
       throw py::value_error("unknown expert cache mode '" + mode +
                             "'; expected ondemand, lru or prefetch");
-    check(moe_model_configure_cache(model, budgetBytes, budgetPercent,
+    check(moe_model_configure_cache(model(), budgetBytes, budgetPercent,
                                     cacheMode));
   }
 
   void writeProfile(const std::string &path) {
-    check(moe_model_write_profile(model, path.c_str()));
+    check(moe_model_write_profile(model(), path.c_str()));
   }
 
-  double deviceMs() const { return moe_model_last_device_ms(model); }
+  double deviceMs() const { return moe_model_last_device_ms(model()); }
 
 private:
   /// A ModelError for `what` on a model without a device.
@@ -654,14 +655,14 @@ private:
     if (!index)
       return "the array";
     return "input " + std::to_string(*index) + " ('" +
-           moe_model_input_name(model, *index) + "')";
+           moe_model_input_name(model(), *index) + "')";
   }
 
   /// The element type of numpy `dtype` for input `index`, or a ModelError.
   moe_dtype_t elementType(std::optional<size_t> index,
                           const py::dtype &dtype) const {
     moe_dtype_t expected =
-        index ? moe_model_input_dtype(model, *index) : MOE_DTYPE_COUNT;
+        index ? moe_model_input_dtype(model(), *index) : MOE_DTYPE_COUNT;
     std::optional<moe_dtype_t> type = fromNumpy(dtype, expected);
     if (!type)
       raise("ModelError", describe(index) + ": numpy dtype " +
@@ -745,8 +746,9 @@ private:
     return TensorPtr(tensor);
   }
 
+  moe_model_t *model() const { return handle.get(); }
+
   ModelHandle handle;
-  moe_model_t *model = nullptr;
 };
 
 } // namespace

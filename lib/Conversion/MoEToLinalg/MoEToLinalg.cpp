@@ -1343,12 +1343,12 @@ static Value groupedExperts(OpBuilder &b, Location loc, ExpertsOp op,
   int64_t hidden = tensorType(dest).getDimSize(1);
   int64_t ffnBlock = nearestColumnBlock(ffnSize, columnBlock);
   int64_t hiddenBlock = nearestColumnBlock(hidden, columnBlock);
+  int64_t ffnBlocks = ffnSize / ffnBlock, hiddenBlocks = hidden / hiddenBlock;
   OpFoldResult one = b.getIndexAttr(1), zero = b.getIndexAttr(0);
-  auto taskCount = [&](int64_t columns, int64_t width) -> OpFoldResult {
-    if (columns == width)
+  auto taskCount = [&](int64_t blocks) -> OpFoldResult {
+    if (blocks == 1)
       return numActive;
-    return arith::MulIOp::create(b, loc, numActive,
-                                 indexConst(b, loc, columns / width))
+    return arith::MulIOp::create(b, loc, numActive, indexConst(b, loc, blocks))
         .getResult();
   };
   auto expertTokens = [&](OpBuilder &b, Location loc, const GroupedTask &t) {
@@ -1363,10 +1363,10 @@ static Value groupedExperts(OpBuilder &b, Location loc, ExpertsOp op,
   Value hiddenInit =
       emptyTensor(b, loc, {numRows, b.getIndexAttr(ffnSize)}, elementType);
   Value hiddenRows = forallInsertingSlices(
-      b, loc, taskCount(ffnSize, ffnBlock), ValueRange{hiddenInit},
+      b, loc, taskCount(ffnBlocks), ValueRange{hiddenInit},
       [&](OpBuilder &b, Location loc, Value iv, ValueRange) {
         GroupedTask t = groupedTask(b, loc, iv, active, numActive, first,
-                                    offsets, ffnBlock, ffnSize / ffnBlock);
+                                    offsets, ffnBlock, ffnBlocks);
         Value rows = gatherRows(b, loc, input, expertTokens(b, loc, t));
         auto slice = [&](Value weights) {
           return sliceColumns(b, loc, sliceExpert(b, loc, weights, t.local),
@@ -1382,10 +1382,10 @@ static Value groupedExperts(OpBuilder &b, Location loc, ExpertsOp op,
 
   // The down projection into the destination's rows.
   return forallInsertingSlices(
-      b, loc, taskCount(hidden, hiddenBlock), ValueRange{dest},
+      b, loc, taskCount(hiddenBlocks), ValueRange{dest},
       [&](OpBuilder &b, Location loc, Value iv, ValueRange shared) {
         GroupedTask t = groupedTask(b, loc, iv, active, numActive, first,
-                                    offsets, hiddenBlock, hidden / hiddenBlock);
+                                    offsets, hiddenBlock, hiddenBlocks);
         Value rows = tensor::ExtractSliceOp::create(
             b, loc, hiddenRows, {t.start, zero},
             {t.count, b.getIndexAttr(ffnSize)}, {one, one});
