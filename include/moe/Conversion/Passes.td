@@ -177,4 +177,42 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
   ];
 }
 
+def MoEHostBuffersToGPU
+    : Pass<"moe-host-buffers-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Put the host buffers of functions that launch kernels in "
+                "device memory";
+  let description = [{
+    Runs after bufferization in the CUDA pipeline. In a function that
+    launches kernels every buffer is device memory, which the host cannot
+    read or write; bufferization may still create host buffers there (a
+    `memref.alloc` for a tensor it copies, a `memref.copy` into it). This
+    pass makes them device buffers: `memref.alloc` becomes `gpu.alloc`,
+    `memref.dealloc` of it `gpu.dealloc`, and `memref.copy` between
+    buffers of the identity layout `gpu.memcpy`. Host memory stays for a
+    `memref.alloc` that only the host uses (element loads and stores, the
+    shape operand of `memref.reshape`: a bufferized `tensor.from_elements`
+    shape) and for one marked `moe.host_buffer` (data the host reads, such
+    as the expert offsets of the region form, copied there with
+    `gpu.memcpy`). A copy of a strided view, and a buffer that both the host
+    and device code use, are reported as errors naming the op: the host
+    cannot run them. Functions without launches are left alone (they run on
+    the host).
+
+    Example:
+    ```mlir
+    %a = memref.alloc(%n) : memref<?x16xf32>
+    memref.copy %arg0, %a : memref<?x16xf32> to memref<?x16xf32>
+    ```
+    becomes
+    ```mlir
+    %a = gpu.alloc (%n) : memref<?x16xf32>
+    gpu.memcpy %a, %arg0 : memref<?x16xf32>, memref<?x16xf32>
+    ```
+  }];
+  let dependentDialects = [
+    "::mlir::gpu::GPUDialect",
+    "::mlir::memref::MemRefDialect"
+  ];
+}
+
 #endif // MOE_CONVERSION_PASSES_TD

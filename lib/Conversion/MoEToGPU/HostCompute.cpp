@@ -151,8 +151,10 @@ struct GenericExpertsOpLowering : public OpConversionPattern<GenericExpertsOp> {
     SmallVector<Value> offsetSizes;
     if (offsetsType.isDynamicDim(0))
       offsetSizes.push_back(tensor::DimOp::create(rewriter, loc, offsets, 0));
-    Value hostOffsets = memref::AllocOp::create(
+    auto hostAlloc = memref::AllocOp::create(
         rewriter, loc, bufferType(offsetsType), offsetSizes);
+    hostAlloc->setAttr(kHostBufferAttrName, rewriter.getUnitAttr());
+    Value hostOffsets = hostAlloc;
     gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, hostOffsets,
                           host.buffer(offsets));
 

@@ -86,8 +86,12 @@ Kernel gpu_lowering::createKernel(RewriterBase &rewriter, Operation *op,
 Value Host::buffer(Value tensor) const {
   if (!tensor)
     return {};
+  // Read-only: kernels only read their operands' buffers (results are new
+  // device buffers), so bufferization must not copy a function argument or
+  // a constant before a kernel reads it. Such a copy would be a memref.alloc
+  // and memref.copy on the host, which cannot read device memory.
   return bufferization::ToBufferOp::create(
-      rewriter, loc, bufferType(tensor.getType()), tensor);
+      rewriter, loc, bufferType(tensor.getType()), tensor, /*readOnly=*/true);
 }
 
 Value Host::view(Value tensor) const {

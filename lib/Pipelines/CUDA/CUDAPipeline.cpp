@@ -67,6 +67,8 @@ void moe::buildCUDAPipeline(OpPassManager &pm,
         bufferization::LayoutMapOption::IdentityLayoutMap;
     pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
     pm.addPass(createCanonicalizerPass());
+    // What bufferization allocated or copied in host code is device memory.
+    pm.addPass(createMoEHostBuffersToGPU());
   }
 
   // Kernels to NVVM.

@@ -8,7 +8,7 @@
 // CHECK: %[[OUT:.*]] = gpu.alloc (%{{.*}}) : memref<?x64xf32>
 // CHECK: %[[DB:.*]] = bufferization.to_buffer %[[DEST]]
 // CHECK: gpu.memcpy %[[OUT]], %[[DB]]
-// CHECK: %[[HOST:.*]] = memref.alloc() : memref<7xi32>
+// CHECK: %[[HOST:.*]] = memref.alloc() {moe.host_buffer} : memref<7xi32>
 // CHECK: %[[OB:.*]] = bufferization.to_buffer %[[OFF]]
 // CHECK: gpu.memcpy %[[HOST]], %[[OB]]
 // CHECK: scf.for %[[E:.*]] = %{{.*}} to %[[C4:.*]] step

@@ -3,7 +3,7 @@
 // CHECK-LABEL: module attributes {gpu.container_module}
 // CHECK-LABEL: func @gate
 // CHECK-SAME: (%[[X:.*]]: tensor<?x64xf32>, %[[R:.*]]: tensor<64x8xf32>, %[[B:.*]]: tensor<8xf32>)
-// CHECK-DAG: %[[XB:.*]] = bufferization.to_buffer %[[X]] : tensor<?x64xf32> to memref<?x64xf32>
+// CHECK-DAG: %[[XB:.*]] = bufferization.to_buffer %[[X]] read_only : tensor<?x64xf32> to memref<?x64xf32>
 // CHECK-DAG: %[[RB:.*]] = bufferization.to_buffer %[[R]]
 // CHECK-DAG: %[[BB:.*]] = bufferization.to_buffer %[[B]]
 // CHECK: %[[T:.*]] = memref.dim %[[XB]], %{{.*}} : memref<?x64xf32>

@@ -1,5 +1,6 @@
 // RUN: moe-opt %s --moe-cuda-pipeline="chip=sm_90" | FileCheck %s
 // RUN: moe-opt %s --moe-cuda-pipeline="lower-host=false" | FileCheck %s --check-prefix=KERNELS
+// RUN: moe-opt %S/Inputs/host-copies.mlir --moe-cuda-pipeline="chip=sm_90" | FileCheck %s --check-prefix=COPIES
 // RUN: not moe-translate --moe-to-ptx %S/Inputs/no-kernels.mlir 2>&1 | FileCheck %s --check-prefix=NOPTX
 
 // The host function is bufferized and lowered to LLVM; its launches call
@@ -19,6 +20,19 @@
 // KERNELS-SAME: tensor<?x64xf32>
 // KERNELS: gpu.launch_func @moe_kernels::@moe_gate
 // KERNELS: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_80">
+
+// No host copy of device memory: the arguments are read in place; the one
+// host buffer is the region form's expert offsets, copied from the device.
+// COPIES-LABEL: llvm.func @main
+// COPIES-NOT: llvm.intr.memcpy
+// COPIES: llvm.call @malloc
+// COPIES-NOT: llvm.intr.memcpy
+// COPIES: llvm.call @mgpuMemcpy
+// COPIES-NOT: llvm.intr.memcpy
+// COPIES-LABEL: llvm.func @collapsed
+// COPIES-NOT: llvm.intr.memcpy
+// COPIES-NOT: llvm.call @malloc
+// COPIES: llvm.return
 
 // NOPTX: error: no PTX in the module: no gpu.binary with an isa object
 func.func @layer(%x: tensor<?x64xf32>, %router: tensor<64x8xf32>,

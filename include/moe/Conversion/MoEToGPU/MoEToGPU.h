@@ -15,6 +15,11 @@ namespace moe {
 /// The name of the `gpu.module` that holds the kernels of the moe ops.
 constexpr llvm::StringLiteral kMoEKernelModuleName = "moe_kernels";
 
+/// Marks a `memref.alloc` in host code that is meant to be host memory (the
+/// host reads it); moe-host-buffers-to-gpu makes every other one a device
+/// buffer.
+constexpr llvm::StringLiteral kHostBufferAttrName = "moe.host_buffer";
+
 /// Adds the patterns that lower `moe.gate`, `moe.route`, `moe.dispatch`,
 /// `moe.experts`, `moe.shared_experts` and `moe.combine` to `gpu.launch_func`
 /// of kernels written on memrefs (in the `gpu.module @moe_kernels` of the
