@@ -195,8 +195,10 @@ def MoEHostBuffersToGPU
     as the expert offsets of the region form, copied there with
     `gpu.memcpy`). A copy of a strided view, and a buffer that both the host
     and device code use, are reported as errors naming the op: the host
-    cannot run them. Functions without launches are left alone (they run on
-    the host).
+    cannot run them. Last, an element load or store (or a copy) on the host
+    of device memory, a view of the function's arguments or of a `gpu.alloc`
+    buffer, is an error naming the op, where it would fault at run time.
+    Functions without launches are left alone (they run on the host).
 
     Example:
     ```mlir

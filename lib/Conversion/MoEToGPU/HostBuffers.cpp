@@ -17,6 +17,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
 
 namespace moe {
 #define GEN_PASS_DEF_MOEHOSTBUFFERSTOGPU
@@ -129,7 +130,50 @@ struct MoEHostBuffersToGPUPass
       }
       rewriter.replaceOp(alloc, device.getMemref());
     }
-    return success();
+    return checkHostAccesses(func);
+  }
+
+  /// The buffer that `memref` views: through view-like ops (subviews,
+  /// reshapes, casts) to the op or argument that made it.
+  static Value rootBuffer(Value memref) {
+    while (Operation *def = memref.getDefiningOp()) {
+      auto view = dyn_cast<ViewLikeOpInterface>(def);
+      if (!view)
+        break;
+      memref = view.getViewSource();
+    }
+    return memref;
+  }
+
+  /// Element accesses on the host of device memory (the function's
+  /// arguments and gpu.alloc buffers) would fault at run time: an error
+  /// naming the op. Buffers of unknown origin (e.g. loop-carried) pass.
+  static LogicalResult checkHostAccesses(FunctionOpInterface func) {
+    Block *entry = &func.getFunctionBody().front();
+    auto isDevice = [&](Value memref) {
+      Value root = rootBuffer(memref);
+      if (auto arg = dyn_cast<BlockArgument>(root))
+        return arg.getOwner() == entry;
+      return isa_and_nonnull<gpu::AllocOp>(root.getDefiningOp());
+    };
+    WalkResult result = func->walk([&](Operation *op) {
+      Value memref;
+      if (auto load = dyn_cast<memref::LoadOp>(op))
+        memref = load.getMemRef();
+      else if (auto store = dyn_cast<memref::StoreOp>(op))
+        memref = store.getMemRef();
+      else if (auto copy = dyn_cast<memref::CopyOp>(op))
+        memref =
+            isDevice(copy.getSource()) ? copy.getSource() : copy.getTarget();
+      if (!memref || !isDevice(memref))
+        return WalkResult::advance();
+      op->emitOpError() << "accesses device memory on the host (a function "
+                           "argument or a gpu.alloc buffer of a function "
+                           "that launches kernels); the CUDA target cannot "
+                           "run it";
+      return WalkResult::interrupt();
+    });
+    return failure(result.wasInterrupted());
   }
 };
 } // namespace

@@ -115,3 +115,25 @@ module attributes {gpu.container_module} {
     return
   }
 }
+
+// -----
+
+// The host reading an element of an argument (device memory): an error.
+module attributes {gpu.container_module} {
+  gpu.module @kernels {
+    gpu.func @k(%a: memref<4xf32>) kernel {
+      gpu.return
+    }
+  }
+  func.func @reads_argument(%x: memref<8xf32>) -> f32 {
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %v = memref.subview %x[4] [4] [1] : memref<8xf32> to memref<4xf32, strided<[1], offset: 4>>
+    // expected-error @below {{accesses device memory on the host (a function argument or a gpu.alloc buffer of a function that launches kernels); the CUDA target cannot run it}}
+    %e = memref.load %v[%c0] : memref<4xf32, strided<[1], offset: 4>>
+    %a = gpu.alloc () : memref<4xf32>
+    gpu.launch_func @kernels::@k blocks in (%c1, %c1, %c1)
+        threads in (%c1, %c1, %c1) args(%a : memref<4xf32>)
+    return %e : f32
+  }
+}
