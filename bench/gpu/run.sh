@@ -18,7 +18,10 @@ for d in "$stage"/cases/*/; do
     weights=()
     [[ -f $d/model.weights ]] && weights=(--weights="$d/model.weights")
     rm -f "$d/out.npy"
-    if out_run=$("$stage/bin/moe-run" "$lib" "${weights[@]}" "${ins[@]}" --output=@"$d/out.npy" 2>&1) &&
+    # A crash prints nothing of its own: say which signal ended moe-run.
+    if out_run=$("$stage/bin/moe-run" "$lib" "${weights[@]}" "${ins[@]}" --output=@"$d/out.npy" 2>&1 ||
+                 { rc=$?; echo "moe-run exited with status $rc$( ((rc > 128)) &&
+                   echo " (signal $(kill -l $((rc - 128))))")"; exit $rc; }) &&
        res=$(if [[ -f $d/checker ]]; then "$py" "$(cat "$d/checker")" check "$d"
              else "$py" test/lib/moe_case.py check "$d" --tol 1e-4; fi 2>&1); then
       echo "PASS $arch $(cat "$d/what"): $res"
