@@ -15,12 +15,15 @@ import tempfile
 import warnings
 
 from ._errors import CompileError, CompileWarning, ModelError
-from . import _moe_mlir as _native
+# The runtime half links no MLIR: loading and running compiled models works
+# where only this package and the model are installed. The compiler half
+# (libMLIR) is imported on the first compile().
+from . import _moe_runtime as _runtime
 
 __all__ = ["compile", "load", "CompiledModel", "DeviceArray", "TensorSpec",
            "CompileError", "CompileWarning", "ModelError"]
 
-DeviceArray = _native.DeviceArray
+DeviceArray = _runtime.DeviceArray
 DeviceArray.__doc__ = """A tensor in the GPU memory of a ``target="cuda"`` model: a result
 of ``CompiledModel.run(..., device=True)`` or of ``CompiledModel.to_device``.
 
@@ -44,6 +47,18 @@ _SUFFIX = {"mlir": ".llvm.mlir", "llvm": ".ll", "obj": ".o", "lib": ".so", "exe"
            "ptx": ".ptx"}
 
 
+def _compiler():
+    """The compiler half (moe_mlir._moe_mlir), imported on first use."""
+    try:
+        from . import _moe_mlir
+    except ImportError as error:
+        raise ImportError(
+            "moe_mlir.compile needs the compiler extension moe_mlir._moe_mlir, "
+            "which could not be loaded (%s); it needs LLVM/MLIR 22's libMLIR.so. "
+            "moe_mlir.load and CompiledModel.run do not." % (error,)) from error
+    return _moe_mlir
+
+
 class CompiledModel:
     """A compiled model library, loaded and ready to run.
 
@@ -54,7 +69,7 @@ class CompiledModel:
 
     def __init__(self, path, weights=None, _tmpdir=None):
         self._tmpdir = _tmpdir
-        self._model = _native.Model(os.fspath(path),
+        self._model = _runtime.Model(os.fspath(path),
                                     None if weights is None else os.fspath(weights))
         self.path = os.fspath(path)
 
@@ -137,8 +152,8 @@ class CompiledModel:
         is too small or the model has no cache."""
         budget_bytes, budget_percent = -1, -1.0
         if isinstance(budget, str):
-            # The syntax of moe-compile's --expert-budget, parsed by the same code.
-            parsed = _native.parse_expert_budget(budget.strip())
+            # The syntax of moe-run's --expert-budget, parsed by the same code.
+            parsed = _runtime.parse_expert_budget(budget.strip())
             if parsed is None:
                 raise ValueError("bad expert cache budget %r" % (budget,))
             budget_bytes, budget_percent = parsed
@@ -239,7 +254,7 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
         tmpdir = tempfile.mkdtemp(prefix="moe_mlir-")
         output = os.path.join(tmpdir, "model" + _SUFFIX[emit])
     try:
-        others, text = _native.compile(
+        others, text = _compiler().compile(
             data if data is not None else name, data is not None, name, format or "",
             model_dir, emit, "" if output is None else os.fspath(output), target,
             entry or "", cpu, int(weight_threshold), linker or "", runtime_lib or "",

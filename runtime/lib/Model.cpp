@@ -351,6 +351,46 @@ static moe_status_t *createModel(void *library, const char *signatureText,
   return nullptr;
 }
 
+int moe_parse_expert_budget(const char *text, int64_t *bytesOut,
+                            double *percentOut) {
+  if (!text || !bytesOut || !percentOut)
+    return 0;
+  std::string value = text;
+  if (value.empty())
+    return 0;
+  if (value.back() == '%') {
+    value.pop_back();
+    char *end = nullptr;
+    errno = 0;
+    double p = value.empty() ? -1 : std::strtod(value.c_str(), &end);
+    if (errno || !end || *end || !(p >= 0 && p <= 100))
+      return 0;
+    *percentOut = p;
+    *bytesOut = -1;
+    return 1;
+  }
+  uint64_t scale = 1;
+  char last = value.back();
+  if (last == 'K' || last == 'k')
+    scale = 1ull << 10;
+  else if (last == 'M')
+    scale = 1ull << 20;
+  else if (last == 'G')
+    scale = 1ull << 30;
+  if (scale != 1)
+    value.pop_back();
+  if (value.empty() || value[0] < '0' || value[0] > '9')
+    return 0;
+  char *end = nullptr;
+  errno = 0;
+  unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+  if (errno || *end || n > static_cast<uint64_t>(INT64_MAX) / scale)
+    return 0;
+  *bytesOut = static_cast<int64_t>(n * scale);
+  *percentOut = -1;
+  return 1;
+}
+
 int moe_model_has_cache(const moe_model_t *model) {
   return model && model->cache ? 1 : 0;
 }

@@ -105,41 +105,9 @@ static void printUsage(const char *program, bool fromSelf) {
       kWarmUpRuns);
 }
 
-/// Parses "123", "64K", "512M", "2G" (powers of 1024) or "25%".
-static bool parseBudget(std::string value, int64_t &bytes, double &percent) {
-  if (value.empty())
-    return false;
-  if (value.back() == '%') {
-    value.pop_back();
-    char *end = nullptr;
-    errno = 0;
-    double p = value.empty() ? -1 : std::strtod(value.c_str(), &end);
-    if (errno || !end || *end || !(p >= 0 && p <= 100))
-      return false;
-    percent = p;
-    bytes = -1;
-    return true;
-  }
-  uint64_t scale = 1;
-  char last = value.back();
-  if (last == 'K' || last == 'k')
-    scale = 1ull << 10;
-  else if (last == 'M')
-    scale = 1ull << 20;
-  else if (last == 'G')
-    scale = 1ull << 30;
-  if (scale != 1)
-    value.pop_back();
-  if (value.empty() || value[0] < '0' || value[0] > '9')
-    return false;
-  char *end = nullptr;
-  errno = 0;
-  unsigned long long n = std::strtoull(value.c_str(), &end, 10);
-  if (errno || *end || n > static_cast<uint64_t>(INT64_MAX) / scale)
-    return false;
-  bytes = static_cast<int64_t>(n * scale);
-  percent = -1;
-  return true;
+static bool parseBudget(const std::string &value, int64_t &bytes,
+                        double &percent) {
+  return moe_parse_expert_budget(value.c_str(), &bytes, &percent) != 0;
 }
 
 /// Prints the expert cache's counters over `runs` runs to standard error.

@@ -447,8 +447,8 @@ struct DispatchAllExperts : public OpRewritePattern<DispatchOp> {
       routing = gate.getRouting();
     if (!routing)
       return rewriter.notifyMatchFailure(op, "expert ids of unknown origin");
-    if (routing.getK() != op.getNumExperts() || routing.hasDynamicK() ||
-        routing.isExpertChoice())
+    if (routing.getK() != static_cast<int64_t>(op.getNumExperts()) ||
+        routing.hasDynamicK() || routing.isExpertChoice())
       return rewriter.notifyMatchFailure(op,
                                          "tokens do not choose all experts");
     if (op.getBlockSize() != 1 || !op.getCapacityFactor().isZero() ||

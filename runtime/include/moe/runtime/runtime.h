@@ -291,6 +291,13 @@ typedef struct moe_cache_stats {
   int direct_io;
 } moe_cache_stats_t;
 
+/// Parses an expert cache budget as `moe-run --expert-budget` and
+/// `moe-compile --expert-budget` write it: bytes ("123"; "64K", "512M", "2G"
+/// in powers of 1024) or a percentage ("25%"). Returns non-zero and sets
+/// `*bytes` (and `*percent` to -1), or `*percent` (and `*bytes` to -1); zero
+/// for text that is not a budget, leaving both unchanged.
+int moe_parse_expert_budget(const char *text, int64_t *bytes, double *percent);
+
 /// Non-zero if the model keeps some experts in an expert cache.
 int moe_model_has_cache(const moe_model_t *model);
 /// Rebuilds the expert cache with a new budget and mode: `budget_bytes` of

@@ -1,35 +1,25 @@
-//===- MoEMLIRModule.cpp - The moe_mlir Python extension ------------------===//
+//===- RuntimeModule.cpp - The runtime half of moe_mlir -------------------===//
 //
 // Part of the moe-mlir project.
 //
 //===----------------------------------------------------------------------===//
 //
-// The native half of the `moe_mlir` package: `compile` runs the moe-compile
-// driver (include/moe/Compiler/Compiler.h) and collects its diagnostics as
-// text; `Model` wraps a loaded model of the runtime C API
-// (runtime/include/moe/runtime/runtime.h) and runs it on numpy arrays.
-// moe_mlir/__init__.py builds the public API on top of it.
-//
-// LLVM and MLIR are built without exceptions; this file is compiled with
-// them (pybind11 needs them), and no exception crosses an LLVM/MLIR frame.
+// `moe_mlir._moe_runtime`: `Model` wraps a loaded model of the runtime C API
+// (runtime/include/moe/runtime/runtime.h) and runs it on numpy arrays (and
+// on arrays in GPU memory for target="cuda" models). It links the runtime
+// only, not MLIR or LLVM: `moe_mlir.load` works on a machine that has the
+// compiled model and this package but no MLIR installed (a GPU server).
 //
 //===----------------------------------------------------------------------===//
 
-#include "moe/Compiler/Compiler.h"
+#include "PythonErrors.h"
 #include "moe/runtime/runtime.h"
-
-#include "mlir/IR/Diagnostics.h"
-#include "mlir/IR/DialectRegistry.h"
-#include "mlir/IR/MLIRContext.h"
-#include "mlir/Parser/Parser.h"
-#include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/SourceMgr.h"
-#include "llvm/Support/raw_ostream.h"
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -37,24 +27,9 @@
 #include <vector>
 
 namespace py = pybind11;
-using namespace mlir;
+using moe::python::raise;
 
 namespace {
-
-//===----------------------------------------------------------------------===//
-// Errors
-//===----------------------------------------------------------------------===//
-
-/// Raises `moe_mlir.<typeName>(message, *extra)`; the types are defined in
-/// moe_mlir/_errors.py.
-[[noreturn]] void raise(const char *typeName, const std::string &message,
-                        py::object extra = py::none()) {
-  py::object type = py::module_::import("moe_mlir._errors").attr(typeName);
-  py::object value =
-      extra.is_none() ? type(message) : type(message, std::move(extra));
-  PyErr_SetObject(type.ptr(), value.ptr());
-  throw py::error_already_set();
-}
 
 /// Owns a runtime status; raises ModelError with its message.
 struct StatusDeleter {
@@ -72,214 +47,6 @@ struct TensorDeleter {
   void operator()(moe_tensor_t *tensor) const { moe_tensor_free(tensor); }
 };
 using TensorPtr = std::unique_ptr<moe_tensor_t, TensorDeleter>;
-
-//===----------------------------------------------------------------------===//
-// Compilation
-//===----------------------------------------------------------------------===//
-
-/// A SourceMgrDiagnosticHandler whose rendering can be called directly.
-class DiagnosticPrinter : public SourceMgrDiagnosticHandler {
-public:
-  using SourceMgrDiagnosticHandler::emitDiagnostic;
-  using SourceMgrDiagnosticHandler::SourceMgrDiagnosticHandler;
-};
-
-/// Collects every diagnostic of a context as the text moe-compile prints
-/// (file:line:col, the source line and a caret where the location is in a
-/// parsed buffer), split into errors and the rest.
-class DiagnosticCollector {
-public:
-  DiagnosticCollector(llvm::SourceMgr &sourceMgr, MLIRContext &context)
-      : stream(text), printer(sourceMgr, &context, stream),
-        handler(&context, [this](Diagnostic &diag) {
-          collect(diag);
-          return success();
-        }) {}
-
-  std::vector<std::string> errors;
-  std::vector<std::string> others;
-
-private:
-  static StringRef severityName(DiagnosticSeverity severity) {
-    switch (severity) {
-    case DiagnosticSeverity::Error:
-      return "error";
-    case DiagnosticSeverity::Warning:
-      return "warning";
-    case DiagnosticSeverity::Note:
-      return "note";
-    case DiagnosticSeverity::Remark:
-      return "remark";
-    }
-    llvm_unreachable("unknown severity");
-  }
-
-  void collect(Diagnostic &diag) {
-    size_t start = text.size();
-    if (isa<UnknownLoc>(diag.getLocation())) {
-      // As moe-compile prints them, without its "moe-compile: " prefix.
-      stream << severityName(diag.getSeverity()) << ": " << diag << "\n";
-      for (Diagnostic &note : diag.getNotes())
-        stream << "note: " << note << "\n";
-    } else {
-      printer.emitDiagnostic(diag);
-    }
-    std::string rendered = text.substr(start);
-    while (!rendered.empty() && rendered.back() == '\n')
-      rendered.pop_back();
-    if (diag.getSeverity() == DiagnosticSeverity::Error)
-      errors.push_back(std::move(rendered));
-    else
-      others.push_back(std::move(rendered));
-  }
-
-  std::string text;
-  llvm::raw_string_ostream stream;
-  DiagnosticPrinter printer;
-  ScopedDiagnosticHandler handler;
-};
-
-struct CompileRequest {
-  /// A file path, or the model itself when `isBuffer`.
-  std::string source;
-  bool isBuffer = false;
-  /// For buffers: the name used in locations, the format ("mlir" or "onnx")
-  /// and the directory of ONNX external data.
-  std::string bufferName;
-  std::string format;
-  std::string modelDir;
-  /// "input" prints the parsed module; anything else goes to moe::compile.
-  std::string emit;
-  moe::CompileOptions options;
-  bool remarks = false;
-};
-
-struct CompileOutcome {
-  bool ok = false;
-  std::vector<std::string> errors;
-  std::vector<std::string> others;
-  /// The parsed module's text for emit "input".
-  std::string inputText;
-};
-
-/// Runs without the GIL: touches no Python object.
-CompileOutcome runCompile(const CompileRequest &request) {
-  DialectRegistry registry;
-  moe::registerCompilerDialects(registry);
-  MLIRContext context(registry);
-  llvm::SourceMgr sourceMgr;
-  DiagnosticCollector diagnostics(sourceMgr, context);
-  moe::ImportONNXOptions onnxOptions;
-  onnxOptions.remarks = request.remarks;
-
-  OwningOpRef<ModuleOp> module;
-  if (!request.isBuffer) {
-    module =
-        moe::parseModelFile(request.source, context, sourceMgr, onnxOptions);
-  } else if (request.format == "onnx") {
-    module = moe::importONNX(request.source, request.bufferName,
-                             request.modelDir, &context, onnxOptions);
-  } else {
-    sourceMgr.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(
-                                     request.source, request.bufferName),
-                                 llvm::SMLoc());
-    module = parseSourceFile<ModuleOp>(sourceMgr, ParserConfig(&context));
-    if (!module)
-      emitError(UnknownLoc::get(&context))
-          << "cannot parse '" << request.bufferName << "'";
-  }
-
-  CompileOutcome outcome;
-  if (module) {
-    if (request.emit == "input") {
-      llvm::raw_string_ostream os(outcome.inputText);
-      module->print(os);
-      os << "\n";
-      outcome.ok = true;
-    } else {
-      outcome.ok = succeeded(moe::compile(*module, request.options));
-    }
-  }
-  outcome.errors = std::move(diagnostics.errors);
-  outcome.others = std::move(diagnostics.others);
-  return outcome;
-}
-
-/// The native `compile`: raises CompileError with the compiler's
-/// diagnostics; returns (non-error diagnostics, module text for "input").
-py::tuple compileModel(py::object source, bool isBuffer,
-                       const std::string &bufferName, const std::string &format,
-                       const std::string &modelDir, const std::string &emit,
-                       const std::string &output, const std::string &target,
-                       const std::string &entry, const std::string &cpu,
-                       uint64_t weightThreshold, const std::string &linker,
-                       const std::string &runtimeLibrary, bool remarks,
-                       const std::string &expertBudget,
-                       const std::string &placementProfile,
-                       int64_t prefetchDepth, bool instrumentRouting,
-                       const std::string &gpuArch) {
-  CompileRequest request;
-  request.isBuffer = isBuffer;
-  request.source =
-      isBuffer ? std::string(py::bytes(source)) : source.cast<std::string>();
-  request.bufferName = bufferName;
-  request.format = format;
-  request.modelDir = modelDir;
-  request.emit = emit;
-  request.remarks = remarks;
-  if (emit != "input") {
-    std::optional<moe::EmitKind> kind = moe::parseEmitKind(emit);
-    if (!kind)
-      throw py::value_error("unknown emit '" + emit +
-                            "'; expected input, mlir, llvm, obj, lib, exe or "
-                            "ptx");
-    request.options.emit = *kind;
-    request.options.outputPath = output;
-  }
-  request.options.target = target;
-  request.options.entry = entry;
-  request.options.cpu = cpu;
-  request.options.weightThresholdBytes = weightThreshold;
-  request.options.linkerDriver = linker;
-  request.options.runtimeLibrary = runtimeLibrary;
-  if (!expertBudget.empty()) {
-    std::optional<moe::ExpertBudget> budget =
-        moe::parseExpertBudget(expertBudget);
-    if (!budget)
-      throw py::value_error("bad expert_budget '" + expertBudget +
-                            "'; expected bytes (e.g. 512M, 2G) or a "
-                            "percentage (e.g. 25%)");
-    request.options.expertBudget = budget->bytes;
-    request.options.expertBudgetPercent = budget->percent;
-  }
-  request.options.placementProfile = placementProfile;
-  request.options.prefetchDepth = prefetchDepth;
-  request.options.instrumentRouting = instrumentRouting;
-  if (!gpuArch.empty()) {
-    if (target != "cuda")
-      throw py::value_error("gpu_arch needs target=\"cuda\"");
-    request.options.gpuArch = gpuArch;
-  }
-
-  CompileOutcome outcome;
-  {
-    py::gil_scoped_release release;
-    outcome = runCompile(request);
-  }
-  if (!outcome.ok) {
-    std::vector<std::string> all = outcome.errors;
-    all.insert(all.end(), outcome.others.begin(), outcome.others.end());
-    std::string message;
-    for (const std::string &error : outcome.errors)
-      message += (message.empty() ? "" : "\n") + error;
-    if (message.empty())
-      message = "compilation failed without a diagnostic";
-    raise("CompileError", message, py::cast(all));
-  }
-  return py::make_tuple(outcome.others,
-                        emit == "input" ? py::object(py::str(outcome.inputText))
-                                        : py::object(py::none()));
-}
 
 //===----------------------------------------------------------------------===//
 // Models
@@ -726,7 +493,7 @@ private:
       for (py::handle stride : dict["strides"].cast<py::tuple>())
         strides.push_back(stride.cast<int64_t>());
       std::vector<int64_t> dense = rowMajorStrides(shape, numpyType.itemsize());
-      bool empty = llvm::is_contained(shape, 0);
+      bool empty = std::find(shape.begin(), shape.end(), 0) != shape.end();
       for (size_t i = 0; i < shape.size() && !empty; ++i)
         if (shape[i] > 1 && (i >= strides.size() || strides[i] != dense[i]))
           throw py::value_error(describe(index) +
@@ -753,22 +520,17 @@ private:
 
 } // namespace
 
-PYBIND11_MODULE(_moe_mlir, m) {
-  m.doc() = "Native half of moe_mlir: the moe-compile driver and the runtime.";
-  m.def("compile", &compileModel, py::arg("source"), py::arg("is_buffer"),
-        py::arg("buffer_name"), py::arg("format"), py::arg("model_dir"),
-        py::arg("emit"), py::arg("output"), py::arg("target"), py::arg("entry"),
-        py::arg("cpu"), py::arg("weight_threshold"), py::arg("linker"),
-        py::arg("runtime_lib"), py::arg("remarks"), py::arg("expert_budget"),
-        py::arg("placement_profile"), py::arg("prefetch_depth"),
-        py::arg("instrument_routing"), py::arg("gpu_arch"));
+PYBIND11_MODULE(_moe_runtime, m) {
+  m.doc() = "The runtime half of moe_mlir: loads and runs compiled models "
+            "(no MLIR dependency).";
   m.def(
       "parse_expert_budget",
       [](const std::string &text) -> py::object {
-        std::optional<moe::ExpertBudget> budget = moe::parseExpertBudget(text);
-        if (!budget)
+        int64_t bytes = -1;
+        double percent = -1;
+        if (!moe_parse_expert_budget(text.c_str(), &bytes, &percent))
           return py::none();
-        return py::make_tuple(budget->bytes, budget->percent);
+        return py::make_tuple(bytes, percent);
       },
       py::arg("text"));
   py::class_<DeviceArray>(m, "DeviceArray")
