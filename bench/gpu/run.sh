@@ -47,9 +47,30 @@ for d in "$stage"/cases/*/; do
     unset res
   done
 done 2>&1 | tee "$out/numerics.txt"
+# The Python device API (bench/gpu/python_device.py) on two staged cases,
+# where stage.sh staged the runtime extension and this python3 can load it
+# (it is built for the staging machine's Python version).
+if [[ -d $stage/python/moe_mlir ]]; then
+  if PYTHONPATH=$stage/python "$py" -c 'import moe_mlir' 2>/dev/null; then
+    for d in "$stage"/cases/*/; do
+      d=${d%/}
+      case $(cat "$d/what") in
+        "mixtral --tokens 1" | "mixtral --tokens 37 --dtype f16") ;;
+        *) continue ;;
+      esac
+      PYTHONPATH=$stage/python "$py" bench/gpu/python_device.py "$d" 2>&1 ||
+        echo "PYTHON-FAIL $(cat "$d/what"): python_device.py exited with status $?"
+    done
+  else
+    echo "PYTHON-SKIP: $("$py" --version 2>&1) cannot load the staged moe_mlir" \
+      "($(cd "$stage/python/moe_mlir" && ls _moe_runtime*.so))"
+  fi
+fi 2>&1 | tee -a "$out/numerics.txt"
 grep -c '^PASS' "$out/numerics.txt" | sed 's/^/passed: /'
 grep -c '^FAIL' "$out/numerics.txt" | sed 's/^/failed: /'
 grep -c '^DEVIO-PASS' "$out/numerics.txt" | sed 's/^/device-io passed: /'
 grep -c '^DEVIO-FAIL' "$out/numerics.txt" | sed 's/^/device-io failed: /'
+grep -c '^PYTHON-PASS' "$out/numerics.txt" | sed 's/^/python passed: /'
+grep -c '^PYTHON-FAIL' "$out/numerics.txt" | sed 's/^/python failed: /'
 [[ ${1:-} == --numerics-only ]] && exit 0
 PYTHONUNBUFFERED=1 "$py" bench/gpu/bench.py run --stage "$stage/bench" --out "$out" "$@"

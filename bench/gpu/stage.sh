@@ -20,6 +20,12 @@ for tool in moe-compile moe-run; do
 done
 rm -rf "$dir" && mkdir -p "$dir/bin" "$dir/cases" "$dir/bench"
 cp "$bin/moe-run" "$dir/bin/"
+# The Python package's runtime half (no MLIR), for bench/gpu/python_device.py.
+pkg=$bin/../python_packages/moe_mlir
+if compgen -G "$pkg/_moe_runtime*.so" > /dev/null; then
+  mkdir -p "$dir/python/moe_mlir"
+  cp "$pkg"/__init__.py "$pkg"/_errors.py "$pkg"/_moe_runtime*.so "$dir/python/moe_mlir/"
+fi
 # The device-memory API's check (test/runtime/Inputs/device_api.c), run by
 # run.sh on every one-input case.
 /usr/bin/clang-22 -O1 -I"$repo/runtime/include" "$repo/test/runtime/Inputs/device_api.c" \
