@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "KernelSupport.h"
 #include "moe/Conversion/MoEToGPU/MoEToGPU.h"
 #include "moe/Conversion/Passes.h"
 
@@ -30,20 +31,9 @@ namespace {
 struct MoEHostBuffersToGPUPass
     : public moe::impl::MoEHostBuffersToGPUBase<MoEHostBuffersToGPUPass> {
   void runOnOperation() override {
-    WalkResult result =
-        getOperation()->walk<WalkOrder::PreOrder>([&](Operation *op) {
-          if (isa<gpu::GPUModuleOp>(op))
-            return WalkResult::skip();
-          auto func = dyn_cast<FunctionOpInterface>(op);
-          if (!func)
-            return WalkResult::advance();
-          bool launches = false;
-          func->walk([&](gpu::LaunchFuncOp) { launches = true; });
-          if (launches && failed(convert(func)))
-            return WalkResult::interrupt();
-          return WalkResult::skip();
-        });
-    if (result.wasInterrupted())
+    if (failed(moe::gpu_lowering::forEachLaunchingFunction(
+            getOperation(),
+            [&](FunctionOpInterface func) { return convert(func); })))
       signalPassFailure();
   }
 

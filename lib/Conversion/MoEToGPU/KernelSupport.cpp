@@ -139,3 +139,20 @@ void Host::launch(const Kernel &kernel, Value gridX, Value gridY,
   gpu::LaunchFuncOp::create(rewriter, loc, kernel.func, grid, block, Value(),
                             args);
 }
+
+LogicalResult gpu_lowering::forEachLaunchingFunction(
+    Operation *root, function_ref<LogicalResult(FunctionOpInterface)> fn) {
+  WalkResult result = root->walk<WalkOrder::PreOrder>([&](Operation *op) {
+    if (isa<gpu::GPUModuleOp>(op))
+      return WalkResult::skip();
+    auto func = dyn_cast<FunctionOpInterface>(op);
+    if (!func)
+      return WalkResult::advance();
+    bool launches = false;
+    func->walk([&](gpu::LaunchFuncOp) { launches = true; });
+    if (launches && failed(fn(func)))
+      return WalkResult::interrupt();
+    return WalkResult::skip();
+  });
+  return failure(result.wasInterrupted());
+}

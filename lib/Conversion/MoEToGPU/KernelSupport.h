@@ -23,6 +23,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/PatternMatch.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
 
 namespace moe::gpu_lowering {
 // A header private to lib/Conversion/MoEToGPU, whose sources all use MLIR's
@@ -242,6 +243,13 @@ struct Host {
 
 /// Adds the lowering of `moe.generic_experts` (HostCompute.cpp).
 void populateGenericExpertsToGPUPatterns(mlir::RewritePatternSet &patterns);
+
+/// Calls `fn` on each function under `root` (outside gpu.modules) that
+/// launches kernels: host code whose buffers are device memory. Stops at the
+/// first failure and returns it.
+llvm::LogicalResult forEachLaunchingFunction(
+    mlir::Operation *root,
+    llvm::function_ref<llvm::LogicalResult(mlir::FunctionOpInterface)> fn);
 
 } // namespace moe::gpu_lowering
 

@@ -4003,20 +4003,9 @@ struct ConvertMoEToGPUPass
     // routing kernel) goes first.
     IRRewriter rewriter(&getContext());
     (void)runRegionDCE(rewriter, getOperation()->getRegions());
-    WalkResult result =
-        getOperation()->walk<WalkOrder::PreOrder>([&](Operation *op) {
-          if (isa<gpu::GPUModuleOp>(op))
-            return WalkResult::skip();
-          auto func = dyn_cast<FunctionOpInterface>(op);
-          if (!func)
-            return WalkResult::advance();
-          bool launches = false;
-          func->walk([&](gpu::LaunchFuncOp) { launches = true; });
-          if (launches && failed(checkHostFunction(func)))
-            return WalkResult::interrupt();
-          return WalkResult::skip();
-        });
-    return failure(result.wasInterrupted());
+    return forEachLaunchingFunction(
+        getOperation(),
+        [&](FunctionOpInterface func) { return checkHostFunction(func); });
   }
 
   /// The checks of checkHostCode for the ops of `func`, which launches
