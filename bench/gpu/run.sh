@@ -9,8 +9,9 @@ stage=$1 out=$2; shift 2
 mkdir -p "$out"
 py=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$out/gpu.txt"
-for d in "$stage"/cases/*/; do
-  d=${d%/}
+# One case: its libraries one after another (they share the case's out.npy).
+run_case() {
+  local d=$1 ins=() f lib arch weights out_run res dio api
   ins=()
   for f in $(ls "$d"/in*.npy | sort -V); do ins+=("--input=@$f"); done
   for lib in "$d"/model-*.so; do
@@ -44,9 +45,19 @@ for d in "$stage"/cases/*/; do
     else
       echo "FAIL $arch $(cat "$d/what"): $out_run ${res:-}"
     fi
-    unset res
+    res= out_run=
   done
-done 2>&1 | tee "$out/numerics.txt"
+}
+export -f run_case
+export stage py
+# The cases run in parallel (the GPU machine has the cores; each moe-run and
+# checker spends most of its time starting up), each writing its lines to
+# its result.txt; they are printed in order. GPU_SUITE_JOBS sets how many.
+start=$SECONDS
+ls -d "$stage"/cases/*/ | xargs -P "${GPU_SUITE_JOBS:-8}" -I{} \
+  bash -c 'd=${1%/}; run_case "$d" > "$d/result.txt" 2>&1' _ {}
+for d in "$stage"/cases/*/; do cat "${d%/}/result.txt"; done 2>&1 | tee "$out/numerics.txt"
+echo "numerics: $((SECONDS - start)) s"
 # The Python device API (bench/gpu/python_device.py) on two staged cases,
 # where stage.sh staged the runtime extension and this python3 can load it
 # (it is built for the staging machine's Python version).
