@@ -13,6 +13,8 @@
 #include "moe/Pipelines/CUDAPipeline.h"
 #include "moe/Pipelines/Pipelines.h"
 
+#include "moe/Conversion/RuntimeHooks.h"
+
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/LLVMIR/FunctionCallUtils.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -62,15 +64,15 @@ static bool isABISymbol(StringRef name) {
          name == "moe_model_release" || name == "moe_model_device_ms" ||
          name == "moe_model_run_device" || name == "moe_model_device_alloc" ||
          name == "moe_model_device_free" || name == "moe_model_device_copy" ||
-         name == "main";
+         name == "moe_model_cuda_tier_api" || name == "main";
 }
 
 /// The runtime hooks the lowering of placed experts, moe.prefetch and
 /// moe.trace_routing calls, in the order of their function pointers in
 /// `moe_host_api_t` (after its context pointer); see docs/ExpertCache.md.
-static constexpr StringLiteral kHostHooks[] = {
-    "moe_rt_expert_acquire", "moe_rt_expert_release", "moe_rt_expert_prefetch",
-    "moe_rt_expert_predict", "moe_rt_trace_routing",  "moe_rt_fail"};
+static constexpr StringLiteral kHostHooks[] = {kAcquireHook,  kReleaseHook,
+                                               kPrefetchHook, kPredictHook,
+                                               kTraceHook,    "moe_rt_fail"};
 
 /// Defines the runtime hooks the module declares: each loads its function
 /// pointer from the table the runtime passed to `moe_model_bind_host` and
@@ -231,7 +233,9 @@ static LLVM::GlobalOp createArgTable(OpBuilder &builder, ModuleOp module,
 /// weights live there between runs); also `moe_model_run_device(args)`
 /// calling `moe_cuda_run_model_device` as `moe_model_run` does, and
 /// `moe_model_device_{alloc,free,copy}` forwarding to
-/// `moe_cuda_device_{alloc,free,copy}`. Returns `moe_model_run`.
+/// `moe_cuda_device_{alloc,free,copy}`, and `moe_model_cuda_tier_api`
+/// returning `moe_cuda_tier_api()` (the expert cache's GPU tier). Returns
+/// `moe_model_run`.
 static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
                                    const ModelSignature &signature,
                                    LLVM::LLVMFuncOp entryFn) {
@@ -289,6 +293,9 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
   auto deviceMs =
       LLVM::LLVMFuncOp::create(builder, loc, "moe_cuda_device_ms",
                                LLVM::LLVMFunctionType::get(f64Type, {ptrType}));
+  auto tierApi =
+      LLVM::LLVMFuncOp::create(builder, loc, "moe_cuda_tier_api",
+                               LLVM::LLVMFunctionType::get(ptrType, {}));
 
   auto count = [&](size_t n) -> Value {
     return LLVM::ConstantOp::create(builder, loc, i64Type,
@@ -346,6 +353,7 @@ static LLVM::LLVMFuncOp addCUDARun(OpBuilder &builder, ModuleOp module,
   forward("moe_model_device_free", deviceFree, {ptrType}, passThrough);
   forward("moe_model_device_copy", deviceCopy, {ptrType, ptrType, i64Type},
           passThrough);
+  forward("moe_model_cuda_tier_api", tierApi, {}, passThrough);
   builder.setInsertionPointToEnd(module.getBody());
   return runFn;
 }

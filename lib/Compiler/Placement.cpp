@@ -53,10 +53,6 @@ LogicalResult compiler::planExpertPlacement(ModuleOp module, func::FuncOp entry,
   if (!place && !options.instrumentRouting)
     return success();
   Location loc = entry.getLoc();
-  if (options.target != "cpu")
-    return emitError(loc) << "--expert-budget and --instrument-routing are "
-                             "not supported with --target="
-                          << options.target << " yet (CPU only)";
   if (options.prefetchDepth < 0)
     return emitError(loc) << "--prefetch-depth must be non-negative, got "
                           << options.prefetchDepth;

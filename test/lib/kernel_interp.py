@@ -864,7 +864,7 @@ def shuffle(lanes, mode):
     return out
 
 
-def run_host(module, inputs, func_name=None, log=None, bases=None):
+def run_host(module, inputs, func_name=None, log=None, bases=None, hooks=None):
     """Runs the host function `func_name` (the only func.func by default) of
     a module after convert-moe-to-gpu (before bufferization) on `inputs`
     (numpy arrays; bf16 as float64 holding bf16 values), launching its
@@ -872,7 +872,10 @@ def run_host(module, inputs, func_name=None, log=None, bases=None):
     `bases` maps argument positions to the address of their buffer (256 by
     default), to test misaligned buffers. Host loops and branches (the
     expert loop of moe.generic_experts) run here too, and so do the views
-    the host takes of tensors (slices, reshapes)."""
+    the host takes of tensors (slices, reshapes). An input that is already a
+    Memref is used as it is (the caller sees what the code writes to it).
+    `hooks` maps the names of the runtime functions the host code calls
+    (func.call of moe_rt_expert_acquire, ...) to Python functions."""
     funcs, kernels = {}, find_kernels(module)
     for region in module.regions:
         for block in region:
@@ -883,9 +886,12 @@ def run_host(module, inputs, func_name=None, log=None, bases=None):
     body = func.regions[0][0]
     env = {}
     for i, (name, t, a) in enumerate(zip(body.args, body.arg_types, inputs)):
+        if isinstance(a, Memref):
+            env[name] = a
+            continue
         env[name] = buffer(np.asarray(a), _elem(t))
         env[name].base = (bases or {}).get(i, 256)
-    host = _Host(kernels, log)
+    host = _Host(kernels, log, hooks)
     out = host.run(body.ops, env)
     if out is None:
         raise KernelError("no func.return")
@@ -909,9 +915,10 @@ class _Host:
     """The host side of a lowered module: buffers are Memrefs (device and
     host memory alike), tensors the Memrefs they were made from."""
 
-    def __init__(self, kernels, log):
+    def __init__(self, kernels, log, hooks=None):
         self.kernels = kernels
         self.log = log
+        self.hooks = hooks or {}
         self.interp = Interpreter(None)
         self.views = {}
 
@@ -957,8 +964,28 @@ class _Host:
                 if 0 in grid:
                     continue
                 Interpreter(self.kernels[kname]).run(grid, block, args)
-            elif name in ("func.return", "scf.yield"):
+            elif name in ("func.return", "scf.yield", "scf.condition"):
                 return [get(o) for o in op.operands]
+            elif name == "func.call":
+                callee = re.search(r"callee = @(\w+)", op.props).group(1)
+                if callee not in self.hooks:
+                    raise KernelError("call of %s, which the test does not define" % callee)
+                out = self.hooks[callee](*[get(o) for o in op.operands])
+                if op.results:
+                    env[op.results[0]] = out
+            elif name == "scf.while":
+                carried = [get(o) for o in op.operands]
+                before, after = op.regions[0][0], op.regions[1][0]
+                while True:
+                    inner = dict(env)
+                    inner.update(zip(before.args, carried))
+                    cond, *values = self.run(before.ops, inner)
+                    if not cond:
+                        break
+                    inner = dict(env)
+                    inner.update(zip(after.args, values))
+                    carried = self.run(after.ops, inner)
+                env.update(zip(op.results, values))
             elif name == "scf.for":
                 lb, ub, step = get(op.operands[0]), get(op.operands[1]), get(op.operands[2])
                 carried = [get(o) for o in op.operands[3:]]

@@ -117,6 +117,14 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "::mlir::ModuleOp"> {
       weights once in 16-byte vectors and split K over blocks, summing the
       partial sums in a fixed order (no atomics).
     - combine: a per-token reduction of the k rows, no scatter.
+    - placed `moe.experts` (`moe-plan-placement`, docs/ExpertCache.md): the
+      offsets go to the host, which calls `moe_rt_expert_prefetch` and then
+      `moe_rt_expert_acquire` for every expert with rows, copies the slots it
+      got to the device (the GEMMs read expert `e`'s weights from slot
+      `slots[e]` of the slot buffers), and calls `moe_rt_expert_release`
+      after the launches. `moe.prefetch` and `moe.trace_routing` copy their
+      ids to the host and call `moe_rt_expert_predict` /
+      `moe_rt_trace_routing` for each.
     - `moe.generic_experts` (the region form): a host loop over the experts
       (the offsets copied to the host), for each expert with rows a gather
       kernel, the region's ops, and a kernel that writes the yielded rows.

@@ -146,17 +146,7 @@ struct GenericExpertsOpLowering : public OpConversionPattern<GenericExpertsOp> {
     Value out = host.rowsInto(resultType, numRows, dest);
 
     // The offsets, on the host: each expert's row count sizes its buffers.
-    Value offsets = adaptor.getExpertOffsets();
-    auto offsetsType = cast<RankedTensorType>(offsets.getType());
-    SmallVector<Value> offsetSizes;
-    if (offsetsType.isDynamicDim(0))
-      offsetSizes.push_back(tensor::DimOp::create(rewriter, loc, offsets, 0));
-    auto hostAlloc = memref::AllocOp::create(
-        rewriter, loc, bufferType(offsetsType), offsetSizes);
-    hostAlloc->setAttr(kHostBufferAttrName, rewriter.getUnitAttr());
-    Value hostOffsets = hostAlloc;
-    gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, hostOffsets,
-                          host.buffer(offsets));
+    Value hostOffsets = host.hostCopy(adaptor.getExpertOffsets());
 
     Value input = host.view(adaptor.getInput());
     Value tokens = host.buffer(adaptor.getTokenIndices());

@@ -100,6 +100,19 @@ Value Host::view(Value tensor) const {
       /*readOnly=*/true);
 }
 
+Value Host::hostCopy(Value tensor) const {
+  auto type = cast<RankedTensorType>(tensor.getType());
+  SmallVector<Value> sizes;
+  for (int64_t d = 0, e = type.getRank(); d < e; ++d)
+    if (type.isDynamicDim(d))
+      sizes.push_back(tensor::DimOp::create(rewriter, loc, tensor, d));
+  auto alloc = memref::AllocOp::create(rewriter, loc, bufferType(type), sizes);
+  alloc->setAttr(kHostBufferAttrName, rewriter.getUnitAttr());
+  gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, alloc,
+                        buffer(tensor));
+  return alloc;
+}
+
 Value Host::alloc(MemRefType type, ValueRange dynamicSizes) const {
   return gpu::AllocOp::create(rewriter, loc, type, Type(), ValueRange{},
                               dynamicSizes, ValueRange{}, false)

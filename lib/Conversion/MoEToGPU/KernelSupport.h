@@ -225,6 +225,11 @@ struct Host {
   mlir::Value buffer(mlir::Value tensor) const;
   /// The buffer of a tensor operand as a view of any layout.
   mlir::Value view(mlir::Value tensor) const;
+  /// A copy in host memory of a (small) tensor operand, for host code to
+  /// read: a `memref.alloc` marked `moe.host_buffer` (freed by the caller
+  /// with memref.dealloc) filled by a `gpu.memcpy`; the host waits for the
+  /// stream before it reads it (gpu-async-region).
+  mlir::Value hostCopy(mlir::Value tensor) const;
   /// A device buffer of `type` (its dynamic sizes in order).
   mlir::Value alloc(mlir::MemRefType type, mlir::ValueRange dynamicSizes) const;
   void dealloc(mlir::Value memref) const;

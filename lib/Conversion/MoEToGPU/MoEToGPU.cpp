@@ -24,6 +24,7 @@
 #include "KernelSupport.h"
 #include "moe/Conversion/ExpertMath.h"
 #include "moe/Conversion/Passes.h"
+#include "moe/Conversion/RuntimeHooks.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
@@ -1513,6 +1514,10 @@ struct GemmSpec {
   bool gated = false;
   bool hasGateBias = false, hasUpBias = false, hasDownBias = false;
   bool hasRowScale = false;
+  /// The weight matrices are the slot buffers of an expert cache
+  /// (docs/ExpertCache.md): expert `e` (local) reads slot `slots[e]` of them;
+  /// biases stay indexed by expert. Grouped GEMMs only.
+  bool slotted = false;
   int64_t k = 0, n = 0;
   int64_t firstExpert = 0, numExperts = 1;
   ExpertAttr expert;
@@ -1529,7 +1534,7 @@ namespace {
 /// The arguments of a tiled (SIMT or tensor-core) GEMM kernel, in the order
 /// of buildGemmKernel's documentation; absent ones are null.
 struct GemmArgs {
-  Value tokens, offsets, a, gate, b, gateBias, bias, rowScale, out;
+  Value tokens, offsets, slots, a, gate, b, gateBias, bias, rowScale, out;
 
   static GemmArgs unpack(const GemmSpec &spec, ArrayRef<Value> args) {
     const Value *it = args.begin();
@@ -1537,6 +1542,7 @@ struct GemmArgs {
     GemmArgs r;
     r.tokens = next(spec.grouped);
     r.offsets = next(spec.grouped);
+    r.slots = next(spec.grouped && spec.slotted);
     r.a = next(true);
     r.gate = next(spec.first && spec.gated);
     r.b = next(true);
@@ -1548,6 +1554,17 @@ struct GemmArgs {
   }
 };
 } // namespace
+
+/// Whether a block computes its row tile: it has one and, for placed
+/// experts (`slots` set), the tile's expert has a slot in this batch (slot
+/// -1: the expert runs in another batch; see ExpertsOpLowering).
+static Value slotFound(const KernelBuilder &b, Value slots,
+                       const RowTile &tile) {
+  if (!slots)
+    return tile.found;
+  Value slot = b.loadI(slots, {b.maxI(tile.expert, b.idx(0))});
+  return b.andI(tile.found, b.cmpI(arith::CmpIPredicate::sge, slot, b.idx(0)));
+}
 
 /// Finds the rows of row tile `tileIdx` (tiles of `tileRows` rows). Grouped:
 /// every expert's rows `[offsets[e], offsets[e + 1])` are cut into tiles in
@@ -1689,7 +1706,7 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
 
   // The whole block takes the same branch, so the barriers inside are
   // reached by every thread.
-  b.ifThen(tile.found, [&] {
+  b.ifThen(slotFound(b, args.slots, tile), [&] {
     int64_t numK = spec.k, numN = spec.n;
     Value cK = b.idx(numK), cN = b.idx(numN);
     // Where row `row` (global) reads its A row, whether it holds a token,
@@ -1705,9 +1722,12 @@ static Kernel buildGemmKernel(RewriterBase &rewriter, Operation *op,
       Value has = b.andI(valid, b.cmpI(arith::CmpIPredicate::sge, token, c0));
       return RowInfo{valid, has, token};
     };
+    // Placed experts read their weights from the slot the cache gave them.
+    Value weightExpert =
+        args.slots ? b.loadI(args.slots, {b.maxI(expert, c0)}) : expert;
     auto weightAt = [&](Value r, Value c) -> SmallVector<Value> {
       if (spec.grouped)
-        return {expert, r, c};
+        return {weightExpert, r, c};
       return {r, c};
     };
     VectorType vecType = VectorType::get({width}, ct);
@@ -2035,7 +2055,7 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
 
   // The whole block takes the same branch, so the barriers inside are
   // reached by every thread.
-  b.ifThen(tile.found, [&] {
+  b.ifThen(slotFound(b, args.slots, tile), [&] {
     int64_t numK = spec.k, numN = spec.n;
     Value cK = b.idx(numK), cN = b.idx(numN);
     // Where row `row` (global) reads its A row, whether it holds a token,
@@ -2058,9 +2078,12 @@ static Kernel buildMmaGemmKernel(RewriterBase &rewriter, Operation *op,
       return loadMaskedVector(b, vecType, mem, std::move(indices), valid, bound,
                               vectorOk);
     };
+    // Placed experts read their weights from the slot the cache gave them.
+    Value weightExpert =
+        args.slots ? b.loadI(args.slots, {b.maxI(expert, c0)}) : expert;
     auto weightAt = [&](Value r, Value c) -> SmallVector<Value> {
       if (spec.grouped)
-        return {expert, r, c};
+        return {weightExpert, r, c};
       return {r, c};
     };
 
@@ -2685,6 +2708,7 @@ static Kernel buildSkinnyGemmKernel(RewriterBase &rewriter, Operation *op,
   auto it = kernel.args.begin();
   Value tokens = spec.grouped ? *it++ : Value();
   Value offsets = spec.grouped ? *it++ : Value();
+  Value slots = spec.grouped && spec.slotted ? *it++ : Value();
   Value a = *it++;
   Value gateBias, upBias;
   // Matrix 0 is up (down for the second GEMM), matrix 1 the gate.
@@ -2741,6 +2765,13 @@ static Kernel buildSkinnyGemmKernel(RewriterBase &rewriter, Operation *op,
       return b.loadF(mem, {expert, c});
     return b.loadF(mem, {c});
   };
+  // Placed experts read their weights from the slot the cache gave them;
+  // experts without one (-1) run in another batch.
+  Value weightExpert = expert;
+  if (slots) {
+    weightExpert = b.loadI(slots, {b.maxI(expert, c0)});
+    found = b.andI(found, b.cmpI(arith::CmpIPredicate::sge, weightExpert, c0));
+  }
 
   // The branch is uniform over the block (the row group comes from the block
   // ids and loads every thread makes alike), so every thread reaches the
@@ -2859,7 +2890,7 @@ static Kernel buildSkinnyGemmKernel(RewriterBase &rewriter, Operation *op,
         for (Value w : weights) {
           SmallVector<Value> indices = {k, colIn};
           if (spec.grouped)
-            indices.insert(indices.begin(), expert);
+            indices.insert(indices.begin(), weightExpert);
           if (vectorized) {
             loaded.push_back(vector::LoadOp::create(
                 rewriter, loc, vecType, w, indices, /*nontemporal=*/false,
@@ -3005,8 +3036,9 @@ static Kernel buildSkinnyGemmKernel(RewriterBase &rewriter, Operation *op,
 /// Builds the last step of the skinny path: one thread per output element
 /// sums the down partials over the splits in order, applies the row scale
 /// and writes the rows that hold a token (for grouped GEMMs: rows of this
-/// op's experts whose token index is not -1). Arguments: grouped: tokens,
-/// offsets; partial, [row scale], out.
+/// op's experts whose token index is not -1, and of placed experts only
+/// those with a slot). Arguments: grouped: tokens, offsets, [slots]; partial,
+/// [row scale], out.
 static Kernel buildSkinnyReduceKernel(RewriterBase &rewriter, Operation *op,
                                       StringRef name, const GemmSpec &spec,
                                       TypeRange argTypes, Type ct) {
@@ -3016,6 +3048,7 @@ static Kernel buildSkinnyReduceKernel(RewriterBase &rewriter, Operation *op,
   auto it = kernel.args.begin();
   Value tokens = spec.grouped ? *it++ : Value();
   Value offsets = spec.grouped ? *it++ : Value();
+  Value slots = spec.grouped && spec.slotted ? *it++ : Value();
   Value partial = *it++;
   Value rowScale = spec.hasRowScale ? *it++ : Value();
   Value out = *it++;
@@ -3032,6 +3065,22 @@ static Kernel buildSkinnyReduceKernel(RewriterBase &rewriter, Operation *op,
     ok = b.andI(
         ok, b.andI(b.cmpI(arith::CmpIPredicate::sge, row, lo), b.lt(row, hi)));
     ok = b.andI(ok, b.cmpI(arith::CmpIPredicate::sge, token, c0));
+    if (slots) {
+      // Placed experts: only the rows of experts in this batch (with a
+      // slot); the row's expert is the number of experts that end at or
+      // before it.
+      Value expert =
+          b.loop(c0, b.idx(spec.numExperts), b.idx(1), {c0},
+                 [&](Value e, ValueRange st) {
+                   Value end = b.loadI(offsets,
+                                       {b.add(e, b.idx(spec.firstExpert + 1))});
+                   Value before = b.cmpI(arith::CmpIPredicate::sle, end, row);
+                   return SmallVector<Value>{
+                       b.add(st[0], b.select(before, b.idx(1), c0))};
+                 })[0];
+      Value slot = b.loadI(slots, {b.minI(expert, b.idx(spec.numExperts - 1))});
+      ok = b.andI(ok, b.cmpI(arith::CmpIPredicate::sge, slot, c0));
+    }
   }
   b.ifThen(ok, [&] {
     Value y = emitSumOverSplits(b, b.dim(partial, 0), [&](Value s) {
@@ -3050,10 +3099,11 @@ static Kernel buildSkinnyReduceKernel(RewriterBase &rewriter, Operation *op,
 /// grids and the buffers are empty.
 static void emitSkinnyFfn(RewriterBase &rewriter, Operation *op,
                           const Host &host, GemmSpec spec, Value tokensBuf,
-                          Value offsetsBuf, Value inputBuf, Value gateBuf,
-                          Value upBuf, Value downBuf, Value gateBiasBuf,
-                          Value upBiasBuf, Value downBiasBuf, Value rowScaleBuf,
-                          Value outBuf, Value numRows, Value enabled) {
+                          Value offsetsBuf, Value slotsBuf, Value inputBuf,
+                          Value gateBuf, Value upBuf, Value downBuf,
+                          Value gateBiasBuf, Value upBiasBuf, Value downBiasBuf,
+                          Value rowScaleBuf, Value outBuf, Value numRows,
+                          Value enabled) {
   Location loc = op->getLoc();
   Type elementType = cast<MemRefType>(inputBuf.getType()).getElementType();
   Type ct = computeType(elementType);
@@ -3118,13 +3168,14 @@ static void emitSkinnyFfn(RewriterBase &rewriter, Operation *op,
       scratch, upBytes, ValueRange{downSplits, rows});
   groups = hb.select(enabled, groups, zero);
 
-  SmallVector<Value> firstArgs = present(
-      {tokensBuf, offsetsBuf, inputBuf, gateBuf, upBuf, upPartial, upChunk});
+  SmallVector<Value> firstArgs =
+      present({tokensBuf, offsetsBuf, slotsBuf, inputBuf, gateBuf, upBuf,
+               upPartial, upChunk});
   SmallVector<Value> secondArgs =
-      present({tokensBuf, offsetsBuf, upPartial, gateBiasBuf, upBiasBuf,
-               downBuf, downBiasBuf, downPartial, downChunk});
-  SmallVector<Value> reduceArgs =
-      present({tokensBuf, offsetsBuf, downPartial, rowScaleBuf, outBuf});
+      present({tokensBuf, offsetsBuf, slotsBuf, upPartial, gateBiasBuf,
+               upBiasBuf, downBuf, downBiasBuf, downPartial, downChunk});
+  SmallVector<Value> reduceArgs = present(
+      {tokensBuf, offsetsBuf, slotsBuf, downPartial, rowScaleBuf, outBuf});
   Kernel first, second, reduce;
   {
     OpBuilder::InsertionGuard guard(rewriter);
@@ -3161,10 +3212,11 @@ static void emitSkinnyFfn(RewriterBase &rewriter, Operation *op,
 /// time the grids and the buffer are empty.
 static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
                          const Host &host, GemmSpec spec, Value tokensBuf,
-                         Value offsetsBuf, Value inputBuf, Value gateBuf,
-                         Value upBuf, Value downBuf, Value gateBiasBuf,
-                         Value upBiasBuf, Value downBiasBuf, Value rowScaleBuf,
-                         Value outBuf, Value numRows, Value enabled) {
+                         Value offsetsBuf, Value slotsBuf, Value inputBuf,
+                         Value gateBuf, Value upBuf, Value downBuf,
+                         Value gateBiasBuf, Value upBiasBuf, Value downBiasBuf,
+                         Value rowScaleBuf, Value outBuf, Value numRows,
+                         Value enabled) {
   Location loc = op->getLoc();
   Type elementType = cast<MemRefType>(inputBuf.getType()).getElementType();
   Type ct = computeType(elementType);
@@ -3179,10 +3231,10 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
       hb.select(enabled, numRows, hb.idx(0)));
 
   SmallVector<Value> firstArgs =
-      present({tokensBuf, offsetsBuf, inputBuf, gateBuf, upBuf, gateBiasBuf,
-               upBiasBuf, hiddenBuf});
+      present({tokensBuf, offsetsBuf, slotsBuf, inputBuf, gateBuf, upBuf,
+               gateBiasBuf, upBiasBuf, hiddenBuf});
   SmallVector<Value> secondArgs =
-      present({tokensBuf, offsetsBuf, hiddenBuf, downBuf, downBiasBuf,
+      present({tokensBuf, offsetsBuf, slotsBuf, hiddenBuf, downBuf, downBiasBuf,
                rowScaleBuf, outBuf});
   // Tensor-core GEMMs are pipelined with cp.async where every 16-byte copy
   // is all inside a matrix row or all outside (K and N multiples of 8) and,
@@ -3325,9 +3377,10 @@ static void emitTiledFfn(RewriterBase &rewriter, Operation *op,
 /// count, the skinny path (few rows per expert: decode) or the tiled one.
 static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
                     GemmSpec spec, Value tokensBuf, Value offsetsBuf,
-                    Value inputBuf, Value gateBuf, Value upBuf, Value downBuf,
-                    Value gateBiasBuf, Value upBiasBuf, Value downBiasBuf,
-                    Value scaleBuf, Value outBuf, Value numRows) {
+                    Value slotsBuf, Value inputBuf, Value gateBuf, Value upBuf,
+                    Value downBuf, Value gateBiasBuf, Value upBiasBuf,
+                    Value downBiasBuf, Value scaleBuf, Value outBuf,
+                    Value numRows) {
   Location loc = op->getLoc();
   Type elementType = cast<MemRefType>(inputBuf.getType()).getElementType();
   Type ct = computeType(elementType);
@@ -3357,12 +3410,12 @@ static void emitFfn(RewriterBase &rewriter, Operation *op, const Host &host,
       spec.grouped ? kSkinnyRowsPerExpert * spec.numExperts : kSkinnyDenseRows;
   Value skinny =
       hb.cmpI(arith::CmpIPredicate::ule, numRows, hb.idx(skinnyRows));
-  emitSkinnyFfn(rewriter, op, host, spec, tokensBuf, offsetsBuf, inputBuf,
-                gateBuf, upBuf, downBuf, gateBiasBuf, upBiasBuf, downBiasBuf,
-                rowScaleBuf, outBuf, numRows, skinny);
-  emitTiledFfn(rewriter, op, host, spec, tokensBuf, offsetsBuf, inputBuf,
-               gateBuf, upBuf, downBuf, gateBiasBuf, upBiasBuf, downBiasBuf,
-               rowScaleBuf, outBuf, numRows,
+  emitSkinnyFfn(rewriter, op, host, spec, tokensBuf, offsetsBuf, slotsBuf,
+                inputBuf, gateBuf, upBuf, downBuf, gateBiasBuf, upBiasBuf,
+                downBiasBuf, rowScaleBuf, outBuf, numRows, skinny);
+  emitTiledFfn(rewriter, op, host, spec, tokensBuf, offsetsBuf, slotsBuf,
+               inputBuf, gateBuf, upBuf, downBuf, gateBiasBuf, upBiasBuf,
+               downBiasBuf, rowScaleBuf, outBuf, numRows,
                arith::XOrIOp::create(rewriter, loc, skinny, hb.boolean(true)));
   if (rowScaleBuf)
     host.dealloc(rowScaleBuf);
@@ -3399,12 +3452,205 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
     spec.firstExpert = op.getFirstExpert();
     spec.numExperts = op.getNumExperts();
     spec.expert = op.getExpert();
-    emitFfn(rewriter, op, host, spec, tokensBuf, offsetsBuf, inputBuf,
-            host.buffer(adaptor.getGate()), host.buffer(adaptor.getUp()),
-            host.buffer(adaptor.getDown()), host.buffer(adaptor.getGateBias()),
-            host.buffer(adaptor.getUpBias()),
-            host.buffer(adaptor.getDownBias()), Value(), outBuf, numRows);
+    Value gateBuf = host.buffer(adaptor.getGate());
+    Value upBuf = host.buffer(adaptor.getUp());
+    Value downBuf = host.buffer(adaptor.getDown());
+    Value gateBiasBuf = host.buffer(adaptor.getGateBias());
+    Value upBiasBuf = host.buffer(adaptor.getUpBias());
+    Value downBiasBuf = host.buffer(adaptor.getDownBias());
+    auto ffn = [&](Value slotsBuf) {
+      emitFfn(rewriter, op, host, spec, tokensBuf, offsetsBuf, slotsBuf,
+              inputBuf, gateBuf, upBuf, downBuf, gateBiasBuf, upBiasBuf,
+              downBiasBuf, Value(), outBuf, numRows);
+    };
+    if (PlacementAttr placement = op.getPlacementAttr()) {
+      spec.slotted = true;
+      emitPlacedBatches(rewriter, host, op, placement.getLayer(),
+                        adaptor.getExpertOffsets(), ffn);
+    } else {
+      ffn(Value());
+    }
     rewriter.replaceOp(op, host.tensor(resultType, outBuf));
+    return success();
+  }
+
+  /// Calls `body(local, global)` on the host for each expert of `op` in
+  /// `[from, to)` (local indices) with rows in `hostOffsets`.
+  static void forEachExpertWithRows(RewriterBase &rewriter, ExpertsOp op,
+                                    Value hostOffsets, Value from, Value to,
+                                    function_ref<void(Value, Value)> body) {
+    KernelBuilder b{rewriter, op.getLoc(), Type()};
+    b.loop(from, to, b.idx(1), [&](Value local) {
+      Value global = b.add(local, b.idx(op.getFirstExpert()));
+      Value start = b.loadI(hostOffsets, {global});
+      Value end = b.loadI(hostOffsets, {b.add(global, b.idx(1))});
+      b.ifThen(b.cmpI(arith::CmpIPredicate::sgt, end, start),
+               [&] { body(local, global); });
+    });
+  }
+
+  /// A placed layer (docs/ExpertCache.md). The offsets go to the host (which
+  /// waits for the routing and dispatch kernels) and every expert with rows
+  /// is prefetched. Then, in batches: experts are acquired in order until
+  /// the cache has no free slot (acquire returns -1), their slots go to the
+  /// device (-1 for the other experts), `ffn(slots)` launches the GEMMs,
+  /// which compute only the rows of experts with a slot, reading expert
+  /// `e`'s weights from slot `slots[e]`, and the batch's experts are
+  /// released (the runtime reuses a slot only after the work queued before
+  /// its release). One batch when the slots hold every expert with rows.
+  static void emitPlacedBatches(RewriterBase &rewriter, const Host &host,
+                                ExpertsOp op, int64_t layerId, Value offsets,
+                                function_ref<void(Value)> ffn) {
+    Location loc = op.getLoc();
+    KernelBuilder b{rewriter, loc, Type()};
+    Type i64 = rewriter.getI64Type();
+    Value layer = arith::ConstantOp::create(
+        rewriter, loc, rewriter.getI64IntegerAttr(layerId));
+    Value c0 = b.idx(0), c1 = b.idx(1);
+    Value numExperts = b.idx(op.getNumExperts());
+    Value hostOffsets = host.hostCopy(offsets);
+    // Every load is queued before the first acquire waits for one.
+    forEachExpertWithRows(
+        rewriter, op, hostOffsets, c0, numExperts, [&](Value, Value global) {
+          callRuntimeHook(rewriter, loc, kPrefetchHook, {layer, global});
+        });
+    auto slotsType =
+        MemRefType::get({op.getNumExperts()}, rewriter.getI32Type());
+    auto hostSlotsOp = memref::AllocOp::create(rewriter, loc, slotsType);
+    hostSlotsOp->setAttr(kHostBufferAttrName, rewriter.getUnitAttr());
+    Value hostSlots = hostSlotsOp;
+    Value slots = host.alloc(slotsType, {});
+
+    Type indexType = rewriter.getIndexType();
+    auto loop = scf::WhileOp::create(rewriter, loc, TypeRange{indexType},
+                                     ValueRange{c0});
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      Block *before =
+          rewriter.createBlock(&loop.getBefore(), {}, {indexType}, {loc});
+      Value first = before->getArgument(0);
+      scf::ConditionOp::create(rewriter, loc, b.lt(first, numExperts),
+                               ValueRange{first});
+      Block *after =
+          rewriter.createBlock(&loop.getAfter(), {}, {indexType}, {loc});
+      first = after->getArgument(0);
+      b.loop(c0, numExperts, c1,
+             [&](Value local) { b.storeI(b.idx(-1), hostSlots, {local}); });
+      // Acquire from `first` on until one fails; `next` is the first expert
+      // not acquired.
+      Value fls = b.boolean(false), tru = b.boolean(true);
+      SmallVector<Value> filled = b.loop(
+          first, numExperts, c1, {fls, first},
+          [&](Value local, ValueRange st) -> SmallVector<Value> {
+            Value stopped = st[0];
+            Value global = b.add(local, b.idx(op.getFirstExpert()));
+            Value start = b.loadI(hostOffsets, {global});
+            Value end = b.loadI(hostOffsets, {b.add(global, c1)});
+            Value wanted =
+                b.andI(b.cmpI(arith::CmpIPredicate::eq, stopped, fls),
+                       b.cmpI(arith::CmpIPredicate::sgt, end, start));
+            auto ifOp = scf::IfOp::create(
+                rewriter, loc, wanted,
+                [&](OpBuilder &, Location) {
+                  Value slot = callRuntimeHook(rewriter, loc, kAcquireHook,
+                                               {layer, global}, i64)[0];
+                  Value slotIndex = arith::IndexCastOp::create(rewriter, loc,
+                                                               indexType, slot);
+                  Value got = b.cmpI(arith::CmpIPredicate::sge, slotIndex, c0);
+                  b.ifThen(got,
+                           [&] { b.storeI(slotIndex, hostSlots, {local}); });
+                  scf::YieldOp::create(
+                      rewriter, loc,
+                      ValueRange{b.select(got, fls, tru),
+                                 b.select(got, b.add(local, c1), local)});
+                },
+                [&](OpBuilder &, Location) {
+                  // No rows: skipped (unless stopped, where it stays next).
+                  scf::YieldOp::create(
+                      rewriter, loc,
+                      ValueRange{stopped,
+                                 b.select(stopped, st[1], b.add(local, c1))});
+                });
+            return {ifOp.getResult(0), ifOp.getResult(1)};
+          });
+      Value next = filled[1];
+      gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, slots,
+                            hostSlots);
+      ffn(slots);
+      forEachExpertWithRows(
+          rewriter, op, hostOffsets, first, next, [&](Value, Value global) {
+            callRuntimeHook(rewriter, loc, kReleaseHook, {layer, global});
+          });
+      // An acquire that failed with nothing acquired (the runtime reports
+      // why) ends the loop rather than retrying forever.
+      Value progressed = b.cmpI(arith::CmpIPredicate::ugt, next, first);
+      scf::YieldOp::create(rewriter, loc,
+                           ValueRange{b.select(progressed, next, numExperts)});
+    }
+    host.dealloc(slots);
+    memref::DeallocOp::create(rewriter, loc, hostSlots);
+    memref::DeallocOp::create(rewriter, loc, hostOffsets);
+  }
+};
+
+/// Calls `body(token, id)` on the host for every entry `id >= 0` of the
+/// `[T, k]` expert ids `ids` (copied to the host first).
+static void forEachHostAssignment(RewriterBase &rewriter, const Host &host,
+                                  Value ids,
+                                  function_ref<void(Value, Value)> body) {
+  KernelBuilder b{rewriter, host.loc, Type()};
+  Value hostIds = host.hostCopy(ids);
+  b.loop(b.idx(0), b.dim(hostIds, 0), b.idx(1), [&](Value t) {
+    b.loop(b.idx(0), b.dim(hostIds, 1), b.idx(1), [&](Value j) {
+      Value id = b.loadI(hostIds, {t, j});
+      b.ifThen(b.cmpI(arith::CmpIPredicate::sge, id, b.idx(0)),
+               [&] { body(t, id); });
+    });
+  });
+  memref::DeallocOp::create(rewriter, host.loc, hostIds);
+}
+
+/// Pre-gating predictions: the predicted ids go to the host, which hands
+/// each to the expert cache (its copies then overlap the layer's GEMMs).
+struct PrefetchOpLowering : public OpConversionPattern<PrefetchOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(PrefetchOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    Value layer = arith::ConstantOp::create(
+        rewriter, loc, rewriter.getI64IntegerAttr(op.getLayer()));
+    forEachHostAssignment(
+        rewriter, host, adaptor.getExpertIds(), [&](Value, Value id) {
+          callRuntimeHook(rewriter, loc, kPredictHook, {layer, id});
+        });
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+/// Routing decisions go to the host, which reports each to the runtime's
+/// profile.
+struct TraceRoutingOpLowering : public OpConversionPattern<TraceRoutingOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(TraceRoutingOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Host host{rewriter, loc};
+    Type i64 = rewriter.getI64Type();
+    Value layer = arith::ConstantOp::create(
+        rewriter, loc, rewriter.getIntegerAttr(i64, op.getLayer()));
+    Value experts = arith::ConstantOp::create(
+        rewriter, loc, rewriter.getIntegerAttr(i64, op.getNumExperts()));
+    forEachHostAssignment(
+        rewriter, host, adaptor.getExpertIds(), [&](Value t, Value id) {
+          callRuntimeHook(rewriter, loc, kTraceHook, {layer, experts, t, id});
+        });
+    rewriter.eraseOp(op);
     return success();
   }
 };
@@ -3432,7 +3678,7 @@ struct SharedExpertsOpLowering : public OpConversionPattern<SharedExpertsOp> {
     spec.gated = op.getExpert().isGated();
     spec.hasRowScale = adaptor.getScale() != nullptr;
     spec.expert = op.getExpert();
-    emitFfn(rewriter, op, host, spec, Value(), Value(), inputBuf,
+    emitFfn(rewriter, op, host, spec, Value(), Value(), Value(), inputBuf,
             host.buffer(adaptor.getGate()), host.buffer(adaptor.getUp()),
             host.buffer(adaptor.getDown()), Value(), Value(), Value(),
             host.buffer(adaptor.getScale()), outBuf, numRows);
@@ -3926,7 +4172,8 @@ void moe::populateMoEToGPUConversionPatterns(RewritePatternSet &patterns) {
   patterns.add<GateOpLowering, RouteOpLowering, HashRouteOpLowering,
                DispatchOpLowering, ExpertsOpLowering, SharedExpertsOpLowering,
                ZeroComputationExpertsOpLowering, QuantizedExpertsOpLowering,
-               CombineOpLowering>(patterns.getContext());
+               CombineOpLowering, PrefetchOpLowering, TraceRoutingOpLowering>(
+      patterns.getContext());
   populateGenericExpertsToGPUPatterns(patterns);
 }
 
@@ -3939,6 +4186,16 @@ struct ConvertMoEToGPUPass
     dropIndexChecks();
     if (failed(checkMoEToGPUSupport(getOperation())))
       return signalPassFailure();
+    // Placed experts, moe.prefetch and moe.trace_routing call the runtime.
+    WalkResult needsRuntime = getOperation()->walk([](Operation *op) {
+      auto experts = dyn_cast<ExpertsOp>(op);
+      if (isa<PrefetchOp, TraceRoutingOp>(op) ||
+          (experts && experts.getPlacementAttr()))
+        return WalkResult::interrupt();
+      return WalkResult::advance();
+    });
+    if (needsRuntime.wasInterrupted())
+      declareRuntimeHooks(getOperation());
     ConversionTarget target(getContext());
     target.addIllegalDialect<MoEDialect>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });

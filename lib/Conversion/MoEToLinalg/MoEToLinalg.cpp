@@ -14,6 +14,7 @@
 #include "moe/Conversion/MoEToLinalg/MoEToLinalg.h"
 #include "moe/Conversion/ExpertMath.h"
 #include "moe/Conversion/Passes.h"
+#include "moe/Conversion/RuntimeHooks.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
 #include "QuantizedMatmul.h"
@@ -1416,43 +1417,6 @@ static Value groupedExperts(OpBuilder &b, Location loc, ExpertsOp op,
 // Calls into the runtime's expert cache
 //===----------------------------------------------------------------------===//
 
-// The runtime functions the placement ops lower to (docs/ExpertCache.md);
-// moe-compile binds them to the runtime that loads the library.
-static constexpr StringLiteral kAcquireFn = "moe_rt_expert_acquire";
-static constexpr StringLiteral kReleaseFn = "moe_rt_expert_release";
-static constexpr StringLiteral kPrefetchFn = "moe_rt_expert_prefetch";
-static constexpr StringLiteral kPredictFn = "moe_rt_expert_predict";
-static constexpr StringLiteral kTraceFn = "moe_rt_trace_routing";
-
-/// Declares the runtime functions in `module` if absent.
-static void declareRuntimeFunctions(ModuleOp module) {
-  OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
-  Type i64 = b.getI64Type();
-  auto declare = [&](StringRef name, TypeRange args, TypeRange results) {
-    if (module.lookupSymbol(name))
-      return;
-    auto fn = func::FuncOp::create(b, module.getLoc(), name,
-                                   b.getFunctionType(args, results));
-    fn.setPrivate();
-  };
-  declare(kAcquireFn, {i64, i64}, {i64});
-  declare(kReleaseFn, {i64, i64}, {});
-  declare(kPrefetchFn, {i64, i64}, {});
-  declare(kPredictFn, {i64, i64}, {});
-  declare(kTraceFn, {i64, i64, i64, i64}, {});
-}
-
-/// Calls runtime function `name` with index or i64 arguments.
-static ValueRange callRuntime(OpBuilder &b, Location loc, StringRef name,
-                              ValueRange args, TypeRange results = {}) {
-  SmallVector<Value> casted;
-  for (Value arg : args)
-    casted.push_back(arg.getType().isIndex() ? arith::IndexCastOp::create(
-                                                   b, loc, b.getI64Type(), arg)
-                                             : arg);
-  return func::CallOp::create(b, loc, name, results, casted).getResults();
-}
-
 /// Calls `body(t, id)` for every entry `id >= 0` of `ids [T, k]`.
 static void forEachAssignment(
     OpBuilder &b, Location loc, Value ids,
@@ -1523,7 +1487,7 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
             Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt,
                                               end, start);
             scf::IfOp::create(b, loc, any, [&](OpBuilder &b, Location loc) {
-              callRuntime(b, loc, kPrefetchFn, {layer, e});
+              callRuntimeHook(b, loc, kPrefetchHook, {layer, e});
               scf::YieldOp::create(b, loc);
             });
             scf::YieldOp::create(b, loc);
@@ -1607,15 +1571,15 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
           auto compute = [&](OpBuilder &b, Location loc, Value rows) {
             Value slot = local;
             if (placement)
-              slot = arith::IndexCastOp::create(b, loc, b.getIndexType(),
-                                                callRuntime(b, loc, kAcquireFn,
-                                                            {layer, global},
-                                                            b.getI64Type())[0]);
+              slot = arith::IndexCastOp::create(
+                  b, loc, b.getIndexType(),
+                  callRuntimeHook(b, loc, kAcquireHook, {layer, global},
+                                  b.getI64Type())[0]);
             return ffnOf(b, loc, local, slot, rows);
           };
           // The slot is released once the rows are in place.
           auto release = [&](OpBuilder &b, Location loc) {
-            callRuntime(b, loc, kReleaseFn, {layer, global});
+            callRuntimeHook(b, loc, kReleaseHook, {layer, global});
           };
           return updateExpertRows(
               b, loc, adaptor.getInput(), adaptor.getTokenIndices(),
@@ -1640,7 +1604,7 @@ struct PrefetchOpLowering : public OpConversionPattern<PrefetchOp> {
     Value layer = intConst(rewriter, loc, rewriter.getI64Type(), op.getLayer());
     forEachAssignment(rewriter, loc, adaptor.getExpertIds(),
                       [&](OpBuilder &b, Location loc, Value, Value id) {
-                        callRuntime(b, loc, kPredictFn, {layer, id});
+                        callRuntimeHook(b, loc, kPredictHook, {layer, id});
                       });
     rewriter.eraseOp(op);
     return success();
@@ -1658,10 +1622,11 @@ struct TraceRoutingOpLowering : public OpConversionPattern<TraceRoutingOp> {
     Type i64 = rewriter.getI64Type();
     Value layer = intConst(rewriter, loc, i64, op.getLayer());
     Value experts = intConst(rewriter, loc, i64, op.getNumExperts());
-    forEachAssignment(rewriter, loc, adaptor.getExpertIds(),
-                      [&](OpBuilder &b, Location loc, Value t, Value id) {
-                        callRuntime(b, loc, kTraceFn, {layer, experts, t, id});
-                      });
+    forEachAssignment(
+        rewriter, loc, adaptor.getExpertIds(),
+        [&](OpBuilder &b, Location loc, Value t, Value id) {
+          callRuntimeHook(b, loc, kTraceHook, {layer, experts, t, id});
+        });
     rewriter.eraseOp(op);
     return success();
   }
@@ -2222,7 +2187,7 @@ struct ConvertMoEToLinalgPass
             "runtime functions)");
         return signalPassFailure();
       }
-      declareRuntimeFunctions(module);
+      declareRuntimeHooks(module);
     }
     ConversionTarget target(getContext());
     target.addIllegalDialect<MoEDialect>();
