@@ -928,7 +928,10 @@ struct moe_cuda_model_state {
   struct Weight {
     const void *host = nullptr;
     uint64_t bytes = 0;
+    /// The device copy, or (`inPlace`) `host` itself: device memory the
+    /// runtime gave (an expert cache's slots), used without a copy.
     CUdeviceptr device = 0;
+    bool inPlace = false;
   };
   std::vector<Weight> weights;
   /// Page-locked host memory through which large inputs and results are
@@ -956,7 +959,7 @@ struct moe_cuda_model_state {
   /// stream's work that uses them must have completed or must not exist).
   void releaseWeights(Driver &driver) {
     for (Weight &weight : weights)
-      if (weight.device)
+      if (weight.device && !weight.inPlace)
         driver.cuMemFree_v2(weight.device);
     weights.clear();
     if (staging)
@@ -1307,19 +1310,32 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
       // A weight: its device copy outlives the run.
       moe_cuda_model_state::Weight &weight = model->weights[i - numInputs];
       if (weight.host != src || weight.bytes != bytes || !weight.device) {
-        if (weight.device)
+        if (weight.device && !weight.inPlace)
           driver.cuMemFree_v2(weight.device);
         weight = {};
-        CUdeviceptr ptr = 0;
-        if (!check(driver, driver.cuMemAlloc_v2(&ptr, bytes), "cuMemAlloc",
-                   "weights"))
+        int ordinal = deviceOfMemory(driver, src);
+        if (ordinal > 0) {
+          recordError(format("moe: weight %ld is in the memory of CUDA "
+                             "device %d; only device 0 is supported",
+                             static_cast<long>(i - numInputs), ordinal));
           return false;
-        // Recorded before the copy, so that a failed copy is redone.
-        weight.device = ptr;
-        if (!check(driver,
-                   driver.cuMemcpyHtoDAsync_v2(ptr, src, bytes, state.stream),
-                   "cuMemcpyHtoDAsync", "weights"))
-          return false;
+        }
+        if (ordinal == 0) {
+          // Device memory already (an expert cache's slots): used in place.
+          weight.inPlace = true;
+          weight.device = reinterpret_cast<CUdeviceptr>(src);
+        } else {
+          CUdeviceptr ptr = 0;
+          if (!check(driver, driver.cuMemAlloc_v2(&ptr, bytes), "cuMemAlloc",
+                     "weights"))
+            return false;
+          // Recorded before the copy, so that a failed copy is redone.
+          weight.device = ptr;
+          if (!check(driver,
+                     driver.cuMemcpyHtoDAsync_v2(ptr, src, bytes, state.stream),
+                     "cuMemcpyHtoDAsync", "weights"))
+            return false;
+        }
         weight.host = src;
         weight.bytes = bytes;
       }
@@ -1651,4 +1667,136 @@ extern "C" void moe_cuda_release_model(moe_cuda_model_state_t **state) {
 
 extern "C" double moe_cuda_device_ms(moe_cuda_model_state_t **state) {
   return state && *state ? (*state)->lastDeviceMs.load() : -1.0;
+}
+
+//===----------------------------------------------------------------------===//
+// The GPU tier of the expert cache
+//===----------------------------------------------------------------------===//
+
+struct moe_cuda_tier {
+  CUstream copies = nullptr;
+  /// Per slot: recorded on the copy stream after its last load, and on a
+  /// run's stream at its last release. Waiting for an event never recorded
+  /// waits for nothing.
+  std::vector<CUevent> loaded, released;
+};
+
+namespace {
+void destroyTier(moe_cuda_tier_t *tier) {
+  if (!tier)
+    return;
+  Driver &driver = getDriver();
+  if (!driver.failed() &&
+      driver.cuCtxPushCurrent_v2(driver.context) == kSuccess) {
+    if (tier->copies) {
+      driver.cuStreamSynchronize(tier->copies);
+      driver.cuStreamDestroy_v2(tier->copies);
+    }
+    for (std::vector<CUevent> *events : {&tier->loaded, &tier->released})
+      for (CUevent event : *events)
+        if (event)
+          driver.cuEventDestroy_v2(event);
+    driver.cuCtxPopCurrent_v2(nullptr);
+  }
+  delete tier;
+}
+
+moe_cuda_tier_t *createTier(size_t numSlots) {
+  (void)moe_cuda_take_error();
+  Driver *driver = usableDriver();
+  if (!driver)
+    return nullptr;
+  ScopedContext scope(*driver);
+  if (!scope.ok())
+    return nullptr;
+  auto *tier = new moe_cuda_tier;
+  tier->loaded.assign(numSlots, nullptr);
+  tier->released.assign(numSlots, nullptr);
+  bool ok =
+      check(*driver, driver->cuStreamCreate(&tier->copies, kStreamNonBlocking),
+            "cuStreamCreate", "the expert cache's copy stream");
+  for (size_t i = 0; ok && i < numSlots; ++i)
+    ok = check(*driver,
+               driver->cuEventCreate(&tier->loaded[i], kEventDisableTiming),
+               "cuEventCreate") &&
+         check(*driver,
+               driver->cuEventCreate(&tier->released[i], kEventDisableTiming),
+               "cuEventCreate");
+  if (ok)
+    return tier;
+  const char *taken = moe_cuda_take_error();
+  std::string error = taken ? taken : "moe: cannot create the expert cache";
+  destroyTier(tier);
+  recordError(error);
+  return nullptr;
+}
+
+/// The tier's driver with the context current for `scope`, or null (an
+/// error recorded) for a bad slot or an unusable driver.
+Driver *tierDriver(moe_cuda_tier_t *tier, size_t slot) {
+  Driver *driver = usableDriver();
+  if (driver && (!tier || slot >= tier->loaded.size())) {
+    recordError(format("moe: expert cache slot %zu does not exist", slot));
+    return nullptr;
+  }
+  return driver;
+}
+
+int loadTier(moe_cuda_tier_t *tier, size_t slot, size_t count, void *const *dst,
+             const void *const *src, const size_t *bytes) {
+  Driver *driver = tierDriver(tier, slot);
+  if (!driver)
+    return 1;
+  ScopedContext scope(*driver);
+  bool ok =
+      scope.ok() &&
+      check(*driver,
+            driver->cuStreamWaitEvent(tier->copies, tier->released[slot], 0),
+            "cuStreamWaitEvent", "an expert load");
+  for (size_t i = 0; ok && i < count; ++i)
+    ok = check(
+        *driver,
+        driver->cuMemcpyHtoDAsync_v2(reinterpret_cast<CUdeviceptr>(dst[i]),
+                                     src[i], bytes[i], tier->copies),
+        "cuMemcpyHtoDAsync", "an expert load");
+  ok = ok &&
+       check(*driver, driver->cuEventRecord(tier->loaded[slot], tier->copies),
+             "cuEventRecord", "an expert load");
+  return ok ? 0 : 1;
+}
+
+int acquireTier(moe_cuda_tier_t *tier, size_t slot) {
+  Driver *driver = tierDriver(tier, slot);
+  if (!driver)
+    return 1;
+  ScopedContext scope(*driver);
+  return scope.ok() && check(*driver,
+                             driver->cuStreamWaitEvent(runStream(),
+                                                       tier->loaded[slot], 0),
+                             "cuStreamWaitEvent", "an expert acquire")
+             ? 0
+             : 1;
+}
+
+int releaseTier(moe_cuda_tier_t *tier, size_t slot) {
+  Driver *driver = tierDriver(tier, slot);
+  if (!driver)
+    return 1;
+  ScopedContext scope(*driver);
+  return scope.ok() &&
+                 check(*driver,
+                       driver->cuEventRecord(tier->released[slot], runStream()),
+                       "cuEventRecord", "an expert release")
+             ? 0
+             : 1;
+}
+} // namespace
+
+extern "C" const moe_cuda_tier_api_t *moe_cuda_tier_api(void) {
+  static const moe_cuda_tier_api_t api = {
+      createTier,         destroyTier,           loadTier,
+      acquireTier,        releaseTier,           moe_cuda_host_alloc,
+      moe_cuda_host_free, moe_cuda_device_alloc, moe_cuda_device_free,
+      moe_cuda_take_error};
+  return &api;
 }

@@ -31,10 +31,12 @@ static uint64_t nowNs() {
 moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
                                   uint64_t dataStart, int64_t budgetBytes,
                                   double budgetPercent, moe_cache_mode_t mode,
+                                  const moe_cuda_tier_api_t *device,
                                   std::unique_ptr<ExpertCache> &out) {
   std::unique_ptr<ExpertCache> cache(new ExpertCache);
   cache->path = path;
   cache->mode = mode;
+  cache->device = device;
   for (const CacheSpec &spec : sig.caches) {
     Layer layer;
     layer.id = spec.layer;
@@ -97,16 +99,29 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
     }
   }
 
+  size_t tierSlots = 0;
   for (size_t l = 0; l < cache->layers.size(); ++l) {
     Layer &layer = cache->layers[l];
     size_t slots = static_cast<size_t>(layer.slots);
+    layer.slotBase = tierSlots;
+    tierSlots += slots;
     for (Tensor &tensor : layer.tensors) {
       uint64_t bytes = alignUp(tensor.sliceBytes * slots, kBlock);
-      tensor.slots = static_cast<uint8_t *>(std::aligned_alloc(kBlock, bytes));
-      if (!tensor.slots)
-        return makeStatus("cannot allocate " + std::to_string(bytes) +
-                          " bytes of expert slots");
-      std::memset(tensor.slots, 0, bytes);
+      if (device) {
+        tensor.slots = static_cast<uint8_t *>(device->device_alloc(bytes));
+        if (!tensor.slots)
+          return makeStatus(
+              cache->deviceError(("allocating " + std::to_string(bytes) +
+                                  " bytes of expert slots in GPU memory")
+                                     .c_str()));
+      } else {
+        tensor.slots =
+            static_cast<uint8_t *>(std::aligned_alloc(kBlock, bytes));
+        if (!tensor.slots)
+          return makeStatus("cannot allocate " + std::to_string(bytes) +
+                            " bytes of expert slots");
+        std::memset(tensor.slots, 0, bytes);
+      }
       cache->counters.slot_bytes += bytes;
       cache->bounceBytes = std::max<size_t>(
           cache->bounceBytes, alignUp(tensor.sliceBytes, kBlock) + kBlock);
@@ -123,9 +138,10 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
   }
 
   // MOE_EXPERT_CACHE_READ_GBPS=R paces the reads to R GB/s (a tier slower
-  // than the file's, emulated with a known bandwidth).
+  // than the file's, emulated with a known bandwidth). Not for the GPU tier,
+  // whose loads are asynchronous copies.
   if (const char *rate = std::getenv("MOE_EXPERT_CACHE_READ_GBPS");
-      rate && *rate) {
+      !device && rate && *rate) {
     char *end = nullptr;
     double gbps = std::strtod(rate, &end);
     if (end == rate || *end != '\0' || !(gbps > 0) || !std::isfinite(gbps))
@@ -138,7 +154,7 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
   // MOE_EXPERT_CACHE_DIRECT_IO=0 forces buffered reads (as on file systems
   // without O_DIRECT, such as tmpfs).
   const char *directEnv = std::getenv("MOE_EXPERT_CACHE_DIRECT_IO");
-  bool tryDirect = !directEnv || std::strcmp(directEnv, "0") != 0;
+  bool tryDirect = !device && (!directEnv || std::strcmp(directEnv, "0") != 0);
   if (tryDirect)
     cache->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
   cache->direct = cache->fd >= 0;
@@ -152,6 +168,40 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
       static_cast<uint8_t *>(std::aligned_alloc(kBlock, cache->bounceBytes));
   if (!cache->bounce)
     return makeStatus("cannot allocate the expert cache's read buffer");
+
+  // The GPU tier: every cached expert in page-locked host memory (read once
+  // from the weights file), a copy stream and the slots' events.
+  if (device) {
+    for (Layer &layer : cache->layers) {
+      for (Tensor &tensor : layer.tensors) {
+        uint64_t bytes =
+            tensor.sliceBytes * static_cast<uint64_t>(layer.experts);
+        tensor.host = static_cast<uint8_t *>(device->host_alloc(bytes));
+        if (!tensor.host)
+          return makeStatus(cache->deviceError(
+              ("allocating " + std::to_string(bytes) +
+               " bytes of page-locked host memory for the expert cache")
+                  .c_str()));
+        uint64_t done = 0;
+        while (done < bytes) {
+          ssize_t n = pread(cache->fd, tensor.host + done, bytes - done,
+                            static_cast<off_t>(tensor.fileOffset + done));
+          if (n < 0 && errno == EINTR)
+            continue;
+          if (n <= 0)
+            return makeStatus(
+                "reading the experts of layer " + std::to_string(layer.id) +
+                " from weights file " + quote(path) + " failed: " +
+                (n < 0 ? std::strerror(errno) : "the file ends early"));
+          done += static_cast<uint64_t>(n);
+        }
+      }
+    }
+    cache->tier = device->create(tierSlots);
+    if (!cache->tier)
+      return makeStatus(
+          cache->deviceError("creating the expert cache's copy stream"));
+  }
 
   // Pinned residents are read now, expert pinned[i] into slot i.
   for (size_t l = 0; l < cache->layers.size(); ++l) {
@@ -182,9 +232,19 @@ ExpertCache::~ExpertCache() {
   wake.notify_all();
   if (worker.joinable())
     worker.join();
-  for (Layer &layer : layers)
-    for (Tensor &tensor : layer.tensors)
-      std::free(tensor.slots);
+  if (device) {
+    // The copies finish before their memory goes.
+    device->destroy(tier);
+    for (Layer &layer : layers)
+      for (Tensor &tensor : layer.tensors) {
+        device->device_free(tensor.slots);
+        device->host_free(tensor.host);
+      }
+  } else {
+    for (Layer &layer : layers)
+      for (Tensor &tensor : layer.tensors)
+        std::free(tensor.slots);
+  }
   std::free(bounce);
   if (fd >= 0)
     close(fd);
@@ -231,7 +291,31 @@ ExpertCache::Layer *ExpertCache::findLayer(int64_t layer, int64_t expert) {
   return nullptr;
 }
 
+std::string ExpertCache::deviceError(const char *what) const {
+  const char *error = device ? device->take_error() : nullptr;
+  return std::string(what) +
+         " failed: " + (error ? error : "unknown CUDA error");
+}
+
 std::string ExpertCache::readExpert(const Layer &layer, int expert, int slot) {
+  if (device) {
+    std::vector<void *> dst;
+    std::vector<const void *> src;
+    std::vector<size_t> bytes;
+    for (const Tensor &tensor : layer.tensors) {
+      dst.push_back(tensor.slots + tensor.sliceBytes * slot);
+      src.push_back(tensor.host + tensor.sliceBytes * expert);
+      bytes.push_back(tensor.sliceBytes);
+      counters.bytes_read += tensor.sliceBytes;
+    }
+    if (device->load(tier, layer.slotBase + static_cast<size_t>(slot),
+                     dst.size(), dst.data(), src.data(), bytes.data()))
+      return deviceError(("copying expert " + std::to_string(expert) +
+                          " of layer " + std::to_string(layer.id) +
+                          " to the GPU")
+                             .c_str());
+    return "";
+  }
   for (const Tensor &tensor : layer.tensors) {
     uint64_t offset = tensor.fileOffset + tensor.sliceBytes * expert;
     uint64_t length = tensor.sliceBytes;
@@ -373,6 +457,24 @@ int64_t ExpertCache::acquire(int64_t layerId, int64_t expertId) {
   if (!layer)
     return 0;
   int expert = static_cast<int>(expertId);
+  // Every slot pinned or held by the caller (the GPU code acquires a batch
+  // of experts before it runs them): none can take the expert until the
+  // caller releases some.
+  auto full = [&] {
+    for (int64_t s = 0; s < layer->slots; ++s)
+      if (!layer->pinned[s] && layer->users[s] == 0)
+        return false;
+    return true;
+  };
+  if (layer->slotOf[expert] < 0 && full()) {
+    bool held = std::any_of(layer->users.begin(), layer->users.end(),
+                            [](int users) { return users > 0; });
+    if (!held)
+      fail("expert " + std::to_string(expertId) + " of cached layer " +
+           std::to_string(layerId) + " has no slot: all " +
+           std::to_string(layer->slots) + " are pinned");
+    return -1;
+  }
   ++counters.acquires;
   uint64_t start = 0;
   while (true) {
@@ -382,6 +484,9 @@ int64_t ExpertCache::acquire(int64_t layerId, int64_t expertId) {
         counters.stall_ns += nowNs() - start;
       else
         ++counters.hits;
+      if (device &&
+          device->acquire(tier, layer->slotBase + static_cast<size_t>(slot)))
+        fail(deviceError("waiting for an expert copy"));
       ++layer->users[slot];
       layer->used[slot] = ++tick;
       layer->wanted[expert] = 0;
@@ -419,6 +524,11 @@ void ExpertCache::release(int64_t layerId, int64_t expertId) {
          " of layer " + std::to_string(layerId) + " without acquiring it");
     return;
   }
+  // The GPU tier: a later load into the slot waits for the work queued so
+  // far (recorded before the slot can be chosen for one).
+  if (device &&
+      device->release(tier, layer->slotBase + static_cast<size_t>(slot)))
+    fail(deviceError("recording an expert release"));
   --layer->users[slot];
   if (mode == MOE_CACHE_ONDEMAND && layer->users[slot] == 0 &&
       !layer->pinned[slot]) {

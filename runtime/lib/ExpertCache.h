@@ -1,9 +1,12 @@
 //===- ExpertCache.h - Tiered expert cache of a model -----------*- C++ -*-===//
 //
 // The runtime half of expert placement (docs/ExpertCache.md): per placed
-// layer, slots in RAM holding experts read from the weights file with direct
-// I/O on a worker thread; pinned residents, LRU eviction, demand loads,
-// pre-gating prefetches and counters.
+// layer, slots holding experts; pinned residents, LRU eviction, demand
+// loads, pre-gating prefetches and counters. Two tiers: for CPU models the
+// slots are in RAM and loads read the weights file with direct I/O on a
+// worker thread; for CUDA models the slots are in device memory and loads
+// are copies from page-locked host memory (holding every cached expert) on
+// a copy stream, queued by the worker thread.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,6 +14,7 @@
 #define MOE_RUNTIME_LIB_EXPERTCACHE_H
 
 #include "Signature.h"
+#include "moe/runtime/cuda.h"
 #include "moe/runtime/runtime.h"
 
 #include <condition_variable>
@@ -44,17 +48,24 @@ public:
   /// Creates the caches of `sig` over the weights file `path` (data section
   /// at byte `dataStart`). `budgetBytes` (or `budgetPercent` of the cached
   /// expert bytes) overrides the compiled slot counts when not negative.
+  /// With `device` (the table of a `--target=cuda` library) the slots are
+  /// device memory: the GPU tier.
   static moe_status_t *create(const Signature &sig, const std::string &path,
                               uint64_t dataStart, int64_t budgetBytes,
                               double budgetPercent, moe_cache_mode_t mode,
+                              const moe_cuda_tier_api_t *device,
                               std::unique_ptr<ExpertCache> &out);
   ~ExpertCache();
 
   /// The slot buffer of cached weight `weightIndex` (an index into
-  /// Signature::weights) and its extents `[slots, ...]`.
+  /// Signature::weights; device memory on the GPU tier) and its extents
+  /// `[slots, ...]`.
   const uint8_t *slotBuffer(size_t weightIndex,
                             std::vector<int64_t> &dims) const;
 
+  /// The expert's slot once it is loaded (on the GPU tier: the calling
+  /// run's stream waits for the copy); -1 if every slot of the layer is
+  /// held (acquired and not released), so none can take it now.
   int64_t acquire(int64_t layer, int64_t expert);
   void release(int64_t layer, int64_t expert);
   void prefetch(int64_t layer, int64_t expert);
@@ -73,9 +84,13 @@ private:
     uint64_t sliceBytes;
     std::vector<int64_t> sliceDims;
     uint8_t *slots = nullptr;
+    /// GPU tier: every expert's slice, in page-locked host memory.
+    uint8_t *host = nullptr;
   };
   struct Layer {
     int64_t id = 0, experts = 0, slots = 0;
+    /// GPU tier: the tier's index of slot 0 of this layer.
+    size_t slotBase = 0;
     std::vector<Tensor> tensors;
     std::vector<int> slotOf;        // expert -> slot or -1
     std::vector<int> expertIn;      // slot -> expert or -1
@@ -99,8 +114,11 @@ private:
   void fail(const std::string &message);
   /// A slot for a new load, or -1. Called with the lock held.
   int chooseSlot(Layer &layer, const Request &request);
-  /// Reads expert `e` of `layer` into `slot`; returns an error message.
+  /// Reads expert `e` of `layer` into `slot` (GPU tier: queues its copy);
+  /// returns an error message.
   std::string readExpert(const Layer &layer, int expert, int slot);
+  /// GPU tier: the message of the last failed call of `device`.
+  std::string deviceError(const char *what) const;
   void workerLoop();
 
   std::vector<Layer> layers;
@@ -113,6 +131,9 @@ private:
   moe_cache_mode_t mode = MOE_CACHE_PREFETCH;
   uint8_t *bounce = nullptr;
   size_t bounceBytes = 0;
+  /// The GPU tier, or null.
+  const moe_cuda_tier_api_t *device = nullptr;
+  moe_cuda_tier_t *tier = nullptr;
 
   mutable std::mutex mutex;
   std::condition_variable wake, changed;

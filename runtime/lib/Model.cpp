@@ -57,6 +57,8 @@ struct moe_model {
   void *(*deviceAlloc)(size_t) = nullptr;
   void (*deviceFree)(void *) = nullptr;
   int (*deviceCopy)(void *, const void *, size_t) = nullptr;
+  /// The GPU tier of the expert cache (`moe_model_cuda_tier_api`), or null.
+  const moe_cuda_tier_api_t *tierAPI = nullptr;
   std::string signatureText;
   Signature signature;
   /// Empty if no weights file is mapped.
@@ -73,6 +75,11 @@ struct moe_model {
   /// The expert cache, for a signature with `cache` lines.
   std::unique_ptr<ExpertCache> cache;
   moe_cache_mode_t cacheMode = MOE_CACHE_PREFETCH;
+  /// The GPU tier is created by the first run (it needs the GPU, which
+  /// loading a model does not): the configuration it will have.
+  bool cachePending = false;
+  int64_t pendingBudgetBytes = -1;
+  double pendingBudgetPercent = -1.0;
 
   /// The routing profile: per layer, expert counts and transitions to the
   /// next layer, plus this invocation's trace.
@@ -304,6 +311,9 @@ static moe_status_t *createModel(void *library, const char *signatureText,
       reinterpret_cast<void (*)(void *)>(dlsym(scope, "moe_model_device_free"));
   model->deviceCopy = reinterpret_cast<int (*)(void *, const void *, size_t)>(
       dlsym(scope, "moe_model_device_copy"));
+  if (auto tierAPI = reinterpret_cast<const moe_cuda_tier_api_t *(*)(void)>(
+          dlsym(scope, "moe_model_cuda_tier_api")))
+    model->tierAPI = tierAPI();
   if (moe_status_t *status =
           parseSignature(signatureText, source, model->signature)) {
     delete model;
@@ -392,7 +402,7 @@ int moe_parse_expert_budget(const char *text, int64_t *bytesOut,
 }
 
 int moe_model_has_cache(const moe_model_t *model) {
-  return model && model->cache ? 1 : 0;
+  return model && (model->cache || model->cachePending) ? 1 : 0;
 }
 
 moe_status_t *moe_model_configure_cache(moe_model_t *model,
@@ -410,13 +420,34 @@ moe_status_t *moe_model_configure_cache(moe_model_t *model,
   if (budget_bytes < 0 && budget_percent > 100.0)
     return moe_status_make("expert budget percentage must be in [0, 100]");
   model->cache.reset();
+  model->cacheMode = mode;
+  if (model->tierAPI) {
+    model->cachePending = true;
+    model->pendingBudgetBytes = budget_bytes;
+    model->pendingBudgetPercent = budget_percent;
+    return nullptr;
+  }
   std::unique_ptr<ExpertCache> cache;
   if (moe_status_t *status = ExpertCache::create(
           model->signature, model->weightsPath, kWeightsHeaderSize,
-          budget_bytes, budget_percent, mode, cache))
+          budget_bytes, budget_percent, mode, nullptr, cache))
     return status;
   model->cache = std::move(cache);
-  model->cacheMode = mode;
+  return nullptr;
+}
+
+/// Creates the GPU tier configured last, if it is not there yet.
+static moe_status_t *createPendingCache(moe_model_t *model) {
+  if (!model->cachePending)
+    return nullptr;
+  std::unique_ptr<ExpertCache> cache;
+  if (moe_status_t *status = ExpertCache::create(
+          model->signature, model->weightsPath, kWeightsHeaderSize,
+          model->pendingBudgetBytes, model->pendingBudgetPercent,
+          model->cacheMode, model->tierAPI, cache))
+    return status;
+  model->cache = std::move(cache);
+  model->cachePending = false;
   return nullptr;
 }
 
@@ -826,6 +857,8 @@ static moe_status_t *prepareInvocation(moe_model_t *model,
   if (n_outputs != sig.outputs.size())
     return makeStatus("the model has " + plural(sig.outputs.size(), "output") +
                       ", got " + std::to_string(n_outputs) + " output slots");
+  if (moe_status_t *status = createPendingCache(model))
+    return status;
 
   // Argument descriptors, then the result block, each a run of int64 fields.
   std::vector<int64_t> &argBlock = invocation.argBlock;

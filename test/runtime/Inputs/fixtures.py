@@ -125,6 +125,27 @@ def views_check(d):
             np.testing.assert_array_equal(got, want, err_msg=name)
 
 
+def tier_gen(d):
+    """Weights and expert ids of Inputs/fake_tier_model.c: 6 experts of 2x4,
+    every expert chosen (so 3 slots need batches)."""
+    w = rng.standard_normal((6, 2, 4)).astype(np.float32)
+    np.save(os.path.join(d, "w.npy"), w)
+    write_weights(os.path.join(d, "tier.weights"), [w])
+    ids = np.concatenate([rng.permutation(6), rng.integers(-1, 6, 7)]).astype(np.int32)
+    np.save(os.path.join(d, "ids.npy"), ids)
+
+
+def tier_check(d, out):
+    """y[i] = w[ids[i]] exactly (rows of ids -1 are not checked)."""
+    w = np.load(os.path.join(d, "w.npy")).reshape(6, 8)
+    ids = np.load(os.path.join(d, "ids.npy"))
+    y = np.load(os.path.join(d, out))
+    assert y.shape == (len(ids), 8), y.shape
+    for i, e in enumerate(ids):
+        if e >= 0:
+            np.testing.assert_array_equal(y[i], w[e], err_msg="row %d (expert %d)" % (i, e))
+
+
 def main():
     command, args = sys.argv[1], sys.argv[2:]
     {
@@ -134,6 +155,8 @@ def main():
         "corrupt-weights": corrupt_weights,
         "views-gen": views_gen,
         "views-check": views_check,
+        "tier-gen": tier_gen,
+        "tier-check": tier_check,
     }[command](*args)
 
 

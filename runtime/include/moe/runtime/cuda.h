@@ -118,6 +118,44 @@ void moe_cuda_release_model(moe_cuda_model_state_t **state);
  * a failed run, or a driver without event timing). */
 double moe_cuda_device_ms(moe_cuda_model_state_t **state);
 
+/* The GPU tier of the expert cache (docs/ExpertCache.md): experts are
+ * copied from page-locked host memory into device slots on a copy stream of
+ * their own, ordered against the model runs with two events per slot. The
+ * runtime (which does not link this library) reaches these functions
+ * through the table a `--target=cuda` library returns from
+ * `moe_model_cuda_tier_api`. Errors: a function that returns an int returns
+ * non-zero and leaves the error for `take_error`; `create` returns NULL. */
+typedef struct moe_cuda_tier moe_cuda_tier_t;
+typedef struct {
+  /* A copy stream and `num_slots` slots' events. */
+  moe_cuda_tier_t *(*create)(size_t num_slots);
+  /* Waits for the tier's copies, then frees it. NULL-safe. */
+  void (*destroy)(moe_cuda_tier_t *tier);
+  /* Queues on the copy stream, after the work the last `release` of `slot`
+   * followed, the copies of `count` regions (`bytes[i]` bytes from host
+   * memory `src[i]`, page-locked for an asynchronous copy, to device memory
+   * `dst[i]`), then marks the slot loaded. Returns at once. */
+  int (*load)(moe_cuda_tier_t *tier, size_t slot, size_t count,
+              void *const *dst, const void *const *src, const size_t *bytes);
+  /* Makes the work queued next by the calling thread's model run (or on
+   * the legacy default stream outside a run) wait for the slot's last
+   * load. */
+  int (*acquire)(moe_cuda_tier_t *tier, size_t slot);
+  /* Marks the work the calling thread's model run has queued so far as the
+   * slot's last use: a later `load` into it waits for that work. */
+  int (*release)(moe_cuda_tier_t *tier, size_t slot);
+  /* moe_cuda_host_alloc, moe_cuda_host_free, moe_cuda_device_alloc,
+   * moe_cuda_device_free and moe_cuda_take_error. */
+  void *(*host_alloc)(size_t size);
+  void (*host_free)(void *ptr);
+  void *(*device_alloc)(size_t size);
+  void (*device_free)(void *ptr);
+  const char *(*take_error)(void);
+} moe_cuda_tier_api_t;
+
+/* The table above (static storage). */
+const moe_cuda_tier_api_t *moe_cuda_tier_api(void);
+
 #ifdef __cplusplus
 }
 #endif

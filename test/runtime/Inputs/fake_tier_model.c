@@ -1,0 +1,206 @@
+/*===- fake_tier_model.c - A model library with a pretend GPU tier --------===*\
+|*                                                                          *|
+|* The expert cache's GPU tier (moe_model_cuda_tier_api, docs/ExpertCache.md)*|
+|* over host memory, and a model that calls the cache as the code of        *|
+|* convert-moe-to-gpu does, so that the runtime's GPU tier runs without a   *|
+|* GPU. The model: y[i] = w[ids[i]] (a 2x4 matrix per expert, flattened),   *|
+|* 6 experts in 3 slots (expert 5 pinned). As the generated host code: every*|
+|* expert with rows is prefetched, then batches: acquire in expert order    *|
+|* until the cache returns -1, "run" the batch through the slots, release.  *|
+|* The pretend tier checks the ordering contract: no load into a slot that *|
+|* is acquired and not released, no acquire of a slot never loaded. Printed *|
+|* to stderr when the library is unloaded: violations, loads and batches.   *|
+|*                                                                          *|
+\*===----------------------------------------------------------------------===*/
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { kExperts = 6, kValues = 8 };
+
+typedef struct {
+  int32_t *allocated;
+  int32_t *aligned;
+  int64_t offset;
+  int64_t sizes[1];
+  int64_t strides[1];
+} IdsRef;
+
+typedef struct {
+  float *allocated;
+  float *aligned;
+  int64_t offset;
+  int64_t sizes[3];
+  int64_t strides[3];
+} SlotsRef;
+
+typedef struct {
+  float *allocated;
+  float *aligned;
+  int64_t offset;
+  int64_t sizes[2];
+  int64_t strides[2];
+} OutRef;
+
+const char *moe_model_signature(void) {
+  return "moe-model 1\n"
+         "input ids i32 ?\n"
+         "weight w f32 6x2x4 offset=0 bytes=192 layer=0\n"
+         "cache 0 experts=6 slots=3 pinned=5\n"
+         "output y f32 2\n";
+}
+
+/* The runtime's hook table (moe_host_api_t). */
+typedef struct {
+  void *ctx;
+  int64_t (*acquire)(void *, int64_t, int64_t);
+  void (*release)(void *, int64_t, int64_t);
+  void (*prefetch)(void *, int64_t, int64_t);
+  void (*predict)(void *, int64_t, int64_t);
+  void (*trace)(void *, int64_t, int64_t, int64_t, int64_t);
+  void (*fail)(void *, const char *);
+} HostAPI;
+static const HostAPI *host;
+void moe_model_bind_host(const HostAPI *api) { host = api; }
+
+/* The pretend tier. */
+typedef struct {
+  size_t slots;
+  int *loaded, *held;
+} Tier;
+static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+static long violations, loads, batches, live;
+
+static void *create(size_t slots) {
+  Tier *tier = calloc(1, sizeof(Tier));
+  tier->slots = slots;
+  tier->loaded = calloc(slots, sizeof(int));
+  tier->held = calloc(slots, sizeof(int));
+  return tier;
+}
+static void destroy(void *p) {
+  Tier *tier = p;
+  if (!tier)
+    return;
+  free(tier->loaded);
+  free(tier->held);
+  free(tier);
+}
+static int load(void *p, size_t slot, size_t count, void *const *dst,
+                const void *const *src, const size_t *bytes) {
+  Tier *tier = p;
+  pthread_mutex_lock(&mutex);
+  if (slot >= tier->slots || tier->held[slot])
+    ++violations;
+  for (size_t i = 0; i < count; ++i)
+    memcpy(dst[i], src[i], bytes[i]);
+  tier->loaded[slot] = 1;
+  ++loads;
+  pthread_mutex_unlock(&mutex);
+  return 0;
+}
+static int acquire(void *p, size_t slot) {
+  Tier *tier = p;
+  pthread_mutex_lock(&mutex);
+  if (slot >= tier->slots || !tier->loaded[slot])
+    ++violations;
+  else
+    ++tier->held[slot];
+  pthread_mutex_unlock(&mutex);
+  return 0;
+}
+static int release(void *p, size_t slot) {
+  Tier *tier = p;
+  pthread_mutex_lock(&mutex);
+  if (slot >= tier->slots || tier->held[slot] <= 0)
+    ++violations;
+  else
+    --tier->held[slot];
+  pthread_mutex_unlock(&mutex);
+  return 0;
+}
+static void *alloc(size_t bytes) {
+  __atomic_add_fetch(&live, 1, __ATOMIC_SEQ_CST);
+  return malloc(bytes);
+}
+static void dealloc(void *p) {
+  if (p)
+    __atomic_sub_fetch(&live, 1, __ATOMIC_SEQ_CST);
+  free(p);
+}
+static const char *takeError(void) { return NULL; }
+
+typedef struct {
+  void *(*create)(size_t);
+  void (*destroy)(void *);
+  int (*load)(void *, size_t, size_t, void *const *, const void *const *,
+              const size_t *);
+  int (*acquire)(void *, size_t);
+  int (*release)(void *, size_t);
+  void *(*host_alloc)(size_t);
+  void (*host_free)(void *);
+  void *(*device_alloc)(size_t);
+  void (*device_free)(void *);
+  const char *(*take_error)(void);
+} TierAPI;
+static const TierAPI api = {create, destroy, load,   acquire, release,
+                            alloc,  dealloc, alloc,  dealloc, takeError};
+const TierAPI *moe_model_cuda_tier_api(void) { return &api; }
+
+void moe_model_run(void **args) {
+  OutRef *y = (OutRef *)args[0];
+  const IdsRef *ids = (const IdsRef *)args[1];
+  const SlotsRef *w = (const SlotsRef *)args[2];
+  int64_t n = ids->sizes[0];
+  int rows[kExperts] = {0};
+  for (int64_t i = 0; i < n; ++i) {
+    int32_t id = ids->aligned[ids->offset + i * ids->strides[0]];
+    if (id >= 0 && id < kExperts)
+      ++rows[id];
+  }
+  float *out = malloc(sizeof(float) * (size_t)(n * kValues + 1));
+  for (int e = 0; e < kExperts; ++e)
+    if (rows[e])
+      host->prefetch(host->ctx, 0, e);
+  for (int first = 0; first < kExperts;) {
+    int64_t slot[kExperts];
+    int next = first;
+    for (int e = 0; e < kExperts; ++e)
+      slot[e] = -1;
+    for (; next < kExperts; ++next) {
+      if (!rows[next])
+        continue;
+      slot[next] = host->acquire(host->ctx, 0, next);
+      if (slot[next] < 0)
+        break;
+    }
+    ++batches;
+    for (int64_t i = 0; i < n; ++i) {
+      int32_t id = ids->aligned[ids->offset + i * ids->strides[0]];
+      if (id < 0 || id >= kExperts || slot[id] < 0)
+        continue;
+      for (int v = 0; v < kValues; ++v)
+        out[i * kValues + v] = w->aligned[w->offset + slot[id] * kValues + v];
+    }
+    for (int e = first; e < next; ++e)
+      if (rows[e])
+        host->release(host->ctx, 0, e);
+    first = next > first ? next : kExperts;
+  }
+  memset(y, 0, sizeof(*y));
+  y->allocated = y->aligned = out;
+  y->sizes[0] = n;
+  y->sizes[1] = kValues;
+  y->strides[0] = kValues;
+  y->strides[1] = 1;
+}
+
+__attribute__((destructor)) static void report(void) {
+  fprintf(stderr,
+          "fake tier: %ld violations, %ld loads, %ld batches, %ld live "
+          "allocations\n",
+          violations, loads, batches, live);
+}
