@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the GPU suite staged by bench/gpu/stage.sh, on a machine with a GPU,
 # from the repository root: the numeric cases (each output against its
-# float64 reference, relative L2 <= 1e-4, 1e-2 for f16 cases) and then the benchmark against
-# PyTorch eager (bench/gpu/bench.py). Needs python3 with numpy and torch.
+# float64 reference, relative L2 <= 1e-4, 1e-2 for f16 cases), the expert cache's GPU tier
+# (TIER- lines), then the benchmarks: the GPU tier's (bench/gpu/tier.py; GPU_TIER_BENCH=0
+# skips it) and the layer's against PyTorch eager (bench/gpu/bench.py; GPU_LAYER_BENCH=0
+# skips it). Needs python3 with numpy and torch.
 #   bench/gpu/run.sh STAGE_DIR RESULTS_DIR [--numerics-only] [bench.py run options]
 set -uo pipefail
 stage=$1 out=$2; shift 2
@@ -58,6 +60,38 @@ ls -d "$stage"/cases/*/ | xargs -P "${GPU_SUITE_JOBS:-8}" -I{} \
   bash -c 'd=${1%/}; run_case "$d" > "$d/result.txt" 2>&1' _ {}
 for d in "$stage"/cases/*/; do cat "${d%/}/result.txt"; done 2>&1 | tee "$out/numerics.txt"
 echo "numerics: $((SECONDS - start)) s"
+# The expert cache's GPU tier: each budgeted library, in every cache mode,
+# against the all-resident one (relative L2 <= 1e-6: the same kernels on the
+# same weights), which is checked against the float64 reference first.
+tier_case() {
+  local d=$1 what ins=() f m out res
+  what=$(cat "$d/what")
+  for f in $(ls "$d"/in*.npy | sort -V); do ins+=("--input=@$f"); done
+  if ! out=$("$stage/bin/moe-run" "$d/full.so" "${ins[@]}" --output=@"$d/full.npy" 2>&1); then
+    echo "TIER-FAIL $what: all-resident run: $out"
+    return
+  fi
+  if [[ $what == test/lib/moe_stack.py* ]]; then
+    res=$("$py" test/lib/moe_stack.py close "$d/expected.npy" "$d/full.npy" --tol 1e-4 2>&1)
+  else
+    cp "$d/full.npy" "$d/out.npy"
+    res=$("$py" test/lib/moe_case.py check "$d" --tol 1e-4 2>&1)
+  fi || { echo "TIER-FAIL $what: all-resident against float64: $res"; return; }
+  for m in ondemand lru prefetch; do
+    if out=$("$stage/bin/moe-run" "$d/q.so" "${ins[@]}" --expert-cache=$m \
+               --output=@"$d/q-$m.npy" 2>&1) &&
+       res=$("$py" test/lib/moe_stack.py close "$d/full.npy" "$d/q-$m.npy" 2>&1); then
+      echo "TIER-PASS $what --expert-cache=$m: $res;" \
+        "$(echo "$out" | grep -o 'acquires=.*evictions=[0-9]*')"
+    else
+      echo "TIER-FAIL $what --expert-cache=$m: $out ${res:-}"
+    fi
+    res=
+  done
+}
+if [[ -d $stage/tier ]]; then
+  for d in "$stage"/tier/*/; do tier_case "${d%/}"; done 2>&1 | tee -a "$out/numerics.txt"
+fi
 # The Python device API (bench/gpu/python_device.py) on two staged cases,
 # where stage.sh staged the runtime extension and this python3 can load it
 # (it is built for the staging machine's Python version).
@@ -81,7 +115,15 @@ grep -c '^PASS' "$out/numerics.txt" | sed 's/^/passed: /'
 grep -c '^FAIL' "$out/numerics.txt" | sed 's/^/failed: /'
 grep -c '^DEVIO-PASS' "$out/numerics.txt" | sed 's/^/device-io passed: /'
 grep -c '^DEVIO-FAIL' "$out/numerics.txt" | sed 's/^/device-io failed: /'
+grep -c '^TIER-PASS' "$out/numerics.txt" | sed 's/^/tier passed: /'
+grep -c '^TIER-FAIL' "$out/numerics.txt" | sed 's/^/tier failed: /'
 grep -c '^PYTHON-PASS' "$out/numerics.txt" | sed 's/^/python passed: /'
 grep -c '^PYTHON-FAIL' "$out/numerics.txt" | sed 's/^/python failed: /'
 [[ ${1:-} == --numerics-only ]] && exit 0
+# The GPU tier's benchmark (bench/gpu/tier.py), where stage.sh staged it;
+# GPU_TIER_BENCH=0 skips it, GPU_LAYER_BENCH=0 the layer benchmark below.
+if [[ -d $stage/tier-bench && ${GPU_TIER_BENCH:-1} != 0 ]]; then
+  PYTHONUNBUFFERED=1 "$py" bench/gpu/tier.py run --stage "$stage/tier-bench" --out "$out"
+fi
+[[ ${GPU_LAYER_BENCH:-1} == 0 ]] && exit 0
 PYTHONUNBUFFERED=1 "$py" bench/gpu/bench.py run --stage "$stage/bench" --out "$out" "$@"

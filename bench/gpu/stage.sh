@@ -122,6 +122,29 @@ for m in decoder hash moma gptoss gptoss_router_loop capacity_einsum \
 done
 echo "stage.sh: $n numeric cases" >&2
 
+# The expert cache's GPU tier (docs/ExpertCache.md): each case compiled
+# all-resident and with an expert budget; run.sh checks the budgeted library
+# in every cache mode against the all-resident one (1e-6) and that against
+# the float64 reference.
+tier() { # NAME BUDGET GENERATOR ARGS...
+  local name=$1 budget=$2 gen=$3 d=$dir/tier/$1; shift 3
+  mkdir -p "$d"
+  $py "$repo/$gen" gen "$d" "$@" > /dev/null
+  "$bin/moe-compile" --target=cuda --gpu-arch=sm_90 "$d/model.mlir" -o "$d/full.so"
+  "$bin/moe-compile" --target=cuda --gpu-arch=sm_90 --expert-budget="$budget" \
+    "$d/model.mlir" -o "$d/q.so"
+  rm -f "$d"/*.h "$d/model.mlir" "$d/inputs.args"
+  echo "$gen $* --expert-budget=$budget" > "$d/what"
+}
+tier stack-t9 25% test/lib/moe_stack.py --layers 3 --experts 8 --k 2 --tokens 9
+tier stack-t1 20% test/lib/moe_stack.py --layers 3 --experts 16 --k 2 --tokens 1 --skew 3
+tier stack-t300 25% test/lib/moe_stack.py --layers 2 --experts 8 --k 2 --tokens 300
+tier mixtral-f16 50% test/lib/moe_case.py mixtral --tokens 37 --dtype f16
+tier mixtral-f16-t1 25% test/lib/moe_case.py mixtral --tokens 1 --dtype f16
+
+# The GPU tier's benchmark model (bench/gpu/tier.py; weights written there).
+$py "$repo/bench/gpu/tier.py" stage "$dir/tier-bench" --bin "$bin"
+
 # Benchmark models: S1/S2/S3 of bench/moe_bench.py, f32 and f16, dynamic T.
 $py "$repo/bench/gpu/bench.py" stage "$dir/bench"
 for m in "$dir"/bench/*/model.mlir; do
