@@ -67,7 +67,8 @@ tier_case() {
   local d=$1 what ins=() f m out res
   what=$(cat "$d/what")
   for f in $(ls "$d"/in*.npy | sort -V); do ins+=("--input=@$f"); done
-  if ! out=$("$stage/bin/moe-run" "$d/full.so" "${ins[@]}" --output=@"$d/full.npy" 2>&1); then
+  # A hang (a deadlocked cache) must not eat the device time: 120 s each.
+  if ! out=$(timeout 120 "$stage/bin/moe-run" "$d/full.so" "${ins[@]}" --output=@"$d/full.npy" 2>&1); then
     echo "TIER-FAIL $what: all-resident run: $out"
     return
   fi
@@ -78,7 +79,7 @@ tier_case() {
     res=$("$py" test/lib/moe_case.py check "$d" --tol 1e-4 2>&1)
   fi || { echo "TIER-FAIL $what: all-resident against float64: $res"; return; }
   for m in ondemand lru prefetch; do
-    if out=$("$stage/bin/moe-run" "$d/q.so" "${ins[@]}" --expert-cache=$m \
+    if out=$(timeout 120 "$stage/bin/moe-run" "$d/q.so" "${ins[@]}" --expert-cache=$m \
                --output=@"$d/q-$m.npy" 2>&1) &&
        res=$("$py" test/lib/moe_stack.py close "$d/full.npy" "$d/q-$m.npy" 2>&1); then
       echo "TIER-PASS $what --expert-cache=$m: $res;" \

@@ -203,7 +203,10 @@ def run(args):
                    f"--output=@{y}", f"--benchmark={args.steps}",
                    f"--benchmark-inputs=@{work / f'xs_T{T}.npy'}", *flags]
             log(" ".join(cmd[1:]))
-            p = subprocess.run(cmd, capture_output=True, text=True)
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                p = subprocess.CompletedProcess(cmd, 124, "", f"timed out after {args.timeout} s")
             row = dict(T=T, lib=lib, mode=mode, budget=100 if lib == "full" else int(lib[1:]))
             if p.returncode:
                 row["error"] = (p.stderr or p.stdout).strip()[-500:]
@@ -292,6 +295,7 @@ def main():
     r.add_argument("--work", default="/tmp/moe-gpu-tier")
     r.add_argument("--tokens", default="1,16")
     r.add_argument("--steps", type=int, default=32)
+    r.add_argument("--timeout", type=float, default=120.0, help="seconds per moe-run")
     args = ap.parse_args()
     stage(args) if args.cmd == "stage" else run(args)
 
