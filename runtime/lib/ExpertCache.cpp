@@ -219,7 +219,9 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
     }
   }
   cache->counters.bytes_read = 0;
-  cache->worker = std::thread([c = cache.get()] { c->workerLoop(); });
+  // The GPU tier's loads are queued by the calls that ask for them.
+  if (!device)
+    cache->worker = std::thread([c = cache.get()] { c->workerLoop(); });
   out = std::move(cache);
   return nullptr;
 }
@@ -412,15 +414,7 @@ void ExpertCache::workerLoop() {
     }
     (fromDemand ? demand : predictions).pop_front();
     layer.queued[expert] = 0;
-    int old = layer.expertIn[slot];
-    if (old >= 0) {
-      layer.slotOf[old] = -1;
-      layer.predicted[old] = 0;
-      ++counters.evictions;
-    }
-    layer.expertIn[slot] = expert;
-    layer.slotOf[expert] = slot;
-    layer.ready[slot] = 0;
+    assignSlot(layer, expert, slot);
     lock.unlock();
     uint64_t readStart = nowNs();
     std::string failure = readExpert(layer, expert, slot);
@@ -439,16 +433,47 @@ void ExpertCache::workerLoop() {
     counters.read_ns += readTime;
     if (!failure.empty())
       fail(failure);
-    layer.ready[slot] = 1;
-    layer.used[slot] = ++tick;
-    if (request.predicted) {
-      ++counters.prefetch_loads;
-      layer.predicted[expert] = 1;
-    } else {
-      ++counters.demand_loads;
-    }
+    finishLoad(layer, expert, slot, request.predicted);
     changed.notify_all();
   }
+}
+
+void ExpertCache::assignSlot(Layer &layer, int expert, int slot) {
+  int old = layer.expertIn[slot];
+  if (old >= 0) {
+    layer.slotOf[old] = -1;
+    layer.predicted[old] = 0;
+    ++counters.evictions;
+  }
+  layer.expertIn[slot] = expert;
+  layer.slotOf[expert] = slot;
+  layer.ready[slot] = 0;
+}
+
+void ExpertCache::finishLoad(Layer &layer, int expert, int slot,
+                             bool predicted) {
+  layer.ready[slot] = 1;
+  layer.used[slot] = ++tick;
+  if (predicted) {
+    ++counters.prefetch_loads;
+    layer.predicted[expert] = 1;
+  } else {
+    ++counters.demand_loads;
+  }
+}
+
+bool ExpertCache::loadNow(Layer &layer, int expert, const Request &request) {
+  int slot = chooseSlot(layer, request);
+  if (slot < 0)
+    return false;
+  assignSlot(layer, expert, slot);
+  uint64_t start = nowNs();
+  std::string failure = readExpert(layer, expert, slot);
+  counters.read_ns += nowNs() - start;
+  if (!failure.empty())
+    fail(failure);
+  finishLoad(layer, expert, slot, request.predicted);
+  return true;
 }
 
 int64_t ExpertCache::acquire(int64_t layerId, int64_t expertId) {
@@ -499,6 +524,15 @@ int64_t ExpertCache::acquire(int64_t layerId, int64_t expertId) {
     if (!start) {
       start = nowNs();
       ++counters.misses;
+    }
+    // The GPU tier queues the copy here (the stream orders it): no slot is
+    // left unready, and a free one exists (the layer is not full).
+    if (device && slot < 0) {
+      if (loadNow(*layer, expert, {layer, expert, false, true}))
+        continue;
+      fail("no slot of cached layer " + std::to_string(layerId) +
+           " could take expert " + std::to_string(expertId));
+      return -1;
     }
     if (slot < 0) {
       // Load it next, before anything queued.
@@ -557,6 +591,13 @@ void ExpertCache::prefetch(int64_t layerId, int64_t expertId) {
   layer->wanted[expertId] = 1;
   if (layer->slotOf[expertId] >= 0 || layer->queued[expertId])
     return;
+  if (device) {
+    // The GPU tier queues the copy now, if a slot is free for it (else the
+    // acquire loads it, in a later batch).
+    loadNow(*layer, static_cast<int>(expertId),
+            {layer, static_cast<int>(expertId), false, false});
+    return;
+  }
   demand.push_back({layer, static_cast<int>(expertId), false, false});
   layer->queued[expertId] = 1;
   wake.notify_all();
@@ -572,6 +613,11 @@ void ExpertCache::predict(int64_t layerId, int64_t expertId) {
   if (mode != MOE_CACHE_PREFETCH || layer->slotOf[expertId] >= 0 ||
       layer->queued[expertId])
     return;
+  if (device) {
+    loadNow(*layer, static_cast<int>(expertId),
+            {layer, static_cast<int>(expertId), true, false});
+    return;
+  }
   predictions.push_back({layer, static_cast<int>(expertId), true, false});
   layer->queued[expertId] = 1;
   wake.notify_all();

@@ -6,7 +6,8 @@
 // slots are in RAM and loads read the weights file with direct I/O on a
 // worker thread; for CUDA models the slots are in device memory and loads
 // are copies from page-locked host memory (holding every cached expert) on
-// a copy stream, queued by the worker thread.
+// a copy stream, queued at once by the call that asks for them (a copy is
+// asynchronous; the stream orders its use).
 //
 //===----------------------------------------------------------------------===//
 
@@ -114,6 +115,13 @@ private:
   void fail(const std::string &message);
   /// A slot for a new load, or -1. Called with the lock held.
   int chooseSlot(Layer &layer, const Request &request);
+  /// Gives `slot` to `expert` (evicting its expert), not yet loaded.
+  void assignSlot(Layer &layer, int expert, int slot);
+  /// Marks the load of `expert` into `slot` done and counts it.
+  void finishLoad(Layer &layer, int expert, int slot, bool predicted);
+  /// GPU tier: loads `expert` now (its copy queued) if a slot can take it;
+  /// returns whether one did. Called with the lock held.
+  bool loadNow(Layer &layer, int expert, const Request &request);
   /// Reads expert `e` of `layer` into `slot` (GPU tier: queues its copy);
   /// returns an error message.
   std::string readExpert(const Layer &layer, int expert, int slot);
