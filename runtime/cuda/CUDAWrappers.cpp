@@ -1778,6 +1778,18 @@ int acquireTier(moe_cuda_tier_t *tier, size_t slot) {
              : 1;
 }
 
+int waitTier(moe_cuda_tier_t *tier, size_t slot) {
+  Driver *driver = tierDriver(tier, slot);
+  if (!driver)
+    return 1;
+  ScopedContext scope(*driver);
+  return scope.ok() &&
+                 check(*driver, driver->cuEventSynchronize(tier->loaded[slot]),
+                       "cuEventSynchronize", "an expert load")
+             ? 0
+             : 1;
+}
+
 int releaseTier(moe_cuda_tier_t *tier, size_t slot) {
   Driver *driver = tierDriver(tier, slot);
   if (!driver)
@@ -1793,10 +1805,16 @@ int releaseTier(moe_cuda_tier_t *tier, size_t slot) {
 } // namespace
 
 extern "C" const moe_cuda_tier_api_t *moe_cuda_tier_api(void) {
-  static const moe_cuda_tier_api_t api = {
-      createTier,         destroyTier,           loadTier,
-      acquireTier,        releaseTier,           moe_cuda_host_alloc,
-      moe_cuda_host_free, moe_cuda_device_alloc, moe_cuda_device_free,
-      moe_cuda_take_error};
+  static const moe_cuda_tier_api_t api = {createTier,
+                                          destroyTier,
+                                          loadTier,
+                                          acquireTier,
+                                          releaseTier,
+                                          moe_cuda_host_alloc,
+                                          moe_cuda_host_free,
+                                          moe_cuda_device_alloc,
+                                          moe_cuda_device_free,
+                                          moe_cuda_take_error,
+                                          waitTier};
   return &api;
 }

@@ -135,6 +135,7 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
     layer.wanted.assign(layer.experts, 0);
     layer.queued.assign(layer.experts, 0);
     layer.predicted.assign(layer.experts, 0);
+    layer.demanded.assign(layer.experts, 0);
   }
 
   // MOE_EXPERT_CACHE_READ_GBPS=R paces the reads to R GB/s (a tier slower
@@ -219,9 +220,7 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
     }
   }
   cache->counters.bytes_read = 0;
-  // The GPU tier's loads are queued by the calls that ask for them.
-  if (!device)
-    cache->worker = std::thread([c = cache.get()] { c->workerLoop(); });
+  cache->worker = std::thread([c = cache.get()] { c->workerLoop(); });
   out = std::move(cache);
   return nullptr;
 }
@@ -435,6 +434,19 @@ void ExpertCache::workerLoop() {
       fail(failure);
     finishLoad(layer, expert, slot, request.predicted);
     changed.notify_all();
+    if (device) {
+      // The GPU tier's predictions: one copy in flight at a time, so that a
+      // demand load (queued by the run's own thread on the same stream)
+      // waits behind at most one predicted expert.
+      lock.unlock();
+      if (device->wait(tier, layer.slotBase + static_cast<size_t>(slot))) {
+        std::string error = deviceError("waiting for a predicted expert");
+        lock.lock();
+        fail(error);
+        continue;
+      }
+      lock.lock();
+    }
   }
 }
 
@@ -466,6 +478,7 @@ bool ExpertCache::loadNow(Layer &layer, int expert, const Request &request) {
   int slot = chooseSlot(layer, request);
   if (slot < 0)
     return false;
+  layer.demanded[expert] = !request.predicted && !request.urgent;
   assignSlot(layer, expert, slot);
   uint64_t start = nowNs();
   std::string failure = readExpert(layer, expert, slot);
@@ -505,10 +518,15 @@ int64_t ExpertCache::acquire(int64_t layerId, int64_t expertId) {
   while (true) {
     int slot = layer->slotOf[expert];
     if (slot >= 0 && layer->ready[slot]) {
+      // A hit: resident when its layer first asked for it (on the GPU tier
+      // the layer's prefetch call itself may have queued the copy).
       if (start)
         counters.stall_ns += nowNs() - start;
+      else if (layer->demanded[expert])
+        ++counters.misses;
       else
         ++counters.hits;
+      layer->demanded[expert] = 0;
       if (device &&
           device->acquire(tier, layer->slotBase + static_cast<size_t>(slot)))
         fail(deviceError("waiting for an expert copy"));
@@ -525,15 +543,12 @@ int64_t ExpertCache::acquire(int64_t layerId, int64_t expertId) {
       start = nowNs();
       ++counters.misses;
     }
-    // The GPU tier queues the copy here (the stream orders it): no slot is
-    // left unready, and a free one exists (the layer is not full).
-    if (device && slot < 0) {
-      if (loadNow(*layer, expert, {layer, expert, false, true}))
-        continue;
-      fail("no slot of cached layer " + std::to_string(layerId) +
-           " could take expert " + std::to_string(expertId));
-      return -1;
-    }
+    // The GPU tier queues the copy here (the stream orders it). If the
+    // only free slot is being given a prediction by the worker right now,
+    // the worker loads this one after it, as on the CPU.
+    if (device && slot < 0 &&
+        loadNow(*layer, expert, {layer, expert, false, true}))
+      continue;
     if (slot < 0) {
       // Load it next, before anything queued.
       demand.push_front({layer, expert, false, true});
@@ -613,11 +628,6 @@ void ExpertCache::predict(int64_t layerId, int64_t expertId) {
   if (mode != MOE_CACHE_PREFETCH || layer->slotOf[expertId] >= 0 ||
       layer->queued[expertId])
     return;
-  if (device) {
-    loadNow(*layer, static_cast<int>(expertId),
-            {layer, static_cast<int>(expertId), true, false});
-    return;
-  }
   predictions.push_back({layer, static_cast<int>(expertId), true, false});
   layer->queued[expertId] = 1;
   wake.notify_all();

@@ -6,8 +6,9 @@
 // slots are in RAM and loads read the weights file with direct I/O on a
 // worker thread; for CUDA models the slots are in device memory and loads
 // are copies from page-locked host memory (holding every cached expert) on
-// a copy stream, queued at once by the call that asks for them (a copy is
-// asynchronous; the stream orders its use).
+// a copy stream: demand loads queued at once by the call that asks for them
+// (a copy is asynchronous; the stream orders its use), pre-gating
+// predictions by the worker thread, one copy in flight at a time.
 //
 //===----------------------------------------------------------------------===//
 
@@ -102,6 +103,7 @@ private:
     std::vector<uint8_t> wanted;    // expert: queued by this call's demand
     std::vector<uint8_t> queued;    // expert: in a queue
     std::vector<uint8_t> predicted; // expert: loaded by a prediction, unused
+    std::vector<uint8_t> demanded;  // expert: loaded by its layer's prefetch
   };
   struct Request {
     Layer *layer;

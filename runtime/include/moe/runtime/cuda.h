@@ -151,6 +151,8 @@ typedef struct {
   void *(*device_alloc)(size_t size);
   void (*device_free)(void *ptr);
   const char *(*take_error)(void);
+  /* Waits (on the host) for the slot's last load to complete. */
+  int (*wait)(moe_cuda_tier_t *tier, size_t slot);
 } moe_cuda_tier_api_t;
 
 /* The table above (static storage). */
