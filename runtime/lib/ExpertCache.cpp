@@ -435,17 +435,19 @@ void ExpertCache::workerLoop() {
     finishLoad(layer, expert, slot, request.predicted);
     changed.notify_all();
     if (device) {
-      // The GPU tier's predictions: one copy in flight at a time, so that a
+      // The GPU tier's predictions: at most two copies in flight (this one
+      // queued behind the previous, which is waited for now), so that a
       // demand load (queued by the run's own thread on the same stream)
-      // waits behind at most one predicted expert.
+      // waits behind at most two predicted experts, and the copy engine
+      // has the next copy queued when one ends.
+      size_t queued = layer.slotBase + static_cast<size_t>(slot);
       lock.unlock();
-      if (device->wait(tier, layer.slotBase + static_cast<size_t>(slot))) {
-        std::string error = deviceError("waiting for a predicted expert");
-        lock.lock();
-        fail(error);
-        continue;
-      }
+      int failed = previousPrediction != SIZE_MAX &&
+                   device->wait(tier, previousPrediction);
+      previousPrediction = queued;
       lock.lock();
+      if (failed)
+        fail(deviceError("waiting for a predicted expert"));
     }
   }
 }

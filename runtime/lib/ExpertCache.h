@@ -8,7 +8,7 @@
 // are copies from page-locked host memory (holding every cached expert) on
 // a copy stream: demand loads queued at once by the call that asks for them
 // (a copy is asynchronous; the stream orders its use), pre-gating
-// predictions by the worker thread, one copy in flight at a time.
+// predictions by the worker thread, at most two copies in flight.
 //
 //===----------------------------------------------------------------------===//
 
@@ -144,6 +144,8 @@ private:
   /// The GPU tier, or null.
   const moe_cuda_tier_api_t *device = nullptr;
   moe_cuda_tier_t *tier = nullptr;
+  /// GPU tier: the slot (tier index) of the worker's last prediction load.
+  size_t previousPrediction = SIZE_MAX;
 
   mutable std::mutex mutex;
   std::condition_variable wake, changed;
