@@ -1742,65 +1742,56 @@ Driver *tierDriver(moe_cuda_tier_t *tier, size_t slot) {
   return driver;
 }
 
-int loadTier(moe_cuda_tier_t *tier, size_t slot, size_t count, void *const *dst,
-             const void *const *src, const size_t *bytes) {
+/// `op(driver)` for `slot` of `tier` with the context current: 0 if it
+/// returned true, else 1 (its error recorded).
+template <typename Op>
+int onTierSlot(moe_cuda_tier_t *tier, size_t slot, Op op) {
   Driver *driver = tierDriver(tier, slot);
   if (!driver)
     return 1;
   ScopedContext scope(*driver);
-  bool ok =
-      scope.ok() &&
-      check(*driver,
-            driver->cuStreamWaitEvent(tier->copies, tier->released[slot], 0),
-            "cuStreamWaitEvent", "an expert load");
-  for (size_t i = 0; ok && i < count; ++i)
-    ok = check(
-        *driver,
-        driver->cuMemcpyHtoDAsync_v2(reinterpret_cast<CUdeviceptr>(dst[i]),
-                                     src[i], bytes[i], tier->copies),
-        "cuMemcpyHtoDAsync", "an expert load");
-  ok = ok &&
-       check(*driver, driver->cuEventRecord(tier->loaded[slot], tier->copies),
-             "cuEventRecord", "an expert load");
-  return ok ? 0 : 1;
+  return scope.ok() && op(*driver) ? 0 : 1;
+}
+
+int loadTier(moe_cuda_tier_t *tier, size_t slot, size_t count, void *const *dst,
+             const void *const *src, const size_t *bytes) {
+  return onTierSlot(tier, slot, [&](Driver &driver) {
+    bool ok = check(
+        driver, driver.cuStreamWaitEvent(tier->copies, tier->released[slot], 0),
+        "cuStreamWaitEvent", "an expert load");
+    for (size_t i = 0; ok && i < count; ++i)
+      ok = check(
+          driver,
+          driver.cuMemcpyHtoDAsync_v2(reinterpret_cast<CUdeviceptr>(dst[i]),
+                                      src[i], bytes[i], tier->copies),
+          "cuMemcpyHtoDAsync", "an expert load");
+    return ok &&
+           check(driver, driver.cuEventRecord(tier->loaded[slot], tier->copies),
+                 "cuEventRecord", "an expert load");
+  });
 }
 
 int acquireTier(moe_cuda_tier_t *tier, size_t slot) {
-  Driver *driver = tierDriver(tier, slot);
-  if (!driver)
-    return 1;
-  ScopedContext scope(*driver);
-  return scope.ok() && check(*driver,
-                             driver->cuStreamWaitEvent(runStream(),
-                                                       tier->loaded[slot], 0),
-                             "cuStreamWaitEvent", "an expert acquire")
-             ? 0
-             : 1;
+  return onTierSlot(tier, slot, [&](Driver &driver) {
+    return check(driver,
+                 driver.cuStreamWaitEvent(runStream(), tier->loaded[slot], 0),
+                 "cuStreamWaitEvent", "an expert acquire");
+  });
 }
 
 int waitTier(moe_cuda_tier_t *tier, size_t slot) {
-  Driver *driver = tierDriver(tier, slot);
-  if (!driver)
-    return 1;
-  ScopedContext scope(*driver);
-  return scope.ok() &&
-                 check(*driver, driver->cuEventSynchronize(tier->loaded[slot]),
-                       "cuEventSynchronize", "an expert load")
-             ? 0
-             : 1;
+  return onTierSlot(tier, slot, [&](Driver &driver) {
+    return check(driver, driver.cuEventSynchronize(tier->loaded[slot]),
+                 "cuEventSynchronize", "an expert load");
+  });
 }
 
 int releaseTier(moe_cuda_tier_t *tier, size_t slot) {
-  Driver *driver = tierDriver(tier, slot);
-  if (!driver)
-    return 1;
-  ScopedContext scope(*driver);
-  return scope.ok() &&
-                 check(*driver,
-                       driver->cuEventRecord(tier->released[slot], runStream()),
-                       "cuEventRecord", "an expert release")
-             ? 0
-             : 1;
+  return onTierSlot(tier, slot, [&](Driver &driver) {
+    return check(driver,
+                 driver.cuEventRecord(tier->released[slot], runStream()),
+                 "cuEventRecord", "an expert release");
+  });
 }
 } // namespace
 

@@ -3610,45 +3610,34 @@ static void forEachHostAssignment(RewriterBase &rewriter, const Host &host,
   memref::DeallocOp::create(rewriter, host.loc, hostIds);
 }
 
-/// Pre-gating predictions: the predicted ids go to the host, which hands
-/// each to the expert cache (its copies then overlap the layer's GEMMs).
-struct PrefetchOpLowering : public OpConversionPattern<PrefetchOp> {
-  using OpConversionPattern::OpConversionPattern;
-
-  LogicalResult
-  matchAndRewrite(PrefetchOp op, OpAdaptor adaptor,
-                  ConversionPatternRewriter &rewriter) const override {
-    Location loc = op.getLoc();
-    Host host{rewriter, loc};
-    Value layer = arith::ConstantOp::create(
-        rewriter, loc, rewriter.getI64IntegerAttr(op.getLayer()));
-    forEachHostAssignment(
-        rewriter, host, adaptor.getExpertIds(), [&](Value, Value id) {
-          callRuntimeHook(rewriter, loc, kPredictHook, {layer, id});
-        });
-    rewriter.eraseOp(op);
-    return success();
-  }
-};
-
-/// Routing decisions go to the host, which reports each to the runtime's
+/// `moe.prefetch` and `moe.trace_routing`: the ids go to the host, which
+/// hands each to the runtime: pre-gating predictions to the expert cache
+/// (their copies then overlap the layer's GEMMs), routing decisions to the
 /// profile.
-struct TraceRoutingOpLowering : public OpConversionPattern<TraceRoutingOp> {
-  using OpConversionPattern::OpConversionPattern;
+template <typename OpT>
+struct HostHookOpLowering : public OpConversionPattern<OpT> {
+  using OpConversionPattern<OpT>::OpConversionPattern;
+  using OpAdaptor = typename OpT::Adaptor;
 
   LogicalResult
-  matchAndRewrite(TraceRoutingOp op, OpAdaptor adaptor,
+  matchAndRewrite(OpT op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     Location loc = op.getLoc();
     Host host{rewriter, loc};
-    Type i64 = rewriter.getI64Type();
-    Value layer = arith::ConstantOp::create(
-        rewriter, loc, rewriter.getIntegerAttr(i64, op.getLayer()));
-    Value experts = arith::ConstantOp::create(
-        rewriter, loc, rewriter.getIntegerAttr(i64, op.getNumExperts()));
+    auto i64 = [&](int64_t v) -> Value {
+      return arith::ConstantOp::create(rewriter, loc,
+                                       rewriter.getI64IntegerAttr(v));
+    };
+    Value layer = i64(op.getLayer());
+    Value experts;
+    if constexpr (std::is_same_v<OpT, TraceRoutingOp>)
+      experts = i64(op.getNumExperts());
     forEachHostAssignment(
         rewriter, host, adaptor.getExpertIds(), [&](Value t, Value id) {
-          callRuntimeHook(rewriter, loc, kTraceHook, {layer, experts, t, id});
+          if (experts)
+            callRuntimeHook(rewriter, loc, kTraceHook, {layer, experts, t, id});
+          else
+            callRuntimeHook(rewriter, loc, kPredictHook, {layer, id});
         });
     rewriter.eraseOp(op);
     return success();
@@ -4172,8 +4161,8 @@ void moe::populateMoEToGPUConversionPatterns(RewritePatternSet &patterns) {
   patterns.add<GateOpLowering, RouteOpLowering, HashRouteOpLowering,
                DispatchOpLowering, ExpertsOpLowering, SharedExpertsOpLowering,
                ZeroComputationExpertsOpLowering, QuantizedExpertsOpLowering,
-               CombineOpLowering, PrefetchOpLowering, TraceRoutingOpLowering>(
-      patterns.getContext());
+               CombineOpLowering, HostHookOpLowering<PrefetchOp>,
+               HostHookOpLowering<TraceRoutingOp>>(patterns.getContext());
   populateGenericExpertsToGPUPatterns(patterns);
 }
 

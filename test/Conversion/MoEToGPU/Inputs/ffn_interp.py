@@ -429,17 +429,23 @@ CASES = [
 ]
 
 
-def main():
+def run_cases(cases, label):
+    """Runs (name, case) pairs, a PASS/FAIL line each; exits non-zero if any
+    failed."""
     failed = 0
-    for name, case in CASES:
+    for name, case in cases:
         try:
             ok, result = case()
         except ki.KernelError as e:
             ok, result = False, "kernel error: %s" % e
         failed += not ok
         print("%s %s: %s" % ("PASS" if ok else "FAIL", name, result), flush=True)
-    print("ffn_interp: %d of %d cases failed" % (failed, len(CASES)))
+    print("%s: %d of %d cases failed" % (label, failed, len(cases)))
     sys.exit(1 if failed else 0)
+
+
+def main():
+    run_cases(CASES, "ffn_interp")
 
 
 if __name__ == "__main__":

@@ -165,18 +165,5 @@ CASES = [
 ]
 
 
-def main():
-    failed = 0
-    for name, case in CASES:
-        try:
-            ok, result = case()
-        except ki.KernelError as e:
-            ok, result = False, "kernel error: %s" % e
-        failed += not ok
-        print("%s %s: %s" % ("PASS" if ok else "FAIL", name, result), flush=True)
-    print("placement_interp: %d of %d cases failed" % (failed, len(CASES)))
-    sys.exit(1 if failed else 0)
-
-
 if __name__ == "__main__":
-    main()
+    fi.run_cases(CASES, "placement_interp")
