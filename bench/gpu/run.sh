@@ -93,6 +93,20 @@ tier_case() {
     fi
     res=
   done
+  # The routing profile of an instrumented library against the CPU's.
+  if [[ -f $d/prof.so ]]; then
+    if out=$(timeout 120 "$stage/bin/moe-run" "$d/prof.so" --input=@"$d/prof-in0.npy" \
+               --profile="$d/profile.json" 2>&1) &&
+       res=$("$py" -c 'import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+same = a["layers"] == b["layers"]
+print("identical to the CPU library'"'"'s" if same else "differs from the CPU library'"'"'s")
+sys.exit(0 if same else 1)' "$d/cpu-profile.json" "$d/profile.json" 2>&1); then
+      echo "TIER-PASS $what --instrument-routing: routing profile $res"
+    else
+      echo "TIER-FAIL $what --instrument-routing: $out ${res:-}"
+    fi
+  fi
 }
 if [[ -d $stage/tier ]]; then
   for d in "$stage"/tier/*/; do tier_case "${d%/}"; done 2>&1 | tee -a "$out/numerics.txt"

@@ -137,6 +137,17 @@ tier() { # NAME BUDGET GENERATOR ARGS...
   echo "$gen $* --expert-budget=$budget" > "$d/what"
 }
 tier stack-t9 25% test/lib/moe_stack.py --layers 3 --experts 8 --k 2 --tokens 9
+# A routing profile on the GPU (--instrument-routing: moe.trace_routing's ids
+# copied to the host) must equal the CPU library's, written here.
+d=$dir/tier/stack-t9
+$py "$repo/test/lib/moe_stack.py" gen "$d/gen" --layers 3 --experts 8 --k 2 --tokens 9 \
+  --skew 2 > /dev/null
+"$bin/moe-compile" --target=cuda --gpu-arch=sm_90 --instrument-routing "$d/gen/model.mlir" \
+  -o "$d/prof.so"
+"$bin/moe-compile" --instrument-routing "$d/gen/model.mlir" -o "$d/gen/cpu-prof.so"
+"$bin/moe-run" "$d/gen/cpu-prof.so" --input=@"$d/gen/in0.npy" --profile="$d/cpu-profile.json"
+mv "$d/gen/in0.npy" "$d/prof-in0.npy"
+rm -rf "$d/gen" "$d/prof.h"
 tier stack-t1 20% test/lib/moe_stack.py --layers 3 --experts 16 --k 2 --tokens 1 --skew 3
 tier stack-t300 25% test/lib/moe_stack.py --layers 2 --experts 8 --k 2 --tokens 300
 tier mixtral-f16 50% test/lib/moe_case.py mixtral --tokens 37 --dtype f16

@@ -14,6 +14,8 @@
 |*                                                                          *|
 \*===----------------------------------------------------------------------===*/
 
+#include "moe/runtime/cuda.h"
+
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -65,34 +67,40 @@ typedef struct {
   void (*fail)(void *, const char *);
 } HostAPI;
 static const HostAPI *host;
-void moe_model_bind_host(const HostAPI *api) { host = api; }
+/* The runtime calls this through a pointer to its C++ type of the table
+ * (moe::runtime::HostAPI), which no C type matches for a sanitizer build's
+ * function-type check: left unchecked, as the compiled libraries' (defined in
+ * LLVM IR) are. */
+__attribute__((no_sanitize("function"))) void
+moe_model_bind_host(const HostAPI *api) {
+  host = api;
+}
 
-/* The pretend tier. */
-typedef struct {
+/* The pretend tier, with the types of moe/runtime/cuda.h (a sanitizer build
+ * checks the types of functions called through pointers). */
+struct moe_cuda_tier {
   size_t slots;
   int *loaded, *held;
-} Tier;
+};
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 static long violations, loads, batches, live;
 
-static void *create(size_t slots) {
-  Tier *tier = calloc(1, sizeof(Tier));
+static moe_cuda_tier_t *create(size_t slots) {
+  moe_cuda_tier_t *tier = calloc(1, sizeof(moe_cuda_tier_t));
   tier->slots = slots;
   tier->loaded = calloc(slots, sizeof(int));
   tier->held = calloc(slots, sizeof(int));
   return tier;
 }
-static void destroy(void *p) {
-  Tier *tier = p;
+static void destroy(moe_cuda_tier_t *tier) {
   if (!tier)
     return;
   free(tier->loaded);
   free(tier->held);
   free(tier);
 }
-static int load(void *p, size_t slot, size_t count, void *const *dst,
-                const void *const *src, const size_t *bytes) {
-  Tier *tier = p;
+static int load(moe_cuda_tier_t *tier, size_t slot, size_t count,
+                void *const *dst, const void *const *src, const size_t *bytes) {
   pthread_mutex_lock(&mutex);
   if (slot >= tier->slots || tier->held[slot])
     ++violations;
@@ -103,8 +111,7 @@ static int load(void *p, size_t slot, size_t count, void *const *dst,
   pthread_mutex_unlock(&mutex);
   return 0;
 }
-static int acquire(void *p, size_t slot) {
-  Tier *tier = p;
+static int acquire(moe_cuda_tier_t *tier, size_t slot) {
   pthread_mutex_lock(&mutex);
   if (slot >= tier->slots || !tier->loaded[slot])
     ++violations;
@@ -113,13 +120,19 @@ static int acquire(void *p, size_t slot) {
   pthread_mutex_unlock(&mutex);
   return 0;
 }
-static int release(void *p, size_t slot) {
-  Tier *tier = p;
+static int release(moe_cuda_tier_t *tier, size_t slot) {
   pthread_mutex_lock(&mutex);
   if (slot >= tier->slots || tier->held[slot] <= 0)
     ++violations;
   else
     --tier->held[slot];
+  pthread_mutex_unlock(&mutex);
+  return 0;
+}
+static int wait(moe_cuda_tier_t *tier, size_t slot) {
+  pthread_mutex_lock(&mutex);
+  if (slot >= tier->slots || !tier->loaded[slot])
+    ++violations;
   pthread_mutex_unlock(&mutex);
   return 0;
 }
@@ -133,32 +146,11 @@ static void dealloc(void *p) {
   free(p);
 }
 static const char *takeError(void) { return NULL; }
-static int wait(void *p, size_t slot) {
-  Tier *tier = p;
-  pthread_mutex_lock(&mutex);
-  if (slot >= tier->slots || !tier->loaded[slot])
-    ++violations;
-  pthread_mutex_unlock(&mutex);
-  return 0;
-}
 
-typedef struct {
-  void *(*create)(size_t);
-  void (*destroy)(void *);
-  int (*load)(void *, size_t, size_t, void *const *, const void *const *,
-              const size_t *);
-  int (*acquire)(void *, size_t);
-  int (*release)(void *, size_t);
-  void *(*host_alloc)(size_t);
-  void (*host_free)(void *);
-  void *(*device_alloc)(size_t);
-  void (*device_free)(void *);
-  const char *(*take_error)(void);
-  int (*wait)(void *, size_t);
-} TierAPI;
-static const TierAPI api = {create, destroy, load,    acquire,   release, alloc,
-                            dealloc, alloc,  dealloc, takeError, wait};
-const TierAPI *moe_model_cuda_tier_api(void) { return &api; }
+static const moe_cuda_tier_api_t api = {create,  destroy,   load,    acquire,
+                                        release, alloc,     dealloc, alloc,
+                                        dealloc, takeError, wait};
+const moe_cuda_tier_api_t *moe_model_cuda_tier_api(void) { return &api; }
 
 void moe_model_run(void **args) {
   OutRef *y = (OutRef *)args[0];
