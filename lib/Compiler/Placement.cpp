@@ -14,6 +14,7 @@
 #include "CompilerInternal.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
+#include "moe/runtime/runtime.h"
 
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/MathExtras.h"
@@ -23,26 +24,11 @@ using namespace moe;
 using namespace moe::compiler;
 
 std::optional<ExpertBudget> moe::parseExpertBudget(StringRef text) {
+  // The runtime's parser (moe-run --expert-budget takes the same syntax).
   ExpertBudget budget;
-  if (text.consume_back("%")) {
-    double percent;
-    if (text.getAsDouble(percent) || !(percent >= 0 && percent <= 100))
-      return std::nullopt;
-    budget.percent = percent;
-    return budget;
-  }
-  uint64_t scale = 1;
-  if (text.consume_back("K") || text.consume_back("k"))
-    scale = 1ull << 10;
-  else if (text.consume_back("M"))
-    scale = 1ull << 20;
-  else if (text.consume_back("G"))
-    scale = 1ull << 30;
-  uint64_t value;
-  if (text.empty() || text.getAsInteger(10, value) ||
-      value > static_cast<uint64_t>(INT64_MAX) / scale)
+  if (!moe_parse_expert_budget(text.str().c_str(), &budget.bytes,
+                               &budget.percent))
     return std::nullopt;
-  budget.bytes = static_cast<int64_t>(value * scale);
   return budget;
 }
 

@@ -108,7 +108,8 @@ struct ExpertBudget {
   int64_t bytes = -1;
   double percent = -1;
 };
-/// Parses "123", "512K", "64M", "2G" (powers of 1024) or "25%".
+/// Parses "123", "512K", "64M", "2G" (powers of 1024) or "25%", as the
+/// runtime's moe_parse_expert_budget does (it does the parsing).
 std::optional<ExpertBudget> parseExpertBudget(StringRef text);
 
 /// Registers the dialects and translations `compile` may meet in its input.
