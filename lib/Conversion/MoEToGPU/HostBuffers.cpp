@@ -60,23 +60,27 @@ struct MoEHostBuffersToGPUPass
     SmallVector<memref::CopyOp> copies;
     WalkResult result = func->walk([&](Operation *op) {
       if (auto alloc = dyn_cast<memref::AllocOp>(op)) {
-        unsigned hostUses = 0, uses = 0;
+        // The first host element access, and whether anything else (a
+        // kernel, a copy) uses the buffer.
+        OpOperand *hostAccess = nullptr;
+        bool deviceUse = false;
         for (OpOperand &use : alloc->getUses()) {
-          ++uses;
-          hostUses += isHostUse(use);
+          if (!isHostUse(use))
+            deviceUse = true;
+          else if (!hostAccess && !isa<memref::DeallocOp>(use.getOwner()))
+            hostAccess = &use;
         }
-        if (alloc->hasAttr(moe::kHostBufferAttrName) || hostUses == uses) {
+        if (alloc->hasAttr(moe::kHostBufferAttrName) || !deviceUse) {
           hostBuffers.insert(alloc);
           return WalkResult::advance();
         }
-        for (OpOperand &use : alloc->getUses())
-          if (isHostUse(use) && !isa<memref::DeallocOp>(use.getOwner())) {
-            use.getOwner()->emitOpError()
-                << "reads or writes on the host a buffer that also is device "
-                   "memory (a kernel or a copy uses it); the CUDA target "
-                   "cannot run it";
-            return WalkResult::interrupt();
-          }
+        if (hostAccess) {
+          hostAccess->getOwner()->emitOpError()
+              << "reads or writes on the host a buffer that also is device "
+                 "memory (a kernel or a copy uses it); the CUDA target "
+                 "cannot run it";
+          return WalkResult::interrupt();
+        }
         allocs.push_back(alloc);
       } else if (auto copy = dyn_cast<memref::CopyOp>(op)) {
         copies.push_back(copy);
