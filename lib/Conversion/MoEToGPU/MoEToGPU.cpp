@@ -3474,6 +3474,14 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
     return success();
   }
 
+  /// Whether expert `global` has rows in `hostOffsets`.
+  static Value hasRows(const KernelBuilder &b, Value hostOffsets,
+                       Value global) {
+    Value start = b.loadI(hostOffsets, {global});
+    Value end = b.loadI(hostOffsets, {b.add(global, b.idx(1))});
+    return b.cmpI(arith::CmpIPredicate::sgt, end, start);
+  }
+
   /// Calls `body(local, global)` on the host for each expert of `op` in
   /// `[from, to)` (local indices) with rows in `hostOffsets`.
   static void forEachExpertWithRows(RewriterBase &rewriter, ExpertsOp op,
@@ -3482,10 +3490,7 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
     KernelBuilder b{rewriter, op.getLoc(), Type()};
     b.loop(from, to, b.idx(1), [&](Value local) {
       Value global = b.add(local, b.idx(op.getFirstExpert()));
-      Value start = b.loadI(hostOffsets, {global});
-      Value end = b.loadI(hostOffsets, {b.add(global, b.idx(1))});
-      b.ifThen(b.cmpI(arith::CmpIPredicate::sgt, end, start),
-               [&] { body(local, global); });
+      b.ifThen(hasRows(b, hostOffsets, global), [&] { body(local, global); });
     });
   }
 
@@ -3537,20 +3542,14 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
       b.loop(c0, numExperts, c1,
              [&](Value local) { b.storeI(b.idx(-1), hostSlots, {local}); });
       // Acquire from `first` on until one fails; `next` is the first expert
-      // not acquired.
-      Value fls = b.boolean(false), tru = b.boolean(true);
-      SmallVector<Value> filled = b.loop(
-          first, numExperts, c1, {fls, first},
+      // not acquired (it stays behind `local` once an acquire failed).
+      Value next = b.loop(
+          first, numExperts, c1, {first},
           [&](Value local, ValueRange st) -> SmallVector<Value> {
-            Value stopped = st[0];
+            Value going = b.cmpI(arith::CmpIPredicate::eq, st[0], local);
             Value global = b.add(local, b.idx(op.getFirstExpert()));
-            Value start = b.loadI(hostOffsets, {global});
-            Value end = b.loadI(hostOffsets, {b.add(global, c1)});
-            Value wanted =
-                b.andI(b.cmpI(arith::CmpIPredicate::eq, stopped, fls),
-                       b.cmpI(arith::CmpIPredicate::sgt, end, start));
             auto ifOp = scf::IfOp::create(
-                rewriter, loc, wanted,
+                rewriter, loc, b.andI(going, hasRows(b, hostOffsets, global)),
                 [&](OpBuilder &, Location) {
                   Value slot = callRuntimeHook(rewriter, loc, kAcquireHook,
                                                {layer, global}, i64)[0];
@@ -3561,19 +3560,16 @@ struct ExpertsOpLowering : public OpConversionPattern<ExpertsOp> {
                            [&] { b.storeI(slotIndex, hostSlots, {local}); });
                   scf::YieldOp::create(
                       rewriter, loc,
-                      ValueRange{b.select(got, fls, tru),
-                                 b.select(got, b.add(local, c1), local)});
+                      ValueRange{b.select(got, b.add(local, c1), local)});
                 },
                 [&](OpBuilder &, Location) {
-                  // No rows: skipped (unless stopped, where it stays next).
+                  // No rows: skipped, unless an acquire failed before.
                   scf::YieldOp::create(
                       rewriter, loc,
-                      ValueRange{stopped,
-                                 b.select(stopped, st[1], b.add(local, c1))});
+                      ValueRange{b.select(going, b.add(local, c1), st[0])});
                 });
-            return {ifOp.getResult(0), ifOp.getResult(1)};
-          });
-      Value next = filled[1];
+            return {ifOp.getResult(0)};
+          })[0];
       gpu::MemcpyOp::create(rewriter, loc, Type(), ValueRange{}, slots,
                             hostSlots);
       ffn(slots);
