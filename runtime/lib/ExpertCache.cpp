@@ -28,6 +28,26 @@ static uint64_t nowNs() {
       .count();
 }
 
+/// Reads up to `bytes` at `offset` of `fd` into `dst`, retrying short reads
+/// and EINTR; the bytes read (fewer at the end of the file), or -1 with
+/// errno set.
+static int64_t preadFully(int fd, uint8_t *dst, uint64_t bytes,
+                          uint64_t offset) {
+  uint64_t done = 0;
+  while (done < bytes) {
+    ssize_t n =
+        pread(fd, dst + done, bytes - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -1;
+    if (n == 0)
+      break;
+    done += static_cast<uint64_t>(n);
+  }
+  return static_cast<int64_t>(done);
+}
+
 moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
                                   uint64_t dataStart, int64_t budgetBytes,
                                   double budgetPercent, moe_cache_mode_t mode,
@@ -165,10 +185,14 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
     return makeStatus("cannot open weights file " + quote(path) +
                       " for the expert cache: " + std::strerror(errno));
   cache->counters.direct_io = cache->direct ? 1 : 0;
-  cache->bounce =
-      static_cast<uint8_t *>(std::aligned_alloc(kBlock, cache->bounceBytes));
-  if (!cache->bounce)
-    return makeStatus("cannot allocate the expert cache's read buffer");
+  // The bounce buffer of direct reads; the GPU tier reads the file once,
+  // into page-locked memory, without it.
+  if (!device) {
+    cache->bounce =
+        static_cast<uint8_t *>(std::aligned_alloc(kBlock, cache->bounceBytes));
+    if (!cache->bounce)
+      return makeStatus("cannot allocate the expert cache's read buffer");
+  }
 
   // The GPU tier: every cached expert in page-locked host memory (read once
   // from the weights file), a copy stream and the slots' events.
@@ -183,19 +207,13 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
               ("allocating " + std::to_string(bytes) +
                " bytes of page-locked host memory for the expert cache")
                   .c_str()));
-        uint64_t done = 0;
-        while (done < bytes) {
-          ssize_t n = pread(cache->fd, tensor.host + done, bytes - done,
-                            static_cast<off_t>(tensor.fileOffset + done));
-          if (n < 0 && errno == EINTR)
-            continue;
-          if (n <= 0)
-            return makeStatus(
-                "reading the experts of layer " + std::to_string(layer.id) +
-                " from weights file " + quote(path) + " failed: " +
-                (n < 0 ? std::strerror(errno) : "the file ends early"));
-          done += static_cast<uint64_t>(n);
-        }
+        int64_t n =
+            preadFully(cache->fd, tensor.host, bytes, tensor.fileOffset);
+        if (n < 0 || static_cast<uint64_t>(n) < bytes)
+          return makeStatus(
+              "reading the experts of layer " + std::to_string(layer.id) +
+              " from weights file " + quote(path) + " failed: " +
+              (n < 0 ? std::strerror(errno) : "the file ends early"));
       }
     }
     cache->tier = device->create(tierSlots);
@@ -328,22 +346,14 @@ std::string ExpertCache::readExpert(const Layer &layer, int expert, int slot) {
     uint8_t *target = direct && !aligned ? bounce : dst;
     uint64_t from = direct ? start : offset;
     uint64_t want = direct ? end - start : length;
-    uint64_t done = 0;
-    while (done < want) {
-      ssize_t n = pread(fd, target + done, want - done, from + done);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return "reading expert " + std::to_string(expert) + " of layer " +
-               std::to_string(layer.id) + " from weights file " + quote(path) +
-               " failed: " + std::strerror(errno);
-      if (n == 0)
-        break;
-      done += static_cast<uint64_t>(n);
-    }
+    int64_t done = preadFully(fd, target, want, from);
+    if (done < 0)
+      return "reading expert " + std::to_string(expert) + " of layer " +
+             std::to_string(layer.id) + " from weights file " + quote(path) +
+             " failed: " + std::strerror(errno);
     // Direct reads of the last block may stop at the end of the file.
     uint64_t needed = direct ? offset + length - start : length;
-    if (done < needed)
+    if (static_cast<uint64_t>(done) < needed)
       return "weights file " + quote(path) + " ends inside expert " +
              std::to_string(expert) + " of layer " + std::to_string(layer.id);
     if (target != dst)

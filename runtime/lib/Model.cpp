@@ -75,8 +75,9 @@ struct moe_model {
   /// The expert cache, for a signature with `cache` lines.
   std::unique_ptr<ExpertCache> cache;
   moe_cache_mode_t cacheMode = MOE_CACHE_PREFETCH;
-  /// The GPU tier is created by the first run (it needs the GPU, which
-  /// loading a model does not): the configuration it will have.
+  /// The configuration of the last moe_model_configure_cache, and whether
+  /// its cache is still to be created (the GPU tier is created by the first
+  /// run: it needs the GPU, which loading a model does not).
   bool cachePending = false;
   int64_t pendingBudgetBytes = -1;
   double pendingBudgetPercent = -1.0;
@@ -405,6 +406,21 @@ int moe_model_has_cache(const moe_model_t *model) {
   return model && (model->cache || model->cachePending) ? 1 : 0;
 }
 
+/// Creates the cache configured last, if it is not there yet.
+static moe_status_t *createPendingCache(moe_model_t *model) {
+  if (!model->cachePending)
+    return nullptr;
+  std::unique_ptr<ExpertCache> cache;
+  if (moe_status_t *status = ExpertCache::create(
+          model->signature, model->weightsPath, kWeightsHeaderSize,
+          model->pendingBudgetBytes, model->pendingBudgetPercent,
+          model->cacheMode, model->tierAPI, cache))
+    return status;
+  model->cache = std::move(cache);
+  model->cachePending = false;
+  return nullptr;
+}
+
 moe_status_t *moe_model_configure_cache(moe_model_t *model,
                                         int64_t budget_bytes,
                                         double budget_percent,
@@ -421,34 +437,15 @@ moe_status_t *moe_model_configure_cache(moe_model_t *model,
     return moe_status_make("expert budget percentage must be in [0, 100]");
   model->cache.reset();
   model->cacheMode = mode;
-  if (model->tierAPI) {
-    model->cachePending = true;
-    model->pendingBudgetBytes = budget_bytes;
-    model->pendingBudgetPercent = budget_percent;
+  model->pendingBudgetBytes = budget_bytes;
+  model->pendingBudgetPercent = budget_percent;
+  model->cachePending = true;
+  // The GPU tier is created by the first run; the file tier now.
+  if (model->tierAPI)
     return nullptr;
-  }
-  std::unique_ptr<ExpertCache> cache;
-  if (moe_status_t *status = ExpertCache::create(
-          model->signature, model->weightsPath, kWeightsHeaderSize,
-          budget_bytes, budget_percent, mode, nullptr, cache))
-    return status;
-  model->cache = std::move(cache);
-  return nullptr;
-}
-
-/// Creates the GPU tier configured last, if it is not there yet.
-static moe_status_t *createPendingCache(moe_model_t *model) {
-  if (!model->cachePending)
-    return nullptr;
-  std::unique_ptr<ExpertCache> cache;
-  if (moe_status_t *status = ExpertCache::create(
-          model->signature, model->weightsPath, kWeightsHeaderSize,
-          model->pendingBudgetBytes, model->pendingBudgetPercent,
-          model->cacheMode, model->tierAPI, cache))
-    return status;
-  model->cache = std::move(cache);
+  moe_status_t *status = createPendingCache(model);
   model->cachePending = false;
-  return nullptr;
+  return status;
 }
 
 void moe_model_cache_stats(const moe_model_t *model, moe_cache_stats_t *out) {
