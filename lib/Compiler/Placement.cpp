@@ -17,7 +17,6 @@
 #include "moe/runtime/runtime.h"
 
 #include "mlir/Pass/PassManager.h"
-#include "llvm/Support/MathExtras.h"
 
 using namespace mlir;
 using namespace moe;
