@@ -184,7 +184,7 @@ py::tuple compileModel(py::object source, bool isBuffer,
                        const std::string &expertBudget,
                        const std::string &placementProfile,
                        int64_t prefetchDepth, bool instrumentRouting,
-                       const std::string &gpuArch) {
+                       const std::string &gpuArch, int64_t devices) {
   CompileRequest request;
   request.isBuffer = isBuffer;
   request.source =
@@ -198,8 +198,8 @@ py::tuple compileModel(py::object source, bool isBuffer,
     std::optional<moe::EmitKind> kind = moe::parseEmitKind(emit);
     if (!kind)
       throw py::value_error("unknown emit '" + emit +
-                            "'; expected input, mlir, llvm, obj, lib, exe or "
-                            "ptx");
+                            "'; expected input, mlir, llvm, obj, lib, exe, "
+                            "ptx or plan");
     request.options.emit = *kind;
     request.options.outputPath = output;
   }
@@ -222,6 +222,7 @@ py::tuple compileModel(py::object source, bool isBuffer,
   request.options.placementProfile = placementProfile;
   request.options.prefetchDepth = prefetchDepth;
   request.options.instrumentRouting = instrumentRouting;
+  request.options.devices = devices;
   if (!gpuArch.empty()) {
     if (target != "cuda")
       throw py::value_error("gpu_arch needs target=\"cuda\"");
@@ -259,5 +260,5 @@ PYBIND11_MODULE(_moe_mlir, m) {
         py::arg("cpu"), py::arg("weight_threshold"), py::arg("linker"),
         py::arg("runtime_lib"), py::arg("remarks"), py::arg("expert_budget"),
         py::arg("placement_profile"), py::arg("prefetch_depth"),
-        py::arg("instrument_routing"), py::arg("gpu_arch"));
+        py::arg("instrument_routing"), py::arg("gpu_arch"), py::arg("devices"));
 }

@@ -47,6 +47,7 @@ std::optional<EmitKind> moe::parseEmitKind(StringRef name) {
       .Case("lib", EmitKind::Library)
       .Case("exe", EmitKind::Executable)
       .Case("ptx", EmitKind::PTX)
+      .Case("plan", EmitKind::Plan)
       .Default(std::nullopt);
 }
 
@@ -64,6 +65,8 @@ StringRef moe::stringifyEmitKind(EmitKind kind) {
     return "exe";
   case EmitKind::PTX:
     return "ptx";
+  case EmitKind::Plan:
+    return "plan";
   }
   llvm_unreachable("unknown EmitKind");
 }
@@ -131,6 +134,8 @@ SideOutputs moe::getSideOutputs(StringRef mainOutput, EmitKind kind) {
   case EmitKind::PTX:
     // Only the kernels: no weights, no header.
     return side;
+  case EmitKind::Plan:
+    return side;
   }
   side.weightsPath = (stem + ".weights").str();
   if (kind == EmitKind::Library || kind == EmitKind::Object)
@@ -157,6 +162,8 @@ std::string moe::getDefaultOutputPath(StringRef inputPath, EmitKind kind) {
     return stem == inputPath ? (stem + ".exe").str() : stem.str();
   case EmitKind::PTX:
     return (stem + ".ptx").str();
+  case EmitKind::Plan:
+    return (stem + ".plan.json").str();
   }
   llvm_unreachable("unknown EmitKind");
 }
@@ -299,11 +306,19 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
     return emitError(loc) << "no output file given";
   bool toStdout = options.outputPath == "-";
   if (toStdout && kind != EmitKind::MLIR && kind != EmitKind::LLVMIR &&
-      kind != EmitKind::PTX)
+      kind != EmitKind::PTX && kind != EmitKind::Plan)
     return emitError(loc) << "'-o -' works only with --emit=mlir, "
-                             "--emit=llvm or --emit=ptx";
+                             "--emit=llvm, --emit=ptx or --emit=plan";
   if (failed(checkTargetOptions(options, loc)))
     return failure();
+  if (options.devices < 1)
+    return emitError(loc) << "--devices must be at least 1, got "
+                          << options.devices;
+  if (options.devices > 1 && kind != EmitKind::Plan)
+    return emitError(loc)
+           << "a placement over " << options.devices
+           << " devices can only be written as a plan (--emit=plan): "
+              "moe-mlir runs a layer on one device";
   bool cuda = options.target == "cuda";
 
   // Reserve every output first, so an unwritable path fails before any work.
@@ -330,6 +345,7 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
   StageRunner stages(options.progress);
   std::unique_ptr<llvm::TargetMachine> targetMachine;
   if (kind != EmitKind::MLIR && kind != EmitKind::PTX &&
+      kind != EmitKind::Plan &&
       failed(stages.run("target", [&]() -> LogicalResult {
         auto machine = createTargetMachine(options.cpu, loc);
         if (failed(machine))
@@ -358,7 +374,8 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
   // column panels, which the expert GEMMs stream (docs/CompiledModelABI.md).
   // The expert cache moves experts in their row-major layout, so a budget
   // keeps that.
-  bool cached = options.expertBudget >= 0 || options.expertBudgetPercent >= 0;
+  bool cached = options.expertBudget >= 0 || options.expertBudgetPercent >= 0 ||
+                kind == EmitKind::Plan;
   if (options.target == "cpu" && !cached &&
       failed(stages.run("pack-weights", [&]() -> LogicalResult {
         PassManager pm(module.getContext(), func::FuncOp::getOperationName());
@@ -376,6 +393,14 @@ LogicalResult moe::compile(ModuleOp module, const CompileOptions &options) {
         return success();
       })))
     return failure();
+  if (kind == EmitKind::Plan) {
+    if (failed(stages.run("plan-placement", [&] {
+          return planExpertPlacement(module, entry, signature, options,
+                                     toStdout ? "-" : mainTemp);
+        })))
+      return failure();
+    return outputs.commit();
+  }
   bool placement = cached || options.instrumentRouting;
   if (placement && failed(stages.run("plan-placement", [&] {
         return planExpertPlacement(module, entry, signature, options);

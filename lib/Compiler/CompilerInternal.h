@@ -105,10 +105,13 @@ void layOutWeights(ModelSignature &signature);
 /// Runs the placement passes (docs/ExpertCache.md) the options ask for on
 /// the module, then realizes each `moe.expert_slots` of `entry`: its weight
 /// argument becomes a slot buffer `[?, ...]` of the layer's cache and the
-/// signature records the cache. Lays the weights out again.
+/// signature records the cache. Lays the weights out again. With a
+/// `planFile`, only plans (every layer, for `options.devices` devices) and
+/// writes the plan there ("-": stdout).
 LogicalResult planExpertPlacement(ModuleOp module, func::FuncOp entry,
                                   ModelSignature &signature,
-                                  const CompileOptions &options);
+                                  const CompileOptions &options,
+                                  StringRef planFile = "");
 
 /// Writes the weights file (header and data section) to `os`.
 LogicalResult writeWeightsFile(const ModelSignature &signature,

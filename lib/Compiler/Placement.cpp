@@ -33,8 +33,10 @@ std::optional<ExpertBudget> moe::parseExpertBudget(StringRef text) {
 
 LogicalResult compiler::planExpertPlacement(ModuleOp module, func::FuncOp entry,
                                             ModelSignature &signature,
-                                            const CompileOptions &options) {
-  bool place = options.expertBudget >= 0 || options.expertBudgetPercent >= 0;
+                                            const CompileOptions &options,
+                                            StringRef planFile) {
+  bool place = options.expertBudget >= 0 || options.expertBudgetPercent >= 0 ||
+               !planFile.empty();
   if (!place && !options.instrumentRouting)
     return success();
   Location loc = entry.getLoc();
@@ -45,15 +47,17 @@ LogicalResult compiler::planExpertPlacement(ModuleOp module, func::FuncOp entry,
   PassManager pm(module.getContext());
   pm.addPass(createMoEExpand());
   pm.addPass(createMoEFuseGating());
-  if (options.instrumentRouting)
+  if (options.instrumentRouting && planFile.empty())
     pm.addPass(createMoEInstrumentRouting());
   if (place) {
     MoEPlanPlacementOptions plan;
     plan.budget = options.expertBudget;
     plan.budgetPercent = options.expertBudgetPercent;
     plan.profile = options.placementProfile;
+    plan.devices = options.devices;
+    plan.planFile = planFile.str();
     pm.addPass(createMoEPlanPlacement(plan));
-    if (options.prefetchDepth > 0) {
+    if (options.prefetchDepth > 0 && planFile.empty()) {
       MoEInsertPrefetchOptions prefetch;
       prefetch.depth = options.prefetchDepth;
       pm.addPass(createMoEInsertPrefetch(prefetch));
@@ -61,6 +65,8 @@ LogicalResult compiler::planExpertPlacement(ModuleOp module, func::FuncOp entry,
   }
   if (failed(pm.run(module)))
     return failure();
+  if (!planFile.empty())
+    return success();
 
   // Realize the slots: each one views a weight argument used by nothing
   // else.

@@ -9,6 +9,7 @@ See docs/Python.md.
 """
 
 import collections
+import json
 import os
 import shutil
 import tempfile
@@ -42,9 +43,9 @@ dtype: the numpy dtype used for it (bf16 is raw bits in uint16, i1 is bool);
 shape: a tuple of extents, None where dynamic (every extent of an output is
 None: the signature records only its rank)."""
 
-_EMITS = ("input", "mlir", "llvm", "obj", "lib", "exe", "ptx")
+_EMITS = ("input", "mlir", "llvm", "obj", "lib", "exe", "ptx", "plan")
 _SUFFIX = {"mlir": ".llvm.mlir", "llvm": ".ll", "obj": ".o", "lib": ".so", "exe": "",
-           "ptx": ".ptx"}
+           "ptx": ".ptx", "plan": ".plan.json"}
 
 
 def _compiler():
@@ -189,7 +190,7 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
             entry=None, cpu="native", weight_threshold=64, linker=None,
             runtime_lib=None, remarks=False, expert_budget=None,
             placement_profile=None, prefetch_depth=1, instrument_routing=False,
-            gpu_arch=None):
+            gpu_arch=None, devices=1):
     """Compiles a model with the moe-compile driver.
 
     source: a path (str or os.PathLike) to a ``.mlir`` or ``.onnx`` model,
@@ -207,6 +208,8 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
         "obj", "exe": an object file or a standalone executable written to
             ``output`` (required); returns ``output``.
         "ptx" (target "cuda"): the kernels' PTX; returns its text.
+        "plan": the expert placement plan (docs/ExpertCache.md); returns it
+            as a dict (parsed JSON).
     output: the main output path (side files, ``.weights`` and ``.h``, go
         next to it). None writes into a temporary directory: for "lib" it
         lives as long as the returned CompiledModel, for text it is removed
@@ -223,6 +226,9 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
     placement_profile, prefetch_depth, instrument_routing: moe-compile's
         --placement-profile, --prefetch-depth and --instrument-routing.
     gpu_arch: moe-compile's --gpu-arch ("sm_80" or "sm_90"; target "cuda").
+    devices: moe-compile's --devices: spread each layer's experts over this
+        many devices (the budget per device); more than 1 only with
+        emit="plan".
 
     Raises CompileError with the compiler's diagnostics.
     """
@@ -260,7 +266,8 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
             entry or "", cpu, int(weight_threshold), linker or "", runtime_lib or "",
             bool(remarks), "" if expert_budget is None else str(expert_budget),
             "" if placement_profile is None else os.fspath(placement_profile),
-            int(prefetch_depth), bool(instrument_routing), gpu_arch or "")
+            int(prefetch_depth), bool(instrument_routing), gpu_arch or "",
+            int(devices))
         for diagnostic in others:
             warnings.warn(diagnostic, CompileWarning, stacklevel=2)
         if emit == "input":
@@ -268,6 +275,9 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
         if emit in ("mlir", "llvm", "ptx"):
             with open(output, encoding="utf-8") as f:
                 return f.read()
+        if emit == "plan":
+            with open(output, encoding="utf-8") as f:
+                return json.load(f)
         if emit == "lib":
             model = CompiledModel(output, _tmpdir=_TemporaryDirectory(tmpdir))
             tmpdir = None  # the model owns it now

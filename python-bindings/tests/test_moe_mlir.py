@@ -428,6 +428,25 @@ def test_routing_profile_and_pinned_placement(layer, tmp_path):
     assert np.array_equal(y, y2)
 
 
+def test_placement_plan_over_devices(layer, tmp_path):
+    profiled = moe_mlir.compile(layer.text.encode(), instrument_routing=True)
+    profiled.run(layer.input(16))
+    profiled.write_profile(tmp_path / "p.json")
+    plan = moe_mlir.compile(layer.text.encode(), emit="plan", devices=2,
+                            placement_profile=tmp_path / "p.json")
+    assert plan["devices"] == 2 and len(plan["layers"]) == 1
+    devices = plan["layers"][0]["devices"]
+    # Equal shares of the experts, every routed token on some device.
+    assert sorted(devices) == [0] * (E // 2) + [1] * (E // 2)
+    assert sum(plan["layers"][0]["device_load"]) == 16 * ROUTING["k"]
+    # One device: the plan of the library moe-compile would build.
+    single = moe_mlir.compile(layer.text.encode(), emit="plan", expert_budget="50%")
+    assert single["devices"] == 1
+    assert single["layers"][0]["slots_per_device"] == E // 2
+    with pytest.raises(moe_mlir.CompileError, match="can only be written as a plan"):
+        moe_mlir.compile(layer.text.encode(), devices=2)
+
+
 def test_expert_cache_errors(layer, model):
     with pytest.raises(ValueError, match="bad expert_budget"):
         moe_mlir.compile(layer.text.encode(), expert_budget="lots")

@@ -3,7 +3,7 @@
 
     moe_stack.py gen DIR [--layers L] [--hidden H] [--ffn F] [--experts E]
                          [--k K] [--tokens T] [--seed S] [--skew A]
-                         [--no-reference]
+                         [--affinity R] [--extra-inputs N] [--no-reference]
     moe_stack.py close A.npy B.npy [--tol 1e-6]
 
 `gen` draws fresh random weights and input (the seed is printed; --seed
@@ -14,11 +14,18 @@ moe-compile outlines them into the weights file and --expert-budget can place
 them). It also writes DIR/in0.npy, DIR/inputs.args and DIR/expected.npy, the
 float64 reference (test/lib/moe_reference.py). --skew A > 0 adds A * (a
 fixed ramp) to the router columns so that some experts are chosen far more
-often than others, as in trained models. `close` compares two outputs: the
-relative L2 error of B against A must be <= tol.
+often than others, as in trained models. --affinity R in (0, 1] plants
+inter-layer expert affinity: layer l + 1's router column pi_l(j) is R times
+layer l's column j plus sqrt(1 - R^2) times a fresh one (pi_l a random
+permutation), so that tokens that choose j in layer l tend to choose pi_l(j)
+in layer l + 1 (DIR/planted.json lists the permutations). --extra-inputs N
+also writes in1.npy .. inN.npy, more inputs of T tokens from the same
+distribution (held out from a profile of in0.npy). `close` compares two
+outputs: the relative L2 error of B against A must be <= tol.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -45,8 +52,15 @@ def gen(args):
         return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype("<f4")
 
     layers = []
+    permutations = []
     for _ in range(L):
         router = rand(H, E, fan_in=H)
+        if args.affinity and layers:
+            r = args.affinity
+            planted = np.empty_like(router)
+            permutations.append(rng.permutation(E))
+            planted[:, permutations[-1]] = layers[-1]["router"]
+            router = (r * planted + np.sqrt(1 - r * r) * router).astype("<f4")
         if args.skew:
             router += (args.skew * np.linspace(-1.0, 1.0, E) *
                        np.abs(rng.standard_normal((H, 1))) / np.sqrt(H)).astype("<f4")
@@ -74,7 +88,14 @@ def gen(args):
             f.write("      : (%s, %s) -> %s\n" % (act, tensor_type([H, E]), act))
             f.write("  %%x%d = arith.addf %%x%d, %%y%d : %s\n" % (i + 1, i, i, act))
         f.write("  return %%x%d : %s\n}\n" % (L, act))
+    if permutations:
+        # permutations[l][j]: layer l + 1's expert planted to follow j of l.
+        with open(os.path.join(args.dir, "planted.json"), "w") as f:
+            json.dump([p.tolist() for p in permutations], f)
     np.save(os.path.join(args.dir, "in0.npy"), x)
+    for i in range(args.extra_inputs):
+        np.save(os.path.join(args.dir, "in%d.npy" % (i + 1)),
+                rng.standard_normal((T, H)).astype("<f4"))
     with open(os.path.join(args.dir, "inputs.args"), "w") as f:
         f.write("--input=@%s\n" % os.path.join(args.dir, "in0.npy"))
     if args.no_reference:
@@ -114,6 +135,8 @@ def main():
     g.add_argument("--k", type=int, default=2)
     g.add_argument("--tokens", type=int, default=5)
     g.add_argument("--skew", type=float, default=0.0)
+    g.add_argument("--affinity", type=float, default=0.0)
+    g.add_argument("--extra-inputs", type=int, default=0)
     g.add_argument("--seed", type=int)
     g.add_argument("--no-reference", action="store_true",
                    help="skip expected.npy (large benchmark models)")

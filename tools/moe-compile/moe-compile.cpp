@@ -35,8 +35,9 @@ static cl::opt<std::string>
                cl::value_desc("OUT"), cl::cat(category));
 static cl::opt<std::string>
     emit("emit",
-         cl::desc("What to write: mlir, llvm, obj, lib, exe or ptx (the "
-                  "kernels of --target=cuda)"),
+         cl::desc("What to write: mlir, llvm, obj, lib, exe, ptx (the "
+                  "kernels of --target=cuda) or plan (the expert placement "
+                  "plan, JSON)"),
          cl::value_desc("kind"), cl::init("lib"), cl::cat(category));
 static cl::opt<std::string>
     target("target", cl::desc("Target: cpu or cuda (docs/CUDA.md)"),
@@ -78,6 +79,12 @@ static cl::opt<std::string> placementProfile(
     cl::desc("Routing profile (from moe-run --profile) that chooses the "
              "experts kept resident under --expert-budget"),
     cl::value_desc("file.json"), cl::cat(category));
+static cl::opt<int64_t> devices(
+    "devices",
+    cl::desc("Spread each layer's experts over this many devices (expert "
+             "parallelism; --expert-budget is then per device). More than 1 "
+             "only with --emit=plan: moe-mlir runs a layer on one device"),
+    cl::init(1), cl::cat(category));
 static cl::opt<int64_t> prefetchDepth(
     "prefetch-depth",
     cl::desc("Under --expert-budget, predict the experts of this many later "
@@ -141,7 +148,7 @@ int main(int argc, char **argv) {
   std::optional<moe::EmitKind> kind = moe::parseEmitKind(emit);
   if (!kind) {
     llvm::errs() << "moe-compile: error: unknown --emit=" << emit
-                 << "; expected mlir, llvm, obj, lib, exe or ptx\n";
+                 << "; expected mlir, llvm, obj, lib, exe, ptx or plan\n";
     return 1;
   }
   if (gpuArch.getNumOccurrences() && target != "cuda") {
@@ -160,12 +167,14 @@ int main(int argc, char **argv) {
     }
     options.expertBudget = budget->bytes;
     options.expertBudgetPercent = budget->percent;
-  } else if (placementProfile.getNumOccurrences() ||
-             prefetchDepth.getNumOccurrences()) {
+  } else if (prefetchDepth.getNumOccurrences() ||
+             (placementProfile.getNumOccurrences() &&
+              *kind != moe::EmitKind::Plan)) {
     llvm::errs() << "moe-compile: error: --placement-profile and "
                     "--prefetch-depth need --expert-budget\n";
     return 1;
   }
+  options.devices = devices;
   options.placementProfile = placementProfile;
   options.prefetchDepth = prefetchDepth;
   options.instrumentRouting = instrumentRouting;

@@ -54,9 +54,13 @@ enum class EmitKind {
   Executable,
   /// The PTX of the GPU kernels (`.ptx`); `--target=cuda` only.
   PTX,
+  /// The expert placement plan (`.plan.json`, docs/ExpertCache.md); the
+  /// only output of a plan over several devices.
+  Plan,
 };
 
-/// Parses `--emit=` spellings ("mlir", "llvm", "obj", "lib", "exe", "ptx").
+/// Parses `--emit=` spellings ("mlir", "llvm", "obj", "lib", "exe", "ptx",
+/// "plan").
 std::optional<EmitKind> parseEmitKind(StringRef name);
 /// The `--emit=` spelling of `kind`.
 StringRef stringifyEmitKind(EmitKind kind);
@@ -95,6 +99,9 @@ struct CompileOptions {
   double expertBudgetPercent = -1;
   /// A routing profile (`moe-run --profile`) for the placement plan.
   std::string placementProfile;
+  /// Devices to spread each layer's experts over (expert parallelism, the
+  /// budget per device); more than one only with EmitKind::Plan.
+  int64_t devices = 1;
   /// How many layers ahead pre-gating predicts experts (0: no prefetch).
   int64_t prefetchDepth = 1;
   /// Report every layer's routing to the runtime (`moe-run --profile`).

@@ -261,6 +261,13 @@ static int64_t dispatchWorkgroupBytes(int64_t numExperts) {
 static std::string unsupportedReason(Operation *op) {
   if (isa<LayerOp>(op))
     return "is not lowered by convert-moe-to-gpu; run moe-expand first";
+  if (auto experts = dyn_cast<ExpertsOp>(op);
+      experts && experts.getPlacementAttr() &&
+      experts.getPlacementAttr().getNumDevices() > 1)
+    return "is placed over " +
+           std::to_string(experts.getPlacementAttr().getNumDevices()) +
+           " devices; moe-mlir runs a layer on one device (a plan over "
+           "several devices is for expert-parallel engines)";
   if (auto quantized = dyn_cast<QuantizedExpertsOp>(op);
       quantized && !tensorType(quantized.getInput()).getElementType().isF32() &&
       !tensorType(quantized.getInput()).getElementType().isF16() &&

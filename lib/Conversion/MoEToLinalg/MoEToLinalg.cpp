@@ -2135,6 +2135,16 @@ LogicalResult moe::checkMoEToLinalgSupport(Operation *root) {
                       "expert-cache slots of the compiled model");
       return WalkResult::interrupt();
     }
+    if (auto experts = dyn_cast<ExpertsOp>(op);
+        experts && experts.getPlacementAttr() &&
+        experts.getPlacementAttr().getNumDevices() > 1) {
+      op->emitOpError() << "is placed over "
+                        << experts.getPlacementAttr().getNumDevices()
+                        << " devices; moe-mlir runs a layer on one device "
+                           "(a plan over several devices is for "
+                           "expert-parallel engines)";
+      return WalkResult::interrupt();
+    }
     for (Type type : llvm::concat<const Type>(op->getOperandTypes(),
                                               op->getResultTypes())) {
       Type elementType = getElementTypeOrSelf(type);

@@ -85,3 +85,18 @@ func.func @dispatch_too_many_experts(%ids: tensor<?x2xi32>) -> (tensor<?xi32>, t
       : tensor<?x2xi32> -> tensor<?xi32>, tensor<6145xi32>, tensor<?x2xi32>
   return %tok, %off, %pos : tensor<?xi32>, tensor<6145xi32>, tensor<?x2xi32>
 }
+
+// -----
+
+// A plan over several devices is not lowered: the runtime runs one device.
+func.func @placed_over_devices(%x: tensor<?x16xf32>, %tok: tensor<?xi32>,
+    %off: tensor<9xi32>, %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>,
+    %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'moe.experts' op is placed over 2 devices; moe-mlir runs a layer on one device (a plan over several devices is for expert-parallel engines)}}
+  %r = moe.experts %x, %tok, %off into %dest up(%u : tensor<?x16x32xf32>)
+      down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 1, experts = 8, slots = 4, devices = [0, 1, 1, 0, 0, 1, 0, 1]>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}

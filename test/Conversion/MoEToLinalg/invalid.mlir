@@ -25,3 +25,18 @@ func.func @unrealized_slots(%w: tensor<8x16x32xf32>) -> tensor<?x16x32xf32> {
   %s = moe.expert_slots %w {layer = 0 : i64} : tensor<8x16x32xf32> -> tensor<?x16x32xf32>
   return %s : tensor<?x16x32xf32>
 }
+
+// -----
+
+// A plan over several devices is not lowered: the runtime runs one device.
+func.func @placed_over_devices(%x: tensor<?x16xf32>, %tok: tensor<?xi32>,
+    %off: tensor<9xi32>, %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>,
+    %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'moe.experts' op is placed over 2 devices; moe-mlir runs a layer on one device (a plan over several devices is for expert-parallel engines)}}
+  %r = moe.experts %x, %tok, %off into %dest up(%u : tensor<?x16x32xf32>)
+      down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 1, experts = 8, slots = 4, devices = [0, 1, 1, 0, 0, 1, 0, 1]>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}

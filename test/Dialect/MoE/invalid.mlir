@@ -972,6 +972,44 @@ func.func @placement_pin_twice(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tens
 
 // -----
 
+func.func @placement_devices_count(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<9xi32>,
+    %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+3 {{placement devices must give the device of each of 8 experts, got 3}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 0, experts = 8, slots = 4, devices = [0, 1, 0]>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
+func.func @placement_devices_negative(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<9xi32>,
+    %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+3 {{placement device must be non-negative, got -1}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 0, experts = 4, slots = 2, devices = [0, 1, -1, 0]>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<5xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
+// Each device's cache keeps a slot free: 1 of 2 slots pinned on device 0 is
+// fine, 2 of 2 on device 1 is not.
+func.func @placement_devices_pins(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<9xi32>,
+    %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+3 {{placement pins 2 experts on device 1 but has only 2 slots; at least one must stay free}}
+  %r = moe.experts %x, %t, %o into %dest up(%u : tensor<?x16x32xf32>) down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 0, experts = 8, slots = 2, pinned = [0, 1, 3], devices = [0, 1, 0, 1, 0, 1, 0, 1]>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
 func.func @placement_layer(%x: tensor<?x16xf32>, %t: tensor<?xi32>, %o: tensor<9xi32>,
     %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>, %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
   // expected-error @+3 {{placement layer must be non-negative, got -1}}

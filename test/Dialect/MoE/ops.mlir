@@ -166,6 +166,20 @@ func.func @placed_experts(%x: tensor<?x16xf32>, %ids: tensor<?x2xi32>,
   return %r : tensor<?x16xf32>
 }
 
+// A plan over two devices: the home device of each expert.
+// CHECK-LABEL: func @placed_over_devices
+// CHECK: placement = #moe.placement<layer = 1, experts = 8, slots = 3, pinned = [5, 2], devices = [0, 1, 1, 0, 0, 1, 0, 1]>
+func.func @placed_over_devices(%x: tensor<?x16xf32>, %tok: tensor<?xi32>,
+    %off: tensor<9xi32>, %dest: tensor<?x16xf32>, %u: tensor<?x16x32xf32>,
+    %d: tensor<?x32x16xf32>) -> tensor<?x16xf32> {
+  %r = moe.experts %x, %tok, %off into %dest up(%u : tensor<?x16x32xf32>)
+      down(%d : tensor<?x32x16xf32>)
+      {expert = #moe.expert<ffn, relu>,
+       placement = #moe.placement<layer = 1, experts = 8, slots = 3, pinned = [5, 2], devices = [0, 1, 1, 0, 0, 1, 0, 1]>}
+      : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %r : tensor<?x16xf32>
+}
+
 
 // CHECK-LABEL: func @expert_choice
 // CHECK: moe.route %{{.*}} {routing = #moe.routing<k = 8, capacity_factor = 2.000000e+00, selection = expert_choice>} : tensor<?x8xf32> -> tensor<?x8xi32>, tensor<?x8xf32>

@@ -160,7 +160,7 @@ LogicalResult ExpertAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 LogicalResult
 PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                       int64_t layer, int64_t experts, int64_t slots,
-                      ArrayRef<int64_t> pinned) {
+                      ArrayRef<int64_t> pinned, ArrayRef<int64_t> devices) {
   if (layer < 0)
     return emitError() << "placement layer must be non-negative, got " << layer;
   if (experts < 1)
@@ -169,10 +169,14 @@ PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (slots < 1 || slots > experts)
     return emitError() << "placement slots must be in [1, " << experts
                        << "], got " << slots;
-  if (static_cast<int64_t>(pinned.size()) >= slots)
-    return emitError() << "placement pins " << pinned.size()
-                       << " experts but has only " << slots
-                       << " slots; at least one must stay free";
+  if (!devices.empty() && static_cast<int64_t>(devices.size()) != experts)
+    return emitError() << "placement devices must give the device of each of "
+                       << experts << " experts, got " << devices.size();
+  for (int64_t d : devices)
+    if (d < 0)
+      return emitError() << "placement device must be non-negative, got " << d;
+  // Pinned experts per cache: one cache, or one per device.
+  llvm::SmallDenseMap<int64_t, int64_t> pinnedPerDevice;
   llvm::SmallDenseSet<int64_t> seen;
   for (int64_t e : pinned) {
     if (e < 0 || e >= experts)
@@ -180,6 +184,25 @@ PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                          << experts << ")";
     if (!seen.insert(e).second)
       return emitError() << "placement pins expert " << e << " twice";
+    ++pinnedPerDevice[devices.empty() ? 0 : devices[e]];
+  }
+  for (int64_t device = 0,
+               e = devices.empty() ? 1 : *llvm::max_element(devices) + 1;
+       device < e; ++device) {
+    int64_t count = pinnedPerDevice.lookup(device);
+    if (count < slots)
+      continue;
+    InFlightDiagnostic diag = emitError()
+                              << "placement pins " << count << " experts";
+    if (!devices.empty())
+      diag << " on device " << device;
+    diag << " but has only " << slots << " slots; at least one must stay free";
+    return diag;
   }
   return success();
+}
+
+int64_t PlacementAttr::getNumDevices() const {
+  ArrayRef<int64_t> devices = getDevices();
+  return devices.empty() ? 1 : *llvm::max_element(devices) + 1;
 }

@@ -13,6 +13,7 @@
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
 #include "mlir/IR/Dominance.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 
@@ -153,19 +154,178 @@ readProfile(StringRef path, Location loc, ArrayRef<MoELayerInfo> layers) {
 }
 
 namespace {
+/// How much a device may take above the mean token load of a layer when
+/// experts move for affinity.
+constexpr double kLoadSlack = 1.10;
+
+/// The sizes that matter to the plan of one layer.
+struct Sizing {
+  int64_t bytes = 0, k = 0, experts = 0;
+  /// Experts per device (all of them on one device) and the slots a
+  /// device's cache needs at least.
+  int64_t perDevice = 0, minSlots = 0;
+  /// Static shapes, all the layer's experts: the layer can be placed.
+  bool placeable = false;
+};
+
+/// One layer's placement: the home device of each expert, the slots of each
+/// device's cache and the pinned experts.
+struct LayerPlan {
+  SmallVector<int64_t> device;
+  int64_t slots = 0;
+  SmallVector<int64_t> pinned;
+  bool resident = false;
+};
+
+/// Spreads `counts.size()` experts over `devices` devices, `capacity` at
+/// most on each (after ExFlow, "Exploiting Inter-Layer Expert Affinity").
+/// `affinity[e][d]`: how many tokens reach expert `e` from experts of the
+/// previous layer on device `d` (empty for the first layer); `counts[e]`:
+/// how often `e` is chosen. Without counts, contiguous ranges.
+SmallVector<int64_t> assignDevices(int64_t devices, int64_t capacity,
+                                   ArrayRef<double> counts,
+                                   ArrayRef<std::vector<double>> affinity,
+                                   int64_t experts) {
+  SmallVector<int64_t> device(experts, 0);
+  if (devices == 1)
+    return device;
+  if (counts.empty()) {
+    for (int64_t e = 0; e < experts; ++e)
+      device[e] = e / capacity;
+    return device;
+  }
+  double total = std::accumulate(counts.begin(), counts.end(), 0.0);
+  double limit = std::max(*llvm::max_element(counts),
+                          kLoadSlack * total / static_cast<double>(devices));
+  SmallVector<double> load(devices, 0.0);
+  SmallVector<int64_t> members(devices, 0);
+  auto affinityOf = [&](int64_t e, int64_t d) {
+    return affinity.empty() ? 0.0 : affinity[e][d];
+  };
+  auto best = [&](int64_t e) {
+    double best = 0;
+    for (int64_t d = 0; d < devices; ++d)
+      best = std::max(best, affinityOf(e, d));
+    return best;
+  };
+  // Greedy: the experts with the strongest pull first (the busiest first
+  // when there is none), each to the device that pulls it most among those
+  // with room and load to spare, else to the least loaded with room.
+  SmallVector<int64_t> order(experts);
+  std::iota(order.begin(), order.end(), 0);
+  SmallVector<double> pull(experts);
+  for (int64_t e = 0; e < experts; ++e)
+    pull[e] = best(e);
+  llvm::sort(order, [&](int64_t a, int64_t b) {
+    if (pull[a] != pull[b])
+      return pull[a] > pull[b];
+    if (counts[a] != counts[b])
+      return counts[a] > counts[b];
+    return a < b;
+  });
+  for (int64_t e : order) {
+    int64_t chosen = -1;
+    for (int64_t d = 0; d < devices; ++d) {
+      if (members[d] == capacity || load[d] + counts[e] > limit)
+        continue;
+      if (chosen < 0 || affinityOf(e, d) > affinityOf(e, chosen) ||
+          (affinityOf(e, d) == affinityOf(e, chosen) && load[d] < load[chosen]))
+        chosen = d;
+    }
+    if (chosen < 0)
+      for (int64_t d = 0; d < devices; ++d)
+        if (members[d] < capacity && (chosen < 0 || load[d] < load[chosen]))
+          chosen = d;
+    device[e] = chosen;
+    load[chosen] += counts[e];
+    ++members[chosen];
+  }
+  auto affinityGain = [&](int64_t a, int64_t b) {
+    int64_t da = device[a], db = device[b];
+    return affinityOf(a, db) + affinityOf(b, da) - affinityOf(a, da) -
+           affinityOf(b, db);
+  };
+  // Where the greedy pass had to overload a device: swaps that lower the
+  // busiest device's load, the one that loses the least affinity first.
+  for (int step = 0; step < 4 * experts; ++step) {
+    int64_t busiest = std::distance(load.begin(), llvm::max_element(load));
+    if (load[busiest] <= limit)
+      break;
+    int64_t bestA = -1, bestB = -1;
+    double bestGain = 0;
+    for (int64_t a = 0; a < experts; ++a) {
+      if (device[a] != busiest)
+        continue;
+      for (int64_t b = 0; b < experts; ++b) {
+        int64_t db = device[b];
+        if (db == busiest || counts[b] >= counts[a] ||
+            load[db] - counts[b] + counts[a] >= load[busiest])
+          continue;
+        double gain = affinityGain(a, b);
+        if (bestA < 0 || gain > bestGain) {
+          bestA = a;
+          bestB = b;
+          bestGain = gain;
+        }
+      }
+    }
+    if (bestA < 0)
+      break;
+    int64_t db = device[bestB];
+    load[busiest] += counts[bestB] - counts[bestA];
+    load[db] += counts[bestA] - counts[bestB];
+    std::swap(device[bestA], device[bestB]);
+  }
+  if (affinity.empty())
+    return device;
+  // Pairwise swaps that keep more tokens on their device without pushing a
+  // device past the load limit (or past the larger of the two loads).
+  for (int pass = 0; pass < 32; ++pass) {
+    bool improved = false;
+    for (int64_t a = 0; a < experts; ++a) {
+      for (int64_t b = a + 1; b < experts; ++b) {
+        int64_t da = device[a], db = device[b];
+        if (da == db)
+          continue;
+        if (affinityGain(a, b) <= 1e-9 * (1.0 + total))
+          continue;
+        double newA = load[da] - counts[a] + counts[b];
+        double newB = load[db] - counts[b] + counts[a];
+        if (std::max(newA, newB) >
+            std::max(limit, std::max(load[da], load[db])))
+          continue;
+        std::swap(device[a], device[b]);
+        load[da] = newA;
+        load[db] = newB;
+        improved = true;
+      }
+    }
+    if (!improved)
+      break;
+  }
+  return device;
+}
+
 struct PlanPlacementPass
     : public moe::impl::MoEPlanPlacementBase<PlanPlacementPass> {
   using MoEPlanPlacementBase::MoEPlanPlacementBase;
 
   void runOnOperation() override {
-    if (budget < 0 && budgetPercent < 0)
+    ModuleOp module = getOperation();
+    if (devices < 1) {
+      emitError(module.getLoc())
+          << "moe-plan-placement devices must be at least 1, got "
+          << static_cast<int64_t>(devices);
+      return signalPassFailure();
+    }
+    bool budgeted = budget >= 0 || budgetPercent >= 0;
+    if (!budgeted && devices == 1 && planFile.empty())
       return;
     if (budgetPercent > 100) {
-      emitError(getOperation().getLoc())
+      emitError(module.getLoc())
           << "budget-percent must be in [0, 100], got " << budgetPercent;
       return signalPassFailure();
     }
-    ModuleOp module = getOperation();
     SmallVector<MoELayerInfo> layers = collectLayers(module);
     for (MoELayerInfo &layer : layers) {
       if (layer.experts.getPlacementAttr()) {
@@ -182,17 +342,15 @@ struct PlanPlacementPass
     }
 
     // Static expert shapes only: a layer we cannot size stays resident and
-    // counts against the budget whole.
-    struct Sizing {
-      int64_t bytes = 0, k = 0, experts = 0;
-      bool placeable = false;
-    };
+    // counts against the budget (of every device) whole.
     SmallVector<Sizing> sizes;
     int64_t total = 0, minimum = 0, fixed = 0;
     for (MoELayerInfo &layer : layers) {
       Sizing s;
       s.experts = layer.numExperts;
       s.k = std::min<int64_t>(layer.recipe.getK(), s.experts);
+      s.perDevice = (s.experts + devices - 1) / devices;
+      s.minSlots = std::min(s.k, s.perDevice);
       s.placeable = layer.experts.getFirstExpert() == 0 &&
                     layer.experts.getNumExperts() == s.experts;
       for (Value w : {layer.experts.getGate(), layer.experts.getUp(),
@@ -200,38 +358,57 @@ struct PlanPlacementPass
         if (w && !cast<RankedTensorType>(w.getType()).hasStaticShape())
           s.placeable = false;
       s.bytes = expertBytes(layer.experts);
-      total += s.bytes * s.experts;
-      if (s.placeable)
-        minimum += s.bytes * s.k;
-      else
+      if (s.placeable) {
+        total += s.bytes * s.perDevice;
+        minimum += s.bytes * s.minSlots;
+      } else {
+        total += s.bytes * s.experts;
         fixed += s.bytes * s.experts;
+      }
       sizes.push_back(s);
     }
-    int64_t budget = this->budget;
+    if (devices > 1) {
+      for (auto [layer, s] : llvm::zip(layers, sizes)) {
+        if (s.placeable && s.experts >= devices)
+          continue;
+        layer.experts.emitOpError()
+            << "cannot be spread over " << static_cast<int64_t>(devices)
+            << " devices: "
+            << (s.placeable ? "it has " + std::to_string(s.experts) + " experts"
+                            : std::string("its expert weights have dynamic "
+                                          "shapes or it is a shard"));
+        return signalPassFailure();
+      }
+    }
+    // `total` is what one device holds with everything resident.
+    int64_t budget = budgeted ? this->budget : total;
     if (budgetPercent >= 0)
       budget = static_cast<int64_t>(static_cast<double>(total) * budgetPercent /
                                     100.0);
-    if (budget >= total)
-      return;
     if (budget < minimum + fixed) {
       InFlightDiagnostic diag =
           emitError(module.getLoc())
           << "expert budget of " << budget
           << " bytes is below the minimum working set: " << minimum + fixed
           << " bytes are needed (the k experts of each of the " << layers.size()
-          << " MoE layers, of " << total << " expert bytes in all";
+          << " MoE layers";
+      if (devices > 1)
+        diag << " on each of " << static_cast<int64_t>(devices) << " devices";
+      diag << ", of " << total << " expert bytes in all";
+      if (devices > 1)
+        diag << " per device";
       if (fixed)
         diag << ", plus " << fixed << " bytes of layers that cannot be placed";
       diag << ")";
       return signalPassFailure();
     }
 
-    // Water-filling: every placed layer gets k slots plus an equal share of
-    // the rest; layers whose share covers all their experts stay resident
-    // and give back what they do not use.
+    // Water-filling: every placed layer gets its minimum slots plus an equal
+    // share of the rest; layers whose share covers all their experts stay
+    // resident and give back what they do not use.
     SmallVector<bool> resident(layers.size(), false);
     for (auto [i, s] : llvm::enumerate(sizes))
-      resident[i] = !s.placeable;
+      resident[i] = !s.placeable || budget >= total;
     int64_t extra = budget - minimum - fixed;
     int64_t share = 0;
     for (bool changed = true; changed;) {
@@ -241,53 +418,94 @@ struct PlanPlacementPass
         break;
       share = extra / open;
       for (auto [i, s] : llvm::enumerate(sizes)) {
-        if (resident[i] || s.bytes * s.k + share < s.bytes * s.experts)
+        if (resident[i] || s.bytes * s.minSlots + share < s.bytes * s.perDevice)
           continue;
         resident[i] = true;
-        extra -= s.bytes * (s.experts - s.k);
+        extra -= s.bytes * (s.perDevice - s.minSlots);
         changed = true;
       }
     }
 
+    std::vector<LayerPlan> plans(layers.size());
     SmallVector<int64_t> previousPinned;
     for (auto [i, layer] : llvm::enumerate(layers)) {
       const Sizing &s = sizes[i];
-      SmallVector<int64_t> pinned;
-      if (resident[i]) {
+      LayerPlan &plan = plans[i];
+      plan.resident = resident[i];
+      if (!s.placeable) {
+        plan.device.assign(s.experts, 0);
+        previousPinned.clear();
+        continue;
+      }
+      // Devices: balanced by counts, following the tokens of the layer
+      // before.
+      std::vector<std::vector<double>> affinity;
+      ArrayRef<double> counts;
+      if (!layerProfiles.empty()) {
+        counts = layerProfiles[i].counts;
+        if (i > 0 && !layerProfiles[i - 1].next.empty() &&
+            plans[i - 1].device.size() == layerProfiles[i - 1].next.size()) {
+          affinity.assign(s.experts, std::vector<double>(devices, 0.0));
+          for (auto [from, row] : llvm::enumerate(layerProfiles[i - 1].next))
+            for (int64_t e = 0; e < s.experts; ++e)
+              affinity[e][plans[i - 1].device[from]] += row[e];
+        }
+      }
+      plan.device =
+          assignDevices(devices, s.perDevice, counts, affinity, s.experts);
+      if (plan.resident) {
+        plan.slots = s.perDevice;
         previousPinned.clear();
         for (int64_t e = 0; e < s.experts; ++e)
           previousPinned.push_back(e);
         continue;
       }
-      int64_t slots = std::min(s.experts, s.k + share / s.bytes);
-      if (!layerProfiles.empty() && slots > s.k) {
+      plan.slots = std::min(s.perDevice, s.minSlots + share / s.bytes);
+      if (!layerProfiles.empty() && plan.slots > s.minSlots) {
         // Score: how often chosen, plus how often it follows the experts
-        // the previous layer keeps resident.
+        // the previous layer keeps resident on the same device.
         std::vector<double> score = layerProfiles[i].counts;
         if (i > 0 && !layerProfiles[i - 1].next.empty())
           for (int64_t from : previousPinned)
             for (int64_t e = 0; e < s.experts; ++e)
-              score[e] += layerProfiles[i - 1].next[from][e];
+              if (plans[i - 1].device[from] == plan.device[e])
+                score[e] += layerProfiles[i - 1].next[from][e];
         SmallVector<int64_t> order(s.experts);
         std::iota(order.begin(), order.end(), 0);
         llvm::sort(order, [&](int64_t a, int64_t b) {
           return score[a] > score[b] || (score[a] == score[b] && a < b);
         });
+        SmallVector<int64_t> pinnedOn(devices, 0);
         for (int64_t e : order) {
-          if (static_cast<int64_t>(pinned.size()) == slots - s.k ||
-              score[e] <= 0)
+          if (score[e] <= 0)
             break;
-          pinned.push_back(e);
+          if (pinnedOn[plan.device[e]] == plan.slots - s.minSlots)
+            continue;
+          ++pinnedOn[plan.device[e]];
+          plan.pinned.push_back(e);
         }
       }
-      previousPinned = pinned;
-      place(layer.experts, i, s.experts, slots, pinned);
+      previousPinned = plan.pinned;
     }
+
+    for (auto [i, layer] : llvm::enumerate(layers)) {
+      const LayerPlan &plan = plans[i];
+      if (!sizes[i].placeable || (plan.resident && devices == 1))
+        continue;
+      ArrayRef<int64_t> device;
+      if (devices > 1)
+        device = plan.device;
+      place(layer.experts, i, sizes[i].experts, plan.slots, plan.pinned,
+            device);
+    }
+    if (!planFile.empty() && failed(writePlan(module.getLoc(), layers, sizes,
+                                              plans, layerProfiles, budget)))
+      return signalPassFailure();
   }
 
-  /// Puts `op` in a cache of `slots` slots.
+  /// Puts `op` in a cache of `slots` slots (on each of its devices).
   void place(ExpertsOp op, int64_t layer, int64_t experts, int64_t slots,
-             ArrayRef<int64_t> pinned) {
+             ArrayRef<int64_t> pinned, ArrayRef<int64_t> device) {
     OpBuilder builder(op);
     auto slotsOf = [&](Value weights) -> Value {
       auto type = cast<RankedTensorType>(weights.getType());
@@ -302,8 +520,73 @@ struct PlanPlacementPass
       op.getGateMutable().assign(slotsOf(gate));
     op.getUpMutable().assign(slotsOf(op.getUp()));
     op.getDownMutable().assign(slotsOf(op.getDown()));
-    op.setPlacementAttr(
-        PlacementAttr::get(op.getContext(), layer, experts, slots, pinned));
+    op.setPlacementAttr(PlacementAttr::get(op.getContext(), layer, experts,
+                                           slots, pinned, device));
+  }
+
+  /// The plan as JSON (docs/ExpertCache.md, "Placement plans"), a layer a
+  /// line.
+  LogicalResult writePlan(Location loc, ArrayRef<MoELayerInfo> layers,
+                          ArrayRef<Sizing> sizes, ArrayRef<LayerPlan> plans,
+                          ArrayRef<LayerProfile> layerProfiles,
+                          int64_t budget) {
+    // The share of the profile's pairs (expert of layer l, expert of layer
+    // l + 1) that change device under `deviceOf`; -1 without pairs.
+    auto crossDevice = [&](auto deviceOf) {
+      double crossed = 0, pairs = 0;
+      for (size_t l = 0; l + 1 < layers.size(); ++l)
+        for (auto [from, row] : llvm::enumerate(layerProfiles[l].next))
+          for (auto [to, n] : llvm::enumerate(row)) {
+            pairs += n;
+            if (deviceOf(l, from) != deviceOf(l + 1, to))
+              crossed += n;
+          }
+      return pairs > 0 ? crossed / pairs : -1.0;
+    };
+    std::error_code error;
+    llvm::raw_fd_ostream os(planFile, error);
+    if (error)
+      return emitError(loc) << "cannot write the placement plan '" << planFile
+                            << "': " << error.message();
+    os << "{\"version\": 1, \"devices\": " << static_cast<int64_t>(devices)
+       << ", \"budget_bytes_per_device\": " << budget;
+    if (!layerProfiles.empty() && devices > 1) {
+      double planned =
+          crossDevice([&](size_t l, size_t e) { return plans[l].device[e]; });
+      double contiguous = crossDevice([&](size_t l, size_t e) {
+        return static_cast<int64_t>(e) / sizes[l].perDevice;
+      });
+      if (planned >= 0)
+        os << ", \"profile_cross_device\": " << llvm::formatv("{0:f4}", planned)
+           << ", \"profile_cross_device_contiguous\": "
+           << llvm::formatv("{0:f4}", contiguous);
+    }
+    os << ", \"layers\": [";
+    for (size_t i = 0; i < plans.size(); ++i) {
+      const Sizing &s = sizes[i];
+      const LayerPlan &plan = plans[i];
+      os << (i ? ",\n" : "\n") << "  ";
+      llvm::json::OStream json(os);
+      json.object([&] {
+        json.attribute("layer", static_cast<int64_t>(i));
+        json.attribute("experts", s.experts);
+        json.attribute("k", s.k);
+        json.attribute("expert_bytes", s.bytes);
+        json.attribute("placed", s.placeable);
+        json.attribute("resident", plan.resident);
+        json.attribute("slots_per_device", plan.slots ? plan.slots : s.experts);
+        json.attribute("pinned", llvm::json::Array(plan.pinned));
+        json.attribute("devices", llvm::json::Array(plan.device));
+        if (!layerProfiles.empty()) {
+          SmallVector<double> load(devices, 0.0);
+          for (auto [e, n] : llvm::enumerate(layerProfiles[i].counts))
+            load[plan.device[e]] += n;
+          json.attribute("device_load", llvm::json::Array(load));
+        }
+      });
+    }
+    os << "\n]}\n";
+    return success();
   }
 };
 } // namespace

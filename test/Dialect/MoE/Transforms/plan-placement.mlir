@@ -94,3 +94,55 @@
 // TRACE-NEXT: moe.trace_routing %[[A]] {layer = 0 : i64, num_experts = 8 : i64} : tensor<?x2xi32>
 // TRACE: %[[B:.*]], %{{.*}} = moe.gate %{{.*}}, %arg5
 // TRACE-NEXT: moe.trace_routing %[[B]] {layer = 1 : i64, num_experts = 8 : i64} : tensor<?x2xi32>
+
+// Expert parallelism over devices. Without a profile each device gets a
+// contiguous range of experts and, without a budget, a cache that holds
+// them all.
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=devices=2 | FileCheck %s --check-prefix=DEV2
+// DEV2: moe.expert_slots %arg2 {layer = 0 : i64}
+// DEV2: placement = #moe.placement<layer = 0, experts = 8, slots = 4, devices = [0, 0, 0, 0, 1, 1, 1, 1]>
+// DEV2: placement = #moe.placement<layer = 1, experts = 8, slots = 4, devices = [0, 0, 0, 0, 1, 1, 1, 1]>
+// Three devices for 8 experts: 3, 3 and 2.
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=devices=3 | FileCheck %s --check-prefix=DEV3
+// DEV3: placement = #moe.placement<layer = 0, experts = 8, slots = 3, devices = [0, 0, 0, 1, 1, 1, 2, 2]>
+// The budget is per device: 4 experts' bytes give each device's cache of
+// a layer the k = 2 slots of the minimum working set.
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=devices=2 budget=24576" | FileCheck %s --check-prefix=DEVBUDGET
+// DEVBUDGET: placement = #moe.placement<layer = 0, experts = 8, slots = 2, devices = [0, 0, 0, 0, 1, 1, 1, 1]>
+// RUN: not moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=devices=2 budget=20000" 2>&1 | FileCheck %s --check-prefix=DEVSMALL
+// DEVSMALL: error: expert budget of 20000 bytes is below the minimum working set: 24576 bytes are needed (the k experts of each of the 2 MoE layers on each of 2 devices, of 49152 expert bytes in all per device)
+
+// With a profile: layer 0 balanced by counts (1: 9 and 3: 7 apart, then
+// 6: 2 where it fits under 110% of the mean load of 9.5, ...); layer 1's
+// experts follow their tokens (5 to device 1, where most of its tokens come
+// from, 7 to device 0) until device 1 is overloaded, then 5 swaps with 1,
+// the move that loses the least affinity. Each device pins its most used
+// experts in all but k of its 3 slots, scoring affinity only from pinned
+// experts on the same device (5 gets 1's 5 tokens, 7 gets 1's 4 tokens).
+// RUN: moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=devices=2 budget=36864 profile=%S/Inputs/profile.json plan-file=%t.plan.json" \
+// RUN:   | FileCheck %s --check-prefix=DEVPROFILE
+// DEVPROFILE: placement = #moe.placement<layer = 0, experts = 8, slots = 3, pinned = [1, 3], devices = [0, 0, 1, 1, 1, 0, 1, 0]>
+// DEVPROFILE: placement = #moe.placement<layer = 1, experts = 8, slots = 3, pinned = [5, 0], devices = [1, 1, 0, 0, 1, 0, 1, 0]>
+// The plan file: of the profile's 15 token pairs, 3 -> 5 (6) changes device
+// (0.4); under contiguous ranges all do (1 and 3 on device 0, 5 and 7 on 1).
+// RUN: FileCheck %s --check-prefix=PLANFILE < %t.plan.json
+// PLANFILE: {"version": 1, "devices": 2, "budget_bytes_per_device": 36864, "profile_cross_device": 0.4000, "profile_cross_device_contiguous": 1.0000, "layers": [
+// PLANFILE-NEXT: {"layer":0,"experts":8,"k":2,"expert_bytes":6144,"placed":true,"resident":false,"slots_per_device":3,"pinned":[1,3],"devices":[0,0,1,1,1,0,1,0],"device_load":[10,9]},
+// PLANFILE-NEXT: {"layer":1,"experts":8,"k":2,"expert_bytes":6144,"placed":true,"resident":false,"slots_per_device":3,"pinned":[5,0],"devices":[1,1,0,0,1,0,1,0],"device_load":[3,3]}
+// PLANFILE-NEXT: ]}
+
+// Bad device counts.
+// RUN: not moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=devices=0 2>&1 | FileCheck %s --check-prefix=DEVZERO
+// DEVZERO: error: moe-plan-placement devices must be at least 1, got 0
+// RUN: not moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   --moe-plan-placement=devices=9 2>&1 | FileCheck %s --check-prefix=DEVMANY
+// DEVMANY: error: 'moe.experts' op cannot be spread over 9 devices: it has 8 experts
+// RUN: not moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=devices=2 plan-file=%t.nodir/plan.json" 2>&1 | FileCheck %s --check-prefix=NOPLANFILE
+// NOPLANFILE: error: cannot write the placement plan '{{.*}}nodir/plan.json':

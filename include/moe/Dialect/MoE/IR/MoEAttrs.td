@@ -278,13 +278,36 @@ def MoE_PlacementAttr : MoE_Attr<"Placement", "placement"> {
 
     Example: `#moe.placement<layer = 0, experts = 64, slots = 16,
     pinned = [3, 17, 42]>`.
+
+    A plan for expert parallelism over several devices (`moe-plan-placement`
+    with `devices` > 1) adds `devices`: the home device of each expert
+    (`devices[e]` for expert `e`). Each device then has its own cache of
+    `slots` slots for its home experts, and the pinned experts of a device
+    live in its cache, the first in slot 0. Such a plan is for inspection
+    and for expert-parallel engines (`plan-file`): moe-mlir's runtime runs a
+    layer on one device, and the lowerings reject it.
+
+    Example: `#moe.placement<layer = 1, experts = 8, slots = 3,
+    pinned = [5, 2], devices = [0, 1, 1, 0, 0, 1, 0, 1]>`.
   }];
   let parameters = (ins
     "int64_t":$layer,
     "int64_t":$experts,
     "int64_t":$slots,
-    MoE_SizesParameter<"experts resident in slots 0..">:$pinned
+    MoE_SizesParameter<"experts resident in slots 0..">:$pinned,
+    MoE_SizesParameter<"home device of each expert (several devices)">:$devices
   );
+  let builders = [
+    AttrBuilder<(ins "int64_t":$layer, "int64_t":$experts, "int64_t":$slots,
+                     "::llvm::ArrayRef<int64_t>":$pinned), [{
+      return $_get($_ctxt, layer, experts, slots, pinned,
+                   ::llvm::ArrayRef<int64_t>());
+    }]>
+  ];
+  let extraClassDeclaration = [{
+    /// The number of devices of the plan (1 without `devices`).
+    int64_t getNumDevices() const;
+  }];
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
 }

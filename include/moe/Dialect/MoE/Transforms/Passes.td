@@ -262,6 +262,26 @@ def MoEPlanPlacement : Pass<"moe-plan-placement", "::mlir::ModuleOp"> {
     A budget below the minimum working set (`k` experts of every layer) is
     an error that says how many bytes are needed.
 
+    With `devices` > 1 the plan is for expert parallelism: every layer's
+    experts are spread over the devices, an equal number on each (the
+    first devices get one more when they do not divide), and `budget` is
+    the fast memory of each device. Without a profile a device gets a
+    contiguous range of experts. With one, layer 0's experts are balanced
+    by how often they are chosen, and each later layer's experts go where
+    the tokens come from: expert `j` to the device whose experts of the
+    layer before most often precede `j` (inter-layer affinity, ExFlow),
+    then pairwise swaps that keep more tokens on their device, as long as
+    no device takes more than 10% above the mean load (or the load of the
+    busiest expert). Every layer gets a `#moe.placement` with `devices`
+    (the home device of each expert) and a cache of `slots` slots per
+    device. moe-mlir's runtime runs a layer on one device: such a plan is
+    for inspection and for expert-parallel engines, written by `plan-file`.
+
+    `plan-file` writes the plan as JSON (docs/ExpertCache.md): per layer
+    the slots, pinned experts and devices and, with a profile, each
+    device's load and the share of consecutive-layer expert pairs that
+    change device, against contiguous ranges.
+
     After (budget: 2 of 8 experts):
     ```mlir
     %wg = moe.expert_slots %gate {layer = 0 : i64}
@@ -278,7 +298,12 @@ def MoEPlanPlacement : Pass<"moe-plan-placement", "::mlir::ModuleOp"> {
     Option<"budgetPercent", "budget-percent", "double", /*default=*/"-1",
            "Or, when not negative, this percentage of all expert bytes">,
     Option<"profile", "profile", "std::string", /*default=*/"",
-           "A routing profile (JSON, from moe-run --profile) to pin experts">
+           "A routing profile (JSON, from moe-run --profile) to pin experts">,
+    Option<"devices", "devices", "int64_t", /*default=*/"1",
+           "Devices to spread each layer's experts over (expert parallelism); "
+           "the budget is per device">,
+    Option<"planFile", "plan-file", "std::string", /*default=*/"",
+           "Write the plan to this JSON file">
   ];
 }
 
