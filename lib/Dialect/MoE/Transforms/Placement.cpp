@@ -327,6 +327,13 @@ struct PlanPlacementPass
       return signalPassFailure();
     }
     SmallVector<MoELayerInfo> layers = collectLayers(module);
+    if (layers.empty() && (devices > 1 || !planFile.empty())) {
+      emitError(module.getLoc())
+          << "no MoE layer to place: the module has no moe.experts fed by a "
+             "moe.dispatch of routed ids (an ONNX model whose MoE blocks were "
+             "not raised: moe-compile --remarks says why)";
+      return signalPassFailure();
+    }
     for (MoELayerInfo &layer : layers) {
       if (layer.experts.getPlacementAttr()) {
         layer.experts.emitOpError("is already placed");
