@@ -66,4 +66,8 @@ for mode in ondemand lru prefetch; do
 done
 echo "== 5. all-resident result vs the float64 reference"
 $py "$stack" close "$out/expected.npy" "$out/full.npy" --tol 1e-5
+echo "== 6. a plan for 4 devices (expert parallelism) from the same profile"
+"$bin/moe-compile" "$out/model.mlir" --emit=plan --devices=4 \
+  --placement-profile="$out/routing.json" -o "$out/plan4.json"
+head -c 160 "$out/plan4.json"; echo " ..."
 echo "expert-cache example: OK"
