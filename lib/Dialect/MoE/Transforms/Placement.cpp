@@ -18,6 +18,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 namespace moe {
@@ -121,7 +122,7 @@ readProfile(StringRef path, Location loc, ArrayRef<MoELayerInfo> layers) {
       return false;
     for (const llvm::json::Value &v : *array) {
       std::optional<double> number = v.getAsNumber();
-      if (!number || *number < 0)
+      if (!number || *number < 0 || !std::isfinite(*number))
         return false;
       out.push_back(*number);
     }
