@@ -167,6 +167,9 @@ struct Sizing {
   int64_t perDevice = 0, minSlots = 0;
   /// Static shapes, all the layer's experts: the layer can be placed.
   bool placeable = false;
+  /// Experts placed together on one device: a group of group-limited
+  /// routing when the devices share the groups evenly, else 1.
+  int64_t groupSize = 1;
 };
 
 /// One layer's placement: the home device of each expert, the slots of each
@@ -358,6 +361,10 @@ struct PlanPlacementPass
       s.experts = layer.numExperts;
       s.k = std::min<int64_t>(layer.recipe.getK(), s.experts);
       s.perDevice = (s.experts + devices - 1) / devices;
+      int64_t groups = layer.recipe.getNGroup();
+      if (devices > 1 && groups > 1 && groups % devices == 0 &&
+          s.experts % groups == 0)
+        s.groupSize = s.experts / groups;
       s.minSlots = std::min(s.k, s.perDevice);
       s.placeable = layer.experts.getFirstExpert() == 0 &&
                     layer.experts.getNumExperts() == s.experts;
@@ -446,21 +453,30 @@ struct PlanPlacementPass
         continue;
       }
       // Devices: balanced by counts, following the tokens of the layer
-      // before.
+      // before. With group-limited routing whose groups the devices share
+      // evenly, whole groups are placed, so that a token reaches at most
+      // `topk_group` devices (DeepSeek-V3's node-limited routing).
+      int64_t unit = s.groupSize;
+      int64_t units = s.experts / unit;
       std::vector<std::vector<double>> affinity;
-      ArrayRef<double> counts;
+      std::vector<double> counts;
       if (!layerProfiles.empty()) {
-        counts = layerProfiles[i].counts;
+        counts.assign(units, 0.0);
+        for (auto [e, n] : llvm::enumerate(layerProfiles[i].counts))
+          counts[e / unit] += n;
         if (i > 0 && !layerProfiles[i - 1].next.empty() &&
             plans[i - 1].device.size() == layerProfiles[i - 1].next.size()) {
-          affinity.assign(s.experts, std::vector<double>(devices, 0.0));
+          affinity.assign(units, std::vector<double>(devices, 0.0));
           for (auto [from, row] : llvm::enumerate(layerProfiles[i - 1].next))
             for (int64_t e = 0; e < s.experts; ++e)
-              affinity[e][plans[i - 1].device[from]] += row[e];
+              affinity[e / unit][plans[i - 1].device[from]] += row[e];
         }
       }
-      plan.device =
-          assignDevices(devices, s.perDevice, counts, affinity, s.experts);
+      SmallVector<int64_t> unitDevice =
+          assignDevices(devices, s.perDevice / unit, counts, affinity, units);
+      plan.device.resize(s.experts);
+      for (int64_t e = 0; e < s.experts; ++e)
+        plan.device[e] = unitDevice[e / unit];
       if (plan.resident) {
         plan.slots = s.perDevice;
         previousPinned.clear();
@@ -581,6 +597,8 @@ struct PlanPlacementPass
         json.attribute("k", s.k);
         json.attribute("expert_bytes", s.bytes);
         json.attribute("placed", s.placeable);
+        if (s.groupSize > 1)
+          json.attribute("group_size", s.groupSize);
         json.attribute("resident", plan.resident);
         json.attribute("slots_per_device", plan.slots ? plan.slots : s.experts);
         json.attribute("pinned", llvm::json::Array(plan.pinned));

@@ -146,3 +146,29 @@
 // RUN: not moe-opt %S/Inputs/two-layers.mlir --moe-expand --moe-fuse-gating \
 // RUN:   "--moe-plan-placement=devices=2 plan-file=%t.nodir/plan.json" 2>&1 | FileCheck %s --check-prefix=NOPLANFILE
 // NOPLANFILE: error: cannot write the placement plan '{{.*}}nodir/plan.json':
+
+// Group-limited routing (Inputs/two-grouped-layers.mlir: 4 groups of 2
+// experts, 2 groups per token): when the devices share the groups evenly,
+// whole groups are placed, so a token reaches at most 2 devices. Layer 0's
+// groups are balanced by their counts (10, 7, 0, 2); layer 1's follow their
+// tokens until device 1 is overloaded, then group 2 (expert 5) swaps with
+// group 1.
+// RUN: moe-opt %S/Inputs/two-grouped-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=devices=2 profile=%S/Inputs/profile.json plan-file=%t.groups.json" \
+// RUN:   | FileCheck %s --check-prefix=GROUPS
+// GROUPS: placement = #moe.placement<layer = 0, experts = 8, slots = 4, devices = [0, 0, 1, 1, 0, 0, 1, 1]>
+// GROUPS: placement = #moe.placement<layer = 1, experts = 8, slots = 4, devices = [1, 1, 1, 1, 0, 0, 0, 0]>
+// RUN: FileCheck %s --check-prefix=GROUPSFILE < %t.groups.json
+// GROUPSFILE: {"layer":0,"experts":8,"k":2,"expert_bytes":6144,"placed":true,"group_size":2,"resident":true,
+// Four devices: one group each.
+// RUN: moe-opt %S/Inputs/two-grouped-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=devices=4 profile=%S/Inputs/profile.json" \
+// RUN:   | FileCheck %s --check-prefix=GROUPS4
+// GROUPS4: placement = #moe.placement<layer = 0, experts = 8, slots = 2, devices = [0, 0, 1, 1, 3, 3, 2, 2]>
+// Eight devices do not share 4 groups evenly: experts are placed one by one.
+// RUN: moe-opt %S/Inputs/two-grouped-layers.mlir --moe-expand --moe-fuse-gating \
+// RUN:   "--moe-plan-placement=devices=8 plan-file=%t.groups8.json" \
+// RUN:   | FileCheck %s --check-prefix=GROUPS8
+// GROUPS8: placement = #moe.placement<layer = 0, experts = 8, slots = 1, devices = [0, 1, 2, 3, 4, 5, 6, 7]>
+// RUN: FileCheck %s --check-prefix=GROUPS8FILE < %t.groups8.json
+// GROUPS8FILE-NOT: group_size

@@ -272,7 +272,10 @@ def MoEPlanPlacement : Pass<"moe-plan-placement", "::mlir::ModuleOp"> {
     layer before most often precede `j` (inter-layer affinity, ExFlow),
     then pairwise swaps that keep more tokens on their device, as long as
     no device takes more than 10% above the mean load (or the load of the
-    busiest expert). Every layer gets a `#moe.placement` with `devices`
+    busiest expert). With group-limited routing (`n_group`) whose groups
+    the devices share evenly, whole groups are placed, so that a token
+    reaches at most `topk_group` devices. Every layer gets a
+    `#moe.placement` with `devices`
     (the home device of each expert) and a cache of `slots` slots per
     device. moe-mlir's runtime runs a layer on one device: such a plan is
     for inspection and for expert-parallel engines, written by `plan-file`.
