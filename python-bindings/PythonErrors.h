@@ -4,7 +4,8 @@
 //
 //===----------------------------------------------------------------------===//
 //
-// Shared by the two native modules of the moe_mlir package.
+// Used by the compiler extension of the moe_mlir package (the runtime half
+// raises from Python, moe_mlir/_moe_runtime.py).
 //
 //===----------------------------------------------------------------------===//
 

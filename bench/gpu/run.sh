@@ -112,8 +112,8 @@ if [[ -d $stage/tier ]]; then
   for d in "$stage"/tier/*/; do tier_case "${d%/}"; done 2>&1 | tee -a "$out/numerics.txt"
 fi
 # The Python device API (bench/gpu/python_device.py) on two staged cases,
-# where stage.sh staged the runtime extension and this python3 can load it
-# (it is built for the staging machine's Python version).
+# where stage.sh staged the package's runtime half (ctypes: any Python 3 with
+# numpy).
 if [[ -d $stage/python/moe_mlir ]]; then
   if PYTHONPATH=$stage/python "$py" -c 'import moe_mlir' 2>/dev/null; then
     for d in "$stage"/cases/*/; do
@@ -126,8 +126,8 @@ if [[ -d $stage/python/moe_mlir ]]; then
         echo "PYTHON-FAIL $(cat "$d/what"): python_device.py exited with status $?"
     done
   else
-    echo "PYTHON-SKIP: $("$py" --version 2>&1) cannot load the staged moe_mlir" \
-      "($(cd "$stage/python/moe_mlir" && ls _moe_runtime*.so))"
+    echo "PYTHON-SKIP: $("$py" --version 2>&1) cannot load the staged moe_mlir:" \
+      "$(PYTHONPATH=$stage/python "$py" -c 'import moe_mlir' 2>&1 | tail -1)"
   fi
 fi 2>&1 | tee -a "$out/numerics.txt"
 grep -c '^PASS' "$out/numerics.txt" | sed 's/^/passed: /'

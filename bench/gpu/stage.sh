@@ -20,11 +20,13 @@ for tool in moe-compile moe-run; do
 done
 rm -rf "$dir" && mkdir -p "$dir/bin" "$dir/cases" "$dir/bench"
 cp "$bin/moe-run" "$dir/bin/"
-# The Python package's runtime half (no MLIR), for bench/gpu/python_device.py.
+# The Python package's runtime half (no MLIR; ctypes over libmoe_runtime.so,
+# so any Python 3 with numpy loads it), for bench/gpu/python_device.py.
 pkg=$bin/../python_packages/moe_mlir
-if compgen -G "$pkg/_moe_runtime*.so" > /dev/null; then
+if [[ -f $pkg/libmoe_runtime.so ]]; then
   mkdir -p "$dir/python/moe_mlir"
-  cp "$pkg"/__init__.py "$pkg"/_errors.py "$pkg"/_moe_runtime*.so "$dir/python/moe_mlir/"
+  cp "$pkg"/__init__.py "$pkg"/_errors.py "$pkg"/_moe_runtime.py "$pkg"/libmoe_runtime.so \
+    "$dir/python/moe_mlir/"
 fi
 # The device-memory API's check (test/runtime/Inputs/device_api.c), run by
 # run.sh on every one-input case.
