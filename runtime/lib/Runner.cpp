@@ -80,8 +80,9 @@ static void printUsage(const char *program, bool fromSelf) {
       "its results to .npy files, one --output per model output.\n"
       "  --weights=PATH     weights file (default: %s)\n"
       "  --benchmark=N      time N runs after %d warm-up runs and print\n"
-      "                     'median_ms: M min_ms: A max_ms: B' (and the\n"
-      "                     same with device_ for a CUDA model's device time)\n"
+      "                     'median_ms: M min_ms: A max_ms: B mean_ms: C'\n"
+      "                     (and the same with device_ for a CUDA model's\n"
+      "                     device time)\n"
       "  --benchmark-inputs=@STACK.npy  the warm-up and timed runs take their\n"
       "                     first input from STACK's rows in turn (its shape:\n"
       "                     [N] + that input's), e.g. N different tokens, so\n"
@@ -442,8 +443,13 @@ static moe_status_t *run(const Options &options, const char *argv0,
       size_t n = values.size();
       double median =
           n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-      std::printf("%smedian_ms: %.4f %smin_ms: %.4f %smax_ms: %.4f\n", prefix,
-                  median, prefix, values.front(), prefix, values.back());
+      double mean = 0;
+      for (double v : values)
+        mean += v / static_cast<double>(n);
+      std::printf("%smedian_ms: %.4f %smin_ms: %.4f %smax_ms: %.4f %smean_ms: "
+                  "%.4f\n",
+                  prefix, median, prefix, values.front(), prefix, values.back(),
+                  prefix, mean);
     };
     summary("", times);
     // Models that time their device work (--target=cuda) report it too.
