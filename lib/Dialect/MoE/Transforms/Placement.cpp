@@ -181,11 +181,12 @@ struct LayerPlan {
   bool resident = false;
 };
 
-/// Spreads `counts.size()` experts over `devices` devices, `capacity` at
-/// most on each (after ExFlow, "Exploiting Inter-Layer Expert Affinity").
-/// `affinity[e][d]`: how many tokens reach expert `e` from experts of the
-/// previous layer on device `d` (empty for the first layer); `counts[e]`:
-/// how often `e` is chosen. Without counts, contiguous ranges.
+/// Spreads `experts` experts (or groups of experts placed together) over
+/// `devices` devices, `capacity` at most on each (after ExFlow, "Exploiting
+/// Inter-Layer Expert Affinity for Accelerating Mixture-of-Experts Model
+/// Inference"). `counts[e]`: how often `e` is chosen (empty: no profile,
+/// contiguous ranges); `affinity[e][d]`: how many tokens reach `e` from
+/// experts of the previous layer on device `d` (empty for the first layer).
 SmallVector<int64_t> assignDevices(int64_t devices, int64_t capacity,
                                    ArrayRef<double> counts,
                                    ArrayRef<std::vector<double>> affinity,
