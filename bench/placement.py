@@ -36,18 +36,22 @@ SHAPES = [
     ("S2-like", 8, 64, 8, (2, 4, 8)),
 ]
 AFFINITIES = (0.0, 0.5, 0.8, 0.95)
+# (affinity, skew): routers that favour some experts (test/lib/moe_stack.py --skew), as
+# trained ones do, where balancing the devices' loads matters.
+SKEWED = ((0.8, 3.0),)
 
 
 def run(*cmd):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def case(work, name, layers, experts, k, affinity, devices, tokens, seed):
-    d = os.path.join(work, "%s-r%g" % (name, affinity))
+def case(work, name, layers, experts, k, affinity, devices, tokens, seed, skew=0.0):
+    d = os.path.join(work, "%s-r%g-s%g" % (name, affinity, skew))
     run(PYTHON, os.path.join(ROOT, "test", "lib", "moe_stack.py"), "gen", d,
         "--layers", str(layers), "--experts", str(experts), "--k", str(k),
         "--hidden", "64", "--ffn", "16", "--tokens", str(tokens),
-        "--affinity", str(affinity), "--extra-inputs", "1", "--no-reference",
+        "--affinity", str(affinity), "--skew", str(skew), "--extra-inputs", "1",
+        "--no-reference",
         "--seed", str(seed))
     run(os.path.join(BIN, "moe-compile"), os.path.join(d, "model.mlir"),
         "--instrument-routing", "-o", os.path.join(d, "prof.so"))
@@ -81,12 +85,12 @@ def case(work, name, layers, experts, k, affinity, devices, tokens, seed):
                 maps.append(m)
             r["planted_cross_device"] = placement_eval.score(maps, profiles[1], n)[0]
         r.update(shape=name, layers=layers, experts=experts, k=k,
-                 affinity=affinity, tokens=tokens, seed=seed,
+                 affinity=affinity, skew=skew, tokens=tokens, seed=seed,
                  train_cross_device=placement_eval.evaluate(plan, profiles[0])["cross_device"])
         rows.append(r)
-        print("%-12s R=%-4g N=%d: cross-device %.3f (contiguous %.3f, random %.3f, "
+        print("%-12s R=%-4g skew=%g N=%d: cross-device %.3f (contiguous %.3f, random %.3f, "
               "planted %s), imbalance %.2f (contiguous %.2f)"
-              % (name, affinity, n, r["cross_device"], r["contiguous_cross_device"],
+              % (name, affinity, skew, n, r["cross_device"], r["contiguous_cross_device"],
                  r["random_cross_device"], fmt(r["planted_cross_device"]),
                  r["imbalance"], r["contiguous_imbalance"]),
               flush=True)
@@ -109,6 +113,9 @@ def main():
         for affinity in AFFINITIES:
             rows += case(args.work, name, layers, experts, k, affinity, devices,
                          args.tokens, args.seed)
+        for affinity, skew in SKEWED:
+            rows += case(args.work, name, layers, experts, k, affinity, devices,
+                         args.tokens, args.seed, skew)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".json", "w") as f:
         json.dump(rows, f, indent=1)
@@ -119,12 +126,12 @@ def main():
                 "cross-device: share of consecutive-layer expert pairs on different devices "
                 "(lower is better); imbalance: busiest device's routed tokens over the mean, "
                 "worst layer.\n\n" % (args.tokens, args.seed))
-        f.write("| shape | affinity R | devices | plan | contiguous | random | planted | "
+        f.write("| shape | affinity R | skew | devices | plan | contiguous | random | planted | "
                 "plan vs random | imbalance plan / contiguous |\n")
-        f.write("|---|---|---|---|---|---|---|---|---|\n")
+        f.write("|---|---|---|---|---|---|---|---|---|---|\n")
         for r in rows:
-            f.write("| %s (%d layers, E=%d, k=%d) | %g | %d | %.3f | %.3f | %.3f | %s | %+.1f%% | %.2f / %.2f |\n"
-                    % (r["shape"], r["layers"], r["experts"], r["k"], r["affinity"],
+            f.write("| %s (%d layers, E=%d, k=%d) | %g | %g | %d | %.3f | %.3f | %.3f | %s | %+.1f%% | %.2f / %.2f |\n"
+                    % (r["shape"], r["layers"], r["experts"], r["k"], r["affinity"], r["skew"],
                        r["devices"], r["cross_device"], r["contiguous_cross_device"],
                        r["random_cross_device"], fmt(r["planted_cross_device"]),
                        100 * (r["cross_device"] / r["random_cross_device"] - 1),
