@@ -143,29 +143,29 @@ def parse_expert_budget(text):
     return (nbytes.value, percent.value)
 
 
-class _ModelHandle:
-    """Frees a loaded model once the Model and every DeviceArray it made are
+class _Owned:
+    """Owns a runtime object: `free(raw)` when dropped (the function is kept
+    here, so that it is still there while the interpreter shuts down)."""
+
+    def __init__(self, raw, free):
+        self.raw = raw
+        self._free = free
+
+    def __del__(self):
+        if self.raw:
+            self._free(self.raw)
+            self.raw = None
+
+
+def _model_handle(raw):
+    """A loaded model, freed once the Model and every DeviceArray it made are
     gone."""
-
-    def __init__(self, raw):
-        self.raw = raw
-
-    def __del__(self):
-        if self.raw:
-            _lib.moe_model_free(self.raw)
-            self.raw = None
+    return _Owned(raw, _lib.moe_model_free)
 
 
-class _Tensor:
-    """Owns a runtime tensor (moe_tensor_free when dropped)."""
-
-    def __init__(self, raw):
-        self.raw = raw
-
-    def __del__(self):
-        if self.raw:
-            _lib.moe_tensor_free(self.raw)
-            self.raw = None
+def _owned_tensor(raw):
+    """A runtime tensor, freed (with its data if it owns it) when dropped."""
+    return _Owned(raw, _lib.moe_tensor_free)
 
 
 class _HostResult:
@@ -207,7 +207,7 @@ class DeviceArray:
         host = ctypes.c_void_p()
         _check(_lib.moe_model_tensor_to_host(self._model.raw, self._tensor.raw,
                                              ctypes.byref(host)))
-        owned = _Tensor(host.value)
+        owned = _owned_tensor(host.value)
         result = np.empty(_tensor_shape(owned.raw), self.dtype)
         size = _lib.moe_tensor_byte_size(owned.raw)
         if size:
@@ -230,7 +230,7 @@ class Model:
         _check(_lib.moe_model_load(os.fsencode(library),
                                    None if weights is None else os.fsencode(weights),
                                    ctypes.byref(raw)))
-        self._handle = _ModelHandle(raw.value)
+        self._handle = _model_handle(raw.value)
 
     @property
     def _raw(self):
@@ -307,7 +307,7 @@ class Model:
         # fine.
         _check(_lib.moe_tensor_wrap(array.ctypes.data or None, element, array.ndim, shape,
                                     0, ctypes.byref(raw)))
-        return _Tensor(raw.value)
+        return _owned_tensor(raw.value)
 
     def _wrap_device(self, index, arg):
         """A device tensor over the memory an object's
@@ -340,7 +340,7 @@ class Model:
         raw = ctypes.c_void_p()
         _check(_lib.moe_tensor_wrap_device(int(data[0]) or None, element, len(shape), dims,
                                            None, None, ctypes.byref(raw)))
-        return _Tensor(raw.value)
+        return _owned_tensor(raw.value)
 
     def _tensor_of(self, index, arg, keep_alive):
         if isinstance(arg, DeviceArray):
@@ -369,7 +369,7 @@ class Model:
         inputs = (ctypes.c_void_p * max(num_inputs, 1))(*[t.raw for t in tensors])
         invoke = _lib.moe_model_invoke_device if device else _lib.moe_model_invoke
         _check(invoke(self._raw, inputs, num_inputs, outputs, num_outputs))
-        owned = [_Tensor(outputs[i]) for i in range(num_outputs)]
+        owned = [_owned_tensor(outputs[i]) for i in range(num_outputs)]
         if device:
             return [DeviceArray(tensor, self._handle) for tensor in owned]
         results = []
@@ -397,7 +397,7 @@ class Model:
             source = self._wrap_host(None, array, keep_alive)
         copy = ctypes.c_void_p()
         _check(_lib.moe_model_tensor_to_device(self._raw, source.raw, ctypes.byref(copy)))
-        return DeviceArray(_Tensor(copy.value), self._handle)
+        return DeviceArray(_owned_tensor(copy.value), self._handle)
 
     def stats(self):
         """The expert cache's counters (docs/ExpertCache.md); empty without a
