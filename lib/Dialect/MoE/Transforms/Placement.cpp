@@ -443,14 +443,20 @@ struct PlanPlacementPass
     }
 
     std::vector<LayerPlan> plans(layers.size());
+    // The experts of the layer before that stay in fast memory: all of a
+    // resident layer's, else its pinned ones.
     SmallVector<int64_t> previousPinned;
+    auto allResident = [&](int64_t experts) {
+      previousPinned.resize(experts);
+      std::iota(previousPinned.begin(), previousPinned.end(), 0);
+    };
     for (auto [i, layer] : llvm::enumerate(layers)) {
       const Sizing &s = sizes[i];
       LayerPlan &plan = plans[i];
       plan.resident = resident[i];
       if (!s.placeable) {
         plan.device.assign(s.experts, 0);
-        previousPinned.clear();
+        allResident(s.experts);
         continue;
       }
       // Devices: balanced by counts, following the tokens of the layer
@@ -461,7 +467,7 @@ struct PlanPlacementPass
       int64_t units = s.experts / unit;
       std::vector<std::vector<double>> affinity;
       std::vector<double> counts;
-      if (!layerProfiles.empty()) {
+      if (!layerProfiles.empty() && devices > 1) {
         counts.assign(units, 0.0);
         for (auto [e, n] : llvm::enumerate(layerProfiles[i].counts))
           counts[e / unit] += n;
@@ -480,9 +486,7 @@ struct PlanPlacementPass
         plan.device[e] = unitDevice[e / unit];
       if (plan.resident) {
         plan.slots = s.perDevice;
-        previousPinned.clear();
-        for (int64_t e = 0; e < s.experts; ++e)
-          previousPinned.push_back(e);
+        allResident(s.experts);
         continue;
       }
       plan.slots = std::min(s.perDevice, s.minSlots + share / s.bytes);
