@@ -132,9 +132,8 @@ SideOutputs moe::getSideOutputs(StringRef mainOutput, EmitKind kind) {
   case EmitKind::Executable:
     break;
   case EmitKind::PTX:
-    // Only the kernels: no weights, no header.
-    return side;
   case EmitKind::Plan:
+    // Only the kernels, or the plan: no weights, no header.
     return side;
   }
   side.weightsPath = (stem + ".weights").str();

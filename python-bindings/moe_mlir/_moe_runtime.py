@@ -104,15 +104,18 @@ def _to_numpy(dtype):
     return np.dtype(_TO_NUMPY[dtype])
 
 
+# (numpy kind, item size) -> moe_dtype_t; uint16 is bf16 where bf16 is
+# expected (_from_numpy).
+_FROM_NUMPY = {("f", 4): F32, ("f", 8): F64, ("f", 2): F16, ("i", 1): I8, ("i", 2): I16,
+               ("i", 4): I32, ("i", 8): I64, ("u", 1): U8, ("b", 1): I1}
+
+
 def _from_numpy(dtype, expected):
     """The element type of numpy `dtype`, given that the model expects
     `expected` (uint16 is bf16 only where bf16 is expected), or None."""
-    kind, size = dtype.kind, dtype.itemsize
-    table = {("f", 4): F32, ("f", 8): F64, ("f", 2): F16, ("i", 1): I8, ("i", 2): I16,
-             ("i", 4): I32, ("i", 8): I64, ("u", 1): U8, ("b", 1): I1}
-    if kind == "u" and size == 2 and expected == BF16:
+    if dtype.kind == "u" and dtype.itemsize == 2 and expected == BF16:
         return BF16
-    return table.get((kind, size))
+    return _FROM_NUMPY.get((dtype.kind, dtype.itemsize))
 
 
 def _shape_tuple(dims, rank):

@@ -157,6 +157,11 @@ LogicalResult ExpertAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 // PlacementAttr
 //===----------------------------------------------------------------------===//
 
+/// The devices of a placement's `devices` list (1 when it is empty).
+static int64_t numDevices(ArrayRef<int64_t> devices) {
+  return devices.empty() ? 1 : *llvm::max_element(devices) + 1;
+}
+
 LogicalResult
 PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                       int64_t layer, int64_t experts, int64_t slots,
@@ -186,9 +191,7 @@ PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
       return emitError() << "placement pins expert " << e << " twice";
     ++pinnedPerDevice[devices.empty() ? 0 : devices[e]];
   }
-  for (int64_t device = 0,
-               e = devices.empty() ? 1 : *llvm::max_element(devices) + 1;
-       device < e; ++device) {
+  for (int64_t device = 0, e = numDevices(devices); device < e; ++device) {
     int64_t count = pinnedPerDevice.lookup(device);
     if (count < slots)
       continue;
@@ -203,6 +206,5 @@ PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 }
 
 int64_t PlacementAttr::getNumDevices() const {
-  ArrayRef<int64_t> devices = getDevices();
-  return devices.empty() ? 1 : *llvm::max_element(devices) + 1;
+  return numDevices(getDevices());
 }
