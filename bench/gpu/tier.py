@@ -7,13 +7,14 @@ the device budget (docs/ExpertCache.md).
 
 The model: an 8-layer stack of S2-like layers (H=1024, F=512, E=64, k=8, softmax top-k
 renormalized, SwiGLU, x += layer(x)) in f16, compiled for sm_90 all-resident and with expert
-budgets of 25% and 50% of the expert bytes (pre-gating prefetch depth 1). `run` writes each
+budgets of 25% and 50% of the expert bytes (pre-gating prefetch depth 1, and depth 2: the
+routers of the next two layers). `run` writes each
 library's weights file with the same seeded random weights (by weight name; offsets from
 `moe-run --print-signature`; the router columns get a fixed ramp so that some experts are chosen
 more often, as in trained models), then for T in {1, 16} runs decode steps with moe-run
 --benchmark over 32 rotating random inputs: all resident (the weights copied to the device once),
 and per budget on demand (copied at use, no reuse), cache only (LRU slots and pinned residents)
-and cache + pre-gating prefetch. Each budgeted output for a first input is checked against the
+and cache + pre-gating prefetch (at depth 1 and 2). Each budgeted output for a first input is checked against the
 all-resident one (relative L2 <= 1e-6). Reported: tokens/s, the ratio to all resident, the cache
 counters (hit rate, prefetch accuracy, bytes copied per step) and the I/O floor: the bytes copied
 per step at the pinned host-to-device bandwidth measured in the same run (PyTorch), with the
@@ -35,6 +36,7 @@ from pathlib import Path
 
 CFG = dict(layers=8, H=1024, F=512, E=64, k=8)
 BUDGETS = [25, 50]
+DEPTHS = [1, 2]
 MODES = ["ondemand", "lru", "prefetch"]
 SEED = 20261127
 ROTATE = 32
@@ -74,7 +76,10 @@ def stage(args):
     out.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(args.bin)
     (out / "model.mlir").write_text(model_mlir(CFG))
-    libs = {"full": []} | {f"b{b}": [f"--expert-budget={b}%"] for b in BUDGETS}
+    libs = {"full": []}
+    for d in DEPTHS:
+        libs |= {lib_name(b, d): [f"--expert-budget={b}%", f"--prefetch-depth={d}"]
+                 for b in BUDGETS}
     for name, flags in libs.items():
         log(f"compiling {name}")
         subprocess.run([str(bin_dir / "moe-compile"), "--target=cuda", "--gpu-arch=sm_90",
@@ -86,7 +91,12 @@ def stage(args):
         for ext in ("weights", "h"):
             (out / f"{name}.{ext}").unlink(missing_ok=True)
     (out / "model.mlir").unlink()
-    (out / "meta.json").write_text(json.dumps(dict(cfg=CFG, budgets=BUDGETS, libs=list(libs))))
+    (out / "meta.json").write_text(json.dumps(dict(cfg=CFG, budgets=BUDGETS, depths=DEPTHS,
+                                                   libs=list(libs))))
+
+
+def lib_name(budget, depth):
+    return f"b{budget}" if depth == 1 else f"b{budget}-d{depth}"
 
 
 # ------------------------------------------------------------------------------- run (there)
@@ -175,7 +185,7 @@ def run(args):
     work.mkdir(parents=True, exist_ok=True)
     meta = json.loads((stage_dir / "meta.json").read_text())
     cfg = meta["cfg"]
-    moe_run = str(stage_dir.parent / "bin" / "moe-run")
+    moe_run = args.moe_run or str(stage_dir.parent / "bin" / "moe-run")
     sigs = {lib: parse_signature((stage_dir / f"{lib}.signature").read_text())
             for lib in meta["libs"]}
     log("weights")
@@ -196,11 +206,14 @@ def run(args):
         xs = rng.standard_normal((ROTATE, T, cfg["H"])).astype(np.float16)
         np.save(work / f"x_T{T}.npy", xs[0])
         np.save(work / f"xs_T{T}.npy", xs)
-        configs = [("full", "resident", [])]
+        configs = [("full", "resident", [], 100, 0)]
         for b in meta["budgets"]:
-            configs += [(f"b{b}", m, [f"--expert-cache={m}"]) for m in MODES]
+            configs += [(f"b{b}", m, [f"--expert-cache={m}"], b, 1) for m in MODES]
+            # Deeper pre-gating only changes the prefetch mode.
+            configs += [(lib_name(b, d), "prefetch", ["--expert-cache=prefetch"], b, d)
+                        for d in meta.get("depths", [1]) if d != 1]
         ref = None
-        for lib, mode, flags in configs:
+        for lib, mode, flags, budget, depth in configs:
             y = work / f"y_{lib}_{mode}_T{T}.npy"
             cmd = [moe_run, str(work / f"{lib}.so"), f"--input=@{work / f'x_T{T}.npy'}",
                    f"--output=@{y}", f"--benchmark={args.steps}",
@@ -210,7 +223,7 @@ def run(args):
                 p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             except subprocess.TimeoutExpired:
                 p = subprocess.CompletedProcess(cmd, 124, "", f"timed out after {args.timeout} s")
-            row = dict(T=T, lib=lib, mode=mode, budget=100 if lib == "full" else int(lib[1:]))
+            row = dict(T=T, lib=lib, mode=mode, budget=budget, depth=depth)
             if p.returncode:
                 row["error"] = (p.stderr or p.stdout).strip()[-500:]
                 rows.append(row)
@@ -273,18 +286,19 @@ def render(r):
              f"expert bytes {r['expert_bytes'] / 1e6:.0f} MB; pinned H2D "
              f"{r['h2d_GBps'] or 0:.1f} GB/s; {r['steps']} steps over {ROTATE} rotating inputs.",
              "",
-             "| T | budget | mode | ms/step | tokens/s | vs resident | hit rate | prefetch acc "
+             "| T | budget | mode | depth | ms/step | tokens/s | vs resident | hit rate | prefetch acc "
              "| MB copied/step | I/O floor ms | vs max(resident, floor) | mean ms/step "
              "| mean vs max(resident, floor) | = resident |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in r["rows"]:
         if "error" in x:
-            lines.append(f"| {x['T']} | {x['budget']}% | {x['mode']} | error: "
-                         f"{x['error'].splitlines()[-1][:120]} |||||||||||")
+            lines.append(f"| {x['T']} | {x['budget']}% | {x['mode']} | {x.get('depth', '')} | "
+                         f"error: {x['error'].splitlines()[-1][:120]} |||||||||||")
             continue
         f = lambda k, fmt: (fmt % x[k]) if k in x else ""
         lines.append(
-            f"| {x['T']} | {x['budget']}% | {x['mode']} | {x['median_ms']:.3f} | "
+            f"| {x['T']} | {x['budget']}% | {x['mode']} | "
+            f"{x.get('depth') if x.get('mode') == 'prefetch' else ''} | {x['median_ms']:.3f} | "
             f"{x['tokens_per_s']:.0f} | {f('vs_resident', '%.2f')} | {f('hit_rate', '%.2f')} | "
             f"{f('prefetch_accuracy', '%.2f')} | "
             f"{x['bytes_per_step'] / 1e6 if 'bytes_per_step' in x else 0:.1f} | "
@@ -306,6 +320,8 @@ def main():
     r.add_argument("--work", default="/tmp/moe-gpu-tier")
     r.add_argument("--tokens", default="1,16")
     r.add_argument("--steps", type=int, default=32)
+    r.add_argument("--moe-run", default="",
+                   help="moe-run to use (default: bin/moe-run beside the stage)")
     r.add_argument("--timeout", type=float, default=120.0, help="seconds per moe-run")
     args = ap.parse_args()
     stage(args) if args.cmd == "stage" else run(args)

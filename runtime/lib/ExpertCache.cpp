@@ -125,15 +125,26 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
     size_t slots = static_cast<size_t>(layer.slots);
     layer.slotBase = tierSlots;
     tierSlots += slots;
-    for (Tensor &tensor : layer.tensors) {
+    // The GPU tier: the layer's slot buffers in one device block, each
+    // `pitch` bytes after the previous one.
+    uint64_t pitch = 0;
+    for (const Tensor &tensor : layer.tensors)
+      pitch = std::max(pitch, alignUp(tensor.sliceBytes * slots, kBlock));
+    if (device && !layer.tensors.empty()) {
+      uint64_t bytes = pitch * layer.tensors.size();
+      layer.deviceBlock = static_cast<uint8_t *>(device->device_alloc(bytes));
+      if (!layer.deviceBlock)
+        return makeStatus(
+            cache->deviceError(("allocating " + std::to_string(bytes) +
+                                " bytes of expert slots in GPU memory")
+                                   .c_str()));
+      cache->counters.slot_bytes += bytes;
+    }
+    for (size_t t = 0; t < layer.tensors.size(); ++t) {
+      Tensor &tensor = layer.tensors[t];
       uint64_t bytes = alignUp(tensor.sliceBytes * slots, kBlock);
       if (device) {
-        tensor.slots = static_cast<uint8_t *>(device->device_alloc(bytes));
-        if (!tensor.slots)
-          return makeStatus(
-              cache->deviceError(("allocating " + std::to_string(bytes) +
-                                  " bytes of expert slots in GPU memory")
-                                     .c_str()));
+        tensor.slots = layer.deviceBlock + t * pitch;
       } else {
         tensor.slots =
             static_cast<uint8_t *>(std::aligned_alloc(kBlock, bytes));
@@ -141,8 +152,8 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
           return makeStatus("cannot allocate " + std::to_string(bytes) +
                             " bytes of expert slots");
         std::memset(tensor.slots, 0, bytes);
+        cache->counters.slot_bytes += bytes;
       }
-      cache->counters.slot_bytes += bytes;
       cache->bounceBytes = std::max<size_t>(
           cache->bounceBytes, alignUp(tensor.sliceBytes, kBlock) + kBlock);
     }
@@ -195,18 +206,30 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
   }
 
   // The GPU tier: every cached expert in page-locked host memory (read once
-  // from the weights file), a copy stream and the slots' events.
+  // from the weights file; per layer one block, its tensors `pitch` bytes
+  // apart), a copy stream and the slots' events.
   if (device) {
     for (Layer &layer : cache->layers) {
-      for (Tensor &tensor : layer.tensors) {
+      uint64_t pitch = 0;
+      for (const Tensor &tensor : layer.tensors)
+        pitch =
+            std::max(pitch, alignUp(tensor.sliceBytes *
+                                        static_cast<uint64_t>(layer.experts),
+                                    kBlock));
+      if (layer.tensors.empty())
+        continue;
+      uint64_t blockBytes = pitch * layer.tensors.size();
+      layer.hostBlock = static_cast<uint8_t *>(device->host_alloc(blockBytes));
+      if (!layer.hostBlock)
+        return makeStatus(cache->deviceError(
+            ("allocating " + std::to_string(blockBytes) +
+             " bytes of page-locked host memory for the expert cache")
+                .c_str()));
+      for (size_t t = 0; t < layer.tensors.size(); ++t) {
+        Tensor &tensor = layer.tensors[t];
         uint64_t bytes =
             tensor.sliceBytes * static_cast<uint64_t>(layer.experts);
-        tensor.host = static_cast<uint8_t *>(device->host_alloc(bytes));
-        if (!tensor.host)
-          return makeStatus(cache->deviceError(
-              ("allocating " + std::to_string(bytes) +
-               " bytes of page-locked host memory for the expert cache")
-                  .c_str()));
+        tensor.host = layer.hostBlock + t * pitch;
         int64_t n =
             preadFully(cache->fd, tensor.host, bytes, tensor.fileOffset);
         if (n < 0 || static_cast<uint64_t>(n) < bytes)
@@ -254,11 +277,10 @@ ExpertCache::~ExpertCache() {
   if (device) {
     // The copies finish before their memory goes.
     device->destroy(tier);
-    for (Layer &layer : layers)
-      for (Tensor &tensor : layer.tensors) {
-        device->device_free(tensor.slots);
-        device->host_free(tensor.host);
-      }
+    for (Layer &layer : layers) {
+      device->device_free(layer.deviceBlock);
+      device->host_free(layer.hostBlock);
+    }
   } else {
     for (Layer &layer : layers)
       for (Tensor &tensor : layer.tensors)

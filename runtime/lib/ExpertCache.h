@@ -94,6 +94,12 @@ private:
     /// GPU tier: the tier's index of slot 0 of this layer.
     size_t slotBase = 0;
     std::vector<Tensor> tensors;
+    /// GPU tier: one device block holding the slots of every tensor, and
+    /// one page-locked block holding every expert of every tensor, tensor
+    /// `t` at `t * pitch` of each: an expert's slices (of equal sizes) are
+    /// then one strided copy (moe_cuda_tier_api_t::load) instead of one
+    /// copy per tensor.
+    uint8_t *deviceBlock = nullptr, *hostBlock = nullptr;
     std::vector<int> slotOf;        // expert -> slot or -1
     std::vector<int> expertIn;      // slot -> expert or -1
     std::vector<uint8_t> ready;     // slot: loaded

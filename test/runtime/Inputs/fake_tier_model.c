@@ -3,14 +3,16 @@
 |* The expert cache's GPU tier (moe_model_cuda_tier_api, docs/ExpertCache.md)*|
 |* over host memory, and a model that calls the cache as the code of        *|
 |* convert-moe-to-gpu does, so that the runtime's GPU tier runs without a   *|
-|* GPU. The model: y[i] = w[ids[i]] (a 2x4 matrix per expert, flattened),   *|
-|* 6 experts in 3 slots (expert 5 pinned). As the generated host code: every*|
+|* GPU. The model: y[i] = (w[ids[i]], v[ids[i]]) (two 2x4 matrices per     *|
+|* expert, flattened), 6 experts in 3 slots (expert 5 pinned). As the      *|
+|* generated host code: every                                               *|
 |* expert with rows is prefetched, then batches: acquire in expert order    *|
 |* until the cache returns -1, "run" the batch through the slots, release.  *|
 |* The pretend tier checks the ordering contract: no load into a slot that *|
 |* is acquired and not released, no acquire of a slot never loaded, no wait *|
 |* for a slot never loaded (FAKE_TIER_PREDICT adds predictions). Printed    *|
-|* to stderr when the library is unloaded: violations, loads and batches.   *|
+|* to stderr when the library is unloaded: violations, loads (and how many *|
+|* were one strided copy: the cache's layout of a layer's tensors), batches.*|
 |*                                                                          *|
 \*===----------------------------------------------------------------------===*/
 
@@ -52,6 +54,7 @@ const char *moe_model_signature(void) {
   return "moe-model 1\n"
          "input ids i32 ?\n"
          "weight w f32 6x2x4 offset=0 bytes=192 layer=0\n"
+         "weight v f32 6x2x4 offset=192 bytes=192 layer=0\n"
          "cache 0 experts=6 slots=3 pinned=5\n"
          "output y f32 2\n";
 }
@@ -83,7 +86,9 @@ struct moe_cuda_tier {
   int *loaded, *held;
 };
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
-static long violations, loads, batches, live;
+static long violations, loads, strided, batches, live;
+/* The pitches of the first strided load: every later one has the same. */
+static ptrdiff_t dstPitch, srcPitch;
 
 static moe_cuda_tier_t *create(size_t slots) {
   moe_cuda_tier_t *tier = calloc(1, sizeof(moe_cuda_tier_t));
@@ -104,6 +109,19 @@ static int load(moe_cuda_tier_t *tier, size_t slot, size_t count,
   pthread_mutex_lock(&mutex);
   if (slot >= tier->slots || tier->held[slot])
     ++violations;
+  /* The cache lays a layer's tensors out so that an expert's slices are one
+   * strided copy: equal sizes, sources and destinations a pitch apart. */
+  if (count == 2 && bytes[0] == bytes[1]) {
+    ptrdiff_t dp = (const char *)dst[1] - (const char *)dst[0];
+    ptrdiff_t sp = (const char *)src[1] - (const char *)src[0];
+    if (!dstPitch) {
+      dstPitch = dp;
+      srcPitch = sp;
+    }
+    if (dp == dstPitch && sp == srcPitch && dp >= (ptrdiff_t)bytes[0] &&
+        sp >= (ptrdiff_t)bytes[0])
+      ++strided;
+  }
   for (size_t i = 0; i < count; ++i)
     memcpy(dst[i], src[i], bytes[i]);
   tier->loaded[slot] = 1;
@@ -156,6 +174,7 @@ void moe_model_run(void **args) {
   OutRef *y = (OutRef *)args[0];
   const IdsRef *ids = (const IdsRef *)args[1];
   const SlotsRef *w = (const SlotsRef *)args[2];
+  const SlotsRef *v = (const SlotsRef *)args[3];
   int64_t n = ids->sizes[0];
   int rows[kExperts] = {0};
   for (int64_t i = 0; i < n; ++i) {
@@ -163,7 +182,7 @@ void moe_model_run(void **args) {
     if (id >= 0 && id < kExperts)
       ++rows[id];
   }
-  float *out = malloc(sizeof(float) * (size_t)(n * kValues + 1));
+  float *out = malloc(sizeof(float) * (size_t)(n * 2 * kValues + 1));
   /* FAKE_TIER_PREDICT: pre-gating predictions of the same experts first,
    * loaded by the cache's worker thread while this one goes on. */
   if (getenv("FAKE_TIER_PREDICT"))
@@ -190,8 +209,12 @@ void moe_model_run(void **args) {
       int32_t id = ids->aligned[ids->offset + i * ids->strides[0]];
       if (id < 0 || id >= kExperts || slot[id] < 0)
         continue;
-      for (int v = 0; v < kValues; ++v)
-        out[i * kValues + v] = w->aligned[w->offset + slot[id] * kValues + v];
+      for (int j = 0; j < kValues; ++j) {
+        out[i * 2 * kValues + j] =
+            w->aligned[w->offset + slot[id] * kValues + j];
+        out[i * 2 * kValues + kValues + j] =
+            v->aligned[v->offset + slot[id] * kValues + j];
+      }
     }
     for (int e = first; e < next; ++e)
       if (rows[e])
@@ -201,14 +224,14 @@ void moe_model_run(void **args) {
   memset(y, 0, sizeof(*y));
   y->allocated = y->aligned = out;
   y->sizes[0] = n;
-  y->sizes[1] = kValues;
-  y->strides[0] = kValues;
+  y->sizes[1] = 2 * kValues;
+  y->strides[0] = 2 * kValues;
   y->strides[1] = 1;
 }
 
 __attribute__((destructor)) static void report(void) {
   fprintf(stderr,
-          "fake tier: %ld violations, %ld loads, %ld batches, %ld live "
-          "allocations\n",
-          violations, loads, batches, live);
+          "fake tier: %ld violations, %ld loads (%ld strided), %ld batches, "
+          "%ld live allocations\n",
+          violations, loads, strided, batches, live);
 }

@@ -126,24 +126,29 @@ def views_check(d):
 
 
 def tier_gen(d):
-    """Weights and expert ids of Inputs/fake_tier_model.c: 6 experts of 2x4,
-    every expert chosen (so 3 slots need batches)."""
+    """Weights and expert ids of Inputs/fake_tier_model.c: 6 experts of two
+    2x4 matrices, every expert chosen (so 3 slots need batches)."""
     w = rng.standard_normal((6, 2, 4)).astype(np.float32)
+    v = rng.standard_normal((6, 2, 4)).astype(np.float32)
     np.save(os.path.join(d, "w.npy"), w)
-    write_weights(os.path.join(d, "tier.weights"), [w])
+    np.save(os.path.join(d, "v.npy"), v)
+    assert write_weights(os.path.join(d, "tier.weights"), [w, v]) == [0, 192]
     ids = np.concatenate([rng.permutation(6), rng.integers(-1, 6, 7)]).astype(np.int32)
     np.save(os.path.join(d, "ids.npy"), ids)
 
 
 def tier_check(d, out):
-    """y[i] = w[ids[i]] exactly (rows of ids -1 are not checked)."""
+    """y[i] = (w[ids[i]], v[ids[i]]) exactly (rows of ids -1 are not
+    checked)."""
     w = np.load(os.path.join(d, "w.npy")).reshape(6, 8)
+    v = np.load(os.path.join(d, "v.npy")).reshape(6, 8)
     ids = np.load(os.path.join(d, "ids.npy"))
     y = np.load(os.path.join(d, out))
-    assert y.shape == (len(ids), 8), y.shape
+    assert y.shape == (len(ids), 16), y.shape
     for i, e in enumerate(ids):
         if e >= 0:
-            np.testing.assert_array_equal(y[i], w[e], err_msg="row %d (expert %d)" % (i, e))
+            np.testing.assert_array_equal(y[i], np.concatenate([w[e], v[e]]),
+                                          err_msg="row %d (expert %d)" % (i, e))
 
 
 def main():
