@@ -315,22 +315,38 @@ bool check(Driver &driver, CUresult result, const char *call,
   return false;
 }
 
-/// Makes the primary context current for the scope.
+/// Makes the primary context current for the scope. Inside another scope of
+/// the same thread (the mgpu* calls of a model run, inside the run's scope)
+/// the context is current already and nothing is pushed: a run at decode
+/// sizes made some 17 push/pop pairs.
 class ScopedContext {
 public:
   explicit ScopedContext(Driver &driver) : driver(driver) {
+    if (depth() > 0) {
+      nested = true;
+      ++depth();
+      return;
+    }
     pushed = check(driver, driver.cuCtxPushCurrent_v2(driver.context),
                    "cuCtxPushCurrent");
+    if (pushed)
+      ++depth();
   }
   ~ScopedContext() {
+    if (pushed || nested)
+      --depth();
     if (pushed)
       driver.cuCtxPopCurrent_v2(nullptr);
   }
-  bool ok() const { return pushed; }
+  bool ok() const { return pushed || nested; }
 
 private:
+  static int &depth() {
+    thread_local int scopes = 0;
+    return scopes;
+  }
   Driver &driver;
-  bool pushed;
+  bool pushed = false, nested = false;
 };
 
 /// What `mgpuModuleLoad*` returns: the module, or why it could not be loaded
@@ -418,11 +434,89 @@ ManagedSet &managedAllocations() {
   return *set;
 }
 
+/// Device memory that the runs of one model reuse (the model state's): what
+/// a run frees on the model's stream is kept, and an allocation of the same
+/// size on that stream in the same or the next run takes it back, in stream
+/// order like the pool's own reuse, without a driver call. A model run at
+/// decode sizes allocated and freed some 20 buffers, each a driver call of
+/// about a microsecond of host time between kernel launches. What a run did
+/// not take back is returned to the pool when it ends (`endRun`), so the
+/// cache holds at most one run's buffers.
+struct BlockCache {
+  struct Block {
+    CUdeviceptr ptr;
+    uint64_t bytes;
+    bool used;
+  };
+  /// The model's stream (its `RunHandles`): blocks are reused on it only.
+  CUstream *stream = nullptr;
+  std::vector<Block> free;
+  /// The blocks handed out and not yet freed, with their sizes.
+  std::unordered_map<CUdeviceptr, uint64_t> live;
+
+  bool serves(CUstream s) const { return stream && *stream && s == *stream; }
+  bool take(uint64_t bytes, CUdeviceptr &ptr) {
+    for (size_t i = 0; i < free.size(); ++i)
+      if (free[i].bytes == bytes) {
+        ptr = free[i].ptr;
+        free[i] = free.back();
+        free.pop_back();
+        live[ptr] = bytes;
+        return true;
+      }
+    return false;
+  }
+  bool give(CUdeviceptr ptr) {
+    auto it = live.find(ptr);
+    if (it == live.end())
+      return false;
+    free.push_back({ptr, it->second, true});
+    live.erase(it);
+    return true;
+  }
+  /// No longer the cache's (a result the caller now owns).
+  void disown(CUdeviceptr ptr) { live.erase(ptr); }
+  /// Returns the blocks the run did not take back to the pool, on `s`.
+  void endRun(Driver &driver, CUstream s) {
+    size_t kept = 0;
+    for (Block &block : free) {
+      if (block.used) {
+        block.used = false;
+        free[kept++] = block;
+      } else {
+        driver.cuMemFreeAsync(block.ptr, s);
+      }
+    }
+    free.resize(kept);
+  }
+  /// Returns every free block to the pool (after `s`'s work, or on the
+  /// legacy stream), and forgets the live ones (freed by their owners).
+  void clear(Driver &driver, CUstream s) {
+    for (const Block &block : free)
+      driver.cuMemFreeAsync(block.ptr, s);
+    free.clear();
+    live.clear();
+  }
+};
+
+/// The block cache of the model run in this thread, if any.
+BlockCache *&runBlocks() {
+  thread_local BlockCache *blocks = nullptr;
+  return blocks;
+}
+
 /// Frees memory from mgpuMemAlloc, ordered on `stream` where it came from
-/// the stream-ordered pool. The context must be current. A failure is
-/// recorded unless `record` is false.
+/// the stream-ordered pool (into the run's block cache where it came from
+/// there). The context must be current. A failure is recorded unless
+/// `record` is false.
 void freeDeviceMemory(Driver &driver, CUdeviceptr ptr, CUstream stream,
                       bool record = true) {
+  if (BlockCache *blocks = runBlocks()) {
+    if (blocks->serves(stream) && blocks->give(ptr))
+      return;
+    // Freed on another stream: to the pool, and no longer the cache's.
+    blocks->disown(ptr);
+  }
   bool pooled =
       driver.streamOrderedAllocation && !managedAllocations().erase(ptr);
   CUresult result =
@@ -436,9 +530,18 @@ void freeDeviceMemory(Driver &driver, CUdeviceptr ptr, CUstream stream,
 /// it. The context must be current. Records an error on failure.
 bool allocateDeviceMemory(Driver &driver, CUdeviceptr &ptr, uint64_t bytes,
                           CUstream stream, const char *what) {
-  if (driver.streamOrderedAllocation)
-    return check(driver, driver.cuMemAllocAsync(&ptr, bytes, stream),
-                 "cuMemAllocAsync", what);
+  if (driver.streamOrderedAllocation) {
+    BlockCache *blocks = runBlocks();
+    bool cached = blocks && blocks->serves(stream);
+    if (cached && blocks->take(bytes, ptr))
+      return true;
+    if (!check(driver, driver.cuMemAllocAsync(&ptr, bytes, stream),
+               "cuMemAllocAsync", what))
+      return false;
+    if (cached)
+      blocks->live[ptr] = bytes;
+    return true;
+  }
   return check(driver, driver.cuMemAlloc_v2(&ptr, bytes), "cuMemAlloc", what);
 }
 
@@ -965,11 +1068,14 @@ struct moe_cuda_model_state {
   /// they succeed): creating and destroying a stream and three events cost a
   /// call at decode sizes a noticeable part of its time.
   RunHandles handles;
+  /// The buffers its runs free, for the next run (on `handles.stream`).
+  BlockCache blocks;
 
-  /// Frees the device copies, the staging memory, the stream and the
-  /// events; the context must be current and no copy of this state's in
-  /// flight.
+  /// Frees the device copies, the staging memory, the cached buffers, the
+  /// stream and the events; the context must be current and no copy of this
+  /// state's in flight.
   void release(Driver &driver) {
+    blocks.clear(driver, handles.stream);
     handles.release(driver);
     releaseWeights(driver);
   }
@@ -1024,14 +1130,27 @@ public:
   RunState(Driver &driver, moe_cuda_model_state *shared)
       : driver(driver), shared(shared), handles(shared ? shared->handles : own),
         stream(handles.stream), events(handles.events),
-        inputsReady(handles.inputsReady) {}
+        inputsReady(handles.inputsReady) {
+    if (shared) {
+      shared->blocks.stream = &handles.stream;
+      runBlocks() = &shared->blocks;
+    }
+  }
   ~RunState() {
-    // Stream-ordered frees on the stream, then the stream's work is waited
-    // for.
+    // Stream-ordered frees on the stream (into the model's block cache),
+    // then the stream's work is waited for.
     for (CUdeviceptr ptr : deviceBuffers)
       freeDeviceMemory(driver, ptr, stream);
     for (CUdeviceptr ptr : resultBuffers)
       freeDeviceMemory(driver, ptr, stream);
+    if (shared) {
+      // A failed run's stream is destroyed below: nothing is kept for it.
+      if (succeeded)
+        shared->blocks.endRun(driver, stream);
+      else
+        shared->blocks.clear(driver, stream);
+    }
+    runBlocks() = nullptr;
     if (stream)
       driver.cuStreamSynchronize(stream);
     // After the synchronization: copies may read them until then.
@@ -1461,6 +1580,10 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
     if (numResults > 0)
       std::memcpy(args[0], resultBlock.data(),
                   resultBlock.size() * sizeof(int64_t));
+    // The caller owns them now.
+    if (BlockCache *blocks = runBlocks())
+      for (CUdeviceptr ptr : state.resultBuffers)
+        blocks->disown(ptr);
     state.resultBuffers.clear();
     return true;
   }
