@@ -1542,10 +1542,21 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
     fields += DescriptorView::numFields(desc.rank);
     noteAllocation(desc.allocated());
   }
+  // The results in device memory the run allocated (known without asking
+  // the driver: a failed query must not make one look like host memory,
+  // which std::free would then be given).
+  std::vector<void *> deviceResults;
+  for (void *result : toFree)
+    if (eraseFrom(allocations, reinterpret_cast<CUdeviceptr>(result)))
+      deviceResults.push_back(result);
+  // Whether the result at `ptr` (in the buffer `allocated`) is device memory.
+  auto onDevice = [&driver, &deviceResults](void *allocated, const void *ptr) {
+    return std::find(deviceResults.begin(), deviceResults.end(), allocated) !=
+               deviceResults.end() ||
+           !isHostMemory(driver, ptr);
+  };
   // The model's other allocations (buffers between its ops) go with the
   // run's own (freed on its stream when the run ends, whatever happens).
-  for (void *result : toFree)
-    eraseFrom(allocations, reinterpret_cast<CUdeviceptr>(result));
   state.deviceBuffers.insert(state.deviceBuffers.end(), allocations.begin(),
                              allocations.end());
   // Free what the model allocated, whatever happens below.
@@ -1553,15 +1564,16 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
     Driver &driver;
     CUstream stream;
     std::vector<void *> &pointers;
+    decltype(onDevice) &isDevice;
     ~Freer() {
       for (void *ptr : pointers) {
-        if (isHostMemory(driver, ptr))
-          std::free(ptr);
-        else
+        if (isDevice(ptr, ptr))
           freeDeviceMemory(driver, reinterpret_cast<CUdeviceptr>(ptr), stream);
+        else
+          std::free(ptr);
       }
     }
-  } freer{driver, state.stream, toFree};
+  } freer{driver, state.stream, toFree, onDevice};
   if (threadError().failed)
     return false;
 
@@ -1602,7 +1614,7 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
       return false;
     }
     if (model && resultBytes[i] >= kStagingMinBytes && desc.aligned() &&
-        !isHostMemory(driver, desc.aligned()))
+        onDevice(desc.allocated(), desc.aligned()))
       resultStaging[i] = reserveStaging(stagedResults, resultBytes[i]);
   }
   char *resultStagingBase =
@@ -1638,7 +1650,7 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
       void *dst = host;
       if (resultStagingBase && resultStaging[i] != ~0ull)
         dst = resultStagingBase + resultStaging[i];
-      if (isHostMemory(driver, src))
+      if (!onDevice(desc.allocated(), src))
         std::memcpy(host, src, bytes);
       else if (!check(driver,
                       driver.cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(dst),
