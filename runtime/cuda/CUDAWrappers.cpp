@@ -1151,7 +1151,9 @@ public:
         shared->blocks.clear(driver, stream);
     }
     runBlocks() = nullptr;
-    if (stream)
+    // A run that succeeded waited for its stream after its last copy; what
+    // it queued since are frees, which touch no host memory.
+    if (stream && !(succeeded && synchronized))
       driver.cuStreamSynchronize(stream);
     // After the synchronization: copies may read them until then.
     for (void *ptr : hostBuffers)
@@ -1165,6 +1167,8 @@ public:
   moe_cuda_model_state *shared;
   /// Set by a run that succeeded.
   bool succeeded = false;
+  /// Set once the run waited for its stream after its last copy.
+  bool synchronized = false;
   /// The call's own handles, used without a model state.
   RunHandles own;
   RunHandles &handles;
@@ -1583,6 +1587,7 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
         !check(driver, driver.cuStreamSynchronize(state.stream),
                "cuStreamSynchronize"))
       return false;
+    state.synchronized = true;
     float deviceMs = 0;
     if (model && timed &&
         driver.cuEventElapsedTime(&deviceMs, state.events[0],
@@ -1663,6 +1668,7 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
   if (!check(driver, driver.cuStreamSynchronize(state.stream),
              "cuStreamSynchronize"))
     return false;
+  state.synchronized = true;
   for (int64_t i = 0; i < numResults; ++i)
     if (resultStagingBase && resultStaging[i] != ~0ull)
       std::memcpy(hostResults[i], resultStagingBase + resultStaging[i],
