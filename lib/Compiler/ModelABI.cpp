@@ -40,6 +40,8 @@ LogicalResult compiler::lowerToLLVMDialect(ModuleOp module, func::FuncOp entry,
     CUDAPipelineOptions pipelineOptions;
     pipelineOptions.chip = options.gpuArch;
     pipelineOptions.format = "isa";
+    // moe_cuda_run_model waits for the GPU after copying the results.
+    pipelineOptions.runtimeEntry = entry.getSymName().str();
     buildCUDAPipeline(pm, pipelineOptions);
   } else {
     // The entry alone gets the C interface; the glue below calls it. Heap

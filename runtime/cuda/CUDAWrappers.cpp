@@ -1314,6 +1314,12 @@ bool placeResultsOnDevice(RunState &state, int64_t *resultBlock,
         if (gathered)
           state.hostBuffers.push_back(gathered);
         const char *from = src;
+        // Host memory is read once the stream is done (the entry returns
+        // without waiting for the GPU).
+        if (gathered && isHostMemory(driver, src) &&
+            !check(driver, driver.cuStreamSynchronize(state.stream),
+                   "cuStreamSynchronize"))
+          return false;
         if (gathered && !isHostMemory(driver, src)) {
           char *copy = static_cast<char *>(std::malloc(span));
           if (copy)
@@ -1627,6 +1633,12 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
                     : nullptr;
 
   std::vector<void *> hostResults;
+  struct HostCopy {
+    void *dst;
+    const void *src;
+    uint64_t bytes;
+  };
+  std::vector<HostCopy> hostCopies;
   fields = resultBlock.data();
   for (int64_t i = 0; i < numResults; ++i) {
     DescriptorView desc{fields, results[i].rank};
@@ -1655,8 +1667,10 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
       void *dst = host;
       if (resultStagingBase && resultStaging[i] != ~0ull)
         dst = resultStagingBase + resultStaging[i];
+      // Host memory is read once the stream is done (the entry returns
+      // without waiting for the GPU: moe-drop-entry-wait).
       if (!onDevice(desc.allocated(), src))
-        std::memcpy(host, src, bytes);
+        hostCopies.push_back({host, src, bytes});
       else if (!check(driver,
                       driver.cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(dst),
                                            reinterpret_cast<CUdeviceptr>(src),
@@ -1669,6 +1683,8 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
              "cuStreamSynchronize"))
     return false;
   state.synchronized = true;
+  for (const HostCopy &copy : hostCopies)
+    std::memcpy(copy.dst, copy.src, copy.bytes);
   for (int64_t i = 0; i < numResults; ++i)
     if (resultStagingBase && resultStaging[i] != ~0ull)
       std::memcpy(hostResults[i], resultStagingBase + resultStaging[i],

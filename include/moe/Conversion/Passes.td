@@ -225,4 +225,41 @@ def MoEHostBuffersToGPU
   ];
 }
 
+def MoEDropEntryWait : Pass<"moe-drop-entry-wait", "::mlir::ModuleOp"> {
+  let summary = "Drop the entry function's final wait for the GPU, which "
+                "the moe-mlir runtime does after copying the results";
+  let description = [{
+    Runs after `gpu-async-region` in the CUDA pipeline of `moe-compile`
+    (the pipeline's `runtime-entry` option). `gpu-async-region` ends a
+    function that launches work with a blocking `gpu.wait` on it, so that
+    the caller finds its results complete. The function that the moe-mlir
+    runtime calls (`moe_cuda_run_model`, docs/CUDA.md) does not need it: all
+    of a run's work is on one stream, the runtime queues its copies of the
+    results on that stream and waits once after them (results in host
+    memory are read only then). Dropping it saves a round trip between the
+    host and the GPU per call: the host no longer waits for the kernels
+    before it queues the results' copy. Only a blocking `gpu.wait` (no
+    result) right before the `func.return` of the function named `entry` is
+    erased; a function that other functions call keeps it. Without `entry`
+    the pass does nothing; a name that is no function of the module is an
+    error.
+
+    Example (`entry=main`):
+    ```mlir
+    func.func @main(...) -> memref<?x16xf32> {
+      ...
+      %t = gpu.launch_func async [%t0] @kernels::@k ...
+      gpu.wait [%t]
+      return %out : memref<?x16xf32>
+    }
+    ```
+    loses its `gpu.wait [%t]`.
+  }];
+  let options = [
+    Option<"entry", "entry", "std::string", /*default=*/"\"\"",
+           "The function the moe-mlir runtime calls">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
 #endif // MOE_CONVERSION_PASSES_TD

@@ -44,6 +44,13 @@ struct CUDAPipelineOptions
       llvm::cl::desc("Also bufferize the host functions and lower them to "
                      "the LLVM dialect (off: stop after the kernels)"),
       llvm::cl::init(true)};
+  Option<std::string> runtimeEntry{
+      *this, "runtime-entry",
+      llvm::cl::desc("The function the moe-mlir runtime calls "
+                     "(moe_cuda_run_model): it returns without waiting for "
+                     "the GPU, since the runtime waits after copying its "
+                     "results (moe-drop-entry-wait; moe-compile sets it)"),
+      llvm::cl::init("")};
 };
 
 /// Adds to `pm` (anchored on builtin.module) the passes that take a module of

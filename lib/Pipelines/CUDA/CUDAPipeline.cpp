@@ -90,6 +90,11 @@ void moe::buildCUDAPipeline(OpPassManager &pm,
   // stream per function, then calls of the mgpu* runtime wrappers.
   if (options.lowerHost) {
     pm.addNestedPass<func::FuncOp>(createGpuAsyncRegionPass());
+    if (!options.runtimeEntry.empty()) {
+      MoEDropEntryWaitOptions dropWait;
+      dropWait.entry = options.runtimeEntry;
+      pm.addPass(createMoEDropEntryWait(dropWait));
+    }
     pm.addPass(memref::createExpandStridedMetadataPass());
     // The offsets of views with dynamic offsets (slices of an expert's
     // weights in a moe.generic_experts region) are affine.apply.

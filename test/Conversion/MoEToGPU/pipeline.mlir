@@ -1,5 +1,6 @@
 // RUN: moe-opt %s --moe-cuda-pipeline="chip=sm_90" | FileCheck %s
 // RUN: moe-opt %s --moe-cuda-pipeline="lower-host=false" | FileCheck %s --check-prefix=KERNELS
+// RUN: moe-opt %s --moe-cuda-pipeline="chip=sm_90 runtime-entry=layer" | FileCheck %s --check-prefix=ENTRY
 // RUN: moe-opt %S/Inputs/host-copies.mlir --moe-cuda-pipeline="chip=sm_90" | FileCheck %s --check-prefix=COPIES
 // RUN: not moe-translate --moe-to-ptx %S/Inputs/no-kernels.mlir 2>&1 | FileCheck %s --check-prefix=NOPTX
 
@@ -15,6 +16,13 @@
 // CHECK: llvm.return
 // CHECK: gpu.binary @moe_kernels [#gpu.object<#nvvm.target<O = 3, chip = "sm_90">, {{.*}}assembly = "
 // CHECK-SAME: .target sm_90
+
+// The function the moe-mlir runtime calls returns without waiting for the
+// GPU (moe-drop-entry-wait): the runtime waits after copying its results.
+// ENTRY-LABEL: llvm.func @layer
+// ENTRY: gpu.launch_func <%{{.*}} : !llvm.ptr> @moe_kernels::@moe_combine
+// ENTRY-NOT: llvm.call @mgpuStreamSynchronize
+// ENTRY: llvm.return
 
 // KERNELS-LABEL: func.func @layer
 // KERNELS-SAME: tensor<?x64xf32>
