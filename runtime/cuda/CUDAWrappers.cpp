@@ -62,7 +62,8 @@ constexpr int kJitErrorLogBufferSizeBytes = 6;
 constexpr int kJitOptimizationLevel = 7;
 constexpr int kPointerAttributeMemoryType = 2;
 constexpr int kPointerAttributeDeviceOrdinal = 9;
-constexpr unsigned kMemoryTypeHost = 0x1;
+/// CUmemorytype: what a pointer query answers and what a 2D copy's sides are.
+constexpr unsigned kMemoryTypeHost = 0x1, kMemoryTypeDevice = 0x2;
 constexpr int kMemPoolAttrReleaseThreshold = 4;
 
 template <typename T> using Identity = T;
@@ -70,20 +71,19 @@ template <typename T> using Identity = T;
 /// CUDA_MEMCPY2D (cuda.h): a strided copy of `Height` rows of `WidthInBytes`.
 struct Memcpy2D {
   size_t srcXInBytes, srcY;
-  int srcMemoryType;
+  unsigned srcMemoryType;
   const void *srcHost;
   CUdeviceptr srcDevice;
   void *srcArray;
   size_t srcPitch;
   size_t dstXInBytes, dstY;
-  int dstMemoryType;
+  unsigned dstMemoryType;
   void *dstHost;
   CUdeviceptr dstDevice;
   void *dstArray;
   size_t dstPitch;
   size_t WidthInBytes, Height;
 };
-constexpr int kMemoryTypeHostCopy = 1, kMemoryTypeDeviceCopy = 2;
 
 /// The driver entry points, by their exported (versioned) names.
 struct Driver {
@@ -1966,10 +1966,10 @@ int loadTier(moe_cuda_tier_t *tier, size_t slot, size_t count, void *const *dst,
     if (ok && driver.cuMemcpy2DAsync_v2 &&
         isStridedLoad(count, dst, src, bytes, dstPitch, srcPitch)) {
       Memcpy2D copy = {};
-      copy.srcMemoryType = kMemoryTypeHostCopy;
+      copy.srcMemoryType = kMemoryTypeHost;
       copy.srcHost = src[0];
       copy.srcPitch = srcPitch;
-      copy.dstMemoryType = kMemoryTypeDeviceCopy;
+      copy.dstMemoryType = kMemoryTypeDevice;
       copy.dstDevice = reinterpret_cast<CUdeviceptr>(dst[0]);
       copy.dstPitch = dstPitch;
       copy.WidthInBytes = bytes[0];

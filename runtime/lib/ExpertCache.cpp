@@ -22,6 +22,16 @@ static constexpr uint64_t kBlock = 4096;
 
 static uint64_t alignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+/// The GPU tier's distance between consecutive tensors of a layer in a block
+/// holding `count` slices of each: the largest tensor's, 4096-aligned.
+template <typename Tensors>
+static uint64_t tensorPitch(const Tensors &tensors, uint64_t count) {
+  uint64_t pitch = 0;
+  for (const auto &tensor : tensors)
+    pitch = std::max(pitch, alignUp(tensor.sliceBytes * count, kBlock));
+  return pitch;
+}
+
 static uint64_t nowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -127,9 +137,7 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
     tierSlots += slots;
     // The GPU tier: the layer's slot buffers in one device block, each
     // `pitch` bytes after the previous one.
-    uint64_t pitch = 0;
-    for (const Tensor &tensor : layer.tensors)
-      pitch = std::max(pitch, alignUp(tensor.sliceBytes * slots, kBlock));
+    uint64_t pitch = tensorPitch(layer.tensors, slots);
     if (device && !layer.tensors.empty()) {
       uint64_t bytes = pitch * layer.tensors.size();
       layer.deviceBlock = static_cast<uint8_t *>(device->device_alloc(bytes));
@@ -210,14 +218,10 @@ moe_status_t *ExpertCache::create(const Signature &sig, const std::string &path,
   // apart), a copy stream and the slots' events.
   if (device) {
     for (Layer &layer : cache->layers) {
-      uint64_t pitch = 0;
-      for (const Tensor &tensor : layer.tensors)
-        pitch =
-            std::max(pitch, alignUp(tensor.sliceBytes *
-                                        static_cast<uint64_t>(layer.experts),
-                                    kBlock));
       if (layer.tensors.empty())
         continue;
+      uint64_t pitch =
+          tensorPitch(layer.tensors, static_cast<uint64_t>(layer.experts));
       uint64_t blockBytes = pitch * layer.tensors.size();
       layer.hostBlock = static_cast<uint8_t *>(device->host_alloc(blockBytes));
       if (!layer.hostBlock)
