@@ -1254,6 +1254,18 @@ void gatherRowMajor(DescriptorView desc, const char *base, int32_t elementSize,
   }
 }
 
+/// Whether a result at `ptr` (in the buffer `allocated`) is device memory:
+/// one of `deviceResults` (the device buffers the run allocated, known
+/// without asking the driver: a failed query must not make one look like
+/// host memory, which std::free would then be given), else as the driver
+/// says.
+bool isDeviceResult(Driver &driver, const std::vector<void *> &deviceResults,
+                    void *allocated, const void *ptr) {
+  return std::find(deviceResults.begin(), deviceResults.end(), allocated) !=
+             deviceResults.end() ||
+         !isHostMemory(driver, ptr);
+}
+
 /// Leaves each result in device memory of its own, row-major with offset 0,
 /// and points its descriptor (in `resultBlock`) there: a buffer the model
 /// allocated for it is adopted as it is (removed from `toFree`); any other
@@ -1262,7 +1274,8 @@ void gatherRowMajor(DescriptorView desc, const char *base, int32_t elementSize,
 /// `state.resultBuffers`. Returns false on an error (recorded).
 bool placeResultsOnDevice(RunState &state, int64_t *resultBlock,
                           const moe_cuda_arg_t *results, int64_t numResults,
-                          std::vector<void *> &toFree) {
+                          std::vector<void *> &toFree,
+                          const std::vector<void *> &deviceResults) {
   Driver &driver = state.driver;
   int64_t *fields = resultBlock;
   for (int64_t i = 0; i < numResults; ++i) {
@@ -1290,7 +1303,8 @@ bool placeResultsOnDevice(RunState &state, int64_t *resultBlock,
       placed = nullptr;
     } else if (owned != toFree.end() && desc.aligned() == desc.allocated() &&
                desc.offset() == 0 && rowMajor &&
-               !isHostMemory(driver, desc.allocated())) {
+               isDeviceResult(driver, deviceResults, desc.allocated(),
+                              desc.allocated())) {
       placed = desc.allocated();
       toFree.erase(owned);
       state.resultBuffers.push_back(reinterpret_cast<CUdeviceptr>(placed));
@@ -1309,18 +1323,19 @@ bool placeResultsOnDevice(RunState &state, int64_t *resultBlock,
                    "cuMemcpyAsync", "results"))
           return false;
       } else {
-        // Gathered on the host: copied there first if it is device memory.
+        // Gathered on the host once the stream is done (the entry returns
+        // without waiting for the GPU): copied there first if it is device
+        // memory.
         char *gathered = static_cast<char *>(std::malloc(bytes));
-        if (gathered)
-          state.hostBuffers.push_back(gathered);
-        const char *from = src;
-        // Host memory is read once the stream is done (the entry returns
-        // without waiting for the GPU).
-        if (gathered && isHostMemory(driver, src) &&
-            !check(driver, driver.cuStreamSynchronize(state.stream),
-                   "cuStreamSynchronize"))
+        if (!gathered) {
+          recordError(format("moe: cannot allocate %llu bytes for result %ld",
+                             static_cast<unsigned long long>(bytes),
+                             static_cast<long>(i)));
           return false;
-        if (gathered && !isHostMemory(driver, src)) {
+        }
+        state.hostBuffers.push_back(gathered);
+        const char *from = src;
+        if (isDeviceResult(driver, deviceResults, desc.allocated(), src)) {
           char *copy = static_cast<char *>(std::malloc(span));
           if (copy)
             state.hostBuffers.push_back(copy);
@@ -1329,18 +1344,13 @@ bool placeResultsOnDevice(RunState &state, int64_t *resultBlock,
                      driver.cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(copy),
                                           reinterpret_cast<CUdeviceptr>(src),
                                           span, state.stream),
-                     "cuMemcpyAsync", "results") ||
-              !check(driver, driver.cuStreamSynchronize(state.stream),
-                     "cuStreamSynchronize"))
+                     "cuMemcpyAsync", "results"))
             return false;
           from = copy;
         }
-        if (!gathered) {
-          recordError(format("moe: cannot allocate %llu bytes for result %ld",
-                             static_cast<unsigned long long>(bytes),
-                             static_cast<long>(i)));
+        if (!check(driver, driver.cuStreamSynchronize(state.stream),
+                   "cuStreamSynchronize"))
           return false;
-        }
         gatherRowMajor(desc, from, elementSize, gathered);
         if (!check(driver,
                    driver.cuMemcpyAsync(ptr,
@@ -1552,18 +1562,13 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
     fields += DescriptorView::numFields(desc.rank);
     noteAllocation(desc.allocated());
   }
-  // The results in device memory the run allocated (known without asking
-  // the driver: a failed query must not make one look like host memory,
-  // which std::free would then be given).
+  // The results in device memory the run allocated (isDeviceResult).
   std::vector<void *> deviceResults;
   for (void *result : toFree)
     if (eraseFrom(allocations, reinterpret_cast<CUdeviceptr>(result)))
       deviceResults.push_back(result);
-  // Whether the result at `ptr` (in the buffer `allocated`) is device memory.
   auto onDevice = [&driver, &deviceResults](void *allocated, const void *ptr) {
-    return std::find(deviceResults.begin(), deviceResults.end(), allocated) !=
-               deviceResults.end() ||
-           !isHostMemory(driver, ptr);
+    return isDeviceResult(driver, deviceResults, allocated, ptr);
   };
   // The model's other allocations (buffers between its ops) go with the
   // run's own (freed on its stream when the run ends, whatever happens).
@@ -1589,7 +1594,7 @@ bool runModel(RunState &state, moe_cuda_model_state *model, void **args,
 
   if (keepResults) {
     if (!placeResultsOnDevice(state, resultBlock.data(), results, numResults,
-                              toFree) ||
+                              toFree, deviceResults) ||
         !check(driver, driver.cuStreamSynchronize(state.stream),
                "cuStreamSynchronize"))
       return false;
