@@ -39,22 +39,12 @@ def main():
     for kb in [int(s) for s in args.sizes_kb.split(",")]:
         size = kb << 10
         n = total // size
-        times = []
-        for _ in range(args.reps):
-            begin, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-            with torch.cuda.stream(stream):
-                # The stream first spins long enough for every copy to be
-                # queued, so that the host's issue rate does not count.
-                torch.cuda._sleep(100_000_000)
-                begin.record(stream)
-                for i in range(n):
-                    dst[i * size:(i + 1) * size].copy_(src[i * size:(i + 1) * size],
-                                                       non_blocking=True)
-                end.record(stream)
-            end.synchronize()
-            times.append(begin.elapsed_time(end))
-        times.sort()
-        ms = times[len(times) // 2]
+
+        def issue():
+            for i in range(n):
+                dst[i * size:(i + 1) * size].copy_(src[i * size:(i + 1) * size],
+                                                   non_blocking=True)
+        ms = median_ms(torch, stream, args.reps, issue)
         gbps = n * size / ms / 1e6
         rows.append(dict(size_kb=kb, copies=n, ms=ms, GBps=gbps,
                          us_per_copy=1e3 * ms / n))
@@ -66,6 +56,27 @@ def main():
         with open(args.json, "w") as f:
             json.dump(dict(device=torch.cuda.get_device_name(0), total_mb=args.total_mb,
                            rows=rows), f, indent=1)
+
+
+def median_ms(torch, stream, reps, issue, before=None):
+    """The median over `reps` rounds of the device time of the copies that
+    `issue()` queues on `stream` (after `before()`, if any)."""
+    times = []
+    for _ in range(reps):
+        if before:
+            before()
+        begin, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        with torch.cuda.stream(stream):
+            # The stream first spins long enough for every copy to be
+            # queued, so that the host's issue rate does not count.
+            torch.cuda._sleep(100_000_000)
+            begin.record(stream)
+            issue()
+            end.record(stream)
+        end.synchronize()
+        times.append(begin.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
 
 
 class Memcpy2D(ctypes.Structure):
@@ -96,33 +107,27 @@ def strided(torch, stream, src, dst, args):
         n = pitch // size
         if n == 0:
             continue
-        times = []
-        for _ in range(args.reps):
+
+        def zero():
             dst.zero_()
             torch.cuda.synchronize()
-            begin, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-            with torch.cuda.stream(stream):
-                torch.cuda._sleep(100_000_000)
-                begin.record(stream)
-                for i in range(n):
-                    c = Memcpy2D(srcMemoryType=1, srcHost=src.data_ptr() + i * size,
-                                 srcPitch=pitch, dstMemoryType=2,
-                                 dstDevice=dst.data_ptr() + i * size, dstPitch=pitch,
-                                 WidthInBytes=size, Height=R)
-                    rc = cuda.cuMemcpy2DAsync_v2(ctypes.byref(c),
-                                                 ctypes.c_void_p(stream.cuda_stream))
-                    if rc:
-                        sys.exit(f"h2d_chunks.py: cuMemcpy2DAsync returned {rc}")
-                end.record(stream)
-            end.synchronize()
-            times.append(begin.elapsed_time(end))
+
+        def issue():
+            for i in range(n):
+                c = Memcpy2D(srcMemoryType=1, srcHost=src.data_ptr() + i * size,
+                             srcPitch=pitch, dstMemoryType=2,
+                             dstDevice=dst.data_ptr() + i * size, dstPitch=pitch,
+                             WidthInBytes=size, Height=R)
+                rc = cuda.cuMemcpy2DAsync_v2(ctypes.byref(c),
+                                             ctypes.c_void_p(stream.cuda_stream))
+                if rc:
+                    sys.exit(f"h2d_chunks.py: cuMemcpy2DAsync returned {rc}")
+        ms = median_ms(torch, stream, args.reps, issue, before=zero)
         copied = n * size * R
         for r in range(R):
             a, b = r * pitch, r * pitch + n * size
             if not torch.equal(dst[a:b].cpu(), src[a:b]):
                 sys.exit("h2d_chunks.py: the strided copies differ from the source")
-        times.sort()
-        ms = times[len(times) // 2]
         gbps = copied / ms / 1e6
         out.append(dict(size_kb=kb, rows=R, copies=n, ms=ms, GBps=gbps,
                         us_per_copy=1e3 * ms / n))

@@ -146,11 +146,14 @@ static const Allocation *holding(const void *p, size_t bytes) {
   return found;
 }
 
-/* A copy into `dst` (device memory) from `src` (any memory the host reads):
- * counted as bad unless `dst` lies inside one device allocation. */
-static void copy(void *dst, const void *src, size_t bytes) {
+/* A copy into `dst` (device memory) from `src` (any memory the host reads,
+ * or with `sourceAllocated` one of the allocations above): counted as bad
+ * unless `dst` lies inside one device allocation (and `src` inside one
+ * allocation). */
+static void copy(void *dst, const void *src, size_t bytes,
+                 int sourceAllocated) {
   const Allocation *a = holding(dst, bytes);
-  if (!a || !a->device) {
+  if (!a || !a->device || (sourceAllocated && !holding(src, bytes))) {
     pthread_mutex_lock(&mutex);
     ++badCopies;
     pthread_mutex_unlock(&mutex);
@@ -342,7 +345,7 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t bytes,
                               void *stream) {
   (void)stream;
   ENTER(cuMemcpyHtoDAsync_v2);
-  copy((void *)(uintptr_t)dst, src, bytes);
+  copy((void *)(uintptr_t)dst, src, bytes, 0);
   return kSuccess;
 }
 /* CUDA_MEMCPY2D of cuda.h; host to device only. */
@@ -368,17 +371,9 @@ CUresult cuMemcpy2DAsync_v2(const Memcpy2D *c, void *stream) {
       c->srcY || c->dstXInBytes || c->dstY || c->WidthInBytes > c->srcPitch ||
       c->WidthInBytes > c->dstPitch)
     return kInvalidValue;
-  for (size_t row = 0; row < c->Height; ++row) {
-    const char *src = (const char *)c->srcHost + row * c->srcPitch;
-    if (!holding(src, c->WidthInBytes)) {
-      pthread_mutex_lock(&mutex);
-      ++badCopies;
-      pthread_mutex_unlock(&mutex);
-      continue;
-    }
-    copy((char *)(uintptr_t)c->dstDevice + row * c->dstPitch, src,
-         c->WidthInBytes);
-  }
+  for (size_t row = 0; row < c->Height; ++row)
+    copy((char *)(uintptr_t)c->dstDevice + row * c->dstPitch,
+         (const char *)c->srcHost + row * c->srcPitch, c->WidthInBytes, 1);
   return kSuccess;
 }
 CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned value, size_t count,
