@@ -3,6 +3,7 @@
 
     moe_case.py gen DIR CONFIG [--tokens T] [--static] [--weights-as-inputs]
                                [--dtype f16|f32|f64] [--seed S]
+                               [--expert-rows N0,N1,...]
     moe_case.py check DIR [--tol 1e-5] [--f16-tol 1e-2]
 
 `gen` draws fresh random weights and inputs (the seed is printed and saved;
@@ -129,6 +130,30 @@ def format_float(v):
     return r.replace("e", ".0e") if "e" in r and "." not in r else r
 
 
+def steer_tokens(rng, x, router, k, counts):
+    """Inputs that give expert e exactly counts[e] rows (k choices per token):
+    the assignments, expert by expert, are dealt to the tokens in k rounds
+    (token t takes slots t, t + T, ...), and token t's input is its experts'
+    router columns scaled to logits 8, 6, 4... (each column's own share
+    dominates: random columns in H dimensions are nearly orthogonal) plus
+    small random noise, so the top-k picks them whatever the rounding."""
+    T, H = x.shape
+    slots = [e for e, n in enumerate(counts) for _ in range(n)]
+    if len(counts) != router.shape[1] or len(slots) != T * k or max(counts) > T:
+        sys.exit("moe_case: --expert-rows needs %d counts of at most %d summing to %d"
+                 % (router.shape[1], T, T * k))
+    r = router.astype(np.float64)
+    out = 0.05 * rng.standard_normal((T, H))
+    for t in range(T):
+        for j in range(k):
+            col = r[:, slots[t + j * T]]
+            out[t] += (8.0 - 2.0 * j) * col / (col @ col)
+    top = np.argsort(-(out @ r), axis=1)[:, :k]
+    if np.bincount(top.ravel(), minlength=len(counts)).tolist() != list(counts):
+        sys.exit("moe_case: --expert-rows: the steered inputs do not route as asked")
+    return out
+
+
 def gen(args):
     cfg = CONFIGS[args.config]
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
@@ -166,6 +191,8 @@ def gen(args):
         if cfg.get("shared_scale"):
             w["shared_scale"] = rand(H, fan_in=H)
     x = rng.standard_normal((T, H)).astype(npdt)
+    if args.expert_rows:
+        x = steer_tokens(rng, x, w["router"], routing["k"], args.expert_rows).astype(npdt)
 
     os.makedirs(args.dir, exist_ok=True)
     token_dim = T if args.static else None
@@ -253,6 +280,9 @@ def main():
     g.add_argument("--tokens", type=int, default=7)
     g.add_argument("--static", action="store_true")
     g.add_argument("--weights-as-inputs", action="store_true")
+    g.add_argument("--expert-rows", type=lambda v: [int(n) for n in v.split(",")],
+                   help="rows per expert, comma-separated (top-k softmax routing): "
+                        "inputs steered to give each expert exactly that many")
     g.add_argument("--dtype", choices=sorted(MLIR_DTYPE), default="f32")
     g.add_argument("--seed", type=int)
     c = sub.add_parser("check")
