@@ -92,6 +92,7 @@ void moe::buildCPUPipeline(OpPassManager &pm,
                                     options.registerTileSizes.end());
     tiling.vectorSize = options.vectorSize;
     tiling.prefetchDistance = options.prefetchDistance;
+    tiling.singlePassRows = options.singlePassRows;
     pm.addNestedPass<func::FuncOp>(createMoECPUTileAndVectorize(tiling));
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());

@@ -40,6 +40,11 @@ struct CPUPipelineOptions
       llvm::cl::desc("K steps ahead that tall register tiles prefetch weight "
                      "panels (0 = never)"),
       llvm::cl::init(32)};
+  Option<int64_t> singlePassRows{
+      *this, "single-pass-rows",
+      llvm::cl::desc("Up to this many rows, a matmul on weights in panels is "
+                     "one pass of tiles as high as its rows (0 = never)"),
+      llvm::cl::init(8)};
   Option<int64_t> vectorSize{*this, "vector-size",
                              llvm::cl::desc("Lanes of an f32 vector"),
                              llvm::cl::init(16)};

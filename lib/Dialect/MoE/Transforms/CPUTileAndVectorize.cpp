@@ -102,6 +102,13 @@ static void vectorize(RewriterBase &rewriter, Operation *op,
 }
 
 namespace {
+/// The fewest rows of a register tile that prefetches its weight panels.
+constexpr int64_t kPrefetchRows = 4;
+/// The most weight vectors a single-pass tile reads per row of K: four
+/// 32-column panels, four concurrent streams per thread. Eight (a one-row
+/// tile 256 columns wide) read 15% slower on the benchmark machine.
+constexpr int64_t kSinglePassVectors = 8;
+
 /// The shape of the vectorized matmul: vector lanes, columns of a
 /// parallel task, rows of the right-hand side per reduction block and the
 /// register tiles, from the tallest to one row.
@@ -113,10 +120,11 @@ struct MatmulPlan {
   /// K steps ahead that tiles of kPrefetchRows rows or more prefetch panels
   /// (0: never).
   int64_t prefetchDistance = 0;
+  /// Single-pass tiles for weights in panels: for `rows` (1 to the size of
+  /// the list) rows, the columns of a register tile of exactly that height
+  /// that walks all of K (see buildSinglePass). Empty: none.
+  SmallVector<int64_t> singlePassColumns;
 };
-
-/// The fewest rows of a register tile that prefetches its weight panels.
-constexpr int64_t kPrefetchRows = 4;
 } // namespace
 
 /// Plans a `[M, k] x [k, n]` matmul: `lanes` is the widest vector (at most
@@ -129,8 +137,8 @@ constexpr int64_t kPrefetchRows = 4;
 /// wide as the same number of accumulators allows within a task.
 static MatmulPlan planMatmul(int64_t n, int64_t k, int64_t bitWidth,
                              int64_t vectorSize, int64_t parallelColumns,
-                             int64_t reductionTile,
-                             ArrayRef<int64_t> registers) {
+                             int64_t reductionTile, ArrayRef<int64_t> registers,
+                             int64_t singlePassRows) {
   int64_t lanes = std::max<int64_t>(1, vectorSize * 32 / bitWidth);
   while (n % lanes != 0)
     lanes /= 2;
@@ -150,6 +158,16 @@ static MatmulPlan planMatmul(int64_t n, int64_t k, int64_t bitWidth,
   for (int64_t rows = registers[0] / 2; rows >= 1; rows /= 2)
     plan.registerTiles.push_back(
         {rows, columns(registers[0] * registers[1] / rows)});
+  // Single-pass tiles: as many accumulators as the vector registers leave
+  // room for beside the weight vectors (AVX-512 has 32 registers of 512 bits,
+  // narrower targets 16), in a power of two of vectors per row, at most
+  // kSinglePassVectors.
+  int64_t accumulators = (lanes * bitWidth >= 512 ? 32 : 16) - 4;
+  for (int64_t rows = 1; rows <= singlePassRows; ++rows) {
+    int64_t vectors = llvm::bit_floor<uint64_t>(
+        std::clamp<int64_t>(accumulators / rows, 1, kSinglePassVectors));
+    plan.singlePassColumns.push_back(columns(vectors * lanes));
+  }
   return plan;
 }
 
@@ -438,12 +456,12 @@ static Value buildReductionBlock(OpBuilder &b, Location loc,
   return result;
 }
 
-/// `acc += lhs · rhs`: an `scf.for` over blocks of `plan.reductionBlock`
-/// rows of `rhs` (a block stays in cache while every row tile uses it), each
-/// computed by `buildReductionBlock`.
-static Value buildMatmulLoops(OpBuilder &b, Location loc, const LhsAccess &lhs,
-                              const RhsAccess &rhs, Value acc,
-                              const MatmulPlan &plan) {
+/// `acc += lhs · rhs` in passes over blocks of weights: an `scf.for` over
+/// blocks of `plan.reductionBlock` rows of `rhs` (a block stays in cache while
+/// every row tile uses it), each computed by `buildReductionBlock`.
+static Value buildBlockedLoops(OpBuilder &b, Location loc, const LhsAccess &lhs,
+                               const RhsAccess &rhs, Value acc,
+                               const MatmulPlan &plan) {
   int64_t reduction = cast<RankedTensorType>(lhs.lhs.getType()).getDimSize(1);
   Value zero = arith::ConstantIndexOp::create(b, loc, 0);
   if (plan.reductionBlock == reduction)
@@ -457,6 +475,76 @@ static Value buildMatmulLoops(OpBuilder &b, Location loc, const LhsAccess &lhs,
                                                  plan.reductionBlock, plan));
       });
   return loop.getResult(0);
+}
+
+/// `acc += lhs · rhs` for exactly `rows` rows of `lhs` in one pass over the
+/// weights: register tiles `rows` high (plan.singlePassColumns) walk all of K
+/// (tiles of kPrefetchRows rows or more prefetch their panels). Blocks of K
+/// exist so that the tiles of several passes find a block in L2; with one pass
+/// they only cut each panel's stream short, and the rows left over after the
+/// tallest tiles (5 = 4 + 1, 7 = 4 + 2 + 1) cost passes that the other
+/// thread's stream does not hide (S1 at T = 16 on the benchmark machine: the
+/// layer 80% of its read floor with the passes, 91% without).
+static Value buildSinglePass(OpBuilder &b, Location loc, const LhsAccess &lhs,
+                             const RhsAccess &rhs, Value acc, int64_t rows,
+                             const MatmulPlan &plan) {
+  int64_t reduction = cast<RankedTensorType>(lhs.lhs.getType()).getDimSize(1);
+  MatmulPlan single = plan;
+  single.registerTiles = {{rows, plan.singlePassColumns[rows - 1]}};
+  return buildReductionBlock(b, loc, lhs, rhs, acc,
+                             arith::ConstantIndexOp::create(b, loc, 0),
+                             reduction, single);
+}
+
+/// `acc += lhs · rhs`. With weights in panels and at most as many rows as
+/// there are single-pass tiles (a run-time choice for a dynamic M: an
+/// `scf.if` and an `scf.index_switch` over the row count), one pass of tiles
+/// exactly as high as the rows (buildSinglePass); otherwise passes over
+/// blocks of K (buildBlockedLoops).
+static Value buildMatmulLoops(OpBuilder &b, Location loc, const LhsAccess &lhs,
+                              const RhsAccess &rhs, Value acc,
+                              const MatmulPlan &plan) {
+  int64_t singlePassRows = plan.singlePassColumns.size();
+  if (!rhs.isPacked() || singlePassRows == 0)
+    return buildBlockedLoops(b, loc, lhs, rhs, acc, plan);
+  auto accType = cast<RankedTensorType>(acc.getType());
+  int64_t staticRows = accType.getDimSize(0);
+  if (!ShapedType::isDynamic(staticRows)) {
+    if (staticRows >= 1 && staticRows <= singlePassRows)
+      return buildSinglePass(b, loc, lhs, rhs, acc, staticRows, plan);
+    return buildBlockedLoops(b, loc, lhs, rhs, acc, plan);
+  }
+  Value numRows = tensor::DimOp::create(
+      b, loc, acc, arith::ConstantIndexOp::create(b, loc, 0));
+  Value few = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::ule, numRows,
+      arith::ConstantIndexOp::create(b, loc, singlePassRows));
+  auto ifOp = scf::IfOp::create(
+      b, loc, few,
+      [&](OpBuilder &b, Location loc) {
+        SmallVector<int64_t> cases =
+            llvm::to_vector(llvm::seq<int64_t>(1, singlePassRows + 1));
+        auto switchOp = scf::IndexSwitchOp::create(
+            b, loc, TypeRange{accType}, numRows, cases, cases.size());
+        // No rows: nothing to add.
+        {
+          OpBuilder::InsertionGuard guard(b);
+          b.createBlock(&switchOp.getDefaultRegion());
+          scf::YieldOp::create(b, loc, acc);
+        }
+        for (auto [i, rows] : llvm::enumerate(cases)) {
+          OpBuilder::InsertionGuard guard(b);
+          b.createBlock(&switchOp.getCaseRegions()[i]);
+          scf::YieldOp::create(
+              b, loc, buildSinglePass(b, loc, lhs, rhs, acc, rows, plan));
+        }
+        scf::YieldOp::create(b, loc, switchOp.getResults());
+      },
+      [&](OpBuilder &b, Location loc) {
+        scf::YieldOp::create(b, loc,
+                             buildBlockedLoops(b, loc, lhs, rhs, acc, plan));
+      });
+  return ifOp.getResult(0);
 }
 
 /// The ops a gather's row computation may use: index casts, signed max and
@@ -568,6 +656,7 @@ static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
                                    int64_t reductionTile,
                                    ArrayRef<int64_t> registers,
                                    int64_t vectorSize, int64_t prefetchDistance,
+                                   int64_t singlePassRows,
                                    SetVector<Operation *> &gathers) {
   SmallVector<int64_t> ranges = op.getStaticLoopRanges();
   Type elementType = getElementTypeOrSelf(op.getDpsInits()[0].getType());
@@ -579,9 +668,9 @@ static void tileAndVectorizeMatmul(RewriterBase &rewriter, linalg::MatmulOp op,
   SmallVector<int64_t> tasks(parallel);
   if (op->getParentOfType<scf::ForallOp>())
     tasks.assign(tasks.size(), 0);
-  MatmulPlan plan =
-      planMatmul(ranges[1], ranges[2], elementType.getIntOrFloatBitWidth(),
-                 vectorSize, tasks[1], reductionTile, registers);
+  MatmulPlan plan = planMatmul(
+      ranges[1], ranges[2], elementType.getIntOrFloatBitWidth(), vectorSize,
+      tasks[1], reductionTile, registers, singlePassRows);
   plan.prefetchDistance = prefetchDistance;
   int64_t taskColumns = plan.taskColumns == ranges[1] ? 0 : plan.taskColumns;
   auto tiled = tile(rewriter, op, {tasks[0], taskColumns, 0},
@@ -648,12 +737,13 @@ struct MoECPUTileAndVectorizePass
     if (parallel.size() != 2 || registers.size() != 2 ||
         llvm::any_of(registers, [](int64_t s) { return s < 1; }) ||
         llvm::any_of(parallel, [](int64_t s) { return s < 0; }) ||
-        reductionTileSize < 0 || vectorSize < 1 || prefetchDistance < 0) {
+        reductionTileSize < 0 || vectorSize < 1 || prefetchDistance < 0 ||
+        singlePassRows < 0) {
       getOperation().emitError()
           << "moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile "
              "sizes, a non-negative reduction tile size, 2 positive register "
              "tile sizes, a positive vector size and a non-negative prefetch "
-             "distance";
+             "distance and single-pass row count";
       return signalPassFailure();
     }
 
@@ -666,7 +756,8 @@ struct MoECPUTileAndVectorizePass
     SetVector<Operation *> gathers;
     for (linalg::MatmulOp matmul : matmuls)
       tileAndVectorizeMatmul(rewriter, matmul, parallel, reductionTileSize,
-                             registers, vectorSize, prefetchDistance, gathers);
+                             registers, vectorSize, prefetchDistance,
+                             singlePassRows, gathers);
     // Row gathers that the matmuls now read in place are not materialized
     // (a gather that something else reads stays; its slices are dead).
     for (Operation *gather : gathers) {

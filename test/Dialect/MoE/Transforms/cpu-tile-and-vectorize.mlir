@@ -1,6 +1,7 @@
 // RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize,canonicalize,cse))' | FileCheck %s
 // RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{parallel-tile-sizes=0,64 reduction-tile-size=0 register-tile-sizes=4,16}))' | FileCheck %s --check-prefix=SMALL
 // RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{prefetch-distance=0}))' | FileCheck %s --check-prefix=NOPF
+// RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{single-pass-rows=0}))' | FileCheck %s --check-prefix=NOSP
 // RUN: not moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{register-tile-sizes=8,32,1}))' 2>&1 | FileCheck %s --check-prefix=ERR
 
 // ERR: moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile sizes, a non-negative reduction tile size, 2 positive register tile sizes, a positive vector size and a non-negative prefetch distance
@@ -152,23 +153,66 @@ func.func @gathered_rows_kept(%x: tensor<?x64xf32>, %tokens: tensor<?xi32>, %w1:
 
 // An expert's weights in column panels (moe-pack-expert-weights): the tiles
 // read the panels in place, [expert, column / 32, k, column % 32], and the
-// unpack is gone.
+// unpack is gone. Up to 8 rows (single-pass-rows), one pass of register tiles
+// exactly as high as the rows walks all of K: 1-3 rows 128 columns wide (8,
+// 16, 24 accumulators), 4-7 rows 64 columns, 8 rows 32; tiles of 4 rows or
+// more prefetch their panels 32 rows of K ahead. More rows: K blocks of 256
+// (a block stays in L2 while the tiles of every pass read it), 8x32 tiles,
+// then 4x64, 2x128, 1x256.
 // CHECK-LABEL: func.func @panels
 // CHECK-SAME: %[[P:[a-z0-9]+]]: tensor<4x32x512x32xf32>, %[[E:[a-z0-9]+]]: index
 // CHECK-NOT: linalg.unpack
 // CHECK: scf.forall
+// CHECK: %[[FEW:.*]] = arith.cmpi ule, %[[M:.*]], %c8 : index
+// CHECK: scf.if %[[FEW]]
+// CHECK: scf.index_switch %[[M]]
+// CHECK: case 1 {
+// CHECK: scf.for {{.*}} = %c0 to %c256 step %c128
+// CHECK: %{{.*}}:8 = scf.for %{{.*}} = %c0 to %c512 step %c1
+// CHECK-NOT: memref.prefetch
+// CHECK: case 2 {
+// CHECK: scf.for {{.*}} = %c0 to %c256 step %c128
+// CHECK: %{{.*}}:16 = scf.for %{{.*}} = %c0 to %c512 step %c1
+// CHECK-NOT: memref.prefetch
+// CHECK: case 3 {
+// CHECK: %{{.*}}:24 = scf.for %{{.*}} = %c0 to %c512 step %c1
+// CHECK-NOT: memref.prefetch
+// CHECK: case 4 {
+// CHECK: scf.for {{.*}} = %c0 to %c256 step %c64
 // CHECK: %[[PANEL:.*]] = arith.divui %[[COL:.*]], %c32 : index
 // CHECK: %[[INNER:.*]] = arith.remui %[[COL]], %c32 : index
-// CHECK: scf.for %[[K:[a-z0-9]+]] =
+// CHECK: %{{.*}}:16 = scf.for %[[K:[a-z0-9]+]] = %c0 to %c512 step %c1
 // CHECK: vector.transfer_read %[[P]][%[[E]], %[[PANEL]], %[[K]], %[[INNER]]]{{.*}} : tensor<4x32x512x32xf32>, vector<16xf32>
-// An 8-row tile prefetches its panels 32 rows of K ahead.
 // CHECK: %[[AHEAD:.*]] = arith.addi %[[K]], %c32
 // CHECK: memref.prefetch %{{.*}}[%[[E]], %[[PANEL]], %[[AHEAD]], %[[INNER]]], read, locality<3>, data
+// CHECK: case 7 {
+// CHECK: %{{.*}}:28 = scf.for %{{.*}} = %c0 to %c512 step %c1
+// CHECK: memref.prefetch
+// CHECK: case 8 {
+// CHECK: scf.for {{.*}} = %c0 to %c256 step %c32
+// CHECK: %{{.*}}:16 = scf.for %{{.*}} = %c0 to %c512 step %c1
+// CHECK: memref.prefetch
+// CHECK: default {
+// CHECK: } else {
+// CHECK: scf.for {{.*}} = %c0 to %c512 step %c256
+// CHECK: scf.for {{.*}} step %c8
+// CHECK: scf.for {{.*}} = %c0 to %c256 step %c32
+// CHECK: %{{.*}}:16 = scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c1
+// CHECK: memref.prefetch
+// CHECK: scf.for {{.*}} step %c4
+// CHECK: scf.for {{.*}} step %c2
+// CHECK-NOT: memref.prefetch
+// CHECK: scf.for {{.*}} step %c1
+// CHECK-NOT: memref.prefetch
 // CHECK-NOT: linalg.unpack
 // CHECK: return
 // NOPF-LABEL: func.func @panels
 // NOPF-NOT: memref.prefetch
 // NOPF: return
+// NOSP-LABEL: func.func @panels
+// NOSP-NOT: scf.index_switch
+// NOSP: scf.for {{.*}} = %c0 to %c512 step %c256
+// NOSP: return
 func.func @panels(%a: tensor<?x512xf32>, %packed: tensor<4x32x512x32xf32>, %e: index) -> tensor<?x1024xf32> {
   %c0 = arith.constant 0 : index
   %m = tensor.dim %a, %c0 : tensor<?x512xf32>
@@ -252,4 +296,26 @@ func.func @matmul_in_forall(%a: tensor<4x8x512xf32>, %b: tensor<4x512x1024xf32>,
     }
   }
   return %r : tensor<32x1024xf32>
+}
+
+// A static row count within single-pass-rows: just the single pass, 6 rows
+// high (no run-time choice); beyond it, just the K blocks.
+// CHECK-LABEL: func.func @panels_static_rows
+// CHECK-NOT: scf.index_switch
+// CHECK: %{{.*}}:24 = scf.for %{{.*}} = %c0 to %c512 step %c1
+// CHECK: memref.prefetch
+// CHECK-NOT: scf.index_switch
+// CHECK: scf.for {{.*}} = %c0 to %c512 step %c256
+// CHECK: return
+func.func @panels_static_rows(%a: tensor<6x512xf32>, %b: tensor<12x512xf32>, %packed: tensor<8x512x32xf32>) -> (tensor<6x256xf32>, tensor<12x256xf32>) {
+  %empty = tensor.empty() : tensor<512x256xf32>
+  %w = linalg.unpack %packed outer_dims_perm = [1, 0] inner_dims_pos = [1] inner_tiles = [32] into %empty : tensor<8x512x32xf32> -> tensor<512x256xf32>
+  %zero = arith.constant 0.0 : f32
+  %i3 = tensor.empty() : tensor<6x256xf32>
+  %f3 = linalg.fill ins(%zero : f32) outs(%i3 : tensor<6x256xf32>) -> tensor<6x256xf32>
+  %c3 = linalg.matmul ins(%a, %w : tensor<6x512xf32>, tensor<512x256xf32>) outs(%f3 : tensor<6x256xf32>) -> tensor<6x256xf32>
+  %i12 = tensor.empty() : tensor<12x256xf32>
+  %f12 = linalg.fill ins(%zero : f32) outs(%i12 : tensor<12x256xf32>) -> tensor<12x256xf32>
+  %c12 = linalg.matmul ins(%b, %w : tensor<12x512xf32>, tensor<512x256xf32>) outs(%f12 : tensor<12x256xf32>) -> tensor<12x256xf32>
+  return %c3, %c12 : tensor<6x256xf32>, tensor<12x256xf32>
 }

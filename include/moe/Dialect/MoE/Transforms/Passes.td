@@ -128,6 +128,14 @@ def MoECPUTileAndVectorize
       behind, prefetch their panels `prefetch-distance` rows of K ahead
       (`memref.prefetch`). With one row (a token), this is a
       matrix-vector product that streams each weight row (or panel) once.
+    - A matmul on weights in panels with at most `single-pass-rows` rows (a
+      run-time `scf.if` and `scf.index_switch` on a dynamic M) is instead one
+      pass over the weights: one row of register tiles exactly as high as the
+      rows, each walking all of K (no K blocks), as wide as 28 accumulators
+      allow (16 registers' worth below 512-bit vectors) up to 8 vectors: 1-3
+      rows 128 columns, 4-7 rows 64, 8 rows 32. K blocks serve the rows left
+      over after the tallest tiles (5 = 4 + 1 rows read the block twice);
+      with one pass they only cut each panel's stream short.
     - 2-d elementwise `linalg.generic`, `linalg.fill` and
       `linalg.broadcast` ops: rows of `vector-size` lanes.
     - with `approximate-math`, f32 `math.exp`, `math.tanh` and `math.erf`
@@ -160,6 +168,9 @@ def MoECPUTileAndVectorize
            /*default=*/"32",
            "K steps ahead that register tiles of 4 or more rows prefetch "
            "weight panels (0 = never)">,
+    Option<"singlePassRows", "single-pass-rows", "int64_t", /*default=*/"8",
+           "Up to this many rows, a matmul on weights in panels is one pass "
+           "of tiles exactly as high as its rows over all of K (0 = never)">,
     Option<"approximateMath", "approximate-math", "bool", /*default=*/"true",
            "Replace f32 exp, tanh and erf by polynomial approximations">
   ];
