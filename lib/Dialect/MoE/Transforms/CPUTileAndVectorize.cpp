@@ -105,8 +105,8 @@ namespace {
 /// The fewest rows of a register tile that prefetches its weight panels.
 constexpr int64_t kPrefetchRows = 4;
 /// The most weight vectors a single-pass tile reads per row of K: four
-/// 32-column panels, four concurrent streams per thread. Eight (a one-row
-/// tile 256 columns wide) read 15% slower on the benchmark machine.
+/// 32-column panels, four concurrent streams per thread (a one-row tile 256
+/// columns wide, eight panels, was slower on the benchmark machine).
 constexpr int64_t kSinglePassVectors = 8;
 
 /// The shape of the vectorized matmul: vector lanes, columns of a
@@ -484,7 +484,8 @@ static Value buildBlockedLoops(OpBuilder &b, Location loc, const LhsAccess &lhs,
 /// they only cut each panel's stream short, and the rows left over after the
 /// tallest tiles (5 = 4 + 1, 7 = 4 + 2 + 1) cost passes that the other
 /// thread's stream does not hide (S1 at T = 16 on the benchmark machine: the
-/// layer 80% of its read floor with the passes, 91% without).
+/// layer at 90% of its read floor with the passes, 96% without;
+/// docs/Passes.md).
 static Value buildSinglePass(OpBuilder &b, Location loc, const LhsAccess &lhs,
                              const RhsAccess &rhs, Value acc, int64_t rows,
                              const MatmulPlan &plan) {
