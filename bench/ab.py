@@ -9,11 +9,11 @@ median to the first build's.
 
     /usr/bin/python3 bench/ab.py --bin-dirs BASE/build/bin,build/bin --labels base,new \\
         [--shapes S1,S2,S3] [--tokens 1,16] [--rotate 64] [--rounds 8] [--min-time 0.3] \\
-        [--threads 2] [--work-dir bench/work] [--out PREFIX]
+        [--threads 2] [--weights-form constants|args] [--work-dir bench/work] [--out PREFIX]
 
 Each bin dir needs moe-compile and moe-run; every build compiles the same layer (the
-weights as dense constants, as the benchmark's first form) and its output is checked against
-the float64 reference before any timing. `--out PREFIX` writes PREFIX.md and PREFIX.json.
+weights as dense constants, as the benchmark's first form, or with --weights-form=args as
+inputs) and its output is checked against the float64 reference before any timing. `--out PREFIX` writes PREFIX.md and PREFIX.json.
 docs/Performance.md quotes runs of it; bench/README.md says how to build a baseline."""
 
 import argparse
@@ -42,14 +42,14 @@ def build_info(bin_dir):
     return dict(dir=str(bin_dir), commit=commit or None, moe_compile_sha256=digest)
 
 
-def compile_build(cfg, prep, label, bin_dir, env):
-    """The layer with constant weights compiled by bin_dir's moe-compile into
-    DIR/ab-LABEL.so; returns the path."""
+def compile_build(cfg, prep, label, bin_dir, env, form):
+    """The layer compiled by bin_dir's moe-compile into DIR/ab-LABEL-FORM.so, its weights
+    as dense constants (form "constants") or as inputs ("args"); returns the path."""
     d = prep["dir"]
-    mlir = d / "model_constants.mlir"
+    mlir = d / ("model_constants.mlir" if form == "constants" else "model.mlir")
     if not mlir.exists():
-        mlir.write_text(mb.mlir_text(cfg, prep["w"], "constants"))
-    so = d / f"ab-{label}.so"
+        mlir.write_text(mb.mlir_text(cfg, prep["w"], form))
+    so = d / f"ab-{label}-{form}.so"
     p = subprocess.run([str(bin_dir / "moe-compile"), str(mlir), "-o", str(so)],
                        capture_output=True, text=True, env=env)
     if p.returncode != 0 or not so.exists():
@@ -88,6 +88,9 @@ def main():
     ap.add_argument("--min-time", type=float, default=0.3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work-dir", default=str(HERE / "work"))
+    ap.add_argument("--weights-form", choices=["constants", "args"], default="constants",
+                    help="weights as dense constants (packed in panels by moe-compile) or as "
+                         "inputs (row-major, read from .npy files)")
     ap.add_argument("--out", help="write PREFIX.md and PREFIX.json")
     a = ap.parse_args()
     bins = [Path(b).resolve() for b in a.bin_dirs.split(",")]
@@ -115,15 +118,17 @@ def main():
         libs = {}
         for label, b in zip(labels, bins):
             mb.log(f"{s}: compiling with {label} ({b})")
-            libs[label] = compile_build(cfg, prep, label, b, env)
+            libs[label] = compile_build(cfg, prep, label, b, env, a.weights_form)
         (prep["dir"] / "model_constants.mlir").unlink(missing_ok=True)
         for T in tokens:
             sets = floor_sets(prep, cfg, T, xs[T])
             x_in = f"--input=@{prep['dir'] / f'x_T{T}.npy'}"
+            w_in = ([f"--input=@{f}" for f in prep["weight_files"]]
+                    if a.weights_form == "args" else [])
             est = {}
             for label, b in zip(labels, bins):
                 out = prep["dir"] / f"y_ab_{label}_T{T}.npy"
-                p = subprocess.run([str(b / "moe-run"), str(libs[label]), x_in,
+                p = subprocess.run([str(b / "moe-run"), str(libs[label]), x_in, *w_in,
                                     f"--output=@{out}"], capture_output=True, text=True, env=env)
                 if p.returncode != 0:
                     sys.exit(f"ab: {label} {s} T={T}: {mb.first_error_line(p.stderr + p.stdout)}")
@@ -134,7 +139,7 @@ def main():
             got = {label: [] for label in labels}
             for rnd in range(a.rounds):
                 for label, b in zip(labels, bins):
-                    cmd = [str(b / "moe-run"), str(libs[label]), x_in,
+                    cmd = [str(b / "moe-run"), str(libs[label]), x_in, *w_in,
                            f"--benchmark-inputs=@{xs[T]}"]
                     m, _, p = mb.time_moe_run(cmd, est[label], a.min_time, env)
                     if not m:
@@ -158,7 +163,8 @@ def main():
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     lines = [f"# A/B of moe-mlir builds, interleaved with the read floor ({when})", "",
              f"- Machine: {info.get('cpu', '?')}, {a.threads} threads; "
-             f"{a.rounds} rounds of {a.min_time:g} s per build, {a.rotate} rotated inputs",
+             f"{a.rounds} rounds of {a.min_time:g} s per build, {a.rotate} rotated inputs, "
+             f"weights as {a.weights_form}",
              "- Builds: " + "; ".join(
                  f"{label} = {i['dir']} (checkout {i['commit'] or '?'}, moe-compile "
                  f"{i['moe_compile_sha256']})" for label, i in builds.items()),
@@ -177,7 +183,7 @@ def main():
         Path(a.out + ".md").write_text(text)
         Path(a.out + ".json").write_text(json.dumps(dict(
             when=when, machine=info, threads=a.threads, rounds=a.rounds, rotate=a.rotate,
-            min_time=a.min_time, builds=builds, rows=rows),
+            min_time=a.min_time, weights_form=a.weights_form, builds=builds, rows=rows),
             indent=1))
         mb.log(f"wrote {a.out}.md and {a.out}.json")
 
