@@ -42,8 +42,9 @@ struct CPUPipelineOptions
       llvm::cl::init(32)};
   Option<int64_t> singlePassRows{
       *this, "single-pass-rows",
-      llvm::cl::desc("Up to this many rows, a matmul on weights in panels is "
-                     "one pass of tiles as high as its rows (0 = never)"),
+      llvm::cl::desc(
+          "Up to this many rows, a matmul on weights in panels is "
+          "one pass of tiles as high as its rows (0 = never, at most 16)"),
       llvm::cl::init(8)};
   Option<int64_t> vectorSize{*this, "vector-size",
                              llvm::cl::desc("Lanes of an f32 vector"),

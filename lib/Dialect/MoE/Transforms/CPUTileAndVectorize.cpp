@@ -108,6 +108,9 @@ constexpr int64_t kPrefetchRows = 4;
 /// 32-column panels, four concurrent streams per thread (a one-row tile 256
 /// columns wide, eight panels, was slower on the benchmark machine).
 constexpr int64_t kSinglePassVectors = 8;
+/// The most rows of a single-pass tile: one vector of accumulators per row
+/// already takes 16 registers (a taller tile would spill).
+constexpr int64_t kMaxSinglePassRows = 16;
 
 /// The shape of the vectorized matmul: vector lanes, columns of a
 /// parallel task, rows of the right-hand side per reduction block and the
@@ -150,7 +153,7 @@ static MatmulPlan planMatmul(int64_t n, int64_t k, int64_t bitWidth,
                            std::max<int64_t>(1, parallelColumns / lanes));
   int64_t reductionBlock =
       reductionTile == 0 ? k : largestDivisor(k, reductionTile);
-  MatmulPlan plan{lanes, taskBlocks * lanes, reductionBlock, {}};
+  MatmulPlan plan{lanes, taskBlocks * lanes, reductionBlock, {}, 0, {}};
   auto columns = [&](int64_t wanted) {
     return lanes * std::clamp<int64_t>(wanted / lanes, 1, taskBlocks);
   };
@@ -739,12 +742,13 @@ struct MoECPUTileAndVectorizePass
         llvm::any_of(registers, [](int64_t s) { return s < 1; }) ||
         llvm::any_of(parallel, [](int64_t s) { return s < 0; }) ||
         reductionTileSize < 0 || vectorSize < 1 || prefetchDistance < 0 ||
-        singlePassRows < 0) {
+        singlePassRows < 0 || singlePassRows > kMaxSinglePassRows) {
       getOperation().emitError()
           << "moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile "
              "sizes, a non-negative reduction tile size, 2 positive register "
-             "tile sizes, a positive vector size and a non-negative prefetch "
-             "distance and single-pass row count";
+             "tile sizes, a positive vector size, a non-negative prefetch "
+             "distance and a single-pass row count from 0 to "
+          << kMaxSinglePassRows;
       return signalPassFailure();
     }
 

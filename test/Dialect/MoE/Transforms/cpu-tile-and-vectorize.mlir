@@ -3,8 +3,9 @@
 // RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{prefetch-distance=0}))' | FileCheck %s --check-prefix=NOPF
 // RUN: moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{single-pass-rows=0}))' | FileCheck %s --check-prefix=NOSP
 // RUN: not moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{register-tile-sizes=8,32,1}))' 2>&1 | FileCheck %s --check-prefix=ERR
+// RUN: not moe-opt %s --pass-pipeline='builtin.module(func.func(moe-cpu-tile-and-vectorize{single-pass-rows=17}))' 2>&1 | FileCheck %s --check-prefix=ERR
 
-// ERR: moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile sizes, a non-negative reduction tile size, 2 positive register tile sizes, a positive vector size and a non-negative prefetch distance
+// ERR: moe-cpu-tile-and-vectorize needs 2 non-negative parallel tile sizes, a non-negative reduction tile size, 2 positive register tile sizes, a positive vector size, a non-negative prefetch distance and a single-pass row count from 0 to 16
 
 // The rows of one expert (dynamic M): a parallel loop over blocks of 256
 // columns, a loop over blocks of 256 rows of K, then 8x32 register tiles

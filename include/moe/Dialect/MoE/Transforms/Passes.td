@@ -170,7 +170,8 @@ def MoECPUTileAndVectorize
            "weight panels (0 = never)">,
     Option<"singlePassRows", "single-pass-rows", "int64_t", /*default=*/"8",
            "Up to this many rows, a matmul on weights in panels is one pass "
-           "of tiles exactly as high as its rows over all of K (0 = never)">,
+           "of tiles exactly as high as its rows over all of K (0 = never, "
+           "at most 16)">,
     Option<"approximateMath", "approximate-math", "bool", /*default=*/"true",
            "Replace f32 exp, tanh and erf by polynomial approximations">
   ];
