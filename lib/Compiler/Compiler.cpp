@@ -13,6 +13,7 @@
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 #include "moe/Pipelines/CUDAPipeline.h"
+#include "moe/Pipelines/Pipelines.h"
 #include "moe/Target/ONNX/ImportONNX.h"
 
 #include "mlir/IR/MLIRContext.h"
@@ -273,6 +274,22 @@ static LogicalResult writeFile(StringRef path, Location loc, Fn &&write) {
   return success();
 }
 
+LogicalResult moe::checkCPUPipelineOptions(StringRef options, Location loc) {
+  CPUPipelineOptions parsed;
+  std::string message;
+  llvm::raw_string_ostream os(message);
+  if (failed(parsed.parseFromString(options, os))) {
+    // Some parse errors go to stderr by themselves (llvm::cl's value
+    // parsers), others to `message`.
+    InFlightDiagnostic diag = emitError(loc)
+                              << "bad --cpu-pipeline='" << options << "'";
+    if (!StringRef(message).trim().empty())
+      diag << ": " << StringRef(message).trim();
+    return diag;
+  }
+  return success();
+}
+
 /// Rejects unknown targets and the combinations a target does not support.
 static LogicalResult checkTargetOptions(const CompileOptions &options,
                                         Location loc) {
@@ -280,8 +297,10 @@ static LogicalResult checkTargetOptions(const CompileOptions &options,
   if (options.target == "cpu") {
     if (kind == EmitKind::PTX)
       return emitError(loc) << "--emit=ptx needs --target=cuda";
-    return success();
+    return checkCPUPipelineOptions(options.cpuPipeline, loc);
   }
+  if (!options.cpuPipeline.empty())
+    return emitError(loc) << "--cpu-pipeline needs --target=cpu";
   if (options.target != "cuda")
     return emitError(loc) << "unknown target '" << options.target
                           << "'; expected 'cpu' or 'cuda'";

@@ -48,6 +48,9 @@ LogicalResult compiler::lowerToLLVMDialect(ModuleOp module, func::FuncOp entry,
     // buffers go through the generic functions, whose caching versions
     // (runtime/support/ModelAlloc.c) linkObject links in.
     CPUPipelineOptions pipelineOptions;
+    if (failed(pipelineOptions.parseFromString(options.cpuPipeline)))
+      return emitError(UnknownLoc::get(module.getContext()))
+             << "bad --cpu-pipeline='" << options.cpuPipeline << "'";
     pipelineOptions.emitCInterface = false;
     pipelineOptions.genericAlloc = true;
     buildCPUPipeline(pm, pipelineOptions);

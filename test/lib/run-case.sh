@@ -3,12 +3,14 @@
 # moe-compile, runs it with moe-run and checks it against the float64
 # reference. Used by the lit tests in test/Integration.
 #   run-case.sh DIR CONFIG [moe_case.py gen options...]
+# MOE_CASE_COMPILE_FLAGS: extra moe-compile flags (split on spaces).
 set -euo pipefail
 dir=$1; config=$2; shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$dir" && mkdir -p "$dir"
 /usr/bin/python3 "$here/moe_case.py" gen "$dir" "$config" "$@"
-moe-compile "$dir/model.mlir" -o "$dir/model.so"
+# shellcheck disable=SC2086
+moe-compile "$dir/model.mlir" -o "$dir/model.so" ${MOE_CASE_COMPILE_FLAGS:-}
 # shellcheck disable=SC2046
 moe-run "$dir/model.so" $(cat "$dir/inputs.args") --output=@"$dir/out.npy"
 /usr/bin/python3 "$here/moe_case.py" check "$dir"

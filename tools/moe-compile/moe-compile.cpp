@@ -91,6 +91,12 @@ static cl::opt<int64_t> prefetchDepth(
              "layers with their routers (pre-gating) and prefetch them; 0 "
              "disables it (default 1)"),
     cl::init(1), cl::cat(category));
+static cl::opt<std::string> cpuPipeline(
+    "cpu-pipeline",
+    cl::desc("Options of the CPU lowering (moe-cpu-pipeline's, space "
+             "separated), e.g. 'single-pass-rows=0 prefetch-distance=64' "
+             "(docs/CLI.md)"),
+    cl::value_desc("options"), cl::cat(category));
 static cl::opt<bool> instrumentRouting(
     "instrument-routing",
     cl::desc("Report every layer's routing to the runtime, for moe-run "
@@ -174,6 +180,16 @@ int main(int argc, char **argv) {
                     "--prefetch-depth need --expert-budget\n";
     return 1;
   }
+  if (cpuPipeline.getNumOccurrences()) {
+    if (target != "cpu") {
+      llvm::errs() << "moe-compile: error: --cpu-pipeline needs --target=cpu\n";
+      return 1;
+    }
+    if (failed(moe::checkCPUPipelineOptions(cpuPipeline,
+                                            UnknownLoc::get(&context))))
+      return 1;
+  }
+  options.cpuPipeline = cpuPipeline;
   options.devices = devices;
   options.placementProfile = placementProfile;
   options.prefetchDepth = prefetchDepth;

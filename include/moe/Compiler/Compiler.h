@@ -106,9 +106,18 @@ struct CompileOptions {
   int64_t prefetchDepth = 1;
   /// Report every layer's routing to the runtime (`moe-run --profile`).
   bool instrumentRouting = false;
+  /// Options of the CPU lowering (`moe-cpu-pipeline`'s, as `key=value`
+  /// pairs separated by spaces), target "cpu" only; `emit-c-interface` and
+  /// `generic-alloc` are the library's own and stay fixed.
+  std::string cpuPipeline;
   /// Where `-v` progress goes; null means no progress.
   llvm::raw_ostream *progress = nullptr;
 };
+
+/// Checks that `options` parse as `moe-cpu-pipeline` options (see
+/// CompileOptions::cpuPipeline); reports the parser's message at `loc`.
+mlir::LogicalResult checkCPUPipelineOptions(llvm::StringRef options,
+                                            mlir::Location loc);
 
 /// An expert budget: bytes, or a percentage of all expert bytes.
 struct ExpertBudget {
