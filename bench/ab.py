@@ -13,11 +13,13 @@ median to the first build's.
 
 Each bin dir needs moe-compile and moe-run; every build compiles the same layer (the
 weights as dense constants, as the benchmark's first form, or with --weights-form=args as
-inputs) and its output is checked against the float64 reference before any timing. `--out PREFIX` writes PREFIX.md and PREFIX.json.
+inputs) and its output is checked against the float64 reference before any timing.
+`--out PREFIX` writes PREFIX.md and PREFIX.json.
 docs/Performance.md quotes runs of it; bench/README.md says how to build a baseline."""
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import statistics
@@ -35,45 +37,10 @@ import moe_bench as mb  # noqa: E402
 def build_info(bin_dir):
     """The commit of the checkout a bin dir was built from (when it lies inside one) and a
     hash of its moe-compile."""
-    import hashlib
     commit = subprocess.run(["git", "-C", str(bin_dir), "rev-parse", "--short=12", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     digest = hashlib.sha256((bin_dir / "moe-compile").read_bytes()).hexdigest()[:16]
     return dict(dir=str(bin_dir), commit=commit or None, moe_compile_sha256=digest)
-
-
-def compile_build(cfg, prep, label, bin_dir, env, form):
-    """The layer compiled by bin_dir's moe-compile into DIR/ab-LABEL-FORM.so, its weights
-    as dense constants (form "constants") or as inputs ("args"); returns the path."""
-    d = prep["dir"]
-    mlir = d / ("model_constants.mlir" if form == "constants" else "model.mlir")
-    if not mlir.exists():
-        mlir.write_text(mb.mlir_text(cfg, prep["w"], form))
-    so = d / f"ab-{label}-{form}.so"
-    p = subprocess.run([str(bin_dir / "moe-compile"), str(mlir), "-o", str(so)],
-                       capture_output=True, text=True, env=env)
-    if p.returncode != 0 or not so.exists():
-        sys.exit(f"ab: {label}: moe-compile failed: {mb.first_error_line(p.stderr + p.stdout)}")
-    return so
-
-
-def floor_sets(prep, cfg, T, xs):
-    """The read floor's sets file for the rotated inputs of T."""
-    path = prep["dir"] / f"floor_sets_ab_T{T}.txt"
-    stack = np.load(xs)
-    sets = [mb.expert_sets(prep["w"], xi, cfg["k"]) for xi in stack]
-    path.write_text("".join(" ".join(str(int(e)) for e in s) + "\n" for s in sets))
-    return path
-
-
-def run_floor_once(exe, cfg, sets, min_time, env):
-    H, F, E, Fs = cfg["H"], cfg["F"], cfg["E"], cfg["Fs"]
-    p = subprocess.run([str(exe), str(3 * H * F), str(E), str(H * E + 3 * H * Fs), str(sets),
-                        str(min_time)], capture_output=True, text=True, env=env)
-    m = mb.BENCH_RE.search(p.stdout)
-    if p.returncode != 0 or not m:
-        sys.exit(f"ab: read floor failed: {mb.first_error_line(p.stderr + p.stdout)}")
-    return float(m.group(1))
 
 
 def main():
@@ -114,14 +81,20 @@ def main():
     for s in shapes:
         cfg = mb.SHAPES[s]
         prep = mb.prepare_shape(s, cfg, tokens, workdir)
-        xs = mb.rotation_inputs(s, cfg, tokens, a.rotate, prep["dir"])
+        xs = prep["xs"] = mb.rotation_inputs(s, cfg, tokens, a.rotate, prep["dir"])
         libs = {}
         for label, b in zip(labels, bins):
             mb.log(f"{s}: compiling with {label} ({b})")
-            libs[label] = compile_build(cfg, prep, label, b, env, a.weights_form)
+            so, _, err = mb.compile_model(cfg, prep, a.weights_form, b / "moe-compile", env,
+                                          name=f"ab-{label}-{a.weights_form}",
+                                          keep_mlir=True)
+            if not so:
+                sys.exit(f"ab: {label}: moe-compile failed: {err}")
+            libs[label] = so
         (prep["dir"] / "model_constants.mlir").unlink(missing_ok=True)
         for T in tokens:
-            sets = floor_sets(prep, cfg, T, xs[T])
+            sets = mb.write_floor_sets(prep, cfg, T,
+                                       prep["dir"] / f"floor_sets_ab_T{T}.txt")
             x_in = f"--input=@{prep['dir'] / f'x_T{T}.npy'}"
             w_in = ([f"--input=@{f}" for f in prep["weight_files"]]
                     if a.weights_form == "args" else [])
@@ -147,7 +120,11 @@ def main():
                                  f"{mb.first_error_line(p.stderr + p.stdout)}")
                     ms = float(m.group(1))
                     est[label] = ms
-                    fl = run_floor_once(floor_exe, cfg, sets, a.min_time / 2, env)
+                    m, p = mb.read_floor_once(floor_exe, cfg, sets, a.min_time / 2, env)
+                    if not m:
+                        sys.exit("ab: read floor failed: "
+                                 f"{mb.first_error_line(p.stderr + p.stdout)}")
+                    fl = float(m.group(1))
                     got[label].append((ms, fl))
                     mb.log(f"  {s} T={T} round {rnd + 1}: {label} {ms:.3f} ms, floor {fl:.3f} ms")
             base = statistics.median(ms for ms, _ in got[labels[0]])

@@ -332,6 +332,29 @@ def expert_sets(w, x, k):
     return np.unique(np.argsort(-z, axis=1, kind="stable")[:, :k])
 
 
+def write_floor_sets(prep, cfg, T, path):
+    """Writes to `path` the read floor's expert sets for T: one line per call, the distinct
+    experts it reads (the rotated inputs' sets in turn with --rotate, else x[:T]'s)."""
+    if T in prep.get("xs", {}):
+        sets = [expert_sets(prep["w"], xi, cfg["k"]) for xi in np.load(prep["xs"][T])]
+    else:
+        sets = [expert_sets(prep["w"], prep["x"][:T], cfg["k"])]
+    path.write_text("".join(" ".join(str(int(e)) for e in s) + "\n" for s in sets))
+    return path
+
+
+def read_floor_once(exe, cfg, sets_file, min_time, env):
+    """One run of bench/read_floor.c over `sets_file`: (the median/min/max match or None,
+    the process)."""
+    H, F, E, Fs = cfg["H"], cfg["F"], cfg["E"], cfg["Fs"]
+    p = subprocess.run([str(exe), str(3 * H * F), str(E), str(H * E + 3 * H * Fs),
+                        str(sets_file), str(min_time)], capture_output=True, text=True,
+                       env=env)
+    m = re.search(r"median_ms:\s*([0-9.]+)\s+min_ms:\s*([0-9.]+)\s+max_ms:\s*([0-9.]+)",
+                  p.stdout)
+    return (m if p.returncode == 0 else None), p
+
+
 def run_floor(cfg, prep, tokens, threads, min_time):
     """The read floor (bench/read_floor.c): per T, the time to stream exactly the weight
     bytes the calls must read (router, shared experts, the distinct experts selected; the
@@ -339,23 +362,12 @@ def run_floor(cfg, prep, tokens, threads, min_time):
     exe = build_tool("read_floor")
     if exe is None:
         return {T: dict(status="unavailable") for T in tokens}
-    H, F, E, Fs = cfg["H"], cfg["F"], cfg["E"], cfg["Fs"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     res = {}
     for T in tokens:
-        if T in prep.get("xs", {}):
-            stack = np.load(prep["xs"][T])
-            sets = [expert_sets(prep["w"], xi, cfg["k"]) for xi in stack]
-        else:
-            sets = [expert_sets(prep["w"], prep["x"][:T], cfg["k"])]
-        sets_file = prep["dir"] / f"floor_sets_T{T}.txt"
-        sets_file.write_text("".join(" ".join(str(int(e)) for e in s) + "\n" for s in sets))
-        p = subprocess.run([str(exe), str(3 * H * F), str(E), str(H * E + 3 * H * Fs),
-                            str(sets_file), str(min_time)], capture_output=True, text=True,
-                           env=env)
-        m = re.search(r"median_ms:\s*([0-9.]+)\s+min_ms:\s*([0-9.]+)\s+max_ms:\s*([0-9.]+)",
-                      p.stdout)
-        if p.returncode != 0 or not m:
+        sets_file = write_floor_sets(prep, cfg, T, prep["dir"] / f"floor_sets_T{T}.txt")
+        m, p = read_floor_once(exe, cfg, sets_file, min_time, env)
+        if not m:
             res[T] = dict(status="error", error=first_error_line(p.stderr + p.stdout))
             continue
         res[T] = dict(status="ok", median_ms=float(m.group(1)), min_ms=float(m.group(2)),
@@ -483,13 +495,16 @@ def first_error_line(text):
     return (lines[-1].strip() if lines else "no output")[:240]
 
 
-def compile_model(cfg, prep, form, compile_bin, env):
+def compile_model(cfg, prep, form, compile_bin, env, name=None, keep_mlir=False):
+    """Compiles the layer (weights as `form`) into DIR/NAME.so (default moe_FORM.so).
+    Returns (the library or None, seconds, the error or None). The large constants .mlir is
+    removed afterwards unless `keep_mlir` (bench/ab.py compiles it with several builds)."""
     d = prep["dir"]
     mlir = d / ("model.mlir" if form == "args" else "model_constants.mlir")
-    if form == "constants":
+    if form == "constants" and not (keep_mlir and mlir.exists()):
         log("  writing the model with dense constants (large)")
         mlir.write_text(mlir_text(cfg, prep["w"], "constants"))
-    so = d / f"moe_{form}.so"
+    so = d / f"{name or 'moe_' + form}.so"
     for f in (so, so.with_suffix(".weights"), so.with_suffix(".h")):
         if f.exists():
             f.unlink()
@@ -499,7 +514,7 @@ def compile_model(cfg, prep, form, compile_bin, env):
     compile_s = time.perf_counter() - t0
     logf = d / f"moe-compile-{form}.log"
     logf.write_text(p.stdout + p.stderr)
-    if form == "constants" and mlir.exists():
+    if form == "constants" and mlir.exists() and not keep_mlir:
         mlir.unlink()  # hundreds of MB of hex; the .npy files hold the same data
     if p.returncode != 0 or not so.exists():
         err = first_error_line(p.stderr + p.stdout)
