@@ -274,7 +274,12 @@ static LogicalResult writeFile(StringRef path, Location loc, Fn &&write) {
   return success();
 }
 
-LogicalResult moe::checkCPUPipelineOptions(StringRef options, Location loc) {
+LogicalResult moe::checkCPUPipelineOptions(StringRef options, StringRef target,
+                                           Location loc) {
+  if (options.empty())
+    return success();
+  if (target != "cpu")
+    return emitError(loc) << "--cpu-pipeline needs --target=cpu";
   CPUPipelineOptions parsed;
   std::string message;
   llvm::raw_string_ostream os(message);
@@ -294,13 +299,13 @@ LogicalResult moe::checkCPUPipelineOptions(StringRef options, Location loc) {
 static LogicalResult checkTargetOptions(const CompileOptions &options,
                                         Location loc) {
   EmitKind kind = options.emit;
+  if (failed(checkCPUPipelineOptions(options.cpuPipeline, options.target, loc)))
+    return failure();
   if (options.target == "cpu") {
     if (kind == EmitKind::PTX)
       return emitError(loc) << "--emit=ptx needs --target=cuda";
-    return checkCPUPipelineOptions(options.cpuPipeline, loc);
+    return success();
   }
-  if (!options.cpuPipeline.empty())
-    return emitError(loc) << "--cpu-pipeline needs --target=cpu";
   if (options.target != "cuda")
     return emitError(loc) << "unknown target '" << options.target
                           << "'; expected 'cpu' or 'cuda'";

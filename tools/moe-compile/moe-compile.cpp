@@ -180,15 +180,10 @@ int main(int argc, char **argv) {
                     "--prefetch-depth need --expert-budget\n";
     return 1;
   }
-  if (cpuPipeline.getNumOccurrences()) {
-    if (target != "cpu") {
-      llvm::errs() << "moe-compile: error: --cpu-pipeline needs --target=cpu\n";
-      return 1;
-    }
-    if (failed(moe::checkCPUPipelineOptions(cpuPipeline,
-                                            UnknownLoc::get(&context))))
-      return 1;
-  }
+  // Before the model is parsed (a large one takes a while).
+  if (failed(moe::checkCPUPipelineOptions(cpuPipeline, target,
+                                          UnknownLoc::get(&context))))
+    return 1;
   options.cpuPipeline = cpuPipeline;
   options.devices = devices;
   options.placementProfile = placementProfile;

@@ -114,9 +114,10 @@ struct CompileOptions {
   llvm::raw_ostream *progress = nullptr;
 };
 
-/// Checks that `options` parse as `moe-cpu-pipeline` options (see
-/// CompileOptions::cpuPipeline); reports the parser's message at `loc`.
+/// Checks CompileOptions::cpuPipeline: none, or options that parse as
+/// `moe-cpu-pipeline` options with `target` "cpu"; reports at `loc`.
 mlir::LogicalResult checkCPUPipelineOptions(llvm::StringRef options,
+                                            llvm::StringRef target,
                                             mlir::Location loc);
 
 /// An expert budget: bytes, or a percentage of all expert bytes.
