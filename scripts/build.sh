@@ -18,8 +18,9 @@ fi
 
 if [ ! -f "$build/build.ninja" ]; then
   echo "build: configuring $build"
-  cmake "${args[@]}" "$@" >"$build.configure.log" 2>&1 || {
-    cat "$build.configure.log"; exit 1; }
+  mkdir -p "$build"
+  cmake "${args[@]}" "$@" >"$build/configure.log" 2>&1 || {
+    cat "$build/configure.log"; exit 1; }
 fi
 echo "build: building $build"
 ninja -C "$build" -j"${MOE_JOBS:-$(nproc)}"

@@ -12,6 +12,8 @@ PKGS=(
   libprotobuf-dev protobuf-compiler libonnx-dev
   # Test references and model generators (Debian's /usr/bin/python3).
   python3-numpy python3-onnx python3-pytest
+  # lit's per-test time limit (test/lit.cfg.py).
+  python3-psutil
   # The moe_mlir Python module (python-bindings/).
   pybind11-dev python3-dev
   # PyTorch: the torch.onnx.export MoE models of test/Target/ONNX.
@@ -39,7 +41,17 @@ else
   echo "setup: installing ${#missing[@]} packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
+  archives=/var/cache/apt/archives
+  before=$(ls "$archives"/*.deb 2>/dev/null | sort || true)
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The downloaded .deb files (about 0.7 GB) are not needed once installed;
+  # only the ones this install fetched go, not what was cached before.
+  fetched=$(comm -13 <(echo "$before") \
+    <(ls "$archives"/*.deb 2>/dev/null | sort || true))
+  if [ -n "$fetched" ]; then
+    echo "setup: removing $(echo "$fetched" | wc -l) downloaded .deb files"
+    echo "$fetched" | xargs -d '\n' $SUDO rm -f
+  fi
 fi
 
 # ONNX Runtime for the tests (test/Target/ONNX/ort-compare.test) and bench/:

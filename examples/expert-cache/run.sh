@@ -7,6 +7,9 @@
 # every output against the all-resident model and a float64 reference.
 # See README.md.
 #   examples/expert-cache/run.sh [--bin-dir DIR] [--out DIR] [--budget P%]
+#                                [--hidden H] [--ffn F]
+# H and F default to 256 and 512 (0.3 GB of expert weights; the run writes
+# about 1.5 GB under --out).
 # Without --bin-dir it sets up and builds the repository first.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,11 +17,15 @@ root=$(cd "$here/../.." && pwd)
 bin=""
 out=$root/build/examples/expert-cache
 budget=25%
+hidden=256
+ffn=512
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin-dir) bin=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --budget) budget=$2; shift 2 ;;
+    --hidden) hidden=$2; shift 2 ;;
+    --ffn) ffn=$2; shift 2 ;;
     *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -32,14 +39,15 @@ stack=$root/test/lib/moe_stack.py
 py=/usr/bin/python3
 rm -rf "$out" && mkdir -p "$out/sample"
 
-echo "== a 6-layer model (H=256, F=512, E=32, k=4) with fresh random weights"
-$py "$stack" gen "$out" --layers 6 --hidden 256 --ffn 512 --experts 32 --k 4 \
+echo "== a 6-layer model (H=$hidden, F=$ffn, E=32, k=4) with fresh random weights"
+$py "$stack" gen "$out" --layers 6 --hidden "$hidden" --ffn "$ffn" --experts 32 --k 4 \
   --tokens 8 --skew 2
 # A second draw of the same model's distribution of inputs, for the profile.
-$py - "$out" <<'PY'
+$py - "$out" "$hidden" <<'PY'
 import sys, numpy as np
 rng = np.random.default_rng()
-np.save(sys.argv[1] + "/sample/x.npy", rng.standard_normal((64, 256)).astype(np.float32))
+np.save(sys.argv[1] + "/sample/x.npy",
+        rng.standard_normal((64, int(sys.argv[2]))).astype(np.float32))
 PY
 
 echo "== 1. all experts resident"
