@@ -17,8 +17,8 @@ start=$(date +%s)
 # lit lists the slowest tests after each suite (for a run that grows long).
 export LIT_OPTS="${LIT_OPTS:---time-tests}"
 # Disk: the packages take about 2.6 GB (2.3 GB of Debian packages, their
-# downloads while they install, 0.3 GB of npm), each build and its test outputs
-# about 0.6 GB. Too little space shows up as odd failures deep in the
+# downloads while they install), the checkout with npm's packages, both builds
+# and their test outputs about 1.3 GB at its peak. Too little space shows up as odd failures deep in the
 # run ("No space left on device"), so say so up front.
 free_gb() { df -Pk "$root" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
 echo "test: $(free_gb) GB free on $(df -P "$root" | awk 'NR == 2 { print $6 }')"
