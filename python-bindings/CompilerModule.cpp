@@ -184,7 +184,8 @@ py::tuple compileModel(py::object source, bool isBuffer,
                        const std::string &expertBudget,
                        const std::string &placementProfile,
                        int64_t prefetchDepth, bool instrumentRouting,
-                       const std::string &gpuArch, int64_t devices) {
+                       const std::string &gpuArch, int64_t devices,
+                       const std::string &cpuPipeline) {
   CompileRequest request;
   request.isBuffer = isBuffer;
   request.source =
@@ -223,6 +224,8 @@ py::tuple compileModel(py::object source, bool isBuffer,
   request.options.prefetchDepth = prefetchDepth;
   request.options.instrumentRouting = instrumentRouting;
   request.options.devices = devices;
+  // Checked (parse, values, target) by moe::compile: a CompileError.
+  request.options.cpuPipeline = cpuPipeline;
   if (!gpuArch.empty()) {
     if (target != "cuda")
       throw py::value_error("gpu_arch needs target=\"cuda\"");
@@ -260,5 +263,6 @@ PYBIND11_MODULE(_moe_mlir, m) {
         py::arg("cpu"), py::arg("weight_threshold"), py::arg("linker"),
         py::arg("runtime_lib"), py::arg("remarks"), py::arg("expert_budget"),
         py::arg("placement_profile"), py::arg("prefetch_depth"),
-        py::arg("instrument_routing"), py::arg("gpu_arch"), py::arg("devices"));
+        py::arg("instrument_routing"), py::arg("gpu_arch"), py::arg("devices"),
+        py::arg("cpu_pipeline"));
 }

@@ -190,7 +190,7 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
             entry=None, cpu="native", weight_threshold=64, linker=None,
             runtime_lib=None, remarks=False, expert_budget=None,
             placement_profile=None, prefetch_depth=1, instrument_routing=False,
-            gpu_arch=None, devices=1):
+            gpu_arch=None, devices=1, cpu_pipeline=None):
     """Compiles a model with the moe-compile driver.
 
     source: a path (str or os.PathLike) to a ``.mlir`` or ``.onnx`` model,
@@ -229,6 +229,9 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
     devices: moe-compile's --devices: spread each layer's experts over this
         many devices (the budget per device); more than 1 only with
         emit="plan".
+    cpu_pipeline: moe-compile's --cpu-pipeline: options of the CPU lowering
+        as one string, e.g. "single-pass-rows=0" (faster compiles) or
+        "prefetch-distance=64" (docs/Passes.md); target "cpu" only.
 
     Raises CompileError with the compiler's diagnostics.
     """
@@ -267,7 +270,7 @@ def compile(source, target="cpu", emit="lib", output=None, *, format=None,
             bool(remarks), "" if expert_budget is None else str(expert_budget),
             "" if placement_profile is None else os.fspath(placement_profile),
             int(prefetch_depth), bool(instrument_routing), gpu_arch or "",
-            int(devices))
+            int(devices), cpu_pipeline or "")
         for diagnostic in others:
             warnings.warn(diagnostic, CompileWarning, stacklevel=2)
         if emit == "input":

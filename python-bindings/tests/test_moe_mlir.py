@@ -306,6 +306,27 @@ def test_cuda_target_without_a_driver(layer, tmp_path, monkeypatch):
         moe_mlir.compile(layer.text.encode(), target="cuda", gpu_arch="sm_70")
 
 
+def test_compile_cpu_pipeline_options(layer):
+    # Plain loops without OpenMP: a different lowering, the same numbers.
+    plain = moe_mlir.compile(layer.text.encode(),
+                             cpu_pipeline="vectorize=0 enable-openmp=0")
+    for tokens in (1, 9):
+        check_model(plain, layer, tokens)
+    lowered = moe_mlir.compile(layer.text.encode(), emit="mlir")
+    unvectorized = moe_mlir.compile(layer.text.encode(), emit="mlir",
+                                    cpu_pipeline="vectorize=0 enable-openmp=0")
+    assert "vector<16xf32>" in lowered and "omp.parallel" in lowered
+    assert "vector<16xf32>" not in unvectorized
+    assert "omp.parallel" not in unvectorized
+    with pytest.raises(moe_mlir.CompileError, match="no such option foo"):
+        moe_mlir.compile(layer.text.encode(), cpu_pipeline="foo=1")
+    with pytest.raises(moe_mlir.CompileError, match="single-pass-rows"):
+        moe_mlir.compile(layer.text.encode(), cpu_pipeline="single-pass-rows=17")
+    with pytest.raises(moe_mlir.CompileError, match="needs --target=cpu"):
+        moe_mlir.compile(layer.text.encode(), target="cuda",
+                         cpu_pipeline="single-pass-rows=0")
+
+
 def test_compile_rejects_model(layer):
     with pytest.raises(moe_mlir.CompileError, match="unknown target 'gpu'"):
         moe_mlir.compile(layer.text.encode(), target="gpu")
