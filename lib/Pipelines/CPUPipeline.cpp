@@ -71,6 +71,8 @@ void moe::buildCPUPipeline(OpPassManager &pm,
   // moe ops to tensor-level linalg.
   pm.addPass(createMoEExpand());
   pm.addPass(createMoEFuseGating());
+  // f16/bf16 layers compute in f32; their expert weights stay 16-bit.
+  pm.addNestedPass<func::FuncOp>(createMoEWidenNarrowFloats());
   ConvertMoEToLinalgOptions toLinalg;
   toLinalg.gateBlockSize = options.gateBlockSize;
   toLinalg.expertParallelRows = options.expertParallelRows;

@@ -320,7 +320,7 @@ def test_compile_cpu_pipeline_options(layer):
     assert "omp.parallel" not in unvectorized
     with pytest.raises(moe_mlir.CompileError, match="no such option foo"):
         moe_mlir.compile(layer.text.encode(), cpu_pipeline="foo=1")
-    with pytest.raises(moe_mlir.CompileError, match="single-pass-rows"):
+    with pytest.raises(moe_mlir.CompileError, match="single-pass row count from 0 to 16"):
         moe_mlir.compile(layer.text.encode(), cpu_pipeline="single-pass-rows=17")
     with pytest.raises(moe_mlir.CompileError, match="needs --target=cpu"):
         moe_mlir.compile(layer.text.encode(), target="cuda",

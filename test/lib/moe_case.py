@@ -3,7 +3,7 @@
 
     moe_case.py gen DIR CONFIG [--tokens T] [--static] [--weights-as-inputs]
                                [--dtype f16|f32|f64] [--seed S]
-                               [--expert-rows N0,N1,...]
+                               [--expert-rows N0,N1,...] [--weights-dtype f16|bf16]
     moe_case.py check DIR [--tol 1e-5] [--f16-tol 1e-2]
 
 `gen` draws fresh random weights and inputs (the seed is printed and saved;
@@ -16,7 +16,9 @@ f64 cases, --f16-tol for f16 ones. An f16 case draws its inputs and weights
 in float16 and its reference is the float64 result of those rounded values;
 the model computes in f32 but rounds the routing weights, the hidden rows of
 the experts (tensor-core kernels) and every result to f16, hence the larger
-tolerance.
+tolerance. --weights-dtype stores the expert weight matrices (routed and
+shared) in f16 or bf16 whatever --dtype is; the reference computes with the
+stored values, so the tolerance is --dtype's.
 """
 
 import argparse
@@ -118,6 +120,28 @@ CONFIGS = {
 }
 
 MLIR_DTYPE = {"f16": ("f16", "<f2"), "f32": ("f32", "<f4"), "f64": ("f64", "<f8")}
+# Storage types of the expert weight matrices (--weights-dtype).
+WEIGHT_DTYPES = ("f16", "bf16")
+MATRICES = ("gate", "up", "down", "shared_gate", "shared_up", "shared_down")
+
+
+def to_bf16_bits(a):
+    """The bf16 bit patterns (uint16) of `a`, rounded to nearest even."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def store_weights(a, dtype):
+    """`a` stored as `dtype`: (the stored bytes' array, its values as floats)."""
+    if dtype == "bf16":
+        bits = to_bf16_bits(a)
+        return bits, from_bf16_bits(bits)
+    stored = a.astype(np.float16)
+    return stored, stored
 
 
 def tensor_type(shape, elt):
@@ -190,6 +214,16 @@ def gen(args):
         w["shared_down"] = rand(Fs, H, fan_in=Fs)
         if cfg.get("shared_scale"):
             w["shared_scale"] = rand(H, fan_in=H)
+    # Weight matrices in a narrower storage type: the layer computes with the
+    # stored (rounded) values, and so does the reference.
+    stored = {}
+    if args.weights_dtype:
+        if args.weights_as_inputs and args.weights_dtype == "bf16":
+            sys.exit("moe_case: bf16 weights cannot be .npy inputs (numpy has no bf16)")
+        for name in MATRICES:
+            if name in w:
+                stored[name], w[name] = store_weights(w[name], args.weights_dtype)
+    welt = {n: (args.weights_dtype if n in stored else elt) for n in w}
     x = rng.standard_normal((T, H)).astype(npdt)
     if args.expert_rows:
         x = steer_tokens(rng, x, w["router"], routing["k"], args.expert_rows).astype(npdt)
@@ -204,14 +238,15 @@ def gen(args):
     body = []
     if args.weights_as_inputs:
         for name in ["router"] + [n for n in order if n in w]:
-            params.append("%%%s: %s {moe.name = \"%s\"}" % (name, tensor_type(w[name].shape, elt), name))
-            inputs.append(w[name])
+            params.append("%%%s: %s {moe.name = \"%s\"}"
+                          % (name, tensor_type(w[name].shape, welt[name]), name))
+            inputs.append(stored.get(name, w[name]))
     else:
         for name in ["router"] + [n for n in order if n in w]:
-            raw = np.ascontiguousarray(w[name]).tobytes().hex().upper()
+            raw = np.ascontiguousarray(stored.get(name, w[name])).tobytes().hex().upper()
             body.append("  %%%s = arith.constant dense<\"0x%s\"> : %s"
-                        % (name, raw, tensor_type(w[name].shape, elt)))
-    operands = "".join(" %s(%%%s : %s)" % (n, n, tensor_type(w[n].shape, elt))
+                        % (name, raw, tensor_type(w[name].shape, welt[name])))
+    operands = "".join(" %s(%%%s : %s)" % (n, n, tensor_type(w[n].shape, welt[n]))
                        for n in order if n in w)
     rparams = ["k = %d" % routing["k"]]
     for key in ["scoring", "renormalize", "temperature", "scale", "n_group", "topk_group",
@@ -284,6 +319,8 @@ def main():
                    help="rows per expert, comma-separated (top-k softmax routing): "
                         "inputs steered to give each expert exactly that many")
     g.add_argument("--dtype", choices=sorted(MLIR_DTYPE), default="f32")
+    g.add_argument("--weights-dtype", choices=WEIGHT_DTYPES, default=None,
+                   help="store the expert weight matrices in this narrower type")
     g.add_argument("--seed", type=int)
     c = sub.add_parser("check")
     c.add_argument("dir")

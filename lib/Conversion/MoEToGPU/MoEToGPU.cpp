@@ -290,6 +290,22 @@ static std::string unsupportedReason(Operation *op) {
       return message;
     }
   }
+  // The kernels read the weight matrices in the activations' type.
+  for (OpOperand &operand : op->getOpOperands()) {
+    if (!isExpertWeightMatrix(operand))
+      continue;
+    Type weightType = tensorType(operand.get()).getElementType();
+    Type inputType = tensorType(op->getOperand(0)).getElementType();
+    if (weightType != inputType) {
+      std::string message;
+      llvm::raw_string_ostream os(message);
+      os << "with weights in " << weightType << " and activations in "
+         << inputType
+         << " is not lowered by convert-moe-to-gpu (the kernels read the "
+            "weights in the activations' type)";
+      return message;
+    }
+  }
   // The routing kernel keeps a [tokens, E] score and selection tile in
   // workgroup memory, at least one token's worth, and a partial sum per
   // thread.

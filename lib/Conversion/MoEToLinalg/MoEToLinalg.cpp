@@ -2145,17 +2145,31 @@ LogicalResult moe::checkMoEToLinalgSupport(Operation *root) {
                            "expert-parallel engines)";
       return WalkResult::interrupt();
     }
-    for (Type type : llvm::concat<const Type>(op->getOperandTypes(),
-                                              op->getResultTypes())) {
+    // Expert weight matrices may be narrower (the GEMMs widen them);
+    // everything else computes in f32 or f64 (moe-widen-narrow-floats
+    // rewrites f16/bf16 ops to f32 first).
+    auto check = [&](Type type, bool weights) {
       Type elementType = getElementTypeOrSelf(type);
-      if (isa<FloatType>(elementType) && !elementType.isF32() &&
-          !elementType.isF64()) {
-        op->emitOpError() << "with element type " << elementType
-                          << " is not supported yet by convert-moe-to-linalg "
-                             "(f32 and f64 are)";
+      if (!isa<FloatType>(elementType) || elementType.isF32() ||
+          elementType.isF64() ||
+          (weights && (elementType.isF16() || elementType.isBF16())))
+        return true;
+      op->emitOpError() << "with " << (weights ? "weights" : "element type")
+                        << (weights ? " in " : " ") << elementType
+                        << " is not supported by convert-moe-to-linalg ("
+                        << (weights ? "f16, bf16, f32 and f64 are"
+                                    : "f32 and f64 are; "
+                                      "moe-widen-narrow-floats computes "
+                                      "f16/bf16 ops in f32")
+                        << ")";
+      return false;
+    };
+    for (OpOperand &operand : op->getOpOperands())
+      if (!check(operand.get().getType(), isExpertWeightMatrix(operand)))
         return WalkResult::interrupt();
-      }
-    }
+    for (Type type : op->getResultTypes())
+      if (!check(type, /*weights=*/false))
+        return WalkResult::interrupt();
     return WalkResult::advance();
   });
   return failure(result.wasInterrupted());

@@ -100,3 +100,16 @@ func.func @placed_over_devices(%x: tensor<?x16xf32>, %tok: tensor<?xi32>,
       : (tensor<?x16xf32>, tensor<?xi32>, tensor<9xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
   return %r : tensor<?x16xf32>
 }
+
+// -----
+
+// Weights narrower than the activations are a CPU lowering (the kernels read
+// the weights in the activations' type).
+func.func @narrow_weights(%x: tensor<?x16xf32>, %tok: tensor<?xi32>, %off: tensor<5xi32>,
+    %init: tensor<?x16xf32>, %wu: tensor<4x16x32xbf16>, %wd: tensor<4x32x16xbf16>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'moe.experts' op with weights in bf16 and activations in f32 is not lowered by convert-moe-to-gpu (the kernels read the weights in the activations' type)}}
+  %y = moe.experts %x, %tok, %off into %init up(%wu : tensor<4x16x32xbf16>)
+         down(%wd : tensor<4x32x16xbf16>) {expert = #moe.expert<ffn, relu>}
+         : (tensor<?x16xf32>, tensor<?xi32>, tensor<5xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

@@ -1,10 +1,20 @@
 // RUN: moe-opt %s --convert-moe-to-linalg --split-input-file --verify-diagnostics
 
 func.func @f16(%rows: tensor<?x16xf16>, %pos: tensor<?x2xi32>, %w: tensor<?x2xf16>) -> tensor<?x16xf16> {
-  // expected-error @+1 {{'moe.combine' op with element type 'f16' is not supported yet by convert-moe-to-linalg (f32 and f64 are)}}
+  // expected-error @+1 {{'moe.combine' op with element type 'f16' is not supported by convert-moe-to-linalg (f32 and f64 are; moe-widen-narrow-floats computes f16/bf16 ops in f32)}}
   %y = moe.combine %rows, %pos, %w
       : (tensor<?x16xf16>, tensor<?x2xi32>, tensor<?x2xf16>) -> tensor<?x16xf16>
   return %y : tensor<?x16xf16>
+}
+
+// -----
+
+func.func @f8_weights(%x: tensor<?x16xf32>, %tok: tensor<?xi32>, %off: tensor<5xi32>, %init: tensor<?x16xf32>, %wu: tensor<4x16x32xf8E4M3FN>, %wd: tensor<4x32x16xf8E4M3FN>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'moe.experts' op with weights in 'f8E4M3FN' is not supported by convert-moe-to-linalg (f16, bf16, f32 and f64 are)}}
+  %y = moe.experts %x, %tok, %off into %init up(%wu : tensor<4x16x32xf8E4M3FN>)
+         down(%wd : tensor<4x32x16xf8E4M3FN>) {expert = #moe.expert<ffn, relu>}
+         : (tensor<?x16xf32>, tensor<?xi32>, tensor<5xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
 }
 
 // -----

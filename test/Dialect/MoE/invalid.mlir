@@ -332,10 +332,33 @@ func.func @layer_down_bias(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
 
 func.func @layer_weight_type(%x: tensor<4x64xf32>, %r: tensor<64x8xf32>,
     %u: tensor<8x64x32xbf16>, %d: tensor<8x32x64xf32>) {
-  // expected-error @+1 {{'moe.layer' op up weights must have element type 'f32', got 'bf16'}}
+  // expected-error @+1 {{'moe.layer' op down weights must have the element type of the up weights ('bf16'), got 'f32'}}
   %y = moe.layer %x, %r up(%u : tensor<8x64x32xbf16>) down(%d : tensor<8x32x64xf32>)
       {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
       : (tensor<4x64xf32>, tensor<64x8xf32>) -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+// Weights may be narrower than the activations, not wider.
+func.func @layer_weights_wider(%x: tensor<4x64xf16>, %r: tensor<64x8xf16>,
+    %u: tensor<8x64x32xf32>, %d: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{'moe.layer' op up weights must have element type 'f16' or a narrower float type, got 'f32'}}
+  %y = moe.layer %x, %r up(%u : tensor<8x64x32xf32>) down(%d : tensor<8x32x64xf32>)
+      {expert = #moe.expert<ffn, relu>, routing = #moe.routing<k = 2>}
+      : (tensor<4x64xf16>, tensor<64x8xf16>) -> tensor<4x64xf16>
+  return
+}
+
+// -----
+
+func.func @experts_bias_narrow(%x: tensor<?x16xf32>, %tok: tensor<?xi32>, %off: tensor<5xi32>,
+    %init: tensor<?x16xf32>, %wu: tensor<4x16x32xbf16>, %wd: tensor<4x32x16xbf16>, %bu: tensor<4x32xbf16>) {
+  // expected-error @+1 {{'moe.experts' op up bias must have element type 'f32', got 'bf16'}}
+  %y = moe.experts %x, %tok, %off into %init up(%wu : tensor<4x16x32xbf16>)
+         down(%wd : tensor<4x32x16xbf16>) up_bias(%bu : tensor<4x32xbf16>) {expert = #moe.expert<ffn, relu>}
+         : (tensor<?x16xf32>, tensor<?xi32>, tensor<5xi32>, tensor<?x16xf32>) -> tensor<?x16xf32>
   return
 }
 

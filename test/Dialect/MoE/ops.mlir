@@ -17,6 +17,20 @@ func.func @mixtral_layer(%x: tensor<?x64xf32>, %router: tensor<64x8xf32>,
   return %y : tensor<?x64xf32>
 }
 
+// bf16 weight matrices of an f32 layer.
+// CHECK-LABEL: func @bf16_weights
+// CHECK: moe.layer %{{.*}}, %{{.*}} gate(%{{.*}} : tensor<8x64x128xbf16>) up(%{{.*}} : tensor<8x64x128xbf16>) down(%{{.*}} : tensor<8x128x64xbf16>)
+// CHECK-SAME: : (tensor<?x64xf32>, tensor<64x8xf32>) -> tensor<?x64xf32>
+func.func @bf16_weights(%x: tensor<?x64xf32>, %router: tensor<64x8xf32>,
+    %wg: tensor<8x64x128xbf16>, %wu: tensor<8x64x128xbf16>,
+    %wd: tensor<8x128x64xbf16>) -> tensor<?x64xf32> {
+  %y = moe.layer %x, %router gate(%wg : tensor<8x64x128xbf16>)
+         up(%wu : tensor<8x64x128xbf16>) down(%wd : tensor<8x128x64xbf16>)
+         {expert = #moe.expert<gated, silu>, routing = #moe.routing<k = 2>}
+         : (tensor<?x64xf32>, tensor<64x8xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
+
 // CHECK-LABEL: func @deepseek_v3_layer
 // CHECK: moe.layer %{{.*}}, %{{.*}} selection_bias(%{{.*}} : tensor<16xf32>)
 // CHECK-SAME: shared_gate(%{{.*}} : tensor<32x64xf32>) shared_up(%{{.*}} : tensor<32x64xf32>) shared_down(%{{.*}} : tensor<64x32xf32>)

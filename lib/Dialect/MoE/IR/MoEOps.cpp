@@ -116,15 +116,57 @@ static LogicalResult verifyFfnWeights(Operation *op, ExpertAttr expert,
   if (downBias &&
       failed(checkShape(op, downBias, "down bias", shape({hidden}))))
     return failure();
+  // The weight matrices may be stored in a narrower float type than the
+  // activations (bf16 weights of an f32 layer: half the bytes to read); they
+  // are computed in the activations' type.
   for (auto [value, name] : {std::pair<Value, StringRef>{gate, "gate weights"},
                              {up, "up weights"},
-                             {down, "down weights"},
-                             {gateBias, "gate bias"},
+                             {down, "down weights"}}) {
+    if (!value)
+      continue;
+    Type got = tensorType(value).getElementType();
+    if (got != elementType &&
+        (!isa<FloatType>(got) || !isa<FloatType>(elementType) ||
+         got.getIntOrFloatBitWidth() > elementType.getIntOrFloatBitWidth()))
+      return op->emitOpError()
+             << name << " must have element type " << elementType
+             << " or a narrower float type, got " << got;
+  }
+  for (auto [value, name] : {std::pair<Value, StringRef>{gateBias, "gate bias"},
                              {upBias, "up bias"},
                              {downBias, "down bias"}})
     if (value && failed(checkElementType(op, value, name, elementType)))
       return failure();
+  // One storage type for all of an FFN's matrices.
+  Type weightType = tensorType(up).getElementType();
+  for (auto [value, name] : {std::pair<Value, StringRef>{gate, "gate weights"},
+                             {down, "down weights"}})
+    if (value && tensorType(value).getElementType() != weightType)
+      return op->emitOpError()
+             << name << " must have the element type of the up weights ("
+             << weightType << "), got " << tensorType(value).getElementType();
   return success();
+}
+
+bool moe::isExpertWeightMatrix(OpOperand &use) {
+  Operation *owner = use.getOwner();
+  auto contains = [&](MutableOperandRange range) {
+    return llvm::any_of(range, [&](OpOperand &o) { return &o == &use; });
+  };
+  if (auto layer = dyn_cast<LayerOp>(owner))
+    return contains(layer.getGateMutable()) || contains(layer.getUpMutable()) ||
+           contains(layer.getDownMutable()) ||
+           contains(layer.getSharedGateMutable()) ||
+           contains(layer.getSharedUpMutable()) ||
+           contains(layer.getSharedDownMutable());
+  if (auto experts = dyn_cast<ExpertsOp>(owner))
+    return contains(experts.getGateMutable()) ||
+           contains(experts.getUpMutable()) ||
+           contains(experts.getDownMutable());
+  if (auto shared = dyn_cast<SharedExpertsOp>(owner))
+    return contains(shared.getGateMutable()) ||
+           contains(shared.getUpMutable()) || contains(shared.getDownMutable());
+  return false;
 }
 
 /// Checks a hidden-state tensor `[T, H]` with a static H; returns H.

@@ -241,15 +241,27 @@ struct RhsAccess {
     indices.append({c.panel, row, c.inner});
     return indices;
   }
-  /// The vector of `type` at `row` (see row()) from column `c`.
+  /// The vector of `type` at `row` (see row()) from column `c`. Weights
+  /// stored in a narrower float type (bf16 or f16 for f32) are loaded as
+  /// they are and widened.
   Value read(OpBuilder &b, Location loc, VectorType type, Value row,
-             const Column &c, Value padding) const {
+             const Column &c) const {
+    Value source = isPacked() ? packed : rhs;
+    Type stored = getElementTypeOrSelf(source.getType());
+    auto storedType = VectorType::get(type.getShape(), stored);
+    Value padding = arith::ConstantOp::create(b, loc, b.getZeroAttr(stored));
     SmallVector<bool> inBounds = {true};
+    Value loaded;
     if (!isPacked())
-      return vector::TransferReadOp::create(
-          b, loc, type, rhs, ValueRange{row, c.column}, padding, inBounds);
-    return vector::TransferReadOp::create(
-        b, loc, type, packed, panelIndices(row, c), padding, inBounds);
+      loaded = vector::TransferReadOp::create(b, loc, storedType, rhs,
+                                              ValueRange{row, c.column},
+                                              padding, inBounds);
+    else
+      loaded = vector::TransferReadOp::create(
+          b, loc, storedType, packed, panelIndices(row, c), padding, inBounds);
+    if (stored == type.getElementType())
+      return loaded;
+    return arith::ExtFOp::create(b, loc, type, loaded);
   }
 };
 } // namespace
@@ -370,8 +382,7 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
         Value row = rhs.row(b, loc, k);
         SmallVector<Value> rhsVectors;
         for (const RhsAccess::Column &column : rhsColumns)
-          rhsVectors.push_back(
-              rhs.read(b, loc, vectorType, row, column, padding));
+          rhsVectors.push_back(rhs.read(b, loc, vectorType, row, column));
         if (prefetchBuffer) {
           Value ahead =
               arith::AddIOp::create(b, loc, row, index(prefetchDistance));

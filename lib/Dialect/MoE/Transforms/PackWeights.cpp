@@ -23,29 +23,6 @@ namespace moe {
 using namespace mlir;
 using namespace moe;
 
-/// Whether `use` is a weight matrix operand (gate, up or down, routed or
-/// shared) of an MoE op.
-static bool isWeightMatrixUse(OpOperand &use) {
-  Operation *owner = use.getOwner();
-  auto contains = [&](MutableOperandRange range) {
-    return llvm::any_of(range, [&](OpOperand &o) { return &o == &use; });
-  };
-  if (auto layer = dyn_cast<LayerOp>(owner))
-    return contains(layer.getGateMutable()) || contains(layer.getUpMutable()) ||
-           contains(layer.getDownMutable()) ||
-           contains(layer.getSharedGateMutable()) ||
-           contains(layer.getSharedUpMutable()) ||
-           contains(layer.getSharedDownMutable());
-  if (auto experts = dyn_cast<ExpertsOp>(owner))
-    return contains(experts.getGateMutable()) ||
-           contains(experts.getUpMutable()) ||
-           contains(experts.getDownMutable());
-  if (auto shared = dyn_cast<SharedExpertsOp>(owner))
-    return contains(shared.getGateMutable()) ||
-           contains(shared.getUpMutable()) || contains(shared.getDownMutable());
-  return false;
-}
-
 /// The raw row-major bytes of a non-splat dense or dense_resource constant,
 /// or nothing.
 static std::optional<ArrayRef<char>> getRawData(ElementsAttr value) {
@@ -68,7 +45,7 @@ static void packConstant(arith::ConstantOp op, int64_t panel) {
   if (!type || !value || !type.hasStaticShape() ||
       (type.getRank() != 2 && type.getRank() != 3) ||
       !isa<FloatType>(type.getElementType()) || op.use_empty() ||
-      !llvm::all_of(op->getUses(), isWeightMatrixUse))
+      !llvm::all_of(op->getUses(), isExpertWeightMatrix))
     return;
   ArrayRef<int64_t> shape = type.getShape();
   int64_t n = shape.back(), k = shape[shape.size() - 2];

@@ -19,4 +19,11 @@
 #define GET_OP_CLASSES
 #include "moe/Dialect/MoE/IR/MoEOps.h.inc"
 
+namespace moe {
+/// Whether `use` is a gate, up or down weight matrix operand (routed or
+/// shared) of moe.layer, moe.experts or moe.shared_experts: the operands that
+/// may be stored in a narrower float type than the activations.
+bool isExpertWeightMatrix(mlir::OpOperand &use);
+} // namespace moe
+
 #endif // MOE_DIALECT_MOE_IR_MOEOPS_H

@@ -42,6 +42,11 @@ def MoE_LayerOp : MoE_Op<"layer", [Pure, AttrSizedOperandSegments]> {
       Fs) and `shared_scale [H]`, which scales the shared output by
       `sigmoid(x·shared_scale)`.
 
+    The weight matrices (`gate`, `up`, `down` and their shared forms) may be
+    stored in a narrower float type than `x` (bf16 or f16 weights of an f32
+    layer), the same for all matrices of an FFN; they are computed in `x`'s
+    type. Biases, the router and the results have `x`'s type.
+
     `moe-expand` rewrites it into `moe.route`, `moe.dispatch`, `moe.experts`,
     `moe.shared_experts` and `moe.combine`.
 
@@ -255,6 +260,9 @@ def MoE_ExpertsOp : MoE_ExpertsBase<"experts", [Pure]> {
     each expert with rows is acquired from the cache (loaded on a miss),
     computed from its slot and released; E is the placement's `experts`.
     Biases stay indexed by expert.
+
+    As for `moe.layer`, the weight matrices may be stored in a narrower float
+    type than the rows (e.g. bf16 for f32 rows); biases have the rows' type.
 
     Example:
     ```mlir

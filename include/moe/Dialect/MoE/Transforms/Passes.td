@@ -62,6 +62,42 @@ def MoEFuseGating : Pass<"moe-fuse-gating"> {
   }];
 }
 
+def MoEWidenNarrowFloats
+    : Pass<"moe-widen-narrow-floats", "::mlir::func::FuncOp"> {
+  let summary = "Compute moe ops on f16/bf16 tensors in f32";
+  let description = [{
+    For the CPU, which has no 16-bit float arithmetic to speak of: every moe
+    op with f16 or bf16 activations (operands other than the expert weight
+    matrices, or results) computes in f32 instead. Its activation operands,
+    router and biases are extended with `arith.extf`, its float results
+    become f32 and are rounded back with `arith.truncf`, so the function's
+    types, and the rounding of every op's results, stay as they were. The
+    expert weight matrices keep their 16-bit type: the expert GEMMs read
+    them as they are (half the bytes of f32) and widen each vector they load.
+
+    Before:
+    ```mlir
+    %y = moe.experts %x, %tok, %off into %init up(%wu : tensor<8x64x128xbf16>)
+           down(%wd : tensor<8x128x64xbf16>) {expert = #moe.expert<ffn, gelu>}
+           : (tensor<?x64xbf16>, tensor<?xi32>, tensor<9xi32>, tensor<?x64xbf16>)
+           -> tensor<?x64xbf16>
+    ```
+    After:
+    ```mlir
+    %x32 = arith.extf %x : tensor<?x64xbf16> to tensor<?x64xf32>
+    %init32 = arith.extf %init : tensor<?x64xbf16> to tensor<?x64xf32>
+    %y32 = moe.experts %x32, %tok, %off into %init32
+           up(%wu : tensor<8x64x128xbf16>) down(%wd : tensor<8x128x64xbf16>)
+           {expert = #moe.expert<ffn, gelu>} : ... -> tensor<?x64xf32>
+    %y = arith.truncf %y32 : tensor<?x64xf32> to tensor<?x64xbf16>
+    ```
+
+    `moe.generic_experts`, whose region computes in the element type, is
+    left alone (convert-moe-to-linalg rejects it with 16-bit floats).
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect"];
+}
+
 def MoEPackExpertWeights
     : Pass<"moe-pack-expert-weights", "::mlir::func::FuncOp"> {
   let summary = "Store constant expert weight matrices in column panels";
