@@ -20,7 +20,6 @@ docs/Performance.md quotes runs of it; bench/README.md says how to build a basel
 import argparse
 import datetime
 import hashlib
-import json
 import os
 import statistics
 import subprocess
@@ -154,15 +153,9 @@ def main():
         lines.append(f"| {r['shape']} | {r['T']} | {r['build']} | {r['median_ms']:.3f} | "
                      f"{r['min_ms']:.3f} | {100 * r['floor_share']:.0f}% | "
                      f"{r['vs_first']:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out + ".md").write_text(text)
-        Path(a.out + ".json").write_text(json.dumps(dict(
-            when=when, machine=info, threads=a.threads, rounds=a.rounds, rotate=a.rotate,
-            min_time=a.min_time, weights_form=a.weights_form, builds=builds, rows=rows),
-            indent=1))
-        mb.log(f"wrote {a.out}.md and {a.out}.json")
+    mb.write_report(a.out, "\n".join(lines) + "\n", dict(
+        when=when, machine=info, threads=a.threads, rounds=a.rounds, rotate=a.rotate,
+        min_time=a.min_time, weights_form=a.weights_form, builds=builds, rows=rows))
 
 
 if __name__ == "__main__":

@@ -109,6 +109,16 @@ def reference(w, x, k):
     return y, ids
 
 
+def write_report(prefix, text, data):
+    """Prints the markdown `text`; with a `prefix`, also writes it to PREFIX.md and `data` to
+    PREFIX.json."""
+    print(text)
+    if prefix:
+        Path(prefix + ".md").write_text(text)
+        Path(prefix + ".json").write_text(json.dumps(data, indent=1))
+        log(f"wrote {prefix}.md and {prefix}.json")
+
+
 def rel_l2(y, ref):
     y = np.asarray(y, dtype=np.float64).reshape(ref.shape)
     return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))

@@ -10,13 +10,13 @@ round on the CPU benchmark's layers, so that all meet the machine's bandwidth ph
 
 Every output is checked first against the float64 result of the weights it computes with
 (the 16-bit ones rounded as stored): the compiled layers to 1e-4 (they compute in f32),
-PyTorch bf16 to 3e-2 (its activations are bf16 too). ONNX Runtime is not in it: its CPU
+PyTorch bf16 to 3e-2 (its activations are bf16 too; where its bf16 logits flip a routing
+choice it misses that, and its cell says "mismatch" and is not timed). ONNX Runtime is not in it: its CPU
 com.microsoft.MoE takes f32 weights only. Reports per cell the median of the rounds' medians;
 `--out PREFIX` writes PREFIX.md and PREFIX.json. docs/Performance.md quotes a run."""
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import subprocess
@@ -150,8 +150,11 @@ def main():
                     ref = refs["bf16" if tdt == "bf16" else "f32"][T]
                     errs["torch_" + tdt] = mb.rel_l2(y, ref)
                     if not errs["torch_" + tdt] <= tol:
-                        sys.exit(f"narrow_weights: torch {tdt} {s} T={T}: output mismatch "
-                                 f"(relative L2 {errs['torch_' + tdt]:.2e})")
+                        # bf16 logits can flip a near-tie of the routing: the cell says
+                        # so and is not timed.
+                        mb.log(f"  torch {tdt} {s} T={T}: output mismatch (relative L2 "
+                               f"{errs['torch_' + tdt]:.2e}); not timed")
+                        continue
                     stacks[tdt] = [torch.from_numpy(v).to(tt) for v in np.load(xs[T])]
             got = {k: [] for k in ["f32", "bf16", "f16", "torch_bf16", "torch_f32",
                                    "floor_f32", "floor_16"]}
@@ -170,15 +173,15 @@ def main():
                         got[key].append(floor_once(floor_exe, cfg, sets, a.min_time / 2, env,
                                                    4 if dt == "f32" else 2))
                 with torch.inference_mode():
-                    for tdt in TORCH_TOL:
+                    for tdt in stacks:
                         turn = iter(range(1 << 62))
                         stack, layer = stacks[tdt], layers[tdt]
                         r = mb.time_in_process(lambda: layer(stack[next(turn) % len(stack)]),
                                                a.min_time)
                         got["torch_" + tdt].append(r["median_ms"])
                 mb.log(f"  {s} T={T} round {rnd + 1}: " + ", ".join(
-                    f"{k} {v[-1]:.3f}" for k, v in got.items()))
-            med = {k: statistics.median(v) for k, v in got.items()}
+                    f"{k} {v[-1]:.3f}" for k, v in got.items() if v))
+            med = {k: statistics.median(v) for k, v in got.items() if v}
             rows.append(dict(shape=s, T=T, median_ms=med, rounds_ms=got, rel_l2=errs))
     info = mb.machine_info()
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -195,20 +198,20 @@ def main():
              "floor f32 | floor 16-bit | bf16 vs f32 | vs torch bf16 | bf16 floor share |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        m = r["median_ms"]
+        m, e = r["median_ms"], r["rel_l2"]
+
+        def torch_cell(tdt):
+            k = "torch_" + tdt
+            return f"{m[k]:.3f}" if k in m else f"mismatch (rel {e[k]:.1e})"
+        vs_torch = (f"{m['torch_bf16'] / m['bf16']:.2f}x" if "torch_bf16" in m else "-")
         lines.append(
             f"| {r['shape']} | {r['T']} | {m['f32']:.3f} | {m['bf16']:.3f} | {m['f16']:.3f} | "
-            f"{m['torch_bf16']:.3f} | {m['torch_f32']:.3f} | {m['floor_f32']:.3f} | "
-            f"{m['floor_16']:.3f} | {m['f32'] / m['bf16']:.2f}x | "
-            f"{m['torch_bf16'] / m['bf16']:.2f}x | {100 * m['floor_16'] / m['bf16']:.0f}% |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out + ".md").write_text(text)
-        Path(a.out + ".json").write_text(json.dumps(dict(
-            when=when, machine=info, threads=a.threads, rounds=a.rounds, rotate=a.rotate,
-            min_time=a.min_time, compile_s=compile_s, rows=rows), indent=1))
-        mb.log(f"wrote {a.out}.md and {a.out}.json")
+            f"{torch_cell('bf16')} | {torch_cell('f32')} | {m['floor_f32']:.3f} | "
+            f"{m['floor_16']:.3f} | {m['f32'] / m['bf16']:.2f}x | {vs_torch} | "
+            f"{100 * m['floor_16'] / m['bf16']:.0f}% |")
+    mb.write_report(a.out, "\n".join(lines) + "\n", dict(
+        when=when, machine=info, threads=a.threads, rounds=a.rounds, rotate=a.rotate,
+        min_time=a.min_time, compile_s=compile_s, rows=rows))
 
 
 if __name__ == "__main__":
