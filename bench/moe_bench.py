@@ -127,25 +127,9 @@ def rel_l2(y, ref):
 WEIGHT_ORDER = ["router", "gate", "up", "down", "shared_gate", "shared_up", "shared_down"]
 
 
-MATRICES = ("gate", "up", "down", "shared_gate", "shared_up", "shared_down")
-
-
-def to_bf16_bits(a):
-    """The bf16 bit patterns (uint16) of float32 `a`, rounded to nearest even."""
-    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-def stored_weights(a, dtype):
-    """`a` as stored in `dtype` ("f32", "bf16", "f16"): (the little-endian bytes' array,
-    its values as float32)."""
-    if dtype == "bf16":
-        bits = to_bf16_bits(a)
-        return bits, (bits.astype(np.uint32) << 16).view(np.float32)
-    if dtype == "f16":
-        h = np.asarray(a, dtype=np.float32).astype("<f2")
-        return h, h.astype(np.float32)
-    return np.asarray(a, dtype="<f4"), np.asarray(a, dtype=np.float32)
+# The expert matrices and their 16-bit storage, as the tests store them.
+sys.path.insert(0, str(REPO / "test" / "lib"))
+from moe_case import MATRICES, store_weights  # noqa: E402
 
 
 def mlir_text(cfg, w, form="args", weights_dtype="f32"):
@@ -170,7 +154,7 @@ def mlir_text(cfg, w, form="args", weights_dtype="f32"):
         args += [f'%{n}: {ty(w[n])} {{moe.name = "{n}"}}' for n in names]
     else:
         for n in names:
-            data = stored_weights(w[n], weights_dtype if n in MATRICES else "f32")[0]
+            data = store_weights(w[n], weights_dtype if n in MATRICES else "f32")[0]
             hexdata = np.ascontiguousarray(data).tobytes().hex().upper()
             body.append(f'  %{n} = arith.constant dense<"0x{hexdata}"> : {ty(w[n], n)}\n')
     opnds = "".join(f" {n}(%{n} : {ty(w[n], n)})" for n in names if n != "router")
@@ -445,23 +429,28 @@ def time_in_process(fn, min_time):
                 max_ms=float(ts.max()), reps=reps)
 
 
+def hf_layer(torch, w, k, dtype=None):
+    """The PyTorch eager peer (bench/hf_loop.py) on the weights `w`, put in nn.Linear layout
+    ([out, in]) as a HuggingFace checkpoint holds them, converted to `dtype` if given."""
+    from hf_loop import mixtral_block
+
+    def lin(a):
+        t = torch.from_numpy(np.ascontiguousarray(np.asarray(a).T))
+        return t if dtype is None else t.to(dtype)
+
+    E = w["gate"].shape[0]
+    shared = None
+    if "shared_gate" in w:
+        shared = [lin(w[n]) for n in ("shared_gate", "shared_up", "shared_down")]
+    return mixtral_block(torch, lin(w["router"]), [lin(w["gate"][e]) for e in range(E)],
+                         [lin(w["up"][e]) for e in range(E)],
+                         [lin(w["down"][e]) for e in range(E)], k, shared)
+
+
 def run_torch(cfg, prep, tokens, threads, min_time):
     import torch
     torch.set_num_threads(threads)
-    w = prep["w"]
-    E, k = cfg["E"], cfg["k"]
-    # nn.Linear layout ([out, in]), as a HuggingFace checkpoint holds them.
-    router = torch.from_numpy(np.ascontiguousarray(np.asarray(w["router"]).T))
-    w1 = [torch.from_numpy(np.ascontiguousarray(np.asarray(w["gate"][e]).T)) for e in range(E)]
-    w3 = [torch.from_numpy(np.ascontiguousarray(np.asarray(w["up"][e]).T)) for e in range(E)]
-    w2 = [torch.from_numpy(np.ascontiguousarray(np.asarray(w["down"][e]).T)) for e in range(E)]
-    shared = None
-    if "shared_gate" in w:
-        shared = [torch.from_numpy(np.ascontiguousarray(np.asarray(w[n]).T))
-                  for n in ("shared_gate", "shared_up", "shared_down")]
-
-    from hf_loop import mixtral_block
-    layer = mixtral_block(torch, router, w1, w3, w2, k, shared)
+    layer = hf_layer(torch, prep["w"], cfg["k"])
 
     res = {}
     with torch.inference_mode():

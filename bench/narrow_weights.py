@@ -58,22 +58,6 @@ def floor_once(exe, cfg, sets, min_time, env, bytes_per_weight):
     return float(m.group(1))
 
 
-def torch_layer(torch, w, k, dtype):
-    """The HF loop on the weights in nn.Linear layout, converted to `dtype`."""
-    from hf_loop import mixtral_block
-
-    def lin(a):
-        return torch.from_numpy(np.ascontiguousarray(np.asarray(a).T)).to(dtype)
-
-    E = w["gate"].shape[0]
-    shared = None
-    if "shared_gate" in w:
-        shared = [lin(w[n]) for n in ("shared_gate", "shared_up", "shared_down")]
-    return mixtral_block(torch, lin(w["router"]), [lin(w["gate"][e]) for e in range(E)],
-                         [lin(w["up"][e]) for e in range(E)],
-                         [lin(w["down"][e]) for e in range(E)], k, shared)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", default="S1,S2,S3")
@@ -111,7 +95,7 @@ def main():
         d = prep["dir"]
         xs = mb.rotation_inputs(s, cfg, tokens, a.rotate, d)
         # The weights each variant computes with, and their float64 references.
-        weights = {dt: {n: (mb.stored_weights(v, dt)[1] if n in mb.MATRICES else v)
+        weights = {dt: {n: (mb.store_weights(v, dt)[1] if n in mb.MATRICES else v)
                         for n, v in prep["w"].items()} for dt in DTYPES}
         refs = {dt: {T: mb.reference(weights[dt], prep["x"][:T], cfg["k"])[0] for T in tokens}
                 for dt in DTYPES}
@@ -123,7 +107,8 @@ def main():
             if not so:
                 sys.exit(f"narrow_weights: {s} {dt}: moe-compile failed: {err}")
             libs[dt], compile_s[f"{s}-{dt}"] = so, secs
-        layers = {tdt: torch_layer(torch, weights[tdt] if tdt == "bf16" else prep["w"], cfg["k"],
+        layers = {tdt: mb.hf_layer(torch, weights[tdt] if tdt == "bf16" else prep["w"],
+                                   cfg["k"],
                                    getattr(torch, {"bf16": "bfloat16", "f32": "float32"}[tdt]))
                   for tdt in TORCH_TOL}
         for T in tokens:

@@ -136,7 +136,11 @@ def from_bf16_bits(bits):
 
 
 def store_weights(a, dtype):
-    """`a` stored as `dtype`: (the stored bytes' array, its values as floats)."""
+    """`a` stored as `dtype` ("f32", "bf16" or "f16"): (the stored bytes' array,
+    its values as floats)."""
+    if dtype == "f32":
+        stored = np.asarray(a, dtype=np.float32)
+        return stored, stored
     if dtype == "bf16":
         bits = to_bf16_bits(a)
         return bits, from_bf16_bits(bits)
