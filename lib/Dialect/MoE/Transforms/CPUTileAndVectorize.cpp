@@ -117,6 +117,9 @@ constexpr int64_t kMaxSinglePassRows = 16;
 /// register tiles, from the tallest to one row.
 struct MatmulPlan {
   int64_t lanes;
+  /// The lanes of the vectors of the columns left over past the last whole
+  /// vector (the largest power of two dividing their count); 0: none left.
+  int64_t tailLanes;
   int64_t taskColumns;
   int64_t reductionBlock;
   SmallVector<std::pair<int64_t, int64_t>> registerTiles;
@@ -131,10 +134,15 @@ struct MatmulPlan {
 } // namespace
 
 /// Plans a `[M, k] x [k, n]` matmul: `lanes` is the widest vector (at most
-/// `vectorSize` f32 lanes wide) whose lane count divides `n`; the task
-/// columns are a multiple of it that divides `n`, the register tile columns
-/// a multiple of it up to the task's (a task's last tile in a row takes the
-/// columns left over); the reduction block is the largest divisor of `k` up
+/// `vectorSize` f32 lanes wide) no wider than `n`, and the `n mod lanes`
+/// columns past the last whole vector are a tail of vectors of `tailLanes`
+/// (an odd width such as 522 = 32 x 16 + 10 keeps 16-lane vectors for all
+/// but 10 columns: vectors of the largest power of two dividing `n`, 2
+/// lanes there, made register tiles of hundreds of accumulators, slow to
+/// run and to compile); the task columns are a multiple of it that divides
+/// `n` (all of `n` with a tail), the register tile columns a multiple of it
+/// up to the task's (a task's last tile in a row takes the columns left
+/// over); the reduction block is the largest divisor of `k` up
 /// to `reductionTile` (all of `k` when 0). The register tiles are
 /// `registers` and then tiles of half as many rows down to one row, each as
 /// wide as the same number of accumulators allows within a task.
@@ -143,17 +151,24 @@ static MatmulPlan planMatmul(int64_t n, int64_t k, int64_t bitWidth,
                              int64_t reductionTile, ArrayRef<int64_t> registers,
                              int64_t singlePassRows) {
   int64_t lanes = std::max<int64_t>(1, vectorSize * 32 / bitWidth);
-  while (n % lanes != 0)
+  while (lanes > n && lanes > 1)
     lanes /= 2;
+  int64_t tail = n % lanes;
   int64_t blocks = n / lanes;
   int64_t taskBlocks =
-      parallelColumns == 0
+      parallelColumns == 0 || tail != 0
           ? blocks
           : largestDivisor(blocks,
                            std::max<int64_t>(1, parallelColumns / lanes));
   int64_t reductionBlock =
       reductionTile == 0 ? k : largestDivisor(k, reductionTile);
-  MatmulPlan plan{lanes, taskBlocks * lanes, reductionBlock, {}, 0, {}};
+  MatmulPlan plan{lanes,
+                  tail & -tail,
+                  tail != 0 ? n : taskBlocks * lanes,
+                  reductionBlock,
+                  {},
+                  0,
+                  {}};
   auto columns = [&](int64_t wanted) {
     return lanes * std::clamp<int64_t>(wanted / lanes, 1, taskBlocks);
   };
@@ -446,10 +461,20 @@ static Value buildReductionBlock(OpBuilder &b, Location loc,
         b, loc, lower, upper, step, result,
         [&, rows = rows, cols = cols](OpBuilder &b, Location loc, Value m0,
                                       ValueRange rowArgs) {
-          // Whole tiles, then one narrower tile for the columns left over.
-          int64_t whole = numColumns / cols * cols;
+          // The tail of narrower vectors first (so that no first write of a
+          // tile is a vector at [0, 0] narrower than the accumulator; see
+          // buildRegisterTile), then whole tiles, then one narrower tile for
+          // the whole vectors left over.
+          int64_t tail = plan.tailLanes ? numColumns % plan.lanes : 0;
+          int64_t body = numColumns - tail;
+          int64_t whole = body / cols * cols;
+          Value tiles = rowArgs[0];
+          if (tail)
+            tiles = buildRegisterTile(b, loc, lhs, rhs, tiles, m0, index(body),
+                                      k0, kSize, rows, tail, plan.tailLanes,
+                                      plan.prefetchDistance);
           auto columnLoop = scf::ForOp::create(
-              b, loc, index(0), index(whole), index(cols), rowArgs,
+              b, loc, index(0), index(whole), index(cols), tiles,
               [&](OpBuilder &b, Location loc, Value n0, ValueRange args) {
                 scf::YieldOp::create(
                     b, loc,
@@ -457,11 +482,11 @@ static Value buildReductionBlock(OpBuilder &b, Location loc,
                                       kSize, rows, cols, plan.lanes,
                                       plan.prefetchDistance));
               });
-          Value tiles = columnLoop.getResult(0);
-          if (whole < numColumns)
+          tiles = columnLoop.getResult(0);
+          if (whole < body)
             tiles = buildRegisterTile(b, loc, lhs, rhs, tiles, m0, index(whole),
-                                      k0, kSize, rows, numColumns - whole,
-                                      plan.lanes, plan.prefetchDistance);
+                                      k0, kSize, rows, body - whole, plan.lanes,
+                                      plan.prefetchDistance);
           scf::YieldOp::create(b, loc, tiles);
         });
     result = rowLoop.getResult(0);

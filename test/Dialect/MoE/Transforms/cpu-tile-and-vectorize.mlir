@@ -274,6 +274,40 @@ func.func @leftover_columns(%a: tensor<?x64xf32>, %b: tensor<64x352xf32>) -> ten
   return %c : tensor<?x352xf32>
 }
 
+// N = 522 = 32 x 16 + 10 (GPT-OSS-like odd widths): vectors of 16 lanes for
+// 512 columns and a tail of 5 vectors of 2 lanes (the largest power of two
+// dividing 10), built first in each row tile; one task over all columns.
+// Before, the lanes were the largest power of two dividing N (2), and 8x32
+// register tiles had 128 accumulators (minutes to compile).
+// CHECK-LABEL: func.func @odd_columns
+// CHECK-NOT: scf.forall
+// CHECK: scf.for {{.*}} step %c8
+// CHECK: %{{.*}}:40 = scf.for {{.*}} -> (vector<2xf32>,
+// CHECK-COUNT-40: vector.fma {{.*}} : vector<2xf32>
+// CHECK: scf.for {{.*}} = %c0 to %c512 step %c32
+// CHECK: %{{.*}}:16 = scf.for {{.*}} -> (vector<16xf32>,
+// CHECK: scf.for {{.*}} step %c4
+// CHECK: %{{.*}}:20 = scf.for {{.*}} -> (vector<2xf32>,
+// CHECK: scf.for {{.*}} = %c0 to %c512 step %c64
+// CHECK: %{{.*}}:16 = scf.for {{.*}} -> (vector<16xf32>,
+// CHECK-NOT: vector<1xf32>
+// CHECK: return
+func.func @odd_columns(%a: tensor<?x64xf32>, %b: tensor<64x522xf32>, %acc: tensor<?x522xf32>) -> tensor<?x522xf32> {
+  %c = linalg.matmul ins(%a, %b : tensor<?x64xf32>, tensor<64x522xf32>) outs(%acc : tensor<?x522xf32>) -> tensor<?x522xf32>
+  return %c : tensor<?x522xf32>
+}
+
+// N = 7, narrower than a vector: 4 lanes, then a tail of 3 columns in vectors
+// of one lane.
+// CHECK-LABEL: func.func @narrow_columns
+// CHECK-COUNT-3: vector.fma {{.*}} : vector<1xf32>
+// CHECK: vector.fma {{.*}} : vector<4xf32>
+// CHECK: return
+func.func @narrow_columns(%a: tensor<2x64xf32>, %b: tensor<64x7xf32>, %acc: tensor<2x7xf32>) -> tensor<2x7xf32> {
+  %c = linalg.matmul ins(%a, %b : tensor<2x64xf32>, tensor<64x7xf32>) outs(%acc : tensor<2x7xf32>) -> tensor<2x7xf32>
+  return %c : tensor<2x7xf32>
+}
+
 // A matmul inside an scf.forall (convert-moe-to-linalg's experts in
 // parallel) is one thread's work: no scf.forall of its own; the K blocks and
 // the 8x32 register tiles (one row of them: 8 rows) span all 1024 columns.
