@@ -68,11 +68,13 @@ using namespace mlir;
 
 void moe::buildCPUPipeline(OpPassManager &pm,
                            const CPUPipelineOptions &options) {
+  // f16/bf16 layers compute in f32, their expert weights stay 16-bit. Before
+  // moe-expand, so that a moe.layer rounds once, its result, and not also
+  // its router logits, mixing weights and expert outputs.
+  pm.addNestedPass<func::FuncOp>(createMoEWidenNarrowFloats());
   // moe ops to tensor-level linalg.
   pm.addPass(createMoEExpand());
   pm.addPass(createMoEFuseGating());
-  // f16/bf16 layers compute in f32; their expert weights stay 16-bit.
-  pm.addNestedPass<func::FuncOp>(createMoEWidenNarrowFloats());
   ConvertMoEToLinalgOptions toLinalg;
   toLinalg.gateBlockSize = options.gateBlockSize;
   toLinalg.expertParallelRows = options.expertParallelRows;

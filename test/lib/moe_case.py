@@ -2,9 +2,10 @@
 """Numeric test cases for moe.layer: writes a model and checks a result.
 
     moe_case.py gen DIR CONFIG [--tokens T] [--static] [--weights-as-inputs]
-                               [--dtype f16|f32|f64] [--seed S]
+                               [--dtype f16|bf16|f32|f64] [--seed S]
                                [--expert-rows N0,N1,...] [--weights-dtype f16|bf16]
-    moe_case.py check DIR [--tol 1e-5] [--f16-tol 1e-2]
+    moe_case.py check DIR [--tol 1e-5] [--f16-tol 1e-2] [--bf16-tol 1e-2]
+                          [--once-rounded]
 
 `gen` draws fresh random weights and inputs (the seed is printed and saved;
 pass --seed to replay), and writes DIR/model.mlir (a func.func @main with one
@@ -12,13 +13,19 @@ moe.layer; weights are dense constants unless --weights-as-inputs), DIR/in0.npy
 [, in1.npy, ...] (the inputs in order) and DIR/expected.npy, the float64
 reference of moe_reference.layer. `check` compares DIR/out.npy with it
 (relative L2 error) and exits non-zero above the tolerance: --tol for f32 and
-f64 cases, --f16-tol for f16 ones. An f16 case draws its inputs and weights
-in float16 and its reference is the float64 result of those rounded values;
-the model computes in f32 but rounds the routing weights, the hidden rows of
-the experts (tensor-core kernels) and every result to f16, hence the larger
-tolerance. --weights-dtype stores the expert weight matrices (routed and
-shared) in f16 or bf16 whatever --dtype is; the reference computes with the
-stored values, so the tolerance is --dtype's.
+f64 cases, --f16-tol and --bf16-tol for 16-bit ones. A 16-bit case draws its
+inputs and weights in its type (bf16 .npy inputs and outputs are the bits as
+uint16, as moe-run reads and writes them) and its reference is the float64
+result of those rounded values. The GPU computes in f32 but rounds the routing
+weights, the hidden rows of the experts (tensor-core kernels) and every result
+to 16 bits, hence the larger tolerances. The CPU rounds a 16-bit moe.layer
+once, its result: --once-rounded checks that as well, the output against the
+float64 result rounded to the case's type (round to nearest even), within a
+quarter of the type's unit roundoff u (2^-11 for f16, 2^-8 for bf16; a
+rounding of each op's result instead is about u). --weights-dtype stores the
+expert weight matrices (routed and shared) in f16 or bf16 whatever --dtype
+is; the reference computes with the stored values, so the tolerance is
+--dtype's.
 """
 
 import argparse
@@ -119,9 +126,12 @@ CONFIGS = {
                                    expert=dict(kind="ffn", activation="gelu")),
 }
 
-MLIR_DTYPE = {"f16": ("f16", "<f2"), "f32": ("f32", "<f4"), "f64": ("f64", "<f8")}
+MLIR_DTYPE = {"f16": ("f16", "<f2"), "bf16": ("bf16", "<u2"), "f32": ("f32", "<f4"),
+              "f64": ("f64", "<f8")}
 # Storage types of the expert weight matrices (--weights-dtype).
 WEIGHT_DTYPES = ("f16", "bf16")
+# The unit roundoff of the 16-bit types (2^-p for p bits of precision).
+UNIT_ROUNDOFF = {"f16": 2.0 ** -11, "bf16": 2.0 ** -8}
 MATRICES = ("gate", "up", "down", "shared_gate", "shared_up", "shared_down")
 
 
@@ -192,11 +202,18 @@ def gen(args):
     gated = expert["kind"] == "gated"
     wscale = 4.0 if cfg.get("big_weights") else 1.0
 
+    def values(a):
+        """`a` rounded to the case's type (bf16: float32 holding bf16 values)."""
+        return store_weights(a, "bf16")[1] if elt == "bf16" else a.astype(npdt)
+
+    def stored_bytes(a):
+        return to_bf16_bits(a) if elt == "bf16" and a.dtype == np.float32 else a
+
     def rand(*shape, fan_in=None):
         a = rng.standard_normal(shape)
         if fan_in:
             a = a * wscale / np.sqrt(fan_in)
-        return a.astype(npdt)
+        return values(a)
 
     w = {"router": rand(H, E, fan_in=H)}
     if cfg.get("bias"):
@@ -222,15 +239,13 @@ def gen(args):
     # stored (rounded) values, and so does the reference.
     stored = {}
     if args.weights_dtype:
-        if args.weights_as_inputs and args.weights_dtype == "bf16":
-            sys.exit("moe_case: bf16 weights cannot be .npy inputs (numpy has no bf16)")
         for name in MATRICES:
             if name in w:
                 stored[name], w[name] = store_weights(w[name], args.weights_dtype)
     welt = {n: (args.weights_dtype if n in stored else elt) for n in w}
-    x = rng.standard_normal((T, H)).astype(npdt)
+    x = values(rng.standard_normal((T, H)))
     if args.expert_rows:
-        x = steer_tokens(rng, x, w["router"], routing["k"], args.expert_rows).astype(npdt)
+        x = values(steer_tokens(rng, x, w["router"], routing["k"], args.expert_rows))
 
     os.makedirs(args.dir, exist_ok=True)
     token_dim = T if args.static else None
@@ -238,16 +253,17 @@ def gen(args):
     order = ["selection_bias", "gate", "up", "down", "gate_bias", "up_bias", "down_bias",
              "shared_gate", "shared_up", "shared_down", "shared_scale"]
     params = ["%%x: %s {moe.name = \"x\"}" % act]
-    inputs = [x]
+    inputs = [stored_bytes(x)]
     body = []
     if args.weights_as_inputs:
         for name in ["router"] + [n for n in order if n in w]:
             params.append("%%%s: %s {moe.name = \"%s\"}"
                           % (name, tensor_type(w[name].shape, welt[name]), name))
-            inputs.append(stored.get(name, w[name]))
+            inputs.append(stored.get(name, stored_bytes(w[name])))
     else:
         for name in ["router"] + [n for n in order if n in w]:
-            raw = np.ascontiguousarray(stored.get(name, w[name])).tobytes().hex().upper()
+            raw = np.ascontiguousarray(stored.get(name, stored_bytes(w[name])))
+            raw = raw.tobytes().hex().upper()
             body.append("  %%%s = arith.constant dense<\"0x%s\"> : %s"
                         % (name, raw, tensor_type(w[name].shape, welt[name])))
     operands = "".join(" %s(%%%s : %s)" % (n, n, tensor_type(w[n].shape, welt[n]))
@@ -296,17 +312,31 @@ def gen(args):
 def check(args):
     with open(os.path.join(args.dir, "case.json")) as f:
         case = json.load(f)
-    y = np.load(os.path.join(args.dir, "out.npy")).astype(np.float64)
+    y = np.load(os.path.join(args.dir, "out.npy"))
+    dtype = case.get("dtype", "f32")
+    if dtype == "bf16":
+        y = from_bf16_bits(y)
+    y = y.astype(np.float64)
     ref = np.load(os.path.join(args.dir, "expected.npy"))
     if y.shape != ref.shape:
         sys.exit("moe_case: %s (seed %d): shape %s, expected %s"
                  % (case["config"], case["seed"], y.shape, ref.shape))
-    err = np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-300)
-    dtype = case.get("dtype", "f32")
-    tol = args.f16_tol if dtype == "f16" else args.tol
+    norm = max(np.linalg.norm(ref), 1e-300)
+    err = np.linalg.norm(y - ref) / norm
+    tol = {"f16": args.f16_tol, "bf16": args.bf16_tol}.get(dtype, args.tol)
     ok = err <= tol
     print("moe_case: %s (%s, seed %d, T=%d): relative L2 error %.3e %s %.0e"
           % (case["config"], dtype, case["seed"], case["tokens"], err, "<=" if ok else ">", tol))
+    if args.once_rounded:
+        if dtype not in UNIT_ROUNDOFF:
+            sys.exit("moe_case: --once-rounded needs an f16 or bf16 case")
+        rounded = store_weights(ref.astype(np.float32), dtype)[1].astype(np.float64)
+        rerr = np.linalg.norm(y - rounded) / norm
+        rtol = UNIT_ROUNDOFF[dtype] / 4
+        rok = rerr <= rtol
+        ok = ok and rok
+        print("moe_case: against the float64 result rounded to %s: relative L2 error %.3e %s %.1e"
+              % (dtype, rerr, "<=" if rok else ">", rtol))
     sys.exit(0 if ok else 1)
 
 
@@ -330,6 +360,8 @@ def main():
     c.add_argument("dir")
     c.add_argument("--tol", type=float, default=1e-5)
     c.add_argument("--f16-tol", type=float, default=1e-2)
+    c.add_argument("--bf16-tol", type=float, default=1e-2)
+    c.add_argument("--once-rounded", action="store_true")
     args = ap.parse_args()
     gen(args) if args.cmd == "gen" else check(args)
 
