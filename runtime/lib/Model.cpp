@@ -676,10 +676,14 @@ static moe_status_t *checkInput(const ArgumentSpec &spec, size_t index,
     matches = spec.dims[i] == MOE_DYNAMIC_DIM || spec.dims[i] == shape[i];
   if (matches)
     return nullptr;
-  return makeStatus(what + ": expected " + moe_dtype_name(spec.dtype) +
-                    " tensor of shape " +
-                    formatDims(spec.dims.data(), spec.dims.size()) + ", got " +
-                    moe_dtype_name(dtype) + " " + formatDims(shape, rank));
+  // numpy has no bfloat16: a uint16 .npy is read as bf16 bits (npy.h).
+  const char *hint = dtype == MOE_DTYPE_BF16 && spec.dtype != MOE_DTYPE_BF16
+                         ? " (a uint16 .npy holds bf16 bits)"
+                         : "";
+  return makeStatus(
+      what + ": expected " + moe_dtype_name(spec.dtype) + " tensor of shape " +
+      formatDims(spec.dims.data(), spec.dims.size()) + ", got " +
+      moe_dtype_name(dtype) + " " + formatDims(shape, rank) + hint);
 }
 
 /// Appends an identity-strided descriptor for `data` with extents `shape`.

@@ -29,12 +29,15 @@ struct NpyDType {
 };
 } // namespace
 
-/// Accepted descriptors; the first one per dtype is what we write.
+/// Accepted descriptors; the first one per dtype is what we write. numpy has
+/// no bfloat16: bf16 tensors are their raw bits as uint16 (as the Python
+/// binding passes them), and moe has no u16 for `<u2` to mean otherwise.
 static const NpyDType npyDTypes[] = {
-    {"<f4", MOE_DTYPE_F32}, {"<f8", MOE_DTYPE_F64}, {"<f2", MOE_DTYPE_F16},
-    {"|i1", MOE_DTYPE_I8},  {"<i1", MOE_DTYPE_I8},  {"<i2", MOE_DTYPE_I16},
-    {"<i4", MOE_DTYPE_I32}, {"<i8", MOE_DTYPE_I64}, {"|u1", MOE_DTYPE_U8},
-    {"<u1", MOE_DTYPE_U8},  {"|b1", MOE_DTYPE_I1},  {"<b1", MOE_DTYPE_I1},
+    {"<f4", MOE_DTYPE_F32},  {"<f8", MOE_DTYPE_F64}, {"<f2", MOE_DTYPE_F16},
+    {"<u2", MOE_DTYPE_BF16}, {"|i1", MOE_DTYPE_I8},  {"<i1", MOE_DTYPE_I8},
+    {"<i2", MOE_DTYPE_I16},  {"<i4", MOE_DTYPE_I32}, {"<i8", MOE_DTYPE_I64},
+    {"|u1", MOE_DTYPE_U8},   {"<u1", MOE_DTYPE_U8},  {"|b1", MOE_DTYPE_I1},
+    {"<b1", MOE_DTYPE_I1},
 };
 
 namespace {

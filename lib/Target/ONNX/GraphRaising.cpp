@@ -55,6 +55,15 @@ using namespace mlir;
 /// The longest chain of Casts or Reshapes the matchers follow.
 static constexpr int kMaxChain = 64;
 
+/// `BlockMatcher::skipCasts`'s `to` for a Cast to any float type a block
+/// computes in (not an ONNX data type).
+static constexpr int64_t kAnyFloat = -1;
+static bool isRoutingFloat(int64_t dataType) {
+  return dataType == onnx::TensorProto::FLOAT ||
+         dataType == onnx::TensorProto::FLOAT16 ||
+         dataType == onnx::TensorProto::BFLOAT16;
+}
+
 /// Input/output `i` of `node`, or "" where it has none (malformed graphs).
 static StringRef inputOf(const onnx::NodeProto *node, int i) {
   return i < node->input_size() ? StringRef(node->input(i)) : StringRef();
@@ -219,9 +228,10 @@ private:
   /// classes along the last axis with values 0 and 1; null with why set.
   const onnx::NodeProto *matchArgmaxOneHot(const onnx::NodeProto &argmax,
                                            int64_t numExperts);
-  /// Skips Identity and Casts to `to` (float by default).
-  StringRef skipCasts(StringRef name,
-                      int64_t to = onnx::TensorProto::FLOAT) const;
+  /// Skips Identity and Casts to `to`; by default, Casts to any of float,
+  /// float16 and bfloat16 (a block in 16 bits casts its routing weights to
+  /// float and back; the raised ops compute routing in at least f32).
+  StringRef skipCasts(StringRef name, int64_t to = kAnyFloat) const;
   DenseElementsAttr constant(StringRef name);
   std::optional<int64_t> constantInt(StringRef name);
   /// The integer `name` computes from constants and `Shape(of)[axis]` (of a
@@ -382,6 +392,10 @@ private:
   bool matchHash(const onnx::NodeProto &lookup, MoEBlock &block);
   /// The scalar constant `name` (any int or float element type).
   std::optional<double> constantScalar(StringRef name);
+  /// Whether `name` is a scalar constant equal to `value` as its type holds
+  /// it: to 1e-6, or to the unit roundoff of a narrower float type (a bf16
+  /// export's sqrt(2) is 1.4140625).
+  bool isConstantNear(StringRef name, double value);
   /// Skips Casts (to any type), Identity, Reshape, Squeeze and Unsqueeze.
   StringRef skipScalarPlumbing(StringRef name) const;
   /// Whether `name` is the token count of `input`: `Shape(input)[0]`
@@ -474,7 +488,9 @@ StringRef BlockMatcher::skipCasts(StringRef name, int64_t to) const {
     const onnx::NodeProto *node = def(name);
     if (!node)
       break;
-    bool cast = is(node, "Cast") && intAttr(*node, "to", 0) == to;
+    int64_t castTo = intAttr(*node, "to", 0);
+    bool cast = is(node, "Cast") &&
+                (to == kAnyFloat ? isRoutingFloat(castTo) : castTo == to);
     if (!cast && !is(node, "Identity"))
       break;
     name = inputOf(node, 0);
@@ -1204,11 +1220,9 @@ bool BlockMatcher::matchGelu(StringRef name, StringRef &input) {
   // 0.5 * (h * (1 + erf(h / sqrt(2)))), as torch exports F.gelu; the
   // operands of each Mul and Add in either order.
   auto other = [&](const onnx::NodeProto *node, double value) -> StringRef {
-    for (int i = 0; i < 2; ++i) {
-      std::optional<double> c = constantScalar(inputOf(node, i));
-      if (c && std::abs(*c - value) <= 1e-6 * value)
+    for (int i = 0; i < 2; ++i)
+      if (isConstantNear(inputOf(node, i), value))
         return inputOf(node, 1 - i);
-    }
     return {};
   };
   const onnx::NodeProto *half = defOp(name, "Mul");
@@ -1222,10 +1236,8 @@ bool BlockMatcher::matchGelu(StringRef name, StringRef &input) {
     const onnx::NodeProto *erf =
         plus ? defOp(other(plus, 1.0), "Erf") : nullptr;
     const onnx::NodeProto *div = erf ? defOp(inputOf(erf, 0), "Div") : nullptr;
-    std::optional<double> root =
-        div ? constantScalar(inputOf(div, 1)) : std::nullopt;
-    if (div && inputOf(div, 0) == h && root &&
-        std::abs(*root - std::sqrt(2.0)) <= 1e-6) {
+    if (div && inputOf(div, 0) == h &&
+        isConstantNear(inputOf(div, 1), std::sqrt(2.0))) {
       input = h;
       return true;
     }
@@ -1237,11 +1249,9 @@ bool BlockMatcher::matchGeluTanh(StringRef name, StringRef &input) {
   // 0.5 * (h * (1 + tanh(sqrt(2/pi) * (h + 0.044715 * h^3)))), as torch
   // exports F.gelu(approximate="tanh"); h^3 as h * (h * h) or Pow(h, 3).
   auto other = [&](const onnx::NodeProto *node, double value) -> StringRef {
-    for (int i = 0; node && i < 2; ++i) {
-      std::optional<double> c = constantScalar(inputOf(node, i));
-      if (c && std::abs(*c - value) <= 1e-6 * std::abs(value))
+    for (int i = 0; node && i < 2; ++i)
+      if (isConstantNear(inputOf(node, i), value))
         return inputOf(node, 1 - i);
-    }
     return {};
   };
   auto isCube = [&](StringRef cube, StringRef h) {
@@ -1889,6 +1899,18 @@ std::optional<double> BlockMatcher::constantScalar(StringRef name) {
   if (type.isInteger())
     return double((*attr.getValues<APInt>().begin()).getSExtValue());
   return std::nullopt;
+}
+
+bool BlockMatcher::isConstantNear(StringRef name, double value) {
+  std::optional<double> c = constantScalar(name);
+  if (!c)
+    return false;
+  double tolerance = 1e-6;
+  if (DenseElementsAttr attr = constant(name))
+    if (auto type = dyn_cast<FloatType>(attr.getElementType()))
+      tolerance =
+          std::max(tolerance, std::ldexp(1.0, -type.getFPMantissaWidth()));
+  return std::abs(*c - value) <= tolerance * std::abs(value);
 }
 
 StringRef BlockMatcher::skipScalarPlumbing(StringRef name) const {

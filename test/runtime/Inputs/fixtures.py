@@ -56,6 +56,7 @@ def affine_bad_inputs(d):
     np.save(os.path.join(d, "wide.npy"), np.zeros((2, 5), np.float32))
     np.save(os.path.join(d, "rank1.npy"), np.zeros(4, np.float32))
     np.save(os.path.join(d, "f64.npy"), np.zeros((2, 4), np.float64))
+    np.save(os.path.join(d, "u16.npy"), np.ones((2, 4), np.uint16))
     np.save(os.path.join(d, "fortran.npy"), np.asfortranarray(np.zeros((2, 4), np.float32)))
     np.save(os.path.join(d, "bigendian.npy"), np.zeros((2, 4), ">f4"))
     np.save(os.path.join(d, "complex.npy"), np.zeros((2, 4), np.complex64))

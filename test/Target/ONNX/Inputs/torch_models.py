@@ -2,16 +2,28 @@
 random inputs and PyTorch's own outputs (float32, and float64 from a float64
 copy of the same module).
 
-Usage: torch_models.py gen MODEL DIR [SHAPE]
+Usage: torch_models.py gen MODEL DIR [SHAPE] [--bf16 | --f16-reference]
                                        writes DIR/model.onnx, DIR/in<i>.npy
                                        (one per input: x, and ids for hash
                                        and moma),
                                        DIR/ref<i>.npy (PyTorch float32) and
                                        DIR/ref64_<i>.npy (PyTorch float64);
                                        the inputs are SHAPE (e.g. 1x1x16)
-                                       if given
-       torch_models.py check DIR       compares DIR/out<i>.npy with both
-                                       references (relative L2 <= 1e-5)
+                                       if given; with --bf16 the module is
+                                       exported in bfloat16 (its float
+                                       inputs are bf16 bits as uint16, the
+                                       .npy form moe-run reads; ref0 is
+                                       PyTorch's bf16 output in float32,
+                                       ref64 the float64 module of the same
+                                       bf16 weights); with --f16-reference
+                                       the export is f32 but ref64 is the
+                                       float64 module of its weights and
+                                       inputs rounded to f16 (the reference
+                                       of Inputs/onnx_to_f16.py's rewrite)
+       torch_models.py check DIR [TOL] compares DIR/out<i>.npy with both
+                                       references (relative L2 <= TOL,
+                                       default 1e-5; a uint16 output is
+                                       bf16 bits)
        torch_models.py list            prints the model names
 
 Models:
@@ -1135,13 +1147,23 @@ MODELS = {
 }
 
 
-def gen(name, out_dir, run_shape=None):
+def bf16_bits(t):
+    """The bit patterns of a bfloat16 tensor as a uint16 array."""
+    return t.view(torch.int16).numpy().view(np.uint16)
+
+
+def gen(name, out_dir, run_shape=None, bf16=False, f16_reference=False):
     factory, make_input, dynamic = MODELS[name]
     torch.manual_seed(0)
     module = factory().eval()
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    if bf16:
+        module = module.bfloat16()
     g = torch.Generator().manual_seed(1)
     example = make_input(g)
     examples = example if isinstance(example, tuple) else (example,)
+    examples = tuple(e.to(dtype) if e.dtype.is_floating_point else e
+                     for e in examples)
     names = ["x", "ids"][:len(examples)]
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "model.onnx")
@@ -1161,27 +1183,36 @@ def gen(name, out_dir, run_shape=None):
             elif dynamic:
                 shape[min(dynamic)] += 2
             if e.dtype.is_floating_point:
-                inputs.append(torch.randn(*shape, generator=g))
+                inputs.append(torch.randn(*shape, generator=g).to(dtype))
             else:
                 # Token ids in [0, VOCAB), or the input's own range.
                 high = getattr(make_input, "int_high", VOCAB)
                 inputs.append(torch.randint(0, high, shape, generator=g))
         y = module(*inputs)
-        y64 = module.double()(*[i.double() if i.dtype.is_floating_point else i
-                                for i in inputs])
+        if f16_reference:
+            module = module.half()
+            inputs64 = [i.half().double() if i.dtype.is_floating_point else i
+                        for i in inputs]
+        else:
+            inputs64 = [i.double() if i.dtype.is_floating_point else i
+                        for i in inputs]
+        y64 = module.double()(*inputs64)
     for i, x in enumerate(inputs):
-        np.save(os.path.join(out_dir, "in%d.npy" % i), x.numpy())
-    np.save(os.path.join(out_dir, "ref0.npy"), y.numpy())
+        np.save(os.path.join(out_dir, "in%d.npy" % i),
+                bf16_bits(x) if x.dtype == torch.bfloat16 else x.numpy())
+    np.save(os.path.join(out_dir, "ref0.npy"), y.float().numpy())
     np.save(os.path.join(out_dir, "ref64_0.npy"), y64.numpy())
 
 
-def check(out_dir):
+def check(out_dir, tol=1e-5):
     ok = True
     # out0.npy (the tests), or out.npy (bench/gpu/run.sh's cases).
     path = os.path.join(out_dir, "out0.npy")
     if not os.path.exists(path):
         path = os.path.join(out_dir, "out.npy")
     out = np.load(path)
+    if out.dtype == np.uint16:
+        out = (out.astype(np.uint32) << 16).view(np.float32)
     for ref_name in ("ref0", "ref64_0"):
         ref = np.load(os.path.join(out_dir, ref_name + ".npy"))
         if out.shape != ref.shape:
@@ -1192,8 +1223,8 @@ def check(out_dir):
         ref = ref.astype(np.float64)
         err = np.linalg.norm(out.astype(np.float64) - ref) / max(
             np.linalg.norm(ref), 1e-30)
-        status = "OK" if err <= 1e-5 else "FAIL"
-        ok = ok and err <= 1e-5
+        status = "OK" if err <= tol else "FAIL"
+        ok = ok and err <= tol
         print("out0 vs %s: %s %s rel_l2=%.3g" % (ref_name, status, out.dtype,
                                                  err))
     return ok
@@ -1201,9 +1232,12 @@ def check(out_dir):
 
 def main():
     if sys.argv[1] == "gen":
-        gen(sys.argv[2], sys.argv[3], *sys.argv[4:5])
+        flags = ("--bf16", "--f16-reference")
+        args = [a for a in sys.argv[2:] if a not in flags]
+        gen(args[0], args[1], *args[2:3], bf16="--bf16" in sys.argv,
+            f16_reference="--f16-reference" in sys.argv)
     elif sys.argv[1] == "check":
-        sys.exit(0 if check(sys.argv[2]) else 1)
+        sys.exit(0 if check(sys.argv[2], *map(float, sys.argv[3:4])) else 1)
     elif sys.argv[1] == "list":
         print("\n".join(MODELS))
     else:
