@@ -298,9 +298,9 @@ Value onnx_import::dropUnitDims(OpBuilder &b, Location loc, Value value,
 }
 
 Value onnx_import::buildMatmul2D(OpBuilder &b, Location loc, Value lhs,
-                                 Value rhs) {
+                                 Value rhs, Type accumulator) {
   auto lhsType = cast<RankedTensorType>(lhs.getType());
-  Type elementType = lhsType.getElementType();
+  Type elementType = accumulator ? accumulator : lhsType.getElementType();
   SmallVector<OpFoldResult> sizes = {getDims(b, loc, lhs)[0],
                                      getDims(b, loc, rhs)[1]};
   Value zero = createScalar(b, loc, elementType, 0.0);

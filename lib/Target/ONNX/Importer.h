@@ -383,8 +383,10 @@ Value buildExpandShape(OpBuilder &b, Location loc, RankedTensorType type,
                        Value value, ArrayRef<ReassociationIndices> groups,
                        ArrayRef<OpFoldResult> sizes);
 
-/// A 2-D matmul `a [M, K] x b [K, N]` with a zero-filled accumulator.
-Value buildMatmul2D(OpBuilder &b, Location loc, Value lhs, Value rhs);
+/// A 2-D matmul `a [M, K] x b [K, N]` with a zero-filled accumulator of
+/// `accumulator` elements (the operands' when null).
+Value buildMatmul2D(OpBuilder &b, Location loc, Value lhs, Value rhs,
+                    Type accumulator = {});
 
 } // namespace onnx_import
 } // namespace moe

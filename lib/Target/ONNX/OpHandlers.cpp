@@ -549,7 +549,28 @@ static LogicalResult importCast(Node &node) {
 // Contractions
 //===----------------------------------------------------------------------===//
 
-/// numpy.matmul for ranks >= 1.
+/// The type a product of `type` elements accumulates in: f32 for f16 and
+/// bf16 (a sum rounded to 8 or 11 bits at each step loses the product; ONNX
+/// Runtime's and PyTorch's kernels accumulate in f32 too), else `type`.
+static Type accumulationType(Type type) {
+  auto floatType = dyn_cast<FloatType>(type);
+  if (floatType && floatType.getWidth() < 32)
+    return Float32Type::get(type.getContext());
+  return type;
+}
+
+/// `value` rounded to `type` elements where it is wider.
+static FailureOr<Value> roundTo(Node &node, Value value, Type type) {
+  if (elementTypeOf(value) == type)
+    return value;
+  return buildElementwise(
+      node, {value}, type, [&](OpBuilder &b, Location loc, ValueRange args) {
+        return arith::TruncFOp::create(b, loc, type, args[0]).getResult();
+      });
+}
+
+/// numpy.matmul for ranks >= 1, in accumulationType of the operands'
+/// element type (callers round the result).
 static FailureOr<Value> buildMatMul(Node &node, Value lhs, Value rhs) {
   OpBuilder &b = node.getBuilder();
   Location loc = node.getLoc();
@@ -568,6 +589,7 @@ static FailureOr<Value> buildMatMul(Node &node, Value lhs, Value rhs) {
   lhsType = cast<RankedTensorType>(lhs.getType());
   rhsType = cast<RankedTensorType>(rhs.getType());
   int64_t lhsRank = lhsType.getRank(), rhsRank = rhsType.getRank();
+  Type accumulator = accumulationType(lhsType.getElementType());
   int64_t k = lhsType.getDimSize(lhsRank - 1);
   int64_t k2 = rhsType.getDimSize(rhsRank - 2);
   if (!ShapedType::isDynamic(k) && !ShapedType::isDynamic(k2) && k != k2) {
@@ -588,7 +610,7 @@ static FailureOr<Value> buildMatMul(Node &node, Value lhs, Value rhs) {
       flat = tensor::CollapseShapeOp::create(
           b, loc, lhs, SmallVector<ReassociationIndices>{rows, {lhsRank - 1}});
     }
-    result = buildMatmul2D(b, loc, flat, rhs);
+    result = buildMatmul2D(b, loc, flat, rhs, accumulator);
     if (lhsRank > 2) {
       SmallVector<int64_t> shape(lhsType.getShape().drop_back());
       shape.push_back(rhsType.getDimSize(1));
@@ -598,9 +620,8 @@ static FailureOr<Value> buildMatMul(Node &node, Value lhs, Value rhs) {
       for (int64_t d = 0; d < lhsRank - 1; ++d)
         rows.push_back(d);
       result = buildExpandShape(
-          b, loc, RankedTensorType::get(shape, lhsType.getElementType()),
-          result, SmallVector<ReassociationIndices>{rows, {lhsRank - 1}},
-          sizes);
+          b, loc, RankedTensorType::get(shape, accumulator), result,
+          SmallVector<ReassociationIndices>{rows, {lhsRank - 1}}, sizes);
     }
   } else {
     // Batched, with broadcasting over the batch dimensions.
@@ -663,19 +684,23 @@ static FailureOr<Value> buildMatMul(Node &node, Value lhs, Value rhs) {
     SmallVector<utils::IteratorType> iterators(rank,
                                                utils::IteratorType::parallel);
     iterators.push_back(utils::IteratorType::reduction);
-    Type elementType = lhsType.getElementType();
-    Value zero = createScalar(b, loc, elementType, 0.0);
+    Value zero = createScalar(b, loc, accumulator, 0.0);
     Value init = linalg::FillOp::create(b, loc, zero,
-                                        createEmpty(b, loc, sizes, elementType))
+                                        createEmpty(b, loc, sizes, accumulator))
                      .getResult(0);
-    bool fp = isFloat(elementType);
+    bool fp = isFloat(accumulator);
     result =
         linalg::GenericOp::create(
             b, loc, TypeRange{init.getType()}, ValueRange{lhs, rhs},
             ValueRange{init}, maps, iterators,
             [&](OpBuilder &nb, Location nl, ValueRange args) {
-              Value prod =
-                  buildBinary(nb, nl, BinaryKind::Mul, args[0], args[1]);
+              auto widen = [&](Value v) -> Value {
+                if (v.getType() == accumulator)
+                  return v;
+                return arith::ExtFOp::create(nb, nl, accumulator, v);
+              };
+              Value prod = buildBinary(nb, nl, BinaryKind::Mul, widen(args[0]),
+                                       widen(args[1]));
               Value sum =
                   fp ? arith::AddFOp::create(nb, nl, args[2], prod).getResult()
                      : arith::AddIOp::create(nb, nl, args[2], prod).getResult();
@@ -700,6 +725,9 @@ static LogicalResult importMatMul(Node &node) {
     return requireFloat(node, elementTypeOf(node.getInput(0)));
   FailureOr<Value> result =
       buildMatMul(node, node.getInput(0), node.getInput(1));
+  if (failed(result))
+    return failure();
+  result = roundTo(node, *result, elementTypeOf(node.getInput(0)));
   if (failed(result))
     return failure();
   return node.setResults(*result);
@@ -747,21 +775,31 @@ static LogicalResult importGemm(Node &node) {
     }
     operands.push_back(node.getInput(2));
   }
-  if (alpha == 1.0 && operands.size() == 1)
+  if (alpha == 1.0 && operands.size() == 1) {
+    product = roundTo(node, *product, type);
+    if (failed(product))
+      return failure();
     return node.setResults(*product);
+  }
+  // alpha * AB + beta * C in the product's accumulation type, rounded once.
+  Type accumulator = elementTypeOf(*product);
   FailureOr<Value> result = buildElementwise(
       node, operands, type, [&](OpBuilder &nb, Location nl, ValueRange args) {
         Value acc = args[0];
         if (alpha != 1.0)
           acc = arith::MulFOp::create(nb, nl, acc,
-                                      createScalar(nb, nl, type, alpha));
+                                      createScalar(nb, nl, accumulator, alpha));
         if (args.size() > 1) {
           Value c = args[1];
+          if (c.getType() != accumulator)
+            c = arith::ExtFOp::create(nb, nl, accumulator, c);
           if (beta != 1.0)
             c = arith::MulFOp::create(nb, nl, c,
-                                      createScalar(nb, nl, type, beta));
+                                      createScalar(nb, nl, accumulator, beta));
           acc = arith::AddFOp::create(nb, nl, acc, c);
         }
+        if (acc.getType() != type)
+          acc = arith::TruncFOp::create(nb, nl, type, acc);
         return acc;
       });
   if (failed(result))

@@ -411,6 +411,10 @@ static Value buildRegisterTile(OpBuilder &b, Location loc, const LhsAccess &lhs,
         for (auto [i, row] : llvm::enumerate(lhsRows)) {
           Value a = tensor::ExtractOp::create(b, loc, lhs.matrix(),
                                               ValueRange{row, k});
+          // A narrower left-hand side (16-bit activations of an imported
+          // MatMul accumulating in f32) is widened as it is read.
+          if (a.getType() != elementType)
+            a = arith::ExtFOp::create(b, loc, elementType, a);
           Value splat = vector::BroadcastOp::create(b, loc, vectorType, a);
           for (auto [j, rhsVector] : llvm::enumerate(rhsVectors))
             next.push_back(vector::FMAOp::create(

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""A 16-bit ONNX model of MatMul (2-D, N-D x 2-D, batched) and Gemm (alpha,
+beta, C, transB) on long contractions (K = 512), its random inputs and the
+float64 results of the stored (rounded) values.
+
+    matmul16.py f16|bf16 DIR
+
+Writes DIR/model.onnx, DIR/in0.npy, in1.npy, in2.npy (bf16 as uint16 bits,
+the .npy form moe-run reads) and DIR/ref64_<i>.npy for the outputs mm2,
+mm3, bmm and gemm."""
+
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+K = 512
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] not in ("f16", "bf16"):
+        sys.exit(__doc__)
+    dtype, out = sys.argv[1], sys.argv[2]
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(int.from_bytes(os.urandom(4), "little"))
+    elem = TensorProto.FLOAT16 if dtype == "f16" else TensorProto.BFLOAT16
+
+    def stored(a):
+        """(the values as float64, the bytes as numpy stores them)."""
+        if dtype == "f16":
+            h = a.astype(np.float16)
+            return h.astype(np.float64), h
+        u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        bits = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+        return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64), bits
+
+    def tensor(name, a):
+        return helper.make_tensor(name, elem, a.shape, stored(a)[1].tobytes(), raw=True)
+
+    def vi(name, shape):
+        return helper.make_tensor_value_info(name, elem, shape)
+
+    w = rng.standard_normal((K, 24)) / np.sqrt(K)
+    wt = rng.standard_normal((24, K)) / np.sqrt(K)
+    c = rng.standard_normal(24)
+    a = rng.standard_normal((3, K))
+    a3 = rng.standard_normal((2, 3, K))
+    b3 = rng.standard_normal((2, K, 5)) / np.sqrt(K)
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["a", "w"], ["mm2"], name="mm2d"),
+        n("MatMul", ["a3", "w"], ["mm3"], name="mm3x2"),
+        n("MatMul", ["a3", "b3"], ["bmm"], name="bmm"),
+        n("Gemm", ["a", "wt", "c"], ["gemm"], name="gemm0", alpha=1.5, beta=0.5,
+          transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [vi("a", [3, K]), vi("a3", [2, 3, K]), vi("b3", [2, K, 5])],
+        [vi("mm2", [3, 24]), vi("mm3", [2, 3, 24]), vi("bmm", [2, 3, 5]),
+         vi("gemm", [3, 24])],
+        [tensor("w", w), tensor("wt", wt), tensor("c", c)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              os.path.join(out, "model.onnx"))
+    for i, x in enumerate((a, a3, b3)):
+        np.save(os.path.join(out, "in%d.npy" % i), stored(x)[1])
+    (a, _), (a3, _), (b3, _) = stored(a), stored(a3), stored(b3)
+    (w, _), (wt, _), (c, _) = stored(w), stored(wt), stored(c)
+    refs = (a @ w, a3 @ w, a3 @ b3, 1.5 * (a @ wt.T) + 0.5 * c)
+    for i, r in enumerate(refs):
+        np.save(os.path.join(out, "ref64_%d.npy" % i), r)
+
+
+if __name__ == "__main__":
+    main()
