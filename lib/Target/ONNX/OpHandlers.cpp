@@ -569,6 +569,16 @@ static FailureOr<Value> roundTo(Node &node, Value value, Type type) {
       });
 }
 
+/// `value` widened to `type` elements where narrower.
+static FailureOr<Value> widenTo(Node &node, Value value, Type type) {
+  if (elementTypeOf(value) == type)
+    return value;
+  return buildElementwise(
+      node, {value}, type, [&](OpBuilder &b, Location loc, ValueRange args) {
+        return arith::ExtFOp::create(b, loc, type, args[0]).getResult();
+      });
+}
+
 /// numpy.matmul for ranks >= 1, in accumulationType of the operands'
 /// element type (callers round the result).
 static FailureOr<Value> buildMatMul(Node &node, Value lhs, Value rhs) {
@@ -940,8 +950,19 @@ template <bool LogSoftmax> static LogicalResult importSoftmax(Node &node) {
                      << " other than the last is not supported before opset 13";
     return failure();
   }
-  return node.setResults(
-      buildSoftmax(node.getBuilder(), node.getLoc(), input, *axis, LogSoftmax));
+  // 16-bit inputs: the maximum, exponentials and sum in f32, the result
+  // rounded once.
+  Type type = elementTypeOf(input);
+  FailureOr<Value> wide = widenTo(node, input, accumulationType(type));
+  if (failed(wide))
+    return failure();
+  FailureOr<Value> result = roundTo(
+      node,
+      buildSoftmax(node.getBuilder(), node.getLoc(), *wide, *axis, LogSoftmax),
+      type);
+  if (failed(result))
+    return failure();
+  return node.setResults(*result);
 }
 
 namespace {
@@ -987,6 +1008,15 @@ template <ReduceKind Kind> static LogicalResult importReduce(Node &node) {
   FailureOr<SmallVector<int64_t>> axes = normalizeAxes(node, rawAxes, rank);
   if (failed(axes))
     return failure();
+  // Sums of 16-bit floats accumulate in f32 and are rounded once.
+  Type resultType = type;
+  if (Kind == ReduceKind::Sum || Kind == ReduceKind::Mean) {
+    type = accumulationType(type);
+    FailureOr<Value> wide = widenTo(node, input, type);
+    if (failed(wide))
+      return failure();
+    input = *wide;
+  }
   bool fp = isFloat(type);
   Value init;
   switch (Kind) {
@@ -1039,6 +1069,10 @@ template <ReduceKind Kind> static LogicalResult importReduce(Node &node) {
           return arith::DivFOp::create(nb, nl, args[0], countFp);
         });
   }
+  FailureOr<Value> rounded = roundTo(node, result, resultType);
+  if (failed(rounded))
+    return failure();
+  result = *rounded;
   if (node.getInt("keepdims", 1))
     result = insertUnitDims(b, loc, result, *axes);
   return node.setResults(result);
@@ -1050,9 +1084,16 @@ static FailureOr<Value> buildNormalization(Node &node, bool subtractMean) {
   OpBuilder &b = node.getBuilder();
   Location loc = node.getLoc();
   Value input = node.getInput(0);
-  Type type = elementTypeOf(input);
-  if (failed(requireFloat(node, type)))
+  Type resultType = elementTypeOf(input);
+  if (failed(requireFloat(node, resultType)))
     return failure();
+  // 16-bit inputs normalize in f32 (LayerNormalization's stash_type 1),
+  // rounded once at the end.
+  Type type = accumulationType(resultType);
+  FailureOr<Value> wide = widenTo(node, input, type);
+  if (failed(wide))
+    return failure();
+  input = *wide;
   int64_t rank = rankOf(input);
   FailureOr<int64_t> axis = normalizeAxis(node, node.getInt("axis", -1), rank);
   if (failed(axis))
@@ -1101,10 +1142,17 @@ static FailureOr<Value> buildNormalization(Node &node, bool subtractMean) {
   if (node.hasInput(2))
     operands.push_back(node.getInput(2));
   return buildElementwise(
-      node, operands, type, [](OpBuilder &nb, Location nl, ValueRange args) {
-        Value result = arith::MulFOp::create(nb, nl, args[0], args[1]);
+      node, operands, resultType,
+      [&](OpBuilder &nb, Location nl, ValueRange args) -> Value {
+        auto wide = [&](Value v) -> Value {
+          return v.getType() == type ? v
+                                     : arith::ExtFOp::create(nb, nl, type, v);
+        };
+        Value result = arith::MulFOp::create(nb, nl, args[0], wide(args[1]));
         if (args.size() > 2)
-          result = arith::AddFOp::create(nb, nl, result, args[2]);
+          result = arith::AddFOp::create(nb, nl, result, wide(args[2]));
+        if (result.getType() != resultType)
+          result = arith::TruncFOp::create(nb, nl, resultType, result);
         return result;
       });
 }
