@@ -559,23 +559,18 @@ static Type accumulationType(Type type) {
   return type;
 }
 
-/// `value` rounded to `type` elements where it is wider.
-static FailureOr<Value> roundTo(Node &node, Value value, Type type) {
-  if (elementTypeOf(value) == type)
+/// `value` with `type` elements: float elements widened (to compute in
+/// accumulationType) or rounded (the result, once); itself if they are.
+static FailureOr<Value> convertFloats(Node &node, Value value, Type type) {
+  Type from = elementTypeOf(value);
+  if (from == type)
     return value;
+  bool widen = from.getIntOrFloatBitWidth() < type.getIntOrFloatBitWidth();
   return buildElementwise(
       node, {value}, type, [&](OpBuilder &b, Location loc, ValueRange args) {
+        if (widen)
+          return arith::ExtFOp::create(b, loc, type, args[0]).getResult();
         return arith::TruncFOp::create(b, loc, type, args[0]).getResult();
-      });
-}
-
-/// `value` widened to `type` elements where narrower.
-static FailureOr<Value> widenTo(Node &node, Value value, Type type) {
-  if (elementTypeOf(value) == type)
-    return value;
-  return buildElementwise(
-      node, {value}, type, [&](OpBuilder &b, Location loc, ValueRange args) {
-        return arith::ExtFOp::create(b, loc, type, args[0]).getResult();
       });
 }
 
@@ -737,7 +732,7 @@ static LogicalResult importMatMul(Node &node) {
       buildMatMul(node, node.getInput(0), node.getInput(1));
   if (failed(result))
     return failure();
-  result = roundTo(node, *result, elementTypeOf(node.getInput(0)));
+  result = convertFloats(node, *result, elementTypeOf(node.getInput(0)));
   if (failed(result))
     return failure();
   return node.setResults(*result);
@@ -786,7 +781,7 @@ static LogicalResult importGemm(Node &node) {
     operands.push_back(node.getInput(2));
   }
   if (alpha == 1.0 && operands.size() == 1) {
-    product = roundTo(node, *product, type);
+    product = convertFloats(node, *product, type);
     if (failed(product))
       return failure();
     return node.setResults(*product);
@@ -953,10 +948,10 @@ template <bool LogSoftmax> static LogicalResult importSoftmax(Node &node) {
   // 16-bit inputs: the maximum, exponentials and sum in f32, the result
   // rounded once.
   Type type = elementTypeOf(input);
-  FailureOr<Value> wide = widenTo(node, input, accumulationType(type));
+  FailureOr<Value> wide = convertFloats(node, input, accumulationType(type));
   if (failed(wide))
     return failure();
-  FailureOr<Value> result = roundTo(
+  FailureOr<Value> result = convertFloats(
       node,
       buildSoftmax(node.getBuilder(), node.getLoc(), *wide, *axis, LogSoftmax),
       type);
@@ -1012,7 +1007,7 @@ template <ReduceKind Kind> static LogicalResult importReduce(Node &node) {
   Type resultType = type;
   if (Kind == ReduceKind::Sum || Kind == ReduceKind::Mean) {
     type = accumulationType(type);
-    FailureOr<Value> wide = widenTo(node, input, type);
+    FailureOr<Value> wide = convertFloats(node, input, type);
     if (failed(wide))
       return failure();
     input = *wide;
@@ -1069,7 +1064,7 @@ template <ReduceKind Kind> static LogicalResult importReduce(Node &node) {
           return arith::DivFOp::create(nb, nl, args[0], countFp);
         });
   }
-  FailureOr<Value> rounded = roundTo(node, result, resultType);
+  FailureOr<Value> rounded = convertFloats(node, result, resultType);
   if (failed(rounded))
     return failure();
   result = *rounded;
@@ -1090,7 +1085,7 @@ static FailureOr<Value> buildNormalization(Node &node, bool subtractMean) {
   // 16-bit inputs normalize in f32 (LayerNormalization's stash_type 1),
   // rounded once at the end.
   Type type = accumulationType(resultType);
-  FailureOr<Value> wide = widenTo(node, input, type);
+  FailureOr<Value> wide = convertFloats(node, input, type);
   if (failed(wide))
     return failure();
   input = *wide;
