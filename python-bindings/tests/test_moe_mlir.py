@@ -246,6 +246,45 @@ def test_several_inputs_outputs_and_dtypes(multi):
     assert s.shape == (0, 3)
 
 
+def test_bf16_layer():
+    """A bf16 moe.layer: inputs and results are uint16 arrays of bf16 bits;
+    the CPU computes in f32 and rounds the result once, so it is the float64
+    result of the stored values rounded to bf16 (a few last bits aside)."""
+    from moe_case import from_bf16_bits, to_bf16_bits
+    rng = np.random.default_rng()
+
+    def bf16(*shape, scale=1.0):
+        bits = to_bf16_bits(rng.standard_normal(shape) * scale)
+        return bits, from_bf16_bits(bits)
+
+    def const(bits):
+        return 'dense<"0x%s">' % np.ascontiguousarray(bits).tobytes().hex().upper()
+
+    def ty(shape):
+        return "tensor<%sxbf16>" % "x".join("?" if d is None else str(d) for d in shape)
+
+    w = {"router": bf16(H, E, scale=H ** -0.5), "gate": bf16(E, H, F, scale=H ** -0.5),
+         "up": bf16(E, H, F, scale=H ** -0.5), "down": bf16(E, F, H, scale=F ** -0.5)}
+    text = ["func.func @main(%%x: %s) -> %s {" % (ty([None, H]), ty([None, H]))]
+    text += ["  %%%s = arith.constant %s : %s" % (n, const(b), ty(b.shape))
+             for n, (b, _) in w.items()]
+    text += ["  %%y = moe.layer %%x, %%router gate(%%gate : %s) up(%%up : %s) "
+             "down(%%down : %s) {expert = #moe.expert<gated, silu>, "
+             "routing = #moe.routing<k = 2, renormalize = true>} : (%s, %s) -> %s"
+             % (ty([E, H, F]), ty([E, H, F]), ty([E, F, H]), ty([None, H]), ty([H, E]),
+                ty([None, H])),
+             "  return %%y : %s" % ty([None, H]), "}"]
+    model = moe_mlir.compile("\n".join(text).encode())
+    assert [(t.element_type, t.dtype) for t in model.inputs] == [("bf16", np.uint16)]
+    xbits, x = bf16(9, H)
+    (y,) = model.run(xbits)
+    assert y.dtype == np.uint16 and y.shape == (9, H)
+    ref = moe_reference.layer(x, w["router"][1], ROUTING, EXPERT, w["gate"][1], w["up"][1],
+                              w["down"][1])
+    rounded = from_bf16_bits(to_bf16_bits(ref)).astype(np.float64)
+    assert rel_l2(from_bf16_bits(y), rounded) <= 2.0 ** -8 / 4
+
+
 def test_onnx_bytes():
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
