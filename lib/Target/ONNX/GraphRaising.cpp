@@ -1889,8 +1889,8 @@ bool BlockMatcher::matchAddChain(ArrayRef<const onnx::NodeProto *> adds,
   return true;
 }
 
-std::optional<double> BlockMatcher::constantScalar(StringRef name) {
-  DenseElementsAttr attr = constant(name);
+/// The value of a one-element int or float `attr`.
+static std::optional<double> scalarValue(DenseElementsAttr attr) {
   if (!attr || attr.getNumElements() != 1)
     return std::nullopt;
   Type type = attr.getElementType();
@@ -1901,15 +1901,19 @@ std::optional<double> BlockMatcher::constantScalar(StringRef name) {
   return std::nullopt;
 }
 
+std::optional<double> BlockMatcher::constantScalar(StringRef name) {
+  return scalarValue(constant(name));
+}
+
 bool BlockMatcher::isConstantNear(StringRef name, double value) {
-  std::optional<double> c = constantScalar(name);
+  DenseElementsAttr attr = constant(name);
+  std::optional<double> c = scalarValue(attr);
   if (!c)
     return false;
   double tolerance = 1e-6;
-  if (DenseElementsAttr attr = constant(name))
-    if (auto type = dyn_cast<FloatType>(attr.getElementType()))
-      tolerance =
-          std::max(tolerance, std::ldexp(1.0, -type.getFPMantissaWidth()));
+  if (auto type = dyn_cast<FloatType>(attr.getElementType()))
+    tolerance =
+        std::max(tolerance, std::ldexp(1.0, -type.getFPMantissaWidth()));
   return std::abs(*c - value) <= tolerance * std::abs(value);
 }
 

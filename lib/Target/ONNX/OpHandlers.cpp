@@ -559,6 +559,13 @@ static Type accumulationType(Type type) {
   return type;
 }
 
+/// The scalar `value` widened to the float `type` where narrower.
+static Value widenScalar(OpBuilder &b, Location loc, Value value, Type type) {
+  if (value.getType() == type)
+    return value;
+  return arith::ExtFOp::create(b, loc, type, value);
+}
+
 /// `value` with `type` elements: float elements widened (to compute in
 /// accumulationType) or rounded (the result, once); itself if they are.
 static FailureOr<Value> convertFloats(Node &node, Value value, Type type) {
@@ -699,13 +706,10 @@ static FailureOr<Value> buildMatMul(Node &node, Value lhs, Value rhs) {
             b, loc, TypeRange{init.getType()}, ValueRange{lhs, rhs},
             ValueRange{init}, maps, iterators,
             [&](OpBuilder &nb, Location nl, ValueRange args) {
-              auto widen = [&](Value v) -> Value {
-                if (v.getType() == accumulator)
-                  return v;
-                return arith::ExtFOp::create(nb, nl, accumulator, v);
-              };
-              Value prod = buildBinary(nb, nl, BinaryKind::Mul, widen(args[0]),
-                                       widen(args[1]));
+              Value prod =
+                  buildBinary(nb, nl, BinaryKind::Mul,
+                              widenScalar(nb, nl, args[0], accumulator),
+                              widenScalar(nb, nl, args[1], accumulator));
               Value sum =
                   fp ? arith::AddFOp::create(nb, nl, args[2], prod).getResult()
                      : arith::AddIOp::create(nb, nl, args[2], prod).getResult();
@@ -795,9 +799,7 @@ static LogicalResult importGemm(Node &node) {
           acc = arith::MulFOp::create(nb, nl, acc,
                                       createScalar(nb, nl, accumulator, alpha));
         if (args.size() > 1) {
-          Value c = args[1];
-          if (c.getType() != accumulator)
-            c = arith::ExtFOp::create(nb, nl, accumulator, c);
+          Value c = widenScalar(nb, nl, args[1], accumulator);
           if (beta != 1.0)
             c = arith::MulFOp::create(nb, nl, c,
                                       createScalar(nb, nl, accumulator, beta));
@@ -1139,13 +1141,11 @@ static FailureOr<Value> buildNormalization(Node &node, bool subtractMean) {
   return buildElementwise(
       node, operands, resultType,
       [&](OpBuilder &nb, Location nl, ValueRange args) -> Value {
-        auto wide = [&](Value v) -> Value {
-          return v.getType() == type ? v
-                                     : arith::ExtFOp::create(nb, nl, type, v);
-        };
-        Value result = arith::MulFOp::create(nb, nl, args[0], wide(args[1]));
+        Value result = arith::MulFOp::create(
+            nb, nl, args[0], widenScalar(nb, nl, args[1], type));
         if (args.size() > 2)
-          result = arith::AddFOp::create(nb, nl, result, wide(args[2]));
+          result = arith::AddFOp::create(nb, nl, result,
+                                         widenScalar(nb, nl, args[2], type));
         if (result.getType() != resultType)
           result = arith::TruncFOp::create(nb, nl, resultType, result);
         return result;

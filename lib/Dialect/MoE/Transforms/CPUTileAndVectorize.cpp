@@ -117,9 +117,6 @@ constexpr int64_t kMaxSinglePassRows = 16;
 /// register tiles, from the tallest to one row.
 struct MatmulPlan {
   int64_t lanes;
-  /// The lanes of the vectors of the columns left over past the last whole
-  /// vector (the largest power of two dividing their count); 0: none left.
-  int64_t tailLanes;
   int64_t taskColumns;
   int64_t reductionBlock;
   SmallVector<std::pair<int64_t, int64_t>> registerTiles;
@@ -135,10 +132,10 @@ struct MatmulPlan {
 
 /// Plans a `[M, k] x [k, n]` matmul: `lanes` is the widest vector (at most
 /// `vectorSize` f32 lanes wide) no wider than `n`, and the `n mod lanes`
-/// columns past the last whole vector are a tail of vectors of `tailLanes`
-/// (an odd width such as 522 = 32 x 16 + 10 keeps 16-lane vectors for all
-/// but 10 columns: vectors of the largest power of two dividing `n`, 2
-/// lanes there, made register tiles of hundreds of accumulators, slow to
+/// columns past the last whole vector are a tail of narrower vectors (see
+/// buildReductionBlock; an odd width such as 522 = 32 x 16 + 10 keeps 16-lane
+/// vectors for all but 10 columns: vectors of the largest power of two dividing
+/// `n`, 2 lanes there, made register tiles of hundreds of accumulators, slow to
 /// run and to compile); the task columns are a multiple of it that divides
 /// `n` (all of `n` with a tail), the register tile columns a multiple of it
 /// up to the task's (a task's last tile in a row takes the columns left
@@ -162,13 +159,8 @@ static MatmulPlan planMatmul(int64_t n, int64_t k, int64_t bitWidth,
                            std::max<int64_t>(1, parallelColumns / lanes));
   int64_t reductionBlock =
       reductionTile == 0 ? k : largestDivisor(k, reductionTile);
-  MatmulPlan plan{lanes,
-                  tail & -tail,
-                  tail != 0 ? n : taskBlocks * lanes,
-                  reductionBlock,
-                  {},
-                  0,
-                  {}};
+  MatmulPlan plan{
+      lanes, tail != 0 ? n : taskBlocks * lanes, reductionBlock, {}, 0, {}};
   auto columns = [&](int64_t wanted) {
     return lanes * std::clamp<int64_t>(wanted / lanes, 1, taskBlocks);
   };
@@ -465,17 +457,18 @@ static Value buildReductionBlock(OpBuilder &b, Location loc,
         b, loc, lower, upper, step, result,
         [&, rows = rows, cols = cols](OpBuilder &b, Location loc, Value m0,
                                       ValueRange rowArgs) {
-          // The tail of narrower vectors first (so that no first write of a
-          // tile is a vector at [0, 0] narrower than the accumulator; see
-          // buildRegisterTile), then whole tiles, then one narrower tile for
-          // the whole vectors left over.
-          int64_t tail = plan.tailLanes ? numColumns % plan.lanes : 0;
+          // The tail of columns past the last whole vector first, in vectors
+          // of the largest power of two dividing its width (so that no first
+          // write of a tile is a vector at [0, 0] narrower than the
+          // accumulator; see buildRegisterTile), then whole tiles, then one
+          // narrower tile for the whole vectors left over.
+          int64_t tail = numColumns % plan.lanes;
           int64_t body = numColumns - tail;
           int64_t whole = body / cols * cols;
           Value tiles = rowArgs[0];
           if (tail)
             tiles = buildRegisterTile(b, loc, lhs, rhs, tiles, m0, index(body),
-                                      k0, kSize, rows, tail, plan.tailLanes,
+                                      k0, kSize, rows, tail, tail & -tail,
                                       plan.prefetchDistance);
           auto columnLoop = scf::ForOp::create(
               b, loc, index(0), index(whole), index(cols), tiles,

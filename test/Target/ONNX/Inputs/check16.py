@@ -12,15 +12,14 @@ result is the float64 one rounded once, up to a few last-bit differences
 where f32 arithmetic and float64 straddle a rounding boundary; rounding each
 op's result instead, as the graph's own ops do, is about u)."""
 
+import os
 import sys
 
 import numpy as np
 
-
-def bf16_round(a):
-    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    bits = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint32)
-    return (bits << 16).view(np.float32)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "..", "lib"))
+from moe_case import from_bf16_bits, store_weights  # noqa: E402
 
 
 def main():
@@ -29,11 +28,11 @@ def main():
     out, ref = np.load(sys.argv[1]), np.load(sys.argv[2]).astype(np.float64)
     if out.dtype == np.uint16:
         name, unit = "bf16", 2.0 ** -8
-        out = (out.astype(np.uint32) << 16).view(np.float32)
-        rounded = bf16_round(ref)
+        out = from_bf16_bits(out)
+        rounded = store_weights(ref.astype(np.float32), "bf16")[1]
     elif out.dtype == np.float16:
         name, unit = "f16", 2.0 ** -11
-        rounded = ref.astype(np.float32).astype(np.float16)
+        rounded = store_weights(ref.astype(np.float32), "f16")[1]
     else:
         sys.exit("check16: %s is %s, not f16 or bf16 bits" % (sys.argv[1], out.dtype))
     if out.shape != ref.shape:

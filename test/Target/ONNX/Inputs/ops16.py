@@ -18,6 +18,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "..", "lib"))
+from moe_case import store_weights  # noqa: E402
+
 K = 512
 
 
@@ -31,12 +35,8 @@ def main():
 
     def stored(a):
         """(the values as float64, the bytes as numpy stores them)."""
-        if dtype == "f16":
-            h = a.astype(np.float16)
-            return h.astype(np.float64), h
-        u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
-        bits = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-        return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64), bits
+        data, values = store_weights(a.astype(np.float32), dtype)
+        return values.astype(np.float64), data
 
     def tensor(name, a):
         return helper.make_tensor(name, elem, a.shape, stored(a)[1].tobytes(), raw=True)
